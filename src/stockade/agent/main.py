@@ -1,0 +1,63 @@
+"""The agent's entry point: listen on the host's channel and serve every connection."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from . import files, processes
+from . import protocol as p
+from .connection import Handler, Stream, serve_socket
+
+STARTED = time.time()
+
+
+def hello(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
+    """hello: who we are, so the host can check the protocol version."""
+    return {"protocol": p.PROTOCOL_VERSION, "pid": os.getpid(), "uid": os.getuid(),
+            "python": sys.version.split()[0], "hostname": os.uname().nodename,
+            "uptime": time.time() - STARTED}
+
+
+def seed(stream: Stream, params: dict[str, Any]) -> None:
+    """sys.seed: mix host-provided entropy into the kernel's pool (after a restore)."""
+    entropy = bytes.fromhex(str(params.get("hex", "")))
+    with open("/dev/urandom", "wb") as f:
+        f.write(entropy)
+
+
+def handlers() -> dict[str, Handler]:
+    table: dict[str, Handler] = {p.Method.HELLO.value: hello, p.Method.SYS_SEED.value: seed}
+    table.update(processes.HANDLERS)
+    table.update(files.HANDLERS)
+    return table
+
+
+def serve_unix(path: str) -> None:
+    """Listen on a unix socket (container and gVisor tiers) until killed."""
+    table = handlers()
+    if os.path.exists(path):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o077)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old)
+    listener.listen(16)
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=serve_socket, args=(conn, table), daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="stockade-agent")
+    parser.add_argument("--listen", required=True, help="unix socket path to serve on")
+    args = parser.parse_args(argv)
+    processes.start_reaper()
+    serve_unix(args.listen)

@@ -1,0 +1,115 @@
+"""``stockade``: run code in sandboxes from a shell."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .. import Sandbox, StockadeError
+from . import images, server
+
+app = typer.Typer(help="Run untrusted code in sandboxes: container, gVisor or microVM.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+sandbox_app = typer.Typer(help="Manage running sandboxes.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(images.app, name="image")
+app.command("serve")(server.serve)
+app.command("demo")(server.demo)
+err = Console(stderr=True)
+
+Isolation = Annotated[str, typer.Option("--isolation", "-i",
+                                        help="container (runc), gvisor (runsc) or microvm")]
+
+
+def _fail(exc: StockadeError) -> None:
+    err.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(2)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    command: Annotated[list[str], typer.Argument(help="the command and its arguments, after --")],
+    isolation: Isolation = "container",
+    template: Annotated[Optional[str], typer.Option(help="template to start from")] = None,
+    user: Annotated[Optional[str], typer.Option(help="run as this user (default: user)")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds before the command is killed")] = 60,
+) -> None:
+    """Create a sandbox, run COMMAND in it, print its output, and remove the sandbox."""
+    try:
+        with Sandbox.create(template, isolation=isolation) as sb:  # type: ignore[arg-type]
+            result = sb.commands.run(command, user=user, timeout=timeout,
+                                     on_stdout=_write(sys.stdout), on_stderr=_write(sys.stderr))
+    except StockadeError as exc:
+        _fail(exc)
+    raise typer.Exit(result.exit_code)
+
+
+def _write(stream: object):  # type: ignore[no-untyped-def]
+    def write(text: str) -> None:
+        stream.write(text)  # type: ignore[attr-defined]
+        stream.flush()  # type: ignore[attr-defined]
+    return write
+
+
+@sandbox_app.command("ls")
+def sandbox_ls() -> None:
+    """List running sandboxes."""
+    try:
+        rows = Sandbox.list()
+    except StockadeError as exc:
+        _fail(exc)
+    table = Table("ID", "ISOLATION", "TEMPLATE", "STATE", "CPU", "MEMORY", "EXPIRES IN")
+    import time
+
+    for info in rows:
+        table.add_row(info.id, info.isolation, info.template, info.state, f"{info.cpu:g}",
+                      f"{info.memory_mb} MiB", f"{max(0, info.expires_at - time.time()):.0f} s")
+    Console().print(table)
+
+
+@sandbox_app.command("create")
+def sandbox_create(isolation: Isolation = "container",
+                   template: Annotated[Optional[str], typer.Option()] = None,
+                   timeout: Annotated[float, typer.Option(help="lifetime in seconds")] = 300) -> None:
+    """Create a sandbox and print its id (alone on the line)."""
+    try:
+        sb = Sandbox.create(template, isolation=isolation, timeout=timeout)  # type: ignore[arg-type]
+    except StockadeError as exc:
+        _fail(exc)
+    print(sb.id)
+    sb.close()
+
+
+@sandbox_app.command("exec", context_settings={"allow_extra_args": True,
+                                               "ignore_unknown_options": True})
+def sandbox_exec(
+    sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")],
+    command: Annotated[list[str], typer.Argument(help="the command, after --")],
+    user: Annotated[Optional[str], typer.Option()] = None,
+    timeout: Annotated[float, typer.Option()] = 60,
+) -> None:
+    """Run COMMAND in a running sandbox; exit with its exit code."""
+    try:
+        sb = Sandbox.connect(sandbox_id)
+        result = sb.commands.run(command, user=user, timeout=timeout,
+                                 on_stdout=_write(sys.stdout), on_stderr=_write(sys.stderr))
+        sb.close()
+    except StockadeError as exc:
+        _fail(exc)
+    raise typer.Exit(result.exit_code)
+
+
+@sandbox_app.command("kill")
+def sandbox_kill(sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")]) -> None:
+    """Kill a sandbox and remove every trace of it."""
+    try:
+        Sandbox.connect(sandbox_id).kill()
+    except StockadeError as exc:
+        _fail(exc)
+
+
+__all__ = ["app"]

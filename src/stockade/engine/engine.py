@@ -1,0 +1,351 @@
+"""The engine: creates, tracks, limits and removes the sandboxes of one host.
+
+It owns the host side of every sandbox: the data directory, the runtime drivers, the agent
+channels and the wall-clock timers. Its state lives on disk (one ``state.json`` per sandbox), so
+a restarted engine re-attaches to what still runs and removes what is expired or orphaned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from .. import agent
+from ..config import default_images_dir
+from ..images import ImageStore
+from ..runtimes import hostops
+from ..runtimes.base import DriverError, Resources, RuntimeDriver, RuntimeState, SandboxSpec
+from ..runtimes.channel import AgentCallError, AgentChannel, ChannelClosed, Data, End
+from ..runtimes.runc import RuncDriver
+from ..runtimes.runsc import RunscDriver
+from .errors import EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable
+from .process import ProcessRun, translate_agent_error
+from .records import SandboxRecord
+
+TIERS: dict[str, type[RuntimeDriver]] = {"container": RuncDriver, "gvisor": RunscDriver}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Where the engine keeps its state and what a sandbox gets when the caller says nothing."""
+
+    data_dir: Path
+    images_dir: Path | None = None  # default: $STOCKADE_IMAGES_DIR or <data_dir>/images
+    default_timeout: float = 300.0
+    max_timeout: float = 24 * 3600.0
+    default_template: str = "base"
+    default_resources: Resources = field(default_factory=Resources)
+    agent_dir: Path = Path(agent.__file__).parent
+
+
+def new_id() -> str:
+    """An opaque sandbox id that is also a valid hostname."""
+    return "sb" + secrets.token_hex(9)
+
+
+class Engine:
+    """All sandboxes of one host. Use ``async with Engine(config) as engine``."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.sandbox_dir = config.data_dir / "sandboxes"
+        self.images = ImageStore(config.images_dir or default_images_dir(config.data_dir))
+        self.drivers: dict[str, RuntimeDriver] = {
+            tier: cls(config.data_dir, self.images, config.agent_dir)  # type: ignore[call-arg]
+            for tier, cls in TIERS.items()}
+        self._records: dict[str, SandboxRecord] = {}
+        self._channels: dict[str, AgentChannel] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._lock_file: Any = None
+
+    # -- opening and closing -----------------------------------------------------------------
+    async def __aenter__(self) -> "Engine":
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Take the data directory's lock, then re-attach or clean up what is on disk."""
+        self.sandbox_dir.mkdir(parents=True, exist_ok=True)
+        # Root inside a container-tier sandbox is an unprivileged host uid that must traverse
+        # (not list) these directories to reach its own root filesystem.
+        for directory in (self.config.data_dir, self.sandbox_dir):
+            directory.chmod(0o711)
+        self._lock_file = open(self.config.data_dir / "engine.lock", "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise EngineError(f"another engine is using {self.config.data_dir}") from None
+        await self.recover()
+
+    async def close(self, kill_all: bool = False) -> None:
+        """Stop timers and close channels; sandboxes keep running unless ``kill_all``."""
+        if kill_all:
+            await asyncio.gather(*(self.kill(i) for i in list(self._records)),
+                                 return_exceptions=True)
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for channel in self._channels.values():
+            await channel.aclose()
+        self._channels.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._lock_file:
+            self._lock_file.close()
+            self._lock_file = None
+
+    async def recover(self) -> None:
+        """Re-attach live sandboxes; destroy expired, broken and orphaned ones."""
+        now = time.time()
+        for directory in sorted(self.sandbox_dir.iterdir()):
+            try:
+                record = SandboxRecord.load(directory / "state.json")
+            except ValueError:
+                await self._destroy_unknown(directory)
+                continue
+            driver = self.drivers.get(record.tier)
+            alive = (driver is not None and record.state == "running"
+                     and record.expires_at > now
+                     and await driver.state(record.spec) == RuntimeState.RUNNING)
+            if alive:
+                self._records[record.id] = record
+                self._arm_timer(record)
+            else:
+                await self._destroy_unknown(directory)
+        for tier, driver in self.drivers.items():
+            for orphan in await driver.known_ids() - set(self._records):
+                await self._destroy_unknown(self.sandbox_dir / orphan)
+        for d in hostops.cgroup_dirs("stockade"):
+            for sub in d.iterdir():
+                if sub.is_dir() and sub.name not in self._records:
+                    hostops.remove_cgroup(f"stockade/{sub.name}")
+
+    async def _destroy_unknown(self, directory: Path) -> None:
+        spec = SandboxSpec(id=directory.name, image="", directory=directory)
+        for driver in self.drivers.values():
+            with contextlib.suppress(DriverError, OSError):
+                await driver.destroy(spec)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def create(self, *, isolation: str = "container", template: str | None = None,
+                     timeout: float | None = None, envs: dict[str, str] | None = None,
+                     metadata: dict[str, str] | None = None, cpu: float | None = None,
+                     memory_mb: int | None = None, disk_mb: int | None = None,
+                     pids: int | None = None) -> dict[str, Any]:
+        """Create and start a sandbox; return its public description."""
+        driver = self.drivers.get(isolation)
+        if driver is None:
+            raise InvalidRequest(f"unknown isolation {isolation!r}; choose one of "
+                                 f"{', '.join(self.drivers)}")
+        template = template or self.config.default_template
+        if not self.images.exists(template):
+            raise InvalidRequest(f"no template {template!r} on this host; build it with "
+                                 f"'stockade image build' or see 'stockade image ls'")
+        if self.images.get(template).python is None:
+            raise InvalidRequest(f"template {template!r} has no python3, which the sandbox agent "
+                                 f"needs; install python3 in it (any version 3.8 or later)")
+        defaults = self.config.default_resources
+        try:
+            resources = Resources(cpu=cpu or defaults.cpu, memory_mb=memory_mb or defaults.memory_mb,
+                                  disk_mb=disk_mb or defaults.disk_mb, pids=pids or defaults.pids)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        timeout = self._check_timeout(self.config.default_timeout if timeout is None else timeout)
+        sandbox_id = new_id()
+        record = SandboxRecord(id=sandbox_id, tier=isolation, image=template,
+                               resources=resources, directory=self.sandbox_dir / sandbox_id,
+                               timeout=timeout, envs=dict(envs or {}),
+                               metadata=dict(metadata or {}))
+        async with self._lock(sandbox_id):
+            try:
+                await driver.create(record.spec)
+                record.save()
+                await driver.start(record.spec)
+            except BaseException as exc:
+                await self._destroy_unknown(record.directory)
+                if isinstance(exc, DriverError):
+                    raise SandboxUnavailable(f"could not start the sandbox: {exc}") from None
+                raise
+            record.state = "running"
+            record.expires_at = time.time() + timeout
+            record.save()
+            self._records[sandbox_id] = record
+            self._arm_timer(record)
+        return record.public()
+
+    def _check_timeout(self, timeout: float) -> float:
+        if not 1 <= timeout <= self.config.max_timeout:
+            raise InvalidRequest(f"timeout must be between 1 and {self.config.max_timeout:.0f} "
+                                 f"seconds, not {timeout}")
+        return float(timeout)
+
+    def _lock(self, sandbox_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(sandbox_id, asyncio.Lock())
+
+    def _arm_timer(self, record: SandboxRecord) -> None:
+        if old := self._timers.pop(record.id, None):
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, record.expires_at - time.time())
+        self._timers[record.id] = loop.call_later(delay, self._on_expiry, record.id)
+
+    def _on_expiry(self, sandbox_id: str) -> None:
+        self._timers.pop(sandbox_id, None)
+        task = asyncio.get_running_loop().create_task(self._expire(sandbox_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _expire(self, sandbox_id: str) -> None:
+        with contextlib.suppress(SandboxNotFound):
+            await self.kill(sandbox_id)
+
+    def record(self, sandbox_id: str) -> SandboxRecord:
+        """The live record of ``sandbox_id`` or SandboxNotFound."""
+        record = self._records.get(sandbox_id)
+        if record is None:
+            raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
+        return record
+
+    async def get(self, sandbox_id: str) -> dict[str, Any]:
+        return self.record(sandbox_id).public()
+
+    async def list(self) -> list[dict[str, Any]]:
+        return [r.public() for r in sorted(self._records.values(), key=lambda r: r.created_at)]
+
+    async def set_timeout(self, sandbox_id: str, timeout: float) -> dict[str, Any]:
+        """Expire ``timeout`` seconds from now instead."""
+        record = self.record(sandbox_id)
+        record.timeout = self._check_timeout(timeout)
+        record.expires_at = time.time() + record.timeout
+        record.save()
+        self._arm_timer(record)
+        return record.public()
+
+    async def kill(self, sandbox_id: str) -> None:
+        """Kill the sandbox and remove every trace of it."""
+        record = self.record(sandbox_id)
+        async with self._lock(sandbox_id):
+            if sandbox_id not in self._records:
+                return
+            if timer := self._timers.pop(sandbox_id, None):
+                timer.cancel()
+            if channel := self._channels.pop(sandbox_id, None):
+                await channel.aclose()
+            await self.drivers[record.tier].destroy(record.spec)
+            del self._records[sandbox_id]
+        self._locks.pop(sandbox_id, None)
+
+    async def stats(self, sandbox_id: str) -> dict[str, Any]:
+        record = self.record(sandbox_id)
+        stats = await self.drivers[record.tier].stats(record.spec)
+        return {"memory_bytes": stats.memory_bytes, "memory_limit_bytes": stats.memory_limit_bytes,
+                "cpu_seconds": stats.cpu_seconds, "pids": stats.pids, "oom_kills": stats.oom_kills}
+
+    # -- talking to the agent -----------------------------------------------------------------
+    async def channel(self, sandbox_id: str) -> AgentChannel:
+        """The (cached) channel to a sandbox's agent."""
+        record = self.record(sandbox_id)
+        channel = self._channels.get(sandbox_id)
+        if channel is None or channel.closed:
+            try:
+                channel = await self.drivers[record.tier].connect(record.spec)
+            except DriverError as exc:
+                raise SandboxUnavailable(str(exc)) from None
+            self._channels[sandbox_id] = channel
+        return channel
+
+    async def call(self, sandbox_id: str, method: str, params: dict[str, Any]) -> Any:
+        """One request/response call to the agent, errors translated."""
+        channel = await self.channel(sandbox_id)
+        try:
+            return await channel.call(method, params)
+        except AgentCallError as exc:
+            raise translate_agent_error(exc) from None
+        except ChannelClosed as exc:
+            raise SandboxUnavailable(f"sandbox {sandbox_id}: {exc}") from None
+
+    async def start_process(self, sandbox_id: str, params: dict[str, Any]) -> ProcessRun:
+        """Start a process; iterate the result for its events."""
+        record = self.record(sandbox_id)
+        params = dict(params)
+        params["env"] = {**record.envs, **(params.get("env") or {})}
+        channel = await self.channel(sandbox_id)
+        driver = self.drivers[record.tier]
+        oom_before = (await driver.stats(record.spec)).oom_kills
+        stream = await channel.open("process.start", params)
+        return ProcessRun(stream, oom_check=lambda: self._oom_since(record, oom_before))
+
+    async def connect_process(self, sandbox_id: str, selector: dict[str, Any]) -> ProcessRun:
+        """Follow a running process (by pid or tag) from now on."""
+        channel = await self.channel(sandbox_id)
+        return ProcessRun(await channel.open("process.connect", selector))
+
+    async def _oom_since(self, record: SandboxRecord, before: int) -> bool:
+        return (await self.drivers[record.tier].stats(record.spec)).oom_kills > before
+
+    async def send_stdin(self, sandbox_id: str, selector: dict[str, Any], data: bytes) -> None:
+        channel = await self.channel(sandbox_id)
+        stream = await channel.open("process.input", selector)
+        try:
+            await stream.send(data)
+            await stream.close_send()
+            await stream.result()
+        except AgentCallError as exc:
+            raise translate_agent_error(exc) from None
+
+    async def read_file(self, sandbox_id: str, path: str, user: str | None) -> AsyncIterator[bytes]:
+        """Stream a file's bytes. The first step (opening) raises if the file is missing."""
+        channel = await self.channel(sandbox_id)
+        stream = await channel.open("fs.read", {"path": path, "user": user})
+        first = await stream.next()
+        if isinstance(first, End) and not first.ok:
+            raise translate_agent_error(AgentCallError(first.code, first.message))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            item: Any = first
+            try:
+                while True:
+                    if isinstance(item, Data):
+                        yield item.data
+                    elif isinstance(item, End):
+                        if not item.ok:
+                            raise translate_agent_error(AgentCallError(item.code, item.message))
+                        return
+                    item = await stream.next()
+            finally:
+                await stream.cancel()
+
+        return chunks()
+
+    async def write_file(self, sandbox_id: str, path: str, user: str | None,
+                         chunks: AsyncIterator[bytes], mode: int | None = None) -> dict[str, Any]:
+        """Write a file from a stream of chunks; replaced atomically once complete."""
+        channel = await self.channel(sandbox_id)
+        stream = await channel.open("fs.write", {"path": path, "user": user, "mode": mode})
+        try:
+            async for chunk in chunks:
+                if stream.done:
+                    break
+                await stream.send(chunk)
+            if not stream.done:
+                await stream.close_send()
+            result: dict[str, Any] = await stream.result()
+            return result
+        except AgentCallError as exc:
+            raise translate_agent_error(exc) from None
+        except BaseException:
+            await stream.cancel()
+            raise
+

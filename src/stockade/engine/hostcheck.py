@@ -1,0 +1,83 @@
+"""Find what sandboxes left on the host: mounts, loop devices, cgroups, processes, state, files.
+
+Used after every test and by ``stockade doctor``; the target everywhere is an empty list.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from ..runtimes import hostops
+
+
+def _loop_backing_files() -> list[str]:
+    found = []
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            found.append(backing.read_text().strip())
+        except OSError:
+            continue
+    return found
+
+
+def _processes_in_cgroup(fragment: str) -> list[int]:
+    """Live processes in matching cgroups (zombies already released everything but a pid)."""
+    pids = []
+    for cgroup in Path("/proc").glob("[0-9]*/cgroup"):
+        try:
+            if fragment in cgroup.read_text():
+                state = (cgroup.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    pids.append(int(cgroup.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return f"{cmd} state={stat[0]} ppid={stat[1]}"
+    except OSError:
+        return "gone"
+
+
+def _runtime_containers(binary: str, root: Path) -> list[str]:
+    if not root.is_dir():
+        return []
+    try:
+        out = subprocess.run([binary, "--root", str(root), "list", "--quiet"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line for line in out.split() if line]
+
+
+def find_leaks(data_dir: Path, sandbox_id: str | None = None) -> list[str]:
+    """Everything left behind by ``sandbox_id`` (or by any sandbox not running, if None)."""
+    name = sandbox_id or ""
+    leaks: list[str] = []
+    sandboxes = data_dir / "sandboxes"
+    where = sandboxes / name if name else sandboxes
+    for point in hostops.mounts_under(where):
+        if point != where:
+            leaks.append(f"mount {point}")
+    for backing in _loop_backing_files():
+        if backing.startswith(str(where)):
+            leaks.append(f"loop device backed by {backing}")
+    for d in hostops.cgroup_dirs(f"stockade/{name}".rstrip("/")):
+        children = [c for c in d.iterdir() if c.is_dir()] if not name else [d]
+        leaks.extend(f"cgroup {c}" for c in children)
+    for pid in _processes_in_cgroup(f"/stockade/{name}"):
+        leaks.append(f"process {pid} ({_cmdline(pid)}) in a stockade cgroup")
+    for tier, binary in (("container", "runc"), ("gvisor", "runsc")):
+        for cid in _runtime_containers(binary, data_dir / "runtime" / tier):
+            if not name or cid == name:
+                leaks.append(f"{binary} container {cid}")
+    if name and where.exists():
+        leaks.append(f"directory {where}")
+    elif not name and sandboxes.is_dir():
+        leaks.extend(f"directory {d}" for d in sandboxes.iterdir())
+    return leaks

@@ -1,0 +1,63 @@
+"""A sandbox's record: what the engine knows about it, kept on disk as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..runtimes.base import Resources, SandboxSpec
+
+
+@dataclass
+class SandboxRecord:
+    """One sandbox, as persisted in ``<data>/sandboxes/<id>/state.json``."""
+
+    id: str
+    tier: str
+    image: str
+    resources: Resources
+    directory: Path
+    timeout: float
+    created_at: float = field(default_factory=time.time)
+    expires_at: float = 0.0
+    envs: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    state: str = "creating"
+
+    @property
+    def spec(self) -> SandboxSpec:
+        return SandboxSpec(id=self.id, image=self.image, resources=self.resources,
+                           directory=self.directory)
+
+    def public(self) -> dict[str, Any]:
+        """What callers see."""
+        return {"id": self.id, "isolation": self.tier, "template": self.image,
+                "state": self.state, "cpu": self.resources.cpu,
+                "memory_mb": self.resources.memory_mb, "disk_mb": self.resources.disk_mb,
+                "pids": self.resources.pids, "metadata": dict(self.metadata),
+                "envs": dict(self.envs), "created_at": self.created_at,
+                "expires_at": self.expires_at, "timeout": self.timeout}
+
+    def save(self) -> None:
+        """Write state.json atomically (write a temporary file, then rename)."""
+        data = asdict(self)
+        data["directory"] = str(self.directory)
+        path = self.directory / "state.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "SandboxRecord":
+        """Read a state.json; raises ValueError if it is not a valid record."""
+        try:
+            data = json.loads(path.read_text())
+            data["resources"] = Resources(**data["resources"])
+            data["directory"] = Path(data["directory"])
+            return cls(**data)
+        except (OSError, TypeError, KeyError, json.JSONDecodeError) as exc:
+            raise ValueError(f"unreadable sandbox record {path}: {exc}") from None

@@ -1,0 +1,353 @@
+"""The on-disk image store: ``<data_dir>/images/<name>/{rootfs/, image.json}``.
+
+Every change is made in a hidden sibling directory and renamed into place, so a reader sees an
+image either complete or not at all, and an interrupted writer leaves only hidden leftovers that
+the next writer sweeps away. See docs/images.md for the layout.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from . import _fsutil, idmap
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+IMAGE_JSON = "image.json"
+ROOTFS = "rootfs"
+SCHEMA_VERSION = 1
+_LOCK = ".lock"
+_TMP = ".tmp-"
+_IDMAP = "rootfs-idmap-"
+_TRASH = ".trash-"
+_BUILD = ".build-"
+_PYTHON_CANDIDATES = ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3")
+
+
+class ImageError(Exception):
+    """Base class of the image store's errors."""
+
+
+class InvalidImageName(ImageError, ValueError):
+    """An image name that does not match :data:`NAME_RE`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"invalid image name {name!r}: use 1 to 63 characters from a-z, 0-9, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+        self.name = name
+
+
+class ImageNotFound(ImageError, LookupError):
+    """No complete image of that name in the store."""
+
+    def __init__(self, name: str, root: Path | None = None) -> None:
+        where = f" in {root}" if root is not None else ""
+        super().__init__(f"image {name!r} not found{where}; build it with `stockade image build`")
+        self.name = name
+
+    def __str__(self) -> str:  # LookupError would quote the message
+        return str(self.args[0])
+
+
+class ImageExists(ImageError, FileExistsError):
+    """An image of that name already exists and replacing it was not asked for."""
+
+
+class ImageInUse(ImageError):
+    """Something is mounted inside the image directory, so it cannot be removed or replaced."""
+
+
+class CorruptImage(ImageError):
+    """The image directory exists but its ``image.json`` or ``rootfs/`` is unusable."""
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a valid image name, else raise :class:`InvalidImageName`."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise InvalidImageName(str(name))
+    return name
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """An image's metadata, as stored in its ``image.json``."""
+
+    name: str
+    created: datetime
+    source: str
+    packages: tuple[str, ...]
+    size_bytes: int
+    files: int
+    python: str | None
+    path: Path
+
+    @property
+    def rootfs(self) -> Path:
+        """The read-only lower layer (host ids as built)."""
+        return self.path / ROOTFS
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object stored in ``image.json`` (and suitable for an API response)."""
+        return {
+            "version": SCHEMA_VERSION,
+            "name": self.name,
+            "created": self.created.isoformat(),
+            "source": self.source,
+            "packages": list(self.packages),
+            "size_bytes": self.size_bytes,
+            "files": self.files,
+            "python": self.python,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], path: Path) -> ImageInfo:
+        """Parse an ``image.json`` object; raises ``KeyError``/``TypeError``/``ValueError`` if bad."""
+        created = datetime.fromisoformat(data["created"])
+        return cls(
+            name=validate_name(data["name"]),
+            created=created if created.tzinfo else created.replace(tzinfo=timezone.utc),
+            source=str(data["source"]),
+            packages=tuple(str(p) for p in data.get("packages", ())),
+            size_bytes=int(data["size_bytes"]),
+            files=int(data["files"]),
+            python=None if data.get("python") is None else str(data["python"]),
+            path=path,
+        )
+
+
+class Staging(NamedTuple):
+    """A private directory to assemble a new image in, and the build lock's fd."""
+
+    path: Path
+    lock_fd: int
+
+
+class ImageStore:
+    """The images under ``root`` (``<data_dir>/images``); safe to use from several processes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _dir(self, name: str) -> Path:
+        return self.root / validate_name(name)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def list(self) -> list[ImageInfo]:
+        """All complete images, sorted by name; unreadable ones are logged and left out."""
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+        images = []
+        for name in names:
+            if not NAME_RE.fullmatch(name) or not (self.root / name / IMAGE_JSON).is_file():
+                continue
+            try:
+                images.append(self.get(name))
+            except ImageError as e:
+                log.warning("skipping image %s: %s", name, e)
+        return images
+
+    def get(self, name: str) -> ImageInfo:
+        """The image ``name``; raises :class:`ImageNotFound` or :class:`CorruptImage`."""
+        path = self._dir(name)
+        try:
+            with open(path / IMAGE_JSON, encoding="utf-8") as f:
+                data = json.load(f)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ImageNotFound(name, self.root) from None
+        except (OSError, ValueError) as e:
+            raise CorruptImage(f"image {name!r}: cannot read {IMAGE_JSON}: {e}") from e
+        try:
+            info = ImageInfo.from_json(data, path)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CorruptImage(f"image {name!r}: bad {IMAGE_JSON}: {e!r}") from e
+        if info.name != name:
+            raise CorruptImage(f"image {name!r}: {IMAGE_JSON} names {info.name!r}")
+        return info
+
+    def exists(self, name: str) -> bool:
+        """Whether a complete image ``name`` exists (raises :class:`InvalidImageName`)."""
+        return (self._dir(name) / IMAGE_JSON).is_file()
+
+    def rootfs(self, name: str) -> Path:
+        """The rootfs directory of image ``name`` (host ids, treat as read-only)."""
+        path = self.get(name).rootfs
+        if not path.is_dir():
+            raise CorruptImage(f"image {name!r} has no {ROOTFS}/ directory")
+        return path
+
+    # -- removing ------------------------------------------------------------------------------
+
+    def remove(self, name: str) -> None:
+        """Delete image ``name``: renamed away atomically under its lock, then deleted.
+
+        Raises :class:`ImageNotFound`, or :class:`ImageInUse` if anything is mounted inside it.
+        Sandboxes must not be using the image (or its id-mapped copies) when it is removed.
+        """
+        path = self._dir(name)
+        if not path.is_dir():
+            raise ImageNotFound(name, self.root)
+        trash = self.root / f"{_TRASH}{name}-{_fsutil.random_suffix()}"
+        try:
+            with _fsutil.flocked(path / _LOCK):
+                self._check_unmounted(name, path)
+                os.rename(path, trash)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ImageNotFound(name, self.root) from None
+        self._sweep_trash()
+
+    def _check_unmounted(self, name: str, path: Path) -> None:
+        points = _fsutil.mounts_under(path)
+        if points:
+            raise ImageInUse(f"image {name!r} is in use: mounted at {', '.join(points)}")
+
+    def _sweep_trash(self) -> None:
+        for entry in _listdir(self.root):
+            if entry.startswith(_TRASH):
+                try:
+                    _fsutil.safe_rmtree(self.root / entry)
+                except OSError as e:
+                    log.warning("cannot delete %s: %s", self.root / entry, e)
+
+    # -- id-mapped copies ----------------------------------------------------------------------
+
+    def idmapped_rootfs(self, name: str, uid_base: int, size: int = 65536) -> Path:
+        """``root/<name>/rootfs-idmap-<uid_base>/``: the rootfs with ids shifted by ``uid_base``.
+
+        Made on first use (about as long as copying the rootfs) under the image's lock, in a
+        temporary directory renamed into place; leftovers of interrupted copies are removed.
+        Raises :class:`ImageNotFound`, ``ValueError`` for a bad range, or
+        :class:`~stockade.images.idmap.IdOutOfRange` if a file's id is ``>= size``.
+        """
+        idmap.check_range(uid_base, size)
+        path = self._dir(name)
+        target = path / f"{_IDMAP}{uid_base}"
+        try:
+            if target.is_dir():
+                with _fsutil.flocked(path / _LOCK, blocking=False) as fd:
+                    if fd is not None:
+                        self._sweep_tmp(path)
+                return target
+            rootfs = self.rootfs(name)
+            with _fsutil.flocked(path / _LOCK):
+                self._sweep_tmp(path)
+                if target.is_dir():
+                    return target
+                tmp = path / f"{_TMP}{_fsutil.random_suffix()}"
+                try:
+                    stats = idmap.shift_copy(rootfs, tmp, uid_base, size)
+                    _fsutil.syncfs(tmp)
+                    os.rename(tmp, target)
+                except BaseException:
+                    _fsutil.safe_rmtree(tmp)
+                    raise
+                log.info("made %s (%d entries, %d bytes)", target, stats.entries, stats.bytes)
+                return target
+        except (FileNotFoundError, NotADirectoryError) as e:
+            if not self.exists(name):
+                raise ImageNotFound(name, self.root) from None
+            raise CorruptImage(f"image {name!r}: {e}") from e
+
+    def _sweep_tmp(self, path: Path) -> None:
+        for entry in _listdir(path):
+            if entry.startswith(_TMP):
+                _fsutil.safe_rmtree(path / entry)
+
+    # -- building (used by build.py) -----------------------------------------------------------
+
+    @contextmanager
+    def staging(self, name: str) -> Iterator[Staging]:
+        """Hold the build lock of ``name`` and give a new, empty, private directory to build in.
+
+        Stale build directories of ``name`` (interrupted builds) are deleted first. The staging
+        directory is deleted on exit unless :meth:`install` moved it into place.
+        """
+        validate_name(name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with _fsutil.flocked(self.root / f"{_BUILD}{name}.lock") as fd:
+            assert fd is not None
+            prefix = f"{_BUILD}{name}-"
+            for entry in _listdir(self.root):
+                suffix = entry[len(prefix):] if entry.startswith(prefix) else ""
+                if re.fullmatch(r"[0-9a-f]{12}", suffix):
+                    log.info("removing leftover of an interrupted build: %s", self.root / entry)
+                    _fsutil.safe_rmtree(self.root / entry, unmount=True)
+            self._sweep_trash()
+            path = self.root / f"{prefix}{_fsutil.random_suffix()}"
+            path.mkdir(mode=0o755)
+            try:
+                yield Staging(path, fd)
+            finally:
+                _fsutil.safe_rmtree(path, unmount=True)
+
+    def install(
+        self,
+        name: str,
+        staging: Staging,
+        *,
+        source: str,
+        packages: Sequence[str] = (),
+        replace: bool = False,
+    ) -> ImageInfo:
+        """Write ``image.json`` for ``staging.path/rootfs`` and move it into place as ``name``.
+
+        An existing image is swapped out atomically if ``replace`` (raising :class:`ImageInUse`
+        if mounted), else :class:`ImageExists` is raised. The old image is deleted on exit from
+        :meth:`staging`.
+        """
+        rootfs = staging.path / ROOTFS
+        size, files = _fsutil.tree_stats(rootfs)
+        python = next((p for p in _PYTHON_CANDIDATES if _is_executable(rootfs, p)), None)
+        info = ImageInfo(
+            name=validate_name(name),
+            created=datetime.now(timezone.utc).replace(microsecond=0),
+            source=source,
+            packages=tuple(packages),
+            size_bytes=size,
+            files=files,
+            python=python,
+            path=self._dir(name),
+        )
+        with open(staging.path / IMAGE_JSON, "w", encoding="utf-8") as f:
+            json.dump(info.to_json(), f, indent=2)
+            f.write("\n")
+        _fsutil.syncfs(staging.path)
+        path = self._dir(name)
+        try:
+            os.rename(staging.path, path)
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            if not replace:
+                raise ImageExists(f"image {name!r} already exists") from None
+            with _fsutil.flocked(path / _LOCK):
+                self._check_unmounted(name, path)
+                _fsutil.exchange(staging.path, path)
+        return info
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+def _is_executable(rootfs: Path, path: str) -> bool:
+    resolved = _fsutil.resolve_in_root(rootfs, path)
+    return resolved is not None and resolved.is_file() and os.access(resolved, os.X_OK)

@@ -1,0 +1,133 @@
+"""The runtime-driver interface: the only thing above the runtimes that knows a tier exists.
+
+A driver turns a :class:`SandboxSpec` into a running sandbox whose agent is reachable through
+:meth:`RuntimeDriver.connect`, and takes it apart again. Verbs mirror the OCI lifecycle::
+
+    create -> start -> (connect, stats)* -> [pause -> resume]* -> stop -> destroy
+
+Every verb is idempotent where that makes sense (``stop`` and ``destroy`` of something already
+gone succeed), so the engine can retry clean-up after a crash without bookkeeping.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from .channel import AgentChannel
+
+#: Where the agent package is mounted inside every sandbox, read-only.
+AGENT_MOUNT = "/.stockade/agent"
+#: Where the agent listens inside every container-tier sandbox.
+AGENT_SOCKET_DIR = "/.stockade/run"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Limits of one sandbox. Always set: there is no unlimited."""
+
+    cpu: float = 1.0
+    memory_mb: int = 512
+    pids: int = 512
+    disk_mb: int = 2048
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.cpu <= 64:
+            raise ValueError(f"cpu must be between 0.05 and 64, not {self.cpu}")
+        if not 32 <= self.memory_mb <= 262144:
+            raise ValueError(f"memory_mb must be between 32 and 262144, not {self.memory_mb}")
+        if not 8 <= self.pids <= 65536:
+            raise ValueError(f"pids must be between 8 and 65536, not {self.pids}")
+        if not 64 <= self.disk_mb <= 1048576:
+            raise ValueError(f"disk_mb must be between 64 and 1048576, not {self.disk_mb}")
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What a driver needs to run one sandbox."""
+
+    id: str
+    image: str
+    resources: Resources = field(default_factory=Resources)
+    directory: Path = Path()  # the sandbox's own state directory, owned by the driver
+
+    @property
+    def hostname(self) -> str:
+        return self.id
+
+
+class RuntimeState(str, enum.Enum):
+    """What the runtime reports about a sandbox."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"  # created but no process (or exited)
+    ABSENT = "absent"  # the runtime does not know it
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Resource use of one sandbox, from its cgroup."""
+
+    memory_bytes: int = 0
+    memory_limit_bytes: int = 0
+    cpu_seconds: float = 0.0
+    pids: int = 0
+    oom_kills: int = 0
+
+
+class DriverError(Exception):
+    """A runtime failed; the message says which command and what it printed."""
+
+
+class NotSupported(DriverError):
+    """This tier cannot do that (on this host)."""
+
+
+class RuntimeDriver(abc.ABC):
+    """One isolation tier."""
+
+    tier: ClassVar[str]
+
+    @abc.abstractmethod
+    async def create(self, spec: SandboxSpec) -> None:
+        """Prepare the sandbox (disk, root filesystem, bundle) without starting it."""
+
+    @abc.abstractmethod
+    async def start(self, spec: SandboxSpec) -> None:
+        """Start the sandbox; returns once the agent answers."""
+
+    @abc.abstractmethod
+    async def connect(self, spec: SandboxSpec) -> AgentChannel:
+        """Open a channel to the running sandbox's agent."""
+
+    @abc.abstractmethod
+    async def state(self, spec: SandboxSpec) -> RuntimeState:
+        """What the runtime says the sandbox is doing."""
+
+    @abc.abstractmethod
+    async def stats(self, spec: SandboxSpec) -> Stats:
+        """Resource use so far."""
+
+    async def pause(self, spec: SandboxSpec) -> None:
+        """Freeze every process, keeping memory."""
+        raise NotSupported(f"the {self.tier} tier cannot pause")
+
+    async def resume(self, spec: SandboxSpec) -> None:
+        """Undo :meth:`pause`."""
+        raise NotSupported(f"the {self.tier} tier cannot resume")
+
+    @abc.abstractmethod
+    async def stop(self, spec: SandboxSpec) -> None:
+        """Kill every process of the sandbox; keep its files."""
+
+    @abc.abstractmethod
+    async def destroy(self, spec: SandboxSpec) -> None:
+        """Remove every trace of the sandbox from the host. Safe to call repeatedly."""
+
+    @abc.abstractmethod
+    async def known_ids(self) -> set[str]:
+        """Ids of every sandbox this runtime holds on this host (for orphan collection)."""

@@ -1,0 +1,160 @@
+"""What the runc and runsc drivers share: an OCI bundle on an overlay with a quota'd disk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from ..images import ImageStore
+from . import hostops
+from .base import DriverError, RuntimeDriver, RuntimeState, SandboxSpec, Stats
+from .channel import AgentChannel, ChannelClosed
+from .oci import build_config
+
+AGENT_READY_TIMEOUT = 20.0
+
+
+class OciDriver(RuntimeDriver):
+    """A tier run by an OCI runtime binary (runc, runsc)."""
+
+    binary: ClassVar[str]
+    #: Host uid that uid 0 inside maps to, or None to let the runtime isolate users itself.
+    uid_base: ClassVar[int | None] = None
+
+    def __init__(self, data_dir: Path, images: ImageStore, agent_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.images = images
+        self.agent_dir = agent_dir
+        self.runtime_root = data_dir / "runtime" / self.tier
+
+    # -- the runtime binary ----------------------------------------------------------------
+    def global_flags(self) -> list[str]:
+        return ["--root", str(self.runtime_root)]
+
+    async def runtime(self, *args: str, timeout: float = 60) -> str:
+        return await hostops.run(self.binary, *self.global_flags(), *args, timeout=timeout)
+
+    def cgroup(self, spec: SandboxSpec) -> str:
+        return f"stockade/{spec.id}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def create(self, spec: SandboxSpec) -> None:
+        d = spec.directory
+        owner = self.uid_base or 0
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o711)
+            await hostops.make_disk(d / "disk.img", d / "disk", spec.resources.disk_mb, owner)
+            lower = (self.images.idmapped_rootfs(spec.image, self.uid_base) if self.uid_base
+                     else self.images.rootfs(spec.image))
+            await asyncio.to_thread(hostops.mount_overlay, lower, d / "disk" / "upper",
+                                    d / "disk" / "work", d / "rootfs", owner)
+            run_dir = d / "run"
+            run_dir.mkdir(mode=0o700, exist_ok=True)
+            os.chown(run_dir, owner, owner)
+            (d / "bundle").mkdir(exist_ok=True)
+            config = build_config(spec, rootfs=str(d / "rootfs"), run_dir=str(run_dir),
+                                  agent_dir=str(self.agent_dir), uid_base=self.uid_base,
+                                  cgroups_path="/" + self.cgroup(spec))
+            (d / "bundle" / "config.json").write_text(json.dumps(config))
+        except BaseException:
+            await self.destroy(spec)
+            raise
+
+    def run_args(self, spec: SandboxSpec) -> list[str]:
+        d = spec.directory
+        return ["run", "--detach", "--bundle", str(d / "bundle"), spec.id]
+
+    async def start(self, spec: SandboxSpec) -> None:
+        d = spec.directory
+        socket = d / "run" / "agent.sock"
+        with contextlib.suppress(FileNotFoundError):
+            socket.unlink()
+        self.runtime_root.mkdir(parents=True, exist_ok=True)
+        with open(d / "agent.log", "ab") as log:
+            proc = await asyncio.create_subprocess_exec(
+                self.binary, *self.global_flags(), *self.run_args(spec),
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
+            code = await proc.wait()
+        if code != 0:
+            raise DriverError(f"{self.binary} run failed ({code}): {self.tail_log(spec)}")
+        channel = await self.connect(spec)
+        await channel.aclose()
+
+    def tail_log(self, spec: SandboxSpec, size: int = 2000) -> str:
+        try:
+            data = (spec.directory / "agent.log").read_bytes()[-size:]
+        except OSError:
+            return "(no log)"
+        return data.decode(errors="replace").strip() or "(empty log)"
+
+    async def connect(self, spec: SandboxSpec) -> AgentChannel:
+        socket = str(spec.directory / "run" / "agent.sock")
+        deadline = time.monotonic() + AGENT_READY_TIMEOUT
+        delay = 0.002
+        while True:
+            try:
+                channel = await AgentChannel.connect_unix(socket)
+                await asyncio.wait_for(channel.call("hello"), 5)
+                return channel
+            except (OSError, ChannelClosed, asyncio.TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise DriverError(f"the agent of {spec.id} did not answer within "
+                                      f"{AGENT_READY_TIMEOUT:.0f} s ({exc}); agent log: "
+                                      f"{self.tail_log(spec)}") from None
+                if await self.state(spec) not in (RuntimeState.RUNNING, RuntimeState.PAUSED):
+                    raise DriverError(f"sandbox {spec.id} exited while starting; agent log: "
+                                      f"{self.tail_log(spec)}") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    async def state(self, spec: SandboxSpec) -> RuntimeState:
+        try:
+            out = await self.runtime("state", spec.id, timeout=20)
+        except DriverError:
+            return RuntimeState.ABSENT
+        status = json.loads(out).get("status", "")
+        return {"running": RuntimeState.RUNNING, "paused": RuntimeState.PAUSED}.get(
+            status, RuntimeState.STOPPED)
+
+    async def stats(self, spec: SandboxSpec) -> Stats:
+        return hostops.cgroup_stats(self.cgroup(spec))
+
+    async def pause(self, spec: SandboxSpec) -> None:
+        await self.runtime("pause", spec.id)
+
+    async def resume(self, spec: SandboxSpec) -> None:
+        await self.runtime("resume", spec.id)
+
+    async def stop(self, spec: SandboxSpec) -> None:
+        with contextlib.suppress(DriverError):
+            await self.runtime("delete", "--force", spec.id, timeout=30)
+        await hostops.empty_cgroup(self.cgroup(spec))
+        await asyncio.to_thread(self._unmount_all, spec.directory)
+        hostops.remove_cgroup(self.cgroup(spec))
+
+    @staticmethod
+    def _unmount_all(d: Path) -> None:
+        for point in hostops.mounts_under(d):
+            hostops.unmount(point)
+
+    async def destroy(self, spec: SandboxSpec) -> None:
+        await self.stop(spec)
+        if hostops.mounts_under(spec.directory):
+            raise DriverError(f"{spec.directory} still has mounts; not removing it")
+        await asyncio.to_thread(shutil.rmtree, spec.directory, True)
+
+    async def known_ids(self) -> set[str]:
+        if not self.runtime_root.is_dir():
+            return set()
+        try:
+            out = await self.runtime("list", "--quiet", timeout=30)
+        except DriverError:
+            return set()
+        return {line.strip() for line in out.splitlines() if line.strip()}

@@ -1,0 +1,7 @@
+"""The Stockade SDK: the same in local and remote mode."""
+
+from .commands import AsyncCommandHandle, CommandResult, ProcessInfo
+from .exceptions import *  # noqa: F403
+from .files import EntryInfo
+from .sandbox import AsyncSandbox, SandboxInfo
+from .sync import CommandHandle, Sandbox

@@ -1,0 +1,57 @@
+"""One table from errors to JSON responses: ``{"code", "message", "request_id"}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ..engine import EngineError
+
+log = logging.getLogger("stockade.server")
+HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 409: "conflict", 413: "too_large",
+              415: "unsupported_media_type", 422: "invalid_request", 429: "quota_exceeded"}
+
+
+def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", None)
+    return JSONResponse({"code": code, "message": message, "request_id": request_id},
+                        status_code=status)
+
+
+def _describe(errors: list[dict[str, object]]) -> str:
+    parts = []
+    for err in errors[:5]:
+        where = ".".join(str(x) for x in err.get("loc", ()) if x != "body")  # type: ignore[union-attr]
+        parts.append(f"{where or 'body'}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into the JSON error shape."""
+
+    @app.exception_handler(EngineError)
+    async def engine_error(request: Request, exc: EngineError) -> JSONResponse:
+        return error_response(request, exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(request, 400, "invalid_request", _describe(list(exc.errors())))
+
+    @app.exception_handler(ValueError)
+    async def value_error(request: Request, exc: ValueError) -> JSONResponse:
+        return error_response(request, 400, "invalid_request", str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "error")
+        return error_response(request, exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"request_id": request.state.request_id})
+        return error_response(request, 500, "internal", f"internal error ({type(exc).__name__})")

@@ -1,0 +1,1 @@
+"""One module per resource; each route turns a validated request into one engine call."""

@@ -1,0 +1,64 @@
+"""Run the server: on a unix socket (local mode) or a TCP port, optionally exiting when idle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+import uvicorn
+
+from ..engine import EngineConfig
+from .app import RequestIds, create_app
+
+log = logging.getLogger("stockade.server")
+
+
+async def _exit_when_idle(server: uvicorn.Server, app: object, idle: float) -> None:
+    """Stop the server once it has had no sandbox and no request for ``idle`` seconds."""
+    while not server.should_exit:
+        await asyncio.sleep(min(idle, 2.0))
+        state = getattr(app, "state", None)
+        engine = getattr(state, "engine", None)
+        middleware = getattr(server.config, "loaded_app", None)
+        last = time.monotonic()
+        while middleware is not None:
+            if isinstance(middleware, RequestIds):
+                last = middleware.last_request
+                break
+            middleware = getattr(middleware, "app", None)
+        if engine is not None and not await engine.list() and time.monotonic() - last > idle:
+            log.info("idle for %.0f s with no sandboxes; exiting", idle)
+            server.should_exit = True
+
+
+def serve(config: EngineConfig, *, uds: Path | None = None, host: str = "127.0.0.1",
+          port: int = 8800, idle_exit: float | None = None, log_level: str = "info") -> None:
+    """Serve the API until SIGINT/SIGTERM (or idleness, with ``idle_exit``)."""
+    app = create_app(config)
+    if uds is not None:
+        # Local mode has no keys: the socket's private directory is the authentication.
+        uds.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(uds.parent, 0o700)
+        if uds.exists():
+            uds.unlink()
+    kwargs = {"uds": str(uds)} if uds is not None else {"host": host, "port": port}
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False,
+                                           timeout_graceful_shutdown=10, **kwargs))  # type: ignore[arg-type]
+
+    async def main() -> None:
+        watcher = asyncio.create_task(_exit_when_idle(server, app, idle_exit)) if idle_exit else None
+        try:
+            await server.serve()
+        finally:
+            if watcher:
+                watcher.cancel()
+
+    try:
+        asyncio.run(main())
+    finally:
+        if uds is not None:
+            if uds.exists():
+                uds.unlink()
