@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,14 +50,20 @@ class Daemon:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited: {self.log_tail()}")
-            try:
+            if self._listening():
                 with self.client() as client:
                     if client.get("/health").status_code == 200:
                         return self
-            except httpx.TransportError:
-                pass
             time.sleep(0.05)
         raise RuntimeError(f"daemon did not answer: {self.log_tail()}")
+
+    def _listening(self) -> bool:
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(self.socket))
+            except OSError:
+                return False
+        return True
 
     def client(self) -> httpx.Client:
         return httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)),

@@ -127,10 +127,11 @@ class Engine:
         for tier, driver in self.drivers.items():
             for orphan in await driver.known_ids() - set(self._records):
                 await self._destroy_unknown(self.sandbox_dir / orphan)
-        for d in hostops.cgroup_dirs("stockade"):
+        parent = hostops.cgroup_parent(self.config.data_dir)
+        for d in hostops.cgroup_dirs(parent):
             for sub in d.iterdir():
                 if sub.is_dir() and sub.name not in self._records:
-                    hostops.remove_cgroup(f"stockade/{sub.name}")
+                    hostops.remove_cgroup(f"{parent}/{sub.name}")
 
     async def _destroy_unknown(self, directory: Path) -> None:
         spec = SandboxSpec(id=directory.name, image="", directory=directory)

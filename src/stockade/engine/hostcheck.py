@@ -67,10 +67,11 @@ def find_leaks(data_dir: Path, sandbox_id: str | None = None) -> list[str]:
     for backing in _loop_backing_files():
         if backing.startswith(str(where)):
             leaks.append(f"loop device backed by {backing}")
-    for d in hostops.cgroup_dirs(f"stockade/{name}".rstrip("/")):
+    parent = hostops.cgroup_parent(data_dir)
+    for d in hostops.cgroup_dirs(f"{parent}/{name}".rstrip("/")):
         children = [c for c in d.iterdir() if c.is_dir()] if not name else [d]
         leaks.extend(f"cgroup {c}" for c in children)
-    for pid in _processes_in_cgroup(f"/stockade/{name}"):
+    for pid in _processes_in_cgroup(f"/{parent}/{name}"):
         leaks.append(f"process {pid} ({_cmdline(pid)}) in a stockade cgroup")
     for tier, binary in (("container", "runc"), ("gvisor", "runsc")):
         for cid in _runtime_containers(binary, data_dir / "runtime" / tier):

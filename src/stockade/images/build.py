@@ -91,9 +91,7 @@ def build_base_image(
         _run_mmdebstrap(rootfs, staging, report)
         report("finishing image", 0.98)
         _finish_rootfs(rootfs)
-        info = store.install(
-            name, staging, source=f"mmdebstrap {SUITE}", packages=PACKAGES, replace=force
-        )
+        info = store.install(name, staging, source=f"mmdebstrap {SUITE}", packages=PACKAGES, replace=force)
     report("done", 1.0)
     return info
 

@@ -52,80 +52,104 @@ def shift_copy(src: Path, dst: Path, uid_base: int, size: int = 65536) -> CopySt
     half-built on error; the caller builds into a temporary directory and renames it.
     """
     check_range(uid_base, size)
-
-    def shift(i: int, path: str) -> int:
-        if i >= size:
-            raise IdOutOfRange(f"{path}: id {i} is outside the mapped range 0..{size - 1}")
-        return i + uid_base
-
-    entries = nbytes = hardlinks = skipped = 0
-    links: dict[tuple[int, int], str] = {}
-    root_st = os.lstat(src)
-    os.mkdir(dst, 0o700)
-    dirs: list[tuple[str, str, os.stat_result]] = [(os.fspath(src), os.fspath(dst), root_st)]
-    stack = [(os.fspath(src), os.fspath(dst))]
-    while stack:
-        sdir, ddir = stack.pop()
-        with os.scandir(sdir) as it:
-            for entry in it:
-                s, d = entry.path, os.path.join(ddir, entry.name)
-                st = entry.stat(follow_symlinks=False)
-                mode = st.st_mode
-                uid, gid = shift(st.st_uid, s), shift(st.st_gid, s)
-                entries += 1
-                if stat.S_ISDIR(mode):
-                    os.mkdir(d, 0o700)
-                    dirs.append((s, d, st))
-                    stack.append((s, d))
-                elif stat.S_ISREG(mode):
-                    key = (st.st_dev, st.st_ino)
-                    if st.st_nlink > 1 and key in links:
-                        os.link(links[key], d)
-                        hardlinks += 1
-                        continue
-                    nbytes += _copy_file(s, d, st, uid, gid, uid_base, size)
-                    if st.st_nlink > 1:
-                        links[key] = d
-                elif stat.S_ISLNK(mode):
-                    os.symlink(os.readlink(s), d)
-                    os.lchown(d, uid, gid)
-                    os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-                elif stat.S_ISFIFO(mode):
-                    os.mkfifo(d, 0o600)
-                    _set_meta(d, st, uid, gid)
-                else:
-                    log.warning("idmap copy: skipping %s (device node or socket)", s)
-                    skipped += 1
-    # Directories last, deepest first, so their mtimes survive the creation of their children.
-    for s, d, st in reversed(dirs):
-        _set_meta(d, st, shift(st.st_uid, s), shift(st.st_gid, s), s, uid_base, size)
-    return CopyStats(entries=entries, bytes=nbytes, hardlinks=hardlinks, skipped=skipped)
+    return _Shifter(uid_base, size).copy_tree(os.fspath(src), os.fspath(dst))
 
 
-def _set_meta(
-    path: str | int, st: os.stat_result, uid: int, gid: int, xattrs_from: str | int | None = None,
-    uid_base: int = 0, size: int = 0, name: str = "",
-) -> None:
-    # Order matters: chown clears set-id bits and file capabilities, so those come after it.
-    os.chown(path, uid, gid)
-    os.chmod(path, stat.S_IMODE(st.st_mode))
-    if xattrs_from is not None:
-        _copy_xattrs(xattrs_from, path, uid_base, size, name)
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+class _Shifter:
+    def __init__(self, uid_base: int, size: int) -> None:
+        self.uid_base, self.size = uid_base, size
+        self.entries = self.bytes = self.hardlinks = self.skipped = 0
+        self.links: dict[tuple[int, int], str] = {}
 
+    def copy_tree(self, src: str, dst: str) -> CopyStats:
+        os.mkdir(dst, 0o700)
+        dirs = [(src, dst, os.lstat(src))]
+        stack = [(src, dst)]
+        while stack:
+            sdir, ddir = stack.pop()
+            with os.scandir(sdir) as it:
+                for entry in it:
+                    st = entry.stat(follow_symlinks=False)
+                    d = os.path.join(ddir, entry.name)
+                    self.entries += 1
+                    if stat.S_ISDIR(st.st_mode):
+                        os.mkdir(d, 0o700)
+                        dirs.append((entry.path, d, st))
+                        stack.append((entry.path, d))
+                    else:
+                        self.copy_entry(entry.path, d, st)
+        # Directories last, deepest first, so their mtimes survive the creation of their children.
+        for s, d, st in reversed(dirs):
+            self.set_meta(d, s, st, xattrs_from=s)
+        return CopyStats(self.entries, self.bytes, self.hardlinks, self.skipped)
 
-def _copy_file(s: str, d: str, st: os.stat_result, uid: int, gid: int, uid_base: int, size: int) -> int:
-    fin = os.open(s, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        fout = os.open(d, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    def copy_entry(self, s: str, d: str, st: os.stat_result) -> None:
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in self.links:
+                os.link(self.links[key], d)
+                self.hardlinks += 1
+                return
+            self.copy_file(s, d, st)
+            if st.st_nlink > 1:
+                self.links[key] = d
+        elif stat.S_ISLNK(mode):
+            os.symlink(os.readlink(s), d)
+            os.lchown(d, self.shift(st.st_uid, s), self.shift(st.st_gid, s))
+            os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        elif stat.S_ISFIFO(mode):
+            os.mkfifo(d, 0o600)
+            self.set_meta(d, s, st)
+        else:
+            log.warning("idmap copy: skipping %s (device node or socket)", s)
+            self.skipped += 1
+
+    def shift(self, i: int, path: str) -> int:
+        if i >= self.size:
+            raise IdOutOfRange(f"{path}: id {i} is outside the mapped range 0..{self.size - 1}")
+        return i + self.uid_base
+
+    def set_meta(
+        self, d: str | int, s: str, st: os.stat_result, xattrs_from: str | int | None = None
+    ) -> None:
+        # Order matters: chown clears set-id bits and file capabilities, so those come after it.
+        os.chown(d, self.shift(st.st_uid, s), self.shift(st.st_gid, s))
+        os.chmod(d, stat.S_IMODE(st.st_mode))
+        if xattrs_from is not None:
+            self.copy_xattrs(xattrs_from, d, s)
+        os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    def copy_file(self, s: str, d: str, st: os.stat_result) -> None:
+        fin = os.open(s, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            copied = _copy_data(fin, fout, st.st_size)
-            _set_meta(fout, st, uid, gid, fin, uid_base, size, s)
+            fout = os.open(d, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                self.bytes += _copy_data(fin, fout, st.st_size)
+                self.set_meta(fout, s, st, xattrs_from=fin)
+            finally:
+                os.close(fout)
         finally:
-            os.close(fout)
-    finally:
-        os.close(fin)
-    return copied
+            os.close(fin)
+
+    def copy_xattrs(self, src: str | int, dst: str | int, where: str) -> None:
+        try:
+            keys = os.listxattr(src)
+        except OSError as e:
+            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                return
+            raise
+        for key in keys:
+            if key in _ACL_XATTRS:
+                log.warning("idmap copy: dropping POSIX ACL %s on %s (ids are not shifted)", key, where)
+                continue
+            value: bytes | None = os.getxattr(src, key)
+            if key == _CAP_XATTR:
+                value = shift_capability(os.getxattr(src, key), self.uid_base, self.size)
+            if value is None:
+                log.warning("idmap copy: dropping unsupported file capability on %s", where)
+                continue
+            os.setxattr(dst, key, value)
 
 
 def _copy_data(fin: int, fout: int, size: int) -> int:
@@ -140,27 +164,6 @@ def _copy_data(fin: int, fout: int, size: int) -> int:
     while n := os.sendfile(fout, fin, None, 1 << 20):
         total += n
     return total
-
-
-def _copy_xattrs(s: str | int, d: str | int, uid_base: int, size: int, name: str = "") -> None:
-    where = name or s
-    try:
-        keys = os.listxattr(s)
-    except OSError as e:
-        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            return
-        raise
-    for key in keys:
-        if key in _ACL_XATTRS:
-            log.warning("idmap copy: dropping POSIX ACL %s on %s (ids are not shifted)", key, where)
-            continue
-        value = os.getxattr(s, key)
-        if key == _CAP_XATTR:
-            value = shift_capability(value, uid_base, size)
-            if value is None:
-                log.warning("idmap copy: dropping unsupported file capability on %s", where)
-                continue
-        os.setxattr(d, key, value)
 
 
 def shift_capability(value: bytes, uid_base: int, size: int) -> bytes | None:

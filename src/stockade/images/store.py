@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -118,7 +118,7 @@ class ImageInfo:
         created = datetime.fromisoformat(data["created"])
         return cls(
             name=validate_name(data["name"]),
-            created=created if created.tzinfo else created.replace(tzinfo=timezone.utc),
+            created=created if created.tzinfo else created.replace(tzinfo=UTC),
             source=str(data["source"]),
             packages=tuple(str(p) for p in data.get("packages", ())),
             size_bytes=int(data["size_bytes"]),
@@ -283,7 +283,7 @@ class ImageStore:
             assert fd is not None
             prefix = f"{_BUILD}{name}-"
             for entry in _listdir(self.root):
-                suffix = entry[len(prefix):] if entry.startswith(prefix) else ""
+                suffix = entry[len(prefix) :] if entry.startswith(prefix) else ""
                 if re.fullmatch(r"[0-9a-f]{12}", suffix):
                     log.info("removing leftover of an interrupted build: %s", self.root / entry)
                     _fsutil.safe_rmtree(self.root / entry, unmount=True)
@@ -315,7 +315,7 @@ class ImageStore:
         python = next((p for p in _PYTHON_CANDIDATES if _is_executable(rootfs, p)), None)
         info = ImageInfo(
             name=validate_name(name),
-            created=datetime.now(timezone.utc).replace(microsecond=0),
+            created=datetime.now(UTC).replace(microsecond=0),
             source=source,
             packages=tuple(packages),
             size_bytes=size,

@@ -90,6 +90,14 @@ def mount_overlay(lower: Path, upper: Path, work: Path, target: Path, owner: int
         raise DriverError(f"cannot mount the overlay at {target}: {os.strerror(err)}")
 
 
+def cgroup_parent(data_dir: Path) -> str:
+    """The cgroup that holds the sandboxes of one data directory (engines never share one)."""
+    import hashlib
+
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
+    return f"stockade-{digest}"
+
+
 def cgroup_dirs(relative: str) -> list[Path]:
     """Every directory of the cgroup ``relative`` that exists (v1 controllers and v2)."""
     found = []

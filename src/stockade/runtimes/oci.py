@@ -29,7 +29,7 @@ def _tmpfs(destination: str, size: str, mode: str = "1777", extra: tuple[str, ..
 
 
 def build_config(spec: SandboxSpec, *, rootfs: str, run_dir: str, agent_dir: str,
-                 uid_base: int | None, cgroups_path: str) -> dict[str, Any]:
+                 uid_base: int | None, cgroups_path: str, runtime: str) -> dict[str, Any]:
     """Return the OCI config for ``spec``. ``uid_base`` adds a user namespace (runc)."""
     res = spec.resources
     memory = res.memory_mb << 20
@@ -46,7 +46,7 @@ def build_config(spec: SandboxSpec, *, rootfs: str, run_dir: str, agent_dir: str
         "cgroupsPath": cgroups_path,
         "maskedPaths": MASKED_PATHS,
         "readonlyPaths": READONLY_PATHS,
-        "seccomp": default_profile(),
+        "seccomp": default_profile(runtime),
     }
     if uid_base is not None:
         namespaces.append({"type": "user"})

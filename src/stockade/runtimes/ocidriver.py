@@ -32,6 +32,7 @@ class OciDriver(RuntimeDriver):
         self.images = images
         self.agent_dir = agent_dir
         self.runtime_root = data_dir / "runtime" / self.tier
+        self.cgroup_parent = hostops.cgroup_parent(data_dir)
 
     # -- the runtime binary ----------------------------------------------------------------
     def global_flags(self) -> list[str]:
@@ -41,7 +42,7 @@ class OciDriver(RuntimeDriver):
         return await hostops.run(self.binary, *self.global_flags(), *args, timeout=timeout)
 
     def cgroup(self, spec: SandboxSpec) -> str:
-        return f"stockade/{spec.id}"
+        return f"{self.cgroup_parent}/{spec.id}"
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def create(self, spec: SandboxSpec) -> None:
@@ -61,7 +62,7 @@ class OciDriver(RuntimeDriver):
             (d / "bundle").mkdir(exist_ok=True)
             config = build_config(spec, rootfs=str(d / "rootfs"), run_dir=str(run_dir),
                                   agent_dir=str(self.agent_dir), uid_base=self.uid_base,
-                                  cgroups_path="/" + self.cgroup(spec))
+                                  cgroups_path="/" + self.cgroup(spec), runtime=self.binary)
             (d / "bundle" / "config.json").write_text(json.dumps(config))
         except BaseException:
             await self.destroy(spec)

@@ -13,6 +13,7 @@ class RunscDriver(OciDriver):
 
     def global_flags(self) -> list[str]:
         # ptrace is the platform that works on every host (ENVIRONMENT.md: kvm hangs here);
-        # host-uds=create lets the agent listen on a socket in its bind-mounted run directory.
+        # host-uds=create lets the agent listen on a socket in its bind-mounted run directory;
+        # oci-seccomp makes gVisor apply the bundle's seccomp profile too (defence in depth).
         return ["--root", str(self.runtime_root), "--platform=ptrace", "--network=none",
-                "--host-uds=create"]
+                "--host-uds=create", "--oci-seccomp"]

@@ -24,6 +24,7 @@ __all__ = [
     "EPERM",
     "ENOSYS",
     "PERSONALITY_VALUES",
+    "RUNTIMES",
     "allowed_syscalls",
     "capabilities_spec",
     "default_profile",
@@ -37,8 +38,8 @@ ENOSYS = 38
 ARCHITECTURES: tuple[str, ...] = ("SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32")
 
 # CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER
-# | CLONE_NEWPID | CLONE_NEWNET == 0x7E020000, the mask moby uses.
-CLONE_NAMESPACE_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
+# | CLONE_NEWPID | CLONE_NEWNET: 0x7E020000, the mask moby uses.
+CLONE_NAMESPACE_FLAGS = 0x7E020000
 
 # personality(2) personas moby allows: PER_LINUX, PER_LINUX32, UNAME26,
 # UNAME26|PER_LINUX32, and 0xffffffff (query the current persona).
@@ -87,7 +88,7 @@ DENIED_SYSCALLS: dict[str, str] = {
     "reboot": "reboots the host or a pid namespace; moby needs CAP_SYS_BOOT",
     "swapon": "host swap configuration; never allowed by moby",
     "swapoff": "host swap configuration; never allowed by moby",
-    "open_by_handle_at": "opens files by handle, escaping the mount root (shocker); moby needs CAP_DAC_READ_SEARCH",
+    "open_by_handle_at": "opens files by handle, escaping the root (shocker); moby needs CAP_DAC_READ_SEARCH",
     "lookup_dcookie": "kernel profiling interface; moby needs CAP_SYS_ADMIN",
     "quotactl": "disk quota control; moby needs CAP_SYS_ADMIN",
     "quotactl_fd": "disk quota control; moby needs CAP_SYS_ADMIN",
@@ -151,26 +152,37 @@ def _arg(index: int, value: int, op: str, value_two: int = 0) -> dict[str, Any]:
     return {"index": index, "value": value, "valueTwo": value_two, "op": op}
 
 
+def _rule(name: str, action: str, *args: dict[str, Any]) -> dict[str, Any]:
+    rule: dict[str, Any] = {"names": [name], "action": action}
+    if args:
+        rule["args"] = list(args)
+    return rule
+
+
+RUNTIMES: tuple[str, ...] = ("runc", "runsc")
+
+
 @cache
-def _profile() -> dict[str, Any]:
+def _profile(runtime: str) -> dict[str, Any]:
     names = sorted(name for group in _allow_groups().values() for name in group)
     rules: list[dict[str, Any]] = [{"names": names, "action": "SCMP_ACT_ALLOW"}]
     # Any socket family but AF_VSOCK (host/hypervisor sockets), as in moby.
-    rules.append({"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": [_arg(0, AF_VSOCK, "SCMP_CMP_NE")]})
+    rules.append(_rule("socket", "SCMP_ACT_ALLOW", _arg(0, AF_VSOCK, "SCMP_CMP_NE")))
     # One rule per value: args within a rule are ANDed, rules are ORed.
     for value in PERSONALITY_VALUES:
-        rules.append({"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [_arg(0, value, "SCMP_CMP_EQ")]})
+        rules.append(_rule("personality", "SCMP_ACT_ALLOW", _arg(0, value, "SCMP_CMP_EQ")))
     # clone only when (flags & CLONE_NEW*) == 0; OCI puts the mask in value.
-    rules.append(
-        {
-            "names": ["clone"],
-            "action": "SCMP_ACT_ALLOW",
-            "args": [_arg(0, CLONE_NAMESPACE_FLAGS, "SCMP_CMP_MASKED_EQ", 0)],
-        }
-    )
-    # clone3 passes its flags in memory, which seccomp cannot inspect, so it
-    # fails with ENOSYS: glibc then falls back to clone, filtered above.
-    rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS})
+    no_new_namespace = _arg(0, CLONE_NAMESPACE_FLAGS, "SCMP_CMP_MASKED_EQ", 0)
+    rules.append(_rule("clone", "SCMP_ACT_ALLOW", no_new_namespace))
+    if runtime == "runc":
+        # clone3 passes its flags in memory, which seccomp cannot inspect, so
+        # it fails with ENOSYS: glibc then falls back to clone, filtered above.
+        rules.append({**_rule("clone3", "SCMP_ACT_ERRNO"), "errnoRet": ENOSYS})
+    else:
+        # runsc 2022-12-19 ignores errnoRet (clone3 would get EPERM and glibc
+        # would not fall back, so no thread could start), and its Sentry has
+        # no clone3: letting the call through yields the same ENOSYS.
+        rules.append(_rule("clone3", "SCMP_ACT_ALLOW"))
     return {
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": EPERM,
@@ -179,9 +191,15 @@ def _profile() -> dict[str, Any]:
     }
 
 
-def default_profile() -> dict[str, Any]:
-    """Return the OCI ``linux.seccomp`` object; a fresh copy on each call."""
-    return copy.deepcopy(_profile())
+def default_profile(runtime: str = "runc") -> dict[str, Any]:
+    """Return the OCI ``linux.seccomp`` object; a fresh copy on each call.
+
+    ``runtime`` is ``"runc"`` or ``"runsc"``; they differ only in the clone3
+    rule (see docs/seccomp.md).  Raises ValueError for any other runtime.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
+    return copy.deepcopy(_profile(runtime))
 
 
 def capabilities_spec() -> dict[str, list[str]]:

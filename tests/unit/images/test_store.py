@@ -305,9 +305,7 @@ def test_concurrent_copies_agree(store: ImageStore, outside: Path) -> None:
 
 
 @needs_root
-def test_device_nodes_are_skipped_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_device_nodes_are_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     src = tmp_path / "src"
     src.mkdir()
     os.mknod(src / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
