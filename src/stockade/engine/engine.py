@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -26,9 +27,16 @@ from ..runtimes.runc import RuncDriver
 from ..runtimes.runsc import RunscDriver
 from .errors import EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable
 from .process import ProcessRun, translate_agent_error
+from .pool import WarmPool
 from .records import SandboxRecord
 
 TIERS: dict[str, type[RuntimeDriver]] = {"container": RuncDriver, "gvisor": RunscDriver}
+
+
+def default_pool_size() -> dict[str, int]:
+    """``$STOCKADE_POOL_SIZE`` warm sandboxes for each container tier (default 1)."""
+    size = int(os.environ.get("STOCKADE_POOL_SIZE", "1"))
+    return {"container": size, "gvisor": size}
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,8 @@ class EngineConfig:
     default_template: str = "base"
     default_resources: Resources = field(default_factory=Resources)
     agent_dir: Path = Path(agent.__file__).parent
+    #: Started sandboxes kept ready per tier, claimed by creates that ask for the defaults.
+    pool_size: dict[str, int] = field(default_factory=default_pool_size)
 
 
 def new_id() -> str:
@@ -65,6 +75,7 @@ class Engine:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock_file: Any = None
+        self.pool = WarmPool(self, config.pool_size)
 
     # -- opening and closing -----------------------------------------------------------------
     async def __aenter__(self) -> "Engine":
@@ -88,9 +99,15 @@ class Engine:
             self._lock_file.close()
             raise EngineError(f"another engine is using {self.config.data_dir}") from None
         await self.recover()
+        if self.images.exists(self.config.default_template):
+            self.pool.fill()
 
     async def close(self, kill_all: bool = False) -> None:
-        """Stop timers and close channels; sandboxes keep running unless ``kill_all``."""
+        """Stop timers and close channels; sandboxes keep running unless ``kill_all``.
+
+        Warm (unclaimed) sandboxes are always removed: nobody is waiting for them.
+        """
+        await self.pool.drain()
         if kill_all:
             await asyncio.gather(*(self.kill(i) for i in list(self._records)),
                                  return_exceptions=True)
@@ -164,12 +181,31 @@ class Engine:
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
         timeout = self._check_timeout(self.config.default_timeout if timeout is None else timeout)
+        record = None
+        if template == self.config.default_template and resources == defaults:
+            record = self.pool.take(isolation)
+        if record is None:
+            record = self.new_record(isolation, template, resources)
+            await self.boot(record)
+        record.timeout, record.envs, record.metadata = timeout, dict(envs or {}), dict(metadata or {})
+        record.state = "running"
+        record.expires_at = time.time() + timeout
+        record.save()
+        self._records[record.id] = record
+        self._arm_timer(record)
+        return record.public()
+
+    def new_record(self, tier: str, template: str, resources: Resources) -> SandboxRecord:
+        """A record for a sandbox not created yet."""
         sandbox_id = new_id()
-        record = SandboxRecord(id=sandbox_id, tier=isolation, image=template,
-                               resources=resources, directory=self.sandbox_dir / sandbox_id,
-                               timeout=timeout, envs=dict(envs or {}),
-                               metadata=dict(metadata or {}))
-        async with self._lock(sandbox_id):
+        return SandboxRecord(id=sandbox_id, tier=tier, image=template, resources=resources,
+                             directory=self.sandbox_dir / sandbox_id,
+                             timeout=self.config.default_timeout)
+
+    async def boot(self, record: SandboxRecord) -> None:
+        """Create and start the sandbox of ``record``; on any failure leave nothing behind."""
+        driver = self.drivers[record.tier]
+        async with self._lock(record.id):
             try:
                 await driver.create(record.spec)
                 record.save()
@@ -179,12 +215,6 @@ class Engine:
                 if isinstance(exc, DriverError):
                     raise SandboxUnavailable(f"could not start the sandbox: {exc}") from None
                 raise
-            record.state = "running"
-            record.expires_at = time.time() + timeout
-            record.save()
-            self._records[sandbox_id] = record
-            self._arm_timer(record)
-        return record.public()
 
     def _check_timeout(self, timeout: float) -> float:
         if not 1 <= timeout <= self.config.max_timeout:

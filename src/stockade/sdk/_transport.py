@@ -72,8 +72,9 @@ async def ensure_local_daemon(config: ConnectionConfig, wait: float = 30.0) -> N
             f"'sudo stockade serve --local' or set STOCKADE_API_URL to a Stockade server")
     assert config.data_dir is not None
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(config.data_dir / "daemon.log", "ab")
-    subprocess.Popen(
+    log_path = config.data_dir / "daemon.log"
+    log = open(log_path, "ab")
+    daemon = subprocess.Popen(
         [sys.executable, "-m", "stockade.server", "--data-dir", str(config.data_dir),
          "--idle-exit", str(DAEMON_IDLE_EXIT)],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
@@ -82,6 +83,9 @@ async def ensure_local_daemon(config: ConnectionConfig, wait: float = 30.0) -> N
     while time.monotonic() < deadline:
         if await _answers(sock):
             return
+        if daemon.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-1500:]
+            raise exc.ConnectError(f"the local Stockade daemon exited at start ({log_path}):\n{tail}")
         await asyncio.sleep(0.05)
     raise exc.ConnectError(f"started the local Stockade daemon but it did not answer on {sock} "
                            f"within {wait:.0f} s; see {config.data_dir / 'daemon.log'}")
