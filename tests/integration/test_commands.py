@@ -101,3 +101,13 @@ def test_no_network_interface_but_loopback(sandbox: Sandbox) -> None:
     lines = sandbox.commands.run("cat /proc/net/dev").stdout.splitlines()[2:]
     interfaces = {line.split(":")[0].strip() for line in lines}
     assert interfaces <= {"lo"}, f"unexpected interfaces: {interfaces}"
+
+
+def test_user_commands_cannot_regain_root(sandbox: Sandbox) -> None:
+    status = sandbox.commands.run("grep -E '^(Uid|Gid|Groups|CapEff|CapPrm):' /proc/self/status")
+    fields = {line.split(":")[0]: line.split(":")[1].split() for line in status.stdout.splitlines()}
+    assert fields["Uid"] == ["1000"] * 4 and fields["Gid"] == ["1000"] * 4
+    assert fields["Groups"] == ["1000"]
+    assert int(fields["CapEff"][0], 16) == 0 and int(fields["CapPrm"][0], 16) == 0
+    attempt = sandbox.commands.run(["python3", "-c", "import os; os.setresuid(0, 0, 0)"])
+    assert attempt.exit_code != 0 and "PermissionError" in attempt.stderr

@@ -1,16 +1,13 @@
 """Files inside the sandbox, with the permissions of the user who asks (agent side).
 
-Every operation runs in its own thread whose effective uid, gid and groups are switched to the
-requesting user's with raw system calls (the kernel keeps credentials per thread; glibc's
-wrappers would change every thread), so a request as ``user`` can touch exactly what ``user``
-could, and new files belong to them. Raw calls also work under gVisor, where ``setfsuid`` does
-not.
+Every operation runs in its own thread, switched to the requesting user's identity (see
+credentials.py), so a request as ``user`` can touch exactly what ``user`` could, and new files
+belong to them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import grp
 import os
 import pwd
@@ -22,47 +19,23 @@ from typing import Any, Iterator
 
 from . import protocol as p
 from .connection import AgentError, Stream
+from .credentials import switched
 from .processes import resolve_user
 
-_libc = ctypes.CDLL(None, use_errno=True)
-#: (setgroups, setresuid, setresgid) system call numbers.
-_SYSCALLS = {"x86_64": (116, 117, 119), "aarch64": (159, 147, 149)}
 TYPES = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink"}
 
 
 @contextlib.contextmanager
 def as_user(params: dict[str, Any]) -> Iterator[pwd.struct_passwd]:
-    """Act with the filesystem identity of ``params['user']`` for the current thread."""
+    """Act as ``params['user']`` (default ``user``) in the current thread only."""
     user = resolve_user(params.get("user"))
-    if os.getuid() != 0 or user.pw_uid == 0:
-        yield user
-        return
-    groups = os.getgroups()
-    _set_thread_ids(user.pw_uid, user.pw_gid, [user.pw_gid])
     try:
-        yield user
-    finally:
-        _set_thread_ids(0, 0, groups)
-
-
-def _set_thread_ids(uid: int, gid: int, groups: list[int]) -> None:
-    """Set this thread's effective uid/gid and groups (only this thread's)."""
-    numbers = _SYSCALLS.get(os.uname().machine)
-    if numbers is None:
-        raise AgentError(p.ErrorCode.INTERNAL, f"no credential syscalls for {os.uname().machine}")
-    setgroups, setresuid, setresgid = numbers
-    keep = ctypes.c_long(-1)
-    array = (ctypes.c_uint * max(1, len(groups)))(*groups)
-    if uid != 0:  # dropping: groups and gid first, while still privileged
-        calls = [(setgroups, len(groups), array), (setresgid, keep, gid, keep),
-                 (setresuid, keep, uid, keep)]
-    else:  # regaining: uid first, then the rest
-        calls = [(setresuid, keep, uid, keep), (setresgid, keep, gid, keep),
-                 (setgroups, len(groups), array)]
-    for number, *args in calls:
-        if _libc.syscall(number, *args) != 0:
-            err = ctypes.get_errno()
-            raise AgentError(p.ErrorCode.INTERNAL, f"cannot switch user: {os.strerror(err)}")
+        with switched(user.pw_uid, user.pw_gid):
+            yield user
+    except PermissionError as exc:
+        if exc.filename is None and "switch identity" in str(exc):
+            raise AgentError(p.ErrorCode.INTERNAL, str(exc)) from None
+        raise
 
 
 def _path(params: dict[str, Any], key: str = "path", user: pwd.struct_passwd | None = None) -> str:

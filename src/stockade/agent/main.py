@@ -57,7 +57,14 @@ def serve_unix(path: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="stockade-agent")
-    parser.add_argument("--listen", required=True, help="unix socket path to serve on")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--listen", help="unix socket path to serve on")
+    where.add_argument("--device", help="virtio-serial port to serve on ('auto': find it)")
     args = parser.parse_args(argv)
     processes.start_reaper()
-    serve_unix(args.listen)
+    if args.device:
+        from .serial import serve_device
+
+        serve_device(args.device, handlers())
+    else:
+        serve_unix(args.listen)

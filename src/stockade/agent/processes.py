@@ -16,6 +16,7 @@ from typing import Any
 
 from . import protocol as p
 from .connection import AgentError, Stream
+from .credentials import switched
 
 SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL, "INT": signal.SIGINT,
            "HUP": signal.SIGHUP, "QUIT": signal.SIGQUIT, "USR1": signal.SIGUSR1,
@@ -262,8 +263,14 @@ def _spawn(params: dict[str, Any]) -> tuple[Process, list[tuple[int, p.Channel]]
         raise AgentError(p.ErrorCode.BAD_REQUEST, "'tag' must be a string")
     max_output = int(params.get("max_output") or p.DEFAULT_MAX_OUTPUT)
     common: dict[str, Any] = dict(env=env, cwd=cwd, close_fds=True)
-    if user.pw_uid != os.getuid():
-        common.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+    # Spawn from this thread with the user's identity (credentials.py) rather than Popen's
+    # user=/group=, which would force fork() instead of the much cheaper vfork().
+    with switched(user.pw_uid, user.pw_gid):
+        return _popen(argv, cmd, tag, pty, params, common, max_output)
+
+
+def _popen(argv: list[str], cmd: str, tag: str | None, pty: Any, params: dict[str, Any],
+           common: dict[str, Any], max_output: int) -> tuple[Process, list[tuple[int, p.Channel]]]:
     if pty is not None:
         master, slave = os.openpty()
         _resize(master, int(pty.get("cols", 80)), int(pty.get("rows", 24)))
