@@ -1,8 +1,9 @@
-"""Build the real base image with mmdebstrap (needs root and the Debian mirror; about a minute)."""
+"""Build the real base image with mmdebstrap (needs root and the Debian mirror; 2 to 4 minutes)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import stat
@@ -37,7 +38,23 @@ build_base_image(ImageStore(Path(sys.argv[1])), progress=lambda s, f: print(s, f
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageStore]:
     root = tmp_path_factory.mktemp("image-build") / "images"
     yield ImageStore(root)
+    for pgid in build_process_groups(root):  # a failed test may leave a build running
+        os.killpg(pgid, signal.SIGKILL)
+    time.sleep(0.5)
     safe_rmtree(root.parent, unmount=True)  # don't leave 300 MB in /tmp
+
+
+def build_process_groups(root: Path) -> set[int]:
+    """Process groups of the builds running in ``root`` (their TMPDIR is the build directory)."""
+    groups = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if any(e.startswith(f"TMPDIR={root}/.build-".encode()) for e in env):
+                groups.add(os.getpgid(int(pid)))
+        except (OSError, ProcessLookupError):
+            continue
+    return groups
 
 
 def test_killed_build_leaves_no_mounts_and_is_swept(store: ImageStore) -> None:
@@ -52,25 +69,29 @@ def test_killed_build_leaves_no_mounts_and_is_swept(store: ImageStore) -> None:
         assert child.stdout is not None
         try:
             for line in child.stdout:
-                if line.startswith("installing packages"):  # chroot mounts are up now
-                    time.sleep(2)
+                if line.startswith("installing essential"):  # chroot mounts go up now
+                    time.sleep(3)
+                    assert mounts_under(store.root) == []  # they are in the build's namespace
                     break
             else:
-                pytest.fail("the build ended before installing packages")
+                pytest.fail("the build ended before installing essential packages")
         finally:
             os.killpg(child.pid, signal.SIGKILL)
+            for pgid in build_process_groups(store.root):  # mmdebstrap has a group of its own
+                os.killpg(pgid, signal.SIGKILL)
     time.sleep(1)  # let the killed process group's mount namespace go
     leftovers = [p for p in store.root.iterdir() if p.name.startswith(".build-base-")]
     assert len(leftovers) == 1 and leftovers[0].is_dir()
     assert mounts_under(store.root) == []
     assert not store.exists("base")
+    assert build_process_groups(store.root) == set()
 
 
 def test_interrupted_build_cleans_up(store: ImageStore) -> None:
     raised: list[float] = []
 
     def progress(stage: str, fraction: float | None) -> None:
-        if stage == "installing packages":
+        if stage == "installing essential packages":
             raised.append(time.monotonic())
             raise KeyboardInterrupt
 
@@ -81,7 +102,7 @@ def test_interrupted_build_cleans_up(store: ImageStore) -> None:
     assert mounts_under(store.root) == []
 
 
-def test_build_base_image(store: ImageStore) -> None:
+def test_build_base_image(store: ImageStore, caplog: pytest.LogCaptureFixture) -> None:
     stages: list[tuple[str, float | None]] = []
     started = time.monotonic()
 
@@ -129,9 +150,9 @@ def test_build_base_image(store: ImageStore) -> None:
     assert time.monotonic() - again < 1
 
     # The id-mapped copy runc needs for its user namespace.
-    started = time.monotonic()
-    mapped = store.idmapped_rootfs("base", 200000)
-    print(f"id-mapped copy made in {time.monotonic() - started:.1f} s")
+    with caplog.at_level(logging.INFO, logger="stockade.images"):
+        mapped = store.idmapped_rootfs("base", 200000)
+    print(caplog.records[-1].getMessage())
     assert os.stat(mapped / "home/user").st_uid == 201000
     assert os.lstat(mapped / "usr/bin/python3").st_uid == 200000
     run = subprocess.run(["chroot", str(mapped), "python3", "-c", "print(1)"], capture_output=True, text=True)

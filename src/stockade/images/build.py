@@ -71,12 +71,12 @@ def build_base_image(
     progress: Progress | None = None,
     force: bool = False,
 ) -> ImageInfo:
-    """Build the Debian 12 base image ``name`` (needs root and network; about 40 s).
+    """Build the Debian 12 base image ``name`` (needs root and network; 40 s to 2 min).
 
     Returns at once if the image exists, unless ``force`` (then the new image atomically replaces
     the old one). ``progress(stage, fraction_or_None)`` is called as the build goes. Raises
-    :class:`ImageBuildError`; an interrupted build leaves a hidden directory that the next build
-    of ``name`` deletes.
+    :class:`ImageBuildError`. An exception (Ctrl-C included) stops the build and deletes its
+    directory; a killed build leaves a hidden directory that the next build of ``name`` deletes.
     """
     validate_name(name)
     report: Progress = progress or (lambda stage, fraction: None)
