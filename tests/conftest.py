@@ -22,6 +22,9 @@ from stockade.engine.hostcheck import find_leaks
 
 TIERS = ["container", "gvisor"]
 IMAGES_DIR = default_images_dir()
+# Every daemon, server and CLI the tests start shares the installed image store, whatever data
+# directory it gets.
+os.environ["STOCKADE_IMAGES_DIR"] = str(IMAGES_DIR)
 
 
 def needs_root() -> None:

@@ -12,10 +12,14 @@ from .sdk import (ApiError, AsyncCommandHandle, AsyncSandbox, AuthenticationErro
                   PermissionDeniedError, ProcessInfo, QuotaExceededError, Sandbox, SandboxError,
                   SandboxInfo, SandboxNotFound, SandboxUnavailable, ServerError, StockadeError,
                   StorageFullError, TimeoutError, TransportError)
+from .sdk import Context, Execution, ExecutionError, ExecutionTimeout, Logs, Result
+from .sdk import AsyncVolume, CheckpointCorrupt, Volume
 
 __all__ = ["ApiError", "AsyncCommandHandle", "AsyncSandbox", "AuthenticationError",
            "CommandExitError", "CommandHandle", "CommandResult", "CommandTimeout", "ConflictError",
            "ConnectError", "EntryInfo", "InvalidRequestError", "NotFoundError",
            "PermissionDeniedError", "ProcessInfo", "QuotaExceededError", "Sandbox", "SandboxError",
            "SandboxInfo", "SandboxNotFound", "SandboxUnavailable", "ServerError", "StockadeError",
-           "StorageFullError", "TimeoutError", "TransportError"]
+           "StorageFullError", "TimeoutError", "TransportError",
+           "Context", "Execution", "ExecutionError", "ExecutionTimeout", "Logs", "Result",
+           "AsyncVolume", "CheckpointCorrupt", "Volume"]

@@ -155,10 +155,12 @@ class Connection:
     def _open(self, stream_id: int, payload: bytes) -> None:
         stream = Stream(self, stream_id)
         with self._lock:
-            if stream_id in self._streams:
-                return self._streams[stream_id].end(
-                    p.error(p.ErrorCode.BAD_REQUEST, f"stream {stream_id} is already open"))
-            self._streams[stream_id] = stream
+            existing = self._streams.get(stream_id)
+            if existing is None:
+                self._streams[stream_id] = stream
+        if existing is not None:  # ended outside the lock: end() takes it to forget the stream
+            return existing.end(
+                p.error(p.ErrorCode.BAD_REQUEST, f"stream {stream_id} is already open"))
         try:
             message = p.decode_json(payload)
             if not isinstance(message, dict) or not isinstance(message.get("method"), str):
@@ -172,7 +174,11 @@ class Connection:
         if handler is None:
             return stream.end(p.error(p.ErrorCode.UNKNOWN_METHOD,
                                       f"unknown method {message['method']!r}"))
-        threading.Thread(target=run_handler, args=(handler, stream, params), daemon=True).start()
+        try:
+            threading.Thread(target=run_handler, args=(handler, stream, params), daemon=True).start()
+        except RuntimeError:  # "can't start new thread": the sandbox is at its pids limit
+            stream.end(p.error(p.ErrorCode.INTERNAL, "the agent cannot start a thread: the "
+                               "sandbox has reached its process limit (pids); try again later"))
 
 
 def run_handler(handler: Handler, stream: Stream, params: dict[str, Any]) -> None:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
+import signal
 import sys
-import threading
 import time
 from typing import Any
 
-from . import files, processes
+from . import files, ports, processes
 from . import protocol as p
-from .connection import Handler, Stream, serve_socket
+from .connection import Handler, Stream
 
 STARTED = time.time()
 
@@ -35,24 +34,15 @@ def handlers() -> dict[str, Handler]:
     table: dict[str, Handler] = {p.Method.HELLO.value: hello, p.Method.SYS_SEED.value: seed}
     table.update(processes.HANDLERS)
     table.update(files.HANDLERS)
+    table.update(ports.HANDLERS)
     return table
 
 
 def serve_unix(path: str) -> None:
     """Listen on a unix socket (container and gVisor tiers) until killed."""
-    table = handlers()
-    if os.path.exists(path):
-        os.unlink(path)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o077)
-    try:
-        listener.bind(path)
-    finally:
-        os.umask(old)
-    listener.listen(16)
-    while True:
-        conn, _ = listener.accept()
-        threading.Thread(target=serve_socket, args=(conn, table), daemon=True).start()
+    from .listener import Listener
+
+    Listener(path, handlers()).serve_forever()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,6 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     where.add_argument("--listen", help="unix socket path to serve on")
     where.add_argument("--device", help="virtio-serial port to serve on ('auto': find it)")
     args = parser.parse_args(argv)
+    # As PID 1 the kernel only delivers signals we handle; Python handles SIGINT by raising
+    # KeyboardInterrupt, which would let root inside stop the agent. A no-op handler is reset
+    # to the default in every child at exec, so commands still get Ctrl-C normally.
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
     processes.start_reaper()
     if args.device:
         from .serial import serve_device

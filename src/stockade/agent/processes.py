@@ -7,6 +7,7 @@ import fcntl
 import os
 import pwd
 import queue
+import select
 import signal
 import struct
 import subprocess
@@ -22,6 +23,8 @@ SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL, "INT": signal.SIGINT,
            "HUP": signal.SIGHUP, "QUIT": signal.SIGQUIT, "USR1": signal.SIGUSR1,
            "USR2": signal.SIGUSR2, "STOP": signal.SIGSTOP, "CONT": signal.SIGCONT}
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+THREAD_LIMIT_MESSAGE = ("the agent cannot start a thread: the sandbox has reached its process "
+                        "limit (pids); the command was killed")
 
 
 def resolve_user(name: Any) -> pwd.struct_passwd:
@@ -91,17 +94,21 @@ class Process:
     def finished(self) -> bool:
         return self.reaped and self.open_pipes == 0
 
-    def publish(self, channel: p.Channel, data: bytes) -> None:
+    def publish(self, channel: p.Channel, data: bytes) -> bool:
+        """Forward output; False once over the output limit (the caller stops reading)."""
         self.output += len(data)
-        if self.output > self.max_output and self.status == "running":
-            self.status = "output_limit"
+        if self.output > self.max_output:
+            # The leader may have exited while its children still write: kill the group anyway.
+            if self.status in ("running", "exited", "signaled"):
+                self.status = "output_limit"
             self.kill()
-            return
+            return False
         with self.lock:
             subscribers = list(self.subscribers)
         for stream in subscribers:
             if not stream.send_data(channel, data):
                 self.unsubscribe(stream)
+        return True
 
     def pipe_closed(self) -> None:
         with self.lock:
@@ -119,8 +126,6 @@ class Process:
             if self.status == "running":
                 self.status = "exited"
         self.popen.returncode = self.exit_code
-        if self.timer:
-            self.timer.cancel()
         with self.lock:
             self.reaped = True
         self._maybe_finish()
@@ -130,6 +135,9 @@ class Process:
             if not self.finished:
                 return
             subscribers, self.subscribers = self.subscribers, []
+        # Only now: children that outlive the leader and hold its pipes are still timed.
+        if self.timer:
+            self.timer.cancel()
         if self.pty_fd is not None:
             os.close(self.pty_fd)
             self.pty_fd = None
@@ -200,19 +208,34 @@ def _pump(proc: Process, fd: int, channel: p.Channel) -> None:
     """Copy one pipe (or the PTY) to the process's subscribers until EOF."""
     try:
         while True:
+            if channel is p.Channel.PTY and not _readable_until_reaped(proc, fd):
+                break  # the process is gone and its terminal is drained
             try:
                 chunk = os.read(fd, p.CHUNK)
             except OSError as exc:
                 if exc.errno == errno.EINTR:
                     continue
                 break  # EIO: the PTY's last writer is gone
-            if not chunk:
-                break
-            proc.publish(channel, chunk)
+            if not chunk or not proc.publish(channel, chunk):
+                break  # EOF, or over the output limit: closing our end stops the writers
     finally:
         if channel is not p.Channel.PTY:
             os.close(fd)
         proc.pipe_closed()
+
+
+def _readable_until_reaped(proc: Process, fd: int) -> bool:
+    """Wait for PTY output; False once the process is reaped and nothing is left to read.
+
+    Linux reports EIO on the master when the last slave closes, but gVisor never does, so a
+    PTY pump also stops when the process has been reaped and the terminal stays quiet.
+    """
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            return True
+        if proc.reaped:
+            return False
 
 
 def _environment(user: pwd.struct_passwd, extra: Any, pty: bool) -> dict[str, str]:
@@ -306,19 +329,29 @@ def start(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
             raise
     proc.subscribers.append(stream)
     timeout = params.get("timeout")
-    if timeout:
-        proc.timer = threading.Timer(float(timeout), _expire, args=(proc,))
-        proc.timer.daemon = True
-        proc.timer.start()
-    stream.send_event({"type": "start", "pid": proc.pid, "tag": proc.tag})
-    for fd, channel in pumps:
-        threading.Thread(target=_pump, args=(proc, fd, channel), daemon=True).start()
+    started = 0
+    try:
+        if timeout:
+            proc.timer = threading.Timer(float(timeout), _expire, args=(proc,))
+            proc.timer.daemon = True
+            proc.timer.start()
+        stream.send_event({"type": "start", "pid": proc.pid, "tag": proc.tag})
+        for fd, channel in pumps:
+            threading.Thread(target=_pump, args=(proc, fd, channel), daemon=True).start()
+            started += 1
+    except RuntimeError:  # "can't start new thread": the command took every pid we may use
+        proc.kill()
+        for fd, _ in pumps[started:]:
+            os.close(fd)
+            proc.pipe_closed()
+        raise AgentError(p.ErrorCode.INTERNAL, THREAD_LIMIT_MESSAGE) from None
     return _follow(stream, proc, params.get("keepalive", p.KEEPALIVE_SECONDS))
 
 
 def _expire(proc: Process) -> None:
-    if proc.status == "running":
-        proc.status = "timeout"
+    if not proc.finished:  # the leader may be gone while its process group still runs
+        if proc.status in ("running", "exited", "signaled"):
+            proc.status = "timeout"
         proc.kill()
 
 

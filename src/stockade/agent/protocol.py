@@ -85,6 +85,8 @@ class Method(str, enum.Enum):
     FS_WRITE = "fs.write"
     FS_WATCH = "fs.watch"
     SYS_SEED = "sys.seed"
+    PORT_CONNECT = "port.connect"  # a TCP connection inside the sandbox (ports.py)
+    SYS_SUSPEND = "sys.suspend"  # let go of host sockets before a checkpoint (listener.py)
 
 
 class ErrorCode(str, enum.Enum):
@@ -142,6 +144,8 @@ def decode_json(payload: bytes) -> Any:
         return json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"payload is not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("payload is JSON nested too deeply") from None
 
 
 def ok(result: Any = None) -> dict[str, Any]:

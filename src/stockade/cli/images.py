@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from ..config import default_images_dir
 from ..images import ImageError, ImageStore, build_base_image
+from ..images.templates import build_template, template_names
 
 app = typer.Typer(help="Manage images (templates) on this host.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -41,24 +43,58 @@ def rm(name: Annotated[str, typer.Argument(help="image to remove")]) -> None:
 
 
 @app.command("build")
-def build(force: Annotated[bool, typer.Option(help="rebuild even if it exists")] = False) -> None:
-    """Build the base image (Debian 12 with python3) from Debian's packages."""
-    build_with_progress(force=force)
+def build(force: Annotated[bool, typer.Option(help="rebuild even if it exists")] = False,
+          template: Annotated[Optional[str], typer.Option(
+              help=f"build this template instead of the base image: {', '.join(template_names())}"
+          )] = None,
+          guest: Annotated[bool, typer.Option(
+              help="build the microVM guest instead: kernel, initramfs, image disks")] = False) -> None:
+    """Build the base image (Debian 12 with python3) from Debian's packages, or a template."""
+    if guest:
+        build_guest_with_progress(force=force)
+        return
+    build_with_progress(force=force, template=template)
 
 
-def build_with_progress(force: bool = False) -> None:
-    """Build the base image, showing the stages as they pass."""
+def build_guest_with_progress(force: bool = False) -> None:
+    """Build the microVM guest kernel, initramfs and the disks of existing images."""
+    import stockade.agent
+
+    from ..images.guest import build_guest
+
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                   TimeElapsedColumn(), console=err) as progress:
-        task = progress.add_task("base image", total=1.0)
+        task = progress.add_task("microVM guest", total=1.0)
 
         def report(stage: str, fraction: float | None) -> None:
-            progress.update(task, description=f"base image: {stage}",
+            progress.update(task, description=f"microVM guest: {stage}",
                             completed=fraction if fraction is not None else None)
 
+        images = tuple(info.name for info in store().list())
         try:
-            build_base_image(store(), "base", progress=report, force=force)
+            build_guest(store(), Path(stockade.agent.__file__).parent, images, report, force)
         except ImageError as exc:
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
-        progress.update(task, description="base image: ready", completed=1.0)
+
+
+def build_with_progress(force: bool = False, template: str | None = None) -> None:
+    """Build the base image (or ``template``), showing the stages as they pass."""
+    label = f"{template} template" if template else "base image"
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TimeElapsedColumn(), console=err) as progress:
+        task = progress.add_task(label, total=1.0)
+
+        def report(stage: str, fraction: float | None) -> None:
+            progress.update(task, description=f"{label}: {stage}",
+                            completed=fraction if fraction is not None else None)
+
+        try:
+            if template:
+                build_template(store(), template, progress=report, force=force)
+            else:
+                build_base_image(store(), "base", progress=report, force=force)
+        except ImageError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        progress.update(task, description=f"{label}: ready", completed=1.0)

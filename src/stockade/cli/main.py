@@ -10,15 +10,20 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import Sandbox, StockadeError
-from . import images, server
+from . import code, doctor, images, keys, security, server
 
 app = typer.Typer(help="Run untrusted code in sandboxes: container, gVisor or microVM.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 sandbox_app = typer.Typer(help="Manage running sandboxes.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(images.app, name="image")
+app.add_typer(keys.keys_app, name="keys")
+app.add_typer(keys.tenants_app, name="tenants")
 app.command("serve")(server.serve)
 app.command("demo")(server.demo)
+app.command("run-code")(code.run_code)
+app.command("security-report")(security.security_report)
+app.command("doctor")(doctor.doctor)
 err = Console(stderr=True)
 
 Isolation = Annotated[str, typer.Option("--isolation", "-i",
@@ -101,6 +106,24 @@ def sandbox_exec(
     except StockadeError as exc:
         _fail(exc)
     raise typer.Exit(result.exit_code)
+
+
+@sandbox_app.command("shell")
+def sandbox_shell(
+    sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")],
+    cmd: Annotated[Optional[str], typer.Option(help="run this instead of a login shell")] = None,
+    user: Annotated[Optional[str], typer.Option()] = None,
+) -> None:
+    """Open an interactive terminal in a sandbox; exit with its exit code."""
+    import asyncio
+
+    from .shell import run_shell
+
+    try:
+        code = asyncio.run(run_shell(sandbox_id, cmd, user))
+    except StockadeError as exc:
+        _fail(exc)
+    raise typer.Exit(code)
 
 
 @sandbox_app.command("kill")

@@ -14,22 +14,39 @@ out = Console()
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8800,
+    host: Annotated[Optional[str], typer.Option(help="address to listen on [127.0.0.1]")] = None,
+    port: Annotated[Optional[int], typer.Option(help="TCP port [8800]")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="state directory")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        help="TOML settings file (also $STOCKADE_CONFIG); flags win over the environment, "
+             "which wins over the file")] = None,
+    database_url: Annotated[Optional[str], typer.Option(
+        help="store URL (also $STOCKADE_DATABASE_URL); default SQLite in the data directory")] = None,
     local: Annotated[bool, typer.Option(help="serve on the data directory's unix socket "
-                                              "instead of TCP (what the SDK uses locally)")] = False,
+                                              "instead of TCP, without keys (what the SDK "
+                                              "uses locally)")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
-    """Run the Stockade server (the HTTP API over this host's engine)."""
+    """Run the Stockade server: the HTTP API over this host's engine, with API keys.
+
+    The admin key is $STOCKADE_ADMIN_KEY, or is generated at first start into
+    <data dir>/private/admin.key (owner-only).
+    """
     from ..engine import EngineConfig
     from ..server.serve import serve as run_server
+    from ..server.settings import load_settings
 
-    directory = data_dir or default_data_dir()
-    config = EngineConfig(data_dir=directory)
     if local:
-        run_server(config, uds=local_socket(directory))
-    else:
-        run_server(config, host=host, port=port)
+        directory = data_dir or default_data_dir()
+        run_server(EngineConfig(data_dir=directory), uds=local_socket(directory))
+        return
+    try:
+        settings = load_settings(config, host=host, port=port, data_dir=data_dir,
+                                 database_url=database_url)
+    except ValueError as exc:
+        out.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    run_server(EngineConfig(data_dir=settings.data_dir), settings=settings, log_level=log_level)
 
 
 def demo() -> None:

@@ -20,17 +20,23 @@ from typing import Any, AsyncIterator
 from .. import agent
 from ..config import default_images_dir
 from ..images import ImageStore
+from ..net import NetConfig, NetError, NetworkManager, NetworkPolicy, PolicyError
 from ..runtimes import hostops
 from ..runtimes.base import DriverError, Resources, RuntimeDriver, RuntimeState, SandboxSpec
 from ..runtimes.channel import AgentCallError, AgentChannel, ChannelClosed, Data, End
+from ..runtimes.qemu import QemuDriver
 from ..runtimes.runc import RuncDriver
 from ..runtimes.runsc import RunscDriver
-from .errors import EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable
+from .errors import Conflict, EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable
+from .lifecycle import Lifecycle, check_options
 from .process import ProcessRun, translate_agent_error
 from .pool import WarmPool
+from .ports import Tunnel
 from .records import SandboxRecord
+from .volumes import Volumes, check_mount_path
 
-TIERS: dict[str, type[RuntimeDriver]] = {"container": RuncDriver, "gvisor": RunscDriver}
+TIERS: dict[str, type[RuntimeDriver]] = {"container": RuncDriver, "gvisor": RunscDriver,
+                                          "microvm": QemuDriver}
 
 
 def default_pool_size() -> dict[str, int]:
@@ -52,6 +58,8 @@ class EngineConfig:
     agent_dir: Path = Path(agent.__file__).parent
     #: Started sandboxes kept ready per tier, claimed by creates that ask for the defaults.
     pool_size: dict[str, int] = field(default_factory=default_pool_size)
+    #: Operator's network settings (CA bundle, upstream DNS, limits); see docs/network.md.
+    network: NetConfig = field(default_factory=NetConfig.from_env)
 
 
 def new_id() -> str:
@@ -66,6 +74,7 @@ class Engine:
         self.config = config
         self.sandbox_dir = config.data_dir / "sandboxes"
         self.images = ImageStore(config.images_dir or default_images_dir(config.data_dir))
+        self.net = NetworkManager(config.data_dir, config.network)
         self.drivers: dict[str, RuntimeDriver] = {
             tier: cls(config.data_dir, self.images, config.agent_dir)  # type: ignore[call-arg]
             for tier, cls in TIERS.items()}
@@ -76,6 +85,8 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock_file: Any = None
         self.pool = WarmPool(self, config.pool_size)
+        self.lifecycle = Lifecycle(self)
+        self.volumes = Volumes(config.data_dir)
 
     # -- opening and closing -----------------------------------------------------------------
     async def __aenter__(self) -> "Engine":
@@ -119,6 +130,7 @@ class Engine:
         self._channels.clear()
         for task in list(self._tasks):
             task.cancel()
+        await self.net.close()
         if self._lock_file:
             self._lock_file.close()
             self._lock_file = None
@@ -136,7 +148,7 @@ class Engine:
             alive = (driver is not None and record.state == "running"
                      and record.expires_at > now
                      and await driver.state(record.spec) == RuntimeState.RUNNING)
-            if alive:
+            if alive or await self.lifecycle.recover(record):
                 self._records[record.id] = record
                 self._arm_timer(record)
             else:
@@ -149,20 +161,34 @@ class Engine:
             for sub in d.iterdir():
                 if sub.is_dir() and sub.name not in self._records:
                     hostops.remove_cgroup(f"{parent}/{sub.name}")
+        await self.net.recover({i for i, r in self._records.items() if r.network is not None})
 
     async def _destroy_unknown(self, directory: Path) -> None:
         spec = SandboxSpec(id=directory.name, image="", directory=directory)
         for driver in self.drivers.values():
             with contextlib.suppress(DriverError, OSError):
                 await driver.destroy(spec)
+        with contextlib.suppress(NetError, OSError):
+            await self.net.detach(directory.name)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def create(self, *, isolation: str = "container", template: str | None = None,
                      timeout: float | None = None, envs: dict[str, str] | None = None,
                      metadata: dict[str, str] | None = None, cpu: float | None = None,
                      memory_mb: int | None = None, disk_mb: int | None = None,
-                     pids: int | None = None) -> dict[str, Any]:
-        """Create and start a sandbox; return its public description."""
+                     pids: int | None = None, network: Any = "none",
+                     persistence: str = "ephemeral", on_timeout: str = "kill",
+                     auto_delete: float | None = None,
+                     volumes: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Create and start a sandbox; return its public description.
+
+        ``persistence``, ``on_timeout`` and ``auto_delete``: see lifecycle.py; ``volumes`` maps
+        a mount path to a volume name or ``{"volume": name, "read_only": bool}``.
+
+        ``network`` is ``"none"`` (loopback only) or an egress policy (docs/network.md)."""
+        policy = self._policy(network)
+        auto_delete = check_options(persistence, on_timeout, auto_delete)
+        mounts = await self._volume_mounts(volumes or {})
         driver = self.drivers.get(isolation)
         if driver is None:
             raise InvalidRequest(f"unknown isolation {isolation!r}; choose one of "
@@ -182,18 +208,83 @@ class Engine:
             raise InvalidRequest(str(exc)) from None
         timeout = self._check_timeout(self.config.default_timeout if timeout is None else timeout)
         record = None
-        if template == self.config.default_template and resources == defaults:
+        if (template == self.config.default_template and resources == defaults and policy is None
+                and not mounts):
             record = self.pool.take(isolation)
         if record is None:
             record = self.new_record(isolation, template, resources)
-            await self.boot(record)
+            record.volumes = mounts
+            if policy is not None:
+                self._plan_network(record, policy)
+                envs = {**self.net.ca_env(), **(envs or {})}
+            await self.boot(record, policy)
         record.timeout, record.envs, record.metadata = timeout, dict(envs or {}), dict(metadata or {})
+        record.persistence, record.on_timeout = persistence, on_timeout
+        record.auto_delete = auto_delete
         record.state = "running"
         record.expires_at = time.time() + timeout
         record.save()
         self._records[record.id] = record
         self._arm_timer(record)
         return record.public()
+
+    @staticmethod
+    def _policy(network: Any) -> NetworkPolicy | None:
+        try:
+            return NetworkPolicy.parse(network)
+        except PolicyError as exc:
+            raise InvalidRequest(f"network: {exc}") from None
+
+    def _plan_network(self, record: SandboxRecord, policy: NetworkPolicy) -> None:
+        """Record where the sandbox's network will be (the namespace is made during boot)."""
+        ca = self.config.network.ca_bundle
+        record.network = policy.public()
+        record.attachment = {"netns": str(self.net.netns_path(record.id)),
+                             "resolv_conf": str(self.net.resolv_conf(record.id)),
+                             "ca_bundle": str(ca) if ca else ""}
+
+    async def _attach_network(self, record: SandboxRecord, policy: NetworkPolicy) -> None:
+        try:
+            await self.net.attach(record.id, policy)
+        except NetError as exc:
+            raise SandboxUnavailable(f"could not set up the sandbox's network: {exc}") from None
+
+    async def set_network(self, sandbox_id: str, network: Any) -> dict[str, Any]:
+        """Replace a networked sandbox's egress policy; new connections follow it at once."""
+        record = self.record(sandbox_id)
+        policy = self._policy(network) or NetworkPolicy()
+        if record.network is None:
+            raise Conflict(f"sandbox {sandbox_id} was created with network='none' and has no "
+                           f"network interface; create it with a policy (even an empty one, "
+                           f"{{'allow_out': []}}) to change it later")
+        async with self._lock(sandbox_id):
+            try:
+                await self.net.set_policy(sandbox_id, policy)
+            except NetError as exc:
+                raise SandboxUnavailable(f"could not change the network policy: {exc}") from None
+            record.network = policy.public()
+            record.save()
+        return record.public()
+
+    async def _volume_mounts(self, volumes: dict[str, Any]) -> list[dict[str, Any]]:
+        """Resolve ``{path: name or {"volume", "read_only"}}`` to the record's mount list."""
+        mounts = []
+        for path, what in volumes.items():
+            spec = {"volume": what} if isinstance(what, str) else dict(what)
+            if not isinstance(spec.get("volume"), str):
+                raise InvalidRequest(f"volume for {path!r} must be a name or "
+                                     f"{{'volume': name, 'read_only': bool}}")
+            mounts.append({"volume": spec["volume"], "path": check_mount_path(path),
+                           "read_only": bool(spec.get("read_only", False)),
+                           "source": str(await self.volumes.source(spec["volume"]))})
+        if len({m["path"] for m in mounts}) != len(mounts):
+            raise InvalidRequest("two volumes are mounted at the same path")
+        return mounts
+
+    def volume_users(self, name: str) -> list[str]:
+        """Ids of the sandboxes (in any state) that mount volume ``name``."""
+        return sorted(r.id for r in self._records.values()
+                      if any(v["volume"] == name for v in r.volumes))
 
     def new_record(self, tier: str, template: str, resources: Resources) -> SandboxRecord:
         """A record for a sandbox not created yet."""
@@ -202,12 +293,19 @@ class Engine:
                              directory=self.sandbox_dir / sandbox_id,
                              timeout=self.config.default_timeout)
 
-    async def boot(self, record: SandboxRecord) -> None:
-        """Create and start the sandbox of ``record``; on any failure leave nothing behind."""
+    async def boot(self, record: SandboxRecord, network: NetworkPolicy | None = None) -> None:
+        """Create and start the sandbox of ``record`` (wiring its ``network`` meanwhile); on
+        any failure leave nothing behind."""
         driver = self.drivers[record.tier]
         async with self._lock(record.id):
             try:
-                await driver.create(record.spec)
+                steps = [driver.create(record.spec)]
+                if network is not None:
+                    steps.append(self._attach_network(record, network))
+                # Both run to the end before anything is undone, so nothing is half-made.
+                for result in await asyncio.gather(*steps, return_exceptions=True):
+                    if isinstance(result, BaseException):
+                        raise result
                 record.save()
                 await driver.start(record.spec)
             except BaseException as exc:
@@ -239,8 +337,7 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     async def _expire(self, sandbox_id: str) -> None:
-        with contextlib.suppress(SandboxNotFound):
-            await self.kill(sandbox_id)
+        await self.lifecycle.expire(sandbox_id)
 
     def record(self, sandbox_id: str) -> SandboxRecord:
         """The live record of ``sandbox_id`` or SandboxNotFound."""
@@ -270,11 +367,14 @@ class Engine:
         async with self._lock(sandbox_id):
             if sandbox_id not in self._records:
                 return
+            await self.lifecycle.settled(sandbox_id)
             if timer := self._timers.pop(sandbox_id, None):
                 timer.cancel()
             if channel := self._channels.pop(sandbox_id, None):
                 await channel.aclose()
             await self.drivers[record.tier].destroy(record.spec)
+            if record.network is not None:
+                await self.net.detach(sandbox_id)
             del self._records[sandbox_id]
         self._locks.pop(sandbox_id, None)
 
@@ -288,14 +388,26 @@ class Engine:
     async def channel(self, sandbox_id: str) -> AgentChannel:
         """The (cached) channel to a sandbox's agent."""
         record = self.record(sandbox_id)
+        if record.state != "running":
+            raise Conflict(f"sandbox {sandbox_id} is {record.state}; connect to it (which "
+                           f"resumes or starts it) before using it")
         channel = self._channels.get(sandbox_id)
         if channel is None or channel.closed:
             try:
                 channel = await self.drivers[record.tier].connect(record.spec)
             except DriverError as exc:
-                raise SandboxUnavailable(str(exc)) from None
+                raise SandboxUnavailable(f"{exc}{await self._diagnose(record)}") from None
             self._channels[sandbox_id] = channel
         return channel
+
+    @staticmethod
+    async def _open(channel: AgentChannel, sandbox_id: str, method: str,
+                    params: dict[str, Any]) -> Any:
+        """Open a stream; an agent that hung up is SandboxUnavailable, not a crash."""
+        try:
+            return await channel.open(method, params)
+        except (ChannelClosed, ConnectionError) as exc:
+            raise SandboxUnavailable(f"sandbox {sandbox_id}: {exc}") from None
 
     async def call(self, sandbox_id: str, method: str, params: dict[str, Any]) -> Any:
         """One request/response call to the agent, errors translated."""
@@ -305,7 +417,8 @@ class Engine:
         except AgentCallError as exc:
             raise translate_agent_error(exc) from None
         except ChannelClosed as exc:
-            raise SandboxUnavailable(f"sandbox {sandbox_id}: {exc}") from None
+            raise SandboxUnavailable(
+                f"sandbox {sandbox_id}: {exc}{await self._diagnose(self.record(sandbox_id))}") from None
 
     async def start_process(self, sandbox_id: str, params: dict[str, Any]) -> ProcessRun:
         """Start a process; iterate the result for its events."""
@@ -315,20 +428,40 @@ class Engine:
         channel = await self.channel(sandbox_id)
         driver = self.drivers[record.tier]
         oom_before = (await driver.stats(record.spec)).oom_kills
-        stream = await channel.open("process.start", params)
-        return ProcessRun(stream, oom_check=lambda: self._oom_since(record, oom_before))
+        stream = await self._open(channel, sandbox_id, "process.start", params)
+        return ProcessRun(stream, oom_check=lambda: self._oom_since(record, oom_before),
+                          diagnose=lambda: self._diagnose(record))
 
     async def connect_process(self, sandbox_id: str, selector: dict[str, Any]) -> ProcessRun:
         """Follow a running process (by pid or tag) from now on."""
         channel = await self.channel(sandbox_id)
-        return ProcessRun(await channel.open("process.connect", selector))
+        return ProcessRun(await self._open(channel, sandbox_id, "process.connect", selector))
+
+    async def open_port(self, sandbox_id: str, port: int) -> Tunnel:
+        """A byte pipe to TCP ``port`` on the sandbox's loopback, through its agent."""
+        return await Tunnel.open(await self.channel(sandbox_id), sandbox_id, port)
 
     async def _oom_since(self, record: SandboxRecord, before: int) -> bool:
         return (await self.drivers[record.tier].stats(record.spec)).oom_kills > before
 
+    async def _diagnose(self, record: SandboxRecord) -> str:
+        """Why a sandbox stopped answering, if its cgroup can tell (gVisor's whole sandbox
+        dies when it hits its memory or pids limit); "" if it cannot."""
+        try:
+            stats = await self.drivers[record.tier].stats(record.spec)
+        except (DriverError, OSError):
+            return ""
+        if stats.oom_kills:
+            return (f" (out of memory: the sandbox reached its memory limit of "
+                    f"{record.resources.memory_mb} MiB and the kernel killed it)")
+        if stats.pids_limit_hits:
+            return (f" (process limit: the sandbox reached its limit of {record.resources.pids} "
+                    f"processes and threads, and could not go on)")
+        return ""
+
     async def send_stdin(self, sandbox_id: str, selector: dict[str, Any], data: bytes) -> None:
         channel = await self.channel(sandbox_id)
-        stream = await channel.open("process.input", selector)
+        stream = await self._open(channel, sandbox_id, "process.input", selector)
         try:
             await stream.send(data)
             await stream.close_send()
@@ -339,7 +472,7 @@ class Engine:
     async def read_file(self, sandbox_id: str, path: str, user: str | None) -> AsyncIterator[bytes]:
         """Stream a file's bytes. The first step (opening) raises if the file is missing."""
         channel = await self.channel(sandbox_id)
-        stream = await channel.open("fs.read", {"path": path, "user": user})
+        stream = await self._open(channel, sandbox_id, "fs.read", {"path": path, "user": user})
         first = await stream.next()
         if isinstance(first, End) and not first.ok:
             raise translate_agent_error(AgentCallError(first.code, first.message))
@@ -364,7 +497,8 @@ class Engine:
                          chunks: AsyncIterator[bytes], mode: int | None = None) -> dict[str, Any]:
         """Write a file from a stream of chunks; replaced atomically once complete."""
         channel = await self.channel(sandbox_id)
-        stream = await channel.open("fs.write", {"path": path, "user": user, "mode": mode})
+        stream = await self._open(channel, sandbox_id, "fs.write",
+                                  {"path": path, "user": user, "mode": mode})
         try:
             async for chunk in chunks:
                 if stream.done:
@@ -376,6 +510,8 @@ class Engine:
             return result
         except AgentCallError as exc:
             raise translate_agent_error(exc) from None
+        except ChannelClosed as exc:
+            raise SandboxUnavailable(f"sandbox {sandbox_id}: {exc}") from None
         except BaseException:
             await stream.cancel()
             raise

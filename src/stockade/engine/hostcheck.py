@@ -1,4 +1,5 @@
-"""Find what sandboxes left on the host: mounts, loop devices, cgroups, processes, state, files.
+"""Find what sandboxes left on the host: mounts, loop devices, cgroups, processes, state, files,
+network namespaces, veths, nft chains and resolver state.
 
 Used after every test and by ``stockade doctor``; the target everywhere is an empty list.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from ..net import find_net_leaks
 from ..runtimes import hostops
 
 
@@ -77,6 +79,9 @@ def find_leaks(data_dir: Path, sandbox_id: str | None = None) -> list[str]:
         for cid in _runtime_containers(binary, data_dir / "runtime" / tier):
             if not name or cid == name:
                 leaks.append(f"{binary} container {cid}")
+    for record in (data_dir / "runtime" / "microvm").glob(f"{name or '*'}.json"):
+        leaks.append(f"microVM record {record}")
+    leaks.extend(find_net_leaks(data_dir, sandbox_id))
     if name and where.exists():
         leaks.append(f"directory {where}")
     elif not name and sandboxes.is_dir():

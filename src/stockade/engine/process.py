@@ -35,9 +35,11 @@ class ProcessRun:
     then exactly one ``end`` with ``exit_code``, ``status`` and ``oom_killed``."""
 
     def __init__(self, stream: HostStream,
-                 oom_check: Callable[[], Awaitable[bool]] | None = None) -> None:
+                 oom_check: Callable[[], Awaitable[bool]] | None = None,
+                 diagnose: Callable[[], Awaitable[str]] | None = None) -> None:
         self._stream = stream
         self._oom_check = oom_check
+        self._diagnose = diagnose
         self.pid: int | None = None
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
@@ -46,7 +48,8 @@ class ProcessRun:
                 try:
                     item = await self._stream.next()
                 except ChannelClosed as exc:
-                    raise SandboxUnavailable(str(exc)) from None
+                    why = await self._diagnose() if self._diagnose else ""
+                    raise SandboxUnavailable(f"{exc}{why}") from None
                 if isinstance(item, Data):
                     yield {"type": _CHANNEL_NAMES.get(item.channel, "stdout"), "data": item.data}
                 elif isinstance(item, Event):

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..runtimes.base import Resources, SandboxSpec
+from ..runtimes.base import NetworkAttachment, Resources, SandboxSpec, VolumeMount
 
 
 @dataclass
@@ -27,11 +27,27 @@ class SandboxRecord:
     envs: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     state: str = "creating"
+    network: dict[str, Any] | None = None  # the egress policy; None: loopback only
+    attachment: dict[str, str] | None = None  # NetworkAttachment fields, as strings
+    persistence: str = "ephemeral"  # or "workspace": stop keeps the files (lifecycle.py)
+    on_timeout: str = "kill"  # or "pause" or "stop"
+    auto_delete: float = 7 * 86400.0  # seconds a paused or stopped sandbox is kept
+    paused_with: str | None = None  # "checkpoint" (memory on disk) or "freezer" (in RAM)
+    volumes: list[dict[str, Any]] = field(default_factory=list)  # {volume, path, read_only, source}
 
     @property
     def spec(self) -> SandboxSpec:
+        net = self.attachment
         return SandboxSpec(id=self.id, image=self.image, resources=self.resources,
-                           directory=self.directory)
+                           directory=self.directory,
+                           network=NetworkAttachment(
+                               netns=Path(net["netns"]), resolv_conf=Path(net["resolv_conf"]),
+                               ca_bundle=Path(net["ca_bundle"]) if net.get("ca_bundle") else None)
+                           if net else None,
+                           volumes=tuple(VolumeMount(source=Path(v["source"]),
+                                                     destination=v["path"],
+                                                     read_only=bool(v["read_only"]))
+                                         for v in self.volumes))
 
     def public(self) -> dict[str, Any]:
         """What callers see."""
@@ -40,7 +56,12 @@ class SandboxRecord:
                 "memory_mb": self.resources.memory_mb, "disk_mb": self.resources.disk_mb,
                 "pids": self.resources.pids, "metadata": dict(self.metadata),
                 "envs": dict(self.envs), "created_at": self.created_at,
-                "expires_at": self.expires_at, "timeout": self.timeout}
+                "expires_at": self.expires_at, "timeout": self.timeout,
+                "network": dict(self.network) if self.network is not None else "none",
+                "persistence": self.persistence, "on_timeout": self.on_timeout,
+                "auto_delete": self.auto_delete,
+                "volumes": [{"volume": v["volume"], "path": v["path"],
+                             "read_only": v["read_only"]} for v in self.volumes]}
 
     def save(self) -> None:
         """Write state.json atomically (write a temporary file, then rename)."""

@@ -101,6 +101,9 @@ class _Shifter:
         elif stat.S_ISFIFO(mode):
             os.mkfifo(d, 0o600)
             self.set_meta(d, s, st)
+        elif stat.S_ISCHR(mode) and st.st_rdev == 0:  # an overlay whiteout (snapshot layers)
+            os.mknod(d, stat.S_IFCHR | 0o600, 0)
+            self.set_meta(d, s, st)
         else:
             log.warning("idmap copy: skipping %s (device node or socket)", s)
             self.skipped += 1

@@ -94,6 +94,9 @@ class ImageInfo:
     files: int
     python: str | None
     path: Path
+    #: The image below this one: its rootfs holds only the changes (overlay whiteouts
+    #: included) over the parent's layers. None for a self-contained image.
+    parent: str | None = None
 
     @property
     def rootfs(self) -> Path:
@@ -111,6 +114,7 @@ class ImageInfo:
             "size_bytes": self.size_bytes,
             "files": self.files,
             "python": self.python,
+            **({"parent": self.parent} if self.parent else {}),
         }
 
     @classmethod
@@ -126,6 +130,7 @@ class ImageInfo:
             files=int(data["files"]),
             python=None if data.get("python") is None else str(data["python"]),
             path=path,
+            parent=None if data.get("parent") is None else validate_name(data["parent"]),
         )
 
 
@@ -185,6 +190,23 @@ class ImageStore:
         """Whether a complete image ``name`` exists (raises :class:`InvalidImageName`)."""
         return (self._dir(name) / IMAGE_JSON).is_file()
 
+    def layers(self, name: str, uid_base: int | None = None) -> list[Path]:
+        """The read-only layers of image ``name``, topmost first (its own rootfs, then its
+        parent's, ...): an overlay's ``lowerdir``. With ``uid_base``, the id-mapped copies."""
+        found: list[Path] = []
+        current: str | None = name
+        while current is not None:
+            if len(found) > 32:
+                raise CorruptImage(f"image {name!r}: parent chain too long (a cycle?)")
+            found.append(self.idmapped_rootfs(current, uid_base) if uid_base
+                         else self.rootfs(current))
+            current = self.get(current).parent
+        return found
+
+    def children(self, name: str) -> list[str]:
+        """Images whose parent is ``name``."""
+        return [i.name for i in self.list() if i.parent == name]
+
     def rootfs(self, name: str) -> Path:
         """The rootfs directory of image ``name`` (host ids, treat as read-only)."""
         path = self.get(name).rootfs
@@ -203,6 +225,9 @@ class ImageStore:
         path = self._dir(name)
         if not path.is_dir():
             raise ImageNotFound(name, self.root)
+        if users := self.children(name):
+            raise ImageInUse(f"image {name!r} is the parent of {', '.join(users)}; remove "
+                             f"those first")
         trash = self.root / f"{_TRASH}{name}-{_fsutil.random_suffix()}"
         try:
             with _fsutil.flocked(path / _LOCK):
@@ -309,6 +334,7 @@ class ImageStore:
         source: str,
         packages: Sequence[str] = (),
         replace: bool = False,
+        parent: str | None = None,
     ) -> ImageInfo:
         """Write ``image.json`` for ``staging.path/rootfs`` and move it into place as ``name``.
 
@@ -319,6 +345,8 @@ class ImageStore:
         rootfs = staging.path / ROOTFS
         size, files = _fsutil.tree_stats(rootfs)
         python = next((p for p in _PYTHON_CANDIDATES if _is_executable(rootfs, p)), None)
+        if parent is not None and python is None:
+            python = self.get(parent).python
         info = ImageInfo(
             name=validate_name(name),
             created=datetime.now(UTC).replace(microsecond=0),
@@ -328,6 +356,7 @@ class ImageStore:
             files=files,
             python=python,
             path=self._dir(name),
+            parent=parent,
         )
         with open(staging.path / IMAGE_JSON, "w", encoding="utf-8") as f:
             json.dump(info.to_json(), f, indent=2)

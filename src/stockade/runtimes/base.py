@@ -46,6 +46,24 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class NetworkAttachment:
+    """A network the engine prepared: join ``netns`` instead of an empty one of its own."""
+
+    netns: Path  # a named network namespace (/run/netns/...)
+    resolv_conf: Path  # bind-mounted read-only at /etc/resolv.conf
+    ca_bundle: Path | None = None  # bind-mounted read-only over the system CA bundle
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    """A host directory (a mounted volume) bind-mounted into the sandbox."""
+
+    source: Path
+    destination: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     """What a driver needs to run one sandbox."""
 
@@ -53,6 +71,8 @@ class SandboxSpec:
     image: str
     resources: Resources = field(default_factory=Resources)
     directory: Path = Path()  # the sandbox's own state directory, owned by the driver
+    network: NetworkAttachment | None = None  # None: loopback only
+    volumes: tuple[VolumeMount, ...] = ()
 
     @property
     def hostname(self) -> str:
@@ -77,6 +97,7 @@ class Stats:
     cpu_seconds: float = 0.0
     pids: int = 0
     oom_kills: int = 0
+    pids_limit_hits: int = 0  # forks the pids limit refused
 
 
 class DriverError(Exception):
@@ -119,6 +140,22 @@ class RuntimeDriver(abc.ABC):
     async def resume(self, spec: SandboxSpec) -> None:
         """Undo :meth:`pause`."""
         raise NotSupported(f"the {self.tier} tier cannot resume")
+
+    #: Whether :meth:`checkpoint` saves memory to disk (else pausing uses the freezer).
+    checkpoints: ClassVar[bool] = False
+
+    async def checkpoint(self, spec: SandboxSpec, image_dir: Path) -> None:
+        """Save every process and its memory to ``image_dir``; the sandbox no longer runs
+        (:meth:`stop` releases what the runtime keeps of it, which may take a while)."""
+        raise NotSupported(f"the {self.tier} tier cannot checkpoint")
+
+    async def restore(self, spec: SandboxSpec, image_dir: Path) -> None:
+        """Start the sandbox again from :meth:`checkpoint`'s ``image_dir``."""
+        raise NotSupported(f"the {self.tier} tier cannot restore")
+
+    async def reopen(self, spec: SandboxSpec) -> None:
+        """Prepare a stopped sandbox's kept disk for :meth:`start` (never deletes anything)."""
+        raise NotSupported(f"the {self.tier} tier cannot restart a stopped sandbox")
 
     @abc.abstractmethod
     async def stop(self, spec: SandboxSpec) -> None:

@@ -161,8 +161,11 @@ class AgentChannel:
         if self.closed:
             raise ChannelClosed(self.close_reason or "channel closed")
         async with self._write_lock:
-            self._writer.write(frame)
-            await self._writer.drain()
+            try:
+                self._writer.write(frame)
+                await self._writer.drain()
+            except (ConnectionError, OSError) as exc:
+                raise ChannelClosed(f"the channel to the sandbox agent failed: {exc}") from None
 
     def _forget(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)

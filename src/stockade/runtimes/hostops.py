@@ -76,8 +76,9 @@ async def make_disk(image: Path, mountpoint: Path, size_mb: int, owner: int) -> 
         await run("mount", "-o", "loop,nosuid,nodev", str(image), str(mountpoint))
 
 
-def mount_overlay(lower: Path, upper: Path, work: Path, target: Path, owner: int) -> None:
-    """Mount the sandbox's root: the read-only image below, its own disk above."""
+def mount_overlay(lower: Path | str, upper: Path, work: Path, target: Path, owner: int) -> None:
+    """Mount the sandbox's root: the read-only image layers below (``lower``, colon-separated
+    if several, topmost first), its own disk above."""
     for d in (upper, work, target):
         d.mkdir(exist_ok=True)
     os.chown(upper, owner, owner)
@@ -175,6 +176,7 @@ def cgroup_stats(relative: str) -> Stats:
             cpu_seconds=_read_keyed(v2 / "cpu.stat", "usage_usec") / 1e6,
             pids=_read_int(v2 / "pids.current"),
             oom_kills=_read_keyed(v2 / "memory.events", "oom_kill"),
+            pids_limit_hits=_read_keyed(v2 / "pids.events", "max"),
         )
     mem = CGROUP_ROOT / "memory" / relative
     return Stats(
@@ -183,4 +185,5 @@ def cgroup_stats(relative: str) -> Stats:
         cpu_seconds=_read_int(CGROUP_ROOT / "cpuacct" / relative / "cpuacct.usage") / 1e9,
         pids=_read_int(CGROUP_ROOT / "pids" / relative / "pids.current"),
         oom_kills=_read_keyed(mem / "memory.oom_control", "oom_kill"),
+        pids_limit_hits=_read_keyed(CGROUP_ROOT / "pids" / relative / "pids.events", "max"),
     )

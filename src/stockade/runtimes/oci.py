@@ -34,7 +34,9 @@ def build_config(spec: SandboxSpec, *, rootfs: str, run_dir: str, agent_dir: str
     res = spec.resources
     memory = res.memory_mb << 20
     tmp_size = f"{max(16, min(res.memory_mb // 2, 1024))}m"
-    namespaces = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")]
+    namespaces: list[dict[str, str]] = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
+    namespaces.append({"type": "network", "path": str(spec.network.netns)} if spec.network
+                      else {"type": "network"})
     linux: dict[str, Any] = {
         "namespaces": namespaces,
         "resources": {
@@ -78,13 +80,42 @@ def build_config(spec: SandboxSpec, *, rootfs: str, run_dir: str, agent_dir: str
             _tmpfs("/dev/shm", "64m", extra=("noexec",)),
             {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
              "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            _sysfs(spec, uid_base),
             _tmpfs("/tmp", tmp_size),
             {"destination": AGENT_MOUNT, "type": "bind", "source": agent_dir,
              "options": ["rbind", "ro", "nosuid", "nodev"]},
             {"destination": AGENT_SOCKET_DIR, "type": "bind", "source": run_dir,
              "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]},
+            *_network_mounts(spec),
+            *_volume_mounts(spec),
         ],
         "linux": linux,
     }
+
+
+def _sysfs(spec: SandboxSpec, uid_base: int | None) -> dict[str, Any]:
+    """sysfs needs the network namespace to belong to the sandbox's user namespace; one the
+    engine prepared belongs to the host's, so a networked runc sandbox gets an empty /sys."""
+    if spec.network is not None and uid_base is not None:
+        return _tmpfs("/sys", "64k", "555", ("noexec", "ro"))
+    return {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "ro"]}
+
+
+def _network_mounts(spec: SandboxSpec) -> list[dict[str, Any]]:
+    """The resolver's address and the operator's CA bundle, for a networked sandbox."""
+    net = spec.network
+    if net is None:
+        return []
+    files = [("/etc/resolv.conf", net.resolv_conf)]
+    if net.ca_bundle is not None:
+        files.append(("/etc/ssl/certs/ca-certificates.crt", net.ca_bundle))
+    return [{"destination": dest, "type": "bind", "source": str(src),
+             "options": ["bind", "ro", "nosuid", "nodev", "noexec"]} for dest, src in files]
+
+
+def _volume_mounts(spec: SandboxSpec) -> list[dict[str, Any]]:
+    """Named volumes (engine/volumes.py), bind-mounted read-write or read-only."""
+    return [{"destination": v.destination, "type": "bind", "source": str(v.source),
+             "options": ["rbind", "ro" if v.read_only else "rw", "nosuid", "nodev"]}
+            for v in spec.volumes]

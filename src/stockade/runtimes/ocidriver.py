@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -18,6 +19,17 @@ from .channel import AgentChannel, ChannelClosed
 from .oci import build_config
 
 AGENT_READY_TIMEOUT = 20.0
+
+
+async def _connect_no_follow(socket: Path) -> AgentChannel:
+    """Connect to the agent's socket, never to where a link planted by the sandbox points."""
+    fd = os.open(socket, os.O_PATH | os.O_NOFOLLOW)
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise OSError(f"{socket} is not a socket")
+        return await AgentChannel.connect_unix(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
 
 
 class OciDriver(RuntimeDriver):
@@ -35,8 +47,13 @@ class OciDriver(RuntimeDriver):
         self.cgroup_parent = hostops.cgroup_parent(data_dir)
 
     # -- the runtime binary ----------------------------------------------------------------
-    def global_flags(self) -> list[str]:
+    def global_flags(self, spec: SandboxSpec | None = None) -> list[str]:
+        """Flags before the verb; ``spec`` is given when starting that sandbox."""
         return ["--root", str(self.runtime_root)]
+
+    def launcher(self, spec: SandboxSpec) -> list[str]:
+        """A command prefix for ``run`` (none by default)."""
+        return []
 
     async def runtime(self, *args: str, timeout: float = 60) -> str:
         return await hostops.run(self.binary, *self.global_flags(), *args, timeout=timeout)
@@ -46,27 +63,31 @@ class OciDriver(RuntimeDriver):
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def create(self, spec: SandboxSpec) -> None:
-        d = spec.directory
-        owner = self.uid_base or 0
         try:
-            d.mkdir(parents=True, exist_ok=True)
-            d.chmod(0o711)
-            await hostops.make_disk(d / "disk.img", d / "disk", spec.resources.disk_mb, owner)
-            lower = (self.images.idmapped_rootfs(spec.image, self.uid_base) if self.uid_base
-                     else self.images.rootfs(spec.image))
-            await asyncio.to_thread(hostops.mount_overlay, lower, d / "disk" / "upper",
-                                    d / "disk" / "work", d / "rootfs", owner)
-            run_dir = d / "run"
-            run_dir.mkdir(mode=0o700, exist_ok=True)
-            os.chown(run_dir, owner, owner)
-            (d / "bundle").mkdir(exist_ok=True)
-            config = build_config(spec, rootfs=str(d / "rootfs"), run_dir=str(run_dir),
-                                  agent_dir=str(self.agent_dir), uid_base=self.uid_base,
-                                  cgroups_path="/" + self.cgroup(spec), runtime=self.binary)
-            (d / "bundle" / "config.json").write_text(json.dumps(config))
+            await self.reopen(spec)
         except BaseException:
             await self.destroy(spec)
             raise
+
+    async def reopen(self, spec: SandboxSpec) -> None:
+        d = spec.directory
+        owner = self.uid_base or 0
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o711)
+        await hostops.make_disk(d / "disk.img", d / "disk", spec.resources.disk_mb, owner)
+        # A snapshot template is its own layer over its parent's: lowerdir=child:parent:...
+        lower = ":".join(str(p) for p in self.images.layers(spec.image, self.uid_base))
+        await asyncio.to_thread(hostops.mount_overlay, lower, d / "disk" / "upper",
+                                d / "disk" / "work", d / "rootfs", owner)
+        # On the sandbox's own disk, so what root inside writes there counts against its quota.
+        run_dir = d / "disk" / "run"
+        run_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chown(run_dir, owner, owner)
+        (d / "bundle").mkdir(exist_ok=True)
+        config = build_config(spec, rootfs=str(d / "rootfs"), run_dir=str(run_dir),
+                              agent_dir=str(self.agent_dir), uid_base=self.uid_base,
+                              cgroups_path="/" + self.cgroup(spec), runtime=self.binary)
+        (d / "bundle" / "config.json").write_text(json.dumps(config))
 
     def run_args(self, spec: SandboxSpec) -> list[str]:
         d = spec.directory
@@ -74,13 +95,13 @@ class OciDriver(RuntimeDriver):
 
     async def start(self, spec: SandboxSpec) -> None:
         d = spec.directory
-        socket = d / "run" / "agent.sock"
+        socket = d / "disk" / "run" / "agent.sock"
         with contextlib.suppress(FileNotFoundError):
             socket.unlink()
         self.runtime_root.mkdir(parents=True, exist_ok=True)
         with open(d / "agent.log", "ab") as log:
             proc = await asyncio.create_subprocess_exec(
-                self.binary, *self.global_flags(), *self.run_args(spec),
+                *self.launcher(spec), self.binary, *self.global_flags(spec), *self.run_args(spec),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
             code = await proc.wait()
         if code != 0:
@@ -96,12 +117,12 @@ class OciDriver(RuntimeDriver):
         return data.decode(errors="replace").strip() or "(empty log)"
 
     async def connect(self, spec: SandboxSpec) -> AgentChannel:
-        socket = str(spec.directory / "run" / "agent.sock")
+        socket = spec.directory / "disk" / "run" / "agent.sock"
         deadline = time.monotonic() + AGENT_READY_TIMEOUT
         delay = 0.002
         while True:
             try:
-                channel = await AgentChannel.connect_unix(socket)
+                channel = await _connect_no_follow(socket)
                 await asyncio.wait_for(channel.call("hello"), 5)
                 return channel
             except (OSError, ChannelClosed, asyncio.TimeoutError) as exc:
@@ -110,7 +131,8 @@ class OciDriver(RuntimeDriver):
                                       f"{AGENT_READY_TIMEOUT:.0f} s ({exc}); agent log: "
                                       f"{self.tail_log(spec)}") from None
                 if await self.state(spec) not in (RuntimeState.RUNNING, RuntimeState.PAUSED):
-                    raise DriverError(f"sandbox {spec.id} exited while starting; agent log: "
+                    raise DriverError(f"sandbox {spec.id} is not running (its agent or runtime "
+                                      f"exited); agent log: "
                                       f"{self.tail_log(spec)}") from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.05)

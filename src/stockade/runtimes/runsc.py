@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
+from . import suspend
+from .base import SandboxSpec
 from .ocidriver import OciDriver
 
 
@@ -11,9 +16,54 @@ class RunscDriver(OciDriver):
     tier = "gvisor"
     binary = "runsc"
 
-    def global_flags(self) -> list[str]:
+    def global_flags(self, spec: SandboxSpec | None = None) -> list[str]:
         # ptrace is the platform that works on every host (ENVIRONMENT.md: kvm hangs here);
         # host-uds=create lets the agent listen on a socket in its bind-mounted run directory;
         # oci-seccomp makes gVisor apply the bundle's seccomp profile too (defence in depth).
-        return ["--root", str(self.runtime_root), "--platform=ptrace", "--network=none",
+        # network=sandbox: gVisor's own network stack on the namespace the engine prepared.
+        network = "sandbox" if spec is not None and spec.network is not None else "none"
+        return ["--root", str(self.runtime_root), "--platform=ptrace", f"--network={network}",
                 "--host-uds=create", "--oci-seccomp"]
+
+    def launcher(self, spec: SandboxSpec) -> list[str]:
+        # runsc 2022-12 takes "/proc/sys/net/core/rmem_default exists" to mean "this is the
+        # host's network namespace" and then refuses --network=sandbox; on kernels >= 6.x that
+        # file exists in every namespace. The engine's namespace never is the host's, so run
+        # runsc in a private mount namespace where /proc/sys/net is hidden (only runsc's own
+        # processes see that; the sandbox has its own /proc).
+        if spec.network is None:
+            return []
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                "mount -t tmpfs -o size=4k,mode=555 stockade-hide /proc/sys/net "
+                '&& exec "$@"', "sh"]
+
+    # -- memory checkpoints (docs/persistence.md) ------------------------------------------------
+    checkpoints = True
+
+    async def checkpoint(self, spec: SandboxSpec, image_dir: Path) -> None:
+        await suspend.quiesce(spec, self.connect)
+        image_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            await self.runtime("checkpoint", "--image-path", str(image_dir), spec.id, timeout=600)
+        except BaseException:
+            suspend.wake(spec)
+            raise
+        await asyncio.to_thread(suspend.seal, image_dir)
+
+    async def restore(self, spec: SandboxSpec, image_dir: Path) -> None:
+        await asyncio.to_thread(suspend.verify, image_dir)
+        await self.reopen(spec)
+        suspend.wake(spec)  # the restored agent finds it and listens again
+        self.runtime_root.mkdir(parents=True, exist_ok=True)
+        with open(spec.directory / "agent.log", "ab") as log:
+            proc = await asyncio.create_subprocess_exec(
+                *self.launcher(spec), self.binary, *self.global_flags(spec), "restore",
+                "--image-path", str(image_dir), "--bundle", str(spec.directory / "bundle"),
+                "--detach", spec.id, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
+            code = await proc.wait()
+        if code != 0:
+            raise suspend.CheckpointCorrupt(
+                f"runsc could not restore the checkpoint in {image_dir} ({code}): "
+                f"{self.tail_log(spec, 600)}")
+        channel = await self.connect(spec)
+        await channel.aclose()

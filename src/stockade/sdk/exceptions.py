@@ -8,6 +8,7 @@
     │   ├── NotFoundError        404: no such file, process or template
     │   │   └── SandboxNotFound  404: no such sandbox (or ended, or not yours)
     │   ├── ConflictError        409: clashes with the current state
+    │   │   └── CheckpointCorrupt 409: a paused sandbox's saved memory is damaged (now stopped)
     │   ├── QuotaExceededError   429: over a quota; try later or ask for more
     │   ├── StorageFullError     507: the sandbox's disk quota is full
     │   └── ServerError          5xx: a bug or an outage on the server side
@@ -62,6 +63,11 @@ class SandboxNotFound(NotFoundError):
 
 class ConflictError(ApiError):
     """The request clashes with the current state."""
+
+
+class CheckpointCorrupt(ConflictError):
+    """A paused sandbox's saved memory could not be restored; it was kept, stopped, with its
+    files: start it to boot afresh."""
 
 
 class QuotaExceededError(ApiError):
@@ -123,6 +129,7 @@ BY_CODE: dict[str, type[ApiError]] = {
     "not_found": NotFoundError,
     "sandbox_not_found": SandboxNotFound,
     "conflict": ConflictError,
+    "checkpoint_corrupt": CheckpointCorrupt,
     "quota_exceeded": QuotaExceededError,
     "insufficient_storage": StorageFullError,
     "sandbox_unavailable": SandboxUnavailable,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from . import code as _code
 from ._transport import Api, ConnectionConfig, ensure_local_daemon
 from .commands import AsyncCommands
 from .files import AsyncFiles
+from .pty import AsyncPty
 
 Isolation = Literal["container", "gvisor", "microvm"]
 
@@ -30,6 +32,16 @@ class SandboxInfo:
     created_at: float
     expires_at: float
     timeout: float
+    #: ``"none"`` (loopback only) or the egress policy: allow_out, deny_out and limits.
+    network: str | dict[str, Any] = "none"
+    #: ``"ephemeral"`` or ``"workspace"`` (stop keeps the files); see docs/persistence.md.
+    persistence: str = "ephemeral"
+    #: What the timeout does: ``"kill"``, ``"pause"`` or ``"stop"``.
+    on_timeout: str = "kill"
+    #: Seconds a paused or stopped sandbox is kept before it is deleted.
+    auto_delete: float | None = None
+    #: Mounted volumes: ``{"volume", "path", "read_only"}`` each.
+    volumes: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def _api(api_url: str | None, api_key: str | None, data_dir: Path | str | None,
@@ -46,10 +58,12 @@ class AsyncSandbox:
 
     def __init__(self, api: Api, info: SandboxInfo) -> None:
         self._api = api
+        self._killed = False
         self.info = info
         self.id = info.id
         self.commands = AsyncCommands(api, info.id)
         self.files = AsyncFiles(api, info.id)
+        self.pty = AsyncPty(api, info.id)
 
     @property
     def sandbox_id(self) -> str:
@@ -61,19 +75,34 @@ class AsyncSandbox:
                      timeout: float | None = None, envs: dict[str, str] | None = None,
                      metadata: dict[str, str] | None = None, cpu: float | None = None,
                      memory_mb: int | None = None, disk_mb: int | None = None,
+                     network: Literal["none"] | dict[str, Any] = "none",
+                     persistence: Literal["ephemeral", "workspace"] = "ephemeral",
+                     on_timeout: Literal["kill", "pause", "stop"] = "kill",
+                     auto_delete: float | None = None,
+                     volumes: dict[str, Any] | None = None,
                      api_url: str | None = None, api_key: str | None = None,
                      data_dir: Path | str | None = None,
                      request_timeout: float | None = None) -> "AsyncSandbox":
         """Create a sandbox from ``template`` (default ``base``) and return it running.
 
         ``timeout`` is its lifetime in seconds (default 300) after which it is killed;
-        ``cpu``, ``memory_mb`` and ``disk_mb`` are its limits.
+        ``cpu``, ``memory_mb`` and ``disk_mb`` are its limits. ``network`` is ``"none"``
+        (loopback only) or an egress policy such as ``{"allow_out": ["pypi.org",
+        "*.example.com", "10.1.2.0/24"], "deny_out": ["203.0.113.0/24"]}``; see docs/network.md.
+        ``persistence="workspace"`` lets :meth:`stop` keep the files; ``on_timeout`` is what the
+        timeout does (``"kill"``, ``"pause"`` or ``"stop"``); a paused or stopped sandbox is
+        deleted after ``auto_delete`` seconds. ``volumes`` maps a mount path to a
+        :class:`AsyncVolume`, a volume name, or ``{"volume": name, "read_only": True}``.
+        See docs/persistence.md.
         """
         api = await _api(api_url, api_key, data_dir, request_timeout)
         body: dict[str, Any] = {"template": template, "isolation": isolation,
                                 "timeout": timeout, "envs": envs or {},
                                 "metadata": metadata or {}, "cpu": cpu,
-                                "memory_mb": memory_mb, "disk_mb": disk_mb}
+                                "memory_mb": memory_mb, "disk_mb": disk_mb, "network": network,
+                                "persistence": persistence, "on_timeout": on_timeout,
+                                "auto_delete": auto_delete,
+                                "volumes": _volume_specs(volumes or {})}
         try:
             info = await api.request("POST", "/sandboxes",
                                      json={k: v for k, v in body.items() if v is not None})
@@ -85,10 +114,10 @@ class AsyncSandbox:
     @classmethod
     async def connect(cls, sandbox_id: str, *, api_url: str | None = None,
                       api_key: str | None = None, data_dir: Path | str | None = None) -> "AsyncSandbox":
-        """Attach to a running sandbox by id."""
+        """Attach to a sandbox by id, resuming it if paused and starting it if stopped."""
         api = await _api(api_url, api_key, data_dir, None)
         try:
-            info = await api.request("GET", f"/sandboxes/{sandbox_id}")
+            info = await api.request("POST", f"/sandboxes/{sandbox_id}/connect")
         except BaseException:
             await api.aclose()
             raise
@@ -131,21 +160,89 @@ class AsyncSandbox:
         self.info = SandboxInfo(**await self._api.request(
             "POST", f"/sandboxes/{self.id}/timeout", json={"timeout": timeout}))
 
+    async def set_network(self, policy: dict[str, Any]) -> None:
+        """Replace the egress policy (``allow_out``, ``deny_out``, limits); new connections
+        follow it at once. Only for sandboxes created with a policy (even ``{"allow_out": []}``)."""
+        self.info = SandboxInfo(**await self._api.request(
+            "POST", f"/sandboxes/{self.id}/network", json=policy))
+
     async def stats(self) -> dict[str, Any]:
         """Memory, CPU, pids and OOM kills so far."""
         result: dict[str, Any] = await self._api.request("GET", f"/sandboxes/{self.id}/stats")
+        return result
+
+    async def run_code(self, code: str, *, language: str | None = None,
+                       context: _code.Context | str | None = None,
+                       on_stdout: _code.Callback | None = None,
+                       on_stderr: _code.Callback | None = None,
+                       on_result: _code.Callback | None = None,
+                       on_error: _code.Callback | None = None,
+                       timeout: float | None = 300.0) -> _code.Execution:
+        """Run a cell in ``context`` (default: this sandbox's context for ``language``,
+        ``python`` unless said, started on first use) and return its :class:`Execution`.
+
+        Callbacks see output as it comes (text for stdout/stderr, :class:`Result`,
+        :class:`ExecutionError`). Past ``timeout`` seconds the cell is interrupted and
+        :class:`ExecutionTimeout` raised; the context and its state survive."""
+        return await _code.run_code(self._api, self.id, code, language=language, context=context,
+                                    on_stdout=on_stdout, on_stderr=on_stderr,
+                                    on_result=on_result, on_error=on_error, timeout=timeout)
+
+    async def create_code_context(self, language: str | None = None,
+                                  cwd: str | None = None) -> _code.Context:
+        """Start a context with its own state (``python`` in /home/user unless said)."""
+        return await _code.create_context(self._api, self.id, language, cwd)
+
+    async def list_code_contexts(self) -> list[_code.Context]:
+        return await _code.list_contexts(self._api, self.id)
+
+    async def restart_code_context(self, context: _code.Context | str) -> _code.Context:
+        """Restart a context's interpreter; its state is lost, its id kept."""
+        return await _code.restart_context(self._api, self.id, context)
+
+    async def remove_code_context(self, context: _code.Context | str) -> None:
+        await _code.remove_context(self._api, self.id, context)
+
+    async def pause(self) -> None:
+        """Save processes and memory; :meth:`connect` (or :meth:`resume`) brings them back.
+        gVisor writes them to disk; the container tier freezes them in RAM."""
+        await self._lifecycle("pause")
+
+    async def resume(self) -> None:
+        """Resume a paused sandbox where it was."""
+        await self._lifecycle("resume")
+
+    async def stop(self) -> None:
+        """Stop every process and keep the files (``persistence="workspace"`` only)."""
+        await self._lifecycle("stop")
+
+    async def start(self) -> None:
+        """Boot a stopped sandbox again on its kept files; same id, fresh processes."""
+        await self._lifecycle("start")
+
+    async def _lifecycle(self, action: str) -> None:
+        self.info = SandboxInfo(**await self._api.request(
+            "POST", f"/sandboxes/{self.id}/{action}"))
+
+    async def snapshot(self, name: str) -> dict[str, Any]:
+        """Save this sandbox's filesystem as a new template ``name`` for :meth:`create`."""
+        result: dict[str, Any] = await self._api.request(
+            "POST", f"/sandboxes/{self.id}/snapshot", json={"name": name})
         return result
 
     async def kill(self) -> None:
         """Kill the sandbox and remove every trace of it. Killing a dead sandbox is a no-op."""
         from .exceptions import SandboxNotFound
 
+        if self._killed:  # killed through this object already; its connection is closed
+            return
         try:
             await self._api.request("DELETE", f"/sandboxes/{self.id}")
         except SandboxNotFound:
             pass
         finally:
             await self._api.aclose()
+        self._killed = True
 
     async def close(self) -> None:
         """Release the connection; the sandbox keeps running."""
@@ -156,3 +253,8 @@ class AsyncSandbox:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.kill()
+
+
+def _volume_specs(volumes: dict[str, Any]) -> dict[str, Any]:
+    """``{path: AsyncVolume | Volume | name | {"volume", "read_only"}}`` as the API wants it."""
+    return {path: getattr(v, "name", v) for path, v in volumes.items()}

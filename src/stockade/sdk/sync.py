@@ -9,8 +9,11 @@ from typing import IO, Any, Iterator, Literal
 
 from . import _portal
 from .commands import AsyncCommandHandle, AsyncCommands, CommandResult, OutputCallback, ProcessInfo
+from .code import Context, Execution
 from .files import AsyncFiles, EntryInfo
+from .pty import AsyncPty, AsyncPtyHandle, DataCallback, PtyResult
 from .sandbox import AsyncSandbox, Isolation, SandboxInfo
+from .volumes import AsyncVolume
 
 
 class CommandHandle:
@@ -100,6 +103,43 @@ class Files:
         return _portal.call(self._a.make_dir, path, user)
 
 
+class PtyHandle:
+    """A running terminal (sync). See :class:`AsyncPtyHandle`."""
+
+    def __init__(self, handle: AsyncPtyHandle) -> None:
+        self._a = handle
+        self.pid = handle.pid
+
+    def send_input(self, data: str | bytes) -> None:
+        _portal.call(self._a.send_input, data)
+
+    def resize(self, cols: int, rows: int) -> None:
+        _portal.call(self._a.resize, cols, rows)
+
+    def signal(self, name: str) -> None:
+        _portal.call(self._a.signal, name)
+
+    def kill(self) -> bool:
+        return _portal.call(self._a.kill)
+
+    def wait(self) -> PtyResult:
+        return _portal.call(self._a.wait)
+
+    def disconnect(self) -> None:
+        _portal.call(self._a.disconnect)
+
+
+class Pty:
+    """``sandbox.pty`` (sync). See :class:`AsyncPty`; ``on_data`` runs on the SDK's thread."""
+
+    def __init__(self, pty: AsyncPty) -> None:
+        self._a = pty
+
+    def create(self, cols: int = 80, rows: int = 24, *, on_data: DataCallback | None = None,
+               **kwargs: Any) -> PtyHandle:
+        return PtyHandle(_portal.call(self._a.create, cols, rows, on_data=on_data, **kwargs))
+
+
 class Sandbox:
     """A sandbox (sync). ``with Sandbox.create() as sb:`` kills it on exit.
 
@@ -112,6 +152,7 @@ class Sandbox:
         self.sandbox_id = sandbox.id
         self.commands = Commands(sandbox.commands)
         self.files = Files(sandbox.files)
+        self.pty = Pty(sandbox.pty)
 
     @property
     def info(self) -> SandboxInfo:
@@ -140,8 +181,42 @@ class Sandbox:
     def set_timeout(self, timeout: float) -> None:
         _portal.call(self._a.set_timeout, timeout)
 
+    def set_network(self, policy: dict[str, Any]) -> None:
+        _portal.call(self._a.set_network, policy)
+
     def stats(self) -> dict[str, Any]:
         return _portal.call(self._a.stats)
+
+    def run_code(self, code: str, **kwargs: Any) -> Execution:
+        """Run a cell; see :meth:`AsyncSandbox.run_code` for every argument."""
+        return _portal.call(self._a.run_code, code, **kwargs)
+
+    def create_code_context(self, language: str | None = None, cwd: str | None = None) -> Context:
+        return _portal.call(self._a.create_code_context, language, cwd)
+
+    def list_code_contexts(self) -> list[Context]:
+        return _portal.call(self._a.list_code_contexts)
+
+    def restart_code_context(self, context: Context | str) -> Context:
+        return _portal.call(self._a.restart_code_context, context)
+
+    def remove_code_context(self, context: Context | str) -> None:
+        _portal.call(self._a.remove_code_context, context)
+
+    def pause(self) -> None:
+        _portal.call(self._a.pause)
+
+    def resume(self) -> None:
+        _portal.call(self._a.resume)
+
+    def stop(self) -> None:
+        _portal.call(self._a.stop)
+
+    def start(self) -> None:
+        _portal.call(self._a.start)
+
+    def snapshot(self, name: str) -> dict[str, Any]:
+        return _portal.call(self._a.snapshot, name)
 
     def kill(self) -> None:
         _portal.call(self._a.kill)
@@ -156,4 +231,24 @@ class Sandbox:
         self.kill()
 
 
-__all__ = ["CommandHandle", "Commands", "Files", "Sandbox"]
+class Volume:
+    """A named volume (sync). See :class:`AsyncVolume`; instances are its value objects."""
+
+    @staticmethod
+    def create(name: str, size_mb: int = 1024, **kwargs: Any) -> AsyncVolume:
+        return _portal.call(AsyncVolume.create, name, size_mb, **kwargs)
+
+    @staticmethod
+    def get(name: str, **kwargs: Any) -> AsyncVolume:
+        return _portal.call(AsyncVolume.get, name, **kwargs)
+
+    @staticmethod
+    def list(**kwargs: Any) -> list[AsyncVolume]:
+        return _portal.call(AsyncVolume.list, **kwargs)
+
+    @staticmethod
+    def delete(name: str, **kwargs: Any) -> None:
+        _portal.call(AsyncVolume.delete, name, **kwargs)
+
+
+__all__ = ["CommandHandle", "Commands", "Files", "Pty", "PtyHandle", "Sandbox", "Volume"]

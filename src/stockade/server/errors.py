@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import Scope, Send
 
 from ..engine import EngineError
 
@@ -17,10 +19,31 @@ HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404
               415: "unsupported_media_type", 422: "invalid_request", 429: "quota_exceeded"}
 
 
+def _count(app: object, code: str) -> None:
+    metrics = getattr(getattr(app, "state", None), "metrics", None)
+    if metrics is not None:
+        metrics.errors.labels(code=code).inc()
+
+
 def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)
+    _count(request.app, code)
     return JSONResponse({"code": code, "message": message, "request_id": request_id},
                         status_code=status)
+
+
+async def json_error(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+    """Answer with the JSON error shape from ASGI middleware (before any route runs)."""
+    request_id = scope.get("state", {}).get("request_id")
+    _count(scope.get("app"), code)
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 4000 + status, "reason": message[:120]})
+        return
+    body = json.dumps({"code": code, "message": message, "request_id": request_id}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _describe(errors: list[dict[str, object]]) -> str:

@@ -2,26 +2,101 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Name = Field(min_length=1, max_length=256)
+
+
+def check_path(path: str) -> str:
+    """Refuse what can only be an attempt to walk out of a directory: '..' segments, NUL."""
+    if "\x00" in path:
+        raise ValueError("a path may not contain NUL bytes")
+    if ".." in path.split("/"):
+        raise ValueError(f"path {path!r} has a '..' segment; give the path without it")
+    return path
+
+
+SandboxPath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(check_path)]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class NetworkPolicy(Strict):
+    """Egress rules (docs/network.md): CIDRs and host names (``*.`` wildcards) to allow, CIDRs
+    to deny; everything else is denied, and the host, link-local, metadata and other sandboxes
+    always are."""
+
+    allow_out: list[str] = Field(default_factory=list, max_length=256)
+    deny_out: list[str] = Field(default_factory=list, max_length=256)
+    max_connections: int | None = Field(default=None, ge=1, le=65536)
+    bandwidth_mbit: int | None = Field(default=None, ge=1, le=100000)
+
+
 class CreateSandbox(Strict):
     template: str | None = Field(default=None, min_length=1, max_length=64)
-    isolation: Literal["container", "gvisor"] = "container"
+    isolation: Literal["container", "gvisor", "microvm"] = "container"
     timeout: float | None = Field(default=None, ge=1, le=86400)
     envs: dict[str, str] = Field(default_factory=dict, max_length=256)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
     cpu: float | None = Field(default=None, ge=0.05, le=64)
     memory_mb: int | None = Field(default=None, ge=32, le=262144)
     disk_mb: int | None = Field(default=None, ge=64, le=1048576)
+    network: Literal["none"] | NetworkPolicy = "none"
+    persistence: Literal["ephemeral", "workspace"] = "ephemeral"
+    on_timeout: Literal["kill", "pause", "stop"] = "kill"
+    auto_delete: float | None = Field(default=None, ge=1, le=365 * 86400,
+                                      description="seconds a paused or stopped sandbox is kept")
+    volumes: dict[str, "VolumeName | VolumeMountSpec"] = Field(default_factory=dict,
+                                                              max_length=32)
+
+
+VolumeName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+
+
+class VolumeMountSpec(Strict):
+    volume: VolumeName
+    read_only: bool = False
+
+
+class VolumeMountInfo(BaseModel):
+    volume: str
+    path: str
+    read_only: bool
+
+
+class CreateVolume(Strict):
+    name: VolumeName
+    size_mb: int = Field(default=1024, ge=16, le=1048576)
+
+
+class Volume(BaseModel):
+    name: str
+    size_mb: int
+    created_at: float
+    owner: str | None = None
+    mounted_by: list[str] = Field(default_factory=list)
+
+
+class VolumePage(BaseModel):
+    items: list[Volume]
+    next_cursor: str | None = None
+
+
+class CreateSnapshot(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
+                      description="the new template's name")
+
+
+class TemplateInfo(BaseModel):
+    name: str
+    parent: str | None = None
+    size_bytes: int
+    files: int
+    created: str
 
 
 class Sandbox(BaseModel):
@@ -38,6 +113,11 @@ class Sandbox(BaseModel):
     created_at: float
     expires_at: float
     timeout: float
+    network: Literal["none"] | dict[str, Any] = "none"
+    persistence: str = "ephemeral"
+    on_timeout: str = "kill"
+    auto_delete: float | None = None
+    volumes: list[VolumeMountInfo] = Field(default_factory=list)
 
 
 class SandboxPage(BaseModel):
@@ -92,13 +172,13 @@ class Resize(ProcessSelector):
 
 
 class PathBody(Strict):
-    path: str = Field(min_length=1, max_length=4096)
+    path: SandboxPath
     user: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class RenameBody(Strict):
-    src: str = Field(min_length=1, max_length=4096)
-    dst: str = Field(min_length=1, max_length=4096)
+    src: SandboxPath
+    dst: SandboxPath
     user: str | None = Field(default=None, min_length=1, max_length=64)
 
 
@@ -124,3 +204,86 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     request_id: str | None = None
+
+
+TENANT_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class QuotaFields(Strict):
+    """Per-tenant limits; a field left out (null) uses the server's default."""
+
+    max_sandboxes: int | None = Field(default=None, ge=0, le=100000)
+    max_vcpu: float | None = Field(default=None, ge=0, le=100000)
+    max_memory_mb: int | None = Field(default=None, ge=0, le=1 << 31)
+    max_lifetime: float | None = Field(default=None, ge=1, le=365 * 86400)
+
+
+class CreateTenant(QuotaFields):
+    name: str = Field(pattern=TENANT_NAME, description="lower-case letters, digits, - and _")
+
+
+class TenantInfo(BaseModel):
+    name: str
+    created_at: float
+    max_sandboxes: int
+    max_vcpu: float
+    max_memory_mb: int
+    max_lifetime: float
+    sandboxes: int
+    vcpu: float
+    memory_mb: int
+
+
+class TenantPage(BaseModel):
+    items: list[TenantInfo]
+    next_cursor: str | None = None
+
+
+class CreateKey(Strict):
+    tenant: str | None = Field(default=None, pattern=TENANT_NAME,
+                               description="the tenant the key acts for (default: your own); "
+                                           "the admin key creates the tenant if needed")
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    expires_in: float | None = Field(default=None, gt=0, le=10 * 365 * 86400,
+                                     description="seconds until the key stops working")
+
+
+class KeyInfo(BaseModel):
+    id: str = Field(description="the key's public prefix; the secret is never shown again")
+    tenant: str
+    name: str | None = None
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    state: Literal["active", "revoked", "expired"]
+
+
+class NewKey(KeyInfo):
+    key: str = Field(description="the secret key, shown only in this response")
+
+
+class KeyPage(BaseModel):
+    items: list[KeyInfo]
+    next_cursor: str | None = None
+
+
+class AuditEventInfo(BaseModel):
+    id: int
+    at: float
+    tenant: str | None
+    actor: str
+    action: str
+    target: str | None = None
+    request_id: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEventInfo]
+    next_cursor: str | None = None
+
+
+class WhoAmI(BaseModel):
+    tenant: str
+    actor: str
+    admin: bool

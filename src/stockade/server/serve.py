@@ -11,7 +11,9 @@ from pathlib import Path
 import uvicorn
 
 from ..engine import EngineConfig
+from . import logs
 from .app import RequestIds, create_app
+from .settings import ServerSettings
 
 log = logging.getLogger("stockade.server")
 
@@ -35,9 +37,20 @@ async def _exit_when_idle(server: uvicorn.Server, app: object, idle: float) -> N
 
 
 def serve(config: EngineConfig, *, uds: Path | None = None, host: str = "127.0.0.1",
-          port: int = 8800, idle_exit: float | None = None, log_level: str = "info") -> None:
-    """Serve the API until SIGINT/SIGTERM (or idleness, with ``idle_exit``)."""
-    app = create_app(config)
+          port: int = 8800, idle_exit: float | None = None, log_level: str = "info",
+          settings: ServerSettings | None = None) -> None:
+    """Serve the API until SIGINT/SIGTERM (or idleness, with ``idle_exit``).
+
+    With ``settings``, serve in remote mode on ``settings.host:settings.port`` (API keys, a
+    store, JSON logs); otherwise in local mode on ``uds`` (or ``host:port``).
+    On SIGTERM the server stops accepting, lets running requests finish (up to 10 s), then
+    closes the store and the engine; sandboxes keep running and are re-attached at next start.
+    """
+    app = create_app(config, settings=settings)
+    if settings is not None:
+        logs.configure(log_level)
+        host, port, uds = settings.host, settings.port, None
+        log.info("serving on http://%s:%d (data in %s)", host, port, settings.data_dir)
     if uds is not None:
         # Local mode has no keys: the socket's private directory is the authentication.
         uds.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +59,9 @@ def serve(config: EngineConfig, *, uds: Path | None = None, host: str = "127.0.0
             uds.unlink()
     kwargs = {"uds": str(uds)} if uds is not None else {"host": host, "port": port}
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False,
-                                           timeout_graceful_shutdown=10, **kwargs))  # type: ignore[arg-type]
+                                           timeout_graceful_shutdown=10,
+                                           log_config=None if settings is not None else
+                                           uvicorn.config.LOGGING_CONFIG, **kwargs))  # type: ignore[arg-type]
 
     async def main() -> None:
         watcher = asyncio.create_task(_exit_when_idle(server, app, idle_exit)) if idle_exit else None

@@ -6,14 +6,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import AfterValidator
 
 from ...engine import Engine
 from ..deps import engine
-from ..models import EntryInfo, MakeDirResult, PathBody, RenameBody
+from ..models import EntryInfo, MakeDirResult, PathBody, RenameBody, check_path
 
 router = APIRouter(prefix="/sandboxes/{sandbox_id}/files", tags=["files"])
 EngineDep = Annotated[Engine, Depends(engine)]
-PathQ = Annotated[str, Query(min_length=1, max_length=4096)]
+PathQ = Annotated[str, Query(min_length=1, max_length=4096), AfterValidator(check_path)]
 UserQ = Annotated[str | None, Query(min_length=1, max_length=64)]
 
 

@@ -1,39 +1,53 @@
-"""Sandboxes: create, get, list, kill, set timeout, stats."""
+"""Sandboxes: create, get, list, kill, set timeout, stats.
+
+Ownership is checked before any of these run (see ``auth.AuthMiddleware``); creates, kills and
+timeouts go through the control layer for quotas and the audit log.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 
-from ...engine import Engine
-from ..deps import engine
-from ..models import CreateSandbox, Sandbox, SandboxPage, SetTimeout
+from ...engine.snapshots import snapshot
+from ..deps import ControlDep, EngineDep, PrincipalDep, RequestIdDep
+from ..models import CreateSandbox, NetworkPolicy, Sandbox, SandboxPage, SetTimeout
+from ..models import CreateSnapshot, TemplateInfo
+from .volumes import volume_info
 
 router = APIRouter(prefix="/sandboxes", tags=["sandboxes"])
-EngineDep = Annotated[Engine, Depends(engine)]
 
 
 @router.post("", status_code=201, response_model=Sandbox)
-async def create_sandbox(body: CreateSandbox, eng: EngineDep) -> dict[str, Any]:
-    return await eng.create(**body.model_dump())
+async def create_sandbox(body: CreateSandbox, control: ControlDep, who: PrincipalDep,
+                         request_id: RequestIdDep) -> dict[str, Any]:
+    """Create a sandbox and return it running (429 if it would pass a quota)."""
+    params = body.model_dump()
+    for spec in params["volumes"].values():  # another tenant's volume reads as missing
+        name = spec if isinstance(spec, str) else spec["volume"]
+        volume_info(control.engine, who, name)
+    return await control.create(who, request_id, **params)
 
 
 @router.get("", response_model=SandboxPage)
 async def list_sandboxes(
     eng: EngineDep,
-    state: str | None = None,
+    control: ControlDep,
+    who: PrincipalDep,
+    state: Annotated[str | None, Query(max_length=32)] = None,
     metadata: Annotated[list[str], Query(description="key=value; repeat to AND")] = [],  # noqa: B006
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
+    """Your sandboxes (every tenant's with the admin key), by id, filtered."""
     wanted = {}
     for pair in metadata:
         key, sep, value = pair.partition("=")
         if not sep:
             raise ValueError(f"metadata filter {pair!r} must look like key=value")
         wanted[key] = value
-    items = [s for s in await eng.list()
+    items = [s for s in control.visible(who, await eng.list())
              if (state is None or s["state"] == state)
              and all(s["metadata"].get(k) == v for k, v in wanted.items())]
     if cursor is not None:
@@ -50,16 +64,63 @@ async def get_sandbox(sandbox_id: str, eng: EngineDep) -> dict[str, Any]:
 
 
 @router.delete("/{sandbox_id}", status_code=204)
-async def kill_sandbox(sandbox_id: str, eng: EngineDep) -> Response:
-    await eng.kill(sandbox_id)
+async def kill_sandbox(sandbox_id: str, control: ControlDep, who: PrincipalDep,
+                       request_id: RequestIdDep) -> Response:
+    await control.kill(who, sandbox_id, request_id)
     return Response(status_code=204)
 
 
 @router.post("/{sandbox_id}/timeout", response_model=Sandbox)
-async def set_timeout(sandbox_id: str, body: SetTimeout, eng: EngineDep) -> dict[str, Any]:
-    return await eng.set_timeout(sandbox_id, body.timeout)
+async def set_timeout(sandbox_id: str, body: SetTimeout, control: ControlDep, who: PrincipalDep,
+                      request_id: RequestIdDep) -> dict[str, Any]:
+    """Kill the sandbox ``timeout`` seconds from now (429 past the tenant's maximum lifetime)."""
+    return await control.set_timeout(who, sandbox_id, body.timeout, request_id)
+
+
+@router.post("/{sandbox_id}/network", response_model=Sandbox)
+async def set_network(sandbox_id: str, body: NetworkPolicy, eng: EngineDep) -> dict[str, Any]:
+    """Replace the egress policy of a sandbox created with one; new connections follow it."""
+    return await eng.set_network(sandbox_id, body.model_dump())
 
 
 @router.get("/{sandbox_id}/stats")
 async def sandbox_stats(sandbox_id: str, eng: EngineDep) -> dict[str, Any]:
     return await eng.stats(sandbox_id)
+
+
+# -- lifecycle (docs/persistence.md): 409 for a transition the current state does not allow --
+@router.post("/{sandbox_id}/pause", response_model=Sandbox)
+async def pause_sandbox(sandbox_id: str, eng: EngineDep) -> dict[str, Any]:
+    """Save processes and memory (gVisor: to disk; container: frozen in RAM)."""
+    return await eng.lifecycle.pause(sandbox_id)
+
+
+@router.post("/{sandbox_id}/resume", response_model=Sandbox)
+async def resume_sandbox(sandbox_id: str, eng: EngineDep) -> dict[str, Any]:
+    """Bring a paused sandbox back where it was (409 ``checkpoint_corrupt`` if its saved
+    memory is damaged: it is then stopped, files kept)."""
+    return await eng.lifecycle.resume(sandbox_id)
+
+
+@router.post("/{sandbox_id}/connect", response_model=Sandbox)
+async def connect_sandbox(sandbox_id: str, eng: EngineDep) -> dict[str, Any]:
+    """Make the sandbox usable: resume it if paused, start it if stopped."""
+    return await eng.lifecycle.connect(sandbox_id)
+
+
+@router.post("/{sandbox_id}/stop", response_model=Sandbox)
+async def stop_sandbox(sandbox_id: str, eng: EngineDep) -> dict[str, Any]:
+    """Stop every process, keep the files (persistence="workspace" only)."""
+    return await eng.lifecycle.stop(sandbox_id)
+
+
+@router.post("/{sandbox_id}/start", response_model=Sandbox)
+async def start_sandbox(sandbox_id: str, eng: EngineDep) -> dict[str, Any]:
+    """Boot a stopped sandbox again on its kept files, with the same id."""
+    return await eng.lifecycle.start(sandbox_id)
+
+
+@router.post("/{sandbox_id}/snapshot", status_code=201, response_model=TemplateInfo)
+async def snapshot_sandbox(sandbox_id: str, body: CreateSnapshot, eng: EngineDep) -> dict[str, Any]:
+    """Save the sandbox's filesystem as a new template (layers shared with its template)."""
+    return await snapshot(eng, sandbox_id, body.name)

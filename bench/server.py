@@ -1,0 +1,147 @@
+"""Server overhead and throughput: ``python -m bench.server``.
+
+- create-to-first-output through the server (HTTP on loopback, API key, store) vs the engine
+  driven in-process, median of 20, interleaved so both see the same machine load;
+- command round trip (start ``true``, read to its end) over HTTP vs the engine, median of 50;
+- sandboxes created and destroyed per second by 16 concurrent clients, with p50/p99 latency.
+
+Warm pools are off on both sides (STOCKADE_POOL_SIZE=0) so every create does the full work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+import httpx
+
+from stockade.config import default_images_dir
+from stockade.engine import Engine, EngineConfig
+
+from ._common import machine, table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+from server_harness import Server  # noqa: E402
+
+N_CREATE, N_ROUND_TRIP, CLIENTS, THROUGHPUT_TOTAL = 20, 50, 16, 64
+
+
+async def engine_first_output(engine: Engine) -> float:
+    start = time.perf_counter()
+    info = await engine.create()
+    run = await engine.start_process(info["id"], {"cmd": "echo hi"})
+    async for event in run.events():
+        if event.get("type") == "stdout":
+            break
+    took = time.perf_counter() - start
+    await engine.kill(info["id"])
+    return took
+
+
+async def server_first_output(client: httpx.AsyncClient) -> float:
+    start = time.perf_counter()
+    sb = (await client.post("/sandboxes", json={})).json()
+    async with client.stream("POST", f"/sandboxes/{sb['id']}/processes",
+                             json={"cmd": "echo hi"}) as r:
+        async for line in r.aiter_lines():
+            if json.loads(line).get("type") == "stdout":
+                break
+    took = time.perf_counter() - start
+    await client.delete(f"/sandboxes/{sb['id']}")
+    return took
+
+
+async def engine_round_trip(engine: Engine, sandbox_id: str) -> float:
+    start = time.perf_counter()
+    run = await engine.start_process(sandbox_id, {"argv": ["true"]})
+    async for _ in run.events():
+        pass
+    return time.perf_counter() - start
+
+
+async def server_round_trip(client: httpx.AsyncClient, sandbox_id: str) -> float:
+    start = time.perf_counter()
+    r = await client.post(f"/sandboxes/{sandbox_id}/processes", json={"argv": ["true"]})
+    assert '"end"' in r.text
+    return time.perf_counter() - start
+
+
+async def throughput(client: httpx.AsyncClient) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    remaining = THROUGHPUT_TOTAL
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            t = time.perf_counter()
+            r = await client.post("/sandboxes", json={"cpu": 0.5, "memory_mb": 256})
+            assert r.status_code == 201, r.text
+            await client.delete(f"/sandboxes/{r.json()['id']}")
+            latencies.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CLIENTS)))
+    return THROUGHPUT_TOTAL / (time.perf_counter() - start), latencies
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.1f} ms"
+
+
+async def main() -> None:
+    os.environ["STOCKADE_POOL_SIZE"] = "0"
+    engine_dir = Path(tempfile.mkdtemp(prefix="stockade-bench-engine-", dir="/var/tmp"))
+    server = Server(Path(tempfile.mkdtemp(prefix="stockade-bench-srv-", dir="/var/tmp"))).start()
+    try:
+        config = EngineConfig(data_dir=engine_dir, images_dir=default_images_dir())
+        async with Engine(config) as engine, httpx.AsyncClient(
+                base_url=server.url, timeout=120,
+                headers={"Authorization": f"Bearer {server.admin_key}"}) as client:
+            await engine_first_output(engine)  # warm both paths up
+            await server_first_output(client)
+            eng_c: list[float] = []
+            srv_c: list[float] = []
+            for _ in range(N_CREATE):
+                eng_c.append(await engine_first_output(engine))
+                srv_c.append(await server_first_output(client))
+            info = await engine.create()
+            sb = (await client.post("/sandboxes", json={})).json()
+            eng_r: list[float] = []
+            srv_r: list[float] = []
+            for _ in range(N_ROUND_TRIP):
+                eng_r.append(await engine_round_trip(engine, info["id"]))
+                srv_r.append(await server_round_trip(client, sb["id"]))
+            await engine.kill(info["id"])
+            await client.delete(f"/sandboxes/{sb['id']}")
+            rate, lat = await throughput(client)
+        m = statistics.median
+        print(machine())
+        table([("measure", "engine", "server", "added", "target"),
+               ("create-to-first-output (median of 20)", ms(m(eng_c)), ms(m(srv_c)),
+                ms(m(srv_c) - m(eng_c)), "< 10 ms added"),
+               ("command round trip (median of 50)", ms(m(eng_r)), ms(m(srv_r)),
+                ms(m(srv_r) - m(eng_r)), "< 3 ms added")])
+        q = statistics.quantiles(lat, n=100)
+        print(f"throughput, {CLIENTS} concurrent clients, {THROUGHPUT_TOTAL} create+destroy: "
+              f"{rate:.1f} sandboxes/s; latency p50 {ms(q[49])}, p99 {ms(q[98])}")
+    finally:
+        server.kill_all_sandboxes()
+        server.stop()
+        subprocess.run(["rm", "-rf", str(engine_dir), str(server.data_dir)], check=False)
+
+
+def run() -> None:
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,322 @@
+"""Sandbox lifecycle past "running": pause, resume, stop, start, and what a timeout does.
+
+States and the only transitions allowed (anything else is a 409 Conflict)::
+
+    running --pause--> paused --resume/connect--> running
+    running --stop---> stopped --start/connect--> running
+    paused  --stop---> stopped            (the saved memory is dropped, the files kept)
+    any     --kill---> gone               (every trace removed)
+
+``pause`` keeps processes and memory: the gVisor tier checkpoints them to disk (the sandbox then
+uses no memory or CPU and survives an engine restart and a host reboot); the container tier
+freezes them in their cgroup (memory stays in RAM; a host reboot turns it into ``stopped``).
+``stop`` keeps only the filesystem, and needs ``persistence="workspace"``. A paused or stopped
+sandbox is deleted ``auto_delete`` seconds after it was paused or stopped. See
+docs/persistence.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..net import NetworkPolicy
+from ..runtimes.base import DriverError, RuntimeState
+from ..runtimes.suspend import CheckpointCorrupt
+from .errors import Conflict, InvalidRequest, SandboxNotFound, SandboxUnavailable
+from .records import SandboxRecord
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger("stockade.engine")
+
+PERSISTENCE = ("ephemeral", "workspace")
+ON_TIMEOUT = ("kill", "pause", "stop")
+#: Seconds a paused or stopped sandbox is kept before it is deleted (default 7 days).
+DEFAULT_AUTO_DELETE = float(os.environ.get("STOCKADE_AUTO_DELETE", 7 * 86400))
+MAX_AUTO_DELETE = 365 * 86400.0
+CHECKPOINT_DIR = "checkpoint"
+TRANSITIONS: dict[str, dict[str, str]] = {
+    "pause": {"running": "paused"},
+    "resume": {"paused": "running"},
+    "stop": {"running": "stopped", "paused": "stopped"},
+    "start": {"stopped": "running"},
+}
+
+
+class CheckpointUnusable(Conflict):
+    """The saved memory of a paused sandbox is damaged; the sandbox was kept, stopped."""
+
+    code = "checkpoint_corrupt"
+
+
+def check_options(persistence: str, on_timeout: str, auto_delete: float | None) -> float:
+    """Validate the create-time options; return the auto-delete interval."""
+    if persistence not in PERSISTENCE:
+        raise InvalidRequest(f"persistence must be one of {', '.join(PERSISTENCE)}, "
+                             f"not {persistence!r}")
+    if on_timeout not in ON_TIMEOUT:
+        raise InvalidRequest(f"on_timeout must be one of {', '.join(ON_TIMEOUT)}, "
+                             f"not {on_timeout!r}")
+    if on_timeout == "stop" and persistence != "workspace":
+        raise InvalidRequest("on_timeout='stop' keeps the sandbox's files, which needs "
+                             "persistence='workspace'")
+    interval = DEFAULT_AUTO_DELETE if auto_delete is None else float(auto_delete)
+    if not 1 <= interval <= MAX_AUTO_DELETE:
+        raise InvalidRequest(f"auto_delete must be between 1 and {MAX_AUTO_DELETE:.0f} seconds")
+    return interval
+
+
+def _allowed(record: SandboxRecord, action: str) -> str:
+    """The state ``action`` leads to, or a Conflict saying what would work instead."""
+    target = TRANSITIONS[action].get(record.state)
+    if target is None:
+        hint = {"paused": "resume it (connect) or kill it",
+                "stopped": "start it (connect) or kill it",
+                "running": "pause, stop or kill it"}.get(record.state, "wait and retry")
+        raise Conflict(f"cannot {action} sandbox {record.id}: it is {record.state}; {hint}")
+    return target
+
+
+class Lifecycle:
+    """Pause, resume, stop, start and recovery of an engine's sandboxes."""
+
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+        #: Releases of checkpointed sandboxes (runsc takes ~1.5 s to delete one), run after
+        #: pause returns; anything else done to the sandbox waits for it (:meth:`settled`).
+        self._releases: dict[str, asyncio.Task[None]] = {}
+
+    async def settled(self, sandbox_id: str) -> None:
+        """Wait until a paused sandbox's runtime leftovers are released."""
+        if task := self._releases.pop(sandbox_id, None):
+            with contextlib.suppress(DriverError):
+                await task
+
+    def _release_later(self, record: SandboxRecord) -> None:
+        driver = self.engine.drivers[record.tier]
+        self._releases[record.id] = asyncio.get_running_loop().create_task(
+            driver.stop(record.spec))
+
+    def _checkpoint_dir(self, record: SandboxRecord) -> Path:
+        return record.directory / CHECKPOINT_DIR
+
+    async def _quiet(self, record: SandboxRecord) -> None:
+        """Drop the engine's channel: the agent is about to stop answering on it."""
+        if channel := self.engine._channels.pop(record.id, None):
+            await channel.aclose()
+
+    def _settle(self, record: SandboxRecord, state: str) -> dict[str, Any]:
+        record.state = state
+        lifetime = record.timeout if state == "running" else record.auto_delete
+        record.expires_at = time.time() + lifetime
+        record.save()
+        self.engine._arm_timer(record)
+        return record.public()
+
+    # -- the verbs ---------------------------------------------------------------------------
+    async def pause(self, sandbox_id: str) -> dict[str, Any]:
+        """Save processes and memory; the sandbox stops running until resumed."""
+        engine = self.engine
+        record = engine.record(sandbox_id)
+        async with engine._lock(sandbox_id):
+            target = _allowed(record, "pause")
+            driver = engine.drivers[record.tier]
+            try:
+                if driver.checkpoints:
+                    await self._quiet(record)
+                    image = self._checkpoint_dir(record)
+                    await asyncio.to_thread(shutil.rmtree, image, True)
+                    await driver.checkpoint(record.spec, image)
+                    record.paused_with = "checkpoint"
+                    self._release_later(record)
+                else:  # channels stay open: their streams carry on after the thaw
+                    await driver.pause(record.spec)
+                    record.paused_with = "freezer"
+            except DriverError as exc:
+                if await driver.state(record.spec) == RuntimeState.RUNNING:
+                    raise SandboxUnavailable(f"could not pause sandbox {sandbox_id}: {exc}; "
+                                             f"it keeps running") from None
+                # runsc may take the sandbox down with a failed checkpoint: keep the files.
+                with contextlib.suppress(DriverError):
+                    await driver.stop(record.spec)
+                record.paused_with = None
+                self._settle(record, "stopped")
+                raise SandboxUnavailable(
+                    f"could not pause sandbox {sandbox_id}: {exc}; its processes were lost "
+                    f"with it, its files are kept and it is now stopped: start it to boot "
+                    f"afresh") from None
+            return self._settle(record, target)
+
+    async def resume(self, sandbox_id: str) -> dict[str, Any]:
+        """Bring a paused sandbox back exactly where it was."""
+        engine = self.engine
+        record = engine.record(sandbox_id)
+        async with engine._lock(sandbox_id):
+            target = _allowed(record, "resume")
+            driver = engine.drivers[record.tier]
+            if record.paused_with == "freezer":
+                try:
+                    await driver.resume(record.spec)
+                except DriverError as exc:
+                    raise SandboxUnavailable(f"could not resume sandbox {sandbox_id}: {exc}"
+                                             ) from None
+                return self._settle(record, target)
+            image = self._checkpoint_dir(record)
+            await self._ensure_network(record)
+            await self.settled(sandbox_id)
+            try:
+                await driver.restore(record.spec, image)
+            except CheckpointCorrupt as exc:
+                await self._keep_files_only(record, image)
+                raise CheckpointUnusable(
+                    f"the saved memory of sandbox {sandbox_id} cannot be restored ({exc}); "
+                    f"its files are kept and it is now stopped: start it to boot afresh"
+                ) from None
+            except DriverError as exc:
+                with contextlib.suppress(DriverError):
+                    await driver.stop(record.spec)
+                raise SandboxUnavailable(f"could not resume sandbox {sandbox_id}: {exc}; "
+                                         f"it stays paused") from None
+            # A checkpoint is restored at most once, so no two sandboxes share its memory
+            # (random generators included); fresh entropy goes to the kernel pool too.
+            await asyncio.to_thread(shutil.rmtree, image, True)
+            record.paused_with = None
+            info = self._settle(record, target)
+        with contextlib.suppress(Exception):
+            await engine.call(sandbox_id, "sys.seed", {"hex": secrets.token_hex(64)})
+        return info
+
+    async def _keep_files_only(self, record: SandboxRecord, image: Path) -> None:
+        """A checkpoint that cannot be restored: clean up, set it aside, keep the files."""
+        with contextlib.suppress(DriverError):
+            await self.engine.drivers[record.tier].stop(record.spec)
+        broken = record.directory / f"{CHECKPOINT_DIR}.broken-{int(time.time())}"
+        with contextlib.suppress(OSError):
+            image.rename(broken)
+        log.warning("sandbox %s: checkpoint unusable, kept in %s; sandbox stopped",
+                    record.id, broken)
+        record.paused_with = None
+        self._settle(record, "stopped")
+
+    async def stop(self, sandbox_id: str) -> dict[str, Any]:
+        """Stop every process; keep the filesystem (persistence="workspace" only)."""
+        engine = self.engine
+        record = engine.record(sandbox_id)
+        async with engine._lock(sandbox_id):
+            target = _allowed(record, "stop")
+            if record.persistence != "workspace":
+                raise Conflict(f"sandbox {sandbox_id} is ephemeral: stopping would keep its "
+                               f"files; kill it, or create it with persistence='workspace'")
+            await self._quiet(record)
+            await self.settled(sandbox_id)
+            try:
+                await engine.drivers[record.tier].stop(record.spec)
+            except DriverError as exc:
+                raise SandboxUnavailable(f"could not stop sandbox {sandbox_id}: {exc}") from None
+            await asyncio.to_thread(shutil.rmtree, self._checkpoint_dir(record), True)
+            record.paused_with = None
+            return self._settle(record, target)
+
+    async def start(self, sandbox_id: str) -> dict[str, Any]:
+        """Boot a stopped sandbox again on its kept filesystem (same id)."""
+        engine = self.engine
+        record = engine.record(sandbox_id)
+        async with engine._lock(sandbox_id):
+            target = _allowed(record, "start")
+            driver = engine.drivers[record.tier]
+            await self._ensure_network(record)
+            try:
+                await driver.reopen(record.spec)
+                await driver.start(record.spec)
+            except DriverError as exc:
+                with contextlib.suppress(DriverError):
+                    await driver.stop(record.spec)
+                raise SandboxUnavailable(f"could not start sandbox {sandbox_id}: {exc}; "
+                                         f"it stays stopped") from None
+            return self._settle(record, target)
+
+    async def connect(self, sandbox_id: str) -> dict[str, Any]:
+        """Make the sandbox usable: resume it if paused, start it if stopped."""
+        state = self.engine.record(sandbox_id).state
+        if state == "paused":
+            return await self.resume(sandbox_id)
+        if state == "stopped":
+            return await self.start(sandbox_id)
+        return self.engine.record(sandbox_id).public()
+
+    async def expire(self, sandbox_id: str) -> None:
+        """The sandbox's deadline passed: apply ``on_timeout``, or auto-delete if not running."""
+        engine = self.engine
+        try:
+            record = engine.record(sandbox_id)
+            action = record.on_timeout if record.state == "running" else "kill"
+            if action == "pause":
+                try:
+                    await self.pause(sandbox_id)
+                    return
+                except (SandboxUnavailable, Conflict) as exc:
+                    log.warning("sandbox %s: pause on timeout failed (%s)", sandbox_id, exc)
+                    action = "stop" if record.persistence == "workspace" else "kill"
+            if action == "stop":
+                with contextlib.suppress(Conflict):
+                    await self.stop(sandbox_id)
+                    return
+            await engine.kill(sandbox_id)
+        except SandboxNotFound:
+            pass
+
+    # -- recovery ----------------------------------------------------------------------------
+    async def recover(self, record: SandboxRecord) -> bool:
+        """After an engine restart: whether to keep a record that is not running now.
+
+        A running workspace whose sandbox vanished (host reboot) and a frozen sandbox whose
+        container vanished become stopped; a checkpointed one stays paused if its checkpoint
+        is on disk. Ephemeral sandboxes that are not paused are not kept.
+        """
+        driver = self.engine.drivers.get(record.tier)
+        expired = record.expires_at <= time.time()
+        stops = (record.state == "running" and record.on_timeout != "kill"
+                 and record.persistence == "workspace")  # its timeout keeps the files
+        if driver is None or (expired and not stops):
+            return False
+        state = record.state
+        if state == "paused" and record.paused_with == "freezer":
+            if await driver.state(record.spec) == RuntimeState.PAUSED:
+                return True
+            state = "stopped"
+        elif state == "paused" and not (self._checkpoint_dir(record) / "manifest.json").exists():
+            state = "stopped"
+        elif state == "paused":  # checkpointed: release what the runtime may have kept
+            with contextlib.suppress(DriverError):
+                await driver.stop(record.spec)
+        elif state == "running":
+            state = "stopped"
+        if state == "stopped" and record.persistence != "workspace":
+            return False
+        if state != "paused":
+            with contextlib.suppress(DriverError):
+                await driver.stop(record.spec)
+        if state != record.state:
+            log.info("sandbox %s: %s before the restart, now %s", record.id, record.state, state)
+            record.paused_with = None
+            record.state = state
+            record.expires_at = time.time() + record.auto_delete
+            record.save()
+        return True
+
+    async def _ensure_network(self, record: SandboxRecord) -> None:
+        """Re-create a networked sandbox's namespace if a reboot removed it."""
+        net = record.attachment
+        if record.network is None or net is None or Path(net["netns"]).exists():
+            return
+        await self.engine._attach_network(record, NetworkPolicy.parse(record.network))
+        record.save()

@@ -1,0 +1,190 @@
+"""The nftables rules of one engine, as ``nft -f`` text.
+
+One table per engine (``inet stockade_<tag>``) holds what every sandbox shares; each sandbox
+adds two chains and two sets, reached through verdict maps keyed by its host-side veth::
+
+    forward:  iif sv<tag>*  -> egress: ipv6 drop | spoofed source drop | always-denied reject
+                                       | vmap iif -> sb_<id> | reject
+              oif sv<tag>*  -> ingress: anything new drop (nothing dials in) | vmap oif -> dl_<id>
+    sb_<id>:  over the rate drop | established accept | too many connections reject
+              | resolved names accept | allowed CIDRs accept
+    dl_<id>:  over the rate drop (download)
+    input:    iif sv<tag>*  -> spoofed drop | DNS to the gateway accept | reject (the host)
+    postrouting: from the sandbox subnet out of anything but a sandbox veth -> masquerade
+
+Sandbox traffic is identified by interface, never by source address alone: the pair
+(veth, address) must be in the ``members`` set, so a sandbox cannot pose as another one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Iterable
+
+from .policy import ALWAYS_DENIED, Net
+
+REJECT = "reject with icmpx type admin-prohibited"
+#: Bytes a sandbox may send or receive above its rate in one go.
+BURST = 256 * 1024
+
+
+@dataclass(frozen=True)
+class EngineNet:
+    """The names and addresses of one engine's network (derived from its data directory)."""
+
+    tag: str  # 5 hex digits
+    subnet: Net  # a /20 for the gateway, the sandboxes and the uplink link
+    mark: int
+    route_table: int
+
+    @property
+    def table(self) -> str:
+        return f"stockade_{self.tag}"
+
+    @property
+    def veth_prefix(self) -> str:
+        return f"sv{self.tag}"
+
+    @property
+    def anchor(self) -> str:
+        """A port-less bridge that holds the gateway address the resolver listens on."""
+        return f"sg{self.tag}"
+
+    @property
+    def uplink(self) -> str:
+        return f"su{self.tag}"
+
+    @property
+    def gateway(self) -> str:
+        return str(self.subnet.network_address + 1)
+
+    @property
+    def uplink_host(self) -> str:
+        return str(self.subnet.broadcast_address - 2)
+
+    @property
+    def uplink_peer(self) -> str:
+        return str(self.subnet.broadcast_address - 1)
+
+    def host_addresses(self) -> range:
+        """Integer addresses sandboxes may get."""
+        return range(int(self.subnet.network_address) + 2, int(self.subnet.broadcast_address) - 3)
+
+    def netns_prefix(self) -> str:
+        return f"stockade-{self.tag}-"
+
+
+def _elements(nets: Iterable[Net | str]) -> str:
+    items = [str(n) for n in nets]
+    return f"elements = {{ {', '.join(items)} }}" if items else ""
+
+
+def engine_table(net: EngineNet, *, mark_uplink: bool, extra_denied: Iterable[Net]) -> str:
+    """The whole shared table, replacing any previous one (sandbox chains are added after)."""
+    t, vp, gw = net.table, net.veth_prefix, net.gateway
+    denied = _elements(ipaddress.collapse_addresses([*ALWAYS_DENIED, *extra_denied]))
+    mark = f'        iifname "{vp}*" meta mark set {net.mark:#x}\n' if mark_uplink else ""
+    return f"""
+table inet {t}
+delete table inet {t}
+table inet {t} {{
+    set denied {{ type ipv4_addr; flags interval; {denied} }}
+    set members {{ type ifname . ipv4_addr; }}
+    map sandboxes {{ type ifname : verdict; }}
+    map downloads {{ type ifname : verdict; }}
+    chain prerouting {{
+        type filter hook prerouting priority mangle; policy accept;
+{mark}    }}
+    chain input {{
+        type filter hook input priority filter - 5; policy accept;
+        iifname "{vp}*" jump to_host
+    }}
+    chain to_host {{
+        meta nfproto ipv6 drop
+        iifname . ip saddr != @members drop
+        ip daddr {gw} udp dport 53 accept
+        ip daddr {gw} tcp dport 53 accept
+        {REJECT}
+    }}
+    chain forward {{
+        type filter hook forward priority filter - 5; policy accept;
+        iifname "{vp}*" jump egress
+        oifname "{vp}*" jump ingress
+    }}
+    chain egress {{
+        meta nfproto ipv6 drop
+        iifname . ip saddr != @members drop
+        ip daddr @denied {REJECT}
+        iifname vmap @sandboxes
+        {REJECT}
+    }}
+    chain ingress {{
+        ct state new,invalid,untracked drop
+        oifname vmap @downloads
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr {net.subnet} oifname != "{vp}*" masquerade
+    }}
+}}
+"""
+
+
+def _police(mbit: int) -> str:
+    return f"limit rate over {mbit * 125_000} bytes/second burst {BURST} bytes drop"
+
+
+def _chain_bodies(t: str, sid: str, max_connections: int, mbit: int) -> str:
+    return (f"add rule inet {t} sb_{sid} {_police(mbit)}\n"
+            f"add rule inet {t} sb_{sid} ct state established,related accept\n"
+            f"add rule inet {t} sb_{sid} ct state new ct count over {max_connections} {REJECT}\n"
+            f"add rule inet {t} sb_{sid} ip daddr @r_{sid} accept\n"
+            f"add rule inet {t} sb_{sid} ip daddr @c_{sid} accept\n"
+            f"add rule inet {t} dl_{sid} {_police(mbit)}\n")
+
+
+def add_sandbox(net: EngineNet, sid: str, veth: str, address: str, allowed: list[Net],
+                max_connections: int, mbit: int) -> str:
+    """Script adding one sandbox's sets, chains and map entries."""
+    t = net.table
+    return (f"add set inet {t} c_{sid} {{ type ipv4_addr; flags interval; {_elements(allowed)} }}\n"
+            f"add set inet {t} r_{sid} {{ type ipv4_addr; flags timeout; }}\n"
+            f"add chain inet {t} sb_{sid}\nadd chain inet {t} dl_{sid}\n"
+            + _chain_bodies(t, sid, max_connections, mbit)
+            + f'add element inet {t} members {{ "{veth}" . {address} }}\n'
+            f'add element inet {t} sandboxes {{ "{veth}" : jump sb_{sid} }}\n'
+            f'add element inet {t} downloads {{ "{veth}" : jump dl_{sid} }}\n')
+
+
+def update_sandbox(net: EngineNet, sid: str, allowed: list[Net], max_connections: int,
+                   mbit: int) -> str:
+    """Script replacing one sandbox's rules; resolved addresses are forgotten."""
+    t = net.table
+    script = (f"flush set inet {t} c_{sid}\nflush set inet {t} r_{sid}\n"
+              f"flush chain inet {t} sb_{sid}\nflush chain inet {t} dl_{sid}\n"
+              + _chain_bodies(t, sid, max_connections, mbit))
+    if allowed:
+        script += f"add element inet {t} c_{sid} {{ {', '.join(map(str, allowed))} }}\n"
+    return script
+
+
+def remove_sandbox(t: str, sid: str, veth: str, address: str | None) -> list[str]:
+    """Statements removing one sandbox from table ``t`` (any may already be gone)."""
+    out = [f'delete element inet {t} sandboxes {{ "{veth}" }}',
+           f'delete element inet {t} downloads {{ "{veth}" }}']
+    if address:
+        out.append(f'delete element inet {t} members {{ "{veth}" . {address} }}')
+    out += [f"delete chain inet {t} sb_{sid}", f"delete chain inet {t} dl_{sid}",
+            f"delete set inet {t} c_{sid}", f"delete set inet {t} r_{sid}"]
+    return out
+
+
+def admit(net: EngineNet, sid: str, addresses: dict[str, int]) -> str:
+    """Script (re)adding resolved addresses with their timeouts in seconds."""
+    t, items = net.table, ", ".join(addresses)
+    timed = ", ".join(f"{a} timeout {s}s" for a, s in addresses.items())
+    # add (so delete cannot fail), delete, add again: refreshes the timeout atomically.
+    return (f"add element inet {t} r_{sid} {{ {items} }}\n"
+            f"delete element inet {t} r_{sid} {{ {items} }}\n"
+            f"add element inet {t} r_{sid} {{ {timed} }}\n")

@@ -1,0 +1,285 @@
+"""Who may do what with which sandbox: the layer between the routes and the engine.
+
+``LocalControl`` (local mode, unix socket) lets the one local user do everything. ``ControlPlane``
+(remote mode) authenticates API keys, records which tenant owns each sandbox, enforces quotas,
+writes the audit log, and keeps the store and the engine in agreement across restarts. The engine
+itself stays tenant-agnostic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from ..engine import Engine, QuotaExceeded, SandboxNotFound
+from .auth import ADMIN_TENANT, LOCAL, KeyCache, Principal, hash_key, same_secret
+from .metrics import Metrics
+from .settings import Quotas, ServerSettings
+from .store import OwnedSandbox, Store, Tenant
+
+log = logging.getLogger("stockade.server")
+T = TypeVar("T")
+
+
+class Control:
+    """What the routes ask before and after engine calls; the local-mode behaviour."""
+
+    needs_keys = False
+
+    def __init__(self, engine: Engine, metrics: Metrics) -> None:
+        self.engine = engine
+        self.metrics = metrics
+
+    async def start(self) -> None:
+        """Called once the engine is open."""
+
+    async def close(self) -> None:
+        """Called before the engine closes."""
+
+    async def authenticate(self, token: str | None) -> Principal | None:
+        return LOCAL
+
+    def owner(self, sandbox_id: str) -> str | None:
+        return ADMIN_TENANT
+
+    def visible(self, principal: Principal, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [s for s in items if principal.may_see(self.owner(s["id"]))]
+
+    async def create(self, principal: Principal, request_id: str | None,
+                     **params: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        tier = str(params.get("isolation", "container"))
+        try:
+            info = await self.engine.create(**params)
+        except BaseException:
+            self.metrics.creates.labels(tier=tier, outcome="error").inc()
+            raise
+        self.metrics.creates.labels(tier=tier, outcome="ok").inc()
+        self.metrics.create_seconds.labels(tier=tier).observe(time.perf_counter() - started)
+        return info
+
+    async def kill(self, principal: Principal, sandbox_id: str, request_id: str | None) -> None:
+        await self.engine.kill(sandbox_id)
+
+    async def set_timeout(self, principal: Principal, sandbox_id: str, timeout: float,
+                          request_id: str | None) -> dict[str, Any]:
+        return await self.engine.set_timeout(sandbox_id, timeout)
+
+
+@dataclass(frozen=True)
+class Usage:
+    sandboxes: int = 0
+    vcpu: float = 0.0
+    memory_mb: int = 0
+
+    def plus(self, row: OwnedSandbox) -> "Usage":
+        return Usage(self.sandboxes + 1, self.vcpu + row.cpu, self.memory_mb + row.memory_mb)
+
+
+class ControlPlane(Control):
+    """Remote mode: tenants, keys, ownership, quotas, audit, reconciliation."""
+
+    needs_keys = True
+
+    def __init__(self, engine: Engine, metrics: Metrics, store: Store,
+                 settings: ServerSettings, admin_key: str) -> None:
+        super().__init__(engine, metrics)
+        self.store = store
+        self.settings = settings
+        self._admin_hash = hash_key(admin_key)
+        self.keys = KeyCache(settings.key_cache_seconds)
+        self.owners: dict[str, OwnedSandbox] = {}
+        self._pending: dict[str, list[OwnedSandbox]] = {}
+        self._tenants: dict[str, Tenant] = {}
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="stockade-store")
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store call on the store's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    # -- start, stop, reconcile --------------------------------------------------------------
+    async def start(self) -> None:
+        await self.db(self.store.migrate)
+        await self.db(self.store.create_tenant, ADMIN_TENANT, exist_ok=True)
+        await self.reconcile()
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        await self.db(self.store.close)
+        self._executor.shutdown(wait=True)
+
+    async def reconcile(self) -> None:
+        """Make the store and the engine agree: drop rows whose sandbox is gone, kill sandboxes
+        that no row claims (say, created just before the server was killed)."""
+        rows = {row.id: row for row in await self.db(self.store.sandboxes)}
+        live = {s["id"] for s in await self.engine.list()}
+        gone = set(rows) - live
+        if gone:
+            await self.db(self.store.remove_sandboxes, gone)
+            for sandbox_id in sorted(gone):
+                await self.db(self.store.audit, tenant=rows[sandbox_id].tenant, actor="server",
+                              action="sandbox.reaped", target=sandbox_id)
+            log.info("reconcile: %d store rows had no sandbox and were removed", len(gone))
+        orphans = live - set(rows)
+        for sandbox_id in sorted(orphans):
+            with contextlib.suppress(SandboxNotFound):
+                await self.engine.kill(sandbox_id)
+        if orphans:
+            log.info("reconcile: killed %d sandboxes that no tenant owned", len(orphans))
+        self.owners = {i: row for i, row in rows.items() if i in live}
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reap_interval)
+            try:
+                await self.reap()
+            except Exception:  # noqa: BLE001 - a store hiccup must not stop the sweeps
+                log.exception("reaping ended sandboxes failed")
+
+    async def reap(self) -> None:
+        """Forget the sandboxes that ended without a kill (their timeout)."""
+        live = {s["id"] for s in await self.engine.list()}
+        ended = [row for i, row in list(self.owners.items()) if i not in live]
+        if not ended:
+            return
+        for row in ended:
+            self.owners.pop(row.id, None)
+        await self.db(self.store.remove_sandboxes, [row.id for row in ended])
+        for row in ended:
+            await self.db(self.store.audit, tenant=row.tenant, actor="server",
+                          action="sandbox.expired", target=row.id)
+
+    # -- who is calling ----------------------------------------------------------------------
+    async def authenticate(self, token: str | None) -> Principal | None:
+        if token is None:
+            return None
+        digest = hash_key(token)
+        if same_secret(digest, self._admin_hash):
+            return Principal(tenant=ADMIN_TENANT, actor="admin", admin=True)
+        now = time.time()
+        if (cached := self.keys.get(digest, now)) is not None:
+            return cached
+        row = await self.db(self.store.key_by_hash, digest)
+        if row is None or row.revoked_at is not None or (row.expires_at or now + 1) <= now:
+            return None
+        principal = Principal(tenant=row.tenant, actor=row.id)
+        self.keys.put(digest, principal, row.expires_at)
+        return principal
+
+    def owner(self, sandbox_id: str) -> str | None:
+        row = self.owners.get(sandbox_id)
+        return row.tenant if row is not None else None
+
+    # -- quotas ------------------------------------------------------------------------------
+    async def quotas(self, tenant: str) -> Quotas:
+        row = self._tenants.get(tenant)
+        if row is None:
+            row = await self.db(self.store.tenant, tenant)
+            if row is not None:
+                self._tenants[tenant] = row
+        base = self.settings.quotas
+        if row is None:
+            return base
+        return Quotas(*(getattr(row, f) if getattr(row, f) is not None else getattr(base, f)
+                        for f in ("max_sandboxes", "max_vcpu", "max_memory_mb", "max_lifetime")))
+
+    def forget_tenant(self, tenant: str) -> None:
+        self._tenants.pop(tenant, None)
+
+    def usage(self, tenant: str) -> Usage:
+        total = Usage()
+        for row in [*self.owners.values(), *self._pending.get(tenant, [])]:
+            if row.tenant == tenant:
+                total = total.plus(row)
+        return total
+
+    def _check(self, quotas: Quotas, usage: Usage, row: OwnedSandbox, timeout: float) -> None:
+        if timeout > quotas.max_lifetime:
+            raise QuotaExceeded(f"a sandbox may live at most {quotas.max_lifetime:g} s for tenant "
+                                f"{row.tenant!r}; asked for {timeout:g} s")
+        if usage.sandboxes + 1 > quotas.max_sandboxes:
+            raise QuotaExceeded(f"tenant {row.tenant!r} already runs {usage.sandboxes} sandboxes, "
+                                f"its limit; kill one or ask for a higher quota")
+        if usage.vcpu + row.cpu > quotas.max_vcpu + 1e-9:
+            raise QuotaExceeded(f"tenant {row.tenant!r} uses {usage.vcpu:g} of {quotas.max_vcpu:g}"
+                                f" vCPUs; {row.cpu:g} more would pass the limit")
+        if usage.memory_mb + row.memory_mb > quotas.max_memory_mb:
+            raise QuotaExceeded(f"tenant {row.tenant!r} uses {usage.memory_mb} of "
+                                f"{quotas.max_memory_mb} MiB; {row.memory_mb} MiB more would pass "
+                                f"the limit")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def create(self, principal: Principal, request_id: str | None,
+                     **params: Any) -> dict[str, Any]:
+        defaults = self.engine.config.default_resources
+        timeout = params.get("timeout") or self.engine.config.default_timeout
+        claim = OwnedSandbox(id="", tenant=principal.tenant,
+                             isolation=str(params.get("isolation", "container")),
+                             cpu=float(params.get("cpu") or defaults.cpu),
+                             memory_mb=int(params.get("memory_mb") or defaults.memory_mb),
+                             created_at=time.time())
+        quotas = await self.quotas(principal.tenant)
+        self._check(quotas, self.usage(principal.tenant), claim, timeout)
+        pending = self._pending.setdefault(principal.tenant, [])
+        pending.append(claim)
+        try:
+            info = await super().create(principal, request_id, **params)
+            claim.id = info["id"]
+            # Only now does the row exist: a crash before this line leaves a sandbox that no
+            # row claims, which the next start's reconcile() kills.
+            await self.db(self.store.add_sandbox, OwnedSandbox(
+                id=claim.id, tenant=claim.tenant, isolation=claim.isolation, cpu=claim.cpu,
+                memory_mb=claim.memory_mb, created_at=claim.created_at))
+            self.owners[claim.id] = claim
+        except BaseException:
+            if claim.id:
+                with contextlib.suppress(Exception):
+                    await self.engine.kill(claim.id)
+            raise
+        finally:
+            pending.remove(claim)
+        await self.db(self.store.audit, tenant=principal.tenant, actor=principal.actor,
+                      action="sandbox.create", target=claim.id, request_id=request_id,
+                      isolation=claim.isolation, cpu=claim.cpu, memory_mb=claim.memory_mb)
+        return info
+
+    async def kill(self, principal: Principal, sandbox_id: str, request_id: str | None) -> None:
+        try:
+            await self.engine.kill(sandbox_id)
+        except SandboxNotFound:
+            await self._forget(sandbox_id, "server", "sandbox.expired", None)
+            raise
+        await self._forget(sandbox_id, principal.actor, "sandbox.kill", request_id)
+
+    async def _forget(self, sandbox_id: str, actor: str, action: str,
+                      request_id: str | None) -> None:
+        row = self.owners.pop(sandbox_id, None)
+        if row is not None:
+            await self.db(self.store.remove_sandboxes, [sandbox_id])
+            await self.db(self.store.audit, tenant=row.tenant, actor=actor, action=action,
+                          target=sandbox_id, request_id=request_id)
+
+    async def set_timeout(self, principal: Principal, sandbox_id: str, timeout: float,
+                          request_id: str | None) -> dict[str, Any]:
+        info = await self.engine.get(sandbox_id)
+        row = self.owners.get(sandbox_id)
+        if row is not None:
+            quotas = await self.quotas(row.tenant)
+            lifetime = time.time() + timeout - info["created_at"]
+            if lifetime > quotas.max_lifetime:
+                raise QuotaExceeded(
+                    f"a sandbox may live at most {quotas.max_lifetime:g} s for tenant "
+                    f"{row.tenant!r}; this timeout would make it {lifetime:.0f} s")
+        return await self.engine.set_timeout(sandbox_id, timeout)

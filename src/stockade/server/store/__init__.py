@@ -1,0 +1,10 @@
+"""The control plane's store: tenants, API keys, sandbox ownership, audit log.
+
+SQLite in the data directory by default, PostgreSQL when ``STOCKADE_DATABASE_URL`` names one;
+the schema is kept by Alembic migrations (``migrations/``), applied at start.
+"""
+
+from .schema import ApiKey, AuditEvent, OwnedSandbox, Tenant
+from .store import Store, database_url
+
+__all__ = ["ApiKey", "AuditEvent", "OwnedSandbox", "Store", "Tenant", "database_url"]

@@ -1,0 +1,184 @@
+"""``Store``: the control plane's persistent state behind a small, synchronous interface.
+
+Calls block (SQLite and PostgreSQL over loopback answer in well under a millisecond); the server
+runs them on one worker thread so they never stall its event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, delete, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ...engine import Conflict, NotFound
+from .schema import ApiKey, AuditEvent, OwnedSandbox, Tenant
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+QUOTA_FIELDS = ("max_sandboxes", "max_vcpu", "max_memory_mb", "max_lifetime")
+
+
+def database_url(data_dir: Path, url: str | None = None) -> str:
+    """``url`` or ``$STOCKADE_DATABASE_URL``, else SQLite at ``<data_dir>/private/stockade.db``."""
+    url = url or os.environ.get("STOCKADE_DATABASE_URL") or None
+    if url is None:
+        return f"sqlite:///{data_dir / 'private' / 'stockade.db'}"
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain):]
+    return url
+
+
+def _make_engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, pool_size=4)
+    path = url.split(":///", 1)[1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+class Store:
+    """Tenants, keys, sandbox ownership and audit events in one SQL database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def session(self) -> Session:
+        return self._session()
+
+    # -- tenants ---------------------------------------------------------------------------
+    def tenant(self, name: str) -> Tenant | None:
+        with self.session() as s:
+            return s.get(Tenant, name)
+
+    def tenants(self) -> list[Tenant]:
+        with self.session() as s:
+            return list(s.scalars(select(Tenant).order_by(Tenant.name)))
+
+    def create_tenant(self, name: str, quotas: dict[str, Any] | None = None,
+                      exist_ok: bool = False) -> tuple[Tenant, bool]:
+        """The tenant ``name``, created if missing; also says whether it was created."""
+        with self.session() as s:
+            if (found := s.get(Tenant, name)) is not None:
+                if exist_ok:
+                    return found, False
+                raise Conflict(f"tenant {name!r} already exists")
+            tenant = Tenant(name=name, created_at=time.time(), **(quotas or {}))
+            s.add(tenant)
+            try:
+                s.commit()
+            except IntegrityError:  # created meanwhile by another replica
+                s.rollback()
+                if not exist_ok:
+                    raise Conflict(f"tenant {name!r} already exists") from None
+                return s.get(Tenant, name), False  # type: ignore[return-value]
+            return tenant, True
+
+    def update_tenant(self, name: str, quotas: dict[str, Any]) -> Tenant:
+        with self.session() as s:
+            tenant = s.get(Tenant, name)
+            if tenant is None:
+                raise NotFound(f"tenant {name!r} does not exist")
+            for key, value in quotas.items():
+                if key in QUOTA_FIELDS:
+                    setattr(tenant, key, value)
+            s.commit()
+            return tenant
+
+    # -- API keys --------------------------------------------------------------------------
+    def add_key(self, key: ApiKey) -> ApiKey:
+        with self.session() as s:
+            s.add(key)
+            s.commit()
+            return key
+
+    def key_by_hash(self, sha256: str) -> ApiKey | None:
+        with self.session() as s:
+            return s.scalars(select(ApiKey).where(ApiKey.sha256 == sha256)).first()
+
+    def keys(self, tenant: str | None = None) -> list[ApiKey]:
+        with self.session() as s:
+            query = select(ApiKey).order_by(ApiKey.created_at)
+            if tenant is not None:
+                query = query.where(ApiKey.tenant == tenant)
+            return list(s.scalars(query))
+
+    def revoke_key(self, key_id: str, tenant: str | None = None) -> ApiKey:
+        """Mark the key revoked (``tenant``, when given, must own it)."""
+        with self.session() as s:
+            key = s.get(ApiKey, key_id)
+            if key is None or (tenant is not None and key.tenant != tenant):
+                raise NotFound(f"no API key {key_id!r}")
+            if key.revoked_at is None:
+                key.revoked_at = time.time()
+                s.commit()
+            return key
+
+    # -- sandbox ownership -------------------------------------------------------------------
+    def add_sandbox(self, row: OwnedSandbox) -> None:
+        with self.session() as s:
+            s.add(row)
+            s.commit()
+
+    def remove_sandboxes(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        with self.session() as s:
+            s.execute(delete(OwnedSandbox).where(OwnedSandbox.id.in_(ids)))
+            s.commit()
+
+    def sandboxes(self) -> list[OwnedSandbox]:
+        with self.session() as s:
+            return list(s.scalars(select(OwnedSandbox)))
+
+    # -- audit -------------------------------------------------------------------------------
+    def audit(self, *, tenant: str | None, actor: str, action: str, target: str | None = None,
+              request_id: str | None = None, **detail: Any) -> None:
+        with self.session() as s:
+            s.add(AuditEvent(at=time.time(), tenant=tenant, actor=actor, action=action,
+                             target=target, request_id=request_id, detail=detail))
+            s.commit()
+
+    def audit_events(self, tenant: str | None = None, after: int = 0,
+                     limit: int = 100) -> list[AuditEvent]:
+        with self.session() as s:
+            query = select(AuditEvent).where(AuditEvent.id > after)
+            if tenant is not None:
+                query = query.where(AuditEvent.tenant == tenant)
+            return list(s.scalars(query.order_by(AuditEvent.id).limit(limit)))

@@ -1,0 +1,233 @@
+"""The microVM tier: a real QEMU guest per sandbox (TCG here, so each boot takes tens of seconds).
+
+One microVM serves most tests of the module; the panic, hang and crash tests make their own.
+Every test that boots a guest is marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from stockade import Sandbox, StockadeError
+from stockade.config import default_images_dir
+from stockade.engine.hostcheck import find_leaks
+from stockade.images import ImageStore
+from stockade.runtimes import hostops
+from stockade.runtimes.base import DriverError, SandboxSpec
+from stockade.runtimes.qemu import QemuDriver
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+IMAGES_DIR = default_images_dir()
+BOOT = 600.0  # request timeout for a create: TCG boots on a loaded 2-core machine are slow
+
+
+def qemu_pids(data_dir: Path, sandbox_id: str) -> set[int]:
+    return hostops.cgroup_pids(f"{hostops.cgroup_parent(data_dir)}/{sandbox_id}")
+
+
+@pytest.fixture(scope="module")
+def vm(daemon: Any) -> Iterator[Sandbox]:
+    sb = Sandbox.create(isolation="microvm", timeout=1800, request_timeout=BOOT)
+    yield sb
+    sb.kill()
+    sb.close()
+    assert not find_leaks(daemon.data_dir, sb.id)
+
+
+def test_commands_exit_codes_and_output(vm: Sandbox) -> None:
+    r = vm.commands.run("python3 -c 'print(6*7)'; echo err >&2; exit 7")
+    assert (r.stdout, r.stderr, r.exit_code) == ("42\n", "err\n", 7)
+    assert vm.commands.run("id -un; pwd").stdout == "user\n/home/user\n"
+    assert vm.commands.run("hostname").stdout.strip() == vm.id
+
+
+def test_files_round_trip(vm: Sandbox) -> None:
+    vm.files.write("/home/user/a.txt", "hi from the host")
+    assert vm.files.read("/home/user/a.txt") == "hi from the host"
+    assert vm.commands.run("cat /home/user/a.txt").stdout == "hi from the host"
+    data = os.urandom(3 << 20)
+    vm.files.write("/tmp/big.bin", data)
+    assert vm.files.read("/tmp/big.bin", format="bytes") == data
+    assert "a.txt" in [e.name for e in vm.files.list("/home/user")]
+
+
+def test_background_process_stdin_and_kill(vm: Sandbox) -> None:
+    h = vm.commands.run("cat", background=True, stdin=True, timeout=None)
+    h.send_stdin("hello\n")
+    h.close_stdin()
+    assert h.wait().stdout == "hello\n"
+    sleeper = vm.commands.run("sleep 600", background=True, timeout=None)
+    assert any(p.pid == sleeper.pid for p in vm.commands.list())
+    assert vm.commands.kill(sleeper.pid) is True
+    assert sleeper.wait().exit_code == 137
+
+
+def test_guest_runs_its_own_kernel(vm: Sandbox) -> None:
+    guest = vm.commands.run("uname -r").stdout.strip()
+    assert guest and guest != os.uname().release
+    assert "cloud-amd64" in guest
+
+
+def test_guest_cannot_see_host_files(vm: Sandbox, daemon: Any) -> None:
+    marker = Path(tempfile.mkdtemp(prefix="stockade-host-secret-", dir="/var/tmp"))
+    try:
+        (marker / "secret").write_text("host only")
+        r = vm.commands.run(f"cat {marker}/secret; ls {daemon.data_dir}; cat /proc/mounts",
+                            user="root")
+        assert "host only" not in r.stdout
+        assert "No such file" in r.stderr
+        sources = {line.split()[0] for line in r.stdout.splitlines()}
+        assert sources <= {"overlay", "proc", "sysfs", "devtmpfs", "devpts", "tmpfs"}, sources
+        blocks = vm.commands.run("ls /sys/block").stdout.split()
+        assert blocks == ["vda", "vdb"], "the guest sees exactly its image and its own disk"
+    finally:
+        subprocess.run(["rm", "-rf", str(marker)], check=True)
+
+
+def _status(pid: int) -> dict[str, str]:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+def test_qemu_is_jailed(vm: Sandbox, daemon: Any) -> None:
+    pids = [p for p in qemu_pids(daemon.data_dir, vm.id)
+            if "qemu" in Path(f"/proc/{p}/comm").read_text()]
+    assert len(pids) == 1, f"expected one QEMU in the sandbox's cgroup, found {pids}"
+    pid = pids[0]
+    status = _status(pid)
+    uids = set(status["Uid"].split())
+    assert len(uids) == 1 and "0" not in uids, f"QEMU runs as {uids}"
+    assert status["Seccomp"] == "2", "QEMU's seccomp filter is off"
+    assert status["NoNewPrivs"] == "1"
+    assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
+    for ns in ("pid", "net", "mnt", "ipc", "uts"):
+        assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+    root = Path(f"/proc/{pid}/root")
+    assert sorted(p.name for p in root.iterdir()) == ["bin", "dev", "etc", "guest", "lib",
+                                                      "lib64", "tmp", "usr", "vm"]
+    assert sorted(p.name for p in (root / "guest").iterdir()) == ["image.ext4", "initrd",
+                                                                  "vmlinux"]
+    assert sorted(p.name for p in (root / "etc").iterdir()) == ["ld.so.cache"]
+    for outside in ("etc/shadow", "root", "var", "proc", "sys", str(daemon.data_dir)[1:],
+                    str(IMAGES_DIR)[1:]):
+        assert not (root / outside).exists(), f"QEMU can see /{outside}"
+    # It cannot write its own root, only its directory.
+    assert "ro" in next(line.split()[5].split(",") for line in
+                        Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+                        if line.split()[4] == "/")
+
+
+def test_memory_limit_bounds_qemu(vm: Sandbox) -> None:
+    stats = vm.stats()
+    assert 512 << 20 < stats["memory_limit_bytes"] <= (512 + 256) << 20
+    assert 0 < stats["memory_bytes"] < stats["memory_limit_bytes"]
+
+
+def test_pause_and_resume_keep_processes_and_memory(vm: Sandbox) -> None:
+    h = vm.commands.run("python3 -c 'import time; x = \"kept\" * 1000; time.sleep(3600)'",
+                        background=True, timeout=None)
+    h.disconnect()
+    vm.commands.run("echo in-tmp > /tmp/state")
+    vm.pause()
+    assert vm.get_info().state == "paused"
+    again = Sandbox.connect(vm.id)
+    assert again.get_info().state == "running"
+    assert any(p.pid == h.pid for p in again.commands.list())
+    assert again.commands.run("cat /tmp/state").stdout == "in-tmp\n"
+    again.commands.kill(h.pid)
+    again.close()
+
+
+def test_kernel_panic_is_reported_and_cleaned_up(daemon: Any) -> None:
+    sb = Sandbox.create(isolation="microvm", timeout=600, request_timeout=BOOT)
+    try:
+        with pytest.raises(StockadeError):
+            sb.commands.run("echo c > /proc/sysrq-trigger", user="root")
+        deadline = time.monotonic() + 120
+        while qemu_pids(daemon.data_dir, sb.id) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not qemu_pids(daemon.data_dir, sb.id), "QEMU did not exit on a guest panic"
+        with pytest.raises(StockadeError) as info:
+            sb.commands.run("true")
+        assert "microVM" in str(info.value) and "stopped" in str(info.value), info.value
+        assert "Kernel panic" in str(info.value), "the guest's console is not in the report"
+    finally:
+        sb.kill()
+        sb.close()
+    assert not find_leaks(daemon.data_dir, sb.id)
+
+
+async def test_hung_boot_is_reported_and_cleaned_up(daemon: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOCKADE_MICROVM_BOOT_TIMEOUT", "1")
+    data_dir = Path(tempfile.mkdtemp(prefix="stockade-test-", dir="/var/tmp"))
+    try:
+        import stockade.agent
+
+        driver = QemuDriver(data_dir, ImageStore(IMAGES_DIR), Path(stockade.agent.__file__).parent)
+        spec = SandboxSpec(id="sbhung", image="base", directory=data_dir / "sandboxes" / "sbhung")
+        await driver.create(spec)
+        start = time.monotonic()
+        with pytest.raises(DriverError, match="did not answer within 1 s"):
+            await driver.start(spec)
+        assert time.monotonic() - start < 30
+        await driver.destroy(spec)
+        assert not find_leaks(data_dir)
+        assert not qemu_pids(data_dir, "sbhung")
+    finally:
+        subprocess.run(["rm", "-rf", str(data_dir)], check=False)
+
+
+def test_engine_killed_mid_boot_leaves_nothing(daemon: Any) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="stockade-test-", dir="/var/tmp"))
+    first = type(daemon)(data_dir).start()
+    outcome: dict[str, Any] = {}
+
+    def create() -> None:
+        try:
+            with first.client() as c:
+                outcome["response"] = c.post("/sandboxes", json={"isolation": "microvm"},
+                                             timeout=BOOT)
+        except httpx.HTTPError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=create)
+    thread.start()
+    second = None
+    try:
+        records = data_dir / "runtime" / "microvm"
+        deadline = time.monotonic() + 120
+        ids: set[str] = set()
+        while time.monotonic() < deadline:
+            ids = {p.stem for p in records.glob("*.json")}
+            if any(qemu_pids(data_dir, i) for i in ids):
+                break
+            time.sleep(0.05)
+        assert any(qemu_pids(data_dir, i) for i in ids), "QEMU never started"
+        first.stop(signal.SIGKILL)
+        thread.join(30)
+        assert "response" not in outcome, "the boot finished before the engine was killed"
+        second = type(daemon)(data_dir).start()  # recovery collects what the dead engine left
+        for i in ids:
+            assert not qemu_pids(data_dir, i)
+            assert not find_leaks(data_dir, i)
+    finally:
+        first.stop(signal.SIGKILL)
+        if second is not None:
+            second.kill_sandboxes()
+            second.stop()
+        leaks = find_leaks(data_dir)
+        subprocess.run(["rm", "-rf", str(data_dir)], check=False)
+    assert not leaks, leaks
+

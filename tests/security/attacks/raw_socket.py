@@ -1,0 +1,16 @@
+# attack: open raw IP sockets (forge packets, sniff)
+# users: user root
+import socket
+
+from _lib import verdict
+
+results = {}
+for name, family, kind, proto in (("raw icmp", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
+                                  ("raw tcp", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP),
+                                  ("raw ipv6", socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)):
+    try:
+        socket.socket(family, kind, proto).close()
+        results[name] = "ok"
+    except OSError as exc:
+        results[name] = exc.strerror
+verdict("succeeded" if "ok" in results.values() else "blocked", results)
