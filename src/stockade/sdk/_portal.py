@@ -6,6 +6,8 @@ import asyncio
 import threading
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
+import uvloop
+
 T = TypeVar("T")
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import uvicorn
+import uvloop
 
 from ..engine import EngineConfig
 from . import logs
@@ -72,7 +73,10 @@ def serve(config: EngineConfig, *, uds: Path | None = None, host: str = "127.0.0
                 watcher.cancel()
 
     try:
-        asyncio.run(main())
+        # uvloop roughly halves the per-request cost of the event loop (uvicorn picks the
+        # faster httptools parser by itself once it is installed).
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
     finally:
         if uds is not None:
             if uds.exists():
