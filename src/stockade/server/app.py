@@ -38,19 +38,27 @@ Send `Authorization: Bearer <API key>` on every request except `/health`, `/read
 exactly like a missing one (404)."""
 
 
+class Activity:
+    """When the last request came (the local daemon exits after a quiet while)."""
+
+    def __init__(self) -> None:
+        self.last_request = time.monotonic()
+
+
 class RequestIds:
     """Give every request an id (``X-Request-Id``), log it, count it, and remember when the
     last one came."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None,
+                 activity: "Activity | None" = None) -> None:
         self.app = app
         self.metrics = metrics
-        self.last_request = time.monotonic()
+        self.activity = activity or Activity()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        self.last_request = started = time.monotonic()
+        self.activity.last_request = started = time.monotonic()
         request_id = secrets.token_hex(8)
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
@@ -140,7 +148,8 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     app.add_middleware(PortProxy, control=lambda: app.state.control,  # before auth: its own
                        tokens=app.state.access_tokens,
                        domain=settings.proxy_domain if settings else None)
-    app.add_middleware(RequestIds, metrics=metrics)
+    app.state.activity = Activity()
+    app.add_middleware(RequestIds, metrics=metrics, activity=app.state.activity)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -7,32 +7,26 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 import uvloop
 
 from ..engine import EngineConfig
 from . import logs
-from .app import RequestIds, create_app
+from .app import create_app
 from .settings import ServerSettings
 
 log = logging.getLogger("stockade.server")
 
 
-async def _exit_when_idle(server: uvicorn.Server, app: object, idle: float) -> None:
+async def _exit_when_idle(server: uvicorn.Server, app: Any, idle: float) -> None:
     """Stop the server once it has had no sandbox and no request for ``idle`` seconds."""
     while not server.should_exit:
         await asyncio.sleep(min(idle, 2.0))
-        state = getattr(app, "state", None)
-        engine = getattr(state, "engine", None)
-        middleware = getattr(server.config, "loaded_app", None)
-        last = time.monotonic()
-        while middleware is not None:
-            if isinstance(middleware, RequestIds):
-                last = middleware.last_request
-                break
-            middleware = getattr(middleware, "app", None)
-        if engine is not None and not await engine.list() and time.monotonic() - last > idle:
+        engine = getattr(app.state, "engine", None)
+        quiet = time.monotonic() - app.state.activity.last_request
+        if engine is not None and quiet > idle and not await engine.list():
             log.info("idle for %.0f s with no sandboxes; exiting", idle)
             server.should_exit = True
 
