@@ -1,4 +1,4 @@
-"""Network namespaces, veth pairs and routes (``ip``).
+"""Network namespaces, veth pairs, routes (``ip``) and bandwidth shaping (``tc``).
 
 A sandbox gets its own named namespace (``/run/netns/stockade-<tag>-<id>``) holding ``lo`` and
 ``eth0``; ``eth0``'s peer on the host is ``sv<tag><id8>``. There is no shared layer 2: each
@@ -8,14 +8,16 @@ through the host's forward hook, which refuses it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 
 from .host import NETNS_DIR, NetError, run
 from .rules import EngineNet
 
-async def create_sandbox_link(net: EngineNet, netns: str, veth: str, address: str) -> Path:
-    """Make the namespace and its wiring (two ``ip`` runs); returns the namespace's path."""
+async def create_sandbox_link(net: EngineNet, netns: str, veth: str, address: str,
+                              mbit: int) -> Path:
+    """Make the namespace and its wiring; returns the namespace's path."""
     gw = net.gateway
     await run("ip", "-batch", "-", stdin=(
         f"netns add {netns}\n"
@@ -23,13 +25,26 @@ async def create_sandbox_link(net: EngineNet, netns: str, veth: str, address: st
         f"link set {veth} up\n"
         f"addr add {gw}/32 dev {veth} scope link\n"
         f"route add {address}/32 dev {veth} scope link\n"))
-    await run("ip", "-n", netns, "-batch", "-", stdin=(
+    inside = run("ip", "-n", netns, "-batch", "-", stdin=(
         "link set lo up\n"
         f"addr add {address}/32 dev eth0\n"
         "link set eth0 up\n"
         f"route add {gw} dev eth0 scope link\n"
         f"route add default via {gw} dev eth0 onlink\n"))
+    await asyncio.gather(inside, set_bandwidth(netns, veth, mbit))
     return NETNS_DIR / netns
+
+
+def _tbf(mbit: int) -> list[str]:
+    return ["root", "tbf", "rate", f"{mbit}mbit", "burst", "256kb", "latency", "50ms"]
+
+
+async def set_bandwidth(netns: str, veth: str, mbit: int) -> None:
+    """Shape both ways with a queue (TCP copes with it far better than with drops): the host
+    end's egress is the sandbox's download, eth0's egress (in the namespace, out of the
+    sandbox's reach: it has no CAP_NET_ADMIN there) its upload."""
+    await asyncio.gather(run("tc", "qdisc", "replace", "dev", veth, *_tbf(mbit)),
+                         run("tc", "-n", netns, "qdisc", "replace", "dev", "eth0", *_tbf(mbit)))
 
 
 async def remove_sandbox_link(netns: str, veth: str) -> None:

@@ -190,7 +190,8 @@ class NetworkManager:
             conf = self.resolv_conf(sandbox_id)
             conf.write_text(f"nameserver {net.gateway}\noptions timeout:2 attempts:2\n")
             conf.chmod(0o644)
-            await links.create_sandbox_link(net, att.netns, att.veth, att.address)
+            await links.create_sandbox_link(net, att.netns, att.veth, att.address,
+                                            self._limits(policy)[1])
             await self._add_rules(att)
         except BaseException:
             await self.detach(sandbox_id)
@@ -200,7 +201,7 @@ class NetworkManager:
     async def _add_rules(self, att: Attachment) -> None:
         policy = NetworkPolicy.parse(att.policy) or NetworkPolicy()
         await host.nft(rules.add_sandbox(self.net, att.sid, att.veth, att.address,
-                                         self._allowed(policy), *self._limits(policy)))
+                                         self._allowed(policy), self._limits(policy)[0]))
         assert self._resolver is not None
         self._resolver.clients[att.address] = Client(att.sandbox_id, policy)
 
@@ -208,8 +209,11 @@ class NetworkManager:
         """Replace a sandbox's rules; new connections follow them at once."""
         async with self._lock:
             att = self._attached[sandbox_id]
+            old = NetworkPolicy.parse(att.policy) or NetworkPolicy()
             await host.nft(rules.update_sandbox(self.net, att.sid, self._allowed(policy),
-                                                *self._limits(policy)))
+                                                self._limits(policy)[0]))
+            if self._limits(policy)[1] != self._limits(old)[1]:
+                await links.set_bandwidth(att.netns, att.veth, self._limits(policy)[1])
             att.policy = policy.public()
             self._state(sandbox_id).write_text(json.dumps(asdict(att)))
             assert self._resolver is not None

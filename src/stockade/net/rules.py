@@ -1,14 +1,13 @@
 """The nftables rules of one engine, as ``nft -f`` text.
 
 One table per engine (``inet stockade_<tag>``) holds what every sandbox shares; each sandbox
-adds two chains and two sets, reached through verdict maps keyed by its host-side veth::
+adds one chain and two sets, reached through a verdict map keyed by its host-side veth::
 
     forward:  iif sv<tag>*  -> egress: ipv6 drop | spoofed source drop | always-denied reject
                                        | vmap iif -> sb_<id> | reject
-              oif sv<tag>*  -> ingress: anything new drop (nothing dials in) | vmap oif -> dl_<id>
-    sb_<id>:  over the rate drop | established accept | too many connections reject
+              oif sv<tag>*  -> ingress: anything new drop (nothing dials in)
+    sb_<id>:  established accept | too many connections reject
               | resolved names accept | allowed CIDRs accept
-    dl_<id>:  over the rate drop (download)
     input:    iif sv<tag>*  -> spoofed drop | DNS to the gateway accept | reject (the host)
     postrouting: from the sandbox subnet out of anything but a sandbox veth -> masquerade
 
@@ -25,8 +24,6 @@ from typing import Iterable
 from .policy import ALWAYS_DENIED, Net
 
 REJECT = "reject with icmpx type admin-prohibited"
-#: Bytes a sandbox may send or receive above its rate in one go.
-BURST = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -92,7 +89,6 @@ table inet {t} {{
     set denied {{ type ipv4_addr; flags interval; {denied} }}
     set members {{ type ifname . ipv4_addr; }}
     map sandboxes {{ type ifname : verdict; }}
-    map downloads {{ type ifname : verdict; }}
     chain prerouting {{
         type filter hook prerouting priority mangle; policy accept;
 {mark}    }}
@@ -121,7 +117,6 @@ table inet {t} {{
     }}
     chain ingress {{
         ct state new,invalid,untracked drop
-        oifname vmap @downloads
     }}
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
@@ -131,39 +126,31 @@ table inet {t} {{
 """
 
 
-def _police(mbit: int) -> str:
-    return f"limit rate over {mbit * 125_000} bytes/second burst {BURST} bytes drop"
-
-
-def _chain_bodies(t: str, sid: str, max_connections: int, mbit: int) -> str:
-    return (f"add rule inet {t} sb_{sid} {_police(mbit)}\n"
-            f"add rule inet {t} sb_{sid} ct state established,related accept\n"
+def _chain_body(t: str, sid: str, max_connections: int) -> str:
+    return (f"add rule inet {t} sb_{sid} ct state established,related accept\n"
             f"add rule inet {t} sb_{sid} ct state new ct count over {max_connections} {REJECT}\n"
             f"add rule inet {t} sb_{sid} ip daddr @r_{sid} accept\n"
-            f"add rule inet {t} sb_{sid} ip daddr @c_{sid} accept\n"
-            f"add rule inet {t} dl_{sid} {_police(mbit)}\n")
+            f"add rule inet {t} sb_{sid} ip daddr @c_{sid} accept\n")
 
 
 def add_sandbox(net: EngineNet, sid: str, veth: str, address: str, allowed: list[Net],
-                max_connections: int, mbit: int) -> str:
+                max_connections: int) -> str:
     """Script adding one sandbox's sets, chains and map entries."""
     t = net.table
     return (f"add set inet {t} c_{sid} {{ type ipv4_addr; flags interval; {_elements(allowed)} }}\n"
             f"add set inet {t} r_{sid} {{ type ipv4_addr; flags timeout; }}\n"
-            f"add chain inet {t} sb_{sid}\nadd chain inet {t} dl_{sid}\n"
-            + _chain_bodies(t, sid, max_connections, mbit)
+            f"add chain inet {t} sb_{sid}\n"
+            + _chain_body(t, sid, max_connections)
             + f'add element inet {t} members {{ "{veth}" . {address} }}\n'
-            f'add element inet {t} sandboxes {{ "{veth}" : jump sb_{sid} }}\n'
-            f'add element inet {t} downloads {{ "{veth}" : jump dl_{sid} }}\n')
+            f'add element inet {t} sandboxes {{ "{veth}" : jump sb_{sid} }}\n')
 
 
-def update_sandbox(net: EngineNet, sid: str, allowed: list[Net], max_connections: int,
-                   mbit: int) -> str:
+def update_sandbox(net: EngineNet, sid: str, allowed: list[Net], max_connections: int) -> str:
     """Script replacing one sandbox's rules; resolved addresses are forgotten."""
     t = net.table
     script = (f"flush set inet {t} c_{sid}\nflush set inet {t} r_{sid}\n"
-              f"flush chain inet {t} sb_{sid}\nflush chain inet {t} dl_{sid}\n"
-              + _chain_bodies(t, sid, max_connections, mbit))
+              f"flush chain inet {t} sb_{sid}\n"
+              + _chain_body(t, sid, max_connections))
     if allowed:
         script += f"add element inet {t} c_{sid} {{ {', '.join(map(str, allowed))} }}\n"
     return script
@@ -171,12 +158,11 @@ def update_sandbox(net: EngineNet, sid: str, allowed: list[Net], max_connections
 
 def remove_sandbox(t: str, sid: str, veth: str, address: str | None) -> list[str]:
     """Statements removing one sandbox from table ``t`` (any may already be gone)."""
-    out = [f'delete element inet {t} sandboxes {{ "{veth}" }}',
-           f'delete element inet {t} downloads {{ "{veth}" }}']
+    out = [f'delete element inet {t} sandboxes {{ "{veth}" }}']
     if address:
         out.append(f'delete element inet {t} members {{ "{veth}" . {address} }}')
-    out += [f"delete chain inet {t} sb_{sid}", f"delete chain inet {t} dl_{sid}",
-            f"delete set inet {t} c_{sid}", f"delete set inet {t} r_{sid}"]
+    out += [f"delete chain inet {t} sb_{sid}", f"delete set inet {t} c_{sid}",
+            f"delete set inet {t} r_{sid}"]
     return out
 
 
