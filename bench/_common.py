@@ -42,15 +42,17 @@ def timed(fn: Callable[[], object], n: int) -> list[float]:
 class PrivateDaemon:
     """A daemon on a throwaway data dir sharing the installed images; stopped by pid."""
 
-    def __init__(self, pool_size: int = 1) -> None:
-        self.pool_size = pool_size
+    def __init__(self, pool_size: int | None = None) -> None:
+        self.pool_size = pool_size  # None: whatever $STOCKADE_POOL_SIZE says (default 1)
 
     def __enter__(self) -> "PrivateDaemon":
         self.data_dir = Path(tempfile.mkdtemp(prefix="stockade-bench-", dir="/var/tmp"))
         os.environ["STOCKADE_DATA_DIR"] = str(self.data_dir)
         os.environ.setdefault("STOCKADE_IMAGES_DIR", str(default_images_dir(Path("/var/lib/stockade"))))
         log = open(self.data_dir / "daemon.log", "ab")
-        env = {**os.environ, "STOCKADE_POOL_SIZE": str(self.pool_size)}
+        env = dict(os.environ)
+        if self.pool_size is not None:
+            env["STOCKADE_POOL_SIZE"] = str(self.pool_size)
         self.proc = subprocess.Popen([sys.executable, "-m", "stockade.server", "--data-dir",
                                       str(self.data_dir)], stdout=log, stderr=log, env=env)
         sock = self.data_dir / "private" / "stockade.sock"
