@@ -55,11 +55,16 @@ def demo() -> None:
     from .images import build_with_progress
 
     build_with_progress()
-    for isolation in ("container", "gvisor"):
+    for isolation in ("container", "gvisor", "microvm"):
         with Sandbox.create(isolation=isolation) as sb:  # type: ignore[arg-type]
             result = sb.commands.run("python3 -c 'import platform; print(6*7, platform.release())'")
             sb.files.write("/home/user/hello.txt", f"hello from {isolation}\n")
             text = sb.files.read("/home/user/hello.txt")
             out.print(f"[bold]{isolation:9}[/bold] {sb.id}: run -> {result.stdout.strip()!r} "
                       f"(exit {result.exit_code}); file -> {text.strip()!r}")
-    out.print("[green]demo done: both tiers ran code and were removed[/green]")
+    with Sandbox.create("code-interpreter") as sb:
+        sb.run_code("import pandas as pd; df = pd.DataFrame({'x': [1, 2, 3]})")
+        execution = sb.run_code("df.x.sum()")
+        out.print(f"[bold]code-interpreter[/bold] {sb.id}: df.x.sum() -> "
+                  f"{execution.text!r}")
+    out.print("[green]demo done: every tier ran code, and every sandbox was removed[/green]")
