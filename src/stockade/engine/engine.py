@@ -131,6 +131,7 @@ class Engine:
         for task in list(self._tasks):
             task.cancel()
         await self.net.close()
+        await self.volumes.close()
         if self._lock_file:
             self._lock_file.close()
             self._lock_file = None

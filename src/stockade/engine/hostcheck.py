@@ -66,6 +66,8 @@ def find_leaks(data_dir: Path, sandbox_id: str | None = None) -> list[str]:
     for point in hostops.mounts_under(where):
         if point != where:
             leaks.append(f"mount {point}")
+    if not name:
+        leaks.extend(f"volume mount {point}" for point in hostops.mounts_under(data_dir / "volumes"))
     for backing in _loop_backing_files():
         if backing.startswith(str(where)):
             leaks.append(f"loop device backed by {backing}")

@@ -48,6 +48,12 @@ class Volumes:
         self.root = data_dir / "volumes"
         self.lock = asyncio.Lock()
 
+    async def close(self) -> None:
+        """Unmount every volume from the host (sandboxes still running keep their own bind
+        mounts; the next use mounts it again), so a stopped engine leaves no mount behind."""
+        for point in hostops.mounts_under(self.root):
+            await asyncio.to_thread(hostops.unmount, point)
+
     def _dir(self, name: str) -> Path:
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise InvalidRequest(f"invalid volume name {name!r}: use 1 to 63 characters from "
