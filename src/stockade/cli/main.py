@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from .. import Sandbox, StockadeError
 from . import code, doctor, images, keys, security, server
@@ -67,7 +67,8 @@ def sandbox_ls() -> None:
         rows = Sandbox.list()
     except StockadeError as exc:
         _fail(exc)
-    table = Table("ID", "ISOLATION", "TEMPLATE", "STATE", "CPU", "MEMORY", "EXPIRES IN")
+    table = Table(Column("ID", no_wrap=True, min_width=20), "ISOLATION",
+                  Column("TEMPLATE", no_wrap=True), "STATE", "CPU", "MEMORY", "EXPIRES IN")
     import time
 
     for info in rows:
