@@ -152,7 +152,6 @@ class ProcessTable:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.by_pid: dict[int, Process] = {}
-        self.early: dict[int, int] = {}
         self.children = threading.Condition(self.lock)
 
     def add(self, proc: Process) -> None:
@@ -194,7 +193,9 @@ class ProcessTable:
                 continue
             except InterruptedError:
                 continue
-            with self.lock:
+            # A child can exit before its spawner has registered it: spawning holds
+            # SPAWN_LOCK until the process is in the table, so wait for that lock here.
+            with SPAWN_LOCK, self.lock:
                 proc = self.by_pid.get(pid)
             if proc is not None:
                 proc.exited(status)
