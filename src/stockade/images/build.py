@@ -111,6 +111,13 @@ def _run_mmdebstrap(rootfs: Path, staging: Staging, report: Progress) -> None:
         "mmdebstrap", "--mode=root", "--variant=apt", f"--include={','.join(PACKAGES)}",
         f"--customize-hook={CUSTOMIZE}", SUITE, str(rootfs),
     ]  # fmt: skip
+    run_staged(cmd, staging, report, parse_progress, "mmdebstrap")
+
+
+def run_staged(cmd: list[str], staging: Staging, report: Progress,
+               parse: Callable[[str], tuple[str, float | None] | None], what: str) -> None:
+    """Run one build command in its own process group, reporting progress from its output;
+    stop the whole group if we are interrupted, and raise with the output's tail on failure."""
     tail: collections.deque[str] = collections.deque(maxlen=30)
     # The child inherits the build lock, so the lock outlives us if we die before it does.
     with subprocess.Popen(
@@ -122,14 +129,14 @@ def _run_mmdebstrap(rootfs: Path, staging: Staging, report: Progress) -> None:
         errors="replace",
         pass_fds=(staging.lock_fd,),
         start_new_session=True,  # its own process group, so _stop reaches apt and dpkg too
-        # TMPDIR: mmdebstrap's own temporary files go with the staging directory too.
+        # TMPDIR: the command's own temporary files go with the staging directory too.
         env={**os.environ, "LC_ALL": "C.UTF-8", "TMPDIR": str(staging.path)},
     ) as proc:
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
                 tail.append(line.rstrip())
-                parsed = parse_progress(line)
+                parsed = parse(line)
                 if parsed is not None:
                     report(*parsed)
             rc = proc.wait()
@@ -138,7 +145,7 @@ def _run_mmdebstrap(rootfs: Path, staging: Staging, report: Progress) -> None:
             raise
     if rc != 0:
         output = "\n".join(tail)
-        raise ImageBuildError(f"mmdebstrap failed with exit status {rc}:\n{output}")
+        raise ImageBuildError(f"{what} failed with exit status {rc}:\n{output}")
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

@@ -9,13 +9,11 @@ result appears atomically or not at all, and an interrupted build is swept by th
 
 from __future__ import annotations
 
-import collections
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import ImageBuildError, Progress, _finish_rootfs, _preflight, _stop, build_base_image
+from .build import ImageBuildError, Progress, _finish_rootfs, _preflight, build_base_image, run_staged
 from .store import ImageInfo, ImageStore, Staging, validate_name
 
 
@@ -152,23 +150,4 @@ def parse_apt_status(line: str) -> tuple[str, float | None] | None:
 
 
 def _run(cmd: list[str], staging: Staging, report: Progress) -> None:
-    tail: collections.deque[str] = collections.deque(maxlen=30)
-    with subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace", pass_fds=(staging.lock_fd,), start_new_session=True,
-        env={**os.environ, "LC_ALL": "C.UTF-8", "TMPDIR": str(staging.path)},
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                tail.append(line.rstrip())
-                parsed = parse_apt_status(line)
-                if parsed is not None:
-                    report(*parsed)
-            rc = proc.wait()
-        except BaseException:
-            _stop(proc)
-            raise
-    if rc != 0:
-        output = "\n".join(tail)
-        raise ImageBuildError(f"template build step failed with exit status {rc}:\n{output}")
+    run_staged(cmd, staging, report, parse_apt_status, "template build step")
