@@ -1,8 +1,12 @@
-"""MicroVM figures: boot to agent-ready vs a raw QEMU boot to init, command round trip, memory.
+"""MicroVM figures: cold boot and snapshot restore to agent-ready vs a raw QEMU boot to init,
+pause/resume through QEMU migration to a file, command round trip, memory.
 
-Run as root after scripts/install: ``.venv/bin/python -m bench.microvm [--boots 10] [--calls 100]``.
+Run as root after scripts/install:
+``.venv/bin/python -m bench.microvm [--boots 10] [--calls 100] [--pauses 10]``.
 Drives the QEMU driver in-process (no HTTP), on a private data directory. The accelerator is
 chosen as the engine would (``STOCKADE_MICROVM_ACCEL``) and printed next to every figure.
+Cold boots run with ``STOCKADE_MICROVM_SNAPSHOT=0``; the snapshot figures time creates after the
+template exists (its one-off build is printed separately).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import statistics
 import tempfile
@@ -73,7 +78,64 @@ async def round_trip(driver: QemuDriver, spec: SandboxSpec, calls: int) -> list[
     return times
 
 
-async def main(boots: int, calls: int) -> None:
+def idle_memory(driver: QemuDriver, spec: SandboxSpec) -> int:
+    return sum(rss_bytes(p) for p in hostops.cgroup_pids(driver.cgroup(spec)))
+
+
+async def snapshot_starts(driver: QemuDriver, data_dir: Path, boots: int
+                          ) -> tuple[float, list[float], list[int]]:
+    """Seconds of the first create (which builds the template), then of ``boots`` creates
+    restored from it, to agent-ready; and the idle QEMU RSS of each."""
+    os.environ["STOCKADE_MICROVM_SNAPSHOT"] = "1"
+    ready, rss = [], []
+    first = 0.0
+    for i in range(boots + 1):
+        spec = SandboxSpec(id=f"sbsnap{i}", image="base",
+                           directory=data_dir / "sandboxes" / f"sbsnap{i}")
+        start = time.monotonic()
+        try:
+            await driver.create(spec)
+            await driver.start(spec)
+            elapsed = time.monotonic() - start
+            if i == 0:
+                first = elapsed
+                continue
+            ready.append(elapsed)
+            await asyncio.sleep(2)  # idle
+            rss.append(idle_memory(driver, spec))
+        finally:
+            await driver.destroy(spec)
+        print(f"  snapshot start {i}/{boots}: agent-ready {elapsed:.2f} s")
+    return first, ready, rss
+
+
+async def pause_resume(driver: QemuDriver, data_dir: Path, pauses: int
+                       ) -> tuple[list[float], list[float], list[int]]:
+    """Seconds to checkpoint (memory in a file; QEMU is then killed) and to restore (agent
+    answering), ``pauses`` times on one sandbox; and the size of each saved memory."""
+    spec = SandboxSpec(id="sbpause", image="base", directory=data_dir / "sandboxes" / "sbpause")
+    image = spec.directory / "checkpoint"
+    saves, restores, sizes = [], [], []
+    try:
+        await driver.create(spec)
+        await driver.start(spec)
+        for i in range(pauses):
+            t = time.monotonic()
+            await driver.checkpoint(spec, image)
+            saves.append(time.monotonic() - t)
+            await driver.stop(spec)  # the engine releases QEMU after pause has returned
+            sizes.append(sum(f.stat().st_size for f in image.iterdir()))
+            t = time.monotonic()
+            await driver.restore(spec, image)
+            restores.append(time.monotonic() - t)
+            shutil.rmtree(image)
+            print(f"  pause {i + 1}/{pauses}: {saves[-1]:.2f} s, resume {restores[-1]:.2f} s")
+    finally:
+        await driver.destroy(spec)
+    return saves, restores, sizes
+
+
+async def main(boots: int, calls: int, pauses: int) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="stockade-bench-microvm-", dir="/var/tmp"))
     driver = QemuDriver(data_dir, ImageStore(default_images_dir()), AGENT_DIR)
     accel = await driver.accelerator()
@@ -84,6 +146,7 @@ async def main(boots: int, calls: int) -> None:
     raw, ready, rss, cgroup_mem = [], [], [], []
     round_trips: list[float] = []
     try:
+        os.environ["STOCKADE_MICROVM_SNAPSHOT"] = "0"
         for i in range(boots):
             raw.append(await raw_boot(accel, vmlinux, initrd))
             spec = SandboxSpec(id=f"sbbench{i}", image="base",
@@ -96,29 +159,39 @@ async def main(boots: int, calls: int) -> None:
                 if i == 0:
                     round_trips = await round_trip(driver, spec, calls)
                 await asyncio.sleep(2)  # idle
-                pids = hostops.cgroup_pids(driver.cgroup(spec))
-                rss.append(sum(rss_bytes(p) for p in pids))
+                rss.append(idle_memory(driver, spec))
                 cgroup_mem.append((await driver.stats(spec)).memory_bytes)
             finally:
                 await driver.destroy(spec)
             print(f"  boot {i + 1}/{boots}: raw {raw[-1]:.2f} s, agent-ready {ready[-1]:.2f} s")
+        first, restored, restored_rss = await snapshot_starts(driver, data_dir, boots)
+        saves, resumes, sizes = await pause_resume(driver, data_dir, pauses)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     med = statistics.median
     print(f"{tag} raw QEMU boot to init (kernel+initramfs, no disks), median of {boots}: "
           f"{med(raw):.2f} s")
-    print(f"{tag} create + boot to agent-ready (jailed), median of {boots}: {med(ready):.2f} s "
-          f"({med(ready) / med(raw):.1f}x the raw boot)")
+    print(f"{tag} create + cold boot to agent-ready (jailed), median of {boots}: "
+          f"{med(ready):.2f} s ({med(ready) / med(raw):.1f}x the raw boot)")
+    print(f"{tag} create + snapshot restore to agent-ready (identity renewed), median of "
+          f"{boots}: {med(restored):.2f} s ({med(restored) / med(raw):.2f}x the raw boot, "
+          f"{med(ready) / med(restored):.1f}x faster than a cold boot); the first create, "
+          f"which builds the template, took {first:.2f} s")
+    print(f"{tag} pause (vCPUs stopped, memory in a file), median of {pauses}: {med(saves):.2f} s; "
+          f"resume (to agent-ready): {med(resumes):.2f} s; saved memory of an idle 512 MiB "
+          f"guest {med(sizes) / 2**20:.0f} MiB")
     if round_trips:
         print(f"{tag} command round trip ('true'), median of {calls}: "
               f"{med(round_trips) * 1000:.1f} ms")
-    print(f"{tag} host memory per idle 512 MiB microVM: QEMU RSS {med(rss) / 2**20:.0f} MiB, "
-          f"cgroup (RSS + page cache) {med(cgroup_mem) / 2**20:.0f} MiB, median of {boots}")
+    print(f"{tag} host memory per idle 512 MiB microVM: QEMU RSS {med(rss) / 2**20:.0f} MiB "
+          f"cold-booted, {med(restored_rss) / 2**20:.0f} MiB snapshot-restored; cgroup "
+          f"(RSS + page cache) {med(cgroup_mem) / 2**20:.0f} MiB cold-booted, median of {boots}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--boots", type=int, default=10)
     parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--pauses", type=int, default=10)
     args = parser.parse_args()
-    asyncio.run(main(args.boots, args.calls))
+    asyncio.run(main(args.boots, args.calls, args.pauses))

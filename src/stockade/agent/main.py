@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
+import re
 import signal
+import socket
 import sys
 import time
 from typing import Any
 
 from . import files, ports, processes
 from . import protocol as p
-from .connection import Handler, Stream
+from .connection import AgentError, Handler, Stream
 
 STARTED = time.time()
 
@@ -23,11 +26,50 @@ def hello(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
             "uptime": time.time() - STARTED}
 
 
-def seed(stream: Stream, params: dict[str, Any]) -> None:
-    """sys.seed: mix host-provided entropy into the kernel's pool (after a restore)."""
-    entropy = bytes.fromhex(str(params.get("hex", "")))
+#: ioctl of /dev/urandom: reseed the kernel's CRNG from its input pool now (Linux >= 4.17).
+RNDRESEEDCRNG = 0x5207
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_MACHINE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def seed(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
+    """sys.seed: after a restore, mix host entropy into the kernel pool and reseed its CRNG;
+    optionally set the clock (``time``, seconds since the epoch), the ``hostname`` and
+    /etc/machine-id (``machine_id``), so that sandboxes restored from one snapshot share none."""
+    try:
+        entropy = bytes.fromhex(str(params.get("hex", "")))
+    except ValueError:
+        raise AgentError(p.ErrorCode.BAD_REQUEST, "hex must be hexadecimal") from None
+    hostname, machine_id, when = params.get("hostname"), params.get("machine_id"), params.get("time")
+    if hostname is not None and not (isinstance(hostname, str) and _HOSTNAME.fullmatch(hostname)):
+        raise AgentError(p.ErrorCode.BAD_REQUEST, "hostname must be a DNS label")
+    if machine_id is not None and not (isinstance(machine_id, str)
+                                       and _MACHINE_ID.fullmatch(machine_id)):
+        raise AgentError(p.ErrorCode.BAD_REQUEST, "machine_id must be 32 lowercase hex digits")
+    if when is not None and (isinstance(when, bool) or not isinstance(when, (int, float))):
+        raise AgentError(p.ErrorCode.BAD_REQUEST, "time must be a number of seconds")
+    try:
+        if when is not None:
+            time.clock_settime(time.CLOCK_REALTIME, float(when))
+        if hostname is not None:
+            socket.sethostname(hostname)
+        if machine_id is not None:
+            tmp = "/etc/.machine-id.stockade"
+            with open(tmp, "w") as f:
+                f.write(machine_id + "\n")
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, "/etc/machine-id")
+    except OSError as exc:
+        raise AgentError(p.ErrorCode.PERMISSION_DENIED, f"sys.seed: {exc}") from None
     with open("/dev/urandom", "wb") as f:
         f.write(entropy)
+        f.flush()
+        try:  # without it, the CRNG only picks the new entropy up at its next periodic reseed
+            fcntl.ioctl(f.fileno(), RNDRESEEDCRNG)
+            reseeded = True
+        except OSError:  # not root, or not a Linux kernel (gVisor)
+            reseeded = False
+    return {"reseeded": reseeded}
 
 
 def handlers() -> dict[str, Handler]:

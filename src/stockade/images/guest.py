@@ -1,8 +1,8 @@
-"""What a microVM boots: Debian's cloud kernel, a busybox initramfs, and an ext4 disk per image.
+"""What a microVM boots: Debian's kernel, a busybox initramfs, and an ext4 disk per image.
 
 Everything lives under ``<images_dir>/_guest`` (a name the image store never lists)::
 
-    _guest/kernel/{vmlinux, kernel.json, modules/*.ko}   from linux-image-*-cloud-amd64
+    _guest/kernel/{vmlinux, kernel.json, modules/*.ko}   from linux-image-*-amd64
     _guest/initrd-<hash>.img                             busybox + modules + /init + the agent
     _guest/disks/<image>-<stamp>.ext4                    the image's rootfs, read-only, shared
 
@@ -32,12 +32,16 @@ from .store import ImageError, ImageStore
 
 Progress = Callable[[str, float | None], None]
 
-KERNEL_PACKAGE = "linux-image-cloud-amd64"
-#: Modules the guest loads, with their dependencies; ext4 is built into Debian's cloud kernel.
-MODULES = ("virtio_mmio", "virtio_blk", "virtio_console", "virtio_rng", "overlay")
+#: Debian's generic flavour: the cloud flavour has no 9p, which volumes need (docs/microvm.md).
+KERNEL_PACKAGE = "linux-image-amd64"
+#: Modules the guest loads, with their dependencies (ext4 needs crc32c, found by name at mount).
+MODULES = ("virtio_mmio", "virtio_blk", "virtio_console", "virtio_rng", "crc32c_generic", "ext4",
+           "overlay", "virtio_net", "9pnet_virtio", "9p")
 BUSYBOX = Path("/bin/busybox")
 #: The virtio-serial port name the agent serves on (agent/serial.py looks for it).
 AGENT_PORT = "org.stockade.agent"
+#: 9p mount tag of the read-only share holding the guest's network and volume settings.
+CONFIG_TAG = "stockade.cfg"
 PROBE_OK = "STOCKADE-PROBE-OK"
 INIT_FAILED = "STOCKADE-INIT-FAILED"
 
@@ -49,12 +53,26 @@ mount -t devtmpfs -o nosuid devtmpfs /dev
 mount -t proc -o nosuid,nodev,noexec proc /proc
 mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 fail() { echo "__FAILED__: $*"; dmesg | tail -n 15; reboot -f; sleep 5; }
-HOST=sandbox; PY=/usr/bin/python3; MMIO=
+mount9p() {  # TAG DIR OPTIONS: the virtio transport may still be probing, so retry a little
+    for i in $(seq 100); do
+        mount -t 9p -o "trans=virtio,version=9p2000.L,msize=262144,$3" "$1" "$2" 2>/dev/null \
+            && return 0
+        sleep 0.05
+    done
+    return 1
+}
+bindfile() {  # SOURCE TARGET: a read-only bind over a file of the new root
+    t="$R$2"; rm -f "$t" 2>/dev/null; [ -L "$t" ] && rm -f "$t"
+    mkdir -p "${t%/*}" && touch "$t" && mount --bind "$1" "$t" \
+        && mount -o remount,bind,ro,nosuid,nodev,noexec "$t"
+}
+HOST=sandbox; PY=/usr/bin/python3; MMIO=; CFG=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         virtio_mmio.device=*) MMIO="$MMIO device=${arg#*=}" ;;
         stockade.hostname=*) HOST="${arg#*=}" ;;
         stockade.python=*) PY="${arg#*=}" ;;
+        stockade.cfg=1) CFG=1 ;;
         stockade.probe=1) echo "__PROBE__"; reboot -f; sleep 5 ;;
     esac
 done
@@ -82,8 +100,30 @@ mount -t overlay -o lowerdir=/mnt/lower,upperdir=/mnt/rw/upper,workdir=/mnt/rw/w
 [ -x "$R$PY" ] || fail "no $PY in the image"
 mkdir -p $R/proc $R/sys $R/dev $R/tmp $R/.stockade
 mount -t tmpfs -o nosuid,nodev,mode=0755,size=8m tmpfs $R/.stockade
-cp -a /agent $R/.stockade/agent && mount -o remount,ro,nosuid,nodev $R/.stockade \
-    || fail "cannot install the agent"
+cp -a /agent $R/.stockade/agent || fail "cannot install the agent"
+# The host's settings (network, volumes) come on a read-only 9p share (runtimes/qemu_devices.py),
+# copied and unmounted at once: QEMU cannot save the memory of a guest with a 9p share mounted.
+if [ -n "$CFG" ]; then
+    C=$R/.stockade/cfg
+    mkdir -p /mnt/cfg $C
+    mount9p __CFGTAG__ /mnt/cfg ro,nosuid,nodev,noexec && cp /mnt/cfg/* $C/ && umount /mnt/cfg \
+        || fail "cannot read the settings share"
+    if [ -s $C/net ]; then
+        read -r ADDR GW < $C/net
+        for i in $(seq 100); do [ -e /sys/class/net/eth0 ] && break; sleep 0.05; done
+        ip link set eth0 up && ip addr add "$ADDR/32" dev eth0 && ip route add "$GW" dev eth0 \
+            && ip route add default via "$GW" dev eth0 || fail "cannot configure eth0"
+        bindfile $C/resolv.conf /etc/resolv.conf || fail "cannot install resolv.conf"
+        [ -s $C/ca.crt ] && { bindfile $C/ca.crt /etc/ssl/certs/ca-certificates.crt \
+            || fail "cannot install the CA bundle"; }
+    fi
+    while read -r tag mode path; do
+        [ -n "$tag" ] || continue
+        mkdir -p "$R$path" && mount9p "$tag" "$R$path" "$mode,nosuid,nodev" \
+            || fail "cannot mount volume $tag at $path"
+    done < $C/volumes
+fi
+mount -o remount,ro,nosuid,nodev $R/.stockade || fail "cannot seal /.stockade"
 mount --move /dev $R/dev && mount --move /proc $R/proc && mount --move /sys $R/sys \
     || fail "cannot move /dev, /proc, /sys"
 mkdir -p $R/dev/pts $R/dev/shm
@@ -96,7 +136,8 @@ ip link set lo up
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
 exec switch_root $R "$PY" -I -S -c \
     "import sys; sys.path[:0] = ['/.stockade']; from agent.main import main; main(['--device', 'auto'])"
-""".replace("__FAILED__", INIT_FAILED).replace("__PROBE__", PROBE_OK)
+""".replace("__FAILED__", INIT_FAILED).replace("__PROBE__", PROBE_OK) \
+    .replace("__CFGTAG__", CONFIG_TAG)
 
 
 class GuestError(ImageError):
@@ -151,18 +192,22 @@ def load_kernel(images_dir: Path) -> GuestKernel:
     except (OSError, ValueError):
         raise GuestError(f"no microVM guest kernel in {d.parent}; build it with "
                          f"'stockade image build --guest' (scripts/install does)") from None
+    if not set(MODULES) <= set(meta.get("modules", ())):
+        raise GuestError(f"the microVM guest kernel in {d.parent} lacks modules this version "
+                         f"needs ({', '.join(sorted(set(MODULES) - set(meta['modules'])))}); "
+                         f"rebuild it with 'stockade image build --guest' (scripts/install does)")
     return GuestKernel(version=meta["version"], package=meta["package"], vmlinux=d / "vmlinux",
                        modules=tuple(d / "modules" / f"{m}.ko" for m in meta["modules"]))
 
 
 def build_kernel(images_dir: Path, progress: Progress = _quiet, force: bool = False) -> GuestKernel:
-    """Download Debian's cloud kernel package and keep its vmlinuz and the modules we need."""
+    """Download Debian's kernel package and keep its vmlinuz and the modules we need."""
     base = guest_dir(images_dir)
     with _locked(base / ".kernel.lock"):
         if not force:
             with contextlib.suppress(GuestError):
                 return load_kernel(images_dir)
-        progress("finding the cloud kernel package", 0.02)
+        progress("finding the kernel package", 0.02)
         package = _kernel_package()
         staging = Path(tempfile.mkdtemp(prefix=".build-kernel-", dir=base))
         try:
@@ -213,7 +258,7 @@ def _extract_vmlinux(bzimage: Path, target: Path) -> None:
 
 def _kernel_package() -> str:
     out = _run("apt-cache", "depends", KERNEL_PACKAGE)
-    found = re.findall(r"Depends:\s*(linux-image-[0-9][^\s]*-cloud-amd64)", out)
+    found = re.findall(r"Depends:\s*(linux-image-[0-9][^\s]*-amd64)", out)
     if not found:
         raise GuestError(f"apt-cache knows no {KERNEL_PACKAGE}; run apt-get update")
     return found[0]

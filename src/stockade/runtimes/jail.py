@@ -3,12 +3,17 @@
 Like Firecracker's jailer, it is a separate, small program that does not depend on the VMM. The
 driver starts it as ``unshare --mount --pid --net --ipc --uts --fork --kill-child --propagation
 private -- python -I -S jail.py SPEC``, so it runs as PID 1 of a new PID namespace with an empty
-network namespace and a private mount namespace. It then:
+network namespace and a private mount namespace; a networked microVM's jail is started with
+``nsenter --net=<the sandbox's namespace>`` and ``unshare`` without ``--net`` instead, so that
+QEMU can open its tap device there (runtimes/qemu_devices.py). It then:
 
 1. joins the sandbox's cgroups (memory, CPU, pids), which QEMU inherits;
 2. builds a new root on a tmpfs: read-only binds of /usr (QEMU and its libraries), of the guest
    kernel, initramfs and image disk, a read-write bind of the VM's own directory, and fresh
-   device nodes (null, zero, urandom, and kvm when used) owned by the VM's uid;
+   device nodes (null, zero, urandom, kvm when used, net/tun when networked) owned by the
+   VM's uid, and the binds of the settings share and volumes (qemu_devices.py), with a
+   procfs of its own PID namespace reduced to process directories when there are volumes
+   (QEMU's 9p server needs /proc/self/fd);
 3. ``pivot_root``s into it, detaches the old root and makes the new one read-only;
 4. sets rlimits, drops every capability from the bounding set, switches to the VM's uid and gid
    with no supplementary groups, sets no_new_privs, and execs QEMU (which then turns on its own
@@ -118,9 +123,16 @@ def build_root(spec: dict) -> None:  # type: ignore[type-arg]
         _bind("/etc/ld.so.cache", root / "etc" / "ld.so.cache", writable=False)
     for source, target, writable in spec["binds"]:
         _bind(source, root / target.lstrip("/"), writable)
+    if spec.get("proc"):
+        # QEMU's 9p server reaches files through /proc/self/fd/N/...: a procfs of the jail's own
+        # PID namespace, with nothing but the process directories (no /proc/sys, kcore, ...).
+        (root / "proc").mkdir()
+        _mount("proc", str(root / "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+               "hidepid=invisible,subset=pid")
     uid, gid = spec["uid"], spec["gid"]
     for name, major, minor in spec["devices"]:
         path = root / "dev" / name
+        path.parent.mkdir(exist_ok=True)
         os.mknod(path, 0o600 | 0o020000, os.makedev(major, minor))
         os.chown(path, uid, gid)
     old = root / ".old"
@@ -154,7 +166,7 @@ def main(argv: list[str]) -> None:
     os.umask(0o022)  # the jail's directories must be traversable by QEMU's uid
     build_root(spec)
     drop_privileges(spec)
-    os.umask(0o077)
+    os.umask(spec.get("umask", 0o077))
     os.execv(spec["argv"][0], spec["argv"])
 
 

@@ -12,6 +12,9 @@ Files of one sandbox (``spec.directory``, root only)::
                 qmp.sock, console.log (the guest's serial console)
     jail/       empty mount point of the jail's root (a tmpfs visible only to the jail)
     jail.json   what the jailer does;  qemu.log: what the jailer and QEMU printed
+    machine.json  QEMU's command line and guest files (saved with a checkpoint)
+    template    the snapshot-start template its disk came from, until it first starts
+    checkpoint/ its saved memory while paused (runtimes/qemu_snapshot.py)
     paused      present while paused
 
 and ``<data_dir>/runtime/microvm/<id>.json`` holds the jail's pid (and its start time, so a
@@ -33,10 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from ..images import ImageStore, guest
-from . import hostops, jail
+from . import hostops, jail, qemu_devices
 from .base import DriverError, NotSupported, RuntimeDriver, RuntimeState, SandboxSpec, Stats
 from .channel import AgentChannel, ChannelClosed
 from .qemu_accel import Accelerator, choose_accelerator
+from .qemu_snapshot import MACHINE, Machine, Templates, resume_saved, save_running
 
 QEMU = "qemu-system-x86_64"
 #: Host uids of microVMs: one per sandbox, derived from its id, above the container tier's range.
@@ -71,6 +75,7 @@ class QemuDriver(RuntimeDriver):
         self.runtime_root = data_dir / "runtime" / self.tier
         self.cgroup_parent = hostops.cgroup_parent(data_dir)
         self._accel: Accelerator | None = None
+        self.templates = Templates(self)
 
     async def accelerator(self) -> Accelerator:
         """KVM or TCG, decided once per engine (see qemu_accel.py)."""
@@ -101,9 +106,6 @@ class QemuDriver(RuntimeDriver):
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def create(self, spec: SandboxSpec) -> None:
-        if spec.network is not None or spec.volumes:
-            raise NotSupported("the microvm tier has no network interface or volumes yet; "
-                               "use the container or gvisor tier for those")
         d = spec.directory
         uid = self.uid(spec)
         try:
@@ -114,62 +116,85 @@ class QemuDriver(RuntimeDriver):
             os.chown(vm, uid, uid)
             (d / "jail").mkdir(mode=0o700, exist_ok=True)
             disk = vm / "disk.img"
-            if not disk.exists():
-                with open(disk, "wb") as f:
-                    f.truncate(spec.resources.disk_mb << 20)
-                await hostops.run("mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0", "-E",
-                                  "lazy_itable_init=1,nodiscard,root_owner=0:0", str(disk))
-                os.chown(disk, uid, uid)
-                disk.chmod(0o600)
+            if not disk.exists() and not await self.templates.claim(spec, disk, uid):
+                await self.make_disk(disk, spec.resources.disk_mb, uid)
             await asyncio.to_thread(self._guest_files, spec.image)
         except BaseException:
             await self.destroy(spec)
             raise
 
     async def start(self, spec: SandboxSpec) -> None:
+        template = self.templates.claimed(spec)
+        if template is not None:
+            await self.templates.start_from(spec, template)  # cold-boots if it cannot
+            return
+        await self.boot(spec)
+
+    async def boot(self, spec: SandboxSpec) -> None:
+        """Boot the guest from its kernel (a cold boot); return once the agent answers."""
+        machine = await self.machine(spec)
+        await self._launch(spec, machine)
+        timeout = float(os.environ.get("STOCKADE_MICROVM_BOOT_TIMEOUT") or BOOT_TIMEOUT[machine.accel])
+        channel = await self._wait_agent(spec, timeout)
+        await channel.aclose()
+
+    async def machine(self, spec: SandboxSpec) -> Machine:
+        """The QEMU command line and guest files that boot ``spec``."""
         accel = await self.accelerator()
         kernel, initrd, image_disk = await asyncio.to_thread(self._guest_files, spec.image)
         assert image_disk is not None
+        vcpus = max(1, min(int(-(-spec.resources.cpu // 1)), os.cpu_count() or 1))
+        python = self.images.get(spec.image).python or "/usr/bin/python3"
+        return Machine(accel=accel.name, argv=tuple(qemu_argv(spec, accel, vcpus, python)),
+                       kernel=str(kernel), initrd=str(initrd), image_disk=str(image_disk))
+
+    async def _launch(self, spec: SandboxSpec, machine: Machine, incoming: bool = False) -> None:
+        """Start the jailed QEMU of ``machine`` (waiting for a saved memory if ``incoming``)."""
         d = spec.directory
         for name in ("agent.sock", "qmp.sock", "console.log"):
             with contextlib.suppress(FileNotFoundError):
                 (d / "vm" / name).unlink()
         (d / "paused").unlink(missing_ok=True)
         res = spec.resources
-        memory = (res.memory_mb + OVERHEAD_MB[accel.name]) << 20
+        memory = (res.memory_mb + OVERHEAD_MB[machine.accel]) << 20
         vcpus = max(1, min(int(-(-res.cpu // 1)), os.cpu_count() or 1))
         cgroups = jail.create_cgroup(self.cgroup(spec), memory, res.cpu, QEMU_PIDS + vcpus)
         uid = self.uid(spec)
-        python = self.images.get(spec.image).python or "/usr/bin/python3"
+        devices = await qemu_devices.prepare(spec, uid)  # tap, settings share, volumes
         jail_spec = {
             "root": str(d / "jail"),
             "uid": uid, "gid": uid,
             "cgroups": cgroups,
-            "binds": [[str(kernel), "/guest/vmlinux", False], [str(initrd), "/guest/initrd", False],
-                      [str(image_disk), "/guest/image.ext4", False], [str(d / "vm"), "/vm", True]],
+            "binds": [[machine.kernel, "/guest/vmlinux", False],
+                      [machine.initrd, "/guest/initrd", False],
+                      [machine.image_disk, "/guest/image.ext4", False], [str(d / "vm"), "/vm", True],
+                      *devices["binds"]],
             "devices": [["null", 1, 3], ["zero", 1, 5], ["urandom", 1, 9]]
-            + ([["kvm", 10, 232]] if accel.name == "kvm" else []),
-            # The largest files QEMU writes are the disk (pre-sized) and the console log, which
-            # a guest could otherwise grow without bound.
-            "rlimits": {"RLIMIT_FSIZE": (res.disk_mb << 20) + (64 << 20), "RLIMIT_CORE": 0,
-                        "RLIMIT_NOFILE": 1024},
-            "argv": qemu_argv(spec, accel, vcpus, python),
+            + ([["kvm", 10, 232]] if machine.accel == "kvm" else []) + devices["devices"],
+            **devices["jail"],  # /proc and umask for 9p volumes
+            # The largest files QEMU writes are the disk (pre-sized), a saved memory (through a
+            # descriptor the host passes) and the console log, which a guest could otherwise
+            # grow without bound.
+            "rlimits": {"RLIMIT_FSIZE": max((max(res.disk_mb, res.memory_mb) + 128) << 20,
+                                            devices["fsize"] + (64 << 20)),
+                        "RLIMIT_CORE": 0, "RLIMIT_NOFILE": 1024},
+            "argv": [*machine.argv, *(["-incoming", "defer"] if incoming else [])],
         }
         (d / "jail.json").write_text(json.dumps(jail_spec))
+        machine.write(d / MACHINE)
         self.runtime_root.mkdir(parents=True, exist_ok=True)
         with open(d / "qemu.log", "ab") as log:
             proc = await asyncio.create_subprocess_exec(
-                "unshare", "--mount", "--pid", "--net", "--ipc", "--uts", "--fork", "--kill-child",
-                "--propagation", "private", "--",
+                *qemu_devices.launcher(spec),
                 sys.executable, "-I", "-S", str(JAIL_SCRIPT), str(d / "jail.json"),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
         record = {"pid": proc.pid, "start": _starttime(proc.pid), "uid": uid,
-                  "accel": accel.name, "directory": str(d)}
+                  "accel": machine.accel, "directory": str(d)}
         self._record_path(spec).write_text(json.dumps(record))
-        timeout = float(os.environ.get("STOCKADE_MICROVM_BOOT_TIMEOUT") or BOOT_TIMEOUT[accel.name])
-        channel = await self._wait_agent(spec, timeout)
-        await channel.aclose()
+
+    def layer_file(self, spec: SandboxSpec) -> Path:
+        return spec.directory / "vm" / "disk.img"
 
     async def reopen(self, spec: SandboxSpec) -> None:
         if not (spec.directory / "vm" / "disk.img").exists():
@@ -248,11 +273,37 @@ class QemuDriver(RuntimeDriver):
         await qmp(spec.directory / "vm" / "qmp.sock", "cont")
         (spec.directory / "paused").unlink(missing_ok=True)
 
+    # -- memory checkpoints (pause to disk; see qemu_snapshot.py) ------------------------------
+    checkpoints = True
+
+    async def checkpoint(self, spec: SandboxSpec, image_dir: Path) -> None:
+        if blocker := qemu_devices.migration_blocker(spec):
+            raise NotSupported(blocker)
+        await save_running(self, spec, image_dir)
+
+    async def restore(self, spec: SandboxSpec, image_dir: Path) -> None:
+        await resume_saved(self, spec, image_dir)
+
+    @staticmethod
+    async def make_disk(disk: Path, size_mb: int, uid: int) -> None:
+        """A sparse, empty ext4 file of ``size_mb`` for the overlay's upper layer."""
+        with open(disk, "wb") as f:
+            f.truncate(size_mb << 20)
+        await hostops.run("mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0", "-E",
+                          "lazy_itable_init=1,nodiscard,root_owner=0:0", str(disk))
+        os.chown(disk, uid, uid)
+        disk.chmod(0o600)
+
     async def stop(self, spec: SandboxSpec) -> None:
         pid = self._pid(spec)
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)  # unshare --kill-child takes QEMU with it
+                os.kill(pid, signal.SIGKILL)
+        # QEMU itself too: unshare's --kill-child is a parent-death signal, which the kernel
+        # clears when the jail switches to the VM's uid, so QEMU would outlive it.
+        for qemu_pid in hostops.cgroup_pids(self.cgroup(spec)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(qemu_pid, signal.SIGKILL)
         await hostops.empty_cgroup(self.cgroup(spec), grace=2.0)
         for _ in range(200):
             if pid is None or _starttime(pid) is None:
@@ -268,6 +319,10 @@ class QemuDriver(RuntimeDriver):
         if hostops.mounts_under(spec.directory):
             raise DriverError(f"{spec.directory} still has mounts; not removing it")
         await asyncio.to_thread(shutil.rmtree, spec.directory, True)
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            # A template VM whose build an engine crash interrupted lives elsewhere.
+            recorded = json.loads(self._record_path(spec).read_text())["directory"]
+            await self.templates.collect(Path(recorded))
         self._record_path(spec).unlink(missing_ok=True)
 
     async def known_ids(self) -> set[str]:
@@ -281,7 +336,7 @@ def qemu_argv(spec: SandboxSpec, accel: Accelerator, vcpus: int, python: str) ->
     res = spec.resources
     cmdline = ["console=ttyS0", "quiet", "panic=-1", "reboot=t", "pci=off",
                *accel.kernel_args, f"stockade.hostname={spec.hostname}",
-               f"stockade.python={python}"]
+               f"stockade.python={python}", *qemu_devices.kernel_args(spec)]
     return [
         shutil.which(QEMU) or f"/usr/bin/{QEMU}",
         "-M", "microvm", *accel.qemu_args, "-smp", str(vcpus), "-m", str(res.memory_mb),
@@ -299,6 +354,7 @@ def qemu_argv(spec: SandboxSpec, accel: Accelerator, vcpus: int, python: str) ->
         "-chardev", "file,id=console,path=/vm/console.log", "-serial", "chardev:console",
         "-qmp", "unix:/vm/qmp.sock,server=on,wait=off",
         "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        *qemu_devices.qemu_args(spec),
     ]
 
 
