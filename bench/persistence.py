@@ -1,8 +1,9 @@
 """Issue 5 figures: pause and resume of a sandbox holding a 200 MB Python process (gVisor
-checkpoint to disk; container freezer), and create-from-template latency for a snapshot
-template with 500 MB of extra files vs the base template.
+checkpoint to disk; container freezer), create-from-template latency for a snapshot
+template with 500 MB of extra files vs the base template, and archive / restore-from-archive of
+a workspace holding 200 MB of mixed files vs a plain stop / start.
 
-    .venv/bin/python -m bench.persistence [--runs 10] [--templates-only]
+    .venv/bin/python -m bench.persistence [--runs 10] [--templates-only | --archive-only]
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import statistics
 import time
 from pathlib import Path
 
@@ -84,13 +86,61 @@ def big_template(name: str) -> float:
         return time.perf_counter() - t
 
 
+#: About 200 MB of mixed files: random bytes, text, and many small files (Python's library).
+MIXED = ("set -e; mkdir -p /home/user/w && cd /home/user/w; head -c 60M /dev/urandom > random.bin;"
+         " seq 1 5000000 > numbers.txt; base64 -w 76 random.bin | head -c 20M > text.b64;"
+         " for i in 1 2; do mkdir -p lib$i && cp -r /usr/lib/python3* lib$i/; done; du -sm .")
+
+
+def archive_cycle(tier: str, runs: int) -> list[tuple[str, ...]]:
+    """Per run: stop, start (the baseline), stop, archive, start (restore + boot)."""
+    data_dir = Path(os.environ["STOCKADE_DATA_DIR"])
+    stops, starts, archives, restores, stored, archived = [], [], [], [], [], []
+    with Sandbox.create(isolation=tier, persistence="workspace", timeout=3600,  # type: ignore[arg-type]
+                        **LIMITS) as sb:
+        written = sb.commands.run(MIXED, check=True, timeout=600).stdout.split()[0]
+        directory = data_dir / "sandboxes" / sb.id
+        for _ in range(runs):
+            stops.append(_timed(sb.stop))
+            starts.append(_timed(sb.start))
+            sb.stop()
+            stored.append((directory / "disk.img").stat().st_blocks * 512)
+            archives.append(_timed(sb.archive))
+            archived.append((directory / "layer.tar.lz4").stat().st_size)
+            restores.append(_timed(sb.start))
+        check = sb.commands.run("cd /home/user/w && du -sm . | cut -f1", check=True)
+        assert check.stdout.split()[0] == written, "the workspace changed across archives"
+    layer, packed = statistics.median(stored), statistics.median(archived)
+    start = median_ms(starts)
+    return [(tier, f"{written} MB", f"{median_ms(stops):.0f} ms", f"{start:.0f} ms",
+             f"{median_ms(archives):.0f} ms", f"{median_ms(restores):.0f} ms",
+             f"{median_ms(restores) / start:.2f}x",
+             f"{layer / 2**20:.0f} -> {packed / 2**20:.0f} MiB ({packed / layer:.2f})")]
+
+
+def _timed(fn: object) -> float:
+    t = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - t
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--templates-only", action="store_true")
+    parser.add_argument("--archive-only", action="store_true")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     with PrivateDaemon():
+        if not args.templates_only:
+            rows = [("tier", "workspace", "stop", "start (baseline)", "archive",
+                     "start from archive", "ratio", "layer on disk -> archive")]
+            for tier in ("container", "gvisor"):
+                rows += archive_cycle(tier, max(1, args.runs // 2))
+            table(rows)
+            print()
+        if args.archive_only:
+            return
         rows = [("tier", "process", "pause (median)", "resume (median)")]
         for tier in () if args.templates_only else ("gvisor", "container"):
             for big in (False, True):

@@ -13,7 +13,8 @@ from .sdk import (ApiError, AsyncCommandHandle, AsyncSandbox, AuthenticationErro
                   SandboxInfo, SandboxNotFound, SandboxUnavailable, ServerError, StockadeError,
                   StorageFullError, TimeoutError, TransportError)
 from .sdk import Context, Execution, ExecutionError, ExecutionTimeout, Logs, Result
-from .sdk import AsyncVolume, CheckpointCorrupt, Volume
+from .sdk import ArchiveCorrupt, AsyncVolume, CheckpointCorrupt, Volume
+from .sdk import AsyncTemplate, Template, TemplateBuildError, TemplateInfo
 
 __all__ = ["ApiError", "AsyncCommandHandle", "AsyncSandbox", "AuthenticationError",
            "CommandExitError", "CommandHandle", "CommandResult", "CommandTimeout", "ConflictError",
@@ -22,4 +23,5 @@ __all__ = ["ApiError", "AsyncCommandHandle", "AsyncSandbox", "AuthenticationErro
            "SandboxInfo", "SandboxNotFound", "SandboxUnavailable", "ServerError", "StockadeError",
            "StorageFullError", "TimeoutError", "TransportError",
            "Context", "Execution", "ExecutionError", "ExecutionTimeout", "Logs", "Result",
-           "AsyncVolume", "CheckpointCorrupt", "Volume"]
+           "ArchiveCorrupt", "AsyncVolume", "CheckpointCorrupt", "Volume",
+           "AsyncTemplate", "Template", "TemplateBuildError", "TemplateInfo"]

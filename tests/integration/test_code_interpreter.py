@@ -329,3 +329,24 @@ def test_cli_run_code(sb: Sandbox, tmp_path: Any) -> None:
     bash = subprocess.run([*cli, "-l", "bash", "echo hi"], capture_output=True, text=True,
                           timeout=120)
     assert bash.returncode == 0 and bash.stdout == "hi\n"
+
+
+FORKED_CHILD = ("import multiprocessing as mp\n"
+                "ctx = mp.get_context('fork')\n"
+                "p = ctx.Process(target=print, args=('from the child',)); p.start(); p.join()")
+
+
+def test_a_live_kernel_survives_a_gvisor_pause(make_sandbox: Callable[..., Sandbox]) -> None:
+    """The issue's headline: gVisor checkpoints the kernel, whose sockets are all unix sockets
+    (a loopback TCP listener would make the checkpoint fail), and the context follows its
+    interpreter again after the resume. (The container tier's freeze: test_persistence.py.)"""
+    box = make_sandbox(template=TEMPLATE, isolation="gvisor", memory_mb=1024, timeout=600)
+    assert box.run_code("counter = 41", timeout=240).error is None
+    box.pause()
+    again = Sandbox.connect(box.id)
+    try:
+        assert again.run_code("counter + 1").text == "42"
+        # Output of forked children reaches the kernel through its IOPub pipe (ipc too).
+        assert "".join(again.run_code(FORKED_CHILD).logs.stdout) == "from the child\n"
+    finally:
+        again.close()

@@ -203,13 +203,25 @@ def test_code_context_survives_a_freeze(make_sandbox: Callable[..., Sandbox]) ->
     again.close()
 
 
+#: Polls (epoll) a loopback TCP listener, as ZeroMQ does: a TCP endpoint with waiters, which
+#: this gVisor cannot save.
+TCP_WAITER = ("python3 -c \"import selectors, socket; s = socket.socket(); "
+              "s.bind(('127.0.0.1', 0)); s.listen(); sel = selectors.EpollSelector(); "
+              "sel.register(s, selectors.EVENT_READ); print('listening', flush=True); "
+              "sel.select()\"")
+
+
 def test_failed_checkpoint_keeps_the_sandbox(make_sandbox: Callable[..., Sandbox]) -> None:
-    """This gVisor cannot save TCP endpoints that have waiters, such as a Jupyter kernel's ZMQ
-    sockets, and its failed checkpoint takes the sandbox down: the pause says so, and the
-    sandbox is kept, stopped, with its files."""
-    sb = make_sandbox(template="code-interpreter", isolation="gvisor")
+    """This gVisor cannot save TCP endpoints that have waiters (a process polling a loopback
+    listener), and its failed checkpoint takes the sandbox down: the pause says so, and the
+    sandbox is kept, stopped, with its files. (Code contexts use unix sockets only, so they
+    can be paused: test_code_interpreter.py.)"""
+    sb = make_sandbox(isolation="gvisor")
     sb.files.write("/home/user/before.txt", "kept")
-    assert sb.run_code("counter = 41").error is None
+    lines: list[str] = []
+    handle = sb.commands.run(TCP_WAITER, background=True, on_stdout=lines.append)
+    wait_for(lambda: "listening" in "".join(lines))
+    handle.disconnect()
     with pytest.raises(SandboxUnavailable, match="could not pause") as caught:
         sb.pause()
     if "keeps running" in caught.value.message:  # a runsc that survives its failed save

@@ -135,3 +135,34 @@ def test_a_stalled_reader_of_a_1gb_stream_does_not_grow_server_memory(
     with sqlite_server.client(tenant["key"]) as c:  # the server is fine afterwards
         r = c.post(f"/sandboxes/{tenant['id']}/processes", json={"cmd": "echo ok"})
         assert '"end"' in r.text
+
+
+def test_disk_quota_counts_stopped_and_archived_sandboxes(sqlite_server: Server) -> None:
+    """Stopped workspaces hold their disk; archiving frees all but the archive; restoring an
+    archive is checked against the quota like a create."""
+    with sqlite_server.admin() as admin:
+        r = admin.post("/tenants", json={"name": "diskquota", "max_disk_mb": 150})
+        assert r.status_code == 201 and r.json()["max_disk_mb"] == 150, r.text
+    ws = {"disk_mb": 64, "persistence": "workspace", "timeout": 300}
+    with sqlite_server.client(sqlite_server.new_key("diskquota")) as c:
+        a, b = (c.post("/sandboxes", json=ws).json()["id"] for _ in range(2))
+        assert c.post(f"/sandboxes/{a}/stop").json()["state"] == "stopped"
+        assert c.post(f"/sandboxes/{b}/stop").status_code == 200
+        r = c.post("/sandboxes", json=ws)
+        assert r.status_code == 429 and r.json()["code"] == "quota_exceeded"
+        assert ("holds 128 of 150 MiB of disk" in r.json()["message"]
+                and "stopped" in r.json()["message"]), r.text
+        assert c.get("/tenants/diskquota").json()["disk_mb"] == 128
+        assert c.delete(f"/sandboxes/{b}").status_code == 204
+        c_id = c.post("/sandboxes", json=ws).json()["id"]  # room again: 64 + 64
+        assert c.post(f"/sandboxes/{a}/archive").json()["state"] == "archived"
+        held = c.get("/tenants/diskquota").json()["disk_mb"]
+        assert 64 < held < 64 + 8, held  # c's disk and a's (small) archive
+        d_id = c.post("/sandboxes", json=ws).json()["id"]
+        r = c.post(f"/sandboxes/{a}/connect")
+        assert r.status_code == 429 and "restoring archived sandbox" in r.json()["message"]
+        assert c.get(f"/sandboxes/{a}").json()["state"] == "archived"
+        assert c.delete(f"/sandboxes/{d_id}").status_code == 204
+        assert c.post(f"/sandboxes/{a}/start").json()["state"] == "running"
+        for sandbox_id in (a, c_id):
+            assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204

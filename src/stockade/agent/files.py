@@ -152,11 +152,16 @@ def write(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
         parent = os.path.dirname(path)
         if os.path.isdir(path):
             raise AgentError(p.ErrorCode.IS_A_DIRECTORY, f"{path} is a directory")
+        existing = parent
+        while not os.path.isdir(existing):
+            existing = os.path.dirname(existing)
         os.makedirs(parent, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".stockade-", dir=parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 _receive_into(stream, f)
+                f.flush()
+                os.fsync(f.fileno())
             mode = params.get("mode")
             os.chmod(tmp, int(mode) if mode is not None else 0o644)
             os.rename(tmp, path)
@@ -164,7 +169,24 @@ def write(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        _sync_dirs(parent, existing)
         return entry(path)
+
+
+def _sync_dirs(innermost: str, outermost: str) -> None:
+    """fsync ``innermost`` and each directory up to ``outermost``: an acknowledged write then
+    survives the sandbox's sudden death (a microVM's guest page cache dies with QEMU)."""
+    directory = innermost
+    while True:
+        with contextlib.suppress(OSError):
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if directory == outermost or directory == os.path.dirname(directory):
+            return
+        directory = os.path.dirname(directory)
 
 
 def _receive_into(stream: Stream, f: Any) -> None:

@@ -13,6 +13,7 @@ from rich.table import Table
 from ..config import default_images_dir
 from ..images import ImageError, ImageStore, build_base_image
 from ..images.templates import build_template, template_names
+from .template_build import build_dockerfile, import_archive
 
 app = typer.Typer(help="Manage images (templates) on this host.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -27,6 +28,8 @@ def ls() -> None:
     """List images."""
     table = Table("NAME", "SIZE", "FILES", "CREATED", "SOURCE")
     for info in store().list():
+        if info.hidden:  # a Dockerfile step's cached layer
+            continue
         table.add_row(info.name, f"{info.size_bytes / 1e6:.0f} MB", str(info.files),
                       info.created.strftime("%Y-%m-%d %H:%M"), str(info.source))
     Console().print(table)
@@ -48,12 +51,33 @@ def build(force: Annotated[bool, typer.Option(help="rebuild even if it exists")]
               help=f"build this template instead of the base image: {', '.join(template_names())}"
           )] = None,
           guest: Annotated[bool, typer.Option(
-              help="build the microVM guest instead: kernel, initramfs, image disks")] = False) -> None:
+              help="build the microVM guest instead: kernel, initramfs, image disks")] = False,
+          dockerfile: Annotated[Optional[Path], typer.Option(
+              "--dockerfile", "-f", help="build a template from this Dockerfile (FROM, RUN, "
+              "COPY, ENV, WORKDIR, USER) in build sandboxes, through the server")] = None,
+          name: Annotated[Optional[str], typer.Option(help="the Dockerfile template's name")]
+          = None,
+          context: Annotated[Optional[Path], typer.Option(
+              help="COPY's build context (default: the Dockerfile's directory)")] = None) -> None:
     """Build the base image (Debian 12 with python3) from Debian's packages, or a template."""
+    if dockerfile is not None:
+        if not name:
+            err.print("[red]error:[/red] --dockerfile needs --name")
+            raise typer.Exit(2)
+        build_dockerfile(dockerfile, name, context)
+        return
     if guest:
         build_guest_with_progress(force=force)
         return
     build_with_progress(force=force, template=template)
+
+
+@app.command("import")
+def import_image(path: Annotated[Path, typer.Argument(
+                     help="an OCI image layout (directory or tar) or a `docker save` archive")],
+                 name: Annotated[str, typer.Option(help="the template's name")]) -> None:
+    """Import an OCI image or a docker-save archive as a template (it must hold python3)."""
+    import_archive(path, name)
 
 
 def build_guest_with_progress(force: bool = False) -> None:

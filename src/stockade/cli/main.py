@@ -127,11 +127,23 @@ def sandbox_shell(
     raise typer.Exit(code)
 
 
+@sandbox_app.command("archive")
+def sandbox_archive(sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")]) -> None:
+    """Compress a stopped workspace's files to free disk (start or connect restores them)."""
+    try:
+        sb = Sandbox.get(sandbox_id)
+        sb.archive()
+        sb.close()
+    except StockadeError as exc:
+        _fail(exc)
+    print(f"{sandbox_id} archived")
+
+
 @sandbox_app.command("kill")
 def sandbox_kill(sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")]) -> None:
     """Kill a sandbox and remove every trace of it."""
     try:
-        Sandbox.connect(sandbox_id).kill()
+        Sandbox.get(sandbox_id).kill()  # never wakes (or restores) it first
     except StockadeError as exc:
         _fail(exc)
 

@@ -34,13 +34,21 @@ def raw_terminal(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+def _terminal_size(fd: int) -> os.terminal_size:
+    """The size of the terminal on ``fd`` itself (``$COLUMNS``/``$LINES`` go stale on resize)."""
+    try:
+        return os.get_terminal_size(fd)
+    except OSError:
+        return shutil.get_terminal_size()
+
+
 async def run_shell(sandbox_id: str, cmd: str | None = None, user: str | None = None) -> int:
     """Connect the current terminal to a new terminal in the sandbox; its exit code."""
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     sb = await AsyncSandbox.connect(sandbox_id)
     loop = asyncio.get_running_loop()
     try:
-        size = shutil.get_terminal_size()
+        size = _terminal_size(stdin)
         handle = await sb.pty.create(size.columns, size.lines, cmd=cmd, user=user,
                                      on_data=lambda data: _write_all(stdout, data))
         keys: asyncio.Queue[bytes] = asyncio.Queue()
@@ -52,7 +60,7 @@ async def run_shell(sandbox_id: str, cmd: str | None = None, user: str | None = 
                 loop.remove_reader(stdin)
 
         def on_resize() -> None:
-            size = shutil.get_terminal_size()
+            size = _terminal_size(stdin)
             loop.create_task(handle.resize(size.columns, size.lines))
 
         with raw_terminal(stdin):

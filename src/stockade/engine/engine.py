@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator
 
 from .. import agent
 from ..config import default_images_dir
-from ..images import ImageStore
+from ..images import ImageError, ImageStore
 from ..net import NetConfig, NetError, NetworkManager, NetworkPolicy, PolicyError
 from ..runtimes import hostops
 from ..runtimes.base import DriverError, Resources, RuntimeDriver, RuntimeState, SandboxSpec
@@ -28,7 +28,7 @@ from ..runtimes.qemu import QemuDriver
 from ..runtimes.runc import RuncDriver
 from ..runtimes.runsc import RunscDriver
 from .errors import Conflict, EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable
-from .lifecycle import Lifecycle, check_options
+from .lifecycle import Lifecycle, check_auto_archive, check_options
 from .process import ProcessRun, translate_agent_error
 from .pool import WarmPool
 from .ports import Tunnel
@@ -44,6 +44,27 @@ def default_pool_size() -> dict[str, int]:
     size = int(os.environ.get("STOCKADE_POOL_SIZE", "1"))
     return {"container": size, "gvisor": size}
 
+
+#: How long a starting engine waits for the data directory's lock: a supervisor may restart the
+#: engine while its killed predecessor's last file descriptors are still being closed.
+LOCK_WAIT = 10.0
+
+
+async def _take_lock(path: Path) -> Any:
+    """Open and exclusively lock ``path``, waiting up to :data:`LOCK_WAIT` seconds for it."""
+    lock_file = open(path, "w")
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock_file
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                holders = hostops.lock_holders(path)
+                lock_file.close()
+                raise EngineError(f"another engine is using {path.parent} "
+                                  f"(its lock is held by {holders or 'an unknown process'})") from None
+            await asyncio.sleep(0.1)
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -103,12 +124,7 @@ class Engine:
         # (not list) these directories to reach its own root filesystem.
         for directory in (self.config.data_dir, self.sandbox_dir):
             directory.chmod(0o711)
-        self._lock_file = open(self.config.data_dir / "engine.lock", "w")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise EngineError(f"another engine is using {self.config.data_dir}") from None
+        self._lock_file = await _take_lock(self.config.data_dir / "engine.lock")
         await self.recover()
         if self.images.exists(self.config.default_template):
             self.pool.fill()
@@ -180,15 +196,18 @@ class Engine:
                      pids: int | None = None, network: Any = "none",
                      persistence: str = "ephemeral", on_timeout: str = "kill",
                      auto_delete: float | None = None,
-                     volumes: dict[str, Any] | None = None) -> dict[str, Any]:
+                     volumes: dict[str, Any] | None = None,
+                     auto_archive: float | None = None) -> dict[str, Any]:
         """Create and start a sandbox; return its public description.
 
-        ``persistence``, ``on_timeout`` and ``auto_delete``: see lifecycle.py; ``volumes`` maps
+        ``persistence``, ``on_timeout``, ``auto_delete`` and ``auto_archive``: see
+        lifecycle.py; ``volumes`` maps
         a mount path to a volume name or ``{"volume": name, "read_only": bool}``.
 
         ``network`` is ``"none"`` (loopback only) or an egress policy (docs/network.md)."""
         policy = self._policy(network)
         auto_delete = check_options(persistence, on_timeout, auto_delete)
+        auto_archive = check_auto_archive(persistence, auto_archive)
         mounts = await self._volume_mounts(volumes or {})
         driver = self.drivers.get(isolation)
         if driver is None:
@@ -221,7 +240,7 @@ class Engine:
             await self.boot(record, policy)
         record.timeout, record.envs, record.metadata = timeout, dict(envs or {}), dict(metadata or {})
         record.persistence, record.on_timeout = persistence, on_timeout
-        record.auto_delete = auto_delete
+        record.auto_delete, record.auto_archive = auto_delete, auto_archive
         record.state = "running"
         record.expires_at = time.time() + timeout
         record.save()
@@ -328,7 +347,7 @@ class Engine:
         if old := self._timers.pop(record.id, None):
             old.cancel()
         loop = asyncio.get_running_loop()
-        delay = max(0.0, record.expires_at - time.time())
+        delay = max(0.0, record.deadline - time.time())
         self._timers[record.id] = loop.call_later(delay, self._on_expiry, record.id)
 
     def _on_expiry(self, sandbox_id: str) -> None:
@@ -425,13 +444,24 @@ class Engine:
         """Start a process; iterate the result for its events."""
         record = self.record(sandbox_id)
         params = dict(params)
-        params["env"] = {**record.envs, **(params.get("env") or {})}
+        config = self._image_config(record.image)  # a template's ENV, WORKDIR and USER
+        params["env"] = {**config.get("env", {}), **record.envs, **(params.get("env") or {})}
+        if config.get("user") and not params.get("user"):
+            params["user"] = config["user"]
+        if config.get("workdir") and not params.get("cwd"):
+            params["cwd"] = config["workdir"]
         channel = await self.channel(sandbox_id)
         driver = self.drivers[record.tier]
         oom_before = (await driver.stats(record.spec)).oom_kills
         stream = await self._open(channel, sandbox_id, "process.start", params)
         return ProcessRun(stream, oom_check=lambda: self._oom_since(record, oom_before),
                           diagnose=lambda: self._diagnose(record))
+
+    def _image_config(self, image: str) -> dict[str, Any]:
+        try:
+            return self.images.get(image).config or {}
+        except ImageError:
+            return {}
 
     async def connect_process(self, sandbox_id: str, selector: dict[str, Any]) -> ProcessRun:
         """Follow a running process (by pid or tag) from now on."""

@@ -46,6 +46,23 @@ def _cmdline(pid: int) -> str:
         return "gone"
 
 
+def _runtime_commands(root: Path, name: str) -> list[str]:
+    """runc/runsc command lines still running against ``root`` (for sandbox ``name``): a
+    checkpoint, pause or delete the engine started and then lost (they live outside the
+    sandbox's cgroup)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = entry.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        roots = [a.removeprefix("--root=") for a in argv]
+        if Path(argv[0]).name in ("runc", "runsc") and any(a.startswith(str(root)) for a in roots) \
+                and (not name or name in argv):
+            found.append(f"runtime command {entry.parent.name} ({' '.join(argv)[:160]})")
+    return found
+
+
 def _runtime_containers(binary: str, root: Path) -> list[str]:
     if not root.is_dir():
         return []
@@ -81,6 +98,7 @@ def find_leaks(data_dir: Path, sandbox_id: str | None = None) -> list[str]:
         for cid in _runtime_containers(binary, data_dir / "runtime" / tier):
             if not name or cid == name:
                 leaks.append(f"{binary} container {cid}")
+    leaks.extend(_runtime_commands(data_dir / "runtime", name))
     for record in (data_dir / "runtime" / "microvm").glob(f"{name or '*'}.json"):
         leaks.append(f"microVM record {record}")
     leaks.extend(find_net_leaks(data_dir, sandbox_id))

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from .engine import Engine
-from .errors import Conflict, EngineError, InvalidRequest, NotFound, SandboxNotFound
+from .errors import (Conflict, EngineError, InvalidRequest, NotFound, SandboxNotFound,
+                     SandboxUnavailable)
 from .process import ProcessRun
 
 SERVER_SOURCE = Path(__file__).with_name("interpreter_server.py")
@@ -68,6 +69,9 @@ class Context:
     stderr_tail: bytearray = field(default_factory=bytearray)
     pending: asyncio.Future[dict[str, Any]] | None = None
     dead_reason: str = ""
+    #: The engine lost its stream to the interpreter (a gVisor pause closes every channel),
+    #: which may still run: the next request follows it again by its tag (:meth:`reattach`).
+    detached: bool = False
 
     @property
     def tag(self) -> str:
@@ -99,6 +103,7 @@ class Context:
                 item = await asyncio.shield(self.pending)
             except (StopAsyncIteration, EngineError) as exc:
                 self.pending = None
+                self.detached = isinstance(exc, SandboxUnavailable)
                 self.dead_reason = f"the context's interpreter stopped ({exc or 'no exit status'})"
                 continue
             self.pending = None
@@ -120,6 +125,7 @@ class Context:
             await self.run.send_stdin(json.dumps(request).encode() + b"\n")
         except Exception as exc:  # noqa: BLE001 - the channel or process went away
             self.dead_reason = self.dead_reason or f"the context's interpreter is gone ({exc})"
+            self.detached = True  # perhaps only the stream: reattach() finds out
             raise ContextDied(self.dead_reason) from None
 
 
@@ -288,6 +294,25 @@ class CodeContexts:
         context.run = context.events = None
         context.dead_reason = context.dead_reason or "stopped"
 
+    async def _reattach(self, context: Context) -> bool:
+        """Follow a detached context's interpreter again (same kernel, same variables);
+        False if it is gone."""
+        if not context.detached:
+            return False
+        context.detached = False
+        try:
+            run = await self.engine.connect_process(context.sandbox_id, {"tag": context.tag})
+        except EngineError:
+            return False
+        if context.events is not None:
+            with contextlib.suppress(Exception):
+                await context.events.aclose()  # type: ignore[attr-defined]
+        context.run, context.events = run, run.events()
+        context.buffer.clear()
+        context.dead_reason = ""
+        context.pending = None
+        return True
+
     async def _default(self, sandbox_id: str, language: str) -> Context:
         async with self._default_locks.setdefault((sandbox_id, language), asyncio.Lock()):
             for context in self._of(sandbox_id).values():
@@ -311,12 +336,19 @@ class CodeContexts:
             context = await self._default(sandbox_id, normalize_language(language))
         await context.lock.acquire()
         try:
-            if context.dead_reason or context.run is None:
-                await self._stop(context)
-                await self._start(context)
             execution_id = secrets.token_hex(6)
-            await context.send({"op": "execute", "id": execution_id, "code": code,
-                                "timeout": timeout})
+            for attempt in (1, 2):  # a send may be what finds the stream lost: reattach once
+                if (context.dead_reason or context.run is None) and not await self._reattach(
+                        context):
+                    await self._stop(context)
+                    await self._start(context)
+                try:
+                    await context.send({"op": "execute", "id": execution_id, "code": code,
+                                        "timeout": timeout})
+                    break
+                except ContextDied:
+                    if attempt == 2 or not context.detached:
+                        raise
         except BaseException:
             context.lock.release()
             raise

@@ -417,8 +417,39 @@ def run_ipykernel(argv: list[str]) -> None:
 
     if hasattr(iostream.OutStream, "_watch_pipe_fd"):
         iostream.OutStream._watch_pipe_fd = watch_pipe_fd
+    if hasattr(iostream.IOPubThread, "_setup_pipe_out"):
+        _pipe_over_ipc(iostream, os.path.dirname(os.path.abspath(argv[argv.index("-f") + 1])))
     sys.argv = [sys.argv[0], *argv]
     kernelapp.launch_new_instance()
+
+
+def _pipe_over_ipc(iostream: Any, directory: str) -> None:
+    """Carry forked children's output to the kernel over a unix socket in ``directory``.
+
+    ipykernel listens for it on loopback TCP (``tcp://127.0.0.1:<random>``), and gVisor's
+    checkpoint refuses a listening TCP socket ("endpoint still has waiters upon save"), so a
+    sandbox with a live kernel could not be paused. Every other kernel socket is ``ipc`` already.
+    """
+    import zmq
+
+    def setup_pipe_in(self: Any) -> None:
+        self._pipe_uuid = os.urandom(16)
+        pipe_in = self.socket.context.socket(zmq.PULL)
+        pipe_in.linger = 0
+        self._pipe_address = f"ipc://{directory}/iopub-pipe-{os.getpid()}"
+        pipe_in.bind(self._pipe_address)
+        self._pipe_in = iostream.ZMQStream(pipe_in, self.io_loop)
+        self._pipe_in.on_recv(self._handle_pipe_msg)
+
+    def setup_pipe_out(self: Any) -> tuple[Any, Any]:
+        ctx = zmq.Context()  # a new context after fork, as upstream
+        pipe_out = ctx.socket(zmq.PUSH)
+        pipe_out.linger = 3000
+        pipe_out.connect(self._pipe_address)
+        return ctx, pipe_out
+
+    iostream.IOPubThread._setup_pipe_in = setup_pipe_in
+    iostream.IOPubThread._setup_pipe_out = setup_pipe_out
 
 
 def _partial_marker(data: bytes, marker: bytes) -> int:

@@ -5,14 +5,16 @@ States and the only transitions allowed (anything else is a 409 Conflict)::
     running --pause--> paused --resume/connect--> running
     running --stop---> stopped --start/connect--> running
     paused  --stop---> stopped            (the saved memory is dropped, the files kept)
+    stopped --archive--> archived --start/connect--> running   (archive.py: layer compressed)
     any     --kill---> gone               (every trace removed)
 
 ``pause`` keeps processes and memory: the gVisor tier checkpoints them to disk (the sandbox then
 uses no memory or CPU and survives an engine restart and a host reboot); the container tier
 freezes them in their cgroup (memory stays in RAM; a host reboot turns it into ``stopped``).
 ``stop`` keeps only the filesystem, and needs ``persistence="workspace"``. A paused or stopped
-sandbox is deleted ``auto_delete`` seconds after it was paused or stopped. See
-docs/persistence.md.
+sandbox is deleted ``auto_delete`` seconds after it was paused or stopped (archiving does not
+move that deadline); a stopped one with ``auto_archive`` is archived that many seconds after it
+stopped. See docs/persistence.md.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..net import NetworkPolicy
-from ..runtimes.base import DriverError, RuntimeState
+from ..runtimes.base import DriverError, NotSupported, RuntimeState
 from ..runtimes.suspend import CheckpointCorrupt
+from . import archive
+from .archive import ArchiveCorrupt
 from .errors import Conflict, InvalidRequest, SandboxNotFound, SandboxUnavailable
 from .records import SandboxRecord
 
@@ -48,7 +52,8 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "pause": {"running": "paused"},
     "resume": {"paused": "running"},
     "stop": {"running": "stopped", "paused": "stopped"},
-    "start": {"stopped": "running"},
+    "start": {"stopped": "running", "archived": "running"},
+    "archive": {"stopped": "archived"},
 }
 
 
@@ -75,12 +80,25 @@ def check_options(persistence: str, on_timeout: str, auto_delete: float | None) 
     return interval
 
 
+def check_auto_archive(persistence: str, auto_archive: float | None) -> float | None:
+    """Validate the create-time ``auto_archive`` (seconds after a stop; None: never)."""
+    if auto_archive is None:
+        return None
+    if persistence != "workspace":
+        raise InvalidRequest("auto_archive archives a stopped workspace, which needs "
+                             "persistence='workspace'")
+    if not 1 <= auto_archive <= MAX_AUTO_DELETE:
+        raise InvalidRequest(f"auto_archive must be between 1 and {MAX_AUTO_DELETE:.0f} seconds")
+    return float(auto_archive)
+
+
 def _allowed(record: SandboxRecord, action: str) -> str:
     """The state ``action`` leads to, or a Conflict saying what would work instead."""
     target = TRANSITIONS[action].get(record.state)
     if target is None:
         hint = {"paused": "resume it (connect) or kill it",
-                "stopped": "start it (connect) or kill it",
+                "stopped": "start it (connect), archive it or kill it",
+                "archived": "start it (connect) or kill it",
                 "running": "pause, stop or kill it"}.get(record.state, "wait and retry")
         raise Conflict(f"cannot {action} sandbox {record.id}: it is {record.state}; {hint}")
     return target
@@ -118,6 +136,8 @@ class Lifecycle:
         record.state = state
         lifetime = record.timeout if state == "running" else record.auto_delete
         record.expires_at = time.time() + lifetime
+        record.archive_at = (time.time() + record.auto_archive
+                             if state == "stopped" and record.auto_archive else None)
         record.save()
         self.engine._arm_timer(record)
         return record.public()
@@ -233,6 +253,8 @@ class Lifecycle:
         async with engine._lock(sandbox_id):
             target = _allowed(record, "start")
             driver = engine.drivers[record.tier]
+            if record.state == "archived":
+                await self._unarchive(record)
             await self._ensure_network(record)
             try:
                 await driver.reopen(record.spec)
@@ -244,12 +266,67 @@ class Lifecycle:
                                          f"it stays stopped") from None
             return self._settle(record, target)
 
+    async def archive(self, sandbox_id: str) -> dict[str, Any]:
+        """Compress a stopped sandbox's writable layer to free disk (start restores it)."""
+        engine = self.engine
+        record = engine.record(sandbox_id)
+        async with engine._lock(sandbox_id):
+            _allowed(record, "archive")
+            driver = engine.drivers[record.tier]
+            try:
+                layer = driver.layer_file(record.spec)
+                await driver.stop(record.spec)  # idempotent: nothing of it stays mounted
+                info = await archive.archive(layer, record.directory)
+            except NotSupported as exc:
+                raise Conflict(f"cannot archive sandbox {sandbox_id}: {exc}") from None
+            except DriverError as exc:
+                raise SandboxUnavailable(f"could not archive sandbox {sandbox_id}: {exc}; it "
+                                         f"stays stopped, its files untouched") from None
+            record.state, record.archive_at = "archived", None
+            record.save()  # from here on the archive is the truth: the layer may go
+            await asyncio.to_thread(archive.drop_layer, layer)
+            engine._arm_timer(record)
+            log.info("sandbox %s archived: %d bytes on disk -> %d", sandbox_id,
+                     info.stored_bytes, info.archive_bytes)
+            return record.public()
+
+    def held_disk_mb(self, sandbox_id: str) -> int:
+        """MiB of host disk a sandbox holds or may fill, for quotas: its disk size in any state
+        (it may start and fill it), plus its memory checkpoint while paused to disk; only an
+        archived one counts just its archive."""
+        record = self.engine.record(sandbox_id)
+        mib = 1 << 20
+        if record.state == "archived":
+            return -(-archive.held_bytes(record.directory) // mib)
+        held = record.resources.disk_mb
+        if record.paused_with == "checkpoint":
+            with contextlib.suppress(OSError):
+                size = sum(f.stat().st_size for f in self._checkpoint_dir(record).iterdir())
+                held += -(-size // mib)
+        return held
+
+    async def _unarchive(self, record: SandboxRecord) -> None:
+        """Bring an archived sandbox's layer back; it is then stopped (about to start)."""
+        layer = self.engine.drivers[record.tier].layer_file(record.spec)
+        try:
+            await archive.restore(layer, record.directory)
+        except ArchiveCorrupt as exc:
+            log.warning("sandbox %s: %s", record.id, exc.message)
+            raise ArchiveCorrupt(f"cannot restore sandbox {record.id}: {exc.message}; it stays "
+                                 f"archived and its archive is kept for inspection (kill the "
+                                 f"sandbox to remove it)") from None
+        except DriverError as exc:
+            raise SandboxUnavailable(f"could not restore sandbox {record.id} from its archive: "
+                                     f"{exc}; it stays archived") from None
+        record.state = "stopped"
+        record.save()
+
     async def connect(self, sandbox_id: str) -> dict[str, Any]:
-        """Make the sandbox usable: resume it if paused, start it if stopped."""
+        """Make the sandbox usable: resume it if paused, start it if stopped or archived."""
         state = self.engine.record(sandbox_id).state
         if state == "paused":
             return await self.resume(sandbox_id)
-        if state == "stopped":
+        if state in ("stopped", "archived"):
             return await self.start(sandbox_id)
         return self.engine.record(sandbox_id).public()
 
@@ -258,6 +335,10 @@ class Lifecycle:
         engine = self.engine
         try:
             record = engine.record(sandbox_id)
+            if (record.state == "stopped" and record.archive_at is not None
+                    and record.archive_at <= time.time() < record.expires_at):
+                await self._auto_archive(record)
+                return
             action = record.on_timeout if record.state == "running" else "kill"
             if action == "pause":
                 try:
@@ -273,6 +354,16 @@ class Lifecycle:
             await engine.kill(sandbox_id)
         except SandboxNotFound:
             pass
+
+    async def _auto_archive(self, record: SandboxRecord) -> None:
+        try:
+            await self.archive(record.id)
+        except (Conflict, SandboxUnavailable) as exc:
+            log.warning("sandbox %s: archive after %.0f s stopped failed (%s); it stays stopped",
+                        record.id, record.auto_archive or 0, exc)
+            record.archive_at = None
+            record.save()
+            self.engine._arm_timer(record)
 
     # -- recovery ----------------------------------------------------------------------------
     async def recover(self, record: SandboxRecord) -> bool:
@@ -300,6 +391,8 @@ class Lifecycle:
                 await driver.stop(record.spec)
         elif state == "running":
             state = "stopped"
+        if state in ("stopped", "archived") and record.persistence == "workspace":
+            state = await self._settle_archive(record, state)
         if state == "stopped" and record.persistence != "workspace":
             return False
         if state != "paused":
@@ -310,8 +403,22 @@ class Lifecycle:
             record.paused_with = None
             record.state = state
             record.expires_at = time.time() + record.auto_delete
+            record.archive_at = (time.time() + record.auto_archive
+                                 if state == "stopped" and record.auto_archive else None)
             record.save()
         return True
+
+    async def _settle_archive(self, record: SandboxRecord, state: str) -> str:
+        """Finish an archive or restore that an engine crash interrupted (archive.py)."""
+        try:
+            layer = self.engine.drivers[record.tier].layer_file(record.spec)
+        except NotSupported:
+            return state
+        if record.state == "archived" and layer.exists():  # killed before the layer went
+            with contextlib.suppress(ArchiveCorrupt, OSError):
+                await asyncio.to_thread(archive.verify, record.directory)
+                await asyncio.to_thread(archive.drop_layer, layer)
+        return await asyncio.to_thread(archive.settle, layer, record.directory)
 
     async def _ensure_network(self, record: SandboxRecord) -> None:
         """Re-create a networked sandbox's namespace if a reboot removed it."""

@@ -34,6 +34,13 @@ class SandboxRecord:
     auto_delete: float = 7 * 86400.0  # seconds a paused or stopped sandbox is kept
     paused_with: str | None = None  # "checkpoint" (memory on disk) or "freezer" (in RAM)
     volumes: list[dict[str, Any]] = field(default_factory=list)  # {volume, path, read_only, source}
+    auto_archive: float | None = None  # seconds after a stop to archive the layer (None: never)
+    archive_at: float | None = None  # when a stopped sandbox is archived (lifecycle.py)
+
+    @property
+    def deadline(self) -> float:
+        """When the engine's timer next acts on this sandbox (expiry or auto-archive)."""
+        return min(self.expires_at, self.archive_at or self.expires_at)
 
     @property
     def spec(self) -> SandboxSpec:
@@ -59,7 +66,7 @@ class SandboxRecord:
                 "expires_at": self.expires_at, "timeout": self.timeout,
                 "network": dict(self.network) if self.network is not None else "none",
                 "persistence": self.persistence, "on_timeout": self.on_timeout,
-                "auto_delete": self.auto_delete,
+                "auto_delete": self.auto_delete, "auto_archive": self.auto_archive,
                 "volumes": [{"volume": v["volume"], "path": v["path"],
                              "read_only": v["read_only"]} for v in self.volumes]}
 

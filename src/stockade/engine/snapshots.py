@@ -48,7 +48,7 @@ def _unshift(tree: Path, uid_base: int) -> None:
 
 
 def _copy_layer(store: ImageStore, name: str, upper: Path, uid_base: int | None,
-                record: SandboxRecord) -> dict[str, Any]:
+                record: SandboxRecord, owner: str | None = None) -> dict[str, Any]:
     with store.staging(name) as staging:
         if store.exists(name):
             raise Conflict(f"a template named {name!r} already exists")
@@ -60,13 +60,16 @@ def _copy_layer(store: ImageStore, name: str, upper: Path, uid_base: int | None,
         if uid_base:
             _unshift(rootfs, uid_base)
         info = store.install(name, staging, source=f"snapshot of sandbox {record.id}",
-                             packages=store.get(record.image).packages, parent=record.image)
+                             packages=store.get(record.image).packages, parent=record.image,
+                             owner=owner)
     return {"name": info.name, "parent": info.parent, "size_bytes": info.size_bytes,
             "files": info.files, "created": info.created.isoformat()}
 
 
-async def snapshot(engine: "Engine", sandbox_id: str, name: str) -> dict[str, Any]:
-    """Save ``sandbox_id``'s filesystem as template ``name``; the sandbox carries on."""
+async def snapshot(engine: "Engine", sandbox_id: str, name: str,
+                   owner: str | None = None) -> dict[str, Any]:
+    """Save ``sandbox_id``'s filesystem as template ``name`` (of tenant ``owner``); the
+    sandbox carries on."""
     record = engine.record(sandbox_id)
     try:
         validate_name(name)
@@ -74,6 +77,8 @@ async def snapshot(engine: "Engine", sandbox_id: str, name: str) -> dict[str, An
         raise InvalidRequest(str(exc)) from None
     if engine.images.exists(name):
         raise Conflict(f"a template named {name!r} already exists")
+    if record.state == "archived":
+        raise Conflict(f"sandbox {sandbox_id} is archived; start it (connect) before a snapshot")
     driver = engine.drivers[record.tier]
     uid_base = getattr(driver, "uid_base", None)
     async with engine._lock(sandbox_id):
@@ -83,21 +88,22 @@ async def snapshot(engine: "Engine", sandbox_id: str, name: str) -> dict[str, An
             if record.state == "running":
                 await driver.pause(record.spec)
                 try:
-                    return await _copy(engine, name, disk / "upper", uid_base, record)
+                    return await _copy(engine, name, disk / "upper", uid_base, record, owner)
                 finally:
                     await driver.resume(record.spec)
             if record.state == "paused" and record.paused_with == "freezer":
-                return await _copy(engine, name, disk / "upper", uid_base, record)
+                return await _copy(engine, name, disk / "upper", uid_base, record, owner)
             with _mounted(record.directory / "disk.img") as mnt:
-                return await _copy(engine, name, mnt / "upper", uid_base, record)
+                return await _copy(engine, name, mnt / "upper", uid_base, record, owner)
         except DriverError as exc:
             raise SandboxUnavailable(f"could not snapshot sandbox {sandbox_id}: {exc}") from None
 
 
 async def _copy(engine: "Engine", name: str, upper: Path, uid_base: int | None,
-                record: SandboxRecord) -> dict[str, Any]:
+                record: SandboxRecord, owner: str | None) -> dict[str, Any]:
     try:
-        return await asyncio.to_thread(_copy_layer, engine.images, name, upper, uid_base, record)
+        return await asyncio.to_thread(_copy_layer, engine.images, name, upper, uid_base, record,
+                                       owner)
     except ImageError as exc:
         raise Conflict(f"cannot save template {name!r}: {exc}") from None
 

@@ -97,6 +97,13 @@ class ImageInfo:
     #: The image below this one: its rootfs holds only the changes (overlay whiteouts
     #: included) over the parent's layers. None for a self-contained image.
     parent: str | None = None
+    #: The tenant that made it (Dockerfile builds, imports); None: every tenant may use it.
+    owner: str | None = None
+    #: What a process started in a sandbox of this image gets by default: ``env`` (a dict),
+    #: ``workdir`` and ``user`` (Dockerfile ENV/WORKDIR/USER, an imported image's config).
+    config: dict[str, Any] | None = None
+    #: A build-cache layer (one Dockerfile step), not a template of its own.
+    hidden: bool = False
 
     @property
     def rootfs(self) -> Path:
@@ -115,6 +122,9 @@ class ImageInfo:
             "files": self.files,
             "python": self.python,
             **({"parent": self.parent} if self.parent else {}),
+            **({"owner": self.owner} if self.owner else {}),
+            **({"config": self.config} if self.config else {}),
+            **({"hidden": True} if self.hidden else {}),
         }
 
     @classmethod
@@ -131,6 +141,9 @@ class ImageInfo:
             python=None if data.get("python") is None else str(data["python"]),
             path=path,
             parent=None if data.get("parent") is None else validate_name(data["parent"]),
+            owner=None if data.get("owner") is None else str(data["owner"]),
+            config=_config(data.get("config")),
+            hidden=bool(data.get("hidden", False)),
         )
 
 
@@ -335,18 +348,23 @@ class ImageStore:
         packages: Sequence[str] = (),
         replace: bool = False,
         parent: str | None = None,
+        owner: str | None = None,
+        config: dict[str, Any] | None = None,
+        hidden: bool = False,
     ) -> ImageInfo:
         """Write ``image.json`` for ``staging.path/rootfs`` and move it into place as ``name``.
 
         An existing image is swapped out atomically if ``replace`` (raising :class:`ImageInUse`
         if mounted), else :class:`ImageExists` is raised. The old image is deleted on exit from
-        :meth:`staging`.
+        :meth:`staging`. Without ``config``, the parent's is kept.
         """
         rootfs = staging.path / ROOTFS
         size, files = _fsutil.tree_stats(rootfs)
         python = next((p for p in _PYTHON_CANDIDATES if _is_executable(rootfs, p)), None)
-        if parent is not None and python is None:
-            python = self.get(parent).python
+        if parent is not None and (python is None or config is None):
+            above = self.get(parent)
+            python = python or above.python
+            config = above.config if config is None else config
         info = ImageInfo(
             name=validate_name(name),
             created=datetime.now(UTC).replace(microsecond=0),
@@ -357,6 +375,9 @@ class ImageStore:
             python=python,
             path=self._dir(name),
             parent=parent,
+            owner=owner,
+            config=config or None,
+            hidden=hidden,
         )
         with open(staging.path / IMAGE_JSON, "w", encoding="utf-8") as f:
             json.dump(info.to_json(), f, indent=2)
@@ -381,6 +402,19 @@ def _listdir(path: Path) -> list[str]:
         return os.listdir(path)
     except FileNotFoundError:
         return []
+
+
+def _config(data: Any) -> dict[str, Any] | None:
+    """A checked ``config`` object: ``env`` (str -> str), ``workdir`` and ``user`` (str)."""
+    if data is None:
+        return None
+    env = data.get("env") or {}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise TypeError("config.env must map strings to strings")
+    for key in ("workdir", "user"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise TypeError(f"config.{key} must be a string")
+    return {"env": dict(env), "workdir": data.get("workdir"), "user": data.get("user")}
 
 
 def _is_executable(rootfs: Path, path: str) -> bool:

@@ -153,6 +153,11 @@ class RuntimeDriver(abc.ABC):
         """Start the sandbox again from :meth:`checkpoint`'s ``image_dir``."""
         raise NotSupported(f"the {self.tier} tier cannot restore")
 
+    def layer_file(self, spec: SandboxSpec) -> Path:
+        """The one file holding the sandbox's writable layer (its disk), which archiving
+        compresses and removes while the sandbox is stopped; :meth:`reopen` needs it back."""
+        raise NotSupported(f"the {self.tier} tier cannot archive")
+
     async def reopen(self, spec: SandboxSpec) -> None:
         """Prepare a stopped sandbox's kept disk for :meth:`start` (never deletes anything)."""
         raise NotSupported(f"the {self.tier} tier cannot restart a stopped sandbox")

@@ -187,3 +187,24 @@ def cgroup_stats(relative: str) -> Stats:
         oom_kills=_read_keyed(mem / "memory.oom_control", "oom_kill"),
         pids_limit_hits=_read_keyed(CGROUP_ROOT / "pids" / relative / "pids.events", "max"),
     )
+
+
+def lock_holders(path: Path) -> str:
+    """Who holds a ``flock`` on ``path``, as ``pid N (command)`` (from ``/proc/locks``)."""
+    try:
+        st = path.stat()
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        return ""
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    holders = []
+    for line in locks.splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == inode:
+            pid = fields[4]
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                command = b"?"
+            holders.append(f"pid {pid} ({command.decode(errors='replace').strip()[:120]})")
+    return ", ".join(holders)

@@ -89,6 +89,9 @@ class OciDriver(RuntimeDriver):
                               cgroups_path="/" + self.cgroup(spec), runtime=self.binary)
         (d / "bundle" / "config.json").write_text(json.dumps(config))
 
+    def layer_file(self, spec: SandboxSpec) -> Path:
+        return spec.directory / "disk.img"
+
     def run_args(self, spec: SandboxSpec) -> list[str]:
         d = spec.directory
         return ["run", "--detach", "--bundle", str(d / "bundle"), spec.id]
@@ -156,8 +159,15 @@ class OciDriver(RuntimeDriver):
         await self.runtime("resume", spec.id)
 
     async def stop(self, spec: SandboxSpec) -> None:
-        with contextlib.suppress(DriverError):
-            await self.runtime("delete", "--force", spec.id, timeout=30)
+        # Twice if need be: a delete killed half-way leaves the runtime's state of the sandbox
+        # behind (security battery: "runtime SIGKILL during kill"); a second one finishes it.
+        for _ in range(2):
+            try:
+                await self.runtime("delete", "--force", spec.id, timeout=30)
+                break
+            except DriverError:
+                if spec.id not in await self.known_ids():
+                    break
         await hostops.empty_cgroup(self.cgroup(spec))
         await asyncio.to_thread(self._unmount_all, spec.directory)
         hostops.remove_cgroup(self.cgroup(spec))

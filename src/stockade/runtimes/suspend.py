@@ -68,7 +68,8 @@ def wake(spec: SandboxSpec) -> None:
     os.replace(tmp, resume)
 
 
-def _crc(path: Path) -> int:
+def file_crc32(path: Path) -> int:
+    """The CRC-32 of a file's contents, read in 1 MiB chunks."""
     crc = 0
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -83,7 +84,7 @@ def seal(image_dir: Path) -> None:
         if entry.name != MANIFEST and entry.is_file():
             with open(entry, "rb") as f:
                 os.fsync(f.fileno())
-            files[entry.name] = {"size": entry.stat().st_size, "crc32": _crc(entry)}
+            files[entry.name] = {"size": entry.stat().st_size, "crc32": file_crc32(entry)}
     if not files:
         raise DriverError(f"the checkpoint in {image_dir} is empty")
     tmp = image_dir / (MANIFEST + ".tmp")
@@ -110,6 +111,6 @@ def verify(image_dir: Path) -> None:
         if size != expect["size"]:
             raise CheckpointCorrupt(f"checkpoint file {path} is {size} bytes, expected "
                                     f"{expect['size']} (truncated?)")
-        if _crc(path) != expect["crc32"]:
+        if file_crc32(path) != expect["crc32"]:
             raise CheckpointCorrupt(f"checkpoint file {path} does not match its checksum "
                                     f"(damaged on disk?)")

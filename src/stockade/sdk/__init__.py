@@ -7,3 +7,5 @@ from .files import EntryInfo
 from .sandbox import AsyncSandbox, SandboxInfo
 from .sync import CommandHandle, Sandbox, Volume
 from .volumes import AsyncVolume
+from .sync import Template
+from .templates import AsyncTemplate, TemplateBuildError, TemplateInfo

@@ -8,7 +8,8 @@
     │   ├── NotFoundError        404: no such file, process or template
     │   │   └── SandboxNotFound  404: no such sandbox (or ended, or not yours)
     │   ├── ConflictError        409: clashes with the current state
-    │   │   └── CheckpointCorrupt 409: a paused sandbox's saved memory is damaged (now stopped)
+    │   │   ├── CheckpointCorrupt 409: a paused sandbox's saved memory is damaged (now stopped)
+    │   │   └── ArchiveCorrupt    409: an archived sandbox's archive is damaged (kept archived)
     │   ├── QuotaExceededError   429: over a quota; try later or ask for more
     │   ├── StorageFullError     507: the sandbox's disk quota is full
     │   └── ServerError          5xx: a bug or an outage on the server side
@@ -68,6 +69,11 @@ class ConflictError(ApiError):
 class CheckpointCorrupt(ConflictError):
     """A paused sandbox's saved memory could not be restored; it was kept, stopped, with its
     files: start it to boot afresh."""
+
+
+class ArchiveCorrupt(ConflictError):
+    """An archived sandbox's archive is missing or damaged: it stays archived, its archive
+    kept on the host for inspection."""
 
 
 class QuotaExceededError(ApiError):
@@ -130,6 +136,7 @@ BY_CODE: dict[str, type[ApiError]] = {
     "sandbox_not_found": SandboxNotFound,
     "conflict": ConflictError,
     "checkpoint_corrupt": CheckpointCorrupt,
+    "archive_corrupt": ArchiveCorrupt,
     "quota_exceeded": QuotaExceededError,
     "insufficient_storage": StorageFullError,
     "sandbox_unavailable": SandboxUnavailable,

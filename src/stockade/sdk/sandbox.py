@@ -40,6 +40,8 @@ class SandboxInfo:
     on_timeout: str = "kill"
     #: Seconds a paused or stopped sandbox is kept before it is deleted.
     auto_delete: float | None = None
+    #: Seconds after a stop when a workspace is archived (None: never).
+    auto_archive: float | None = None
     #: Mounted volumes: ``{"volume", "path", "read_only"}`` each.
     volumes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -80,6 +82,7 @@ class AsyncSandbox:
                      on_timeout: Literal["kill", "pause", "stop"] = "kill",
                      auto_delete: float | None = None,
                      volumes: dict[str, Any] | None = None,
+                     auto_archive: float | None = None,
                      api_url: str | None = None, api_key: str | None = None,
                      data_dir: Path | str | None = None,
                      request_timeout: float | None = None) -> "AsyncSandbox":
@@ -93,6 +96,7 @@ class AsyncSandbox:
         timeout does (``"kill"``, ``"pause"`` or ``"stop"``); a paused or stopped sandbox is
         deleted after ``auto_delete`` seconds. ``volumes`` maps a mount path to a
         :class:`AsyncVolume`, a volume name, or ``{"volume": name, "read_only": True}``.
+        ``auto_archive`` archives a stopped workspace that many seconds after it stopped.
         See docs/persistence.md.
         """
         api = await _api(api_url, api_key, data_dir, request_timeout)
@@ -101,7 +105,7 @@ class AsyncSandbox:
                                 "metadata": metadata or {}, "cpu": cpu,
                                 "memory_mb": memory_mb, "disk_mb": disk_mb, "network": network,
                                 "persistence": persistence, "on_timeout": on_timeout,
-                                "auto_delete": auto_delete,
+                                "auto_delete": auto_delete, "auto_archive": auto_archive,
                                 "volumes": _volume_specs(volumes or {})}
         try:
             info = await api.request("POST", "/sandboxes",
@@ -118,6 +122,19 @@ class AsyncSandbox:
         api = await _api(api_url, api_key, data_dir, None)
         try:
             info = await api.request("POST", f"/sandboxes/{sandbox_id}/connect")
+        except BaseException:
+            await api.aclose()
+            raise
+        return cls(api, SandboxInfo(**info))
+
+    @classmethod
+    async def get(cls, sandbox_id: str, *, api_url: str | None = None,
+                  api_key: str | None = None, data_dir: Path | str | None = None) -> "AsyncSandbox":
+        """Attach to a sandbox by id as it is: unlike :meth:`connect`, never resume or start
+        it (to stop, archive or kill one without waking it)."""
+        api = await _api(api_url, api_key, data_dir, None)
+        try:
+            info = await api.request("GET", f"/sandboxes/{sandbox_id}")
         except BaseException:
             await api.aclose()
             raise
@@ -219,6 +236,11 @@ class AsyncSandbox:
     async def start(self) -> None:
         """Boot a stopped sandbox again on its kept files; same id, fresh processes."""
         await self._lifecycle("start")
+
+    async def archive(self) -> None:
+        """Compress a stopped workspace's files to free disk; :meth:`start` or
+        :meth:`connect` restores them."""
+        await self._lifecycle("archive")
 
     async def _lifecycle(self, action: str) -> None:
         self.info = SandboxInfo(**await self._api.request(

@@ -13,6 +13,7 @@ from .code import Context, Execution
 from .files import AsyncFiles, EntryInfo
 from .pty import AsyncPty, AsyncPtyHandle, DataCallback, PtyResult
 from .sandbox import AsyncSandbox, Isolation, SandboxInfo
+from .templates import AsyncTemplate, TemplateInfo
 from .volumes import AsyncVolume
 
 
@@ -169,6 +170,10 @@ class Sandbox:
         return cls(_portal.call(AsyncSandbox.connect, sandbox_id, **kwargs))
 
     @classmethod
+    def get(cls, sandbox_id: str, **kwargs: Any) -> "Sandbox":
+        return cls(_portal.call(AsyncSandbox.get, sandbox_id, **kwargs))
+
+    @classmethod
     def list(cls, **kwargs: Any) -> list[SandboxInfo]:
         return _portal.call(AsyncSandbox.list, **kwargs)
 
@@ -215,6 +220,9 @@ class Sandbox:
     def start(self) -> None:
         _portal.call(self._a.start)
 
+    def archive(self) -> None:
+        _portal.call(self._a.archive)
+
     def snapshot(self, name: str) -> dict[str, Any]:
         return _portal.call(self._a.snapshot, name)
 
@@ -251,4 +259,33 @@ class Volume:
         _portal.call(AsyncVolume.delete, name, **kwargs)
 
 
-__all__ = ["CommandHandle", "Commands", "Files", "Pty", "PtyHandle", "Sandbox", "Volume"]
+class Template:
+    """Templates (sync). See :class:`AsyncTemplate` for every argument."""
+
+    @staticmethod
+    def build(dockerfile: str = "Dockerfile", *, name: str, **kwargs: Any) -> TemplateInfo:
+        return _portal.call(AsyncTemplate.build, dockerfile, name=name, **kwargs)
+
+    @staticmethod
+    def import_image(archive: str, *, name: str, **kwargs: Any) -> TemplateInfo:
+        return _portal.call(AsyncTemplate.import_image, archive, name=name, **kwargs)
+
+    @staticmethod
+    def list(**kwargs: Any) -> list[TemplateInfo]:
+        return _portal.call(AsyncTemplate.list, **kwargs)
+
+    @staticmethod
+    def get(name: str, **kwargs: Any) -> TemplateInfo:
+        return _portal.call(AsyncTemplate.get, name, **kwargs)
+
+    @staticmethod
+    def delete(name: str, **kwargs: Any) -> None:
+        _portal.call(AsyncTemplate.delete, name, **kwargs)
+
+    @staticmethod
+    def prune(**kwargs: Any) -> list[str]:
+        return _portal.call(AsyncTemplate.prune, **kwargs)
+
+
+__all__ = ["CommandHandle", "Commands", "Files", "Pty", "PtyHandle", "Sandbox", "Template",
+           "Volume"]

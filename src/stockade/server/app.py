@@ -24,6 +24,7 @@ from .metrics import CONTENT_TYPE, Metrics
 from .routes import code, files, keys, processes, sandboxes, tenants
 from .routes import volumes
 from .routes import ports, pty
+from .routes import templates
 from .access import AccessTokens
 from .proxy import PortProxy
 from .settings import ServerSettings
@@ -141,6 +142,7 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     app.include_router(volumes.router)
     app.include_router(ports.router)
     app.include_router(pty.router)
+    app.include_router(templates.router)
     app.state.access_tokens = AccessTokens(
         settings.data_dir / "private" / "access-token.key" if settings else None)
     app.add_middleware(AuthMiddleware, control=lambda: app.state.control)

@@ -67,6 +67,9 @@ class Control:
     async def kill(self, principal: Principal, sandbox_id: str, request_id: str | None) -> None:
         await self.engine.kill(sandbox_id)
 
+    async def check_start(self, principal: Principal, sandbox_id: str) -> None:
+        """Before a start or connect: may the sandbox's disk come back from its archive?"""
+
     async def set_timeout(self, principal: Principal, sandbox_id: str, timeout: float,
                           request_id: str | None) -> dict[str, Any]:
         return await self.engine.set_timeout(sandbox_id, timeout)
@@ -74,12 +77,16 @@ class Control:
 
 @dataclass(frozen=True)
 class Usage:
+    """What a tenant holds: every sandbox counts, whatever its state (docs/limits.md)."""
+
     sandboxes: int = 0
     vcpu: float = 0.0
     memory_mb: int = 0
+    disk_mb: int = 0
 
-    def plus(self, row: OwnedSandbox) -> "Usage":
-        return Usage(self.sandboxes + 1, self.vcpu + row.cpu, self.memory_mb + row.memory_mb)
+    def plus(self, row: OwnedSandbox, disk_mb: int) -> "Usage":
+        return Usage(self.sandboxes + 1, self.vcpu + row.cpu, self.memory_mb + row.memory_mb,
+                     self.disk_mb + disk_mb)
 
 
 class ControlPlane(Control):
@@ -96,6 +103,7 @@ class ControlPlane(Control):
         self.keys = KeyCache(settings.key_cache_seconds)
         self.owners: dict[str, OwnedSandbox] = {}
         self._pending: dict[str, list[OwnedSandbox]] = {}
+        self._pending_disk: dict[int, int] = {}  # id(claim) -> the disk_mb it asks for
         self._tenants: dict[str, Tenant] = {}
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="stockade-store")
         self._reaper: asyncio.Task[None] | None = None
@@ -193,19 +201,38 @@ class ControlPlane(Control):
         if row is None:
             return base
         return Quotas(*(getattr(row, f) if getattr(row, f) is not None else getattr(base, f)
-                        for f in ("max_sandboxes", "max_vcpu", "max_memory_mb", "max_lifetime")))
+                        for f in ("max_sandboxes", "max_vcpu", "max_memory_mb", "max_lifetime",
+                                  "max_disk_mb")))
 
     def forget_tenant(self, tenant: str) -> None:
         self._tenants.pop(tenant, None)
 
     def usage(self, tenant: str) -> Usage:
         total = Usage()
-        for row in [*self.owners.values(), *self._pending.get(tenant, [])]:
+        for row in self.owners.values():
             if row.tenant == tenant:
-                total = total.plus(row)
+                total = total.plus(row, self._held_disk_mb(row.id))
+        for claim in self._pending.get(tenant, []):
+            total = total.plus(claim, self._pending_disk.get(id(claim), 0))
         return total
 
-    def _check(self, quotas: Quotas, usage: Usage, row: OwnedSandbox, timeout: float) -> None:
+    def _held_disk_mb(self, sandbox_id: str) -> int:
+        try:
+            return self.engine.lifecycle.held_disk_mb(sandbox_id)
+        except SandboxNotFound:  # ended; the reaper forgets it soon
+            return 0
+
+    def _check_disk(self, quotas: Quotas, usage: Usage, tenant: str, more_mb: int,
+                    what: str) -> None:
+        if usage.disk_mb + more_mb > quotas.max_disk_mb:
+            raise QuotaExceeded(
+                f"tenant {tenant!r} holds {usage.disk_mb} of {quotas.max_disk_mb} MiB of disk "
+                f"(sandboxes count in every state: running, paused, stopped, archived); "
+                f"{what} needs {more_mb} MiB more; kill or archive a stopped sandbox, or ask "
+                f"for a higher quota")
+
+    def _check(self, quotas: Quotas, usage: Usage, row: OwnedSandbox, timeout: float,
+               disk_mb: int) -> None:
         if timeout > quotas.max_lifetime:
             raise QuotaExceeded(f"a sandbox may live at most {quotas.max_lifetime:g} s for tenant "
                                 f"{row.tenant!r}; asked for {timeout:g} s")
@@ -219,6 +246,7 @@ class ControlPlane(Control):
             raise QuotaExceeded(f"tenant {row.tenant!r} uses {usage.memory_mb} of "
                                 f"{quotas.max_memory_mb} MiB; {row.memory_mb} MiB more would pass "
                                 f"the limit")
+        self._check_disk(quotas, usage, row.tenant, disk_mb, "a new sandbox")
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def create(self, principal: Principal, request_id: str | None,
@@ -230,10 +258,12 @@ class ControlPlane(Control):
                              cpu=float(params.get("cpu") or defaults.cpu),
                              memory_mb=int(params.get("memory_mb") or defaults.memory_mb),
                              created_at=time.time())
+        disk_mb = int(params.get("disk_mb") or defaults.disk_mb)
         quotas = await self.quotas(principal.tenant)
-        self._check(quotas, self.usage(principal.tenant), claim, timeout)
+        self._check(quotas, self.usage(principal.tenant), claim, timeout, disk_mb)
         pending = self._pending.setdefault(principal.tenant, [])
         pending.append(claim)
+        self._pending_disk[id(claim)] = disk_mb
         try:
             info = await super().create(principal, request_id, **params)
             claim.id = info["id"]
@@ -250,6 +280,7 @@ class ControlPlane(Control):
             raise
         finally:
             pending.remove(claim)
+            self._pending_disk.pop(id(claim), None)
         await self.db(self.store.audit, tenant=principal.tenant, actor=principal.actor,
                       action="sandbox.create", target=claim.id, request_id=request_id,
                       isolation=claim.isolation, cpu=claim.cpu, memory_mb=claim.memory_mb)
@@ -270,6 +301,16 @@ class ControlPlane(Control):
             await self.db(self.store.remove_sandboxes, [sandbox_id])
             await self.db(self.store.audit, tenant=row.tenant, actor=actor, action=action,
                           target=sandbox_id, request_id=request_id)
+
+    async def check_start(self, principal: Principal, sandbox_id: str) -> None:
+        record = self.engine.record(sandbox_id)
+        row = self.owners.get(sandbox_id)
+        if row is None or record.state != "archived":
+            return
+        usage = self.usage(row.tenant)
+        more = record.resources.disk_mb - self._held_disk_mb(sandbox_id)
+        self._check_disk(await self.quotas(row.tenant), usage, row.tenant, max(0, more),
+                         f"restoring archived sandbox {sandbox_id}")
 
     async def set_timeout(self, principal: Principal, sandbox_id: str, timeout: float,
                           request_id: str | None) -> dict[str, Any]:

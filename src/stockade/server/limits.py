@@ -13,7 +13,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import json_error
 
-UNLIMITED = (("PUT", re.compile(r"^/sandboxes/[^/]+/files$")),)
+UNLIMITED = (("PUT", re.compile(r"^/sandboxes/[^/]+/files$")),
+             # build contexts and images: bounded by routes/templates.py's MAX_UPLOAD
+             ("POST", re.compile(r"^/templates/(build|import)$")))
 
 
 class BodyTooLarge(HTTPException):

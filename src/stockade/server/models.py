@@ -50,6 +50,9 @@ class CreateSandbox(Strict):
     on_timeout: Literal["kill", "pause", "stop"] = "kill"
     auto_delete: float | None = Field(default=None, ge=1, le=365 * 86400,
                                       description="seconds a paused or stopped sandbox is kept")
+    auto_archive: float | None = Field(default=None, ge=1, le=365 * 86400,
+                                       description="archive a stopped workspace this many "
+                                                   "seconds after it stopped (default: never)")
     volumes: dict[str, "VolumeName | VolumeMountSpec"] = Field(default_factory=dict,
                                                               max_length=32)
 
@@ -97,6 +100,15 @@ class TemplateInfo(BaseModel):
     size_bytes: int
     files: int
     created: str
+    owner: str | None = Field(default=None, description="the tenant that made it; null: shared")
+    source: str | None = None
+    config: dict[str, Any] | None = Field(
+        default=None, description="env, workdir and user that processes of its sandboxes get")
+
+
+class TemplatePage(BaseModel):
+    items: list[TemplateInfo]
+    next_cursor: str | None = None
 
 
 class Sandbox(BaseModel):
@@ -117,6 +129,7 @@ class Sandbox(BaseModel):
     persistence: str = "ephemeral"
     on_timeout: str = "kill"
     auto_delete: float | None = None
+    auto_archive: float | None = None
     volumes: list[VolumeMountInfo] = Field(default_factory=list)
 
 
@@ -216,6 +229,9 @@ class QuotaFields(Strict):
     max_vcpu: float | None = Field(default=None, ge=0, le=100000)
     max_memory_mb: int | None = Field(default=None, ge=0, le=1 << 31)
     max_lifetime: float | None = Field(default=None, ge=1, le=365 * 86400)
+    max_disk_mb: int | None = Field(default=None, ge=0, le=1 << 40,
+                                    description="host disk held by the tenant's sandboxes in "
+                                                "any state (docs/limits.md)")
 
 
 class CreateTenant(QuotaFields):
@@ -229,9 +245,11 @@ class TenantInfo(BaseModel):
     max_vcpu: float
     max_memory_mb: int
     max_lifetime: float
+    max_disk_mb: int
     sandboxes: int
     vcpu: float
     memory_mb: int
+    disk_mb: int
 
 
 class TenantPage(BaseModel):

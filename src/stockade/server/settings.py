@@ -15,6 +15,7 @@ Every setting has a default that works on one machine with no configuration at a
     max_vcpu = 16
     max_memory_mb = 32768
     max_lifetime = 86400
+    max_disk_mb = 102400  # what sandboxes in any state hold on disk (docs/limits.md)
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from ..config import default_data_dir
 
 @dataclass(frozen=True)
 class Quotas:
-    """What one tenant may use at once: sandboxes, vCPUs, memory, and one sandbox's lifetime."""
+    """What one tenant may use at once: sandboxes, vCPUs, memory, one sandbox's lifetime, and
+    host disk. Sandboxes count in every state (running, paused, stopped, archived)."""
 
     max_sandboxes: int = 20
     max_vcpu: float = 16.0
     max_memory_mb: int = 32768
     max_lifetime: float = 86400.0
+    max_disk_mb: int = 102400
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ def _line(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode() + b"\n"
 
 
-async def stream_process(run: ProcessRun) -> StreamingResponse:
-    """Wait for the first event (so start errors become HTTP errors), then stream the rest."""
-    events = run.events()
+async def stream_events(events: AsyncIterator[dict[str, Any]], failure: str = "error") -> StreamingResponse:
+    """Wait for the first event (so start errors become HTTP errors), then stream the rest.
+
+    If the engine fails mid-stream, the last line is ``{"type": failure, "code", "message"}``."""
     first = await anext(events)
 
     async def body() -> AsyncIterator[bytes]:
@@ -30,8 +31,13 @@ async def stream_process(run: ProcessRun) -> StreamingResponse:
             async for event in events:
                 yield _line(event)
         except EngineError as exc:
-            yield _line({"type": "error", "code": exc.code, "message": exc.message})
+            yield _line({"type": failure, "code": exc.code, "message": exc.message})
         finally:
-            await events.aclose()
+            await events.aclose()  # type: ignore[attr-defined]
 
     return StreamingResponse(body(), media_type=NDJSON)
+
+
+async def stream_process(run: ProcessRun) -> StreamingResponse:
+    """A process's events as NDJSON (see :func:`stream_events`)."""
+    return await stream_events(run.events())

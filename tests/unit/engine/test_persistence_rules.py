@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stockade.engine.errors import InvalidRequest
-from stockade.engine.lifecycle import TRANSITIONS, check_options
+from stockade.engine.lifecycle import TRANSITIONS, check_auto_archive, check_options
 from stockade.engine.volumes import check_mount_path
 from stockade.runtimes.suspend import CheckpointCorrupt, seal, verify
 
@@ -23,8 +23,20 @@ def test_options() -> None:
 
 def test_every_state_has_a_way_out() -> None:
     reachable = {target for moves in TRANSITIONS.values() for target in moves.values()}
-    assert reachable == {"running", "paused", "stopped"}
+    assert reachable == {"running", "paused", "stopped", "archived"}
     assert TRANSITIONS["resume"] == {"paused": "running"}
+    assert TRANSITIONS["start"]["archived"] == "running"
+    assert TRANSITIONS["archive"] == {"stopped": "archived"}  # never from running or paused
+    leaving = {state for moves in TRANSITIONS.values() for state in moves}
+    assert reachable - {"running"} <= leaving
+
+
+def test_auto_archive_option() -> None:
+    assert check_auto_archive("workspace", None) is None
+    assert check_auto_archive("workspace", 60) == 60.0
+    for bad in (("ephemeral", 60), ("workspace", 0), ("workspace", 10 ** 9)):
+        with pytest.raises(InvalidRequest):
+            check_auto_archive(*bad)
 
 
 @pytest.mark.parametrize("path", ["/", "/proc", "/proc/1", "/sys/x", "/dev", "/.stockade/run",

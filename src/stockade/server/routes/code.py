@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any, AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...engine import EngineError
 from ...engine.interpreter import CodeContexts
 from ..deps import EngineDep
-from ..streaming import NDJSON
+from ..streaming import NDJSON, stream_events
 
 router = APIRouter(prefix="/sandboxes/{sandbox_id}/code", tags=["code"])
 
@@ -52,10 +50,6 @@ class Execute(Strict):
     timeout: float | None = Field(default=None, gt=0, le=86400)
 
 
-def _line(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
-
-
 @router.post("/execute", response_class=StreamingResponse,
              responses={200: {"content": {NDJSON: {}}, "description": "execution events"}})
 async def execute(sandbox_id: str, body: Execute, ctx: ContextsDep) -> StreamingResponse:
@@ -68,19 +62,7 @@ async def execute(sandbox_id: str, body: Execute, ctx: ContextsDep) -> Streaming
     started on first use."""
     events = await ctx.execute(sandbox_id, body.code, language=body.language,
                                context_id=body.context_id, timeout=body.timeout)
-    first = await anext(events)
-
-    async def stream() -> AsyncIterator[bytes]:
-        try:
-            yield _line(first)
-            async for event in events:
-                yield _line(event)
-        except EngineError as exc:
-            yield _line({"type": "failure", "code": exc.code, "message": exc.message})
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
-
-    return StreamingResponse(stream(), media_type=NDJSON)
+    return await stream_events(events, failure="failure")
 
 
 @router.post("/contexts", response_model=CodeContext, status_code=201)

@@ -14,6 +14,7 @@ from ...engine.snapshots import snapshot
 from ..deps import ControlDep, EngineDep, PrincipalDep, RequestIdDep
 from ..models import CreateSandbox, NetworkPolicy, Sandbox, SandboxPage, SetTimeout
 from ..models import CreateSnapshot, TemplateInfo
+from .templates import usable_template
 from .volumes import volume_info
 
 router = APIRouter(prefix="/sandboxes", tags=["sandboxes"])
@@ -27,6 +28,8 @@ async def create_sandbox(body: CreateSandbox, control: ControlDep, who: Principa
     for spec in params["volumes"].values():  # another tenant's volume reads as missing
         name = spec if isinstance(spec, str) else spec["volume"]
         volume_info(control.engine, who, name)
+    if params.get("template"):  # so does another tenant's template
+        usable_template(control.engine, who, params["template"])
     return await control.create(who, request_id, **params)
 
 
@@ -103,8 +106,11 @@ async def resume_sandbox(sandbox_id: str, eng: EngineDep) -> dict[str, Any]:
 
 
 @router.post("/{sandbox_id}/connect", response_model=Sandbox)
-async def connect_sandbox(sandbox_id: str, eng: EngineDep) -> dict[str, Any]:
-    """Make the sandbox usable: resume it if paused, start it if stopped."""
+async def connect_sandbox(sandbox_id: str, eng: EngineDep, control: ControlDep,
+                          who: PrincipalDep) -> dict[str, Any]:
+    """Make the sandbox usable: resume it if paused, start it if stopped or archived (429 if
+    restoring an archive would pass the tenant's disk quota)."""
+    await control.check_start(who, sandbox_id)
     return await eng.lifecycle.connect(sandbox_id)
 
 
@@ -115,12 +121,24 @@ async def stop_sandbox(sandbox_id: str, eng: EngineDep) -> dict[str, Any]:
 
 
 @router.post("/{sandbox_id}/start", response_model=Sandbox)
-async def start_sandbox(sandbox_id: str, eng: EngineDep) -> dict[str, Any]:
-    """Boot a stopped sandbox again on its kept files, with the same id."""
+async def start_sandbox(sandbox_id: str, eng: EngineDep, control: ControlDep,
+                        who: PrincipalDep) -> dict[str, Any]:
+    """Boot a stopped (or archived: restored first) sandbox again on its kept files, with the
+    same id."""
+    await control.check_start(who, sandbox_id)
     return await eng.lifecycle.start(sandbox_id)
 
 
+@router.post("/{sandbox_id}/archive", response_model=Sandbox)
+async def archive_sandbox(sandbox_id: str, eng: EngineDep) -> dict[str, Any]:
+    """Compress a stopped workspace's files to free disk; start or connect restores them (409
+    ``archive_corrupt`` there if the archive is damaged: the sandbox stays archived)."""
+    return await eng.lifecycle.archive(sandbox_id)
+
+
 @router.post("/{sandbox_id}/snapshot", status_code=201, response_model=TemplateInfo)
-async def snapshot_sandbox(sandbox_id: str, body: CreateSnapshot, eng: EngineDep) -> dict[str, Any]:
-    """Save the sandbox's filesystem as a new template (layers shared with its template)."""
-    return await snapshot(eng, sandbox_id, body.name)
+async def snapshot_sandbox(sandbox_id: str, body: CreateSnapshot, eng: EngineDep,
+                           who: PrincipalDep) -> dict[str, Any]:
+    """Save the sandbox's filesystem as a new template (layers shared with its template),
+    owned by your tenant."""
+    return await snapshot(eng, sandbox_id, body.name, owner=who.tenant)

@@ -21,7 +21,8 @@ async def describe(plane: ControlPlane, tenant: Tenant) -> dict[str, Any]:
     return {"name": tenant.name, "created_at": tenant.created_at,
             "max_sandboxes": quotas.max_sandboxes, "max_vcpu": quotas.max_vcpu,
             "max_memory_mb": quotas.max_memory_mb, "max_lifetime": quotas.max_lifetime,
-            "sandboxes": usage.sandboxes, "vcpu": usage.vcpu, "memory_mb": usage.memory_mb}
+            "max_disk_mb": quotas.max_disk_mb, "sandboxes": usage.sandboxes,
+            "vcpu": usage.vcpu, "memory_mb": usage.memory_mb, "disk_mb": usage.disk_mb}
 
 
 @router.post("/tenants", status_code=201, response_model=TenantInfo)

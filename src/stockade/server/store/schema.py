@@ -23,6 +23,7 @@ class Tenant(Base):
     max_vcpu: Mapped[float | None] = mapped_column(Float, nullable=True)
     max_memory_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_lifetime: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_disk_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ApiKey(Base):

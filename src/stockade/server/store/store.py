@@ -22,7 +22,7 @@ from ...engine import Conflict, NotFound
 from .schema import ApiKey, AuditEvent, OwnedSandbox, Tenant
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-QUOTA_FIELDS = ("max_sandboxes", "max_vcpu", "max_memory_mb", "max_lifetime")
+QUOTA_FIELDS = ("max_sandboxes", "max_vcpu", "max_memory_mb", "max_lifetime", "max_disk_mb")
 
 
 def database_url(data_dir: Path, url: str | None = None) -> str:
