@@ -21,6 +21,8 @@ from stockade.config import default_images_dir, local_socket
 from stockade.engine.hostcheck import find_leaks
 
 TIERS = ["container", "gvisor"]
+#: With the microVM tier (TCG here: a snapshot-started VM is ready in about a second).
+ALL_TIERS = [*TIERS, "microvm"]
 IMAGES_DIR = default_images_dir()
 # Every daemon, server and CLI the tests start shares the installed image store, whatever data
 # directory it gets.

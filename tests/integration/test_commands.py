@@ -8,6 +8,14 @@ import pytest
 
 from stockade import CommandExitError, CommandTimeout, Sandbox
 
+from conftest import ALL_TIERS
+
+
+@pytest.fixture(params=ALL_TIERS)
+def tier(request: pytest.FixtureRequest) -> str:
+    """This behaviour is the same on every tier, the microVM included."""
+    return str(request.param)
+
 
 def test_run_returns_stdout_and_exit_code(sandbox: Sandbox) -> None:
     r = sandbox.commands.run("python3 -c 'print(6*7)'")

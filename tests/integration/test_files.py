@@ -9,6 +9,14 @@ import pytest
 
 from stockade import InvalidRequestError, NotFoundError, PermissionDeniedError, Sandbox
 
+from conftest import ALL_TIERS
+
+
+@pytest.fixture(params=ALL_TIERS)
+def tier(request: pytest.FixtureRequest) -> str:
+    """This behaviour is the same on every tier, the microVM included."""
+    return str(request.param)
+
 
 def test_write_then_read_text_and_bytes(sandbox: Sandbox) -> None:
     sandbox.files.write("/home/user/data.csv", b"a,b\n1,2\n")
