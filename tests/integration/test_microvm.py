@@ -209,6 +209,27 @@ def test_snapshot_started_sandboxes_share_no_identity_or_randomness(
     assert other.commands.run("echo ok").stdout == "ok\n"
 
 
+def test_workspace_keeps_unsynced_writes_across_stop_and_pause(make_sandbox: Any) -> None:
+    """Files that commands wrote (never fsynced: they sit in the guest's page cache) survive a
+    stop and start, and a pause then a stop (which drops the saved memory), with an intact
+    filesystem: the engine has the guest flush before QEMU goes, and the disk has a journal."""
+    sb = make_sandbox(isolation="microvm", persistence="workspace", timeout=600,
+                      request_timeout=BOOT)
+    sb.commands.run("mkdir -p /home/user/proj && cd /home/user/proj && "
+                    "for i in $(seq 300); do echo $i > f$i; done")
+    sb.stop()
+    sb.start()
+    assert sb.commands.run("cat /home/user/proj/f300; ls /home/user/proj | wc -l").stdout == \
+        "300\n300\n"
+    sb.commands.run("echo second > /home/user/proj/g && rm /home/user/proj/f1")
+    sb.pause()
+    sb.stop()
+    sb.start()
+    r = sb.commands.run("cat /home/user/proj/g; ls /home/user/proj | wc -l; dmesg | grep -c 'EXT4-fs error' || true",
+                        user="root")
+    assert r.stdout == "second\n300\n0\n", r.stdout
+
+
 @pytest.mark.parametrize("damage", ["truncate", "truncate-and-reseal"])
 def test_damaged_checkpoint_is_reported_and_sandbox_kept(make_sandbox: Any, daemon: Any,
                                                          damage: str) -> None:

@@ -1,5 +1,7 @@
 """Every attack of the corpus, on every tier: it must be blocked, contained or recovered from,
-and the host's canaries must stay unread and unchanged (judged by stockade.security.runner)."""
+and the host's canaries must stay unread and unchanged (judged by stockade.security.runner).
+Where an attack states the outcome expected on a tier (``# expect-<tier>:``), it must be that
+one. The microVM tier runs the whole corpus in three VMs (about 2 minutes under TCG)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ CASES = [(tier, attack.name, user) for tier in TIERS for attack in CORPUS for us
 _runs: dict[str, dict[tuple[str, str], AttackResult]] = {}
 #: The neighbour may be at most this many times slower while another sandbox spins every CPU.
 MAX_SLOWDOWN = 10.0
+BY_NAME = {a.name: a for a in CORPUS}
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +36,9 @@ def results(daemon: Any) -> Any:
 def test_attack_is_stopped(results: Any, tier: str, attack: str, user: str) -> None:
     result = results(tier)[(attack, user)]
     assert result.passed, f"{attack} as {user} on {tier}: {result.outcome}: {result.detail}"
+    expected = BY_NAME[attack].expected(tier, user)
+    assert expected in (None, result.outcome), \
+        f"{attack} as {user} on {tier}: expected {expected}, got {result.outcome}: {result.detail}"
 
 
 @pytest.mark.parametrize("tier", TIERS)

@@ -72,8 +72,16 @@ def seed(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
     return {"reseeded": reseeded}
 
 
+def sync(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
+    """sys.sync: write every dirty page to disk. A microVM's page cache dies with its QEMU, and
+    gVisor's with its Sentry, so the host asks for this before it stops or saves a sandbox."""
+    os.sync()
+    return {}
+
+
 def handlers() -> dict[str, Handler]:
-    table: dict[str, Handler] = {p.Method.HELLO.value: hello, p.Method.SYS_SEED.value: seed}
+    table: dict[str, Handler] = {p.Method.HELLO.value: hello, p.Method.SYS_SEED.value: seed,
+                                 p.Method.SYS_SYNC.value: sync}
     table.update(processes.HANDLERS)
     table.update(files.HANDLERS)
     table.update(ports.HANDLERS)

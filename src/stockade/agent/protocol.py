@@ -87,6 +87,7 @@ class Method(str, enum.Enum):
     SYS_SEED = "sys.seed"
     PORT_CONNECT = "port.connect"  # a TCP connection inside the sandbox (ports.py)
     SYS_SUSPEND = "sys.suspend"  # let go of host sockets before a checkpoint (listener.py)
+    SYS_SYNC = "sys.sync"  # write the sandbox kernel's dirty pages to disk (before stop or save)
 
 
 class ErrorCode(str, enum.Enum):

@@ -29,7 +29,7 @@ from ..runtimes.runc import RuncDriver
 from ..runtimes.runsc import RunscDriver
 from .errors import Conflict, EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable
 from .lifecycle import Lifecycle, check_auto_archive, check_options
-from .process import ProcessRun, translate_agent_error
+from .process import KEEPALIVE, ProcessRun, translate_agent_error
 from .pool import WarmPool
 from .ports import Tunnel
 from .records import SandboxRecord
@@ -45,6 +45,9 @@ def default_pool_size() -> dict[str, int]:
     return {"container": size, "gvisor": size}
 
 
+#: The longest one request/response call to an agent may take (a recursive remove of a huge
+#: tree is the slowest legitimate one).
+CALL_TIMEOUT = 120.0
 #: How long a starting engine waits for the data directory's lock: a supervisor may restart the
 #: engine while its killed predecessor's last file descriptors are still being closed.
 LOCK_WAIT = 10.0
@@ -433,7 +436,10 @@ class Engine:
         """One request/response call to the agent, errors translated."""
         channel = await self.channel(sandbox_id)
         try:
-            return await channel.call(method, params)
+            return await asyncio.wait_for(channel.call(method, params), CALL_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise SandboxUnavailable(f"sandbox {sandbox_id} did not answer {method} within "
+                                     f"{CALL_TIMEOUT:.0f} s: it is frozen, hung or overloaded")
         except AgentCallError as exc:
             raise translate_agent_error(exc) from None
         except ChannelClosed as exc:
@@ -450,12 +456,14 @@ class Engine:
             params["user"] = config["user"]
         if config.get("workdir") and not params.get("cwd"):
             params["cwd"] = config["workdir"]
+        params.setdefault("keepalive", KEEPALIVE)
         channel = await self.channel(sandbox_id)
         driver = self.drivers[record.tier]
         oom_before = (await driver.stats(record.spec)).oom_kills
         stream = await self._open(channel, sandbox_id, "process.start", params)
         return ProcessRun(stream, oom_check=lambda: self._oom_since(record, oom_before),
-                          diagnose=lambda: self._diagnose(record))
+                          diagnose=lambda: self._diagnose(record),
+                          running=lambda: record.state == "running")
 
     def _image_config(self, image: str) -> dict[str, Any]:
         try:
@@ -465,8 +473,12 @@ class Engine:
 
     async def connect_process(self, sandbox_id: str, selector: dict[str, Any]) -> ProcessRun:
         """Follow a running process (by pid or tag) from now on."""
+        record = self.record(sandbox_id)
         channel = await self.channel(sandbox_id)
-        return ProcessRun(await self._open(channel, sandbox_id, "process.connect", selector))
+        stream = await self._open(channel, sandbox_id, "process.connect",
+                                  {**selector, "keepalive": KEEPALIVE})
+        return ProcessRun(stream, diagnose=lambda: self._diagnose(record),
+                          running=lambda: record.state == "running")
 
     async def open_port(self, sandbox_id: str, port: int) -> Tunnel:
         """A byte pipe to TCP ``port`` on the sandbox's loopback, through its agent."""

@@ -13,16 +13,6 @@ from ..net import find_net_leaks
 from ..runtimes import hostops
 
 
-def _loop_backing_files() -> list[str]:
-    found = []
-    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
-        try:
-            found.append(backing.read_text().strip())
-        except OSError:
-            continue
-    return found
-
-
 def _processes_in_cgroup(fragment: str) -> list[int]:
     """Live processes in matching cgroups (zombies already released everything but a pid)."""
     pids = []
@@ -85,7 +75,7 @@ def find_leaks(data_dir: Path, sandbox_id: str | None = None) -> list[str]:
             leaks.append(f"mount {point}")
     if not name:
         leaks.extend(f"volume mount {point}" for point in hostops.mounts_under(data_dir / "volumes"))
-    for backing in _loop_backing_files():
+    for backing in hostops.loop_backing_files():
         if backing.startswith(str(where)):
             leaks.append(f"loop device backed by {backing}")
     parent = hostops.cgroup_parent(data_dir)

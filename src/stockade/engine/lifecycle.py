@@ -34,7 +34,7 @@ from ..runtimes.base import DriverError, NotSupported, RuntimeState
 from ..runtimes.suspend import CheckpointCorrupt
 from . import archive
 from .archive import ArchiveCorrupt
-from .errors import Conflict, InvalidRequest, SandboxNotFound, SandboxUnavailable
+from .errors import Conflict, EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable
 from .records import SandboxRecord
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ PERSISTENCE = ("ephemeral", "workspace")
 ON_TIMEOUT = ("kill", "pause", "stop")
 #: Seconds a paused or stopped sandbox is kept before it is deleted (default 7 days).
 DEFAULT_AUTO_DELETE = float(os.environ.get("STOCKADE_AUTO_DELETE", 7 * 86400))
+#: How long a stop or pause waits for the sandbox to write its dirty pages to disk.
+FLUSH_TIMEOUT = 30.0
 MAX_AUTO_DELETE = 365 * 86400.0
 CHECKPOINT_DIR = "checkpoint"
 TRANSITIONS: dict[str, dict[str, str]] = {
@@ -132,6 +134,14 @@ class Lifecycle:
         if channel := self.engine._channels.pop(record.id, None):
             await channel.aclose()
 
+    async def _flush(self, record: SandboxRecord) -> None:
+        """Have the sandbox's kernel write its dirty pages to disk before it is stopped or saved
+        (best effort and bounded: a wedged agent must not block a stop)."""
+        if record.state != "running":
+            return
+        with contextlib.suppress(EngineError, asyncio.TimeoutError):
+            await asyncio.wait_for(self.engine.call(record.id, "sys.sync", {}), FLUSH_TIMEOUT)
+
     def _settle(self, record: SandboxRecord, state: str) -> dict[str, Any]:
         record.state = state
         lifetime = record.timeout if state == "running" else record.auto_delete
@@ -152,6 +162,7 @@ class Lifecycle:
             driver = engine.drivers[record.tier]
             try:
                 if driver.checkpoints:
+                    await self._flush(record)  # so that a later stop can drop the memory
                     await self._quiet(record)
                     image = self._checkpoint_dir(record)
                     await asyncio.to_thread(shutil.rmtree, image, True)
@@ -236,6 +247,7 @@ class Lifecycle:
             if record.persistence != "workspace":
                 raise Conflict(f"sandbox {sandbox_id} is ephemeral: stopping would keep its "
                                f"files; kill it, or create it with persistence='workspace'")
+            await self._flush(record)
             await self._quiet(record)
             await self.settled(sandbox_id)
             try:
@@ -335,6 +347,9 @@ class Lifecycle:
         engine = self.engine
         try:
             record = engine.record(sandbox_id)
+            if time.time() < record.deadline:  # the loop's timers may fire a little early
+                engine._arm_timer(record)
+                return
             if (record.state == "stopped" and record.archive_at is not None
                     and record.archive_at <= time.time() < record.expires_at):
                 await self._auto_archive(record)

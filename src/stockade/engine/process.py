@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ..agent import protocol as p
@@ -9,6 +10,11 @@ from ..runtimes.channel import AgentCallError, ChannelClosed, Data, End, Event, 
 from .errors import (Conflict, EngineError, Forbidden, InsufficientStorage, InvalidRequest,
                      NotFound, SandboxUnavailable)
 
+#: Seconds between keepalive events the engine asks of the agent on a silent process stream,
+#: and the silence after which it gives the stream up: the agent, or the sandbox's kernel, is
+#: frozen or hung (a guest's root can stop its own agent; see SECURITY.md).
+KEEPALIVE = 5.0
+SILENCE_LIMIT = 20.0
 _CHANNEL_NAMES = {p.Channel.STDOUT: "stdout", p.Channel.STDERR: "stderr", p.Channel.PTY: "pty"}
 
 
@@ -36,17 +42,19 @@ class ProcessRun:
 
     def __init__(self, stream: HostStream,
                  oom_check: Callable[[], Awaitable[bool]] | None = None,
-                 diagnose: Callable[[], Awaitable[str]] | None = None) -> None:
+                 diagnose: Callable[[], Awaitable[str]] | None = None,
+                 running: Callable[[], bool] = lambda: True) -> None:
         self._stream = stream
         self._oom_check = oom_check
         self._diagnose = diagnose
+        self._running = running  # False while the sandbox is paused: silence is expected then
         self.pid: int | None = None
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         try:
             while True:
                 try:
-                    item = await self._stream.next()
+                    item = await self._next()
                 except ChannelClosed as exc:
                     why = await self._diagnose() if self._diagnose else ""
                     raise SandboxUnavailable(f"{exc}{why}") from None
@@ -63,6 +71,21 @@ class ProcessRun:
                     return
         finally:
             await self._stream.cancel()
+
+    async def _next(self) -> Data | Event | End:
+        """The stream's next item, or SandboxUnavailable after :data:`SILENCE_LIMIT` seconds
+        without even a keepalive from a running sandbox."""
+        while True:
+            try:
+                return await asyncio.wait_for(self._stream.next(), SILENCE_LIMIT)
+            except asyncio.TimeoutError:
+                if not self._running():
+                    continue
+                why = await self._diagnose() if self._diagnose else ""
+                raise SandboxUnavailable(
+                    f"the sandbox's agent sent nothing for {SILENCE_LIMIT:.0f} s, not even a "
+                    f"keepalive: the sandbox is frozen or hung (its process may still be "
+                    f"running; kill the sandbox if it does not recover){why}") from None
 
     async def _end(self, result: dict[str, Any]) -> dict[str, Any]:
         end = {"type": "end", **result, "oom_killed": False}

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import time
 from pathlib import Path
 
 from .base import DriverError, Stats
@@ -47,12 +48,15 @@ def mounted(path: Path) -> bool:
 
 
 def mounts_under(prefix: Path) -> list[Path]:
-    """Every mount point at or below ``prefix``, deepest first."""
+    """Every mount point at or below ``prefix``, in an order that unmounts cleanly: deepest
+    first, and the newest first among equals (an overlay before the disk holding its upper
+    layer, which would otherwise be busy and only lazily detached, flushed some time later)."""
     base = str(prefix).rstrip("/")
     with open("/proc/self/mounts") as f:
         points = [line.split()[1] for line in f]
-    found = [Path(m) for m in points if m == base or m.startswith(base + "/")]
-    return sorted(found, key=lambda m: len(m.parts), reverse=True)
+    found = [(len(Path(m).parts), i, Path(m)) for i, m in enumerate(points)
+             if m == base or m.startswith(base + "/")]
+    return [m for _, _, m in sorted(found, reverse=True)]
 
 
 def unmount(path: Path) -> None:
@@ -62,6 +66,27 @@ def unmount(path: Path) -> None:
             err = ctypes.get_errno()
             if _libc.umount2(str(path).encode(), MNT_DETACH) != 0:
                 raise DriverError(f"cannot unmount {path}: {os.strerror(err)}")
+
+
+def loop_backing_files() -> list[str]:
+    """The files that loop devices are attached to now."""
+    found = []
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            found.append(backing.read_text().strip())
+        except OSError:
+            continue
+    return found
+
+
+async def wait_loop_released(image: Path, timeout: float = 10.0) -> None:
+    """Wait until no loop device holds ``image`` (a lazily unmounted filesystem is flushed and
+    let go of later); DriverError if it is still held after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while str(image) in loop_backing_files():
+        if time.monotonic() > deadline:
+            raise DriverError(f"{image} is still attached to a loop device after {timeout:.0f} s")
+        await asyncio.sleep(0.05)
 
 
 async def make_disk(image: Path, mountpoint: Path, size_mb: int, owner: int) -> None:

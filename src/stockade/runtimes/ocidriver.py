@@ -170,6 +170,7 @@ class OciDriver(RuntimeDriver):
                     break
         await hostops.empty_cgroup(self.cgroup(spec))
         await asyncio.to_thread(self._unmount_all, spec.directory)
+        await hostops.wait_loop_released(spec.directory / "disk.img")  # its files all written
         hostops.remove_cgroup(self.cgroup(spec))
 
     @staticmethod

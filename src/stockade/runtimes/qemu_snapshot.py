@@ -277,6 +277,7 @@ class Templates:
             (vm_spec.directory / "jail").mkdir(mode=0o700)
             await driver.make_disk(vm / DISK, spec.resources.disk_mb, uid)
             await driver.boot(vm_spec)
+            await driver.sync_guest(vm_spec)  # every clone starts from a disk that has it all
             await save_running(driver, vm_spec, build)
             await driver.stop(vm_spec)
             os.rename(vm / DISK, build / DISK)

@@ -7,13 +7,17 @@ Each attack file starts with comment lines such as::
     # sandbox: fresh          (a sandbox of its own, killed after; default: the shared one)
     # mode: hog | flood       (handled specially by the runner; default: run to completion)
     # shell                   (run with sh instead of python3)
+    # may-break               (may take its own sandbox down: batched last, see runner)
+    # timeout: 10             (the command's timeout in seconds; default 60)
+    # expect-microvm: blocked (the outcome expected on that tier, or per user:
+    #                          user=blocked root=contained; checked by the tests)
 
 and prints one JSON line ``{"attack", "outcome", "detail"}`` (see attacks/_lib.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import stockade
@@ -37,6 +41,13 @@ class Attack:
     fresh: bool = False
     mode: str = "run"
     shell: bool = False
+    may_break: bool = False
+    timeout: float = 60.0
+    #: Expected outcome per tier and user, where the attack states one (``# expect-<tier>:``).
+    expect: dict[str, dict[str, str]] = field(default_factory=dict, compare=False, hash=False)
+
+    def expected(self, tier: str, user: str) -> str | None:
+        return self.expect.get(tier, {}).get(user)
 
     @property
     def filename(self) -> str:
@@ -59,9 +70,24 @@ def parse(path: Path) -> Attack:
     mode = fields.get("mode", "run")
     if mode not in ("run", "hog", "flood"):
         raise ValueError(f"{path}: unknown mode {mode!r}")
+    users = tuple(fields.get("users", "user").split())
+    expect: dict[str, dict[str, str]] = {}
+    for key, value in fields.items():
+        if key.startswith("expect-"):
+            tier = key[len("expect-"):]
+            words = value.split()
+            per_user = dict(w.split("=", 1) for w in words) if "=" in value else \
+                {u: value for u in users}
+            for user, outcome in per_user.items():
+                if user not in users or outcome not in ("blocked", "contained", "recovered"):
+                    raise ValueError(f"{path}: {key}: {value!r}: expected blocked, contained or "
+                                     f"recovered, per user of {users} (user=outcome)")
+            expect[tier] = per_user
     return Attack(name=path.stem, path=path, description=fields["attack"],
-                  users=tuple(fields.get("users", "user").split()),
-                  fresh=fields.get("sandbox") == "fresh", mode=mode, shell="shell" in fields)
+                  users=users,
+                  fresh=fields.get("sandbox") == "fresh", mode=mode, shell="shell" in fields,
+                  may_break="may-break" in fields, expect=expect,
+                  timeout=float(fields.get("timeout", 60)))
 
 
 def load_corpus(directory: Path | None = None) -> list[Attack]:

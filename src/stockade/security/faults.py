@@ -41,6 +41,12 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def program(cmdline: str) -> str:
+    """The file name of a command line's program (``/usr/bin/qemu-system-x86_64 ...`` ->
+    ``qemu-system-x86_64``)."""
+    return os.path.basename(cmdline.split(" ", 1)[0])
+
+
 def sandbox_processes(data_dir: Path, sandbox_id: str) -> dict[int, str]:
     """Host pid -> command line of every process in the sandbox's cgroup."""
     relative = f"{hostops.cgroup_parent(data_dir)}/{sandbox_id}"
@@ -48,20 +54,24 @@ def sandbox_processes(data_dir: Path, sandbox_id: str) -> dict[int, str]:
 
 
 def agent_pids(data_dir: Path, sandbox_id: str) -> list[int]:
-    """The process serving the agent: the agent itself (runc) or the Sentry running it (runsc)."""
+    """The process serving the agent: the agent itself (runc), the Sentry running it (runsc),
+    or the microVM's QEMU (the guest kernel shields its PID 1 from SIGKILL, so on that tier an
+    agent that dies is a VM that dies)."""
     procs = sandbox_processes(data_dir, sandbox_id)
     found = [p for p, cmd in procs.items() if "runsc-sandbox" in cmd or " boot " in cmd]
     found = found or [p for p, cmd in procs.items() if "agent.main" in cmd]
+    found = found or [p for p, cmd in procs.items() if program(cmd).startswith("qemu-system")]
     if not found:
         raise RuntimeError(f"no agent process in the cgroup of {sandbox_id}: {procs}")
     return found
 
 
 def runtime_pids(data_dir: Path, sandbox_id: str) -> list[int]:
-    """The runtime's own processes (runsc sandbox and gofer); runc leaves none but the
-    container's init, which is the agent."""
+    """The runtime's own processes (runsc sandbox and gofer; the microVM's jail and QEMU);
+    runc leaves none but the container's init, which is the agent."""
     procs = sandbox_processes(data_dir, sandbox_id)
-    found = [p for p, cmd in procs.items() if cmd.startswith(("runsc", "runc"))]
+    found = [p for p, cmd in procs.items()
+             if program(cmd).startswith(("runsc", "runc", "unshare", "qemu-system"))]
     return found or agent_pids(data_dir, sandbox_id)
 
 

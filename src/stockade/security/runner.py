@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import statistics
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from .. import Sandbox, SandboxUnavailable, StockadeError
 from ..engine.hostcheck import find_leaks
@@ -23,13 +25,48 @@ from .bait import MARKER, Bait
 from .corpus import LIBRARY, Attack, load_corpus
 
 #: Tiers the battery runs on; a new tier is one more entry.
-TIERS: tuple[str, ...] = ("container", "gvisor")
+TIERS: tuple[str, ...] = ("container", "gvisor", "microvm")
+#: Tiers whose sandboxes are slow to make (a microVM boots in ~10 s under TCG): there the
+#: attacks that need a sandbox of their own share one scratch sandbox, in an order that runs
+#: the CPU hog first (on a quiet VM) and the attacks that may break it last; a broken scratch
+#: sandbox is replaced before the next attack.
+BATCH_FRESH: frozenset[str] = frozenset({"microvm"})
+#: Tiers whose sandboxes have a kernel of their own; an attack may call what root gains there
+#: "contained" (attacks/_lib.py: privileged), nowhere else.
+OWN_KERNEL: frozenset[str] = frozenset({"gvisor", "microvm"})
 PASSED = ("blocked", "contained", "recovered")
 REMOTE_DIR = "/tmp/attacks"
 FRESH_DISK_MB = 64
-ATTACK_TIMEOUT = 60.0
 FLOOD_LIMIT = 8 << 20
 LATENCY_SAMPLES = 30
+#: Seconds past a command's own timeout after which the host side counts as hung.
+HANG_GRACE = 15.0
+T = TypeVar("T")
+
+
+class Hung(Exception):
+    """A call into the platform did not return: the host side hangs on a sandbox."""
+
+
+def bounded(call: Callable[[], T], seconds: float) -> T:
+    """``call()``, or :class:`Hung` if it has not returned within ``seconds`` (it is left
+    running in a daemon thread; killing the sandbox ends it)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise Hung(f"no answer {seconds:.0f} s later")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -43,6 +80,8 @@ class AttackResult:
     detail: str
     seconds: float
     figures: dict[str, float] = field(default_factory=dict)
+    #: The attack left its own sandbox unusable (but answering): the runner replaces it.
+    damaged: bool = False
 
     @property
     def passed(self) -> bool:
@@ -78,6 +117,15 @@ def _verdict(stdout: str) -> dict[str, Any] | None:
     return None
 
 
+def _host_boot_id() -> str:
+    """Attacks compare it with their kernel's to tell a kernel of their own (gVisor's Sentry,
+    a microVM's guest) from the host's: privileges gained there are contained."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
 class TierRun:
     """One tier's run: the bait, a neighbour sandbox, a shared attacker sandbox."""
 
@@ -91,6 +139,10 @@ class TierRun:
         self.neighbour_secret = f"{MARKER}-{bait.secret}-neighbour"
         self.neighbour: Sandbox | None = None
         self.shared: Sandbox | None = None
+        self.batch = tier in BATCH_FRESH
+        #: The scratch sandbox of batched fresh attacks (BATCH_FRESH tiers).
+        self.scratch: Sandbox | None = None
+        self.discarded: list[Sandbox] = []
 
     # -- sandboxes ---------------------------------------------------------------------------
     def _create(self, attacks: list[Attack], **kwargs: Any) -> Sandbox:
@@ -104,23 +156,36 @@ class TierRun:
             sb.files.write(f"{REMOTE_DIR}/{LIBRARY}", library.read_bytes())
         return sb
 
+    def _shared_attacks(self) -> list[Attack]:
+        return [a for a in self.attacks if not a.fresh]
+
+    def _scratch(self) -> Sandbox:
+        return self._create([a for a in self.attacks if a.fresh], disk_mb=FRESH_DISK_MB)
+
     def __enter__(self) -> "TierRun":
-        self.neighbour = Sandbox.create(isolation=self.tier, timeout=600,  # type: ignore[arg-type]
-                                        data_dir=self.data_dir)
+        # The sandboxes boot side by side (a microVM's boot is mostly waiting on one core).
+        with ThreadPoolExecutor(3) as pool:
+            neighbour = pool.submit(self._create, [])
+            shared = pool.submit(self._create, self._shared_attacks())
+            scratch = pool.submit(self._scratch) if self.batch and any(
+                a.fresh for a in self.attacks) else None
+            self.neighbour = neighbour.result()
+            self.shared = shared.result()
+            self.scratch = scratch.result() if scratch else None
         for path in ("/home/user/secret.txt", "/tmp/secret.txt"):
             self.neighbour.files.write(path, self.neighbour_secret)
-        self.shared = self._create([a for a in self.attacks if not a.fresh])
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sb in (self.shared, self.neighbour):
+        for sb in (self.shared, self.scratch, self.neighbour):
             if sb is not None:
                 sb.kill()
 
     def cleanup_result(self) -> AttackResult:
-        """After ``__exit__``: the shared and neighbour sandboxes left nothing on the host."""
-        leaks = [leak for sb in (self.shared, self.neighbour) if sb is not None
-                 for leak in settled_leaks(self.data_dir, sb.id)]
+        """After ``__exit__``: the shared, scratch and neighbour sandboxes (and every one the
+        run replaced) left nothing on the host."""
+        leaks = [leak for sb in (self.shared, self.scratch, self.neighbour, *self.discarded)
+                 if sb is not None for leak in settled_leaks(self.data_dir, sb.id)]
         return AttackResult(self.tier, "cleanup", "-", "succeeded" if leaks else "contained",
                             f"left on the host: {leaks}" if leaks else "nothing left", 0.0)
 
@@ -130,14 +195,25 @@ class TierRun:
     def env(self, sb: Sandbox, disk_mb: int) -> dict[str, str]:
         assert self.neighbour is not None
         return {**self.bait.env(), "STOCKADE_SANDBOX_DIR": str(self.sandbox_dir(sb)),
+                "STOCKADE_TIER": self.tier, "STOCKADE_HOST_BOOT_ID": _host_boot_id(),
                 "STOCKADE_NEIGHBOUR_DIR": str(self.sandbox_dir(self.neighbour)),
                 "STOCKADE_NEIGHBOUR_ID": self.neighbour.id, "STOCKADE_DISK_MB": str(disk_mb),
                 "STOCKADE_HOG_SECONDS": str(self.hog_seconds), "PYTHONDONTWRITEBYTECODE": "1"}
 
     # -- one attack --------------------------------------------------------------------------
+    def order(self) -> list[Attack]:
+        """The attacks in run order; where fresh attacks are batched, those that may break
+        their sandbox go last among the shared and the scratch ones, and the hog first."""
+        if not self.batch:
+            return self.attacks
+        shared = sorted(self._shared_attacks(), key=lambda a: (a.may_break, a.name))
+        fresh = sorted((a for a in self.attacks if a.fresh),
+                       key=lambda a: (a.mode != "hog", a.may_break, a.name))
+        return [*shared, *fresh]
+
     def run(self) -> list[AttackResult]:
         results = []
-        for attack in self.attacks:
+        for attack in self.order():
             for user in attack.users:
                 results.append(self.run_one(attack, user))
         results.append(self.check_neighbour())
@@ -145,24 +221,37 @@ class TierRun:
 
     def run_one(self, attack: Attack, user: str) -> AttackResult:
         start = time.monotonic()
-        fresh = attack.fresh
-        sb = self._create([attack], disk_mb=FRESH_DISK_MB) if fresh else self.shared
-        assert sb is not None
-        disk_mb = FRESH_DISK_MB if fresh else sb.info.disk_mb
+        own = attack.fresh and not self.batch  # a sandbox for this attack alone
+        if own:
+            sb = self._create([attack], disk_mb=FRESH_DISK_MB)
+        elif attack.fresh:
+            sb = self.scratch = self.scratch or self._scratch()
+        else:
+            sb = self.shared = self.shared or self._create(self._shared_attacks())
+        disk_mb = FRESH_DISK_MB if attack.fresh else sb.info.disk_mb
         result = AttackResult(self.tier, attack.name, user, "error", "", 0.0)
         try:
             self._attack(sb, attack, user, self.env(sb, disk_mb), result)
         finally:
-            if fresh or result.outcome == "recovered":
+            broken = result.outcome == "recovered" or result.damaged
+            if own or broken:
                 self._discard(sb, result)
-            if not fresh and result.outcome == "recovered":
-                self.shared = self._create([a for a in self.attacks if not a.fresh])
+            if broken and not own:  # replaced when next needed
+                if attack.fresh:
+                    self.scratch = None
+                else:
+                    self.shared = None
             result.seconds = time.monotonic() - start
         return result
 
     def _discard(self, sb: Sandbox, result: AttackResult) -> None:
         """Kill a sandbox an attack ran in; anything it leaves on the host is a failure."""
-        sb.kill()
+        try:
+            bounded(sb.kill, 60)
+        except Hung as exc:
+            result.outcome = "succeeded"
+            result.detail = f"killing the sandbox hung ({exc}); {result.detail}"
+        self.discarded.append(sb)
         leaks = settled_leaks(self.data_dir, sb.id)
         if leaks:
             result.outcome = "succeeded"
@@ -174,11 +263,12 @@ class TierRun:
         stdout = stderr = ""
         try:
             if attack.mode == "hog":
-                stdout, stderr = self._hog(sb, argv, user, env, result)
+                stdout, stderr = self._hog(sb, attack, user, env, result)
             else:
                 limit = FLOOD_LIMIT if attack.mode == "flood" else None
-                run = sb.commands.run(argv, user=user, envs=env, cwd=REMOTE_DIR,
-                                      timeout=ATTACK_TIMEOUT, max_output=limit)
+                run = bounded(lambda: sb.commands.run(argv, user=user, envs=env, cwd=REMOTE_DIR,
+                                                      timeout=attack.timeout, max_output=limit),
+                              attack.timeout + HANG_GRACE)
                 stdout, stderr = run.stdout, run.stderr
                 if attack.mode == "flood":
                     result.figures["output_bytes"] = len(run.stdout_bytes)
@@ -188,21 +278,29 @@ class TierRun:
                     stdout = stdout[-4096:]
         except SandboxUnavailable as exc:
             self._judge_broken(sb, exc, result)
+        except Hung as exc:  # a dead or frozen agent must never hang the host side
+            result.outcome, result.damaged = "succeeded", True
+            result.detail = f"the platform hung: the command (timeout {attack.timeout:.0f} s) " \
+                            f"got {exc}"
+        except StockadeError as exc:  # the sandbox answers, but no longer runs attacks
+            result.outcome, result.damaged = "error", True
+            result.detail = f"could not run: {type(exc).__name__}: {exc}"
         else:
             if attack.mode != "flood":
                 self._judge_verdict(stdout, stderr, result)
             self._check_alive(sb, result)
         self._check_host(result, stdout, stderr)
 
-    def _hog(self, sb: Sandbox, argv: list[str], user: str, env: dict[str, str],
+    def _hog(self, sb: Sandbox, attack: Attack, user: str, env: dict[str, str],
              result: AttackResult) -> tuple[str, str]:
+        argv = attack.argv(REMOTE_DIR)
         assert self.neighbour is not None
         idle = command_latency(self.neighbour)
         handle = sb.commands.run(argv, user=user, envs=env, cwd=REMOTE_DIR,
-                                 timeout=ATTACK_TIMEOUT, background=True)
+                                 timeout=attack.timeout, background=True)
         time.sleep(1.0)  # let the hog reach full speed
         during = command_latency(self.neighbour)
-        run = handle.wait()
+        run = bounded(handle.wait, attack.timeout + HANG_GRACE)
         result.figures = {"neighbour_latency_idle_ms": idle * 1e3,
                           "neighbour_latency_hog_ms": during * 1e3, "slowdown": during / idle}
         return run.stdout, run.stderr
@@ -215,29 +313,43 @@ class TierRun:
             return
         result.outcome = str(verdict["outcome"])
         result.detail = json.dumps(verdict.get("detail"))[:600]
+        detail = verdict.get("detail")
+        own = isinstance(detail, dict) and detail.get("kernel") == "the sandbox's own"
+        if own and self.tier not in OWN_KERNEL:
+            result.outcome = "succeeded"
+            result.detail = f"privileged operations worked on the host's kernel; {result.detail}"
 
     def _judge_broken(self, sb: Sandbox, exc: StockadeError, result: AttackResult) -> None:
         """The attack took its own sandbox down: demand a clear error, then a clean kill."""
         problems = []
         try:
-            sb.commands.run(["true"], timeout=30)
+            bounded(lambda: sb.commands.run(["true"], timeout=30), 30 + HANG_GRACE)
             problems.append("the sandbox answered again after breaking (unexpected)")
         except SandboxUnavailable:
             pass
+        except Hung as again:
+            problems.append(f"the platform hung on the next command: {again}")
         except StockadeError as again:
             problems.append(f"the next command failed unclearly: {type(again).__name__}: {again}")
         result.outcome = "succeeded" if problems else "recovered"
+        result.damaged = True
         result.detail = f"sandbox broke ({exc}); " + ("; ".join(problems) or
                                                        "reported as sandbox_unavailable")
 
     def _check_alive(self, sb: Sandbox, result: AttackResult) -> None:
+        """The sandbox still runs commands as ``user``; if it answers but cannot (root inside
+        wrecked its own root filesystem), the damage is its own: it gets replaced."""
         try:
-            sb.commands.run(["true"], timeout=30, check=True)
+            bounded(lambda: sb.commands.run(["true"], user="user", timeout=30, check=True),
+                    30 + HANG_GRACE)
         except SandboxUnavailable as exc:
             self._judge_broken(sb, exc, result)
+        except Hung as exc:
+            result.outcome, result.damaged = "succeeded", True
+            result.detail += f"; the platform hung afterwards: `true` got {exc}"
         except StockadeError as exc:
-            result.outcome = "error"
-            result.detail += f"; the sandbox fails afterwards: {exc}"
+            result.damaged = True
+            result.detail += f"; damaged its own sandbox ({type(exc).__name__}: {exc})"
 
     def _check_host(self, result: AttackResult, stdout: str, stderr: str) -> None:
         leaked = self.bait.leaked(stdout, stderr)

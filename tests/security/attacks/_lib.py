@@ -85,3 +85,26 @@ def judge_reads(paths: list[str]) -> None:
         verdict("succeeded", {"leaked": leaked})
     readable = sorted(p for p, r in results.items() if r == "ok")
     verdict("blocked", {"tried": len(paths), "readable_without_canary": readable[:10]})
+
+
+def own_kernel() -> bool:
+    """Whether this sandbox runs on a kernel of its own (a microVM's guest, gVisor's Sentry),
+    told by a boot id other than the host's: what root gains there stays inside."""
+    host = ENV.get("STOCKADE_HOST_BOOT_ID", "")
+    return bool(host) and not _BOOT_ID.startswith("ERR:") and _BOOT_ID != host
+
+
+def privileged(results: dict, leaked: list | None = None) -> None:
+    """Verdict of an attempt at privileged kernel operations (``results``: name -> 'ok' or an
+    error): ``blocked`` if none worked; if some did, ``contained`` on a kernel of the sandbox's
+    own that showed no host secret (``leaked`` empty), else ``succeeded``."""
+    worked = [k for k, v in results.items() if v == "ok"]
+    if not worked:
+        verdict("blocked", results)
+    if own_kernel() and not leaked:
+        verdict("contained", {**results, "kernel": "the sandbox's own", "leaked": leaked or []})
+    verdict("succeeded", {**results, "leaked": leaked or []})
+
+
+#: Read at import, before an attack moves its root away (pivot_root, chroot).
+_BOOT_ID = try_read("/proc/sys/kernel/random/boot_id").strip()

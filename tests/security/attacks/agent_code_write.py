@@ -1,8 +1,9 @@
 # attack: modify the agent's code (a read-only bind mount of the host's source tree)
 # users: root
+# expect-microvm: blocked
 import os
 
-from _lib import syscall, verdict
+from _lib import privileged, syscall
 
 results = {}
 for path in ("/.stockade/agent/main.py", "/.stockade/agent/pwned.py"):
@@ -20,4 +21,4 @@ except OSError as exc:
 MS_REMOUNT, MS_BIND = 32, 4096
 results["remount rw"] = syscall("mount", None, b"/.stockade/agent", None,
                                 MS_REMOUNT | MS_BIND, None)[1] or "ok"
-verdict("succeeded" if "ok" in results.values() else "blocked", results)
+privileged(results)

@@ -1,6 +1,8 @@
 # attack: make the agent the OOM killer's first choice, then exhaust memory to kill it
 # users: root
 # sandbox: fresh
+# may-break
+# expect-microvm: contained
 import os
 
 from _lib import verdict

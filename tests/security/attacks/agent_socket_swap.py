@@ -1,6 +1,7 @@
 # attack: replace the agent's socket with a symlink to a host socket (the engine's next connect)
 # users: root
 # sandbox: fresh
+# expect-microvm: blocked
 import os
 
 from _lib import ENV, verdict

@@ -1,5 +1,6 @@
 # attack: `user` talks to the agent's socket directly (it would run commands as root)
 # users: user
+# expect-microvm: blocked
 import socket
 
 from _lib import verdict

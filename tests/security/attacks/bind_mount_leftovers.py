@@ -1,5 +1,6 @@
 # attack: climb out of the bind mounts (agent code, agent socket dir) to their host parents
 # users: user root
+# expect-microvm: blocked
 import os
 
 from _lib import ENV, canary_paths, judge_reads

@@ -1,8 +1,9 @@
 # attack: create eBPF maps and programs with bpf(2)
 # users: user root
+# expect-microvm: user=blocked root=contained
 import ctypes
 
-from _lib import syscall, verdict
+from _lib import privileged, syscall
 
 attr = (ctypes.c_uint32 * 32)(1, 4, 4, 1)  # BPF_MAP_TYPE_HASH, key 4, value 4, 1 entry
 results = {"BPF_MAP_CREATE": syscall("bpf", 0, attr, 128)[1] or "ok"}
@@ -14,4 +15,4 @@ prog_u32[0], prog_u32[1] = 1, 2  # BPF_PROG_TYPE_SOCKET_FILTER, 2 instructions
 prog[1] = ctypes.addressof(insns)
 prog[2] = ctypes.addressof(license)
 results["BPF_PROG_LOAD"] = syscall("bpf", 5, prog, 128)[1] or "ok"
-verdict("succeeded" if "ok" in results.values() else "blocked", results)
+privileged(results)

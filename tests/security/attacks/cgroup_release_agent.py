@@ -1,8 +1,9 @@
 # attack: the cgroup v1 release_agent escape (write a host command into release_agent)
 # users: user root
+# expect-microvm: user=blocked root=contained
 import glob
 
-from _lib import syscall, verdict
+from _lib import privileged, syscall
 
 results = {}
 targets = glob.glob("/sys/fs/cgroup/*/release_agent") + glob.glob("/sys/fs/cgroup/release_agent")
@@ -25,4 +26,6 @@ import os
 os.makedirs("/tmp/cg", exist_ok=True)
 results["mount cgroup"] = syscall("mount", b"cgroup", b"/tmp/cg", b"cgroup", 0, b"memory")[1] or "ok"
 wrote = [p for p, r in results.items() if r == "ok" and "release_agent" in p]
-verdict("succeeded" if wrote or results["mount cgroup"] == "ok" else "blocked", results)
+print(results)
+privileged({"release_agent written": "ok" if wrote else "no",
+            "mount cgroup": results["mount cgroup"]})

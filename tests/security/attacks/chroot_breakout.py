@@ -1,5 +1,6 @@
 # attack: the classic chroot breakout (chroot into a subdirectory, then climb with ..)
 # users: root
+# expect-microvm: contained
 import os
 
 from _lib import canary_paths, syscall, try_read, verdict

@@ -1,6 +1,7 @@
 # attack: point the host's core_pattern at a program (run as host root on the next crash)
 # users: user root
-from _lib import verdict
+# expect-microvm: user=blocked root=contained
+from _lib import privileged
 
 results = {}
 for path in ("/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe",
@@ -12,4 +13,4 @@ for path in ("/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe",
         results[path] = "ok"
     except OSError as exc:
         results[path] = exc.strerror
-verdict("succeeded" if "ok" in results.values() else "blocked", results)
+privileged(results)

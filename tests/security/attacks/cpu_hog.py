@@ -2,6 +2,7 @@
 # users: user
 # sandbox: fresh
 # mode: hog
+# expect-microvm: contained
 import os
 import threading
 import time

@@ -1,5 +1,6 @@
 # attack: climb above / with .. from a directory fd held open across chdir (the cwd trick)
 # users: user root
+# expect-microvm: blocked
 import os
 
 from _lib import canary_paths, judge_reads

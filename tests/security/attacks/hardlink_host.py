@@ -1,5 +1,6 @@
 # attack: hard links to host files (canaries, the agent's source) from the sandbox's writable disk
 # users: user root
+# expect-microvm: blocked
 import os
 
 from _lib import canary_paths, verdict

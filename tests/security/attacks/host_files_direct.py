@@ -1,5 +1,6 @@
 # attack: read the host's canary files and data directory at their host paths
 # users: user root
+# expect-microvm: blocked
 from _lib import ENV, canary_paths, judge_reads
 
 data = ENV["STOCKADE_HOST_DATA_DIR"]

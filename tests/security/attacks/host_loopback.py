@@ -1,5 +1,6 @@
 # attack: reach a service on the host's loopback and a host abstract unix socket
 # users: user root
+# expect-microvm: blocked
 import socket
 
 from _lib import ENV, verdict

@@ -1,5 +1,6 @@
 # attack: read /etc/shadow, hoping for the host's (the runner compares its hash with the host's)
 # users: user root
+# expect-microvm: user=blocked root=contained
 import hashlib
 
 from _lib import try_read, verdict

@@ -1,5 +1,6 @@
 # attack: modify the image's files (shared read-only lower layer of every sandbox)
 # users: root
+# expect-microvm: contained
 import os
 
 from _lib import verdict

@@ -1,6 +1,7 @@
 # attack: exhaust inodes (empty files) until the sandbox's disk refuses; the host must not notice
 # users: user
 # sandbox: fresh
+# expect-microvm: contained
 import os
 import time
 

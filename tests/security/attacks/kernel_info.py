@@ -1,6 +1,7 @@
 # attack: read the host kernel's log and symbol addresses (syslog, /dev/kmsg, /proc/kallsyms)
 # users: user root
-from _lib import syscall, verdict
+# expect-microvm: user=blocked root=contained
+from _lib import privileged, syscall
 import ctypes
 
 buf = ctypes.create_string_buffer(4096)
@@ -17,5 +18,5 @@ try:
     results["kallsyms"] = "addresses" if addresses - {"0000000000000000"} else "zeroed"
 except OSError as exc:
     results["kallsyms"] = exc.strerror
-leaks = [k for k, v in results.items() if v in ("ok", "addresses")]
-verdict("succeeded" if leaks else "blocked", results)
+# On a kernel of the sandbox's own (a microVM's guest) these are that kernel's, not the host's.
+privileged({k: "ok" if v in ("ok", "addresses") else v for k, v in results.items()})

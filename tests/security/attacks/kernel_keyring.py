@@ -1,6 +1,7 @@
 # attack: use the kernel keyrings (not namespaced: shared with the host) via keyctl/add_key
 # users: user root
-from _lib import syscall, verdict
+# expect-microvm: contained
+from _lib import privileged, syscall
 
 KEY_SPEC_USER_KEYRING, KEYCTL_GET_KEYRING_ID = -4, 0
 results = {
@@ -8,4 +9,4 @@ results = {
     "add_key": syscall("add_key", b"user", b"stockade", b"x", 1, KEY_SPEC_USER_KEYRING)[1] or "ok",
     "request_key": syscall("request_key", b"user", b"stockade", 0, 0)[1] or "ok",
 }
-verdict("succeeded" if "ok" in results.values() else "blocked", results)
+privileged(results)

@@ -1,5 +1,6 @@
 # attack: kill -9 1 (the agent) from inside
 # users: user root
+# expect-microvm: blocked
 import os
 import signal
 import time

@@ -1,6 +1,8 @@
 # attack: kill the agent (pid 1) with every catchable signal, as root inside
 # users: root
 # sandbox: fresh
+# may-break
+# expect-microvm: contained
 import os
 import signal
 import time

@@ -1,5 +1,6 @@
 # attack: read another sandbox's files through its host layer paths and /proc
 # users: user root
+# expect-microvm: blocked
 import os
 
 from _lib import ENV, judge_reads

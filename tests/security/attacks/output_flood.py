@@ -2,6 +2,7 @@
 # users: user
 # sandbox: fresh
 # mode: flood
+# expect-microvm: contained
 import os
 
 chunk = b"A" * (1 << 16) + b"\n"

@@ -1,5 +1,6 @@
 # attack: walk /proc/*/fd and /proc/*/map_files links of every visible process towards host files
 # users: user root
+# expect-microvm: blocked
 import os
 
 from _lib import canary_paths, judge_reads

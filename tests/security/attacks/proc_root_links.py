@@ -1,5 +1,6 @@
 # attack: reach host files through /proc/<pid>/root and /proc/<pid>/cwd of every visible process
 # users: user root
+# expect-microvm: blocked
 import os
 
 from _lib import canary_paths, judge_reads

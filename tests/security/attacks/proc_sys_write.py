@@ -1,6 +1,8 @@
 # attack: change host kernel settings through /proc/sys and /proc/sysrq-trigger
 # users: user root
-from _lib import verdict
+# timeout: 20
+# expect-microvm: user=blocked root=contained
+from _lib import privileged, verdict
 
 results = {}
 for path, value in (("/proc/sys/kernel/hostname", "pwned"), ("/proc/sys/vm/drop_caches", "3"),
@@ -14,5 +16,7 @@ for path, value in (("/proc/sys/kernel/hostname", "pwned"), ("/proc/sys/vm/drop_
         results[path] = exc.strerror
 # ip_forward lives in the sandbox's own network namespace: writing it is contained.
 host_wide = [p for p, r in results.items() if r == "ok" and "net/" not in p]
-outcome = "succeeded" if host_wide else ("contained" if "ok" in results.values() else "blocked")
-verdict(outcome, results)
+if host_wide:  # kernel-wide settings: contained only on a kernel of the sandbox's own
+    print(results)
+    privileged({p: "ok" for p in host_wide})
+verdict("contained" if "ok" in results.values() else "blocked", results)

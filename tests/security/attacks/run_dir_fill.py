@@ -1,6 +1,7 @@
 # attack: fill the host disk through the agent's socket directory (a host bind mount)
 # users: root
 # sandbox: fresh
+# expect-microvm: blocked
 import os
 
 from _lib import ENV, verdict

@@ -1,8 +1,9 @@
 # attack: join the namespaces of every visible process (setns) to reach the host's
 # users: user root
+# expect-microvm: user=blocked root=contained
 import os
 
-from _lib import syscall, verdict
+from _lib import privileged, syscall
 
 results = {}
 for pid in [p for p in os.listdir("/proc") if p.isdigit()][:20]:
@@ -16,5 +17,6 @@ for pid in [p for p in os.listdir("/proc") if p.isdigit()][:20]:
         os.close(fd)
         results[f"{pid}/{ns}"] = err or "ok"
 joined = [k for k, v in results.items() if v == "ok"]
-verdict("succeeded" if joined else "blocked", {"tried": len(results), "joined": joined,
-                                               "sample": dict(list(results.items())[:4])})
+print({"tried": len(results), "joined": joined[:20]})
+privileged({"setns into a namespace": "ok" if joined else "none joined",
+            "sample": str(dict(list(results.items())[:4]))})

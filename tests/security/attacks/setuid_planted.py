@@ -1,10 +1,11 @@
 # attack: root plants a setuid-root copy of python; `user` runs it hoping to become root
 # users: root
+# expect-microvm: contained
 import os
 import shutil
 import subprocess
 
-from _lib import verdict
+from _lib import privileged
 
 planted = "/usr/local/bin/rootpy"
 shutil.copy("/usr/bin/python3", planted)
@@ -20,4 +21,5 @@ if out.returncode != 0:  # setpriv absent: drop privileges by hand
     out = subprocess.run([planted, "-c", probe], capture_output=True, text=True, preexec_fn=drop)
 euid = out.stdout.strip()
 os.unlink(planted)
-verdict("succeeded" if euid == "0" else "blocked", {"euid as user": euid, "err": out.stderr[-200:]})
+# No no_new_privs in a microVM's guest: there root (who planted it) is the sandbox's own root.
+privileged({"euid 0 as user": "ok" if euid == "0" else f"{euid or '?'} {out.stderr[-200:]}"})

@@ -1,5 +1,6 @@
 # attack: symlinks to the host paths of the canaries, read from inside
 # users: user root
+# expect-microvm: blocked
 import os
 import tempfile
 

@@ -1,6 +1,8 @@
 # attack: write to /sys (kernel, block devices, power, module parameters)
 # users: user root
-from _lib import verdict
+# timeout: 10
+# expect-microvm: user=blocked root=recovered
+from _lib import privileged
 
 results = {}
 for path, value in (("/sys/kernel/mm/transparent_hugepage/enabled", "never"),
@@ -12,4 +14,4 @@ for path, value in (("/sys/kernel/mm/transparent_hugepage/enabled", "never"),
         results[path] = "ok"
     except OSError as exc:
         results[path] = exc.strerror
-verdict("succeeded" if "ok" in results.values() else "blocked", results)
+privileged(results)

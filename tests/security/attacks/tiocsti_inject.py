@@ -1,5 +1,6 @@
 # attack: TIOCSTI keystroke injection into the terminal of whoever started us
 # users: user root
+# expect-microvm: user=blocked root=contained
 import fcntl
 import os
 import pty

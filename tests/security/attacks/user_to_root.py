@@ -1,5 +1,6 @@
 # attack: `user` regains root with setuid/setresuid/capset, or signals root's processes
 # users: user
+# expect-microvm: blocked
 import ctypes
 import os
 

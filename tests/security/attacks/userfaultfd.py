@@ -1,6 +1,7 @@
 # attack: create a userfaultfd (stalls kernel page faults: a race-exploit primitive)
 # users: user root
-from _lib import syscall, verdict
+# expect-microvm: contained
+from _lib import privileged, syscall
 
 results = {"userfaultfd": syscall("userfaultfd", 0)[1] or "ok",
            "userfaultfd(user only)": syscall("userfaultfd", 1)[1] or "ok"}
@@ -9,4 +10,4 @@ try:
     results["/dev/userfaultfd"] = "ok"
 except OSError as exc:
     results["/dev/userfaultfd"] = exc.strerror
-verdict("succeeded" if "ok" in results.values() else "blocked", results)
+privileged(results)
