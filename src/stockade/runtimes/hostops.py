@@ -79,14 +79,15 @@ def loop_backing_files() -> list[str]:
     return found
 
 
-async def wait_loop_released(image: Path, timeout: float = 10.0) -> None:
-    """Wait until no loop device holds ``image`` (a lazily unmounted filesystem is flushed and
-    let go of later); DriverError if it is still held after ``timeout`` seconds."""
+async def loop_released(image: Path, timeout: float) -> bool:
+    """Whether no loop device holds ``image`` any more, waiting up to ``timeout`` seconds (a
+    lazily unmounted filesystem is flushed, and lets go of its image, only later)."""
     deadline = time.monotonic() + timeout
     while str(image) in loop_backing_files():
         if time.monotonic() > deadline:
-            raise DriverError(f"{image} is still attached to a loop device after {timeout:.0f} s")
+            return False
         await asyncio.sleep(0.05)
+    return True
 
 
 async def make_disk(image: Path, mountpoint: Path, size_mb: int, owner: int) -> None:

@@ -19,6 +19,8 @@ from .channel import AgentChannel, ChannelClosed
 from .oci import build_config
 
 AGENT_READY_TIMEOUT = 20.0
+#: How long a start or an archive waits for the last run's lazily unmounted disk to let go.
+RELEASE_WAIT = 30.0
 
 
 async def _connect_no_follow(socket: Path) -> AgentChannel:
@@ -74,6 +76,9 @@ class OciDriver(RuntimeDriver):
         owner = self.uid_base or 0
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o711)
+        if not await hostops.loop_released(d / "disk.img", RELEASE_WAIT):
+            raise DriverError(f"the disk of {spec.id} is still held by its last run (a process "
+                              f"kept it busy); try again in a moment")
         await hostops.make_disk(d / "disk.img", d / "disk", spec.resources.disk_mb, owner)
         # A snapshot template is its own layer over its parent's: lowerdir=child:parent:...
         lower = ":".join(str(p) for p in self.images.layers(spec.image, self.uid_base))
@@ -170,7 +175,6 @@ class OciDriver(RuntimeDriver):
                     break
         await hostops.empty_cgroup(self.cgroup(spec))
         await asyncio.to_thread(self._unmount_all, spec.directory)
-        await hostops.wait_loop_released(spec.directory / "disk.img")  # its files all written
         hostops.remove_cgroup(self.cgroup(spec))
 
     @staticmethod
