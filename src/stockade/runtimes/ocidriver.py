@@ -76,7 +76,10 @@ class OciDriver(RuntimeDriver):
         owner = self.uid_base or 0
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o711)
-        if not await hostops.loop_released(d / "disk.img", RELEASE_WAIT):
+        # Still mounted (a stop never finished): reused as it is. Unmounted but still attached
+        # to a loop device: a lazy unmount not flushed yet, which a second mount would corrupt.
+        if not hostops.mounted(d / "disk") and not await hostops.loop_released(d / "disk.img",
+                                                                              RELEASE_WAIT):
             raise DriverError(f"the disk of {spec.id} is still held by its last run (a process "
                               f"kept it busy); try again in a moment")
         await hostops.make_disk(d / "disk.img", d / "disk", spec.resources.disk_mb, owner)
