@@ -76,12 +76,10 @@ class OciDriver(RuntimeDriver):
         owner = self.uid_base or 0
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o711)
-        # Still mounted (a stop never finished): reused as it is. Unmounted but still attached
-        # to a loop device: a lazy unmount not flushed yet, which a second mount would corrupt.
-        if not hostops.mounted(d / "disk") and not await hostops.loop_released(d / "disk.img",
-                                                                              RELEASE_WAIT):
-            raise DriverError(f"the disk of {spec.id} is still held by its last run (a process "
-                              f"kept it busy); try again in a moment")
+        # A lazily unmounted disk of the last run may still be on a loop device; give it a
+        # moment to let go (recovery after a crash must go on even if it does not).
+        if not hostops.mounted(d / "disk"):
+            await hostops.loop_released(d / "disk.img", RELEASE_WAIT / 6)
         await hostops.make_disk(d / "disk.img", d / "disk", spec.resources.disk_mb, owner)
         # A snapshot template is its own layer over its parent's: lowerdir=child:parent:...
         lower = ":".join(str(p) for p in self.images.layers(spec.image, self.uid_base))
