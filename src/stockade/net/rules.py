@@ -8,7 +8,9 @@ adds one chain and two sets, reached through a verdict map keyed by its host-sid
               oif sv<tag>*  -> ingress: anything new drop (nothing dials in)
     sb_<id>:  established accept | too many connections reject
               | resolved names accept | allowed CIDRs accept
-    input:    iif sv<tag>*  -> spoofed drop | DNS to the gateway accept | reject (the host)
+    input:    iif sv<tag>*  -> spoofed drop | DNS to the gateway accept
+                              | redirected to the egress proxy accept | reject (the host)
+    dnat:     iif sv<tag>* tcp dport {80, 443} to a non-local address -> the egress proxy
     postrouting: from the sandbox subnet out of anything but a sandbox veth -> masquerade
 
 Sandbox traffic is identified by interface, never by source address alone: the pair
@@ -77,8 +79,13 @@ def _elements(nets: Iterable[Net | str]) -> str:
     return f"elements = {{ {', '.join(items)} }}" if items else ""
 
 
-def engine_table(net: EngineNet, *, mark_uplink: bool, extra_denied: Iterable[Net]) -> str:
-    """The whole shared table, replacing any previous one (sandbox chains are added after)."""
+def engine_table(net: EngineNet, *, mark_uplink: bool, extra_denied: Iterable[Net],
+                 proxy_port: int) -> str:
+    """The whole shared table, replacing any previous one (sandbox chains are added after).
+
+    TCP to ports 80 and 443 of any address that is not the host's own is redirected to the
+    egress proxy on ``proxy_port`` (which applies the policy itself, by name and address);
+    the host's addresses stay refused by ``to_host``."""
     t, vp, gw = net.table, net.veth_prefix, net.gateway
     denied = _elements(ipaddress.collapse_addresses([*ALWAYS_DENIED, *extra_denied]))
     mark = f'        iifname "{vp}*" meta mark set {net.mark:#x}\n' if mark_uplink else ""
@@ -101,7 +108,12 @@ table inet {t} {{
         iifname . ip saddr != @members drop
         ip daddr {gw} udp dport 53 accept
         ip daddr {gw} tcp dport 53 accept
+        ip daddr {gw} tcp dport {proxy_port} ct status dnat accept
         {REJECT}
+    }}
+    chain dnat {{
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "{vp}*" meta nfproto ipv4 tcp dport {{ 80, 443 }} fib daddr type != local redirect to :{proxy_port}
     }}
     chain forward {{
         type filter hook forward priority filter - 5; policy accept;
