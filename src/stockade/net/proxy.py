@@ -1,6 +1,6 @@
 """The egress proxy: every TCP connection a sandbox opens to port 80 or 443 comes here.
 
-nftables redirects them (``rules.py``, chain ``dnat``) to one listener per engine on the
+nftables redirects them (``rules.py``, chain ``to_proxy``) to one listener per engine on the
 gateway address; the original destination comes from conntrack (``SO_ORIGINAL_DST``) and the
 sandbox from the source address (tied to its veth by the firewall). The proxy reads the first
 bytes without terminating anything: a TLS ClientHello's SNI or an HTTP request's ``Host``

@@ -10,7 +10,7 @@ adds one chain and two sets, reached through a verdict map keyed by its host-sid
               | resolved names accept | allowed CIDRs accept
     input:    iif sv<tag>*  -> spoofed drop | DNS to the gateway accept
                               | redirected to the egress proxy accept | reject (the host)
-    dnat:     iif sv<tag>* tcp dport {80, 443} to a non-local address -> the egress proxy
+    to_proxy: iif sv<tag>* tcp dport {80, 443} to a non-local address -> the egress proxy
     postrouting: from the sandbox subnet out of anything but a sandbox veth -> masquerade
 
 Sandbox traffic is identified by interface, never by source address alone: the pair
@@ -111,7 +111,7 @@ table inet {t} {{
         ip daddr {gw} tcp dport {proxy_port} ct status dnat accept
         {REJECT}
     }}
-    chain dnat {{
+    chain to_proxy {{
         type nat hook prerouting priority dstnat; policy accept;
         iifname "{vp}*" meta nfproto ipv4 tcp dport {{ 80, 443 }} fib daddr type != local redirect to :{proxy_port}
     }}

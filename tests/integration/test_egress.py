@@ -1,0 +1,472 @@
+"""Egress that cannot be fooled: the SNI/Host proxy, DNS tunnelling limits, IPv6 off, the log.
+
+Every test runs against a daemon whose sandbox uplink is a network namespace this module makes
+(the "outside world"): a DNS server, HTTP on port 80 and HTTPS on 443 (a certificate this
+module makes, which the daemon installs as the sandboxes' CA bundle) on a public address the
+policy allows and on its neighbour, each logging every question, SNI and ``Host`` it receives.
+Attacks are judged by that log (what arrived) and by the sandbox's egress log, never by what
+the sandbox says. Each attack sits next to a control request that succeeds, so it can fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from stockade import Sandbox
+from stockade.engine.hostcheck import find_leaks
+from stockade.net.egresslog import EgressLog
+
+from tests.conftest import TIERS, Daemon, needs_root
+from tests.integration.test_network import start_daemon
+
+pytestmark = pytest.mark.root
+
+PUBLIC, NEIGHBOUR, PUBLIC6 = "203.0.113.10", "203.0.113.11", "2001:db8::10"
+NAMES = {"allowed.test": PUBLIC, "evil.test": PUBLIC, "other.test": NEIGHBOUR}
+WORLD = r"""
+import http.server, json, socketserver, ssl, sys, threading, socket, asyncio
+import dns.message, dns.rcode, dns.rrset
+cert, key, names, v6 = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+
+def log(**event):
+    if "dst" in event:
+        event["dst"] = event["dst"].removeprefix("::ffff:")
+    print(json.dumps(event), flush=True)
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        log(kind="http", tls=isinstance(self.connection, ssl.SSLSocket),
+            sni=getattr(self.connection, "sni", None), host=self.headers.get("Host"),
+            dst=self.connection.getsockname()[0], path=self.path)
+        body = f"hello {self.headers.get('Host')} {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args): pass
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    address_family = socket.AF_INET6
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+class TlsServer(Server):
+    def get_request(self):
+        sock, addr = super().get_request()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        seen = {}
+        ctx.sni_callback = lambda s, name, c: seen.update(sni=name)  # returns None: go on
+        log(kind="tls-connect", dst=sock.getsockname()[0])
+        try:
+            wrapped = ctx.wrap_socket(sock, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log(kind="tls-failed", sni=seen.get("sni"), error=str(exc)[:100])
+            raise
+        wrapped.sni = seen.get("sni")
+        return wrapped, addr
+
+def answer(data):
+    q = dns.message.from_wire(data)
+    r = dns.message.make_response(q)
+    question = q.question[0]
+    name = question.name.to_text(omit_final_dot=True)
+    log(kind="dns", name=name, type=question.rdtype)
+    address = names.get(name) or (names["allowed.test"] if name.endswith(".tunnel.test") else None)
+    if address is None:
+        r.set_rcode(dns.rcode.NXDOMAIN)
+    elif question.rdtype == 1:
+        r.answer.append(dns.rrset.from_text(question.name, 300, "IN", "A", address))
+    elif question.rdtype == 28:
+        r.answer.append(dns.rrset.from_text(question.name, 300, "IN", "AAAA", v6))
+    elif question.rdtype == 16:
+        r.answer.append(dns.rrset.from_text(question.name, 300, "IN", "TXT", '"secret"'))
+    return r.to_wire()
+
+class Dns(asyncio.DatagramProtocol):
+    def connection_made(self, transport): self.t = transport
+    def datagram_received(self, data, addr):
+        try:
+            self.t.sendto(answer(data), addr)
+        except Exception as exc:
+            log(kind="dns-garbage", error=str(exc)[:100])
+
+for server in (Server(("::", 80), Handler), TlsServer(("::", 443), Handler)):
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+async def main():
+    await asyncio.get_running_loop().create_datagram_endpoint(Dns, local_addr=("0.0.0.0", 53))
+    log(kind="ready")
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+class World:
+    """A namespace playing the internet: 10.199.N.1 (host side) <-> 10.199.N.2 (inside)."""
+
+    def __init__(self) -> None:
+        n = secrets.randbelow(250) + 1
+        self.name = f"stke-{secrets.token_hex(3)}"
+        self.veth = f"stke{self.name[-6:]}"
+        self.host_side, self.inside = f"10.198.{n}.1", f"10.198.{n}.2"
+        self.dir = Path(tempfile.mkdtemp(prefix="stockade-egress-", dir="/var/tmp"))
+        self.dir.chmod(0o755)
+        self.cert, self.key = self.dir / "world.crt", self.dir / "world.key"
+        self.events: list[dict[str, Any]] = []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "World":
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=allowed.test", "-keyout", str(self.key),
+                        "-out", str(self.cert), "-addext",
+                        "subjectAltName=" + ",".join(f"DNS:{n}" for n in NAMES)],
+                       check=True, capture_output=True)
+        self.cert.chmod(0o644)  # the sandboxes' CA bundle: readable by their users
+        ns = self.name
+        for cmd in (f"ip netns add {ns}",
+                    f"ip link add {self.veth} type veth peer name pg0 netns {ns}",
+                    f"ip addr add {self.host_side}/30 dev {self.veth}",
+                    f"ip link set {self.veth} up",
+                    f"ip -n {ns} addr add {self.inside}/30 dev pg0",
+                    f"ip -n {ns} link set pg0 up", f"ip -n {ns} link set lo up",
+                    f"ip -n {ns} addr add {PUBLIC}/32 dev lo",
+                    f"ip -n {ns} addr add {NEIGHBOUR}/32 dev lo",
+                    f"ip -n {ns} addr add {PUBLIC6}/128 dev lo"):
+            subprocess.run(cmd.split(), check=True)
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", WORLD, str(self.cert), str(self.key),
+             json.dumps(NAMES), PUBLIC6], stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        assert json.loads(self.proc.stdout.readline())["kind"] == "ready"
+        threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.append(json.loads(line))
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            if self.proc.stdout:
+                self.proc.stdout.close()
+        subprocess.run(["ip", "link", "del", self.veth], check=False, capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], check=False)
+        subprocess.run(["rm", "-rf", str(self.dir)], check=False)
+
+    def seen(self, kind: str, **match: Any) -> list[dict[str, Any]]:
+        time.sleep(0.2)  # the reader thread is behind the sandbox by a moment at most
+        return [e for e in self.events if e["kind"] == kind
+                and all(e.get(k) == v for k, v in match.items())]
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    needs_root()
+    w = World()
+    try:
+        yield w.start()
+    finally:
+        w.stop()
+
+
+@pytest.fixture(scope="module")
+def egress_daemon(world: World) -> Iterator[Daemon]:
+    d = start_daemon({"STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{world.name}",
+                      "STOCKADE_NET_DNS": world.inside, "STOCKADE_CA_BUNDLE": str(world.cert)})
+    try:
+        yield d
+    finally:
+        d.kill_sandboxes()
+        d.stop()
+        leaks = find_leaks(d.data_dir)
+        subprocess.run(["rm", "-rf", str(d.data_dir)], check=False)
+    assert not leaks, f"the egress daemon left things behind: {leaks}"
+
+
+@pytest.fixture
+def make(egress_daemon: Daemon) -> Iterator[Callable[..., Sandbox]]:
+    made: list[Sandbox] = []
+
+    def create(**kwargs: Any) -> Sandbox:
+        sb = Sandbox.create(data_dir=egress_daemon.data_dir, timeout=120, **kwargs)
+        made.append(sb)
+        return sb
+
+    yield create
+    leaks = []
+    for sb in made:
+        sb.kill()
+        leaks += find_leaks(egress_daemon.data_dir, sb.id)
+    assert not leaks, f"killed sandboxes left things behind (egress log included): {leaks}"
+
+
+def egress_log(daemon: Daemon, sb: Sandbox) -> list[dict[str, Any]]:
+    return EgressLog(daemon.data_dir / "net" / "sandboxes").read(sb.id)
+
+
+# -- what the sandbox runs ---------------------------------------------------------------------
+CLIENT = r"""
+import json, socket, ssl, sys
+
+def status(sock, host, path):
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return "closed" if not data else data.split(b"\r\n")[0].decode()
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(l.split(b":")[1]) for l in head.split(b"\r\n")
+                   if l.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return head.split(b" ")[1].decode() + " " + body.decode(errors="replace").strip()
+
+def run(kind, address, sni=None, host=None, path="/", again=None):
+    try:
+        sock = socket.create_connection((address, 443 if kind == "https" else 80), timeout=5)
+        if kind == "https":
+            if sni:
+                ctx = ssl.create_default_context()  # SSL_CERT_FILE: the installed bundle
+            else:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            sock = ctx.wrap_socket(sock, server_hostname=sni)
+        out = status(sock, host or sni or address, path)
+        if again:
+            out += " | " + status(sock, again, path)
+        return out
+    except (OSError, ssl.SSLError) as exc:
+        return "FAIL " + type(exc).__name__ + " " + str(exc)[:120]
+
+for action in json.loads(sys.argv[1]):
+    print(json.dumps(run(**action)), flush=True)
+"""
+
+
+def requests(sb: Sandbox, *actions: dict[str, Any]) -> list[str]:
+    r = sb.commands.run(["python3", "-c", CLIENT, json.dumps(actions)], timeout=120)
+    assert r.exit_code == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+def resolve(sb: Sandbox, *names: str) -> list[str | None]:
+    script = ("import socket, sys\nfor n in sys.argv[1:]:\n    try: print(socket.gethostbyname(n))\n"
+              "    except OSError: print('-')\n")
+    out = sb.commands.run(["python3", "-c", script, *names], timeout=60).stdout.split()
+    return [None if o == "-" else o for o in out]
+
+
+# -- the proxy -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("tier", TIERS)
+def test_only_the_resolved_name_passes_by_sni_and_host(make: Callable[..., Sandbox],
+                                                      world: World, egress_daemon: Daemon,
+                                                      tier: str) -> None:
+    sb = make(isolation=tier, network={"allow_out": ["allowed.test", "other.test"]})
+    # Before resolving, the name's address is closed even with the right name.
+    assert requests(sb, {"kind": "http", "address": PUBLIC, "host": "allowed.test"}) == [
+        "403 stockade egress: allowed.test was not resolved to 203.0.113.10 by the sandbox's "
+        "resolver"]
+    assert resolve(sb, "allowed.test", "other.test", "evil.test") == [PUBLIC, NEIGHBOUR, None]
+    results = requests(
+        sb,
+        # controls: the allowed name, over HTTPS (certificate verified) and plain HTTP
+        {"kind": "https", "address": "allowed.test", "sni": "allowed.test", "path": "/tls-ok"},
+        {"kind": "http", "address": PUBLIC, "host": "allowed.test", "path": "/http-ok"},
+        # forged Host, wrong SNI, on the allowed name's own address (a shared front end)
+        {"kind": "http", "address": PUBLIC, "host": "evil.test", "path": "/forged-host"},
+        {"kind": "https", "address": PUBLIC, "sni": "evil.test", "path": "/wrong-sni"},
+        # an allowed name sent to another allowed name's address
+        {"kind": "http", "address": NEIGHBOUR, "host": "allowed.test", "path": "/moved"},
+        {"kind": "https", "address": NEIGHBOUR, "sni": "allowed.test", "path": "/moved-tls"},
+        # IP literals, and TLS with no name at all
+        {"kind": "http", "address": PUBLIC, "host": PUBLIC, "path": "/literal"},
+        {"kind": "https", "address": PUBLIC, "sni": None, "host": "allowed.test",
+         "path": "/no-sni"},
+        # the first request of a kept-alive connection is allowed, the second switches Host
+        {"kind": "http", "address": PUBLIC, "host": "allowed.test", "path": "/first",
+         "again": "evil.test"},
+    )
+    assert results[0] == "200 hello allowed.test /tls-ok"
+    assert results[1] == "200 hello allowed.test /http-ok"
+    assert results[2].startswith("403 stockade egress: evil.test is not allowed")
+    assert results[3].startswith("FAIL")
+    assert results[4].startswith("403 stockade egress: allowed.test was not resolved to "
+                                 f"{NEIGHBOUR}")
+    assert results[5].startswith("FAIL")
+    assert results[6].startswith(f"403 stockade egress: IP literal {PUBLIC}")
+    assert results[7].startswith("FAIL")
+    assert results[8].startswith("200 hello allowed.test /first | ")
+    assert not results[8].endswith("evil.test /first")
+    # What arrived: the two controls and the first kept-alive request, nothing else.
+    arrived = {(e["path"], e["host"], e["sni"]) for e in world.seen("http")}
+    assert {("/tls-ok", "allowed.test", "allowed.test"), ("/http-ok", "allowed.test", None),
+            ("/first", "allowed.test", None)} <= arrived
+    ours = {"/forged-host", "/wrong-sni", "/moved", "/moved-tls", "/literal", "/no-sni"}
+    assert not [a for a in arrived if a[0] in ours or a[1] == "evil.test"]
+    assert not world.seen("tls-connect", dst=NEIGHBOUR) and not world.seen("tls-failed")
+    # The egress log has both the allowed connections (with bytes) and every denial.
+    entries = egress_log(egress_daemon, sb)
+    allowed = [e for e in entries if e["verdict"] == "allowed"]
+    assert {(e["kind"], e["name"]) for e in allowed} >= {("tls", "allowed.test"),
+                                                       ("http", "allowed.test")}
+    assert all(e["bytes_in"] > 0 and e["bytes_out"] > 0 for e in allowed)
+    denied = [(e["kind"], e["name"], e["destination"]) for e in entries if e["verdict"] == "denied"]
+    for expected in [("http", "evil.test", f"{PUBLIC}:80"), ("tls", "evil.test", f"{PUBLIC}:443"),
+                     ("http", "allowed.test", f"{NEIGHBOUR}:80"),
+                     ("tls", "allowed.test", f"{NEIGHBOUR}:443"), ("http", PUBLIC, f"{PUBLIC}:80"),
+                     ("tls", None, f"{PUBLIC}:443"), ("dns", "evil.test", None)]:
+        assert any(d[:2] == expected[:2] and (expected[2] is None or d[2] == expected[2])
+                   for d in denied), (expected, denied)
+    assert any("names evil.test, not allowed.test" in e["reason"] for e in entries)
+
+
+def test_cidr_rules_admit_ip_literals_and_policy_changes_apply(
+        make: Callable[..., Sandbox], world: World, egress_daemon: Daemon) -> None:
+    sb = make(network={"allow_out": [f"{PUBLIC}/32"]})
+    results = requests(sb, {"kind": "http", "address": PUBLIC, "path": "/cidr-literal"},
+                       {"kind": "https", "address": PUBLIC, "sni": None, "path": "/cidr-no-sni"},
+                       {"kind": "http", "address": NEIGHBOUR, "path": "/cidr-neighbour"})
+    assert results[:2] == ["200 hello 203.0.113.10 /cidr-literal",
+                           "200 hello 203.0.113.10 /cidr-no-sni"]
+    assert results[2].startswith("403 stockade egress: no server name") or \
+        results[2].startswith("403 stockade egress: IP literal")
+    sb.set_network({"allow_out": ["allowed.test"]})  # names only from now on
+    assert requests(sb, {"kind": "http", "address": PUBLIC, "path": "/after-change"})[0] \
+        .startswith("403 stockade egress: IP literal")
+    assert [e["path"] for e in world.seen("http") if e["path"].startswith(("/cidr", "/after"))] \
+        == ["/cidr-literal", "/cidr-no-sni"]
+
+
+# -- DNS tunnelling --------------------------------------------------------------------------------
+DNS_CLIENT = r"""
+import json, os, socket, struct, sys, time
+
+def query(name_labels, qtype=1, qid=None):
+    wire = b"".join(bytes([len(l)]) + l for l in name_labels) + b"\0"
+    return struct.pack("!HHHHHH", qid or 1, 0x0100, 1, 0, 0, 0) + wire + struct.pack("!HH", qtype, 1)
+
+def labels(name):
+    return [l.encode() for l in name.split(".")]
+
+def ask(packet):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    s.sendto(packet, (SERVER, 53))
+    try:
+        data = s.recv(4096)
+    except socket.timeout:
+        return "timeout"
+    return ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"][data[3] & 15] + \
+        f" answers={struct.unpack('!H', data[6:8])[0]}"
+
+SERVER = open("/etc/resolv.conf").read().split()[1]
+out = {}
+out["control"] = ask(query(labels("ok.tunnel.test")))
+out["long_name"] = ask(query([b"a" * 63, b"b" * 63, b"c" * 40] + labels("tunnel.test")))
+out["long_label"] = ask(query([b"x" * 64] + labels("tunnel.test")))
+out["txt"] = ask(query(labels("data.tunnel.test"), qtype=16))
+# The flood: as fast as the sandbox can send, then count the answers.
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+start = time.monotonic()
+for i in range(int(sys.argv[1])):
+    s.sendto(query(labels(f"flood{i}.tunnel.test"), qid=i + 1), (SERVER, 53))
+codes = {}
+try:
+    while True:
+        data = s.recv(4096)
+        codes[data[3] & 15] = codes.get(data[3] & 15, 0) + 1
+except socket.timeout:
+    pass
+out["flood"] = {"seconds": time.monotonic() - start, "noerror": codes.get(0, 0),
+                "refused": codes.get(5, 0)}
+time.sleep(1.5)
+out["after"] = ask(query(labels("after.tunnel.test")))
+print(json.dumps(out))
+"""
+
+
+def test_dns_tunnelling_is_cut(make: Callable[..., Sandbox], world: World,
+                               egress_daemon: Daemon) -> None:
+    sb = make(network={"allow_out": ["*.tunnel.test"]})
+    r = sb.commands.run(["python3", "-c", DNS_CLIENT, "400"], timeout=120)
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["control"] == "NOERROR answers=1"
+    assert out["long_name"] == "REFUSED answers=0"
+    assert out["long_label"] == "FORMERR answers=0"
+    assert out["txt"] == "REFUSED answers=0"
+    flood = out["flood"]
+    # 20 questions a second, bursts of 60 (the defaults); generous room for a slow machine.
+    assert flood["refused"] >= 100, flood  # (some of the 400 datagrams may be dropped unanswered)
+    assert flood["noerror"] <= 60 + 20 * flood["seconds"] + 5, flood
+    assert out["after"] == "NOERROR answers=1"
+    # Upstream saw the allowed questions only: no long names, no TXT, not the whole flood.
+    asked = [e["name"] for e in world.seen("dns")]
+    assert "ok.tunnel.test" in asked and "after.tunnel.test" in asked
+    assert not [n for n in asked if n.startswith(("aaa", "xxx", "data."))]
+    assert not world.seen("dns-garbage")
+    flooded = [n for n in asked if n.startswith("flood")]
+    assert 0 < flood["noerror"] <= len(flooded) <= flood["noerror"] + 2
+    reasons = [e["reason"] for e in egress_log(egress_daemon, sb) if e["kind"] == "dns"]
+    for expected in ("name longer than", "malformed question", "record type TXT",
+                     "over the DNS question rate limit"):
+        assert any(reason.startswith(expected) for reason in reasons), (expected, reasons)
+    assert len([x for x in reasons if x.startswith("over the")]) <= flood["seconds"] + 3
+
+
+# -- IPv6 -----------------------------------------------------------------------------------------
+IPV6_PROBE = r"""
+import json, os, socket
+out = {"addresses": []}
+if os.path.exists("/proc/net/if_inet6"):
+    out["addresses"] = [l.split()[-1] for l in open("/proc/net/if_inet6") if l.split()[-1] != "lo"]
+try:
+    socket.create_connection(("2001:db8::10", 80), timeout=3).close()
+    out["connect"] = "connected"
+except OSError as exc:
+    out["connect"] = type(exc).__name__
+try:
+    out["aaaa"] = socket.getaddrinfo("allowed.test", 80, socket.AF_INET6)
+except OSError as exc:
+    out["aaaa"] = type(exc).__name__
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_ipv6_is_off(make: Callable[..., Sandbox], world: World, tier: str) -> None:
+    sb = make(isolation=tier, network={"allow_out": ["allowed.test", "0.0.0.0/0"]})
+    before = len(world.seen("http"))
+    out = json.loads(sb.commands.run(["python3", "-c", IPV6_PROBE], timeout=60).stdout)
+    assert out["addresses"] == []  # no IPv6 address on eth0, not even link-local
+    assert out["connect"] != "connected"
+    assert out["aaaa"] == "gaierror"  # AAAA questions get an empty answer
+    assert [e for e in world.events[before:] if ":" in str(e.get("dst", ""))] == []
+    # The same sandbox does reach the world over IPv4 (so the denial above can fail).
+    assert requests(sb, {"kind": "http", "address": PUBLIC, "host": "x", "path": "/v4"}) == [
+        "200 hello x /v4"]
