@@ -220,7 +220,8 @@ class NetworkManager:
     async def _add_rules(self, att: Attachment) -> None:
         policy = NetworkPolicy.parse(att.policy) or NetworkPolicy()
         await host.nft(rules.add_sandbox(self.net, att.sid, att.veth, att.address,
-                                         self._allowed(policy), self._limits(policy)[0]))
+                                         self._allowed(policy), self._limits(policy)[0],
+                                         self.config.proxy_port))
         self._register(att, policy)
 
     def _register(self, att: Attachment, policy: NetworkPolicy) -> None:
