@@ -46,8 +46,8 @@ class NetConfig:
     max_connections: int = 256
     dns_min_ttl: int = 60
     dns_max_ttl: int = 3600
-    dns_rate: float = 20.0
-    dns_burst: float = 60.0
+    dns_rate: float = 50.0
+    dns_burst: float = 200.0
     proxy_port: int = 15001
     egress_log_bytes: int = 1 << 20
 
@@ -64,7 +64,7 @@ class NetConfig:
             uplink_netns=_env_path("STOCKADE_NET_UPLINK_NETNS", None),
             bandwidth_mbit=int(os.environ.get("STOCKADE_NET_BANDWIDTH_MBIT", "100")),
             max_connections=int(os.environ.get("STOCKADE_NET_MAX_CONNECTIONS", "256")),
-            dns_rate=float(os.environ.get("STOCKADE_NET_DNS_RATE", "20")),
-            dns_burst=float(os.environ.get("STOCKADE_NET_DNS_BURST", "60")),
+            dns_rate=float(os.environ.get("STOCKADE_NET_DNS_RATE", "50")),
+            dns_burst=float(os.environ.get("STOCKADE_NET_DNS_BURST", "200")),
             egress_log_bytes=int(os.environ.get("STOCKADE_NET_EGRESS_LOG_BYTES", str(1 << 20))),
         )

@@ -92,7 +92,7 @@ class Resolver:
     def __init__(self, address: str, upstream: tuple[str, ...], admit: Admit,
                  admissible: Callable[[str], bool], ttl_range: tuple[int, int],
                  report: Report = lambda sandbox_id, **entry: None,
-                 rate: tuple[float, float] = (20.0, 60.0)) -> None:
+                 rate: tuple[float, float] = (50.0, 200.0)) -> None:
         self.address = address
         self.upstream = upstream
         self.admit = admit

@@ -226,11 +226,14 @@ async def _prefix(reader: asyncio.StreamReader) -> tuple[bytes, str | None, snif
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counts: list[int],
                 index: int) -> None:
+    """Copy until end of file, then pass the end of file on (a half-close, not a close)."""
     with contextlib.suppress(OSError):
         while chunk := await reader.read(CHUNK):
             counts[index] += len(chunk)
             writer.write(chunk)
             await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
 
 
 async def _http_requests(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
