@@ -11,7 +11,6 @@ the sandbox says. Each attack sits next to a control request that succeeds, so i
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys

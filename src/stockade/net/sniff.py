@@ -102,11 +102,11 @@ class _Reader:
         self.pos += n
         return out
 
-    def int(self, n: int) -> int:
+    def number(self, n: int) -> int:
         return int.from_bytes(self.take(n), "big")
 
     def vector(self, n: int) -> bytes:
-        return self.take(self.int(n))
+        return self.take(self.number(n))
 
 
 def _hello_sni(body: bytes) -> str | None:
@@ -121,7 +121,7 @@ def _hello_sni(body: bytes) -> str | None:
     seen: set[int] = set()
     name: str | None = None
     while extensions.pos < len(extensions.data):
-        kind, data = extensions.int(2), extensions.vector(2)
+        kind, data = extensions.number(2), extensions.vector(2)
         if kind in seen:
             raise Refused(f"TLS extension {kind} appears twice")
         seen.add(kind)
@@ -131,7 +131,7 @@ def _hello_sni(body: bytes) -> str | None:
             entries = _Reader(_Reader(data).vector(2))
             names = []
             while entries.pos < len(entries.data):
-                name_type, value = entries.int(1), entries.vector(2)
+                name_type, value = entries.number(1), entries.vector(2)
                 if name_type == 0:
                     names.append(value)
             if len(names) != 1:
