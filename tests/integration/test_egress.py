@@ -26,7 +26,7 @@ from stockade import Sandbox
 from stockade.engine.hostcheck import find_leaks
 from stockade.net.egresslog import EgressLog
 
-from tests.conftest import TIERS, Daemon, needs_root
+from tests.conftest import ALL_TIERS, TIERS, Daemon, needs_root
 from tests.integration.test_network import start_daemon
 
 pytestmark = pytest.mark.root
@@ -283,7 +283,7 @@ def resolve(sb: Sandbox, *names: str) -> list[str | None]:
 
 
 # -- the proxy -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("tier", ALL_TIERS)
 def test_only_the_resolved_name_passes_by_sni_and_host(make: Callable[..., Sandbox],
                                                       world: World, egress_daemon: Daemon,
                                                       tier: str) -> None:
@@ -335,6 +335,7 @@ def test_only_the_resolved_name_passes_by_sni_and_host(make: Callable[..., Sandb
     assert {(e["kind"], e["name"]) for e in allowed} >= {("tls", "allowed.test"),
                                                        ("http", "allowed.test")}
     assert all(e["bytes_in"] > 0 and e["bytes_out"] > 0 for e in allowed)
+    assert {e["reason"] for e in allowed} == {f"allowed.test is allowed and resolved to {PUBLIC}"}
     denied = [(e["kind"], e["name"], e["destination"]) for e in entries if e["verdict"] == "denied"]
     for expected in [("http", "evil.test", f"{PUBLIC}:80"), ("tls", "evil.test", f"{PUBLIC}:443"),
                      ("http", "allowed.test", f"{NEIGHBOUR}:80"),

@@ -135,7 +135,7 @@ class EgressProxy:
                 raise Denied("sent no TLS ClientHello or HTTP request head in time") from None
             entry["kind"] = "http" if http is not None else "tls"
             entry["name"] = name
-            self._decide(client, address, name)
+            allowed_by = self._decide(client, address, name)
             upstream = await self._dial(address, port)
         except (Denied, sniff.Refused, OSError, EOFError) as exc:
             reason = str(exc) or type(exc).__name__
@@ -149,12 +149,12 @@ class EgressProxy:
             return
         up_reader, up_writer = upstream
         counts = [0, 0]
-        reason = "allowed by the policy"
+        cut: str | None = None
         try:
             down = asyncio.ensure_future(_copy(up_reader, writer, counts, 1))
             try:
                 if http is not None:
-                    reason = await _http_requests(reader, up_writer, head, http, counts)
+                    cut = await _http_requests(reader, up_writer, head, http, counts)
                 else:
                     up_writer.write(head)
                     counts[0] += len(head)
@@ -162,7 +162,7 @@ class EgressProxy:
                 with contextlib.suppress(OSError):
                     if up_writer.can_write_eof():
                         up_writer.write_eof()
-                if reason == "allowed by the policy":
+                if cut is None:
                     await down
             finally:
                 down.cancel()
@@ -171,14 +171,13 @@ class EgressProxy:
         finally:
             up_writer.close()
             entry.update(bytes_out=counts[0], bytes_in=counts[1])
-            verdict = "allowed" if reason == "allowed by the policy" else "denied"
-            self._log(client, entry, verdict, reason)
+            self._log(client, entry, "denied" if cut else "allowed", cut or allowed_by)
 
-    def _decide(self, client: Sandbox, address: str, name: str | None) -> None:
-        """Raise :class:`Denied` unless ``name`` may reach ``address`` (see the module doc)."""
+    def _decide(self, client: Sandbox, address: str, name: str | None) -> str:
+        """Why ``name`` may reach ``address``; :class:`Denied` if it may not (see the module doc)."""
         ip = ipaddress.IPv4Address(address)
         if any(ip in net for net in client.allowed):
-            return
+            return "inside an allowed CIDR"
         if name is None:
             raise Denied("no server name given, and the address is not in an allowed CIDR")
         if sniff.is_address(name):
@@ -187,6 +186,7 @@ class EgressProxy:
             raise Denied(f"{name} is not allowed by the policy")
         if not self.pins.holds(client.sandbox_id, name, address):
             raise Denied(f"{name} was not resolved to {address} by the sandbox's resolver")
+        return f"{name} is allowed and resolved to {address}"
 
     async def _dial(self, address: str, port: int) -> tuple[asyncio.StreamReader,
                                                              asyncio.StreamWriter]:
@@ -237,20 +237,20 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, coun
 
 
 async def _http_requests(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         data: bytes, head: sniff.HttpHead, counts: list[int]) -> str:
+                         data: bytes, head: sniff.HttpHead, counts: list[int]) -> str | None:
     """Forward request after request, each head checked for the first one's ``Host``.
 
-    Returns the log reason: allowed, or why the connection was cut."""
+    Returns why the connection was cut, or ``None`` when the sandbox ended it."""
     try:
         return await _http_loop(reader, writer, data, head, counts)
     except sniff.Refused as exc:
         return f"request refused: {exc}"
     except EOFError:
-        return "allowed by the policy"  # the sandbox closed inside a body: its choice
+        return None  # the sandbox closed inside a body: its choice
 
 
 async def _http_loop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     data: bytes, head: sniff.HttpHead, counts: list[int]) -> str:
+                     data: bytes, head: sniff.HttpHead, counts: list[int]) -> str | None:
     host = head.host
     while True:
         writer.write(data[:head.size])
@@ -260,7 +260,7 @@ async def _http_loop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             writer.write(data)
             counts[0] += len(data)
             await _copy(reader, writer, counts, 0)
-            return "allowed by the policy"
+            return None
         data = await _body(reader, writer, data, head, counts)
         await writer.drain()
         while True:  # the next request head
@@ -270,7 +270,7 @@ async def _http_loop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             except EOFError:
                 chunk = await reader.read(CHUNK)
                 if not chunk:
-                    return "allowed by the policy"
+                    return None
                 data += chunk
         if head.host != host:
             return f"later request on the connection names {head.host}, not {host}"

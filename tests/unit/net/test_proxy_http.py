@@ -23,8 +23,8 @@ class Sink:
         pass
 
 
-def forward(stream: bytes, pieces: int = 7) -> tuple[str, bytes]:
-    async def go() -> tuple[str, bytes]:
+def forward(stream: bytes, pieces: int = 7) -> tuple[str | None, bytes]:
+    async def go() -> tuple[str | None, bytes]:
         reader = asyncio.StreamReader()
         size = max(1, len(stream) // pieces)
         for i in range(0, len(stream), size):  # arrives in pieces
@@ -46,7 +46,7 @@ def test_kept_alive_requests_to_the_same_host_pass_whole() -> None:
     chunked = (b"POST /c HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"5;ext=1\r\nhello\r\n0\r\nTrailer: x\r\n\r\n")
     reason, sent = forward(ALLOWED + body + chunked + ALLOWED)
-    assert reason == "allowed by the policy"
+    assert reason is None
     assert sent == ALLOWED + body + chunked + ALLOWED
 
 
@@ -55,19 +55,19 @@ def test_a_request_after_a_body_is_checked() -> None:
                   b"POST / HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n"
                   b"3\r\nabc\r\n0\r\n\r\n"):
         reason, sent = forward(first + EVIL)
-        assert "names evil.test, not allowed.test" in reason
+        assert reason and "names evil.test, not allowed.test" in reason
         assert sent == first and b"evil" not in sent
 
 
 def test_a_request_inside_a_body_is_only_body() -> None:
     first = b"POST / HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: %d\r\n\r\n" % len(EVIL)
     reason, sent = forward(first + EVIL)
-    assert reason == "allowed by the policy" and sent == first + EVIL
+    assert reason is None and sent == first + EVIL
 
 
 def test_smuggling_in_a_later_request_cuts_the_connection() -> None:
     smuggle = (b"POST / HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 4\r\n"
                b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
     reason, sent = forward(ALLOWED + smuggle + EVIL)
-    assert reason.startswith("request refused: Content-Length together")
+    assert reason and reason.startswith("request refused: Content-Length together")
     assert sent == ALLOWED
