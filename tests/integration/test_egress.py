@@ -222,7 +222,11 @@ def make(egress_daemon: Daemon) -> Iterator[Callable[..., Sandbox]]:
 
 
 def egress_log(daemon: Daemon, sb: Sandbox) -> list[dict[str, Any]]:
-    return EgressLog(daemon.data_dir / "net" / "sandboxes").read(sb.id)
+    """The log through the API, checked against the file on disk it comes from."""
+    entries = sb.egress_log()
+    on_disk = EgressLog(daemon.data_dir / "net" / "sandboxes").read(sb.id)
+    assert [e["time"] for e in entries] == [e["time"] for e in on_disk[:len(entries)]]
+    return entries
 
 
 # -- what the sandbox runs ---------------------------------------------------------------------
