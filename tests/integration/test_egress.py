@@ -10,6 +10,8 @@ the sandbox says. Each attack sits next to a control request that succeeds, so i
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
 import subprocess
@@ -17,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -33,11 +36,12 @@ pytestmark = pytest.mark.root
 
 PUBLIC, NEIGHBOUR, PUBLIC6 = "203.0.113.10", "203.0.113.11", "2001:db8::10"
 DNS_RATE, DNS_BURST = 20, 60
-NAMES = {"allowed.test": PUBLIC, "evil.test": PUBLIC, "other.test": NEIGHBOUR}
+NAMES = {"allowed.test": PUBLIC, "evil.test": PUBLIC, "other.test": NEIGHBOUR, "pypi.org": PUBLIC}
+PACKAGE = "stockade-probe"  # served by the world's "pypi.org", a package index on loopback
 WORLD = r"""
-import http.server, json, socketserver, ssl, sys, threading, socket, asyncio
+import http.server, json, os, socketserver, ssl, sys, threading, socket, asyncio
 import dns.message, dns.rcode, dns.rrset
-cert, key, names, v6 = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+cert, key, names, v6, index = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], sys.argv[5]
 
 def log(**event):
     if "dst" in event:
@@ -51,7 +55,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             sni=getattr(self.connection, "sni", None), host=self.headers.get("Host"),
             dst=self.connection.getsockname()[0], path=self.path)
         body = f"hello {self.headers.get('Host')} {self.path}".encode()
+        if self.headers.get("Host") == "pypi.org" and self.path.startswith(("/simple/", "/files/")):
+            path = os.path.join(index, self.path.strip("/").replace("..", ""))
+            try:
+                body = open(os.path.join(path, "index.html") if os.path.isdir(path) else path, "rb").read()
+            except OSError:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
         self.send_response(200)
+        self.send_header("Content-Type", "text/html" if self.path.startswith("/simple/")
+                         else "application/octet-stream")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -117,6 +132,30 @@ asyncio.run(main())
 """
 
 
+def make_index(root: Path) -> Path:
+    """A one-package "simple" index: /simple/stockade-probe/ links to a real wheel."""
+    files = {"stockade_probe/__init__.py": b"VALUE = 42\n",
+             "stockade_probe-1.0.dist-info/METADATA":
+                 b"Metadata-Version: 2.1\nName: stockade-probe\nVersion: 1.0\n",
+             "stockade_probe-1.0.dist-info/WHEEL":
+                 b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(
+        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+        f"{len(data)}\n" for name, data in files.items())
+    record += "stockade_probe-1.0.dist-info/RECORD,,\n"
+    wheel = "stockade_probe-1.0-py3-none-any.whl"
+    (root / "files").mkdir(parents=True)
+    with zipfile.ZipFile(root / "files" / wheel, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+        z.writestr("stockade_probe-1.0.dist-info/RECORD", record)
+    digest = hashlib.sha256((root / "files" / wheel).read_bytes()).hexdigest()
+    (root / "simple" / PACKAGE).mkdir(parents=True)
+    (root / "simple" / PACKAGE / "index.html").write_text(
+        f'<html><body><a href="/files/{wheel}#sha256={digest}">{wheel}</a></body></html>')
+    return root
+
+
 class World:
     """A namespace playing the internet: 10.199.N.1 (host side) <-> 10.199.N.2 (inside)."""
 
@@ -151,7 +190,7 @@ class World:
             subprocess.run(cmd.split(), check=True)
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, sys.executable, "-c", WORLD, str(self.cert), str(self.key),
-             json.dumps(NAMES), PUBLIC6], stdout=subprocess.PIPE)
+             json.dumps(NAMES), PUBLIC6, str(make_index(self.dir / "index"))], stdout=subprocess.PIPE)
         assert self.proc.stdout is not None
         assert json.loads(self.proc.stdout.readline())["kind"] == "ready"
         threading.Thread(target=self._read, daemon=True).start()
@@ -365,6 +404,33 @@ def test_cidr_rules_admit_ip_literals_and_policy_changes_apply(
         .startswith("403 stockade egress: IP literal")
     assert [e["path"] for e in world.seen("http") if e["path"].startswith(("/cidr", "/after"))] \
         == ["/cidr-literal", "/cidr-no-sni"]
+
+
+PIP = ["python3", "-m", "pip", "install", "--break-system-packages", "--no-cache-dir",
+       "--disable-pip-version-check", "--timeout", "10", "--retries", "0", "--target", "/tmp/probe"]
+
+
+def test_pip_installs_from_the_one_allowed_index_and_nowhere_else(
+        make: Callable[..., Sandbox], world: World, egress_daemon: Daemon) -> None:
+    sb = make(network={"allow_out": ["pypi.org"]})
+    r = sb.commands.run([*PIP, "--index-url", "https://pypi.org/simple", PACKAGE], timeout=180)
+    assert r.exit_code == 0, r.stderr
+    r = sb.commands.run(["python3", "-c", "import stockade_probe; print(stockade_probe.VALUE)"],
+                        envs={"PYTHONPATH": "/tmp/probe"})
+    assert r.stdout.strip() == "42"
+    # The same index by another name on the same address, or by address: nothing installs.
+    for index in ("https://evil.test/simple", f"https://{PUBLIC}/simple", "http://evil.test/simple"):
+        r = sb.commands.run([*PIP, "--index-url", index, "--target", "/tmp/other", PACKAGE],
+                            timeout=180)
+        assert r.exit_code != 0, index
+    assert not sb.files.exists("/tmp/other/stockade_probe")
+    served = [e for e in world.seen("http") if e["path"].startswith(("/simple/", "/files/"))]
+    assert served and {(e["host"], e["sni"]) for e in served} == {("pypi.org", "pypi.org")}
+    log = egress_log(egress_daemon, sb)
+    assert any(e["verdict"] == "allowed" and e["name"] == "pypi.org" and e["bytes_in"] > 1000
+               for e in log)
+    denied = [(e["kind"], e["name"]) for e in log if e["verdict"] == "denied"]
+    assert ("tls", None) in denied and ("dns", "evil.test") in denied  # by address; by name
 
 
 # -- DNS tunnelling --------------------------------------------------------------------------------
