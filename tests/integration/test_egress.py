@@ -510,6 +510,42 @@ def test_dns_tunnelling_is_cut(make: Callable[..., Sandbox], world: World,
     assert len([x for x in reasons if x.startswith("over the")]) <= flood["seconds"] + 3
 
 
+HOARD = r"""
+import json, socket, struct, sys
+gateway = open("/etc/resolv.conf").read().split()[1]
+question = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\x07allowed\x04test\x00\x00\x01\x00\x01"
+
+def hoard(address, port, n, payload):
+    held, answered = [], 0
+    for _ in range(n):
+        try:
+            s = socket.create_connection((address, port), timeout=3)
+            s.sendall(payload)
+            held.append(s)
+        except OSError:
+            pass
+    for s in held:
+        s.settimeout(5)
+        try:
+            answered += bool(s.recv(100))
+        except OSError:
+            pass
+    return answered
+
+print(json.dumps({"dns": hoard(gateway, 53, 20, struct.pack("!H", len(question)) + question),
+                  "proxy": hoard(sys.argv[1], 80, 10, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")}))
+"""
+
+
+def test_one_sandbox_cannot_hoard_the_engines_connections(make: Callable[..., Sandbox]) -> None:
+    sb = make(network={"allow_out": ["allowed.test", f"{PUBLIC}/32"], "max_connections": 4})
+    r = sb.commands.run(["python3", "-c", HOARD, PUBLIC], timeout=120)
+    assert r.exit_code == 0, r.stderr
+    # 8 DNS-over-TCP connections per sandbox; the policy's 4 through the proxy (nftables'
+    # connection count cannot see redirected connections, so the proxy counts them).
+    assert json.loads(r.stdout) == {"dns": 8, "proxy": 4}
+
+
 # -- IPv6 -----------------------------------------------------------------------------------------
 IPV6_PROBE = r"""
 import json, os, socket

@@ -40,6 +40,8 @@ UPSTREAM_TIMEOUT = 3.0
 Admit = Callable[[str, dict[str, int]], Awaitable[None]]
 #: Called with (sandbox id, log fields) for every refused question.
 Report = Callable[..., None]
+#: DNS-over-TCP connections one sandbox may hold open at once.
+MAX_TCP_PER_SANDBOX = 8
 #: Longest question name forwarded (text form, no final dot). Real names stay far below it.
 MAX_NAME_LENGTH = 160
 #: Record types answered; TXT, NULL, ANY and the rest are the tunnellers' favourites.
@@ -103,6 +105,7 @@ class Resolver:
         self.clients: dict[str, Client] = {}
         self.pins = Pins()
         self._buckets: dict[str, Bucket] = {}
+        self._tcp_open: dict[str, int] = {}
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
 
@@ -131,6 +134,10 @@ class Resolver:
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")[0]
+        if self._tcp_open.get(peer, 0) >= MAX_TCP_PER_SANDBOX or peer not in self.clients:
+            writer.close()  # the engine's file descriptors are shared by every sandbox
+            return
+        self._tcp_open[peer] = self._tcp_open.get(peer, 0) + 1
         try:
             while True:
                 size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 10))[0]
@@ -142,6 +149,7 @@ class Resolver:
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
             pass
         finally:
+            self._tcp_open[peer] -= 1
             writer.close()
 
     async def answer(self, data: bytes, peer: str, tcp: bool) -> bytes | None:
