@@ -36,6 +36,7 @@ pytestmark = pytest.mark.root
 
 PUBLIC, NEIGHBOUR, PUBLIC6 = "203.0.113.10", "203.0.113.11", "2001:db8::10"
 DNS_RATE, DNS_BURST = 20, 60
+PROXY_MAX = 6  # engine-wide (the default comes from the file descriptor limit)
 NAMES = {"allowed.test": PUBLIC, "evil.test": PUBLIC, "other.test": NEIGHBOUR, "pypi.org": PUBLIC}
 PACKAGE = "stockade-probe"  # served by the world's "pypi.org", a package index on loopback
 WORLD = r"""
@@ -43,10 +44,14 @@ import http.server, json, os, socketserver, ssl, sys, threading, socket, asyncio
 import dns.message, dns.rcode, dns.rrset
 cert, key, names, v6, index = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], sys.argv[5]
 
+lock = threading.Lock()
+
 def log(**event):
     if "dst" in event:
         event["dst"] = event["dst"].removeprefix("::ffff:")
-    print(json.dumps(event), flush=True)
+    with lock:  # the servers' threads must not interleave lines
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -232,7 +237,8 @@ def egress_daemon(world: World) -> Iterator[Daemon]:
     d = start_daemon({"STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{world.name}",
                       "STOCKADE_NET_DNS": world.inside, "STOCKADE_CA_BUNDLE": str(world.cert),
                       # tighter than the defaults (50/s, bursts of 200) so a short flood shows it
-                      "STOCKADE_NET_DNS_RATE": str(DNS_RATE), "STOCKADE_NET_DNS_BURST": str(DNS_BURST)})
+                      "STOCKADE_NET_DNS_RATE": str(DNS_RATE), "STOCKADE_NET_DNS_BURST": str(DNS_BURST),
+                      "STOCKADE_NET_PROXY_MAX_CONNECTIONS": str(PROXY_MAX)})
     try:
         yield d
     finally:
@@ -533,17 +539,23 @@ def hoard(address, port, n, payload):
     return answered
 
 print(json.dumps({"dns": hoard(gateway, 53, 20, struct.pack("!H", len(question)) + question),
-                  "proxy": hoard(sys.argv[1], 80, 10, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")}))
+                  "proxy": hoard(sys.argv[1], 80, 12, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")}))
 """
 
 
-def test_one_sandbox_cannot_hoard_the_engines_connections(make: Callable[..., Sandbox]) -> None:
+def test_one_sandbox_cannot_hoard_the_engines_connections(make: Callable[..., Sandbox],
+                                                          egress_daemon: Daemon) -> None:
     sb = make(network={"allow_out": ["allowed.test", f"{PUBLIC}/32"], "max_connections": 4})
     r = sb.commands.run(["python3", "-c", HOARD, PUBLIC], timeout=120)
     assert r.exit_code == 0, r.stderr
     # 8 DNS-over-TCP connections per sandbox; the policy's 4 through the proxy (nftables'
     # connection count cannot see redirected connections, so the proxy counts them).
     assert json.loads(r.stdout) == {"dns": 8, "proxy": 4}
+    # A policy allowing more still meets the engine-wide budget.
+    sb.set_network({"allow_out": ["allowed.test", f"{PUBLIC}/32"], "max_connections": 100})
+    r = sb.commands.run(["python3", "-c", HOARD, PUBLIC], timeout=120)
+    assert json.loads(r.stdout)["proxy"] == PROXY_MAX
+    assert any("carries its maximum of 6" in e["reason"] for e in egress_log(egress_daemon, sb))
 
 
 # -- IPv6 -----------------------------------------------------------------------------------------

@@ -142,7 +142,8 @@ class NetworkManager:
                             report=self._report,
                             rate=(self.config.dns_rate, self.config.dns_burst))
         proxy = EgressProxy(net.gateway, resolver.pins, self._report,
-                            mark=net.mark if uplink else None, port=self.config.proxy_port)
+                            mark=net.mark if uplink else None, port=self.config.proxy_port,
+                            max_total=self.config.proxy_max_connections)
         await resolver.start()
         try:
             await proxy.start()

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import resource
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -50,6 +51,18 @@ class Sandbox:
     tasks: set["asyncio.Task[None]"] = field(default_factory=set)
 
 
+def descriptor_budget() -> int:
+    """Connections the proxy may carry at once, engine-wide: a quarter of the file descriptors
+    the process may open (each connection takes two), after raising the soft limit to the hard
+    one (up to 65536). The rest stay for the API, the sandboxes' channels and the disks."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    return max(16, min(soft, 65536) // 8)
+
+
 class Denied(Exception):
     """The connection is refused; the message is the log's reason."""
 
@@ -58,8 +71,9 @@ class EgressProxy:
     """Listens on ``address``:``port``; :attr:`clients` maps sandbox addresses to sandboxes."""
 
     def __init__(self, address: str, pins: Pins, report: Callable[..., None],
-                 mark: int | None = None, port: int = PORT) -> None:
+                 mark: int | None = None, port: int = PORT, max_total: int = 0) -> None:
         self.address, self.port = address, port
+        self.max_total = max_total or descriptor_budget()
         self.pins = pins
         self.report = report
         self.mark = mark
@@ -112,6 +126,10 @@ class EgressProxy:
                                     "name": None}
         if len(client.tasks) >= client.max_connections:
             self._log(client, entry, "denied", f"over {client.max_connections} connections")
+            return
+        if len(self._tasks) > self.max_total:  # this connection is counted already
+            self._log(client, entry, "denied", f"the engine's egress proxy carries its maximum "
+                                               f"of {self.max_total} connections")
             return
         task = asyncio.current_task()
         assert task is not None
