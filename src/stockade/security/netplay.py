@@ -3,9 +3,10 @@ sandboxes' uplink goes into (``STOCKADE_NET_UPLINK_NETNS``), so no packet can le
 even if a rule under test is broken.
 
 It plays a DNS server (the engine's upstream, and a second "foreign" resolver), TCP (on the
-played port, 80 and 443) and UDP listeners on a public address the policy allows, a public address it denies, the cloud metadata
-address and a private address, and logs every DNS question, connection and datagram it gets,
-with source and destination. The host judges attacks by that log, never by their word.
+played port, 80 and 443) and UDP listeners on a public address the policy allows, a public
+address it denies, the cloud metadata address and a private address, and logs every DNS
+question, connection and datagram it gets, with source and destination. The host judges
+attacks by that log, never by their word.
 """
 
 from __future__ import annotations

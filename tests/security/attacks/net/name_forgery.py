@@ -1,4 +1,4 @@
-# attack: names that are not what they claim on the allowed address's web ports: a Host and an SNI the policy does not allow, a wildcard name never resolved, an IP literal, a payload that is neither HTTP nor TLS
+# attack: forged Host and SNI, an unresolved wildcard name, an IP literal on the allowed web ports
 # users: root
 import socket
 import ssl
