@@ -278,8 +278,8 @@ def egress_log(daemon: Daemon, sb: Sandbox) -> list[dict[str, Any]]:
 CLIENT = r"""
 import json, socket, ssl, sys
 
-def status(sock, host, path):
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+def status(sock, host, path, raw=None):
+    sock.sendall(raw.encode() if raw else f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(4096)
@@ -296,7 +296,7 @@ def status(sock, host, path):
         body += chunk
     return head.split(b" ")[1].decode() + " " + body.decode(errors="replace").strip()
 
-def run(kind, address, sni=None, host=None, path="/", again=None):
+def run(kind, address, sni=None, host=None, path="/", again=None, raw=None):
     try:
         sock = socket.create_connection((address, 443 if kind == "https" else 80), timeout=5)
         if kind == "https":
@@ -306,7 +306,7 @@ def run(kind, address, sni=None, host=None, path="/", again=None):
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
             sock = ctx.wrap_socket(sock, server_hostname=sni)
-        out = status(sock, host or sni or address, path)
+        out = status(sock, host or sni or address, path, raw)
         if again:
             out += " | " + status(sock, again, path)
         return out
@@ -359,6 +359,9 @@ def test_only_the_resolved_name_passes_by_sni_and_host(make: Callable[..., Sandb
         # the first request of a kept-alive connection is allowed, the second switches Host
         {"kind": "http", "address": PUBLIC, "host": "allowed.test", "path": "/first",
          "again": "evil.test"},
+        # two Host headers: which one a server would pick is not the proxy's guess to make
+        {"kind": "http", "address": PUBLIC, "raw": "GET /two-hosts HTTP/1.1\r\n"
+         "Host: allowed.test\r\nHost: evil.test\r\n\r\n"},
     )
     assert results[0] == "200 hello allowed.test /tls-ok"
     assert results[1] == "200 hello allowed.test /http-ok"
@@ -371,11 +374,13 @@ def test_only_the_resolved_name_passes_by_sni_and_host(make: Callable[..., Sandb
     assert results[7].startswith("FAIL")
     assert results[8].startswith("200 hello allowed.test /first | ")
     assert not results[8].endswith("evil.test /first")
+    assert results[9] == "403 stockade egress: more than one Host header"
     # What arrived: the two controls and the first kept-alive request, nothing else.
     arrived = {(e["path"], e["host"], e["sni"]) for e in world.seen("http")}
     assert {("/tls-ok", "allowed.test", "allowed.test"), ("/http-ok", "allowed.test", None),
             ("/first", "allowed.test", None)} <= arrived
-    ours = {"/forged-host", "/wrong-sni", "/moved", "/moved-tls", "/literal", "/no-sni"}
+    ours = {"/forged-host", "/wrong-sni", "/moved", "/moved-tls", "/literal", "/no-sni",
+            "/two-hosts"}
     assert not [a for a in arrived if a[0] in ours or a[1] == "evil.test"]
     assert not world.seen("tls-connect", dst=NEIGHBOUR) and not world.seen("tls-failed")
     # The egress log has both the allowed connections (with bytes) and every denial.

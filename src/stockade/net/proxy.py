@@ -142,30 +142,32 @@ class EgressProxy:
     async def _handle_named(self, client: Sandbox, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter, address: str, port: int,
                             entry: dict[str, object]) -> None:
-        head = b""
-        http: sniff.HttpHead | None = None
+        buffer = bytearray()
         try:
             if address == self.address:
                 raise Denied("connection to the gateway itself")
             try:
-                head, name, http = await asyncio.wait_for(_prefix(reader), READ_TIMEOUT)
+                name, http = await asyncio.wait_for(_prefix(reader, buffer), READ_TIMEOUT)
             except asyncio.TimeoutError:
                 raise Denied("sent no TLS ClientHello or HTTP request head in time") from None
             entry["kind"] = "http" if http is not None else "tls"
             entry["name"] = name
             allowed_by = self._decide(client, address, name)
-            upstream = await self._dial(address, port)
         except (Denied, sniff.Refused, OSError, EOFError) as exc:
             reason = str(exc) or type(exc).__name__
             self._log(client, entry, "denied", reason)
-            if http is not None or head[:1].isalpha():
-                with contextlib.suppress(OSError):
-                    writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n"
-                                 b"Connection: close\r\n\r\nstockade egress: " + reason.encode()
-                                 + b"\n")
-                    await writer.drain()
+            if buffer[:1].isalpha():  # it speaks HTTP: say why, in HTTP
+                await _refuse(writer, b"403 Forbidden", f"stockade egress: {reason}")
             return
-        up_reader, up_writer = upstream
+        head = bytes(buffer)
+        try:
+            up_reader, up_writer = await self._dial(address, port)
+        except OSError as exc:
+            reason = f"allowed ({allowed_by}), but the destination did not answer: {exc}"
+            self._log(client, entry, "allowed", reason)
+            if http is not None:
+                await _refuse(writer, b"502 Bad Gateway", f"stockade egress: {reason}")
+            return
         counts = [0, 0]
         cut: str | None = None
         try:
@@ -224,9 +226,16 @@ class EgressProxy:
         self.report(client.sandbox_id, **entry, verdict=verdict, reason=reason)
 
 
-async def _prefix(reader: asyncio.StreamReader) -> tuple[bytes, str | None, sniff.HttpHead | None]:
-    """Read until the name is known: (bytes read, name, the HTTP head if it is HTTP)."""
-    data = b""
+async def _refuse(writer: asyncio.StreamWriter, status: bytes, message: str) -> None:
+    with contextlib.suppress(OSError):
+        writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\n"
+                     b"Connection: close\r\n\r\n" + message.encode() + b"\n")
+        await writer.drain()
+
+
+async def _prefix(reader: asyncio.StreamReader,
+                  data: bytearray) -> tuple[str | None, sniff.HttpHead | None]:
+    """Read into ``data`` until the name is known: (name, the HTTP head if it is HTTP)."""
     while True:
         chunk = await reader.read(CHUNK)
         if not chunk:
@@ -234,9 +243,9 @@ async def _prefix(reader: asyncio.StreamReader) -> tuple[bytes, str | None, snif
         data += chunk
         try:
             if data[0] == sniff.TLS_HANDSHAKE:
-                return data, sniff.client_hello_name(data), None
-            head = sniff.http_head(data)
-            return data, head.host, head
+                return sniff.client_hello_name(bytes(data)), None
+            head = sniff.http_head(bytes(data))
+            return head.host, head
         except EOFError:
             if len(data) > sniff.MAX_PREFIX:
                 raise sniff.Refused("no complete hello or request head in the first 32 kB") from None
