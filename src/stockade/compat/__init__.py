@@ -1,0 +1,1 @@
+"""Front ends that speak other sandbox services' protocols, as thin adapters over the engine."""

@@ -1,0 +1,13 @@
+"""Daytona compatibility: the REST API under ``/daytona/api`` and the per-sandbox toolbox under
+``/daytona/toolbox/{sandboxId}``, so that unmodified ``daytona`` SDK code runs against Stockade
+(docs/compat-daytona.md)."""
+
+from fastapi import APIRouter
+
+from . import files, process, sandboxes, sessions, snapshots, volumes
+
+router = APIRouter()
+for _module in (sandboxes, snapshots, volumes, files, process, sessions):
+    router.include_router(_module.router, include_in_schema=False)
+
+__all__ = ["router"]

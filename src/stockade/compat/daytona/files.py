@@ -1,0 +1,217 @@
+"""Toolbox files: ``/daytona/toolbox/{sandboxId}/files...``, resolved by the agent inside the
+sandbox. Relative paths are taken from the sandbox user's home; ``..`` segments are refused."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from datetime import datetime, timezone
+from typing import Annotated, Any, AsyncIterator
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import Field
+from starlette.datastructures import UploadFile
+
+from ...engine import EngineError
+from ...server.models import check_path
+from ._base import FILE_CODES, TOOLBOX, ControlDep, DaytonaError, FileRoute, ToolboxSandbox
+from ._base import error_body
+from .wire import Body
+
+router = APIRouter(prefix=TOOLBOX + "/{sandboxId}/files", route_class=FileRoute,
+                   tags=["daytona toolbox"])
+PathQ = Annotated[str, Query(min_length=1, max_length=4096)]
+#: The most one bulk upload may carry (it is spooled on the server before it is written).
+MAX_UPLOAD = 4 << 30
+MAX_FILES = 1000
+CHUNK = 1 << 20
+FIELD = re.compile(r"^files\[(\d{1,4})\]\.(path|file)$")
+
+
+def path_of(path: str) -> str:
+    try:
+        return check_path(path)
+    except ValueError as exc:
+        raise DaytonaError(400, str(exc), "INVALID_FILE_PATH") from None
+
+
+def file_info(entry: dict[str, Any]) -> dict[str, Any]:
+    """A Daytona FileInfo for a Stockade directory entry."""
+    modified = datetime.fromtimestamp(entry["modified_time"], timezone.utc)
+    return {"name": entry["name"], "path": entry["path"], "isDir": entry["type"] == "dir",
+            "size": int(entry["size"]), "mode": entry["permissions"],
+            "permissions": f"{entry['mode']:04o}", "owner": entry["owner"],
+            "group": entry["group"], "modTime": modified.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "modifiedAt": modified.isoformat().replace("+00:00", "Z")}
+
+
+@router.get("")
+async def list_files(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ = ".",
+                     depth: Annotated[int, Query(ge=1, le=32)] = 1) -> list[dict[str, Any]]:
+    entries = await ctl.engine.call(sandbox, "fs.list", {"path": path_of(path), "depth": depth})
+    return [file_info(e) for e in entries]
+
+
+@router.get("/info")
+async def get_file_info(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ) -> dict[str, Any]:
+    return file_info(await ctl.engine.call(sandbox, "fs.stat", {"path": path_of(path)}))
+
+
+@router.delete("", status_code=204)
+async def delete_file(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ,
+                      recursive: bool = False) -> Response:
+    """Remove a file; a directory only with ``recursive=true``."""
+    path = path_of(path)
+    if not recursive:
+        entry = await ctl.engine.call(sandbox, "fs.stat", {"path": path})
+        if entry["type"] == "dir":
+            raise DaytonaError(400, f"{path} is a directory: delete it with recursive=true",
+                               "INVALID_FILE_PATH")
+    await ctl.engine.call(sandbox, "fs.remove", {"path": path})
+    return Response(status_code=204)
+
+
+@router.post("/folder", status_code=201)
+async def create_folder(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ,
+                        mode: Annotated[str | None, Query(pattern=r"^[0-7]{3,4}$")] = None
+                        ) -> Response:
+    """Create a directory and its parents (an existing one is fine)."""
+    await ctl.engine.call(sandbox, "fs.mkdir", {"path": path_of(path)})
+    return Response(status_code=201)
+
+
+@router.post("/move")
+async def move_file(sandbox: ToolboxSandbox, ctl: ControlDep, source: PathQ,
+                    destination: PathQ) -> Response:
+    await ctl.engine.call(sandbox, "fs.rename", {"src": path_of(source),
+                                                 "dst": path_of(destination)})
+    return Response(status_code=200)
+
+
+@router.get("/download")
+async def download_file(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ) -> StreamingResponse:
+    chunks = await ctl.engine.read_file(sandbox, path_of(path), None)
+    return StreamingResponse(chunks, media_type="application/octet-stream")
+
+
+async def _limited_form(request: Request) -> Any:
+    """The multipart form, refused past :data:`MAX_UPLOAD` bytes or :data:`MAX_FILES` files."""
+    seen = 0
+    receive = request.receive
+
+    async def counted() -> Any:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > MAX_UPLOAD:
+            raise DaytonaError(413, f"upload larger than {MAX_UPLOAD >> 20} MiB")
+        return message
+
+    limited = Request(request.scope, counted)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise DaytonaError(400, "send the files as multipart/form-data")
+    try:
+        return await limited.form(max_files=MAX_FILES, max_fields=MAX_FILES * 2)
+    except DaytonaError:
+        raise
+    except Exception as exc:  # starlette's parser errors: the body is not valid multipart
+        raise DaytonaError(400, f"malformed multipart body: {exc}") from None
+
+
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(CHUNK):
+        yield chunk
+
+
+@router.post("/bulk-upload")
+async def bulk_upload(sandbox: ToolboxSandbox, ctl: ControlDep, request: Request) -> Response:
+    """Write every ``files[i].file`` to ``files[i].path`` (parents made, files replaced)."""
+    form = await _limited_form(request)
+    try:
+        pairs: dict[int, dict[str, Any]] = {}
+        for key, value in form.multi_items():
+            match = FIELD.match(key)
+            if match is None:
+                raise DaytonaError(400, f"unexpected form field {key!r}; send files[i].path "
+                                        f"and files[i].file")
+            pairs.setdefault(int(match.group(1)), {})[match.group(2)] = value
+        uploads = []
+        for index, pair in sorted(pairs.items()):
+            path, upload = pair.get("path"), pair.get("file")
+            if not isinstance(path, str) or not isinstance(upload, UploadFile):
+                raise DaytonaError(400, f"files[{index}] needs a text 'path' and a 'file'")
+            uploads.append((path_of(path), upload))
+        for path, upload in uploads:
+            await ctl.engine.write_file(sandbox, path, None, _chunks(upload))
+    finally:
+        await form.close()
+    return Response(status_code=200)
+
+
+@router.post("/upload-v2")
+async def upload_v2(sandbox: ToolboxSandbox, ctl: ControlDep, request: Request,
+                    path: PathQ) -> Response:
+    """Write the multipart part ``file`` to ``path``."""
+    form = await _limited_form(request)
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise DaytonaError(400, "send the file as the multipart part 'file'")
+        await ctl.engine.write_file(sandbox, path_of(path), None, _chunks(upload))
+    finally:
+        await form.close()
+    return Response(status_code=200)
+
+
+class DownloadRequest(Body):
+    paths: list[str] = Field(min_length=1, max_length=MAX_FILES)
+
+
+def _part_headers(boundary: str, name: str, path: str, content_type: str,
+                  length: int | None = None) -> bytes:
+    quoted = path.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "").replace("\n", "")
+    lines = [f"--{boundary}", f'Content-Disposition: form-data; name="{name}"; '
+             f'filename="{quoted}"', f"Content-Type: {content_type}"]
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _error_part(boundary: str, path: str, status: int, message: str, code: str | None) -> bytes:
+    body = json.dumps(error_body(status, message, code)).encode()
+    return _part_headers(boundary, "error", path, "application/json", len(body)) + body + b"\r\n"
+
+
+@router.post("/bulk-download")
+async def bulk_download(sandbox: ToolboxSandbox, ctl: ControlDep,
+                        body: DownloadRequest) -> StreamingResponse:
+    """A multipart stream: one ``file`` part per readable path (filename = the path as asked)
+    or an ``error`` part saying why not."""
+    boundary = secrets.token_hex(16)
+    eng = ctl.engine
+
+    async def parts() -> AsyncIterator[bytes]:
+        for asked in body.paths:
+            try:
+                path = path_of(asked)
+                entry = await eng.call(sandbox, "fs.stat", {"path": path})
+                if entry["type"] == "dir":
+                    raise DaytonaError(400, f"{path} is a directory", "INVALID_FILE_PATH")
+                chunks = await eng.read_file(sandbox, path, None)
+            except DaytonaError as exc:
+                yield _error_part(boundary, asked, exc.status, exc.message, exc.code)
+                continue
+            except EngineError as exc:
+                yield _error_part(boundary, asked, exc.status, exc.message,
+                                  FILE_CODES.get(exc.code, "FILE_READ_FAILED"))
+                continue
+            yield _part_headers(boundary, "file", asked, "application/octet-stream",
+                                int(entry["size"]))
+            async for chunk in chunks:
+                yield chunk
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+
+    return StreamingResponse(parts(), media_type=f"multipart/form-data; boundary={boundary}")

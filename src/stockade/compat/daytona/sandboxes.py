@@ -1,0 +1,195 @@
+"""``/daytona/api/sandbox``: Daytona sandboxes as Stockade workspaces (persistence="workspace").
+
+Auto-stop is Stockade's timeout with ``on_timeout="stop"`` (reset by toolbox activity), auto-delete
+and auto-archive are Stockade's; names and labels live in the sandbox's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from ...engine.lifecycle import MAX_AUTO_DELETE
+from ...server.auth import Principal
+from ...server.control import Control
+from ...server.routes.templates import usable_template
+from ...server.routes.volumes import volume_info
+from . import render
+from ._base import API, ControlDep, DaytonaError, DaytonaRoute, PrincipalDep, base_url, not_found
+from .wire import NAME_KEY, TIER_LABEL, CreateSandbox, DEFAULT_AUTO_STOP, Labels
+
+router = APIRouter(prefix=API + "/sandbox", route_class=DaytonaRoute, tags=["daytona"])
+
+
+async def _visible(ctl: Control, who: Principal) -> list[dict[str, Any]]:
+    return ctl.visible(who, await ctl.engine.list())
+
+
+async def resolve(sandboxIdOrName: str, ctl: ControlDep, who: PrincipalDep) -> str:  # noqa: N803
+    """The id of the caller's sandbox named or numbered ``sandboxIdOrName``."""
+    if who.may_see(ctl.owner(sandboxIdOrName)):
+        return sandboxIdOrName
+    for info in await _visible(ctl, who):
+        if info["metadata"].get(NAME_KEY) == sandboxIdOrName:
+            return str(info["id"])
+    raise not_found(sandboxIdOrName)
+
+
+SandboxId = Annotated[str, Depends(resolve)]
+
+
+def _timeout(minutes: int | None) -> float:
+    minutes = DEFAULT_AUTO_STOP if minutes is None else minutes
+    return render.MAX_TIMEOUT if minutes == 0 else float(minutes * 60)
+
+
+def _auto_delete(minutes: int | None) -> float:
+    if minutes is None or minutes < 0:
+        return MAX_AUTO_DELETE
+    return max(1.0, float(minutes * 60))
+
+
+def _network(body: CreateSandbox) -> Any:
+    allow = [a.strip() for text in (body.network_allow_list, body.domain_allow_list) if text
+             for a in text.split(",") if a.strip()]
+    if body.network_block_all or not allow:
+        return "none"
+    return {"allow_out": allow}
+
+
+def create_params(body: CreateSandbox) -> dict[str, Any]:
+    """Stockade's create parameters for a Daytona CreateSandbox."""
+    if body.build_info is not None:
+        raise DaytonaError(400, "creating a sandbox from an image is not supported here yet: "
+                                "build a template ('stockade image build') and pass its name "
+                                "as the snapshot")
+    if body.gpu:
+        raise DaytonaError(400, "this server has no GPUs; leave gpu unset")
+    if body.user not in (None, "user"):
+        raise DaytonaError(400, f"os user {body.user!r} is not supported: sandboxes run as "
+                                f"'user' (leave os_user unset)")
+    if any(v.subpath for v in body.volumes):
+        raise DaytonaError(400, "volume subpath is not supported; mount the whole volume")
+    metadata = dict(body.labels)
+    if body.name:
+        metadata[NAME_KEY] = body.name
+    return {"isolation": body.labels.get(TIER_LABEL, "container"), "template": body.snapshot,
+            "timeout": _timeout(body.auto_stop_interval), "envs": body.env,
+            "metadata": metadata, "cpu": body.cpu,
+            "memory_mb": body.memory * 1024 if body.memory else None,
+            "disk_mb": body.disk * 1024 if body.disk else None, "network": _network(body),
+            "persistence": "workspace", "on_timeout": "stop",
+            "auto_delete": _auto_delete(body.auto_delete_interval),
+            "auto_archive": float(body.auto_archive_interval * 60)
+            if body.auto_archive_interval else None,
+            "volumes": {v.mount_path: v.volume_id for v in body.volumes}}
+
+
+@router.post("")
+async def create_sandbox(body: CreateSandbox, request: Request, ctl: ControlDep,
+                         who: PrincipalDep) -> dict[str, Any]:
+    """Create a workspace and answer it started."""
+    params = create_params(body)
+    if body.name and any(s["metadata"].get(NAME_KEY) == body.name
+                         for s in await _visible(ctl, who)):
+        raise DaytonaError(409, f"Sandbox with name {body.name} already exists")
+    for name in params["volumes"].values():  # another tenant's volume reads as missing
+        volume_info(ctl.engine, who, name)
+    if params["template"]:
+        usable_template(ctl.engine, who, params["template"])
+    info = await ctl.create(who, getattr(request.state, "request_id", None), **params)
+    return render.sandbox(info, who.tenant, base_url(request))
+
+
+@router.get("")
+async def list_sandboxes(
+    request: Request, ctl: ControlDep, who: PrincipalDep,
+    cursor: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    labels: Annotated[str | None, Query(max_length=65536)] = None,
+    id: Annotated[str | None, Query(max_length=128)] = None,  # noqa: A002
+    name: Annotated[str | None, Query(max_length=128)] = None,
+    states: Annotated[list[str], Query()] = [],  # noqa: B006
+) -> dict[str, Any]:
+    """The caller's sandboxes by id, filtered by labels (JSON object), id, name and state."""
+    try:
+        wanted = json.loads(labels) if labels else {}
+    except ValueError:
+        raise DaytonaError(400, "labels must be a JSON object of strings") from None
+    if not isinstance(wanted, dict):
+        raise DaytonaError(400, "labels must be a JSON object of strings")
+    base = base_url(request)
+    items = [render.sandbox(s, who.tenant, base, full=False) for s in await _visible(ctl, who)]
+    items = [s for s in items
+             if all(s["labels"].get(k) == v for k, v in wanted.items())
+             and (id is None or s["id"] == id) and (name is None or s["name"] == name)
+             and (not states or s["state"] in states) and (cursor is None or s["id"] > cursor)]
+    items.sort(key=lambda s: s["id"])
+    page = items[:limit]
+    return {"items": page, "nextCursor": page[-1]["id"] if len(items) > limit else None}
+
+
+@router.get("/{sandboxIdOrName}")
+async def get_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDep,
+                      who: PrincipalDep) -> dict[str, Any]:
+    return render.sandbox(await ctl.engine.get(sandbox_id), who.tenant, base_url(request))
+
+
+@router.delete("/{sandboxIdOrName}")
+async def delete_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDep,
+                         who: PrincipalDep) -> dict[str, Any]:
+    """Delete the sandbox and everything in it; answers it ``destroyed``."""
+    info = await ctl.engine.get(sandbox_id)
+    await ctl.kill(who, sandbox_id, getattr(request.state, "request_id", None))
+    return render.sandbox(info, who.tenant, base_url(request), state="destroyed")
+
+
+@router.post("/{sandboxIdOrName}/start")
+async def start_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDep,
+                        who: PrincipalDep) -> dict[str, Any]:
+    """Start a stopped or archived sandbox on its kept files (a started one stays started)."""
+    await ctl.check_start(who, sandbox_id)
+    info = await ctl.engine.lifecycle.connect(sandbox_id)
+    return render.sandbox(info, who.tenant, base_url(request))
+
+
+@router.post("/{sandboxIdOrName}/stop")
+async def stop_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDep,
+                       who: PrincipalDep) -> dict[str, Any]:
+    """Stop every process; the files stay."""
+    info = await ctl.engine.lifecycle.stop(sandbox_id)
+    return render.sandbox(info, who.tenant, base_url(request))
+
+
+@router.post("/{sandboxIdOrName}/archive")
+async def archive_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDep,
+                          who: PrincipalDep) -> dict[str, Any]:
+    """Compress a stopped sandbox's files; start restores them."""
+    info = await ctl.engine.lifecycle.archive(sandbox_id)
+    return render.sandbox(info, who.tenant, base_url(request))
+
+
+@router.post("/{sandboxIdOrName}/autostop/{interval}")
+async def set_autostop(sandbox_id: SandboxId, interval: int, request: Request, ctl: ControlDep,
+                       who: PrincipalDep) -> dict[str, Any]:
+    """Stop the sandbox ``interval`` minutes from now and after each later activity (0: never)."""
+    if interval < 0:
+        raise DaytonaError(400, "auto-stop interval must be 0 (never) or a number of minutes")
+    info = await ctl.set_timeout(who, sandbox_id, _timeout(interval),
+                                 getattr(request.state, "request_id", None))
+    return render.sandbox(info, who.tenant, base_url(request))
+
+
+@router.post("/{sandboxIdOrName}/last-activity", status_code=201)
+async def last_activity(sandbox_id: SandboxId, ctl: ControlDep, who: PrincipalDep) -> Response:
+    """Restart the auto-stop clock."""
+    info = await ctl.engine.get(sandbox_id)
+    await ctl.set_timeout(who, sandbox_id, info["timeout"], None)
+    return Response(status_code=201)
+
+
+@router.get("/{sandboxIdOrName}/toolbox-proxy-url")
+async def toolbox_proxy_url(sandbox_id: SandboxId, request: Request) -> dict[str, str]:
+    return {"url": render.sandbox_toolbox(base_url(request))}
