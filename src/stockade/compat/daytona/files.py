@@ -137,6 +137,9 @@ async def bulk_upload(sandbox: ToolboxSandbox, ctl: ControlDep, request: Request
                 raise DaytonaError(400, f"unexpected form field {key!r}; send files[i].path "
                                         f"and files[i].file")
             pairs.setdefault(int(match.group(1)), {})[match.group(2)] = value
+        if not pairs:
+            raise DaytonaError(400, "no files in the upload; send files[i].path and "
+                                    "files[i].file parts")
         uploads = []
         for index, pair in sorted(pairs.items()):
             path, upload = pair.get("path"), pair.get("file")

@@ -1,0 +1,289 @@
+"""The unmodified ``daytona`` SDK from PyPI against a real `stockade serve` (``/daytona/api`` and
+the toolbox), on the container tier (gVisor for one case): what a Daytona user does, and what
+another tenant, a path walking out of the sandbox or a garbage body cannot do."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
+from server_harness import Server, sqlite_server  # noqa: E402,F401
+
+from daytona import (  # noqa: E402
+    CreateSandboxFromSnapshotParams,
+    Daytona,
+    DaytonaConfig,
+    DaytonaError,
+    DaytonaNotFoundError,
+    FileDownloadRequest,
+    FileUpload,
+    ListSandboxesQuery,
+    SessionExecuteRequest,
+    VolumeMount,
+)
+from daytona.common.errors import (  # noqa: E402
+    DaytonaAuthenticationError,
+    DaytonaConflictError,
+    DaytonaFileNotFoundError,
+    DaytonaInvalidFilePathError,
+    DaytonaTimeoutError,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def server(sqlite_server: Server) -> Server:  # noqa: F811
+    return sqlite_server
+
+
+def client(server: Server, key: str) -> Daytona:
+    return Daytona(DaytonaConfig(api_key=key, api_url=f"{server.url}/daytona/api"))
+
+
+@pytest.fixture(scope="module")
+def acme(server: Server) -> Iterator[Daytona]:
+    yield client(server, server.new_key("acme"))
+
+
+@pytest.fixture(scope="module")
+def sandbox(acme: Daytona) -> Iterator[Any]:
+    """One started workspace of tenant acme, labelled, shared by the module's tests."""
+    sb = acme.create(CreateSandboxFromSnapshotParams(name=f"box-{uuid.uuid4().hex[:6]}",
+                                                     labels={"team": "red"},
+                                                     env_vars={"GREETING": "hello"}))
+    yield sb
+    acme.delete(sb)
+
+
+def test_environment_configuration_and_create(server: Server, monkeypatch: pytest.MonkeyPatch,
+                                              sandbox: Any) -> None:
+    """DAYTONA_API_URL and DAYTONA_API_KEY alone point the SDK at Stockade."""
+    key = server.new_key("acme")
+    monkeypatch.setenv("DAYTONA_API_URL", f"{server.url}/daytona/api")
+    monkeypatch.setenv("DAYTONA_API_KEY", key)
+    d = Daytona()
+    got = d.get(sandbox.id)
+    assert got.state.value == "started" and got.labels["team"] == "red"
+    assert got.toolbox_proxy_url == f"{server.url}/daytona/toolbox"
+    assert got.env["GREETING"] == "hello" and got.organization_id == "acme"
+    assert d.get(sandbox.name).id == sandbox.id  # by name too
+    monkeypatch.setenv("DAYTONA_API_KEY", "sk_wrong_" + "x" * 40)
+    with pytest.raises(DaytonaAuthenticationError):
+        Daytona().get(sandbox.id)
+
+
+def test_exec_and_code_run(sandbox: Any) -> None:
+    r = sandbox.process.exec("echo out; echo err >&2; echo $GREETING $EXTRA; exit 3",
+                             env={"EXTRA": "there"})
+    assert r.exit_code == 3 and r.result == "out\nerr\nhello there\n"
+    assert sandbox.process.exec("pwd", cwd="/tmp").result == "/tmp\n"
+    assert sandbox.process.exec("cat <<EOF\n$((6*7))\nEOF").result == "42\n"
+    started = time.monotonic()
+    with pytest.raises(DaytonaTimeoutError, match="timeout"):
+        sandbox.process.exec("sleep 30", timeout=1)
+    assert time.monotonic() - started < 15
+    code = sandbox.process.code_run("import sys\nprint(sum(range(10)))\nsys.exit(1)")
+    assert code.exit_code == 1 and code.result == "45\n"
+    assert sandbox.get_user_home_dir() == "/home/user"
+
+
+def test_files(sandbox: Any) -> None:
+    sandbox.fs.upload_files([FileUpload(source=b"alpha", destination="proj/a.txt"),
+                             FileUpload(source=os.urandom(3 << 20), destination="proj/big.bin"),
+                             FileUpload(source=b"gamma", destination="/tmp/c.txt")])
+    assert sandbox.fs.download_file("proj/a.txt") == b"alpha"
+    assert len(sandbox.fs.download_file("proj/big.bin")) == 3 << 20
+    names = {f.name: f for f in sandbox.fs.list_files("proj")}
+    assert set(names) == {"a.txt", "big.bin"} and names["big.bin"].size == 3 << 20
+    sandbox.fs.create_folder("proj/sub/deeper", "755")
+    assert sandbox.fs.get_file_info("proj/sub/deeper").is_dir
+    sandbox.fs.move_files("proj/a.txt", "proj/sub/moved.txt")
+    results = sandbox.fs.download_files([FileDownloadRequest(source="proj/sub/moved.txt"),
+                                         FileDownloadRequest(source="/tmp/c.txt"),
+                                         FileDownloadRequest(source="proj/missing.txt")])
+    assert [r.result for r in results[:2]] == [b"alpha", b"gamma"]
+    assert results[2].result is None and results[2].error
+    with pytest.raises(DaytonaFileNotFoundError):
+        sandbox.fs.download_file("proj/a.txt")
+    with pytest.raises(DaytonaError):  # a directory needs recursive=True
+        sandbox.fs.delete_file("proj/sub")
+    sandbox.fs.delete_file("proj/sub", recursive=True)
+    with pytest.raises(DaytonaFileNotFoundError):
+        sandbox.fs.get_file_info("proj/sub")
+
+
+def test_sessions(sandbox: Any) -> None:
+    sandbox.process.create_session("work")
+    with pytest.raises(DaytonaConflictError):
+        sandbox.process.create_session("work")
+    sandbox.process.execute_session_command("work", SessionExecuteRequest(
+        command="mkdir -p /tmp/w && cd /tmp/w && export COUNT=7 && greet() { echo hi $1; }"))
+    r = sandbox.process.execute_session_command("work", SessionExecuteRequest(
+        command="greet $COUNT; pwd; echo oops >&2; false"))
+    assert (r.exit_code, r.stdout, r.stderr) == (1, "hi 7\n/tmp/w\n", "oops\n")
+    run = sandbox.process.execute_session_command("work", SessionExecuteRequest(
+        command="sleep 1; echo late", run_async=True))
+    assert sandbox.process.get_session_command("work", run.cmd_id).exit_code is None
+    deadline = time.monotonic() + 20
+    while sandbox.process.get_session_command("work", run.cmd_id).exit_code is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert sandbox.process.get_session_command_logs("work", run.cmd_id).stdout == "late\n"
+    session = sandbox.process.get_session("work")
+    assert len(session.commands) == 3 and session.commands[1].exit_code == 1
+    assert [s.session_id for s in sandbox.process.list_sessions()] == ["work"]
+    sandbox.process.delete_session("work")
+    with pytest.raises(DaytonaNotFoundError):
+        sandbox.process.get_session("work")
+
+
+def test_labels_and_list(acme: Daytona, sandbox: Any) -> None:
+    other = acme.create(CreateSandboxFromSnapshotParams(labels={"team": "blue"}))
+    try:
+        red = [s.id for s in acme.list(ListSandboxesQuery(labels={"team": "red"}))]
+        assert red == [sandbox.id]
+        everything = [s.id for s in acme.list(ListSandboxesQuery(limit=1))]  # one per page
+        assert sorted(everything) == sorted([sandbox.id, other.id])
+        assert other.name == other.id  # no name given: the id
+    finally:
+        acme.delete(other)
+    with pytest.raises(DaytonaNotFoundError):
+        acme.get(other.id)
+
+
+def test_stop_start_keeps_files_and_archive(acme: Daytona) -> None:
+    sb = acme.create(CreateSandboxFromSnapshotParams(auto_stop_interval=0))
+    try:
+        sb.fs.upload_file(b"kept", "notes/keep.txt")
+        sb.stop()
+        assert sb.state.value == "stopped"
+        sb.start()
+        assert sb.state.value == "started" and sb.fs.download_file("notes/keep.txt") == b"kept"
+        sb.stop()
+        sb.archive()
+        sb.refresh_data()
+        assert sb.state.value == "archived"
+        sb.start()
+        assert sb.process.exec("cat notes/keep.txt").result == "kept"
+    finally:
+        acme.delete(sb)
+
+
+def test_volumes(acme: Daytona) -> None:
+    name = f"vol-{uuid.uuid4().hex[:8]}"
+    vol = acme.volume.get(name, create=True)
+    assert vol.name == name and vol.state == "ready"
+    assert acme.volume.get(name).id == vol.id and name in [v.name for v in acme.volume.list()]
+    mount = [VolumeMount(volume_id=vol.id, mount_path="/data")]
+    first = acme.create(CreateSandboxFromSnapshotParams(volumes=mount))
+    try:
+        first.fs.upload_file(b"shared", "/data/x.txt")
+        with pytest.raises(DaytonaConflictError):  # in use
+            acme.volume.delete(vol)
+    finally:
+        acme.delete(first)
+    second = acme.create(CreateSandboxFromSnapshotParams(volumes=mount))
+    try:
+        assert second.fs.download_file("/data/x.txt") == b"shared"
+    finally:
+        acme.delete(second)
+    acme.volume.delete(vol)
+    with pytest.raises(DaytonaNotFoundError):
+        acme.volume.get(name)
+
+
+def test_gvisor_by_label(acme: Daytona) -> None:
+    sb = acme.create(CreateSandboxFromSnapshotParams(labels={"stockade.isolation": "gvisor"}))
+    try:
+        assert sb.process.exec("echo in gvisor").result == "in gvisor\n"
+        assert sb.process.code_run("print(2**10)").result == "1024\n"
+    finally:
+        acme.delete(sb)
+
+
+# -- attacks -------------------------------------------------------------------------------------
+def test_another_tenant_cannot_reach_the_sandbox(server: Server, sandbox: Any) -> None:
+    sandbox.fs.upload_file(b"secret", "private.txt")
+    intruder_key = server.new_key("intruder")
+    intruder = client(server, intruder_key)
+    with pytest.raises(DaytonaNotFoundError):
+        intruder.get(sandbox.id)
+    with pytest.raises(DaytonaNotFoundError):
+        intruder.get(sandbox.name)
+    assert sandbox.id not in [s.id for s in intruder.list()]
+    api = f"{server.url}/daytona/api/sandbox/{sandbox.id}"
+    toolbox = f"{server.url}/daytona/toolbox/{sandbox.id}"
+    with httpx.Client(headers={"Authorization": f"Bearer {intruder_key}"}) as c:
+        for method, url, kwargs in [
+                ("POST", f"{api}/stop", {}), ("DELETE", api, {}),
+                ("POST", f"{toolbox}/process/execute", {"json": {"command": "rm -rf ~"}}),
+                ("POST", f"{toolbox}/files/bulk-download", {"json": {"paths": ["private.txt"]}}),
+                ("GET", f"{toolbox}/files", {"params": {"path": "."}}),
+                ("POST", f"{toolbox}/process/session", {"json": {"sessionId": "x"}})]:
+            r = c.request(method, url, **kwargs)
+            assert r.status_code == 404, (url, r.text)
+            assert "secret" not in r.text
+        r = c.post(f"{toolbox}/files/bulk-upload", files={"files[0].path": (None, "private.txt"),
+                                                          "files[0].file": ("p", b"pwned")})
+        assert r.status_code == 404
+    with httpx.Client() as c:  # no key at all
+        assert c.post(f"{toolbox}/process/execute", json={"command": "id"}).status_code == 401
+    assert sandbox.fs.download_file("private.txt") == b"secret"
+    assert sandbox.process.exec("echo alive").result == "alive\n"
+
+
+def test_paths_cannot_leave_the_sandbox(sandbox: Any, tmp_path: Path) -> None:
+    secret = Path("/var/tmp") / f"stockade-host-secret-{uuid.uuid4().hex}"
+    secret.write_text("host only")
+    try:
+        for bad in ["../../../../../../" + str(secret), "proj/../../../etc/passwd"]:
+            with pytest.raises(DaytonaInvalidFilePathError):
+                sandbox.fs.download_file(bad)
+            with pytest.raises(DaytonaError):
+                sandbox.fs.upload_file(b"pwned", bad)
+            with pytest.raises(DaytonaInvalidFilePathError):
+                sandbox.fs.list_files(bad)
+        # A symlink made inside the sandbox resolves inside it: the host file is not there.
+        sandbox.process.exec(f"ln -sf {secret} link-out; ln -sf /proc/1/root/{secret} link2")
+        for link in ("link-out", "link2"):
+            result = sandbox.fs.download_files([FileDownloadRequest(source=link)])[0]
+            assert result.result is None and result.error
+        assert secret.read_text() == "host only"
+    finally:
+        secret.unlink()
+
+
+def test_garbage_gets_clear_4xx_and_the_server_stays_up(server: Server, acme: Daytona,
+                                                        sandbox: Any) -> None:
+    key = server.new_key("acme")
+    toolbox = f"{server.url}/daytona/toolbox/{sandbox.id}"
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as c:
+        cases = [
+            c.post("/daytona/api/sandbox", content=b"\x00{not json"),
+            c.post("/daytona/api/sandbox", json={"cpu": "many", "labels": [1, 2]}),
+            c.post("/daytona/api/sandbox", json={"snapshot": "no-such-template"}),
+            c.post("/daytona/api/sandbox", json={"buildInfo": {"dockerfileContent": "FROM x"}}),
+            c.get("/daytona/api/sandbox", params={"labels": "{oops"}),
+            c.post("/daytona/api/volumes", json={"name": "../../etc"}),
+            c.post(f"{toolbox}/files/bulk-download", json={"paths": "not-a-list"}),
+            c.post(f"{toolbox}/files/bulk-upload", content=b"--x\r\ngarbage",
+                   headers={"Content-Type": "multipart/form-data; boundary=x"}),
+            c.post(f"{toolbox}/files/bulk-upload", json={"files": []}),
+            c.post(f"{toolbox}/process/execute", json={"command": 42}),
+            c.post(f"{toolbox}/process/session/a%20b/exec", json={"command": "id"}),
+        ]
+        for r in cases:
+            assert 400 <= r.status_code < 500, (r.request.url, r.status_code, r.text)
+            body = r.json()
+            assert isinstance(body["message"], str) and body["message"], body
+        assert c.get("/health").status_code == 200
+    assert sandbox.process.exec("echo still fine").result == "still fine\n"
