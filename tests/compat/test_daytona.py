@@ -287,3 +287,30 @@ def test_garbage_gets_clear_4xx_and_the_server_stays_up(server: Server, acme: Da
             assert isinstance(body["message"], str) and body["message"], body
         assert c.get("/health").status_code == 200
     assert sandbox.process.exec("echo still fine").result == "still fine\n"
+
+
+def test_find_search_replace(sandbox: Any) -> None:
+    sandbox.fs.upload_files([FileUpload(source=b"one\nneedle here\nthree\n", destination="fsr/a.py"),
+                             FileUpload(source=b"no match\n", destination="fsr/sub/b.txt")])
+    matches = sandbox.fs.find_files("fsr", "needle")
+    assert [(m.file, m.line, m.content) for m in matches] == [
+        ("fsr/a.py", 2, "needle here")]  # paths as walked from the one given
+    assert sandbox.fs.search_files("fsr", "*.txt").files == ["fsr/sub/b.txt"]
+    results = sandbox.fs.replace_in_files(["fsr/a.py", "fsr/missing"], "needle", "pin")
+    assert [r.success for r in results] == [True, False]
+    assert sandbox.fs.download_file("fsr/a.py") == b"one\npin here\nthree\n"
+
+
+def test_toolbox_activity_restarts_the_auto_stop_clock(server: Server, acme: Daytona) -> None:
+    sb = acme.create(CreateSandboxFromSnapshotParams(auto_stop_interval=5))
+    try:
+        assert sb.auto_stop_interval == 5
+        with server.admin() as c:
+            before = c.get(f"/sandboxes/{sb.id}").json()
+            assert before["on_timeout"] == "stop" and before["persistence"] == "workspace"
+            time.sleep(1.1)
+            sb.process.exec("true")
+            after = c.get(f"/sandboxes/{sb.id}").json()
+        assert after["expires_at"] - before["expires_at"] >= 1
+    finally:
+        acme.delete(sb)

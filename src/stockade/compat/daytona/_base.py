@@ -3,8 +3,10 @@ shape the SDK turns into its exception classes (``{statusCode, message, error|co
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import time
 from http import HTTPStatus
 from typing import Annotated, Any, Callable, Coroutine
 
@@ -124,9 +126,38 @@ def owned(ctl: Control, who: Principal, sandbox_id: str) -> str:
     return sandbox_id
 
 
-async def toolbox_sandbox(sandboxId: str, ctl: ControlDep, who: PrincipalDep) -> str:  # noqa: N803
-    """The toolbox's sandbox, owned by the caller."""
-    return owned(ctl, who, sandboxId)
+async def toolbox_sandbox(sandboxId: str, request: Request, ctl: ControlDep,  # noqa: N803
+                          who: PrincipalDep) -> str:
+    """The toolbox's sandbox, owned by the caller; the call counts as activity."""
+    owned(ctl, who, sandboxId)
+    await touch(request, ctl, who, sandboxId)
+    return sandboxId
+
+
+#: Seconds between two auto-stop clock restarts caused by toolbox calls to one sandbox.
+ACTIVITY_EVERY = 10.0
+#: Auto-stop "never" is the longest timeout (render.MAX_TIMEOUT): nothing to restart then.
+NEVER = 86400.0
+
+
+async def touch(request: Request, ctl: Control, who: Principal, sandbox_id: str) -> None:
+    """Restart the auto-stop clock of a started sandbox (Daytona stops after *inactivity*):
+    its timeout, with ``on_timeout="stop"``, counts again from now."""
+    state = request.app.state
+    if getattr(state, "daytona_activity", None) is None:
+        state.daytona_activity = {}
+    seen: dict[str, float] = state.daytona_activity
+    now = time.monotonic()
+    if now - seen.get(sandbox_id, -ACTIVITY_EVERY) < ACTIVITY_EVERY:
+        return
+    if len(seen) > 10000:
+        seen.clear()
+    seen[sandbox_id] = now
+    with contextlib.suppress(EngineError):
+        info = await ctl.engine.get(sandbox_id)
+        if (info["state"] == "running" and info.get("on_timeout") == "stop"
+                and info["timeout"] < NEVER):
+            await ctl.set_timeout(who, sandbox_id, info["timeout"], None)
 
 
 ToolboxSandbox = Annotated[str, Depends(toolbox_sandbox)]
