@@ -4,6 +4,7 @@ another tenant, a path walking out of the sandbox or a garbage body cannot do.""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
@@ -314,3 +315,17 @@ def test_toolbox_activity_restarts_the_auto_stop_clock(server: Server, acme: Day
         assert after["expires_at"] - before["expires_at"] >= 1
     finally:
         acme.delete(sb)
+
+
+def test_session_logs_follow(sandbox: Any) -> None:
+    """The WebSocket log stream: output so far, then live, stdout and stderr told apart."""
+    sandbox.process.create_session("follow")
+    run = sandbox.process.execute_session_command("follow", SessionExecuteRequest(
+        command="echo first; sleep 1; echo warn >&2; sleep 1; echo last", run_async=True))
+    out: list[str] = []
+    err: list[str] = []
+    asyncio.run(sandbox.process.get_session_command_logs_async("follow", run.cmd_id,
+                                                               out.append, err.append))
+    assert "".join(out) == "first\nlast\n" and "".join(err) == "warn\n"
+    assert sandbox.process.get_session_command("follow", run.cmd_id).exit_code == 0
+    sandbox.process.delete_session("follow")

@@ -11,6 +11,7 @@ from http import HTTPStatus
 from typing import Annotated, Any, Callable, Coroutine
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -89,7 +90,7 @@ class FileRoute(DaytonaRoute):
     codes = FILE_CODES
 
 
-async def control(request: Request) -> Control:
+async def control(request: HTTPConnection) -> Control:
     found: Control | None = request.app.state.control
     if found is None:
         raise DaytonaError(503, "the server is starting")
@@ -99,7 +100,7 @@ async def control(request: Request) -> Control:
 ControlDep = Annotated[Control, Depends(control)]
 
 
-async def principal(request: Request, ctl: ControlDep) -> Principal:
+async def principal(request: HTTPConnection, ctl: ControlDep) -> Principal:
     """The caller, from ``Authorization: Bearer <Stockade key>`` (checked here too, so the
     Daytona front end never relies on another layer for it)."""
     token = bearer(request.scope["headers"])

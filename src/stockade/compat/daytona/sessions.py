@@ -16,12 +16,14 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Annotated, Any, AsyncIterator
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import Field
+from starlette.requests import HTTPConnection
 
 from ...engine import Engine, EngineError
-from ._base import TOOLBOX, ControlDep, DaytonaError, DaytonaRoute, ToolboxSandbox
+from ._base import TOOLBOX, ControlDep, DaytonaError, DaytonaRoute, ToolboxSandbox, control
+from ._base import owned, principal
 from .wire import Body
 
 router = APIRouter(prefix=TOOLBOX + "/{sandboxId}/process/session", route_class=DaytonaRoute,
@@ -112,7 +114,7 @@ class Sessions:
         return [s for (sb, _), s in self.items.items() if sb == sandbox and not s.ended]
 
 
-def sessions(request: Request) -> Sessions:
+def sessions(request: HTTPConnection) -> Sessions:
     state = request.app.state
     if getattr(state, "daytona_sessions", None) is None:
         state.daytona_sessions = Sessions()
@@ -177,17 +179,18 @@ async def _bytes(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def _read(eng: Engine, sandbox: str, path: str) -> str:
+async def _read(eng: Engine, sandbox: str, path: str) -> bytes:
     try:
         chunks = await eng.read_file(sandbox, path, None)
-        return b"".join([c async for c in chunks]).decode("utf-8", "replace")
+        return b"".join([c async for c in chunks])
     except EngineError:
-        return ""
+        return b""
 
 
 async def _logs(eng: Engine, session: Session, command_id: str) -> dict[str, str]:
-    stdout = await _read(eng, session.sandbox, f"{session.directory}/{command_id}.out")
-    stderr = await _read(eng, session.sandbox, f"{session.directory}/{command_id}.err")
+    out = await _read(eng, session.sandbox, f"{session.directory}/{command_id}.out")
+    err = await _read(eng, session.sandbox, f"{session.directory}/{command_id}.err")
+    stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
     return {"output": stdout + stderr, "stdout": stdout, "stderr": stderr}
 
 
@@ -215,7 +218,7 @@ async def execute(sessionId: SessionId, body: ExecuteRequest, sandbox: ToolboxSa
             **await _logs(ctl.engine, session, command.id)}
 
 
-def _command(request: Request, sandbox: str, session_id: str, command_id: str
+def _command(request: HTTPConnection, sandbox: str, session_id: str, command_id: str
              ) -> tuple[Session, Command]:
     session = sessions(request).get(sandbox, session_id)
     command = session.commands.get(command_id)
@@ -236,3 +239,39 @@ async def command_logs(sessionId: SessionId, commandId: str, sandbox: ToolboxSan
     """What the command wrote so far (``follow`` over WebSocket is not served yet)."""
     session, command = _command(request, sandbox, sessionId, commandId)
     return await _logs(ctl.engine, session, command.id)
+
+
+#: In-band stream labels of a followed log (the client demultiplexes on them).
+LABELS = {"out": b"\x01\x01\x01", "err": b"\x02\x02\x02"}
+POLL = 0.2
+
+
+@router.websocket("/{sessionId}/command/{commandId}/logs")
+async def follow_logs(websocket: WebSocket, sandboxId: str, sessionId: str,  # noqa: N803
+                      commandId: str) -> None:
+    """``?follow=true`` upgraded: the output so far, then as it comes, each piece after its
+    stream's label; closed with 1000 once the command has ended and everything was sent."""
+    try:
+        ctl = await control(websocket)
+        owned(ctl, await principal(websocket, ctl), sandboxId)
+        session, command = _command(websocket, sandboxId, sessionId, commandId)
+    except DaytonaError as exc:
+        await websocket.close(code=1008, reason=exc.message[:120])
+        return
+    await websocket.accept()
+    sent = {"out": 0, "err": 0}
+    try:
+        while True:
+            finished = command.done.is_set()
+            for kind, label in LABELS.items():
+                data = await _read(ctl.engine, sandboxId, f"{session.directory}/{command.id}.{kind}")
+                if len(data) > sent[kind]:
+                    await websocket.send_bytes(label + data[sent[kind]:])
+                    sent[kind] = len(data)
+            if finished:
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(command.done.wait(), POLL)
+        await websocket.close(code=1000)
+    except WebSocketDisconnect:
+        return
