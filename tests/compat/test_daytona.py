@@ -329,3 +329,24 @@ def test_session_logs_follow(sandbox: Any) -> None:
     assert "".join(out) == "first\nlast\n" and "".join(err) == "warn\n"
     assert sandbox.process.get_session_command("follow", run.cmd_id).exit_code == 0
     sandbox.process.delete_session("follow")
+
+
+def test_async_client(server: Server) -> None:
+    """``AsyncDaytona`` (aiohttp underneath) does the same."""
+    from daytona import AsyncDaytona
+
+    async def main() -> None:
+        async with AsyncDaytona(DaytonaConfig(api_key=server.new_key("acme"),
+                                              api_url=f"{server.url}/daytona/api")) as d:
+            sb = await d.create()
+            try:
+                assert (await sb.process.exec("echo async")).result == "async\n"
+                await sb.fs.upload_file(b"a", "x/a.txt")
+                assert await sb.fs.download_file("x/a.txt") == b"a"
+                assert [f.name for f in await sb.fs.list_files("x")] == ["a.txt"]
+            finally:
+                await d.delete(sb)
+            with pytest.raises(DaytonaNotFoundError):
+                await d.get(sb.id)
+
+    asyncio.run(main())
