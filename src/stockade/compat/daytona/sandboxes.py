@@ -18,7 +18,7 @@ from ...server.routes.templates import usable_template
 from ...server.routes.volumes import volume_info
 from . import render
 from ._base import API, ControlDep, DaytonaError, DaytonaRoute, PrincipalDep, base_url, not_found
-from .wire import NAME_KEY, TIER_LABEL, CreateSandbox, DEFAULT_AUTO_STOP, Labels
+from .wire import DEFAULT_AUTO_STOP, NAME_KEY, TIER_LABEL, CreateSandbox
 
 router = APIRouter(prefix=API + "/sandbox", route_class=DaytonaRoute, tags=["daytona"])
 

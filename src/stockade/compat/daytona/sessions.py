@@ -106,9 +106,20 @@ class Sessions:
     def get(self, sandbox: str, session_id: str) -> Session:
         found = self.items.get((sandbox, session_id))
         if found is None or found.ended:
-            raise DaytonaError(404, f"session {session_id} not found", "SESSION_ENDED"
-                               if found is not None else None)
+            raise DaytonaError(404, f"session {session_id} not found (or its shell has ended)")
         return found
+
+    def start(self, session: Session) -> None:
+        """Follow the session's shell; forget the session once the shell has ended."""
+        key = (session.sandbox, session.id)
+        self.items[key] = session
+        session.reader = asyncio.get_running_loop().create_task(session.read())
+
+        def forget(_: "asyncio.Task[None]") -> None:
+            if self.items.get(key) is session:
+                del self.items[key]
+
+        session.reader.add_done_callback(forget)
 
     def of(self, sandbox: str) -> list[Session]:
         return [s for (sb, _), s in self.items.items() if sb == sandbox and not s.ended]
@@ -143,9 +154,7 @@ async def create_session(body: CreateSession, sandbox: ToolboxSandbox, ctl: Cont
     process = await ctl.engine.start_process(sandbox, {
         "argv": ["/bin/sh", "-c", SHELL], "stdin": True,
         "tag": f"daytona-session-{sandbox}-{body.session_id}"})
-    session = Session(body.session_id, sandbox, process)
-    session.reader = asyncio.get_running_loop().create_task(session.read())
-    store.items[key] = session
+    store.start(Session(body.session_id, sandbox, process))
     return Response(status_code=201)
 
 
