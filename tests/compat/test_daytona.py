@@ -350,3 +350,29 @@ def test_async_client(server: Server) -> None:
                 await d.get(sb.id)
 
     asyncio.run(main())
+
+
+def test_pause_and_network_settings(acme: Daytona) -> None:
+    sb = acme.create(CreateSandboxFromSnapshotParams(network_block_all=False))
+    try:
+        assert sb.network_block_all is False
+        sb.process.exec("sleep 300 >/dev/null 2>&1 & echo $! > /tmp/pid")
+        sb.pause()
+        assert sb.state.value == "paused"
+        sb.start()  # resumes: the process is still there
+        assert sb.process.exec("kill -0 $(cat /tmp/pid) && echo alive").result == "alive\n"
+        sb.update_network_settings(network_allow_list="192.0.2.0/24")
+        sb.refresh_data()
+        assert (sb.network_block_all, sb.network_allow_list) == (False, "192.0.2.0/24")
+        sb.update_network_settings(network_block_all=True)
+        sb.refresh_data()
+        assert sb.network_block_all is True
+    finally:
+        acme.delete(sb)
+    blocked = acme.create()
+    try:
+        assert blocked.network_block_all is True
+        with pytest.raises(DaytonaConflictError, match="network"):
+            blocked.update_network_settings(network_block_all=False)
+    finally:
+        acme.delete(blocked)

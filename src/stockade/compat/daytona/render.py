@@ -46,6 +46,7 @@ def sandbox(info: dict[str, Any], tenant: str, base: str, *, full: bool = True,
     """A Daytona Sandbox (``full``) or SandboxListItem from a Stockade sandbox description."""
     network = info.get("network")
     allow = network.get("allow_out", []) if isinstance(network, dict) else []
+    everywhere = "0.0.0.0/0" in allow
     created = iso(info["created_at"])
     out: dict[str, Any] = {
         "id": info["id"],
@@ -55,7 +56,7 @@ def sandbox(info: dict[str, Any], tenant: str, base: str, *, full: bool = True,
         "user": "user",
         "labels": labels(info["metadata"]),
         "public": False,
-        "networkBlockAll": network in (None, "none"),
+        "networkBlockAll": not allow,
         "kvm": False,
         "target": TARGET,
         "cpu": max(1, int(-(-info["cpu"] // 1))),
@@ -81,7 +82,8 @@ def sandbox(info: dict[str, Any], tenant: str, base: str, *, full: bool = True,
     if full:
         out.update({
             "env": dict(info["envs"]),
-            "networkAllowList": ",".join(a for a in allow if "/" in a) or None,
+            "networkAllowList": None if everywhere else
+            ",".join(a for a in allow if "/" in a) or None,
             "domainAllowList": ",".join(a for a in allow if "/" not in a) or None,
             "volumes": [{"volumeId": v["volume"], "mountPath": v["path"]}
                         for v in info.get("volumes", [])],

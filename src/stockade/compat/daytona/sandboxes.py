@@ -18,7 +18,7 @@ from ...server.routes.templates import usable_template
 from ...server.routes.volumes import volume_info
 from . import render
 from ._base import API, ControlDep, DaytonaError, DaytonaRoute, PrincipalDep, base_url, not_found
-from .wire import DEFAULT_AUTO_STOP, NAME_KEY, TIER_LABEL, CreateSandbox
+from .wire import DEFAULT_AUTO_STOP, NAME_KEY, TIER_LABEL, CreateSandbox, NetworkSettings
 
 router = APIRouter(prefix=API + "/sandbox", route_class=DaytonaRoute, tags=["daytona"])
 
@@ -51,12 +51,18 @@ def _auto_delete(minutes: int | None) -> float:
     return max(1.0, float(minutes * 60))
 
 
+def _allowed(body: CreateSandbox | NetworkSettings) -> list[str]:
+    return [a.strip() for text in (body.network_allow_list, body.domain_allow_list) if text
+            for a in text.split(",") if a.strip()]
+
+
 def _network(body: CreateSandbox) -> Any:
-    allow = [a.strip() for text in (body.network_allow_list, body.domain_allow_list) if text
-             for a in text.split(",") if a.strip()]
-    if body.network_block_all or not allow:
+    """Stockade's egress policy: none unless asked (``networkBlockAll: false`` opens the
+    internet, minus the ranges Stockade always denies; allow lists open only themselves)."""
+    allow = _allowed(body)
+    if body.network_block_all or (not allow and body.network_block_all is None):
         return "none"
-    return {"allow_out": allow}
+    return {"allow_out": allow or ["0.0.0.0/0"]}
 
 
 def create_params(body: CreateSandbox) -> dict[str, Any]:
@@ -160,6 +166,25 @@ async def stop_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDep,
                        who: PrincipalDep) -> dict[str, Any]:
     """Stop every process; the files stay."""
     info = await ctl.engine.lifecycle.stop(sandbox_id)
+    return render.sandbox(info, who.tenant, base_url(request))
+
+
+@router.post("/{sandboxIdOrName}/pause")
+async def pause_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDep,
+                        who: PrincipalDep) -> dict[str, Any]:
+    """Keep processes and memory (gVisor: on disk; container: frozen); start resumes."""
+    info = await ctl.engine.lifecycle.pause(sandbox_id)
+    return render.sandbox(info, who.tenant, base_url(request))
+
+
+@router.post("/{sandboxIdOrName}/network-settings")
+async def network_settings(sandbox_id: SandboxId, body: NetworkSettings, request: Request,
+                           ctl: ControlDep, who: PrincipalDep) -> dict[str, Any]:
+    """Replace the egress policy of a sandbox created with network access (409 for one
+    created blocked: it has no network interface to open)."""
+    allow = _allowed(body)
+    policy = {"allow_out": [] if body.network_block_all else (allow or ["0.0.0.0/0"])}
+    info = await ctl.engine.set_network(sandbox_id, policy)
     return render.sandbox(info, who.tenant, base_url(request))
 
 

@@ -61,6 +61,14 @@ class CreateSandbox(Body):
     build_info: BuildInfo | None = Field(default=None, alias="buildInfo")
 
 
+class NetworkSettings(Body):
+    network_block_all: bool | None = Field(default=None, alias="networkBlockAll")
+    network_allow_list: str | None = Field(default=None, alias="networkAllowList",
+                                           max_length=65536)
+    domain_allow_list: str | None = Field(default=None, alias="domainAllowList",
+                                          max_length=65536)
+
+
 class Labels(Body):
     labels: dict[str, str] = Field(max_length=64)
 
