@@ -282,11 +282,18 @@ def test_garbage_gets_clear_4xx_and_the_server_stays_up(server: Server, acme: Da
             c.post(f"{toolbox}/process/execute", json={"command": 42}),
             c.post(f"{toolbox}/process/session/a%20b/exec", json={"command": "id"}),
         ]
+        truncated = (b'--b\r\nContent-Disposition: form-data; name="files[0].path"\r\n\r\n'
+                     b'cut.txt\r\n--b\r\nContent-Disposition: form-data; name="files[0].file";'
+                     b' filename="cut.txt"\r\n\r\n' + b"x" * 300000)  # no closing boundary
+        cases.append(c.post(f"{toolbox}/files/bulk-upload", content=truncated,
+                            headers={"Content-Type": "multipart/form-data; boundary=b"}))
         for r in cases:
             assert 400 <= r.status_code < 500, (r.request.url, r.status_code, r.text)
             body = r.json()
             assert isinstance(body["message"], str) and body["message"], body
         assert c.get("/health").status_code == 200
+    with pytest.raises(DaytonaFileNotFoundError):  # the unfinished file never appeared
+        sandbox.fs.get_file_info("cut.txt")
     assert sandbox.process.exec("echo still fine").result == "still fine\n"
 
 

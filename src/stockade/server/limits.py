@@ -16,7 +16,7 @@ from .errors import json_error
 UNLIMITED = (("PUT", re.compile(r"^/sandboxes/[^/]+/files$")),
              # build contexts and images: bounded by routes/templates.py's MAX_UPLOAD
              ("POST", re.compile(r"^/templates/(build|import)$")),
-             # Daytona's uploads: bounded by compat/daytona/files.py's MAX_UPLOAD
+             # Daytona's uploads: streamed like the PUT (compat/daytona/upload.py)
              ("POST", re.compile(r"^/daytona/toolbox/[^/]+/files/(bulk-upload|upload-v2)$")))
 
 

@@ -4,7 +4,6 @@ sandbox. Relative paths are taken from the sandbox user's home; ``..`` segments 
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from datetime import datetime, timezone
 from typing import Annotated, Any, AsyncIterator
@@ -12,22 +11,17 @@ from typing import Annotated, Any, AsyncIterator
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import Field
-from starlette.datastructures import UploadFile
 
 from ...engine import EngineError
 from ...server.models import check_path
 from ._base import FILE_CODES, TOOLBOX, ControlDep, DaytonaError, FileRoute, ToolboxSandbox
 from ._base import error_body
+from .upload import MAX_FILES, Writer, stream_upload
 from .wire import Body
 
 router = APIRouter(prefix=TOOLBOX + "/{sandboxId}/files", route_class=FileRoute,
                    tags=["daytona toolbox"])
 PathQ = Annotated[str, Query(min_length=1, max_length=4096)]
-#: The most one bulk upload may carry (it is spooled on the server before it is written).
-MAX_UPLOAD = 4 << 30
-MAX_FILES = 1000
-CHUNK = 1 << 20
-FIELD = re.compile(r"^files\[(\d{1,4})\]\.(path|file)$")
 
 
 def path_of(path: str) -> str:
@@ -96,60 +90,11 @@ async def download_file(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ) -
     return StreamingResponse(chunks, media_type="application/octet-stream")
 
 
-async def _limited_form(request: Request) -> Any:
-    """The multipart form, refused past :data:`MAX_UPLOAD` bytes or :data:`MAX_FILES` files."""
-    seen = 0
-    receive = request.receive
-
-    async def counted() -> Any:
-        nonlocal seen
-        message = await receive()
-        seen += len(message.get("body", b""))
-        if seen > MAX_UPLOAD:
-            raise DaytonaError(413, f"upload larger than {MAX_UPLOAD >> 20} MiB")
-        return message
-
-    limited = Request(request.scope, counted)
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise DaytonaError(400, "send the files as multipart/form-data")
-    try:
-        return await limited.form(max_files=MAX_FILES, max_fields=MAX_FILES * 2)
-    except DaytonaError:
-        raise
-    except Exception as exc:  # starlette's parser errors: the body is not valid multipart
-        raise DaytonaError(400, f"malformed multipart body: {exc}") from None
-
-
-async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
-    while chunk := await upload.read(CHUNK):
-        yield chunk
-
-
 @router.post("/bulk-upload")
 async def bulk_upload(sandbox: ToolboxSandbox, ctl: ControlDep, request: Request) -> Response:
-    """Write every ``files[i].file`` to ``files[i].path`` (parents made, files replaced)."""
-    form = await _limited_form(request)
-    try:
-        pairs: dict[int, dict[str, Any]] = {}
-        for key, value in form.multi_items():
-            match = FIELD.match(key)
-            if match is None:
-                raise DaytonaError(400, f"unexpected form field {key!r}; send files[i].path "
-                                        f"and files[i].file")
-            pairs.setdefault(int(match.group(1)), {})[match.group(2)] = value
-        if not pairs:
-            raise DaytonaError(400, "no files in the upload; send files[i].path and "
-                                    "files[i].file parts")
-        uploads = []
-        for index, pair in sorted(pairs.items()):
-            path, upload = pair.get("path"), pair.get("file")
-            if not isinstance(path, str) or not isinstance(upload, UploadFile):
-                raise DaytonaError(400, f"files[{index}] needs a text 'path' and a 'file'")
-            uploads.append((path_of(path), upload))
-        for path, upload in uploads:
-            await ctl.engine.write_file(sandbox, path, None, _chunks(upload))
-    finally:
-        await form.close()
+    """Write every ``files[i].file`` to ``files[i].path`` (parents made, files replaced),
+    streamed into the sandbox as the body arrives."""
+    await stream_upload(request, _writer(ctl, sandbox), path_of)
     return Response(status_code=200)
 
 
@@ -157,15 +102,15 @@ async def bulk_upload(sandbox: ToolboxSandbox, ctl: ControlDep, request: Request
 async def upload_v2(sandbox: ToolboxSandbox, ctl: ControlDep, request: Request,
                     path: PathQ) -> Response:
     """Write the multipart part ``file`` to ``path``."""
-    form = await _limited_form(request)
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise DaytonaError(400, "send the file as the multipart part 'file'")
-        await ctl.engine.write_file(sandbox, path_of(path), None, _chunks(upload))
-    finally:
-        await form.close()
+    await stream_upload(request, _writer(ctl, sandbox), path_of, single=path_of(path))
     return Response(status_code=200)
+
+
+def _writer(ctl: ControlDep, sandbox: str) -> Writer:
+    async def write(path: str, chunks: AsyncIterator[bytes]) -> Any:
+        return await ctl.engine.write_file(sandbox, path, None, chunks)
+
+    return write
 
 
 class DownloadRequest(Body):
