@@ -383,3 +383,23 @@ def test_pause_and_network_settings(acme: Daytona) -> None:
             blocked.update_network_settings(network_block_all=False)
     finally:
         acme.delete(blocked)
+
+
+def test_labels_and_intervals_change_after_create(acme: Daytona) -> None:
+    sb = acme.create(CreateSandboxFromSnapshotParams(name=f"lab-{uuid.uuid4().hex[:6]}",
+                                                     labels={"a": "1"}))
+    try:
+        assert sb.set_labels({"b": "2"}) == {"b": "2"}
+        assert acme.get(sb.name).labels == {"b": "2"}  # replaced; the name survives
+        assert [s.id for s in acme.list(ListSandboxesQuery(labels={"b": "2"}))] == [sb.id]
+        sb.set_auto_delete_interval(30)
+        sb.set_auto_archive_interval(60)
+        sb.set_autostop_interval(0)
+        sb.refresh_data()
+        assert (sb.auto_delete_interval, sb.auto_archive_interval, sb.auto_stop_interval) == \
+            (30, 60, 0)
+        sb.set_auto_delete_interval(-1)
+        sb.refresh_data()
+        assert sb.auto_delete_interval == -1
+    finally:
+        acme.delete(sb)

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from ...engine import EngineError
 from ...server.auth import Principal, bearer
 from ...server.control import Control
+from .wire import never_stops
 
 API = "/daytona/api"
 TOOLBOX = "/daytona/toolbox"
@@ -137,8 +138,6 @@ async def toolbox_sandbox(sandboxId: str, request: Request, ctl: ControlDep,  # 
 
 #: Seconds between two auto-stop clock restarts caused by toolbox calls to one sandbox.
 ACTIVITY_EVERY = 10.0
-#: Auto-stop "never" is the longest timeout (render.MAX_TIMEOUT): nothing to restart then.
-NEVER = 86400.0
 
 
 async def touch(request: Request, ctl: Control, who: Principal, sandbox_id: str) -> None:
@@ -155,10 +154,9 @@ async def touch(request: Request, ctl: Control, who: Principal, sandbox_id: str)
         seen.clear()
     seen[sandbox_id] = now
     with contextlib.suppress(EngineError):
-        info = await ctl.engine.get(sandbox_id)
-        if (info["state"] == "running" and info.get("on_timeout") == "stop"
-                and info["timeout"] < NEVER):
-            await ctl.set_timeout(who, sandbox_id, info["timeout"], None)
+        info = await ctl.engine.sandboxes.get(sandbox_id)
+        if info.state == "running" and not never_stops(info):
+            await ctl.set_timeout(who, sandbox_id, info.timeout, None)
 
 
 ToolboxSandbox = Annotated[str, Depends(toolbox_sandbox)]

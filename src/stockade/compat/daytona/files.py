@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from ...engine import EngineError
-from ...server.models import check_path
+from ...models import EntryInfo, check_path
 from ._base import FILE_CODES, TOOLBOX, ControlDep, DaytonaError, FileRoute, ToolboxSandbox
 from ._base import error_body
 from .upload import MAX_FILES, Writer, stream_upload
@@ -31,26 +31,26 @@ def path_of(path: str) -> str:
         raise DaytonaError(400, str(exc), "INVALID_FILE_PATH") from None
 
 
-def file_info(entry: dict[str, Any]) -> dict[str, Any]:
+def file_info(entry: EntryInfo) -> dict[str, Any]:
     """A Daytona FileInfo for a Stockade directory entry."""
-    modified = datetime.fromtimestamp(entry["modified_time"], timezone.utc)
-    return {"name": entry["name"], "path": entry["path"], "isDir": entry["type"] == "dir",
-            "size": int(entry["size"]), "mode": entry["permissions"],
-            "permissions": f"{entry['mode']:04o}", "owner": entry["owner"],
-            "group": entry["group"], "modTime": modified.strftime("%Y-%m-%d %H:%M:%S %z"),
+    modified = datetime.fromtimestamp(entry.modified_time, timezone.utc)
+    return {"name": entry.name, "path": entry.path, "isDir": entry.type == "dir",
+            "size": entry.size, "mode": entry.permissions, "permissions": f"{entry.mode:04o}",
+            "owner": entry.owner, "group": entry.group,
+            "modTime": modified.strftime("%Y-%m-%d %H:%M:%S %z"),
             "modifiedAt": modified.isoformat().replace("+00:00", "Z")}
 
 
 @router.get("")
 async def list_files(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ = ".",
                      depth: Annotated[int, Query(ge=1, le=32)] = 1) -> list[dict[str, Any]]:
-    entries = await ctl.engine.call(sandbox, "fs.list", {"path": path_of(path), "depth": depth})
-    return [file_info(e) for e in entries]
+    return [file_info(e) for e in await ctl.engine.files.list(sandbox, path_of(path),
+                                                               depth=depth)]
 
 
 @router.get("/info")
 async def get_file_info(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ) -> dict[str, Any]:
-    return file_info(await ctl.engine.call(sandbox, "fs.stat", {"path": path_of(path)}))
+    return file_info(await ctl.engine.files.stat(sandbox, path_of(path)))
 
 
 @router.delete("", status_code=204)
@@ -59,11 +59,10 @@ async def delete_file(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ,
     """Remove a file; a directory only with ``recursive=true``."""
     path = path_of(path)
     if not recursive:
-        entry = await ctl.engine.call(sandbox, "fs.stat", {"path": path})
-        if entry["type"] == "dir":
+        if (await ctl.engine.files.stat(sandbox, path)).type == "dir":
             raise DaytonaError(400, f"{path} is a directory: delete it with recursive=true",
                                "INVALID_FILE_PATH")
-    await ctl.engine.call(sandbox, "fs.remove", {"path": path})
+    await ctl.engine.files.remove(sandbox, path)
     return Response(status_code=204)
 
 
@@ -72,21 +71,20 @@ async def create_folder(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ,
                         mode: Annotated[str | None, Query(pattern=r"^[0-7]{3,4}$")] = None
                         ) -> Response:
     """Create a directory and its parents (an existing one is fine)."""
-    await ctl.engine.call(sandbox, "fs.mkdir", {"path": path_of(path)})
+    await ctl.engine.files.make_dir(sandbox, path_of(path))
     return Response(status_code=201)
 
 
 @router.post("/move")
 async def move_file(sandbox: ToolboxSandbox, ctl: ControlDep, source: PathQ,
                     destination: PathQ) -> Response:
-    await ctl.engine.call(sandbox, "fs.rename", {"src": path_of(source),
-                                                 "dst": path_of(destination)})
+    await ctl.engine.files.rename(sandbox, path_of(source), path_of(destination))
     return Response(status_code=200)
 
 
 @router.get("/download")
 async def download_file(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ) -> StreamingResponse:
-    chunks = await ctl.engine.read_file(sandbox, path_of(path), None)
+    chunks = await ctl.engine.files.read(sandbox, path_of(path))
     return StreamingResponse(chunks, media_type="application/octet-stream")
 
 
@@ -108,7 +106,7 @@ async def upload_v2(sandbox: ToolboxSandbox, ctl: ControlDep, request: Request,
 
 def _writer(ctl: ControlDep, sandbox: str) -> Writer:
     async def write(path: str, chunks: AsyncIterator[bytes]) -> Any:
-        return await ctl.engine.write_file(sandbox, path, None, chunks)
+        return await ctl.engine.files.write(sandbox, path, chunks)
 
     return write
 
@@ -144,10 +142,10 @@ async def bulk_download(sandbox: ToolboxSandbox, ctl: ControlDep,
         for asked in body.paths:
             try:
                 path = path_of(asked)
-                entry = await eng.call(sandbox, "fs.stat", {"path": path})
-                if entry["type"] == "dir":
+                entry = await eng.files.stat(sandbox, path)
+                if entry.type == "dir":
                     raise DaytonaError(400, f"{path} is a directory", "INVALID_FILE_PATH")
-                chunks = await eng.read_file(sandbox, path, None)
+                chunks = await eng.files.read(sandbox, path)
             except DaytonaError as exc:
                 yield _error_part(boundary, asked, exc.status, exc.message, exc.code)
                 continue
@@ -155,8 +153,7 @@ async def bulk_download(sandbox: ToolboxSandbox, ctl: ControlDep,
                 yield _error_part(boundary, asked, exc.status, exc.message,
                                   FILE_CODES.get(exc.code, "FILE_READ_FAILED"))
                 continue
-            yield _part_headers(boundary, "file", asked, "application/octet-stream",
-                                int(entry["size"]))
+            yield _part_headers(boundary, "file", asked, "application/octet-stream", entry.size)
             async for chunk in chunks:
                 yield chunk
             yield b"\r\n"

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from ...engine import Engine
+from ...models import ProcessSpec
 from ._base import TOOLBOX, ControlDep, DaytonaRoute, ToolboxSandbox, error_body
 from .wire import Body
 
@@ -40,9 +41,9 @@ class CodeRunRequest(Body):
     timeout: int | None = Field(default=None, ge=0, le=86400)
 
 
-async def run(eng: Engine, sandbox: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+async def run(eng: Engine, sandbox: str, spec: ProcessSpec) -> tuple[str, dict[str, Any]]:
     """Run a process to its end; its output (decoded) and its end event."""
-    process = await eng.start_process(sandbox, params)
+    process = await eng.processes.start(sandbox, spec)
     output = bytearray()
     end: dict[str, Any] = {}
     async for event in process.events():
@@ -65,14 +66,9 @@ def _answer(output: str, end: dict[str, Any]) -> Any:
 @router.post("/process/execute")
 async def execute(body: ExecuteRequest, sandbox: ToolboxSandbox, ctl: ControlDep) -> Any:
     """Run a shell command line; 408 when ``timeout`` seconds pass first (all of it killed)."""
-    params: dict[str, Any] = {"argv": ["/bin/sh", "-c", SHELL, body.command]}
-    if body.cwd:
-        params["cwd"] = body.cwd
-    if body.envs:
-        params["env"] = body.envs
-    if body.timeout:
-        params["timeout"] = body.timeout
-    return _answer(*await run(ctl.engine, sandbox, params))
+    spec = ProcessSpec(argv=["/bin/sh", "-c", SHELL, body.command], cwd=body.cwd,
+                       env=body.envs or {}, timeout=body.timeout or None)
+    return _answer(*await run(ctl.engine, sandbox, spec))
 
 
 @router.post("/process/code-run")
@@ -82,21 +78,18 @@ async def code_run(body: CodeRunRequest, sandbox: ToolboxSandbox, ctl: ControlDe
     if runner is None:
         return JSONResponse(error_body(400, f"unsupported language {body.language!r}; use "
                                             f"{', '.join(RUNNERS)}"), 400)
-    params: dict[str, Any] = {"argv": ["/bin/sh", "-c", MERGED, "sh", *runner, body.code,
-                                       *(body.argv or [])]}
-    if body.envs:
-        params["env"] = body.envs
-    if body.timeout:
-        params["timeout"] = body.timeout
-    answer = _answer(*await run(ctl.engine, sandbox, params))
+    spec = ProcessSpec(argv=["/bin/sh", "-c", MERGED, "sh", *runner, body.code,
+                             *(body.argv or [])], env=body.envs or {},
+                       timeout=body.timeout or None)
+    answer = _answer(*await run(ctl.engine, sandbox, spec))
     if isinstance(answer, dict):
         answer["artifacts"] = {"charts": []}
     return answer
 
 
 async def _dirs(ctl: ControlDep, sandbox: str) -> list[str]:
-    output, _ = await run(ctl.engine, sandbox, {"argv": ["/bin/sh", "-c", 'printf "%s\\n%s" '
-                                                         '"$HOME" "$PWD"']})
+    output, _ = await run(ctl.engine, sandbox, ProcessSpec(
+        argv=["/bin/sh", "-c", 'printf "%s\\n%s" "$HOME" "$PWD"']))
     return (output.split("\n") + ["", ""])[:2]
 
 

@@ -7,24 +7,24 @@ and auto-archive are Stockade's; names and labels live in the sandbox's metadata
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from ...engine.lifecycle import MAX_AUTO_DELETE
+from ...models import NetworkPolicy, SandboxInfo, SandboxSpec, VolumeMount
 from ...server.auth import Principal
 from ...server.control import Control
-from ...server.routes.templates import usable_template
-from ...server.routes.volumes import volume_info
 from . import render
 from ._base import API, ControlDep, DaytonaError, DaytonaRoute, PrincipalDep, base_url, not_found
-from .wire import DEFAULT_AUTO_STOP, NAME_KEY, TIER_LABEL, CreateSandbox, NetworkSettings
+from .wire import (DEFAULT_AUTO_STOP, KEEP_LONGEST, NAME_KEY, NEVER, RESERVED, TIER_LABEL,
+                   CreateSandbox, Labels, NetworkSettings)
 
 router = APIRouter(prefix=API + "/sandbox", route_class=DaytonaRoute, tags=["daytona"])
 
 
-async def _visible(ctl: Control, who: Principal) -> list[dict[str, Any]]:
-    return ctl.visible(who, await ctl.engine.list())
+async def _visible(ctl: Control, who: Principal) -> list[SandboxInfo]:
+    return ctl.visible(who, await ctl.engine.sandboxes.list())
 
 
 async def resolve(sandboxIdOrName: str, ctl: ControlDep, who: PrincipalDep) -> str:  # noqa: N803
@@ -32,22 +32,24 @@ async def resolve(sandboxIdOrName: str, ctl: ControlDep, who: PrincipalDep) -> s
     if who.may_see(ctl.owner(sandboxIdOrName)):
         return sandboxIdOrName
     for info in await _visible(ctl, who):
-        if info["metadata"].get(NAME_KEY) == sandboxIdOrName:
-            return str(info["id"])
+        if info.metadata.get(NAME_KEY) == sandboxIdOrName:
+            return info.id
     raise not_found(sandboxIdOrName)
 
 
 SandboxId = Annotated[str, Depends(resolve)]
 
 
-def _timeout(minutes: int | None) -> float:
+def _timeout(minutes: int | None, age: float = 0.0) -> float:
+    """The timeout for an auto-stop interval; "never" (0) is the rest of the longest lifetime
+    for a sandbox ``age`` seconds old."""
     minutes = DEFAULT_AUTO_STOP if minutes is None else minutes
-    return render.MAX_TIMEOUT if minutes == 0 else float(minutes * 60)
+    return max(60.0, NEVER - age - 2) if minutes == 0 else float(minutes * 60)
 
 
 def _auto_delete(minutes: int | None) -> float:
     if minutes is None or minutes < 0:
-        return MAX_AUTO_DELETE
+        return KEEP_LONGEST
     return max(1.0, float(minutes * 60))
 
 
@@ -56,17 +58,17 @@ def _allowed(body: CreateSandbox | NetworkSettings) -> list[str]:
             for a in text.split(",") if a.strip()]
 
 
-def _network(body: CreateSandbox) -> Any:
+def _network(body: CreateSandbox) -> NetworkPolicy | None:
     """Stockade's egress policy: none unless asked (``networkBlockAll: false`` opens the
     internet, minus the ranges Stockade always denies; allow lists open only themselves)."""
     allow = _allowed(body)
     if body.network_block_all or (not allow and body.network_block_all is None):
-        return "none"
-    return {"allow_out": allow or ["0.0.0.0/0"]}
+        return None
+    return NetworkPolicy(allow_out=allow or ["0.0.0.0/0"])
 
 
-def create_params(body: CreateSandbox) -> dict[str, Any]:
-    """Stockade's create parameters for a Daytona CreateSandbox."""
+def create_spec(body: CreateSandbox) -> SandboxSpec:
+    """Stockade's sandbox spec for a Daytona CreateSandbox."""
     if body.build_info is not None:
         raise DaytonaError(400, "creating a sandbox from an image is not supported here yet: "
                                 "build a template ('stockade image build') and pass its name "
@@ -81,31 +83,27 @@ def create_params(body: CreateSandbox) -> dict[str, Any]:
     metadata = dict(body.labels)
     if body.name:
         metadata[NAME_KEY] = body.name
-    return {"isolation": body.labels.get(TIER_LABEL, "container"), "template": body.snapshot,
-            "timeout": _timeout(body.auto_stop_interval), "envs": body.env,
-            "metadata": metadata, "cpu": body.cpu,
-            "memory_mb": body.memory * 1024 if body.memory else None,
-            "disk_mb": body.disk * 1024 if body.disk else None, "network": _network(body),
-            "persistence": "workspace", "on_timeout": "stop",
-            "auto_delete": _auto_delete(body.auto_delete_interval),
-            "auto_archive": float(body.auto_archive_interval * 60)
-            if body.auto_archive_interval else None,
-            "volumes": {v.mount_path: v.volume_id for v in body.volumes}}
+    return SandboxSpec(
+        isolation=body.labels.get(TIER_LABEL, "container"),  # type: ignore[arg-type]
+        template=body.snapshot, timeout=_timeout(body.auto_stop_interval), envs=body.env,
+        metadata=metadata, cpu=body.cpu, memory_mb=body.memory * 1024 if body.memory else None,
+        disk_mb=body.disk * 1024 if body.disk else None, network=_network(body),
+        persistence="workspace", on_timeout="stop",
+        auto_delete=_auto_delete(body.auto_delete_interval),
+        auto_archive=float(body.auto_archive_interval * 60) if body.auto_archive_interval
+        else None,
+        volumes=[VolumeMount(volume=v.volume_id, path=v.mount_path) for v in body.volumes])
 
 
 @router.post("")
 async def create_sandbox(body: CreateSandbox, request: Request, ctl: ControlDep,
                          who: PrincipalDep) -> dict[str, Any]:
     """Create a workspace and answer it started."""
-    params = create_params(body)
-    if body.name and any(s["metadata"].get(NAME_KEY) == body.name
+    spec = create_spec(body)
+    if body.name and any(s.metadata.get(NAME_KEY) == body.name
                          for s in await _visible(ctl, who)):
         raise DaytonaError(409, f"Sandbox with name {body.name} already exists")
-    for name in params["volumes"].values():  # another tenant's volume reads as missing
-        volume_info(ctl.engine, who, name)
-    if params["template"]:
-        usable_template(ctl.engine, who, params["template"])
-    info = await ctl.create(who, getattr(request.state, "request_id", None), **params)
+    info = await ctl.create(who, getattr(request.state, "request_id", None), spec)
     return render.sandbox(info, who.tenant, base_url(request))
 
 
@@ -140,14 +138,15 @@ async def list_sandboxes(
 @router.get("/{sandboxIdOrName}")
 async def get_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDep,
                       who: PrincipalDep) -> dict[str, Any]:
-    return render.sandbox(await ctl.engine.get(sandbox_id), who.tenant, base_url(request))
+    return render.sandbox(await ctl.engine.sandboxes.get(sandbox_id), who.tenant,
+                          base_url(request))
 
 
 @router.delete("/{sandboxIdOrName}")
 async def delete_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDep,
                          who: PrincipalDep) -> dict[str, Any]:
     """Delete the sandbox and everything in it; answers it ``destroyed``."""
-    info = await ctl.engine.get(sandbox_id)
+    info = await ctl.engine.sandboxes.get(sandbox_id)
     await ctl.kill(who, sandbox_id, getattr(request.state, "request_id", None))
     return render.sandbox(info, who.tenant, base_url(request), state="destroyed")
 
@@ -156,8 +155,7 @@ async def delete_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDe
 async def start_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDep,
                         who: PrincipalDep) -> dict[str, Any]:
     """Start a stopped or archived sandbox on its kept files (a started one stays started)."""
-    await ctl.check_start(who, sandbox_id)
-    info = await ctl.engine.lifecycle.connect(sandbox_id)
+    info = await ctl.connect_sandbox(who, sandbox_id)
     return render.sandbox(info, who.tenant, base_url(request))
 
 
@@ -165,7 +163,7 @@ async def start_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDep
 async def stop_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDep,
                        who: PrincipalDep) -> dict[str, Any]:
     """Stop every process; the files stay."""
-    info = await ctl.engine.lifecycle.stop(sandbox_id)
+    info = await ctl.engine.sandboxes.stop(sandbox_id)
     return render.sandbox(info, who.tenant, base_url(request))
 
 
@@ -173,7 +171,7 @@ async def stop_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDep,
 async def pause_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDep,
                         who: PrincipalDep) -> dict[str, Any]:
     """Keep processes and memory (gVisor: on disk; container: frozen); start resumes."""
-    info = await ctl.engine.lifecycle.pause(sandbox_id)
+    info = await ctl.engine.sandboxes.pause(sandbox_id)
     return render.sandbox(info, who.tenant, base_url(request))
 
 
@@ -183,8 +181,8 @@ async def network_settings(sandbox_id: SandboxId, body: NetworkSettings, request
     """Replace the egress policy of a sandbox created with network access (409 for one
     created blocked: it has no network interface to open)."""
     allow = _allowed(body)
-    policy = {"allow_out": [] if body.network_block_all else (allow or ["0.0.0.0/0"])}
-    info = await ctl.engine.set_network(sandbox_id, policy)
+    policy = NetworkPolicy(allow_out=[] if body.network_block_all else allow or ["0.0.0.0/0"])
+    info = await ctl.engine.sandboxes.set_network(sandbox_id, policy)
     return render.sandbox(info, who.tenant, base_url(request))
 
 
@@ -192,7 +190,7 @@ async def network_settings(sandbox_id: SandboxId, body: NetworkSettings, request
 async def archive_sandbox(sandbox_id: SandboxId, request: Request, ctl: ControlDep,
                           who: PrincipalDep) -> dict[str, Any]:
     """Compress a stopped sandbox's files; start restores them."""
-    info = await ctl.engine.lifecycle.archive(sandbox_id)
+    info = await ctl.engine.sandboxes.archive(sandbox_id)
     return render.sandbox(info, who.tenant, base_url(request))
 
 
@@ -202,16 +200,50 @@ async def set_autostop(sandbox_id: SandboxId, interval: int, request: Request, c
     """Stop the sandbox ``interval`` minutes from now and after each later activity (0: never)."""
     if interval < 0:
         raise DaytonaError(400, "auto-stop interval must be 0 (never) or a number of minutes")
-    info = await ctl.set_timeout(who, sandbox_id, _timeout(interval),
+    age = time.time() - (await ctl.engine.sandboxes.get(sandbox_id)).created_at
+    info = await ctl.set_timeout(who, sandbox_id, _timeout(interval, age),
                                  getattr(request.state, "request_id", None))
+    return render.sandbox(info, who.tenant, base_url(request))
+
+
+@router.put("/{sandboxIdOrName}/labels")
+async def replace_labels(sandbox_id: SandboxId, body: Labels, ctl: ControlDep
+                         ) -> dict[str, dict[str, str]]:
+    """Replace every label (the sandbox's name is kept)."""
+    if any(k.startswith(RESERVED) for k in body.labels):
+        raise DaytonaError(400, f"labels starting with {RESERVED!r} are reserved")
+    info = await ctl.engine.sandboxes.get(sandbox_id)
+    kept = {k: v for k, v in info.metadata.items() if k.startswith(RESERVED)}
+    info = await ctl.engine.sandboxes.set_metadata(sandbox_id, {**body.labels, **kept})
+    return {"labels": render.labels(info.metadata)}
+
+
+@router.post("/{sandboxIdOrName}/autodelete/{interval}")
+async def set_autodelete(sandbox_id: SandboxId, interval: int, request: Request,
+                         ctl: ControlDep, who: PrincipalDep) -> dict[str, Any]:
+    """Delete the sandbox ``interval`` minutes after it stops (-1: never, 0: at once)."""
+    info = await ctl.engine.sandboxes.set_retention(sandbox_id,
+                                                    auto_delete=_auto_delete(interval))
+    return render.sandbox(info, who.tenant, base_url(request))
+
+
+@router.post("/{sandboxIdOrName}/autoarchive/{interval}")
+async def set_autoarchive(sandbox_id: SandboxId, interval: int, request: Request,
+                          ctl: ControlDep, who: PrincipalDep) -> dict[str, Any]:
+    """Archive the sandbox ``interval`` minutes after it stops (0: never)."""
+    if interval < 0:
+        raise DaytonaError(400, "auto-archive interval must be 0 (never) or a number of minutes")
+    info = await ctl.engine.sandboxes.set_retention(
+        sandbox_id, auto_archive=float(interval * 60) if interval else None,
+        archive_never=interval == 0)
     return render.sandbox(info, who.tenant, base_url(request))
 
 
 @router.post("/{sandboxIdOrName}/last-activity", status_code=201)
 async def last_activity(sandbox_id: SandboxId, ctl: ControlDep, who: PrincipalDep) -> Response:
     """Restart the auto-stop clock."""
-    info = await ctl.engine.get(sandbox_id)
-    await ctl.set_timeout(who, sandbox_id, info["timeout"], None)
+    info = await ctl.engine.sandboxes.get(sandbox_id)
+    await ctl.set_timeout(who, sandbox_id, info.timeout, None)
     return Response(status_code=201)
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import Field
 
+from ...models import ProcessSpec
 from ._base import TOOLBOX, ControlDep, DaytonaError, FileRoute, ToolboxSandbox
 from .files import path_of
 from .process import run
@@ -68,7 +69,8 @@ print(json.dumps(out))
 
 
 async def _program(ctl: ControlDep, sandbox: str, *args: str) -> Any:
-    output, end = await run(ctl.engine, sandbox, {"argv": ["python3", "-c", PROGRAM, *args]})
+    output, end = await run(ctl.engine, sandbox, ProcessSpec(argv=["python3", "-c", PROGRAM,
+                                                                   *args]))
     if end.get("exit_code") != 0:
         raise DaytonaError(400, f"{args[0]} failed: {output.strip()[-500:]}", "INVALID_FILE_PATH")
     return json.loads(output)

@@ -22,6 +22,7 @@ from pydantic import Field
 from starlette.requests import HTTPConnection
 
 from ...engine import Engine, EngineError
+from ...models import ProcessSelector, ProcessSpec
 from ._base import TOOLBOX, ControlDep, DaytonaError, DaytonaRoute, ToolboxSandbox, control
 from ._base import owned, principal
 from .wire import Body
@@ -133,6 +134,10 @@ def sessions(request: HTTPConnection) -> Sessions:
     return found
 
 
+def _tag(sandbox: str, session_id: str) -> str:
+    return f"daytona-session-{sandbox}-{session_id}"
+
+
 class CreateSession(Body):
     session_id: str = Field(alias="sessionId", pattern=r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -151,9 +156,8 @@ async def create_session(body: CreateSession, sandbox: ToolboxSandbox, ctl: Cont
     key = (sandbox, body.session_id)
     if body.session_id == "entrypoint" or (key in store.items and not store.items[key].ended):
         raise DaytonaError(409, f"session {body.session_id} already exists")
-    process = await ctl.engine.start_process(sandbox, {
-        "argv": ["/bin/sh", "-c", SHELL], "stdin": True,
-        "tag": f"daytona-session-{sandbox}-{body.session_id}"})
+    process = await ctl.engine.processes.start(sandbox, ProcessSpec(
+        argv=["/bin/sh", "-c", SHELL], stdin=True, tag=_tag(sandbox, body.session_id)))
     store.start(Session(body.session_id, sandbox, process))
     return Response(status_code=201)
 
@@ -176,8 +180,8 @@ async def delete_session(sessionId: SessionId, sandbox: ToolboxSandbox, ctl: Con
     store = sessions(request)
     session = store.get(sandbox, sessionId)
     with contextlib.suppress(EngineError):
-        await ctl.engine.call(sandbox, "process.signal",
-                              {"tag": f"daytona-session-{sandbox}-{sessionId}", "signal": "KILL"})
+        await ctl.engine.processes.signal(sandbox, ProcessSelector(tag=_tag(sandbox, sessionId)),
+                                          "KILL")
     store.items.pop((sandbox, sessionId), None)
     if session.reader is not None:
         session.reader.cancel()
@@ -190,7 +194,7 @@ async def _bytes(data: bytes) -> AsyncIterator[bytes]:
 
 async def _read(eng: Engine, sandbox: str, path: str) -> bytes:
     try:
-        chunks = await eng.read_file(sandbox, path, None)
+        chunks = await eng.files.read(sandbox, path)
         return b"".join([c async for c in chunks])
     except EngineError:
         return b""
@@ -215,7 +219,7 @@ async def execute(sessionId: SessionId, body: ExecuteRequest, sandbox: ToolboxSa
     command = Command(secrets.token_hex(8), body.command)
     script = f"{session.directory}/{command.id}"
     async with session.lock:
-        await ctl.engine.write_file(sandbox, script + ".sh", None, _bytes(body.command.encode()))
+        await ctl.engine.files.write(sandbox, script + ".sh", _bytes(body.command.encode()))
         session.commands[command.id] = command
         line = (f'{{ . "{script}.sh"; }} >"{script}.out" 2>"{script}.err" </dev/null; '
                 f"printf '\\036DAYTONA-DONE {command.id} %d\\n' $?\n")

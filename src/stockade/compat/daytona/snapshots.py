@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from ...engine import NotFound
-from ...engine.template_build import template_json
-from ...server.routes.templates import may_use, visible_template
 from . import render
 from ._base import API, ControlDep, DaytonaError, DaytonaRoute, PrincipalDep
 
@@ -23,10 +20,9 @@ async def list_snapshots(
     name: Annotated[str | None, Query(max_length=128)] = None,
 ) -> dict[str, Any]:
     """The templates the caller may use (shared ones and its own), paginated from page 1."""
-    infos = await asyncio.to_thread(ctl.engine.images.list)
     defaults = ctl.engine.config.default_resources
-    items = [render.snapshot(template_json(i), defaults) for i in infos
-             if not i.hidden and may_use(who, i) and (name is None or name in i.name)]
+    items = [render.snapshot(t, defaults) for t in await ctl.engine.templates.list(who.may_see)
+             if name is None or name in t.name]
     total = len(items)
     return {"items": items[(page - 1) * limit:page * limit], "total": total, "page": page,
             "totalPages": max(1, -(-total // limit))}
@@ -36,7 +32,7 @@ async def list_snapshots(
 async def get_snapshot(snapshotIdOrName: str, ctl: ControlDep,  # noqa: N803
                        who: PrincipalDep) -> dict[str, Any]:
     try:
-        info = visible_template(ctl.engine, who, snapshotIdOrName)
+        template = await ctl.engine.templates.get(snapshotIdOrName, who.may_see)
     except NotFound:
         raise DaytonaError(404, f"Snapshot {snapshotIdOrName} not found") from None
-    return render.snapshot(template_json(info), ctl.engine.config.default_resources)
+    return render.snapshot(template, ctl.engine.config.default_resources)

@@ -72,7 +72,8 @@ async def stream_upload(request: Request, write: Writer, check: Callable[[str], 
         part, queue, text = _Part(), None, None
 
     def header_end() -> None:
-        part.headers[bytes(part.field).decode("latin-1").lower()] = bytes(part.value).decode("utf-8", "replace")
+        name = bytes(part.field).decode("latin-1").lower()
+        part.headers[name] = bytes(part.value).decode("utf-8", "replace")
         part.field.clear()
         part.value.clear()
 

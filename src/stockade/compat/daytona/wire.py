@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...models import SandboxInfo
+
 #: Stockade sandbox state -> Daytona sandbox state.
 STATES = {"running": "started", "paused": "paused", "stopped": "stopped",
           "archived": "archived", "pooled": "creating"}
@@ -16,6 +18,16 @@ NAME_KEY = RESERVED + "name"
 TIER_LABEL = "stockade.isolation"
 #: Daytona's default when a create gives no auto-stop interval (minutes).
 DEFAULT_AUTO_STOP = 15
+#: Auto-delete "never": the longest a stopped sandbox may be kept (SandboxSpec's bound).
+KEEP_LONGEST = 365 * 86400.0
+#: Auto-stop "never": the longest a sandbox may live (the engine's and the default quota's).
+NEVER = 86400.0
+
+
+def never_stops(info: SandboxInfo) -> bool:
+    """Whether the sandbox runs until the end of its longest lifetime (Daytona: auto-stop 0)."""
+    return (info.on_timeout != "stop" or info.timeout >= NEVER
+            or info.expires_at >= info.created_at + NEVER - 10)
 
 
 class Body(BaseModel):
