@@ -27,6 +27,7 @@ from daytona import (  # noqa: E402
     FileDownloadRequest,
     FileUpload,
     ListSandboxesQuery,
+    PtySize,
     SessionExecuteRequest,
     VolumeMount,
 )
@@ -403,3 +404,24 @@ def test_labels_and_intervals_change_after_create(acme: Daytona) -> None:
         assert sb.auto_delete_interval == -1
     finally:
         acme.delete(sb)
+
+
+def test_pty(sandbox: Any) -> None:
+    """A terminal: typed input, output, resize, re-attach after a detach, exit code."""
+    pty = sandbox.process.create_pty_session("term", envs={"PTYVAR": "set"},
+                                             pty_size=PtySize(rows=30, cols=100))
+    seen = bytearray()
+    pty.send_input("stty size; echo var=$PTYVAR\n")
+    deadline = time.monotonic() + 20
+    while b"var=set" not in seen or b"30 100" not in seen:
+        assert time.monotonic() < deadline, bytes(seen)
+        pty.wait(on_data=seen.extend, timeout=1)
+    info = pty.resize(PtySize(rows=40, cols=120))
+    assert (info.rows, info.cols, info.active) == (40, 120, True)
+    pty.disconnect()  # the shell goes on without a client
+    assert [s.id for s in sandbox.process.list_pty_sessions()] == ["term"]
+    again = sandbox.process.connect_pty_session("term")
+    again.send_input("stty size; exit 7\n")
+    result = again.wait(timeout=20)
+    assert result.exit_code == 7
+    assert sandbox.process.list_pty_sessions() == []
