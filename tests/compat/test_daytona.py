@@ -425,3 +425,27 @@ def test_pty(sandbox: Any) -> None:
     result = again.wait(timeout=20)
     assert result.exit_code == 7
     assert sandbox.process.list_pty_sessions() == []
+
+
+def test_code_interpreter(acme: Daytona) -> None:
+    """Stateful Python (on the code-interpreter template's Jupyter kernel)."""
+    sb = acme.create(CreateSandboxFromSnapshotParams(snapshot="code-interpreter"))
+    try:
+        ci = sb.code_interpreter
+        assert ci.run_code("x = 41").error is None
+        out: list[str] = []
+        result = ci.run_code("print(x + 1)", on_stdout=lambda m: out.append(m.output))
+        assert result.stdout == "42\n" and "".join(out) == "42\n"
+        failed = ci.run_code("1 / 0")
+        assert failed.error is not None and failed.error.name == "ZeroDivisionError"
+        ctx = ci.create_context()
+        assert ci.run_code("print('x' in globals())", context=ctx).stdout == "False\n"
+        assert ctx.id in [c.id for c in ci.list_contexts()]
+        with pytest.raises(DaytonaTimeoutError):
+            ci.run_code("import time; time.sleep(30)", context=ctx, timeout=1)
+        ci.delete_context(ctx)
+        with pytest.raises(DaytonaError):
+            ci.run_code("print(1)", context=ctx)
+        assert ci.run_code("print(x)").stdout == "41\n"  # the default context lives on
+    finally:
+        acme.delete(sb)
