@@ -449,3 +449,37 @@ def test_code_interpreter(acme: Daytona) -> None:
         assert ci.run_code("print(x)").stdout == "41\n"  # the default context lives on
     finally:
         acme.delete(sb)
+
+
+def test_git(sandbox: Any) -> None:
+    """init, clone, status, add, commit, branches, checkout, push and pull, on repositories
+    inside the sandbox (no network here)."""
+    git = sandbox.git
+    git.init("/tmp/origin.git", bare=True, initial_branch="main")
+    git.clone("file:///tmp/origin.git", "repo")
+    sandbox.fs.upload_file(b"hello\n", "repo/a.txt")
+    status = git.status("repo")
+    assert [(f.name, f.worktree.value) for f in status.file_status] == [("a.txt", "Untracked")]
+    git.add("repo", ["a.txt"])
+    assert git.status("repo").file_status[0].staging.value == "Added"
+    first = git.commit("repo", "first; with 'quotes' and $(no expansion)", "Ada", "ada@example.org")
+    assert len(first.sha) == 40
+    log = sandbox.process.exec("git -C repo log -1 --format='%an <%ae> %s'").result
+    assert log == "Ada <ada@example.org> first; with 'quotes' and $(no expansion)\n"
+    git.push("repo", branch="main", set_upstream=True)
+    git.create_branch("repo", "feature")
+    assert set(git.branches("repo").branches) == {"main", "feature"}
+    git.checkout_branch("repo", "feature")
+    assert git.status("repo").current_branch == "feature"
+    git.clone("file:///tmp/origin.git", "other")
+    sandbox.fs.upload_file(b"more\n", "other/b.txt")
+    git.add("other", ["."])
+    git.commit("other", "second", "Bob", "bob@example.org")
+    git.push("other")
+    git.checkout_branch("repo", "main")
+    git.pull("repo")
+    assert sandbox.fs.download_file("repo/b.txt") == b"more\n"
+    git.delete_branch("repo", "feature")
+    assert git.branches("repo").branches == ["main"]
+    with pytest.raises(DaytonaError, match="git clone failed"):
+        git.clone("file:///tmp/no-such.git", "nothing")

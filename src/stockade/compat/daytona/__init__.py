@@ -4,11 +4,11 @@
 
 from fastapi import APIRouter
 
-from . import files, interpreter, process, pty, sandboxes, search, sessions, snapshots, volumes
+from . import files, git, interpreter, process, pty, sandboxes, search, sessions, snapshots, volumes
 
 router = APIRouter()
 for _module in (sandboxes, snapshots, volumes, files, search, process, sessions, pty,
-                interpreter):
+                interpreter, git):
     router.include_router(_module.router, include_in_schema=False)
 
 __all__ = ["router"]
