@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
 from server_harness import Server, sqlite_server  # noqa: E402,F401
 
 from daytona import (  # noqa: E402
+    CreateSandboxFromImageParams,
     CreateSandboxFromSnapshotParams,
     Daytona,
     DaytonaConfig,
@@ -26,6 +27,7 @@ from daytona import (  # noqa: E402
     DaytonaNotFoundError,
     FileDownloadRequest,
     FileUpload,
+    Image,
     ListSandboxesQuery,
     PtySize,
     SessionExecuteRequest,
@@ -274,6 +276,8 @@ def test_garbage_gets_clear_4xx_and_the_server_stays_up(server: Server, acme: Da
             c.post("/daytona/api/sandbox", json={"cpu": "many", "labels": [1, 2]}),
             c.post("/daytona/api/sandbox", json={"snapshot": "no-such-template"}),
             c.post("/daytona/api/sandbox", json={"buildInfo": {"dockerfileContent": "FROM x"}}),
+            c.post("/daytona/api/sandbox", json={"buildInfo": {"dockerfileContent": "FROM base",
+                                                               "contextHashes": ["abc"]}}),
             c.get("/daytona/api/sandbox", params={"labels": "{oops"}),
             c.post("/daytona/api/volumes", json={"name": "../../etc"}),
             c.post(f"{toolbox}/files/bulk-download", json={"paths": "not-a-list"}),
@@ -483,3 +487,24 @@ def test_git(sandbox: Any) -> None:
     assert git.branches("repo").branches == ["main"]
     with pytest.raises(DaytonaError, match="git clone failed"):
         git.clone("file:///tmp/no-such.git", "nothing")
+
+
+def test_create_from_image(server: Server, acme: Daytona) -> None:
+    """A declarative image on a Stockade template is built (once) and the sandbox made from it."""
+    marker = uuid.uuid4().hex  # a new image each run: nothing is reused from an earlier one
+    image = Image.base("base").run_commands(f"echo {marker} > /opt/marker").env({"IMG": "yes"})
+    sb = acme.create(CreateSandboxFromImageParams(image=image), timeout=120)
+    try:
+        assert sb.process.exec("cat /opt/marker; echo $IMG").result == f"{marker}\nyes\n"
+        again = acme.create(CreateSandboxFromImageParams(image=image))  # the template is reused
+        assert again.snapshot == sb.snapshot and acme.snapshot.get(sb.snapshot).name
+        acme.delete(again)
+    finally:
+        acme.delete(sb)
+        # The image store is shared by every test server: leave neither the template nor its
+        # build-cache layers behind.
+        with server.client(server.new_key("acme")) as c:
+            assert c.delete(f"/templates/{sb.snapshot}").status_code == 204
+            assert c.post("/templates/prune").status_code == 200
+    with pytest.raises(DaytonaError, match="cannot build"):
+        acme.create(CreateSandboxFromImageParams(image="python:3.12-slim"))

@@ -6,12 +6,17 @@ and auto-archive are Stockade's; names and labels live in the sandbox's metadata
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import json
+import shutil
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from ...engine import EngineError, NotFound
 from ...models import NetworkPolicy, SandboxInfo, SandboxSpec, VolumeMount
 from ...server.auth import Principal
 from ...server.control import Control
@@ -67,12 +72,29 @@ def _network(body: CreateSandbox) -> NetworkPolicy | None:
     return NetworkPolicy(allow_out=allow or ["0.0.0.0/0"])
 
 
-def create_spec(body: CreateSandbox) -> SandboxSpec:
-    """Stockade's sandbox spec for a Daytona CreateSandbox."""
-    if body.build_info is not None:
-        raise DaytonaError(400, "creating a sandbox from an image is not supported here yet: "
-                                "build a template ('stockade image build') and pass its name "
-                                "as the snapshot")
+async def build_template(ctl: Control, who: Principal, dockerfile: str) -> str:
+    """The tenant's template built from ``dockerfile`` (reused when it was built before)."""
+    digest = hashlib.sha256(f"{who.tenant}\0{dockerfile}".encode()).hexdigest()[:24]
+    name = f"daytona-{digest}"
+    with contextlib.suppress(NotFound):
+        await ctl.engine.templates.get(name, who.may_see)
+        return name
+    context = ctl.engine.templates.workspace()  # empty: Daytona's contexts are refused
+    try:
+        try:
+            build = ctl.engine.templates.build(dockerfile, name, context, owner=who.tenant,
+                                               visible=who.may_see, emit=lambda event: None)
+        except EngineError as exc:
+            raise DaytonaError(400, f"cannot build this image: {exc.message} (here FROM names "
+                                    f"a Stockade template, such as 'base')") from None
+        await build.run()
+    finally:
+        await asyncio.to_thread(shutil.rmtree, context, True)
+    return name
+
+
+def create_spec(body: CreateSandbox, template: str | None = None) -> SandboxSpec:
+    """Stockade's sandbox spec for a Daytona CreateSandbox (``template``: built for it)."""
     if body.gpu:
         raise DaytonaError(400, "this server has no GPUs; leave gpu unset")
     if body.user not in (None, "user"):
@@ -85,7 +107,8 @@ def create_spec(body: CreateSandbox) -> SandboxSpec:
         metadata[NAME_KEY] = body.name
     return SandboxSpec(
         isolation=body.labels.get(TIER_LABEL, "container"),  # type: ignore[arg-type]
-        template=body.snapshot, timeout=_timeout(body.auto_stop_interval), envs=body.env,
+        template=template or body.snapshot, timeout=_timeout(body.auto_stop_interval),
+        envs=body.env,
         metadata=metadata, cpu=body.cpu, memory_mb=body.memory * 1024 if body.memory else None,
         disk_mb=body.disk * 1024 if body.disk else None, network=_network(body),
         persistence="workspace", on_timeout="stop",
@@ -98,8 +121,15 @@ def create_spec(body: CreateSandbox) -> SandboxSpec:
 @router.post("")
 async def create_sandbox(body: CreateSandbox, request: Request, ctl: ControlDep,
                          who: PrincipalDep) -> dict[str, Any]:
-    """Create a workspace and answer it started."""
-    spec = create_spec(body)
+    """Create a workspace and answer it started (from a snapshot, or from an image built
+    first, while the request waits)."""
+    template = None
+    if body.build_info is not None:
+        if body.build_info.context_hashes:
+            raise DaytonaError(400, "images that copy local files (build contexts) are not "
+                                    "supported here; use RUN steps or a template")
+        template = await build_template(ctl, who, body.build_info.dockerfile_content or "")
+    spec = create_spec(body, template)
     if body.name and any(s.metadata.get(NAME_KEY) == body.name
                          for s in await _visible(ctl, who)):
         raise DaytonaError(409, f"Sandbox with name {body.name} already exists")

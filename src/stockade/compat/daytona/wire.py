@@ -43,7 +43,9 @@ class VolumeRef(Body):
 
 
 class BuildInfo(Body):
-    dockerfile_content: str | None = Field(default=None, alias="dockerfileContent")
+    dockerfile_content: str | None = Field(default=None, alias="dockerfileContent",
+                                           max_length=1 << 20)
+    context_hashes: list[str] | None = Field(default=None, alias="contextHashes")
 
 
 class CreateSandbox(Body):
