@@ -14,6 +14,8 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
+import websockets.exceptions
+import websockets.sync.client
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
 from server_harness import Server, sqlite_server  # noqa: E402,F401
@@ -241,6 +243,20 @@ def test_another_tenant_cannot_reach_the_sandbox(server: Server, sandbox: Any) -
         assert r.status_code == 404
     with httpx.Client() as c:  # no key at all
         assert c.post(f"{toolbox}/process/execute", json={"command": "id"}).status_code == 401
+    sandbox.process.create_session("mine")
+    run = sandbox.process.execute_session_command("mine", SessionExecuteRequest(
+        command="echo private-output", run_async=True))
+    ws = toolbox.replace("http://", "ws://")
+    for path in ("/process/pty/create-connect?id=evil", "/process/interpreter/execute",
+                 f"/process/session/mine/command/{run.cmd_id}/logs?follow=true"):
+        for headers in ({"Authorization": f"Bearer {intruder_key}"}, {}):
+            with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+                with websockets.sync.client.connect(ws + path, additional_headers=headers,
+                                                    open_timeout=10):
+                    pass
+            assert refused.value.response.status_code in (401, 403, 404), path
+    assert sandbox.process.list_pty_sessions() == []
+    sandbox.process.delete_session("mine")
     assert sandbox.fs.download_file("private.txt") == b"secret"
     assert sandbox.process.exec("echo alive").result == "alive\n"
 
