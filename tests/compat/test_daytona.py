@@ -524,3 +524,23 @@ def test_create_from_image(server: Server, acme: Daytona) -> None:
             assert c.post("/templates/prune").status_code == 200
     with pytest.raises(DaytonaError, match="cannot build"):
         acme.create(CreateSandboxFromImageParams(image="python:3.12-slim"))
+
+
+def test_metrics_and_ports(server: Server, sandbox: Any) -> None:
+    """``get_metrics_latest`` and the toolbox's port listing (which the SDK does not wrap)."""
+    pid = sandbox.process.exec("python3 -m http.server 8123 --bind 127.0.0.1 >/dev/null 2>&1 & "
+                               "echo $!").result.strip()
+    toolbox = f"{server.url}/daytona/toolbox/{sandbox.id}"
+    try:
+        with httpx.Client(headers={"Authorization": f"Bearer {server.new_key('acme')}"}) as c:
+            deadline = time.monotonic() + 15
+            while 8123 not in c.get(f"{toolbox}/port").json()["ports"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert c.get(f"{toolbox}/port/8123/in-use").json() == {"isInUse": True}
+            assert c.get(f"{toolbox}/port/8124/in-use").json() == {"isInUse": False}
+        metrics = sandbox.get_metrics_latest()
+        assert metrics.cpu_count >= 1 and 0 < metrics.mem_used < metrics.mem_total
+        assert 0 < metrics.disk_used < metrics.disk_total
+    finally:
+        sandbox.process.exec(f"kill {pid}")

@@ -4,11 +4,12 @@
 
 from fastapi import APIRouter
 
-from . import files, git, interpreter, process, pty, sandboxes, search, sessions, snapshots, volumes
+from . import (files, git, interpreter, process, pty, sandboxes, search, sessions, snapshots,
+               system, volumes)
 
 router = APIRouter()
 for _module in (sandboxes, snapshots, volumes, files, search, process, sessions, pty,
-                interpreter, git):
+                interpreter, git, system):
     router.include_router(_module.router, include_in_schema=False)
 
 __all__ = ["router"]
