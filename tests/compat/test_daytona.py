@@ -212,6 +212,10 @@ def test_gvisor_by_label(acme: Daytona) -> None:
     try:
         assert sb.process.exec("echo in gvisor").result == "in gvisor\n"
         assert sb.process.code_run("print(2**10)").result == "1024\n"
+        pty = sb.process.create_pty_session("g")
+        pty.send_input("echo $((6*7)); exit 3\n")
+        seen = bytearray()
+        assert pty.wait(on_data=seen.extend, timeout=20).exit_code == 3 and b"42" in seen
     finally:
         acme.delete(sb)
 
