@@ -172,6 +172,19 @@ class Sandboxes:
         record.save()
         return record.info()
 
+    async def set_envs(self, sandbox_id: str, envs: dict[str, str]) -> SandboxInfo:
+        """Replace the environment that processes started from now on get (at most 256
+        string pairs, as at create); running processes keep theirs."""
+        if len(envs) > 256 or not all(isinstance(k, str) and isinstance(v, str) and k
+                                      and "=" not in k and "\0" not in k + v
+                                      for k, v in envs.items()):
+            raise InvalidRequest("envs is at most 256 NAME=value pairs of strings (no '=' in a "
+                                 "name, no NUL anywhere)")
+        record = self._engine.record(sandbox_id)
+        record.envs = dict(envs)
+        record.save()
+        return record.info()
+
     async def set_retention(self, sandbox_id: str, *, auto_delete: float | None = None,
                             auto_archive: float | None = None,
                             archive_never: bool = False) -> SandboxInfo:
