@@ -530,8 +530,9 @@ def test_create_from_image(server: Server, acme: Daytona) -> None:
         acme.create(CreateSandboxFromImageParams(image="python:3.12-slim"))
 
 
-def test_metrics_and_ports(server: Server, sandbox: Any) -> None:
-    """``get_metrics_latest`` and the toolbox's port listing (which the SDK does not wrap)."""
+def test_metrics_ports_previews_and_env(server: Server, sandbox: Any) -> None:
+    """``get_metrics_latest``, the toolbox's port listing (which the SDK does not wrap),
+    preview links to a port, and ``update_env``."""
     pid = sandbox.process.exec("python3 -m http.server 8123 --bind 127.0.0.1 >/dev/null 2>&1 & "
                                "echo $!").result.strip()
     toolbox = f"{server.url}/daytona/toolbox/{sandbox.id}"
@@ -543,8 +544,18 @@ def test_metrics_and_ports(server: Server, sandbox: Any) -> None:
                 time.sleep(0.2)
             assert c.get(f"{toolbox}/port/8123/in-use").json() == {"isInUse": True}
             assert c.get(f"{toolbox}/port/8124/in-use").json() == {"isInUse": False}
+            preview = sandbox.get_preview_link(8123)  # through Stockade's port proxy
+            listing = httpx.get(preview.url + "/", headers={"Authorization":
+                                                            f"Bearer {preview.token}"})
+            assert listing.status_code == 200 and "Directory listing" in listing.text
+            assert httpx.get(preview.url + "/").status_code == 401
+            signed = sandbox.create_signed_preview_url(8123, expires_in_seconds=60)
+            assert httpx.get(signed.url).status_code == 200  # no header needed
         metrics = sandbox.get_metrics_latest()
         assert metrics.cpu_count >= 1 and 0 < metrics.mem_used < metrics.mem_total
         assert 0 < metrics.disk_used < metrics.disk_total
     finally:
         sandbox.process.exec(f"kill {pid}")
+    sandbox.update_env({"NEWVAR": "v"}, unset=["GREETING"])
+    assert sandbox.process.exec("echo $NEWVAR-${GREETING:-unset}").result == "v-unset\n"
+    sandbox.update_env({"GREETING": "hello"}, unset=["NEWVAR"])

@@ -7,6 +7,7 @@ import contextlib
 import math
 import re
 import time
+from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Annotated, Any, Callable, Coroutine
 
@@ -38,12 +39,18 @@ class DaytonaError(Exception):
         self.status, self.message, self.code = status, message, code
 
 
-def error_body(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+def error_body(status: int, message: str, code: str | None = None,
+               request: HTTPConnection | None = None) -> dict[str, Any]:
+    """Daytona's error: NestJS's ``{statusCode, message, error}``, plus the daemon's ``code``,
+    ``source``, ``timestamp``, ``path`` and ``method`` (its ErrorResponse needs them)."""
     body: dict[str, Any] = {"statusCode": status, "message": message,
                             "error": HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_
                             else "Error"}
     if code is not None:
         body["code"], body["source"] = code, DAEMON
+    if request is not None:
+        body.update(timestamp=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+                    path=request.url.path, method=request.scope.get("method", "GET"))
     return body
 
 
@@ -70,19 +77,26 @@ class DaytonaRoute(APIRoute):
         codes = self.codes
 
         async def run(request: Request) -> Response:
+            headers = request.scope["headers"]
+            if request.method != "GET" and not any(k == b"content-type" for k, _ in headers):
+                # Daytona's generated clients send some JSON bodies without a Content-Type.
+                request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
+                request.__dict__.pop("_headers", None)
             try:
                 return await handler(request)
             except DaytonaError as exc:
-                return JSONResponse(error_body(exc.status, exc.message, exc.code), exc.status)
-            except EngineError as exc:
-                return JSONResponse(error_body(exc.status, exc.message, codes.get(exc.code)),
+                return JSONResponse(error_body(exc.status, exc.message, exc.code, request),
                                     exc.status)
+            except EngineError as exc:
+                return JSONResponse(error_body(exc.status, exc.message, codes.get(exc.code),
+                                               request), exc.status)
             except RequestValidationError as exc:
-                return JSONResponse(error_body(400, _describe(exc)), 400)
+                return JSONResponse(error_body(400, _describe(exc), None, request), 400)
             except HTTPException as exc:
-                return JSONResponse(error_body(exc.status_code, str(exc.detail)), exc.status_code)
+                return JSONResponse(error_body(exc.status_code, str(exc.detail), None, request),
+                                    exc.status_code)
             except ValueError as exc:
-                return JSONResponse(error_body(400, str(exc)), 400)
+                return JSONResponse(error_body(400, str(exc), None, request), 400)
 
         return run
 

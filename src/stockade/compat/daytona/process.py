@@ -6,12 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from ...engine import Engine
 from ...models import ProcessSpec
-from ._base import TOOLBOX, ControlDep, DaytonaRoute, ToolboxSandbox, error_body
+from ._base import TOOLBOX, ControlDep, DaytonaError, DaytonaRoute, ToolboxSandbox
 from .wire import Body
 
 router = APIRouter(prefix=TOOLBOX + "/{sandboxId}", route_class=DaytonaRoute,
@@ -56,9 +55,7 @@ async def run(eng: Engine, sandbox: str, spec: ProcessSpec) -> tuple[str, dict[s
 
 def _answer(output: str, end: dict[str, Any]) -> Any:
     if end.get("status") == "timeout":
-        return JSONResponse({**error_body(408, "command execution timeout"),
-                             "code": "PROCESS_EXECUTION_TIMEOUT", "source": "DAYTONA_DAEMON"},
-                            408)
+        raise DaytonaError(408, "command execution timeout", "PROCESS_EXECUTION_TIMEOUT")
     exit_code = end.get("exit_code")
     return {"exitCode": exit_code if isinstance(exit_code, int) else -1, "result": output}
 
@@ -76,8 +73,8 @@ async def code_run(body: CodeRunRequest, sandbox: ToolboxSandbox, ctl: ControlDe
     """Run the snippet as a program of its language (python3, node, ts-node)."""
     runner = RUNNERS.get(body.language)
     if runner is None:
-        return JSONResponse(error_body(400, f"unsupported language {body.language!r}; use "
-                                            f"{', '.join(RUNNERS)}"), 400)
+        raise DaytonaError(400, f"unsupported language {body.language!r}; use "
+                                f"{', '.join(RUNNERS)}")
     spec = ProcessSpec(argv=["/bin/sh", "-c", MERGED, "sh", *runner, body.code,
                              *(body.argv or [])], env=body.envs or {},
                        timeout=body.timeout or None)

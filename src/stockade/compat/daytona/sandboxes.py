@@ -25,6 +25,8 @@ from ._base import API, ControlDep, DaytonaError, DaytonaRoute, PrincipalDep, ba
 from .wire import (DEFAULT_AUTO_STOP, KEEP_LONGEST, NAME_KEY, NEVER, RESERVED, TIER_LABEL,
                    CreateSandbox, Labels, NetworkSettings)
 
+#: Seconds a preview-url token lives (it also dies with the sandbox).
+PREVIEW_TTL = 3600.0
 router = APIRouter(prefix=API + "/sandbox", route_class=DaytonaRoute, tags=["daytona"])
 
 
@@ -275,6 +277,32 @@ async def last_activity(sandbox_id: SandboxId, ctl: ControlDep, who: PrincipalDe
     info = await ctl.engine.sandboxes.get(sandbox_id)
     await ctl.set_timeout(who, sandbox_id, info.timeout, None)
     return Response(status_code=201)
+
+
+def _preview(request: Request, sandbox_id: str, port: int, ttl: float) -> tuple[str, str]:
+    """The proxy's URL of ``port`` and an access token for the sandbox's ports."""
+    if not 1 <= port <= 65535:
+        raise DaytonaError(400, f"port must be between 1 and 65535, not {port}")
+    token, _ = request.app.state.access_tokens.mint(sandbox_id, ttl)
+    return f"{base_url(request)}/sandboxes/{sandbox_id}/ports/{port}", token
+
+
+@router.get("/{sandboxIdOrName}/ports/{port}/preview-url")
+async def preview_url(sandbox_id: SandboxId, port: int, request: Request) -> dict[str, Any]:
+    """The port through Stockade's proxy: send the token (or the API key) as
+    ``Authorization: Bearer``."""
+    url, token = _preview(request, sandbox_id, port, PREVIEW_TTL)
+    return {"sandboxId": sandbox_id, "url": url, "token": token}
+
+
+@router.get("/{sandboxIdOrName}/ports/{port}/signed-preview-url")
+async def signed_preview_url(sandbox_id: SandboxId, port: int, request: Request,
+                             expiresInSeconds: Annotated[int, Query(ge=1, le=86400)] = 60,  # noqa: N803
+                             ) -> dict[str, Any]:
+    """A URL that opens the port without any header (the token rides in it, then a cookie)."""
+    url, token = _preview(request, sandbox_id, port, expiresInSeconds)
+    return {"sandboxId": sandbox_id, "port": port, "token": token,
+            "url": f"{url}/?stockade_token={token}"}
 
 
 @router.get("/{sandboxIdOrName}/toolbox-proxy-url")

@@ -1,5 +1,6 @@
-"""Toolbox system information: ``system/metrics`` (the sandbox's own usage, from its cgroup and
-its filesystem) and ``port`` (TCP ports listening inside the sandbox)."""
+"""Toolbox system calls: ``system/metrics`` (the sandbox's own usage, from its cgroup and its
+filesystem), ``port`` (TCP ports listening inside the sandbox) and ``env`` (the environment of
+processes started from now on)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Path
+from pydantic import Field
 
 from ...models import ProcessSpec
 from ._base import TOOLBOX, ControlDep, DaytonaRoute, ToolboxSandbox
 from .process import run
+from .wire import Body
 
 router = APIRouter(prefix=TOOLBOX + "/{sandboxId}", route_class=DaytonaRoute,
                    tags=["daytona toolbox"])
@@ -73,3 +76,24 @@ async def ports(sandbox: ToolboxSandbox, ctl: ControlDep) -> dict[str, list[int]
 async def port_in_use(port: int = Path(ge=1, le=65535), *, sandbox: ToolboxSandbox,
                       ctl: ControlDep) -> dict[str, bool]:
     return {"isInUse": port in (await _probe(ctl, sandbox))["ports"]}
+
+
+class UpdateEnv(Body):
+    set: dict[str, str] | None = Field(default=None, max_length=256)
+    unset: list[str] | None = Field(default=None, max_length=256)
+    unset_value_prefix: str | None = Field(default=None, alias="unsetValuePrefix",
+                                           max_length=256)
+
+
+@router.post("/env")
+async def update_env(body: UpdateEnv, sandbox: ToolboxSandbox, ctl: ControlDep
+                     ) -> dict[str, str]:
+    """Drop the ``unset`` names (and those whose value starts with ``unsetValuePrefix``), then
+    apply ``set``; processes, sessions and PTYs started from now on see the result."""
+    info = await ctl.engine.sandboxes.get(sandbox)
+    drop = set(body.unset or [])
+    prefix = body.unset_value_prefix
+    envs = {k: v for k, v in info.envs.items()
+            if k not in drop and not (prefix and v.startswith(prefix))}
+    await ctl.engine.sandboxes.set_envs(sandbox, {**envs, **(body.set or {})})
+    return {"message": "environment updated"}
