@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..compat import daytona
 from ..engine import Engine, EngineConfig
 from . import errors
 from .auth import PUBLIC_PATHS, AuthMiddleware, load_admin_key
@@ -143,6 +144,7 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     app.include_router(ports.router)
     app.include_router(pty.router)
     app.include_router(templates.router)
+    app.include_router(daytona.router)
     app.state.access_tokens = AccessTokens(
         settings.data_dir / "private" / "access-token.key" if settings else None)
     app.add_middleware(AuthMiddleware, control=lambda: app.state.control)
