@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..engine import Engine, EngineConfig
+from ..mcp.http import McpEndpoint
 from . import errors
 from .auth import PUBLIC_PATHS, AuthMiddleware, load_admin_key
 from .control import Control, ControlPlane
@@ -100,6 +101,7 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     in local mode (one keyless user, as on the local daemon's private unix socket).
     """
     metrics = Metrics()
+    mcp = McpEndpoint()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,6 +112,7 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
             await control.start()
             stack.push_async_callback(control.close)
             app.state.control = control
+            await stack.enter_async_context(mcp.running())
             yield
             app.state.control = None
 
@@ -143,6 +146,7 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     app.include_router(ports.router)
     app.include_router(pty.router)
     app.include_router(templates.router)
+    app.router.routes.append(mcp.route())
     app.state.access_tokens = AccessTokens(
         settings.data_dir / "private" / "access-token.key" if settings else None)
     app.add_middleware(AuthMiddleware, control=lambda: app.state.control)
