@@ -18,6 +18,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from ..loopback import loopback_url
 from .tools import Target, build_server
 
 PATH = "/mcp"
@@ -25,17 +26,14 @@ PATH = "/mcp"
 
 def _target(ctx: Context) -> Target:
     """Loopback to the socket the request arrived on (never the Host header), same key."""
-    request = ctx.request_context.request
-    scope = getattr(request, "scope", None) or {}
-    server = scope.get("server")
-    if not server or server[1] is None:
+    scope = getattr(ctx.request_context.request, "scope", None) or {}
+    url = loopback_url(scope)
+    if url is None:
         raise ToolError("/mcp over a unix socket cannot call back into the server; "
                         "use 'stockade mcp' (stdio) on this machine instead")
-    host, port = server[0], server[1]
-    host = f"[{host}]" if ":" in host else host
     auth = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
     scheme, _, key = auth.partition(" ")
-    return Target(api_url=f"{'https' if scope.get('scheme') == 'https' else 'http'}://{host}:{port}",
+    return Target(api_url=url,
                   api_key=key.strip() if scheme.lower() == "bearer" and key.strip() else None)
 
 

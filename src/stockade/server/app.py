@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..engine import Engine, EngineConfig
 from ..mcp.http import McpEndpoint
+from ..ui import Dashboard
 from . import errors
 from .auth import PUBLIC_PATHS, AuthMiddleware, load_admin_key
 from .control import Control, ControlPlane
@@ -150,6 +151,7 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     app.state.access_tokens = AccessTokens(
         settings.data_dir / "private" / "access-token.key" if settings else None)
     app.add_middleware(AuthMiddleware, control=lambda: app.state.control)
+    app.add_middleware(Dashboard)  # /ui, and the browser's terminal, in front of auth
     app.add_middleware(BodyLimit, max_body=(settings or ServerSettings()).max_body_bytes)
     app.add_middleware(PortProxy, control=lambda: app.state.control,  # before auth: its own
                        tokens=app.state.access_tokens,

@@ -1,0 +1,159 @@
+"""HTML for the dashboard's pages: plain functions from data to escaped markup."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from html import escape
+from typing import Any, Iterable
+from urllib.parse import quote, urlencode
+
+from ..sdk import EntryInfo, SandboxInfo
+from .sessions import Session
+
+STATES = ("running", "paused", "stopped", "archived")
+TIERS = ("container", "gvisor", "microvm")
+#: Lifecycle buttons, and the states in which each makes sense.
+ACTIONS = {"pause": ("running",), "resume": ("paused",), "stop": ("running", "paused"),
+           "start": ("stopped", "archived"), "kill": STATES}
+
+
+def e(value: Any) -> str:
+    return escape(str(value), quote=True)
+
+
+def when(epoch: float | None) -> str:
+    if not epoch:
+        return "-"
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
+
+
+def layout(title: str, body: str, session: Session | None = None, *, message: str = "",
+           refresh: int | None = None, head: str = "") -> str:
+    who = ""
+    if session is not None:
+        scope = "admin: every tenant" if session.admin else f"tenant {e(session.tenant)}"
+        who = (f'<span class="who">{scope}</span>'
+               f'<form method="post" action="/ui/logout" class="inline">{csrf_field(session)}'
+               f'<button>Sign out</button></form>')
+    note = f'<p class="message" role="alert">{e(message)}</p>' if message else ""
+    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(title)} - Stockade</title>{meta}
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/ui/static/app.css">{head}</head>
+<body><header><a href="/ui/" class="brand">Stockade</a><nav>{who}</nav></header>
+<main>{note}{body}</main></body></html>"""
+
+
+def csrf_field(session: Session) -> str:
+    return f'<input type="hidden" name="csrf" value="{e(session.csrf)}">'
+
+
+def login(message: str = "") -> str:
+    body = """<h1>Sign in</h1>
+<form method="post" action="/ui/login" class="card">
+<label for="key">API key</label>
+<input id="key" name="key" type="password" autocomplete="off" required maxlength="512"
+ placeholder="sk_...">
+<button type="submit">Sign in</button>
+<p class="hint">An admin key sees every tenant; a tenant key (<code>stockade keys create</code>)
+sees its own sandboxes.</p></form>"""
+    return layout("Sign in", body, message=message)
+
+
+def _select(name: str, options: Iterable[str], chosen: str | None) -> str:
+    items = "".join(f'<option value="{e(o)}"{" selected" if o == chosen else ""}>{e(o)}</option>'
+                    for o in options)
+    return f'<select name="{name}" id="{name}"><option value="">any {name}</option>{items}</select>'
+
+
+def sandbox_list(session: Session, items: list[SandboxInfo], filters: dict[str, str | None],
+                 message: str = "") -> str:
+    rows = "".join(
+        f'<tr data-id="{e(s.id)}"><td><a href="/ui/sandboxes/{e(s.id)}">{e(s.id)}</a></td>'
+        f'<td>{e(s.isolation)}</td><td>{e(s.template)}</td>'
+        f'<td><span class="state {e(s.state)}">{e(s.state)}</span></td>'
+        f'<td>{s.cpu:g} cpu, {s.memory_mb} MB</td><td>{e(when(s.created_at))}</td>'
+        f'<td>{e(when(s.expires_at))}</td></tr>' for s in items)
+    if not rows:
+        rows = '<tr><td colspan="7" class="empty">No sandboxes.</td></tr>'
+    body = f"""<h1>Sandboxes</h1>
+<form method="get" action="/ui/" class="filters">
+{_select("state", STATES, filters.get("state"))}{_select("tier", TIERS, filters.get("tier"))}
+<input name="template" id="template" placeholder="template" maxlength="64"
+ value="{e(filters.get("template") or "")}"><button type="submit">Filter</button></form>
+<table id="sandboxes"><thead><tr><th>id</th><th>tier</th><th>template</th><th>state</th>
+<th>limits</th><th>created</th><th>expires</th></tr></thead><tbody>{rows}</tbody></table>
+<p class="hint">{len(items)} shown; this page refreshes every 10 s.</p>"""
+    return layout("Sandboxes", body, session, message=message, refresh=10)
+
+
+def sandbox_detail(session: Session, s: SandboxInfo, stats: dict[str, Any] | None,
+                   message: str = "") -> str:
+    spec = {"tier": s.isolation, "template": s.template, "state": s.state,
+            "persistence": s.persistence, "on timeout": s.on_timeout,
+            "cpu": f"{s.cpu:g}", "memory": f"{s.memory_mb} MB", "disk": f"{s.disk_mb} MB",
+            "pids": s.pids, "created": when(s.created_at), "expires": when(s.expires_at),
+            "network": "none" if s.network == "none" else json.dumps(s.network),
+            "metadata": json.dumps(s.metadata) if s.metadata else "-",
+            "volumes": ", ".join(f"{v['volume']} at {v['path']}" for v in s.volumes) or "-"}
+    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in spec.items())
+    if stats:
+        rows += "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in stats.items())
+    buttons = "".join(
+        f'<form method="post" action="/ui/sandboxes/{e(s.id)}/{a}" class="inline">'
+        f'{csrf_field(session)}<button class="{a}" name="action" value="{a}">{a.title()}</button>'
+        f'</form>' for a, states in ACTIONS.items() if s.state in states)
+    terminal = ""
+    if s.state == "running":
+        terminal = (f'<h2>Terminal</h2><div id="terminal" data-sandbox="{e(s.id)}" '
+                    f'data-csrf="{e(session.csrf)}"></div>'
+                    f'<p class="hint" id="terminal-status">connecting...</p>')
+    head = ('<link rel="stylesheet" href="/ui/static/vendor/xterm.css">'
+            '<script src="/ui/static/vendor/xterm.js" defer></script>'
+            '<script src="/ui/static/vendor/addon-fit.js" defer></script>'
+            '<script src="/ui/static/terminal.js" defer></script>') if terminal else ""
+    body = f"""<p><a href="/ui/">&larr; all sandboxes</a></p><h1>Sandbox {e(s.id)}</h1>
+<div class="actions">{buttons}
+<a class="button" href="/ui/sandboxes/{e(s.id)}/files?path=%2Fhome%2Fuser">Files</a></div>
+<table class="spec">{rows}</table>{terminal}"""
+    return layout(f"Sandbox {s.id}", body, session, message=message, head=head)
+
+
+def files(session: Session, sandbox_id: str, path: str, entries: list[EntryInfo],
+          message: str = "") -> str:
+    base = f"/ui/sandboxes/{e(sandbox_id)}/files"
+    parent = path.rsplit("/", 1)[0] or "/"
+    rows = [f'<tr><td colspan="4"><a href="{base}?{urlencode({"path": parent})}">..</a></td></tr>']
+    for entry in sorted(entries, key=lambda x: (x.type != "directory", x.name)):
+        query = urlencode({"path": entry.path})
+        link = (f'<a href="{base}?{query}">{e(entry.name)}/</a>' if entry.type == "directory"
+                else f'<a href="{base}/view?{query}">{e(entry.name)}</a>')
+        download = "" if entry.type == "directory" else \
+            f'<a href="{base}/download?{query}" download>download</a>'
+        rows.append(f"<tr><td>{link}</td><td>{e(entry.permissions)}</td>"
+                    f"<td>{entry.size}</td><td>{download}</td></tr>")
+    body = f"""<p><a href="/ui/sandboxes/{e(sandbox_id)}">&larr; sandbox {e(sandbox_id)}</a></p>
+<h1>Files in {e(path)}</h1>
+<table id="files"><thead><tr><th>name</th><th>mode</th><th>size</th><th></th></tr></thead>
+<tbody>{"".join(rows)}</tbody></table>
+<form method="post" action="{base}/upload?{urlencode({"path": path})}" enctype="multipart/form-data"
+ class="card">{csrf_field(session)}<label for="upload">Upload into {e(path)}</label>
+<input type="file" id="upload" name="file" required><button type="submit">Upload</button></form>"""
+    return layout(f"Files {path}", body, session, message=message)
+
+
+def file_view(session: Session, sandbox_id: str, path: str, content: str, cut: bool) -> str:
+    base = f"/ui/sandboxes/{e(sandbox_id)}/files"
+    folder = path.rsplit("/", 1)[0] or "/"
+    note = '<p class="hint">Only the start of the file is shown.</p>' if cut else ""
+    body = (f'<p><a href="{base}?{urlencode({"path": folder})}">&larr; {e(folder)}</a> &middot; '
+            f'<a href="{base}/download?path={quote(path, safe="")}" download>download</a></p>'
+            f'<h1>{e(path)}</h1>{note}<pre class="file">{e(content)}</pre>')
+    return layout(path, body, session)
+
+
+def error(session: Session | None, status: int, message: str) -> str:
+    return layout("Error", f"<h1>Error {status}</h1>", session, message=message)

@@ -1,0 +1,275 @@
+"""The dashboard's pages and forms, under ``/ui``. Each handler calls the server's own HTTP
+API through the SDK with the session's key, so tenancy, quotas and audit are the API's."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import urlencode
+
+import httpx
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..loopback import loopback_url
+from ..sdk import AsyncSandbox, StockadeError
+from ..sdk.exceptions import ApiError
+from . import pages
+from .sessions import COOKIE, LIFETIME, Session, Sessions, cookie_value, csrf_ok
+
+STATIC = Path(__file__).parent / "static"
+SANDBOX_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: A file shown in the page is cut here; download has no such limit.
+VIEW_BYTES = 256 * 1024
+#: Security headers on every page: nothing may come from anywhere but this server.
+#: (xterm.js themes the terminal with a <style> element it writes, hence inline styles.)
+HEADERS = {"Content-Security-Policy": "default-src 'self'; connect-src 'self'; "
+                                      "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                                      "frame-ancestors 'none'; form-action 'self'",
+           "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
+           "Cache-Control": "no-store"}
+Handler = Callable[[Request, Session], Awaitable[Response]]
+
+
+class Failure(Exception):
+    """A request the dashboard refuses, with the status and the words to show."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def html(body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(body, status, headers=HEADERS)
+
+
+def api_url(request: Request) -> str:
+    url = loopback_url(request.scope)
+    if url is None:
+        raise Failure(501, "the dashboard needs 'stockade serve' on TCP (not the local socket)")
+    return url
+
+
+def signed_in(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Run ``handler`` for a signed-in browser (forms also need the CSRF token); send others
+    to the sign-in page; show SDK and form errors as a page with their status."""
+
+    async def endpoint(request: Request) -> Response:
+        sessions: Sessions = request.app.state.sessions
+        session = sessions.get(cookie_value(request.scope["headers"]))
+        if session is None:
+            return RedirectResponse("/ui/login", 303)
+        try:
+            if request.method == "POST":
+                form = await request.form(max_files=1, max_fields=8, max_part_size=1 << 20)
+                if not csrf_ok(session, str(form.get("csrf") or "")):
+                    raise Failure(403, "the form is stale or came from another site; reload "
+                                       "the page and try again")
+                request.state.form = form
+            return await handler(request, session)
+        except Failure as failure:
+            return html(pages.error(session, failure.status, failure.message), failure.status)
+        except ApiError as exc:
+            status = exc.status if 400 <= exc.status < 600 else 502
+            return html(pages.error(session, status, str(exc)), status)
+        except StockadeError as exc:
+            return html(pages.error(session, 502, str(exc)), 502)
+    return endpoint
+
+
+def _sandbox_id(request: Request) -> str:
+    sandbox_id = request.path_params["sandbox_id"]
+    if not SANDBOX_ID.match(sandbox_id):
+        raise Failure(404, f"no sandbox {sandbox_id!r}")
+    return str(sandbox_id)
+
+
+def _path(request: Request, default: str = "/home/user") -> str:
+    path = request.query_params.get("path") or default
+    if not path.startswith("/") or "\x00" in path or len(path) > 4096:
+        raise Failure(400, "path must be an absolute path inside the sandbox")
+    return path
+
+
+async def _sandbox(request: Request, session: Session) -> AsyncSandbox:
+    return await AsyncSandbox.get(_sandbox_id(request), api_url=api_url(request),
+                                  api_key=session.key)
+
+
+async def login_page(request: Request) -> Response:
+    return html(pages.login())
+
+
+async def login(request: Request) -> Response:
+    origin = request.headers.get("origin")
+    if origin is not None and origin != _origin(request):
+        return html(pages.login("sign-in from another site refused"), 403)
+    form = await request.form(max_files=0, max_fields=4, max_part_size=4096)
+    key = str(form.get("key") or "").strip()
+    if not key or len(key) > 512:
+        return html(pages.login("enter an API key"), 400)
+    try:
+        async with httpx.AsyncClient(base_url=api_url(request), timeout=15) as client:
+            r = await client.get("/whoami", headers={"Authorization": f"Bearer {key}"})
+    except (httpx.TransportError, Failure) as exc:
+        return html(pages.login(f"cannot check the key: {exc}"), 502)
+    if r.status_code != 200:
+        return html(pages.login("that key is invalid, revoked or expired"), 401)
+    who = r.json()
+    session_id, _ = request.app.state.sessions.open(key, who["tenant"], bool(who["admin"]))
+    response = RedirectResponse("/ui/", 303)
+    response.set_cookie(COOKIE, session_id, max_age=int(LIFETIME), path="/", httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https")
+    return response
+
+
+def _origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
+@signed_in
+async def logout(request: Request, session: Session) -> Response:
+    request.app.state.sessions.close(cookie_value(request.scope["headers"]))
+    response = RedirectResponse("/ui/login", 303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+@signed_in
+async def index(request: Request, session: Session) -> Response:
+    q = request.query_params
+    filters = {"state": q.get("state") or None, "tier": q.get("tier") or None,
+               "template": q.get("template") or None}
+    if filters["state"] not in (None, *pages.STATES) or filters["tier"] not in (None, *pages.TIERS):
+        raise Failure(400, "unknown state or tier in the filter")
+    items = await AsyncSandbox.list(state=filters["state"], api_url=api_url(request),
+                                    api_key=session.key)
+    items = [s for s in items if (filters["tier"] in (None, s.isolation))
+             and (filters["template"] in (None, s.template))]
+    return html(pages.sandbox_list(session, items, filters, q.get("message", "")[:300]))
+
+
+@signed_in
+async def detail(request: Request, session: Session) -> Response:
+    sb = await _sandbox(request, session)
+    try:
+        stats: dict[str, Any] | None = await sb.stats() if sb.info.state == "running" else None
+    except StockadeError:
+        stats = None
+    finally:
+        await sb.close()
+    message = request.query_params.get("message", "")[:300]
+    return html(pages.sandbox_detail(session, sb.info, stats, message))
+
+
+@signed_in
+async def action(request: Request, session: Session) -> Response:
+    verb = request.path_params["action"]
+    if verb not in pages.ACTIONS:
+        raise Failure(404, f"no action {verb!r}")
+    sb = await _sandbox(request, session)
+    try:
+        await getattr(sb, verb)()
+    finally:
+        await sb.close()
+    if verb == "kill":
+        return RedirectResponse("/ui/?" + urlencode({"message": f"killed {sb.id}"}), 303)
+    return RedirectResponse(f"/ui/sandboxes/{sb.id}?" + urlencode({"message": f"{verb}: done"}),
+                            303)
+
+
+@signed_in
+async def file_list(request: Request, session: Session) -> Response:
+    sb = await _sandbox(request, session)
+    path = _path(request)
+    try:
+        entries = await sb.files.list(path)
+    finally:
+        await sb.close()
+    return html(pages.files(session, sb.id, path, entries,
+                            request.query_params.get("message", "")[:300]))
+
+
+@signed_in
+async def file_view(request: Request, session: Session) -> Response:
+    sb = await _sandbox(request, session)
+    path = _path(request)
+    data = b""
+    try:
+        async for chunk in await sb.files.read(path, format="stream"):
+            data += chunk
+            if len(data) > VIEW_BYTES:
+                break
+    finally:
+        await sb.close()
+    cut = len(data) > VIEW_BYTES
+    return html(pages.file_view(session, sb.id, path,
+                                data[:VIEW_BYTES].decode(errors="replace"), cut))
+
+
+@signed_in
+async def download(request: Request, session: Session) -> Response:
+    sb = await _sandbox(request, session)
+    path = _path(request)
+    chunks = await sb.files.read(path, format="stream")
+    try:
+        first = await anext(chunks, b"")  # errors (no such file) surface before the headers
+    except BaseException:
+        await sb.close()
+        raise
+
+    async def body() -> Any:
+        try:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await sb.close()
+    name = path.rsplit("/", 1)[-1].replace('"', "") or "download"
+    return StreamingResponse(body(), media_type="application/octet-stream",
+                             headers={**HEADERS, "Content-Disposition":
+                                      f'attachment; filename="{name}"'})
+
+
+@signed_in
+async def upload(request: Request, session: Session) -> Response:
+    folder = _path(request)
+    upload = request.state.form.get("file")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        raise Failure(400, "choose a file to upload")
+    name = upload.filename.replace("\\", "/").rsplit("/", 1)[-1]
+    if name in ("", ".", ".."):
+        raise Failure(400, f"cannot upload a file named {upload.filename!r}")
+    sb = await _sandbox(request, session)
+    try:
+        entry = await sb.files.write(folder.rstrip("/") + "/" + name, await upload.read())
+    finally:
+        await sb.close()
+    return RedirectResponse(f"/ui/sandboxes/{sb.id}/files?" + urlencode(
+        {"path": folder, "message": f"uploaded {entry.path} ({entry.size} bytes)"}), 303)
+
+
+def create_ui(sessions: Sessions) -> Starlette:
+    """The ``/ui`` application."""
+    app = Starlette(routes=[
+        Route("/ui", lambda request: RedirectResponse("/ui/", 307)),
+        Route("/ui/", index),
+        Route("/ui/login", login_page, methods=["GET"]),
+        Route("/ui/login", login, methods=["POST"]),
+        Route("/ui/logout", logout, methods=["POST"]),
+        Route("/ui/sandboxes/{sandbox_id}", detail),
+        Route("/ui/sandboxes/{sandbox_id}/files", file_list),
+        Route("/ui/sandboxes/{sandbox_id}/files/view", file_view),
+        Route("/ui/sandboxes/{sandbox_id}/files/download", download),
+        Route("/ui/sandboxes/{sandbox_id}/files/upload", upload, methods=["POST"]),
+        Route("/ui/sandboxes/{sandbox_id}/{action}", action, methods=["POST"]),
+        Mount("/ui/static", StaticFiles(directory=STATIC), name="static"),
+    ])
+    app.state.sessions = sessions
+    return app

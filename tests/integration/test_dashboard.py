@@ -1,0 +1,165 @@
+"""The dashboard at /ui in a real browser (Debian's Chromium through Playwright) against a
+real ``stockade serve`` and real sandboxes: sign in, list, detail, terminal, files, kill,
+tenancy, CSRF; no page loads anything from outside loopback."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import websockets.sync.client as ws_client
+from websockets.exceptions import InvalidStatus
+
+from browser import Browser, browser  # noqa: F401
+from server_harness import Server, sqlite_server  # noqa: F401
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def world(sqlite_server: Server) -> Iterator[dict[str, str]]:  # noqa: F811
+    """Two tenants with one sandbox each."""
+    keys = {t: sqlite_server.new_key(t) for t in ("acme", "globex")}
+    ids = {}
+    for tenant, key in keys.items():
+        with sqlite_server.client(key) as c:
+            r = c.post("/sandboxes", json={"timeout": 600, "metadata": {"owner": tenant}})
+            assert r.status_code == 201, r.text
+            ids[tenant] = r.json()["id"]
+    yield {"acme_key": keys["acme"], "globex_key": keys["globex"], "acme": ids["acme"],
+           "globex": ids["globex"]}
+
+
+def sign_in(page, server: Server, key: str) -> None:  # type: ignore[no-untyped-def]
+    page.goto(server.url + "/ui/")
+    assert page.url.endswith("/ui/login")  # not signed in: sent to the sign-in page
+    page.fill("#key", key)
+    page.click("button[type=submit]")
+    page.wait_for_url(server.url + "/ui/")
+
+
+def listed(page) -> set[str]:  # type: ignore[no-untyped-def]
+    return set(page.eval_on_selector_all("#sandboxes tbody tr[data-id]",
+                                         "rows => rows.map(r => r.dataset.id)"))
+
+
+def alive(server: Server, sandbox_id: str) -> bool:
+    with server.admin() as c:
+        return c.get(f"/sandboxes/{sandbox_id}").status_code == 200
+
+
+def terminal_text(page) -> str:  # type: ignore[no-untyped-def]
+    return str(page.evaluate("""() => { const b = window.stockadeTerminal.buffer.active;
+        const out = []; for (let i = 0; i < b.length; i++) out.push(b.getLine(i).translateToString(true));
+        return out.join('\\n'); }"""))
+
+
+def test_sign_in_terminal_files_and_kill(sqlite_server: Server, world: dict[str, str],  # noqa: F811
+                                         browser: Browser, tmp_path: Path) -> None:  # noqa: F811
+    page = browser.page()
+    sign_in(page, sqlite_server, world["acme_key"])
+    assert "tenant acme" in page.inner_text("header")
+    assert listed(page) == {world["acme"]}
+
+    page.click(f"a[href='/ui/sandboxes/{world['acme']}']")
+    page.wait_for_selector("text=connected (pid")
+    assert "running" in page.inner_text("table.spec")
+    page.click("#terminal")
+    page.keyboard.type("echo $((6*7))-from-xterm; whoami\n")
+    page.wait_for_function("""() => { const b = window.stockadeTerminal.buffer.active;
+        for (let i = 0; i < b.length; i++) if (b.getLine(i).translateToString(true)
+            .startsWith('42-from-xterm')) return true; return false; }""", timeout=20000)
+    text = terminal_text(page)
+    assert re.search(r"^42-from-xterm\s*\nuser\s*$", text, re.M), text
+
+    page.click("a.button:text('Files')")
+    local = tmp_path / "hello.txt"
+    local.write_text("uploaded through the browser\n")
+    page.set_input_files("#upload", str(local))
+    page.click("form.card button[type=submit]")
+    page.wait_for_selector("text=uploaded /home/user/hello.txt")
+    page.click("#files a:text('hello.txt')")
+    assert page.inner_text("pre.file") == "uploaded through the browser\n"
+    with page.expect_download() as download:
+        page.click("a:text('download')")
+    assert Path(download.value.path()).read_text() == "uploaded through the browser\n"
+    with sqlite_server.client(world["acme_key"]) as c:  # really in the sandbox
+        r = c.get(f"/sandboxes/{world['acme']}/files", params={"path": "/home/user/hello.txt"})
+        assert r.text == "uploaded through the browser\n"
+
+    page.goto(f"{sqlite_server.url}/ui/sandboxes/{world['acme']}")
+    page.click("button.kill")
+    page.wait_for_url(re.compile(r"/ui/\?message="))
+    assert f"killed {world['acme']}" in page.inner_text(".message")
+    assert world["acme"] not in listed(page)
+    assert not alive(sqlite_server, world["acme"])
+
+
+def test_tenant_sees_only_its_rows(sqlite_server: Server, world: dict[str, str],  # noqa: F811
+                                   browser: Browser) -> None:  # noqa: F811
+    page = browser.page()
+    sign_in(page, sqlite_server, world["globex_key"])
+    assert listed(page) == {world["globex"]}
+    response = page.goto(f"{sqlite_server.url}/ui/sandboxes/{world['globex']}x")
+    assert response is not None and response.status == 404
+    with sqlite_server.client(world["acme_key"]) as c:  # a fresh acme sandbox, then probe it
+        other = c.post("/sandboxes", json={"timeout": 300}).json()["id"]
+    for path in (f"/ui/sandboxes/{other}", f"/ui/sandboxes/{other}/files"):
+        response = page.goto(sqlite_server.url + path)
+        assert response is not None and response.status == 404, path
+        assert "does not exist" in page.inner_text(".message")
+    page.goto(sqlite_server.url + "/ui/?state=running")
+    assert other not in listed(page)
+
+    admin = browser.page()
+    sign_in(admin, sqlite_server, sqlite_server.admin_key or "")
+    assert "admin: every tenant" in admin.inner_text("header")
+    assert {other, world["globex"]} <= listed(admin)
+    admin.goto(sqlite_server.url + "/ui/?tier=gvisor")
+    assert not listed(admin)
+    admin.goto(sqlite_server.url + "/ui/?template=base&state=running")
+    assert {other, world["globex"]} <= listed(admin)
+    with sqlite_server.client(world["acme_key"]) as c:
+        c.delete(f"/sandboxes/{other}")
+
+
+def test_forged_requests_are_refused(sqlite_server: Server, world: dict[str, str],  # noqa: F811
+                                     browser: Browser) -> None:  # noqa: F811
+    page = browser.page()
+    page.goto(sqlite_server.url + "/ui/login")
+    page.fill("#key", "sk_000000000000_" + "z" * 43)
+    page.click("button[type=submit]")
+    assert "invalid, revoked or expired" in page.inner_text(".message")
+
+    sign_in(page, sqlite_server, world["globex_key"])
+    target = world["globex"]
+    # A form post without the session's CSRF token (what another site could send): refused.
+    r = page.request.post(f"{sqlite_server.url}/ui/sandboxes/{target}/kill",
+                          form={"csrf": "forged"})
+    assert r.status == 403 and alive(sqlite_server, target)
+    # The cookie alone opens nothing on the API: the REST routes still want a key.
+    r = page.request.get(f"{sqlite_server.url}/sandboxes")
+    assert r.status == 401
+    cookie = "; ".join(f"{c['name']}={c['value']}" for c in page.context.cookies())
+    page.goto(f"{sqlite_server.url}/ui/sandboxes/{target}")
+    csrf = page.get_attribute("#terminal", "data-csrf")
+    url = sqlite_server.url.replace("http", "ws") + f"/sandboxes/{target}/pty"
+    for origin, token in (("http://evil.example", csrf), (sqlite_server.url, "forged"),
+                          (sqlite_server.url, None)):
+        query = f"?csrf={token}" if token else ""
+        with pytest.raises(InvalidStatus):
+            ws_client.connect(url + query, origin=origin,  # type: ignore[arg-type]
+                              additional_headers={"Cookie": cookie}).close()
+    with ws_client.connect(f"{url}?csrf={csrf}", origin=sqlite_server.url,  # type: ignore[arg-type]
+                           additional_headers={"Cookie": cookie}) as ws:
+        assert json.loads(ws.recv())["type"] == "start"  # the same, from our own page: works
+    # Signing out ends the session for the terminal too.
+    page.click("header button")
+    page.wait_for_url(re.compile(r"/ui/login$"))
+    with pytest.raises(InvalidStatus):
+        ws_client.connect(f"{url}?csrf={csrf}", origin=sqlite_server.url,  # type: ignore[arg-type]
+                          additional_headers={"Cookie": cookie}).close()
+    assert alive(sqlite_server, target)
