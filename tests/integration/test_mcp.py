@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Iterator
 import httpx
 import httpx2
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.types import CallToolResult, ImageContent, TextContent
@@ -100,9 +100,10 @@ async def test_http_refuses_missing_and_wrong_keys(sqlite_server: Server) -> Non
                        "Accept": "application/json, text/event-stream"},
                        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
         assert r.status_code == 401 and r.json()["code"] == "unauthorized"
-    with pytest.raises(BaseException):  # the client cannot even initialize
+    with pytest.raises(ExceptionGroup) as refused:  # the client cannot even initialize
         async with http_session(sqlite_server, "sk_wrong_" + "y" * 40):
             pass
+    assert refused.group_contains(MCPError, match="error response", depth=None)
 
 
 async def test_http_other_tenant_sandbox_is_invisible(sqlite_server: Server,  # noqa: F811
