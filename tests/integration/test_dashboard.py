@@ -92,7 +92,7 @@ def test_sign_in_terminal_files_and_kill(sqlite_server: Server, world: dict[str,
 
     page.goto(f"{sqlite_server.url}/ui/sandboxes/{world['acme']}")
     page.click("button.kill")
-    page.wait_for_url(re.compile(r"/ui/\?message="))
+    page.wait_for_url(sqlite_server.url + "/ui/")
     assert f"killed {world['acme']}" in page.inner_text(".message")
     assert world["acme"] not in listed(page)
     assert not alive(sqlite_server, world["acme"])
@@ -163,3 +163,37 @@ def test_forged_requests_are_refused(sqlite_server: Server, world: dict[str, str
         ws_client.connect(f"{url}?csrf={csrf}", origin=sqlite_server.url,  # type: ignore[arg-type]
                           additional_headers={"Cookie": cookie}).close()
     assert alive(sqlite_server, target)
+
+
+def test_pause_and_resume_buttons(sqlite_server: Server, world: dict[str, str],  # noqa: F811
+                                  browser: Browser) -> None:  # noqa: F811
+    page = browser.page()
+    sign_in(page, sqlite_server, world["globex_key"])
+    page.goto(f"{sqlite_server.url}/ui/sandboxes/{world['globex']}")
+    page.click("button.pause")
+    assert "pause: done, now paused" in page.inner_text(".message")
+    with sqlite_server.client(world["globex_key"]) as c:
+        assert c.get(f"/sandboxes/{world['globex']}").json()["state"] == "paused"
+    assert page.query_selector("#terminal") is None  # no terminal into a paused sandbox
+    page.goto(f"{sqlite_server.url}/ui/?state=paused")
+    assert listed(page) == {world["globex"]}
+    page.goto(f"{sqlite_server.url}/ui/sandboxes/{world['globex']}")
+    page.click("button.resume")
+    assert "resume: done, now running" in page.inner_text(".message")
+    page.wait_for_selector("text=connected (pid")
+    page.reload()
+    assert page.query_selector(".message") is None  # a note is shown once
+
+
+def test_revoked_key_signs_the_browser_out(sqlite_server: Server,  # noqa: F811
+                                           browser: Browser) -> None:  # noqa: F811
+    key = sqlite_server.new_key("initech")
+    page = browser.page()
+    sign_in(page, sqlite_server, key)
+    with sqlite_server.admin() as c:
+        assert c.delete("/keys/" + "_".join(key.split("_")[:2])).status_code == 200
+    response = page.goto(sqlite_server.url + "/ui/")
+    assert response is not None and response.status == 401
+    assert "invalid, revoked or expired" in page.inner_text(".message")
+    page.goto(sqlite_server.url + "/ui/")
+    assert page.url.endswith("/ui/login")

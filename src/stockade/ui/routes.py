@@ -62,9 +62,11 @@ def signed_in(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
     async def endpoint(request: Request) -> Response:
         sessions: Sessions = request.app.state.sessions
-        session = sessions.get(cookie_value(request.scope["headers"]))
+        session_id = cookie_value(request.scope["headers"]) or ""
+        session = sessions.get(session_id)
         if session is None:
             return RedirectResponse("/ui/login", 303)
+        request.state.session_id = session_id
         try:
             if request.method == "POST":
                 form = await request.form(max_files=1, max_fields=8, max_part_size=1 << 20)
@@ -76,11 +78,22 @@ def signed_in(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         except Failure as failure:
             return html(pages.error(session, failure.status, failure.message), failure.status)
         except ApiError as exc:
+            if exc.status == 401:  # the key was revoked or has expired: sign out
+                sessions.close(session_id)
+                return html(pages.login(str(exc)), 401)
             status = exc.status if 400 <= exc.status < 600 else 502
             return html(pages.error(session, status, str(exc)), status)
         except StockadeError as exc:
             return html(pages.error(session, 502, str(exc)), 502)
     return endpoint
+
+
+def note(request: Request, text: str) -> None:
+    request.app.state.sessions.note(request.state.session_id, text)
+
+
+def take_note(request: Request) -> str:
+    return str(request.app.state.sessions.take_note(request.state.session_id))
 
 
 def _sandbox_id(request: Request) -> str:
@@ -135,7 +148,7 @@ def _origin(request: Request) -> str:
 
 @signed_in
 async def logout(request: Request, session: Session) -> Response:
-    request.app.state.sessions.close(cookie_value(request.scope["headers"]))
+    request.app.state.sessions.close(request.state.session_id)
     response = RedirectResponse("/ui/login", 303)
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -152,7 +165,7 @@ async def index(request: Request, session: Session) -> Response:
                                     api_key=session.key)
     items = [s for s in items if (filters["tier"] in (None, s.isolation))
              and (filters["template"] in (None, s.template))]
-    return html(pages.sandbox_list(session, items, filters, q.get("message", "")[:300]))
+    return html(pages.sandbox_list(session, items, filters, take_note(request)))
 
 
 @signed_in
@@ -164,8 +177,7 @@ async def detail(request: Request, session: Session) -> Response:
         stats = None
     finally:
         await sb.close()
-    message = request.query_params.get("message", "")[:300]
-    return html(pages.sandbox_detail(session, sb.info, stats, message))
+    return html(pages.sandbox_detail(session, sb.info, stats, take_note(request)))
 
 
 @signed_in
@@ -179,9 +191,10 @@ async def action(request: Request, session: Session) -> Response:
     finally:
         await sb.close()
     if verb == "kill":
-        return RedirectResponse("/ui/?" + urlencode({"message": f"killed {sb.id}"}), 303)
-    return RedirectResponse(f"/ui/sandboxes/{sb.id}?" + urlencode({"message": f"{verb}: done"}),
-                            303)
+        note(request, f"killed {sb.id}")
+        return RedirectResponse("/ui/", 303)
+    note(request, f"{verb}: done, now {sb.info.state}")
+    return RedirectResponse(f"/ui/sandboxes/{sb.id}", 303)
 
 
 @signed_in
@@ -192,8 +205,7 @@ async def file_list(request: Request, session: Session) -> Response:
         entries = await sb.files.list(path)
     finally:
         await sb.close()
-    return html(pages.files(session, sb.id, path, entries,
-                            request.query_params.get("message", "")[:300]))
+    return html(pages.files(session, sb.id, path, entries, take_note(request)))
 
 
 @signed_in
@@ -202,10 +214,14 @@ async def file_view(request: Request, session: Session) -> Response:
     path = _path(request)
     data = b""
     try:
-        async for chunk in await sb.files.read(path, format="stream"):
-            data += chunk
-            if len(data) > VIEW_BYTES:
-                break
+        stream = await sb.files.read(path, format="stream")
+        try:
+            async for chunk in stream:
+                data += chunk
+                if len(data) > VIEW_BYTES:
+                    break
+        finally:
+            await stream.aclose()
     finally:
         await sb.close()
     cut = len(data) > VIEW_BYTES
@@ -251,8 +267,8 @@ async def upload(request: Request, session: Session) -> Response:
         entry = await sb.files.write(folder.rstrip("/") + "/" + name, await upload.read())
     finally:
         await sb.close()
-    return RedirectResponse(f"/ui/sandboxes/{sb.id}/files?" + urlencode(
-        {"path": folder, "message": f"uploaded {entry.path} ({entry.size} bytes)"}), 303)
+    note(request, f"uploaded {entry.path} ({entry.size} bytes)")
+    return RedirectResponse(f"/ui/sandboxes/{sb.id}/files?" + urlencode({"path": folder}), 303)
 
 
 def create_ui(sessions: Sessions) -> Starlette:

@@ -30,6 +30,7 @@ class Sessions:
 
     def __init__(self) -> None:
         self._by_id: dict[str, Session] = {}
+        self._notes: dict[str, str] = {}
 
     def open(self, key: str, tenant: str, admin: bool) -> tuple[str, Session]:
         now = time.time()
@@ -37,6 +38,7 @@ class Sessions:
             self._by_id = {k: s for k, s in self._by_id.items() if s.expires > now}
             while len(self._by_id) >= MAX_SESSIONS:  # still full: the oldest go first
                 del self._by_id[next(iter(self._by_id))]
+            self._notes = {k: n for k, n in self._notes.items() if k in self._by_id}
         session_id = secrets.token_urlsafe(32)
         self._by_id[session_id] = session = Session(key, tenant, admin)
         return session_id, session
@@ -44,12 +46,21 @@ class Sessions:
     def get(self, session_id: str | None) -> Session | None:
         session = self._by_id.get(session_id or "")
         if session is not None and session.expires <= time.time():
-            del self._by_id[session_id or ""]
+            self.close(session_id)
             return None
         return session
 
     def close(self, session_id: str | None) -> None:
         self._by_id.pop(session_id or "", None)
+        self._notes.pop(session_id or "", None)
+
+    def note(self, session_id: str, text: str) -> None:
+        """Keep ``text`` to show on the session's next page (what the last action did)."""
+        if session_id in self._by_id:
+            self._notes[session_id] = text
+
+    def take_note(self, session_id: str) -> str:
+        return self._notes.pop(session_id, "")
 
 
 def csrf_ok(session: Session, token: str | None) -> bool:
