@@ -114,6 +114,20 @@ def test_tenant_sees_only_its_rows(sqlite_server: Server, world: dict[str, str],
     page.goto(sqlite_server.url + "/ui/?state=running")
     assert other not in listed(page)
 
+    page.goto(sqlite_server.url + "/ui/")  # create one through the form
+    page.fill("#new-timeout", "300")
+    page.click("#create button[type=submit]")
+    page.wait_for_selector("text=connected (pid")
+    made = page.url.rsplit("/", 1)[-1]
+    assert f"created {made}" in page.inner_text(".message")
+    with sqlite_server.client(world["globex_key"]) as c:
+        info = c.get(f"/sandboxes/{made}").json()
+        assert info["metadata"] == {"created-by": "dashboard"} and info["timeout"] == 300
+    bad = page.request.post(sqlite_server.url + "/ui/sandboxes",
+                            form={"csrf": page.get_attribute("#terminal", "data-csrf") or "",
+                                  "template": "../etc", "tier": "container", "timeout": "1e9"})
+    assert bad.status == 400 and "give a template name" in bad.text()
+
     admin = browser.page()
     sign_in(admin, sqlite_server, sqlite_server.admin_key or "")
     assert "admin: every tenant" in admin.inner_text("header")
@@ -124,6 +138,8 @@ def test_tenant_sees_only_its_rows(sqlite_server: Server, world: dict[str, str],
     assert {other, world["globex"]} <= listed(admin)
     with sqlite_server.client(world["acme_key"]) as c:
         c.delete(f"/sandboxes/{other}")
+    with sqlite_server.client(world["globex_key"]) as c:
+        c.delete(f"/sandboxes/{made}")
 
 
 def test_forged_requests_are_refused(sqlite_server: Server, world: dict[str, str],  # noqa: F811
@@ -169,6 +185,13 @@ def test_pause_and_resume_buttons(sqlite_server: Server, world: dict[str, str], 
                                   browser: Browser) -> None:  # noqa: F811
     page = browser.page()
     sign_in(page, sqlite_server, world["globex_key"])
+    page.fill("#new-template", "typing-survives")  # the list updates without a reload
+    with sqlite_server.client(world["globex_key"]) as c:
+        fresh = c.post("/sandboxes", json={"timeout": 120}).json()["id"]
+    page.wait_for_selector(f"#sandboxes tr[data-id='{fresh}']", timeout=25000)
+    assert page.input_value("#new-template") == "typing-survives"
+    with sqlite_server.client(world["globex_key"]) as c:
+        c.delete(f"/sandboxes/{fresh}")
     page.goto(f"{sqlite_server.url}/ui/sandboxes/{world['globex']}")
     page.click("button.pause")
     assert "pause: done, now paused" in page.inner_text(".message")

@@ -7,7 +7,10 @@ from typing import Any
 
 from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent
 
-from ..sdk import CommandResult, EntryInfo, Execution, SandboxInfo
+from ..sdk.code import Execution
+from ..sdk.commands import CommandResult
+from ..sdk.files import EntryInfo
+from ..sdk.sandbox import SandboxInfo
 
 #: Output kept per stream in a tool result; a model cannot use megabytes of log anyway.
 MAX_TEXT = 64 * 1024
@@ -66,7 +69,7 @@ def command(result: CommandResult, sandbox_id: str | None) -> CallToolResult:
         head += f" ({result.status})"
     if sandbox_id:
         head = f"sandbox: {sandbox_id}\n" + head
-    blocks = [text(head)]
+    blocks: list[ContentBlock] = [text(head)]
     if result.stdout:
         blocks.append(text("stdout:\n" + clip(result.stdout)))
     if result.stderr:

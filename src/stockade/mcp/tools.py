@@ -17,7 +17,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..sdk import AsyncSandbox, StockadeError
+from ..sdk.exceptions import StockadeError
+from ..sdk.sandbox import AsyncSandbox
 from ..sdk.code import ExecutionTimeout
 from ..sdk.exceptions import CommandTimeout
 from . import render

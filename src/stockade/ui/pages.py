@@ -8,7 +8,8 @@ from html import escape
 from typing import Any, Iterable
 from urllib.parse import quote, urlencode
 
-from ..sdk import EntryInfo, SandboxInfo
+from ..sdk.files import EntryInfo
+from ..sdk.sandbox import SandboxInfo
 from .sessions import Session
 
 STATES = ("running", "paused", "stopped", "archived")
@@ -30,7 +31,7 @@ def when(epoch: float | None) -> str:
 
 
 def layout(title: str, body: str, session: Session | None = None, *, message: str = "",
-           refresh: int | None = None, head: str = "") -> str:
+           head: str = "") -> str:
     who = ""
     if session is not None:
         scope = "admin: every tenant" if session.admin else f"tenant {e(session.tenant)}"
@@ -38,9 +39,8 @@ def layout(title: str, body: str, session: Session | None = None, *, message: st
                f'<form method="post" action="/ui/logout" class="inline">{csrf_field(session)}'
                f'<button>Sign out</button></form>')
     note = f'<p class="message" role="alert">{e(message)}</p>' if message else ""
-    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{e(title)} - Stockade</title>{meta}
+<html lang="en"><head><meta charset="utf-8"><title>{e(title)} - Stockade</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="/ui/static/app.css">{head}</head>
 <body><header><a href="/ui/" class="brand">Stockade</a><nav>{who}</nav></header>
@@ -69,8 +69,8 @@ def _select(name: str, options: Iterable[str], chosen: str | None) -> str:
     return f'<select name="{name}" id="{name}"><option value="">any {name}</option>{items}</select>'
 
 
-def sandbox_list(session: Session, items: list[SandboxInfo], filters: dict[str, str | None],
-                 message: str = "") -> str:
+def sandbox_rows(items: list[SandboxInfo]) -> str:
+    """The list's table body (also what the page fetches to update itself)."""
     rows = "".join(
         f'<tr data-id="{e(s.id)}"><td><a href="/ui/sandboxes/{e(s.id)}">{e(s.id)}</a></td>'
         f'<td>{e(s.isolation)}</td><td>{e(s.template)}</td>'
@@ -79,15 +79,30 @@ def sandbox_list(session: Session, items: list[SandboxInfo], filters: dict[str, 
         f'<td>{e(when(s.expires_at))}</td></tr>' for s in items)
     if not rows:
         rows = '<tr><td colspan="7" class="empty">No sandboxes.</td></tr>'
+    return f"<tbody>{rows}</tbody>"
+
+
+def sandbox_list(session: Session, items: list[SandboxInfo], filters: dict[str, str | None],
+                 message: str = "") -> str:
     body = f"""<h1>Sandboxes</h1>
 <form method="get" action="/ui/" class="filters">
 {_select("state", STATES, filters.get("state"))}{_select("tier", TIERS, filters.get("tier"))}
 <input name="template" id="template" placeholder="template" maxlength="64"
  value="{e(filters.get("template") or "")}"><button type="submit">Filter</button></form>
 <table id="sandboxes"><thead><tr><th>id</th><th>tier</th><th>template</th><th>state</th>
-<th>limits</th><th>created</th><th>expires</th></tr></thead><tbody>{rows}</tbody></table>
-<p class="hint">{len(items)} shown; this page refreshes every 10 s.</p>"""
-    return layout("Sandboxes", body, session, message=message, refresh=10)
+<th>limits</th><th>created</th><th>expires</th></tr></thead>{sandbox_rows(items)}</table>
+<p class="hint">This list updates every 10 s.</p>
+<form method="post" action="/ui/sandboxes" class="card" id="create">{csrf_field(session)}
+<label for="new-template">New sandbox from template</label>
+<input id="new-template" name="template" value="base" required maxlength="64"
+ pattern="[a-z0-9][a-z0-9._-]*">
+<label for="new-tier">Isolation</label>
+<select id="new-tier" name="tier">{"".join(f'<option>{t}</option>' for t in TIERS)}</select>
+<label for="new-timeout">Lifetime (seconds)</label>
+<input id="new-timeout" name="timeout" type="number" min="1" max="86400" value="600" required>
+<button type="submit">Create</button></form>"""
+    return layout("Sandboxes", body, session, message=message,
+                  head='<script src="/ui/static/live.js" defer></script>')
 
 
 def sandbox_detail(session: Session, s: SandboxInfo, stats: dict[str, Any] | None,

@@ -17,8 +17,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..loopback import loopback_url
-from ..sdk import AsyncSandbox, StockadeError
-from ..sdk.exceptions import ApiError
+from ..sdk.exceptions import ApiError, StockadeError
+from ..sdk.sandbox import AsyncSandbox
 from . import pages
 from .sessions import COOKIE, LIFETIME, Session, Sessions, cookie_value, csrf_ok
 
@@ -165,7 +165,31 @@ async def index(request: Request, session: Session) -> Response:
                                     api_key=session.key)
     items = [s for s in items if (filters["tier"] in (None, s.isolation))
              and (filters["template"] in (None, s.template))]
+    if q.get("rows"):  # the page updating itself
+        return html(pages.sandbox_rows(items))
     return html(pages.sandbox_list(session, items, filters, take_note(request)))
+
+
+TEMPLATE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+@signed_in
+async def create(request: Request, session: Session) -> Response:
+    form = request.state.form
+    template, tier = str(form.get("template") or "base"), str(form.get("tier") or "container")
+    try:
+        timeout = float(str(form.get("timeout") or "600"))
+    except ValueError:
+        timeout = 0
+    if not TEMPLATE.match(template) or tier not in pages.TIERS or not 1 <= timeout <= 86400:
+        raise Failure(400, "give a template name, a tier (container, gvisor or microvm) and a "
+                           "lifetime between 1 and 86400 seconds")
+    sb = await AsyncSandbox.create(template, isolation=tier, timeout=timeout,  # type: ignore[arg-type]
+                                   metadata={"created-by": "dashboard"},
+                                   api_url=api_url(request), api_key=session.key)
+    await sb.close()
+    note(request, f"created {sb.id}")
+    return RedirectResponse(f"/ui/sandboxes/{sb.id}", 303)
 
 
 @signed_in
@@ -279,6 +303,7 @@ def create_ui(sessions: Sessions) -> Starlette:
         Route("/ui/login", login_page, methods=["GET"]),
         Route("/ui/login", login, methods=["POST"]),
         Route("/ui/logout", logout, methods=["POST"]),
+        Route("/ui/sandboxes", create, methods=["POST"]),
         Route("/ui/sandboxes/{sandbox_id}", detail),
         Route("/ui/sandboxes/{sandbox_id}/files", file_list),
         Route("/ui/sandboxes/{sandbox_id}/files/view", file_view),
