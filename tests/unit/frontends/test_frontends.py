@@ -64,7 +64,8 @@ def test_loopback_uses_the_socket_not_the_host_header() -> None:
     scope = {"server": ("127.0.0.1", 8800), "scheme": "http",
              "headers": [(b"host", b"evil.example")]}
     assert loopback_url(scope) == "http://127.0.0.1:8800"
-    assert loopback_url({"server": ("::1", 9), "scheme": "https"}) == "https://[::1]:9"
+    # behind a TLS proxy the scheme is the proxy's; the socket itself is plain HTTP
+    assert loopback_url({"server": ("::1", 9), "scheme": "https"}) == "http://[::1]:9"
     assert loopback_url({"server": ("/run/stockade.sock", None)}) is None
     assert loopback_url({}) is None
 
