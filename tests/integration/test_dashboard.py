@@ -76,18 +76,19 @@ def test_sign_in_terminal_files_and_kill(sqlite_server: Server, world: dict[str,
     assert re.search(r"^42-from-xterm\s*\nuser\s*$", text, re.M), text
 
     page.click("a.button:text('Files')")
-    local = tmp_path / "hello.txt"
+    local = tmp_path / "grüße.txt"
     local.write_text("uploaded through the browser\n")
     page.set_input_files("#upload", str(local))
     page.click("form.card button[type=submit]")
-    page.wait_for_selector("text=uploaded /home/user/hello.txt")
-    page.click("#files a:text('hello.txt')")
+    page.wait_for_selector('text=uploaded /home/user/grüße.txt')
+    page.click("#files a:text('grüße')")
     assert page.inner_text("pre.file") == "uploaded through the browser\n"
     with page.expect_download() as download:
         page.click("a:text('download')")
     assert Path(download.value.path()).read_text() == "uploaded through the browser\n"
+    assert download.value.suggested_filename == 'grüße.txt'
     with sqlite_server.client(world["acme_key"]) as c:  # really in the sandbox
-        r = c.get(f"/sandboxes/{world['acme']}/files", params={"path": "/home/user/hello.txt"})
+        r = c.get(f"/sandboxes/{world['acme']}/files", params={"path": '/home/user/grüße.txt'})
         assert r.text == "uploaded through the browser\n"
 
     page.goto(f"{sqlite_server.url}/ui/sandboxes/{world['acme']}")

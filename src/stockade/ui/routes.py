@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Awaitable, Callable
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 from starlette.applications import Starlette
@@ -271,10 +271,15 @@ async def download(request: Request, session: Session) -> Response:
                 yield chunk
         finally:
             await sb.close()
-    name = path.rsplit("/", 1)[-1].replace('"', "") or "download"
     return StreamingResponse(body(), media_type="application/octet-stream",
-                             headers={**HEADERS, "Content-Disposition":
-                                      f'attachment; filename="{name}"'})
+                             headers={**HEADERS, "Content-Disposition": attachment(path)})
+
+
+def attachment(path: str) -> str:
+    """A Content-Disposition for any file name: an ASCII fallback and the exact UTF-8 name."""
+    name = path.rsplit("/", 1)[-1] or "download"
+    plain = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 @signed_in

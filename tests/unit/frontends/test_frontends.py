@@ -79,6 +79,16 @@ def test_pages_escape_everything_they_show() -> None:
     assert "<script>t</script>" not in body and "&lt;b&gt;no&lt;/b&gt;" in body
 
 
+def test_download_names_cannot_break_the_header() -> None:
+    from stockade.ui.routes import attachment
+
+    value = attachment('/home/user/a "b"\r\nSet-Cookie: x=1 grüße.txt')
+    value.encode("latin-1")  # a header Starlette can send
+    assert "\r" not in value and "\n" not in value
+    assert value.startswith('attachment; filename="a _b___Set-Cookie: x=1 gr__e.txt"')
+    assert value.endswith("filename*=UTF-8''a%20%22b%22%0D%0ASet-Cookie%3A%20x%3D1%20gr%C3%BC%C3%9Fe.txt")
+
+
 def test_execution_renders_images_as_image_content() -> None:
     png = base64.b64encode(b"\x89PNG\r\n\x1a\nrest").decode()
     run = Execution(results=[Result(png=png, text="<Figure>"), Result(text="42", is_main_result=True)])
