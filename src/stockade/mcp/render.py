@@ -7,10 +7,7 @@ from typing import Any
 
 from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent
 
-from ..sdk.code import Execution
-from ..sdk.commands import CommandResult
-from ..sdk.files import EntryInfo
-from ..sdk.sandbox import SandboxInfo
+from ..sdk import CommandResult, EntryInfo, Execution, SandboxInfo
 
 #: Output kept per stream in a tool result; a model cannot use megabytes of log anyway.
 MAX_TEXT = 64 * 1024
@@ -30,7 +27,7 @@ def text(value: str) -> TextContent:
 def sandbox(info: SandboxInfo) -> dict[str, Any]:
     """The fields of a sandbox that an agent acts on."""
     return {"id": info.id, "tier": info.isolation, "template": info.template,
-            "state": info.state, "network": info.network, "timeout": info.timeout,
+            "state": info.state, "reason": info.reason, "network": info.network, "timeout": info.timeout,
             "expires_at": info.expires_at, "metadata": info.metadata}
 
 

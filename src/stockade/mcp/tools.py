@@ -17,10 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..sdk.exceptions import StockadeError
-from ..sdk.sandbox import AsyncSandbox
-from ..sdk.code import ExecutionTimeout
-from ..sdk.exceptions import CommandTimeout
+from ..sdk import AsyncSandbox, CommandTimeout, ExecutionTimeout, StockadeError
 from . import render
 
 INSTRUCTIONS = """Run code in isolated Stockade sandboxes. For a one-off, call run_code (Python

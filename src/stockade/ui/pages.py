@@ -8,8 +8,7 @@ from html import escape
 from typing import Any, Iterable
 from urllib.parse import quote, urlencode
 
-from ..sdk.files import EntryInfo
-from ..sdk.sandbox import SandboxInfo
+from ..sdk import EntryInfo, SandboxInfo
 from .sessions import Session
 
 STATES = ("running", "paused", "stopped", "archived")
@@ -108,6 +107,7 @@ def sandbox_list(session: Session, items: list[SandboxInfo], filters: dict[str, 
 def sandbox_detail(session: Session, s: SandboxInfo, stats: dict[str, Any] | None,
                    message: str = "") -> str:
     spec = {"tier": s.isolation, "template": s.template, "state": s.state,
+            "reason": s.reason or "-",
             "persistence": s.persistence, "on timeout": s.on_timeout,
             "cpu": f"{s.cpu:g}", "memory": f"{s.memory_mb} MB", "disk": f"{s.disk_mb} MB",
             "pids": s.pids, "created": when(s.created_at), "expires": when(s.expires_at),

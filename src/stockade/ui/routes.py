@@ -17,8 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..loopback import loopback_url
-from ..sdk.exceptions import ApiError, StockadeError
-from ..sdk.sandbox import AsyncSandbox
+from ..sdk import ApiError, AsyncSandbox, StockadeError
 from . import pages
 from .sessions import COOKIE, LIFETIME, Session, Sessions, cookie_value, csrf_ok
 
