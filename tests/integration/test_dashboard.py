@@ -221,3 +221,50 @@ def test_revoked_key_signs_the_browser_out(sqlite_server: Server,  # noqa: F811
     assert "invalid, revoked or expired" in page.inner_text(".message")
     page.goto(sqlite_server.url + "/ui/")
     assert page.url.endswith("/ui/login")
+
+
+def test_keys_audit_and_templates(sqlite_server: Server, world: dict[str, str],  # noqa: F811
+                                  browser: Browser) -> None:  # noqa: F811
+    admin = browser.page()
+    sign_in(admin, sqlite_server, sqlite_server.admin_key or "")
+    admin.click("header a:text('Keys')")
+    admin.fill("#key-tenant", "hooli")
+    admin.fill("#key-name", "ci")
+    admin.click("#new-key button[type=submit]")
+    secret = admin.inner_text("#secret").strip()
+    key_id = "_".join(secret.split("_")[:2])
+    assert secret.startswith("sk_") and "shown only this once" in admin.inner_text("main")
+    hooli = browser.page()
+    sign_in(hooli, sqlite_server, secret)
+    assert "tenant hooli" in hooli.inner_text("header")
+    hooli.goto(sqlite_server.url + "/ui/keys")  # a tenant sees its own keys only
+    assert {r.split("\t")[1] for r in hooli.inner_text("#keys tbody").splitlines()} == {"hooli"}
+    assert hooli.query_selector("#key-tenant") is None
+
+    admin.goto(sqlite_server.url + "/ui/keys")
+    admin.click(f"#keys tr[data-id='{key_id}'] button.kill")
+    assert f"revoked {key_id}" in admin.inner_text(".message")
+    assert "revoked" in admin.inner_text(f"#keys tr[data-id='{key_id}']")
+    response = hooli.goto(sqlite_server.url + "/ui/")
+    assert response is not None and response.status == 401
+    admin.click("header a:text('Audit')")
+    log = admin.inner_text("#audit")
+    assert re.search(rf"hooli\s+admin\s+key\.revoke\s+{key_id}", log), log
+    assert re.search(rf"hooli\s+admin\s+key\.create\s+{key_id}", log)
+
+    page = browser.page()
+    sign_in(page, sqlite_server, world["globex_key"])
+    page.goto(f"{sqlite_server.url}/ui/sandboxes/{world['globex']}")
+    page.fill("#snapshot input[name=name]", "globex-snap")
+    page.click("#snapshot button")
+    assert f"saved {world['globex']} as template globex-snap" in page.inner_text(".message")
+    assert "globex" in page.inner_text("#templates tr[data-name='globex-snap']")
+    assert page.query_selector("#templates tr[data-name='base'] button") is None  # shared
+    other = browser.page()
+    sign_in(other, sqlite_server, world["acme_key"])
+    other.goto(sqlite_server.url + "/ui/templates")
+    assert other.query_selector("#templates tr[data-name='globex-snap']") is None
+    assert other.query_selector("#templates tr[data-name='base']") is not None
+    page.click("#templates tr[data-name='globex-snap'] button.kill")
+    assert "deleted template globex-snap" in page.inner_text(".message")
+    assert page.query_selector("#templates tr[data-name='globex-snap']") is None

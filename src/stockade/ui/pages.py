@@ -8,7 +8,7 @@ from html import escape
 from typing import Any, Iterable
 from urllib.parse import quote, urlencode
 
-from ..sdk import EntryInfo, SandboxInfo
+from ..sdk import EntryInfo, SandboxInfo, TemplateInfo
 from .sessions import Session
 
 STATES = ("running", "paused", "stopped", "archived")
@@ -34,7 +34,9 @@ def layout(title: str, body: str, session: Session | None = None, *, message: st
     who = ""
     if session is not None:
         scope = "admin: every tenant" if session.admin else f"tenant {e(session.tenant)}"
-        who = (f'<span class="who">{scope}</span>'
+        who = ('<a href="/ui/">Sandboxes</a><a href="/ui/templates">Templates</a>'
+               '<a href="/ui/keys">Keys</a><a href="/ui/audit">Audit</a>'
+               f'<span class="who">{scope}</span>'
                f'<form method="post" action="/ui/logout" class="inline">{csrf_field(session)}'
                f'<button>Sign out</button></form>')
     note = f'<p class="message" role="alert">{e(message)}</p>' if message else ""
@@ -132,7 +134,11 @@ def sandbox_detail(session: Session, s: SandboxInfo, stats: dict[str, Any] | Non
             '<script src="/ui/static/terminal.js" defer></script>') if terminal else ""
     body = f"""<p><a href="/ui/">&larr; all sandboxes</a></p><h1>Sandbox {e(s.id)}</h1>
 <div class="actions">{buttons}
-<a class="button" href="/ui/sandboxes/{e(s.id)}/files?path=%2Fhome%2Fuser">Files</a></div>
+<a class="button" href="/ui/sandboxes/{e(s.id)}/files?path=%2Fhome%2Fuser">Files</a>
+<form method="post" action="/ui/sandboxes/{e(s.id)}/snapshot" class="inline" id="snapshot">
+{csrf_field(session)}<input name="name" placeholder="template name" required maxlength="64"
+ pattern="[a-z0-9][a-z0-9._-]*" aria-label="template name"><button>Save as template</button>
+</form></div>
 <table class="spec">{rows}</table>{terminal}"""
     return layout(f"Sandbox {s.id}", body, session, message=message, head=head)
 
@@ -172,3 +178,62 @@ def file_view(session: Session, sandbox_id: str, path: str, content: str, cut: b
 
 def error(session: Session | None, status: int, message: str) -> str:
     return layout("Error", f"<h1>Error {status}</h1>", session, message=message)
+
+
+def templates(session: Session, items: list[TemplateInfo], message: str = "") -> str:
+    rows = []
+    for t in sorted(items, key=lambda t: t.name):
+        mine = session.admin or t.owner == session.tenant
+        delete = (f'<form method="post" action="/ui/templates/{e(t.name)}/delete" class="inline">'
+                  f'{csrf_field(session)}<button class="kill">Delete</button></form>') if mine else ""
+        rows.append(f'<tr data-name="{e(t.name)}"><td>{e(t.name)}</td>'
+                    f'<td>{e(t.owner or "shared")}</td><td>{e(t.parent or "-")}</td>'
+                    f'<td>{t.size_bytes // (1 << 20)} MiB</td><td>{e(t.created)}</td>'
+                    f'<td>{delete}</td></tr>')
+    body = f"""<h1>Templates</h1><table id="templates"><thead><tr><th>name</th><th>owner</th>
+<th>parent</th><th>size</th><th>created</th><th></th></tr></thead>
+<tbody>{"".join(rows)}</tbody></table>
+<p class="hint">Build one with <code>stockade image build -f Dockerfile --name NAME</code>, or
+save a sandbox as one from its page.</p>"""
+    return layout("Templates", body, session, message=message)
+
+
+def keys(session: Session, items: list[dict[str, Any]], message: str = "") -> str:
+    rows = []
+    for k in items:
+        revoke = (f'<form method="post" action="/ui/keys/{e(k["id"])}/revoke" class="inline">'
+                  f'{csrf_field(session)}<button class="kill">Revoke</button></form>'
+                  if k["state"] == "active" else "")
+        rows.append(f'<tr data-id="{e(k["id"])}"><td>{e(k["id"])}</td><td>{e(k["tenant"])}</td>'
+                    f'<td>{e(k.get("name") or "-")}</td><td>{e(k["state"])}</td>'
+                    f'<td>{e(when(k["created_at"]))}</td><td>{e(when(k.get("expires_at")))}</td>'
+                    f'<td>{revoke}</td></tr>')
+    tenant = ('<label for="key-tenant">Tenant (created if new)</label><input id="key-tenant" '
+              f'name="tenant" maxlength="64" value="{e(session.tenant)}">') if session.admin else ""
+    body = f"""<h1>API keys</h1><table id="keys"><thead><tr><th>id</th><th>tenant</th>
+<th>name</th><th>state</th><th>created</th><th>expires</th><th></th></tr></thead>
+<tbody>{"".join(rows)}</tbody></table>
+<form method="post" action="/ui/keys" class="card" id="new-key">{csrf_field(session)}{tenant}
+<label for="key-name">Name</label><input id="key-name" name="name" maxlength="128">
+<label for="key-days">Expires after (days; empty: never)</label>
+<input id="key-days" name="expires_days" type="number" min="0.01" max="3650" step="any">
+<button type="submit">Create key</button></form>"""
+    return layout("API keys", body, session, message=message)
+
+
+def new_key(session: Session, created: dict[str, Any]) -> str:
+    body = f"""<h1>New key {e(created["id"])}</h1>
+<p>Tenant <b>{e(created["tenant"])}</b>. Copy the key now: it is shown only this once.</p>
+<pre class="file" id="secret">{e(created["key"])}</pre><p><a href="/ui/keys">Back to keys</a></p>"""
+    return layout("New key", body, session)
+
+
+def audit(session: Session, events: list[dict[str, Any]]) -> str:
+    rows = "".join(
+        f'<tr><td>{e(when(ev["at"]))}</td><td>{e(ev["tenant"])}</td><td>{e(ev["actor"])}</td>'
+        f'<td>{e(ev["action"])}</td><td>{e(ev.get("target") or "-")}</td>'
+        f'<td>{e(json.dumps(ev.get("detail") or {}))}</td></tr>' for ev in events)
+    body = f"""<h1>Audit log</h1><p class="hint">Newest first, the last {len(events)} events.</p>
+<table id="audit"><thead><tr><th>at</th><th>tenant</th><th>actor</th><th>action</th>
+<th>target</th><th>detail</th></tr></thead><tbody>{rows}</tbody></table>"""
+    return layout("Audit log", body, session)
