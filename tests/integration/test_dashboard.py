@@ -67,6 +67,7 @@ def test_sign_in_terminal_files_and_kill(sqlite_server: Server, world: dict[str,
     page.click(f"a[href='/ui/sandboxes/{world['acme']}']")
     page.wait_for_selector("text=connected (pid")
     assert "running" in page.inner_text("table.spec")
+    assert page.query_selector("button.stop") is None  # ephemeral: nothing to stop and keep
     page.click("#terminal")
     page.keyboard.type("echo $((6*7))-from-xterm; whoami\n")
     page.wait_for_function("""() => { const b = window.stockadeTerminal.buffer.active;

@@ -122,7 +122,8 @@ def sandbox_detail(session: Session, s: SandboxInfo, stats: dict[str, Any] | Non
     buttons = "".join(
         f'<form method="post" action="/ui/sandboxes/{e(s.id)}/{a}" class="inline">'
         f'{csrf_field(session)}<button class="{a}" name="action" value="{a}">{a.title()}</button>'
-        f'</form>' for a, states in ACTIONS.items() if s.state in states)
+        f'</form>' for a, states in ACTIONS.items()
+        if s.state in states and (a not in ("stop", "start") or s.persistence == "workspace"))
     terminal = ""
     if s.state == "running":
         terminal = (f'<h2>Terminal</h2><div id="terminal" data-sandbox="{e(s.id)}" '
