@@ -269,3 +269,34 @@ def test_keys_audit_and_templates(sqlite_server: Server, world: dict[str, str], 
     page.click("#templates tr[data-name='globex-snap'] button.kill")
     assert "deleted template globex-snap" in page.inner_text(".message")
     assert page.query_selector("#templates tr[data-name='globex-snap']") is None
+
+
+def test_build_a_template_and_watch_its_log(sqlite_server: Server, world: dict[str, str],  # noqa: F811
+                                            browser: Browser) -> None:  # noqa: F811
+    page = browser.page()
+    sign_in(page, sqlite_server, world["globex_key"])
+    page.goto(sqlite_server.url + "/ui/templates")
+    page.fill("#build-name", "globex-built")
+    page.fill("#build-dockerfile", "FROM base\nENV GREETING=hello\n"
+              "RUN echo first-$((6*7)); sleep 4; echo second-$GREETING\n")
+    page.click("#build button[type=submit]", no_wait_after=True)
+    page.wait_for_selector("#build-log:has-text('first-42')", timeout=60000)
+    assert page.query_selector("#build-result") is None  # the log arrives while it runs
+    page.wait_for_selector("#build-result", timeout=120000)
+    log = page.inner_text("#build-log")
+    assert "second-hello" in log and "[3/3] RUN" in log and ": built" in log, log
+    assert "built template globex-built" in page.inner_text("#build-result")
+    with sqlite_server.client(world["globex_key"]) as c:
+        assert c.get("/templates/globex-built").json()["owner"] == "globex"
+
+    page.goto(sqlite_server.url + "/ui/templates")
+    page.fill("#build-name", "globex-broken")
+    page.fill("#build-dockerfile", "FROM base\nRUN echo about to fail; exit 3\n")
+    page.click("#build button[type=submit]", no_wait_after=True)
+    page.wait_for_selector("#build-result.failed", timeout=120000)
+    assert "about to fail" in page.inner_text("#build-log")
+    assert "exit code 3" in page.inner_text("#build-result")
+    page.goto(sqlite_server.url + "/ui/templates")
+    assert page.query_selector("#templates tr[data-name='globex-broken']") is None
+    page.click("#templates tr[data-name='globex-built'] button.kill")
+    assert "deleted template globex-built" in page.inner_text(".message")

@@ -23,7 +23,7 @@ AUDIT_SCAN = 10000
 AUDIT_SHOWN = 200
 
 
-def _name(value: Any, what: str) -> str:
+def checked_name(value: Any, what: str) -> str:
     text = str(value or "")
     if not NAME.match(text):
         raise Failure(400, f"{what} must be 1-64 lower-case letters, digits, '.', '_' or '-', "
@@ -39,7 +39,7 @@ async def templates(request: Request, session: Session) -> Response:
 
 @signed_in
 async def delete_template(request: Request, session: Session) -> Response:
-    name = _name(request.path_params["name"], "a template name")
+    name = checked_name(request.path_params["name"], "a template name")
     await AsyncTemplate.delete(name, api_url=api_url(request), api_key=session.key)
     note(request, f"deleted template {name}")
     return RedirectResponse("/ui/templates", 303)
@@ -47,7 +47,7 @@ async def delete_template(request: Request, session: Session) -> Response:
 
 @signed_in
 async def snapshot(request: Request, session: Session) -> Response:
-    name = _name(request.state.form.get("name"), "the template name")
+    name = checked_name(request.state.form.get("name"), "the template name")
     sandbox_id = str(request.path_params["sandbox_id"])
     if not re.match(r"^[A-Za-z0-9_-]{1,64}$", sandbox_id):
         raise Failure(404, f"no sandbox {sandbox_id!r}")
@@ -73,7 +73,7 @@ async def create_key(request: Request, session: Session) -> Response:
     if form.get("name"):
         body["name"] = str(form["name"])[:128]
     if session.admin and form.get("tenant"):
-        body["tenant"] = _name(form["tenant"], "the tenant")
+        body["tenant"] = checked_name(form["tenant"], "the tenant")
     if form.get("expires_days"):
         try:
             days = float(str(form["expires_days"]))

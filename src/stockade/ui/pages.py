@@ -194,8 +194,16 @@ def templates(session: Session, items: list[TemplateInfo], message: str = "") ->
     body = f"""<h1>Templates</h1><table id="templates"><thead><tr><th>name</th><th>owner</th>
 <th>parent</th><th>size</th><th>created</th><th></th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
-<p class="hint">Build one with <code>stockade image build -f Dockerfile --name NAME</code>, or
-save a sandbox as one from its page.</p>"""
+<form method="post" action="/ui/templates/build" class="card" id="build">{csrf_field(session)}
+<label for="build-name">Build a template</label>
+<input id="build-name" name="name" placeholder="name" required maxlength="64"
+ pattern="[a-z0-9][a-z0-9._-]*">
+<label for="build-dockerfile">Dockerfile (FROM a template; RUN, ENV, WORKDIR, USER)</label>
+<textarea id="build-dockerfile" name="dockerfile" rows="8" required maxlength="65536">FROM base
+RUN echo hello from the build
+</textarea><button type="submit">Build</button></form>
+<p class="hint">With a build context (COPY): <code>stockade image build -f Dockerfile --name NAME
+--context DIR</code>. A sandbox's page can also save it as a template.</p>"""
     return layout("Templates", body, session, message=message)
 
 
@@ -238,3 +246,10 @@ def audit(session: Session, events: list[dict[str, Any]]) -> str:
 <table id="audit"><thead><tr><th>at</th><th>tenant</th><th>actor</th><th>action</th>
 <th>target</th><th>detail</th></tr></thead><tbody>{rows}</tbody></table>"""
     return layout("Audit log", body, session)
+
+
+def build(session: Session, name: str, log: str) -> str:
+    """The build page; ``log`` is where the streamed log goes (inside an open ``<pre>``)."""
+    body = (f'<p><a href="/ui/templates">&larr; templates</a></p><h1>Building {e(name)}</h1>'
+            f'<pre class="file" id="build-log">{log}')
+    return layout(f"Building {name}", body, session)

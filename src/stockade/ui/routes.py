@@ -17,7 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..sdk import AsyncSandbox, StockadeError
-from . import admin, pages
+from . import admin, build, pages
 from .sessions import COOKIE, LIFETIME, Session, Sessions
 from .web import HEADERS, Failure, api_url, html, note, signed_in, take_note
 
@@ -240,6 +240,7 @@ def create_ui(sessions: Sessions) -> Starlette:
         Route("/ui/login", login, methods=["POST"]),
         Route("/ui/logout", logout, methods=["POST"]),
         *admin.ROUTES,  # before /ui/sandboxes/{sandbox_id}/{action}
+        *build.ROUTES,
         Route("/ui/sandboxes", create, methods=["POST"]),
         Route("/ui/sandboxes/{sandbox_id}", detail),
         Route("/ui/sandboxes/{sandbox_id}/files", file_list),
