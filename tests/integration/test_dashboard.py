@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from pathlib import Path
 from typing import Iterator
 
@@ -21,16 +22,21 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def world(sqlite_server: Server) -> Iterator[dict[str, str]]:  # noqa: F811
-    """Two tenants with one sandbox each."""
-    keys = {t: sqlite_server.new_key(t) for t in ("acme", "globex")}
-    ids = {}
-    for tenant, key in keys.items():
+    """Two tenants with one sandbox each. Tenant names are new each run: templates and their
+    build cache live in the images directory, which outlives the server."""
+    token = secrets.token_hex(3)
+    world = {}
+    for short in ("acme", "globex"):
+        tenant = world[f"{short}_tenant"] = f"{short}-{token}"
+        key = world[f"{short}_key"] = sqlite_server.new_key(tenant)
         with sqlite_server.client(key) as c:
             r = c.post("/sandboxes", json={"timeout": 600, "metadata": {"owner": tenant}})
             assert r.status_code == 201, r.text
-            ids[tenant] = r.json()["id"]
-    yield {"acme_key": keys["acme"], "globex_key": keys["globex"], "acme": ids["acme"],
-           "globex": ids["globex"]}
+            world[short] = r.json()["id"]
+    yield world
+    for short in ("acme", "globex"):  # what this run's builds left in the build cache
+        with sqlite_server.client(world[f"{short}_key"]) as c:
+            c.post("/templates/prune")
 
 
 def sign_in(page, server: Server, key: str) -> None:  # type: ignore[no-untyped-def]
@@ -61,7 +67,7 @@ def test_sign_in_terminal_files_and_kill(sqlite_server: Server, world: dict[str,
                                          browser: Browser, tmp_path: Path) -> None:  # noqa: F811
     page = browser.page()
     sign_in(page, sqlite_server, world["acme_key"])
-    assert "tenant acme" in page.inner_text("header")
+    assert f"tenant {world['acme_tenant']}" in page.inner_text("header")
     assert listed(page) == {world["acme"]}
 
     page.click(f"a[href='/ui/sandboxes/{world['acme']}']")
@@ -256,47 +262,54 @@ def test_keys_audit_and_templates(sqlite_server: Server, world: dict[str, str], 
     page = browser.page()
     sign_in(page, sqlite_server, world["globex_key"])
     page.goto(f"{sqlite_server.url}/ui/sandboxes/{world['globex']}")
-    page.fill("#snapshot input[name=name]", "globex-snap")
+    snap = f"snap-{secrets.token_hex(4)}"  # templates outlive the server
+    page.fill("#snapshot input[name=name]", snap)
     page.click("#snapshot button")
-    assert f"saved {world['globex']} as template globex-snap" in page.inner_text(".message")
-    assert "globex" in page.inner_text("#templates tr[data-name='globex-snap']")
+    assert f"saved {world['globex']} as template {snap}" in page.inner_text(".message")
+    assert world["globex_tenant"] in page.inner_text(f"#templates tr[data-name='{snap}']")
     assert page.query_selector("#templates tr[data-name='base'] button") is None  # shared
     other = browser.page()
     sign_in(other, sqlite_server, world["acme_key"])
     other.goto(sqlite_server.url + "/ui/templates")
-    assert other.query_selector("#templates tr[data-name='globex-snap']") is None
+    assert other.query_selector(f"#templates tr[data-name='{snap}']") is None
     assert other.query_selector("#templates tr[data-name='base']") is not None
-    page.click("#templates tr[data-name='globex-snap'] button.kill")
-    assert "deleted template globex-snap" in page.inner_text(".message")
-    assert page.query_selector("#templates tr[data-name='globex-snap']") is None
+    page.click(f"#templates tr[data-name='{snap}'] button.kill")
+    assert f"deleted template {snap}" in page.inner_text(".message")
+    assert page.query_selector(f"#templates tr[data-name='{snap}']") is None
 
 
 def test_build_a_template_and_watch_its_log(sqlite_server: Server, world: dict[str, str],  # noqa: F811
                                             browser: Browser) -> None:  # noqa: F811
+    token = secrets.token_hex(4)  # templates and the build cache outlive the server
+    built, broken = f"built-{token}", f"broken-{token}"
     page = browser.page()
     sign_in(page, sqlite_server, world["globex_key"])
-    page.goto(sqlite_server.url + "/ui/templates")
-    page.fill("#build-name", "globex-built")
-    page.fill("#build-dockerfile", "FROM base\nENV GREETING=hello\n"
-              "RUN echo first-$((6*7)); sleep 4; echo second-$GREETING\n")
-    page.click("#build button[type=submit]", no_wait_after=True)
-    page.wait_for_selector("#build-log:has-text('first-42')", timeout=60000)
-    assert page.query_selector("#build-result") is None  # the log arrives while it runs
-    page.wait_for_selector("#build-result", timeout=120000)
-    log = page.inner_text("#build-log")
-    assert "second-hello" in log and "[3/3] RUN" in log and ": built" in log, log
-    assert "built template globex-built" in page.inner_text("#build-result")
-    with sqlite_server.client(world["globex_key"]) as c:
-        assert c.get("/templates/globex-built").json()["owner"] == "globex"
+    try:
+        page.goto(sqlite_server.url + "/ui/templates")
+        page.fill("#build-name", built)
+        page.fill("#build-dockerfile", "FROM base\nENV GREETING=hello\n"
+                  f"RUN echo first-$((6*7)); sleep 4; echo second-$GREETING {token}\n")
+        page.click("#build button[type=submit]", no_wait_after=True)
+        page.wait_for_selector("#build-log:has-text('first-42'), #build-result", timeout=60000)
+        assert page.query_selector("#build-result") is None, page.inner_text("main")  # live
+        page.wait_for_selector("#build-result", timeout=120000)
+        log = page.inner_text("#build-log")
+        assert "second-hello" in log and "[3/3] RUN" in log and ": built" in log, log
+        assert f"built template {built}" in page.inner_text("#build-result")
+        with sqlite_server.client(world["globex_key"]) as c:
+            assert c.get(f"/templates/{built}").json()["owner"] == world["globex_tenant"]
 
-    page.goto(sqlite_server.url + "/ui/templates")
-    page.fill("#build-name", "globex-broken")
-    page.fill("#build-dockerfile", "FROM base\nRUN echo about to fail; exit 3\n")
-    page.click("#build button[type=submit]", no_wait_after=True)
-    page.wait_for_selector("#build-result.failed", timeout=120000)
-    assert "about to fail" in page.inner_text("#build-log")
-    assert "exit code 3" in page.inner_text("#build-result")
-    page.goto(sqlite_server.url + "/ui/templates")
-    assert page.query_selector("#templates tr[data-name='globex-broken']") is None
-    page.click("#templates tr[data-name='globex-built'] button.kill")
-    assert "deleted template globex-built" in page.inner_text(".message")
+        page.goto(sqlite_server.url + "/ui/templates")
+        page.fill("#build-name", broken)
+        page.fill("#build-dockerfile", f"FROM base\nRUN echo about to fail {token}; exit 3\n")
+        page.click("#build button[type=submit]", no_wait_after=True)
+        page.wait_for_selector("#build-result.failed", timeout=120000)
+        assert "about to fail" in page.inner_text("#build-log")
+        assert "exit code 3" in page.inner_text("#build-result")
+        page.goto(sqlite_server.url + "/ui/templates")
+        assert page.query_selector(f"#templates tr[data-name='{broken}']") is None
+        page.click(f"#templates tr[data-name='{built}'] button.kill")
+        assert f"deleted template {built}" in page.inner_text(".message")
+    finally:
+        with sqlite_server.client(world["globex_key"]) as c:
+            c.delete(f"/templates/{built}")
