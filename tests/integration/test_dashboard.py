@@ -313,3 +313,41 @@ def test_build_a_template_and_watch_its_log(sqlite_server: Server, world: dict[s
     finally:
         with sqlite_server.client(world["globex_key"]) as c:
             c.delete(f"/templates/{built}")
+
+
+def test_volumes_and_tenant_quotas(sqlite_server: Server, world: dict[str, str],  # noqa: F811
+                                   browser: Browser) -> None:  # noqa: F811
+    volume = f"vol-{secrets.token_hex(3)}"
+    page = browser.page()
+    sign_in(page, sqlite_server, world["globex_key"])
+    page.click("header a:text('Volumes')")
+    page.fill("#volume-name", volume)
+    page.fill("#volume-size", "64")
+    page.click("#new-volume button[type=submit]")
+    assert f"created volume {volume} (64 MiB)" in page.inner_text(".message")
+    assert world["globex_tenant"] in page.inner_text(f"#volumes tr[data-name='{volume}']")
+    other = browser.page()
+    sign_in(other, sqlite_server, world["acme_key"])
+    other.goto(sqlite_server.url + "/ui/volumes")
+    assert other.query_selector(f"#volumes tr[data-name='{volume}']") is None
+    page.click(f"#volumes tr[data-name='{volume}'] button.kill")
+    assert f"deleted volume {volume}" in page.inner_text(".message")
+
+    assert page.query_selector("header a:text('Tenants')") is None  # admin only
+    response = page.goto(sqlite_server.url + "/ui/tenants")
+    assert response is not None and response.status in (403, 404)
+
+    admin = browser.page()
+    sign_in(admin, sqlite_server, sqlite_server.admin_key or "")
+    admin.click("header a:text('Tenants')")
+    row = f"#tenants tr[data-name='{world['globex_tenant']}']"
+    admin.fill(f"{row} input[name=max_sandboxes]", "1")  # globex already has one
+    admin.click(f"{row} button")
+    assert f"updated {world['globex_tenant']}: max_sandboxes=1" in admin.inner_text(".message")
+    page.goto(sqlite_server.url + "/ui/")
+    page.click("#create button[type=submit]")
+    assert page.inner_text("h1") == "Error 429" and "quota" in page.inner_text(".message")
+    admin.goto(sqlite_server.url + "/ui/tenants")
+    admin.fill(f"{row} input[name=max_sandboxes]", "100")
+    admin.click(f"{row} button")
+    assert "max_sandboxes=100" in admin.inner_text(".message")

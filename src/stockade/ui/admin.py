@@ -1,6 +1,7 @@
 """Dashboard pages beyond sandboxes: templates (list, delete, snapshot a sandbox into one),
-API keys (create, shown once; revoke) and the audit log. Keys and audit go to the HTTP API
-directly (the SDK has no calls for them); the rest through the SDK."""
+volumes, API keys (create, shown once; revoke), tenants and quotas, and the audit log. Keys,
+tenants and audit go to the HTTP API directly (the SDK has no calls for them); the rest
+through the SDK."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ..sdk import AsyncSandbox, AsyncTemplate
+from ..sdk import AsyncSandbox, AsyncTemplate, AsyncVolume
 from . import pages
 from .sessions import Session
 from .web import Failure, api_url, call_api, html, note, signed_in, take_note
@@ -109,7 +110,69 @@ async def audit(request: Request, session: Session) -> Response:
     return html(pages.audit(session, list(reversed(events))))
 
 
+@signed_in
+async def volumes(request: Request, session: Session) -> Response:
+    found = await AsyncVolume.list(api_url=api_url(request), api_key=session.key)
+    return html(pages.volumes(session, found, take_note(request)))
+
+
+@signed_in
+async def create_volume(request: Request, session: Session) -> Response:
+    form = request.state.form
+    name = checked_name(form.get("name"), "the volume name")
+    try:
+        size = int(str(form.get("size_mb") or "1024"))
+    except ValueError:
+        size = 0
+    if not 16 <= size <= 1048576:
+        raise Failure(400, "a volume's size is 16 to 1048576 MiB")
+    await AsyncVolume.create(name, size, api_url=api_url(request), api_key=session.key)
+    note(request, f"created volume {name} ({size} MiB)")
+    return RedirectResponse("/ui/volumes", 303)
+
+
+@signed_in
+async def delete_volume(request: Request, session: Session) -> Response:
+    name = checked_name(request.path_params["name"], "a volume name")
+    await AsyncVolume.delete(name, api_url=api_url(request), api_key=session.key)
+    note(request, f"deleted volume {name}")
+    return RedirectResponse("/ui/volumes", 303)
+
+
+QUOTAS = {"max_sandboxes": int, "max_vcpu": float, "max_memory_mb": int,
+          "max_lifetime": float, "max_disk_mb": int}
+
+
+@signed_in
+async def tenants(request: Request, session: Session) -> Response:
+    page = await call_api(request, session, "GET", "/tenants", params={"limit": 1000})
+    return html(pages.tenants(session, page["items"], take_note(request)))
+
+
+@signed_in
+async def update_tenant(request: Request, session: Session) -> Response:
+    name = checked_name(request.path_params["name"], "a tenant name")
+    form = request.state.form
+    changes: dict[str, Any] = {}
+    for field, kind in QUOTAS.items():
+        value = str(form.get(field) or "").strip()
+        if value:
+            try:
+                changes[field] = kind(value)
+            except ValueError:
+                raise Failure(400, f"{field} must be a number") from None
+    await call_api(request, session, "PATCH", f"/tenants/{name}", json=changes)
+    note(request, f"updated {name}: " + (", ".join(f"{k}={v}" for k, v in changes.items())
+                                         or "nothing changed"))
+    return RedirectResponse("/ui/tenants", 303)
+
+
 ROUTES = [
+    Route("/ui/volumes", volumes, methods=["GET"]),
+    Route("/ui/volumes", create_volume, methods=["POST"]),
+    Route("/ui/volumes/{name}/delete", delete_volume, methods=["POST"]),
+    Route("/ui/tenants", tenants),
+    Route("/ui/tenants/{name}", update_tenant, methods=["POST"]),
     Route("/ui/templates", templates),
     Route("/ui/templates/{name}/delete", delete_template, methods=["POST"]),
     Route("/ui/sandboxes/{sandbox_id}/snapshot", snapshot, methods=["POST"]),

@@ -8,7 +8,7 @@ from html import escape
 from typing import Any, Iterable
 from urllib.parse import quote, urlencode
 
-from ..sdk import EntryInfo, SandboxInfo, TemplateInfo
+from ..sdk import AsyncVolume, EntryInfo, SandboxInfo, TemplateInfo
 from .sessions import Session
 
 STATES = ("running", "paused", "stopped", "archived")
@@ -35,7 +35,9 @@ def layout(title: str, body: str, session: Session | None = None, *, message: st
     if session is not None:
         scope = "admin: every tenant" if session.admin else f"tenant {e(session.tenant)}"
         who = ('<a href="/ui/">Sandboxes</a><a href="/ui/templates">Templates</a>'
-               '<a href="/ui/keys">Keys</a><a href="/ui/audit">Audit</a>'
+               '<a href="/ui/volumes">Volumes</a><a href="/ui/keys">Keys</a>'
+               + ('<a href="/ui/tenants">Tenants</a>' if session.admin else "")
+               + '<a href="/ui/audit">Audit</a>'
                f'<span class="who">{scope}</span>'
                f'<form method="post" action="/ui/logout" class="inline">{csrf_field(session)}'
                f'<button>Sign out</button></form>')
@@ -253,3 +255,44 @@ def build(session: Session, name: str, log: str) -> str:
     body = (f'<p><a href="/ui/templates">&larr; templates</a></p><h1>Building {e(name)}</h1>'
             f'<pre class="file" id="build-log">{log}')
     return layout(f"Building {name}", body, session)
+
+
+def volumes(session: Session, items: list[AsyncVolume], message: str = "") -> str:
+    rows = "".join(
+        f'<tr data-name="{e(v.name)}"><td>{e(v.name)}</td><td>{v.size_mb} MiB</td>'
+        f'<td>{e(v.owner or "-")}</td><td>{e(", ".join(v.mounted_by) or "-")}</td>'
+        f'<td>{e(when(v.created_at))}</td><td><form method="post" class="inline" '
+        f'action="/ui/volumes/{e(v.name)}/delete">{csrf_field(session)}'
+        f'<button class="kill">Delete</button></form></td></tr>' for v in items)
+    body = f"""<h1>Volumes</h1><table id="volumes"><thead><tr><th>name</th><th>size</th>
+<th>owner</th><th>mounted by</th><th>created</th><th></th></tr></thead><tbody>{rows}</tbody>
+</table><form method="post" action="/ui/volumes" class="card" id="new-volume">
+{csrf_field(session)}<label for="volume-name">New volume</label>
+<input id="volume-name" name="name" required maxlength="63" pattern="[a-z0-9][a-z0-9._-]*">
+<label for="volume-size">Size (MiB)</label>
+<input id="volume-size" name="size_mb" type="number" min="16" max="1048576" value="1024">
+<button type="submit">Create</button></form>
+<p class="hint">Mount one with <code>Sandbox.create(volumes={{"/data": "NAME"}})</code>.</p>"""
+    return layout("Volumes", body, session, message=message)
+
+
+def tenants(session: Session, items: list[dict[str, Any]], message: str = "") -> str:
+    fields = (("max_sandboxes", "sandboxes", "sandboxes"), ("max_vcpu", "vcpu", "vCPU"),
+              ("max_memory_mb", "memory_mb", "memory MB"), ("max_disk_mb", "disk_mb", "disk MB"),
+              ("max_lifetime", None, "lifetime s"))
+    head = "".join(f"<th>{label}</th>" for _, _, label in fields)
+    rows = []
+    for t in items:
+        form = f'tenant-{e(t["name"])}'
+        cells = "".join(
+            f'<td>{f"{t[used]:g} / " if used else ""}<input form="{form}" name="{quota}" '
+            f'type="number" step="any" min="0" aria-label="{quota}" placeholder="{t[quota]:g}">'
+            f"</td>" for quota, used, _ in fields)
+        rows.append(f'<tr data-name="{e(t["name"])}"><td>{e(t["name"])}</td>{cells}<td>'
+                    f'<form method="post" id="{form}" action="/ui/tenants/{e(t["name"])}" '
+                    f'class="inline">{csrf_field(session)}<button>Save</button></form></td></tr>')
+    body = f"""<h1>Tenants and quotas</h1>
+<p class="hint">In use / quota; type a new quota and save (empty fields stay as they are).</p>
+<table id="tenants"><thead><tr><th>tenant</th>{head}<th></th></tr></thead>
+<tbody>{"".join(rows)}</tbody></table>"""
+    return layout("Tenants", body, session, message=message)
