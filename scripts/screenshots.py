@@ -33,8 +33,9 @@ def main() -> int:
         page.goto(f"{server.url}/ui/sandboxes/{ids[0]}")
         page.wait_for_selector("text=connected (pid")
         page.click("#terminal")
-        page.keyboard.type("python3 -c 'import platform; print(platform.platform())'; ls -l\n")
-        page.wait_for_timeout(1500)
+        page.keyboard.type("python3 -c 'import platform; print(platform.platform())'; ls -l; "
+                           "timeout 8 sh -c 'while :; do :; done'\n")
+        page.wait_for_timeout(14000)  # a few usage samples, the busy loop among them
         page.screenshot(path=OUT / "dashboard-sandbox.png", full_page=True)
         page.goto(f"{server.url}/ui/sandboxes/{ids[0]}/files?path=%2Fhome%2Fuser")
         page.screenshot(path=OUT / "dashboard-files.png", full_page=True)

@@ -81,6 +81,14 @@ def test_sign_in_terminal_files_and_kill(sqlite_server: Server, world: dict[str,
             .startsWith('42-from-xterm')) return true; return false; }""", timeout=20000)
     text = terminal_text(page)
     assert re.search(r"^42-from-xterm\s*\nuser\s*$", text, re.M), text
+    # The usage charts follow the sandbox: a busy loop typed into the terminal shows as CPU.
+    page.keyboard.type("timeout 20 sh -c 'while :; do :; done'\n")
+    page.wait_for_function("""() => parseFloat(document.querySelector('#chart-cpu')
+        .parentElement.dataset.latest) > 10""", timeout=30000)
+    memory = page.eval_on_selector("#chart-memory", "svg => svg.parentElement.dataset.latest")
+    assert memory.endswith(" MiB") and float(memory.split()[0]) > 1, memory
+    assert int(page.get_attribute("#charts", "data-samples") or 0) >= 2
+    assert page.eval_on_selector("#chart-memory polyline", "p => p.getAttribute('points')")
 
     page.click("a.button:text('Files')")
     local = tmp_path / "grüße.txt"

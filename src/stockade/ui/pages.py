@@ -126,15 +126,21 @@ def sandbox_detail(session: Session, s: SandboxInfo, stats: dict[str, Any] | Non
         f'{csrf_field(session)}<button class="{a}" name="action" value="{a}">{a.title()}</button>'
         f'</form>' for a, states in ACTIONS.items()
         if s.state in states and (a not in ("stop", "start") or s.persistence == "workspace"))
-    terminal = ""
+    terminal = charts = ""
     if s.state == "running":
+        charts = (f'<h2>Usage</h2><div id="charts" data-sandbox="{e(s.id)}">'
+                  '<figure><figcaption>memory (MiB)</figcaption><svg id="chart-memory" '
+                  'viewBox="0 0 300 80" preserveAspectRatio="none"></svg></figure>'
+                  '<figure><figcaption>CPU (% of one core)</figcaption><svg id="chart-cpu" '
+                  'viewBox="0 0 300 80" preserveAspectRatio="none"></svg></figure></div>')
         terminal = (f'<h2>Terminal</h2><div id="terminal" data-sandbox="{e(s.id)}" '
                     f'data-csrf="{e(session.csrf)}"></div>'
                     f'<p class="hint" id="terminal-status">connecting...</p>')
     head = ('<link rel="stylesheet" href="/ui/static/vendor/xterm.css">'
             '<script src="/ui/static/vendor/xterm.js" defer></script>'
             '<script src="/ui/static/vendor/addon-fit.js" defer></script>'
-            '<script src="/ui/static/terminal.js" defer></script>') if terminal else ""
+            '<script src="/ui/static/terminal.js" defer></script>'
+            '<script src="/ui/static/charts.js" defer></script>') if terminal else ""
     body = f"""<p><a href="/ui/">&larr; all sandboxes</a></p><h1>Sandbox {e(s.id)}</h1>
 <div class="actions">{buttons}
 <a class="button" href="/ui/sandboxes/{e(s.id)}/files?path=%2Fhome%2Fuser">Files</a>
@@ -142,7 +148,7 @@ def sandbox_detail(session: Session, s: SandboxInfo, stats: dict[str, Any] | Non
 {csrf_field(session)}<input name="name" placeholder="template name" required maxlength="64"
  pattern="[a-z0-9][a-z0-9._-]*" aria-label="template name"><button>Save as template</button>
 </form></div>
-<table class="spec">{rows}</table>{terminal}"""
+<table class="spec">{rows}</table>{charts}{terminal}"""
     return layout(f"Sandbox {s.id}", body, session, message=message, head=head)
 
 

@@ -12,7 +12,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -136,6 +136,17 @@ async def detail(request: Request, session: Session) -> Response:
 
 
 @signed_in
+async def stats(request: Request, session: Session) -> Response:
+    """The sandbox's current usage as JSON, for the page's charts."""
+    sb = await _sandbox(request, session)
+    try:
+        now = await sb.stats()
+    finally:
+        await sb.close()
+    return JSONResponse(now, headers=HEADERS)
+
+
+@signed_in
 async def action(request: Request, session: Session) -> Response:
     verb = request.path_params["action"]
     if verb not in pages.ACTIONS:
@@ -243,6 +254,7 @@ def create_ui(sessions: Sessions) -> Starlette:
         *build.ROUTES,
         Route("/ui/sandboxes", create, methods=["POST"]),
         Route("/ui/sandboxes/{sandbox_id}", detail),
+        Route("/ui/sandboxes/{sandbox_id}/stats", stats),
         Route("/ui/sandboxes/{sandbox_id}/files", file_list),
         Route("/ui/sandboxes/{sandbox_id}/files/view", file_view),
         Route("/ui/sandboxes/{sandbox_id}/files/download", download),
