@@ -130,8 +130,9 @@ def test_tenant_sees_only_its_rows(sqlite_server: Server, world: dict[str, str],
     page.goto(sqlite_server.url + "/ui/?state=running")
     assert other not in listed(page)
 
-    page.goto(sqlite_server.url + "/ui/")  # create one through the form
+    page.goto(sqlite_server.url + "/ui/")  # create one through the form, on gVisor
     page.fill("#new-timeout", "300")
+    page.select_option("#new-tier", "gvisor")
     page.click("#create button[type=submit]")
     page.wait_for_selector("text=connected (pid")
     made = page.url.rsplit("/", 1)[-1]
@@ -139,6 +140,12 @@ def test_tenant_sees_only_its_rows(sqlite_server: Server, world: dict[str, str],
     with sqlite_server.client(world["globex_key"]) as c:
         info = c.get(f"/sandboxes/{made}").json()
         assert info["metadata"] == {"created-by": "dashboard"} and info["timeout"] == 300
+        assert info["isolation"] == "gvisor"
+    page.click("#terminal")  # the terminal works on gVisor too
+    page.keyboard.type("echo gvisor-$((7*6)); uname -r\n")
+    page.wait_for_function("""() => { const b = window.stockadeTerminal.buffer.active;
+        for (let i = 0; i < b.length; i++) if (b.getLine(i).translateToString(true)
+            .startsWith('gvisor-42')) return true; return false; }""", timeout=30000)
     bad = page.request.post(sqlite_server.url + "/ui/sandboxes",
                             form={"csrf": page.get_attribute("#terminal", "data-csrf") or "",
                                   "template": "../etc", "tier": "container", "timeout": "1e9"})
@@ -149,7 +156,9 @@ def test_tenant_sees_only_its_rows(sqlite_server: Server, world: dict[str, str],
     assert "admin: every tenant" in admin.inner_text("header")
     assert {other, world["globex"]} <= listed(admin)
     admin.goto(sqlite_server.url + "/ui/?tier=gvisor")
-    assert not listed(admin)
+    assert listed(admin) == {made}
+    admin.goto(sqlite_server.url + "/ui/?tier=container")
+    assert made not in listed(admin) and {other, world["globex"]} <= listed(admin)
     admin.goto(sqlite_server.url + "/ui/?template=base&state=running")
     assert {other, world["globex"]} <= listed(admin)
     with sqlite_server.client(world["acme_key"]) as c:
