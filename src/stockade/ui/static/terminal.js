@@ -5,6 +5,10 @@
   const box = document.getElementById("terminal");
   const status = document.getElementById("terminal-status");
   if (!box) return;
+  if (typeof Terminal === "undefined" || typeof FitAddon === "undefined") {
+    status.textContent = "xterm.js is not installed on the server: run scripts/install";
+    return;
+  }
   const term = new Terminal({ convertEol: false, cursorBlink: true, fontSize: 13 });
   const fit = new FitAddon.FitAddon();
   term.loadAddon(fit);
