@@ -368,3 +368,42 @@ def test_volumes_and_tenant_quotas(sqlite_server: Server, world: dict[str, str],
     admin.fill(f"{row} input[name=max_sandboxes]", "100")
     admin.click(f"{row} button")
     assert "max_sandboxes=100" in admin.inner_text(".message")
+
+
+def test_garbage_input_gets_clear_4xx_pages(sqlite_server: Server, world: dict[str, str],  # noqa: F811
+                                            browser: Browser) -> None:  # noqa: F811
+    page = browser.page()
+    sign_in(page, sqlite_server, world["globex_key"])
+    page.goto(f"{sqlite_server.url}/ui/sandboxes/{world['globex']}")
+    csrf = page.get_attribute("#terminal", "data-csrf") or ""
+    sid, url = world["globex"], sqlite_server.url
+    gets = [(f"/ui/sandboxes/{'x' * 300}", 404), ("/ui/sandboxes/a%00b", 404),
+            (f"/ui/sandboxes/{sid}/files?path=relative", 400),
+            (f"/ui/sandboxes/{sid}/files?path=/no/such/dir", 404),
+            (f"/ui/sandboxes/{sid}/files/view?path=/no/such/file", 404),
+            (f"/ui/sandboxes/{sid}/files/download?path=/etc/shadow", 403),
+            ("/ui/?state=exploded", 400), ("/ui/?tier=../../x", 400)]
+    for path, status in gets:
+        r = page.request.get(url + path)
+        assert r.status == status, (path, r.status, r.text()[:300])
+        assert "<h1>Error" in r.text()
+    posts = [("/ui/sandboxes", {"template": "base", "tier": "container", "timeout": "soon"}),
+             ("/ui/keys", {"expires_days": "-1"}), ("/ui/keys", {"expires_days": "lots"}),
+             ("/ui/volumes", {"name": "UPPER", "size_mb": "64"}),
+             ("/ui/volumes", {"name": "ok-name", "size_mb": "1e99"}),
+             ("/ui/templates/build", {"name": "x", "dockerfile": ""}),
+             ("/ui/templates/build", {"name": "../x", "dockerfile": "FROM base"}),
+             (f"/ui/sandboxes/{sid}/snapshot", {"name": ""}),
+             (f"/ui/sandboxes/{sid}/explode", {}), ("/ui/keys/not-a-key/revoke", {}),
+             (f"/ui/sandboxes/{sid}/files/upload?path=/home/user", {})]
+    for path, form in posts:
+        r = page.request.post(url + path, form={"csrf": csrf, **form})
+        assert 400 <= r.status < 500, (path, form, r.status, r.text()[:300])
+        assert "<h1>Error" in r.text(), (path, r.text()[:300])
+    r = page.request.post(f"{url}/ui/sandboxes/{sid}/files/upload?path=/home/user",
+                          multipart={"csrf": csrf, "file": {"name": "..", "mimeType": "text/plain",
+                                                            "buffer": b"x"}})
+    assert r.status == 400 and "cannot upload a file named" in r.text()
+    with sqlite_server.client(world["globex_key"]) as c:
+        assert c.get(f"/sandboxes/{sid}").json()["state"] == "running"  # nothing broke
+    assert page.request.get(url + "/health").ok
