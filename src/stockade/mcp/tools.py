@@ -68,8 +68,12 @@ def build_server(resolve: Resolve, *, code_template: str = "code-interpreter") -
     async def attached(ctx: Context, sandbox_id: str) -> AsyncIterator[AsyncSandbox]:
         target = resolve(ctx)
         async with _sdk_errors():
-            sb = await AsyncSandbox.connect(sandbox_id, api_url=target.api_url,
-                                            api_key=target.api_key)
+            sb = await AsyncSandbox.get(sandbox_id, api_url=target.api_url,
+                                        api_key=target.api_key)
+            if sb.info.state != "running":  # paused or stopped: bring it back (slower)
+                await sb.close()
+                sb = await AsyncSandbox.connect(sandbox_id, api_url=target.api_url,
+                                                api_key=target.api_key)
         try:
             async with _sdk_errors():
                 yield sb

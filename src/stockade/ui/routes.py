@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..sdk import AsyncSandbox, StockadeError
+from ..sdk._transport import tls_context
 from . import admin, build, pages
 from .sessions import COOKIE, LIFETIME, Session, Sessions
 from .web import HEADERS, Failure, api_url, html, note, signed_in, take_note
@@ -59,7 +60,7 @@ async def login(request: Request) -> Response:
     if not key or len(key) > 512:
         return html(pages.login("enter an API key"), 400)
     try:
-        async with httpx.AsyncClient(base_url=api_url(request), timeout=15) as client:
+        async with httpx.AsyncClient(base_url=api_url(request), verify=tls_context(), timeout=15) as client:
             r = await client.get("/whoami", headers={"Authorization": f"Bearer {key}"})
     except (httpx.TransportError, Failure) as exc:
         return html(pages.login(f"cannot check the key: {exc}"), 502)

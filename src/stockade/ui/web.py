@@ -11,6 +11,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..loopback import loopback_url
 from ..sdk import ApiError, StockadeError
+from ..sdk._transport import tls_context
 from ..sdk.exceptions import from_response
 from . import pages
 from .sessions import Session, Sessions, cookie_value, csrf_ok
@@ -89,7 +90,7 @@ async def call_api(request: Request, session: Session, method: str, path: str,
                    **kwargs: Any) -> Any:
     """One request to the HTTP API as the session's key (for what the SDK does not cover:
     keys and the audit log); errors raised as the SDK raises them."""
-    async with httpx.AsyncClient(base_url=api_url(request), timeout=30,
+    async with httpx.AsyncClient(base_url=api_url(request), verify=tls_context(), timeout=30,
                                  headers={"Authorization": f"Bearer {session.key}"}) as client:
         try:
             response = await client.request(method, path, **kwargs)
