@@ -90,6 +90,12 @@ async def test_http_sandbox_code_command_files_kill(sqlite_server: Server,  # no
                                                             path="/home/user", depth=2))
         assert sid in texts(await call(s, "list_sandboxes"))
 
+        with sqlite_server.client(keys["acme"]) as c:  # a paused sandbox is resumed for a tool
+            assert c.post(f"/sandboxes/{sid}/pause").json()["state"] == "paused"
+        assert "x=42" in texts(await call(s, "run_code", sandbox_id=sid, code="print(f'{x=}')"))
+        with sqlite_server.client(keys["acme"]) as c:
+            assert c.get(f"/sandboxes/{sid}").json()["state"] == "running"
+
         await call(s, "kill_sandbox", sandbox_id=sid)
     assert sid not in sandbox_ids(sqlite_server, sqlite_server.admin_key or "")
 
