@@ -60,12 +60,16 @@ async def login(request: Request) -> Response:
     if not key or len(key) > 512:
         return html(pages.login("enter an API key"), 400)
     try:
-        async with httpx.AsyncClient(base_url=api_url(request), verify=tls_context(), timeout=15) as client:
+        async with httpx.AsyncClient(base_url=api_url(request), verify=tls_context(),
+                                     timeout=15) as client:
             r = await client.get("/whoami", headers={"Authorization": f"Bearer {key}"})
     except (httpx.TransportError, Failure) as exc:
         return html(pages.login(f"cannot check the key: {exc}"), 502)
-    if r.status_code != 200:
+    if r.status_code == 401:
         return html(pages.login("that key is invalid, revoked or expired"), 401)
+    if r.status_code != 200:
+        return html(pages.login(f"the server could not check the key (HTTP {r.status_code}); "
+                                f"try again"), 502)
     who = r.json()
     session_id, _ = request.app.state.sessions.open(key, who["tenant"], bool(who["admin"]))
     response = RedirectResponse("/ui/", 303)
@@ -102,9 +106,6 @@ async def index(request: Request, session: Session) -> Response:
     return html(pages.sandbox_list(session, items, filters, take_note(request)))
 
 
-TEMPLATE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-
-
 @signed_in
 async def create(request: Request, session: Session) -> Response:
     form = request.state.form
@@ -113,7 +114,7 @@ async def create(request: Request, session: Session) -> Response:
         timeout = float(str(form.get("timeout") or "600"))
     except ValueError:
         timeout = 0
-    if not TEMPLATE.match(template) or tier not in pages.TIERS or not 1 <= timeout <= 86400:
+    if not admin.NAME.match(template) or tier not in pages.TIERS or not 1 <= timeout <= 86400:
         raise Failure(400, "give a template name, a tier (container, gvisor or microvm) and a "
                            "lifetime between 1 and 86400 seconds")
     sb = await AsyncSandbox.create(template, isolation=tier, timeout=timeout,  # type: ignore[arg-type]
