@@ -24,6 +24,14 @@ app.command("demo")(server.demo)
 app.command("run-code")(code.run_code)
 app.command("security-report")(security.security_report)
 app.command("doctor")(doctor.doctor)
+
+
+@app.command("mcp")
+def mcp() -> None:
+    """Serve the MCP tools over stdio for an agent host (see docs/mcp.md)."""
+    from ..mcp.stdio import serve_stdio
+
+    serve_stdio()
 err = Console(stderr=True)
 
 Isolation = Annotated[str, typer.Option("--isolation", "-i",

@@ -68,3 +68,6 @@ def demo() -> None:
         out.print(f"[bold]code-interpreter[/bold] {sb.id}: df.x.sum() -> "
                   f"{execution.text!r}")
     out.print("[green]demo done: every tier ran code, and every sandbox was removed[/green]")
+    out.print("Dashboard: run [bold]stockade serve[/bold], open http://127.0.0.1:8800/ui/ and sign "
+              "in with the admin key (printed path: <data dir>/private/admin.key, or "
+              "$STOCKADE_ADMIN_KEY). MCP: see docs/dashboard-and-mcp.md.")
