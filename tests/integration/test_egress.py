@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -398,6 +399,17 @@ def test_only_the_resolved_name_passes_by_sni_and_host(make: Callable[..., Sandb
         assert any(d[:2] == expected[:2] and (expected[2] is None or d[2] == expected[2])
                    for d in denied), (expected, denied)
     assert any("names evil.test, not allowed.test" in e["reason"] for e in entries)
+    # The same log from the command line.
+    cli = subprocess.run([str(Path(sys.executable).with_name("stockade")), "sandbox", "egress",
+                          sb.id, "--limit", "1000"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "STOCKADE_DATA_DIR": str(egress_daemon.data_dir),
+                              "COLUMNS": "250", "NO_COLOR": "1"})
+    assert cli.returncode == 0, cli.stderr
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in cli.stdout.splitlines()
+            if line.startswith("│")]
+    assert ["tls", f"{PUBLIC}:443", "allowed.test", "allowed"] in [r[1:5] for r in rows]
+    assert ["http", f"{NEIGHBOUR}:80", "allowed.test", "denied"] in [r[1:5] for r in rows]
+    assert ["http", f"{PUBLIC}:80", "-", "denied"] in [r[1:5] for r in rows]  # two Host headers
 
 
 def test_cidr_rules_admit_ip_literals_and_policy_changes_apply(

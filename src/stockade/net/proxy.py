@@ -155,6 +155,11 @@ class EgressProxy:
             allowed_by = self._decide(client, address, name)
         except (Denied, sniff.Refused, OSError, EOFError) as exc:
             reason = str(exc) or type(exc).__name__
+            if buffer and entry["kind"] == "tcp":  # refused while being read
+                if buffer[0] == sniff.TLS_HANDSHAKE:
+                    entry["kind"] = "tls"
+                elif buffer[:1].isalpha():
+                    entry["kind"] = "http"
             self._log(client, entry, "denied", reason)
             if buffer[:1].isalpha():  # it speaks HTTP: say why, in HTTP
                 await _refuse(writer, b"403 Forbidden", f"stockade egress: {reason}")
