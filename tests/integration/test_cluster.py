@@ -1,0 +1,322 @@
+"""A Stockade cluster on one machine: a Ray head, two hosts (each its own Ray node, engine and
+data directory), a throwaway PostgreSQL and an API replica, all real processes stopped by pid.
+
+Sandboxes spread over both hosts because each host offers two container slots; a full cluster
+refuses clearly; commands run on the owning host; a host killed with SIGKILL makes its sandboxes
+report ``lost`` while the other host's keep working, and the host coming back re-attaches them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from stockade.config import default_images_dir
+from stockade.engine.hostcheck import find_leaks
+
+from server_harness import ADMIN_KEY, STOCKADE, Postgres, free_port, needs_root
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+RAY = str(Path(STOCKADE).parent / "ray")
+SLOTS = 2  # container slots per host
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "STOCKADE_IMAGES_DIR": str(default_images_dir()),
+           "STOCKADE_POOL_SIZE": "0", "RAY_USAGE_STATS_ENABLED": "0", **extra}
+    for name in ("STOCKADE_API_URL", "STOCKADE_API_KEY", "STOCKADE_DATABASE_URL", "RAY_ADDRESS"):
+        env.pop(name, None)
+    return env
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait(what: str, check: Any, proc: subprocess.Popen[bytes], log: Path,
+          timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}): "
+                               f"{log.read_text(errors='replace')[-3000:]}")
+        if check():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} not ready in {timeout} s: {log.read_text(errors='replace')[-3000:]}")
+
+
+class Host:
+    """`stockade host` on its own data directory (its Ray node lives and dies with it)."""
+
+    def __init__(self, name: str, address: str) -> None:
+        self.name = name
+        self.address = address
+        self.data_dir = Path(tempfile.mkdtemp(prefix="stockade-srv-", dir="/var/tmp"))
+        self.log = self.data_dir / "host.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Host":
+        """Start (or restart) the host; return once its actor serves."""
+        before = self._readies()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [STOCKADE, "host", "--cluster", self.address, "--data-dir", str(self.data_dir),
+                 "--name", self.name, "--slots", f"container={SLOTS},gvisor=1",
+                 "--node-ip", "127.0.0.1"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_env())
+        _wait(f"host {self.name}", lambda: self._readies() > before, self.proc, self.log)
+        return self
+
+    def _readies(self) -> int:
+        return self.log.read_text().count("ready on Ray node") if self.log.exists() else 0
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def _sweep(data_dir: Path) -> list[str]:
+    """Open an engine on a host's data directory and kill what it still holds; return the ids
+    found (none if the cluster cleaned up after itself)."""
+    script = ("import asyncio, sys\n"
+              "from pathlib import Path\n"
+              "from stockade.engine import Engine, EngineConfig\n"
+              "async def main():\n"
+              "    e = Engine(EngineConfig(data_dir=Path(sys.argv[1])))\n"
+              "    await e.open()\n"
+              "    print(' '.join(r.id for r in e.records()))\n"
+              "    await e.close(kill_all=True)\n"
+              "asyncio.run(main())\n")
+    out = subprocess.run([sys.executable, "-c", script, str(data_dir)], env=_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.ray_dir = Path(tempfile.mkdtemp(prefix="stockade-ray-", dir="/tmp"))
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.head: subprocess.Popen[bytes] | None = None
+        self.hosts: dict[str, Host] = {}
+        self.api: subprocess.Popen[bytes] | None = None
+        self.api_url = ""
+
+    def start_head(self) -> None:
+        log = self.ray_dir / "head.log"
+        with open(log, "ab") as out:
+            self.head = subprocess.Popen(
+                [RAY, "start", "--head", "--port", str(self.port), "--node-ip-address",
+                 "127.0.0.1", "--num-cpus", "0", "--include-dashboard", "false",
+                 "--temp-dir", str(self.ray_dir), "--object-store-memory", "80000000",
+                 "--disable-usage-stats", "--block"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=_env())
+        _wait("ray head", lambda: "block forever" in log.read_text(), self.head, log)
+
+    def start_api(self, database_url: str) -> None:
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        log = self.ray_dir / "api.log"
+        with open(log, "ab") as out:
+            self.api = subprocess.Popen(
+                [STOCKADE, "serve", "--cluster", self.address, "--database-url", database_url,
+                 "--host", "127.0.0.1", "--port", str(port)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                env=_env(STOCKADE_ADMIN_KEY=ADMIN_KEY, STOCKADE_PLACEMENT_WAIT="3"))
+
+        def ready() -> bool:
+            try:
+                return httpx.get(self.api_url + "/ready", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _wait("API replica", ready, self.api, log)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, timeout=120,
+                            headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+
+    def leftover_processes(self) -> list[str]:
+        """Processes of ours still running: anything whose command line names a directory
+        this cluster made (Ray's processes name their session directory)."""
+        ours = [str(self.ray_dir)] + [str(h.data_dir) for h in self.hosts.values()]
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if any(d in cmdline for d in ours):
+                found.append(f"{entry.name}: {cmdline[:200]}")
+        return found
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    needs_root()
+    pg = Postgres().start()
+    c = Cluster()
+    try:
+        c.start_head()
+        for name in ("a", "b"):
+            c.hosts[name] = Host(name, c.address).start()
+        c.start_api(pg.create_database("stockade_cluster"))
+        yield c
+    finally:
+        try:
+            if c.api is not None and c.api.poll() is None:
+                for host in c.hosts.values():
+                    if host.proc is not None and not host.running():
+                        host.start()  # a test failed with it down: clean up through it
+                with c.client() as client:
+                    _wait_for(lambda: all(h["state"] == "alive"
+                                          for h in _hosts(client).values()), 60)
+                    for item in client.get("/sandboxes").json().get("items", []):
+                        client.delete(f"/sandboxes/{item['id']}")
+        finally:
+            _stop(c.api)
+            for host in c.hosts.values():
+                _stop(host.proc)
+            _stop(c.head)
+            pg.stop()
+        time.sleep(1)
+        left = c.leftover_processes()
+        swept = [i for h in c.hosts.values() for i in _sweep(h.data_dir)]
+        leaks = [leak for h in c.hosts.values() for leak in find_leaks(h.data_dir)]
+        for host in c.hosts.values():
+            subprocess.run(["rm", "-rf", str(host.data_dir)], check=False)
+        shutil.rmtree(c.ray_dir, ignore_errors=True)
+        assert not left, f"processes left running: {left}"
+        assert not swept, f"sandboxes the cluster did not kill: {swept}"
+        assert not leaks, f"the hosts left things behind: {leaks}"
+
+
+def _hosts(client: httpx.Client) -> dict[str, dict[str, Any]]:
+    r = client.get("/cluster/hosts")
+    assert r.status_code == 200, r.text
+    return {h["name"]: h for h in r.json()}
+
+
+def _wait_for(check: Any, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        if found := check():
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout} s")
+        time.sleep(0.25)
+
+
+def test_sandboxes_spread_over_hosts_run_commands_and_free_their_slots(cluster: Cluster) -> None:
+    with cluster.client() as c:
+        assert httpx.get(cluster.api_url + "/sandboxes").status_code == 401
+        _wait_for(lambda: all(h["state"] == "alive" for h in _hosts(c).values())
+                  and len(_hosts(c)) == 2)
+        placed: dict[str, str] = {}
+        for _ in range(2 * SLOTS):
+            r = c.post("/sandboxes", json={"isolation": "container", "metadata": {"t": "1"}})
+            assert r.status_code == 201, r.text
+            placed[r.json()["id"]] = r.headers["x-stockade-host"]
+        # Two slots per host: four sandboxes must use both hosts, two each.
+        assert sorted(placed.values()) == ["a", "a", "b", "b"]
+        hosts = _hosts(c)
+        for sandbox_id, host in placed.items():
+            assert sandbox_id in hosts[host]["sandboxes"]
+        # The cluster is full: a clear 503, not a hang.
+        r = c.post("/sandboxes", json={"isolation": "container"})
+        assert r.status_code == 503 and r.json()["code"] == "no_capacity", r.text
+        # No host offers microVMs (no KVM, no TCG allowance): a clear 400 at once.
+        r = c.post("/sandboxes", json={"isolation": "microvm"})
+        assert r.status_code == 400 and "microvm" in r.json()["message"], r.text
+        r = c.post("/sandboxes", json={"isolation": "cloud"})
+        assert r.status_code == 400, r.text
+        # Each command runs in its own sandbox on its own host.
+        for sandbox_id in placed:
+            r = c.post(f"/sandboxes/{sandbox_id}/run",
+                       json={"cmd": "echo $((6*7)) from $(hostname); echo oops >&2; exit 3"})
+            assert r.status_code == 200, r.text
+            assert r.json() == {"stdout": f"42 from {sandbox_id}\n", "stderr": "oops\n",
+                                "exit_code": 3, "status": r.json()["status"]}
+            info = c.get(f"/sandboxes/{sandbox_id}").json()
+            assert info["state"] == "running" and info["metadata"] == {"t": "1"}
+        listed = {s["id"] for s in c.get("/sandboxes").json()["items"]}
+        assert listed == set(placed)
+        # Killing one frees its slot on its host: the next create fits again.
+        victim = next(iter(placed))
+        assert c.delete(f"/sandboxes/{victim}").status_code == 204
+        assert c.get(f"/sandboxes/{victim}").status_code == 404
+        assert c.delete(f"/sandboxes/{victim}").status_code == 404
+        r = c.post("/sandboxes", json={"isolation": "container"})
+        assert r.status_code == 201, r.text
+        assert r.headers["x-stockade-host"] == placed[victim]
+        for sandbox_id in [*placed, r.json()["id"]]:
+            if sandbox_id != victim:
+                assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+        assert c.get("/sandboxes").json()["items"] == []
+        assert all(h["sandboxes"] == [] for h in _hosts(c).values())
+
+
+def test_a_killed_host_reports_its_sandboxes_lost_and_reattaches_them_on_return(
+        cluster: Cluster) -> None:
+    with cluster.client() as c:
+        on: dict[str, str] = {}
+        while set(on.values()) != {"a", "b"}:
+            r = c.post("/sandboxes", json={"isolation": "container"})
+            assert r.status_code == 201, r.text
+            on[r.json()["id"]] = r.headers["x-stockade-host"]
+        on_a = [i for i, h in on.items() if h == "a"]
+        on_b = [i for i, h in on.items() if h == "b"]
+        r = c.post(f"/sandboxes/{on_a[0]}/run", json={"cmd": "echo kept > /home/user/f"})
+        assert r.json()["exit_code"] == 0, r.text
+
+        host_a = cluster.hosts["a"]
+        killed_at = time.monotonic()
+        _stop(host_a.proc, signal.SIGKILL)
+        lost = _wait_for(lambda: (i := c.get(f"/sandboxes/{on_a[0]}").json())["state"] == "lost"
+                         and i)
+        seconds = time.monotonic() - killed_at
+        assert lost["reason"] == "host_lost" and seconds < 20
+        assert _hosts(c)["a"]["state"] == "down"
+        r = c.post(f"/sandboxes/{on_a[0]}/run", json={"cmd": "true"})
+        assert r.status_code == 502 and "host a" in r.json()["message"], r.text
+        # The other host's sandboxes are untouched.
+        r = c.post(f"/sandboxes/{on_b[0]}/run", json={"cmd": "echo still here"})
+        assert r.json()["stdout"] == "still here\n", r.text
+        assert c.get(f"/sandboxes/{on_b[0]}").json()["state"] == "running"
+        # New sandboxes go to the surviving host only.
+        r = c.post("/sandboxes", json={"isolation": "container"})
+        if r.status_code == 201:
+            assert r.headers["x-stockade-host"] == "b"
+            on_b.append(r.json()["id"])
+        else:
+            assert r.json()["code"] == "no_capacity", r.text
+
+        # The host comes back on the same data directory: its engine re-attaches what still
+        # runs, and the API reports those sandboxes running again, files intact.
+        host_a.start()
+        _wait_for(lambda: c.get(f"/sandboxes/{on_a[0]}").json()["state"] == "running", 60)
+        r = c.post(f"/sandboxes/{on_a[0]}/run", json={"cmd": "cat /home/user/f"})
+        assert r.json()["stdout"] == "kept\n", r.text
+        assert _hosts(c)["a"]["state"] == "alive"
+        for sandbox_id in [*on_a, *on_b]:
+            assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
