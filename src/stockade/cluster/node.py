@@ -114,8 +114,8 @@ def connect(opts: HostOptions, temp_dir: Path, node: subprocess.Popen[bytes], po
             ray.init(address=opts.cluster, _temp_dir=str(temp_dir), namespace=NAMESPACE,
                      log_to_driver=False, logging_level=logging.WARNING, **kwargs)
             node_id = ray.get_runtime_context().get_node_id()
-            if any(n["NodeID"] == node_id and n.get("NodeManagerPort") == port
-                   for n in ray.nodes()):
+            nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+            if any(n["NodeID"] == node_id and n.get("NodeManagerPort") == port for n in nodes):
                 return ray
             ray.shutdown()
             why = "Ray still lists this host's previous node as alive"

@@ -99,7 +99,7 @@ class ClusterSandboxes:
         slot = await self._placer.reserve(spec.isolation)
         try:
             host = await self._host_on(slot.node_id)
-            info = raise_failure(await self._call(host, "create", spec))
+            info: SandboxInfo = raise_failure(await self._call(host, "create", spec))
             try:
                 await self.db(self.state.add_sandbox, info, host, slot.name)
             except BaseException:
@@ -125,7 +125,7 @@ class ClusterSandboxes:
         if row.state == LOST:
             return row.sandbox()
         try:
-            info = raise_failure(await self._call(row.host, "get", sandbox_id))
+            info: SandboxInfo = raise_failure(await self._call(row.host, "get", sandbox_id))
         except HostDown:
             return (await self.db(self.state.sandbox, sandbox_id) or row).sandbox()
         except SandboxNotFound:
