@@ -278,6 +278,29 @@ def test_sandboxes_spread_over_hosts_run_commands_and_free_their_slots(cluster: 
         assert c.get("/sandboxes").json()["items"] == []
         assert all(h["sandboxes"] == [] for h in _hosts(c).values())
 
+        # gVisor goes through the same path.
+        r = c.post("/sandboxes", json={"isolation": "gvisor"})
+        assert r.status_code == 201, r.text
+        gvisor = r.json()["id"]
+        r = c.post(f"/sandboxes/{gvisor}/run", json={"argv": ["python3", "-c", "print(7*6)"]})
+        assert r.json()["stdout"] == "42\n", r.text
+        assert c.delete(f"/sandboxes/{gvisor}").status_code == 204
+
+        # A sandbox its host ends by itself (its timeout) leaves the cluster's records and
+        # frees its slot: the full set of four fits again afterwards.
+        r = c.post("/sandboxes", json={"isolation": "container", "timeout": 2})
+        assert r.status_code == 201, r.text
+        expiring = r.json()["id"]
+        _wait_for(lambda: c.get("/sandboxes").json()["items"] == [], 30)
+        assert c.get(f"/sandboxes/{expiring}").status_code == 404
+        again = []
+        for _ in range(2 * SLOTS):
+            r = c.post("/sandboxes", json={"isolation": "container"})
+            assert r.status_code == 201, r.text
+            again.append(r.json()["id"])
+        for sandbox_id in again:
+            assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+
 
 def test_a_killed_host_reports_its_sandboxes_lost_and_reattaches_them_on_return(
         cluster: Cluster) -> None:

@@ -9,6 +9,8 @@ depending on how Ray wraps exceptions.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,8 @@ class HostInfo:
     node_id: str
     pid: int
     data_dir: str
+    #: False until the engine is open (its recovery done): a host is used only once ready.
+    ready: bool = False
 
 
 async def _guard(call: Awaitable[T]) -> T | Failure:
@@ -58,38 +62,47 @@ async def _guard(call: Awaitable[T]) -> T | Failure:
 
 
 class HostActor:
-    """One machine's engine behind Ray. Call :meth:`open` once before anything else."""
+    """One machine's engine behind Ray. :meth:`open` is called once, by ``stockade host``;
+    the actor's name is visible before that, so every engine call waits for it."""
 
     def __init__(self, name: str, data_dir: str, node_id: str) -> None:
         self.info = HostInfo(name=name, node_id=node_id, pid=os.getpid(), data_dir=data_dir)
         self.engine = Engine(EngineConfig(data_dir=Path(data_dir)))
+        self._opened = asyncio.Event()
 
     async def open(self) -> HostInfo:
         """Open the engine: re-attach what still runs from a previous life of this host."""
         await self.engine.open()
-        return self.info
+        self._opened.set()
+        return await self.describe()
 
     async def close(self) -> None:
         """Close the engine; running sandboxes keep running and are re-attached next time."""
         await self.engine.close()
 
     async def describe(self) -> HostInfo:
-        return self.info
+        """Who this host is, and whether it is ready (answers at once, for liveness pings)."""
+        return dataclasses.replace(self.info, ready=self._opened.is_set())
 
     async def create(self, spec: SandboxSpec) -> SandboxInfo | Failure:
+        await self._opened.wait()
         return await _guard(self.engine.sandboxes.create(spec))
 
     async def get(self, sandbox_id: str) -> SandboxInfo | Failure:
+        await self._opened.wait()
         return await _guard(self.engine.sandboxes.get(sandbox_id))
 
     async def list(self) -> list[SandboxInfo]:
+        await self._opened.wait()
         return await self.engine.sandboxes.list()
 
     async def kill(self, sandbox_id: str) -> None | Failure:
+        await self._opened.wait()
         return await _guard(self.engine.sandboxes.kill(sandbox_id))
 
     async def run(self, sandbox_id: str, spec: ProcessSpec) -> CommandResult | Failure:
         """Run a command to its end and return its output (streams go direct: docs/cluster.md)."""
+        await self._opened.wait()
         return await _guard(self._run(sandbox_id, spec))
 
     async def _run(self, sandbox_id: str, spec: ProcessSpec) -> CommandResult:

@@ -4,7 +4,8 @@ Creates take a slot through :class:`Placer` and go to the host actor on the node
 ``get``, ``list``, ``kill`` and ``run`` go to the owning host recorded in PostgreSQL. A watcher
 finds host actors by name and pings them: a host whose actor is gone or silent is marked down
 and its sandboxes ``lost`` (reason ``host_lost``); when it comes back, what it still runs is
-``running`` again and what no row claims is killed.
+``running`` again, what it ended by itself (a timeout) is forgotten and its slot freed, and
+what no row claims is killed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ T = TypeVar("T")
 #: A host that does not answer a ping within this many seconds is marked down.
 PING_TIMEOUT = 5.0
 WATCH_EVERY = 1.0
+#: How often each live host's sandboxes are compared with the rows (ended ones forgotten).
+SYNC_EVERY = 5.0
 #: A sandbox a returning host runs without a row is killed only if older than this (a create
 #: on another replica may be between the host's answer and its row).
 ORPHAN_AGE = 60.0
@@ -68,6 +71,7 @@ class ClusterSandboxes:
         self.state = state
         self._placer = placer
         self._actors: dict[str, Any] = {}
+        self._next_sync = 0.0
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -184,6 +188,8 @@ class ClusterSandboxes:
             await asyncio.sleep(WATCH_EVERY)
 
     async def check_hosts(self) -> None:
+        """One round: hosts whose actor vanished are down; the others are pinged, and synced
+        when they come back and every :data:`SYNC_EVERY` seconds."""
         named = await asyncio.to_thread(self._ray.util.list_named_actors, all_namespaces=True)
         present = {a["name"][len("host-"):] for a in named
                    if a["namespace"] == NAMESPACE and a["name"].startswith("host-")}
@@ -192,22 +198,36 @@ class ClusterSandboxes:
                 self._actors.pop(row.name, None)
                 await self.db(self.state.host_down, row.name, HOST_LOST)
                 log.warning("host %s is gone; its sandboxes are lost", row.name)
-        await asyncio.gather(*(self._ping(name) for name in present))
+        due = time.monotonic() >= self._next_sync
+        if due:
+            self._next_sync = time.monotonic() + SYNC_EVERY
+        await asyncio.gather(*(self._ping(name, due) for name in present))
 
-    async def _ping(self, host: str) -> None:
+    async def _ping(self, host: str, sync: bool) -> None:
         with contextlib.suppress(HostDown):
             info: HostInfo = await self._call(host, "describe", timeout=PING_TIMEOUT)
+            if not info.ready:  # still re-attaching its sandboxes: not yet a live host
+                return
             if await self.db(self.state.host_seen, host, info.node_id):
                 log.info("host %s is up on node %s", host, info.node_id)
-                await self._reconcile(host)
+                sync = True
+            if sync:
+                await self._sync(host)
 
-    async def _reconcile(self, host: str) -> None:
-        """A host (re)appeared: refresh what it runs; kill what no row claims."""
-        running = {info.id: info for info in await self._call(host, "list")}
+    async def _sync(self, host: str) -> None:
+        """Agree with what the host runs: refresh its sandboxes' rows (``running`` again after
+        a return), forget the ones it ended by itself (a timeout) and free their slots, and
+        kill the ones no row claims."""
+        # Rows first: a row is written only after its sandbox exists on the host, so every
+        # row read now names a sandbox the host lists below unless that sandbox has ended.
         rows = {row.id: row for row in await self.db(self.state.sandboxes, host)}
+        running = {info.id: info for info in await self._call(host, "list")}
+        for sandbox_id, row in rows.items():
+            if sandbox_id in running:
+                await self.db(self.state.refresh, running[sandbox_id])
+            else:
+                await self._forget(sandbox_id, row.placement)
         for sandbox_id, info in running.items():
-            if sandbox_id in rows:
-                await self.db(self.state.refresh, info)
-            elif info.created_at < time.time() - ORPHAN_AGE:
+            if sandbox_id not in rows and info.created_at < time.time() - ORPHAN_AGE:
                 log.warning("killing sandbox %s on host %s: no record claims it", sandbox_id, host)
                 await self._call(host, "kill", sandbox_id)
