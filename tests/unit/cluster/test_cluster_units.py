@@ -58,3 +58,24 @@ def test_single_machine_mode_never_imports_ray() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_cluster_commands_refuse_bad_options_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from stockade.cli.main import app
+
+    monkeypatch.delenv("STOCKADE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("STOCKADE_ADMIN_KEY", "k" * 32)
+    runner = CliRunner()
+    r = runner.invoke(app, ["serve", "--cluster", "127.0.0.1:1"])
+    assert r.exit_code == 2 and "postgresql://" in r.output
+    r = runner.invoke(app, ["serve", "--cluster", "127.0.0.1:1",
+                            "--database-url", "sqlite:///x.db"])
+    assert r.exit_code == 2 and "PostgreSQL" in r.output
+    monkeypatch.setenv("STOCKADE_ADMIN_KEY", "short")
+    r = runner.invoke(app, ["serve", "--cluster", "127.0.0.1:1",
+                            "--database-url", "postgresql://u@127.0.0.1/db"])
+    assert r.exit_code == 2 and "STOCKADE_ADMIN_KEY" in r.output
+    r = runner.invoke(app, ["host", "--cluster", "127.0.0.1:1", "--slots", "docker=2"])
+    assert r.exit_code == 2 and "TIER=COUNT" in r.output
