@@ -97,7 +97,11 @@ def new_id() -> str:
 
 
 class Engine:
-    """All sandboxes of one host. Use ``async with Engine(config) as engine``."""
+    """All sandboxes of one host. Use ``async with Engine(config) as engine``.
+
+    Callers use its services only (docs/architecture.md): ``sandboxes``, ``processes``,
+    ``files``, ``volumes``, ``templates`` and ``code``; the other public methods serve those
+    services, the lifecycle and the warm pool."""
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
