@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import json_error
 
 UNLIMITED = (("PUT", re.compile(r"^/sandboxes/[^/]+/files$")),
+             ("POST", re.compile(r"^/e2b/files$")),  # E2B uploads, streamed like the PUT
              # build contexts and images: bounded by routes/templates.py's MAX_UPLOAD
              ("POST", re.compile(r"^/templates/(build|import)$")))
 

@@ -1,0 +1,83 @@
+"""E2B compatibility: unmodified ``e2b`` and ``e2b-code-interpreter`` code against Stockade.
+
+Point the SDK at ``http://HOST:PORT/e2b`` (``E2B_API_URL`` and ``E2B_SANDBOX_URL``) with a
+Stockade API key in ``E2B_API_KEY``. Everything under ``/e2b`` is served by :class:`E2BFront`,
+a separate app with E2B's error shapes and its own authentication (see gate.py), placed in
+front of the native app's key check. docs/compat-e2b.md says what is served.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ...engine import EngineError
+from . import api, files, filesystem, interpreter, process
+from .connect import ConnectError
+from .gate import E2BError
+
+PREFIX = "/e2b"
+RPC_PREFIXES = ("/e2b/process.Process/", "/e2b/filesystem.Filesystem/")
+
+
+def _is_rpc(request: Request) -> bool:
+    return request.url.path.startswith(RPC_PREFIXES)
+
+
+def _e2b(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"code": status, "message": message, **extra}, status_code=status,
+                        headers={"Should-Retry": "false"} if status == 429 else None)
+
+
+def build(main: FastAPI) -> FastAPI:
+    """The ``/e2b`` app over ``main``'s control plane, engine and token secret."""
+    app = FastAPI(title="Stockade E2B adapter", openapi_url=None, docs_url=None,
+                  redoc_url=None)
+    app.state.main = main
+    app.state.idempotency = api.Idempotency()
+    for module in (api, files, process, filesystem, interpreter):
+        app.include_router(module.router)
+
+    @app.exception_handler(E2BError)
+    async def refused(request: Request, exc: E2BError) -> JSONResponse:
+        return _e2b(exc.status, exc.message, **exc.extra)
+
+    @app.exception_handler(ConnectError)
+    async def rpc_failed(request: Request, exc: ConnectError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(EngineError)
+    async def engine_error(request: Request, exc: EngineError) -> JSONResponse:
+        if _is_rpc(request):
+            return ConnectError.of(exc).response()
+        return _e2b(exc.status, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
+        return _e2b(400, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(ValueError)
+    async def value_error(request: Request, exc: ValueError) -> JSONResponse:
+        return _e2b(400, str(exc))
+
+    return app
+
+
+class E2BFront:
+    """Send ``/e2b/...`` to the E2B app; everything else goes on to the native app."""
+
+    def __init__(self, app: ASGIApp, main: FastAPI) -> None:
+        self.app = app
+        self.e2b = build(main)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path == PREFIX or path.startswith(PREFIX + "/"):
+            return await self.e2b(scope, receive, send)
+        await self.app(scope, receive, send)
