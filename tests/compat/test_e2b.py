@@ -1,0 +1,332 @@
+"""Unmodified E2B SDKs (PyPI ``e2b`` and ``e2b-code-interpreter``) against a real Stockade
+server, configured only by E2B_API_URL / E2B_SANDBOX_URL / E2B_API_KEY."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+from importlib.metadata import version
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from e2b import Sandbox, SandboxQuery, SandboxState
+from e2b import CommandExitException
+from e2b.exceptions import (AuthenticationException,
+                            NotFoundException, SandboxException, SandboxNotFoundException)
+from e2b_code_interpreter import Sandbox as CodeSandbox
+from server_harness import Server, finish, needs_root, new_data_dir
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+SDK_VERSION = "2.63.0"
+CI_VERSION = "2.11.5"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    needs_root()
+    srv = Server(new_data_dir()).start()
+    yield srv
+    finish(srv)
+
+
+@pytest.fixture(scope="module")
+def keys(server: Server) -> dict[str, str]:
+    """One key per tenant; the E2B variables point the SDK at the server as tenant A."""
+    found = {"a": server.new_key("e2b-a"), "b": server.new_key("e2b-b")}
+    saved = {k: os.environ.get(k) for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY")}
+    os.environ.update(E2B_API_URL=server.url + "/e2b", E2B_SANDBOX_URL=server.url + "/e2b",
+                      E2B_API_KEY=found["a"])
+    yield found
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture
+def sandbox(keys: dict[str, str]) -> Iterator[Sandbox]:
+    sb = Sandbox.create(timeout=300)
+    yield sb
+    sb.kill()
+
+
+def raw(server: Server, key: str | None = None) -> httpx.Client:
+    """A plain HTTP client on the /e2b surface, as an attacker would use it."""
+    return httpx.Client(base_url=server.url + "/e2b", timeout=60,
+                        headers={"X-API-Key": key} if key else {})
+
+
+def test_sdk_is_the_pinned_release() -> None:
+    assert version("e2b") == SDK_VERSION and version("e2b-code-interpreter") == CI_VERSION
+
+
+def test_commands(sandbox: Sandbox) -> None:
+    r = sandbox.commands.run("echo out; echo err >&2; pwd")
+    assert (r.stdout, r.stderr, r.exit_code) == ("out\n/home/user\n", "err\n", 0)
+    with pytest.raises(CommandExitException) as failed:
+        sandbox.commands.run("echo partial; exit 3")
+    assert failed.value.exit_code == 3 and failed.value.stdout == "partial\n"
+    r = sandbox.commands.run("echo $GREETING; pwd; whoami", envs={"GREETING": "hi"}, cwd="/tmp")
+    assert r.stdout == "hi\n/tmp\nuser\n"
+    assert sandbox.commands.run("whoami", user="root").stdout == "root\n"
+    seen: list[tuple[float, str]] = []
+    loop = "for i in 1 2 3; do echo line$i; sleep 0.3; done"
+    sandbox.commands.run(loop, on_stdout=lambda s: seen.append((time.monotonic(), s)))
+    assert "".join(s for _, s in seen) == "line1\nline2\nline3\n"
+    assert seen[-1][0] - seen[0][0] > 0.4  # streamed as printed, not all at the end
+    handle = sandbox.commands.run(loop, background=True)
+    assert handle.pid > 0
+    lines: list[str] = []
+    result = handle.wait(on_stdout=lines.append)
+    assert result.exit_code == 0 and "".join(lines) == result.stdout == "line1\nline2\nline3\n"
+
+
+def test_processes_stdin_list_kill(sandbox: Sandbox) -> None:
+    cat = sandbox.commands.run("cat", background=True, stdin=True)
+    sandbox.commands.send_stdin(cat.pid, "typed\n")
+    sandbox.commands.close_stdin(cat.pid)
+    assert cat.wait().stdout == "typed\n"
+    sleeper = sandbox.commands.run("sleep 600", background=True)
+    assert sleeper.pid in [p.pid for p in sandbox.commands.list()]
+    follower = sandbox.commands.connect(sleeper.pid)
+    assert sandbox.commands.kill(sleeper.pid) is True
+    with pytest.raises(CommandExitException):
+        follower.wait()
+    assert sleeper.pid not in [p.pid for p in sandbox.commands.list()]
+    assert sandbox.commands.kill(sleeper.pid) is False
+
+
+def test_create_time_envs_and_metadata(keys: dict[str, str]) -> None:
+    sb = Sandbox.create(envs={"FROM_CREATE": "yes"}, metadata={"suite": "e2b-envs"})
+    try:
+        assert sb.commands.run("echo $FROM_CREATE").stdout == "yes\n"
+        assert sb.get_info().metadata == {"suite": "e2b-envs"}
+    finally:
+        sb.kill()
+
+
+def test_files(sandbox: Sandbox) -> None:
+    files = sandbox.files
+    info = files.write("notes/a.txt", "hello")  # relative: under the user's home
+    assert info.path == "/home/user/notes/a.txt"
+    assert files.read("/home/user/notes/a.txt") == "hello"
+    files.write("/home/user/notes/b.bin", b"\x00\x01\xff")
+    assert bytes(files.read("/home/user/notes/b.bin", format="bytes")) == b"\x00\x01\xff"
+    assert files.exists("/home/user/notes/a.txt") and not files.exists("/home/user/nope")
+    assert files.make_dir("/home/user/notes/sub/deep") is True
+    assert files.make_dir("/home/user/notes/sub/deep") is False
+    top = files.list("/home/user/notes")
+    assert [(e.name, e.type.value) for e in top] == [("a.txt", "file"), ("b.bin", "file"),
+                                                    ("sub", "dir")]
+    assert "/home/user/notes/sub/deep" in [e.path for e in files.list("/home/user/notes",
+                                                                      depth=2)]
+    moved = files.rename("/home/user/notes/a.txt", "/home/user/notes/c.txt")
+    assert moved.path == "/home/user/notes/c.txt" and files.read(moved.path) == "hello"
+    assert files.get_info("/home/user/notes/c.txt").size == 5
+    files.remove("/home/user/notes/sub")
+    files.remove("/home/user/notes/never-there")  # not an error, as on E2B
+    assert not files.exists("/home/user/notes/sub")
+    with pytest.raises(NotFoundException):
+        files.read("/home/user/notes/missing.txt")
+    written = files.write_files([{"path": "/tmp/m1.txt", "data": "one"},
+                                 {"path": "/tmp/m2.txt", "data": "two"}])
+    assert sorted(w.path for w in written) == ["/tmp/m1.txt", "/tmp/m2.txt"]
+    assert sandbox.commands.run("cat /tmp/m1.txt /tmp/m2.txt; stat -c %U /tmp/m1.txt"
+                                ).stdout == "onetwouser\n"
+
+
+def test_pause_and_connect_keep_processes_and_files(keys: dict[str, str]) -> None:
+    sb = Sandbox.create()
+    try:
+        sb.files.write("/home/user/kept.txt", "kept")
+        counter = sb.commands.run("i=0; while true; do i=$((i+1)); echo $i > /tmp/n; "
+                                  "sleep 0.1; done", background=True)
+        assert sb.pause() is True
+        assert Sandbox.get_info(sb.sandbox_id).state == SandboxState.PAUSED
+        assert sb.pause() is False  # already paused: 409, read by the SDK as False
+        assert sb.is_running() is False
+        again = Sandbox.connect(sb.sandbox_id)
+        assert again.get_info().state == SandboxState.RUNNING
+        assert again.files.read("/home/user/kept.txt") == "kept"
+        assert counter.pid in [p.pid for p in again.commands.list()]
+    finally:
+        sb.kill()
+
+
+def test_list_with_metadata_state_and_pages(keys: dict[str, str]) -> None:
+    made = [Sandbox.create(metadata={"suite": "e2b-list", "n": str(i)}) for i in range(3)]
+    try:
+        found = Sandbox.list(query=SandboxQuery(metadata={"suite": "e2b-list"})).next_items()
+        assert [s.sandbox_id for s in found] == [s.sandbox_id for s in reversed(made)]
+        one = Sandbox.list(query=SandboxQuery(metadata={"suite": "e2b-list", "n": "1"}))
+        assert [s.sandbox_id for s in one.next_items()] == [made[1].sandbox_id]
+        pages = Sandbox.list(query=SandboxQuery(metadata={"suite": "e2b-list"}), limit=2)
+        ids = []
+        while pages.has_next:
+            ids.append([s.sandbox_id for s in pages.next_items()])
+        assert ids == [[made[2].sandbox_id, made[1].sandbox_id], [made[0].sandbox_id]]
+        paused = Sandbox.list(query=SandboxQuery(metadata={"suite": "e2b-list"},
+                                                 state=[SandboxState.PAUSED]))
+        assert paused.next_items() == []
+    finally:
+        for sb in made:
+            sb.kill()
+
+
+def test_kill_timeout_and_metrics(keys: dict[str, str]) -> None:
+    sb = Sandbox.create(timeout=60)
+    before = sb.get_info().end_at
+    sb.set_timeout(600)
+    assert (sb.get_info().end_at - before).total_seconds() > 500
+    metrics = sb.get_metrics()
+    assert metrics and metrics[0].mem_total >= 256 << 20 and metrics[0].cpu_count >= 1
+    assert sb.kill() is True
+    assert Sandbox.kill(sb.sandbox_id) is False
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.get_info(sb.sandbox_id)
+    assert sb.sandbox_id not in [s.sandbox_id for s in Sandbox.list().next_items()]
+
+
+def test_run_code(keys: dict[str, str]) -> None:
+    with CodeSandbox.create() as sb:
+        assert sb.run_code("x = 40").error is None
+        out: list[Any] = []
+        ex = sb.run_code("print('side'); x + 2", on_stdout=out.append)
+        assert ex.text == "42" and ex.logs.stdout == ["side\n"] and ex.error is None
+        assert [o.line for o in out] == ["side\n"]
+        assert ex.execution_count == 2
+        failed = sb.run_code("1 / 0")
+        assert failed.error is not None and failed.error.name == "ZeroDivisionError"
+        ctx = sb.create_code_context(cwd="/tmp")
+        assert sb.run_code("import os; os.getcwd()", context=ctx).text == "'/tmp'"
+        assert ctx.id in [c.id for c in sb.list_code_contexts()]
+        assert sb.run_code("echo $((6*7))", language="bash").logs.stdout == ["42\n"]
+        sb.remove_code_context(ctx)
+        assert ctx.id not in [c.id for c in sb.list_code_contexts()]
+
+
+def test_gvisor_tier_from_metadata(keys: dict[str, str], server: Server) -> None:
+    sb = Sandbox.create(metadata={"stockade.isolation": "gvisor"})
+    try:
+        with server.admin() as admin:
+            assert admin.get(f"/sandboxes/{sb.sandbox_id}").json()["isolation"] == "gvisor"
+        assert sb.commands.run("cat /proc/version").stdout.startswith("Linux")
+        sb.files.write("/home/user/g.txt", "gvisor")
+        assert sb.files.read("/home/user/g.txt") == "gvisor"
+    finally:
+        sb.kill()
+
+
+def test_idempotency_key_and_v1_create(server: Server, keys: dict[str, str]) -> None:
+    with raw(server, keys["a"]) as c:
+        body = {"templateID": "base", "timeout": 60, "metadata": {}, "envVars": {}}
+        first = c.post("/v2/sandboxes", json=body, headers={"Idempotency-Key": "k-1"})
+        again = c.post("/v2/sandboxes", json=body, headers={"Idempotency-Key": "k-1"})
+        assert first.status_code == again.status_code == 201, first.text
+        assert first.json()["sandboxID"] == again.json()["sandboxID"]
+        v1 = c.post("/sandboxes", json={**body, "secure": True})
+        assert v1.status_code == 201 and v1.json()["envdAccessToken"]
+        for made in (first, v1):
+            assert c.delete(f"/sandboxes/{made.json()['sandboxID']}").status_code == 204
+        bad = c.post("/v2/sandboxes", json={"timeout": "soon"})
+        assert bad.status_code == 400 and bad.json()["code"] == 400
+        assert "templateID" in bad.json()["message"]
+
+
+def test_bad_api_key_is_refused(keys: dict[str, str]) -> None:
+    with pytest.raises(AuthenticationException):
+        Sandbox.create(api_key="e2b_" + "0" * 40)
+    with pytest.raises(AuthenticationException):
+        Sandbox.list(api_key=keys["a"] + "x").next_items()
+
+
+def test_other_tenant_cannot_reach_the_sandbox(server: Server, keys: dict[str, str],
+                                               sandbox: Sandbox) -> None:
+    """Tenant B holds a valid key but not tenant A's sandbox: every path reads as missing
+    or unauthorised, and A's sandbox is untouched."""
+    victim = sandbox.sandbox_id
+    sandbox.files.write("/home/user/secret.txt", "a's secret")
+    b = {"api_key": keys["b"]}
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.connect(victim, **b)
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.get_info(victim, **b)
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.set_timeout(victim, 1, **b)
+    assert Sandbox.kill(victim, **b) is False
+    assert victim not in [s.sandbox_id for s in Sandbox.list(**b).next_items()]
+    own = Sandbox.create(**b)
+    try:
+        envd = {"E2b-Sandbox-Id": victim, "E2b-Sandbox-Port": "49983"}
+        with raw(server) as c:
+            for headers in ({}, {"X-Access-Token": own._envd_access_token},
+                            {"X-Access-Token": keys["b"]}, {"X-API-Key": keys["b"]}):
+                r = c.get("/files", params={"path": "/home/user/secret.txt"},
+                          headers={**envd, **headers})
+                assert r.status_code == 401 and "secret" not in r.text
+                r = c.post("/process.Process/List", json={}, headers={**envd, **headers})
+                assert r.status_code == 401
+                r = c.post("/execute", json={"code": "1", "context_id": None,
+                                             "language": None, "env_vars": None},
+                           headers={**envd, "E2b-Sandbox-Port": "49999", **headers,
+                                    "E2B-Traffic-Access-Token": own.traffic_access_token
+                                    or ""})
+                assert r.status_code == 401
+    finally:
+        own.kill()
+    assert sandbox.files.read("/home/user/secret.txt") == "a's secret"
+    assert sandbox.get_info().state == SandboxState.RUNNING
+
+
+def _envelope(message: bytes, flags: int = 0, length: int | None = None) -> bytes:
+    return struct.pack(">BI", flags, len(message) if length is None else length) + message
+
+
+def test_garbage_connect_bodies_get_clear_errors(server: Server, sandbox: Sandbox) -> None:
+    headers = {"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "49983",
+               "X-Access-Token": sandbox._envd_access_token}
+    stream = {**headers, "Content-Type": "application/connect+json",
+              "Connect-Protocol-Version": "1"}
+    unary = {**headers, "Content-Type": "application/json", "Connect-Protocol-Version": "1"}
+    cases = [
+        ("/process.Process/Start", stream, b"\x00\x00"),
+        ("/process.Process/Start", stream, _envelope(b'{"process": {}}', length=9999)),
+        ("/process.Process/Start", stream, _envelope(b"not json")),
+        ("/process.Process/Start", stream, _envelope(b'{"process": {"cmd": 7}}')),
+        ("/process.Process/Start", stream, _envelope(b"\x1f\x8b", flags=1)),
+        ("/process.Process/Connect", stream, _envelope(b'{"process": {}}')),
+        ("/filesystem.Filesystem/Stat", unary, b"\xff\xfe garbage"),
+        ("/filesystem.Filesystem/Stat", unary, b"[1, 2]"),
+        ("/filesystem.Filesystem/ListDir", unary, b'{"path": "/", "depth": -4}'),
+        ("/process.Process/SendInput", unary,
+         b'{"process": {"pid": 1}, "input": {"stdin": "%%%"}}'),
+        ("/process.Process/SendSignal", unary, b'{"process": {"pid": 1}, "signal": "NOPE"}'),
+        ("/process.Process/Start", stream, _envelope(b"{" * 2 + b" " * (9 << 20))),
+    ]
+    with raw(server) as c:
+        for path, hdrs, body in cases:
+            r = c.post(path, content=body, headers=hdrs)
+            assert 400 <= r.status_code < 500 or r.status_code == 501, (path, body[:40], r.text)
+            error = r.json()
+            assert error["code"] in ("invalid_argument", "resource_exhausted", "unimplemented")
+            assert error["message"], (path, error)
+        r = c.post("/filesystem.Filesystem/Stat", json={"path": "/nope"}, headers=unary)
+        assert r.status_code == 404 and r.json()["code"] == "not_found"
+    assert sandbox.commands.run("echo still fine").stdout == "still fine\n"
+
+
+def test_killed_sandbox_answers_502_on_envd(server: Server, keys: dict[str, str]) -> None:
+    sb = Sandbox.create()
+    token = sb._envd_access_token
+    sb.kill()
+    with raw(server) as c:
+        headers = {"E2b-Sandbox-Id": sb.sandbox_id, "E2b-Sandbox-Port": "49983",
+                   "X-Access-Token": token}
+        assert c.get("/health", headers=headers).status_code == 502
+        r = c.post("/process.Process/List", json={}, headers=headers)
+        assert r.status_code == 502 and r.json()["code"] == 502
+    assert sb.is_running() is False
