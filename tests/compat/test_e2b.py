@@ -3,7 +3,6 @@ server, configured only by E2B_API_URL / E2B_SANDBOX_URL / E2B_API_KEY."""
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import time
@@ -15,7 +14,7 @@ import pytest
 from e2b import Sandbox, SandboxQuery, SandboxState
 from e2b import CommandExitException
 from e2b.exceptions import (AuthenticationException,
-                            NotFoundException, SandboxException, SandboxNotFoundException)
+                            NotFoundException, SandboxNotFoundException)
 from e2b_code_interpreter import Sandbox as CodeSandbox
 from server_harness import Server, finish, needs_root, new_data_dir
 
@@ -172,6 +171,12 @@ def test_list_with_metadata_state_and_pages(keys: dict[str, str]) -> None:
         paused = Sandbox.list(query=SandboxQuery(metadata={"suite": "e2b-list"},
                                                  state=[SandboxState.PAUSED]))
         assert paused.next_items() == []
+        later = SandboxQuery(metadata={"suite": "e2b-list"}, template="base",
+                             started_after=made[1].get_info().started_at)
+        assert [s.sandbox_id for s in Sandbox.list(query=later).next_items()] == [
+            made[2].sandbox_id, made[1].sandbox_id]
+        other = SandboxQuery(metadata={"suite": "e2b-list"}, template="code-interpreter-v1")
+        assert Sandbox.list(query=other).next_items() == []
     finally:
         for sb in made:
             sb.kill()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import time
 from typing import Annotated, Any
 
@@ -115,21 +116,29 @@ def _position(token: str) -> tuple[float, str]:
 async def list_v2(request: Request, response: Response, who: Who,
                   metadata: Annotated[str | None, Query(max_length=4096)] = None,
                   state: Annotated[str | None, Query(max_length=64)] = None,
+                  template: Annotated[str | None, Query(max_length=128)] = None,
+                  started_after: Annotated[datetime.datetime | None,
+                                           Query(alias="startedAfter")] = None,
                   order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                   next_token: Annotated[str | None, Query(alias="nextToken",
                                                           max_length=256)] = None
                   ) -> list[dict[str, Any]]:
-    """Sandboxes filtered by metadata (AND) and state, ordered by start time, paged with
-    ``X-Next-Token`` (sent only when another page exists)."""
+    """Sandboxes filtered by metadata (AND), state, template and start time (inclusive),
+    ordered by start time, paged with ``X-Next-Token`` (sent only when another page exists)."""
     wanted = wire.metadata_filter(metadata)
     states = set(state.split(",")) if state else {"running", "paused"}
     if not states <= {"running", "paused"}:
         raise E2BError(400, f"state must be a comma-separated subset of running,paused, "
                             f"not {state!r}")
+    if started_after is not None and started_after.tzinfo is None:
+        raise E2BError(400, "startedAfter needs a time zone offset (e.g. Z)")
+    since = started_after or datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
+    template = wire.TEMPLATE_ALIASES.get(template, template) if template else None
     items = [s for s in await _visible(request, who)
              if wire.E2B_STATES.get(s["state"], "paused") in states
-             and all(s["metadata"].get(k) == v for k, v in wanted.items())]
+             and all(s["metadata"].get(k) == v for k, v in wanted.items())
+             and wire.when(s["created_at"]) >= since and template in (None, s["template"])]
     desc = order == "desc"
     items.sort(key=lambda s: (s["created_at"], s["id"]), reverse=desc)
     if next_token:

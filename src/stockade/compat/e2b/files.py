@@ -90,7 +90,7 @@ async def upload(request: Request, path: PathQ = None, username: UserQ = None) -
                 written.append(await where.engine.write_file(
                     where.sandbox_id, target, username, _parts(part)))
     elif kind in ("application/octet-stream", ""):
-        chunks = request.stream()
+        chunks: AsyncIterator[bytes] = request.stream()
         if request.headers.get("content-encoding", "").lower() == "gzip":
             chunks = _gunzip(chunks)
         written.append(await where.engine.write_file(where.sandbox_id, _path(path), username,

@@ -19,8 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 ENVD_VERSION = "0.5.7"
 CLIENT_ID = "stockade"
 #: E2B template names that mean a Stockade template of another name.
-TEMPLATE_ALIASES = {"base": None, "code-interpreter-v1": "code-interpreter",
-                    "code-interpreter": "code-interpreter"}
+TEMPLATE_ALIASES = {"code-interpreter-v1": "code-interpreter"}
 #: Metadata key that chooses the isolation tier from unmodified E2B code.
 ISOLATION_KEY = "stockade.isolation"
 E2B_STATES = {"running": "running", "paused": "paused", "stopped": "paused",
@@ -90,9 +89,13 @@ class Connect(Loose):
     memory: bool | None = None
 
 
+def when(unix: float) -> datetime.datetime:
+    """A UTC time at the microsecond precision the wire carries."""
+    return datetime.datetime.fromtimestamp(unix, datetime.timezone.utc)
+
+
 def iso(unix: float) -> str:
-    when = datetime.datetime.fromtimestamp(unix, datetime.timezone.utc)
-    return when.isoformat().replace("+00:00", "Z")
+    return when(unix).isoformat().replace("+00:00", "Z")
 
 
 def created(info: dict[str, Any], envd_token: str, traffic_token: str) -> dict[str, Any]:
