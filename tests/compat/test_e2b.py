@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import time
 from importlib.metadata import version
 from typing import Any, Iterator
@@ -14,7 +15,8 @@ import pytest
 from e2b import Sandbox, SandboxQuery, SandboxState
 from e2b import CommandExitException
 from e2b.exceptions import (AuthenticationException,
-                            NotFoundException, SandboxNotFoundException)
+                            NotFoundException, SandboxNotFoundException,
+                            SandboxNotRunningException)
 from e2b_code_interpreter import Sandbox as CodeSandbox
 from server_harness import Server, finish, needs_root, new_data_dir
 
@@ -335,3 +337,25 @@ def test_killed_sandbox_answers_502_on_envd(server: Server, keys: dict[str, str]
         r = c.post("/process.Process/List", json={}, headers=headers)
         assert r.status_code == 502 and r.json()["code"] == 502
     assert sb.is_running() is False
+
+
+def test_sandbox_killed_during_a_command_ends_the_stream(keys: dict[str, str]) -> None:
+    """The SDK sees the sandbox end (not a hang, not a generic error)."""
+    sb = Sandbox.create()
+    handle = sb.commands.run("echo started; sleep 600", background=True)
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            handle.wait()
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    Sandbox.kill(sb.sandbox_id)
+    waiter.join(30)
+    assert not waiter.is_alive() and time.monotonic() - started < 30
+    assert isinstance(outcome[0], SandboxNotRunningException), repr(outcome[0])
