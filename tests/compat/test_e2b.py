@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from e2b import Sandbox, SandboxQuery, SandboxState
+from e2b import AsyncSandbox, PtySize, Sandbox, SandboxQuery, SandboxState
 from e2b import CommandExitException
 from e2b.exceptions import (AuthenticationException,
                             NotFoundException, SandboxNotFoundException,
@@ -359,3 +359,28 @@ def test_sandbox_killed_during_a_command_ends_the_stream(keys: dict[str, str]) -
     waiter.join(30)
     assert not waiter.is_alive() and time.monotonic() - started < 30
     assert isinstance(outcome[0], SandboxNotRunningException), repr(outcome[0])
+
+
+def test_pty(sandbox: Sandbox) -> None:
+    terminal = sandbox.pty.create(PtySize(rows=24, cols=80))
+    sandbox.pty.resize(terminal.pid, PtySize(rows=30, cols=100))
+    sandbox.pty.send_stdin(terminal.pid, b"stty size; echo pty-$((20+22)); exit 7\n")
+    chunks: list[bytes] = []
+    with pytest.raises(CommandExitException) as ended:
+        terminal.wait(on_pty=chunks.append)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert ended.value.exit_code == 7
+    assert "30 100" in screen and "pty-42" in screen
+
+
+async def test_async_sdk(keys: dict[str, str]) -> None:
+    sb = await AsyncSandbox.create()
+    try:
+        r = await sb.commands.run("echo async; echo $HOME")
+        assert r.stdout == "async\n/home/user\n"
+        await sb.files.write("/home/user/async.txt", "from async")
+        assert await sb.files.read("/home/user/async.txt") == "from async"
+        assert [e.name for e in await sb.files.list("/home/user") if e.name == "async.txt"]
+        assert (await sb.get_info()).state == SandboxState.RUNNING
+    finally:
+        assert await sb.kill() is True
