@@ -384,3 +384,25 @@ async def test_async_sdk(keys: dict[str, str]) -> None:
         assert (await sb.get_info()).state == SandboxState.RUNNING
     finally:
         assert await sb.kill() is True
+
+
+def test_signed_file_urls(server: Server, sandbox: Sandbox) -> None:
+    """download_url()/upload_url() work with no header at all; forged, altered and expired
+    signatures are refused."""
+    sandbox.files.write("/home/user/shared.txt", "signed content")
+    url = sandbox.download_url("/home/user/shared.txt", use_signature_expiration=60)
+    assert httpx.get(url).text == "signed content"
+    upload = sandbox.upload_url("/home/user/up.txt")
+    r = httpx.post(upload, files={"file": ("/home/user/up.txt", b"uploaded")})
+    assert r.status_code == 200, r.text
+    assert sandbox.files.read("/home/user/up.txt") == "uploaded"
+    other = httpx.get(url.replace("shared.txt", "up.txt"))
+    assert other.status_code == 401 and "signed content" not in other.text
+    forged = httpx.get(url.replace("signature=v1_", "signature=v1_A"))
+    assert forged.status_code == 401
+    expired = sandbox.download_url("/home/user/shared.txt", use_signature_expiration=-5)
+    r = httpx.get(expired)
+    assert r.status_code == 401 and r.json()["message"] == "signature is already expired"
+    write_as_read = httpx.post(url, files={"file": ("/home/user/shared.txt", b"overwritten")})
+    assert write_as_read.status_code == 401
+    assert sandbox.files.read("/home/user/shared.txt") == "signed content"

@@ -78,7 +78,11 @@ def build(main: FastAPI) -> FastAPI:
 
 
 class E2BFront:
-    """Send ``/e2b/...`` to the E2B app; everything else goes on to the native app."""
+    """Send ``/e2b/...`` to the E2B app; everything else goes on to the native app.
+
+    Signed file URLs come to ``/files`` without the prefix: the SDK builds them with
+    ``urljoin(sandbox_url, "/files")``, which drops the path of ``E2B_SANDBOX_URL``. The native
+    API has no ``/files``, so a ``/files`` request with a ``signature`` goes to the E2B app."""
 
     def __init__(self, app: ASGIApp, main: FastAPI) -> None:
         self.app = app
@@ -87,5 +91,8 @@ class E2BFront:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if path == PREFIX or path.startswith(PREFIX + "/"):
+            return await self.e2b(scope, receive, send)
+        if path == "/files" and b"signature=" in scope.get("query_string", b""):
+            scope = {**scope, "path": PREFIX + "/files", "raw_path": b"/e2b/files"}
             return await self.e2b(scope, receive, send)
         await self.app(scope, receive, send)

@@ -35,6 +35,13 @@ async def health(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def _target(request: Request, op: str) -> gate.Target:
+    """A signed URL's sandbox, else the one named by the headers."""
+    if "signature" in request.query_params:
+        return await gate.signed_target(request, op)
+    return gate.target(request)
+
+
 def _path(path: str | None) -> str:
     if not path:
         raise E2BError(400, "give the file's path in the 'path' query parameter")
@@ -48,7 +55,7 @@ def _path(path: str | None) -> str:
 async def download(request: Request, path: PathQ = None, username: UserQ = None
                    ) -> StreamingResponse:
     """The file's bytes, streamed (404 missing, 400 a directory)."""
-    where = gate.target(request)
+    where = await _target(request, "read")
     chunks = await where.engine.read_file(where.sandbox_id, _path(path), username)
     return StreamingResponse(chunks, media_type="application/octet-stream")
 
@@ -77,7 +84,7 @@ async def upload(request: Request, path: PathQ = None, username: UserQ = None) -
     """Write files: ``multipart/form-data`` parts named ``file`` (each part's filename is its
     path) or a raw ``application/octet-stream`` body to ``path`` (gzip allowed). Parents are
     created; existing files are replaced."""
-    where = gate.target(request)
+    where = await _target(request, "write")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     written = []
     if kind == "multipart/form-data":

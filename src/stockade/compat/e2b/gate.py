@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,3 +135,31 @@ def rpc_user(request: Request) -> str | None:
         raise E2BError(401, "malformed Authorization header: expected Basic base64('user:')"
                        ) from None
     return name or None
+
+
+def _signature(path: str, op: str, user: str, token: str, expiration: str) -> str:
+    raw = f"{path}:{op}:{user}:{token}" + (f":{expiration}" if expiration else "")
+    digest = hashlib.sha256(raw.encode()).digest()
+    return "v1_" + base64.b64encode(digest).decode().rstrip("=")
+
+
+async def signed_target(request: Request, op: str) -> Target:
+    """The sandbox a signed ``/files`` URL is for, found from the signature alone (the URL
+    names no sandbox): each live sandbox's token is tried. 401 if expired or forged."""
+    query = request.query_params
+    signature, expiration = query.get("signature", ""), query.get("signature_expiration", "")
+    if expiration:
+        if not expiration.isdigit() or len(expiration) > 12:
+            raise E2BError(401, "signature_expiration must be unix seconds")
+        if int(expiration) < time.time():
+            raise E2BError(401, "signature is already expired")
+    eng = engine(request)
+    for info in await eng.list():
+        expected = _signature(query.get("path", ""), op, query.get("username", ""),
+                              envd_token(request, info["id"]), expiration)
+        if _same(signature, expected):
+            if info["state"] != "running":
+                raise E2BError(502, f"The sandbox is {info['state']}; connect to it to "
+                                    f"resume it", sandboxId=info["id"])
+            return Target(info["id"], eng)
+    raise E2BError(401, "invalid signature")
