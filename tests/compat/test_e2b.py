@@ -14,7 +14,7 @@ import httpx
 import pytest
 from e2b import AsyncSandbox, PtySize, Sandbox, SandboxQuery, SandboxState
 from e2b import CommandExitException
-from e2b.exceptions import (AuthenticationException,
+from e2b.exceptions import (AuthenticationException, RateLimitException,
                             NotFoundException, SandboxNotFoundException,
                             SandboxNotRunningException)
 from e2b_code_interpreter import Sandbox as CodeSandbox
@@ -223,7 +223,11 @@ def test_gvisor_tier_from_metadata(keys: dict[str, str], server: Server) -> None
             assert admin.get(f"/sandboxes/{sb.sandbox_id}").json()["isolation"] == "gvisor"
         assert sb.commands.run("cat /proc/version").stdout.startswith("Linux")
         sb.files.write("/home/user/g.txt", "gvisor")
-        assert sb.files.read("/home/user/g.txt") == "gvisor"
+        sleeper = sb.commands.run("sleep 600", background=True)
+        assert sb.pause() is True  # gVisor: a checkpoint to disk
+        again = Sandbox.connect(sb.sandbox_id)
+        assert again.files.read("/home/user/g.txt") == "gvisor"
+        assert sleeper.pid in [p.pid for p in again.commands.list()]
     finally:
         sb.kill()
 
@@ -406,3 +410,20 @@ def test_signed_file_urls(server: Server, sandbox: Sandbox) -> None:
     write_as_read = httpx.post(url, files={"file": ("/home/user/shared.txt", b"overwritten")})
     assert write_as_read.status_code == 401
     assert sandbox.files.read("/home/user/shared.txt") == "signed content"
+
+
+def test_quota_gives_429_without_retries(server: Server, keys: dict[str, str]) -> None:
+    """A tenant at its sandbox quota gets RateLimitException at once (Should-Retry: false)."""
+    with server.admin() as admin:
+        assert admin.post("/tenants", json={"name": "e2b-small", "max_sandboxes": 1}
+                          ).status_code == 201
+    key = server.new_key("e2b-small")
+    first = Sandbox.create(api_key=key)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RateLimitException) as refused:
+            Sandbox.create(api_key=key)
+        assert "already runs 1 sandboxes" in str(refused.value)
+        assert time.monotonic() - started < 2  # not retried with backoff
+    finally:
+        first.kill()
