@@ -187,13 +187,13 @@ async def pause(request: Request, who: Who, sandbox_id: str, body: wire.Pause) -
 
 async def _connect(request: Request, who: Principal, sandbox_id: str,
                    timeout: int | None) -> JSONResponse:
-    """Resume or start the sandbox if needed (201), else only extend its end (200)."""
+    """Resume or start the sandbox if needed (201), else 200; ``timeout`` only ever extends
+    its end (``memory: false``, a cold resume, is not offered: a paused sandbox resumes)."""
     ctl, owned = gate.control(request), gate.owned(request, who, sandbox_id)
     before = await ctl.engine.get(owned)
     await ctl.check_start(who, owned)
     info = await ctl.engine.lifecycle.connect(owned)
-    wanted = time.time() + (timeout if timeout is not None else info["timeout"])
-    if timeout and wanted > info["expires_at"]:
+    if timeout and time.time() + timeout > info["expires_at"]:
         info = await ctl.set_timeout(who, owned, timeout, request.state.request_id)
     return _created(request, info, 200 if before["state"] == "running" else 201)
 
