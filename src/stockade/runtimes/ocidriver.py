@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 import asyncio
 import contextlib
 import json
@@ -14,7 +15,7 @@ from typing import ClassVar
 
 from ..images import ImageStore
 from . import hostops
-from .base import DriverError, RuntimeDriver, RuntimeState, SandboxSpec, Stats
+from .base import DriverError, RuntimeDriver, RuntimeState, SandboxSpec, Stats, greet
 from .channel import AgentChannel, ChannelClosed
 from .oci import build_config
 
@@ -132,7 +133,7 @@ class OciDriver(RuntimeDriver):
         while True:
             try:
                 channel = await _connect_no_follow(socket)
-                await asyncio.wait_for(channel.call("hello"), 5)
+                await greet(channel, 5)
                 return channel
             except (OSError, ChannelClosed, asyncio.TimeoutError) as exc:
                 if time.monotonic() > deadline:

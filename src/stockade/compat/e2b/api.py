@@ -11,7 +11,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
+from ...models import SandboxInfo
 from ...server.auth import Principal
 from . import gate, wire
 from .gate import E2BError
@@ -44,15 +46,20 @@ class Idempotency:
         self._done[slot] = (sandbox_id, time.time())
 
 
-def _created(request: Request, info: dict[str, Any], status: int) -> JSONResponse:
-    body = wire.created(info, gate.envd_token(request, info["id"]),
-                        gate.traffic_token(request, info["id"]))
+def _created(request: Request, info: SandboxInfo, status: int) -> JSONResponse:
+    body = wire.created(info, gate.envd_token(request, info.id),
+                        gate.traffic_token(request, info.id))
     return JSONResponse(body, status_code=status)
 
 
-async def _create(request: Request, who: Principal, body: wire.NewSandbox) -> dict[str, Any]:
-    return await gate.control(request).create(who, request.state.request_id,
-                                              **body.create_params())
+async def _create(request: Request, who: Principal, body: wire.NewSandbox) -> SandboxInfo:
+    try:
+        spec = body.spec()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "body"
+        raise E2BError(400, f"{where}: {first['msg']}") from None
+    return await gate.control(request).create(who, request.state.request_id, spec)
 
 
 @router.post("/sandboxes", status_code=201)
@@ -72,21 +79,21 @@ async def create_v2(request: Request, who: Who, body: wire.NewSandbox,
     slot = (who.tenant, idempotency_key)
     async with ledger.lock(slot):
         earlier = ledger.get(slot)
-        if earlier is not None and earlier in {s["id"] for s in await _visible(request, who)}:
-            return _created(request, await gate.engine(request).get(earlier), 201)
+        if earlier is not None and earlier in {s.id for s in await _visible(request, who)}:
+            return _created(request, await gate.engine(request).sandboxes.get(earlier), 201)
         info = await _create(request, who, body)
-        ledger.put(slot, info["id"])
+        ledger.put(slot, info.id)
         return _created(request, info, 201)
 
 
-async def _visible(request: Request, who: Principal) -> list[dict[str, Any]]:
+async def _visible(request: Request, who: Principal) -> list[SandboxInfo]:
     ctl = gate.control(request)
-    return ctl.visible(who, await ctl.engine.list())
+    return ctl.visible(who, await ctl.engine.sandboxes.list())
 
 
 @router.get("/sandboxes/{sandbox_id}")
 async def get_sandbox(request: Request, who: Who, sandbox_id: str) -> dict[str, Any]:
-    info = await gate.engine(request).get(gate.owned(request, who, sandbox_id))
+    info = await gate.engine(request).sandboxes.get(gate.owned(request, who, sandbox_id))
     return wire.detail(info, gate.envd_token(request, sandbox_id))
 
 
@@ -96,12 +103,12 @@ async def list_v1(request: Request, who: Who,
                   ) -> list[dict[str, Any]]:
     """Running sandboxes (v1 list)."""
     wanted = wire.metadata_filter(metadata)
-    return [wire.listed(s) for s in await _visible(request, who) if s["state"] == "running"
-            and all(s["metadata"].get(k) == v for k, v in wanted.items())]
+    return [wire.listed(s) for s in await _visible(request, who) if s.state == "running"
+            and all(s.metadata.get(k) == v for k, v in wanted.items())]
 
 
-def _cursor(item: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(f"{item['created_at']!r}|{item['id']}".encode()).decode()
+def _cursor(item: SandboxInfo) -> str:
+    return base64.urlsafe_b64encode(f"{item.created_at!r}|{item.id}".encode()).decode()
 
 
 def _position(token: str) -> tuple[float, str]:
@@ -136,15 +143,14 @@ async def list_v2(request: Request, response: Response, who: Who,
     since = started_after or datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
     template = wire.TEMPLATE_ALIASES.get(template, template) if template else None
     items = [s for s in await _visible(request, who)
-             if wire.E2B_STATES.get(s["state"], "paused") in states
-             and all(s["metadata"].get(k) == v for k, v in wanted.items())
-             and wire.when(s["created_at"]) >= since and template in (None, s["template"])]
+             if wire.state(s) in states and all(s.metadata.get(k) == v for k, v in wanted.items())
+             and wire.when(s.created_at) >= since and template in (None, s.template)]
     desc = order == "desc"
-    items.sort(key=lambda s: (s["created_at"], s["id"]), reverse=desc)
+    items.sort(key=lambda s: (s.created_at, s.id), reverse=desc)
     if next_token:
         mark = _position(next_token)
-        items = [s for s in items if ((s["created_at"], s["id"]) < mark) == desc
-                 and (s["created_at"], s["id"]) != mark]
+        items = [s for s in items
+                 if ((s.created_at, s.id) < mark) == desc and (s.created_at, s.id) != mark]
     page = items[:limit]
     if len(items) > limit:
         response.headers["X-Next-Token"] = _cursor(page[-1])
@@ -170,8 +176,8 @@ async def set_timeout(request: Request, who: Who, sandbox_id: str,
 @router.post("/sandboxes/{sandbox_id}/refreshes", status_code=204)
 async def refresh(request: Request, who: Who, sandbox_id: str, body: wire.Refresh) -> Response:
     """Keep the sandbox alive ``duration`` seconds (default: its own timeout) from now."""
-    info = await gate.engine(request).get(gate.owned(request, who, sandbox_id))
-    await gate.control(request).set_timeout(who, sandbox_id, body.duration or info["timeout"],
+    info = await gate.engine(request).sandboxes.get(gate.owned(request, who, sandbox_id))
+    await gate.control(request).set_timeout(who, sandbox_id, body.duration or info.timeout,
                                             request.state.request_id)
     return Response(status_code=204)
 
@@ -179,9 +185,9 @@ async def refresh(request: Request, who: Who, sandbox_id: str, body: wire.Refres
 @router.post("/sandboxes/{sandbox_id}/pause", status_code=204)
 async def pause(request: Request, who: Who, sandbox_id: str, body: wire.Pause) -> Response:
     """Pause with memory (409 if already paused). Without memory: stop, keeping files."""
-    lifecycle = gate.engine(request).lifecycle
+    sandboxes = gate.engine(request).sandboxes
     owned = gate.owned(request, who, sandbox_id)
-    await (lifecycle.pause(owned) if body.memory else lifecycle.stop(owned))
+    await (sandboxes.pause(owned) if body.memory else sandboxes.stop(owned))
     return Response(status_code=204)
 
 
@@ -190,12 +196,11 @@ async def _connect(request: Request, who: Principal, sandbox_id: str,
     """Resume or start the sandbox if needed (201), else 200; ``timeout`` only ever extends
     its end (``memory: false``, a cold resume, is not offered: a paused sandbox resumes)."""
     ctl, owned = gate.control(request), gate.owned(request, who, sandbox_id)
-    before = await ctl.engine.get(owned)
-    await ctl.check_start(who, owned)
-    info = await ctl.engine.lifecycle.connect(owned)
-    if timeout and time.time() + timeout > info["expires_at"]:
+    before = await ctl.engine.sandboxes.get(owned)
+    info = await ctl.connect_sandbox(who, owned)
+    if timeout and time.time() + timeout > info.expires_at:
         info = await ctl.set_timeout(who, owned, timeout, request.state.request_id)
-    return _created(request, info, 200 if before["state"] == "running" else 201)
+    return _created(request, info, 200 if before.state == "running" else 201)
 
 
 @router.post("/sandboxes/{sandbox_id}/connect")
@@ -214,7 +219,7 @@ async def connect_v2(request: Request, who: Who, sandbox_id: str,
 async def resume(request: Request, who: Who, sandbox_id: str,
                  body: wire.Connect) -> JSONResponse:
     """Resume a paused sandbox (409 if it runs)."""
-    info = await gate.engine(request).lifecycle.resume(gate.owned(request, who, sandbox_id))
+    info = await gate.engine(request).sandboxes.resume(gate.owned(request, who, sandbox_id))
     if body.timeout:
         info = await gate.control(request).set_timeout(who, sandbox_id, body.timeout,
                                                        request.state.request_id)
@@ -226,11 +231,11 @@ async def metrics(request: Request, who: Who, sandbox_id: str,
                   start: Annotated[int | None, Query(ge=0)] = None,
                   end: Annotated[int | None, Query(ge=0)] = None) -> list[dict[str, Any]]:
     """One sample taken now, if ``now`` is inside the asked window."""
-    eng = gate.engine(request)
-    info = await eng.get(gate.owned(request, who, sandbox_id))
+    sandboxes = gate.engine(request).sandboxes
+    info = await sandboxes.get(gate.owned(request, who, sandbox_id))
     now = time.time()
     if (start is not None and now < start) or (end is not None and now > end + 1):
         return []
-    if info["state"] != "running":
+    if info.state != "running":
         return []
-    return [wire.metric(info, await eng.stats(sandbox_id), now)]
+    return [wire.metric(info, await sandboxes.stats(sandbox_id), now)]

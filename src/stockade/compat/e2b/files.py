@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 
-from ...server.models import check_path
+from ...models import EntryInfo, check_path
+from ...engine import EngineError
 from . import gate
 from .gate import E2BError
 
@@ -27,8 +28,8 @@ async def health(request: Request) -> Response:
     if sandbox_id is None:
         return JSONResponse({"status": "ok"})
     try:
-        running = gate.engine(request).record(sandbox_id).state == "running"
-    except Exception:  # noqa: BLE001 - any miss is "not running"
+        running = (await gate.engine(request).sandboxes.get(sandbox_id)).state == "running"
+    except EngineError:  # missing (or a malformed id): not running
         running = False
     if not running:
         raise E2BError(502, "The sandbox was not found", sandboxId=sandbox_id)
@@ -39,7 +40,7 @@ async def _target(request: Request, op: str) -> gate.Target:
     """A signed URL's sandbox, else the one named by the headers."""
     if "signature" in request.query_params:
         return await gate.signed_target(request, op)
-    return gate.target(request)
+    return await gate.target(request)
 
 
 def _path(path: str | None) -> str:
@@ -56,7 +57,7 @@ async def download(request: Request, path: PathQ = None, username: UserQ = None
                    ) -> StreamingResponse:
     """The file's bytes, streamed (404 missing, 400 a directory)."""
     where = await _target(request, "read")
-    chunks = await where.engine.read_file(where.sandbox_id, _path(path), username)
+    chunks = await where.engine.files.read(where.sandbox_id, _path(path), username)
     return StreamingResponse(chunks, media_type="application/octet-stream")
 
 
@@ -75,8 +76,8 @@ async def _parts(upload: UploadFile) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _uploaded(entry: dict[str, Any]) -> dict[str, Any]:
-    return {"path": entry["path"], "name": entry["name"], "type": "file"}
+def _uploaded(entry: EntryInfo) -> dict[str, Any]:
+    return {"path": entry.path, "name": entry.name, "type": "file"}
 
 
 @router.post("/files")
@@ -94,14 +95,14 @@ async def upload(request: Request, path: PathQ = None, username: UserQ = None) -
                 raise E2BError(400, "a multipart upload needs parts named 'file'")
             for part in files:
                 target = _path(path if len(files) == 1 and path else part.filename)
-                written.append(await where.engine.write_file(
-                    where.sandbox_id, target, username, _parts(part)))
+                written.append(await where.engine.files.write(
+                    where.sandbox_id, target, _parts(part), user=username))
     elif kind in ("application/octet-stream", ""):
         chunks: AsyncIterator[bytes] = request.stream()
         if request.headers.get("content-encoding", "").lower() == "gzip":
             chunks = _gunzip(chunks)
-        written.append(await where.engine.write_file(where.sandbox_id, _path(path), username,
-                                                     chunks))
+        written.append(await where.engine.files.write(where.sandbox_id, _path(path), chunks,
+                                                      user=username))
     else:
         raise E2BError(400, f"unsupported content type {kind!r}: send multipart/form-data "
                             f"or application/octet-stream")

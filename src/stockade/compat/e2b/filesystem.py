@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from ...engine import NotFound
+from ...models import EntryInfo
 from . import gate
 from .connect import ConnectError, Message, timestamp, unary_request
 
@@ -31,67 +32,63 @@ class MoveRequest(Message):
     destination: str = Path
 
 
-def entry(info: dict[str, Any]) -> dict[str, Any]:
-    """An agent file entry as envd's ``EntryInfo``."""
-    rendered = {"name": info["name"], "type": FILE_TYPES.get(info["type"], "FILE_TYPE_UNSPECIFIED"),
-                "path": info["path"], "size": str(info["size"]), "mode": info["mode"],
-                "permissions": info["permissions"], "owner": info["owner"],
-                "group": info["group"], "modifiedTime": timestamp(info["modified_time"])}
-    if info.get("symlink_target"):
-        rendered["symlinkTarget"] = info["symlink_target"]
+def entry(info: EntryInfo) -> dict[str, Any]:
+    """A Stockade file entry as envd's ``EntryInfo``."""
+    rendered = {"name": info.name, "type": FILE_TYPES.get(info.type, "FILE_TYPE_UNSPECIFIED"),
+                "path": info.path, "size": str(info.size), "mode": info.mode,
+                "permissions": info.permissions, "owner": info.owner, "group": info.group,
+                "modifiedTime": timestamp(info.modified_time)}
+    if info.symlink_target:
+        rendered["symlinkTarget"] = info.symlink_target
     return rendered
 
 
 @router.post("/Stat")
 async def stat(request: Request) -> JSONResponse:
-    where = gate.target(request)
+    where = await gate.target(request)
     body = await unary_request(request, PathRequest)
-    found = await where.engine.call(where.sandbox_id, "fs.stat",
-                                    {"path": body.path, "user": gate.rpc_user(request)})
+    found = await where.engine.files.stat(where.sandbox_id, body.path, gate.rpc_user(request))
     return JSONResponse({"entry": entry(found)})
 
 
 @router.post("/MakeDir")
 async def make_dir(request: Request) -> JSONResponse:
     """Create a directory and its parents; ``already_exists`` if it was there."""
-    where = gate.target(request)
+    where = await gate.target(request)
     body = await unary_request(request, PathRequest)
-    made = await where.engine.call(where.sandbox_id, "fs.mkdir",
-                                   {"path": body.path, "user": gate.rpc_user(request)})
-    if not made["created"]:
-        raise ConnectError("already_exists", f"directory {made['entry']['path']} already exists")
-    return JSONResponse({"entry": entry(made["entry"])})
+    made = await where.engine.files.make_dir(where.sandbox_id, body.path,
+                                             gate.rpc_user(request))
+    if not made.created:
+        raise ConnectError("already_exists", f"directory {made.entry.path} already exists")
+    return JSONResponse({"entry": entry(made.entry)})
 
 
 @router.post("/Move")
 async def move(request: Request) -> JSONResponse:
-    where = gate.target(request)
+    where = await gate.target(request)
     body = await unary_request(request, MoveRequest)
-    moved = await where.engine.call(where.sandbox_id, "fs.rename",
-                                    {"src": body.source, "dst": body.destination,
-                                     "user": gate.rpc_user(request)})
+    moved = await where.engine.files.rename(where.sandbox_id, body.source, body.destination,
+                                            gate.rpc_user(request))
     return JSONResponse({"entry": entry(moved)})
 
 
 @router.post("/ListDir")
 async def list_dir(request: Request) -> JSONResponse:
     """Entries down to ``depth`` levels (0 means 1), sorted by path."""
-    where = gate.target(request)
+    where = await gate.target(request)
     body = await unary_request(request, ListRequest)
-    found = await where.engine.call(where.sandbox_id, "fs.list",
-                                    {"path": body.path, "depth": max(body.depth, 1),
-                                     "user": gate.rpc_user(request)})
-    return JSONResponse({"entries": [entry(e) for e in sorted(found, key=lambda e: e["path"])]})
+    found = await where.engine.files.list(where.sandbox_id, body.path, gate.rpc_user(request),
+                                          depth=max(body.depth, 1))
+    return JSONResponse({"entries": [entry(e) for e in sorted(found, key=lambda e: e.path)]})
 
 
 @router.post("/Remove")
 async def remove(request: Request) -> JSONResponse:
     """Remove a file or a directory tree; a missing path is not an error."""
-    where = gate.target(request)
+    where = await gate.target(request)
     body = await unary_request(request, PathRequest)
     try:
-        await where.engine.call(where.sandbox_id, "fs.remove",
-                                {"path": body.path, "user": gate.rpc_user(request)})
+        await where.engine.files.remove(where.sandbox_id, body.path, gate.rpc_user(request))
     except NotFound:
         pass
     return JSONResponse({})
@@ -100,6 +97,6 @@ async def remove(request: Request) -> JSONResponse:
 @router.post("/{method}")
 async def unserved(request: Request, method: str) -> JSONResponse:
     """WatchDir and the polling watcher are not served (the agent has no file watch yet)."""
-    gate.target(request)
+    await gate.target(request)
     raise ConnectError("unimplemented", f"filesystem.Filesystem/{method} is not served by "
                                         f"Stockade's E2B adapter")

@@ -65,9 +65,8 @@ async def principal(request: Request) -> Principal:
 
 
 def owned(request: Request, who: Principal, sandbox_id: str) -> str:
-    """``sandbox_id`` if the caller may see it; another tenant's reads as missing."""
-    if not who.may_see(control(request).owner(sandbox_id)):
-        raise E2BError(404, f"sandbox {sandbox_id!r} not found")
+    """``sandbox_id`` if the caller may see it; another tenant's reads as missing (404)."""
+    control(request).check_owner(who, sandbox_id)
     return sandbox_id
 
 
@@ -97,7 +96,7 @@ def _same(a: str | None, b: str) -> bool:
     return a is not None and hmac.compare_digest(a.encode(), b.encode())
 
 
-def target(request: Request, tokens: tuple[str, ...] = ("envd",)) -> Target:
+async def target(request: Request, tokens: tuple[str, ...] = ("envd",)) -> Target:
     """Resolve ``E2b-Sandbox-Id`` to a running sandbox the caller holds a token for.
 
     Missing or foreign token: 401. No such sandbox, or not running: 502 (as E2B's proxy)."""
@@ -114,7 +113,7 @@ def target(request: Request, tokens: tuple[str, ...] = ("envd",)) -> Target:
                             "envdAccessToken of its create or connect response)")
     eng = engine(request)
     try:
-        state = eng.record(sandbox_id).state
+        state = (await eng.sandboxes.get(sandbox_id)).state
     except SandboxNotFound:
         raise E2BError(502, "The sandbox was not found", sandboxId=sandbox_id) from None
     if state != "running":
@@ -154,12 +153,12 @@ async def signed_target(request: Request, op: str) -> Target:
         if int(expiration) < time.time():
             raise E2BError(401, "signature is already expired")
     eng = engine(request)
-    for info in await eng.list():
+    for info in await eng.sandboxes.list():
         expected = _signature(query.get("path", ""), op, query.get("username", ""),
-                              envd_token(request, info["id"]), expiration)
+                              envd_token(request, info.id), expiration)
         if _same(signature, expected):
-            if info["state"] != "running":
-                raise E2BError(502, f"The sandbox is {info['state']}; connect to it to "
-                                    f"resume it", sandboxId=info["id"])
-            return Target(info["id"], eng)
+            if info.state != "running":
+                raise E2BError(502, f"The sandbox is {info.state}; connect to it to resume "
+                                    f"it", sandboxId=info.id)
+            return Target(info.id, eng)
     raise E2BError(401, "invalid signature")

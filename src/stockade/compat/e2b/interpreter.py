@@ -42,11 +42,8 @@ class NewContext(Body):
 
 
 def contexts(request: Request, where: gate.Target) -> CodeContexts:
-    """The server's code contexts (the same ones the native API uses)."""
-    state = request.app.state.main.state
-    if getattr(state, "code_contexts", None) is None:
-        state.code_contexts = CodeContexts(where.engine)
-    return state.code_contexts  # type: ignore[no-any-return]
+    """The engine's code contexts (the same ones the native API uses)."""
+    return where.engine.code
 
 
 def _now() -> str:
@@ -97,7 +94,7 @@ async def _ndjson(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]
 @router.post("/execute")
 async def execute(request: Request, body: Execute) -> StreamingResponse:
     """Run a cell; stream stdout, stderr, results, an error and the execution count."""
-    where = gate.target(request, TOKENS)
+    where = await gate.target(request, TOKENS)
     if body.context_id and body.language:
         raise E2BError(400, "give context_id or language, not both")
     if body.env_vars:
@@ -115,26 +112,26 @@ def _context(found: dict[str, Any]) -> dict[str, Any]:
 
 @router.post("/contexts")
 async def create_context(request: Request, body: NewContext) -> dict[str, Any]:
-    where = gate.target(request, TOKENS)
+    where = await gate.target(request, TOKENS)
     return _context(await contexts(request, where).create(where.sandbox_id, body.language,
                                                           body.cwd or "/home/user"))
 
 
 @router.get("/contexts")
 async def list_contexts(request: Request) -> list[dict[str, Any]]:
-    where = gate.target(request, TOKENS)
+    where = await gate.target(request, TOKENS)
     return [_context(c) for c in await contexts(request, where).list(where.sandbox_id)]
 
 
 @router.delete("/contexts/{context_id}", status_code=204)
 async def remove_context(request: Request, context_id: str) -> Response:
-    where = gate.target(request, TOKENS)
+    where = await gate.target(request, TOKENS)
     await contexts(request, where).remove(where.sandbox_id, context_id)
     return Response(status_code=204)
 
 
 @router.post("/contexts/{context_id}/restart", status_code=204)
 async def restart_context(request: Request, context_id: str) -> Response:
-    where = gate.target(request, TOKENS)
+    where = await gate.target(request, TOKENS)
     await contexts(request, where).restart(where.sandbox_id, context_id)
     return Response(status_code=204)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field, model_validator
 
+from ...models import ProcessSelector, ProcessSpec, PtySize
 from . import gate
 from .connect import ConnectError, Message, b64, stream_request, stream_response, unary_request
 from .connect import unb64
@@ -23,13 +24,13 @@ class ProcessConfig(Message):
     cwd: str | None = Field(default=None, max_length=4096)
 
 
-class PtySize(Message):
+class Size(Message):
     cols: int = Field(ge=1, le=1000)
     rows: int = Field(ge=1, le=1000)
 
 
 class Pty(Message):
-    size: PtySize
+    size: Size
 
 
 class StartRequest(Message):
@@ -38,17 +39,12 @@ class StartRequest(Message):
     tag: str | None = Field(default=None, max_length=256)
     stdin: bool | None = None
 
-    def agent_params(self, user: str | None) -> dict[str, Any]:
-        params: dict[str, Any] = {"argv": [self.process.cmd, *self.process.args],
-                                  "env": dict(self.process.envs), "user": user,
-                                  "stdin": bool(self.stdin)}
-        if self.process.cwd:
-            params["cwd"] = self.process.cwd
-        if self.tag:
-            params["tag"] = self.tag
-        if self.pty is not None:
-            params["pty"] = {"cols": self.pty.size.cols, "rows": self.pty.size.rows}
-        return {k: v for k, v in params.items() if v is not None}
+    def spec(self, user: str | None) -> ProcessSpec:
+        size = self.pty.size if self.pty else None
+        return ProcessSpec(argv=[self.process.cmd, *self.process.args], env=self.process.envs,
+                           cwd=self.process.cwd or None, user=user, tag=self.tag or None,
+                           stdin=bool(self.stdin),
+                           pty=PtySize(cols=size.cols, rows=size.rows) if size else None)
 
 
 class Selector(Message):
@@ -61,8 +57,8 @@ class Selector(Message):
             raise ValueError("select the process by exactly one of pid or tag")
         return self
 
-    def agent_params(self) -> dict[str, Any]:
-        return {"pid": self.pid} if self.pid is not None else {"tag": self.tag}
+    def selector(self) -> ProcessSelector:
+        return ProcessSelector(pid=self.pid, tag=self.tag)
 
 
 class Selected(Message):
@@ -121,79 +117,75 @@ async def _follow(run: Any) -> AsyncIterator[dict[str, Any]]:
 @router.post("/Start")
 async def start(request: Request) -> StreamingResponse:
     """Start a process; stream ``start`` (pid), data, keepalives, then ``end``."""
-    where = gate.target(request)
+    where = await gate.target(request)
     body = await stream_request(request, StartRequest)
-    run = await where.engine.start_process(where.sandbox_id,
-                                           body.agent_params(gate.rpc_user(request)))
+    run = await where.engine.processes.start(where.sandbox_id, body.spec(gate.rpc_user(request)))
     return stream_response(_follow(run))
 
 
 @router.post("/Connect")
 async def connect(request: Request) -> StreamingResponse:
     """Follow a running process: ``start`` with its pid, then its output from now on."""
-    where = gate.target(request)
+    where = await gate.target(request)
     body = await stream_request(request, Selected)
-    run = await where.engine.connect_process(where.sandbox_id, body.process.agent_params())
+    run = await where.engine.processes.connect(where.sandbox_id, body.process.selector())
     return stream_response(_follow(run))
 
 
 @router.post("/List")
 async def list_processes(request: Request) -> JSONResponse:
-    where = gate.target(request)
+    where = await gate.target(request)
     await unary_request(request, Message)
-    found = await where.engine.call(where.sandbox_id, "process.list", {})
+    found = await where.engine.processes.list(where.sandbox_id)
     return JSONResponse({"processes": [
-        {"config": {"cmd": p["cmd"], "args": [], "envs": {}}, "pid": p["pid"],
-         **({"tag": p["tag"]} if p.get("tag") else {})} for p in found]})
+        {"config": {"cmd": p.cmd or "", "args": [], "envs": {}}, "pid": p.pid,
+         **({"tag": p.tag} if p.tag else {})} for p in found]})
 
 
 @router.post("/SendInput")
 async def send_input(request: Request) -> JSONResponse:
-    where = gate.target(request)
+    where = await gate.target(request)
     body = await unary_request(request, SendInputRequest)
     raw = body.input.stdin if body.input.stdin is not None else body.input.pty
     if raw is None:
         raise ConnectError("invalid_argument", "input must hold stdin or pty bytes")
-    await where.engine.send_stdin(where.sandbox_id, body.process.agent_params(),
-                                  unb64(raw, "input"))
+    await where.engine.processes.send_stdin(where.sandbox_id, body.process.selector(),
+                                            unb64(raw, "input"))
     return JSONResponse({})
 
 
 @router.post("/SendSignal")
 async def send_signal(request: Request) -> JSONResponse:
-    where = gate.target(request)
+    where = await gate.target(request)
     body = await unary_request(request, SendSignalRequest)
     name = SIGNALS.get(body.signal)
     if name is None:
         raise ConnectError("invalid_argument", f"signal must be SIGNAL_SIGTERM or "
                                                f"SIGNAL_SIGKILL, not {body.signal!r}")
-    await where.engine.call(where.sandbox_id, "process.signal",
-                            {**body.process.agent_params(), "signal": name})
+    await where.engine.processes.signal(where.sandbox_id, body.process.selector(), name)
     return JSONResponse({})
 
 
 @router.post("/CloseStdin")
 async def close_stdin(request: Request) -> JSONResponse:
-    where = gate.target(request)
+    where = await gate.target(request)
     body = await unary_request(request, Selected)
-    await where.engine.call(where.sandbox_id, "process.close_stdin",
-                            body.process.agent_params())
+    await where.engine.processes.close_stdin(where.sandbox_id, body.process.selector())
     return JSONResponse({})
 
 
 @router.post("/Update")
 async def update(request: Request) -> JSONResponse:
     """Resize the process's terminal."""
-    where = gate.target(request)
+    where = await gate.target(request)
     body = await unary_request(request, UpdateRequest)
     if body.pty is not None:
-        await where.engine.call(where.sandbox_id, "process.resize",
-                                {**body.process.agent_params(), "cols": body.pty.size.cols,
-                                 "rows": body.pty.size.rows})
+        await where.engine.processes.resize(where.sandbox_id, body.process.selector(),
+                                            body.pty.size.cols, body.pty.size.rows)
     return JSONResponse({})
 
 
 @router.post("/StreamInput")
 async def stream_input(request: Request) -> Response:
-    gate.target(request)
+    await gate.target(request)
     raise ConnectError("unimplemented", "StreamInput is not served; use SendInput")

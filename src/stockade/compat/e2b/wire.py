@@ -13,6 +13,8 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...models import NetworkPolicy, SandboxInfo, SandboxSpec, SandboxStats
+
 #: The envd version reported to the SDK; it gates client features (e2b/envd/versions.py):
 #: stdin flag, default user, CloseStdin and octet-stream uploads are served; upload metadata
 #: (0.6.2) and watch entries (0.6.3) are not, so the SDK must not try them.
@@ -54,12 +56,11 @@ class NewSandbox(Loose):
     auto_pause: bool = Field(default=False, alias="autoPause")
     network: NetworkConfig | None = None
 
-    def create_params(self) -> dict[str, Any]:
-        """Keyword arguments of a Stockade create."""
-        template = TEMPLATE_ALIASES.get(self.template_id, self.template_id)
+    def spec(self) -> SandboxSpec:
+        """The Stockade sandbox this asks for (raises ValueError for a bad tier or policy)."""
         params: dict[str, Any] = {
-            "template": template, "timeout": self.timeout, "envs": dict(self.env_vars),
-            "metadata": dict(self.metadata),
+            "template": TEMPLATE_ALIASES.get(self.template_id, self.template_id),
+            "timeout": self.timeout, "envs": self.env_vars, "metadata": self.metadata,
             "on_timeout": "pause" if self.auto_pause else "kill"}
         if ISOLATION_KEY in self.metadata:
             params["isolation"] = self.metadata[ISOLATION_KEY]
@@ -67,9 +68,9 @@ class NewSandbox(Loose):
         if self.allow_internet_access and network.allow_out is None:
             network = NetworkConfig(allowOut=["0.0.0.0/0"], denyOut=network.deny_out)
         if network.allow_out is not None or network.deny_out is not None:
-            params["network"] = {"allow_out": network.allow_out or [],
-                                 "deny_out": network.deny_out or []}
-        return params
+            params["network"] = NetworkPolicy(allow_out=network.allow_out or [],
+                                              deny_out=network.deny_out or [])
+        return SandboxSpec.model_validate(params)
 
 
 class Timeout(Loose):
@@ -98,37 +99,41 @@ def iso(unix: float) -> str:
     return when(unix).isoformat().replace("+00:00", "Z")
 
 
-def created(info: dict[str, Any], envd_token: str, traffic_token: str) -> dict[str, Any]:
+def created(info: SandboxInfo, envd_token: str, traffic_token: str) -> dict[str, Any]:
     """``Sandbox``: the create, connect and resume result."""
-    return {"templateID": info["template"], "sandboxID": info["id"], "clientID": CLIENT_ID,
+    return {"templateID": info.template, "sandboxID": info.id, "clientID": CLIENT_ID,
             "envdVersion": ENVD_VERSION, "envdAccessToken": envd_token,
             "trafficAccessToken": traffic_token, "domain": None}
 
 
-def listed(info: dict[str, Any]) -> dict[str, Any]:
+def state(info: SandboxInfo) -> str:
+    return E2B_STATES.get(info.state, "paused")
+
+
+def listed(info: SandboxInfo) -> dict[str, Any]:
     """``ListedSandbox``."""
-    return {"templateID": info["template"], "sandboxID": info["id"], "clientID": CLIENT_ID,
-            "startedAt": iso(info["created_at"]), "endAt": iso(info["expires_at"]),
-            "cpuCount": max(1, math.ceil(info["cpu"])), "memoryMB": info["memory_mb"],
-            "diskSizeMB": info["disk_mb"], "state": E2B_STATES.get(info["state"], "paused"),
-            "envdVersion": ENVD_VERSION, "metadata": info["metadata"]}
+    return {"templateID": info.template, "sandboxID": info.id, "clientID": CLIENT_ID,
+            "startedAt": iso(info.created_at), "endAt": iso(info.expires_at),
+            "cpuCount": max(1, math.ceil(info.cpu)), "memoryMB": info.memory_mb,
+            "diskSizeMB": info.disk_mb, "state": state(info), "envdVersion": ENVD_VERSION,
+            "metadata": info.metadata}
 
 
-def detail(info: dict[str, Any], envd_token: str) -> dict[str, Any]:
+def detail(info: SandboxInfo, envd_token: str) -> dict[str, Any]:
     """``SandboxDetail``."""
     return {**listed(info), "envdAccessToken": envd_token,
             "lifecycle": {"autoResume": False,
-                          "onTimeout": "pause" if info["on_timeout"] == "pause" else "kill"}}
+                          "onTimeout": "pause" if info.on_timeout == "pause" else "kill"}}
 
 
-def metric(info: dict[str, Any], stats: dict[str, Any], now: float) -> dict[str, Any]:
+def metric(info: SandboxInfo, stats: SandboxStats, now: float) -> dict[str, Any]:
     """One ``SandboxMetric`` sampled now: CPU as the average since creation."""
-    cpus = max(1, math.ceil(info["cpu"]))
-    elapsed = max(now - info["created_at"], 1e-3)
+    cpus = max(1, math.ceil(info.cpu))
+    elapsed = max(now - info.created_at, 1e-3)
     return {"timestamp": iso(now), "timestampUnix": int(now), "cpuCount": cpus,
-            "cpuUsedPct": round(min(100.0, 100 * stats["cpu_seconds"] / (elapsed * cpus)), 2),
-            "memUsed": stats["memory_bytes"], "memTotal": stats["memory_limit_bytes"],
-            "memCache": 0, "diskUsed": 0, "diskTotal": info["disk_mb"] << 20}
+            "cpuUsedPct": round(min(100.0, 100 * stats.cpu_seconds / (elapsed * cpus)), 2),
+            "memUsed": stats.memory_bytes, "memTotal": stats.memory_limit_bytes,
+            "memCache": 0, "diskUsed": 0, "diskTotal": info.disk_mb << 20}
 
 
 def metadata_filter(raw: str | None) -> dict[str, str]:
