@@ -87,8 +87,10 @@ async def create_v2(request: Request, who: Who, body: wire.NewSandbox,
 
 
 async def _visible(request: Request, who: Principal) -> list[SandboxInfo]:
+    """The caller's sandboxes; one being killed is gone already, as on E2B."""
     ctl = gate.control(request)
-    return ctl.visible(who, await ctl.engine.sandboxes.list())
+    return [s for s in ctl.visible(who, await ctl.engine.sandboxes.list())
+            if s.state != "killing"]
 
 
 @router.get("/sandboxes/{sandbox_id}")

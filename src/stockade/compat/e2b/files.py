@@ -28,11 +28,11 @@ async def health(request: Request) -> Response:
     if sandbox_id is None:
         return JSONResponse({"status": "ok"})
     try:
-        running = (await gate.engine(request).sandboxes.get(sandbox_id)).state == "running"
+        state: str | None = (await gate.engine(request).sandboxes.get(sandbox_id)).state
     except EngineError:  # missing (or a malformed id): not running
-        running = False
-    if not running:
-        raise E2BError(502, "The sandbox was not found", sandboxId=sandbox_id)
+        state = None
+    if state != "running":
+        raise gate.not_running(sandbox_id, state)
     return Response(status_code=204)
 
 

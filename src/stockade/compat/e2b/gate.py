@@ -115,11 +115,17 @@ async def target(request: Request, tokens: tuple[str, ...] = ("envd",)) -> Targe
     try:
         state = (await eng.sandboxes.get(sandbox_id)).state
     except SandboxNotFound:
-        raise E2BError(502, "The sandbox was not found", sandboxId=sandbox_id) from None
+        raise not_running(sandbox_id, None) from None
     if state != "running":
-        raise E2BError(502, f"The sandbox is {state}; connect to it to resume it",
-                       sandboxId=sandbox_id)
+        raise not_running(sandbox_id, state)
     return Target(sandbox_id, eng)
+
+
+def not_running(sandbox_id: str, state: str | None) -> E2BError:
+    """E2B's proxy answer for a sandbox it cannot reach: 502, and the words "was not found",
+    from which the SDK concludes that the sandbox is not running."""
+    now = f" (it is {state}; connect to it to resume it)" if state else ""
+    return E2BError(502, f"The sandbox was not found running{now}", sandboxId=sandbox_id)
 
 
 def rpc_user(request: Request) -> str | None:
@@ -158,7 +164,6 @@ async def signed_target(request: Request, op: str) -> Target:
                               envd_token(request, info.id), expiration)
         if _same(signature, expected):
             if info.state != "running":
-                raise E2BError(502, f"The sandbox is {info.state}; connect to it to resume "
-                                    f"it", sandboxId=info.id)
+                raise not_running(info.id, info.state)
             return Target(info.id, eng)
     raise E2BError(401, "invalid signature")
