@@ -16,7 +16,7 @@ from e2b import AsyncSandbox, PtySize, Sandbox, SandboxQuery, SandboxState
 from e2b import CommandExitException
 from e2b.exceptions import (AuthenticationException, RateLimitException,
                             NotFoundException, SandboxNotFoundException,
-                            SandboxNotRunningException)
+                            SandboxNotRunningException, TimeoutException)
 from e2b_code_interpreter import Sandbox as CodeSandbox
 from server_harness import Server, finish, needs_root, new_data_dir
 
@@ -432,3 +432,16 @@ def test_quota_gives_429_without_retries(server: Server, keys: dict[str, str]) -
         assert time.monotonic() - started < 2  # not retried with backoff
     finally:
         first.kill()
+
+
+def test_run_code_timeout_interrupts_the_cell(keys: dict[str, str]) -> None:
+    """The client's deadline closes the stream; the cell is interrupted and the context is
+    free for the next execution, state kept."""
+    with CodeSandbox.create() as sb:
+        sb.run_code("kept = 'yes'")
+        started = time.monotonic()
+        with pytest.raises(TimeoutException):
+            sb.run_code("import time\nwhile True: time.sleep(0.1)", timeout=2)
+        assert time.monotonic() - started < 15
+        ex = sb.run_code("kept", timeout=30)
+        assert ex.text == "'yes'" and ex.error is None
