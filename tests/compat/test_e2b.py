@@ -14,7 +14,7 @@ import httpx
 import pytest
 from e2b import AsyncSandbox, PtySize, Sandbox, SandboxQuery, SandboxState
 from e2b import CommandExitException
-from e2b.exceptions import (AuthenticationException, RateLimitException,
+from e2b.exceptions import (AuthenticationException, RateLimitException, SandboxException,
                             NotFoundException, SandboxNotFoundException,
                             SandboxNotRunningException, TimeoutException)
 from e2b_code_interpreter import Sandbox as CodeSandbox
@@ -445,3 +445,29 @@ def test_run_code_timeout_interrupts_the_cell(keys: dict[str, str]) -> None:
         assert time.monotonic() - started < 15
         ex = sb.run_code("kept", timeout=30)
         assert ex.text == "'yes'" and ex.error is None
+
+
+def test_snapshots(keys: dict[str, str]) -> None:
+    """A snapshot is a template of the tenant's: a new sandbox starts from it; another
+    tenant can neither use nor delete it."""
+    sb = Sandbox.create()
+    try:
+        sb.files.write("/home/user/state.txt", "snapshotted")
+        snap = sb.create_snapshot()
+        assert snap.snapshot_id and snap.names == [snap.snapshot_id]
+        listed = Sandbox.list_snapshots(sandbox_id=sb.sandbox_id).next_items()
+        assert [s.snapshot_id for s in listed] == [snap.snapshot_id]
+    finally:
+        sb.kill()
+    b = {"api_key": keys["b"]}
+    assert Sandbox.list_snapshots(**b).next_items() == []
+    with pytest.raises(SandboxException):
+        Sandbox.create(snap.snapshot_id, **b)
+    assert Sandbox.delete_snapshot(snap.snapshot_id, **b) is False
+    child = Sandbox.create(snap.snapshot_id)
+    try:
+        assert child.files.read("/home/user/state.txt") == "snapshotted"
+    finally:
+        child.kill()
+    assert Sandbox.delete_snapshot(snap.snapshot_id) is True
+    assert Sandbox.delete_snapshot(snap.snapshot_id) is False
