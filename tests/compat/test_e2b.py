@@ -471,3 +471,23 @@ def test_snapshots(keys: dict[str, str]) -> None:
         child.kill()
     assert Sandbox.delete_snapshot(snap.snapshot_id) is True
     assert Sandbox.delete_snapshot(snap.snapshot_id) is False
+
+
+def test_network_policy_and_update(server: Server, keys: dict[str, str]) -> None:
+    sb = Sandbox.create(network={"allow_out": ["192.0.2.1"]})
+    try:
+        with server.admin() as admin:
+            def policy() -> Any:
+                return admin.get(f"/sandboxes/{sb.sandbox_id}").json()["network"]
+            assert policy()["allow_out"] == ["192.0.2.1/32"]
+            sb.update_network({"allow_out": ["198.51.100.0/24"], "deny_out": ["198.51.100.7"]})
+            assert (policy()["allow_out"], policy()["deny_out"]) == (["198.51.100.0/24"],
+                                                                     ["198.51.100.7/32"])
+    finally:
+        sb.kill()
+    closed = Sandbox.create()
+    try:
+        with pytest.raises(SandboxException, match="network='none'"):
+            closed.update_network({"allow_out": ["192.0.2.1"]})
+    finally:
+        closed.kill()

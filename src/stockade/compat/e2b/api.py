@@ -184,6 +184,19 @@ async def refresh(request: Request, who: Who, sandbox_id: str, body: wire.Refres
     return Response(status_code=204)
 
 
+@router.put("/sandboxes/{sandbox_id}/network", status_code=204)
+async def update_network(request: Request, who: Who, sandbox_id: str,
+                         body: wire.NetworkUpdate) -> Response:
+    """Replace the egress policy of a sandbox created with one (409 for one without)."""
+    try:
+        policy = body.policy()
+    except ValidationError as exc:
+        raise E2BError(400, f"network: {exc.errors()[0]['msg']}") from None
+    await gate.engine(request).sandboxes.set_network(gate.owned(request, who, sandbox_id),
+                                                     policy)
+    return Response(status_code=204)
+
+
 @router.post("/sandboxes/{sandbox_id}/pause", status_code=204)
 async def pause(request: Request, who: Who, sandbox_id: str, body: wire.Pause) -> Response:
     """Pause with memory (409 if already paused). Without memory: stop, keeping files."""

@@ -40,6 +40,17 @@ class NetworkConfig(Loose):
     deny_out: list[str] | None = Field(default=None, alias="denyOut", max_length=256)
 
 
+class NetworkUpdate(NetworkConfig):
+    """``PUT /sandboxes/{id}/network``: replaces the whole egress policy."""
+
+    allow_internet_access: bool | None = None
+
+    def policy(self) -> NetworkPolicy:
+        allow = self.allow_out if self.allow_out is not None else (
+            ["0.0.0.0/0"] if self.allow_internet_access else [])
+        return NetworkPolicy(allow_out=allow, deny_out=self.deny_out or [])
+
+
 class AutoResume(Loose):
     enabled: bool = False
 
