@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from e2b import AsyncSandbox, PtySize, Sandbox, SandboxQuery, SandboxState
+from e2b import AsyncSandbox, PtySize, Sandbox, SandboxQuery, SandboxState, Template
 from e2b import CommandExitException
 from e2b.exceptions import (AuthenticationException, RateLimitException, SandboxException,
                             NotFoundException, SandboxNotFoundException,
@@ -460,6 +460,8 @@ def test_snapshots(keys: dict[str, str]) -> None:
     finally:
         sb.kill()
     b = {"api_key": keys["b"]}
+    assert Template.exists(snap.snapshot_id) is True
+    assert Template.exists(snap.snapshot_id, **b) is False  # not theirs: as missing
     assert Sandbox.list_snapshots(**b).next_items() == []
     with pytest.raises(SandboxException):
         Sandbox.create(snap.snapshot_id, **b)
@@ -471,6 +473,8 @@ def test_snapshots(keys: dict[str, str]) -> None:
         child.kill()
     assert Sandbox.delete_snapshot(snap.snapshot_id) is True
     assert Sandbox.delete_snapshot(snap.snapshot_id) is False
+    assert Template.exists("base") and Template.exists("code-interpreter-v1")
+    assert Template.exists("no-such-template") is False
 
 
 def test_network_policy_and_update(server: Server, keys: dict[str, str]) -> None:

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...engine import EngineError
-from . import api, files, filesystem, interpreter, process, snapshots
+from . import api, files, filesystem, interpreter, process, snapshots, templates
 from .connect import ConnectError
 from .gate import E2BError
 
@@ -40,7 +40,7 @@ def build(main: FastAPI) -> FastAPI:
                   redoc_url=None)
     app.state.main = main
     app.state.idempotency = api.Idempotency()
-    for module in (api, files, process, filesystem, interpreter, snapshots):
+    for module in (api, files, process, filesystem, interpreter, snapshots, templates):
         app.include_router(module.router)
 
     @app.exception_handler(E2BError)

@@ -68,16 +68,3 @@ def _position(token: str, found: list[TemplateInfo]) -> tuple[str, str]:
             return template.created, template.name
     raise E2BError(400, "nextToken is not a token this server handed out (or that snapshot "
                         "was deleted)")
-
-
-@router.delete("/templates/{template_id}", status_code=204)
-async def delete_snapshot(request: Request, who: Who, template_id: str) -> Response:
-    """Delete a snapshot (or another template) of the caller's tenant; 404 if it is not
-    theirs, 403 for a template the operator shares."""
-    templates = gate.engine(request).templates
-    info = await templates.get(template_id, who.may_see)
-    if info.owner is None and not who.admin:
-        raise E2BError(403, f"template {template_id!r} is shared by the operator; it cannot "
-                            f"be deleted with a tenant's key")
-    await templates.delete(template_id)
-    return Response(status_code=204)
