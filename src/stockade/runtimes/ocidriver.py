@@ -11,7 +11,7 @@ import shutil
 import stat
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..images import ImageStore
 from . import hostops
@@ -54,6 +54,10 @@ class OciDriver(RuntimeDriver):
         """Flags before the verb; ``spec`` is given when starting that sandbox."""
         return ["--root", str(self.runtime_root)]
 
+    async def extra_mounts(self) -> list[dict[str, Any]]:
+        """Mounts this runtime adds to every sandbox's bundle (none by default)."""
+        return []
+
     def launcher(self, spec: SandboxSpec) -> list[str]:
         """A command prefix for ``run`` (none by default)."""
         return []
@@ -93,7 +97,8 @@ class OciDriver(RuntimeDriver):
         (d / "bundle").mkdir(exist_ok=True)
         config = build_config(spec, rootfs=str(d / "rootfs"), run_dir=str(run_dir),
                               agent_dir=str(self.agent_dir), uid_base=self.uid_base,
-                              cgroups_path="/" + self.cgroup(spec), runtime=self.binary)
+                              cgroups_path="/" + self.cgroup(spec), runtime=self.binary,
+                              extra_mounts=await self.extra_mounts())
         (d / "bundle" / "config.json").write_text(json.dumps(config))
 
     def layer_file(self, spec: SandboxSpec) -> Path:
