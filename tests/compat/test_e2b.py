@@ -4,10 +4,14 @@ server, configured only by E2B_API_URL / E2B_SANDBOX_URL / E2B_API_KEY."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import struct
 import threading
 import time
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
@@ -495,3 +499,28 @@ def test_network_policy_and_update(server: Server, keys: dict[str, str]) -> None
             closed.update_network({"allow_out": ["192.0.2.1"]})
     finally:
         closed.kill()
+
+
+OLD_SDK = ("e2b==2.45.1", "e2b-code-interpreter==2.9.1")
+
+
+@pytest.fixture(scope="module")
+def old_sdk_python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A virtual environment with the older SDK generation, from PyPI, removed afterwards."""
+    venv = tmp_path_factory.mktemp("e2b-old-sdk")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *OLD_SDK], check=True,
+                   capture_output=True)
+    yield venv / "bin" / "python"
+    shutil.rmtree(venv, ignore_errors=True)
+
+
+def test_older_sdk_generation(server: Server, keys: dict[str, str],
+                              old_sdk_python: Path) -> None:
+    """e2b 2.45 / e2b-code-interpreter 2.9 (v1 create and connect, httpx transport): commands,
+    background, files, pause and connect, list, kill, run_code. Their client checks the key's
+    shape (e2b_<hex>), which E2B_VALIDATE_API_KEY=false turns off."""
+    env = {**os.environ, "E2B_VALIDATE_API_KEY": "false"}
+    run = subprocess.run([str(old_sdk_python), str(Path(__file__).with_name("e2b_old_sdk.py"))],
+                         env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0 and run.stdout.strip() == "old sdk ok", run.stderr[-3000:]
