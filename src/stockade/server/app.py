@@ -14,7 +14,6 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..compat.e2b import E2BFront
 from ..engine import Engine, EngineConfig
 from . import errors
 from .auth import PUBLIC_PATHS, AuthMiddleware, load_admin_key
@@ -147,6 +146,8 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     app.state.access_tokens = AccessTokens(
         settings.data_dir / "private" / "access-token.key" if settings else None)
     app.add_middleware(AuthMiddleware, control=lambda: app.state.control)
+    from ..compat.e2b.front import E2BFront  # here: compat imports server.auth/control
+
     app.add_middleware(E2BFront, main=app)  # /e2b: E2B's SDKs, with their own key check
     app.add_middleware(BodyLimit, max_body=(settings or ServerSettings()).max_body_bytes)
     app.add_middleware(PortProxy, control=lambda: app.state.control,  # before auth: its own
