@@ -336,6 +336,18 @@ def test_garbage_connect_bodies_get_clear_errors(server: Server, sandbox: Sandbo
             assert error["message"], (path, error)
         r = c.post("/filesystem.Filesystem/Stat", json={"path": "/nope"}, headers=unary)
         assert r.status_code == 404 and r.json()["code"] == "not_found"
+        for path in ("../../etc/shadow", "/home/user/../../etc/shadow", "/tmp/a\x00b", ""):
+            r = c.get("/files", params={"path": path}, headers=headers)
+            assert r.status_code == 400 and r.json()["message"], (path, r.text)
+            r = c.post("/files", params={"path": path}, content=b"x",
+                       headers={**headers, "Content-Type": "application/octet-stream"})
+            assert r.status_code == 400, (path, r.text)
+        r = c.post("/files", files={"file": ("../../../etc/cron.d/x", b"x")}, headers=headers)
+        assert r.status_code == 400 and "'..'" in r.json()["message"]
+        r = c.post("/files", params={"path": "/tmp/z"}, content=b"not gzip",
+                   headers={**headers, "Content-Type": "application/octet-stream",
+                            "Content-Encoding": "gzip"})
+        assert r.status_code == 400 and "gzip" in r.json()["message"]
     assert sandbox.commands.run("echo still fine").stdout == "still fine\n"
 
 
