@@ -3,6 +3,7 @@ server, configured only by E2B_API_URL / E2B_SANDBOX_URL / E2B_API_KEY."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -227,6 +228,10 @@ def test_gvisor_tier_from_metadata(keys: dict[str, str], server: Server) -> None
             assert admin.get(f"/sandboxes/{sb.sandbox_id}").json()["isolation"] == "gvisor"
         assert sb.commands.run("cat /proc/version").stdout.startswith("Linux")
         sb.files.write("/home/user/g.txt", "gvisor")
+        watcher = sb.files.watch_dir("/home/user")
+        sb.files.write("/home/user/w.txt", "watched")
+        assert ("w.txt", "WRITE") in _events_until(watcher, {("w.txt", "WRITE")})
+        watcher.stop()
         sleeper = sb.commands.run("sleep 600", background=True)
         assert sb.pause() is True  # gVisor: a checkpoint to disk
         again = Sandbox.connect(sb.sandbox_id)
@@ -536,3 +541,50 @@ def test_older_sdk_generation(server: Server, keys: dict[str, str],
     run = subprocess.run([str(old_sdk_python), str(Path(__file__).with_name("e2b_old_sdk.py"))],
                          env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0 and run.stdout.strip() == "old sdk ok", run.stderr[-3000:]
+
+
+def _events_until(handle: Any, wanted: set[tuple[str, str]], seconds: float = 10) -> set[Any]:
+    seen: set[tuple[str, str]] = set()
+    deadline = time.monotonic() + seconds
+    while not wanted <= seen and time.monotonic() < deadline:
+        seen |= {(e.name, e.type.name) for e in handle.get_new_events()}
+        time.sleep(0.05)
+    return seen
+
+
+def test_watch_dir_polling(sandbox: Sandbox) -> None:
+    """The sync SDK's watcher (CreateWatcher / GetWatcherEvents / RemoveWatcher)."""
+    sandbox.files.make_dir("/home/user/w")
+    handle = sandbox.files.watch_dir("/home/user/w", recursive=True)
+    sandbox.files.write("/home/user/w/a.txt", "1")
+    sandbox.files.make_dir("/home/user/w/sub")
+    time.sleep(0.3)  # the new directory is watched once its create event is handled
+    sandbox.files.write("/home/user/w/sub/b.txt", "2")
+    sandbox.commands.run("cd /home/user/w && chmod 600 a.txt && mv a.txt c.txt && rm c.txt")
+    seen = _events_until(handle, {("a.txt", "WRITE"), ("sub", "CREATE"),
+                                  ("sub/b.txt", "WRITE"), ("a.txt", "CHMOD"),
+                                  ("a.txt", "RENAME"), ("c.txt", "CREATE"),
+                                  ("c.txt", "REMOVE")})
+    assert {("a.txt", "WRITE"), ("sub", "CREATE"), ("sub/b.txt", "WRITE"), ("a.txt", "CHMOD"),
+            ("a.txt", "RENAME"), ("c.txt", "CREATE"), ("c.txt", "REMOVE")} <= seen, seen
+    assert not any(name.startswith(".stockade-") for name, _ in seen)
+    handle.stop()
+    with pytest.raises(NotFoundException):
+        sandbox.files.watch_dir("/home/user/no-such-dir")
+
+
+async def test_watch_dir_stream(keys: dict[str, str]) -> None:
+    """The async SDK's WatchDir stream."""
+    sb = await AsyncSandbox.create()
+    try:
+        seen: list[tuple[str, str]] = []
+        handle = await sb.files.watch_dir("/home/user", lambda e: seen.append(
+            (e.name, e.type.name)))
+        await sb.files.write("/home/user/streamed.txt", "x")
+        deadline = time.monotonic() + 10
+        while ("streamed.txt", "WRITE") not in seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert ("streamed.txt", "WRITE") in seen
+        await handle.stop()
+    finally:
+        await sb.kill()

@@ -96,7 +96,7 @@ async def remove(request: Request) -> JSONResponse:
 
 @router.post("/{method}")
 async def unserved(request: Request, method: str) -> JSONResponse:
-    """WatchDir and the polling watcher are not served (the agent has no file watch yet)."""
+    """Any other method (watches are in watch.py, registered before this)."""
     await gate.target(request)
     raise ConnectError("unimplemented", f"filesystem.Filesystem/{method} is not served by "
                                         f"Stockade's E2B adapter")

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...engine import EngineError
-from . import api, files, filesystem, interpreter, process, snapshots, templates
+from . import api, files, filesystem, interpreter, process, snapshots, templates, watch
 from .connect import ConnectError
 from .gate import E2BError
 
@@ -34,7 +34,8 @@ def build(main: FastAPI) -> FastAPI:
                   redoc_url=None)
     app.state.main = main
     app.state.idempotency = api.Idempotency()
-    for module in (api, files, process, filesystem, interpreter, snapshots, templates):
+    app.state.watchers = watch.Watchers()
+    for module in (api, files, process, watch, filesystem, interpreter, snapshots, templates):
         app.include_router(module.router)
 
     @app.exception_handler(E2BError)

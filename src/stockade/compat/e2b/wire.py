@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...models import NetworkPolicy, SandboxInfo, SandboxSpec, SandboxStats
 
 #: The envd version reported to the SDK; it gates client features (e2b/envd/versions.py):
-#: stdin flag, default user, CloseStdin and octet-stream uploads are served; upload metadata
-#: (0.6.2) and watch entries (0.6.3) are not, so the SDK must not try them.
+#: recursive watch, stdin flag, default user, CloseStdin and octet-stream uploads are served;
+#: upload metadata (0.6.2) and watch entries (0.6.3) are not, so the SDK must not try them.
 ENVD_VERSION = "0.5.7"
 CLIENT_ID = "stockade"
 #: E2B template names that mean a Stockade template of another name.
