@@ -28,12 +28,13 @@ from server_harness import Server, finish, needs_root, new_data_dir
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 SDK_VERSION = "2.63.0"
 CI_VERSION = "2.11.5"
+DOMAIN = "sbx.test"  # per-sandbox host names, reached with explicit Host headers
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
     needs_root()
-    srv = Server(new_data_dir()).start()
+    srv = Server(new_data_dir(), STOCKADE_PROXY_DOMAIN=DOMAIN).start()
     yield srv
     finish(srv)
 
@@ -588,3 +589,27 @@ async def test_watch_dir_stream(keys: dict[str, str]) -> None:
         await handle.stop()
     finally:
         await sb.kill()
+
+
+def test_per_sandbox_host_names(server: Server, sandbox: Sandbox) -> None:
+    """``49983-{id}.{domain}`` is envd and ``49999-{id}.{domain}`` the code interpreter, as
+    the SDK builds them without E2B_SANDBOX_URL; the host, not a header, names the sandbox."""
+    token = {"X-Access-Token": sandbox._envd_access_token}
+    envd = {"Host": f"49983-{sandbox.sandbox_id}.{DOMAIN}"}
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        assert c.get("/health", headers=envd).status_code == 204
+        sandbox.files.write("/home/user/by-host.txt", "host-routed")
+        r = c.get("/files", params={"path": "/home/user/by-host.txt"}, headers={**envd, **token})
+        assert r.status_code == 200 and r.text == "host-routed"
+        r = c.post("/process.Process/List", json={}, headers={**envd, **token})
+        assert r.status_code == 200 and "processes" in r.json()
+        assert c.get("/files", params={"path": "/home/user/by-host.txt"},
+                     headers=envd).status_code == 401  # still needs the sandbox's token
+        spoofed = {**envd, **token, "E2b-Sandbox-Id": "sb000000000000000000"}
+        assert c.post("/process.Process/List", json={}, headers=spoofed).status_code == 200
+        r = c.get("/contexts", headers={"Host": f"49999-{sandbox.sandbox_id}.{DOMAIN}",
+                                        "E2B-Traffic-Access-Token":
+                                            sandbox.traffic_access_token or ""})
+        assert r.status_code == 200 and isinstance(r.json(), list)
+        gone = c.get("/health", headers={"Host": f"49983-sb000000000000000000.{DOMAIN}"})
+        assert gone.status_code == 502 and "was not found" in gone.json()["message"]

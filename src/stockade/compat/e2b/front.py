@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,11 +12,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...engine import EngineError
+from ...server.limits import BodyLimit
 from . import api, files, filesystem, interpreter, process, snapshots, templates, watch
 from .connect import ConnectError
 from .gate import E2BError
 
 PREFIX = "/e2b"
+SANDBOX_HOST = re.compile(r"^(?:49983|49999)-([a-z0-9]{1,64})$")
 RPC_PREFIXES = ("/e2b/process.Process/", "/e2b/filesystem.Filesystem/")
 
 
@@ -73,21 +76,48 @@ def build(main: FastAPI) -> FastAPI:
 
 
 class E2BFront:
-    """Send ``/e2b/...`` to the E2B app; everything else goes on to the native app.
+    """Send E2B traffic to the E2B app (under the body limit); the rest goes on unchanged.
 
-    Signed file URLs come to ``/files`` without the prefix: the SDK builds them with
-    ``urljoin(sandbox_url, "/files")``, which drops the path of ``E2B_SANDBOX_URL``. The native
-    API has no ``/files``, so a ``/files`` request with a ``signature`` goes to the E2B app."""
+    - ``/e2b/...``: the control plane, envd and the code interpreter (``E2B_API_URL`` and
+      ``E2B_SANDBOX_URL`` both at ``http://HOST:PORT/e2b``).
+    - With a ``domain``, any path on host ``49983-{id}.{domain}`` (envd) or
+      ``49999-{id}.{domain}`` (code interpreter), as the SDK builds per-sandbox URLs; the host
+      names the sandbox (an ``E2b-Sandbox-Id`` header is replaced). Other ports on such hosts
+      are the port proxy's.
+    - ``/files`` with a ``signature``: signed file URLs, which the SDK builds with
+      ``urljoin(sandbox_url, "/files")``, dropping the path of ``E2B_SANDBOX_URL`` (the native
+      API has no ``/files``)."""
 
-    def __init__(self, app: ASGIApp, main: FastAPI) -> None:
+    def __init__(self, app: ASGIApp, main: FastAPI, max_body: int,
+                 domain: str | None = None) -> None:
         self.app = app
-        self.e2b = build(main)
+        self.e2b = BodyLimit(build(main), max_body)
+        self.domain = domain.lower().strip(".") if domain else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path: str = scope["path"]
         if path == PREFIX or path.startswith(PREFIX + "/"):
+            return await self.e2b(scope, receive, send)
+        if (sandbox_id := self._sandbox_host(scope)) is not None:
+            headers = [(k, v) for k, v in scope["headers"] if k != b"e2b-sandbox-id"]
+            scope = {**scope, "path": PREFIX + path,
+                     "raw_path": PREFIX.encode() + scope.get("raw_path", path.encode()),
+                     "headers": [*headers, (b"e2b-sandbox-id", sandbox_id.encode())]}
             return await self.e2b(scope, receive, send)
         if path == "/files" and b"signature=" in scope.get("query_string", b""):
             scope = {**scope, "path": PREFIX + "/files", "raw_path": b"/e2b/files"}
             return await self.e2b(scope, receive, send)
         await self.app(scope, receive, send)
+
+    def _sandbox_host(self, scope: Scope) -> str | None:
+        """The sandbox id of a ``49983-{id}.{domain}`` or ``49999-{id}.{domain}`` host."""
+        if self.domain is None:
+            return None
+        host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+        host = (host.rpartition(":")[0] if ":" in host else host).lower().rstrip(".")
+        if not host.endswith("." + self.domain):
+            return None
+        match = SANDBOX_HOST.match(host[:-len(self.domain) - 1])
+        return match.group(1) if match else None
