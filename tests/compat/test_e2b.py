@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from e2b.exceptions import (AuthenticationException, RateLimitException, Sandbox
                             NotFoundException, SandboxNotFoundException,
                             SandboxNotRunningException, TimeoutException)
 from e2b_code_interpreter import Sandbox as CodeSandbox
-from server_harness import Server, finish, needs_root, new_data_dir
+from server_harness import STOCKADE, Server, finish, needs_root, new_data_dir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 SDK_VERSION = "2.63.0"
@@ -536,9 +537,18 @@ def old_sdk_python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_older_sdk_generation(server: Server, keys: dict[str, str],
                               old_sdk_python: Path) -> None:
     """e2b 2.45 / e2b-code-interpreter 2.9 (v1 create and connect, httpx transport): commands,
-    background, files, pause and connect, list, kill, run_code. Their client checks the key's
-    shape (e2b_<hex>), which E2B_VALIDATE_API_KEY=false turns off."""
-    env = {**os.environ, "E2B_VALIDATE_API_KEY": "false"}
+    background, files, pause and connect, list, kill, run_code, with a key from
+    `stockade keys create --style e2b` (their client accepts only e2b_<hex>); the same key
+    works on Stockade's own API."""
+    cli = subprocess.run([STOCKADE, "keys", "create", "--tenant", "e2b-a", "--style", "e2b"],
+                         env={**os.environ, "STOCKADE_API_URL": server.url,
+                              "STOCKADE_API_KEY": server.admin_key or ""},
+                         capture_output=True, text=True, timeout=60)
+    key = cli.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"e2b_[0-9a-f]+", key), cli.stdout + cli.stderr
+    with server.client(key) as native:
+        assert native.get("/sandboxes").status_code == 200
+    env = {**os.environ, "E2B_API_KEY": key}
     run = subprocess.run([str(old_sdk_python), str(Path(__file__).with_name("e2b_old_sdk.py"))],
                          env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0 and run.stdout.strip() == "old sdk ok", run.stderr[-3000:]
