@@ -96,8 +96,9 @@ def test_commands(sandbox: Sandbox) -> None:
 def test_processes_stdin_list_kill(sandbox: Sandbox) -> None:
     cat = sandbox.commands.run("cat", background=True, stdin=True)
     sandbox.commands.send_stdin(cat.pid, "typed\n")
+    sandbox.commands.stream_input(cat.pid, [b"streamed ", "in ", b"parts\n"])
     sandbox.commands.close_stdin(cat.pid)
-    assert cat.wait().stdout == "typed\n"
+    assert cat.wait().stdout == "typed\nstreamed in parts\n"
     sleeper = sandbox.commands.run("sleep 600", background=True)
     assert sleeper.pid in [p.pid for p in sandbox.commands.list()]
     follower = sandbox.commands.connect(sleeper.pid)

@@ -119,6 +119,28 @@ async def stream_request(request: Request, model: type[M]) -> M:
     return parse(model, body[5:])
 
 
+async def stream_messages(request: Request, model: type[M]) -> AsyncIterator[M]:
+    """The enveloped messages of a client-streaming call, as they arrive."""
+    buffer = bytearray()
+    async for chunk in request.stream():
+        buffer += chunk
+        while len(buffer) >= 5:
+            flags, length = struct.unpack(">BI", buffer[:5])
+            if length > MAX_MESSAGE:
+                raise ConnectError("resource_exhausted", f"request message larger than "
+                                                         f"{MAX_MESSAGE} bytes")
+            if flags & COMPRESSED:
+                raise ConnectError("unimplemented", "compressed envelopes are not supported")
+            if len(buffer) < 5 + length:
+                break
+            message, buffer = bytes(buffer[5:5 + length]), buffer[5 + length:]
+            if flags & END_STREAM:
+                return
+            yield parse(model, message)
+    if buffer:
+        raise ConnectError("invalid_argument", "the request ended inside an envelope")
+
+
 def envelope(message: dict[str, Any], flags: int = 0) -> bytes:
     data = json.dumps(message, separators=(",", ":")).encode()
     return struct.pack(">BI", flags, len(data)) + data

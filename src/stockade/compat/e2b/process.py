@@ -9,9 +9,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field, model_validator
 
 from ...models import ProcessSelector, ProcessSpec, PtySize
+from ...engine import EngineError
 from . import gate
 from .connect import ConnectError, Message, b64, stream_request, stream_response, unary_request
-from .connect import unb64
+from .connect import END_STREAM, STREAM_TYPE, envelope, stream_messages, unb64
 
 router = APIRouter(prefix="/e2b/process.Process")
 SIGNALS = {"SIGNAL_SIGTERM": "TERM", "SIGNAL_SIGKILL": "KILL", 15: "TERM", 9: "KILL"}
@@ -185,7 +186,35 @@ async def update(request: Request) -> JSONResponse:
     return JSONResponse({})
 
 
+class InputData(Message):
+    input: Input
+
+
+class StreamInputRequest(Message):
+    """One message of StreamInput: ``start`` first, then ``data`` or ``keepalive``."""
+
+    start: Selected | None = None
+    data: InputData | None = None
+
+
 @router.post("/StreamInput")
 async def stream_input(request: Request) -> Response:
-    await gate.target(request)
-    raise ConnectError("unimplemented", "StreamInput is not served; use SendInput")
+    """Client stream: ``{start: {process}}``, then ``{data: {input}}`` chunks written to the
+    process's stdin as they arrive; answered, once the client ends, with one empty message
+    (or the error in the end-of-stream envelope)."""
+    where = await gate.target(request)
+    selector: ProcessSelector | None = None
+    try:
+        async for message in stream_messages(request, StreamInputRequest):
+            if message.start is not None:
+                selector = message.start.process.selector()
+            elif message.data is not None:
+                if selector is None:
+                    raise ConnectError("invalid_argument", "the first message must be start")
+                raw = message.data.input.stdin or message.data.input.pty or ""
+                await where.engine.processes.send_stdin(where.sandbox_id, selector,
+                                                        unb64(raw, "input"))
+    except (ConnectError, EngineError) as exc:
+        error = exc if isinstance(exc, ConnectError) else ConnectError.of(exc)
+        return Response(envelope({"error": error.body()}, END_STREAM), media_type=STREAM_TYPE)
+    return Response(envelope({}) + envelope({}, END_STREAM), media_type=STREAM_TYPE)
