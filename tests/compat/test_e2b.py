@@ -4,6 +4,7 @@ server, configured only by E2B_API_URL / E2B_SANDBOX_URL / E2B_API_KEY."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import shutil
@@ -222,6 +223,12 @@ def test_run_code(keys: dict[str, str]) -> None:
         assert sb.run_code("echo $((6*7))", language="bash").logs.stdout == ["42\n"]
         sb.remove_code_context(ctx)
         assert ctx.id not in [c.id for c in sb.list_code_contexts()]
+        chart = sb.run_code("import matplotlib.pyplot as plt\nplt.plot([1, 2], [3, 4])\n"
+                            "plt.show()")
+        pngs = [r.png for r in chart.results if r.png]
+        assert pngs and base64.b64decode(pngs[0]).startswith(b"\x89PNG")
+        table = sb.run_code("import pandas as pd; pd.DataFrame({'a': [1, 2]})")
+        assert table.results[0].html and "<table" in table.results[0].html
 
 
 def test_gvisor_tier_from_metadata(keys: dict[str, str], server: Server) -> None:
