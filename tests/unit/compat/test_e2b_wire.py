@@ -3,6 +3,7 @@ SDK's own signing code."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stockade.compat.e2b import gate, wire
+from stockade.compat.e2b.api import Idempotency
 from stockade.compat.e2b.connect import ConnectError, Message, envelope, parse
 from stockade.engine import Conflict, InvalidRequest, SandboxUnavailable
 
@@ -74,3 +76,28 @@ def test_signature_matches_the_sdk(path: str, user: str | None, token: str,
     expiration = str(signed["expiration"]) if signed["expiration"] else ""
     assert gate._signature(path, "read", user or "", token, expiration) == signed["signature"]
     assert gate._signature(path, "write", user or "", token, expiration) != signed["signature"]
+
+
+async def test_idempotency_serialises_one_key_and_forgets_unused_locks() -> None:
+    ledger = Idempotency()
+    order: list[str] = []
+
+    async def create(name: str) -> None:
+        async with ledger.hold(("t", "k")) as earlier:
+            if earlier is None:
+                order.append(f"{name} creates")
+                await asyncio.sleep(0.01)
+                ledger.put(("t", "k"), "sb1")
+            else:
+                order.append(f"{name} reuses {earlier}")
+
+    await asyncio.gather(create("a"), create("b"))
+    assert order == ["a creates", "b reuses sb1"]
+
+    async def fails() -> None:
+        async with ledger.hold(("t", "other")):
+            raise RuntimeError("create failed")
+
+    with pytest.raises(RuntimeError):
+        await fails()
+    assert ledger._locks == {}

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -25,22 +26,31 @@ IDEMPOTENCY_TTL = 3600.0
 
 
 class Idempotency:
-    """Creates by ``(tenant, key)``: a retried create gets the sandbox the first one made."""
+    """Creates by ``(tenant, key)``: a retried create gets the sandbox the first one made, and
+    creates with one key run one at a time."""
 
     def __init__(self) -> None:
         self._done: dict[tuple[str, str], tuple[str, float]] = {}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
 
-    def lock(self, slot: tuple[str, str]) -> asyncio.Lock:
-        return self._locks.setdefault(slot, asyncio.Lock())
-
-    def get(self, slot: tuple[str, str]) -> str | None:
-        now = time.time()
-        for old in [s for s, (_, at) in self._done.items() if now - at > IDEMPOTENCY_TTL]:
-            self._done.pop(old, None)
-            self._locks.pop(old, None)
-        found = self._done.get(slot)
-        return found[0] if found else None
+    @contextlib.asynccontextmanager
+    async def hold(self, slot: tuple[str, str]) -> AsyncIterator[str | None]:
+        """Hold ``slot``'s lock; yields the sandbox an earlier create made, if any."""
+        lock, users = self._locks.get(slot, (asyncio.Lock(), 0))
+        self._locks[slot] = (lock, users + 1)
+        try:
+            async with lock:
+                now = time.time()
+                for old in [s for s, (_, at) in self._done.items() if now - at > IDEMPOTENCY_TTL]:
+                    del self._done[old]
+                found = self._done.get(slot)
+                yield found[0] if found else None
+        finally:
+            lock, users = self._locks[slot]
+            if users > 1:
+                self._locks[slot] = (lock, users - 1)
+            else:
+                del self._locks[slot]
 
     def put(self, slot: tuple[str, str], sandbox_id: str) -> None:
         self._done[slot] = (sandbox_id, time.time())
@@ -77,8 +87,7 @@ async def create_v2(request: Request, who: Who, body: wire.NewSandbox,
         return _created(request, await _create(request, who, body), 201)
     ledger: Idempotency = request.app.state.idempotency
     slot = (who.tenant, idempotency_key)
-    async with ledger.lock(slot):
-        earlier = ledger.get(slot)
+    async with ledger.hold(slot) as earlier:
         if earlier is not None and earlier in {s.id for s in await _visible(request, who)}:
             return _created(request, await gate.engine(request).sandboxes.get(earlier), 201)
         info = await _create(request, who, body)
