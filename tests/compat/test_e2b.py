@@ -24,6 +24,7 @@ from e2b import CommandExitException
 from e2b.exceptions import (AuthenticationException, RateLimitException, SandboxException,
                             NotFoundException, SandboxNotFoundException,
                             SandboxNotRunningException, TimeoutException)
+from e2b_code_interpreter import AsyncSandbox as AsyncCodeSandbox
 from e2b_code_interpreter import Sandbox as CodeSandbox
 from server_harness import STOCKADE, Server, finish, needs_root, new_data_dir
 
@@ -424,6 +425,13 @@ async def test_async_sdk(keys: dict[str, str]) -> None:
         assert (await sb.get_info()).state == SandboxState.RUNNING
     finally:
         assert await sb.kill() is True
+    code = await AsyncCodeSandbox.create()
+    try:
+        outputs: list[Any] = []
+        ex = await code.run_code("print('async out'); 6 * 7", on_stdout=outputs.append)
+        assert ex.text == "42" and [o.line for o in outputs] == ["async out\n"]
+    finally:
+        await code.kill()
 
 
 def test_signed_file_urls(server: Server, sandbox: Sandbox) -> None:
