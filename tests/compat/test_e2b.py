@@ -570,7 +570,9 @@ def test_older_sdk_generation(server: Server, keys: dict[str, str],
     assert run.returncode == 0 and run.stdout.strip() == "old sdk ok", run.stderr[-3000:]
 
 
-def _events_until(handle: Any, wanted: set[tuple[str, str]], seconds: float = 10) -> set[Any]:
+def _events_until(handle: Any, wanted: set[tuple[str, str]],
+                  seconds: float = 10) -> set[tuple[str, str]]:
+    """Poll a watcher until every ``(name, type)`` in ``wanted`` came (or time is up)."""
     seen: set[tuple[str, str]] = set()
     deadline = time.monotonic() + seconds
     while not wanted <= seen and time.monotonic() < deadline:
@@ -585,13 +587,13 @@ def test_watch_dir_polling(sandbox: Sandbox) -> None:
     handle = sandbox.files.watch_dir("/home/user/w", recursive=True)
     sandbox.files.write("/home/user/w/a.txt", "1")
     sandbox.files.make_dir("/home/user/w/sub")
-    time.sleep(0.3)  # the new directory is watched once its create event is handled
+    # The agent watches a new directory before it reports its creation.
+    seen = _events_until(handle, {("a.txt", "WRITE"), ("sub", "CREATE")})
     sandbox.files.write("/home/user/w/sub/b.txt", "2")
     sandbox.commands.run("cd /home/user/w && chmod 600 a.txt && mv a.txt c.txt && rm c.txt")
-    seen = _events_until(handle, {("a.txt", "WRITE"), ("sub", "CREATE"),
-                                  ("sub/b.txt", "WRITE"), ("a.txt", "CHMOD"),
-                                  ("a.txt", "RENAME"), ("c.txt", "CREATE"),
-                                  ("c.txt", "REMOVE")})
+    seen |= _events_until(handle, {("sub/b.txt", "WRITE"), ("a.txt", "CHMOD"),
+                                   ("a.txt", "RENAME"), ("c.txt", "CREATE"),
+                                   ("c.txt", "REMOVE")})
     assert {("a.txt", "WRITE"), ("sub", "CREATE"), ("sub/b.txt", "WRITE"), ("a.txt", "CHMOD"),
             ("a.txt", "RENAME"), ("c.txt", "CREATE"), ("c.txt", "REMOVE")} <= seen, seen
     assert not any(name.startswith(".stockade-") for name, _ in seen)
