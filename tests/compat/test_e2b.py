@@ -641,3 +641,20 @@ def test_per_sandbox_host_names(server: Server, sandbox: Sandbox) -> None:
         assert r.status_code == 200 and isinstance(r.json(), list)
         gone = c.get("/health", headers={"Host": f"49983-sb000000000000000000.{DOMAIN}"})
         assert gone.status_code == 502 and "was not found" in gone.json()["message"]
+
+
+JS_SDK = "e2b@2.51.0"
+
+
+def test_javascript_sdk_smoke(server: Server, keys: dict[str, str], tmp_path: Path) -> None:
+    """E2B's JavaScript SDK from npm under Node: create, a command, write, read, list,
+    get_info, kill (needs node >= 20.18 and npm, which these machines carry)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    assert node and npm, "the JavaScript SDK test needs node (>= 20.18) and npm on PATH"
+    (tmp_path / "package.json").write_text('{"name": "e2b-smoke", "private": true}')
+    shutil.copy(Path(__file__).with_name("e2b_js_smoke.mjs"), tmp_path / "smoke.mjs")
+    subprocess.run([npm, "install", "--no-audit", "--no-fund", "--cache", str(tmp_path / ".npm"),
+                    JS_SDK], cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    run = subprocess.run([node, "smoke.mjs"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "E2B_API_KEY": keys["a"]})
+    assert run.returncode == 0 and run.stdout.strip() == "js sdk ok", run.stderr[-3000:]
