@@ -103,12 +103,10 @@ async def target(request: Request, tokens: tuple[str, ...] = ("envd",)) -> Targe
     sandbox_id = request.headers.get("e2b-sandbox-id", "")
     if not sandbox_id or len(sandbox_id) > 64:
         raise E2BError(400, "send the sandbox id in the 'E2b-Sandbox-Id' header")
-    given = {"envd": request.headers.get("x-access-token"),
-             "traffic": request.headers.get("e2b-traffic-access-token")}
-    if not any(_same(given["envd"], envd_token(request, sandbox_id)) or
-               (kind == "traffic" and _same(given["traffic"],
-                                            traffic_token(request, sandbox_id)))
-               for kind in tokens):
+    envd = _same(request.headers.get("x-access-token"), envd_token(request, sandbox_id))
+    traffic = "traffic" in tokens and _same(request.headers.get("e2b-traffic-access-token"),
+                                            traffic_token(request, sandbox_id))
+    if not (envd or traffic):
         raise E2BError(401, "missing or invalid access token for this sandbox (the "
                             "envdAccessToken of its create or connect response)")
     eng = engine(request)
