@@ -17,7 +17,9 @@ UNLIMITED = (("PUT", re.compile(r"^/sandboxes/[^/]+/files$")),
              # E2B: uploads streamed like the PUT; RPCs bounded by compat/e2b/connect.py
              ("POST", re.compile(r"^/e2b/(files|process\.Process/\w+|filesystem\.Filesystem/\w+)$")),
              # build contexts and images: bounded by routes/templates.py's MAX_UPLOAD
-             ("POST", re.compile(r"^/templates/(build|import)$")))
+             ("POST", re.compile(r"^/templates/(build|import)$")),
+             # Daytona's uploads: streamed like the PUT (compat/daytona/upload.py)
+             ("POST", re.compile(r"^/daytona/toolbox/[^/]+/files/(bulk-upload|upload-v2)$")))
 
 
 class BodyTooLarge(HTTPException):
