@@ -653,8 +653,13 @@ def test_javascript_sdk_smoke(server: Server, keys: dict[str, str], tmp_path: Pa
     assert node and npm, "the JavaScript SDK test needs node (>= 20.18) and npm on PATH"
     (tmp_path / "package.json").write_text('{"name": "e2b-smoke", "private": true}')
     shutil.copy(Path(__file__).with_name("e2b_js_smoke.mjs"), tmp_path / "smoke.mjs")
-    subprocess.run([npm, "install", "--no-audit", "--no-fund", "--cache", str(tmp_path / ".npm"),
-                    JS_SDK], cwd=tmp_path, check=True, capture_output=True, timeout=300)
-    run = subprocess.run([node, "smoke.mjs"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120, env={**os.environ, "E2B_API_KEY": keys["a"]})
+    try:
+        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--cache",
+                        str(tmp_path / ".npm"), JS_SDK], cwd=tmp_path, check=True,
+                       capture_output=True, timeout=300)
+        run = subprocess.run([node, "smoke.mjs"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "E2B_API_KEY": keys["a"]})
+    finally:
+        for installed in ("node_modules", ".npm"):
+            shutil.rmtree(tmp_path / installed, ignore_errors=True)
     assert run.returncode == 0 and run.stdout.strip() == "js sdk ok", run.stderr[-3000:]
