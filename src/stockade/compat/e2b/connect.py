@@ -35,7 +35,7 @@ FROM_ENGINE = {"invalid_request": "invalid_argument", "not_found": "not_found",
                "sandbox_not_found": "unavailable", "conflict": "already_exists",
                "quota_exceeded": "resource_exhausted", "sandbox_unavailable": "unavailable",
                "context_died": "unavailable", "permission_denied": "permission_denied",
-               "insufficient_storage": "resource_exhausted"}
+               "insufficient_storage": "resource_exhausted", "unsupported": "failed_precondition"}
 M = TypeVar("M", bound="Message")
 
 
