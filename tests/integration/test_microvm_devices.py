@@ -22,7 +22,7 @@ from typing import Any, Iterator, NamedTuple
 
 import pytest
 
-from stockade import Sandbox, Volume
+from stockade import ConflictError, Sandbox, Volume
 from stockade.engine.hostcheck import find_leaks
 from stockade.runtimes import hostops
 from tests.conftest import Daemon
@@ -248,9 +248,10 @@ def test_files_cross_between_microvm_and_container(vol_vm: Sandbox,
 
 
 def test_pause_with_volumes_is_refused_clearly(vol_vm: Sandbox) -> None:
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ConflictError) as info:  # 409 "unsupported", before anything is touched
         vol_vm.pause()
-    assert "9p" in str(info.value) and "volumes" in str(info.value), info.value
+    assert info.value.code == "unsupported" and info.value.status == 409
+    assert "microvm tier" in str(info.value) and "9p" in str(info.value), info.value
     assert vol_vm.get_info().state == "running"
     assert vol_vm.commands.run("echo alive").stdout == "alive\n"
 

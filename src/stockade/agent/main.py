@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from . import files, ports, processes
+from . import files, ports, processes, watch
 from . import protocol as p
 from .connection import AgentError, Handler, Stream
 
@@ -84,6 +84,7 @@ def handlers() -> dict[str, Handler]:
                                  p.Method.SYS_SYNC.value: sync}
     table.update(processes.HANDLERS)
     table.update(files.HANDLERS)
+    table.update(watch.HANDLERS)
     table.update(ports.HANDLERS)
     return table
 

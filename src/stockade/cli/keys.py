@@ -54,10 +54,12 @@ def keys_create(
                                                        "your key's own); created if new")] = None,
     name: Annotated[Optional[str], typer.Option(help="a label to recognise the key by")] = None,
     expires_in: Annotated[Optional[float], typer.Option(help="seconds until it expires")] = None,
+    style: Annotated[str, typer.Option(help="'e2b' for a key shaped e2b_<hex>, which E2B's "
+                                            "SDKs accept")] = "stockade",
 ) -> None:
     """Create an API key. The key is printed once, alone on the last line of stdout."""
-    body = {k: v for k, v in {"tenant": tenant, "name": name, "expires_in": expires_in}.items()
-            if v is not None}
+    body = {k: v for k, v in {"tenant": tenant, "name": name, "expires_in": expires_in,
+                              "style": style}.items() if v is not None}
     created = _call("POST", "/keys", json=body)
     err.print(f"created key {created['id']} for tenant {created['tenant']}; it is shown only "
               f"now, store it:")

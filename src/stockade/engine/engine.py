@@ -97,7 +97,11 @@ def new_id() -> str:
 
 
 class Engine:
-    """All sandboxes of one host. Use ``async with Engine(config) as engine``."""
+    """All sandboxes of one host. Use ``async with Engine(config) as engine``.
+
+    Callers use its services only (docs/architecture.md): ``sandboxes``, ``processes``,
+    ``files``, ``volumes``, ``templates`` and ``code``; the other public methods serve those
+    services, the lifecycle and the warm pool."""
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -292,14 +296,21 @@ class Engine:
         async with self.lock(sandbox_id):
             if sandbox_id not in self._records:
                 return
-            await self.lifecycle.settled(sandbox_id)
-            if timer := self._timers.pop(sandbox_id, None):
-                timer.cancel()
-            if channel := self._channels.pop(sandbox_id, None):
-                await channel.aclose()
-            await self.drivers[record.tier].destroy(record.spec)
-            if record.network is not None:
-                await self.net.detach(sandbox_id)
+            # From here on the sandbox is no longer running for anyone who asks (streams that
+            # end as its channel closes see it going, not "running"); a failed kill restores it.
+            previous, record.state = record.state, "killing"
+            try:
+                await self.lifecycle.settled(sandbox_id)
+                if timer := self._timers.pop(sandbox_id, None):
+                    timer.cancel()
+                if channel := self._channels.pop(sandbox_id, None):
+                    await channel.aclose()
+                await self.drivers[record.tier].destroy(record.spec)
+                if record.network is not None:
+                    await self.net.detach(sandbox_id)
+            except BaseException:
+                record.state = previous
+                raise
             del self._records[sandbox_id]
         self._locks.pop(sandbox_id, None)
 

@@ -42,6 +42,12 @@ class Conflict(EngineError):
     status = 409
 
 
+class Unsupported(Conflict):
+    """The sandbox's tier (or its devices) cannot do that; the message names both."""
+
+    code = "unsupported"
+
+
 class QuotaExceeded(EngineError):
     """A limit would be exceeded."""
 

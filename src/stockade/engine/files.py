@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from ..models import EntryInfo, MakeDirResult
-from ..runtimes.channel import AgentCallError, ChannelClosed, Data, End
+from ..models import EntryInfo, FileEvent, MakeDirResult
+from ..runtimes.channel import AgentCallError, ChannelClosed, Data, End, Event
 from .errors import SandboxUnavailable
-from .process import translate_agent_error
+from .process import KEEPALIVE, translate_agent_error
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -95,3 +95,35 @@ class Files:
         return EntryInfo.model_validate(
             await self._engine.call(sandbox_id, "fs.rename",
                                     {"src": src, "dst": dst, "user": user}))
+
+    async def watch(self, sandbox_id: str, path: str, *, recursive: bool = False,
+                    user: str | None = None) -> AsyncIterator[FileEvent]:
+        """Changes under directory ``path``: ``start`` first (a missing directory raises here),
+        then ``create``/``write``/``remove``/``rename``/``chmod`` with ``name`` relative to
+        ``path``, and ``keepalive`` on silence, until the iterator is closed. A recursive
+        watch follows directories made later; the agent's atomic writes show as ``write``."""
+        stream = await self._engine.stream(sandbox_id, "fs.watch", {
+            "path": path, "recursive": recursive, "user": user, "keepalive": KEEPALIVE})
+        first = await stream.next()
+        if isinstance(first, End):
+            await stream.cancel()
+            raise translate_agent_error(AgentCallError(first.code, first.message or
+                                                       "the watch ended at once"))
+
+        async def events() -> AsyncIterator[FileEvent]:
+            item: Any = first
+            try:
+                while True:
+                    if isinstance(item, Event):
+                        yield FileEvent.model_validate(item.body)
+                    elif isinstance(item, End):
+                        if not item.ok:
+                            raise translate_agent_error(AgentCallError(item.code, item.message))
+                        return
+                    item = await stream.next()
+            except ChannelClosed as exc:
+                raise SandboxUnavailable(f"sandbox {sandbox_id}: {exc}") from None
+            finally:
+                await stream.cancel()
+
+        return events()

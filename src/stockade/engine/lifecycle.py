@@ -36,7 +36,8 @@ from ..runtimes.ocidriver import RELEASE_WAIT
 from ..runtimes.suspend import CheckpointCorrupt
 from . import archive
 from .archive import ArchiveCorrupt
-from .errors import Conflict, EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable
+from .errors import (Conflict, EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable,
+                     Unsupported)
 from ..models import SandboxInfo
 from .records import SandboxRecord
 
@@ -163,6 +164,9 @@ class Lifecycle:
         async with engine.lock(sandbox_id):
             target = _allowed(record, "pause")
             driver = engine.drivers[record.tier]
+            if blocker := driver.cannot_pause(record.spec):
+                raise Unsupported(f"cannot pause sandbox {sandbox_id} ({record.tier} tier): "
+                                  f"{blocker}")
             try:
                 if driver.checkpoints:
                     await self._flush(record)  # so that a later stop can drop the memory

@@ -6,16 +6,16 @@ server. Aliases and defaults are resolved here, once, at the edge; every layer b
 same object down unchanged. This package imports pydantic and the standard library only.
 """
 
-from .files import EntryInfo, MakeDirResult, SandboxPath, check_path
+from .files import EntryInfo, FileEvent, MakeDirResult, SandboxPath, check_path
 from .processes import ProcessInfo, ProcessSelector, ProcessSpec, PtySize, Resize, Signal
 from .sandboxes import (EgressEntry, EgressLog, Isolation, NetworkPolicy, Persistence,
                         SandboxInfo, SandboxPage, SandboxSpec, SandboxStats, VolumeMount)
 from .templates import TemplateInfo, TemplatePage
 from .volumes import CreateVolume, VolumeInfo, VolumeName, VolumePage
 
-__all__ = ["CreateVolume", "EgressEntry", "EgressLog", "EntryInfo", "Isolation", "MakeDirResult",
-           "NetworkPolicy", "Persistence", "ProcessInfo", "ProcessSelector", "ProcessSpec", "PtySize",
-           "Resize",
+__all__ = ["CreateVolume", "EgressEntry", "EgressLog", "EntryInfo", "FileEvent", "Isolation",
+           "MakeDirResult", "NetworkPolicy", "Persistence", "ProcessInfo", "ProcessSelector",
+           "ProcessSpec", "PtySize", "Resize",
            "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "Signal",
            "TemplateInfo", "TemplatePage", "VolumeInfo", "VolumeMount", "VolumeName",
            "VolumePage", "check_path"]

@@ -36,6 +36,13 @@ class EntryInfo(Result):
     symlink_target: str | None = None
 
 
+class FileEvent(Result):
+    """A change under a watched directory (``engine.files.watch``)."""
+
+    type: str  # "start", "create", "write", "remove", "rename", "chmod", "overflow", "keepalive"
+    name: str = ""  # relative to the watched directory
+
+
 class MakeDirResult(Result):
     created: bool  # False: it already existed
     entry: EntryInfo

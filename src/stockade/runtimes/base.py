@@ -162,6 +162,10 @@ class RuntimeDriver(abc.ABC):
     #: Whether :meth:`checkpoint` saves memory to disk (else pausing uses the freezer).
     checkpoints: ClassVar[bool] = False
 
+    def cannot_pause(self, spec: SandboxSpec) -> str | None:
+        """Why this sandbox's processes and memory cannot be saved, or None if they can."""
+        return None
+
     async def checkpoint(self, spec: SandboxSpec, image_dir: Path) -> None:
         """Save every process and its memory to ``image_dir``; the sandbox no longer runs
         (:meth:`stop` releases what the runtime keeps of it, which may take a while)."""

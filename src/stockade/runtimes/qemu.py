@@ -285,8 +285,11 @@ class QemuDriver(RuntimeDriver):
     # -- memory checkpoints (pause to disk; see qemu_snapshot.py) ------------------------------
     checkpoints = True
 
+    def cannot_pause(self, spec: SandboxSpec) -> str | None:
+        return qemu_devices.migration_blocker(spec)
+
     async def checkpoint(self, spec: SandboxSpec, image_dir: Path) -> None:
-        if blocker := qemu_devices.migration_blocker(spec):
+        if blocker := self.cannot_pause(spec):
             raise NotSupported(blocker)
         await save_running(self, spec, image_dir)
 

@@ -142,6 +142,7 @@ BY_CODE: dict[str, type[ApiError]] = {
     "not_found": NotFoundError,
     "sandbox_not_found": SandboxNotFound,
     "conflict": ConflictError,
+    "unsupported": ConflictError,
     "checkpoint_corrupt": CheckpointCorrupt,
     "archive_corrupt": ArchiveCorrupt,
     "quota_exceeded": QuotaExceededError,

@@ -158,6 +158,11 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     app.add_middleware(PortProxy, control=lambda: app.state.control,  # before auth: its own
                        tokens=app.state.access_tokens,
                        domain=settings.proxy_domain if settings else None)
+    from ..compat.e2b.front import E2BFront  # here: compat imports server.auth/control
+
+    app.add_middleware(E2BFront, main=app,  # E2B's SDKs (/e2b, envd hosts): own key check
+                       max_body=(settings or ServerSettings()).max_body_bytes,
+                       domain=settings.proxy_domain if settings else None)
     app.state.activity = Activity()
     app.add_middleware(RequestIds, metrics=metrics, activity=app.state.activity)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -47,9 +47,13 @@ ADMIN_TENANT = "admin"
 LOCAL = Principal(tenant=ADMIN_TENANT, actor="local", admin=True)
 
 
-def new_key() -> tuple[str, str]:
-    """A fresh ``(key_id, key)``."""
+def new_key(style: str = "stockade") -> tuple[str, str]:
+    """A fresh ``(key_id, key)``. Style ``e2b`` gives ``e2b_<64 hex>``, the only shape that
+    E2B's SDKs up to 2.45 accept (their client checks it); any key is looked up by its hash,
+    so both styles work on every API."""
     key_id = "sk_" + secrets.token_hex(6)
+    if style == "e2b":
+        return key_id, "e2b_" + secrets.token_hex(32)
     return key_id, f"{key_id}_{secrets.token_urlsafe(32)}"
 
 

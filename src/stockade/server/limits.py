@@ -14,6 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import json_error
 
 UNLIMITED = (("PUT", re.compile(r"^/sandboxes/[^/]+/files$")),
+             # E2B: uploads streamed like the PUT; RPCs bounded by compat/e2b/connect.py
+             ("POST", re.compile(r"^/e2b/(files|process\.Process/\w+|filesystem\.Filesystem/\w+)$")),
              # build contexts and images: bounded by routes/templates.py's MAX_UPLOAD
              ("POST", re.compile(r"^/templates/(build|import)$")),
              # Daytona's uploads: streamed like the PUT (compat/daytona/upload.py)

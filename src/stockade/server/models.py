@@ -96,6 +96,9 @@ class CreateKey(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=128)
     expires_in: float | None = Field(default=None, gt=0, le=10 * 365 * 86400,
                                      description="seconds until the key stops working")
+    style: Literal["stockade", "e2b"] = Field(
+        default="stockade", description="'e2b': a key shaped e2b_<hex>, which E2B's SDKs "
+                                        "accept (docs/compat-e2b.md); it works everywhere")
 
 
 class KeyInfo(BaseModel):

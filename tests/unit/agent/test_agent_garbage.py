@@ -48,7 +48,16 @@ class Peer:
     def __init__(self, path: str) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(TIMEOUT)
-        self.sock.connect(path)
+        deadline = time.monotonic() + TIMEOUT
+        while True:  # a full accept backlog (a busy machine) answers EAGAIN: back-pressure
+            try:
+                self.sock.connect(path)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    self.sock.close()
+                    raise
+                time.sleep(0.01)
 
     def send(self, raw: bytes) -> None:
         self.sock.sendall(raw)

@@ -39,7 +39,7 @@ async def create_key(body: CreateKey, plane: PlaneDep, who: PrincipalDep,
     if created:
         await plane.db(plane.store.audit, tenant=tenant, actor=who.actor, action="tenant.create",
                        target=tenant, request_id=request_id)
-    key_id, secret = new_key()
+    key_id, secret = new_key(body.style)
     now = time.time()
     row = ApiKey(id=key_id, tenant=tenant, sha256=hash_key(secret), name=body.name,
                  created_at=now, expires_at=now + body.expires_in if body.expires_in else None)

@@ -1,0 +1,160 @@
+"""E2B's control-plane shapes and the table of names between E2B and Stockade.
+
+Requests are validated into these models at the edge; responses are rendered from the
+engine's public sandbox description (``SandboxRecord.public()``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from typing import Any
+from urllib.parse import unquote
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...models import NetworkPolicy, SandboxInfo, SandboxSpec, SandboxStats
+
+#: The envd version reported to the SDK; it gates client features (e2b/envd/versions.py):
+#: recursive watch, stdin flag, default user, CloseStdin and octet-stream uploads are served;
+#: upload metadata (0.6.2) and watch entries (0.6.3) are not, so the SDK must not try them.
+ENVD_VERSION = "0.5.7"
+CLIENT_ID = "stockade"
+#: E2B template names that mean a Stockade template of another name.
+TEMPLATE_ALIASES = {"code-interpreter-v1": "code-interpreter"}
+#: Metadata key that chooses the isolation tier from unmodified E2B code.
+ISOLATION_KEY = "stockade.isolation"
+E2B_STATES = {"running": "running", "paused": "paused", "stopped": "paused",
+              "archived": "paused"}
+MAX_TIMEOUT = 86400
+
+
+class Loose(BaseModel):
+    """A request body: unknown fields ignored (newer SDKs add some)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class NetworkConfig(Loose):
+    allow_out: list[str] | None = Field(default=None, alias="allowOut", max_length=256)
+    deny_out: list[str] | None = Field(default=None, alias="denyOut", max_length=256)
+
+
+class NetworkUpdate(NetworkConfig):
+    """``PUT /sandboxes/{id}/network``: replaces the whole egress policy."""
+
+    allow_internet_access: bool | None = None
+
+    def policy(self) -> NetworkPolicy:
+        allow = self.allow_out if self.allow_out is not None else (
+            ["0.0.0.0/0"] if self.allow_internet_access else [])
+        return NetworkPolicy(allow_out=allow, deny_out=self.deny_out or [])
+
+
+class AutoResume(Loose):
+    enabled: bool = False
+
+
+class NewSandbox(Loose):
+    """``POST /sandboxes`` (v1, with ``secure``) and ``POST /v2/sandboxes``."""
+
+    template_id: str = Field(alias="templateID", min_length=1, max_length=128)
+    timeout: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT)
+    secure: bool = True
+    allow_internet_access: bool | None = None
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
+    env_vars: dict[str, str] = Field(default_factory=dict, alias="envVars", max_length=256)
+    auto_pause: bool = Field(default=False, alias="autoPause")
+    network: NetworkConfig | None = None
+
+    def spec(self) -> SandboxSpec:
+        """The Stockade sandbox this asks for (raises ValueError for a bad tier or policy)."""
+        params: dict[str, Any] = {
+            "template": TEMPLATE_ALIASES.get(self.template_id, self.template_id),
+            "timeout": self.timeout, "envs": self.env_vars, "metadata": self.metadata,
+            "on_timeout": "pause" if self.auto_pause else "kill"}
+        if ISOLATION_KEY in self.metadata:
+            params["isolation"] = self.metadata[ISOLATION_KEY]
+        network = self.network or NetworkConfig()
+        if self.allow_internet_access and network.allow_out is None:
+            network = NetworkConfig(allowOut=["0.0.0.0/0"], denyOut=network.deny_out)
+        if network.allow_out is not None or network.deny_out is not None:
+            params["network"] = NetworkPolicy(allow_out=network.allow_out or [],
+                                              deny_out=network.deny_out or [])
+        return SandboxSpec.model_validate(params)
+
+
+class Timeout(Loose):
+    timeout: int = Field(ge=0, le=MAX_TIMEOUT)
+
+
+class Refresh(Loose):
+    duration: int | None = Field(default=None, ge=0, le=3600)
+
+
+class Pause(Loose):
+    memory: bool = True
+
+
+class Connect(Loose):
+    timeout: int | None = Field(default=None, ge=0, le=MAX_TIMEOUT)
+    memory: bool | None = None
+
+
+def when(unix: float) -> datetime.datetime:
+    """A UTC time at the microsecond precision the wire carries."""
+    return datetime.datetime.fromtimestamp(unix, datetime.timezone.utc)
+
+
+def iso(unix: float) -> str:
+    return when(unix).isoformat().replace("+00:00", "Z")
+
+
+def created(info: SandboxInfo, envd_token: str, traffic_token: str) -> dict[str, Any]:
+    """``Sandbox``: the create, connect and resume result."""
+    return {"templateID": info.template, "sandboxID": info.id, "clientID": CLIENT_ID,
+            "envdVersion": ENVD_VERSION, "envdAccessToken": envd_token,
+            "trafficAccessToken": traffic_token, "domain": None}
+
+
+def state(info: SandboxInfo) -> str:
+    return E2B_STATES.get(info.state, "paused")
+
+
+def listed(info: SandboxInfo) -> dict[str, Any]:
+    """``ListedSandbox``."""
+    return {"templateID": info.template, "sandboxID": info.id, "clientID": CLIENT_ID,
+            "startedAt": iso(info.created_at), "endAt": iso(info.expires_at),
+            "cpuCount": max(1, math.ceil(info.cpu)), "memoryMB": info.memory_mb,
+            "diskSizeMB": info.disk_mb, "state": state(info), "envdVersion": ENVD_VERSION,
+            "metadata": info.metadata}
+
+
+def detail(info: SandboxInfo, envd_token: str) -> dict[str, Any]:
+    """``SandboxDetail``."""
+    return {**listed(info), "envdAccessToken": envd_token,
+            "lifecycle": {"autoResume": False,
+                          "onTimeout": "pause" if info.on_timeout == "pause" else "kill"}}
+
+
+def metric(info: SandboxInfo, stats: SandboxStats, now: float) -> dict[str, Any]:
+    """One ``SandboxMetric`` sampled now: CPU as the average since creation."""
+    cpus = max(1, math.ceil(info.cpu))
+    elapsed = max(now - info.created_at, 1e-3)
+    return {"timestamp": iso(now), "timestampUnix": int(now), "cpuCount": cpus,
+            "cpuUsedPct": round(min(100.0, 100 * stats.cpu_seconds / (elapsed * cpus)), 2),
+            "memUsed": stats.memory_bytes, "memTotal": stats.memory_limit_bytes,
+            "memCache": 0, "diskUsed": 0, "diskTotal": info.disk_mb << 20}
+
+
+def metadata_filter(raw: str | None) -> dict[str, str]:
+    """``metadata=k%3Dv%26k2%3Dv2`` (already URL-decoded once): ``{k: v, k2: v2}``."""
+    wanted: dict[str, str] = {}
+    for pair in (raw or "").split("&"):
+        if not pair:
+            continue
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"metadata filter {pair!r} must look like key=value")
+        wanted[unquote(key)] = unquote(value)
+    return wanted
