@@ -148,6 +148,29 @@ def sandbox_archive(sandbox_id: Annotated[str, typer.Argument(help="the sandbox'
     print(f"{sandbox_id} archived")
 
 
+@sandbox_app.command("egress")
+def sandbox_egress(sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")],
+                   limit: Annotated[int, typer.Option(min=1, max=10000)] = 100) -> None:
+    """Show the newest entries of a sandbox's egress log (docs/network.md)."""
+    import time
+
+    try:
+        sb = Sandbox.get(sandbox_id)
+        entries = sb.egress_log(limit)
+        sb.close()
+    except StockadeError as exc:
+        _fail(exc)
+    table = Table("TIME", "KIND", Column("DESTINATION", no_wrap=True), Column("NAME", no_wrap=True),
+                  "VERDICT", "OUT", "IN", "REASON")
+    for e in entries:
+        out, into = e.get("bytes_out"), e.get("bytes_in")
+        table.add_row(time.strftime("%H:%M:%S", time.localtime(e["time"])), e["kind"],
+                      e.get("destination") or "", e.get("name") or "-", e["verdict"],
+                      "" if out is None else str(out), "" if into is None else str(into),
+                      e.get("reason", ""))
+    Console().print(table)
+
+
 @sandbox_app.command("kill")
 def sandbox_kill(sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")]) -> None:
     """Kill a sandbox and remove every trace of it."""

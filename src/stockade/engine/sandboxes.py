@@ -11,7 +11,8 @@ import builtins
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..models import NetworkPolicy, SandboxInfo, SandboxSpec, SandboxStats, TemplateInfo
+from ..models import (EgressEntry, EgressLog, NetworkPolicy, SandboxInfo, SandboxSpec,
+                      SandboxStats, TemplateInfo)
 from ..net import NetError, PolicyError
 from ..net import NetworkPolicy as EgressPolicy
 from ..runtimes.base import Resources
@@ -161,6 +162,17 @@ class Sandboxes:
             record.network = checked.public()
             record.save()
         return record.info()
+
+    async def egress(self, sandbox_id: str, limit: int = 1000) -> EgressLog:
+        """The newest ``limit`` entries of the sandbox's egress log (empty without a network)."""
+        self._engine.record(sandbox_id)  # 404 for an unknown sandbox
+        entries = []
+        for raw in self._engine.net.egress(sandbox_id, limit):
+            try:
+                entries.append(EgressEntry.model_validate(raw))
+            except ValueError:
+                continue  # a line this version does not understand
+        return EgressLog(items=entries)
 
     async def set_metadata(self, sandbox_id: str, metadata: dict[str, str]) -> SandboxInfo:
         """Replace the sandbox's metadata (at most 64 string pairs, as at create)."""

@@ -8,13 +8,14 @@ same object down unchanged. This package imports pydantic and the standard libra
 
 from .files import EntryInfo, FileEvent, MakeDirResult, SandboxPath, check_path
 from .processes import ProcessInfo, ProcessSelector, ProcessSpec, PtySize, Resize, Signal
-from .sandboxes import (Isolation, NetworkPolicy, Persistence, SandboxInfo, SandboxPage,
-                        SandboxSpec, SandboxStats, VolumeMount)
+from .sandboxes import (EgressEntry, EgressLog, Isolation, NetworkPolicy, Persistence,
+                        SandboxInfo, SandboxPage, SandboxSpec, SandboxStats, VolumeMount)
 from .templates import TemplateInfo, TemplatePage
 from .volumes import CreateVolume, VolumeInfo, VolumeName, VolumePage
 
-__all__ = ["CreateVolume", "EntryInfo", "FileEvent", "Isolation", "MakeDirResult", "NetworkPolicy",
-           "Persistence", "ProcessInfo", "ProcessSelector", "ProcessSpec", "PtySize", "Resize",
+__all__ = ["CreateVolume", "EgressEntry", "EgressLog", "EntryInfo", "FileEvent", "Isolation",
+           "MakeDirResult", "NetworkPolicy", "Persistence", "ProcessInfo", "ProcessSelector",
+           "ProcessSpec", "PtySize", "Resize",
            "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "Signal",
            "TemplateInfo", "TemplatePage", "VolumeInfo", "VolumeMount", "VolumeName",
            "VolumePage", "check_path"]

@@ -125,3 +125,23 @@ class SandboxStats(Result):
     cpu_seconds: float
     pids: int
     oom_kills: int
+
+
+class EgressEntry(Result):
+    """One line of a sandbox's egress log (docs/network.md): a connection through the egress
+    proxy, or a DNS question the resolver refused."""
+
+    time: float
+    kind: str  # "tls", "http", "tcp" or "dns"
+    destination: str | None = None  # "address:port"
+    name: str | None = None  # SNI, Host or DNS question; None when none was given
+    verdict: Literal["allowed", "denied"]
+    reason: str = ""
+    bytes_out: int | None = None
+    bytes_in: int | None = None
+
+
+class EgressLog(Result):
+    """The newest entries of a sandbox's egress log, oldest first."""
+
+    items: list[EgressEntry]

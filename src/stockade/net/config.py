@@ -46,12 +46,19 @@ class NetConfig:
     max_connections: int = 256
     dns_min_ttl: int = 60
     dns_max_ttl: int = 3600
+    dns_rate: float = 50.0
+    dns_burst: float = 200.0
+    proxy_port: int = 15001
+    proxy_max_connections: int = 0  # engine-wide; 0: from the file descriptor limit
+    egress_log_bytes: int = 1 << 20
 
     @classmethod
     def from_env(cls) -> "NetConfig":
         """Read ``STOCKADE_CA_BUNDLE`` (empty: none), ``STOCKADE_NET_DNS`` (comma-separated),
         ``STOCKADE_NET_UPLINK_NETNS``, ``STOCKADE_NET_BANDWIDTH_MBIT``,
-        ``STOCKADE_NET_MAX_CONNECTIONS``."""
+        ``STOCKADE_NET_MAX_CONNECTIONS``, ``STOCKADE_NET_DNS_RATE`` (questions a second per
+        sandbox), ``STOCKADE_NET_DNS_BURST``, ``STOCKADE_NET_EGRESS_LOG_BYTES``,
+        ``STOCKADE_NET_PROXY_MAX_CONNECTIONS`` (engine-wide)."""
         dns = tuple(x.strip() for x in os.environ.get("STOCKADE_NET_DNS", "").split(",") if x.strip())
         return cls(
             ca_bundle=_env_path("STOCKADE_CA_BUNDLE", HOST_CA_BUNDLE),
@@ -59,4 +66,8 @@ class NetConfig:
             uplink_netns=_env_path("STOCKADE_NET_UPLINK_NETNS", None),
             bandwidth_mbit=int(os.environ.get("STOCKADE_NET_BANDWIDTH_MBIT", "100")),
             max_connections=int(os.environ.get("STOCKADE_NET_MAX_CONNECTIONS", "256")),
+            dns_rate=float(os.environ.get("STOCKADE_NET_DNS_RATE", "50")),
+            dns_burst=float(os.environ.get("STOCKADE_NET_DNS_BURST", "200")),
+            proxy_max_connections=int(os.environ.get("STOCKADE_NET_PROXY_MAX_CONNECTIONS", "0")),
+            egress_log_bytes=int(os.environ.get("STOCKADE_NET_EGRESS_LOG_BYTES", str(1 << 20))),
         )

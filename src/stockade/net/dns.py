@@ -5,6 +5,13 @@ the host's resolvers, and lets the A records it returns through that sandbox's f
 their TTL (clamped) before the answer leaves. The asker is known by source address, which the
 firewall ties to its veth (a sandbox cannot pose as another one). IPv4 only: AAAA questions get
 an empty answer.
+
+Against DNS tunnelling (data smuggled out in the names asked, or in with the records returned):
+a label over 63 bytes is malformed on the wire (FORMERR), a name longer than
+:data:`MAX_NAME_LENGTH` or a record type outside :data:`ANSWERED_TYPES` is REFUSED without being
+forwarded, and each sandbox may ask :attr:`Resolver.rate` questions a second (a burst of
+:attr:`Resolver.burst`); the rest are REFUSED. Refusals go to the sandbox's egress log (a flood
+is logged once a second, not once a question).
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ import contextlib
 import logging
 import random
 import struct
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 import dns.exception
@@ -23,12 +31,53 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
+from .pins import Pins
 from .policy import NetworkPolicy
 
 log = logging.getLogger("stockade.net.dns")
 UPSTREAM_TIMEOUT = 3.0
 #: Called with (sandbox id, {address: seconds}) before an answer is returned.
 Admit = Callable[[str, dict[str, int]], Awaitable[None]]
+#: Called with (sandbox id, log fields) for every refused question.
+Report = Callable[..., None]
+#: DNS-over-TCP connections one sandbox may hold open at once.
+MAX_TCP_PER_SANDBOX = 8
+#: Longest question name forwarded (text form, no final dot). Real names stay far below it.
+MAX_NAME_LENGTH = 160
+#: Record types answered; TXT, NULL, ANY and the rest are the tunnellers' favourites.
+ANSWERED_TYPES = frozenset({dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.CNAME,
+                            dns.rdatatype.HTTPS, dns.rdatatype.SVCB, dns.rdatatype.MX,
+                            dns.rdatatype.SRV, dns.rdatatype.CAA})
+
+
+@dataclass
+class Bucket:
+    """A token bucket: ``rate`` questions a second, bursts of ``burst``."""
+
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    stamp: float = field(default_factory=time.monotonic)
+    reported: float = 0.0
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        if self.tokens < 0:
+            self.tokens = self.burst
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def report_due(self) -> bool:
+        """True at most once a second while questions are being refused."""
+        now = time.monotonic()
+        if now - self.reported >= 1:
+            self.reported = now
+            return True
+        return False
 
 
 @dataclass
@@ -43,13 +92,20 @@ class Resolver:
     """UDP and TCP DNS on ``address``:53 for the sandboxes registered in :attr:`clients`."""
 
     def __init__(self, address: str, upstream: tuple[str, ...], admit: Admit,
-                 admissible: Callable[[str], bool], ttl_range: tuple[int, int]) -> None:
+                 admissible: Callable[[str], bool], ttl_range: tuple[int, int],
+                 report: Report = lambda sandbox_id, **entry: None,
+                 rate: tuple[float, float] = (50.0, 200.0)) -> None:
         self.address = address
         self.upstream = upstream
         self.admit = admit
         self.admissible = admissible
         self.ttl_range = ttl_range
+        self.report = report
+        self.rate, self.burst = rate
         self.clients: dict[str, Client] = {}
+        self.pins = Pins()
+        self._buckets: dict[str, Bucket] = {}
+        self._tcp_open: dict[str, int] = {}
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
 
@@ -78,6 +134,10 @@ class Resolver:
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")[0]
+        if self._tcp_open.get(peer, 0) >= MAX_TCP_PER_SANDBOX or peer not in self.clients:
+            writer.close()  # the engine's file descriptors are shared by every sandbox
+            return
+        self._tcp_open[peer] = self._tcp_open.get(peer, 0) + 1
         try:
             while True:
                 size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 10))[0]
@@ -89,21 +149,39 @@ class Resolver:
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
             pass
         finally:
+            self._tcp_open[peer] -= 1
             writer.close()
 
     async def answer(self, data: bytes, peer: str, tcp: bool) -> bytes | None:
         """The reply to one query from ``peer`` (None: drop it)."""
         client = self.clients.get(peer)
+        if client is None or len(data) < 12:
+            return None
+        bucket = self._buckets.setdefault(peer, Bucket(self.rate, self.burst))
+        if not bucket.take():
+            if bucket.report_due():
+                self._refused(client, None, "over the DNS question rate limit", tcp)
+            return _bare_reply(data, dns.rcode.REFUSED)
         try:
             query = dns.message.from_wire(data)
-        except Exception:  # noqa: BLE001 - anything malformed from a sandbox is dropped
-            return None
-        if client is None or len(query.question) != 1:
+        except Exception as exc:  # noqa: BLE001 - anything malformed from a sandbox is refused
+            self._refused(client, None, f"malformed question ({type(exc).__name__}: labels "
+                                        f"are at most 63 bytes)", tcp)
+            return _bare_reply(data, dns.rcode.FORMERR)
+        if len(query.question) != 1:
             return _reply(query, dns.rcode.REFUSED)
         question = query.question[0]
         name = question.name.to_text(omit_final_dot=True)
+        if len(name) > MAX_NAME_LENGTH:
+            self._refused(client, name, f"name longer than {MAX_NAME_LENGTH} bytes", tcp)
+            return _reply(query, dns.rcode.REFUSED)
+        if question.rdtype not in ANSWERED_TYPES:
+            self._refused(client, name, f"record type {dns.rdatatype.to_text(question.rdtype)} "
+                                        f"is not answered", tcp)
+            return _reply(query, dns.rcode.REFUSED)
         named = client.policy.allows_name(name)
         if not (named or client.policy.resolves_any()):
+            self._refused(client, name, "name not allowed by the policy", tcp)
             return _reply(query, dns.rcode.NXDOMAIN)
         if question.rdtype == dns.rdatatype.AAAA:
             return _reply(query, dns.rcode.NOERROR)
@@ -127,7 +205,18 @@ class Resolver:
         response.answer = [r for r in response.answer if len(r)]
         if admitted:
             await self.admit(client.sandbox_id, admitted)
+            self.pins.add(client.sandbox_id, name.lower(), admitted)
         return _encode(query, response, tcp)
+
+    def _refused(self, client: Client, name: str | None, reason: str, tcp: bool) -> None:
+        self.report(client.sandbox_id, kind="dns", destination=f"{self.address}:53",
+                    name=name, verdict="denied", reason=reason, transport="tcp" if tcp else "udp")
+
+    def forget(self, address: str, sandbox_id: str) -> None:
+        """Drop a sandbox's registration, rate state and pinned answers."""
+        self.clients.pop(address, None)
+        self._buckets.pop(address, None)
+        self.pins.forget(sandbox_id)
 
     async def _forward(self, wire: bytes, tcp: bool) -> bytes:
         last: Exception | None = None
@@ -156,6 +245,12 @@ def _encode(query: dns.message.Message, response: dns.message.Message, tcp: bool
         truncated = dns.message.make_response(query)
         truncated.flags |= dns.flags.TC | dns.flags.RA
         return truncated.to_wire()
+
+
+def _bare_reply(data: bytes, rcode: dns.rcode.Rcode) -> bytes:
+    """A header-only reply to a question that is not parsed (its id and opcode kept)."""
+    flags = 0x8000 | (data[2] & 0x78) << 8 | 0x0080 | int(rcode)  # QR, opcode, RA, rcode
+    return data[:2] + struct.pack("!HHHHH", flags, 0, 0, 0, 0)
 
 
 def _reply(query: dns.message.Message, rcode: dns.rcode.Rcode) -> bytes:

@@ -24,7 +24,7 @@ def find_net_leaks(data_dir: Path, sandbox_id: str | None = None) -> list[str]:
         for item in table.get("nftables", []):
             for kind in ("chain", "set", "map"):
                 obj = item.get(kind, {})
-                if obj.get("name") in (f"sb_{sid}", f"c_{sid}", f"r_{sid}"):
+                if obj.get("name") in (f"sb_{sid}", f"px_{sid}", f"c_{sid}", f"r_{sid}"):
                     leaks.append(f"nft {kind} {obj['name']}")
                 for element in obj.get("elem", []) if kind in ("set", "map") else []:
                     if sandbox_id[-8:] in json.dumps(element):

@@ -22,11 +22,13 @@ async def create_sandbox_link(net: EngineNet, netns: str, veth: str, address: st
     await run("ip", "-batch", "-", stdin=(
         f"netns add {netns}\n"
         f"link add {veth} type veth peer name eth0 netns {netns}\n"
+        f"link set {veth} addrgenmode none\n"
         f"link set {veth} up\n"
         f"addr add {gw}/32 dev {veth} scope link\n"
         f"route add {address}/32 dev {veth} scope link\n"))
     inside = run("ip", "-n", netns, "-batch", "-", stdin=(
         "link set lo up\n"
+        "link set eth0 addrgenmode none\n"  # IPv6 is off: not even a link-local address
         f"addr add {address}/32 dev eth0\n"
         "link set eth0 up\n"
         f"route add {gw} dev eth0 scope link\n"

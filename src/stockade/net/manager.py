@@ -6,7 +6,7 @@ after a tag derived from the data directory, so a restarted engine finds (and an
 crashed gets rid of) exactly its own: namespaces ``stockade-<tag>-*``, veths ``sv<tag>*``, the
 table ``inet stockade_<tag>``, the anchor bridge ``sg<tag>`` and the uplink ``su<tag>``.
 
-The shared part (table, anchor, resolver) comes up with the first networked sandbox and goes
+The shared part (table, anchor, resolver, egress proxy) comes up with the first networked sandbox and goes
 when the engine closes with none left.
 """
 
@@ -26,8 +26,10 @@ from typing import Any
 from . import host, links, rules
 from .config import NetConfig
 from .dns import Client, Resolver
+from .egresslog import EgressLog
 from .host import NetError
 from .policy import Net, NetworkPolicy, admissible
+from .proxy import EgressProxy, Sandbox
 from .rules import EngineNet
 
 #: Engine subnets are /20s carved from 10.128.0.0/10 (1024 of them); no sandbox may reach any
@@ -84,6 +86,8 @@ class NetworkManager:
         self.tag = engine_tag(data_dir)
         self._net: EngineNet | None = None
         self._resolver: Resolver | None = None
+        self._proxy: EgressProxy | None = None
+        self.egress_log = EgressLog(self.dir / "sandboxes", config.egress_log_bytes)
         self._attached: dict[str, Attachment] = {}
         self._lock = asyncio.Lock()
         self._cursor = random.randrange(1 << 12)
@@ -126,17 +130,33 @@ class NetworkManager:
         net = self.net
         host.sysctl_set("net.ipv4.ip_forward", "1")
         await links.create_anchor(net)
-        await host.nft(rules.engine_table(net, mark_uplink=self.config.uplink_netns is not None,
-                                             extra_denied=(POOL, net.subnet)))
-        if self.config.uplink_netns is not None:
+        uplink = self.config.uplink_netns is not None
+        await host.nft(rules.engine_table(net, mark_uplink=uplink, extra_denied=(POOL, net.subnet),
+                                          proxy_port=self.config.proxy_port))
+        if uplink:
+            assert self.config.uplink_netns is not None
             await links.create_uplink(net, self.config.uplink_netns)
         resolver = Resolver(net.gateway, self.config.upstream_dns, self._admit,
                             lambda a: admissible(a, (POOL,)),
-                            (self.config.dns_min_ttl, self.config.dns_max_ttl))
+                            (self.config.dns_min_ttl, self.config.dns_max_ttl),
+                            report=self._report,
+                            rate=(self.config.dns_rate, self.config.dns_burst))
+        proxy = EgressProxy(net.gateway, resolver.pins, self._report,
+                            mark=net.mark if uplink else None, port=self.config.proxy_port,
+                            max_total=self.config.proxy_max_connections)
         await resolver.start()
-        self._resolver = resolver
+        try:
+            await proxy.start()
+        except BaseException:
+            await resolver.close()
+            raise
+        self._resolver, self._proxy = resolver, proxy
         for att in self._attached.values():  # after a restart: rules of the live ones again
             await self._add_rules(att)
+
+    def _report(self, sandbox_id: str, **entry: Any) -> None:
+        if sandbox_id in self._attached:  # a connection cut by the kill is not logged after it
+            self.egress_log.write(sandbox_id, **entry)
 
     async def _admit(self, sandbox_id: str, addresses: dict[str, int]) -> None:
         att = self._attached.get(sandbox_id)
@@ -201,9 +221,17 @@ class NetworkManager:
     async def _add_rules(self, att: Attachment) -> None:
         policy = NetworkPolicy.parse(att.policy) or NetworkPolicy()
         await host.nft(rules.add_sandbox(self.net, att.sid, att.veth, att.address,
-                                         self._allowed(policy), self._limits(policy)[0]))
-        assert self._resolver is not None
+                                         self._allowed(policy), self._limits(policy)[0],
+                                         self.config.proxy_port))
+        self._register(att, policy)
+
+    def _register(self, att: Attachment, policy: NetworkPolicy) -> None:
+        assert self._resolver is not None and self._proxy is not None
         self._resolver.clients[att.address] = Client(att.sandbox_id, policy)
+        old = self._proxy.clients.get(att.address)
+        self._proxy.clients[att.address] = Sandbox(
+            att.sandbox_id, policy, self._allowed(policy), self._limits(policy)[0],
+            tasks=old.tasks if old else set())
 
     async def set_policy(self, sandbox_id: str, policy: NetworkPolicy) -> None:
         """Replace a sandbox's rules; new connections follow them at once."""
@@ -217,7 +245,8 @@ class NetworkManager:
             att.policy = policy.public()
             self._state(sandbox_id).write_text(json.dumps(asdict(att)))
             assert self._resolver is not None
-            self._resolver.clients[att.address] = Client(sandbox_id, policy)
+            self._resolver.pins.forget(sandbox_id)  # as the resolved-address set was flushed
+            self._register(att, policy)
 
     async def detach(self, sandbox_id: str) -> None:
         """Remove every trace of a sandbox's network. Safe to repeat."""
@@ -234,7 +263,9 @@ class NetworkManager:
         if att is None and not (host.NETNS_DIR / netns).exists() and not host.links_sync(veth):
             return  # never networked (or already gone)
         if att and self._resolver:
-            self._resolver.clients.pop(att.address, None)
+            self._resolver.forget(att.address, sandbox_id)
+        if att and self._proxy:
+            self._proxy.drop(att.address)
         table = f"stockade_{self.tag}"
         statements = rules.remove_sandbox(table, sandbox_id.lower(), veth,
                                           att.address if att else None)
@@ -248,10 +279,15 @@ class NetworkManager:
         for path in (self._state(sandbox_id), self.resolv_conf(sandbox_id)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        self.egress_log.remove(sandbox_id)
 
     def policy(self, sandbox_id: str) -> dict[str, Any] | None:
         att = self._attached.get(sandbox_id)
         return dict(att.policy) if att else None
+
+    def egress(self, sandbox_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest ``limit`` entries of a sandbox's egress log (docs/network.md)."""
+        return self.egress_log.read(sandbox_id, limit)
 
     # -- start and stop ------------------------------------------------------------------------
     async def recover(self, live: set[str]) -> None:
@@ -289,8 +325,11 @@ class NetworkManager:
                     or f"stockade_{self.tag}" in host.tables_sync())
 
     async def close(self) -> None:
-        """Stop the resolver; remove the shared part if no sandbox uses it any more."""
+        """Stop the resolver and proxy; remove the shared part if no sandbox uses it any more."""
         async with self._lock:
+            if self._proxy is not None:
+                await self._proxy.close()
+                self._proxy = None
             if self._resolver is not None:
                 await self._resolver.close()
                 self._resolver = None

@@ -8,7 +8,10 @@ adds one chain and two sets, reached through a verdict map keyed by its host-sid
               oif sv<tag>*  -> ingress: anything new drop (nothing dials in)
     sb_<id>:  established accept | too many connections reject
               | resolved names accept | allowed CIDRs accept
-    input:    iif sv<tag>*  -> spoofed drop | DNS to the gateway accept | reject (the host)
+    input:    iif sv<tag>*  -> spoofed drop | DNS to the gateway accept
+                              | redirected to the egress proxy accept | reject (the host)
+    to_proxy: (nat) iif sv<tag>* to a non-local, not always-denied address -> vmap iif -> px_<id>
+    px_<id>:  tcp dport {80, 443} to a resolved or CIDR-allowed address -> redirect to the proxy
     postrouting: from the sandbox subnet out of anything but a sandbox veth -> masquerade
 
 Sandbox traffic is identified by interface, never by source address alone: the pair
@@ -77,8 +80,14 @@ def _elements(nets: Iterable[Net | str]) -> str:
     return f"elements = {{ {', '.join(items)} }}" if items else ""
 
 
-def engine_table(net: EngineNet, *, mark_uplink: bool, extra_denied: Iterable[Net]) -> str:
-    """The whole shared table, replacing any previous one (sandbox chains are added after)."""
+def engine_table(net: EngineNet, *, mark_uplink: bool, extra_denied: Iterable[Net],
+                 proxy_port: int) -> str:
+    """The whole shared table, replacing any previous one (sandbox chains are added after).
+
+    TCP to ports 80 and 443 of an address a sandbox may reach (its ``px_<id>`` chain) is
+    redirected to the egress proxy on ``proxy_port``, which checks the name (SNI or ``Host``)
+    against the policy and the resolver's answers; the host's own addresses are never
+    redirected (``to_host`` refuses them), nor are always-denied ones (``egress`` rejects them)."""
     t, vp, gw = net.table, net.veth_prefix, net.gateway
     denied = _elements(ipaddress.collapse_addresses([*ALWAYS_DENIED, *extra_denied]))
     mark = f'        iifname "{vp}*" meta mark set {net.mark:#x}\n' if mark_uplink else ""
@@ -89,6 +98,7 @@ table inet {t} {{
     set denied {{ type ipv4_addr; flags interval; {denied} }}
     set members {{ type ifname . ipv4_addr; }}
     map sandboxes {{ type ifname : verdict; }}
+    map proxied {{ type ifname : verdict; }}
     chain prerouting {{
         type filter hook prerouting priority mangle; policy accept;
 {mark}    }}
@@ -101,7 +111,17 @@ table inet {t} {{
         iifname . ip saddr != @members drop
         ip daddr {gw} udp dport 53 accept
         ip daddr {gw} tcp dport 53 accept
+        ip daddr {gw} tcp dport {proxy_port} ct status dnat accept
         {REJECT}
+    }}
+    chain to_proxy {{
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "{vp}*" meta nfproto ipv4 tcp dport {{ 80, 443 }} jump proxy_candidates
+    }}
+    chain proxy_candidates {{
+        ip daddr @denied return
+        fib daddr type local return
+        iifname vmap @proxied
     }}
     chain forward {{
         type filter hook forward priority filter - 5; policy accept;
@@ -134,15 +154,19 @@ def _chain_body(t: str, sid: str, max_connections: int) -> str:
 
 
 def add_sandbox(net: EngineNet, sid: str, veth: str, address: str, allowed: list[Net],
-                max_connections: int) -> str:
+                max_connections: int, proxy_port: int) -> str:
     """Script adding one sandbox's sets, chains and map entries."""
     t = net.table
     return (f"add set inet {t} c_{sid} {{ type ipv4_addr; flags interval; {_elements(allowed)} }}\n"
             f"add set inet {t} r_{sid} {{ type ipv4_addr; flags timeout; }}\n"
             f"add chain inet {t} sb_{sid}\n"
             + _chain_body(t, sid, max_connections)
-            + f'add element inet {t} members {{ "{veth}" . {address} }}\n'
-            f'add element inet {t} sandboxes {{ "{veth}" : jump sb_{sid} }}\n')
+            + f"add chain inet {t} px_{sid}\n"
+            f"add rule inet {t} px_{sid} ip daddr @r_{sid} meta l4proto tcp redirect to :{proxy_port}\n"
+            f"add rule inet {t} px_{sid} ip daddr @c_{sid} meta l4proto tcp redirect to :{proxy_port}\n"
+            f'add element inet {t} members {{ "{veth}" . {address} }}\n'
+            f'add element inet {t} sandboxes {{ "{veth}" : jump sb_{sid} }}\n'
+            f'add element inet {t} proxied {{ "{veth}" : jump px_{sid} }}\n')
 
 
 def update_sandbox(net: EngineNet, sid: str, allowed: list[Net], max_connections: int) -> str:
@@ -158,11 +182,12 @@ def update_sandbox(net: EngineNet, sid: str, allowed: list[Net], max_connections
 
 def remove_sandbox(t: str, sid: str, veth: str, address: str | None) -> list[str]:
     """Statements removing one sandbox from table ``t`` (any may already be gone)."""
-    out = [f'delete element inet {t} sandboxes {{ "{veth}" }}']
+    out = [f'delete element inet {t} sandboxes {{ "{veth}" }}',
+           f'delete element inet {t} proxied {{ "{veth}" }}']
     if address:
         out.append(f'delete element inet {t} members {{ "{veth}" . {address} }}')
-    out += [f"delete chain inet {t} sb_{sid}", f"delete set inet {t} c_{sid}",
-            f"delete set inet {t} r_{sid}"]
+    out += [f"delete chain inet {t} sb_{sid}", f"delete chain inet {t} px_{sid}",
+            f"delete set inet {t} c_{sid}", f"delete set inet {t} r_{sid}"]
     return out
 
 

@@ -195,6 +195,15 @@ class AsyncSandbox:
         self.info = SandboxInfo.model_validate(await self._api.request(
             "POST", f"/sandboxes/{self.id}/network", json=policy))
 
+    async def egress_log(self, limit: int = 1000) -> builtins.list[dict[str, Any]]:
+        """The newest ``limit`` entries of the egress log, oldest first: each connection through
+        the egress proxy (``verdict`` allowed or denied, ``reason``, ``bytes_out``/``bytes_in``)
+        and each refused DNS question (docs/network.md)."""
+        result = await self._api.request("GET", f"/sandboxes/{self.id}/egress",
+                                         params={"limit": limit})
+        items: builtins.list[dict[str, Any]] = result["items"]
+        return items
+
     async def stats(self) -> dict[str, Any]:
         """Memory, CPU, pids and OOM kills so far."""
         result: dict[str, Any] = await self._api.request("GET", f"/sandboxes/{self.id}/stats")

@@ -217,6 +217,10 @@ class Sandbox:
     def set_network(self, policy: dict[str, Any]) -> None:
         _portal.call(self._a.set_network, policy)
 
+    def egress_log(self, limit: int = 1000) -> builtins.list[dict[str, Any]]:
+        """The newest ``limit`` entries of the egress log (see :meth:`AsyncSandbox.egress_log`)."""
+        return _portal.call(self._a.egress_log, limit)
+
     def stats(self) -> dict[str, Any]:
         return _portal.call(self._a.stats)
 

@@ -2,10 +2,11 @@
 sandboxes' uplink goes into (``STOCKADE_NET_UPLINK_NETNS``), so no packet can leave the machine
 even if a rule under test is broken.
 
-It plays a DNS server (the engine's upstream, and a second "foreign" resolver), TCP and UDP
-listeners on a public address the policy allows, a public address it denies, the cloud metadata
-address and a private address, and logs every DNS question, connection and datagram it gets,
-with source and destination. The host judges attacks by that log, never by their word.
+It plays a DNS server (the engine's upstream, and a second "foreign" resolver), TCP (on the
+played port, 80 and 443) and UDP listeners on a public address the policy allows, a public
+address it denies, the cloud metadata address and a private address, and logs every DNS
+question, connection and datagram it gets, with source and destination. The host judges
+attacks by that log, never by their word.
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ async def main():
         await loop.create_datagram_endpoint(lambda port=port: Udp(port), local_addr=("0.0.0.0", port))
     await asyncio.start_server(tcp_dns, "0.0.0.0", 53)
     server = await asyncio.start_server(hello, "0.0.0.0", PORT_TCP)
+    for port in (80, 443):  # the web ports, which the egress proxy guards by name
+        await asyncio.start_server(hello, "0.0.0.0", port)
     log(kind="ready")
     await server.serve_forever()
 

@@ -1,4 +1,4 @@
-"""Sandboxes: create, get, list, kill, set timeout, network, stats, lifecycle, snapshot.
+"""Sandboxes: create, get, list, kill, set timeout, network, egress log, stats, lifecycle, snapshot.
 
 Ownership is checked before any of these run (see ``auth.AuthMiddleware``); creates, kills,
 timeouts and starts go through the control layer for quotas and the audit log. Each handler
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Response
 
 from ...engine import InvalidRequest
 from ..deps import ControlDep, EngineDep, PrincipalDep, RequestIdDep
-from ..models import (CreateSnapshot, NetworkPolicy, SandboxInfo, SandboxPage, SandboxSpec,
+from ..models import (CreateSnapshot, EgressLog, NetworkPolicy, SandboxInfo, SandboxPage, SandboxSpec,
                       SandboxStats, SetTimeout, TemplateInfo)
 
 router = APIRouter(prefix="/sandboxes", tags=["sandboxes"])
@@ -76,6 +76,14 @@ async def set_timeout(sandbox_id: str, body: SetTimeout, control: ControlDep, wh
 async def set_network(sandbox_id: str, body: NetworkPolicy, eng: EngineDep) -> SandboxInfo:
     """Replace the egress policy of a sandbox created with one; new connections follow it."""
     return await eng.sandboxes.set_network(sandbox_id, body)
+
+
+@router.get("/{sandbox_id}/egress", response_model=EgressLog)
+async def egress_log(sandbox_id: str, eng: EngineDep,
+                     limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> EgressLog:
+    """The newest ``limit`` entries of the sandbox's egress log, oldest first: connections
+    through the egress proxy (allowed or denied, why, bytes each way) and refused DNS questions."""
+    return await eng.sandboxes.egress(sandbox_id, limit)
 
 
 @router.get("/{sandbox_id}/stats", response_model=SandboxStats)
