@@ -38,15 +38,61 @@ def adopt_orphans() -> None:
         raise OSError(err, f"PR_SET_CHILD_SUBREAPER: {os.strerror(err)}")
 
 
-def adopted(pids: set[int]) -> set[int]:
-    """Those of ``pids`` whose parent is this process (their pids cannot be reused before
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (state, ppid, pgrp, session, ...)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _parent(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[1]) if fields else None
+
+
+def sessions(pids: set[int]) -> set[int]:
+    """The session ids of ``pids`` other than this process's own session."""
+    mine = os.getsid(0)
+    found = {int(fields[3]) for fields in map(_stat, pids) if fields}
+    return found - {mine}
+
+
+def reap_sessions(ids: set[int]) -> None:
+    """Reap exited children of this process that belong to one of the sessions ``ids`` (a
+    runtime's processes orphaned to it while the sandbox died on its own: gVisor's ptrace
+    stubs are in sessions of their own, which this process never creates)."""
+    if not ids:
+        return
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        for pid in children:
+            fields = _stat(pid)
+            if fields and fields[0] == "Z" and int(fields[3]) in ids:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+
+
+def children(pids: set[int]) -> set[int]:
+    """Those of ``pids`` that are this process's children (whose pids cannot be reused before
     this process reaps them, so keeping them for later is safe)."""
-    me = str(os.getpid())
-    found = set()
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError):
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1] == me:
-                found.add(pid)
+    me = os.getpid()
+    return {pid for pid in pids if _parent(pid) == me}
+
+
+def adopted(pids: set[int]) -> set[int]:
+    """Those of ``pids`` that descend from this process through parents among ``pids``: what
+    will be this process's to reap once they all die."""
+    parents = {pid: _parent(pid) for pid in pids}
+    found: set[int] = set()
+    frontier = {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items()
+                    if parent in frontier and pid not in found}
+        found |= frontier
     return found
 
 

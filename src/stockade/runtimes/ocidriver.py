@@ -52,8 +52,10 @@ class OciDriver(RuntimeDriver):
         #: Channels opened by start (which proves the agent answers), handed to the first
         #: connect so that the first command does not open a second one.
         self._ready: dict[str, AgentChannel] = {}
-        #: Each sandbox's processes that the runtime orphaned to us: ours to reap.
+        #: Each sandbox's processes that the runtime orphaned to us, and the sessions of its
+        #: processes (whose members may be orphaned to us later): ours to reap.
         self._pids: dict[str, set[int]] = {}
+        self._sessions: dict[str, set[int]] = {}
         hostproc.adopt_orphans()  # the sandboxes' processes: reaped at once when they end
 
     # -- the runtime binary ----------------------------------------------------------------
@@ -137,7 +139,9 @@ class OciDriver(RuntimeDriver):
         if old := self._ready.pop(spec.id, None):
             await old.aclose()
         self._ready[spec.id] = channel
-        self._pids[spec.id] = hostproc.adopted(hostops.cgroup_pids(self.cgroup(spec)))
+        pids = hostops.cgroup_pids(self.cgroup(spec))
+        self._pids[spec.id] = hostproc.children(pids)
+        self._sessions[spec.id] = hostproc.sessions(pids)
 
     def tail_log(self, spec: SandboxSpec, size: int = 2000) -> str:
         try:
@@ -175,6 +179,7 @@ class OciDriver(RuntimeDriver):
     async def state(self, spec: SandboxSpec) -> RuntimeState:
         if pids := self._pids.get(spec.id):  # an unreaped sandbox looks alive to runsc
             self._pids[spec.id] = hostproc.reap(pids)
+            hostproc.reap_sessions(self._sessions.get(spec.id, set()))
         try:
             out = await self.runtime("state", spec.id, timeout=20)
         except DriverError:
@@ -197,10 +202,12 @@ class OciDriver(RuntimeDriver):
             await ready.aclose()
         # Kill and reap first: the runtimes' own delete --force waits in 100 ms steps for
         # processes to vanish (and runsc's only vanish once reaped), ours return at once.
-        pids = self._pids.pop(spec.id, set()) | hostops.cgroup_pids(self.cgroup(spec))
+        pids = self._pids.pop(spec.id, set()) | hostproc.adopted(
+            hostops.cgroup_pids(self.cgroup(spec)))
         with contextlib.suppress(DriverError):
             await hostops.kill_cgroup(self.cgroup(spec), grace=2.0)
         await hostproc.reap_killed(pids)
+        hostproc.reap_sessions(self._sessions.pop(spec.id, set()))
         # Twice if need be: a delete killed half-way leaves the runtime's state of the sandbox
         # behind (security battery: "runtime SIGKILL during kill"); a second one finishes it.
         for _ in range(2):
