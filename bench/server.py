@@ -25,6 +25,7 @@ import httpx
 
 from stockade.config import default_images_dir
 from stockade.engine import Engine, EngineConfig
+from stockade.models import ProcessSpec, SandboxSpec
 
 from ._common import machine, table
 
@@ -36,13 +37,13 @@ N_CREATE, N_ROUND_TRIP, CLIENTS, THROUGHPUT_TOTAL = 20, 50, 16, 64
 
 async def engine_first_output(engine: Engine) -> float:
     start = time.perf_counter()
-    info = await engine.create()
-    run = await engine.start_process(info["id"], {"cmd": "echo hi"})
+    info = await engine.sandboxes.create(SandboxSpec())
+    run = await engine.processes.start(info.id, ProcessSpec(cmd="echo hi"))
     async for event in run.events():
         if event.get("type") == "stdout":
             break
     took = time.perf_counter() - start
-    await engine.kill(info["id"])
+    await engine.sandboxes.kill(info.id)
     return took
 
 
@@ -61,7 +62,7 @@ async def server_first_output(client: httpx.AsyncClient) -> float:
 
 async def engine_round_trip(engine: Engine, sandbox_id: str) -> float:
     start = time.perf_counter()
-    run = await engine.start_process(sandbox_id, {"argv": ["true"]})
+    run = await engine.processes.start(sandbox_id, ProcessSpec(argv=["true"]))
     async for _ in run.events():
         pass
     return time.perf_counter() - start
@@ -113,14 +114,14 @@ async def main() -> None:
             for _ in range(N_CREATE):
                 eng_c.append(await engine_first_output(engine))
                 srv_c.append(await server_first_output(client))
-            info = await engine.create()
+            info = await engine.sandboxes.create(SandboxSpec())
             sb = (await client.post("/sandboxes", json={})).json()
             eng_r: list[float] = []
             srv_r: list[float] = []
             for _ in range(N_ROUND_TRIP):
-                eng_r.append(await engine_round_trip(engine, info["id"]))
+                eng_r.append(await engine_round_trip(engine, info.id))
                 srv_r.append(await server_round_trip(client, sb["id"]))
-            await engine.kill(info["id"])
+            await engine.sandboxes.kill(info.id)
             await client.delete(f"/sandboxes/{sb['id']}")
             rate, lat = await throughput(client)
         m = statistics.median

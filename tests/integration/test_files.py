@@ -51,6 +51,17 @@ def test_list_stat_mkdir_rename_remove_exists(sandbox: Sandbox) -> None:
     assert not sandbox.files.exists("/home/user/d")
 
 
+def test_coreutils_see_files_as_the_api_does(sandbox: Sandbox) -> None:
+    """``ls -l`` and ``stat`` work on every tier (gVisor 2022-12 needs a statx shim for them)."""
+    sandbox.files.write("/home/user/seen.txt", b"12345")
+    r = sandbox.commands.run("ls -l /home/user/seen.txt && stat -c '%s %U %A' /home/user/seen.txt")
+    assert r.exit_code == 0, r.stderr
+    listing, stat_line = r.stdout.splitlines()
+    assert listing.startswith("-rw") and " user " in listing and listing.endswith("/home/user/seen.txt")
+    entry = sandbox.files.get_info("/home/user/seen.txt")
+    assert stat_line == f"5 user {entry.permissions}"
+
+
 def test_symlink_entries_report_their_target(sandbox: Sandbox) -> None:
     sandbox.commands.run("ln -s /etc/hostname /home/user/link")
     info = sandbox.files.get_info("/home/user/link")

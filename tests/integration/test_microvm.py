@@ -225,8 +225,8 @@ def test_workspace_keeps_unsynced_writes_across_stop_and_pause(make_sandbox: Any
     sb.pause()
     sb.stop()
     sb.start()
-    r = sb.commands.run("cat /home/user/proj/g; ls /home/user/proj | wc -l; dmesg | grep -c 'EXT4-fs error' || true",
-                        user="root")
+    r = sb.commands.run("cat /home/user/proj/g; ls /home/user/proj | wc -l; "
+                        "dmesg | grep -c 'EXT4-fs error' || true", user="root")
     assert r.stdout == "second\n300\n0\n", r.stdout
 
 

@@ -44,13 +44,7 @@ class Screen:
                 self.changed.wait(left)
 
 
-GVISOR_PTY = ("gVisor (runsc 2022-12-19): an interactive bash reads EOF at its first prompt, and "
-              "the PTY master never reports EIO after the process exits, so the agent never ends "
-              "the stream (agent/processes.py); 'cat' in a PTY works")
-
-
-@pytest.mark.parametrize("isolation", [
-    "container", pytest.param("gvisor", marks=pytest.mark.xfail(reason=GVISOR_PTY, run=False))])
+@pytest.mark.parametrize("isolation", ["container", "gvisor"])
 def test_bash_in_a_pty(make_sandbox: Callable[..., Sandbox], isolation: str) -> None:
     sb = make_sandbox(isolation=isolation)
     screen = Screen()

@@ -221,7 +221,7 @@ def errno_to_code(exc: OSError) -> tuple[p.ErrorCode, str]:
 
 def serve_socket(sock: socket.socket, handlers: dict[str, Handler]) -> None:
     """Serve one accepted socket connection until it closes."""
-    reader = sock.makefile("rb", buffering=1 << 16)
+    reader: Any = sock.makefile("rb", buffering=1 << 16)
     try:
         Connection(reader, sock.sendall, handlers).serve()
     finally:

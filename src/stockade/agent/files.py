@@ -49,7 +49,7 @@ def _path(params: dict[str, Any], key: str = "path", user: pwd.struct_passwd | N
 
 def _name(table: Any, ident: int) -> str:
     try:
-        return table(ident)[0]
+        return str(table(ident)[0])
     except KeyError:
         return str(ident)
 

@@ -374,7 +374,8 @@ def _follow(stream: Stream, proc: Process, keepalive: float) -> dict[str, Any]:
             stream.send_event({"type": "keepalive"})
             continue
         if kind == "exited":
-            return value
+            outcome: dict[str, Any] = value
+            return outcome
         if kind == "cancel":
             proc.unsubscribe(stream)
             raise AgentError(p.ErrorCode.CANCELLED, "stream cancelled; the process goes on")

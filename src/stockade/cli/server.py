@@ -56,7 +56,7 @@ def demo() -> None:
 
     build_with_progress()
     for isolation in ("container", "gvisor", "microvm"):
-        with Sandbox.create(isolation=isolation) as sb:  # type: ignore[arg-type]
+        with Sandbox.create(isolation=isolation) as sb:
             result = sb.commands.run("python3 -c 'import platform; print(6*7, platform.release())'")
             sb.files.write("/home/user/hello.txt", f"hello from {isolation}\n")
             text = sb.files.read("/home/user/hello.txt")

@@ -142,7 +142,7 @@ def verify(directory: Path) -> dict[str, object]:
     if file_crc32(path) != crc:
         raise ArchiveCorrupt(f"the archive {path} does not match its checksum (damaged on "
                              f"disk?)")
-    return manifest
+    return manifest  # type: ignore[no-any-return]
 
 
 async def restore(layer: Path, directory: Path) -> None:

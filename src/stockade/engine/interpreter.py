@@ -17,12 +17,15 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from .engine import Engine
 from .errors import (Conflict, EngineError, InvalidRequest, NotFound, SandboxNotFound,
                      SandboxUnavailable)
+from ..models import ProcessSelector, ProcessSpec
 from .process import ProcessRun
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 SERVER_SOURCE = Path(__file__).with_name("interpreter_server.py")
 SERVER_PATH = "/.stockade/interpreter/server.py"
@@ -167,7 +170,7 @@ def _validate(event: dict[str, Any]) -> dict[str, Any] | None:
 class CodeContexts:
     """Every code context of every sandbox of one engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: "Engine") -> None:
         self.engine = engine
         self._contexts: dict[str, dict[str, Context]] = {}
         self._installed: set[str] = set()
@@ -232,7 +235,7 @@ class CodeContexts:
         async def source() -> AsyncIterator[bytes]:
             yield SERVER_SOURCE.read_bytes()
 
-        await self.engine.write_file(sandbox_id, SERVER_PATH, "root", source(), mode=0o644)
+        await self.engine.files.write(sandbox_id, SERVER_PATH, source(), user="root", mode=0o644)
         self._installed.add(sandbox_id)
 
     async def _start(self, context: Context) -> None:
@@ -241,9 +244,9 @@ class CodeContexts:
         context.stderr_tail.clear()
         context.dead_reason = ""
         context.pending = None
-        context.run = await self.engine.start_process(context.sandbox_id, {
-            "argv": ["python3", "-I", SERVER_PATH, "--language", context.language],
-            "cwd": context.cwd, "tag": context.tag, "stdin": True, "max_output": 1 << 60})
+        context.run = await self.engine.processes.start(context.sandbox_id, ProcessSpec(
+            argv=["python3", "-I", SERVER_PATH, "--language", context.language],
+            cwd=context.cwd, tag=context.tag, stdin=True, max_output=1 << 60))
         context.events = context.run.events()
         try:
             async with asyncio.timeout(START_TIMEOUT):
@@ -281,8 +284,8 @@ class CodeContexts:
                     while True:
                         await context.next_event()
         with contextlib.suppress(EngineError):
-            await self.engine.call(context.sandbox_id, "process.signal",
-                                   {"tag": context.tag, "signal": "KILL"})
+            await self.engine.processes.signal(context.sandbox_id,
+                                               ProcessSelector(tag=context.tag), "KILL")
         if context.pending is not None:
             context.pending.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -301,7 +304,8 @@ class CodeContexts:
             return False
         context.detached = False
         try:
-            run = await self.engine.connect_process(context.sandbox_id, {"tag": context.tag})
+            run = await self.engine.processes.connect(context.sandbox_id,
+                                                      ProcessSelector(tag=context.tag))
         except EngineError:
             return False
         if context.events is not None:

@@ -27,7 +27,7 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..net import NetworkPolicy
 from ..runtimes import hostops
@@ -37,6 +37,7 @@ from ..runtimes.suspend import CheckpointCorrupt
 from . import archive
 from .archive import ArchiveCorrupt
 from .errors import Conflict, EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable
+from ..models import SandboxInfo
 from .records import SandboxRecord
 
 if TYPE_CHECKING:
@@ -133,8 +134,7 @@ class Lifecycle:
 
     async def _quiet(self, record: SandboxRecord) -> None:
         """Drop the engine's channel: the agent is about to stop answering on it."""
-        if channel := self.engine._channels.pop(record.id, None):
-            await channel.aclose()
+        await self.engine.drop_channel(record.id)
 
     async def _flush(self, record: SandboxRecord) -> None:
         """Have the sandbox's kernel write its dirty pages to disk before it is stopped or saved
@@ -144,22 +144,23 @@ class Lifecycle:
         with contextlib.suppress(EngineError, asyncio.TimeoutError):
             await asyncio.wait_for(self.engine.call(record.id, "sys.sync", {}), FLUSH_TIMEOUT)
 
-    def _settle(self, record: SandboxRecord, state: str) -> dict[str, Any]:
-        record.state = state
+    def _settle(self, record: SandboxRecord, state: str,
+                reason: str | None = None) -> SandboxInfo:
+        record.state, record.reason = state, reason
         lifetime = record.timeout if state == "running" else record.auto_delete
         record.expires_at = time.time() + lifetime
         record.archive_at = (time.time() + record.auto_archive
                              if state == "stopped" and record.auto_archive else None)
         record.save()
-        self.engine._arm_timer(record)
-        return record.public()
+        self.engine.arm_timer(record)
+        return record.info()
 
     # -- the verbs ---------------------------------------------------------------------------
-    async def pause(self, sandbox_id: str) -> dict[str, Any]:
+    async def pause(self, sandbox_id: str) -> SandboxInfo:
         """Save processes and memory; the sandbox stops running until resumed."""
         engine = self.engine
         record = engine.record(sandbox_id)
-        async with engine._lock(sandbox_id):
+        async with engine.lock(sandbox_id):
             target = _allowed(record, "pause")
             driver = engine.drivers[record.tier]
             try:
@@ -182,18 +183,18 @@ class Lifecycle:
                 with contextlib.suppress(DriverError):
                     await driver.stop(record.spec)
                 record.paused_with = None
-                self._settle(record, "stopped")
+                self._settle(record, "stopped", "pause_failed")
                 raise SandboxUnavailable(
                     f"could not pause sandbox {sandbox_id}: {exc}; its processes were lost "
                     f"with it, its files are kept and it is now stopped: start it to boot "
                     f"afresh") from None
             return self._settle(record, target)
 
-    async def resume(self, sandbox_id: str) -> dict[str, Any]:
+    async def resume(self, sandbox_id: str) -> SandboxInfo:
         """Bring a paused sandbox back exactly where it was."""
         engine = self.engine
         record = engine.record(sandbox_id)
-        async with engine._lock(sandbox_id):
+        async with engine.lock(sandbox_id):
             target = _allowed(record, "resume")
             driver = engine.drivers[record.tier]
             if record.paused_with == "freezer":
@@ -238,13 +239,13 @@ class Lifecycle:
         log.warning("sandbox %s: checkpoint unusable, kept in %s; sandbox stopped",
                     record.id, broken)
         record.paused_with = None
-        self._settle(record, "stopped")
+        self._settle(record, "stopped", "checkpoint_corrupt")
 
-    async def stop(self, sandbox_id: str) -> dict[str, Any]:
+    async def stop(self, sandbox_id: str) -> SandboxInfo:
         """Stop every process; keep the filesystem (persistence="workspace" only)."""
         engine = self.engine
         record = engine.record(sandbox_id)
-        async with engine._lock(sandbox_id):
+        async with engine.lock(sandbox_id):
             target = _allowed(record, "stop")
             if record.persistence != "workspace":
                 raise Conflict(f"sandbox {sandbox_id} is ephemeral: stopping would keep its "
@@ -260,11 +261,11 @@ class Lifecycle:
             record.paused_with = None
             return self._settle(record, target)
 
-    async def start(self, sandbox_id: str) -> dict[str, Any]:
+    async def start(self, sandbox_id: str) -> SandboxInfo:
         """Boot a stopped sandbox again on its kept filesystem (same id)."""
         engine = self.engine
         record = engine.record(sandbox_id)
-        async with engine._lock(sandbox_id):
+        async with engine.lock(sandbox_id):
             target = _allowed(record, "start")
             driver = engine.drivers[record.tier]
             if record.state == "archived":
@@ -280,11 +281,11 @@ class Lifecycle:
                                          f"it stays stopped") from None
             return self._settle(record, target)
 
-    async def archive(self, sandbox_id: str) -> dict[str, Any]:
+    async def archive(self, sandbox_id: str) -> SandboxInfo:
         """Compress a stopped sandbox's writable layer to free disk (start restores it)."""
         engine = self.engine
         record = engine.record(sandbox_id)
-        async with engine._lock(sandbox_id):
+        async with engine.lock(sandbox_id):
             _allowed(record, "archive")
             driver = engine.drivers[record.tier]
             try:
@@ -302,10 +303,10 @@ class Lifecycle:
             record.state, record.archive_at = "archived", None
             record.save()  # from here on the archive is the truth: the layer may go
             await asyncio.to_thread(archive.drop_layer, layer)
-            engine._arm_timer(record)
+            engine.arm_timer(record)
             log.info("sandbox %s archived: %d bytes on disk -> %d", sandbox_id,
                      info.stored_bytes, info.archive_bytes)
-            return record.public()
+            return record.info()
 
     def held_disk_mb(self, sandbox_id: str) -> int:
         """MiB of host disk a sandbox holds or may fill, for quotas: its disk size in any state
@@ -338,14 +339,14 @@ class Lifecycle:
         record.state = "stopped"
         record.save()
 
-    async def connect(self, sandbox_id: str) -> dict[str, Any]:
+    async def connect(self, sandbox_id: str) -> SandboxInfo:
         """Make the sandbox usable: resume it if paused, start it if stopped or archived."""
         state = self.engine.record(sandbox_id).state
         if state == "paused":
             return await self.resume(sandbox_id)
         if state in ("stopped", "archived"):
             return await self.start(sandbox_id)
-        return self.engine.record(sandbox_id).public()
+        return self.engine.record(sandbox_id).info()
 
     async def expire(self, sandbox_id: str) -> None:
         """The sandbox's deadline passed: apply ``on_timeout``, or auto-delete if not running."""
@@ -353,7 +354,7 @@ class Lifecycle:
         try:
             record = engine.record(sandbox_id)
             if time.time() < record.deadline:  # the loop's timers may fire a little early
-                engine._arm_timer(record)
+                engine.arm_timer(record)
                 return
             if (record.state == "stopped" and record.archive_at is not None
                     and record.archive_at <= time.time() < record.expires_at):
@@ -363,6 +364,7 @@ class Lifecycle:
             if action == "pause":
                 try:
                     await self.pause(sandbox_id)
+                    self._mark(record, "timeout")
                     return
                 except (SandboxUnavailable, Conflict) as exc:
                     log.warning("sandbox %s: pause on timeout failed (%s)", sandbox_id, exc)
@@ -370,10 +372,17 @@ class Lifecycle:
             if action == "stop":
                 with contextlib.suppress(Conflict):
                     await self.stop(sandbox_id)
+                    self._mark(record, "timeout")
                     return
             await engine.kill(sandbox_id)
         except SandboxNotFound:
             pass
+
+    @staticmethod
+    def _mark(record: SandboxRecord, reason: str) -> None:
+        """Say why the sandbox is in its state when nobody asked for it."""
+        record.reason = reason
+        record.save()
 
     async def _auto_archive(self, record: SandboxRecord) -> None:
         try:
@@ -383,7 +392,7 @@ class Lifecycle:
                         record.id, record.auto_archive or 0, exc)
             record.archive_at = None
             record.save()
-            self.engine._arm_timer(record)
+            self.engine.arm_timer(record)
 
     # -- recovery ----------------------------------------------------------------------------
     async def recover(self, record: SandboxRecord) -> bool:
@@ -421,7 +430,7 @@ class Lifecycle:
         if state != record.state:
             log.info("sandbox %s: %s before the restart, now %s", record.id, record.state, state)
             record.paused_with = None
-            record.state = state
+            record.state, record.reason = state, "host_restart"
             record.expires_at = time.time() + record.auto_delete
             record.archive_at = (time.time() + record.auto_archive
                                  if state == "stopped" and record.auto_archive else None)
@@ -445,5 +454,6 @@ class Lifecycle:
         net = record.attachment
         if record.network is None or net is None or Path(net["netns"]).exists():
             return
-        await self.engine._attach_network(record, NetworkPolicy.parse(record.network))
+        await self.engine.attach_network(record, NetworkPolicy.parse(record.network)
+                                         or NetworkPolicy())
         record.save()

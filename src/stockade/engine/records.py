@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..models import SandboxInfo
 from ..runtimes.base import NetworkAttachment, Resources, SandboxSpec, VolumeMount
 
 
@@ -36,6 +37,7 @@ class SandboxRecord:
     volumes: list[dict[str, Any]] = field(default_factory=list)  # {volume, path, read_only, source}
     auto_archive: float | None = None  # seconds after a stop to archive the layer (None: never)
     archive_at: float | None = None  # when a stopped sandbox is archived (lifecycle.py)
+    reason: str | None = None  # why it is in its state, when nobody asked (SandboxInfo.reason)
 
     @property
     def deadline(self) -> float:
@@ -56,10 +58,13 @@ class SandboxRecord:
                                                      read_only=bool(v["read_only"]))
                                          for v in self.volumes))
 
-    def public(self) -> dict[str, Any]:
+    def info(self) -> SandboxInfo:
         """What callers see."""
+        return SandboxInfo(**self._public())
+
+    def _public(self) -> dict[str, Any]:
         return {"id": self.id, "isolation": self.tier, "template": self.image,
-                "state": self.state, "cpu": self.resources.cpu,
+                "state": self.state, "reason": self.reason, "cpu": self.resources.cpu,
                 "memory_mb": self.resources.memory_mb, "disk_mb": self.resources.disk_mb,
                 "pids": self.resources.pids, "metadata": dict(self.metadata),
                 "envs": dict(self.envs), "created_at": self.created_at,

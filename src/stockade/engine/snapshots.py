@@ -19,16 +19,19 @@ import stat
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..images.store import ImageError, ImageStore, InvalidImageName, validate_name
 from ..runtimes import hostops
 from ..runtimes.base import DriverError
+from ..models import TemplateInfo
 from .errors import Conflict, InvalidRequest, SandboxUnavailable
 from .records import SandboxRecord
+from .templates import template_info
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .lifecycle import Lifecycle
 
 
 def _unshift(tree: Path, uid_base: int) -> None:
@@ -48,7 +51,7 @@ def _unshift(tree: Path, uid_base: int) -> None:
 
 
 def _copy_layer(store: ImageStore, name: str, upper: Path, uid_base: int | None,
-                record: SandboxRecord, owner: str | None = None) -> dict[str, Any]:
+                record: SandboxRecord, owner: str | None = None) -> TemplateInfo:
     with store.staging(name) as staging:
         if store.exists(name):
             raise Conflict(f"a template named {name!r} already exists")
@@ -62,12 +65,11 @@ def _copy_layer(store: ImageStore, name: str, upper: Path, uid_base: int | None,
         info = store.install(name, staging, source=f"snapshot of sandbox {record.id}",
                              packages=store.get(record.image).packages, parent=record.image,
                              owner=owner)
-    return {"name": info.name, "parent": info.parent, "size_bytes": info.size_bytes,
-            "files": info.files, "created": info.created.isoformat()}
+    return template_info(info)
 
 
-async def snapshot(engine: "Engine", sandbox_id: str, name: str,
-                   owner: str | None = None) -> dict[str, Any]:
+async def snapshot(engine: "Engine", lifecycle: "Lifecycle", sandbox_id: str, name: str,
+                   owner: str | None = None) -> TemplateInfo:
     """Save ``sandbox_id``'s filesystem as template ``name`` (of tenant ``owner``); the
     sandbox carries on."""
     record = engine.record(sandbox_id)
@@ -81,8 +83,8 @@ async def snapshot(engine: "Engine", sandbox_id: str, name: str,
         raise Conflict(f"sandbox {sandbox_id} is archived; start it (connect) before a snapshot")
     driver = engine.drivers[record.tier]
     uid_base = getattr(driver, "uid_base", None)
-    async with engine._lock(sandbox_id):
-        await engine.lifecycle.settled(sandbox_id)
+    async with engine.lock(sandbox_id):
+        await lifecycle.settled(sandbox_id)
         disk = record.directory / "disk"
         try:
             if record.state == "running":
@@ -100,7 +102,7 @@ async def snapshot(engine: "Engine", sandbox_id: str, name: str,
 
 
 async def _copy(engine: "Engine", name: str, upper: Path, uid_base: int | None,
-                record: SandboxRecord, owner: str | None) -> dict[str, Any]:
+                record: SandboxRecord, owner: str | None) -> TemplateInfo:
     try:
         return await asyncio.to_thread(_copy_layer, engine.images, name, upper, uid_base, record,
                                        owner)

@@ -16,6 +16,7 @@ staging directories are swept.
 
 from __future__ import annotations
 
+
 import asyncio
 import contextlib
 import hashlib
@@ -33,7 +34,9 @@ from ..images.build_context import ContextError, CopyPlan, plan_copy
 from ..images.dockerfile import DockerfileError, Step, expand, parse
 from ..images.store import ImageError, ImageInfo, ImageStore, InvalidImageName, validate_name
 from .errors import Conflict, EngineError, InvalidRequest, NotFound
+from ..models import ProcessSpec, SandboxSpec, TemplateInfo
 from .snapshots import _unshift
+from .templates import template_info
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -80,13 +83,6 @@ class BuildState:
 
     def config(self) -> dict[str, Any]:
         return {"env": dict(self.env), "workdir": self.workdir, "user": self.user}
-
-
-def template_json(info: ImageInfo) -> dict[str, Any]:
-    """A template as the API shows it."""
-    return {"name": info.name, "parent": info.parent, "size_bytes": info.size_bytes,
-            "files": info.files, "created": info.created.isoformat(), "owner": info.owner,
-            "source": info.source, "config": info.config}
 
 
 def _identity(store: ImageStore, name: str) -> str:
@@ -153,8 +149,8 @@ class TemplateBuild:
             raise InvalidRequest("the Dockerfile has COPY but no build context was given")
         return steps
 
-    async def run(self) -> dict[str, Any]:
-        """Build; return the template (see template_json). Emits, for each step, ``{"type":
+    async def run(self) -> TemplateInfo:
+        """Build; return the template. Emits, for each step, ``{"type":
         "step", "step", "total", "instruction", "status"}`` when it starts (status "started")
         and when it ends (status "built", "cached" or "configured", and ``cached``), and
         ``{"type": "log", "line", "stream", "data"}`` for what its RUN writes."""
@@ -182,7 +178,7 @@ class TemplateBuild:
             info = await asyncio.to_thread(self._install, state)
         finally:
             ACTIVE.discard(self)
-        return template_json(info)
+        return template_info(info)
 
     async def _step(self, step: Step, state: BuildState, tmp: Path) -> bool | None:
         """Apply one step to ``state``; True if its layer came from the cache, None for a
@@ -220,11 +216,11 @@ class TemplateBuild:
 
     async def _run_in_sandbox(self, step: Step, state: BuildState, key: str,
                               env: dict[str, str], copy: CopyPlan | None) -> None:
-        created = await self.engine.create(
+        created = await self.engine.sandboxes.create(SandboxSpec(
             isolation="container", template=state.parent, timeout=self.step_timeout,
             metadata={"stockade.build": self.build_id, "stockade.template": self.name},
-            network=self.network if step.instruction == "RUN" else "none")
-        sandbox_id = created["id"]
+            network=self.network if step.instruction == "RUN" else None))
+        sandbox_id = created.id
         try:
             if step.instruction == "RUN":
                 await self._run(sandbox_id, step, state, env)
@@ -238,11 +234,12 @@ class TemplateBuild:
 
     async def _run(self, sandbox_id: str, step: Step, state: BuildState,
                    env: dict[str, str]) -> None:
-        params: dict[str, Any] = {"user": state.user or "root", "cwd": state.workdir or "/",
-                                  "env": {k: v for k, v in env.items() if k in state.env}}
-        params.update({"argv": list(step.args)} if step.exec_form else {"cmd": step.args[0]})
+        spec = ProcessSpec(argv=list(step.args) if step.exec_form else None,
+                           cmd=None if step.exec_form else step.args[0],
+                           user=state.user or "root", cwd=state.workdir or "/",
+                           env={k: v for k, v in env.items() if k in state.env})
         try:
-            run = await self.engine.start_process(sandbox_id, params)
+            run = await self.engine.processes.start(sandbox_id, spec)
         except EngineError as exc:
             raise BuildFailed(f"Dockerfile line {step.line}: {exc.message}") from None
         code = await self._follow(run.events(), step)
@@ -261,8 +258,8 @@ class TemplateBuild:
         return None
 
     async def _root(self, sandbox_id: str, argv: list[str], step: Step) -> None:
-        run = await self.engine.start_process(sandbox_id, {"argv": argv, "user": "root",
-                                                           "cwd": "/"})
+        run = await self.engine.processes.start(sandbox_id, ProcessSpec(argv=argv, user="root",
+                                                                        cwd="/"))
         if await self._follow(run.events(), step) != 0:
             raise BuildFailed(f"Dockerfile line {step.line}: '{step.text[:200]}' failed")
 
@@ -278,7 +275,7 @@ class TemplateBuild:
                 while data := f.read(1 << 20):
                     yield data
 
-        await self.engine.write_file(sandbox_id, inside, "root", chunks(), 0o600)
+        await self.engine.files.write(sandbox_id, inside, chunks(), user="root", mode=0o600)
         python = self.store.get(state.parent).python or "python3"
         await self._root(sandbox_id, [python, "-I", "-c", EXTRACT, inside, dest,
                                       "1" if copy.single_file else "0"], step)
@@ -329,7 +326,7 @@ async def delete_template(engine: "Engine", name: str) -> None:
         store.get(name)
     except ImageError:
         raise NotFound(f"no template {name!r}") from None
-    used = {s["template"]: s["id"] for s in await engine.list()}
+    used = {s.template: s.id for s in await engine.sandboxes.list()}
     used.update({b.state.parent: "being built" for b in ACTIVE if b.state})
     doomed = [name]
     for current in doomed:  # grows as we go: every descendant
@@ -352,7 +349,7 @@ async def prune_cache(engine: "Engine", owner: str | None, everyone: bool) -> li
     """Delete build-cache layers that no template and no sandbox uses (``owner``'s only,
     unless ``everyone``); returns their names."""
     store = engine.images
-    used = {s["template"] for s in await engine.list()}
+    used = {s.template for s in await engine.sandboxes.list()}
     used.update(b.state.parent for b in ACTIVE if b.state)
     removed: list[str] = []
     while True:

@@ -9,6 +9,8 @@ stopped) names it. ``owner`` is kept for the server's per-tenant checks; the eng
 
 from __future__ import annotations
 
+import builtins
+
 import asyncio
 import json
 import os
@@ -16,8 +18,9 @@ import re
 import shutil
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Callable
 
+from ..models import VolumeInfo
 from ..runtimes import hostops
 from ..runtimes.base import DriverError
 from .errors import Conflict, InvalidRequest, NotFound, SandboxUnavailable
@@ -124,7 +127,7 @@ class Volumes:
         return [self._info(p.name) for p in sorted(self.root.iterdir())
                 if NAME_RE.fullmatch(p.name) and (p / "volume.json").exists()]
 
-    async def delete(self, name: str, users: list[str]) -> None:
+    async def delete(self, name: str, users: builtins.list[str]) -> None:
         """Remove a volume and its data; Conflict while ``users`` (sandbox ids) name it."""
         path = self._dir(name)
         async with self.lock:
@@ -134,3 +137,29 @@ class Volumes:
                                f"kill them first")
             await asyncio.to_thread(hostops.unmount, path / "mnt")
             await asyncio.to_thread(shutil.rmtree, path)
+
+
+class VolumeService:
+    """Volumes as callers see them (``engine.volumes``): each with the sandboxes mounting it."""
+
+    def __init__(self, store: Volumes, users: Callable[[str], list[str]]) -> None:
+        self._store = store
+        self._users = users
+
+    def _info(self, raw: dict[str, Any]) -> VolumeInfo:
+        return VolumeInfo(**raw, mounted_by=self._users(raw["name"]))
+
+    async def create(self, name: str, size_mb: int = DEFAULT_SIZE_MB,
+                     owner: str | None = None) -> VolumeInfo:
+        """An empty volume of ``size_mb`` (its hard limit); Conflict if the name is taken."""
+        return self._info(await self._store.create(name, size_mb, owner))
+
+    async def get(self, name: str) -> VolumeInfo:
+        return self._info(self._store.get(name))
+
+    async def list(self) -> list[VolumeInfo]:
+        return [self._info(v) for v in self._store.list()]
+
+    async def delete(self, name: str) -> None:
+        """Remove a volume and its data (409 while a sandbox in any state mounts it)."""
+        await self._store.delete(name, self._users(name))

@@ -261,7 +261,7 @@ def _kernel_package() -> str:
     found = re.findall(r"Depends:\s*(linux-image-[0-9][^\s]*-amd64)", out)
     if not found:
         raise GuestError(f"apt-cache knows no {KERNEL_PACKAGE}; run apt-get update")
-    return found[0]
+    return str(found[0])
 
 
 def _module_index(root: Path) -> dict[str, Path]:

@@ -7,6 +7,8 @@ the next writer sweeps away. See docs/images.md for the layout.
 
 from __future__ import annotations
 
+import builtins
+
 import errno
 import json
 import logging
@@ -203,7 +205,7 @@ class ImageStore:
         """Whether a complete image ``name`` exists (raises :class:`InvalidImageName`)."""
         return (self._dir(name) / IMAGE_JSON).is_file()
 
-    def layers(self, name: str, uid_base: int | None = None) -> list[Path]:
+    def layers(self, name: str, uid_base: int | None = None) -> builtins.list[Path]:
         """The read-only layers of image ``name``, topmost first (its own rootfs, then its
         parent's, ...): an overlay's ``lowerdir``. With ``uid_base``, the id-mapped copies."""
         found: list[Path] = []
@@ -216,7 +218,7 @@ class ImageStore:
             current = self.get(current).parent
         return found
 
-    def children(self, name: str) -> list[str]:
+    def children(self, name: str) -> builtins.list[str]:
         """Images whose parent is ``name``."""
         return [i.name for i in self.list() if i.parent == name]
 

@@ -121,7 +121,7 @@ class Resolver:
             for rdata in list(rrset):
                 address = rdata.to_text()
                 if not self.admissible(address):
-                    rrset.discard(rdata)  # DNS rebinding: never hand out internal addresses
+                    rrset.discard(rdata)  # type: ignore[no-untyped-call]  # DNS rebinding: never hand out internal addresses
                 elif named:
                     admitted[address] = max(low, min(high, rrset.ttl))
         response.answer = [r for r in response.answer if len(r)]

@@ -12,11 +12,13 @@ gone succeed), so the engine can retry clean-up after a crash without bookkeepin
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from ..agent import protocol
 from .channel import AgentChannel
 
 #: Where the agent package is mounted inside every sandbox, read-only.
@@ -102,6 +104,22 @@ class Stats:
 
 class DriverError(Exception):
     """A runtime failed; the message says which command and what it printed."""
+
+
+class ProtocolMismatch(DriverError):
+    """The sandbox's agent speaks another protocol version than this host."""
+
+
+async def greet(channel: AgentChannel, timeout: float) -> None:
+    """Say hello to a freshly connected agent and refuse one of another protocol version."""
+    found = await asyncio.wait_for(channel.call("hello"), timeout)
+    version = found.get("protocol") if isinstance(found, dict) else None
+    if version != protocol.PROTOCOL_VERSION:
+        await channel.aclose()
+        raise ProtocolMismatch(
+            f"the sandbox's agent speaks protocol {version!r}, this host speaks "
+            f"{protocol.PROTOCOL_VERSION}: the template carries an agent from another Stockade "
+            f"version, or the agent mount is stale; rebuild the template or upgrade the host")
 
 
 class NotSupported(DriverError):

@@ -29,8 +29,10 @@ def _tmpfs(destination: str, size: str, mode: str = "1777", extra: tuple[str, ..
 
 
 def build_config(spec: SandboxSpec, *, rootfs: str, run_dir: str, agent_dir: str,
-                 uid_base: int | None, cgroups_path: str, runtime: str) -> dict[str, Any]:
-    """Return the OCI config for ``spec``. ``uid_base`` adds a user namespace (runc)."""
+                 uid_base: int | None, cgroups_path: str, runtime: str,
+                 extra_mounts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Return the OCI config for ``spec``. ``uid_base`` adds a user namespace (runc);
+    ``extra_mounts`` are the driver's own (runsc's work-arounds)."""
     res = spec.resources
     memory = res.memory_mb << 20
     tmp_size = f"{max(16, min(res.memory_mb // 2, 1024))}m"
@@ -88,6 +90,7 @@ def build_config(spec: SandboxSpec, *, rootfs: str, run_dir: str, agent_dir: str
              "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]},
             *_network_mounts(spec),
             *_volume_mounts(spec),
+            *(extra_mounts or []),
         ],
         "linux": linux,
     }

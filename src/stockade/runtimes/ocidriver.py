@@ -10,11 +10,11 @@ import shutil
 import stat
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..images import ImageStore
 from . import hostops, hostproc
-from .base import DriverError, RuntimeDriver, RuntimeState, SandboxSpec, Stats
+from .base import DriverError, RuntimeDriver, RuntimeState, SandboxSpec, Stats, greet
 from .channel import AgentChannel, ChannelClosed
 from .oci import build_config
 
@@ -63,6 +63,10 @@ class OciDriver(RuntimeDriver):
         """Flags before the verb; ``spec`` is given when starting that sandbox."""
         return ["--root", str(self.runtime_root)]
 
+    async def extra_mounts(self) -> list[dict[str, Any]]:
+        """Mounts this runtime adds to every sandbox's bundle (none by default)."""
+        return []
+
     def launcher(self, spec: SandboxSpec) -> list[str]:
         """A command prefix for ``run`` (none by default)."""
         return []
@@ -103,7 +107,8 @@ class OciDriver(RuntimeDriver):
         (d / "bundle").mkdir(exist_ok=True)
         config = build_config(spec, rootfs=str(d / "rootfs"), run_dir=str(run_dir),
                               agent_dir=str(self.agent_dir), uid_base=self.uid_base,
-                              cgroups_path="/" + self.cgroup(spec), runtime=self.binary)
+                              cgroups_path="/" + self.cgroup(spec), runtime=self.binary,
+                              extra_mounts=await self.extra_mounts())
         (d / "bundle" / "config.json").write_text(json.dumps(config))
 
     def layer_file(self, spec: SandboxSpec) -> Path:
@@ -160,7 +165,7 @@ class OciDriver(RuntimeDriver):
         while True:
             try:
                 channel = await _connect_no_follow(socket)
-                await asyncio.wait_for(channel.call("hello"), 5)
+                await greet(channel, 5)
                 return channel
             except (OSError, ChannelClosed, asyncio.TimeoutError) as exc:
                 if time.monotonic() > deadline:

@@ -37,7 +37,8 @@ from typing import Any
 
 from ..images import ImageStore, guest
 from . import hostops, jail, qemu_devices
-from .base import DriverError, NotSupported, RuntimeDriver, RuntimeState, SandboxSpec, Stats
+from .base import (DriverError, NotSupported, RuntimeDriver, RuntimeState, SandboxSpec, Stats,
+                   greet)
 from .channel import AgentChannel, ChannelClosed
 from .qemu_accel import Accelerator, choose_accelerator
 from .qemu_snapshot import MACHINE, Machine, Templates, resume_saved, save_running
@@ -248,7 +249,7 @@ class QemuDriver(RuntimeDriver):
             channel = None
             try:
                 channel = await AgentChannel.connect_unix(socket)
-                await asyncio.wait_for(channel.call("hello"), min(5.0, timeout))
+                await greet(channel, min(5.0, timeout))
                 return channel
             except (OSError, ChannelClosed, asyncio.TimeoutError) as exc:
                 if channel is not None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from . import suspend
+from typing import Any
+
+from . import gvisor_compat, suspend
 from .base import SandboxSpec
 from .ocidriver import OciDriver
 
@@ -24,6 +26,10 @@ class RunscDriver(OciDriver):
         network = "sandbox" if spec is not None and spec.network is not None else "none"
         return ["--root", str(self.runtime_root), "--platform=ptrace", f"--network={network}",
                 "--host-uds=create", "--oci-seccomp"]
+
+    async def extra_mounts(self) -> list[dict[str, Any]]:
+        compat = await asyncio.to_thread(gvisor_compat.prepare, self.data_dir / "gvisor-compat")
+        return gvisor_compat.mounts(compat)
 
     def launcher(self, spec: SandboxSpec) -> list[str]:
         # runsc 2022-12 takes "/proc/sys/net/core/rmem_default exists" to mean "this is the

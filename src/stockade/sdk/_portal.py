@@ -6,7 +6,6 @@ import asyncio
 import threading
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
-import uvloop
 
 T = TypeVar("T")
 _loop: asyncio.AbstractEventLoop | None = None
@@ -28,13 +27,15 @@ def call(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     if threading.current_thread().name == "stockade-sdk":
         raise RuntimeError("the sync SDK cannot be called from one of its own callbacks; "
                            "use AsyncSandbox there")
-    return asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), loop).result()
+    coroutine: Any = fn(*args, **kwargs)
+    result: T = asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+    return result
 
 
 def iterate(source: AsyncIterator[T]) -> Iterator[T]:
     """Turn an async iterator living on the SDK's loop into a sync one."""
     while True:
         try:
-            yield call(anext, source)  # type: ignore[arg-type]
+            yield call(anext, source)
         except StopAsyncIteration:
             return

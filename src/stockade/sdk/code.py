@@ -174,10 +174,10 @@ async def run_code(api: Api, sandbox_id: str, code: str, *, language: str | None
                 execution.results.append(result)
                 await _call(on_result, result)
             elif kind == "error":
-                error = ExecutionError(event.get("name", ""), event.get("value", ""),
-                                       event.get("traceback", ""))
-                execution.error = execution.error or error
-                await _call(on_error, error)
+                failure = ExecutionError(event.get("name", ""), event.get("value", ""),
+                                         event.get("traceback", ""))
+                execution.error = execution.error or failure
+                await _call(on_error, failure)
             elif kind == "start":
                 execution.context_id = event.get("context_id")
             elif kind == "end":

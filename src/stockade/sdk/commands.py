@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator, Callable
 
 import httpx
 
+from ..models import ProcessInfo
 from . import exceptions as exc
 from ._transport import Api, raise_for_error, translate_transport
 
@@ -34,17 +35,6 @@ class CommandResult:
     stdout_bytes: bytes = field(default=b"", repr=False)
     stderr_bytes: bytes = field(default=b"", repr=False)
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    """A running process started through the agent."""
-
-    pid: int
-    tag: str | None
-    cmd: str
-    status: str
-    pty: bool = False
 
 
 class _Output:
@@ -225,7 +215,7 @@ class AsyncCommands:
 
     async def list(self) -> list[ProcessInfo]:
         rows = await self._api.request("GET", f"/sandboxes/{self._sandbox_id}/processes")
-        return [ProcessInfo(**row) for row in rows]
+        return [ProcessInfo.model_validate(row) for row in rows]
 
     async def kill(self, pid: int) -> bool:
         """SIGKILL a running command; False if there was none with that pid."""

@@ -27,6 +27,13 @@ from __future__ import annotations
 from typing import Any
 
 
+__all__ = ["ApiError", "ArchiveCorrupt", "AuthenticationError", "CheckpointCorrupt",
+           "CommandExitError", "CommandTimeout", "ConflictError", "ConnectError",
+           "InvalidRequestError", "NotFoundError", "PermissionDeniedError", "QuotaExceededError",
+           "SandboxError", "SandboxNotFound", "SandboxUnavailable", "ServerError",
+           "StockadeError", "StorageFullError", "TimeoutError", "TransportError"]
+
+
 class StockadeError(Exception):
     """Base of every SDK error."""
 

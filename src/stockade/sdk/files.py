@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import IO, Any, AsyncIterable, AsyncIterator, Iterable, Literal
 
 import httpx
 
+from ..models import EntryInfo
 from . import exceptions as exc
 from ._transport import Api, raise_for_error, translate_transport
 
 UPLOAD_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class EntryInfo:
-    """A file, directory or symlink in the sandbox."""
-
-    name: str
-    path: str
-    type: str
-    size: int
-    mode: int
-    permissions: str
-    owner: str
-    group: str
-    modified_time: float
-    symlink_target: str | None = None
 
 
 Content = str | bytes | IO[bytes] | IO[str] | Iterable[bytes] | AsyncIterable[bytes]
@@ -41,10 +25,10 @@ async def _chunks(data: Content) -> AsyncIterator[bytes]:
         while chunk := data.read(UPLOAD_CHUNK):
             yield chunk.encode() if isinstance(chunk, str) else chunk
     elif hasattr(data, "__aiter__"):
-        async for chunk in data:  # type: ignore[union-attr]
+        async for chunk in data:
             yield chunk
     else:
-        for chunk in data:  # type: ignore[union-attr]
+        for chunk in data:
             yield chunk
 
 
@@ -86,15 +70,15 @@ class AsyncFiles:
         """Create or replace a file (parents are created); large data is streamed."""
         params = _params(path=path, user=user, mode=mode)
         body = await self._api.request("PUT", self._base, params=params, content=_chunks(data))
-        return EntryInfo(**body)
+        return EntryInfo.model_validate(body)
 
     async def list(self, path: str, depth: int = 1, user: str | None = None) -> list[EntryInfo]:
         rows = await self._api.request("GET", f"{self._base}/list",
                                        params=_params(path=path, user=user, depth=depth))
-        return [EntryInfo(**row) for row in rows]
+        return [EntryInfo.model_validate(row) for row in rows]
 
     async def get_info(self, path: str, user: str | None = None) -> EntryInfo:
-        return EntryInfo(**await self._api.request("GET", f"{self._base}/stat",
+        return EntryInfo.model_validate(await self._api.request("GET", f"{self._base}/stat",
                                                    params=_params(path=path, user=user)))
 
     async def exists(self, path: str, user: str | None = None) -> bool:
@@ -111,7 +95,7 @@ class AsyncFiles:
     async def rename(self, old_path: str, new_path: str, user: str | None = None) -> EntryInfo:
         body = await self._api.request("POST", f"{self._base}/rename",
                                        json={"src": old_path, "dst": new_path, "user": user})
-        return EntryInfo(**body)
+        return EntryInfo.model_validate(body)
 
     async def make_dir(self, path: str, user: str | None = None) -> bool:
         """Create a directory (and parents); False if it already existed."""

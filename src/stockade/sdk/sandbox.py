@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import builtins
+
 from pathlib import Path
 from typing import Any, Literal
 
+from ..models import SandboxInfo
 from . import code as _code
 from ._transport import Api, ConnectionConfig, ensure_local_daemon
 from .commands import AsyncCommands
@@ -13,37 +15,6 @@ from .files import AsyncFiles
 from .pty import AsyncPty
 
 Isolation = Literal["container", "gvisor", "microvm"]
-
-
-@dataclass(frozen=True)
-class SandboxInfo:
-    """What the server knows about a sandbox."""
-
-    id: str
-    isolation: str
-    template: str
-    state: str
-    cpu: float
-    memory_mb: int
-    disk_mb: int
-    pids: int
-    metadata: dict[str, str]
-    envs: dict[str, str]
-    created_at: float
-    expires_at: float
-    timeout: float
-    #: ``"none"`` (loopback only) or the egress policy: allow_out, deny_out and limits.
-    network: str | dict[str, Any] = "none"
-    #: ``"ephemeral"`` or ``"workspace"`` (stop keeps the files); see docs/persistence.md.
-    persistence: str = "ephemeral"
-    #: What the timeout does: ``"kill"``, ``"pause"`` or ``"stop"``.
-    on_timeout: str = "kill"
-    #: Seconds a paused or stopped sandbox is kept before it is deleted.
-    auto_delete: float | None = None
-    #: Seconds after a stop when a workspace is archived (None: never).
-    auto_archive: float | None = None
-    #: Mounted volumes: ``{"volume", "path", "read_only"}`` each.
-    volumes: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def _api(api_url: str | None, api_key: str | None, data_dir: Path | str | None,
@@ -113,7 +84,7 @@ class AsyncSandbox:
         except BaseException:
             await api.aclose()
             raise
-        return cls(api, SandboxInfo(**info))
+        return cls(api, SandboxInfo.model_validate(info))
 
     @classmethod
     async def connect(cls, sandbox_id: str, *, api_url: str | None = None,
@@ -125,7 +96,7 @@ class AsyncSandbox:
         except BaseException:
             await api.aclose()
             raise
-        return cls(api, SandboxInfo(**info))
+        return cls(api, SandboxInfo.model_validate(info))
 
     @classmethod
     async def get(cls, sandbox_id: str, *, api_url: str | None = None,
@@ -138,7 +109,7 @@ class AsyncSandbox:
         except BaseException:
             await api.aclose()
             raise
-        return cls(api, SandboxInfo(**info))
+        return cls(api, SandboxInfo.model_validate(info))
 
     @classmethod
     async def list(cls, *, state: str | None = None, metadata: dict[str, str] | None = None,
@@ -153,7 +124,7 @@ class AsyncSandbox:
         try:
             while True:
                 page = await api.request("GET", "/sandboxes", params=params)
-                found.extend(SandboxInfo(**item) for item in page["items"])
+                found.extend(SandboxInfo.model_validate(item) for item in page["items"])
                 if not page.get("next_cursor"):
                     return found
                 params["cursor"] = page["next_cursor"]
@@ -161,7 +132,8 @@ class AsyncSandbox:
             await api.aclose()
 
     async def get_info(self) -> SandboxInfo:
-        self.info = SandboxInfo(**await self._api.request("GET", f"/sandboxes/{self.id}"))
+        self.info = SandboxInfo.model_validate(
+            await self._api.request("GET", f"/sandboxes/{self.id}"))
         return self.info
 
     async def is_running(self) -> bool:
@@ -174,13 +146,13 @@ class AsyncSandbox:
 
     async def set_timeout(self, timeout: float) -> None:
         """Kill the sandbox ``timeout`` seconds from now (instead of its current deadline)."""
-        self.info = SandboxInfo(**await self._api.request(
+        self.info = SandboxInfo.model_validate(await self._api.request(
             "POST", f"/sandboxes/{self.id}/timeout", json={"timeout": timeout}))
 
     async def set_network(self, policy: dict[str, Any]) -> None:
         """Replace the egress policy (``allow_out``, ``deny_out``, limits); new connections
         follow it at once. Only for sandboxes created with a policy (even ``{"allow_out": []}``)."""
-        self.info = SandboxInfo(**await self._api.request(
+        self.info = SandboxInfo.model_validate(await self._api.request(
             "POST", f"/sandboxes/{self.id}/network", json=policy))
 
     async def stats(self) -> dict[str, Any]:
@@ -210,7 +182,7 @@ class AsyncSandbox:
         """Start a context with its own state (``python`` in /home/user unless said)."""
         return await _code.create_context(self._api, self.id, language, cwd)
 
-    async def list_code_contexts(self) -> list[_code.Context]:
+    async def list_code_contexts(self) -> builtins.list[_code.Context]:
         return await _code.list_contexts(self._api, self.id)
 
     async def restart_code_context(self, context: _code.Context | str) -> _code.Context:
@@ -243,7 +215,7 @@ class AsyncSandbox:
         await self._lifecycle("archive")
 
     async def _lifecycle(self, action: str) -> None:
-        self.info = SandboxInfo(**await self._api.request(
+        self.info = SandboxInfo.model_validate(await self._api.request(
             "POST", f"/sandboxes/{self.id}/{action}"))
 
     async def snapshot(self, name: str) -> dict[str, Any]:

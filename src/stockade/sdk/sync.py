@@ -5,14 +5,17 @@ No logic lives here, only the call: the async classes are the single implementat
 
 from __future__ import annotations
 
+import builtins
+
 from typing import IO, Any, Iterator, Literal
 
 from . import _portal
-from .commands import AsyncCommandHandle, AsyncCommands, CommandResult, OutputCallback, ProcessInfo
+from ..models import EntryInfo, ProcessInfo, SandboxInfo
+from .commands import AsyncCommandHandle, AsyncCommands, CommandResult, OutputCallback
 from .code import Context, Execution
-from .files import AsyncFiles, EntryInfo
+from .files import AsyncFiles
 from .pty import AsyncPty, AsyncPtyHandle, DataCallback, PtyResult
-from .sandbox import AsyncSandbox, Isolation, SandboxInfo
+from .sandbox import AsyncSandbox, Isolation
 from .templates import AsyncTemplate, TemplateInfo
 from .volumes import AsyncVolume
 
@@ -199,7 +202,7 @@ class Sandbox:
     def create_code_context(self, language: str | None = None, cwd: str | None = None) -> Context:
         return _portal.call(self._a.create_code_context, language, cwd)
 
-    def list_code_contexts(self) -> list[Context]:
+    def list_code_contexts(self) -> builtins.list[Context]:
         return _portal.call(self._a.list_code_contexts)
 
     def restart_code_context(self, context: Context | str) -> Context:
@@ -283,7 +286,7 @@ class Template:
         _portal.call(AsyncTemplate.delete, name, **kwargs)
 
     @staticmethod
-    def prune(**kwargs: Any) -> list[str]:
+    def prune(**kwargs: Any) -> builtins.list[str]:
         return _portal.call(AsyncTemplate.prune, **kwargs)
 
 

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 import json
 import os
 import tarfile
@@ -189,7 +191,7 @@ class AsyncTemplate:
 
     @classmethod
     async def prune(cls, *, api_url: str | None = None, api_key: str | None = None,
-                    data_dir: Path | str | None = None) -> list[str]:
+                    data_dir: Path | str | None = None) -> builtins.list[str]:
         """Delete build-cache layers that no template and no sandbox uses; their names."""
         result = await cls._call("POST", "/templates/prune", api_url, api_key, data_dir)
         return list(result["removed"])

@@ -90,7 +90,7 @@ async def _client(tier: str, data_dir: Path, deadline: float, max_cycles: int,
 async def _run(tier: str, data_dir: Path, clients: int, seconds: float,
                max_cycles: int) -> LoadResult:
     result = LoadResult(tier, clients, seconds)
-    live, made = [0], []
+    live, made = [0], []  # type: list[int], list[str]
     started = time.monotonic()
     deadline = started + seconds
     await asyncio.gather(*(_client(tier, data_dir, deadline, max_cycles, result, live, made)

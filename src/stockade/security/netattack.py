@@ -108,7 +108,8 @@ class HostListener:
 
 def _ip_json(*args: str) -> list[dict[str, Any]]:
     out = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, timeout=30).stdout
-    return json.loads(out or "[]")
+    found: list[dict[str, Any]] = json.loads(out or "[]")
+    return found
 
 
 def host_addresses() -> list[str]:
@@ -117,7 +118,9 @@ def host_addresses() -> list[str]:
 
 
 def _attachment(data_dir: Path, sandbox_id: str) -> dict[str, Any]:
-    return json.loads((data_dir / "net" / "sandboxes" / f"{sandbox_id}.json").read_text())
+    found: dict[str, Any] = json.loads(
+        (data_dir / "net" / "sandboxes" / f"{sandbox_id}.json").read_text())
+    return found
 
 
 def _link_local(dev: str) -> str:

@@ -134,7 +134,7 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
              responses={200: {"content": {CONTENT_TYPE: {}}}})
     async def prometheus() -> Response:
         """Prometheus metrics (aggregates only, no tenant labels)."""
-        items = await app.state.engine.list() if app.state.control is not None else []
+        items = await app.state.engine.sandboxes.list() if app.state.control is not None else []
         return Response(metrics.render(items), media_type=CONTENT_TYPE)
 
     for module in (sandboxes, processes, files, code, keys, tenants):

@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-from ..engine import Engine, QuotaExceeded, SandboxNotFound
+from ..engine import Engine, NotFound, QuotaExceeded, SandboxNotFound
+from ..models import SandboxInfo, SandboxSpec, VolumeInfo
 from .auth import ADMIN_TENANT, LOCAL, KeyCache, Principal, hash_key, same_secret
 from .metrics import Metrics
 from .settings import Quotas, ServerSettings
@@ -48,15 +49,38 @@ class Control:
     def owner(self, sandbox_id: str) -> str | None:
         return ADMIN_TENANT
 
-    def visible(self, principal: Principal, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [s for s in items if principal.may_see(self.owner(s["id"]))]
+    def visible(self, principal: Principal, items: list[SandboxInfo]) -> list[SandboxInfo]:
+        """The sandboxes of ``items`` that ``principal`` may see."""
+        return [s for s in items if principal.may_see(self.owner(s.id))]
+
+    def check_owner(self, principal: Principal, sandbox_id: str) -> None:
+        """SandboxNotFound unless ``principal`` may act on the sandbox (another tenant's
+        sandbox reads exactly as a missing one)."""
+        if not principal.may_see(self.owner(sandbox_id)):
+            raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
+
+    async def volume(self, principal: Principal, name: str) -> VolumeInfo:
+        """Volume ``name`` if ``principal`` may see it; NotFound, as for a missing one."""
+        info = await self.engine.volumes.get(name)
+        if not principal.may_see(info.owner):
+            raise NotFound(f"no volume {name!r}; create it first (Volume.create)")
+        return info
+
+    async def _check_spec(self, principal: Principal, spec: SandboxSpec) -> None:
+        """Another tenant's volume or template reads as missing."""
+        for mount in spec.volumes:
+            await self.volume(principal, mount.volume)
+        if spec.template:
+            self.engine.templates.check_usable(spec.template, principal.may_see)
 
     async def create(self, principal: Principal, request_id: str | None,
-                     **params: Any) -> dict[str, Any]:
+                     spec: SandboxSpec) -> SandboxInfo:
+        """Create a sandbox for ``principal`` (quotas, audit and ownership in remote mode)."""
+        await self._check_spec(principal, spec)
         started = time.perf_counter()
-        tier = str(params.get("isolation", "container"))
+        tier = spec.isolation
         try:
-            info = await self.engine.create(**params)
+            info = await self.engine.sandboxes.create(spec)
         except BaseException:
             self.metrics.creates.labels(tier=tier, outcome="error").inc()
             raise
@@ -65,14 +89,24 @@ class Control:
         return info
 
     async def kill(self, principal: Principal, sandbox_id: str, request_id: str | None) -> None:
-        await self.engine.kill(sandbox_id)
+        await self.engine.sandboxes.kill(sandbox_id)
 
     async def check_start(self, principal: Principal, sandbox_id: str) -> None:
         """Before a start or connect: may the sandbox's disk come back from its archive?"""
 
     async def set_timeout(self, principal: Principal, sandbox_id: str, timeout: float,
-                          request_id: str | None) -> dict[str, Any]:
-        return await self.engine.set_timeout(sandbox_id, timeout)
+                          request_id: str | None) -> SandboxInfo:
+        return await self.engine.sandboxes.set_timeout(sandbox_id, timeout)
+
+    async def start_sandbox(self, principal: Principal, sandbox_id: str) -> SandboxInfo:
+        """Start a stopped or archived workspace (429 if its archive would pass the quota)."""
+        await self.check_start(principal, sandbox_id)
+        return await self.engine.sandboxes.start(sandbox_id)
+
+    async def connect_sandbox(self, principal: Principal, sandbox_id: str) -> SandboxInfo:
+        """Make the sandbox usable: resume, or start (quota-checked) if stopped or archived."""
+        await self.check_start(principal, sandbox_id)
+        return await self.engine.sandboxes.connect(sandbox_id)
 
 
 @dataclass(frozen=True)
@@ -132,7 +166,7 @@ class ControlPlane(Control):
         """Make the store and the engine agree: drop rows whose sandbox is gone, kill sandboxes
         that no row claims (say, created just before the server was killed)."""
         rows = {row.id: row for row in await self.db(self.store.sandboxes)}
-        live = {s["id"] for s in await self.engine.list()}
+        live = {s.id for s in await self.engine.sandboxes.list()}
         gone = set(rows) - live
         if gone:
             await self.db(self.store.remove_sandboxes, gone)
@@ -143,7 +177,7 @@ class ControlPlane(Control):
         orphans = live - set(rows)
         for sandbox_id in sorted(orphans):
             with contextlib.suppress(SandboxNotFound):
-                await self.engine.kill(sandbox_id)
+                await self.engine.sandboxes.kill(sandbox_id)
         if orphans:
             log.info("reconcile: killed %d sandboxes that no tenant owned", len(orphans))
         self.owners = {i: row for i, row in rows.items() if i in live}
@@ -158,7 +192,7 @@ class ControlPlane(Control):
 
     async def reap(self) -> None:
         """Forget the sandboxes that ended without a kill (their timeout)."""
-        live = {s["id"] for s in await self.engine.list()}
+        live = {s.id for s in await self.engine.sandboxes.list()}
         ended = [row for i, row in list(self.owners.items()) if i not in live]
         if not ended:
             return
@@ -218,7 +252,7 @@ class ControlPlane(Control):
 
     def _held_disk_mb(self, sandbox_id: str) -> int:
         try:
-            return self.engine.lifecycle.held_disk_mb(sandbox_id)
+            return self.engine.sandboxes.held_disk_mb(sandbox_id)
         except SandboxNotFound:  # ended; the reaper forgets it soon
             return 0
 
@@ -250,23 +284,22 @@ class ControlPlane(Control):
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def create(self, principal: Principal, request_id: str | None,
-                     **params: Any) -> dict[str, Any]:
-        defaults = self.engine.config.default_resources
-        timeout = params.get("timeout") or self.engine.config.default_timeout
-        claim = OwnedSandbox(id="", tenant=principal.tenant,
-                             isolation=str(params.get("isolation", "container")),
-                             cpu=float(params.get("cpu") or defaults.cpu),
-                             memory_mb=int(params.get("memory_mb") or defaults.memory_mb),
+                     spec: SandboxSpec) -> SandboxInfo:
+        await self._check_spec(principal, spec)
+        resources = self.engine.sandboxes.resources(spec)
+        timeout = spec.timeout or self.engine.config.default_timeout
+        claim = OwnedSandbox(id="", tenant=principal.tenant, isolation=spec.isolation,
+                             cpu=resources.cpu, memory_mb=resources.memory_mb,
                              created_at=time.time())
-        disk_mb = int(params.get("disk_mb") or defaults.disk_mb)
+        disk_mb = resources.disk_mb
         quotas = await self.quotas(principal.tenant)
         self._check(quotas, self.usage(principal.tenant), claim, timeout, disk_mb)
         pending = self._pending.setdefault(principal.tenant, [])
         pending.append(claim)
         self._pending_disk[id(claim)] = disk_mb
         try:
-            info = await super().create(principal, request_id, **params)
-            claim.id = info["id"]
+            info = await super().create(principal, request_id, spec)
+            claim.id = info.id
             # Only now does the row exist: a crash before this line leaves a sandbox that no
             # row claims, which the next start's reconcile() kills.
             await self.db(self.store.add_sandbox, OwnedSandbox(
@@ -276,7 +309,7 @@ class ControlPlane(Control):
         except BaseException:
             if claim.id:
                 with contextlib.suppress(Exception):
-                    await self.engine.kill(claim.id)
+                    await self.engine.sandboxes.kill(claim.id)
             raise
         finally:
             pending.remove(claim)
@@ -288,7 +321,7 @@ class ControlPlane(Control):
 
     async def kill(self, principal: Principal, sandbox_id: str, request_id: str | None) -> None:
         try:
-            await self.engine.kill(sandbox_id)
+            await self.engine.sandboxes.kill(sandbox_id)
         except SandboxNotFound:
             await self._forget(sandbox_id, "server", "sandbox.expired", None)
             raise
@@ -303,24 +336,24 @@ class ControlPlane(Control):
                           target=sandbox_id, request_id=request_id)
 
     async def check_start(self, principal: Principal, sandbox_id: str) -> None:
-        record = self.engine.record(sandbox_id)
+        info = await self.engine.sandboxes.get(sandbox_id)
         row = self.owners.get(sandbox_id)
-        if row is None or record.state != "archived":
+        if row is None or info.state != "archived":
             return
         usage = self.usage(row.tenant)
-        more = record.resources.disk_mb - self._held_disk_mb(sandbox_id)
+        more = info.disk_mb - self._held_disk_mb(sandbox_id)
         self._check_disk(await self.quotas(row.tenant), usage, row.tenant, max(0, more),
                          f"restoring archived sandbox {sandbox_id}")
 
     async def set_timeout(self, principal: Principal, sandbox_id: str, timeout: float,
-                          request_id: str | None) -> dict[str, Any]:
-        info = await self.engine.get(sandbox_id)
+                          request_id: str | None) -> SandboxInfo:
+        info = await self.engine.sandboxes.get(sandbox_id)
         row = self.owners.get(sandbox_id)
         if row is not None:
             quotas = await self.quotas(row.tenant)
-            lifetime = time.time() + timeout - info["created_at"]
+            lifetime = time.time() + timeout - info.created_at
             if lifetime > quotas.max_lifetime:
                 raise QuotaExceeded(
                     f"a sandbox may live at most {quotas.max_lifetime:g} s for tenant "
                     f"{row.tenant!r}; this timeout would make it {lifetime:.0f} s")
-        return await self.engine.set_timeout(sandbox_id, timeout)
+        return await self.engine.sandboxes.set_timeout(sandbox_id, timeout)

@@ -49,7 +49,9 @@ async def json_error(scope: Scope, send: Send, status: int, code: str, message: 
 def _describe(errors: list[dict[str, object]]) -> str:
     parts = []
     for err in errors[:5]:
-        where = ".".join(str(x) for x in err.get("loc", ()) if x != "body")  # type: ignore[union-attr]
+        loc = err.get("loc", ())
+        where = ".".join(str(x) for x in (loc if isinstance(loc, (list, tuple)) else ())
+                         if x != "body")
         parts.append(f"{where or 'body'}: {err.get('msg')}")
     return "; ".join(parts)
 

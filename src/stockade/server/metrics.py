@@ -5,9 +5,11 @@ Only aggregates are exported (no tenant labels), so the endpoint needs no key.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ..models import SandboxInfo
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10)
@@ -42,9 +44,9 @@ class Metrics:
         if method == "POST" and route == "/sandboxes/{sandbox_id}/processes" and status == 200:
             self.commands.inc()
 
-    def render(self, sandboxes: Iterable[dict[str, Any]]) -> bytes:
+    def render(self, sandboxes: Iterable[SandboxInfo]) -> bytes:
         """The text exposition, with the sandbox gauge refreshed from ``sandboxes``."""
         self.sandboxes.clear()
         for sb in sandboxes:
-            self.sandboxes.labels(state=sb["state"], tier=sb["isolation"]).inc()
+            self.sandboxes.labels(state=sb.state, tier=sb.isolation).inc()
         return generate_latest(self.registry)

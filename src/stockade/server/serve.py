@@ -26,7 +26,7 @@ async def _exit_when_idle(server: uvicorn.Server, app: Any, idle: float) -> None
         await asyncio.sleep(min(idle, 2.0))
         engine = getattr(app.state, "engine", None)
         quiet = time.monotonic() - app.state.activity.last_request
-        if engine is not None and quiet > idle and not await engine.list():
+        if engine is not None and quiet > idle and not await engine.sandboxes.list():
             log.info("idle for %.0f s with no sandboxes; exiting", idle)
             server.should_exit = True
 
@@ -52,11 +52,12 @@ def serve(config: EngineConfig, *, uds: Path | None = None, host: str = "127.0.0
         os.chmod(uds.parent, 0o700)
         if uds.exists():
             uds.unlink()
-    kwargs = {"uds": str(uds)} if uds is not None else {"host": host, "port": port}
+    kwargs: dict[str, Any] = ({"uds": str(uds)} if uds is not None
+                              else {"host": host, "port": port})
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False,
                                            timeout_graceful_shutdown=10,
                                            log_config=None if settings is not None else
-                                           uvicorn.config.LOGGING_CONFIG, **kwargs))  # type: ignore[arg-type]
+                                           uvicorn.config.LOGGING_CONFIG, **kwargs))
 
     async def main() -> None:
         watcher = asyncio.create_task(_exit_when_idle(server, app, idle_exit)) if idle_exit else None

@@ -108,7 +108,7 @@ async def _upstream(upstream: _Upstream, receive: Receive, down: asyncio.Task[No
         if not get.done():  # the sandbox side ended first
             get.cancel()
             return
-        message: dict[str, Any] = get.result()
+        message = dict(get.result())
         if message["type"] == "websocket.disconnect":
             code = message.get("code", 1000)
             with contextlib.suppress(Exception):

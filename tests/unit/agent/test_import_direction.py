@@ -22,7 +22,8 @@ def _run(python: str, code: str, *flags: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("python", sorted({sys.executable, shutil.which("/usr/bin/python3") or sys.executable}))
+@pytest.mark.parametrize("python", sorted({sys.executable,
+                                           shutil.which("/usr/bin/python3") or sys.executable}))
 def test_agent_imports_only_the_standard_library(python: str) -> None:
     modules = sorted(f"agent.{m.stem}" for m in AGENT.glob("*.py") if m.stem != "__main__")
     assert "agent.main" in modules and "agent.processes" in modules

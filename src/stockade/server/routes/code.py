@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,12 +15,9 @@ from ..streaming import NDJSON, stream_events
 router = APIRouter(prefix="/sandboxes/{sandbox_id}/code", tags=["code"])
 
 
-async def contexts(request: Request, eng: EngineDep) -> CodeContexts:
-    """The app's code contexts, made on first use over its engine (async: no thread hop)."""
-    state = request.app.state
-    if getattr(state, "code_contexts", None) is None:
-        state.code_contexts = CodeContexts(eng)
-    return state.code_contexts  # type: ignore[no-any-return]
+async def contexts(eng: EngineDep) -> CodeContexts:
+    """The engine's code contexts (async: no thread hop)."""
+    return eng.code
 
 
 ContextsDep = Annotated[CodeContexts, Depends(contexts)]

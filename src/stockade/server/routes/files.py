@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator
 
-from ...engine import Engine
-from ..deps import engine
+from ..deps import EngineDep
 from ..models import EntryInfo, MakeDirResult, PathBody, RenameBody, check_path
 
 router = APIRouter(prefix="/sandboxes/{sandbox_id}/files", tags=["files"])
-EngineDep = Annotated[Engine, Depends(engine)]
 PathQ = Annotated[str, Query(min_length=1, max_length=4096), AfterValidator(check_path)]
 UserQ = Annotated[str | None, Query(min_length=1, max_length=64)]
 
@@ -23,40 +21,40 @@ UserQ = Annotated[str | None, Query(min_length=1, max_length=64)]
 async def download(sandbox_id: str, path: PathQ, eng: EngineDep,
                    user: UserQ = None) -> StreamingResponse:
     """The file's bytes, streamed."""
-    chunks = await eng.read_file(sandbox_id, path, user)
+    chunks = await eng.files.read(sandbox_id, path, user)
     return StreamingResponse(chunks, media_type="application/octet-stream")
 
 
 @router.put("", response_model=EntryInfo)
 async def upload(sandbox_id: str, path: PathQ, request: Request, eng: EngineDep,
                  user: UserQ = None,
-                 mode: Annotated[int | None, Query(ge=0, le=0o7777)] = None) -> dict[str, Any]:
+                 mode: Annotated[int | None, Query(ge=0, le=0o7777)] = None) -> EntryInfo:
     """Replace the file with the request body (streamed; atomic once complete)."""
-    return await eng.write_file(sandbox_id, path, user, request.stream(), mode)
+    return await eng.files.write(sandbox_id, path, request.stream(), user=user, mode=mode)
 
 
 @router.get("/stat", response_model=EntryInfo)
-async def stat(sandbox_id: str, path: PathQ, eng: EngineDep, user: UserQ = None) -> Any:
-    return await eng.call(sandbox_id, "fs.stat", {"path": path, "user": user})
+async def stat(sandbox_id: str, path: PathQ, eng: EngineDep, user: UserQ = None) -> EntryInfo:
+    return await eng.files.stat(sandbox_id, path, user)
 
 
 @router.get("/list", response_model=list[EntryInfo])
 async def list_dir(sandbox_id: str, path: PathQ, eng: EngineDep, user: UserQ = None,
-                   depth: Annotated[int, Query(ge=1, le=32)] = 1) -> Any:
-    return await eng.call(sandbox_id, "fs.list", {"path": path, "user": user, "depth": depth})
+                   depth: Annotated[int, Query(ge=1, le=32)] = 1) -> list[EntryInfo]:
+    return await eng.files.list(sandbox_id, path, user, depth)
 
 
 @router.post("/mkdir", response_model=MakeDirResult)
-async def make_dir(sandbox_id: str, body: PathBody, eng: EngineDep) -> Any:
-    return await eng.call(sandbox_id, "fs.mkdir", body.model_dump())
+async def make_dir(sandbox_id: str, body: PathBody, eng: EngineDep) -> MakeDirResult:
+    return await eng.files.make_dir(sandbox_id, body.path, body.user)
 
 
 @router.delete("", status_code=204)
 async def remove(sandbox_id: str, path: PathQ, eng: EngineDep, user: UserQ = None) -> Response:
-    await eng.call(sandbox_id, "fs.remove", {"path": path, "user": user})
+    await eng.files.remove(sandbox_id, path, user)
     return Response(status_code=204)
 
 
 @router.post("/rename", response_model=EntryInfo)
-async def rename(sandbox_id: str, body: RenameBody, eng: EngineDep) -> Any:
-    return await eng.call(sandbox_id, "fs.rename", body.model_dump())
+async def rename(sandbox_id: str, body: RenameBody, eng: EngineDep) -> EntryInfo:
+    return await eng.files.rename(sandbox_id, body.src, body.dst, body.user)

@@ -33,7 +33,7 @@ async def create_access_token(sandbox_id: str, request: Request, eng: EngineDep,
                               body: AccessTokenRequest | None = None) -> AccessToken:
     """A token that opens every port of this sandbox through the proxy, and only this
     sandbox's, until it expires or the sandbox ends."""
-    await eng.get(sandbox_id)
+    await eng.sandboxes.get(sandbox_id)
     tokens: AccessTokens = request.app.state.access_tokens
     token, expires_at = tokens.mint(sandbox_id, (body or AccessTokenRequest()).expires_in)
     return AccessToken(token=token, expires_at=expires_at,

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, WebSocket
 
 from ...engine import Engine, EngineError, InvalidRequest, ProcessRun
+from ...models import ProcessSelector, ProcessSpec, PtySize
 
 router = APIRouter(tags=["pty"])
 DEFAULT_SHELL = "if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi"
@@ -39,10 +40,9 @@ async def pty(websocket: WebSocket, sandbox_id: str,
     eng: Engine = websocket.app.state.engine
     await websocket.accept()
     try:
-        params: dict[str, Any] = {"cmd": cmd or DEFAULT_SHELL, "pty": {"cols": cols, "rows": rows},
-                                  "user": user, "cwd": cwd, "env": _env(env),
-                                  "max_output": MAX_OUTPUT}
-        run = await eng.start_process(sandbox_id, {k: v for k, v in params.items() if v is not None})
+        spec = ProcessSpec(cmd=cmd or DEFAULT_SHELL, pty=PtySize(cols=cols, rows=rows),
+                           user=user, cwd=cwd, env=_env(env), max_output=MAX_OUTPUT)
+        run = await eng.processes.start(sandbox_id, spec)
         events = run.events()
         start = await anext(events)
     except EngineError as exc:
@@ -57,20 +57,20 @@ async def pty(websocket: WebSocket, sandbox_id: str,
     finally:
         if not output.done():
             with contextlib.suppress(EngineError):
-                await eng.call(sandbox_id, "process.signal", {"pid": run.pid, "signal": "KILL"})
+                await eng.processes.signal(sandbox_id, ProcessSelector(pid=run.pid), "KILL")
             output.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await output
 
 
-def _env(pairs: list[str]) -> dict[str, str] | None:
+def _env(pairs: list[str]) -> dict[str, str]:
     env = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidRequest(f"env {pair!r} must look like KEY=VALUE")
         env[key] = value
-    return env or None
+    return env
 
 
 async def _output(websocket: WebSocket, events: Any) -> None:
@@ -105,11 +105,10 @@ async def _control(eng: Engine, sandbox_id: str, run: ProcessRun, text: str) -> 
     try:
         body = json.loads(text)
         kind = body["type"]
+        selector = ProcessSelector(pid=run.pid)
         if kind == "resize":
-            await eng.call(sandbox_id, "process.resize",
-                           {"pid": run.pid, "cols": int(body["cols"]), "rows": int(body["rows"])})
+            await eng.processes.resize(sandbox_id, selector, int(body["cols"]), int(body["rows"]))
         elif kind == "signal":
-            await eng.call(sandbox_id, "process.signal",
-                           {"pid": run.pid, "signal": str(body["signal"])})
+            await eng.processes.signal(sandbox_id, selector, str(body["signal"]))
     except (ValueError, KeyError, TypeError, EngineError):
         pass  # a bad control message must not end the terminal

@@ -13,20 +13,15 @@ import contextlib
 import json
 import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from ...engine import Conflict, EngineError, InvalidRequest, NotFound
-from ...engine.template_build import TemplateBuild, delete_template, prune_cache, template_json
-from ...images import ImageError, ImageExists, ImageInfo
+from ...engine import EngineError, InvalidRequest
 from ...images.build_context import ContextError, unpack
 from ...images.dockerfile import context_path
-from ...images.oci_import import import_image
-from ...images.store import validate_name
 from ..auth import Principal
 from ..deps import EngineDep, Forbidden, PrincipalDep
 from ..models import TemplateInfo, TemplatePage
@@ -42,32 +37,6 @@ NameQuery = Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
 _RUNNING: set[asyncio.Task[Any]] = set()
 
 
-def may_use(who: Principal, info: ImageInfo) -> bool:
-    """Whether ``who`` may see and use ``info`` (a shared template, or one of its own)."""
-    return info.owner is None or who.may_see(info.owner)
-
-
-def visible_template(eng: Any, who: Principal, name: str) -> ImageInfo:
-    """Template ``name`` if ``who`` may use it; NotFound (as for a missing one) otherwise."""
-    try:
-        info: ImageInfo = eng.images.get(validate_name(name))
-    except (ImageError, ValueError):
-        info = None  # type: ignore[assignment]
-    if info is None or info.hidden or not may_use(who, info):
-        raise NotFound(f"no template {name!r}; see GET /templates (or `stockade image ls`)")
-    return info
-
-
-def usable_template(eng: Any, who: Principal, name: str) -> None:
-    """Refuse a sandbox's ``template`` that ``who`` may not use, in the words the engine uses
-    for a missing one."""
-    try:
-        visible_template(eng, who, name)
-    except NotFound:
-        raise InvalidRequest(f"no template {name!r} on this host; build it with 'stockade image "
-                             f"build' or see 'stockade image ls'") from None
-
-
 def _owner(who: Principal, public: bool) -> str | None:
     if public and not who.admin:
         raise Forbidden("only the admin key may make a template every tenant can use")
@@ -75,34 +44,32 @@ def _owner(who: Principal, public: bool) -> str | None:
 
 
 @router.get("", response_model=TemplatePage)
-async def list_templates(eng: EngineDep, who: PrincipalDep) -> dict[str, Any]:
+async def list_templates(eng: EngineDep, who: PrincipalDep) -> TemplatePage:
     """The templates you may use: shared ones and your own (every one with the admin key)."""
-    infos = await asyncio.to_thread(eng.images.list)
-    return {"items": [template_json(i) for i in infos if not i.hidden and may_use(who, i)],
-            "next_cursor": None}
+    return TemplatePage(items=await eng.templates.list(who.may_see), next_cursor=None)
 
 
 @router.get("/{name}", response_model=TemplateInfo)
-async def get_template(name: str, eng: EngineDep, who: PrincipalDep) -> dict[str, Any]:
-    return template_json(visible_template(eng, who, name))
+async def get_template(name: str, eng: EngineDep, who: PrincipalDep) -> TemplateInfo:
+    return await eng.templates.get(name, who.may_see)
 
 
 @router.delete("/{name}", status_code=204)
 async def remove_template(name: str, eng: EngineDep, who: PrincipalDep) -> Response:
     """Delete a template and its build cache (409 while a sandbox or another template uses
     it; 403 for a shared template unless with the admin key)."""
-    info = visible_template(eng, who, name)
+    info = await eng.templates.get(name, who.may_see)
     if info.owner is None and not who.admin:
         raise Forbidden(f"template {name!r} is shared by the operator; only the admin key may "
                         f"delete it")
-    await delete_template(eng, name)
+    await eng.templates.delete(name)
     return Response(status_code=204)
 
 
 @router.post("/prune")
 async def prune(eng: EngineDep, who: PrincipalDep) -> dict[str, Any]:
     """Delete your build-cache layers that no template and no sandbox uses."""
-    return {"removed": await prune_cache(eng, who.tenant, everyone=who.admin)}
+    return {"removed": await eng.templates.prune(who.tenant, everyone=who.admin)}
 
 
 async def _receive(request: Request, path: Path) -> None:
@@ -113,12 +80,6 @@ async def _receive(request: Request, path: Path) -> None:
             if size > MAX_UPLOAD:
                 raise InvalidRequest(f"the upload is larger than {MAX_UPLOAD >> 20} MiB")
             f.write(chunk)
-
-
-def _workspace(eng: Any) -> Path:
-    path = eng.config.data_dir / "builds" / f"{time.time_ns():x}"
-    path.mkdir(parents=True, mode=0o700)
-    return path
 
 
 def _read_dockerfile(context: Path, name: str) -> str:
@@ -159,7 +120,7 @@ async def build_template(
         policy = "none" if network == "none" else json.loads(network)
     except ValueError:
         raise InvalidRequest('network must be "none" or a JSON egress policy') from None
-    work = _workspace(eng)
+    work = eng.templates.workspace()
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
     try:
         await _receive(request, work / "context.tar")
@@ -168,10 +129,8 @@ async def build_template(
         await asyncio.to_thread(unpack, work / "context.tar", context)
         (work / "context.tar").unlink()
         text = await asyncio.to_thread(_read_dockerfile, context, dockerfile)
-        build = TemplateBuild(eng, text, name, context, owner=owner,
-                              may_use=lambda info: may_use(who, info), emit=queue.put_nowait,
-                              network=policy)
-        build.check()
+        build = eng.templates.build(text, name, context, owner=owner, visible=who.may_see,
+                                    emit=queue.put_nowait, network=policy)
     except ContextError as exc:
         shutil.rmtree(work, ignore_errors=True)
         raise InvalidRequest(str(exc)) from None
@@ -191,7 +150,7 @@ async def build_template(
 
 
 async def _events(queue: "asyncio.Queue[dict[str, Any] | None]",
-                  task: "asyncio.Task[dict[str, Any]]") -> AsyncIterator[bytes]:
+                  task: "asyncio.Task[TemplateInfo]") -> AsyncIterator[bytes]:
     try:
         while True:
             try:
@@ -203,7 +162,7 @@ async def _events(queue: "asyncio.Queue[dict[str, Any] | None]",
                 break
             yield _line(event)
         try:
-            yield _line({"type": "template", "template": task.result()})
+            yield _line({"type": "template", "template": task.result().model_dump()})
         except EngineError as exc:
             yield _line({"type": "error", "code": exc.code, "message": exc.message})
         except Exception as exc:  # noqa: BLE001 - the stream has started; report, do not crash
@@ -217,20 +176,14 @@ async def _events(queue: "asyncio.Queue[dict[str, Any] | None]",
 
 @router.post("/import", status_code=201, response_model=TemplateInfo)
 async def import_template(request: Request, eng: EngineDep, who: PrincipalDep,
-                          name: NameQuery, public: bool = False) -> dict[str, Any]:
+                          name: NameQuery, public: bool = False) -> TemplateInfo:
     """Make a template from the body: an OCI image layout (as a tar) or a ``docker save``
     archive. The image must hold python3 (the sandbox agent runs on it)."""
     owner = _owner(who, public)
-    work = _workspace(eng)
+    work = eng.templates.workspace()
     try:
         await _receive(request, work / "image.tar")
-        info = await asyncio.to_thread(import_image, eng.images, name, work / "image.tar",
-                                       owner=owner)
-    except ImageExists as exc:
-        raise Conflict(str(exc)) from None
-    except ImageError as exc:
-        raise InvalidRequest(str(exc)) from None
+        return await eng.templates.import_image(name, work / "image.tar", owner)
     finally:
         with contextlib.suppress(OSError):
             await asyncio.to_thread(shutil.rmtree, work)
-    return template_json(info)

@@ -1,0 +1,92 @@
+"""The processes service: start, follow, feed and signal processes (``engine.processes``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..images import ImageError
+from ..models import ProcessInfo, ProcessSelector, ProcessSpec
+from ..runtimes.channel import AgentCallError
+from .process import KEEPALIVE, ProcessRun, translate_agent_error
+from .records import SandboxRecord
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+class Processes:
+    """Processes inside an engine's sandboxes, through each sandbox's agent."""
+
+    def __init__(self, engine: "Engine") -> None:
+        self._engine = engine
+
+    async def start(self, sandbox_id: str, spec: ProcessSpec) -> ProcessRun:
+        """Start a process; iterate ``run.events()`` for its output and its end.
+
+        The template's ENV, WORKDIR and USER apply where ``spec`` says nothing, and the
+        sandbox's own env under the process's."""
+        engine = self._engine
+        record = engine.record(sandbox_id)
+        config = self._image_config(record.image)
+        params: dict[str, Any] = spec.agent_params()
+        params["env"] = {**config.get("env", {}), **record.envs, **spec.env}
+        if config.get("user") and not spec.user:
+            params["user"] = config["user"]
+        if config.get("workdir") and not spec.cwd:
+            params["cwd"] = config["workdir"]
+        params["keepalive"] = KEEPALIVE
+        channel = await engine.channel(sandbox_id)
+        driver = engine.drivers[record.tier]
+        oom_before = (await driver.stats(record.spec)).oom_kills
+        stream = await engine.open_stream(channel, sandbox_id, "process.start", params)
+        return ProcessRun(stream, oom_check=lambda: self._oom_since(record, oom_before),
+                          diagnose=lambda: engine.diagnose(record),
+                          running=lambda: record.state == "running")
+
+    async def connect(self, sandbox_id: str, selector: ProcessSelector) -> ProcessRun:
+        """Follow a running process (by pid or tag) from now on."""
+        engine = self._engine
+        record = engine.record(sandbox_id)
+        stream = await engine.stream(sandbox_id, "process.connect",
+                                   {**selector.agent_params(), "keepalive": KEEPALIVE})
+        return ProcessRun(stream, diagnose=lambda: engine.diagnose(record),
+                          running=lambda: record.state == "running")
+
+    async def list(self, sandbox_id: str) -> list[ProcessInfo]:
+        """The processes started through the agent that still run."""
+        found = await self._engine.call(sandbox_id, "process.list", {})
+        return [ProcessInfo.model_validate(p) for p in found]
+
+    async def send_stdin(self, sandbox_id: str, selector: ProcessSelector, data: bytes) -> None:
+        """Write ``data`` to the process's standard input (started with ``stdin=True``)."""
+        stream = await self._engine.stream(sandbox_id, "process.input", selector.agent_params())
+        try:
+            await stream.send(data)
+            await stream.close_send()
+            await stream.result()
+        except AgentCallError as exc:
+            raise translate_agent_error(exc) from None
+
+    async def close_stdin(self, sandbox_id: str, selector: ProcessSelector) -> None:
+        await self._engine.call(sandbox_id, "process.close_stdin", selector.agent_params())
+
+    async def signal(self, sandbox_id: str, selector: ProcessSelector, signal: str) -> None:
+        """Send ``signal`` (TERM, KILL, INT, ...) to the process's group."""
+        await self._engine.call(sandbox_id, "process.signal",
+                                {**selector.agent_params(), "signal": signal})
+
+    async def resize(self, sandbox_id: str, selector: ProcessSelector, cols: int,
+                     rows: int) -> None:
+        """Resize the process's terminal."""
+        await self._engine.call(sandbox_id, "process.resize",
+                                {**selector.agent_params(), "cols": cols, "rows": rows})
+
+    def _image_config(self, image: str) -> dict[str, Any]:
+        try:
+            return self._engine.images.get(image).config or {}
+        except ImageError:
+            return {}
+
+    async def _oom_since(self, record: SandboxRecord, before: int) -> bool:
+        stats = await self._engine.drivers[record.tier].stats(record.spec)
+        return stats.oom_kills > before

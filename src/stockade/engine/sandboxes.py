@@ -1,0 +1,196 @@
+"""The sandboxes service: create, inspect, change and end sandboxes (``engine.sandboxes``).
+
+Every method takes and returns typed values from :mod:`stockade.models`; a front end (the native
+routes, E2B, Daytona, the CLI, a remote host) translates onto these and nothing else.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..models import NetworkPolicy, SandboxInfo, SandboxSpec, SandboxStats, TemplateInfo
+from ..net import NetError, PolicyError
+from ..net import NetworkPolicy as EgressPolicy
+from ..runtimes.base import Resources
+from .errors import Conflict, InvalidRequest, SandboxUnavailable
+from .lifecycle import Lifecycle, check_auto_archive, check_options
+from .records import SandboxRecord
+from .snapshots import snapshot
+from .volumes import check_mount_path
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+def egress_policy(policy: NetworkPolicy | None) -> EgressPolicy | None:
+    """The network package's checked policy for a wire policy (None: loopback only)."""
+    if policy is None:
+        return None
+    try:
+        return EgressPolicy.parse(policy.model_dump(exclude_none=True))
+    except PolicyError as exc:
+        raise InvalidRequest(f"network: {exc}") from None
+
+
+class Sandboxes:
+    """The lifecycle of an engine's sandboxes."""
+
+    def __init__(self, engine: "Engine", lifecycle: Lifecycle) -> None:
+        self._engine = engine
+        self._lifecycle = lifecycle
+
+    # -- create ------------------------------------------------------------------------------
+    async def create(self, spec: SandboxSpec) -> SandboxInfo:
+        """Create and start a sandbox from ``spec``; return it running."""
+        engine = self._engine
+        policy = egress_policy(spec.network)
+        auto_delete = check_options(spec.persistence, spec.on_timeout, spec.auto_delete)
+        auto_archive = check_auto_archive(spec.persistence, spec.auto_archive)
+        mounts = await self._volume_mounts(spec)
+        template = spec.template or engine.config.default_template
+        if not engine.images.exists(template):
+            raise InvalidRequest(f"no template {template!r} on this host; build it with "
+                                 f"'stockade image build' or see 'stockade image ls'")
+        if engine.images.get(template).python is None:
+            raise InvalidRequest(f"template {template!r} has no python3, which the sandbox agent "
+                                 f"needs; install python3 in it (any version 3.8 or later)")
+        resources = self.resources(spec)
+        timeout = engine.check_timeout(engine.config.default_timeout if spec.timeout is None
+                                       else spec.timeout)
+        envs = dict(spec.envs)
+        record = None
+        if (template == engine.config.default_template
+                and resources == engine.config.default_resources and policy is None
+                and not mounts):
+            record = engine.pool.take(spec.isolation)
+        if record is None:
+            record = engine.new_record(spec.isolation, template, resources)
+            record.volumes = mounts
+            if policy is not None:
+                self._plan_network(record, policy)
+                envs = {**engine.net.ca_env(), **envs}
+            await engine.boot(record, policy)
+        record.timeout, record.envs, record.metadata = timeout, envs, dict(spec.metadata)
+        record.persistence, record.on_timeout = spec.persistence, spec.on_timeout
+        record.auto_delete, record.auto_archive = auto_delete, auto_archive
+        record.state = "running"
+        record.expires_at = time.time() + timeout
+        engine.add_record(record)
+        return record.info()
+
+    def resources(self, spec: SandboxSpec) -> Resources:
+        """The limits ``spec`` asks for, the engine's defaults filled in."""
+        defaults = self._engine.config.default_resources
+        try:
+            return Resources(cpu=spec.cpu or defaults.cpu,
+                             memory_mb=spec.memory_mb or defaults.memory_mb,
+                             disk_mb=spec.disk_mb or defaults.disk_mb,
+                             pids=spec.pids or defaults.pids)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    def _plan_network(self, record: SandboxRecord, policy: EgressPolicy) -> None:
+        """Record where the sandbox's network will be (the namespace is made during boot)."""
+        net = self._engine.net
+        ca = self._engine.config.network.ca_bundle
+        record.network = policy.public()
+        record.attachment = {"netns": str(net.netns_path(record.id)),
+                             "resolv_conf": str(net.resolv_conf(record.id)),
+                             "ca_bundle": str(ca) if ca else ""}
+
+    async def _volume_mounts(self, spec: SandboxSpec) -> list[dict[str, Any]]:
+        store = self._engine.volume_store
+        return [{"volume": m.volume, "path": check_mount_path(m.path), "read_only": m.read_only,
+                 "source": str(await store.source(m.volume))} for m in spec.volumes]
+
+    # -- inspect -----------------------------------------------------------------------------
+    async def get(self, sandbox_id: str) -> SandboxInfo:
+        """The sandbox, in any state (SandboxNotFound once it is gone)."""
+        return self._engine.record(sandbox_id).info()
+
+    async def list(self) -> list[SandboxInfo]:
+        """Every sandbox of this engine, oldest first."""
+        return [r.info() for r in self._engine.records()]
+
+    async def stats(self, sandbox_id: str) -> SandboxStats:
+        """What the sandbox uses now."""
+        record = self._engine.record(sandbox_id)
+        stats = await self._engine.drivers[record.tier].stats(record.spec)
+        return SandboxStats(memory_bytes=stats.memory_bytes,
+                            memory_limit_bytes=stats.memory_limit_bytes,
+                            cpu_seconds=stats.cpu_seconds, pids=stats.pids,
+                            oom_kills=stats.oom_kills)
+
+    def held_disk_mb(self, sandbox_id: str) -> int:
+        """MiB of host disk the sandbox holds or may fill (for quotas; docs/limits.md)."""
+        return self._lifecycle.held_disk_mb(sandbox_id)
+
+    def volume_users(self, name: str) -> builtins.list[str]:
+        """Ids of the sandboxes (in any state) that mount volume ``name``."""
+        return sorted(r.id for r in self._engine.records()
+                      if any(v["volume"] == name for v in r.volumes))
+
+    # -- change ------------------------------------------------------------------------------
+    async def set_timeout(self, sandbox_id: str, timeout: float) -> SandboxInfo:
+        """Expire ``timeout`` seconds from now instead."""
+        engine = self._engine
+        record = engine.record(sandbox_id)
+        record.timeout = engine.check_timeout(timeout)
+        record.expires_at = time.time() + record.timeout
+        record.save()
+        engine.arm_timer(record)
+        return record.info()
+
+    async def set_network(self, sandbox_id: str, policy: NetworkPolicy) -> SandboxInfo:
+        """Replace a networked sandbox's egress policy; new connections follow it at once."""
+        engine = self._engine
+        record = engine.record(sandbox_id)
+        checked = egress_policy(policy) or EgressPolicy()
+        if record.network is None:
+            raise Conflict(f"sandbox {sandbox_id} was created with network='none' and has no "
+                           f"network interface; create it with a policy (even an empty one, "
+                           f"{{'allow_out': []}}) to change it later")
+        async with engine.lock(sandbox_id):
+            try:
+                await engine.net.set_policy(sandbox_id, checked)
+            except NetError as exc:
+                raise SandboxUnavailable(f"could not change the network policy: {exc}") from None
+            record.network = checked.public()
+            record.save()
+        return record.info()
+
+    # -- lifecycle (docs/persistence.md) -----------------------------------------------------
+    async def pause(self, sandbox_id: str) -> SandboxInfo:
+        """Save processes and memory; the sandbox stops running until resumed."""
+        return await self._lifecycle.pause(sandbox_id)
+
+    async def resume(self, sandbox_id: str) -> SandboxInfo:
+        """Bring a paused sandbox back exactly where it was."""
+        return await self._lifecycle.resume(sandbox_id)
+
+    async def connect(self, sandbox_id: str) -> SandboxInfo:
+        """Make the sandbox usable: resume it if paused, start it if stopped or archived."""
+        return await self._lifecycle.connect(sandbox_id)
+
+    async def stop(self, sandbox_id: str) -> SandboxInfo:
+        """Stop every process and keep the files (persistence="workspace" only)."""
+        return await self._lifecycle.stop(sandbox_id)
+
+    async def start(self, sandbox_id: str) -> SandboxInfo:
+        """Boot a stopped or archived workspace again on its kept files."""
+        return await self._lifecycle.start(sandbox_id)
+
+    async def archive(self, sandbox_id: str) -> SandboxInfo:
+        """Compress a stopped workspace's files to free disk (start restores them)."""
+        return await self._lifecycle.archive(sandbox_id)
+
+    async def snapshot(self, sandbox_id: str, name: str, owner: str | None) -> TemplateInfo:
+        """Save the sandbox's files as a new template ``name`` owned by ``owner``."""
+        return await snapshot(self._engine, self._lifecycle, sandbox_id, name, owner)
+
+    async def kill(self, sandbox_id: str) -> None:
+        """Kill the sandbox and remove every trace of it."""
+        await self._engine.kill(sandbox_id)

@@ -1,0 +1,20 @@
+"""The typed values every layer passes around: one set for the server, the engine and the SDK.
+
+Requests are frozen and strict (an unknown field is an error, named in the message); results are
+frozen and tolerant (an unknown field is ignored), so an older SDK keeps working against a newer
+server. Aliases and defaults are resolved here, once, at the edge; every layer below passes the
+same object down unchanged. This package imports pydantic and the standard library only.
+"""
+
+from .files import EntryInfo, MakeDirResult, SandboxPath, check_path
+from .processes import ProcessInfo, ProcessSelector, ProcessSpec, PtySize, Resize, Signal
+from .sandboxes import (Isolation, NetworkPolicy, Persistence, SandboxInfo, SandboxPage,
+                        SandboxSpec, SandboxStats, VolumeMount)
+from .templates import TemplateInfo, TemplatePage
+from .volumes import CreateVolume, VolumeInfo, VolumeName, VolumePage
+
+__all__ = ["CreateVolume", "EntryInfo", "Isolation", "MakeDirResult", "NetworkPolicy",
+           "Persistence", "ProcessInfo", "ProcessSelector", "ProcessSpec", "PtySize", "Resize",
+           "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "Signal",
+           "TemplateInfo", "TemplatePage", "VolumeInfo", "VolumeMount", "VolumeName",
+           "VolumePage", "check_path"]

@@ -1,0 +1,127 @@
+"""Sandboxes: the spec a caller asks for, what it gets back, and what it uses."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from ._base import Request, Result
+from .volumes import VolumeName
+
+Isolation = Literal["container", "gvisor", "microvm"]
+Persistence = Literal["ephemeral", "workspace"]
+OnTimeout = Literal["kill", "pause", "stop"]
+#: The states a sandbox moves through (docs/persistence.md); "killed" only in end reasons.
+State = Literal["creating", "running", "paused", "stopped", "archived"]
+Interval = Field(default=None, ge=1, le=365 * 86400)
+
+
+class NetworkPolicy(Request):
+    """Egress rules (docs/network.md): CIDRs and host names (``*.`` wildcards) to allow, CIDRs
+    to deny; everything else is denied, and the host, link-local, metadata and other sandboxes
+    always are."""
+
+    allow_out: list[str] = Field(default_factory=list, max_length=256)
+    deny_out: list[str] = Field(default_factory=list, max_length=256)
+    max_connections: int | None = Field(default=None, ge=1, le=65536)
+    bandwidth_mbit: int | None = Field(default=None, ge=1, le=100000)
+
+
+class VolumeMount(Request):
+    """Volume ``volume`` mounted at ``path`` inside the sandbox."""
+
+    volume: VolumeName
+    path: str = Field(min_length=2, max_length=4096, pattern=r"^/")
+    read_only: bool = False
+
+
+class SandboxSpec(Request):
+    """Everything a new sandbox is made from. Left-out fields take the engine's defaults
+    (template ``base``, its configured resources and timeout).
+
+    ``volumes`` may also be given as ``{path: name}`` or ``{path: {"volume", "read_only"}}``;
+    ``network`` as ``"none"`` (loopback only, the default) or a :class:`NetworkPolicy`."""
+
+    isolation: Isolation = "container"
+    template: str | None = Field(default=None, min_length=1, max_length=64)
+    timeout: float | None = Field(default=None, ge=1, le=86400)
+    envs: dict[str, str] = Field(default_factory=dict, max_length=256)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
+    cpu: float | None = Field(default=None, ge=0.05, le=64)
+    memory_mb: int | None = Field(default=None, ge=32, le=262144)
+    disk_mb: int | None = Field(default=None, ge=64, le=1048576)
+    pids: int | None = Field(default=None, ge=8, le=65536)
+    network: NetworkPolicy | None = None
+    persistence: Persistence = "ephemeral"
+    on_timeout: OnTimeout = "kill"
+    auto_delete: float | None = Field(default=None, ge=1, le=365 * 86400,
+                                      description="seconds a paused or stopped sandbox is kept")
+    auto_archive: float | None = Field(default=None, ge=1, le=365 * 86400,
+                                       description="archive a stopped workspace this many "
+                                                   "seconds after it stopped (default: never)")
+    volumes: list[VolumeMount] = Field(default_factory=list, max_length=32)
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _none_is_loopback(cls, value: Any) -> Any:
+        return None if value == "none" else value
+
+    @field_validator("volumes", mode="before")
+    @classmethod
+    def _mapping_form(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return [{"path": path, "volume": what} if isinstance(what, str)
+                else {"path": path, **what} if isinstance(what, dict) else what
+                for path, what in value.items()]
+
+    @field_validator("volumes")
+    @classmethod
+    def _distinct_paths(cls, value: list[VolumeMount]) -> list[VolumeMount]:
+        if len({v.path.rstrip("/") for v in value}) != len(value):
+            raise ValueError("two volumes are mounted at the same path")
+        return value
+
+
+class SandboxInfo(Result):
+    """A sandbox as the server knows it."""
+
+    id: str
+    isolation: str
+    template: str
+    state: str
+    #: Why the sandbox is in its state when the caller did not ask for it: ``"timeout"``
+    #: (paused or stopped by ``on_timeout``), ``"checkpoint_corrupt"``, ``"host_restart"``...
+    reason: str | None = None
+    cpu: float
+    memory_mb: int
+    disk_mb: int
+    pids: int
+    metadata: dict[str, str] = Field(default_factory=dict)
+    envs: dict[str, str] = Field(default_factory=dict)
+    created_at: float
+    expires_at: float
+    timeout: float
+    #: ``"none"`` (loopback only) or the egress policy.
+    network: Literal["none"] | dict[str, Any] = "none"
+    persistence: str = "ephemeral"
+    on_timeout: str = "kill"
+    auto_delete: float | None = None
+    auto_archive: float | None = None
+    volumes: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class SandboxPage(Result):
+    items: list[SandboxInfo]
+    next_cursor: str | None = None
+
+
+class SandboxStats(Result):
+    """What a sandbox uses now."""
+
+    memory_bytes: int
+    memory_limit_bytes: int
+    cpu_seconds: float
+    pids: int
+    oom_kills: int
