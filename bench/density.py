@@ -5,7 +5,8 @@ sandbox, create time and command round trip at each step, and whether all N coul
 
 Memory per sandbox is the PSS of every host process in its cgroup (runc: the agent; gVisor:
 Sentry, gofer and stubs) and the cgroup's own charge (which adds the page cache of what it
-wrote), each the mean over the live sandboxes. A private daemon with no warm pool; loopback
+wrote), each the mean over the live sandboxes; host tasks (threads) per sandbox count against
+the kernel's ``pid_max``. A private daemon with no warm pool; loopback
 only. Before issue 17, the 201st container sandbox failed ("unable to create session key: disk
 quota exceeded", the kernel's per-uid key quota).
 """
@@ -36,13 +37,25 @@ def _pss(pids: set[int]) -> int:
     return total
 
 
-def memory_per_sandbox(data_dir: Path, ids: list[str]) -> tuple[float, float]:
-    """Mean PSS and mean cgroup charge (MiB) of the sandboxes ``ids``."""
+def _tasks(pids: set[int]) -> int:
+    """Threads of ``pids``: each takes a pid of the host's ``kernel.pid_max``."""
+    total = 0
+    for pid in pids:
+        try:
+            total += len(list(Path(f"/proc/{pid}/task").iterdir()))
+        except OSError:
+            continue
+    return total
+
+
+def per_sandbox(data_dir: Path, ids: list[str]) -> tuple[float, float, float]:
+    """Mean PSS (MiB), cgroup charge (MiB) and host tasks of the sandboxes ``ids``."""
     parent = cgroup_parent(data_dir)
-    pss = [_pss(cgroup_pids(f"{parent}/{i}")) for i in ids]
+    pids = [cgroup_pids(f"{parent}/{i}") for i in ids]
     charge = [cgroup_stats(f"{parent}/{i}").memory_bytes for i in ids]
     mib = float(1 << 20)
-    return statistics.mean(pss) / mib, statistics.mean(charge) / mib
+    return (statistics.mean(map(_pss, pids)) / mib, statistics.mean(charge) / mib,
+            statistics.mean(map(_tasks, pids)))
 
 
 async def _round_trip(sb: AsyncSandbox, n: int = 10) -> float:
@@ -81,12 +94,12 @@ async def fill(tier: str, target: int, step: int, clients: int, data_dir: Path,
             clients_busy = [0]
             await asyncio.gather(*(one() for _ in range(clients)))
             await asyncio.sleep(1)  # let the newest agents settle to idle
-            pss, charge = memory_per_sandbox(data_dir, [sb.sandbox_id for sb in live])
+            pss, charge, tasks = per_sandbox(data_dir, [sb.sandbox_id for sb in live])
             rt = await _round_trip(live[-1]) if live else 0.0
             first = await _round_trip(live[0]) if live else 0.0
             rows.append((tier, str(len(live)), f"{statistics.median(times) * 1000:.0f} ms"
                          if times else "-", f"{first:.1f} / {rt:.1f} ms",
-                         f"{pss:.1f} MiB", f"{charge:.1f} MiB"))
+                         f"{pss:.1f} MiB", f"{charge:.1f} MiB", f"{tasks:.0f}"))
             print("  ".join(rows[-1]), flush=True)
     finally:
         reached = len(live)
@@ -97,7 +110,7 @@ async def fill(tier: str, target: int, step: int, clients: int, data_dir: Path,
 
 async def run(args: argparse.Namespace, data_dir: Path) -> None:
     rows = [("tier", "live", "create p50", "round trip oldest / newest", "PSS per sandbox",
-             "cgroup charge per sandbox")]
+             "cgroup charge per sandbox", "host tasks per sandbox")]
     results = []
     for tier, target in (("container", args.container), ("gvisor", args.gvisor)):
         if target > 0:

@@ -83,3 +83,13 @@ def test_a_sandbox_that_died_on_its_own_is_reaped_and_killed(make_sandbox, tier:
     assert sb.get_info().id == sb.id  # still known: it is the caller's to kill
     sb.kill()
     assert _no_zombies(daemon) == []
+
+
+@pytest.mark.slow
+def test_a_microvm_kill_leaves_no_zombie(make_sandbox, daemon) -> None:  # type: ignore[no-untyped-def]
+    # The engine adopts orphans for the container tiers; the microVM's jail is one too once
+    # its unshare parent is killed.
+    sb = make_sandbox(isolation="microvm")
+    assert sb.commands.run("echo up").stdout == "up\n"
+    sb.kill()
+    assert _no_zombies(daemon) == []

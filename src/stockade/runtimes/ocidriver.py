@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import compileall
 import contextlib
 import json
 import os
@@ -57,6 +58,10 @@ class OciDriver(RuntimeDriver):
         self._pids: dict[str, set[int]] = {}
         self._sessions: dict[str, set[int]] = {}
         hostproc.adopt_orphans()  # the sandboxes' processes: reaped at once when they end
+        # The agent is mounted read-only, so a sandbox's Python cannot cache what it compiles:
+        # compile it here once (a source checkout lacks bytecode for modules the host never
+        # imports; without it every sandbox start compiles them again).
+        compileall.compile_dir(str(agent_dir), maxlevels=0, quiet=2)
 
     # -- the runtime binary ----------------------------------------------------------------
     def global_flags(self, spec: SandboxSpec | None = None) -> list[str]:
