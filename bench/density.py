@@ -109,8 +109,9 @@ async def fill(tier: str, target: int, step: int, clients: int, data_dir: Path,
 
 
 async def run(args: argparse.Namespace, data_dir: Path) -> None:
-    rows = [("tier", "live", "create p50", "round trip oldest / newest", "PSS per sandbox",
-             "cgroup charge per sandbox", "host tasks per sandbox")]
+    rows: list[tuple[str, ...]] = [
+        ("tier", "live", "create p50", "round trip oldest / newest", "PSS per sandbox",
+         "cgroup charge per sandbox", "host tasks per sandbox")]
     results = []
     for tier, target in (("container", args.container), ("gvisor", args.gvisor)):
         if target > 0:
