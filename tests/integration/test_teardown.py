@@ -47,11 +47,12 @@ def _no_zombies(daemon: Any) -> list[str]:
 
 def test_kill_reaps_every_process_of_a_busy_sandbox(make_sandbox, tier: str, daemon) -> None:  # type: ignore[no-untyped-def]
     sb = make_sandbox(isolation=tier)
-    for _ in range(3):
-        sb.commands.run("sleep 600", background=True, timeout=None)
+    handles = [sb.commands.run("sleep 600", background=True, timeout=None) for _ in range(3)]
     sb.commands.run("sh -c 'sleep 600 & sleep 600 & wait' >/dev/null 2>&1 &")
     relative = f"{cgroup_parent(daemon.data_dir)}/{sb.id}"
     assert len(cgroup_pids(relative)) >= 4
+    for handle in handles:
+        handle.disconnect()  # stop following them: the kill ends them
     sb.kill()
     assert cgroup_pids(relative) == set()
     assert _no_zombies(daemon) == []
@@ -59,7 +60,7 @@ def test_kill_reaps_every_process_of_a_busy_sandbox(make_sandbox, tier: str, dae
 
 def test_a_paused_container_is_killed_at_once(make_sandbox, daemon) -> None:  # type: ignore[no-untyped-def]
     sb = make_sandbox(isolation="container")
-    sb.commands.run("sleep 600", background=True, timeout=None)
+    sb.commands.run("sleep 600", background=True, timeout=None).disconnect()
     sb.pause()  # the freezer: a frozen process only dies once thawed
     relative = f"{cgroup_parent(daemon.data_dir)}/{sb.id}"
     assert cgroup_pids(relative)
