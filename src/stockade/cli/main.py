@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from .. import Sandbox, StockadeError
-from . import code, doctor, images, keys, security, server
+from . import code, doctor, host, images, keys, security, server
 
 app = typer.Typer(help="Run untrusted code in sandboxes: container, gVisor or microVM.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -20,10 +20,19 @@ app.add_typer(images.app, name="image")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(keys.tenants_app, name="tenants")
 app.command("serve")(server.serve)
+app.command("host")(host.host)
 app.command("demo")(server.demo)
 app.command("run-code")(code.run_code)
 app.command("security-report")(security.security_report)
 app.command("doctor")(doctor.doctor)
+
+
+@app.command("mcp")
+def mcp() -> None:
+    """Serve the MCP tools over stdio for an agent host (see docs/mcp.md)."""
+    from ..mcp.stdio import serve_stdio
+
+    serve_stdio()
 err = Console(stderr=True)
 
 Isolation = Annotated[str, typer.Option("--isolation", "-i",

@@ -26,6 +26,10 @@ def serve(
                                               "instead of TCP, without keys (what the SDK "
                                               "uses locally)")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    cluster: Annotated[Optional[str], typer.Option(
+        help="serve as an API replica of the Ray cluster at this address (host:port of its "
+             "head); needs a PostgreSQL --database-url and $STOCKADE_ADMIN_KEY "
+             "(docs/cluster.md)")] = None,
 ) -> None:
     """Run the Stockade server: the HTTP API over this host's engine, with API keys.
 
@@ -36,6 +40,9 @@ def serve(
     from ..server.serve import serve as run_server
     from ..server.settings import load_settings
 
+    if cluster is not None:
+        _serve_cluster(cluster, host, port, database_url, log_level)
+        return
     if local:
         directory = data_dir or default_data_dir()
         run_server(EngineConfig(data_dir=directory), uds=local_socket(directory))
@@ -47,6 +54,30 @@ def serve(
         out.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     run_server(EngineConfig(data_dir=settings.data_dir), settings=settings, log_level=log_level)
+
+
+def _serve_cluster(cluster: str, host: str | None, port: int | None, database_url: str | None,
+                   log_level: str) -> None:
+    import os
+
+    from ..cluster.api import serve as serve_replica
+
+    url = database_url or os.environ.get("STOCKADE_DATABASE_URL") or ""
+    if not url.startswith(("postgresql://", "postgres://")):
+        out.print("[red]error:[/red] --cluster needs --database-url postgresql://... (or "
+                  "$STOCKADE_DATABASE_URL): the replicas share their state in PostgreSQL")
+        raise typer.Exit(2)
+    admin_key = os.environ.get("STOCKADE_ADMIN_KEY", "")
+    if len(admin_key) < 16:
+        out.print("[red]error:[/red] --cluster needs $STOCKADE_ADMIN_KEY (16 characters or "
+                  "more), the same on every replica")
+        raise typer.Exit(2)
+    try:
+        wait = float(os.environ.get("STOCKADE_PLACEMENT_WAIT", "30"))
+    except ValueError:
+        out.print("[red]error:[/red] $STOCKADE_PLACEMENT_WAIT must be a number of seconds")
+        raise typer.Exit(2) from None
+    serve_replica(cluster, url, admin_key, host or "127.0.0.1", port or 8800, wait, log_level)
 
 
 def demo() -> None:
@@ -68,3 +99,6 @@ def demo() -> None:
         out.print(f"[bold]code-interpreter[/bold] {sb.id}: df.x.sum() -> "
                   f"{execution.text!r}")
     out.print("[green]demo done: every tier ran code, and every sandbox was removed[/green]")
+    out.print("Dashboard: run [bold]stockade serve[/bold], open http://127.0.0.1:8800/ui/ and sign "
+              "in with the admin key (printed path: <data dir>/private/admin.key, or "
+              "$STOCKADE_ADMIN_KEY). MCP: see docs/dashboard-and-mcp.md.")

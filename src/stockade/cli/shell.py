@@ -73,7 +73,8 @@ async def run_shell(sandbox_id: str, cmd: str | None = None, user: str | None = 
                 forward.cancel()
                 loop.remove_reader(stdin)
                 loop.remove_signal_handler(signal.SIGWINCH)
-        return result.exit_code
+        code: int = result.exit_code
+        return code
     finally:
         await sb.close()
 

@@ -162,6 +162,53 @@ class Sandboxes:
             record.save()
         return record.info()
 
+    async def set_metadata(self, sandbox_id: str, metadata: dict[str, str]) -> SandboxInfo:
+        """Replace the sandbox's metadata (at most 64 string pairs, as at create)."""
+        if len(metadata) > 64 or not all(isinstance(k, str) and isinstance(v, str)
+                                         for k, v in metadata.items()):
+            raise InvalidRequest("metadata is at most 64 pairs of strings")
+        record = self._engine.record(sandbox_id)
+        record.metadata = dict(metadata)
+        record.save()
+        return record.info()
+
+    async def set_envs(self, sandbox_id: str, envs: dict[str, str]) -> SandboxInfo:
+        """Replace the environment that processes started from now on get (at most 256
+        string pairs, as at create); running processes keep theirs."""
+        if len(envs) > 256 or not all(isinstance(k, str) and isinstance(v, str) and k
+                                      and "=" not in k and "\0" not in k + v
+                                      for k, v in envs.items()):
+            raise InvalidRequest("envs is at most 256 NAME=value pairs of strings (no '=' in a "
+                                 "name, no NUL anywhere)")
+        record = self._engine.record(sandbox_id)
+        record.envs = dict(envs)
+        record.save()
+        return record.info()
+
+    async def set_retention(self, sandbox_id: str, *, auto_delete: float | None = None,
+                            auto_archive: float | None = None,
+                            archive_never: bool = False) -> SandboxInfo:
+        """Change how long a paused or stopped sandbox is kept (``auto_delete`` seconds) and
+        when a stopped workspace is archived (``auto_archive`` seconds; ``archive_never``
+        turns that off). Arguments left out keep their value. A sandbox already paused or
+        stopped counts the new intervals from now."""
+        engine = self._engine
+        record = engine.record(sandbox_id)
+        if auto_delete is not None:
+            record.auto_delete = check_options(record.persistence, record.on_timeout, auto_delete)
+        if archive_never:
+            record.auto_archive = None
+        elif auto_archive is not None:
+            record.auto_archive = check_auto_archive(record.persistence, auto_archive)
+        if record.state in ("paused", "stopped", "archived"):
+            now = time.time()
+            record.expires_at = now + record.auto_delete
+            record.archive_at = (now + record.auto_archive
+                                 if record.state == "stopped" and record.auto_archive else None)
+        record.save()
+        engine.arm_timer(record)
+        return record.info()
+
     # -- lifecycle (docs/persistence.md) -----------------------------------------------------
     async def pause(self, sandbox_id: str) -> SandboxInfo:
         """Save processes and memory; the sandbox stops running until resumed."""

@@ -9,8 +9,10 @@ sandbox and no request for a while.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -49,16 +51,24 @@ class ConnectionConfig:
         return self.api_url is None
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS settings every client shares (httpx's defaults, read once per process):
+    building them loads the CA bundle, which costs tens of milliseconds per client."""
+    return httpx.create_ssl_context()
+
+
 def make_client(config: ConnectionConfig) -> httpx.AsyncClient:
     """An HTTP client for ``config`` (unix socket in local mode)."""
     headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
     timeout = httpx.Timeout(config.request_timeout, connect=10.0)
     if config.local:
-        transport = httpx.AsyncHTTPTransport(uds=str(local_socket(config.data_dir)))
+        transport = httpx.AsyncHTTPTransport(uds=str(local_socket(config.data_dir)),
+                                             verify=tls_context())
         return httpx.AsyncClient(transport=transport, base_url="http://stockade",
-                                 headers=headers, timeout=timeout)
+                                 headers=headers, timeout=timeout, verify=tls_context())
     return httpx.AsyncClient(base_url=config.api_url.rstrip("/"),  # type: ignore[union-attr]
-                             headers=headers, timeout=timeout)
+                             headers=headers, timeout=timeout, verify=tls_context())
 
 
 async def ensure_local_daemon(config: ConnectionConfig, wait: float = 30.0) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from ..models import SandboxInfo
 from . import code as _code
+from ._hybrid import hybrid
 from ._transport import Api, ConnectionConfig, ensure_local_daemon
 from .commands import AsyncCommands
 from .files import AsyncFiles
@@ -86,10 +87,10 @@ class AsyncSandbox:
             raise
         return cls(api, SandboxInfo.model_validate(info))
 
-    @classmethod
-    async def connect(cls, sandbox_id: str, *, api_url: str | None = None,
-                      api_key: str | None = None, data_dir: Path | str | None = None) -> "AsyncSandbox":
-        """Attach to a sandbox by id, resuming it if paused and starting it if stopped."""
+    @staticmethod
+    async def _connect_by_id(cls: type["AsyncSandbox"], sandbox_id: str, *, api_url: str | None = None,
+                             api_key: str | None = None,
+                             data_dir: Path | str | None = None) -> "AsyncSandbox":
         api = await _api(api_url, api_key, data_dir, None)
         try:
             info = await api.request("POST", f"/sandboxes/{sandbox_id}/connect")
@@ -97,6 +98,24 @@ class AsyncSandbox:
             await api.aclose()
             raise
         return cls(api, SandboxInfo.model_validate(info))
+
+    async def _connect(self) -> "AsyncSandbox":
+        await self._lifecycle("connect")
+        return self
+
+    #: ``AsyncSandbox.connect(id)`` attaches to a sandbox by id, resuming it if paused and
+    #: starting it if stopped; ``sandbox.connect()`` does the same to this one.
+    connect = hybrid(_connect, _connect_by_id)
+
+    @staticmethod
+    async def _by_id(method: str, path: str, api_url: str | None, api_key: str | None,
+                     data_dir: Path | str | None, **kwargs: Any) -> Any:
+        """One call about a sandbox known only by its id."""
+        api = await _api(api_url, api_key, data_dir, None)
+        try:
+            return await api.request(method, path, **kwargs)
+        finally:
+            await api.aclose()
 
     @classmethod
     async def get(cls, sandbox_id: str, *, api_url: str | None = None,
@@ -131,23 +150,44 @@ class AsyncSandbox:
         finally:
             await api.aclose()
 
-    async def get_info(self) -> SandboxInfo:
+    async def _get_info(self) -> SandboxInfo:
         self.info = SandboxInfo.model_validate(
             await self._api.request("GET", f"/sandboxes/{self.id}"))
         return self.info
+
+    @staticmethod
+    async def _get_info_by_id(cls: type["AsyncSandbox"], sandbox_id: str, *, api_url: str | None = None,
+                              api_key: str | None = None,
+                              data_dir: Path | str | None = None) -> SandboxInfo:
+        return SandboxInfo.model_validate(await cls._by_id(
+            "GET", f"/sandboxes/{sandbox_id}", api_url, api_key, data_dir))
+
+    #: What the server knows now: ``sandbox.get_info()`` or ``AsyncSandbox.get_info(id)``.
+    get_info = hybrid(_get_info, _get_info_by_id)
 
     async def is_running(self) -> bool:
         from .exceptions import SandboxNotFound
 
         try:
-            return (await self.get_info()).state == "running"
+            info: SandboxInfo = await self.get_info()
+            return info.state == "running"
         except SandboxNotFound:
             return False
 
-    async def set_timeout(self, timeout: float) -> None:
-        """Kill the sandbox ``timeout`` seconds from now (instead of its current deadline)."""
+    async def _set_timeout(self, timeout: float) -> None:
         self.info = SandboxInfo.model_validate(await self._api.request(
             "POST", f"/sandboxes/{self.id}/timeout", json={"timeout": timeout}))
+
+    @staticmethod
+    async def _set_timeout_by_id(cls: type["AsyncSandbox"], sandbox_id: str, timeout: float, *,
+                                 api_url: str | None = None, api_key: str | None = None,
+                                 data_dir: Path | str | None = None) -> None:
+        await cls._by_id("POST", f"/sandboxes/{sandbox_id}/timeout", api_url, api_key, data_dir,
+                         json={"timeout": timeout})
+
+    #: Kill the sandbox ``timeout`` seconds from now (instead of its current deadline):
+    #: ``sandbox.set_timeout(60)`` or ``AsyncSandbox.set_timeout(id, 60)``.
+    set_timeout = hybrid(_set_timeout, _set_timeout_by_id)
 
     async def set_network(self, policy: dict[str, Any]) -> None:
         """Replace the egress policy (``allow_out``, ``deny_out``, limits); new connections
@@ -192,10 +232,18 @@ class AsyncSandbox:
     async def remove_code_context(self, context: _code.Context | str) -> None:
         await _code.remove_context(self._api, self.id, context)
 
-    async def pause(self) -> None:
-        """Save processes and memory; :meth:`connect` (or :meth:`resume`) brings them back.
-        gVisor writes them to disk; the container tier freezes them in RAM."""
+    async def _pause(self) -> None:
         await self._lifecycle("pause")
+
+    @staticmethod
+    async def _pause_by_id(cls: type["AsyncSandbox"], sandbox_id: str, *, api_url: str | None = None,
+                           api_key: str | None = None, data_dir: Path | str | None = None) -> None:
+        await cls._by_id("POST", f"/sandboxes/{sandbox_id}/pause", api_url, api_key, data_dir)
+
+    #: Save processes and memory; ``connect`` (or ``resume``) brings them back. gVisor writes
+    #: them to disk; the container tier freezes them in RAM. ``sandbox.pause()`` or
+    #: ``AsyncSandbox.pause(id)``.
+    pause = hybrid(_pause, _pause_by_id)
 
     async def resume(self) -> None:
         """Resume a paused sandbox where it was."""
@@ -224,8 +272,18 @@ class AsyncSandbox:
             "POST", f"/sandboxes/{self.id}/snapshot", json={"name": name})
         return result
 
-    async def kill(self) -> None:
-        """Kill the sandbox and remove every trace of it. Killing a dead sandbox is a no-op."""
+    @staticmethod
+    async def _kill_by_id(cls: type["AsyncSandbox"], sandbox_id: str, *, api_url: str | None = None,
+                          api_key: str | None = None, data_dir: Path | str | None = None) -> bool:
+        from .exceptions import SandboxNotFound
+
+        try:
+            await cls._by_id("DELETE", f"/sandboxes/{sandbox_id}", api_url, api_key, data_dir)
+        except SandboxNotFound:
+            return False
+        return True
+
+    async def _kill(self) -> None:
         from .exceptions import SandboxNotFound
 
         if self._killed:  # killed through this object already; its connection is closed
@@ -237,6 +295,10 @@ class AsyncSandbox:
         finally:
             await self._api.aclose()
         self._killed = True
+
+    #: Kill the sandbox and remove every trace of it: ``sandbox.kill()`` (a no-op on a dead
+    #: one) or ``AsyncSandbox.kill(id)`` (True if it existed).
+    kill = hybrid(_kill, _kill_by_id)
 
     async def close(self) -> None:
         """Release the connection; the sandbox keeps running."""

@@ -6,10 +6,12 @@ No logic lives here, only the call: the async classes are the single implementat
 from __future__ import annotations
 
 import builtins
-
+import dataclasses
+from dataclasses import dataclass, field
 from typing import IO, Any, Iterator, Literal
 
 from . import _portal
+from ._hybrid import hybrid
 from ..models import EntryInfo, ProcessInfo, SandboxInfo
 from .commands import AsyncCommandHandle, AsyncCommands, CommandResult, OutputCallback
 from .code import Context, Execution
@@ -168,9 +170,16 @@ class Sandbox:
         """Create a running sandbox (default template ``base``, lifetime 300 s)."""
         return cls(_portal.call(AsyncSandbox.create, template, isolation=isolation, **kwargs))
 
-    @classmethod
-    def connect(cls, sandbox_id: str, **kwargs: Any) -> "Sandbox":
+    @staticmethod
+    def _connect_by_id(cls: type["Sandbox"], sandbox_id: str, **kwargs: Any) -> "Sandbox":
         return cls(_portal.call(AsyncSandbox.connect, sandbox_id, **kwargs))
+
+    def _connect(self) -> "Sandbox":
+        _portal.call(self._a.connect)
+        return self
+
+    #: ``Sandbox.connect(id)`` or ``sandbox.connect()``: resume or start it, then use it.
+    connect = hybrid(_connect, _connect_by_id)
 
     @classmethod
     def get(cls, sandbox_id: str, **kwargs: Any) -> "Sandbox":
@@ -180,14 +189,30 @@ class Sandbox:
     def list(cls, **kwargs: Any) -> list[SandboxInfo]:
         return _portal.call(AsyncSandbox.list, **kwargs)
 
-    def get_info(self) -> SandboxInfo:
-        return _portal.call(self._a.get_info)
+    def _get_info(self) -> SandboxInfo:
+        info: SandboxInfo = _portal.call(self._a.get_info)
+        return info
+
+    @staticmethod
+    def _get_info_by_id(cls: type["Sandbox"], sandbox_id: str, **kwargs: Any) -> SandboxInfo:
+        info: SandboxInfo = _portal.call(AsyncSandbox.get_info, sandbox_id, **kwargs)
+        return info
+
+    #: ``sandbox.get_info()`` or ``Sandbox.get_info(id)``.
+    get_info = hybrid(_get_info, _get_info_by_id)
 
     def is_running(self) -> bool:
         return _portal.call(self._a.is_running)
 
-    def set_timeout(self, timeout: float) -> None:
+    def _set_timeout(self, timeout: float) -> None:
         _portal.call(self._a.set_timeout, timeout)
+
+    @staticmethod
+    def _set_timeout_by_id(cls: type["Sandbox"], sandbox_id: str, timeout: float, **kwargs: Any) -> None:
+        _portal.call(AsyncSandbox.set_timeout, sandbox_id, timeout, **kwargs)
+
+    #: ``sandbox.set_timeout(60)`` or ``Sandbox.set_timeout(id, 60)``.
+    set_timeout = hybrid(_set_timeout, _set_timeout_by_id)
 
     def set_network(self, policy: dict[str, Any]) -> None:
         _portal.call(self._a.set_network, policy)
@@ -211,8 +236,15 @@ class Sandbox:
     def remove_code_context(self, context: Context | str) -> None:
         _portal.call(self._a.remove_code_context, context)
 
-    def pause(self) -> None:
+    def _pause(self) -> None:
         _portal.call(self._a.pause)
+
+    @staticmethod
+    def _pause_by_id(cls: type["Sandbox"], sandbox_id: str, **kwargs: Any) -> None:
+        _portal.call(AsyncSandbox.pause, sandbox_id, **kwargs)
+
+    #: ``sandbox.pause()`` or ``Sandbox.pause(id)``.
+    pause = hybrid(_pause, _pause_by_id)
 
     def resume(self) -> None:
         _portal.call(self._a.resume)
@@ -229,8 +261,16 @@ class Sandbox:
     def snapshot(self, name: str) -> dict[str, Any]:
         return _portal.call(self._a.snapshot, name)
 
-    def kill(self) -> None:
+    def _kill(self) -> None:
         _portal.call(self._a.kill)
+
+    @staticmethod
+    def _kill_by_id(cls: type["Sandbox"], sandbox_id: str, **kwargs: Any) -> bool:
+        existed: bool = _portal.call(AsyncSandbox.kill, sandbox_id, **kwargs)
+        return existed
+
+    #: ``sandbox.kill()`` or ``Sandbox.kill(id)`` (True if it existed).
+    kill = hybrid(_kill, _kill_by_id)
 
     def close(self) -> None:
         _portal.call(self._a.close)
@@ -242,24 +282,42 @@ class Sandbox:
         self.kill()
 
 
+@dataclass(frozen=True)
 class Volume:
-    """A named volume (sync). See :class:`AsyncVolume`; instances are its value objects."""
+    """A named volume (sync). See :class:`AsyncVolume` for every argument."""
+
+    name: str
+    size_mb: int
+    created_at: float
+    owner: str | None = None
+    #: Ids of the sandboxes (in any state) that mount it; it cannot be deleted until none.
+    mounted_by: builtins.list[str] = field(default_factory=builtins.list)
+
+    @classmethod
+    def _of(cls, found: AsyncVolume) -> "Volume":
+        return cls(**dataclasses.asdict(found))
+
+    @classmethod
+    def create(cls, name: str, size_mb: int = 1024, **kwargs: Any) -> "Volume":
+        return cls._of(_portal.call(AsyncVolume.create, name, size_mb, **kwargs))
+
+    @classmethod
+    def get(cls, name: str, **kwargs: Any) -> "Volume":
+        return cls._of(_portal.call(AsyncVolume.get, name, **kwargs))
+
+    @classmethod
+    def list(cls, **kwargs: Any) -> builtins.list["Volume"]:
+        return [cls._of(v) for v in _portal.call(AsyncVolume.list, **kwargs)]
+
+    def _delete(self, **kwargs: Any) -> None:
+        _portal.call(AsyncVolume.delete, self.name, **kwargs)
 
     @staticmethod
-    def create(name: str, size_mb: int = 1024, **kwargs: Any) -> AsyncVolume:
-        return _portal.call(AsyncVolume.create, name, size_mb, **kwargs)
-
-    @staticmethod
-    def get(name: str, **kwargs: Any) -> AsyncVolume:
-        return _portal.call(AsyncVolume.get, name, **kwargs)
-
-    @staticmethod
-    def list(**kwargs: Any) -> list[AsyncVolume]:
-        return _portal.call(AsyncVolume.list, **kwargs)
-
-    @staticmethod
-    def delete(name: str, **kwargs: Any) -> None:
+    def _delete_by_name(cls: type["Volume"], name: str, **kwargs: Any) -> None:
         _portal.call(AsyncVolume.delete, name, **kwargs)
+
+    #: ``Volume.delete(name)`` or ``volume.delete()``.
+    delete = hybrid(_delete, _delete_by_name)
 
 
 class Template:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._hybrid import hybrid
 from ._transport import Api, ConnectionConfig, ensure_local_daemon
 
 
@@ -52,8 +53,15 @@ class AsyncVolume:
         page = await cls._call("GET", "/volumes", api_url, api_key, data_dir)
         return [cls(**item) for item in page["items"]]
 
-    @classmethod
-    async def delete(cls, name: str, *, api_url: str | None = None, api_key: str | None = None,
-                     data_dir: Path | str | None = None) -> None:
-        """Delete a volume and its data (ConflictError while a sandbox mounts it)."""
+    @staticmethod
+    async def _delete_by_name(cls: type["AsyncVolume"], name: str, *, api_url: str | None = None,
+                              api_key: str | None = None,
+                              data_dir: Path | str | None = None) -> None:
         await cls._call("DELETE", f"/volumes/{name}", api_url, api_key, data_dir)
+
+    async def _delete(self, **kwargs: Any) -> None:
+        await AsyncVolume._delete_by_name(type(self), self.name, **kwargs)
+
+    #: Delete a volume and its data (ConflictError while a sandbox mounts it):
+    #: ``AsyncVolume.delete(name)`` or ``volume.delete()``.
+    delete = hybrid(_delete, _delete_by_name)

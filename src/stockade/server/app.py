@@ -14,7 +14,10 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..compat import daytona
 from ..engine import Engine, EngineConfig
+from ..mcp.http import McpEndpoint
+from ..ui import Dashboard
 from . import errors
 from .auth import PUBLIC_PATHS, AuthMiddleware, load_admin_key
 from .control import Control, ControlPlane
@@ -100,6 +103,7 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     in local mode (one keyless user, as on the local daemon's private unix socket).
     """
     metrics = Metrics()
+    mcp = McpEndpoint()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,6 +114,7 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
             await control.start()
             stack.push_async_callback(control.close)
             app.state.control = control
+            await stack.enter_async_context(mcp.running())
             yield
             app.state.control = None
 
@@ -143,9 +148,12 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     app.include_router(ports.router)
     app.include_router(pty.router)
     app.include_router(templates.router)
+    app.include_router(daytona.router)
+    app.router.routes.append(mcp.route())
     app.state.access_tokens = AccessTokens(
         settings.data_dir / "private" / "access-token.key" if settings else None)
     app.add_middleware(AuthMiddleware, control=lambda: app.state.control)
+    app.add_middleware(Dashboard)  # /ui, and the browser's terminal, in front of auth
     app.add_middleware(BodyLimit, max_body=(settings or ServerSettings()).max_body_bytes)
     app.add_middleware(PortProxy, control=lambda: app.state.control,  # before auth: its own
                        tokens=app.state.access_tokens,

@@ -15,7 +15,9 @@ from .errors import json_error
 
 UNLIMITED = (("PUT", re.compile(r"^/sandboxes/[^/]+/files$")),
              # build contexts and images: bounded by routes/templates.py's MAX_UPLOAD
-             ("POST", re.compile(r"^/templates/(build|import)$")))
+             ("POST", re.compile(r"^/templates/(build|import)$")),
+             # Daytona's uploads: streamed like the PUT (compat/daytona/upload.py)
+             ("POST", re.compile(r"^/daytona/toolbox/[^/]+/files/(bulk-upload|upload-v2)$")))
 
 
 class BodyTooLarge(HTTPException):

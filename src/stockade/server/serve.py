@@ -46,6 +46,7 @@ def serve(config: EngineConfig, *, uds: Path | None = None, host: str = "127.0.0
         logs.configure(log_level)
         host, port, uds = settings.host, settings.port, None
         log.info("serving on http://%s:%d (data in %s)", host, port, settings.data_dir)
+        log.info("dashboard: http://%s:%d/ui/ ; MCP: http://%s:%d/mcp", host, port, host, port)
     if uds is not None:
         # Local mode has no keys: the socket's private directory is the authentication.
         uds.parent.mkdir(parents=True, exist_ok=True)

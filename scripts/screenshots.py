@@ -1,0 +1,53 @@
+"""Screenshots of the dashboard's main pages into docs/images/ (run by scripts/screenshots)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from browser import Browser
+from server_harness import Server, finish, new_data_dir
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "images"
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    server = Server(new_data_dir()).start()
+    browser = Browser()
+    try:
+        key = server.new_key("acme")
+        with server.client(key) as c:
+            ids = [c.post("/sandboxes", json={"timeout": 600, "metadata": {"job": name}}).json()["id"]
+                   for name in ("etl", "notebook")]
+            c.put(f"/sandboxes/{ids[0]}/files", params={"path": "/home/user/report.csv"},
+                  content=b"region,total\nnorth,42\nsouth,17\n")
+            c.post(f"/sandboxes/{ids[1]}/pause")
+        page = browser.page()
+        page.goto(server.url + "/ui/login")
+        page.screenshot(path=OUT / "dashboard-login.png")
+        page.fill("#key", key)
+        page.click("button[type=submit]")
+        page.wait_for_url(server.url + "/ui/")
+        page.screenshot(path=OUT / "dashboard-sandboxes.png", full_page=True)
+        page.goto(f"{server.url}/ui/sandboxes/{ids[0]}")
+        page.wait_for_selector("text=connected (pid")
+        page.click("#terminal")
+        page.keyboard.type("python3 -c 'import platform; print(platform.platform())'; ls -l; "
+                           "timeout 8 sh -c 'while :; do :; done'\n")
+        page.wait_for_timeout(14000)  # a few usage samples, the busy loop among them
+        page.screenshot(path=OUT / "dashboard-sandbox.png", full_page=True)
+        page.goto(f"{server.url}/ui/sandboxes/{ids[0]}/files?path=%2Fhome%2Fuser")
+        page.screenshot(path=OUT / "dashboard-files.png", full_page=True)
+        if browser.outside:
+            print(f"pages asked for something outside loopback: {browser.outside}")
+            return 1
+    finally:
+        browser.close()
+        finish(server)
+    print(f"wrote {', '.join(p.name for p in sorted(OUT.glob('dashboard-*.png')))} in {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""``ClusterSandboxes``: the sandboxes service of a whole cluster, as an API replica sees it.
+
+Creates take a slot through :class:`Placer` and go to the host actor on the node Ray chose;
+``get``, ``list``, ``kill`` and ``run`` go to the owning host recorded in PostgreSQL. A watcher
+finds host actors by name and pings them: a host whose actor is gone or silent is marked down
+and its sandboxes ``lost`` (reason ``host_lost``); when it comes back, what it still runs is
+``running`` again, what it ended by itself (a timeout) is forgotten and its slot freed, and
+what no row claims is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import time
+from typing import Any, Callable, TypeVar
+
+from ..engine import EngineError, SandboxNotFound, SandboxUnavailable
+from ..engine import errors as engine_errors
+from ..models import ProcessSpec, SandboxInfo, SandboxSpec
+from .host import CommandResult, Failure, HostInfo
+from .node import NAMESPACE, actor_name
+from .placement import Placer
+from .state import ALIVE, LOST, ClusterState
+
+log = logging.getLogger("stockade.cluster")
+T = TypeVar("T")
+#: A host that does not answer a ping within this many seconds is marked down.
+PING_TIMEOUT = 5.0
+WATCH_EVERY = 1.0
+#: How often each live host's sandboxes are compared with the rows (ended ones forgotten).
+SYNC_EVERY = 5.0
+#: A sandbox a returning host runs without a row is killed only if older than this (a create
+#: on another replica may be between the host's answer and its row).
+ORPHAN_AGE = 60.0
+#: The longest a call to a host may take (a create may boot a microVM under TCG).
+CALL_TIMEOUT = 300.0
+HOST_LOST = "host_lost"
+
+
+def _error_classes() -> dict[str, type[EngineError]]:
+    found = {}
+    for name in dir(engine_errors):
+        cls = getattr(engine_errors, name)
+        if isinstance(cls, type) and issubclass(cls, EngineError):
+            found[cls.code] = cls
+    return found
+
+
+ERRORS = _error_classes()
+
+
+def raise_failure(out: T | Failure) -> T:
+    """The value, or the engine error the host reported, re-raised as the same class."""
+    if isinstance(out, Failure):
+        raise ERRORS.get(out.code, EngineError)(out.message)
+    return out
+
+
+class HostDown(SandboxUnavailable):
+    """The sandbox's host is gone (its Ray node or its actor died)."""
+
+
+class ClusterSandboxes:
+    """create/get/list/kill/run over every host of the cluster."""
+
+    def __init__(self, ray: Any, state: ClusterState, placer: Placer) -> None:
+        self._ray = ray
+        self.state = state
+        self._placer = placer
+        self._actors: dict[str, Any] = {}
+        self._next_sync = 0.0
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    # -- talking to hosts ------------------------------------------------------------------
+    def _actor(self, host: str) -> Any:
+        if (handle := self._actors.get(host)) is None:
+            handle = self._ray.get_actor(actor_name(host), namespace=NAMESPACE)
+            self._actors[host] = handle
+        return handle
+
+    async def _call(self, host: str, method: str, *args: Any, timeout: float = CALL_TIMEOUT) -> Any:
+        """Call ``method`` on host ``host``'s actor; a dead host is marked down (HostDown)."""
+        from ray.exceptions import RayActorError
+
+        try:
+            ref = getattr(self._actor(host), method).remote(*args)
+            return await asyncio.wait_for(ref, timeout)
+        except (RayActorError, ValueError, asyncio.TimeoutError) as exc:
+            self._actors.pop(host, None)
+            why = ("did not answer in time" if isinstance(exc, asyncio.TimeoutError)
+                   else "is gone (its Ray node or actor died)")
+            await self.db(self.state.host_down, host, HOST_LOST)
+            raise HostDown(f"host {host} {why}; its sandboxes are reported lost") from None
+
+    # -- the service -----------------------------------------------------------------------
+    async def create(self, spec: SandboxSpec) -> tuple[SandboxInfo, str]:
+        """Place and create a sandbox; return it and the name of the host it runs on."""
+        slot = await self._placer.reserve(spec.isolation)
+        try:
+            host = await self._host_on(slot.node_id)
+            info: SandboxInfo = raise_failure(await self._call(host, "create", spec))
+            try:
+                await self.db(self.state.add_sandbox, info, host, slot.name)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self._call(host, "kill", info.id)
+                raise
+        except BaseException:
+            await self._placer.release(slot.name)
+            raise
+        return info, host
+
+    async def _host_on(self, node_id: str) -> str:
+        for row in await self.db(self.state.hosts):
+            if row.node_id == node_id and row.state == ALIVE:
+                return row.name
+        raise SandboxUnavailable(f"Ray placed the sandbox on node {node_id}, where no live "
+                                 f"Stockade host is known yet; retry in a few seconds")
+
+    async def get(self, sandbox_id: str) -> SandboxInfo:
+        row = await self.db(self.state.sandbox, sandbox_id)
+        if row is None:
+            raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
+        if row.state == LOST:
+            return row.sandbox()
+        try:
+            info: SandboxInfo = raise_failure(await self._call(row.host, "get", sandbox_id))
+        except HostDown:
+            return (await self.db(self.state.sandbox, sandbox_id) or row).sandbox()
+        except SandboxNotFound:
+            await self._forget(sandbox_id, row.placement)
+            raise
+        await self.db(self.state.refresh, info)
+        return info
+
+    async def list(self) -> builtins.list[SandboxInfo]:
+        """Every sandbox the cluster knows, lost ones included, by id."""
+        return [row.sandbox() for row in await self.db(self.state.sandboxes)]
+
+    async def placement(self) -> dict[str, builtins.list[str]]:
+        """Sandbox ids by host name."""
+        found: dict[str, builtins.list[str]] = {}
+        for row in await self.db(self.state.sandboxes):
+            found.setdefault(row.host, []).append(row.id)
+        return found
+
+    async def kill(self, sandbox_id: str) -> None:
+        """Kill the sandbox and free its slot; a lost sandbox's record is removed (its host
+        kills it if it comes back)."""
+        row = await self.db(self.state.sandbox, sandbox_id)
+        if row is None:
+            raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
+        if row.state != LOST:
+            try:
+                out = await self._call(row.host, "kill", sandbox_id)
+                if not (isinstance(out, Failure) and out.code == SandboxNotFound.code):
+                    raise_failure(out)
+            except HostDown:
+                pass
+        await self._forget(sandbox_id, row.placement)
+
+    async def run(self, sandbox_id: str, spec: ProcessSpec) -> CommandResult:
+        row = await self.db(self.state.sandbox, sandbox_id)
+        if row is None:
+            raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
+        if row.state == LOST:
+            raise HostDown(f"sandbox {sandbox_id} is lost: its host {row.host} is down")
+        result: CommandResult = raise_failure(await self._call(row.host, "run", sandbox_id, spec))
+        return result
+
+    async def _forget(self, sandbox_id: str, placement: str) -> None:
+        await self.db(self.state.remove_sandbox, sandbox_id)
+        await self._placer.release(placement)
+
+    # -- watching hosts --------------------------------------------------------------------
+    async def watch(self) -> None:
+        """Forever: find host actors, mark silent ones down, reconcile returning ones."""
+        while True:
+            try:
+                await self.check_hosts()
+            except Exception:  # noqa: BLE001 - the watcher must outlive any one failure
+                log.exception("checking the cluster's hosts failed")
+            await asyncio.sleep(WATCH_EVERY)
+
+    async def check_hosts(self) -> None:
+        """One round: hosts whose actor vanished are down; the others are pinged, and synced
+        when they come back and every :data:`SYNC_EVERY` seconds."""
+        named = await asyncio.to_thread(self._ray.util.list_named_actors, all_namespaces=True)
+        present = {a["name"][len("host-"):] for a in named
+                   if a["namespace"] == NAMESPACE and a["name"].startswith("host-")}
+        for row in await self.db(self.state.hosts):
+            if row.state == ALIVE and row.name not in present:
+                self._actors.pop(row.name, None)
+                await self.db(self.state.host_down, row.name, HOST_LOST)
+                log.warning("host %s is gone; its sandboxes are lost", row.name)
+        due = time.monotonic() >= self._next_sync
+        if due:
+            self._next_sync = time.monotonic() + SYNC_EVERY
+        await asyncio.gather(*(self._ping(name, due) for name in present))
+
+    async def _ping(self, host: str, sync: bool) -> None:
+        with contextlib.suppress(HostDown):
+            info: HostInfo = await self._call(host, "describe", timeout=PING_TIMEOUT)
+            if not info.ready:  # still re-attaching its sandboxes: not yet a live host
+                return
+            if await self.db(self.state.host_seen, host, info.node_id):
+                log.info("host %s is up on node %s", host, info.node_id)
+                sync = True
+            if sync:
+                await self._sync(host)
+
+    async def _sync(self, host: str) -> None:
+        """Agree with what the host runs: refresh its sandboxes' rows (``running`` again after
+        a return), forget the ones it ended by itself (a timeout) and free their slots, and
+        kill the ones no row claims."""
+        # Rows first: a row is written only after its sandbox exists on the host, so every
+        # row read now names a sandbox the host lists below unless that sandbox has ended.
+        rows = {row.id: row for row in await self.db(self.state.sandboxes, host)}
+        running = {info.id: info for info in await self._call(host, "list")}
+        for sandbox_id, row in rows.items():
+            if sandbox_id in running:
+                await self.db(self.state.refresh, running[sandbox_id])
+            else:
+                await self._forget(sandbox_id, row.placement)
+        for sandbox_id, info in running.items():
+            if sandbox_id not in rows and info.created_at < time.time() - ORPHAN_AGE:
+                log.warning("killing sandbox %s on host %s: no record claims it", sandbox_id, host)
+                await self._call(host, "kill", sandbox_id)

@@ -1,0 +1,79 @@
+"""Dashboard sessions: a random id in an HttpOnly, SameSite=Strict cookie names the API key
+(kept in server memory only) and a CSRF token that every form and the terminal must carry."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from dataclasses import dataclass, field
+
+COOKIE = "stockade_ui"
+#: A session ends this long after sign-in, whatever happens.
+LIFETIME = 8 * 3600.0
+MAX_SESSIONS = 10000
+
+
+@dataclass(frozen=True)
+class Session:
+    """One signed-in browser."""
+
+    key: str
+    tenant: str
+    admin: bool
+    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    expires: float = field(default_factory=lambda: time.time() + LIFETIME)
+
+
+class Sessions:
+    """Sessions by id, in memory (a server restart signs everyone out)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Session] = {}
+        self._notes: dict[str, str] = {}
+
+    def open(self, key: str, tenant: str, admin: bool) -> tuple[str, Session]:
+        now = time.time()
+        if len(self._by_id) >= MAX_SESSIONS:
+            self._by_id = {k: s for k, s in self._by_id.items() if s.expires > now}
+            while len(self._by_id) >= MAX_SESSIONS:  # still full: the oldest go first
+                del self._by_id[next(iter(self._by_id))]
+            self._notes = {k: n for k, n in self._notes.items() if k in self._by_id}
+        session_id = secrets.token_urlsafe(32)
+        self._by_id[session_id] = session = Session(key, tenant, admin)
+        return session_id, session
+
+    def get(self, session_id: str | None) -> Session | None:
+        session = self._by_id.get(session_id or "")
+        if session is not None and session.expires <= time.time():
+            self.close(session_id)
+            return None
+        return session
+
+    def close(self, session_id: str | None) -> None:
+        self._by_id.pop(session_id or "", None)
+        self._notes.pop(session_id or "", None)
+
+    def note(self, session_id: str, text: str) -> None:
+        """Keep ``text`` to show on the session's next page (what the last action did)."""
+        if session_id in self._by_id:
+            self._notes[session_id] = text
+
+    def take_note(self, session_id: str) -> str:
+        return self._notes.pop(session_id, "")
+
+
+def csrf_ok(session: Session, token: str | None) -> bool:
+    return token is not None and hmac.compare_digest(session.csrf.encode(), token.encode())
+
+
+def cookie_value(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The session id from a request's Cookie headers."""
+    for name, value in headers:
+        if name != b"cookie":
+            continue
+        for part in value.decode("latin-1").split(";"):
+            key, _, val = part.strip().partition("=")
+            if key == COOKIE and val:
+                return val
+    return None
