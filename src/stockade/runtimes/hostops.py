@@ -83,10 +83,12 @@ async def loop_released(image: Path, timeout: float) -> bool:
     """Whether no loop device holds ``image`` any more, waiting up to ``timeout`` seconds (a
     lazily unmounted filesystem is flushed, and lets go of its image, only later)."""
     deadline = time.monotonic() + timeout
+    delay = 0.001
     while str(image) in loop_backing_files():
         if time.monotonic() > deadline:
             return False
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
     return True
 
 

@@ -240,6 +240,9 @@ class OciDriver(RuntimeDriver):
         await self.stop(spec)
         if hostops.mounts_under(spec.directory):
             raise DriverError(f"{spec.directory} still has mounts; not removing it")
+        # The kernel detaches an autoclear loop device asynchronously after the unmount:
+        # removing its image first would leave the device on a deleted file for a while.
+        await hostops.loop_released(spec.directory / "disk.img", RELEASE_WAIT / 6)
         await asyncio.to_thread(shutil.rmtree, spec.directory, True)
 
     async def known_ids(self) -> set[str]:
