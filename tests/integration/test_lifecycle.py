@@ -20,6 +20,7 @@ from stockade import InvalidRequestError, Sandbox, SandboxNotFound
 from stockade.config import default_images_dir
 from stockade.engine.hostcheck import find_leaks
 from stockade.images import ImageStore, import_rootfs_tar
+from stockade.runtimes.hostops import cgroup_parent
 
 # conftest's Daemon, reached through the fixture (conftest is not importable by name here).
 Daemon = Any
@@ -92,8 +93,10 @@ def _children(pid: int) -> list[int]:
 
 def _crash(daemon: Daemon) -> None:
     """SIGKILL the daemon, then wait for the runtime commands it had started (runc run, mkfs,
-    ...) to finish on their own, as they would before a supervisor restarts it."""
-    children = _children(daemon.pid)
+    ...) to finish on their own, as they would before a supervisor restarts it. (The sandboxes'
+    own processes, which the daemon adopts from the runtimes, live on.)"""
+    sandboxes = f"/{cgroup_parent(daemon.data_dir)}/"
+    children = [c for c in _children(daemon.pid) if sandboxes not in _cgroup(c)]
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGKILL)
     daemon.proc.wait()
@@ -101,6 +104,13 @@ def _crash(daemon: Daemon) -> None:
     while any(Path(f"/proc/{c}").exists() and _state(c) != "Z" for c in children):
         assert time.monotonic() < deadline, "the killed daemon's children did not finish"
         time.sleep(0.05)
+
+
+def _cgroup(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return ""
 
 
 def _state(pid: int) -> str:

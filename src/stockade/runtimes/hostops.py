@@ -83,23 +83,121 @@ async def loop_released(image: Path, timeout: float) -> bool:
     """Whether no loop device holds ``image`` any more, waiting up to ``timeout`` seconds (a
     lazily unmounted filesystem is flushed, and lets go of its image, only later)."""
     deadline = time.monotonic() + timeout
+    delay = 0.001
     while str(image) in loop_backing_files():
         if time.monotonic() > deadline:
             return False
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
     return True
 
 
-async def make_disk(image: Path, mountpoint: Path, size_mb: int, owner: int) -> None:
-    """Create a sparse ext4 disk of ``size_mb`` and mount it: the writable layer's quota."""
+async def make_disk(image: Path, mountpoint: Path, size_mb: int, owner: int,
+                    blanks: Path | None = None) -> None:
+    """Create a sparse ext4 disk of ``size_mb`` and mount it: the writable layer's quota.
+
+    With ``blanks``, a new disk is a copy of a blank one kept there (formatted once per size
+    and owner): copying its megabyte of metadata is cheaper than running mkfs for every
+    sandbox. Such copies share the filesystem UUID and directory hash seed; nothing relies on
+    them being unique."""
     if not image.exists():
-        with open(image, "wb") as f:
-            f.truncate(size_mb << 20)
-        await run("mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0",
-                  "-E", f"lazy_itable_init=1,nodiscard,root_owner={owner}:{owner}", str(image))
+        if blanks is None:
+            await _format(image, size_mb, owner)
+        else:
+            blank = await _blank_disk(blanks, size_mb, owner)
+            await asyncio.to_thread(_copy_sparse, blank, image)
     mountpoint.mkdir(exist_ok=True)
     if not mounted(mountpoint):
-        await run("mount", "-o", "loop,nosuid,nodev", str(image), str(mountpoint))
+        await asyncio.to_thread(mount_loop, image, mountpoint)
+
+
+async def _format(image: Path, size_mb: int, owner: int) -> None:
+    with open(image, "wb") as f:
+        f.truncate(size_mb << 20)
+    await run("mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0",
+              "-E", f"lazy_itable_init=1,nodiscard,root_owner={owner}:{owner}", str(image))
+
+
+_blank_locks: dict[Path, asyncio.Lock] = {}
+
+
+async def _blank_disk(blanks: Path, size_mb: int, owner: int) -> Path:
+    blank = blanks / f"ext4-{size_mb}m-{owner}.img"
+    async with _blank_locks.setdefault(blank, asyncio.Lock()):
+        if not blank.exists():
+            blanks.mkdir(mode=0o700, parents=True, exist_ok=True)
+            part = blank.with_suffix(".part")
+            await _format(part, size_mb, owner)
+            part.rename(blank)
+    return blank
+
+
+def _copy_sparse(source: Path, target: Path) -> None:
+    """Copy ``source`` to a new ``target``, holes kept as holes."""
+    part = target.with_suffix(".part")
+    with open(source, "rb") as src, open(part, "wb") as dst:
+        size = os.fstat(src.fileno()).st_size
+        dst.truncate(size)
+        offset = 0
+        while offset < size:
+            try:
+                data = os.lseek(src.fileno(), offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            end = os.lseek(src.fileno(), data, os.SEEK_HOLE)
+            done = data
+            while done < end:
+                done += os.copy_file_range(src.fileno(), dst.fileno(), end - done, done, done)
+            offset = end
+    part.rename(target)
+
+
+LOOP_CTL_GET_FREE, LOOP_CONFIGURE, LO_FLAGS_AUTOCLEAR = 0x4C82, 0x4C0A, 4
+MS_NOSUID, MS_NODEV = 2, 4
+
+
+def mount_loop(image: Path, mountpoint: Path) -> None:
+    """``mount -o loop,nosuid,nodev image mountpoint`` for ext4, without a mount process:
+    the loop device frees itself when unmounted."""
+    import fcntl
+    import struct
+
+    fd = os.open(image, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for _ in range(50):  # another allocator may take the free device first
+            ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+            try:
+                number = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
+            finally:
+                os.close(ctl)
+            device = f"/dev/loop{number}"
+            try:
+                loop = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:  # devtmpfs has not made the node yet
+                time.sleep(0.001)
+                continue
+            # struct loop_config: fd, block_size, loop_info64 (lo_flags at offset 52), reserved
+            config = bytearray(struct.calcsize("=II232x64x"))
+            struct.pack_into("=II", config, 0, fd, 0)
+            struct.pack_into("=I", config, 8 + 52, LO_FLAGS_AUTOCLEAR)
+            try:
+                fcntl.ioctl(loop, LOOP_CONFIGURE, bytes(config))
+            except OSError as exc:
+                os.close(loop)
+                if exc.errno == 16:  # EBUSY: taken meanwhile
+                    continue
+                raise DriverError(f"cannot attach {image} to {device}: {exc.strerror}") from None
+            try:
+                if _libc.mount(device.encode(), str(mountpoint).encode(), b"ext4",
+                               MS_NOSUID | MS_NODEV, None) != 0:
+                    err = ctypes.get_errno()
+                    raise DriverError(f"cannot mount {image} at {mountpoint}: {os.strerror(err)}")
+            finally:
+                os.close(loop)  # the mount holds the device now; unmounting frees it
+            return
+        raise DriverError(f"no free loop device for {image}")
+    finally:
+        os.close(fd)
 
 
 def mount_overlay(lower: Path | str, upper: Path, work: Path, target: Path, owner: int) -> None:
@@ -152,15 +250,41 @@ async def empty_cgroup(relative: str, grace: float = 5.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
     killed = False
+    delay = 0.001
     while pids := cgroup_pids(relative):
         if loop.time() > deadline:
             if killed:
                 raise DriverError(f"processes {sorted(pids)} of {relative} survive SIGKILL")
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, 9)
+            _kill_all(relative, pids)
             killed, deadline = True, loop.time() + grace
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def _kill_all(relative: str, pids: set[int]) -> None:
+    """SIGKILL ``pids``, then thaw the cgroup: a frozen process dies only once thawed."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    for path, value in ((CGROUP_ROOT / "freezer" / relative / "freezer.state", "THAWED"),
+                        (CGROUP_ROOT / relative / "cgroup.freeze", "0")):
+        if path.exists():
+            with contextlib.suppress(OSError):
+                path.write_text(value)
+
+
+async def kill_cgroup(relative: str, grace: float = 5.0) -> None:
+    """SIGKILL every process of the cgroup ``relative`` (frozen ones included) and wait until
+    none is left; raise DriverError if some survive ``grace`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    delay = 0.001
+    while pids := cgroup_pids(relative):
+        if loop.time() > deadline:
+            raise DriverError(f"processes {sorted(pids)} of {relative} survive SIGKILL")
+        _kill_all(relative, pids)  # again each round: a process may have forked meanwhile
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.02)
 
 
 def remove_cgroup(relative: str) -> None:

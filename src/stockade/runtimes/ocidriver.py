@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-
 import asyncio
+import compileall
 import contextlib
 import json
 import os
@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..images import ImageStore
-from . import hostops
+from . import hostops, hostproc
 from .base import DriverError, RuntimeDriver, RuntimeState, SandboxSpec, Stats, greet
 from .channel import AgentChannel, ChannelClosed
 from .oci import build_config
 
 AGENT_READY_TIMEOUT = 20.0
+#: Longest pause between two attempts to reach an agent that is still starting.
+AGENT_POLL_MAX = 0.005
 #: How long a start or an archive waits for the last run's lazily unmounted disk to let go.
 RELEASE_WAIT = 30.0
 
@@ -48,6 +50,18 @@ class OciDriver(RuntimeDriver):
         self.agent_dir = agent_dir
         self.runtime_root = data_dir / "runtime" / self.tier
         self.cgroup_parent = hostops.cgroup_parent(data_dir)
+        #: Channels opened by start (which proves the agent answers), handed to the first
+        #: connect so that the first command does not open a second one.
+        self._ready: dict[str, AgentChannel] = {}
+        #: Each sandbox's processes that the runtime orphaned to us, and the sessions of its
+        #: processes (whose members may be orphaned to us later): ours to reap.
+        self._pids: dict[str, set[int]] = {}
+        self._sessions: dict[str, set[int]] = {}
+        hostproc.adopt_orphans()  # the sandboxes' processes: reaped at once when they end
+        # The agent is mounted read-only, so a sandbox's Python cannot cache what it compiles:
+        # compile it here once (a source checkout lacks bytecode for modules the host never
+        # imports; without it every sandbox start compiles them again).
+        compileall.compile_dir(str(agent_dir), maxlevels=0, quiet=2)
 
     # -- the runtime binary ----------------------------------------------------------------
     def global_flags(self, spec: SandboxSpec | None = None) -> list[str]:
@@ -85,7 +99,8 @@ class OciDriver(RuntimeDriver):
         # moment to let go (recovery after a crash must go on even if it does not).
         if not hostops.mounted(d / "disk"):
             await hostops.loop_released(d / "disk.img", RELEASE_WAIT / 6)
-        await hostops.make_disk(d / "disk.img", d / "disk", spec.resources.disk_mb, owner)
+        await hostops.make_disk(d / "disk.img", d / "disk", spec.resources.disk_mb, owner,
+                                self.data_dir / "runtime" / "blank-disks")
         # A snapshot template is its own layer over its parent's: lowerdir=child:parent:...
         lower = ":".join(str(p) for p in self.images.layers(spec.image, self.uid_base))
         await asyncio.to_thread(hostops.mount_overlay, lower, d / "disk" / "upper",
@@ -114,15 +129,29 @@ class OciDriver(RuntimeDriver):
         with contextlib.suppress(FileNotFoundError):
             socket.unlink()
         self.runtime_root.mkdir(parents=True, exist_ok=True)
-        with open(d / "agent.log", "ab") as log:
-            proc = await asyncio.create_subprocess_exec(
-                *self.launcher(spec), self.binary, *self.global_flags(spec), *self.run_args(spec),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
-            code = await proc.wait()
+        code = await self.spawn(spec, self.run_args(spec))
         if code != 0:
             raise DriverError(f"{self.binary} run failed ({code}): {self.tail_log(spec)}")
+        await self.await_agent(spec)
+
+    async def spawn(self, spec: SandboxSpec, args: list[str]) -> int:
+        """Run the runtime with ``args`` to start ``spec``'s sandbox; its output goes to the
+        agent log. Returns its exit code."""
+        with open(spec.directory / "agent.log", "ab") as log:
+            proc = await asyncio.create_subprocess_exec(
+                *self.launcher(spec), self.binary, *self.global_flags(spec), *args,
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
+            return await proc.wait()
+
+    async def await_agent(self, spec: SandboxSpec) -> None:
+        """Wait until the agent answers; keep that channel for the first :meth:`connect`."""
         channel = await self.connect(spec)
-        await channel.aclose()
+        if old := self._ready.pop(spec.id, None):
+            await old.aclose()
+        self._ready[spec.id] = channel
+        pids = hostops.cgroup_pids(self.cgroup(spec))
+        self._pids[spec.id] = hostproc.children(pids)
+        self._sessions[spec.id] = hostproc.sessions(pids)
 
     def tail_log(self, spec: SandboxSpec, size: int = 2000) -> str:
         try:
@@ -132,9 +161,12 @@ class OciDriver(RuntimeDriver):
         return data.decode(errors="replace").strip() or "(empty log)"
 
     async def connect(self, spec: SandboxSpec) -> AgentChannel:
+        ready = self._ready.pop(spec.id, None)
+        if ready is not None and not ready.closed:
+            return ready
         socket = spec.directory / "disk" / "run" / "agent.sock"
         deadline = time.monotonic() + AGENT_READY_TIMEOUT
-        delay = 0.002
+        delay = 0.001
         while True:
             try:
                 channel = await _connect_no_follow(socket)
@@ -145,14 +177,19 @@ class OciDriver(RuntimeDriver):
                     raise DriverError(f"the agent of {spec.id} did not answer within "
                                       f"{AGENT_READY_TIMEOUT:.0f} s ({exc}); agent log: "
                                       f"{self.tail_log(spec)}") from None
-                if await self.state(spec) not in (RuntimeState.RUNNING, RuntimeState.PAUSED):
+                # The sandbox's cgroup empties when its agent or runtime exits: asking the
+                # runtime instead costs a process (20 to 200 ms) per attempt.
+                if not hostops.cgroup_pids(self.cgroup(spec)):
                     raise DriverError(f"sandbox {spec.id} is not running (its agent or runtime "
                                       f"exited); agent log: "
                                       f"{self.tail_log(spec)}") from None
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
+                delay = min(delay * 2, AGENT_POLL_MAX)
 
     async def state(self, spec: SandboxSpec) -> RuntimeState:
+        if pids := self._pids.get(spec.id):  # an unreaped sandbox looks alive to runsc
+            self._pids[spec.id] = hostproc.reap(pids)
+            hostproc.reap_sessions(self._sessions.get(spec.id, set()))
         try:
             out = await self.runtime("state", spec.id, timeout=20)
         except DriverError:
@@ -171,6 +208,16 @@ class OciDriver(RuntimeDriver):
         await self.runtime("resume", spec.id)
 
     async def stop(self, spec: SandboxSpec) -> None:
+        if ready := self._ready.pop(spec.id, None):
+            await ready.aclose()
+        # Kill and reap first: the runtimes' own delete --force waits in 100 ms steps for
+        # processes to vanish (and runsc's only vanish once reaped), ours return at once.
+        pids = self._pids.pop(spec.id, set()) | hostproc.adopted(
+            hostops.cgroup_pids(self.cgroup(spec)))
+        with contextlib.suppress(DriverError):
+            await hostops.kill_cgroup(self.cgroup(spec), grace=2.0)
+        await hostproc.reap_killed(pids)
+        hostproc.reap_sessions(self._sessions.pop(spec.id, set()))
         # Twice if need be: a delete killed half-way leaves the runtime's state of the sandbox
         # behind (security battery: "runtime SIGKILL during kill"); a second one finishes it.
         for _ in range(2):
@@ -193,6 +240,9 @@ class OciDriver(RuntimeDriver):
         await self.stop(spec)
         if hostops.mounts_under(spec.directory):
             raise DriverError(f"{spec.directory} still has mounts; not removing it")
+        # The kernel detaches an autoclear loop device asynchronously after the unmount:
+        # removing its image first would leave the device on a deleted file for a while.
+        await hostops.loop_released(spec.directory / "disk.img", RELEASE_WAIT / 6)
         await asyncio.to_thread(shutil.rmtree, spec.directory, True)
 
     async def known_ids(self) -> set[str]:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..images import ImageStore, guest
-from . import hostops, jail, qemu_devices
+from . import hostops, hostproc, jail, qemu_devices
 from .base import (DriverError, NotSupported, RuntimeDriver, RuntimeState, SandboxSpec, Stats,
                    greet)
 from .channel import AgentChannel, ChannelClosed
@@ -324,6 +324,11 @@ class QemuDriver(RuntimeDriver):
             if pid is None or _starttime(pid) is None:
                 break
             await asyncio.sleep(0.01)
+        if pid is not None and _starttime(pid) is None:
+            # The jail (QEMU once it execs) outlives a killed unshare for a moment and is then
+            # orphaned to the engine, which adopts orphans (hostproc.py): it is in the session
+            # unshare led, and unshare itself is reaped already.
+            hostproc.reap_sessions({pid})
         hostops.remove_cgroup(self.cgroup(spec))
         for name in ("agent.sock", "qmp.sock"):
             with contextlib.suppress(OSError):

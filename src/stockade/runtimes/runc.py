@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from . import hostproc
+from .base import SandboxSpec
 from .ocidriver import OciDriver
 
 #: Host uid of root inside every container-tier sandbox (uids 0-65535 map above it).
@@ -16,3 +18,14 @@ class RuncDriver(OciDriver):
     tier = "container"
     binary = "runc"
     uid_base = DEFAULT_UID_BASE
+
+    def run_args(self, spec: SandboxSpec) -> list[str]:
+        # No session keyring per container: each one is a key charged to the container's host
+        # uid, the same for every sandbox, whose quota (kernel.keys.maxkeys, 200) capped the
+        # host at 200 live sandboxes. They inherit the engine's own, empty and private one.
+        run, *rest = super().run_args(spec)
+        return [run, "--no-new-keyring", *rest]
+
+    async def spawn(self, spec: SandboxSpec, args: list[str]) -> int:
+        hostproc.private_session_keyring()  # on the thread that forks the runtime
+        return await super().spawn(spec, args)

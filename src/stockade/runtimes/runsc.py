@@ -61,15 +61,10 @@ class RunscDriver(OciDriver):
         await self.reopen(spec)
         suspend.wake(spec)  # the restored agent finds it and listens again
         self.runtime_root.mkdir(parents=True, exist_ok=True)
-        with open(spec.directory / "agent.log", "ab") as log:
-            proc = await asyncio.create_subprocess_exec(
-                *self.launcher(spec), self.binary, *self.global_flags(spec), "restore",
-                "--image-path", str(image_dir), "--bundle", str(spec.directory / "bundle"),
-                "--detach", spec.id, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
-            code = await proc.wait()
+        code = await self.spawn(spec, ["restore", "--image-path", str(image_dir), "--bundle",
+                                       str(spec.directory / "bundle"), "--detach", spec.id])
         if code != 0:
             raise suspend.CheckpointCorrupt(
                 f"runsc could not restore the checkpoint in {image_dir} ({code}): "
                 f"{self.tail_log(spec, 600)}")
-        channel = await self.connect(spec)
-        await channel.aclose()
+        await self.await_agent(spec)

@@ -35,7 +35,10 @@ ALLOWLIST_PATH = Path(__file__).with_name("seccomp_allow.json")
 EPERM = 1
 ENOSYS = 38
 
-ARCHITECTURES: tuple[str, ...] = ("SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32")
+# Not SCMP_ARCH_X32: libseccomp's x86_64 filter then refuses every x32 system call outright
+# (the x32 bit is checked first), and generating the x32 half of the filter cost runc about
+# 35 ms per sandbox, a third of a cold create (docs/performance.md).
+ARCHITECTURES: tuple[str, ...] = ("SCMP_ARCH_X86_64", "SCMP_ARCH_X86")
 
 # CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER
 # | CLONE_NEWPID | CLONE_NEWNET: 0x7E020000, the mask moby uses.
