@@ -20,6 +20,10 @@ from stockade import Sandbox
 from stockade.config import default_images_dir, local_socket
 from stockade.engine.hostcheck import cgroup_parent_left, find_leaks
 
+# The integration harness (server_harness.py) is shared by the compatibility tests and the
+# benchmarks. One conftest only: a second one would shadow this module as "conftest".
+sys.path.insert(0, str(Path(__file__).parent / "integration"))
+
 TIERS = ["container", "gvisor"]
 #: With the microVM tier (TCG here: a snapshot-started VM is ready in about a second).
 ALL_TIERS = [*TIERS, "microvm"]

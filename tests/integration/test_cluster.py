@@ -193,7 +193,7 @@ def test_a_killed_host_reports_its_sandboxes_lost_and_reattaches_them_on_return(
         # The host comes back on the same data directory: its engine re-attaches what still
         # runs, and the API reports those sandboxes running again, files intact.
         host_a.start()
-        _wait_for(lambda: c.get(f"/sandboxes/{on_a[0]}").json()["state"] == "running", 60)
+        _wait_for(lambda: c.get(f"/sandboxes/{on_a[0]}").json().get("state") == "running", 60)
         r = c.post(f"/sandboxes/{on_a[0]}/run", json={"cmd": "cat /home/user/f"})
         assert r.json()["stdout"] == "kept\n", r.text
         assert _hosts(c)["a"]["state"] == "alive"

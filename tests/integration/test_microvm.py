@@ -287,7 +287,9 @@ async def test_hung_boot_is_reported_and_cleaned_up(daemon: Any,
         start = time.monotonic()
         with pytest.raises(DriverError, match="did not answer within 1 s"):
             await driver.start(spec)
-        assert time.monotonic() - start < 30
+        # Far below the 180 s TCG boot timeout it would wait without the setting (the margin
+        # is for a loaded machine: the VM's launch itself has taken 31 s there).
+        assert time.monotonic() - start < 90
         await driver.destroy(spec)
         assert not find_leaks(data_dir)
         assert not qemu_pids(data_dir, "sbhung")
