@@ -7,6 +7,7 @@ while, to its owner only, through the server and the SDK; the end records are bo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -137,3 +138,21 @@ def test_end_records_are_bounded(server: Server, keys: dict[str, str]) -> None:
         ended = c.get("/sandboxes", params={"state": "ended"}).json()["items"]
     assert len(ended) == KEEP and {s["id"] for s in ended} == set(ids[2:])
     assert len(list((server.data_dir / "ended").iterdir())) == KEEP
+
+
+def test_sandbox_gone_over_a_restart_reads_host_restart_to_its_owner(
+        server: Server, keys: dict[str, str]) -> None:
+    sb = _create(server, keys["owner"], isolation="container", timeout=600)
+    cgroup = f"{hostops.cgroup_parent(server.data_dir)}/{sb.id}"
+    server.stop()  # sandboxes outlive the server...
+    try:
+        for pid in hostops.cgroup_pids(cgroup):  # ...but this one dies while it is down
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    finally:
+        server.start()
+    info = _info(server, keys["owner"], sb.id)
+    assert (info["state"], info["reason"]) == ("ended", "host_restart"), info
+    with server.client(keys["other"]) as c:
+        assert c.get(f"/sandboxes/{sb.id}").status_code == 404
+    sb.close()
