@@ -21,6 +21,7 @@ from stockade.runtimes import hostops
 
 pytestmark = pytest.mark.root
 KEEP = 4  # end records the server keeps (STOCKADE_ENDED_KEEP)
+FORK_BOMB = "bomb() { bomb | bomb & }; bomb; sleep 3"
 MEMORY_BOMB = ["python3", "-c", "b = []\nwhile True: b.append(bytearray(8 << 20))"]
 
 
@@ -120,6 +121,16 @@ def test_memory_bomb_that_kills_a_gvisor_sandbox_reads_out_of_memory(
         sb.commands.run(MEMORY_BOMB, timeout=60)
     info = _wait_ended(server, keys["owner"], sb.id, within=30)
     assert info["reason"] == "out_of_memory", info
+    sb.close()
+
+
+def test_fork_bomb_that_kills_a_gvisor_sandbox_reads_pids_limit(
+        server: Server, keys: dict[str, str]) -> None:
+    sb = _create(server, keys["owner"], isolation="gvisor", timeout=120)
+    with pytest.raises(SandboxUnavailable, match="process limit"):
+        sb.commands.run(FORK_BOMB, timeout=30)
+    info = _wait_ended(server, keys["owner"], sb.id, within=30)
+    assert info["reason"] == "pids_limit", info
     sb.close()
 
 
