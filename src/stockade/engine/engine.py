@@ -384,8 +384,9 @@ class Engine:
             try:
                 channel = await self.drivers[record.tier].connect(record.spec)
             except DriverError as exc:
+                why = await self.diagnose(record)  # before the sandbox's cgroup may go
                 self._end_later_if_dead(sandbox_id)
-                raise SandboxUnavailable(f"{exc}{await self.diagnose(record)}") from None
+                raise SandboxUnavailable(f"{exc}{why}") from None
             self._channels[sandbox_id] = channel
         return channel
 
@@ -415,9 +416,9 @@ class Engine:
         except AgentCallError as exc:
             raise translate_agent_error(exc) from None
         except ChannelClosed as exc:
+            why = await self.diagnose(self.record(sandbox_id))
             self._end_later_if_dead(sandbox_id)
-            raise SandboxUnavailable(
-                f"sandbox {sandbox_id}: {exc}{await self.diagnose(self.record(sandbox_id))}") from None
+            raise SandboxUnavailable(f"sandbox {sandbox_id}: {exc}{why}") from None
 
     async def open_port(self, sandbox_id: str, port: int) -> Tunnel:
         """A byte pipe to TCP ``port`` on the sandbox's loopback, through its agent."""
