@@ -18,7 +18,7 @@ import pytest
 
 from stockade import Sandbox
 from stockade.config import default_images_dir, local_socket
-from stockade.engine.hostcheck import find_leaks
+from stockade.engine.hostcheck import cgroup_parent_left, find_leaks
 
 TIERS = ["container", "gvisor"]
 #: With the microVM tier (TCG here: a snapshot-started VM is ready in about a second).
@@ -115,7 +115,7 @@ def daemon() -> Iterator[Daemon]:
             os.environ.pop("STOCKADE_DATA_DIR", None)
         else:
             os.environ["STOCKADE_DATA_DIR"] = old
-    leaks = find_leaks(data_dir)
+    leaks = find_leaks(data_dir) + cgroup_parent_left(data_dir)
     subprocess.run(["rm", "-rf", str(data_dir)], check=False)
     assert not leaks, f"the session left things behind: {leaks}"
 

@@ -17,7 +17,7 @@ from stockade.config import default_images_dir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
 TEMPLATE = "code-interpreter"
-MAX_OUTPUT = 16 << 20  # interpreter_server.MAX_OUTPUT
+MAX_OUTPUT = 16 << 20  # stockade.interpreter.wire.MAX_OUTPUT
 IMAGES_DIR = default_images_dir()  # read before the daemon fixture changes the environment
 
 

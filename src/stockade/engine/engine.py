@@ -174,6 +174,8 @@ class Engine:
             task.cancel()
         await self.net.close()
         await self.volume_store.close()
+        if not self._records:  # nothing of this data directory runs on: drop its cgroup parent
+            hostops.remove_cgroup(hostops.cgroup_parent(self.config.data_dir))
         if self._lock_file:
             self._lock_file.close()
             self._lock_file = None

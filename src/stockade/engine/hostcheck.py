@@ -64,6 +64,11 @@ def _runtime_containers(binary: str, root: Path) -> list[str]:
     return [line for line in out.split() if line]
 
 
+def cgroup_parent_left(data_dir: Path) -> list[str]:
+    """The data directory's cgroup parent, if an engine that ended with no sandbox left it."""
+    return [f"cgroup parent {d}" for d in hostops.cgroup_dirs(hostops.cgroup_parent(data_dir))]
+
+
 def find_leaks(data_dir: Path, sandbox_id: str | None = None) -> list[str]:
     """Everything left behind by ``sandbox_id`` (or by any sandbox not running, if None)."""
     name = sandbox_id or ""

@@ -1,6 +1,7 @@
 """Code contexts: stateful interpreters (Jupyter kernels, bash) inside sandboxes.
 
-Each context is one run of ``interpreter_server.py`` in the sandbox, started through the agent as
+Each context is one run of the interpreter server (the package :mod:`stockade.interpreter`,
+uploaded into the sandbox as ``stockade_interpreter``), started through the agent as
 an ordinary process (tag ``stockade-code:<context id>``, stdin open) and spoken to in JSON lines:
 requests on its stdin, events on its stdout. Nothing it prints is trusted: lines are
 size-checked, parsed and validated here, so a cell that writes into the server's pipe can only
@@ -19,17 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
+from .. import interpreter
+from ..interpreter.wire import PROTOCOL
+from ..models import ProcessSelector, ProcessSpec
 from .errors import (Conflict, EngineError, InvalidRequest, NotFound, SandboxNotFound,
                      SandboxUnavailable)
-from ..models import ProcessSelector, ProcessSpec
 from .process import ProcessRun
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-SERVER_SOURCE = Path(__file__).with_name("interpreter_server.py")
-SERVER_PATH = "/.stockade/interpreter/server.py"
-PROTOCOL = 1
+#: The interpreter server's modules on the host, all uploaded into each sandbox.
+SERVER_SOURCES = sorted(Path(interpreter.__file__).parent.glob("*.py"))
+#: Where they go: a package named so that it shadows nothing the kernel or the image imports.
+SERVER_PACKAGE = "/.stockade/interpreter/stockade_interpreter"
+SERVER_ENTRY = f"{SERVER_PACKAGE}/__main__.py"
 #: Longest event line accepted from a context (a result of MAX_OUTPUT plus JSON overhead).
 MAX_LINE = 24 << 20
 #: Seconds a context may take to start its kernel (gVisor and a cold page cache are slow).
@@ -232,10 +237,13 @@ class CodeContexts:
         if sandbox_id in self._installed:
             return
 
-        async def source() -> AsyncIterator[bytes]:
-            yield SERVER_SOURCE.read_bytes()
+        async def source(data: bytes) -> AsyncIterator[bytes]:
+            yield data
 
-        await self.engine.files.write(sandbox_id, SERVER_PATH, source(), user="root", mode=0o644)
+        await asyncio.gather(*(
+            self.engine.files.write(sandbox_id, f"{SERVER_PACKAGE}/{path.name}",
+                                    source(path.read_bytes()), user="root", mode=0o644)
+            for path in SERVER_SOURCES))
         self._installed.add(sandbox_id)
 
     async def _start(self, context: Context) -> None:
@@ -245,7 +253,7 @@ class CodeContexts:
         context.dead_reason = ""
         context.pending = None
         context.run = await self.engine.processes.start(context.sandbox_id, ProcessSpec(
-            argv=["python3", "-I", SERVER_PATH, "--language", context.language],
+            argv=["python3", "-I", SERVER_ENTRY, "--language", context.language],
             cwd=context.cwd, tag=context.tag, stdin=True, max_output=1 << 60))
         context.events = context.run.events()
         try:
