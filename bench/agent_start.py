@@ -11,7 +11,10 @@ Two agent trees: this tree's ``src/stockade/agent`` ("after") and the one at git
 - per tier (container = runc, gvisor = runsc), through the runtime driver: runtime run, agent
   ready (start minus the runtime's run), and create-to-first-output (create, start, connect,
   ``process.start`` of ``true`` to its END); next to the raw ``<runtime> run`` of /bin/true +
-  delete on the same kind of bundle, measured in the same round as bench.create_path does.
+  delete on the same kind of bundle, and the raw run of ``python3 -I -S -c pass`` + delete
+  (Python's own start: the floor under the agent), measured in the same round as
+  bench.create_path does ("raw" columns: run and delete, so compare them with create->output
+  only as a ratio).
 
 Rounds alternate which tree goes first, so both see the same machine load.
 """
@@ -179,41 +182,48 @@ def host_table(trees: dict[str, Path], runs: int, work: Path) -> None:
 
 
 def tier_table(tier: str, trees: dict[str, Path], runs: int, images: ImageStore) -> None:
-    dirs = {name: Path(tempfile.mkdtemp(prefix=f"stockade-bench-as-{name}-", dir="/var/tmp"))
-            for name in trees}
+    names = [*trees, "raw true", "raw python3"]
+    dirs = {name: Path(tempfile.mkdtemp(prefix="stockade-bench-as-", dir="/var/tmp"))
+            for name in names}
     for d in dirs.values():
         (d / "sandboxes").mkdir(mode=0o711)
         d.chmod(0o711)
-    drivers = {name: DRIVERS[tier](dirs[name], images, trees[name]) for name in trees}
-    raw = Raw(drivers[list(trees)[-1]], dirs[list(trees)[-1]])
+    drivers = {name: DRIVERS[tier](dirs[name], images, trees.get(name, trees["after"]))
+               for name in names}
+    # Two raw baselines: /bin/true, and Python's own start (the floor under a Python agent).
+    raw = Raw(drivers["raw true"], dirs["raw true"])
+    python = Raw(drivers["raw python3"], dirs["raw python3"], ("python3", "-I", "-S", "-c", "pass"))
     raw_s: list[float] = []
+    python_s: list[float] = []
     phases: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
     order = list(trees)
     try:
         for n in range(runs + 1):
-            r = raw.once()
+            r, py = raw.once(), python.once()
             found = {name: asyncio.run(sandbox_once(drivers[name], dirs[name], n))
                      for name in (order if n % 2 else order[::-1])}
             if n == 0:
                 continue  # the first of each warms caches (blank disk, page cache)
             raw_s.append(r)
+            python_s.append(py)
             for name, d in found.items():
                 for key, value in d.items():
                     phases[name].setdefault(key, []).append(value)
     finally:
         raw.close()
+        python.close()
         for d in dirs.values():
             shutil.rmtree(d, ignore_errors=True)
-    rows: list[tuple[str, ...]] = [("agent", "raw run+delete", "runtime run", "agent ready",
+    rows: list[tuple[str, ...]] = [("agent", "raw true", "raw python3", "runtime run", "agent ready",
                                     "first command", "create->output", "ratio to raw")]
     for name in trees:
         ph = phases[name]
-        rows.append((name, ms(raw_s), ms(ph["runtime run"]), ms(ph["agent ready"]),
+        rows.append((name, ms(raw_s), ms(python_s), ms(ph["runtime run"]), ms(ph["agent ready"]),
                      ms(ph["first command"]), ms(ph["create->output"]),
                      f"{statistics.median(ph['create->output']) / statistics.median(raw_s):.2f}x"))
     if len(trees) == 2:
         a, b = (phases[k] for k in trees)
-        rows.append(("after/before", "", ratio(a["runtime run"], b["runtime run"]),
+        rows.append(("after/before", "", "", ratio(a["runtime run"], b["runtime run"]),
                      ratio(a["agent ready"], b["agent ready"]),
                      ratio(a["first command"], b["first command"]),
                      ratio(a["create->output"], b["create->output"]), ""))
