@@ -15,15 +15,13 @@ import queue
 import stat
 
 from . import protocol as p
-from .connection import AgentError
+from .connection import AgentError, Stream
 from .credentials import switched
 from .processes import resolve_user
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # for mypy only: see "Start-up" in __init__.py
     from typing import Any, Iterator
-
-    from .connection import Stream
 
 TYPES = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink"}
 
@@ -161,7 +159,7 @@ def write(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
         while not os.path.isdir(existing):
             existing = os.path.dirname(existing)
         os.makedirs(parent, exist_ok=True)
-        import tempfile  # here, not at start-up: with random and hashlib it costs every start
+        import tempfile  # here, not at start-up: with shutil and random it costs every start
 
         fd, tmp = tempfile.mkstemp(prefix=".stockade-", dir=parent)
         try:

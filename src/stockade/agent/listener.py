@@ -16,13 +16,13 @@ import threading
 import time
 
 from . import protocol as p
-from .connection import serve_socket
+from .connection import Stream, serve_socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # for mypy only: see "Start-up" in __init__.py
     from typing import Any
 
-    from .connection import Handler, Stream
+    from .connection import Handler
 
 SUSPENDED = "suspended"
 RESUME = "resume"

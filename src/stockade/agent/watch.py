@@ -17,14 +17,12 @@ import select
 import struct
 
 from . import protocol as p
-from .connection import AgentError
+from .connection import AgentError, Stream
 from .files import _path, as_user
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # for mypy only: see "Start-up" in __init__.py
     from typing import Any
-
-    from .connection import Stream
 
 IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
 IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
