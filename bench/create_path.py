@@ -44,16 +44,17 @@ DRIVERS: dict[str, type[OciDriver]] = {"container": RuncDriver, "gvisor": RunscD
 
 
 class Raw:
-    """The raw runtime on a bundle made by the driver, its process replaced by /bin/true."""
+    """The raw runtime on a bundle made by the driver, its process replaced by /bin/true
+    (or ``args``)."""
 
-    def __init__(self, driver: OciDriver, data: Path) -> None:
+    def __init__(self, driver: OciDriver, data: Path, args: tuple[str, ...] = ("/bin/true",)) -> None:
         self.driver = driver
         self.spec = SandboxSpec(id="rawbench", image="base",
                                 directory=data / "sandboxes" / "rawbench")
         asyncio.run(driver.create(self.spec))
         config_path = self.spec.directory / "bundle" / "config.json"
         config = json.loads(config_path.read_text())
-        config["process"]["args"] = ["/bin/true"]
+        config["process"]["args"] = list(args)
         config_path.write_text(json.dumps(config))
         driver.runtime_root.mkdir(parents=True, exist_ok=True)
         self.base = [driver.binary, *driver.global_flags()]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import queue
 import socket
 import threading
-from typing import Any, BinaryIO, Callable
 
 from . import protocol as p
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for mypy only: see "Start-up" in __init__.py
+    from typing import Any, BinaryIO, Callable
 
 
 class AgentError(Exception):
@@ -78,7 +81,9 @@ class Stream:
         self.conn.forget(self.id)
 
 
-Handler = Callable[[Stream, dict[str, Any]], Any]
+if TYPE_CHECKING:
+    #: What serves one method: the stream and its parameters in, the result out.
+    Handler = Callable[[Stream, dict[str, Any]], Any]
 
 
 class Connection:

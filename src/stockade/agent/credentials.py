@@ -13,7 +13,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-from typing import Iterator
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for mypy only: see "Start-up" in __init__.py
+    from typing import Iterator
 
 _libc = ctypes.CDLL(None, use_errno=True)
 #: (setgroups, setresuid, setresgid) system call numbers.

@@ -12,15 +12,16 @@ import grp
 import os
 import pwd
 import queue
-import shutil
 import stat
-import tempfile
-from typing import Any, Iterator
 
 from . import protocol as p
 from .connection import AgentError, Stream
 from .credentials import switched
 from .processes import resolve_user
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for mypy only: see "Start-up" in __init__.py
+    from typing import Any, Iterator
 
 TYPES = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink"}
 
@@ -117,6 +118,8 @@ def remove(stream: Stream, params: dict[str, Any]) -> None:
         if path == "/":
             raise AgentError(p.ErrorCode.PERMISSION_DENIED, "refusing to remove /")
         if os.path.isdir(path) and not os.path.islink(path):
+            import shutil  # here, not at start-up: with bz2, lzma and zlib it costs every start
+
             shutil.rmtree(path)
         else:
             os.unlink(path)
@@ -156,6 +159,8 @@ def write(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
         while not os.path.isdir(existing):
             existing = os.path.dirname(existing)
         os.makedirs(parent, exist_ok=True)
+        import tempfile  # here, not at start-up: with shutil and random it costs every start
+
         fd, tmp = tempfile.mkstemp(prefix=".stockade-", dir=parent)
         try:
             with os.fdopen(fd, "wb") as f:

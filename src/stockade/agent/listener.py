@@ -14,10 +14,15 @@ import select
 import socket
 import threading
 import time
-from typing import Any
 
 from . import protocol as p
-from .connection import Handler, Stream, serve_socket
+from .connection import Stream, serve_socket
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for mypy only: see "Start-up" in __init__.py
+    from typing import Any
+
+    from .connection import Handler
 
 SUSPENDED = "suspended"
 RESUME = "resume"

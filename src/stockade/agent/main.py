@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import os
 import re
@@ -10,12 +9,18 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
 
 from . import files, ports, processes, watch
 from . import protocol as p
-from .connection import AgentError, Handler, Stream
+from .connection import AgentError, Stream
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for mypy only: see "Start-up" in __init__.py
+    from typing import Any
+
+    from .connection import Handler
+
+USAGE = "usage: stockade-agent (--listen SOCKET | --device PORT|auto)"
 STARTED = time.time()
 
 
@@ -96,20 +101,24 @@ def serve_unix(path: str) -> None:
     Listener(path, handlers()).serve_forever()
 
 
+def parse_args(argv: list[str]) -> tuple[str, str]:
+    """``--listen SOCKET`` (a unix socket path) or ``--device PORT`` (a virtio-serial port,
+    ``auto``: find it). Parsed by hand: argparse would cost every sandbox start 10 ms."""
+    if len(argv) != 2 or argv[0] not in ("--listen", "--device") or not argv[1]:
+        raise SystemExit(USAGE)
+    return argv[0], argv[1]
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="stockade-agent")
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--listen", help="unix socket path to serve on")
-    where.add_argument("--device", help="virtio-serial port to serve on ('auto': find it)")
-    args = parser.parse_args(argv)
+    option, where = parse_args(sys.argv[1:] if argv is None else argv)
     # As PID 1 the kernel only delivers signals we handle; Python handles SIGINT by raising
     # KeyboardInterrupt, which would let root inside stop the agent. A no-op handler is reset
     # to the default in every child at exec, so commands still get Ctrl-C normally.
     signal.signal(signal.SIGINT, lambda signum, frame: None)
     processes.start_reaper()
-    if args.device:
+    if option == "--device":
         from .serial import serve_device
 
-        serve_device(args.device, handlers())
+        serve_device(where, handlers())
     else:
-        serve_unix(args.listen)
+        serve_unix(where)

@@ -11,10 +11,13 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-from typing import Any
 
 from . import protocol as p
 from .connection import AgentError, Stream
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for mypy only: see "Start-up" in __init__.py
+    from typing import Any
 
 CONNECT_TIMEOUT = 10.0
 #: Seconds a write to the socket may block before the tunnel gives up on its peer.

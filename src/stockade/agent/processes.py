@@ -13,11 +13,14 @@ import struct
 import subprocess
 import termios
 import threading
-from typing import Any
 
 from . import protocol as p
 from .connection import AgentError, Stream
 from .credentials import switched
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for mypy only: see "Start-up" in __init__.py
+    from typing import Any
 
 SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL, "INT": signal.SIGINT,
            "HUP": signal.SIGHUP, "QUIT": signal.SIGQUIT, "USR1": signal.SIGUSR1,

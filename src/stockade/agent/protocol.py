@@ -27,7 +27,10 @@ from __future__ import annotations
 import enum
 import json
 import struct
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for mypy only: see "Start-up" in __init__.py
+    from typing import Any
 
 PROTOCOL_VERSION = 1
 HEADER = struct.Struct(">IIB")

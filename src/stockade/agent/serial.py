@@ -15,7 +15,11 @@ import select
 import threading
 import time
 
-from .connection import Connection, Handler
+from .connection import Connection
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for mypy only: see "Start-up" in __init__.py
+    from .connection import Handler
 
 #: The port's name, given by the host (``-device virtserialport,name=...``).
 PORT_NAME = "org.stockade.agent"

@@ -10,17 +10,19 @@ one ``write`` of the target. The watch ends when the host cancels the stream.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import queue
 import select
 import struct
-from typing import Any
 
 from . import protocol as p
 from .connection import AgentError, Stream
 from .files import _path, as_user
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for mypy only: see "Start-up" in __init__.py
+    from typing import Any
 
 IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
 IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
@@ -32,7 +34,9 @@ TEMP_PREFIX = ".stockade-"  # files.write's temporary files
 #: Directories one watch may follow (inotify watches are a per-user kernel resource).
 MAX_DIRECTORIES = 8192
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+#: The C library, as linked into python3 (``find_library`` would run ``ldconfig -p`` at every
+#: start).
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _check(result: int, what: str) -> int:
