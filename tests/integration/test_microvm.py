@@ -284,13 +284,15 @@ async def test_hung_boot_is_reported_and_cleaned_up(daemon: Any,
         driver = QemuDriver(data_dir, ImageStore(IMAGES_DIR), Path(stockade.agent.__file__).parent)
         spec = SandboxSpec(id="sbhung", image="base", directory=data_dir / "sandboxes" / "sbhung")
         await driver.create(spec)
-        start = time.monotonic()
-        with pytest.raises(DriverError, match="did not answer within 1 s"):
-            await driver.start(spec)
-        # Far below the 180 s TCG boot timeout it would wait without the setting (the margin
-        # is for a loaded machine: the VM's launch itself has taken 31 s there).
-        assert time.monotonic() - start < 90
-        await driver.destroy(spec)
+        try:
+            start = time.monotonic()
+            with pytest.raises(DriverError, match="did not answer within 1 s"):
+                await driver.start(spec)
+            # Far below the 180 s TCG boot timeout it would wait without the setting (the
+            # margin is for a loaded machine: the VM's launch itself has taken 31 s there).
+            assert time.monotonic() - start < 90
+        finally:
+            await driver.destroy(spec)  # also when an assertion failed: never leave a VM
         assert not find_leaks(data_dir)
         assert not qemu_pids(data_dir, "sbhung")
     finally:
