@@ -187,13 +187,15 @@ def new_data_dir() -> Path:
 def finish(server: Server) -> None:
     """Kill what is left, stop the server, check the host is clean, remove the data dir."""
     try:
-        if server.proc is None or server.proc.poll() is not None:
-            server.start()  # a test that failed with the server down: clean up through it
-        server.kill_all_sandboxes()
-    finally:
-        server.stop()
-    leaks = find_leaks(server.data_dir)
-    subprocess.run(["rm", "-rf", str(server.data_dir)], check=False)
+        try:
+            if server.proc is None or server.proc.poll() is not None:
+                server.start()  # a test that failed with the server down: clean up through it
+            server.kill_all_sandboxes()
+        finally:
+            server.stop()
+        leaks = find_leaks(server.data_dir)
+    finally:  # even when the server could not start again: never leave the directory
+        subprocess.run(["rm", "-rf", str(server.data_dir)], check=False)
     assert not leaks, f"the server left things behind: {leaks}"
 
 
