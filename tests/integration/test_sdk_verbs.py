@@ -28,10 +28,8 @@ def test_sync_verbs_on_the_class_and_on_an_instance(make_sandbox: Callable[..., 
     again.close()
     assert Sandbox.kill(sb.id) is True
     assert Sandbox.kill(sb.id) is False  # already gone: nothing to do, and it says so
-    ended = Sandbox.get_info(sb.id)  # its end record says why it ended
-    assert (ended.state, ended.reason) == ("ended", "killed")
     with pytest.raises(SandboxNotFound):
-        Sandbox.connect(sb.id)
+        Sandbox.get_info(sb.id)
     sb.kill()  # killing a dead sandbox through its object is a no-op
 
 

@@ -70,37 +70,20 @@ def _write(stream: object):  # type: ignore[no-untyped-def]
 
 
 @sandbox_app.command("ls")
-def sandbox_ls(ended: Annotated[bool, typer.Option(
-        "--ended", help="list the sandboxes that ended, and why, instead")] = False) -> None:
-    """List sandboxes (running, paused, stopped, archived), or with --ended those that ended."""
+def sandbox_ls() -> None:
+    """List running sandboxes."""
     try:
-        rows = Sandbox.list(state="ended" if ended else None)
+        rows = Sandbox.list()
     except StockadeError as exc:
         _fail(exc)
     table = Table(Column("ID", no_wrap=True, min_width=20), "ISOLATION",
-                  Column("TEMPLATE", no_wrap=True), "STATE", "REASON", "CPU", "MEMORY",
-                  "EXPIRES IN")
+                  Column("TEMPLATE", no_wrap=True), "STATE", "CPU", "MEMORY", "EXPIRES IN")
     import time
 
     for info in rows:
-        table.add_row(info.id, info.isolation, info.template, info.state, info.reason or "",
-                      f"{info.cpu:g}", f"{info.memory_mb} MiB",
-                      f"{max(0, info.expires_at - time.time()):.0f} s")
+        table.add_row(info.id, info.isolation, info.template, info.state, f"{info.cpu:g}",
+                      f"{info.memory_mb} MiB", f"{max(0, info.expires_at - time.time()):.0f} s")
     Console().print(table)
-
-
-@sandbox_app.command("info")
-def sandbox_info(sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")]) -> None:
-    """Show a sandbox as the server knows it: its state and why (for one that ended: killed,
-    timeout, out_of_memory, pids_limit, crashed or host_restart), resources, metadata."""
-    try:
-        info = Sandbox.get_info(sandbox_id)
-    except StockadeError as exc:
-        _fail(exc)
-    shown = info.model_dump(exclude={"envs"})  # values of envs may be secrets
-    for key, value in shown.items():
-        if value not in (None, {}, []):
-            print(f"{key}: {value}")
 
 
 @sandbox_app.command("create")

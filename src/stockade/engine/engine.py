@@ -38,7 +38,6 @@ from .processes import Processes
 from .records import SandboxRecord
 from .sandboxes import Sandboxes
 from .templates import Templates
-from .tombstones import Tombstones, default_keep, default_retention
 from .volumes import VolumeService, Volumes
 
 TIERS: dict[str, type[RuntimeDriver]] = {"container": RuncDriver, "gvisor": RunscDriver,
@@ -90,9 +89,6 @@ class EngineConfig:
     pool_size: dict[str, int] = field(default_factory=default_pool_size)
     #: Operator's network settings (CA bundle, upstream DNS, limits); see docs/network.md.
     network: NetConfig = field(default_factory=NetConfig.from_env)
-    #: End records kept (tombstones.py): at most this many, for at most this many seconds.
-    ended_keep: int = field(default_factory=default_keep)
-    ended_retention: float = field(default_factory=default_retention)
 
 
 def new_id() -> str:
@@ -124,8 +120,6 @@ class Engine:
         self.pool = WarmPool(self, config.pool_size)
         self.lifecycle = Lifecycle(self)
         self.volume_store = Volumes(config.data_dir)
-        self.tombstones = Tombstones(config.data_dir / "ended", config.ended_keep,
-                                     config.ended_retention)
         # The engine interface: every front end calls these and nothing else.
         self.sandboxes = Sandboxes(self, self.lifecycle)
         self.processes = Processes(self)
@@ -150,7 +144,6 @@ class Engine:
         for directory in (self.config.data_dir, self.sandbox_dir):
             directory.chmod(0o711)
         self._lock_file = await _take_lock(self.config.data_dir / "engine.lock")
-        self.tombstones.load()
         await self.recover()
         if self.images.exists(self.config.default_template):
             self.pool.fill()
@@ -198,9 +191,6 @@ class Engine:
                 self.arm_timer(record)
             else:
                 await self._destroy_unknown(directory)
-                if record.state != "creating":  # a create the caller never saw succeed
-                    self._bury(record, "timeout" if record.expires_at <= now
-                               else "host_restart")
         for tier, driver in self.drivers.items():
             for orphan in await driver.known_ids() - set(self._records):
                 await self._destroy_unknown(self.sandbox_dir / orphan)
@@ -302,14 +292,12 @@ class Engine:
             raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
         return record
 
-    async def kill(self, sandbox_id: str, reason: str = "killed") -> None:
-        """Kill the sandbox and remove every trace of it but its end record, which says why it
-        ended: ``reason``, unless it had already died by itself (see :meth:`death`)."""
+    async def kill(self, sandbox_id: str) -> None:
+        """Kill the sandbox and remove every trace of it."""
         record = self.record(sandbox_id)
         async with self.lock(sandbox_id):
             if sandbox_id not in self._records:
                 return
-            reason = await self.death(record) or reason
             # From here on the sandbox is no longer running for anyone who asks (streams that
             # end as its channel closes see it going, not "running"); a failed kill restores it.
             previous, record.state = record.state, "killing"
@@ -326,53 +314,7 @@ class Engine:
                 record.state = previous
                 raise
             del self._records[sandbox_id]
-            self._bury(record, reason)
         self._locks.pop(sandbox_id, None)
-
-    def _bury(self, record: SandboxRecord, reason: str) -> None:
-        self.tombstones.add(record.ended(reason, self.config.ended_retention))
-
-    # -- noticing a sandbox that died by itself -----------------------------------------------
-    async def death(self, record: SandboxRecord) -> str | None:
-        """Why a sandbox the record says is running has died by itself ("out_of_memory",
-        "pids_limit" or "crashed", from its cgroup's counters), or None if it still runs.
-        Cheap while it runs: one read of its cgroup; the runtime is asked only when the cgroup
-        has no process left."""
-        if record.state != "running":
-            return None
-        driver = self.drivers[record.tier]
-        # cgroup.procs, not pids.current: that still counts processes that exited unreaped.
-        if hostops.cgroup_pids(f"{hostops.cgroup_parent(self.config.data_dir)}/{record.id}"):
-            return None
-        try:
-            stats = await driver.stats(record.spec)
-        except (DriverError, OSError):
-            stats = None
-        if await driver.state(record.spec) == RuntimeState.RUNNING:
-            return None
-        if stats is not None and stats.oom_kills:
-            return "out_of_memory"
-        if stats is not None and stats.pids_limit_hits:
-            return "pids_limit"
-        return "crashed"
-
-    async def end_if_dead(self, sandbox_id: str) -> bool:
-        """End (and keep the end record of) a running sandbox that died by itself; whether it
-        had."""
-        record = self._records.get(sandbox_id)
-        if record is None or self.lock(sandbox_id).locked():
-            return False
-        if (reason := await self.death(record)) is None:
-            return False
-        with contextlib.suppress(SandboxNotFound):
-            await self.kill(sandbox_id, reason)
-        return True
-
-    def _end_later_if_dead(self, sandbox_id: str) -> None:
-        """From a failed call (possibly under the sandbox's lock): check in the background."""
-        task = asyncio.get_running_loop().create_task(self.end_if_dead(sandbox_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- talking to the agent -----------------------------------------------------------------
     async def channel(self, sandbox_id: str) -> AgentChannel:
@@ -386,9 +328,7 @@ class Engine:
             try:
                 channel = await self.drivers[record.tier].connect(record.spec)
             except DriverError as exc:
-                why = await self.diagnose(record)  # before the sandbox's cgroup may go
-                self._end_later_if_dead(sandbox_id)
-                raise SandboxUnavailable(f"{exc}{why}") from None
+                raise SandboxUnavailable(f"{exc}{await self.diagnose(record)}") from None
             self._channels[sandbox_id] = channel
         return channel
 
@@ -418,9 +358,8 @@ class Engine:
         except AgentCallError as exc:
             raise translate_agent_error(exc) from None
         except ChannelClosed as exc:
-            why = await self.diagnose(self.record(sandbox_id))
-            self._end_later_if_dead(sandbox_id)
-            raise SandboxUnavailable(f"sandbox {sandbox_id}: {exc}{why}") from None
+            raise SandboxUnavailable(
+                f"sandbox {sandbox_id}: {exc}{await self.diagnose(self.record(sandbox_id))}") from None
 
     async def open_port(self, sandbox_id: str, port: int) -> Tunnel:
         """A byte pipe to TCP ``port`` on the sandbox's loopback, through its agent."""

@@ -378,7 +378,7 @@ class Lifecycle:
                     await self.stop(sandbox_id)
                     self._mark(record, "timeout")
                     return
-            await engine.kill(sandbox_id, "timeout")
+            await engine.kill(sandbox_id)
         except SandboxNotFound:
             pass
 

@@ -62,13 +62,6 @@ class SandboxRecord:
         """What callers see."""
         return SandboxInfo(**self._public())
 
-    def ended(self, reason: str, retention: float) -> SandboxInfo:
-        """What is kept once the sandbox ended for ``reason`` (tombstones.py); its
-        ``expires_at`` is when that record goes."""
-        now = time.time()
-        return SandboxInfo(**{**self._public(), "state": "ended", "reason": reason,
-                              "ended_at": now, "expires_at": now + retention})
-
     def _public(self) -> dict[str, Any]:
         return {"id": self.id, "isolation": self.tier, "template": self.image,
                 "state": self.state, "reason": self.reason, "cpu": self.resources.cpu,

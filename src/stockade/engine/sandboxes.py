@@ -7,7 +7,6 @@ routes, E2B, Daytona, the CLI, a remote host) translates onto these and nothing 
 from __future__ import annotations
 
 import builtins
-import contextlib
 
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from ..models import (EgressEntry, EgressLog, NetworkPolicy, SandboxInfo, Sandbo
 from ..net import NetError, PolicyError
 from ..net import NetworkPolicy as EgressPolicy
 from ..runtimes.base import Resources
-from .errors import Conflict, InvalidRequest, SandboxNotFound, SandboxUnavailable
+from .errors import Conflict, InvalidRequest, SandboxUnavailable
 from .lifecycle import Lifecycle, check_auto_archive, check_options
 from .records import SandboxRecord
 from .snapshots import snapshot
@@ -109,27 +108,13 @@ class Sandboxes:
                  "source": str(await store.source(m.volume))} for m in spec.volumes]
 
     # -- inspect -----------------------------------------------------------------------------
-    async def get(self, sandbox_id: str, ended: bool = False) -> SandboxInfo:
-        """The sandbox, in any state (SandboxNotFound once it is gone). With ``ended``, a
-        sandbox that ended reads as its end record (state "ended" and the reason) for as long
-        as that is kept (tombstones.py). A running sandbox that died by itself is ended here."""
-        engine = self._engine
-        if not await engine.end_if_dead(sandbox_id):
-            with contextlib.suppress(SandboxNotFound):
-                return engine.record(sandbox_id).info()
-        if ended and (tombstone := engine.tombstones.get(sandbox_id)) is not None:
-            return tombstone
-        return engine.record(sandbox_id).info()
+    async def get(self, sandbox_id: str) -> SandboxInfo:
+        """The sandbox, in any state (SandboxNotFound once it is gone)."""
+        return self._engine.record(sandbox_id).info()
 
-    async def list(self, ended: bool = False) -> list[SandboxInfo]:
-        """Every sandbox of this engine, oldest first; with ``ended``, the kept end records
-        (oldest end first) instead."""
-        engine = self._engine
-        for record in engine.records():
-            await engine.end_if_dead(record.id)
-        if ended:
-            return engine.tombstones.list()
-        return [r.info() for r in engine.records()]
+    async def list(self) -> list[SandboxInfo]:
+        """Every sandbox of this engine, oldest first."""
+        return [r.info() for r in self._engine.records()]
 
     async def stats(self, sandbox_id: str) -> SandboxStats:
         """What the sandbox uses now."""

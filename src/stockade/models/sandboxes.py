@@ -12,8 +12,8 @@ from .volumes import VolumeName
 Isolation = Literal["container", "gvisor", "microvm"]
 Persistence = Literal["ephemeral", "workspace"]
 OnTimeout = Literal["kill", "pause", "stop"]
-#: The states a sandbox moves through (docs/persistence.md); "ended" is its end record.
-State = Literal["creating", "running", "paused", "stopped", "archived", "ended"]
+#: The states a sandbox moves through (docs/persistence.md); "killed" only in end reasons.
+State = Literal["creating", "running", "paused", "stopped", "archived"]
 Interval = Field(default=None, ge=1, le=365 * 86400)
 
 
@@ -93,11 +93,7 @@ class SandboxInfo(Result):
     state: str
     #: Why the sandbox is in its state when the caller did not ask for it: ``"timeout"``
     #: (paused or stopped by ``on_timeout``), ``"checkpoint_corrupt"``, ``"host_restart"``...
-    #: For an ended sandbox (``state == "ended"``) why it ended: ``"killed"``, ``"timeout"``,
-    #: ``"out_of_memory"``, ``"pids_limit"``, ``"crashed"`` or ``"host_restart"``.
     reason: str | None = None
-    #: When an ended sandbox ended (None while it lives).
-    ended_at: float | None = None
     cpu: float
     memory_mb: int
     disk_mb: int

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import logging
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -137,9 +136,6 @@ class ControlPlane(Control):
         self._admin_hash = hash_key(admin_key)
         self.keys = KeyCache(settings.key_cache_seconds)
         self.owners: dict[str, OwnedSandbox] = {}
-        #: Owners of the sandboxes that ended, newest last, so that only the owner reads an end
-        #: record (bounded like the engine's end records; kept in memory only).
-        self.ended_owners: OrderedDict[str, str] = OrderedDict()
         self._pending: dict[str, list[OwnedSandbox]] = {}
         self._pending_disk: dict[int, int] = {}  # id(claim) -> the disk_mb it asks for
         self._tenants: dict[str, Tenant] = {}
@@ -175,7 +171,6 @@ class ControlPlane(Control):
         if gone:
             await self.db(self.store.remove_sandboxes, gone)
             for sandbox_id in sorted(gone):
-                self._remember_ended(rows[sandbox_id])
                 await self.db(self.store.audit, tenant=rows[sandbox_id].tenant, actor="server",
                               action="sandbox.reaped", target=sandbox_id)
             log.info("reconcile: %d store rows had no sandbox and were removed", len(gone))
@@ -203,7 +198,6 @@ class ControlPlane(Control):
             return
         for row in ended:
             self.owners.pop(row.id, None)
-            self._remember_ended(row)
         await self.db(self.store.remove_sandboxes, [row.id for row in ended])
         for row in ended:
             await self.db(self.store.audit, tenant=row.tenant, actor="server",
@@ -228,12 +222,7 @@ class ControlPlane(Control):
 
     def owner(self, sandbox_id: str) -> str | None:
         row = self.owners.get(sandbox_id)
-        return row.tenant if row is not None else self.ended_owners.get(sandbox_id)
-
-    def _remember_ended(self, row: OwnedSandbox) -> None:
-        self.ended_owners[row.id] = row.tenant
-        while len(self.ended_owners) > max(0, self.engine.config.ended_keep):
-            self.ended_owners.popitem(last=False)
+        return row.tenant if row is not None else None
 
     # -- quotas ------------------------------------------------------------------------------
     async def quotas(self, tenant: str) -> Quotas:
@@ -342,7 +331,6 @@ class ControlPlane(Control):
                       request_id: str | None) -> None:
         row = self.owners.pop(sandbox_id, None)
         if row is not None:
-            self._remember_ended(row)
             await self.db(self.store.remove_sandboxes, [sandbox_id])
             await self.db(self.store.audit, tenant=row.tenant, actor=actor, action=action,
                           target=sandbox_id, request_id=request_id)

@@ -36,16 +36,14 @@ async def list_sandboxes(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> SandboxPage:
-    """Your sandboxes (every tenant's with the admin key), by id, filtered; ``state=ended``
-    lists the end records of the sandboxes that ended (within their retention) instead."""
+    """Your sandboxes (every tenant's with the admin key), by id, filtered."""
     wanted = {}
     for pair in metadata:
         key, sep, value = pair.partition("=")
         if not sep:
             raise InvalidRequest(f"metadata filter {pair!r} must look like key=value")
         wanted[key] = value
-    found = await eng.sandboxes.list(ended=state == "ended")
-    items = [s for s in control.visible(who, found)
+    items = [s for s in control.visible(who, await eng.sandboxes.list())
              if (state is None or s.state == state)
              and all(s.metadata.get(k) == v for k, v in wanted.items())
              and (cursor is None or s.id > cursor)]
@@ -57,10 +55,7 @@ async def list_sandboxes(
 
 @router.get("/{sandbox_id}", response_model=SandboxInfo)
 async def get_sandbox(sandbox_id: str, eng: EngineDep) -> SandboxInfo:
-    """The sandbox in any state; one that ended reads ``state="ended"`` with the ``reason``
-    (killed, timeout, out_of_memory, pids_limit, crashed, host_restart) while its end record
-    is kept (docs/persistence.md)."""
-    return await eng.sandboxes.get(sandbox_id, ended=True)
+    return await eng.sandboxes.get(sandbox_id)
 
 
 @router.delete("/{sandbox_id}", status_code=204)
