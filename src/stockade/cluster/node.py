@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import os
 import logging
 import shutil
 import signal
@@ -88,10 +89,16 @@ def start_node(opts: HostOptions, temp_dir: Path, port: int) -> subprocess.Popen
             "--disable-usage-stats"]
     if opts.node_ip:
         argv += ["--node-ip-address", opts.node_ip]
+    # The engine adopts the runtimes' orphans (runtimes/hostproc.py), so the sandboxes'
+    # processes are children of the actor's worker. Ray kills a dead worker's children by
+    # default, which would take a host's sandboxes down with it instead of leaving them for
+    # the restarted host to re-attach.
+    env = {**os.environ, "RAY_kill_child_processes_on_worker_exit": "false",
+           "RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper": "false"}
     logfile = open(temp_dir / "node.log", "ab")
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=_die_with_parent, env=env)
     finally:
         logfile.close()
 
