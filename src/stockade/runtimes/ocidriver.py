@@ -227,9 +227,25 @@ class OciDriver(RuntimeDriver):
             except DriverError:
                 if spec.id not in await self.known_ids():
                     break
+        await asyncio.to_thread(self._drop_leftover_state, spec)
         await hostops.empty_cgroup(self.cgroup(spec))
         await asyncio.to_thread(self._unmount_all, spec.directory)
         hostops.remove_cgroup(self.cgroup(spec))
+
+    def _drop_leftover_state(self, spec: SandboxSpec) -> None:
+        """Remove the runtime's state of a sandbox that ``delete --force`` could not remove.
+
+        A runtime killed half-way through a restore can leave state it cannot load again
+        (runsc's ``<id>_sandbox:<id>.state``, runc's ``<id>/``): it is then missing from
+        ``list``, ``delete`` fails, and the next ``run`` of that id says "container already
+        exists" (security battery: "runtime SIGKILL during resume"). Its processes are already
+        killed and reaped above."""
+        for path in self.runtime_root.glob(f"{spec.id}*"):
+            if path.name == spec.id or path.name.startswith(f"{spec.id}_sandbox:"):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
 
     @staticmethod
     def _unmount_all(d: Path) -> None:
