@@ -43,7 +43,7 @@ from stockade.runtimes.runc import RuncDriver
 from stockade.runtimes.runsc import RunscDriver
 
 from ._common import machine, table
-from .create_path import Raw
+from .create_path import Raw, timed_runtime_runs
 
 DRIVERS: dict[str, type[OciDriver]] = {"container": RuncDriver, "gvisor": RunscDriver}
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
@@ -114,37 +114,19 @@ def modules_by_hello(agent_dir: Path, work: Path) -> list[str]:
 async def sandbox_once(driver: OciDriver, data: Path, n: int) -> dict[str, float]:
     """One sandbox through the driver: its phases up to the first command's END."""
     spec = SandboxSpec(id=f"as{n}", image="base", directory=data / "sandboxes" / f"as{n}")
-    runs: list[float] = []
-    original = asyncio.create_subprocess_exec
-
-    async def timed_exec(*argv: str, **kwargs: object) -> asyncio.subprocess.Process:
-        t = time.perf_counter()
-        proc = await original(*argv, **kwargs)  # type: ignore[arg-type]
-        if "run" in argv and driver.binary in argv:  # the runtime's run, not delete
-            wait = proc.wait
-
-            async def timed_wait() -> int:
-                code = await wait()
-                runs.append(time.perf_counter() - t)
-                return code
-
-            proc.wait = timed_wait  # type: ignore[method-assign]
-        return proc
-
-    asyncio.create_subprocess_exec = timed_exec  # type: ignore[assignment]
-    try:
-        t0 = time.perf_counter()
-        await driver.create(spec)
-        t1 = time.perf_counter()
-        await driver.start(spec)
-        t2 = time.perf_counter()
-        channel = await driver.connect(spec)
-        outcome = await channel.call(p.Method.PROCESS_START, {"cmd": "true"})
-        t3 = time.perf_counter()
-        await channel.aclose()
-    finally:
-        asyncio.create_subprocess_exec = original
-        await driver.destroy(spec)
+    with timed_runtime_runs(driver) as runs:
+        try:
+            t0 = time.perf_counter()
+            await driver.create(spec)
+            t1 = time.perf_counter()
+            await driver.start(spec)
+            t2 = time.perf_counter()
+            channel = await driver.connect(spec)
+            outcome = await channel.call(p.Method.PROCESS_START, {"cmd": "true"})
+            t3 = time.perf_counter()
+            await channel.aclose()
+        finally:
+            await driver.destroy(spec)
     if outcome.get("exit_code") != 0:
         raise SystemExit(f"true failed in the sandbox: {outcome}")
     run = runs[0] if runs else 0.0

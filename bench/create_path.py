@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import statistics
@@ -28,6 +29,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 from stockade import AsyncSandbox, Sandbox
 from stockade.agent import __file__ as agent_file
@@ -73,21 +75,22 @@ class Raw:
         asyncio.run(self.driver.destroy(self.spec))
 
 
-async def driver_once(driver: OciDriver, data: Path, n: int) -> dict[str, float]:
-    """One sandbox through the driver alone, timed by phase."""
-    spec = SandboxSpec(id=f"drv{n}", image="base", directory=data / "sandboxes" / f"drv{n}")
-    spawned: list[float] = []
+@contextlib.contextmanager
+def timed_runtime_runs(driver: OciDriver) -> Iterator[list[float]]:
+    """Seconds each ``<runtime> run`` the driver spawns takes, appended as they end (the
+    driver's other runtime calls, state and delete, are not timed)."""
+    runs: list[float] = []
     original = asyncio.create_subprocess_exec
 
     async def timed_exec(*argv: str, **kwargs: object) -> asyncio.subprocess.Process:
         t = time.perf_counter()
         proc = await original(*argv, **kwargs)  # type: ignore[arg-type]
-        if "run" in argv and driver.binary in argv:  # the runtime's run, not state or delete
+        if "run" in argv and driver.binary in argv:
             wait = proc.wait
 
             async def timed_wait() -> int:
                 code = await wait()
-                spawned.append(time.perf_counter() - t)
+                runs.append(time.perf_counter() - t)
                 return code
 
             proc.wait = timed_wait  # type: ignore[method-assign]
@@ -95,6 +98,15 @@ async def driver_once(driver: OciDriver, data: Path, n: int) -> dict[str, float]
 
     asyncio.create_subprocess_exec = timed_exec  # type: ignore[assignment]
     try:
+        yield runs
+    finally:
+        asyncio.create_subprocess_exec = original
+
+
+async def driver_once(driver: OciDriver, data: Path, n: int) -> dict[str, float]:
+    """One sandbox through the driver alone, timed by phase."""
+    spec = SandboxSpec(id=f"drv{n}", image="base", directory=data / "sandboxes" / f"drv{n}")
+    with timed_runtime_runs(driver) as spawned:
         t0 = time.perf_counter()
         await driver.create(spec)
         t1 = time.perf_counter()
@@ -106,8 +118,6 @@ async def driver_once(driver: OciDriver, data: Path, n: int) -> dict[str, float]
         t3 = time.perf_counter()
         await driver.destroy(spec)
         t4 = time.perf_counter()
-    finally:
-        asyncio.create_subprocess_exec = original
     run = spawned[0] if spawned else 0.0
     return {"create": t1 - t0, "runtime run": run, "agent ready": t2 - t1 - run,
             "first call": t3 - t2, "stop+destroy": t4 - t3, "total": t4 - t0}
