@@ -278,8 +278,11 @@ class Lifecycle:
             try:
                 await driver.reopen(record.spec)
                 await driver.start(record.spec)
-            except DriverError as exc:
-                with contextlib.suppress(DriverError):
+            except (DriverError, OSError) as exc:
+                # OSError: the host refused a step of the set-up (its disk, its directories),
+                # e.g. after a runtime killed mid-checkpoint; the files stay, a retry may work.
+                log.warning("sandbox %s: start failed: %r", sandbox_id, exc)
+                with contextlib.suppress(DriverError, OSError):
                     await driver.stop(record.spec)
                 raise SandboxUnavailable(f"could not start sandbox {sandbox_id}: {exc}; "
                                          f"it stays stopped") from None

@@ -178,8 +178,19 @@ class LifecycleFaults:
             problems.append(f"no clear state after {SETTLE_WITHIN:.0f} s ({state})")
         else:
             problems += self._recover(sb, op, state, notes)
+        if problems and (trace := self._last_traceback()):
+            problems.append(f"the daemon's last traceback: {trace}")
         return FaultResult(self.tier, name, not problems,
-                           "; ".join(notes + problems)[:800], time.monotonic() - killed_at)
+                           "; ".join(notes + problems)[:1600], time.monotonic() - killed_at)
+
+    def _last_traceback(self, lines: int = 12) -> str:
+        """The end of the daemon log's last traceback, so that a failing run explains itself."""
+        try:
+            log = (self.data_dir / "daemon.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        at = log.rfind("Traceback (most recent call last)")
+        return " | ".join(log[at:].splitlines()[-lines:]) if at >= 0 else ""
 
     def _recover(self, sb: Sandbox, op: str, state: str | None, notes: list[str]) -> list[str]:
         """Bring the sandbox back through the API; check the writes; kill what must go."""
