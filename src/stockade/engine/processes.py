@@ -37,7 +37,7 @@ class Processes:
         params["keepalive"] = KEEPALIVE
         channel = await engine.channel(sandbox_id)
         driver = engine.drivers[record.tier]
-        oom_before = (await driver.stats(record.spec)).oom_kills
+        oom_before = await driver.oom_kills(record.spec)
         stream = await engine.open_stream(channel, sandbox_id, "process.start", params)
         return ProcessRun(stream, oom_check=lambda: self._oom_since(record, oom_before),
                           diagnose=lambda: engine.diagnose(record),
@@ -88,5 +88,4 @@ class Processes:
             return {}
 
     async def _oom_since(self, record: SandboxRecord, before: int) -> bool:
-        stats = await self._engine.drivers[record.tier].stats(record.spec)
-        return stats.oom_kills > before
+        return await self._engine.drivers[record.tier].oom_kills(record.spec) > before

@@ -161,6 +161,9 @@ class ImageStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        #: name -> (identity of its image.json, what it said): ``get`` is on every process
+        #: start's path, and a stat is cheaper than reading and parsing the file again.
+        self._read: dict[str, tuple[tuple[int, int, int], ImageInfo]] = {}
 
     def _dir(self, name: str) -> Path:
         return self.root / validate_name(name)
@@ -188,6 +191,10 @@ class ImageStore:
         path = self._dir(name)
         try:
             with open(path / IMAGE_JSON, encoding="utf-8") as f:
+                st = os.fstat(f.fileno())
+                identity = (st.st_ino, st.st_mtime_ns, st.st_size)
+                if (cached := self._read.get(name)) and cached[0] == identity:
+                    return cached[1]
                 data = json.load(f)
         except (FileNotFoundError, NotADirectoryError):
             raise ImageNotFound(name, self.root) from None
@@ -199,6 +206,7 @@ class ImageStore:
             raise CorruptImage(f"image {name!r}: bad {IMAGE_JSON}: {e!r}") from e
         if info.name != name:
             raise CorruptImage(f"image {name!r}: {IMAGE_JSON} names {info.name!r}")
+        self._read[name] = (identity, info)
         return info
 
     def exists(self, name: str) -> bool:

@@ -151,6 +151,10 @@ class RuntimeDriver(abc.ABC):
     async def stats(self, spec: SandboxSpec) -> Stats:
         """Resource use so far."""
 
+    async def oom_kills(self, spec: SandboxSpec) -> int:
+        """Processes the OOM killer killed so far (``stats().oom_kills``, possibly cheaper)."""
+        return (await self.stats(spec)).oom_kills
+
     async def pause(self, spec: SandboxSpec) -> None:
         """Freeze every process, keeping memory."""
         raise NotSupported(f"the {self.tier} tier cannot pause")

@@ -79,16 +79,32 @@ def loop_backing_files() -> list[str]:
     return found
 
 
+#: image path -> the loop device this process attached it to (``loop7``): checking that one
+#: device is cheaper than reading every loop device's backing file (hundreds, on a busy host).
+_loop_devices: dict[str, str] = {}
+
+
+def _loop_holds(image: str) -> bool:
+    device = _loop_devices.get(image)
+    if device is None:  # attached by an earlier life of the engine: look at every device
+        return image in loop_backing_files()
+    try:
+        return Path(f"/sys/block/{device}/loop/backing_file").read_text().strip() == image
+    except OSError:  # the device was detached (and maybe removed)
+        return False
+
+
 async def loop_released(image: Path, timeout: float) -> bool:
     """Whether no loop device holds ``image`` any more, waiting up to ``timeout`` seconds (a
     lazily unmounted filesystem is flushed, and lets go of its image, only later)."""
     deadline = time.monotonic() + timeout
     delay = 0.001
-    while str(image) in loop_backing_files():
+    while _loop_holds(str(image)):
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
+    _loop_devices.pop(str(image), None)
     return True
 
 
@@ -194,6 +210,7 @@ def mount_loop(image: Path, mountpoint: Path) -> None:
                     raise DriverError(f"cannot mount {image} at {mountpoint}: {os.strerror(err)}")
             finally:
                 os.close(loop)  # the mount holds the device now; unmounting frees it
+            _loop_devices[str(image)] = f"loop{number}"
             return
         raise DriverError(f"no free loop device for {image}")
     finally:
@@ -314,6 +331,15 @@ def _read_keyed(path: Path, key: str) -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def cgroup_oom_kills(relative: str) -> int:
+    """Processes the OOM killer killed in the cgroup so far (one file, unlike
+    :func:`cgroup_stats`: it is read before every process start)."""
+    v2 = CGROUP_ROOT / relative / "memory.events"
+    if v2.exists():
+        return _read_keyed(v2, "oom_kill")
+    return _read_keyed(CGROUP_ROOT / "memory" / relative / "memory.oom_control", "oom_kill")
 
 
 def cgroup_stats(relative: str) -> Stats:

@@ -201,6 +201,9 @@ class OciDriver(RuntimeDriver):
     async def stats(self, spec: SandboxSpec) -> Stats:
         return hostops.cgroup_stats(self.cgroup(spec))
 
+    async def oom_kills(self, spec: SandboxSpec) -> int:
+        return hostops.cgroup_oom_kills(self.cgroup(spec))
+
     async def pause(self, spec: SandboxSpec) -> None:
         await self.runtime("pause", spec.id)
 
