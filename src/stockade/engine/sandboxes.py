@@ -63,10 +63,8 @@ class Sandboxes:
                                        else spec.timeout)
         envs = dict(spec.envs)
         record = None
-        if (template == engine.config.default_template
-                and resources == engine.config.default_resources and policy is None
-                and not mounts):
-            record = engine.pool.take(spec.isolation)
+        if policy is None and not mounts:
+            record = engine.pool.take(engine.pool.key(spec.isolation, template, resources))
         if record is None:
             record = engine.new_record(spec.isolation, template, resources)
             record.volumes = mounts
