@@ -1,0 +1,44 @@
+"""Daytona images built by Stockade's template builder (the Dockerfile the SDK renders from an
+``Image``), for sandbox creates and snapshot creates alike."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import shutil
+
+from ...engine import EngineError, NotFound
+from ...models import TemplateInfo
+from ...server.auth import Principal
+from ...server.control import Control
+from ._base import DaytonaError
+
+
+async def build(ctl: Control, who: Principal, dockerfile: str, name: str) -> TemplateInfo:
+    """Template ``name`` of the caller's tenant built from ``dockerfile`` while the caller waits
+    (Daytona's build contexts, which copy local files, are refused; FROM names a template)."""
+    context = ctl.engine.templates.workspace()  # empty: Daytona's contexts are refused
+    try:
+        try:
+            job = ctl.engine.templates.build(dockerfile, name, context, owner=who.tenant,
+                                             visible=who.may_see, emit=lambda event: None)
+        except EngineError as exc:
+            raise DaytonaError(exc.status if exc.status == 409 else 400,
+                               f"cannot build this image: {exc.message} (here FROM names a "
+                               f"Stockade template, such as 'base')") from None
+        return await job.run()
+    finally:
+        await asyncio.to_thread(shutil.rmtree, context, True)
+
+
+async def image_template(ctl: Control, who: Principal, dockerfile: str) -> str:
+    """The tenant's template for a sandbox created from ``dockerfile`` (built once, then
+    reused by every create of the same image)."""
+    digest = hashlib.sha256(f"{who.tenant}\0{dockerfile}".encode()).hexdigest()[:24]
+    name = f"daytona-{digest}"
+    with contextlib.suppress(NotFound):
+        await ctl.engine.templates.get(name, who.may_see)
+        return name
+    await build(ctl, who, dockerfile, name)
+    return name
