@@ -13,6 +13,7 @@ from ...models import TemplateInfo
 from ...server.auth import Principal
 from ...server.control import Control
 from ._base import DaytonaError
+from .wire import BuildInfo
 
 
 async def build(ctl: Control, who: Principal, dockerfile: str, name: str) -> TemplateInfo:
@@ -32,9 +33,18 @@ async def build(ctl: Control, who: Principal, dockerfile: str, name: str) -> Tem
         await asyncio.to_thread(shutil.rmtree, context, True)
 
 
-async def image_template(ctl: Control, who: Principal, dockerfile: str) -> str:
-    """The tenant's template for a sandbox created from ``dockerfile`` (built once, then
+def dockerfile_of(info: BuildInfo) -> str:
+    """The Dockerfile of a Daytona build (refused when it copies local files)."""
+    if info.context_hashes:
+        raise DaytonaError(400, "images that copy local files (build contexts) are not "
+                                "supported here; use RUN steps or a template")
+    return info.dockerfile_content or ""
+
+
+async def image_template(ctl: Control, who: Principal, info: BuildInfo) -> str:
+    """The tenant's template for a sandbox created from a Daytona image (built once, then
     reused by every create of the same image)."""
+    dockerfile = dockerfile_of(info)
     digest = hashlib.sha256(f"{who.tenant}\0{dockerfile}".encode()).hexdigest()[:24]
     name = f"daytona-{digest}"
     with contextlib.suppress(NotFound):

@@ -83,12 +83,8 @@ async def create_sandbox(body: CreateSandbox, answer: AnswerDep) -> dict[str, An
     """Create a workspace and answer it started (from a snapshot, or from an image built
     first, while the request waits)."""
     ctl, who = answer.ctl, answer.who
-    template = None
-    if body.build_info is not None:
-        if body.build_info.context_hashes:
-            raise DaytonaError(400, "images that copy local files (build contexts) are not "
-                                    "supported here; use RUN steps or a template")
-        template = await image_template(ctl, who, body.build_info.dockerfile_content or "")
+    template = None if body.build_info is None else await image_template(ctl, who,
+                                                                         body.build_info)
     spec = create_spec(body, template)
     if body.name and any(s.metadata.get(NAME_KEY) == body.name for s in await visible(ctl, who)):
         raise DaytonaError(409, f"Sandbox with name {body.name} already exists")

@@ -14,7 +14,7 @@ from ...server.auth import Principal
 from ...server.control import Control
 from . import render
 from ._base import API, ControlDep, DaytonaError, DaytonaRoute, PrincipalDep
-from .builds import build
+from .builds import build, dockerfile_of
 from .wire import CreateSnapshot
 
 router = APIRouter(prefix=API + "/snapshots", route_class=DaytonaRoute, tags=["daytona"])
@@ -33,10 +33,7 @@ def _dockerfile(body: CreateSnapshot) -> str:
         raise DaytonaError(400, "a snapshot has no resources here: give cpu, memory and disk to "
                                 "the sandbox create instead (leave resources unset)")
     if body.build_info is not None:
-        if body.build_info.context_hashes:
-            raise DaytonaError(400, "images that copy local files (build contexts) are not "
-                                    "supported here; use RUN steps or a template")
-        return body.build_info.dockerfile_content or ""
+        return dockerfile_of(body.build_info)
     if body.image_name is None:
         raise DaytonaError(400, "give an image: a Stockade template name or an Image")
     if body.entrypoint:
@@ -69,16 +66,10 @@ async def list_snapshots(
 
 
 @router.get("/{snapshotIdOrName}")
+@router.post("/{snapshotIdOrName}/activate")
 async def get_snapshot(snapshotIdOrName: str, ctl: ControlDep,  # noqa: N803
                        who: PrincipalDep) -> dict[str, Any]:
-    return render.snapshot(await _find(ctl, who, snapshotIdOrName),
-                           ctl.engine.config.default_resources)
-
-
-@router.post("/{snapshotIdOrName}/activate")
-async def activate_snapshot(snapshotIdOrName: str, ctl: ControlDep,  # noqa: N803
-                            who: PrincipalDep) -> dict[str, Any]:
-    """Templates never go inactive here: answers the snapshot, ``active``."""
+    """The snapshot (``activate`` answers it too: templates never go inactive here)."""
     return render.snapshot(await _find(ctl, who, snapshotIdOrName),
                            ctl.engine.config.default_resources)
 

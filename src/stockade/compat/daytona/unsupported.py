@@ -5,6 +5,7 @@ ownership checks as every other call. Included last, so every served route wins.
 from __future__ import annotations
 
 import re
+from typing import NoReturn
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -46,8 +47,10 @@ TOOLBOX_FEATURES: list[tuple[str, str, str]] = [
     (r"lsp/.*", "language servers", "language servers (LSP) are not supported yet"),
     (r"computeruse/.*", "computer use", "computer use needs a desktop, which sandboxes here "
      "do not have"),
-    (r"git/(reset|restore|remotes?|config|history|log)(/.*)?", "this git call",
-     "only init, clone, status, branches, checkout, add, commit, push and pull are served"),
+    (r"git/history", "git history", "not supported yet: run `git log` with process.exec"),
+    (r"git/credentials", "stored git credentials",
+     "credentials are not stored here: pass username and password to each clone, push or "
+     "pull"),
     (r"process/session/entrypoint(/.*)?", "the entrypoint session",
      "sandboxes here start idle: there is no entrypoint"),
     (r"process/session/[^/]+/command/[^/]+/input", "session command input",
@@ -61,7 +64,7 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 router = APIRouter(route_class=DaytonaRoute)
 
 
-def _answer(path: str, table: list[tuple[re.Pattern[str], str, str]]) -> JSONResponse:
+def _answer(path: str, table: list[tuple[re.Pattern[str], str, str]]) -> NoReturn:
     for pattern, what, why in table:
         if pattern.fullmatch(path):
             raise DaytonaError(501, f"{what}: {why} (Stockade's Daytona API, "
