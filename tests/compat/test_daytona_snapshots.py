@@ -1,7 +1,7 @@
 """The unmodified ``daytona`` SDK (0.226.1, sync and async) against a real `stockade serve`:
 snapshots as Stockade templates (create from an image or a template name, from a sandbox,
-activate, delete, tenancy), and every SDK call Stockade does not serve failing with a clear
-Daytona error that names the feature, never a 500."""
+activate, delete, tenancy), sessions that survive a server restart, and every SDK call Stockade
+does not serve failing with a clear Daytona error that names the feature, never a 500."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from daytona import (  # noqa: E402
     DaytonaNotFoundError,
     Image,
     Resources,
+    SessionExecuteRequest,
 )
 from daytona.common.errors import (  # noqa: E402
     DaytonaBadRequestError,
@@ -215,3 +216,26 @@ def test_async_client_snapshots_and_unsupported(server: Server) -> None:
 
     asyncio.run(main())
     _cleanup(server)
+
+
+def test_sessions_survive_a_server_restart(server: Server, sandbox: Any) -> None:
+    """A session lives in the sandbox, not in the server: after a restart its shell state,
+    its finished commands and a command still running are all there."""
+    process = sandbox.process
+    process.create_session("kept")
+    process.execute_session_command("kept", SessionExecuteRequest(
+        command="export KEPT=yes; cd /tmp"))
+    running = process.execute_session_command("kept", SessionExecuteRequest(
+        command="sleep 3; echo done", run_async=True))
+    server.stop()
+    server.start()
+    session = process.get_session("kept")
+    assert [c.command for c in session.commands] == ["export KEPT=yes; cd /tmp",
+                                                     "sleep 3; echo done"]
+    r = process.execute_session_command("kept", SessionExecuteRequest(command="echo $KEPT $PWD"))
+    assert (r.exit_code, r.stdout) == (0, "yes /tmp\n")  # waited for the sleep before it
+    assert process.get_session_command("kept", running.cmd_id).exit_code == 0
+    assert process.get_session_command_logs("kept", running.cmd_id).stdout == "done\n"
+    process.delete_session("kept")
+    with pytest.raises(DaytonaNotFoundError):
+        process.get_session("kept")
