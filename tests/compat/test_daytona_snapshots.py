@@ -239,3 +239,35 @@ def test_sessions_survive_a_server_restart(server: Server, sandbox: Any) -> None
     process.delete_session("kept")
     with pytest.raises(DaytonaNotFoundError):
         process.get_session("kept")
+
+
+def test_file_streams(sandbox: Any) -> None:
+    """``upload_file_stream`` and ``download_file_stream`` move a file in pieces."""
+    import io
+
+    data = bytes(range(256)) * 8192  # 2 MiB
+    sandbox.fs.upload_file_stream(io.BytesIO(data), "streams/big.bin")
+    got = b"".join(sandbox.fs.download_file_stream("streams/big.bin"))
+    assert got == data
+    with pytest.raises(DaytonaNotFoundError):
+        b"".join(sandbox.fs.download_file_stream("streams/missing.bin"))
+
+
+def test_pty_by_id_and_small_calls(sandbox: Any) -> None:
+    """PTY info, resize and kill by id; the work dir and an activity refresh."""
+    from daytona import PtySize
+
+    pty = sandbox.process.create_pty_session("byid", pty_size=PtySize(rows=24, cols=80))
+    try:
+        info = sandbox.process.get_pty_session_info("byid")
+        assert (info.id, info.rows, info.cols) == ("byid", 24, 80)
+        resized = sandbox.process.resize_pty_session("byid", PtySize(rows=50, cols=132))
+        assert (resized.rows, resized.cols) == (50, 132)
+        sandbox.process.kill_pty_session("byid")
+        assert pty.wait(timeout=20).exit_code != 0
+        with pytest.raises(DaytonaNotFoundError):
+            sandbox.process.get_pty_session_info("byid")
+    finally:
+        pty.disconnect()
+    assert sandbox.get_work_dir() == "/home/user"
+    sandbox.refresh_activity()
