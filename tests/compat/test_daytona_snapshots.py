@@ -32,6 +32,7 @@ from daytona import (  # noqa: E402
 from daytona.common.errors import (  # noqa: E402
     DaytonaBadRequestError,
     DaytonaConflictError,
+    DaytonaFileNotFoundError,
     DaytonaForbiddenError,
 )
 
@@ -241,8 +242,9 @@ def test_sessions_survive_a_server_restart(server: Server, sandbox: Any) -> None
         process.get_session("kept")
 
 
-def test_file_streams(sandbox: Any) -> None:
-    """``upload_file_stream`` and ``download_file_stream`` move a file in pieces."""
+def test_file_streams_and_permissions(sandbox: Any) -> None:
+    """``upload_file_stream`` and ``download_file_stream`` move a file in pieces;
+    ``set_file_permissions`` and a folder's mode change what the sandbox sees."""
     import io
 
     data = bytes(range(256)) * 8192  # 2 MiB
@@ -251,6 +253,16 @@ def test_file_streams(sandbox: Any) -> None:
     assert got == data
     with pytest.raises(DaytonaNotFoundError):
         b"".join(sandbox.fs.download_file_stream("streams/missing.bin"))
+    sandbox.fs.set_file_permissions("streams/big.bin", mode="640", owner="root", group="root")
+    info = sandbox.fs.get_file_info("streams/big.bin")
+    assert (info.permissions, info.owner, info.group) == ("0640", "root", "root")
+    assert sandbox.process.exec("cat streams/big.bin >/dev/null").exit_code != 0  # not ours
+    sandbox.fs.create_folder("streams/private", "700")
+    assert sandbox.fs.get_file_info("streams/private").permissions == "0700"
+    with pytest.raises(DaytonaFileNotFoundError):
+        sandbox.fs.set_file_permissions("streams/none", mode="600")
+    with pytest.raises(DaytonaBadRequestError):
+        sandbox.fs.set_file_permissions("streams/big.bin", owner="bad;name")
 
 
 def test_pty_by_id_and_small_calls(sandbox: Any) -> None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
 from ...engine import Engine
-from ...models import ProcessSpec
+from .argv import run
 from ._base import TOOLBOX, ControlDep, DaytonaError, DaytonaRoute, ToolboxSandbox
 from .files import path_of
 from .wire import Body
@@ -39,21 +39,8 @@ async def git(eng: Engine, sandbox: str, path: str | None, *args: str,
         env.update({"DAYTONA_GIT_USERNAME": username or "",
                     "DAYTONA_GIT_PASSWORD": password or "", "GIT_ASKPASS": ASKPASS_PATH})
         await _askpass(eng, sandbox)
-    run = await eng.processes.start(sandbox, ProcessSpec(argv=argv, env=env))
-    out, err = bytearray(), bytearray()
-    end: dict[str, Any] = {}
-    async for event in run.events():
-        if event["type"] == "stdout":
-            out += event["data"]
-        elif event["type"] == "stderr":
-            err += event["data"]
-        elif event["type"] == "end":
-            end = event
-    if end.get("exit_code") not in allow:
-        said = (err or out).decode("utf-8", "replace").strip()[-2000:]
-        verb = next((a for a in args if not a.startswith("-") and "=" not in a), "")
-        raise DaytonaError(400, f"git {verb} failed: {said or 'exit ' + str(end.get('exit_code'))}")
-    return out.decode("utf-8", "replace")
+    verb = next((a for a in args if not a.startswith("-") and "=" not in a), "")
+    return await run(eng, sandbox, argv, f"git {verb}", env=env, allow=allow)
 
 
 async def _askpass(eng: Engine, sandbox: str) -> None:

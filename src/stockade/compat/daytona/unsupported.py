@@ -55,8 +55,6 @@ TOOLBOX_FEATURES: list[tuple[str, str, str]] = [
      "sandboxes here start idle: there is no entrypoint"),
     (r"process/session/[^/]+/command/[^/]+/input", "session command input",
      "sending input to a session command is not supported yet"),
-    (r"files/(permissions|upload|download-url|upload-url)", "this file call",
-     "not supported yet"),
 ]
 _API = [(re.compile(p + r"/?"), what, why) for p, what, why in API_FEATURES]
 _TOOLBOX = [(re.compile(p + r"/?"), what, why) for p, what, why in TOOLBOX_FEATURES]
