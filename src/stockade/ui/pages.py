@@ -34,11 +34,14 @@ def layout(title: str, body: str, session: Session | None = None, *, message: st
     who = ""
     if session is not None:
         scope = "admin: every tenant" if session.admin else f"tenant {e(session.tenant)}"
+        if session.local:
+            scope = "local daemon"
         who = ('<a href="/ui/">Sandboxes</a><a href="/ui/templates">Templates</a>'
-               '<a href="/ui/volumes">Volumes</a><a href="/ui/keys">Keys</a>'
-               + ('<a href="/ui/tenants">Tenants</a>' if session.admin else "")
-               + '<a href="/ui/audit">Audit</a>'
-               f'<span class="who">{scope}</span>'
+               '<a href="/ui/volumes">Volumes</a>'
+               + ("" if session.local else '<a href="/ui/keys">Keys</a>'
+                  + ('<a href="/ui/tenants">Tenants</a>' if session.admin else "")
+                  + '<a href="/ui/audit">Audit</a>')
+               + f'<span class="who">{scope}</span>'
                f'<form method="post" action="/ui/logout" class="inline">{csrf_field(session)}'
                f'<button>Sign out</button></form>')
     note = f'<p class="message" role="alert">{e(message)}</p>' if message else ""
@@ -62,8 +65,22 @@ def login(message: str = "") -> str:
  placeholder="sk_...">
 <button type="submit">Sign in</button>
 <p class="hint">An admin key sees every tenant; a tenant key (<code>stockade keys create</code>)
-sees its own sandboxes.</p></form>"""
+sees its own sandboxes. No key at hand? On the server's machine, <code>stockade dashboard</code>
+prints a sign-in link.</p></form>"""
     return layout("Sign in", body, message=message)
+
+
+def confirm_link(token: str, who: Session) -> str:
+    """The page a sign-in link opens: one button, so that following a link alone (a preview,
+    a prefetch, another site) signs nobody in."""
+    as_whom = ("the local daemon (every sandbox on this machine)" if who.local
+               else "admin (every tenant)" if who.admin else f"tenant {e(who.tenant)}")
+    body = f"""<h1>Sign in</h1>
+<form method="post" action="/ui/login" class="card" id="link-sign-in">
+<input type="hidden" name="token" value="{e(token)}">
+<p>This link signs you in as {as_whom}. It works once.</p>
+<button type="submit">Open the dashboard</button></form>"""
+    return layout("Sign in", body)
 
 
 def _select(name: str, options: Iterable[str], chosen: str | None) -> str:
