@@ -125,50 +125,6 @@ def sandbox_list(session: Session, items: list[SandboxInfo], filters: dict[str, 
                   head='<script src="/ui/static/live.js" defer></script>')
 
 
-def sandbox_detail(session: Session, s: SandboxInfo, stats: dict[str, Any] | None,
-                   message: str = "") -> str:
-    spec = {"tier": s.isolation, "template": s.template, "state": s.state,
-            "reason": s.reason or "-",
-            "persistence": s.persistence, "on timeout": s.on_timeout,
-            "cpu": f"{s.cpu:g}", "memory": f"{s.memory_mb} MB", "disk": f"{s.disk_mb} MB",
-            "pids": s.pids, "created": when(s.created_at), "expires": when(s.expires_at),
-            "network": "none" if s.network == "none" else json.dumps(s.network),
-            "metadata": json.dumps(s.metadata) if s.metadata else "-",
-            "volumes": ", ".join(f"{v['volume']} at {v['path']}" for v in s.volumes) or "-"}
-    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in spec.items())
-    if stats:
-        rows += "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in stats.items())
-    buttons = "".join(
-        f'<form method="post" action="/ui/sandboxes/{e(s.id)}/{a}" class="inline">'
-        f'{csrf_field(session)}<button class="{a}" name="action" value="{a}">{a.title()}</button>'
-        f'</form>' for a, states in ACTIONS.items()
-        if s.state in states and (a not in ("stop", "start") or s.persistence == "workspace"))
-    terminal = charts = ""
-    if s.state == "running":
-        charts = (f'<h2>Usage</h2><div id="charts" data-sandbox="{e(s.id)}">'
-                  '<figure><figcaption>memory (MiB)</figcaption><svg id="chart-memory" '
-                  'viewBox="0 0 300 80" preserveAspectRatio="none"></svg></figure>'
-                  '<figure><figcaption>CPU (% of one core)</figcaption><svg id="chart-cpu" '
-                  'viewBox="0 0 300 80" preserveAspectRatio="none"></svg></figure></div>')
-        terminal = (f'<h2>Terminal</h2><div id="terminal" data-sandbox="{e(s.id)}" '
-                    f'data-csrf="{e(session.csrf)}"></div>'
-                    f'<p class="hint" id="terminal-status">connecting...</p>')
-    head = ('<link rel="stylesheet" href="/ui/static/vendor/xterm.css">'
-            '<script src="/ui/static/vendor/xterm.js" defer></script>'
-            '<script src="/ui/static/vendor/addon-fit.js" defer></script>'
-            '<script src="/ui/static/terminal.js" defer></script>'
-            '<script src="/ui/static/charts.js" defer></script>') if terminal else ""
-    body = f"""<p><a href="/ui/">&larr; all sandboxes</a></p><h1>Sandbox {e(s.id)}</h1>
-<div class="actions">{buttons}
-<a class="button" href="/ui/sandboxes/{e(s.id)}/files?path=%2Fhome%2Fuser">Files</a>
-<form method="post" action="/ui/sandboxes/{e(s.id)}/snapshot" class="inline" id="snapshot">
-{csrf_field(session)}<input name="name" placeholder="template name" required maxlength="64"
- pattern="[a-z0-9][a-z0-9._-]*" aria-label="template name"><button>Save as template</button>
-</form></div>
-<table class="spec">{rows}</table>{charts}{terminal}"""
-    return layout(f"Sandbox {s.id}", body, session, message=message, head=head)
-
-
 def files(session: Session, sandbox_id: str, path: str, entries: list[EntryInfo],
           message: str = "") -> str:
     base = f"/ui/sandboxes/{e(sandbox_id)}/files"

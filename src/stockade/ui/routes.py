@@ -12,13 +12,13 @@ import httpx
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..sdk import AsyncSandbox, StockadeError
+from ..sdk import AsyncSandbox
 from ..sdk._transport import tls_context
-from . import admin, build, pages
+from . import admin, build, detail, pages
 from .sessions import COOKIE, LIFETIME, Session, Sessions
 from .web import HEADERS, Failure, api_url, html, note, signed_in, take_note
 
@@ -143,29 +143,6 @@ async def create(request: Request, session: Session) -> Response:
 
 
 @signed_in
-async def detail(request: Request, session: Session) -> Response:
-    sb = await _sandbox(request, session)
-    try:
-        stats: dict[str, Any] | None = await sb.stats() if sb.info.state == "running" else None
-    except StockadeError:
-        stats = None
-    finally:
-        await sb.close()
-    return html(pages.sandbox_detail(session, sb.info, stats, take_note(request)))
-
-
-@signed_in
-async def stats(request: Request, session: Session) -> Response:
-    """The sandbox's current usage as JSON, for the page's charts."""
-    sb = await _sandbox(request, session)
-    try:
-        now = await sb.stats()
-    finally:
-        await sb.close()
-    return JSONResponse(now, headers=HEADERS)
-
-
-@signed_in
 async def action(request: Request, session: Session) -> Response:
     verb = request.path_params["action"]
     if verb not in pages.ACTIONS:
@@ -272,8 +249,7 @@ def create_ui(sessions: Sessions) -> Starlette:
         *admin.ROUTES,  # before /ui/sandboxes/{sandbox_id}/{action}
         *build.ROUTES,
         Route("/ui/sandboxes", create, methods=["POST"]),
-        Route("/ui/sandboxes/{sandbox_id}", detail),
-        Route("/ui/sandboxes/{sandbox_id}/stats", stats),
+        *detail.ROUTES,  # before /ui/sandboxes/{sandbox_id}/{action}
         Route("/ui/sandboxes/{sandbox_id}/files", file_list),
         Route("/ui/sandboxes/{sandbox_id}/files/view", file_view),
         Route("/ui/sandboxes/{sandbox_id}/files/download", download),
