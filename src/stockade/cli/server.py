@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional, cast
 
 import typer
 from rich.console import Console
@@ -80,7 +80,8 @@ def _serve_cluster(cluster: str, host: str | None, port: int | None, database_ur
     serve_replica(cluster, url, admin_key, host or "127.0.0.1", port or 8800, wait, log_level)
 
 
-TIERS = ("container", "gvisor", "microvm")
+Tier = Literal["container", "gvisor", "microvm"]
+TIERS: tuple[Tier, ...] = ("container", "gvisor", "microvm")
 #: The sandbox the demo leaves running for the dashboard ends by itself after this long.
 LEFT_RUNNING = 1800
 
@@ -96,10 +97,10 @@ def demo(
     from .dashboard import sign_in_link
     from .images import build_with_progress
 
-    tiers = isolation or list(TIERS)
-    if unknown := [t for t in tiers if t not in TIERS]:
+    if unknown := [t for t in isolation or [] if t not in TIERS]:
         out.print(f"[red]error:[/red] unknown tier {unknown[0]!r}: choose from {', '.join(TIERS)}")
         raise typer.Exit(2)
+    tiers = [cast(Tier, t) for t in isolation] if isolation else list(TIERS)
     build_with_progress()
     for tier in tiers:
         with Sandbox.create(isolation=tier) as sb:

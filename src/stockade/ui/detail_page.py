@@ -109,7 +109,7 @@ def sandbox_detail(session: Session, s: SandboxInfo, stats: dict[str, Any] | Non
         '<script src="/ui/static/vendor/addon-fit.js" defer></script>'
         '<script src="/ui/static/terminal.js" defer></script>' if terminal else ""))
     body = f"""<p><a href="/ui/">&larr; all sandboxes</a></p><h1>Sandbox {e(s.id)}</h1>
-<p id="ended" class="message failed" role="alert" hidden></p>
+<p id="ended" role="alert" hidden></p>
 <div id="live" data-sandbox="{e(s.id)}" data-state="{e(s.state)}" data-csrf="{e(session.csrf)}"></div>
 <div class="actions">{buttons}
 <a class="button" href="/ui/sandboxes/{e(s.id)}/files?path=%2Fhome%2Fuser">Files</a>
