@@ -18,14 +18,15 @@ def networked(server: Server, key: str, page) -> None:  # type: ignore[no-untype
     sb = Sandbox.create(timeout=600, network={"allow_out": ["pypi.org", "*.pythonhosted.org"],
                                               "deny_out": ["10.0.0.0/8"]},
                         metadata={"job": "scraper"}, api_url=server.url, api_key=key)
-    sb.commands.run("while :; do date; sleep 2; done", background=True)
+    job = sb.commands.run("while :; do date; sleep 2; done", background=True)
     sb.commands.run(["python3", "-c", "import socket\nfor n in ('api.example.com', "
                      "'telemetry.invalid'):\n    try: socket.getaddrinfo(n, 443)\n"
                      "    except OSError: pass"], timeout=60)
     page.goto(f"{server.url}/ui/sandboxes/{sb.id}")
     page.wait_for_selector("#egress tr.denied")
-    page.wait_for_timeout(8000)  # a few usage samples
+    page.wait_for_timeout(16000)  # a few usage samples
     page.screenshot(path=OUT / "dashboard-sandbox-network.png", full_page=True)
+    job.disconnect()  # stop following it (the server kills the sandbox at the end)
 
 
 def main() -> int:

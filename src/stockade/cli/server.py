@@ -114,7 +114,7 @@ def demo(
         execution = sb.run_code("df.x.sum()")
         out.print(f"[bold]code-interpreter[/bold] {sb.id}: df.x.sum() -> "
                   f"{execution.text!r}")
-    out.print("[green]demo done: every tier ran code, and every sandbox was removed[/green]")
+    out.print("[green]demo done: every tier ran code, and those sandboxes are removed[/green]")
     kept = Sandbox.create(isolation=tiers[0], timeout=LEFT_RUNNING,
                           metadata={"created-by": "demo"})
     kept.files.write("/home/user/hello.txt", "Left running by 'stockade demo'. Type in the "
