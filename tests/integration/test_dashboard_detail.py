@@ -51,6 +51,10 @@ def test_detail_page_is_live(sqlite_server: Server, tenant: tuple[str, str],  # 
         policy = page.inner_text("#network-policy")
         assert "pypi.org" in policy and "10.0.0.0/8" in policy
         assert snapshot in page.inner_text("#snapshots")  # the snapshot made from it
+        page.goto(f"{sqlite_server.url}/ui/templates")  # which names where it came from
+        assert page.get_attribute(f"#templates tr[data-name='{snapshot}'] a",
+                                  "href") == f"/ui/sandboxes/{sb.id}"
+        page.goto(f"{sqlite_server.url}/ui/sandboxes/{sb.id}")
 
         # A background process appears in the list by itself; its output can be followed.
         ticker = sb.commands.run("i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.5; done",

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from ..sdk import AsyncSandbox, AsyncTemplate, NotFoundError, StockadeError
-from . import detail_page
+from . import detail_page, pages
 from .sessions import Session
 from .web import HEADERS, Failure, api_url, html, note, signed_in, take_note
 
@@ -68,7 +68,7 @@ async def detail(request: Request, session: Session) -> Response:
     sb = await attach(request, session)
     try:
         parts = await _moving_parts(sb)
-        source = f"snapshot of sandbox {sb.id}"
+        source = pages.SNAPSHOT_OF + sb.id
         snapshots = [t for t in await _quietly(AsyncTemplate.list(
             api_url=api_url(request), api_key=session.key), []) if t.source == source]
     finally:

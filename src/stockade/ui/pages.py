@@ -13,6 +13,8 @@ from .sessions import Session
 
 STATES = ("running", "paused", "stopped", "archived")
 TIERS = ("container", "gvisor", "microvm")
+#: How the engine marks a template saved from a sandbox (TemplateInfo.source).
+SNAPSHOT_OF = "snapshot of sandbox "
 #: Lifecycle buttons, and the states in which each makes sense.
 ACTIONS = {"pause": ("running",), "resume": ("paused",), "stop": ("running", "paused"),
            "start": ("stopped", "archived"), "kill": STATES}
@@ -168,12 +170,18 @@ def templates(session: Session, items: list[TemplateInfo], message: str = "") ->
         mine = session.admin or t.owner == session.tenant
         delete = (f'<form method="post" action="/ui/templates/{e(t.name)}/delete" class="inline">'
                   f'{csrf_field(session)}<button class="kill">Delete</button></form>') if mine else ""
+        source = t.source or "-"
+        if source.startswith(SNAPSHOT_OF):  # a snapshot: link the sandbox while it lives
+            sid = source[len(SNAPSHOT_OF):]
+            source = f'snapshot of <a href="/ui/sandboxes/{e(sid)}">{e(sid)}</a>'
+        else:
+            source = e(source)
         rows.append(f'<tr data-name="{e(t.name)}"><td>{e(t.name)}</td>'
                     f'<td>{e(t.owner or "shared")}</td><td>{e(t.parent or "-")}</td>'
-                    f'<td>{t.size_bytes // (1 << 20)} MiB</td><td>{e(t.created)}</td>'
-                    f'<td>{delete}</td></tr>')
+                    f'<td>{source}</td><td>{t.size_bytes // (1 << 20)} MiB</td>'
+                    f'<td>{e(t.created)}</td><td>{delete}</td></tr>')
     body = f"""<h1>Templates</h1><table id="templates"><thead><tr><th>name</th><th>owner</th>
-<th>parent</th><th>size</th><th>created</th><th></th></tr></thead>
+<th>parent</th><th>made from</th><th>size</th><th>created</th><th></th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
 <form method="post" action="/ui/templates/build" class="card" id="build">{csrf_field(session)}
 <label for="build-name">Build a template</label>
