@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from .. import Sandbox, StockadeError
-from . import code, doctor, host, images, keys, security, server
+from . import code, dashboard, doctor, host, images, keys, security, server
 
 app = typer.Typer(help="Run untrusted code in sandboxes: container, gVisor or microVM.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -22,6 +22,7 @@ app.add_typer(keys.tenants_app, name="tenants")
 app.command("serve")(server.serve)
 app.command("host")(host.host)
 app.command("demo")(server.demo)
+app.command("dashboard")(dashboard.dashboard)
 app.command("run-code")(code.run_code)
 app.command("security-report")(security.security_report)
 app.command("doctor")(doctor.doctor)
