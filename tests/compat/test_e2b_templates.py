@@ -1,0 +1,142 @@
+"""E2B's template build API and the rest of the SDK surface added after the first E2B slice,
+driven by the unmodified PyPI ``e2b`` package against a real Stockade server."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+from e2b import Sandbox, Template, TemplateBuildStatus
+from e2b.exceptions import BuildException
+from server_harness import Server, finish, needs_root, new_data_dir
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    needs_root()
+    srv = Server(new_data_dir()).start()
+    yield srv
+    finish(srv)
+
+
+@pytest.fixture(scope="module")
+def keys(server: Server) -> Iterator[dict[str, str]]:
+    """One key per tenant; the E2B variables point the SDK at the server as tenant A."""
+    found = {"a": server.new_key("tpl-a"), "b": server.new_key("tpl-b")}
+    saved = {k: os.environ.get(k) for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY")}
+    os.environ.update(E2B_API_URL=server.url + "/e2b", E2B_SANDBOX_URL=server.url + "/e2b",
+                      E2B_API_KEY=found["a"])
+    yield found
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _poll(info: object, until: set[TemplateBuildStatus], timeout: float = 180):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        status = Template.get_build_status(info)  # type: ignore[arg-type]
+        if status.status in until or time.monotonic() > deadline:
+            return status
+        time.sleep(0.3)
+
+
+def test_template_build_copy_env_user_and_rebuild(keys: dict[str, str], server: Server,
+                                                   tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_text("print('from the context')\n")
+    template = (Template(file_context_path=tmp_path)
+                .from_base_image()
+                .copy("app/main.py", "/home/user/app/")
+                .set_envs({"GREETING": "it's $HOME"})
+                .run_cmd("cd && whoami > build-user && python3 app/main.py > out.txt")
+                .run_cmd("touch /opt/by-root", user="root")
+                .set_workdir("/home/user/app"))
+    logs: list[str] = []
+    info = Template.build(template, "e2b-app", on_build_logs=lambda e: logs.append(e.message))
+    assert info.template_id == "e2b-app" and info.build_id
+    assert any("ready" in line for line in logs), logs
+    assert Template.exists("e2b-app")
+    sb = Sandbox.create("e2b-app", timeout=120)
+    try:
+        r = sb.commands.run("cat /home/user/build-user /home/user/out.txt; echo \"$GREETING\"; "
+                            "pwd; stat -c %U /opt/by-root")
+        assert r.stdout == ("user\nfrom the context\nit's $HOME\n/home/user/app\nroot\n")
+        assert sb.files.read("/home/user/app/main.py") == "print('from the context')\n"
+    finally:
+        sb.kill()
+    # a rebuild of the same name replaces the template; the upload is not sent again
+    logs.clear()
+    again = Template(file_context_path=tmp_path).from_template("base") \
+        .copy("app/main.py", "/home/user/app/").run_cmd("echo v2 > /home/user/version")
+    Template.build(again, "e2b-app", on_build_logs=lambda e: logs.append(e.message))
+    assert any("already cached" in line for line in logs), logs
+    sb = Sandbox.create("e2b-app", timeout=120)
+    try:
+        r = sb.commands.run("cat /home/user/version; ls /home/user/app; ls /home/user")
+        assert r.stdout == "v2\nmain.py\napp\nversion\n"  # the first build's files are gone
+    finally:
+        sb.kill()
+
+
+def test_failed_and_background_builds(keys: dict[str, str], server: Server) -> None:
+    failing = Template().from_template("base").run_cmd("echo about to fail; exit 3")
+    with pytest.raises(BuildException, match="exit code 3"):
+        Template.build(failing, "e2b-fails")
+    assert not Template.exists("e2b-fails")
+    info = Template.build_in_background(Template().from_base_image().run_cmd("sleep 1"),
+                                        "e2b-bg")
+    assert Template.get_build_status(info).status in (TemplateBuildStatus.BUILDING,
+                                                      TemplateBuildStatus.READY)
+    done = _poll(info, {TemplateBuildStatus.READY, TemplateBuildStatus.ERROR})
+    assert done.status == TemplateBuildStatus.READY, done.reason
+    assert any("sleep 1" in e.message for e in Template.get_build_status(info, 0).log_entries)
+    # tenant B sees neither the build nor the template
+    with pytest.raises(BuildException, match="no build"):
+        Template.get_build_status(info, api_key=keys["b"])
+    assert not Template.exists("e2b-bg", api_key=keys["b"])
+    with pytest.raises(Exception):
+        Sandbox.create("e2b-bg", api_key=keys["b"])
+
+
+@pytest.mark.parametrize("template, words", [
+    (lambda: Template().from_python_image("3"), "cannot be pulled"),
+    (lambda: Template().from_base_image().set_start_cmd("sleep 1", "true"), "start command"),
+    (lambda: Template().from_template("no-such-template").run_cmd("true"), "no template"),
+])
+def test_builds_stockade_cannot_do_fail_clearly(keys: dict[str, str], template: object,
+                                                 words: str) -> None:
+    with pytest.raises(BuildException, match=words):
+        Template.build(template(), "e2b-refused")  # type: ignore[operator]
+
+
+def test_upload_links_are_signed(server: Server, keys: dict[str, str]) -> None:
+    digest = "ab" * 32
+    with httpx.Client(base_url=server.url + "/e2b", timeout=30,
+                      headers={"X-API-Key": keys["a"]}) as c:
+        link = c.get(f"/templates/x/files/{digest}")
+        assert link.status_code == 201 and link.json()["present"] is False
+        url = link.json()["url"]
+        forged = url.replace("tenant=", "tenant=x")
+        assert c.put(forged, content=b"junk").status_code == 401
+        assert c.put(url.replace("signature=", "signature=0"), content=b"x").status_code == 401
+        assert c.get("/templates/x/files/..%2F..%2Fetc").status_code in (400, 404)
+        # a garbage tar is stored, but a build that copies from it fails with a clear error
+        assert c.put(url, content=b"not a tar").status_code == 201
+        assert c.get(f"/templates/x/files/{digest}").json() == {"present": True}
+        build = c.post("/v3/templates", json={"name": "e2b-junk"}).json()
+        start = c.post(f"/v2/templates/e2b-junk/builds/{build['buildID']}",
+                       json={"fromTemplate": "base", "steps": [
+                           {"type": "COPY", "args": ["f", "/tmp/"], "filesHash": digest}]})
+        assert start.status_code == 400 and "tar" in start.json()["message"]
+        bad = c.post("/v2/templates/e2b-junk/builds/zz", json={})
+        assert bad.status_code == 400
+        assert c.post("/v3/templates", json={"name": "Bad Name!"}).status_code == 400
