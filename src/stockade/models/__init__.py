@@ -13,7 +13,8 @@ from .sandboxes import (EgressEntry, EgressLog, Isolation, NetworkPolicy, Persis
 from .templates import BuildLog, BuildStatus, TemplateInfo, TemplatePage
 from .volumes import CreateVolume, VolumeInfo, VolumeName, VolumePage
 
-__all__ = ["BuildLog", "BuildStatus", "CreateVolume", "EgressEntry", "EgressLog", "EntryInfo", "FileEvent", "Isolation",
+__all__ = ["BuildLog", "BuildStatus", "CreateVolume", "EgressEntry", "EgressLog", "EntryInfo",
+           "FileEvent", "Isolation",
            "MakeDirResult", "NetworkPolicy", "Persistence", "ProcessInfo", "ProcessSelector",
            "ProcessSpec", "PtySize", "Resize",
            "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "Signal",

@@ -37,7 +37,6 @@ def build(main: FastAPI) -> FastAPI:
     app = FastAPI(title="Stockade E2B adapter", openapi_url=None, docs_url=None,
                   redoc_url=None)
     app.state.main = main
-    app.state.idempotency = api.Idempotency()
     app.state.watchers = watch.Watchers()
     for module in (api, builds, files, process, watch, filesystem, interpreter, snapshots,
                    templates):

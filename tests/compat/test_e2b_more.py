@@ -4,6 +4,7 @@ driven by the unmodified PyPI ``e2b`` package against a real Stockade server."""
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 import time
 from pathlib import Path
 from typing import Iterator
@@ -140,3 +141,27 @@ def test_upload_links_are_signed(server: Server, keys: dict[str, str]) -> None:
         bad = c.post("/v2/templates/e2b-junk/builds/zz", json={})
         assert bad.status_code == 400
         assert c.post("/v3/templates", json={"name": "Bad Name!"}).status_code == 400
+
+
+def test_idempotency_keys_survive_a_restart_and_stay_per_tenant(server: Server,
+                                                                 keys: dict[str, str]) -> None:
+    body = {"templateID": "base", "timeout": 120}
+
+    def create(key: str, tenant: str = "a") -> str:
+        with httpx.Client(base_url=server.url + "/e2b", timeout=60,
+                          headers={"X-API-Key": keys[tenant], "Idempotency-Key": key}) as c:
+            r = c.post("/v2/sandboxes", json=body)
+            assert r.status_code == 201, r.text
+            return str(r.json()["sandboxID"])
+
+    with ThreadPoolExecutor(4) as pool:  # concurrent retries of one create make one sandbox
+        made = set(pool.map(lambda _: create("same-key"), range(4)))
+    assert len(made) == 1
+    first = made.pop()
+    other = create("same-key", "b")
+    assert other != first  # the key is the tenant's own
+    server.stop()
+    server.start()
+    assert create("same-key") == first  # the store kept it
+    Sandbox.connect(first).kill()
+    assert create("same-key") != first  # its sandbox ended: the key makes a new one
