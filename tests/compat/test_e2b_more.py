@@ -11,8 +11,9 @@ from typing import Iterator
 
 import httpx
 import pytest
-from e2b import Sandbox, Template, TemplateBuildStatus
-from e2b.exceptions import BuildException
+from e2b import Sandbox, Template, TemplateBuildStatus, Volume
+from e2b.exceptions import (BuildException, SandboxException, VolumeException,
+                            VolumeNotFoundException)
 from server_harness import Server, finish, needs_root, new_data_dir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -165,3 +166,34 @@ def test_idempotency_keys_survive_a_restart_and_stay_per_tenant(server: Server,
     assert create("same-key") == first  # the store kept it
     Sandbox.connect(first).kill()
     assert create("same-key") != first  # its sandbox ended: the key makes a new one
+
+
+def test_volumes_outlive_sandboxes_and_stay_per_tenant(keys: dict[str, str]) -> None:
+    vol = Volume.create("e2b-vol")
+    try:
+        assert vol.volume_id == vol.name == "e2b-vol"
+        assert "e2b-vol" in [v.name for v in Volume.list()]
+        assert Volume.get_info("e2b-vol").name == "e2b-vol"
+        sb = Sandbox.create(volume_mounts={"/mnt/data": vol}, timeout=120)
+        try:
+            sb.files.write("/mnt/data/kept.txt", "kept")
+        finally:
+            sb.kill()
+        sb = Sandbox.create(volume_mounts={"/mnt/data": "e2b-vol"}, timeout=120)
+        try:
+            assert sb.files.read("/mnt/data/kept.txt") == "kept"
+            with pytest.raises(VolumeException, match="mounted by"):  # in use: 409
+                Volume.destroy("e2b-vol")
+            assert "e2b-vol" in [v.name for v in Volume.list()]
+        finally:
+            sb.kill()
+        # tenant B neither sees, mounts nor deletes it
+        assert "e2b-vol" not in [v.name for v in Volume.list(api_key=keys["b"])]
+        with pytest.raises(VolumeNotFoundException):
+            Volume.get_info("e2b-vol", api_key=keys["b"])
+        with pytest.raises(SandboxException, match="e2b-vol"):
+            Sandbox.create(volume_mounts={"/mnt/data": "e2b-vol"}, api_key=keys["b"])
+        assert Volume.destroy("e2b-vol", api_key=keys["b"]) is False
+    finally:
+        assert Volume.destroy("e2b-vol") is True
+    assert Volume.destroy("e2b-vol") is False

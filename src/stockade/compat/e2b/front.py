@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ...engine import EngineError
 from ...server.limits import BodyLimit
 from . import (api, builds, files, filesystem, interpreter, process, snapshots, templates,
-               watch)
+               volumes, watch)
 from .connect import ConnectError
 from .gate import E2BError
 
@@ -39,7 +39,7 @@ def build(main: FastAPI) -> FastAPI:
     app.state.main = main
     app.state.watchers = watch.Watchers()
     for module in (api, builds, files, process, watch, filesystem, interpreter, snapshots,
-                   templates):
+                   templates, volumes):
         app.include_router(module.router)
 
     @app.exception_handler(E2BError)

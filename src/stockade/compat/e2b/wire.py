@@ -51,6 +51,11 @@ class NetworkUpdate(NetworkConfig):
         return NetworkPolicy(allow_out=allow, deny_out=self.deny_out or [])
 
 
+class Mount(Loose):
+    name: str = Field(min_length=1, max_length=63)
+    path: str = Field(min_length=1, max_length=4096)
+
+
 class AutoResume(Loose):
     enabled: bool = False
 
@@ -66,6 +71,8 @@ class NewSandbox(Loose):
     env_vars: dict[str, str] = Field(default_factory=dict, alias="envVars", max_length=256)
     auto_pause: bool = Field(default=False, alias="autoPause")
     network: NetworkConfig | None = None
+    volume_mounts: list[Mount] = Field(default_factory=list, alias="volumeMounts",
+                                       max_length=16)
 
     def spec(self) -> SandboxSpec:
         """The Stockade sandbox this asks for (raises ValueError for a bad tier or policy)."""
@@ -73,6 +80,8 @@ class NewSandbox(Loose):
             "template": TEMPLATE_ALIASES.get(self.template_id, self.template_id),
             "timeout": self.timeout, "envs": self.env_vars, "metadata": self.metadata,
             "on_timeout": "pause" if self.auto_pause else "kill"}
+        if self.volume_mounts:
+            params["volumes"] = {m.path: m.name for m in self.volume_mounts}
         if ISOLATION_KEY in self.metadata:
             params["isolation"] = self.metadata[ISOLATION_KEY]
         network = self.network or NetworkConfig()
