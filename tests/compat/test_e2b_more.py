@@ -197,3 +197,31 @@ def test_volumes_outlive_sandboxes_and_stay_per_tenant(keys: dict[str, str]) -> 
     finally:
         assert Volume.destroy("e2b-vol") is True
     assert Volume.destroy("e2b-vol") is False
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"lifecycle": {"on_timeout": "pause", "auto_resume": True}}, "auto_resume"),
+    ({"network": {"allow_out": ["1.1.1.1"], "dns_servers": ["1.1.1.1"]}}, "dnsServers"),
+    ({"mcp": {"exa": {"apiKey": "x"}}}, "MCP"),
+])
+def test_create_options_stockade_lacks_are_refused(keys: dict[str, str], options: dict[str, object],
+                                                   words: str) -> None:
+    """Never silently ignored: a SandboxException naming the option, and no sandbox made."""
+    before = {s.sandbox_id for s in Sandbox.list().next_items()}
+    with pytest.raises(SandboxException, match=words):
+        Sandbox.create(timeout=60, **options)  # type: ignore[arg-type]
+    assert {s.sandbox_id for s in Sandbox.list().next_items()} == before
+
+
+def test_microvm_tier_from_metadata(keys: dict[str, str]) -> None:
+    """The microVM tier (QEMU) through unmodified E2B code: tier from metadata."""
+    sb = Sandbox.create(metadata={"stockade.isolation": "microvm"}, timeout=300)
+    try:
+        r = sb.commands.run("uname -r; whoami")
+        kernel, user = r.stdout.split()
+        assert user == "user" and kernel != os.uname().release  # its own guest kernel
+        sb.files.write("/home/user/vm.txt", "in a vm")
+        assert sb.files.read("/home/user/vm.txt") == "in a vm"
+        assert sb.get_info().metadata["stockade.isolation"] == "microvm"
+    finally:
+        sb.kill()
