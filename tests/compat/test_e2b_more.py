@@ -17,6 +17,8 @@ from e2b.exceptions import (BuildException, SandboxException, VolumeException,
 from server_harness import Server, finish, needs_root, new_data_dir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
+#: Templates the tests build (deleted at the end of the module).
+BUILT = ("e2b-app", "e2b-bg", "e2b-fails", "e2b-refused", "e2b-junk")
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +37,11 @@ def keys(server: Server) -> Iterator[dict[str, str]]:
     os.environ.update(E2B_API_URL=server.url + "/e2b", E2B_SANDBOX_URL=server.url + "/e2b",
                       E2B_API_KEY=found["a"])
     yield found
+    # the image store is the host's: remove the templates built here and their build cache
+    with server.client(found["a"]) as c:
+        for name in BUILT:
+            assert c.delete(f"/templates/{name}").status_code in (204, 404)
+        assert c.post("/templates/prune").status_code == 200
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)
