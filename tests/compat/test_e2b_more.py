@@ -11,8 +11,9 @@ from typing import Iterator
 
 import httpx
 import pytest
-from e2b import Sandbox, Template, TemplateBuildStatus, Volume
-from e2b.exceptions import (BuildException, SandboxException, VolumeException,
+from e2b import Sandbox, Secret, Template, TemplateBuildStatus, Volume
+from e2b.exceptions import (BuildException, SandboxException, SecretException,
+                            TemplateException, VolumeException,
                             VolumeNotFoundException)
 from server_harness import Server, finish, needs_root, new_data_dir
 
@@ -230,5 +231,28 @@ def test_microvm_tier_from_metadata(keys: dict[str, str]) -> None:
         sb.files.write("/home/user/vm.txt", "in a vm")
         assert sb.files.read("/home/user/vm.txt") == "in a vm"
         assert sb.get_info().metadata["stockade.isolation"] == "microvm"
+    finally:
+        sb.kill()
+
+
+def test_sdk_calls_stockade_does_not_serve_fail_clearly(keys: dict[str, str],
+                                                         server: Server) -> None:
+    """Each gets the SDK's exception for that call with a message saying what is missing
+    (501), never a 500 and never a misleading 'not found'."""
+    sb = Sandbox.create(timeout=60)
+    try:
+        with pytest.raises(SandboxException, match="501: Sandbox.fork is not supported"):
+            sb.fork()
+        with pytest.raises(TemplateException, match="tags are not supported"):
+            Template.get_tags("base")
+        with pytest.raises(TemplateException, match="tags are not supported"):
+            Template.assign_tags("base", ["v1"])
+        with pytest.raises(SecretException, match="secrets are not supported"):
+            Secret.list().next_items()
+        with httpx.Client(base_url=server.url + "/e2b", timeout=30) as c:
+            assert c.get("/sandboxes/metrics").status_code == 401  # the key is checked first
+            r = c.get("/sandboxes/metrics", headers={"X-API-Key": keys["a"]})
+            assert r.status_code == 501 and r.json()["code"] == 501
+        assert sb.is_running()
     finally:
         sb.kill()

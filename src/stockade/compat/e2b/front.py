@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ...engine import EngineError
 from ...server.limits import BodyLimit
 from . import (api, builds, files, filesystem, interpreter, process, snapshots, templates,
-               volumes, watch)
+               unsupported, volumes, watch)
 from .connect import ConnectError
 from .gate import E2BError
 
@@ -38,8 +38,8 @@ def build(main: FastAPI) -> FastAPI:
                   redoc_url=None)
     app.state.main = main
     app.state.watchers = watch.Watchers()
-    for module in (api, builds, files, process, watch, filesystem, interpreter, snapshots,
-                   templates, volumes):
+    for module in (unsupported, api, builds, files, process, watch, filesystem, interpreter,
+                   snapshots, templates, volumes):  # unsupported first: /sandboxes/metrics
         app.include_router(module.router)
 
     @app.exception_handler(E2BError)
