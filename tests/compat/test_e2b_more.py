@@ -256,3 +256,22 @@ def test_sdk_calls_stockade_does_not_serve_fail_clearly(keys: dict[str, str],
         assert sb.is_running()
     finally:
         sb.kill()
+
+
+def test_git_in_the_sandbox(keys: dict[str, str]) -> None:
+    """``sandbox.git`` runs git through commands; the base template has git."""
+    sb = Sandbox.create(timeout=120)
+    try:
+        repo = "/home/user/repo"
+        sb.git.init(repo, initial_branch="main")
+        sb.git.configure_user("Test", "test@example.invalid", scope="local", path=repo)
+        sb.files.write(f"{repo}/a.txt", "a")
+        assert [f.name for f in sb.git.status(repo).file_status] == ["a.txt"]
+        sb.git.add(repo)
+        sb.git.commit(repo, "first")
+        sb.git.create_branch(repo, "feature")
+        branches = sb.git.branches(repo)
+        assert branches.current_branch == "feature" and "main" in branches.branches
+        assert sb.git.status(repo).file_status == []
+    finally:
+        sb.kill()

@@ -39,6 +39,9 @@ ROUTES: list[tuple[list[str], str, str]] = [
                                 "(Template.build, the v3 API)"),
     (["POST"], "/templates", "the v1 template build API (Dockerfile builds by the CLI) is not "
                              "served; use Template.build or `stockade image build`"),
+    (["GET", "POST", "PUT", "PATCH", "DELETE"], "/volumecontent/{volume_id}/{rest:path}",
+     "the volume content API is not served: mount the volume in a sandbox "
+     "(Sandbox.create(volume_mounts=...)) and use sandbox.files"),
     (["PATCH"], "/templates/{template_id}", "template settings (public) cannot be changed "
                                             "through E2B; templates belong to their tenant"),
     (["PATCH"], "/v2/templates/{template_id}", "template settings (public) cannot be changed "
