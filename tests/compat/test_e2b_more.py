@@ -68,7 +68,8 @@ def test_template_build_copy_env_user_and_rebuild(keys: dict[str, str], server: 
                 .copy("app/main.py", "/home/user/app/")
                 .set_envs({"GREETING": "it's $HOME"})
                 .run_cmd("cd && whoami > build-user && python3 app/main.py > out.txt")
-                .run_cmd("touch /opt/by-root", user="root")
+                .run_cmd("touch /opt/by-root; python3 -c 'import socket; "
+                         "print(*[n for _, n in socket.if_nameindex()])' > /opt/nets", user="root")
                 .set_workdir("/home/user/app"))
     logs: list[str] = []
     info = Template.build(template, "e2b-app", on_build_logs=lambda e: logs.append(e.message))
@@ -81,6 +82,8 @@ def test_template_build_copy_env_user_and_rebuild(keys: dict[str, str], server: 
                             "pwd; stat -c %U /opt/by-root")
         assert r.stdout == ("user\nfrom the context\nit's $HOME\n/home/user/app\nroot\n")
         assert sb.files.read("/home/user/app/main.py") == "print('from the context')\n"
+        nets = sb.files.read("/opt/nets").split()
+        assert "lo" in nets and len(nets) > 1  # RUN steps had a network (egress, as on E2B)
     finally:
         sb.kill()
     # a rebuild of the same name replaces the template; the upload is not sent again
@@ -102,7 +105,7 @@ def test_failed_and_background_builds(keys: dict[str, str], server: Server) -> N
     with pytest.raises(BuildException, match="exit code 3"):
         Template.build(failing, "e2b-fails")
     assert not Template.exists("e2b-fails")
-    info = Template.build_in_background(Template().from_base_image().run_cmd("sleep 1"),
+    info = Template.build_in_background(Template().from_dockerfile("FROM base\nRUN sleep 1"),
                                         "e2b-bg")
     assert Template.get_build_status(info).status in (TemplateBuildStatus.BUILDING,
                                                       TemplateBuildStatus.READY)

@@ -105,7 +105,8 @@ class BuildJobs:
             part.unlink(missing_ok=True)
 
     async def start(self, dockerfile: str, name: str, files: list[str], *, owner: str | None,
-                    visible: Visible, replace: bool, build_id: str | None = None) -> BuildStatus:
+                    visible: Visible, replace: bool, build_id: str | None = None,
+                    network: Any = "none") -> BuildStatus:
         """Check and start a build whose context holds each of ``files`` (digests of this
         owner's uploads) unpacked in a directory named after it; ``build_id`` may be chosen
         by the caller (a protocol that hands it out before the build starts)."""
@@ -125,7 +126,7 @@ class BuildJobs:
             job = Job(build_id, name, owner)
             build = self._engine.templates.build(dockerfile, name, context, owner=owner,
                                                  visible=visible, emit=job.emit,
-                                                 replace=replace)
+                                                 network=network, replace=replace)
         except ContextError as exc:
             shutil.rmtree(work, ignore_errors=True)
             raise InvalidRequest(str(exc)) from None

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from ...models import BuildStatus
+from ...models import BuildStatus, NetworkPolicy
 from ...server.auth import Principal
 from . import gate
 from .gate import E2BError
@@ -32,6 +32,9 @@ Who = Annotated[Principal, Depends(gate.principal)]
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 BUILD_ID = re.compile(r"^[0-9a-f]{16}$")
 UPLOAD_TTL = 3600
+#: RUN steps reach the internet, as in E2B's builds (and as any tenant's sandbox may with
+#: ``allow_internet_access``); Stockade's policy still denies host and private ranges.
+BUILD_NETWORK = NetworkPolicy(allow_out=["0.0.0.0/0"])
 
 
 class NewTemplate(Loose):
@@ -106,7 +109,7 @@ async def start_build(request: Request, who: Who, template_id: str, build_id: st
     dockerfile, files = body.dockerfile()
     await gate.engine(request).templates.builds.start(
         dockerfile, _name(template_id, None), files, owner=who.tenant, visible=who.may_see,
-        replace=True, build_id=build_id)
+        replace=True, build_id=build_id, network=BUILD_NETWORK)
     return Response(status_code=202)
 
 

@@ -1,9 +1,10 @@
 """E2B's template definition (``TemplateBuildStartV2``, what ``Template.build`` sends) as a
 Dockerfile of Stockade's subset.
 
-- ``fromTemplate`` is a Stockade template (E2B aliases mapped); ``fromImage`` only for E2B's
-  own base images (``e2bdev/base``, ``e2bdev/code-interpreter``), which are Stockade's ``base``
-  and ``code-interpreter``: no registry is pulled from.
+- ``fromTemplate`` is a Stockade template (E2B aliases mapped); so is a ``fromImage`` that is a
+  bare name (``from_dockerfile("FROM base ...")``); E2B's own base images (``e2bdev/base``,
+  ``e2bdev/code-interpreter``) are Stockade's ``base`` and ``code-interpreter``; registry
+  images are refused: no registry is pulled from.
 - Steps run as ``user`` unless they name another (E2B's default), so the Dockerfile starts
   with ``USER user`` and switches around a step run as someone else.
 - ``COPY`` sources are read from the upload of their ``filesHash``, unpacked in a directory of
@@ -57,6 +58,8 @@ class BuildStart(Loose):
         image = (self.from_image or "e2bdev/base").removesuffix(":latest")
         if image in BASE_IMAGES:
             return BASE_IMAGES[image]
+        if "/" not in image and ":" not in image:  # FROM NAME: a Stockade template
+            return image
         raise E2BError(400, f"image {self.from_image!r} cannot be pulled: Stockade builds "
                             f"only from its templates (no registry); use from_base_image() "
                             f"or from_template(NAME)")
