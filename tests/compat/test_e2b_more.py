@@ -116,7 +116,7 @@ def test_failed_and_background_builds(keys: dict[str, str], server: Server) -> N
     with pytest.raises(BuildException, match="no build"):
         Template.get_build_status(info, api_key=keys["b"])
     assert not Template.exists("e2b-bg", api_key=keys["b"])
-    with pytest.raises(Exception):
+    with pytest.raises(SandboxException, match="no template 'e2b-bg'"):
         Sandbox.create("e2b-bg", api_key=keys["b"])
 
 
