@@ -11,7 +11,8 @@ from typing import Iterator
 
 import httpx
 import pytest
-from e2b import Sandbox, Secret, Template, TemplateBuildStatus, Volume
+from e2b import (AsyncSandbox, AsyncTemplate, Sandbox, Secret, Template, TemplateBuildStatus,
+                 Volume)
 from e2b.exceptions import (BuildException, SandboxException, SecretException,
                             TemplateException, VolumeException,
                             VolumeNotFoundException)
@@ -19,7 +20,7 @@ from server_harness import Server, finish, needs_root, new_data_dir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 #: Templates the tests build (deleted at the end of the module).
-BUILT = ("e2b-app", "e2b-bg", "e2b-fails", "e2b-refused", "e2b-junk")
+BUILT = ("e2b-app", "e2b-bg", "e2b-async", "e2b-fails", "e2b-refused", "e2b-junk")
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,18 @@ def test_failed_and_background_builds(keys: dict[str, str], server: Server) -> N
     assert not Template.exists("e2b-bg", api_key=keys["b"])
     with pytest.raises(SandboxException, match="no template 'e2b-bg'"):
         Sandbox.create("e2b-bg", api_key=keys["b"])
+
+
+async def test_async_template_build(keys: dict[str, str]) -> None:
+    """``AsyncTemplate`` makes the same calls as ``Template``."""
+    info = await AsyncTemplate.build(AsyncTemplate().from_template("base")
+                                     .run_cmd("echo async > /home/user/async.txt"), "e2b-async")
+    assert info.template_id == "e2b-async"
+    sb = await AsyncSandbox.create("e2b-async", timeout=60)
+    try:
+        assert await sb.files.read("/home/user/async.txt") == "async\n"
+    finally:
+        await sb.kill()
 
 
 @pytest.mark.parametrize("template, words", [
