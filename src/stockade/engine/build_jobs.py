@@ -4,7 +4,8 @@ The native API streams a build to the caller and cancels it when the caller leav
 that start a build and then poll its status (E2B's template build API) need it to outlive the
 request. A job keeps its build's log lines and its end (ready or error) for ``KEEP`` seconds
 after it ends. Build context files arrive beforehand, one tar per content hash and owner
-(``save_file``), and are unpacked into a fresh context directory per build.
+(``save_file``), and are unpacked into a fresh context directory per build; a file no build
+used for ``FILE_KEEP`` seconds is deleted.
 
 Jobs live in the server process: a restart ends the builds in flight (their build sandboxes are
 collected as orphans) and forgets their status; the templates already built stay.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import secrets
 import shutil
@@ -33,6 +35,8 @@ Visible = Callable[[str | None], bool]
 #: How long a finished job still answers polls, and the most log lines one job keeps.
 KEEP = 3600.0
 MAX_LINES = 20000
+#: Uploaded context files unused this long are deleted (a later build uploads them again).
+FILE_KEEP = 7 * 86400.0
 #: A context file's name: a hex content hash chosen by the client.
 DIGEST = re.compile(r"^[0-9a-f]{16,128}$")
 #: The most one context file may be, as uploaded.
@@ -121,6 +125,7 @@ class BuildJobs:
             for digest in dict.fromkeys(files):
                 if not self.has_file(owner, digest):
                     raise InvalidRequest(f"build file {digest} was not uploaded")
+                os.utime(self._files(owner) / digest)  # used: kept FILE_KEEP more
                 (context / digest).mkdir()
                 await asyncio.to_thread(unpack, self._files(owner) / digest, context / digest)
             job = Job(build_id, name, owner)
@@ -165,6 +170,11 @@ class BuildJobs:
         now = time.time()
         for build_id in [i for i, j in self._jobs.items() if j.ended and now - j.ended > KEEP]:
             del self._jobs[build_id]
+        root = self._engine.config.data_dir / "builds" / "files"
+        for path in root.glob("*/*") if root.is_dir() else ():
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime > FILE_KEEP:
+                    path.unlink()
 
     async def close(self) -> None:
         """Cancel the builds in flight (at engine shutdown)."""
