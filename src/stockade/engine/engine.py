@@ -154,6 +154,7 @@ class Engine:
         Warm (unclaimed) sandboxes are always removed: nobody is waiting for them.
         """
         await self.pool.drain()
+        await self.templates.builds.close()  # before the kill: a build kills its own sandbox
         if kill_all:
             await asyncio.gather(*(self.kill(i) for i in list(self._records)),
                                  return_exceptions=True)

@@ -151,11 +151,11 @@ class TemplateBuild:
 
     def __init__(self, engine: "Engine", dockerfile: str, name: str, context: Path | None, *,
                  owner: str | None, may_use: MayUse, emit: Emit, network: Any = "none",
-                 step_timeout: float = 3600.0) -> None:
+                 step_timeout: float = 3600.0, replace: bool = False) -> None:
         self.engine, self.store = engine, engine.images
         self.dockerfile, self.name, self.context = dockerfile, name, context
         self.owner, self.may_use, self.emit = owner, may_use, emit
-        self.network, self.step_timeout = network, step_timeout
+        self.network, self.step_timeout, self.replace = network, step_timeout, replace
         self.build_id = secrets.token_hex(6)
         self.state: BuildState | None = None
 
@@ -166,10 +166,13 @@ class TemplateBuild:
             steps = parse(self.dockerfile)
         except (InvalidImageName, DockerfileError) as exc:
             raise InvalidRequest(str(exc)) from None
-        if self.store.exists(self.name):
+        if self.store.exists(self.name) and not (
+                self.replace and self.store.get(self.name).owner == self.owner):
             raise Conflict(f"a template named {self.name!r} already exists; delete it first or "
                            f"choose another name")
         base = steps[0].args[0]
+        if self.replace and base == self.name:
+            raise InvalidRequest(f"template {self.name!r} cannot be rebuilt from itself")
         if not self.store.exists(base) or not self.may_use(info := self.store.get(base)) \
                 or info.hidden:
             raise InvalidRequest(f"Dockerfile line {steps[0].line}: no template {base!r}; see "
@@ -213,6 +216,8 @@ class TemplateBuild:
                     cached = await self._step(step, state, Path(tmp))
                     status = "configured" if cached is None else "cached" if cached else "built"
                     self.emit({**event, "status": status, "cached": bool(cached)})
+            if self.replace and self.store.exists(self.name):
+                await delete_template(self.engine, self.name)
             info = await asyncio.to_thread(self._install, state)
         finally:
             ACTIVE.discard(self)

@@ -10,10 +10,11 @@ from .files import EntryInfo, FileEvent, MakeDirResult, SandboxPath, check_path
 from .processes import ProcessInfo, ProcessSelector, ProcessSpec, PtySize, Resize, Signal
 from .sandboxes import (EgressEntry, EgressLog, Isolation, NetworkPolicy, Persistence,
                         SandboxInfo, SandboxPage, SandboxSpec, SandboxStats, VolumeMount)
-from .templates import TemplateInfo, TemplatePage
+from .templates import BuildLog, BuildStatus, TemplateInfo, TemplatePage
 from .volumes import CreateVolume, VolumeInfo, VolumeName, VolumePage
 
-__all__ = ["CreateVolume", "EgressEntry", "EgressLog", "EntryInfo", "FileEvent", "Isolation",
+__all__ = ["BuildLog", "BuildStatus", "CreateVolume", "EgressEntry", "EgressLog", "EntryInfo",
+           "FileEvent", "Isolation",
            "MakeDirResult", "NetworkPolicy", "Persistence", "ProcessInfo", "ProcessSelector",
            "ProcessSpec", "PtySize", "Resize",
            "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "Signal",
