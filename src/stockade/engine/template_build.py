@@ -217,7 +217,9 @@ class TemplateBuild:
                     status = "configured" if cached is None else "cached" if cached else "built"
                     self.emit({**event, "status": status, "cached": bool(cached)})
             if self.replace and self.store.exists(self.name):
-                await delete_template(self.engine, self.name)
+                # This build holds the store's builds lock shared: waiting for the exclusive
+                # one here would wait for itself.
+                await delete_template(self.engine, self.name, lock_held=True)
             info = await asyncio.to_thread(self._install, state)
         finally:
             ACTIVE.discard(self)
@@ -363,9 +365,10 @@ class TemplateBuild:
                 raise Conflict(f"cannot save template {self.name!r}: {exc}") from None
 
 
-async def delete_template(engine: "Engine", name: str) -> None:
+async def delete_template(engine: "Engine", name: str, *, lock_held: bool = False) -> None:
     """Remove template ``name`` and the build-cache layers made from it; Conflict while a
-    sandbox (in any state) or another template uses it."""
+    sandbox (in any state) or another template uses it. ``lock_held``: the caller is a build
+    replacing its template (it holds the store's builds lock shared)."""
     store = engine.images
     try:
         store.get(name)
@@ -383,7 +386,9 @@ async def delete_template(engine: "Engine", name: str) -> None:
     for layer in doomed:
         if layer in used:
             raise Conflict(f"template {name!r} is used by sandbox {used[layer]}; kill it first")
-    async with _no_build_running(store, f"delete template {name!r}"):
+    waiting = (contextlib.nullcontext() if lock_held
+               else _no_build_running(store, f"delete template {name!r}"))
+    async with waiting:
         for layer in reversed(doomed):
             await engine.pool.forget_template(layer)
             try:
