@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ._base import Request, Result
+from .secrets import SecretName
 from .volumes import VolumeName
 
 Isolation = Literal["container", "gvisor", "microvm"]
@@ -61,6 +62,9 @@ class SandboxSpec(Request):
                                        description="archive a stopped workspace this many "
                                                    "seconds after it stopped (default: never)")
     volumes: list[VolumeMount] = Field(default_factory=list, max_length=32)
+    #: Names of the caller's secrets (docs/secrets.md): the sandbox sees placeholders under
+    #: these names; ``network`` must allow the hosts they are bound to.
+    secrets: list[SecretName] = Field(default_factory=list, max_length=32)
 
     @field_validator("network", mode="before")
     @classmethod
@@ -110,6 +114,7 @@ class SandboxInfo(Result):
     auto_delete: float | None = None
     auto_archive: float | None = None
     volumes: list[dict[str, Any]] = Field(default_factory=list)
+    secrets: list[str] = Field(default_factory=list)  # names; the values never leave the host
 
 
 class SandboxPage(Result):
@@ -139,6 +144,8 @@ class EgressEntry(Result):
     reason: str = ""
     bytes_out: int | None = None
     bytes_in: int | None = None
+    intercepted: bool = False  # TLS terminated to inject secrets (docs/secrets.md)
+    secrets: list[str] | None = None  # names of the secrets injected, never values
 
 
 class EgressLog(Result):
