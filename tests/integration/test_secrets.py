@@ -280,7 +280,8 @@ def test_another_tenant_cannot_see_or_use_it(server: Server, keys: dict[str, str
 
 
 @pytest.mark.parametrize("body, fragment", [
-    ({"name": "1BAD", "value": "v", "hosts": ["a.test"]}, "name"),
+    ({"name": "-bad", "value": "v", "hosts": ["a.test"]}, "name"),
+    ({"name": "a b", "value": "v", "hosts": ["a.test"]}, "name"),
     ({"name": "OK", "value": "v", "hosts": []}, "hosts"),
     ({"name": "OK", "value": "v", "hosts": ["10.0.0.1"]}, "IP addresses"),
     ({"name": "OK", "value": "v", "hosts": ["bad host"]}, "not a host name"),
@@ -305,10 +306,18 @@ def test_garbage_sandbox_requests(server: Server, keys: dict[str, str]) -> None:
                   "does not allow"),
                  ({"network": POLICY, "secrets": ["API_KEY", "API_KEY"]}, "twice"),
                  ({"network": POLICY, "secrets": ["no such"]}, "secrets"),
+                 ({"network": POLICY, "secrets": {"1X": "API_KEY"}}, "secrets"),
                  ({"network": POLICY, "secrets": "API_KEY"}, "secrets")]
         for body, fragment in cases:
             r = c.post("/sandboxes", json=body)
             assert r.status_code in (400, 422) and fragment in r.text, (body, r.text)
+        # Daytona's form: {ENV_VAR: secret name}.
+        r = c.post("/sandboxes", json={"network": POLICY, "secrets": {"OPENAI_API_KEY": "API_KEY"}})
+        assert r.status_code == 201, r.text
+        assert r.json()["secrets"] == ["API_KEY"]
+        assert r.json()["envs"]["OPENAI_API_KEY"].startswith("STOCKADE_SECRET_")
+        assert VALUE not in r.text
+        assert c.delete(f"/sandboxes/{r.json()['id']}").status_code == 204
         r = c.post("/secrets", content=b"{not json", headers={"Content-Type": "application/json"})
         assert r.status_code in (400, 422), r.text
         assert c.get("/secrets/nope").status_code == 404

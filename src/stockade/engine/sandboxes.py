@@ -49,7 +49,8 @@ class Sandboxes:
         secrets of ``owner`` (docs/secrets.md)."""
         engine = self._engine
         policy = egress_policy(spec.network)
-        secrets = engine.secrets.bind(owner, spec.secrets, policy) if spec.secrets else {}
+        secrets, secret_envs = (engine.secrets.bind(owner, spec.secrets, policy)
+                                if spec.secrets else ({}, {}))
         auto_delete = check_options(spec.persistence, spec.on_timeout, spec.auto_delete)
         auto_archive = check_auto_archive(spec.persistence, spec.auto_archive)
         mounts = await self._volume_mounts(spec)
@@ -75,8 +76,7 @@ class Sandboxes:
             record.owner, record.secrets = owner, secrets
             if policy is not None:
                 self._plan_network(record, policy)
-                envs = {**engine.net.ca_env(bool(secrets)), **envs,
-                        **{name: placeholder for placeholder, name in secrets.items()}}
+                envs = {**engine.net.ca_env(bool(secrets)), **envs, **secret_envs}
             await engine.boot(record, policy)
         record.timeout, record.envs, record.metadata = timeout, envs, dict(spec.metadata)
         record.persistence, record.on_timeout = spec.persistence, spec.on_timeout

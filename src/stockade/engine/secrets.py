@@ -7,7 +7,6 @@ Values go in and never come out of this service; only the egress proxy reads the
 
 from __future__ import annotations
 
-import builtins
 import secrets as random
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,8 @@ PLACEHOLDER_PREFIX = "STOCKADE_SECRET_"
 
 def _info(secret: Secret) -> SecretInfo:
     return SecretInfo(name=secret.name, hosts=list(secret.hosts), inject_body=secret.inject_body,
-                      created_at=secret.created_at, updated_at=secret.updated_at)
+                      description=secret.description, created_at=secret.created_at,
+                      updated_at=secret.updated_at)
 
 
 class Secrets:
@@ -41,7 +41,7 @@ class Secrets:
         """Create secret ``spec.name`` of ``owner``, or replace its value and hosts."""
         try:
             return _info(self._vault.put(owner, spec.name, spec.value, spec.hosts,
-                                         spec.inject_body))
+                                         spec.inject_body, spec.description))
         except SecretError as exc:
             raise InvalidRequest(str(exc)) from None
 
@@ -60,17 +60,17 @@ class Secrets:
         if not self._vault.delete(owner, name):
             raise NotFound(f"no secret {name!r}; create it first (POST /secrets)")
 
-    def bind(self, owner: str, names: builtins.list[str],
-             policy: NetworkPolicy | None) -> dict[str, str]:
-        """Placeholders (placeholder -> name) for a new sandbox, after checking that each
-        secret exists and that ``policy`` allows every host it is bound to."""
+    def bind(self, owner: str, wanted: dict[str, str],
+             policy: NetworkPolicy | None) -> tuple[dict[str, str], dict[str, str]]:
+        """For a new sandbox asking for ``{env var: secret name}``: ``({placeholder: name},
+        {env var: placeholder})``, after checking that each secret exists and that ``policy``
+        allows every host it is bound to."""
         if policy is None:
             raise InvalidRequest("secrets need a network policy that allows the hosts they are "
                                  "bound to, e.g. network={'allow_out': ['api.example.com']}")
-        if len(set(names)) != len(names):
-            raise InvalidRequest("secrets: a secret is named twice")
         bound: dict[str, str] = {}
-        for name in names:
+        envs: dict[str, str] = {}
+        for env, name in wanted.items():
             secret = self._vault.get(owner, name)
             if secret is None:
                 raise InvalidRequest(f"secrets: no secret {name!r}; create it first "
@@ -81,5 +81,6 @@ class Secrets:
             if closed:
                 raise InvalidRequest(f"secrets: {name!r} is bound to {', '.join(closed)}, which "
                                      f"the network policy does not allow; add it to allow_out")
-            bound[PLACEHOLDER_PREFIX + random.token_hex(16)] = name
-        return bound
+            placeholder = f"{PLACEHOLDER_PREFIX}{random.token_hex(16)}"
+            bound[placeholder], envs[env] = name, placeholder
+        return bound, envs

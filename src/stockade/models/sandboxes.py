@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ._base import Request, Result
-from .secrets import SecretName
+from .secrets import EnvName, SecretName
 from .volumes import VolumeName
 
 Isolation = Literal["container", "gvisor", "microvm"]
@@ -62,14 +62,24 @@ class SandboxSpec(Request):
                                        description="archive a stopped workspace this many "
                                                    "seconds after it stopped (default: never)")
     volumes: list[VolumeMount] = Field(default_factory=list, max_length=32)
-    #: Names of the caller's secrets (docs/secrets.md): the sandbox sees placeholders under
-    #: these names; ``network`` must allow the hosts they are bound to.
-    secrets: list[SecretName] = Field(default_factory=list, max_length=32)
+    #: The caller's secrets (docs/secrets.md) as ``{ENV_VAR: secret name}``, or a list of
+    #: names (each its own variable): the sandbox sees a placeholder in each variable;
+    #: ``network`` must allow the hosts they are bound to.
+    secrets: dict[EnvName, SecretName] = Field(default_factory=dict, max_length=32)
 
     @field_validator("network", mode="before")
     @classmethod
     def _none_is_loopback(cls, value: Any) -> Any:
         return None if value == "none" else value
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _list_form(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if len(set(map(str, value))) != len(value):
+                raise ValueError("a secret is named twice")
+            return {name: name for name in value}
+        return value
 
     @field_validator("volumes", mode="before")
     @classmethod

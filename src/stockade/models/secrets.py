@@ -8,8 +8,10 @@ from pydantic import Field, StringConstraints
 
 from ._base import Request, Result
 
-#: Like an environment variable's name: the sandbox sees the placeholder under it.
-SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+#: Letters, digits, ``_``, ``-``, ``.`` (Daytona's and E2B's names fit).
+SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
+#: The environment variable a sandbox sees a secret's placeholder under.
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 
 
 class CreateSecret(Request):
@@ -20,6 +22,7 @@ class CreateSecret(Request):
     value: str = Field(min_length=1, max_length=8192, repr=False)
     hosts: list[str] = Field(min_length=1, max_length=32)
     inject_body: bool = False
+    description: str | None = Field(default=None, max_length=1024)
 
 
 class SecretInfo(Result):
@@ -28,6 +31,7 @@ class SecretInfo(Result):
     name: str
     hosts: list[str]
     inject_body: bool = False
+    description: str | None = None
     created_at: float
     updated_at: float
 

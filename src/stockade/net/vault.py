@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _HOST = re.compile(r"^(\*\.)?[a-z0-9_-]{1,63}(\.[a-z0-9_-]{1,63})*$")
 MAX_SECRETS = 256  # per owner
 MAX_VALUE = 8192  # bytes
@@ -41,6 +41,7 @@ class Secret:
     inject_body: bool
     created_at: float
     updated_at: float
+    description: str | None = None
 
     def bound_to(self, host: str) -> bool:
         """Whether ``host`` (a normalised name) is one of the hosts this secret may go to."""
@@ -109,11 +110,11 @@ class Vault:
 
     # -- the service ---------------------------------------------------------------------------
     def put(self, owner: str, name: str, value: str, hosts: list[str],
-            inject_body: bool = False) -> Secret:
+            inject_body: bool = False, description: str | None = None) -> Secret:
         """Create or replace secret ``name`` of ``owner``."""
         if not NAME.match(name):
-            raise SecretError(f"name: {name[:80]!r} must be letters, digits and '_' (not "
-                              f"starting with a digit), at most 64, like an environment variable")
+            raise SecretError(f"name: {name[:80]!r} must be 1 to 64 letters, digits, '_', '-' "
+                              f"or '.' (not starting with '-' or '.')")
         data, bound = check_value(value), check_hosts(hosts)
         rows = dict(self._load(owner))
         if name not in rows and len(rows) >= MAX_SECRETS:
@@ -123,6 +124,7 @@ class Vault:
         sealed = self._aead().encrypt(nonce, data, _aad(owner, name))
         created = rows[name]["created_at"] if name in rows else now
         rows[name] = {"hosts": list(bound), "inject_body": inject_body, "created_at": created,
+                      "description": description,
                       "updated_at": now, "nonce": base64.b64encode(nonce).decode(),
                       "sealed": base64.b64encode(sealed).decode()}
         self._save(owner, rows)
@@ -156,7 +158,8 @@ class Vault:
         assert isinstance(hosts, list)
         return Secret(name=name, hosts=tuple(hosts), inject_body=bool(row["inject_body"]),
                       created_at=float(row["created_at"]),  # type: ignore[arg-type]
-                      updated_at=float(row["updated_at"]))  # type: ignore[arg-type]
+                      updated_at=float(row["updated_at"]),  # type: ignore[arg-type]
+                      description=str(row["description"]) if row.get("description") else None)
 
 
 def _aad(owner: str, name: str) -> bytes:

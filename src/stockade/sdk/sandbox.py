@@ -55,7 +55,7 @@ class AsyncSandbox:
                      auto_delete: float | None = None,
                      volumes: dict[str, Any] | None = None,
                      auto_archive: float | None = None,
-                     secrets: list[str] | None = None,
+                     secrets: list[str] | dict[str, str] | None = None,
                      api_url: str | None = None, api_key: str | None = None,
                      data_dir: Path | str | None = None,
                      request_timeout: float | None = None) -> "AsyncSandbox":
@@ -71,7 +71,8 @@ class AsyncSandbox:
         :class:`AsyncVolume`, a volume name, or ``{"volume": name, "read_only": True}``.
         ``auto_archive`` archives a stopped workspace that many seconds after it stopped.
         See docs/persistence.md. ``secrets`` names secrets (:class:`AsyncSecret`) the sandbox
-        gets as placeholders in its environment; see docs/secrets.md.
+        gets as placeholders in its environment (a list of names, each its own variable, or
+        ``{ENV_VAR: name}``); see docs/secrets.md.
         """
         api = await _api(api_url, api_key, data_dir, request_timeout)
         body: dict[str, Any] = {"template": template, "isolation": isolation,
