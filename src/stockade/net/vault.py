@@ -65,7 +65,7 @@ def check_hosts(hosts: list[str]) -> tuple[str, ...]:
 
 def check_value(value: str) -> bytes:
     """The value as bytes; printable ASCII only (it goes into HTTP headers)."""
-    data = value.encode("ascii", "replace")
+    data = value.encode("utf-8")
     if not 1 <= len(data) <= MAX_VALUE or not all(0x20 <= b < 0x7F for b in data):
         raise SecretError(f"value: 1 to {MAX_VALUE} printable ASCII characters (no control "
                           f"characters or line breaks: it is written into HTTP request headers)")
