@@ -116,7 +116,7 @@ async def relay(down: TlsStream, up_reader: asyncio.StreamReader,
         return cut
     except sniff.Refused as exc:
         return f"request refused: {exc}"
-    except EOFError:
+    except (EOFError, OSError):  # either side went away (ssl.SSLError is an OSError)
         return None
     finally:
         response.cancel()
