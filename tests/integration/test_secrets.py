@@ -26,7 +26,7 @@ import pytest
 from stockade import Sandbox
 from stockade.engine.hostcheck import find_leaks
 
-from tests.conftest import TIERS
+from tests.conftest import ALL_TIERS
 from tests.integration.server_harness import Server
 from tests.integration.test_egress import World, world  # noqa: F401 - the module's world
 
@@ -168,7 +168,7 @@ def world_requests(world: World, path: str) -> list[dict[str, Any]]:  # noqa: F8
     return world.seen("http", path=path)
 
 
-@pytest.mark.parametrize("tier", [t for t in ("container", "gvisor") if t in TIERS])
+@pytest.mark.parametrize("tier", ALL_TIERS)
 def test_secret_reaches_only_its_host(tier: str, make: Callable[..., Sandbox], world: World,  # noqa: F811
                                       server: Server, keys: dict[str, str]) -> None:
     """The agent's code calls the bound host with the placeholder; the host receives the
