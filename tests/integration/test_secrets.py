@@ -341,3 +341,27 @@ def test_cli_and_sdk(server: Server, keys: dict[str, str]) -> None:
                        env=env)
     assert r.returncode == 0, r.stderr
     assert "CLI_KEY" not in [s.name for s in Secret.list(api_url=server.url, api_key=keys["a"])]
+
+
+RESTART_CALL = r"""
+import os, urllib.request
+req = urllib.request.Request("https://allowed.test/restart",
+                             headers={"Authorization": "Bearer " + os.environ["API_KEY"]})
+print(urllib.request.urlopen(req, timeout=10).status)
+"""
+
+
+def test_secrets_survive_a_server_restart(server: Server, make: Callable[..., Sandbox],
+                                          world: World) -> None:  # noqa: F811
+    """A restarted server re-attaches a live sandbox with its placeholders, and the proxy
+    still injects the value (read again from the store under the key file). Last in the
+    module: it restarts the module's server."""
+    sb = make(isolation="container", network=POLICY, secrets=["API_KEY"])
+    placeholder = sb.info.envs["API_KEY"]
+    server.stop()
+    server.start()
+    r = sb.commands.run(["python3", "-c", RESTART_CALL], timeout=120)
+    assert r.exit_code == 0 and r.stdout.strip() == "200", r.stderr
+    got = world_requests(world, "/restart")
+    assert got and got[-1]["auth"] == f"Bearer {VALUE}", got
+    assert placeholder not in json.dumps(got)
