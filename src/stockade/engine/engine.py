@@ -37,6 +37,7 @@ from .process import translate_agent_error
 from .processes import Processes
 from .records import SandboxRecord
 from .sandboxes import Sandboxes
+from .secrets import Secrets
 from .templates import Templates
 from .volumes import VolumeService, Volumes
 
@@ -127,6 +128,7 @@ class Engine:
         self.volumes = VolumeService(self.volume_store, self.sandboxes.volume_users)
         self.templates = Templates(self)
         self.code = CodeContexts(self)
+        self.secrets = Secrets(self)
 
     # -- opening and closing -----------------------------------------------------------------
     async def __aenter__(self) -> "Engine":
@@ -214,7 +216,7 @@ class Engine:
     async def attach_network(self, record: SandboxRecord, policy: NetworkPolicy) -> None:
         """Make the sandbox's network namespace and apply ``policy`` to it."""
         try:
-            await self.net.attach(record.id, policy)
+            await self.net.attach(record.id, policy, record.owner, record.secrets)
         except NetError as exc:
             raise SandboxUnavailable(f"could not set up the sandbox's network: {exc}") from None
 

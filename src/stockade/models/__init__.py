@@ -10,13 +10,16 @@ from .files import EntryInfo, FileEvent, MakeDirResult, SandboxPath, check_path
 from .processes import ProcessInfo, ProcessSelector, ProcessSpec, PtySize, Resize, Signal
 from .sandboxes import (EgressEntry, EgressLog, Isolation, NetworkPolicy, Persistence,
                         SandboxInfo, SandboxPage, SandboxSpec, SandboxStats, VolumeMount)
+from .secrets import CreateSecret, EnvName, SecretInfo, SecretName, SecretPage
 from .templates import BuildLog, BuildStatus, TemplateInfo, TemplatePage
 from .volumes import CreateVolume, VolumeInfo, VolumeName, VolumePage
 
-__all__ = ["BuildLog", "BuildStatus", "CreateVolume", "EgressEntry", "EgressLog", "EntryInfo",
+__all__ = ["BuildLog", "BuildStatus", "CreateSecret", "CreateVolume", "EgressEntry", "EgressLog",
+           "EntryInfo", "EnvName",
            "FileEvent", "Isolation",
            "MakeDirResult", "NetworkPolicy", "Persistence", "ProcessInfo", "ProcessSelector",
            "ProcessSpec", "PtySize", "Resize",
-           "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "Signal",
+           "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "SecretInfo",
+           "SecretName", "SecretPage", "Signal",
            "TemplateInfo", "TemplatePage", "VolumeInfo", "VolumeMount", "VolumeName",
            "VolumePage", "check_path"]

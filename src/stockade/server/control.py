@@ -85,7 +85,7 @@ class Control:
         started = time.perf_counter()
         tier = spec.isolation
         try:
-            info = await self.engine.sandboxes.create(spec)
+            info = await self.engine.sandboxes.create(spec, owner=principal.tenant)
         except BaseException:
             self.metrics.creates.labels(tier=tier, outcome="error").inc()
             raise
@@ -141,6 +141,10 @@ class Control:
 
     async def kill(self, principal: Principal, sandbox_id: str, request_id: str | None) -> None:
         await self.engine.sandboxes.kill(sandbox_id)
+
+    async def record(self, principal: Principal, request_id: str | None, action: str,
+                     target: str, **detail: Any) -> None:
+        """Write an audit event (remote mode; local mode keeps no audit trail)."""
 
     async def check_start(self, principal: Principal, sandbox_id: str) -> None:
         """Before a start or connect: may the sandbox's disk come back from its archive?"""
@@ -383,6 +387,11 @@ class ControlPlane(Control):
             await self._forget(sandbox_id, "server", "sandbox.expired", None)
             raise
         await self._forget(sandbox_id, principal.actor, "sandbox.kill", request_id)
+
+    async def record(self, principal: Principal, request_id: str | None, action: str,
+                     target: str, **detail: Any) -> None:
+        await self.db(self.store.audit, tenant=principal.tenant, actor=principal.actor,
+                      action=action, target=target, request_id=request_id, **detail)
 
     async def _forget(self, sandbox_id: str, actor: str, action: str,
                       request_id: str | None) -> None:
