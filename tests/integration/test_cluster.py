@@ -315,3 +315,54 @@ def test_a_killed_host_reports_its_sandboxes_lost_and_reattaches_them_on_return(
         assert _hosts(c)["a"]["state"] == "alive"
         for sandbox_id in [*on_a, *on_b]:
             assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+
+
+def test_the_e2b_sdk_works_unchanged_through_a_replica(cluster: Cluster,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """E2B's own SDK (PyPI ``e2b``), pointed at the second replica's /e2b front end."""
+    from e2b import Sandbox as E2BSandbox
+
+    with cluster.client() as admin:
+        r = admin.post("/keys", json={"tenant": "e2b-tenant", "style": "e2b"})
+        assert r.status_code == 201, r.text
+        key = r.json()["key"]
+    url = cluster.replica_urls[1] + "/e2b"
+    monkeypatch.setenv("E2B_API_URL", url)
+    monkeypatch.setenv("E2B_SANDBOX_URL", url)
+    monkeypatch.setenv("E2B_API_KEY", key)
+    sb = E2BSandbox.create(timeout=120)
+    try:
+        out = sb.commands.run("echo $((6*7)); echo err >&2")
+        assert (out.stdout, out.stderr, out.exit_code) == ("42\n", "err\n", 0)
+        sb.files.write("/home/user/e2b.txt", "through the cluster")
+        assert sb.files.read("/home/user/e2b.txt") == "through the cluster"
+        # The native SDK's view of the same sandbox, through the other replica.
+        native = Sandbox.connect(sb.sandbox_id, api_url=cluster.replica_urls[0], api_key=key)
+        assert native.files.read("/home/user/e2b.txt") == "through the cluster"
+        native.close()
+    finally:
+        sb.kill()
+    with cluster.client() as admin:
+        assert admin.get(f"/sandboxes/{sb.sandbox_id}").status_code == 404
+
+
+def test_the_daytona_sdk_works_unchanged_through_a_replica(cluster: Cluster) -> None:
+    """Daytona's own SDK (PyPI ``daytona``), pointed at the first replica's /daytona front."""
+    from daytona import CreateSandboxFromSnapshotParams, Daytona, DaytonaConfig
+
+    with cluster.client() as admin:
+        r = admin.post("/keys", json={"tenant": "daytona-tenant"})
+        assert r.status_code == 201, r.text
+        key = r.json()["key"]
+    daytona = Daytona(DaytonaConfig(api_key=key,
+                                    api_url=cluster.replica_urls[0] + "/daytona/api"))
+    sb = daytona.create(CreateSandboxFromSnapshotParams(env_vars={"GREETING": "hello"}))
+    try:
+        r = sb.process.exec("echo $GREETING from daytona; exit 3")
+        assert (r.exit_code, r.result) == (3, "hello from daytona\n")
+        sb.fs.upload_file(b"uploaded", "/home/user/d.txt")
+        assert sb.fs.download_file("/home/user/d.txt") == b"uploaded"
+    finally:
+        daytona.delete(sb)
+    with cluster.client() as admin:
+        assert admin.get("/sandboxes").json()["items"] == []
