@@ -117,6 +117,7 @@ class Cluster:
         self.api_url = ""
         self.apis: list[subprocess.Popen[bytes]] = []
         self.replica_urls: list[str] = []
+        self.database_url = ""
 
     def start_head(self) -> None:
         log = self.ray_dir / "head.log"

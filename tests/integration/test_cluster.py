@@ -45,9 +45,9 @@ def cluster() -> Iterator[Cluster]:
         for name in ("a", "b"):
             c.hosts[name] = Host(name, c.address)
             c.hosts[name].start()
-        database = pg.create_database("stockade_cluster")
-        c.start_api(database)
-        c.start_api(database)
+        c.database_url = pg.create_database("stockade_cluster")
+        c.start_api(c.database_url)
+        c.start_api(c.database_url)
         yield c
         _kill_through_api(c)
     finally:
@@ -366,3 +366,55 @@ def test_the_daytona_sdk_works_unchanged_through_a_replica(cluster: Cluster) -> 
         daytona.delete(sb)
     with cluster.client() as admin:
         assert admin.get("/sandboxes").json()["items"] == []
+
+
+def test_a_terminal_works_through_a_replica(cluster: Cluster) -> None:
+    """The PTY WebSocket ends on the replica: output streams from the host, keys and resizes
+    go to the host through its actor."""
+    screen = bytearray()
+
+    def shows(text: bytes) -> None:
+        _wait_for(lambda: text in screen, 30)
+
+    with cluster.client() as admin:
+        key = admin.post("/keys", json={"tenant": "terminal"}).json()["key"]
+    with Sandbox.create(api_url=cluster.replica_urls[1], api_key=key) as sb:
+        term = sb.pty.create(80, 24, on_data=screen.extend, cmd="bash --norc")
+        assert term.pid > 0
+        term.send_input("echo h''i; tty\n")
+        shows(b"hi\r\n")
+        shows(b"/dev/pts/")
+        term.resize(100, 40)
+        term.send_input("stty size\n")
+        shows(b"40 100")
+        term.send_input("exit 3\n")
+        assert term.wait().exit_code == 3
+
+
+def test_a_replica_killed_mid_stream_loses_nothing(cluster: Cluster) -> None:
+    """SIGKILL the replica a client is streaming from: the command runs on, and the client
+    reconnects to it through another replica and follows it to its end."""
+    doomed_url = cluster.start_api(cluster.database_url)
+    doomed = cluster.apis[-1]
+    with cluster.client() as admin:
+        key = admin.post("/keys", json={"tenant": "steady"}).json()["key"]
+    seen: list[str] = []
+    sb = Sandbox.create(api_url=doomed_url, api_key=key)
+    try:
+        handle = sb.commands.run("for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done; "
+                                 "echo done > /home/user/finished; exit 4",
+                                 background=True, on_stdout=seen.append)
+        _wait_for(lambda: any("tick 1" in s for s in seen), 30)
+        stop(doomed, signal.SIGKILL)
+        again = Sandbox.connect(sb.sandbox_id, api_url=cluster.replica_urls[0], api_key=key)
+        later: list[str] = []
+        result = again.commands.connect(handle.pid, on_stdout=later.append).wait()
+        assert result.exit_code == 4
+        assert "tick 6" in "".join(later), later
+        assert again.files.read("/home/user/finished") == "done\n"
+        again.kill()
+        again.close()
+    finally:
+        sb.close()
+        with cluster.client() as admin:
+            admin.delete(f"/sandboxes/{sb.sandbox_id}")
