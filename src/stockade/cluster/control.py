@@ -9,6 +9,8 @@ kills: a sandbox another replica is creating has its cluster row before its owne
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from ..engine import Unsupported
 from ..models import SandboxInfo, SandboxSpec
 from ..server.auth import Principal
@@ -51,9 +53,13 @@ class ClusterControl(ControlPlane):
     async def create(self, principal: Principal, request_id: str | None,
                      spec: SandboxSpec) -> SandboxInfo:
         """Create with the tenant's usage as the store has it (other replicas' creates too)."""
-        rows = await self.db(self.store.sandboxes)
+        rows = await self.db(self._owned_by, principal.tenant)
         for sandbox_id, row in list(self.owners.items()):
             if row.tenant == principal.tenant:
                 del self.owners[sandbox_id]
-        self.owners.update({r.id: r for r in rows if r.tenant == principal.tenant})
+        self.owners.update({r.id: r for r in rows})
         return await super().create(principal, request_id, spec)
+
+    def _owned_by(self, tenant: str) -> list[OwnedSandbox]:
+        with self.store.session() as s:
+            return list(s.scalars(select(OwnedSandbox).where(OwnedSandbox.tenant == tenant)))

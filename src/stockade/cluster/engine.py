@@ -79,7 +79,8 @@ class RemoteSandboxes(_Forwarding):
         return resolve_resources(spec, self._defaults)
 
     def held_disk_mb(self, sandbox_id: str) -> int:
-        """The disk the sandbox held when this replica last saw it (for quotas)."""
+        """The disk the sandbox may fill, as this replica last saw it (for quotas; the host's
+        finer count of an archived sandbox's smaller footprint is not asked synchronously)."""
         info = self._cluster.known.get(sandbox_id)
         return info.disk_mb if info is not None and info.disk_mb else 0
 
