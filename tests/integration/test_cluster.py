@@ -184,6 +184,14 @@ def test_the_sdk_with_tenant_keys_works_through_either_replica(cluster: Cluster)
             r = httpx.get(f"{stream_url}{path}?{query}", headers={HEADER: token} if token else {})
             assert r.status_code == 401 and "written" not in r.text, r.text
 
+        # What a replica cannot do yet it refuses clearly (409), never with a crash.
+        r = httpx.get(f"{urls[0]}/sandboxes/{sb.sandbox_id}/ports/8000/",
+                      headers={"Authorization": f"Bearer {keys['acme']}"})
+        assert r.status_code == 409 and r.json()["code"] == "unsupported", r.text
+        with cluster.client(urls[0], keys["acme"]) as c:
+            r = c.post("/volumes", json={"name": "v1", "size_mb": 16})
+            assert r.status_code == 409 and "volumes" in r.json()["message"], r.text
+
         # Quotas hold across replicas: one sandbox allowed, the second refused on the other.
         with cluster.client() as admin:
             r = admin.patch("/tenants/acme", json={"max_sandboxes": 1})

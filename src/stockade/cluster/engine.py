@@ -8,7 +8,7 @@ sandbox goes to its owning host's actor over Ray (small typed values); process o
 transfers go straight to the host's stream endpoint over HTTP (:mod:`.remote`).
 
 Not yet in a cluster (docs/cluster.md): volumes, template builds and imports, code contexts'
-executions and directory watches answer ``unsupported`` (409).
+executions, directory watches and the port proxy answer ``unsupported`` (409).
 """
 
 from __future__ import annotations
@@ -233,6 +233,12 @@ class ClusterEngine:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+
+    async def open_port(self, sandbox_id: str, port: int) -> Any:
+        """The port proxy's tunnel: not through a replica yet (409, saying so)."""
+        await self.sandboxes.get(sandbox_id)  # a missing sandbox is still a 404
+        raise Unsupported("opening a sandbox's port is not available through a cluster "
+                          "replica yet; run the sandbox on a single host to use its ports")
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
