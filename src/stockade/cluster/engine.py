@@ -61,9 +61,10 @@ class RemoteSandboxes(_Forwarding):
         super().__init__(cluster)
         self._defaults = defaults
 
-    async def create(self, spec: SandboxSpec) -> SandboxInfo:
-        """Place the sandbox on a host with a free slot of its tier and start it there."""
-        info, _host = await self._cluster.create(spec)
+    async def create(self, spec: SandboxSpec, owner: str = "") -> SandboxInfo:
+        """Place the sandbox on a host with a free slot of its tier and start it there, for
+        tenant ``owner`` (whose secrets it may use)."""
+        info, _host = await self._cluster.create(spec, owner)
         return info
 
     async def get(self, sandbox_id: str) -> SandboxInfo:

@@ -84,9 +84,9 @@ class HostActor:
         """Who this host is, and whether it is ready (answers at once, for liveness pings)."""
         return dataclasses.replace(self.info, ready=self._opened.is_set())
 
-    async def create(self, spec: SandboxSpec) -> SandboxInfo | Failure:
+    async def create(self, spec: SandboxSpec, owner: str = "") -> SandboxInfo | Failure:
         await self._opened.wait()
-        return await _guard(self.engine.sandboxes.create(spec))
+        return await _guard(self.engine.sandboxes.create(spec, owner))
 
     async def get(self, sandbox_id: str) -> SandboxInfo | Failure:
         await self._opened.wait()

@@ -104,12 +104,13 @@ class ClusterSandboxes:
             raise HostDown(f"host {host} {why}; its sandboxes are reported lost") from None
 
     # -- the service -----------------------------------------------------------------------
-    async def create(self, spec: SandboxSpec) -> tuple[SandboxInfo, str]:
-        """Place and create a sandbox; return it and the name of the host it runs on."""
+    async def create(self, spec: SandboxSpec, owner: str = "") -> tuple[SandboxInfo, str]:
+        """Place and create a sandbox for tenant ``owner``; return it and the name of the host
+        it runs on."""
         slot = await self._placer.reserve(spec.isolation)
         try:
             host = await self._host_on(slot.node_id)
-            info: SandboxInfo = raise_failure(await self._call(host, "create", spec))
+            info: SandboxInfo = raise_failure(await self._call(host, "create", spec, owner))
             try:
                 await self.db(self.state.add_sandbox, info, host, slot.name)
             except BaseException:
