@@ -38,6 +38,12 @@ class SandboxRecord:
     auto_archive: float | None = None  # seconds after a stop to archive the layer (None: never)
     archive_at: float | None = None  # when a stopped sandbox is archived (lifecycle.py)
     reason: str | None = None  # why it is in its state, when nobody asked (SandboxInfo.reason)
+    message: str | None = None  # the reason in words ("out of memory (python3)")
+    owner: str | None = None  # the tenant, for end records and events (None: local mode)
+    auto_resume: bool = False  # resume/start on the next request that uses it
+    idle_timeout: bool = False  # the timeout counts from the last activity
+    last_active_at: float = field(default_factory=time.time)
+    oom_seen: int = 0  # the cgroup's OOM kills already reported (events.py)
 
     @property
     def deadline(self) -> float:
@@ -64,8 +70,9 @@ class SandboxRecord:
 
     def _public(self) -> dict[str, Any]:
         return {"id": self.id, "isolation": self.tier, "template": self.image,
-                "state": self.state, "reason": self.reason, "cpu": self.resources.cpu,
-                "memory_mb": self.resources.memory_mb, "disk_mb": self.resources.disk_mb,
+                "state": self.state, "reason": self.reason, "message": self.message,
+                "cpu": self.resources.cpu, "memory_mb": self.resources.memory_mb,
+                "disk_mb": self.resources.disk_mb,
                 "pids": self.resources.pids, "metadata": dict(self.metadata),
                 "envs": dict(self.envs), "created_at": self.created_at,
                 "expires_at": self.expires_at, "timeout": self.timeout,
@@ -73,7 +80,9 @@ class SandboxRecord:
                 "persistence": self.persistence, "on_timeout": self.on_timeout,
                 "auto_delete": self.auto_delete, "auto_archive": self.auto_archive,
                 "volumes": [{"volume": v["volume"], "path": v["path"],
-                             "read_only": v["read_only"]} for v in self.volumes]}
+                             "read_only": v["read_only"]} for v in self.volumes],
+                "auto_resume": self.auto_resume, "idle_timeout": self.idle_timeout,
+                "last_active_at": self.last_active_at}
 
     def save(self) -> None:
         """Write state.json atomically (write a temporary file, then rename)."""

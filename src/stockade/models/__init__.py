@@ -8,14 +8,15 @@ same object down unchanged. This package imports pydantic and the standard libra
 
 from .files import EntryInfo, FileEvent, MakeDirResult, SandboxPath, check_path
 from .processes import ProcessInfo, ProcessSelector, ProcessSpec, PtySize, Resize, Signal
-from .sandboxes import (EgressEntry, EgressLog, Isolation, NetworkPolicy, Persistence,
-                        SandboxInfo, SandboxPage, SandboxSpec, SandboxStats, VolumeMount)
+from .sandboxes import (EgressEntry, EgressLog, Isolation, NetworkPolicy, Persistence, SandboxEnd,
+                        SandboxEvent, SandboxInfo, SandboxPage, SandboxSpec, SandboxStats,
+                        UsageHistory, UsageSample, VolumeMount)
 from .templates import TemplateInfo, TemplatePage
 from .volumes import CreateVolume, VolumeInfo, VolumeName, VolumePage
 
 __all__ = ["CreateVolume", "EgressEntry", "EgressLog", "EntryInfo", "FileEvent", "Isolation",
            "MakeDirResult", "NetworkPolicy", "Persistence", "ProcessInfo", "ProcessSelector",
-           "ProcessSpec", "PtySize", "Resize",
-           "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "Signal",
-           "TemplateInfo", "TemplatePage", "VolumeInfo", "VolumeMount", "VolumeName",
+           "ProcessSpec", "PtySize", "Resize", "SandboxEnd", "SandboxEvent", "SandboxInfo",
+           "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "Signal", "TemplateInfo",
+           "TemplatePage", "UsageHistory", "UsageSample", "VolumeInfo", "VolumeMount", "VolumeName",
            "VolumePage", "check_path"]

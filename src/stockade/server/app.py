@@ -28,6 +28,7 @@ from .routes import code, files, keys, processes, sandboxes, tenants
 from .routes import volumes
 from .routes import ports, pty
 from .routes import templates
+from .routes import events
 from .access import AccessTokens
 from .proxy import PortProxy
 from .settings import ServerSettings
@@ -148,6 +149,7 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     app.include_router(ports.router)
     app.include_router(pty.router)
     app.include_router(templates.router)
+    app.include_router(events.router)
     app.include_router(daytona.router)
     app.router.routes.append(mcp.route())
     app.state.access_tokens = AccessTokens(
