@@ -9,8 +9,10 @@ the CLI.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +25,7 @@ import pytest
 from server_harness import Server, finish, needs_root, new_data_dir
 
 from stockade import ConflictError, Sandbox, SandboxNotFound, SandboxUnavailable
+from stockade.runtimes import hostops
 
 pytestmark = pytest.mark.root
 STOCKADE = str(Path(sys.executable).with_name("stockade"))
@@ -263,4 +266,24 @@ def test_idle_timeout_spares_a_sandbox_that_runs_a_command(
     end = _wait_end(server, keys["owner"], sb.id, within=20)  # idle once the command ended
     assert end["reason"] == "timeout"
     assert end["ended_at"] - sb.info.created_at >= 7  # not before its command ended
+    sb.close()
+
+
+def test_sandbox_gone_over_a_restart_ends_with_host_lost_for_its_owner(
+        server: Server, keys: dict[str, str]) -> None:
+    sb = _create(server, keys["owner"], timeout=600)
+    cgroup = f"{hostops.cgroup_parent(server.data_dir)}/{sb.id}"
+    server.stop()  # sandboxes outlive the server...
+    try:
+        for pid in hostops.cgroup_pids(cgroup):  # ...but this one dies while it is down
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    finally:
+        server.start()
+    with server.client(keys["owner"]) as c:
+        assert c.get(f"/sandboxes/{sb.id}").status_code == 404
+        end = c.get(f"/sandboxes/{sb.id}/end").json()
+    assert (end["reason"], end["message"]) == ("host_lost", "lost with its host (restart or crash)")
+    with server.client(keys["other"]) as c:
+        assert c.get(f"/sandboxes/{sb.id}/end").status_code == 404
     sb.close()
