@@ -193,6 +193,33 @@ def test_memory_bomb_kills_the_process_and_the_container_sandbox_stays(
         sb.close()
 
 
+def test_fork_bomb_is_refused_and_the_container_sandbox_keeps_answering(
+        server: Server, keys: dict[str, str]) -> None:
+    sb = _create(server, keys["owner"])
+    try:
+        sb.files.write("/home/user/kept", "before the bomb\n")
+        bomb = sb.commands.run(FORK_BOMB, background=True, timeout=10)
+        slowest, started_at = 0.0, time.monotonic()
+        while time.monotonic() - started_at < 6:  # the agent answers within a second throughout
+            started = time.monotonic()
+            assert sb.files.read("/home/user/kept") == "before the bomb\n"
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.1)
+        assert slowest < 1.0, f"the agent took {slowest:.2f} s to answer during the bomb"
+        with contextlib.suppress(Exception):  # the bomb ends by its timeout or the pids limit
+            bomb.wait()
+        assert sb.commands.run("echo still-here").stdout == "still-here\n"
+        deadline = time.monotonic() + 5
+        while sb.get_info().reason != "pids_limit" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        info = sb.get_info()
+        assert (info.state, info.reason) == ("running", "pids_limit"), info
+        assert "process limit reached" in (info.message or "")
+    finally:
+        sb.kill()
+        sb.close()
+
+
 def test_memory_bomb_ends_a_gvisor_sandbox_at_once_with_the_reason(
         server: Server, keys: dict[str, str]) -> None:
     sb = _create(server, keys["owner"], isolation="gvisor", memory_mb=128)

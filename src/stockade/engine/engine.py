@@ -375,13 +375,17 @@ class Engine:
         ``reason`` and on the event stream; returns the words ("out of memory (python3)")."""
         name = await asyncio.to_thread(self._oom_name, record)
         message = f"out of memory ({name})" if name else "out of memory"
+        self.note_limit(record, "out_of_memory", message)
+        return message
+
+    def note_limit(self, record: SandboxRecord, reason: str, message: str) -> None:
+        """A limit refused something to a running sandbox: say so (reason, event)."""
         if record.id in self._records and record.state == "running":
-            record.reason, record.message = "out_of_memory", message
+            record.reason, record.message = reason, message
             with contextlib.suppress(OSError):
                 record.save()
-            self.events.publish(record.owner, record.id, record.state, "out_of_memory",
-                                message, kind="process")
-        return message
+            self.events.publish(record.owner, record.id, record.state, reason, message,
+                                kind="process")
 
     async def end_if_bombed(self, sandbox_id: str, stats: Stats) -> bool:
         """End at once a running sandbox whose runtime died at its memory or pids limit (the

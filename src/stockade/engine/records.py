@@ -43,7 +43,8 @@ class SandboxRecord:
     auto_resume: bool = False  # resume/start on the next request that uses it
     idle_timeout: bool = False  # the timeout counts from the last activity
     last_active_at: float = field(default_factory=time.time)
-    oom_seen: int = 0  # the cgroup's OOM kills already reported (events.py)
+    oom_seen: int = 0  # the cgroup's OOM kills already reported (usage.py)
+    pids_seen: int = 0  # the forks its pids limit refused, already reported (usage.py)
 
     @property
     def deadline(self) -> float:

@@ -115,5 +115,9 @@ class Usage:
         if stats.oom_kills > record.oom_seen:
             record.oom_seen = stats.oom_kills
             await engine.note_oom(record)
+        if stats.pids_limit_hits > record.pids_seen:
+            record.pids_seen = stats.pids_limit_hits
+            engine.note_limit(record, "pids_limit", f"process limit reached ({record.resources.pids} "
+                              f"processes and threads): forks refused")
         if stats.oom_kills or stats.pids_limit_hits:
             await engine.end_if_bombed(record.id, stats)
