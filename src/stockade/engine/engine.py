@@ -174,6 +174,7 @@ class Engine:
         Warm (unclaimed) sandboxes are always removed: nobody is waiting for them.
         """
         await self.usage.close()
+        self.events.close()
         await self.pool.drain()
         if kill_all:
             await asyncio.gather(*(self.kill(i) for i in list(self._records)),

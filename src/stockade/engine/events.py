@@ -30,7 +30,7 @@ class Events:
     def __init__(self) -> None:
         self._seq = itertools.count(1)
         self._kept: deque[tuple[str | None, SandboxEvent]] = deque(maxlen=KEEP)
-        self._queues: set[asyncio.Queue[tuple[str | None, SandboxEvent]]] = set()
+        self._queues: set[asyncio.Queue[tuple[str | None, SandboxEvent] | None]] = set()
 
     def publish(self, owner: str | None, sandbox_id: str, state: str, reason: str | None = None,
                 message: str | None = None,
@@ -46,11 +46,18 @@ class Events:
             queue.put_nowait(item)
         return event
 
+    def close(self) -> None:
+        """End every subscription (the engine is closing)."""
+        for queue in self._queues:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(None)
+
     async def follow(self, visible: Callable[[str | None], bool],
                      since: int | None = None) -> AsyncIterator[SandboxEvent]:
         """The events ``visible`` lets through (it is given each event's owner): the kept ones
         after ``since`` first (if given), then new ones as they come, until cancelled."""
-        queue: asyncio.Queue[tuple[str | None, SandboxEvent]] = asyncio.Queue(QUEUE)
+        queue: asyncio.Queue[tuple[str | None, SandboxEvent] | None] = asyncio.Queue(QUEUE)
         self._queues.add(queue)
         try:
             last = 0
@@ -59,8 +66,8 @@ class Events:
                     if event.seq > since and visible(owner):
                         last = event.seq
                         yield event
-            while True:
-                owner, event = await queue.get()
+            while (item := await queue.get()) is not None:
+                owner, event = item
                 if event.seq > last and visible(owner):
                     yield event
         finally:

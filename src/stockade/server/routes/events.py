@@ -53,7 +53,10 @@ async def _sse(followed: AsyncIterator[object]) -> AsyncIterator[bytes]:
             if not done:
                 yield b": keepalive\n\n"
                 continue
-            event = pending.result()
+            try:
+                event = pending.result()
+            except StopAsyncIteration:  # the engine is closing
+                return
             pending = None
             data = event.model_dump_json()  # type: ignore[attr-defined]
             yield f"id: {event.seq}\nevent: sandbox\ndata: {data}\n\n".encode()  # type: ignore[attr-defined]
