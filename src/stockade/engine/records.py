@@ -37,9 +37,10 @@ class SandboxRecord:
     volumes: list[dict[str, Any]] = field(default_factory=list)  # {volume, path, read_only, source}
     auto_archive: float | None = None  # seconds after a stop to archive the layer (None: never)
     archive_at: float | None = None  # when a stopped sandbox is archived (lifecycle.py)
+    owner: str = ""  # the tenant (from the control plane): its secrets, events, end record
+    secrets: dict[str, str] = field(default_factory=dict)  # placeholder -> secret name
     reason: str | None = None  # why it is in its state, when nobody asked (SandboxInfo.reason)
     message: str | None = None  # the reason in words ("out of memory (python3)")
-    owner: str | None = None  # the tenant, for end records and events (None: local mode)
     auto_resume: bool = False  # resume/start on the next request that uses it
     idle_timeout: bool = False  # the timeout counts from the last activity
     last_active_at: float = field(default_factory=time.time)
@@ -82,6 +83,7 @@ class SandboxRecord:
                 "auto_delete": self.auto_delete, "auto_archive": self.auto_archive,
                 "volumes": [{"volume": v["volume"], "path": v["path"],
                              "read_only": v["read_only"]} for v in self.volumes],
+                "secrets": sorted(self.secrets.values()),
                 "auto_resume": self.auto_resume, "idle_timeout": self.idle_timeout,
                 "last_active_at": self.last_active_at}
 

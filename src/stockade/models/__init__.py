@@ -11,12 +11,16 @@ from .processes import ProcessInfo, ProcessSelector, ProcessSpec, PtySize, Resiz
 from .sandboxes import (EgressEntry, EgressLog, Isolation, NetworkPolicy, Persistence, SandboxEnd,
                         SandboxEvent, SandboxInfo, SandboxPage, SandboxSpec, SandboxStats,
                         UsageHistory, UsageSample, VolumeMount)
-from .templates import TemplateInfo, TemplatePage
+from .secrets import CreateSecret, EnvName, SecretInfo, SecretName, SecretPage
+from .templates import BuildLog, BuildStatus, TemplateInfo, TemplatePage
 from .volumes import CreateVolume, VolumeInfo, VolumeName, VolumePage
 
-__all__ = ["CreateVolume", "EgressEntry", "EgressLog", "EntryInfo", "FileEvent", "Isolation",
+__all__ = ["BuildLog", "BuildStatus", "CreateSecret", "CreateVolume", "EgressEntry", "EgressLog",
+           "EntryInfo", "EnvName",
+           "FileEvent", "Isolation",
            "MakeDirResult", "NetworkPolicy", "Persistence", "ProcessInfo", "ProcessSelector",
-           "ProcessSpec", "PtySize", "Resize", "SandboxEnd", "SandboxEvent", "SandboxInfo",
-           "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "Signal", "TemplateInfo",
-           "TemplatePage", "UsageHistory", "UsageSample", "VolumeInfo", "VolumeMount", "VolumeName",
-           "VolumePage", "check_path"]
+           "ProcessSpec", "PtySize", "Resize", "SandboxEnd", "SandboxEvent",
+           "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "SecretInfo",
+           "SecretName", "SecretPage", "Signal",
+           "TemplateInfo", "TemplatePage", "UsageHistory", "UsageSample", "VolumeInfo",
+           "VolumeMount", "VolumeName", "VolumePage", "check_path"]

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ._base import Request, Result
+from .secrets import EnvName, SecretName
 from .volumes import VolumeName
 
 Isolation = Literal["container", "gvisor", "microvm"]
@@ -61,6 +62,10 @@ class SandboxSpec(Request):
                                        description="archive a stopped workspace this many "
                                                    "seconds after it stopped (default: never)")
     volumes: list[VolumeMount] = Field(default_factory=list, max_length=32)
+    #: The caller's secrets (docs/secrets.md) as ``{ENV_VAR: secret name}``, or a list of
+    #: names (each its own variable): the sandbox sees a placeholder in each variable;
+    #: ``network`` must allow the hosts they are bound to.
+    secrets: dict[EnvName, SecretName] = Field(default_factory=dict, max_length=32)
     #: Resume (paused) or start (stopped, archived) the sandbox on the next request that uses
     #: it, instead of answering 409 (docs/persistence.md, "Idle policy").
     auto_resume: bool = False
@@ -72,6 +77,15 @@ class SandboxSpec(Request):
     @classmethod
     def _none_is_loopback(cls, value: Any) -> Any:
         return None if value == "none" else value
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _list_form(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if len(set(map(str, value))) != len(value):
+                raise ValueError("a secret is named twice")
+            return {name: name for name in value}
+        return value
 
     @field_validator("volumes", mode="before")
     @classmethod
@@ -120,6 +134,7 @@ class SandboxInfo(Result):
     auto_delete: float | None = None
     auto_archive: float | None = None
     volumes: list[dict[str, Any]] = Field(default_factory=list)
+    secrets: list[str] = Field(default_factory=list)  # names; the values never leave the host
     auto_resume: bool = False
     idle_timeout: bool = False
     #: When the sandbox was last used (a request, a running command, an open terminal).
@@ -209,6 +224,8 @@ class EgressEntry(Result):
     reason: str = ""
     bytes_out: int | None = None
     bytes_in: int | None = None
+    intercepted: bool = False  # TLS terminated to inject secrets (docs/secrets.md)
+    secrets: list[str] | None = None  # names of the secrets injected, never values
 
 
 class EgressLog(Result):

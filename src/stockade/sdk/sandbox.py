@@ -56,6 +56,7 @@ class AsyncSandbox:
                      volumes: dict[str, Any] | None = None,
                      auto_archive: float | None = None,
                      auto_resume: bool = False, idle_timeout: bool = False,
+                     secrets: list[str] | dict[str, str] | None = None,
                      api_url: str | None = None, api_key: str | None = None,
                      data_dir: Path | str | None = None,
                      request_timeout: float | None = None) -> "AsyncSandbox":
@@ -72,7 +73,9 @@ class AsyncSandbox:
         ``auto_archive`` archives a stopped workspace that many seconds after it stopped.
         ``auto_resume`` resumes or starts a paused or stopped sandbox on the next call that uses
         it; ``idle_timeout`` counts ``timeout`` from the last use (a running command or an
-        open terminal is use). See docs/persistence.md.
+        open terminal is use). See docs/persistence.md. ``secrets`` names secrets
+        (:class:`AsyncSecret`) the sandbox gets as placeholders in its environment (a list of
+        names, each its own variable, or ``{ENV_VAR: name}``); see docs/secrets.md.
         """
         api = await _api(api_url, api_key, data_dir, request_timeout)
         body: dict[str, Any] = {"template": template, "isolation": isolation,
@@ -82,6 +85,7 @@ class AsyncSandbox:
                                 "persistence": persistence, "on_timeout": on_timeout,
                                 "auto_delete": auto_delete, "auto_archive": auto_archive,
                                 "volumes": _volume_specs(volumes or {}),
+                                "secrets": secrets,
                                 "auto_resume": auto_resume or None,
                                 "idle_timeout": idle_timeout or None}
         try:
