@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import socket
 import threading
+import time
 
 from . import protocol as p
 
@@ -179,11 +180,23 @@ class Connection:
         if handler is None:
             return stream.end(p.error(p.ErrorCode.UNKNOWN_METHOD,
                                       f"unknown method {message['method']!r}"))
-        try:
-            threading.Thread(target=run_handler, args=(handler, stream, params), daemon=True).start()
-        except RuntimeError:  # "can't start new thread": the sandbox is at its pids limit
-            stream.end(p.error(p.ErrorCode.INTERNAL, "the agent cannot start a thread: the "
-                               "sandbox has reached its process limit (pids); try again later"))
+        for attempt in range(2):
+            try:
+                threading.Thread(target=run_handler, args=(handler, stream, params),
+                                 daemon=True).start()
+                return None
+            except RuntimeError:  # "can't start new thread": the sandbox is at its pids limit
+                # Kill the fork bomb (the biggest process group the agent started), then retry.
+                if attempt or PIDS_RELIEF is None or not PIDS_RELIEF():
+                    break
+                time.sleep(0.05)
+        stream.end(p.error(p.ErrorCode.INTERNAL, "the agent cannot start a thread: the "
+                           "sandbox has reached its process limit (pids); try again later"))
+
+
+#: Set by the agent's main: kills the process group that fills the pids limit (a fork bomb);
+#: whether it killed one.
+PIDS_RELIEF: Callable[[], bool] | None = None
 
 
 def run_handler(handler: Handler, stream: Stream, params: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ import socket
 import sys
 import time
 
-from . import files, ports, processes, watch
+from . import connection, files, ports, processes, watch
 from . import protocol as p
 from .connection import AgentError, Stream
 
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     # to the default in every child at exec, so commands still get Ctrl-C normally.
     signal.signal(signal.SIGINT, lambda signum, frame: None)
     processes.start_reaper()
+    connection.PIDS_RELIEF = processes.relieve_pids
     if option == "--device":
         from .serial import serve_device
 

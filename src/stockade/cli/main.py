@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from .. import Sandbox, StockadeError
+from .. import Sandbox, SandboxNotFound, StockadeError
 from . import code, dashboard, doctor, host, images, keys, secrets, security, server
 
 app = typer.Typer(help="Run untrusted code in sandboxes: container, gVisor or microVM.",
@@ -86,6 +86,24 @@ def sandbox_ls() -> None:
         table.add_row(info.id, info.isolation, info.template, info.state, f"{info.cpu:g}",
                       f"{info.memory_mb} MiB", f"{max(0, info.expires_at - time.time()):.0f} s")
     Console().print(table)
+
+
+@sandbox_app.command("info")
+def sandbox_info(sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")]) -> None:
+    """Show a sandbox: its state and why it is in it ("out of memory (python3)"), resources,
+    metadata; for one that ended, why it ended, while its end record is kept."""
+    try:
+        try:
+            shown = Sandbox.get_info(sandbox_id).model_dump(exclude={"envs"})  # envs: secrets
+        except SandboxNotFound:
+            end = Sandbox.get_end(sandbox_id)
+            shown = {**end.sandbox.model_dump(exclude={"envs"}), "state": "ended",
+                     "reason": end.reason, "message": end.message, "ended_at": end.ended_at}
+    except StockadeError as exc:
+        _fail(exc)
+    for key, value in shown.items():
+        if value not in (None, {}, []):
+            print(f"{key}: {value}")
 
 
 @sandbox_app.command("create")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import secrets
 import time
@@ -22,12 +23,16 @@ from ..config import default_images_dir
 from ..images import ImageStore
 from ..net import NetConfig, NetError, NetworkManager, NetworkPolicy
 from ..runtimes import hostops
-from ..runtimes.base import DriverError, Resources, RuntimeDriver, RuntimeState, SandboxSpec
+from ..runtimes.base import (DriverError, Resources, RuntimeDriver, RuntimeState, SandboxSpec,
+                             Stats)
 from ..runtimes.channel import AgentCallError, AgentChannel, ChannelClosed, HostStream
 from ..runtimes.qemu import QemuDriver
 from ..runtimes.runc import RuncDriver
 from ..runtimes.runsc import RunscDriver
+from ..models import SandboxEnd
+from .ends import MESSAGES, EndRecords, default_keep, default_retention
 from .errors import Conflict, EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable
+from .events import Events
 from .files import Files
 from .interpreter import CodeContexts
 from .lifecycle import Lifecycle
@@ -39,7 +44,10 @@ from .records import SandboxRecord
 from .sandboxes import Sandboxes
 from .secrets import Secrets
 from .templates import Templates
+from .usage import Usage
 from .volumes import VolumeService, Volumes
+
+log = logging.getLogger("stockade.engine")
 
 TIERS: dict[str, type[RuntimeDriver]] = {"container": RuncDriver, "gvisor": RunscDriver,
                                           "microvm": QemuDriver}
@@ -90,6 +98,9 @@ class EngineConfig:
     pool_size: dict[str, int] = field(default_factory=default_pool_size)
     #: Operator's network settings (CA bundle, upstream DNS, limits); see docs/network.md.
     network: NetConfig = field(default_factory=NetConfig.from_env)
+    #: End records kept (ends.py): at most this many, for at most this many seconds.
+    ended_keep: int = field(default_factory=default_keep)
+    ended_retention: float = field(default_factory=default_retention)
 
 
 def new_id() -> str:
@@ -121,6 +132,13 @@ class Engine:
         self.pool = WarmPool(self, config.pool_size)
         self.lifecycle = Lifecycle(self)
         self.volume_store = Volumes(config.data_dir)
+        self.ends = EndRecords(config.data_dir / "ended", config.ended_keep,
+                               config.ended_retention)
+        self.events = Events()
+        self.usage = Usage(self)
+        #: The name of the last command started in each sandbox (for "out of memory (NAME)"
+        #: where the kernel's log cannot name the process: gVisor's Sentry dies as a whole).
+        self.commands: dict[str, str] = {}
         # The engine interface: every front end calls these and nothing else.
         self.sandboxes = Sandboxes(self, self.lifecycle)
         self.processes = Processes(self)
@@ -146,7 +164,9 @@ class Engine:
         for directory in (self.config.data_dir, self.sandbox_dir):
             directory.chmod(0o711)
         self._lock_file = await _take_lock(self.config.data_dir / "engine.lock")
+        self.ends.load()
         await self.recover()
+        self.usage.start()
         if self.images.exists(self.config.default_template):
             self.pool.fill()
 
@@ -155,6 +175,8 @@ class Engine:
 
         Warm (unclaimed) sandboxes are always removed: nobody is waiting for them.
         """
+        await self.usage.close()
+        self.events.close()
         await self.pool.drain()
         await self.templates.builds.close()  # before the kill: a build kills its own sandbox
         if kill_all:
@@ -194,6 +216,8 @@ class Engine:
                 self.arm_timer(record)
             else:
                 await self._destroy_unknown(directory)
+                if record.state != "creating":  # a create the caller never saw succeed
+                    self._bury(record, "timeout" if record.expires_at <= now else "host_lost")
         for tier, driver in self.drivers.items():
             for orphan in await driver.known_ids() - set(self._records):
                 await self._destroy_unknown(self.sandbox_dir / orphan)
@@ -225,6 +249,10 @@ class Engine:
         record.save()
         self._records[record.id] = record
         self.arm_timer(record)
+
+    def live_ids(self) -> set[str]:
+        """The ids of every tracked sandbox."""
+        return set(self._records)
 
     def records(self) -> list[SandboxRecord]:
         """Every tracked sandbox, oldest first."""
@@ -295,8 +323,10 @@ class Engine:
             raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
         return record
 
-    async def kill(self, sandbox_id: str) -> None:
-        """Kill the sandbox and remove every trace of it."""
+    async def kill(self, sandbox_id: str, reason: str = "killed",
+                   message: str | None = None) -> None:
+        """Kill the sandbox and remove every trace of it but its end record, which says why
+        it ended (``reason``, ``message``: ends.py)."""
         record = self.record(sandbox_id)
         async with self.lock(sandbox_id):
             if sandbox_id not in self._records:
@@ -317,12 +347,103 @@ class Engine:
                 record.state = previous
                 raise
             del self._records[sandbox_id]
+            self._bury(record, reason, message)
         self._locks.pop(sandbox_id, None)
 
+    def _bury(self, record: SandboxRecord, reason: str, message: str | None = None) -> None:
+        """Keep the end record of a sandbox that ended, and tell the event stream."""
+        message = message or MESSAGES.get(reason, reason)
+        now = time.time()
+        info = record.info().model_copy(update={"state": "ended", "reason": reason,
+                                                "message": message})
+        self.ends.add(record.owner, SandboxEnd(id=record.id, reason=reason, message=message,
+                                               ended_at=now, sandbox=info))
+        self.events.publish(record.owner, record.id, "ended", reason, message)
+        self.usage.forget(record.id)
+        self.commands.pop(record.id, None)
+
+    def changed(self, record: SandboxRecord) -> None:
+        """Tell the event stream that ``record`` is in a new state (with its reason)."""
+        self.events.publish(record.owner, record.id, record.state, record.reason,
+                            record.message)
+
+    # -- what nobody asked for: the kernel killed or refused something -------------------------
+    def _oom_name(self, record: SandboxRecord) -> str | None:
+        victim = hostops.oom_victim(record.id)
+        if victim in (None, "exe", "runsc", "runsc-sandbox", "qemu-system-x86"):
+            return self.commands.get(record.id) or victim  # the runtime, not the user's process
+        return victim
+
+    async def note_oom(self, record: SandboxRecord) -> str:
+        """A process of a running sandbox was killed by the OOM killer: say so in its
+        ``reason`` and on the event stream; returns the words ("out of memory (python3)")."""
+        name = await asyncio.to_thread(self._oom_name, record)
+        message = f"out of memory ({name})" if name else "out of memory"
+        self.note_limit(record, "out_of_memory", message)
+        return message
+
+    def note_limit(self, record: SandboxRecord, reason: str, message: str) -> None:
+        """A limit refused something to a running sandbox: say so (reason, event)."""
+        if record.id in self._records and record.state == "running":
+            record.reason, record.message = reason, message
+            with contextlib.suppress(OSError):
+                record.save()
+            self.events.publish(record.owner, record.id, record.state, reason, message,
+                                kind="process")
+
+    async def end_if_bombed(self, sandbox_id: str, stats: Stats) -> bool:
+        """End at once a running sandbox whose runtime died at its memory or pids limit (the
+        gVisor tier dies as a whole there); whether it did. A runtime that died otherwise is
+        left alone: the lifecycle recovers it (docs/persistence.md)."""
+        record = self._records.get(sandbox_id)
+        if record is None or record.state != "running" or self.lock(sandbox_id).locked():
+            return False
+        cgroup = f"{hostops.cgroup_parent(self.config.data_dir)}/{sandbox_id}"
+        if hostops.cgroup_pids(cgroup):
+            return False
+        if await self.drivers[record.tier].state(record.spec) == RuntimeState.RUNNING:
+            return False
+        if stats.oom_kills:
+            reason, message = "out_of_memory", await self.note_oom(record)
+        else:
+            reason = "pids_limit"
+            message = (f"process limit: the sandbox reached its limit of "
+                       f"{record.resources.pids} processes and threads")
+        log.warning("sandbox %s died by itself: %s", sandbox_id, message)
+        with contextlib.suppress(SandboxNotFound):
+            await self.kill(sandbox_id, reason, message)
+        return True
+
+    def check_later(self, sandbox_id: str) -> None:
+        """After a failed call: look at the sandbox's cgroup in the background (it may have
+        died at a limit) without holding up the caller."""
+        record = self._records.get(sandbox_id)
+        if record is None:
+            return
+
+        async def check() -> None:
+            with contextlib.suppress(DriverError, OSError, SandboxNotFound):
+                await self.usage.notice(record, await self.drivers[record.tier].stats(record.spec))
+
+        task = asyncio.get_running_loop().create_task(check())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # -- talking to the agent -----------------------------------------------------------------
-    async def channel(self, sandbox_id: str) -> AgentChannel:
-        """The (cached) channel to a sandbox's agent."""
+    def touch(self, record: SandboxRecord) -> None:
+        """The sandbox is being used now (idle timeouts count from here)."""
+        record.last_active_at = time.time()
+
+    async def channel(self, sandbox_id: str, touch: bool = True) -> AgentChannel:
+        """The (cached) channel to a sandbox's agent; a paused or stopped sandbox created with
+        ``auto_resume`` is resumed or started first. ``touch``: the use counts as activity."""
         record = self.record(sandbox_id)
+        if touch:
+            self.touch(record)
+        if record.state in ("paused", "stopped", "archived") and record.auto_resume:
+            log.info("sandbox %s: %s, resumed by a request (auto_resume)", sandbox_id,
+                     record.state)
+            await self.lifecycle.connect(sandbox_id)
         if record.state != "running":
             raise Conflict(f"sandbox {sandbox_id} is {record.state}; connect to it (which "
                            f"resumes or starts it) before using it")
@@ -331,7 +452,9 @@ class Engine:
             try:
                 channel = await self.drivers[record.tier].connect(record.spec)
             except DriverError as exc:
-                raise SandboxUnavailable(f"{exc}{await self.diagnose(record)}") from None
+                why = await self.diagnose(record)
+                self.check_later(sandbox_id)
+                raise SandboxUnavailable(f"{exc}{why}") from None
             self._channels[sandbox_id] = channel
         return channel
 
@@ -350,9 +473,10 @@ class Engine:
                                                     method, params)
         return stream
 
-    async def call(self, sandbox_id: str, method: str, params: dict[str, Any]) -> Any:
+    async def call(self, sandbox_id: str, method: str, params: dict[str, Any],
+                   touch: bool = True) -> Any:
         """One request/response call to the agent, errors translated."""
-        channel = await self.channel(sandbox_id)
+        channel = await self.channel(sandbox_id, touch)
         try:
             return await asyncio.wait_for(channel.call(method, params), CALL_TIMEOUT)
         except asyncio.TimeoutError:
@@ -361,8 +485,9 @@ class Engine:
         except AgentCallError as exc:
             raise translate_agent_error(exc) from None
         except ChannelClosed as exc:
-            raise SandboxUnavailable(
-                f"sandbox {sandbox_id}: {exc}{await self.diagnose(self.record(sandbox_id))}") from None
+            why = await self.diagnose(self.record(sandbox_id))
+            self.check_later(sandbox_id)
+            raise SandboxUnavailable(f"sandbox {sandbox_id}: {exc}{why}") from None
 
     async def open_port(self, sandbox_id: str, port: int) -> Tunnel:
         """A byte pipe to TCP ``port`` on the sandbox's loopback, through its agent."""

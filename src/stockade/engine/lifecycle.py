@@ -54,6 +54,8 @@ DEFAULT_AUTO_DELETE = float(os.environ.get("STOCKADE_AUTO_DELETE", 7 * 86400))
 FLUSH_TIMEOUT = 30.0
 MAX_AUTO_DELETE = 365 * 86400.0
 CHECKPOINT_DIR = "checkpoint"
+#: How long an idle check waits for the agent's list of processes.
+IDLE_CHECK = 10.0
 TRANSITIONS: dict[str, dict[str, str]] = {
     "pause": {"running": "paused"},
     "resume": {"paused": "running"},
@@ -147,17 +149,19 @@ class Lifecycle:
 
     def _settle(self, record: SandboxRecord, state: str,
                 reason: str | None = None) -> SandboxInfo:
-        record.state, record.reason = state, reason
+        record.state, record.reason, record.message = state, reason, None
+        record.last_active_at = time.time()
         lifetime = record.timeout if state == "running" else record.auto_delete
         record.expires_at = time.time() + lifetime
         record.archive_at = (time.time() + record.auto_archive
                              if state == "stopped" and record.auto_archive else None)
         record.save()
         self.engine.arm_timer(record)
+        self.engine.changed(record)
         return record.info()
 
     # -- the verbs ---------------------------------------------------------------------------
-    async def pause(self, sandbox_id: str) -> SandboxInfo:
+    async def pause(self, sandbox_id: str, reason: str | None = None) -> SandboxInfo:
         """Save processes and memory; the sandbox stops running until resumed."""
         engine = self.engine
         record = engine.record(sandbox_id)
@@ -192,7 +196,7 @@ class Lifecycle:
                     f"could not pause sandbox {sandbox_id}: {exc}; its processes were lost "
                     f"with it, its files are kept and it is now stopped: start it to boot "
                     f"afresh") from None
-            return self._settle(record, target)
+            return self._settle(record, target, reason)
 
     async def resume(self, sandbox_id: str) -> SandboxInfo:
         """Bring a paused sandbox back exactly where it was."""
@@ -245,7 +249,7 @@ class Lifecycle:
         record.paused_with = None
         self._settle(record, "stopped", "checkpoint_corrupt")
 
-    async def stop(self, sandbox_id: str) -> SandboxInfo:
+    async def stop(self, sandbox_id: str, reason: str | None = None) -> SandboxInfo:
         """Stop every process; keep the filesystem (persistence="workspace" only)."""
         engine = self.engine
         record = engine.record(sandbox_id)
@@ -263,7 +267,7 @@ class Lifecycle:
                 raise SandboxUnavailable(f"could not stop sandbox {sandbox_id}: {exc}") from None
             await asyncio.to_thread(shutil.rmtree, self._checkpoint_dir(record), True)
             record.paused_with = None
-            return self._settle(record, target)
+            return self._settle(record, target, reason)
 
     async def start(self, sandbox_id: str) -> SandboxInfo:
         """Boot a stopped sandbox again on its kept filesystem (same id)."""
@@ -311,6 +315,7 @@ class Lifecycle:
             record.save()  # from here on the archive is the truth: the layer may go
             await asyncio.to_thread(archive.drop_layer, layer)
             engine.arm_timer(record)
+            engine.changed(record)
             log.info("sandbox %s archived: %d bytes on disk -> %d", sandbox_id,
                      info.stored_bytes, info.archive_bytes)
             return record.info()
@@ -367,29 +372,43 @@ class Lifecycle:
                     and record.archive_at <= time.time() < record.expires_at):
                 await self._auto_archive(record)
                 return
+            if record.state == "running" and record.idle_timeout and await self._busy(record):
+                return
             action = record.on_timeout if record.state == "running" else "kill"
             if action == "pause":
                 try:
-                    await self.pause(sandbox_id)
-                    self._mark(record, "timeout")
+                    await self.pause(sandbox_id, "timeout")
                     return
                 except (SandboxUnavailable, Conflict) as exc:
                     log.warning("sandbox %s: pause on timeout failed (%s)", sandbox_id, exc)
                     action = "stop" if record.persistence == "workspace" else "kill"
             if action == "stop":
                 with contextlib.suppress(Conflict):
-                    await self.stop(sandbox_id)
-                    self._mark(record, "timeout")
+                    await self.stop(sandbox_id, "timeout")
                     return
-            await engine.kill(sandbox_id)
+            await engine.kill(sandbox_id, "timeout")
         except SandboxNotFound:
             pass
 
-    @staticmethod
-    def _mark(record: SandboxRecord, reason: str) -> None:
-        """Say why the sandbox is in its state when nobody asked for it."""
-        record.reason = reason
+    async def _busy(self, record: SandboxRecord) -> bool:
+        """With ``idle_timeout``: whether the sandbox was used within its timeout, or runs a
+        command or a terminal now (then its deadline moves to a timeout from now)."""
+        engine = self.engine
+        idle_until = record.last_active_at + record.timeout
+        if time.time() >= idle_until:
+            with contextlib.suppress(EngineError, asyncio.TimeoutError):
+                found = await asyncio.wait_for(
+                    engine.call(record.id, "process.list", {}, touch=False), IDLE_CHECK)
+                # A code context's interpreter waits for cells: that is not a running command.
+                if any(not str(p.get("tag") or "").startswith("stockade-code:") for p in found):
+                    engine.touch(record)
+                    idle_until = record.last_active_at + record.timeout
+        if time.time() >= idle_until:
+            return False
+        record.expires_at = idle_until
         record.save()
+        engine.arm_timer(record)
+        return True
 
     async def _auto_archive(self, record: SandboxRecord) -> None:
         try:

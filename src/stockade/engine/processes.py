@@ -38,6 +38,7 @@ class Processes:
         channel = await engine.channel(sandbox_id)
         driver = engine.drivers[record.tier]
         oom_before = await driver.oom_kills(record.spec)
+        engine.commands[sandbox_id] = command_name(spec)
         stream = await engine.open_stream(channel, sandbox_id, "process.start", params)
         return ProcessRun(stream, oom_check=lambda: self._oom_since(record, oom_before),
                           diagnose=lambda: engine.diagnose(record),
@@ -88,4 +89,19 @@ class Processes:
             return {}
 
     async def _oom_since(self, record: SandboxRecord, before: int) -> bool:
-        return await self._engine.drivers[record.tier].oom_kills(record.spec) > before
+        now = await self._engine.drivers[record.tier].oom_kills(record.spec)
+        if now > max(before, record.oom_seen):  # say so at once, not at the next usage sample
+            record.oom_seen = now
+            await self._engine.note_oom(record)
+        return now > before
+
+
+def command_name(spec: ProcessSpec) -> str:
+    """The program a process spec runs, as the kernel would name it: ``python3`` for
+    ``python3 -c ...`` (the first word that is not an assignment or a shell wrapper)."""
+    words = list(spec.argv or []) if spec.argv else (spec.cmd or "").split()
+    for word in words:
+        if "=" in word.split("/")[0] or word in ("env", "exec", "nohup"):
+            continue
+        return word.rsplit("/", 1)[-1][:15]  # the kernel's comm is at most 15 bytes
+    return "sh"

@@ -37,9 +37,15 @@ class SandboxRecord:
     volumes: list[dict[str, Any]] = field(default_factory=list)  # {volume, path, read_only, source}
     auto_archive: float | None = None  # seconds after a stop to archive the layer (None: never)
     archive_at: float | None = None  # when a stopped sandbox is archived (lifecycle.py)
-    owner: str = ""  # whose secrets ``secrets`` names (the tenant, from the control plane)
+    owner: str = ""  # the tenant (from the control plane): its secrets, events, end record
     secrets: dict[str, str] = field(default_factory=dict)  # placeholder -> secret name
     reason: str | None = None  # why it is in its state, when nobody asked (SandboxInfo.reason)
+    message: str | None = None  # the reason in words ("out of memory (python3)")
+    auto_resume: bool = False  # resume/start on the next request that uses it
+    idle_timeout: bool = False  # the timeout counts from the last activity
+    last_active_at: float = field(default_factory=time.time)
+    oom_seen: int = 0  # the cgroup's OOM kills already reported (usage.py)
+    pids_seen: int = 0  # the forks its pids limit refused, already reported (usage.py)
 
     @property
     def deadline(self) -> float:
@@ -66,8 +72,9 @@ class SandboxRecord:
 
     def _public(self) -> dict[str, Any]:
         return {"id": self.id, "isolation": self.tier, "template": self.image,
-                "state": self.state, "reason": self.reason, "cpu": self.resources.cpu,
-                "memory_mb": self.resources.memory_mb, "disk_mb": self.resources.disk_mb,
+                "state": self.state, "reason": self.reason, "message": self.message,
+                "cpu": self.resources.cpu, "memory_mb": self.resources.memory_mb,
+                "disk_mb": self.resources.disk_mb,
                 "pids": self.resources.pids, "metadata": dict(self.metadata),
                 "envs": dict(self.envs), "created_at": self.created_at,
                 "expires_at": self.expires_at, "timeout": self.timeout,
@@ -76,7 +83,9 @@ class SandboxRecord:
                 "auto_delete": self.auto_delete, "auto_archive": self.auto_archive,
                 "volumes": [{"volume": v["volume"], "path": v["path"],
                              "read_only": v["read_only"]} for v in self.volumes],
-                "secrets": sorted(self.secrets.values())}
+                "secrets": sorted(self.secrets.values()),
+                "auto_resume": self.auto_resume, "idle_timeout": self.idle_timeout,
+                "last_active_at": self.last_active_at}
 
     def save(self) -> None:
         """Write state.json atomically (write a temporary file, then rename)."""

@@ -9,14 +9,15 @@ from __future__ import annotations
 import builtins
 
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from ..models import (EgressEntry, EgressLog, NetworkPolicy, SandboxInfo, SandboxSpec,
-                      SandboxStats, TemplateInfo)
+from ..models import (EgressEntry, EgressLog, NetworkPolicy, SandboxEnd, SandboxEvent,
+                      SandboxInfo, SandboxSpec, SandboxStats, TemplateInfo, UsageHistory)
 from ..net import NetError, PolicyError
 from ..net import NetworkPolicy as EgressPolicy
 from ..runtimes.base import Resources
-from .errors import Conflict, InvalidRequest, SandboxUnavailable
+from .errors import Conflict, InvalidRequest, SandboxNotFound, SandboxUnavailable
 from .lifecycle import Lifecycle, check_auto_archive, check_options
 from .records import SandboxRecord
 from .snapshots import snapshot
@@ -56,8 +57,9 @@ class Sandboxes:
 
     # -- create ------------------------------------------------------------------------------
     async def create(self, spec: SandboxSpec, owner: str = "") -> SandboxInfo:
-        """Create and start a sandbox from ``spec``; return it running. ``spec.secrets`` name
-        secrets of ``owner`` (docs/secrets.md)."""
+        """Create and start a sandbox from ``spec`` for tenant ``owner`` (who alone sees its
+        events and end record); return it running. ``spec.secrets`` name secrets of ``owner``
+        (docs/secrets.md)."""
         engine = self._engine
         policy = egress_policy(spec.network)
         secrets, secret_envs = (engine.secrets.bind(owner, spec.secrets, policy)
@@ -91,9 +93,12 @@ class Sandboxes:
         record.timeout, record.envs, record.metadata = timeout, envs, dict(spec.metadata)
         record.persistence, record.on_timeout = spec.persistence, spec.on_timeout
         record.auto_delete, record.auto_archive = auto_delete, auto_archive
+        record.auto_resume = spec.auto_resume
+        record.idle_timeout, record.last_active_at = spec.idle_timeout, time.time()
         record.state = "running"
         record.expires_at = time.time() + timeout
         engine.add_record(record)
+        engine.events.publish(owner, record.id, "running", "created")
         return record.info()
 
     def resources(self, spec: SandboxSpec) -> Resources:
@@ -122,6 +127,33 @@ class Sandboxes:
     async def list(self) -> list[SandboxInfo]:
         """Every sandbox of this engine, oldest first."""
         return [r.info() for r in self._engine.records()]
+
+    async def end(self, sandbox_id: str) -> SandboxEnd:
+        """Why a sandbox that ended ended, while its end record is kept (ends.py); a sandbox
+        that still exists is a Conflict, an unknown one SandboxNotFound."""
+        engine = self._engine
+        if sandbox_id in engine.live_ids():
+            state = engine.record(sandbox_id).state
+            raise Conflict(f"sandbox {sandbox_id} has not ended: it is {state}")
+        kept = engine.ends.get(sandbox_id)
+        if kept is None:
+            raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist, or it ended too long "
+                                  f"ago for its end record to be kept")
+        return kept[1]
+
+    def owner(self, sandbox_id: str) -> str | None:
+        """The tenant that owned a sandbox that ended (from its end record), or None."""
+        kept = self._engine.ends.get(sandbox_id)
+        return kept[0] if kept is not None else None
+
+    def follow_events(self, visible: Callable[[str | None], bool],
+                      since: int | None = None) -> AsyncIterator[SandboxEvent]:
+        """Lifecycle events of the sandboxes whose owner ``visible`` accepts (events.py)."""
+        return self._engine.events.follow(visible, since)
+
+    async def usage(self, sandbox_id: str) -> UsageHistory:
+        """The sandbox's recent resource usage, for charts (usage.py)."""
+        return self._engine.usage.history(sandbox_id)
 
     async def stats(self, sandbox_id: str) -> SandboxStats:
         """What the sandbox uses now."""

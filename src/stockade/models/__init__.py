@@ -8,8 +8,9 @@ same object down unchanged. This package imports pydantic and the standard libra
 
 from .files import EntryInfo, FileEvent, MakeDirResult, SandboxPath, check_path
 from .processes import ProcessInfo, ProcessSelector, ProcessSpec, PtySize, Resize, Signal
-from .sandboxes import (EgressEntry, EgressLog, Isolation, NetworkPolicy, Persistence,
-                        SandboxInfo, SandboxPage, SandboxSpec, SandboxStats, VolumeMount)
+from .sandboxes import (EgressEntry, EgressLog, Isolation, NetworkPolicy, Persistence, SandboxEnd,
+                        SandboxEvent, SandboxInfo, SandboxPage, SandboxSpec, SandboxStats,
+                        UsageHistory, UsageSample, VolumeMount)
 from .secrets import CreateSecret, EnvName, SecretInfo, SecretName, SecretPage
 from .templates import BuildLog, BuildStatus, TemplateInfo, TemplatePage
 from .volumes import CreateVolume, VolumeInfo, VolumeName, VolumePage
@@ -18,8 +19,8 @@ __all__ = ["BuildLog", "BuildStatus", "CreateSecret", "CreateVolume", "EgressEnt
            "EntryInfo", "EnvName",
            "FileEvent", "Isolation",
            "MakeDirResult", "NetworkPolicy", "Persistence", "ProcessInfo", "ProcessSelector",
-           "ProcessSpec", "PtySize", "Resize",
+           "ProcessSpec", "PtySize", "Resize", "SandboxEnd", "SandboxEvent",
            "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "SecretInfo",
            "SecretName", "SecretPage", "Signal",
-           "TemplateInfo", "TemplatePage", "VolumeInfo", "VolumeMount", "VolumeName",
-           "VolumePage", "check_path"]
+           "TemplateInfo", "TemplatePage", "UsageHistory", "UsageSample", "VolumeInfo",
+           "VolumeMount", "VolumeName", "VolumePage", "check_path"]

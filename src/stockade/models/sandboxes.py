@@ -66,6 +66,12 @@ class SandboxSpec(Request):
     #: names (each its own variable): the sandbox sees a placeholder in each variable;
     #: ``network`` must allow the hosts they are bound to.
     secrets: dict[EnvName, SecretName] = Field(default_factory=dict, max_length=32)
+    #: Resume (paused) or start (stopped, archived) the sandbox on the next request that uses
+    #: it, instead of answering 409 (docs/persistence.md, "Idle policy").
+    auto_resume: bool = False
+    #: ``timeout`` counts from the sandbox's last activity (a request that uses it, a running
+    #: command, an open terminal) instead of from its creation or last ``set_timeout``.
+    idle_timeout: bool = False
 
     @field_validator("network", mode="before")
     @classmethod
@@ -107,7 +113,11 @@ class SandboxInfo(Result):
     state: str
     #: Why the sandbox is in its state when the caller did not ask for it: ``"timeout"``
     #: (paused or stopped by ``on_timeout``), ``"checkpoint_corrupt"``, ``"host_restart"``...
+    #: Also the latest thing that happened to a running sandbox that nobody asked for:
+    #: ``"out_of_memory"`` or ``"pids_limit"`` when one of its processes was killed or refused.
     reason: str | None = None
+    #: ``reason`` in words, with details: ``"out of memory (python3)"``.
+    message: str | None = None
     cpu: float
     memory_mb: int
     disk_mb: int
@@ -125,6 +135,66 @@ class SandboxInfo(Result):
     auto_archive: float | None = None
     volumes: list[dict[str, Any]] = Field(default_factory=list)
     secrets: list[str] = Field(default_factory=list)  # names; the values never leave the host
+    auto_resume: bool = False
+    idle_timeout: bool = False
+    #: When the sandbox was last used (a request, a running command, an open terminal).
+    last_active_at: float | None = None
+
+
+#: Why a sandbox ended (``SandboxEnd.reason``): by its owner, by its timeout, by the kernel's
+#: out-of-memory killer, by its pids limit, with its host, or by an error.
+EndReason = Literal["killed", "timeout", "out_of_memory", "pids_limit", "disk_full",
+                    "host_lost", "error"]
+
+
+class SandboxEnd(Result):
+    """What is kept of a sandbox that ended, and why (``GET /sandboxes/{id}/end``)."""
+
+    id: str
+    reason: str
+    #: The reason in words: ``"killed by the user"``, ``"out of memory (python3)"``...
+    message: str
+    ended_at: float
+    #: The sandbox as it was when it ended.
+    sandbox: SandboxInfo
+
+
+class SandboxEvent(Result):
+    """One lifecycle change of a sandbox (``GET /events``): its new ``state`` and why.
+
+    ``state`` is ``"running"``, ``"paused"``, ``"stopped"``, ``"archived"`` or ``"ended"``;
+    ``kind`` is ``"state"`` for a change of state and ``"process"`` for a process of the
+    sandbox that the kernel killed or refused (the sandbox keeps its state)."""
+
+    seq: int
+    time: float
+    sandbox_id: str
+    kind: Literal["state", "process"] = "state"
+    state: str
+    reason: str | None = None
+    message: str | None = None
+
+
+class UsageSample(Result):
+    """What a sandbox used at ``time``: CPU (share of one core since the previous sample),
+    memory, disk (bytes its writable layer holds) and network (bytes since it started)."""
+
+    time: float
+    cpu_percent: float
+    cpu_seconds: float
+    memory_bytes: int
+    memory_limit_bytes: int
+    pids: int
+    disk_bytes: int | None = None
+    net_rx_bytes: int | None = None
+    net_tx_bytes: int | None = None
+
+
+class UsageHistory(Result):
+    """A sandbox's recent usage, oldest first, one sample every ``interval`` seconds."""
+
+    interval: float
+    items: list[UsageSample]
 
 
 class SandboxPage(Result):

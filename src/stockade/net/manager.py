@@ -273,6 +273,19 @@ class NetworkManager:
             return found
         return bound
 
+    def traffic(self, sandbox_id: str) -> tuple[int, int] | None:
+        """Bytes the sandbox received and sent so far (its host-side veth's counters, seen
+        from the host: what the host sent is what the sandbox received); None if it has no
+        network."""
+        att = self._attached.get(sandbox_id)
+        if att is None:
+            return None
+        stats = Path("/sys/class/net") / att.veth / "statistics"
+        try:
+            return (int((stats / "tx_bytes").read_text()), int((stats / "rx_bytes").read_text()))
+        except (OSError, ValueError):
+            return None
+
     async def set_policy(self, sandbox_id: str, policy: NetworkPolicy) -> None:
         """Replace a sandbox's rules; new connections follow them at once."""
         async with self._lock:

@@ -384,3 +384,30 @@ def lock_holders(path: Path) -> str:
                 command = b"?"
             holders.append(f"pid {pid} ({command.decode(errors='replace').strip()[:120]})")
     return ", ".join(holders)
+
+
+def oom_victim(cgroup_name: str) -> str | None:
+    """The name of the process the kernel's OOM killer last killed in a cgroup whose last path
+    component is ``cgroup_name`` (from the kernel log, ``/dev/kmsg``; needs root), or None."""
+    found = None
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192).decode("utf-8", "replace")
+            except BrokenPipeError:  # records overwritten while reading: go on
+                continue
+            except OSError:  # BlockingIOError: the end of the log
+                break
+            message = record.partition(";")[2]
+            if not message.startswith("oom-kill:"):
+                continue
+            fields = dict(p.partition("=")[::2] for p in message.strip().split(","))
+            if fields.get("task_memcg", "").endswith(f"/{cgroup_name}"):
+                found = fields.get("task") or found
+    finally:
+        os.close(fd)
+    return found

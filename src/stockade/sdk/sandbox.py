@@ -7,7 +7,7 @@ import builtins
 from pathlib import Path
 from typing import Any, Literal
 
-from ..models import SandboxInfo
+from ..models import SandboxEnd, SandboxInfo, UsageHistory
 from . import code as _code
 from ._hybrid import hybrid
 from ._transport import Api, ConnectionConfig, ensure_local_daemon
@@ -55,6 +55,7 @@ class AsyncSandbox:
                      auto_delete: float | None = None,
                      volumes: dict[str, Any] | None = None,
                      auto_archive: float | None = None,
+                     auto_resume: bool = False, idle_timeout: bool = False,
                      secrets: list[str] | dict[str, str] | None = None,
                      api_url: str | None = None, api_key: str | None = None,
                      data_dir: Path | str | None = None,
@@ -70,9 +71,11 @@ class AsyncSandbox:
         deleted after ``auto_delete`` seconds. ``volumes`` maps a mount path to a
         :class:`AsyncVolume`, a volume name, or ``{"volume": name, "read_only": True}``.
         ``auto_archive`` archives a stopped workspace that many seconds after it stopped.
-        See docs/persistence.md. ``secrets`` names secrets (:class:`AsyncSecret`) the sandbox
-        gets as placeholders in its environment (a list of names, each its own variable, or
-        ``{ENV_VAR: name}``); see docs/secrets.md.
+        ``auto_resume`` resumes or starts a paused or stopped sandbox on the next call that uses
+        it; ``idle_timeout`` counts ``timeout`` from the last use (a running command or an
+        open terminal is use). See docs/persistence.md. ``secrets`` names secrets
+        (:class:`AsyncSecret`) the sandbox gets as placeholders in its environment (a list of
+        names, each its own variable, or ``{ENV_VAR: name}``); see docs/secrets.md.
         """
         api = await _api(api_url, api_key, data_dir, request_timeout)
         body: dict[str, Any] = {"template": template, "isolation": isolation,
@@ -82,7 +85,9 @@ class AsyncSandbox:
                                 "persistence": persistence, "on_timeout": on_timeout,
                                 "auto_delete": auto_delete, "auto_archive": auto_archive,
                                 "volumes": _volume_specs(volumes or {}),
-                                "secrets": secrets}
+                                "secrets": secrets,
+                                "auto_resume": auto_resume or None,
+                                "idle_timeout": idle_timeout or None}
         try:
             info = await api.request("POST", "/sandboxes",
                                      json={k: v for k, v in body.items() if v is not None})
@@ -168,6 +173,27 @@ class AsyncSandbox:
 
     #: What the server knows now: ``sandbox.get_info()`` or ``AsyncSandbox.get_info(id)``.
     get_info = hybrid(_get_info, _get_info_by_id)
+
+    async def _get_end(self) -> SandboxEnd:
+        return SandboxEnd.model_validate(await self._api.request("GET", f"/sandboxes/{self.id}/end"))
+
+    @staticmethod
+    async def _get_end_by_id(cls: type["AsyncSandbox"], sandbox_id: str, *,
+                             api_url: str | None = None, api_key: str | None = None,
+                             data_dir: Path | str | None = None) -> SandboxEnd:
+        return SandboxEnd.model_validate(await cls._by_id(
+            "GET", f"/sandboxes/{sandbox_id}/end", api_url, api_key, data_dir))
+
+    #: Why the sandbox ended (``reason``, ``message`` such as "out of memory (python3)",
+    #: ``ended_at``, the sandbox as it was): ``sandbox.get_end()`` or
+    #: ``AsyncSandbox.get_end(id)``. ConflictError while it exists; SandboxNotFound once its
+    #: end record is no longer kept (docs/persistence.md).
+    get_end = hybrid(_get_end, _get_end_by_id)
+
+    async def usage(self) -> UsageHistory:
+        """The recent CPU, memory, disk and network use, oldest first (for charts)."""
+        return UsageHistory.model_validate(
+            await self._api.request("GET", f"/sandboxes/{self.id}/usage"))
 
     async def is_running(self) -> bool:
         from .exceptions import SandboxNotFound

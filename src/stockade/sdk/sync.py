@@ -12,7 +12,7 @@ from typing import IO, Any, Iterator, Literal
 
 from . import _portal
 from ._hybrid import hybrid
-from ..models import EntryInfo, ProcessInfo, SandboxInfo, SecretInfo
+from ..models import EntryInfo, ProcessInfo, SandboxEnd, SandboxInfo, SecretInfo, UsageHistory
 from .commands import AsyncCommandHandle, AsyncCommands, CommandResult, OutputCallback
 from .code import Context, Execution
 from .files import AsyncFiles
@@ -201,6 +201,22 @@ class Sandbox:
 
     #: ``sandbox.get_info()`` or ``Sandbox.get_info(id)``.
     get_info = hybrid(_get_info, _get_info_by_id)
+
+    def _get_end(self) -> SandboxEnd:
+        end: SandboxEnd = _portal.call(self._a.get_end)
+        return end
+
+    @staticmethod
+    def _get_end_by_id(cls: type["Sandbox"], sandbox_id: str, **kwargs: Any) -> SandboxEnd:
+        end: SandboxEnd = _portal.call(AsyncSandbox.get_end, sandbox_id, **kwargs)
+        return end
+
+    #: ``sandbox.get_end()`` or ``Sandbox.get_end(id)``: why it ended (see AsyncSandbox).
+    get_end = hybrid(_get_end, _get_end_by_id)
+
+    def usage(self) -> UsageHistory:
+        """The recent CPU, memory, disk and network use, oldest first (for charts)."""
+        return _portal.call(self._a.usage)
 
     def is_running(self) -> bool:
         return _portal.call(self._a.is_running)

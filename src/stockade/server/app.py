@@ -33,6 +33,7 @@ from .routes import templates
 from .routes import dashboard
 from .localport import LocalPortGate, new_daemon_key
 from .routes import secrets as secret_routes
+from .routes import events
 from .access import AccessTokens
 from .proxy import PortProxy
 from .settings import ServerSettings
@@ -159,6 +160,7 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     app.include_router(pty.router)
     app.include_router(templates.router)
     app.include_router(secret_routes.router)
+    app.include_router(events.router)
     app.include_router(daytona.router)
     app.include_router(dashboard.router)
     app.router.routes.append(mcp.route())

@@ -277,7 +277,8 @@ class ControlPlane(Control):
 
     def owner(self, sandbox_id: str) -> str | None:
         row = self.owners.get(sandbox_id)
-        return row.tenant if row is not None else None
+        # A sandbox that ended: its end record says whose it was (only the owner reads it).
+        return row.tenant if row is not None else self.engine.sandboxes.owner(sandbox_id)
 
     # -- quotas ------------------------------------------------------------------------------
     async def quotas(self, tenant: str) -> Quotas:

@@ -13,8 +13,9 @@ from fastapi import APIRouter, Query, Response
 
 from ...engine import InvalidRequest
 from ..deps import ControlDep, EngineDep, PrincipalDep, RequestIdDep
-from ..models import (CreateSnapshot, EgressLog, NetworkPolicy, SandboxInfo, SandboxPage, SandboxSpec,
-                      SandboxStats, SetTimeout, TemplateInfo)
+from ..models import (CreateSnapshot, EgressLog, NetworkPolicy, SandboxEnd, SandboxInfo,
+                      SandboxPage, SandboxSpec, SandboxStats, SetTimeout, TemplateInfo,
+                      UsageHistory)
 
 router = APIRouter(prefix="/sandboxes", tags=["sandboxes"])
 
@@ -55,7 +56,23 @@ async def list_sandboxes(
 
 @router.get("/{sandbox_id}", response_model=SandboxInfo)
 async def get_sandbox(sandbox_id: str, eng: EngineDep) -> SandboxInfo:
+    """The sandbox in any state; 404 once it ended (``GET /sandboxes/{id}/end`` says why)."""
     return await eng.sandboxes.get(sandbox_id)
+
+
+@router.get("/{sandbox_id}/end", response_model=SandboxEnd)
+async def sandbox_end(sandbox_id: str, eng: EngineDep) -> SandboxEnd:
+    """Why a sandbox that ended ended (killed, timeout, out_of_memory, pids_limit, disk_full,
+    host_lost, error), with the words and the sandbox as it was; kept for a bounded time, for
+    its owner only (409 while the sandbox exists; docs/persistence.md)."""
+    return await eng.sandboxes.end(sandbox_id)
+
+
+@router.get("/{sandbox_id}/usage", response_model=UsageHistory)
+async def sandbox_usage(sandbox_id: str, eng: EngineDep) -> UsageHistory:
+    """The sandbox's recent CPU, memory, disk and network use, oldest first, one sample every
+    ``interval`` seconds (for charts)."""
+    return await eng.sandboxes.usage(sandbox_id)
 
 
 @router.delete("/{sandbox_id}", status_code=204)
