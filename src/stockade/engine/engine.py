@@ -29,6 +29,7 @@ from ..runtimes.runc import RuncDriver
 from ..runtimes.runsc import RunscDriver
 from .errors import Conflict, EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable
 from .files import Files
+from .fork import collect_layers, release_layer
 from .interpreter import CodeContexts
 from .lifecycle import Lifecycle
 from .pool import WarmPool
@@ -145,6 +146,7 @@ class Engine:
             directory.chmod(0o711)
         self._lock_file = await _take_lock(self.config.data_dir / "engine.lock")
         await self.recover()
+        await collect_layers(self)
         if self.images.exists(self.config.default_template):
             self.pool.fill()
 
@@ -315,6 +317,7 @@ class Engine:
                 raise
             del self._records[sandbox_id]
         self._locks.pop(sandbox_id, None)
+        await release_layer(self, record.image)  # the last copy of a fork takes its layer
 
     # -- talking to the agent -----------------------------------------------------------------
     async def channel(self, sandbox_id: str) -> AgentChannel:

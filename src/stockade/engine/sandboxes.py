@@ -19,6 +19,7 @@ from ..runtimes.base import Resources
 from .errors import Conflict, InvalidRequest, SandboxUnavailable
 from .lifecycle import Lifecycle, check_auto_archive, check_options
 from .records import SandboxRecord
+from .fork import fork, keeps_memory
 from .snapshots import snapshot
 from .volumes import check_mount_path
 
@@ -71,7 +72,7 @@ class Sandboxes:
             record = engine.new_record(spec.isolation, template, resources)
             record.volumes = mounts
             if policy is not None:
-                self._plan_network(record, policy)
+                self.plan_network(record, policy)
                 envs = {**engine.net.ca_env(), **envs}
             await engine.boot(record, policy)
         record.timeout, record.envs, record.metadata = timeout, envs, dict(spec.metadata)
@@ -93,7 +94,7 @@ class Sandboxes:
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
 
-    def _plan_network(self, record: SandboxRecord, policy: EgressPolicy) -> None:
+    def plan_network(self, record: SandboxRecord, policy: EgressPolicy) -> None:
         """Record where the sandbox's network will be (the namespace is made during boot)."""
         net = self._engine.net
         ca = self._engine.config.network.ca_bundle
@@ -249,6 +250,18 @@ class Sandboxes:
     async def snapshot(self, sandbox_id: str, name: str, owner: str | None) -> TemplateInfo:
         """Save the sandbox's files as a new template ``name`` owned by ``owner``."""
         return await snapshot(self._engine, self._lifecycle, sandbox_id, name, owner)
+
+    async def fork(self, sandbox_id: str, count: int, memory: bool | None = None,
+                   owner: str | None = None) -> builtins.list[SandboxInfo]:
+        """``count`` running copies of a running or paused sandbox (docs/fork.md): files
+        copy-on-write on every tier; processes and memory too where :meth:`fork_keeps_memory`
+        (``memory``: None = if the tier can, True = required, False = files only)."""
+        return await fork(self._engine, self._lifecycle, sandbox_id, count, memory, owner)
+
+    def fork_keeps_memory(self, sandbox_id: str, memory: bool | None = None) -> bool:
+        """Whether :meth:`fork` of the sandbox would copy its processes and memory (409 if
+        it cannot be forked as asked)."""
+        return keeps_memory(self._engine, self._engine.record(sandbox_id), memory)
 
     async def kill(self, sandbox_id: str) -> None:
         """Kill the sandbox and remove every trace of it."""

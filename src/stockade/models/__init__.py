@@ -7,13 +7,15 @@ same object down unchanged. This package imports pydantic and the standard libra
 """
 
 from .files import EntryInfo, FileEvent, MakeDirResult, SandboxPath, check_path
+from .fork import MAX_FORK, ForkResult, ForkSpec
 from .processes import ProcessInfo, ProcessSelector, ProcessSpec, PtySize, Resize, Signal
 from .sandboxes import (EgressEntry, EgressLog, Isolation, NetworkPolicy, Persistence,
                         SandboxInfo, SandboxPage, SandboxSpec, SandboxStats, VolumeMount)
 from .templates import TemplateInfo, TemplatePage
 from .volumes import CreateVolume, VolumeInfo, VolumeName, VolumePage
 
-__all__ = ["CreateVolume", "EgressEntry", "EgressLog", "EntryInfo", "FileEvent", "Isolation",
+__all__ = ["CreateVolume", "EgressEntry", "EgressLog", "EntryInfo", "FileEvent", "ForkResult", "ForkSpec", "Isolation",
+           "MAX_FORK",
            "MakeDirResult", "NetworkPolicy", "Persistence", "ProcessInfo", "ProcessSelector",
            "ProcessSpec", "PtySize", "Resize",
            "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "Signal",

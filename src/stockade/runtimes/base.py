@@ -165,6 +165,9 @@ class RuntimeDriver(abc.ABC):
 
     #: Whether :meth:`checkpoint` saves memory to disk (else pausing uses the freezer).
     checkpoints: ClassVar[bool] = False
+    #: Whether one :meth:`checkpoint` may be restored into several new sandboxes
+    #: (fork keeps processes and memory); else fork copies the filesystem only (docs/fork.md).
+    forks_memory: ClassVar[bool] = False
 
     def cannot_pause(self, spec: SandboxSpec) -> str | None:
         """Why this sandbox's processes and memory cannot be saved, or None if they can."""

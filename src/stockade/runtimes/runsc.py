@@ -45,6 +45,7 @@ class RunscDriver(OciDriver):
 
     # -- memory checkpoints (docs/persistence.md) ------------------------------------------------
     checkpoints = True
+    forks_memory = True  # restore takes any bundle whose mounts match (engine/fork.py)
 
     async def checkpoint(self, spec: SandboxSpec, image_dir: Path) -> None:
         await suspend.quiesce(spec, self.connect)
