@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..images.store import ImageError, ImageStore
+from ..images.store import ImageError, ImageNotFound, ImageStore
 from ..models import MAX_FORK, SandboxInfo
 from ..net import NetworkPolicy as EgressPolicy
 from ..runtimes import hostops
@@ -248,9 +248,10 @@ async def _copy(engine: "Engine", source: SandboxRecord, layer: str,
     engine.add_record(record)
     if image is not None:
         try:
-            await engine.call(record.id, "sys.seed", {
-                "hex": secrets.token_hex(64), "time": time.time(), "hostname": record.id,
-                "machine_id": uuid.uuid4().hex})
+            # Neither the clock (gVisor's is the host's) nor the hostname: gVisor refuses both
+            # from inside (EPERM), so a copy keeps the source's hostname.
+            await engine.call(record.id, "sys.seed", {"hex": secrets.token_hex(64),
+                                                      "machine_id": uuid.uuid4().hex})
         except BaseException:
             with contextlib.suppress(EngineError, DriverError, OSError):
                 await engine.kill(record.id)
@@ -288,6 +289,8 @@ async def release_layer(engine: "Engine", image: str) -> None:
         return
     try:
         await asyncio.to_thread(engine.images.remove, image)
+    except ImageNotFound:  # removed by an earlier call
+        pass
     except ImageError as exc:  # a snapshot of a copy is its child: it stays for that
         log.info("fork layer %s kept: %s", image, exc)
 
