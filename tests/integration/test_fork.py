@@ -102,8 +102,7 @@ def test_gvisor_copies_own_their_memory_and_files(sqlite_server: Server,  # noqa
             assert copies[1].files.read("/home/user/shared.txt") == "from the source"
             assert copies[1].files.exists("/home/user/doomed.txt")
             assert not copies[0].files.exists("/home/user/new.txt")
-            assert Sandbox.get(source.id, **tenant).info.state == ("paused" if paused
-                                                                   else "running")
+            assert source.get_info().state == ("paused" if paused else "running")
             source.connect()  # resumes a paused source: it is as it was
             assert source.files.read("/home/user/shared.txt") == "from the source"
             assert source.files.exists("/home/user/doomed.txt")
