@@ -314,7 +314,10 @@ class ControlPlane(Control):
             # row claims, which the next start's reconcile() kills.
             await self.db(self.store.add_sandbox, OwnedSandbox(
                 id=claim.id, tenant=claim.tenant, isolation=claim.isolation, cpu=claim.cpu,
-                memory_mb=claim.memory_mb, created_at=claim.created_at))
+                memory_mb=claim.memory_mb, created_at=claim.created_at), self.store.event(
+                tenant=principal.tenant, actor=principal.actor, action="sandbox.create",
+                target=claim.id, request_id=request_id, isolation=claim.isolation,
+                cpu=claim.cpu, memory_mb=claim.memory_mb))
             self.owners[claim.id] = claim
         except BaseException:
             if claim.id:
@@ -324,9 +327,6 @@ class ControlPlane(Control):
         finally:
             pending.remove(claim)
             self._pending_disk.pop(id(claim), None)
-        await self.db(self.store.audit, tenant=principal.tenant, actor=principal.actor,
-                      action="sandbox.create", target=claim.id, request_id=request_id,
-                      isolation=claim.isolation, cpu=claim.cpu, memory_mb=claim.memory_mb)
         return info
 
     async def kill(self, principal: Principal, sandbox_id: str, request_id: str | None) -> None:
@@ -386,9 +386,9 @@ class ControlPlane(Control):
                       request_id: str | None) -> None:
         row = self.owners.pop(sandbox_id, None)
         if row is not None:
-            await self.db(self.store.remove_sandboxes, [sandbox_id])
-            await self.db(self.store.audit, tenant=row.tenant, actor=actor, action=action,
-                          target=sandbox_id, request_id=request_id)
+            await self.db(self.store.remove_sandboxes, [sandbox_id], self.store.event(
+                tenant=row.tenant, actor=actor, action=action, target=sandbox_id,
+                request_id=request_id))
 
     async def check_start(self, principal: Principal, sandbox_id: str) -> None:
         info = await self.engine.sandboxes.get(sandbox_id)

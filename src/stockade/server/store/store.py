@@ -150,17 +150,24 @@ class Store:
             return key
 
     # -- sandbox ownership -------------------------------------------------------------------
-    def add_sandbox(self, row: OwnedSandbox) -> None:
+    def add_sandbox(self, row: OwnedSandbox, event: AuditEvent | None = None) -> None:
+        """Record who owns a sandbox (and ``event``, in the same transaction)."""
         with self.session() as s:
             s.add(row)
+            if event is not None:
+                s.add(event)
             s.commit()
 
-    def remove_sandboxes(self, ids: Iterable[str]) -> None:
+    def remove_sandboxes(self, ids: Iterable[str], event: AuditEvent | None = None) -> None:
+        """Forget sandboxes (and record ``event``, in the same transaction)."""
         ids = list(ids)
-        if not ids:
+        if not ids and event is None:
             return
         with self.session() as s:
-            s.execute(delete(OwnedSandbox).where(OwnedSandbox.id.in_(ids)))
+            if ids:
+                s.execute(delete(OwnedSandbox).where(OwnedSandbox.id.in_(ids)))
+            if event is not None:
+                s.add(event)
             s.commit()
 
     def sandboxes(self) -> list[OwnedSandbox]:
@@ -168,11 +175,18 @@ class Store:
             return list(s.scalars(select(OwnedSandbox)))
 
     # -- audit -------------------------------------------------------------------------------
+    @staticmethod
+    def event(*, tenant: str | None, actor: str, action: str, target: str | None = None,
+              request_id: str | None = None, **detail: Any) -> AuditEvent:
+        """An audit event as of now, to store with :meth:`audit` or with another change."""
+        return AuditEvent(at=time.time(), tenant=tenant, actor=actor, action=action,
+                          target=target, request_id=request_id, detail=detail)
+
     def audit(self, *, tenant: str | None, actor: str, action: str, target: str | None = None,
               request_id: str | None = None, **detail: Any) -> None:
         with self.session() as s:
-            s.add(AuditEvent(at=time.time(), tenant=tenant, actor=actor, action=action,
-                             target=target, request_id=request_id, detail=detail))
+            s.add(self.event(tenant=tenant, actor=actor, action=action, target=target,
+                             request_id=request_id, **detail))
             s.commit()
 
     def audit_events(self, tenant: str | None = None, after: int = 0,
