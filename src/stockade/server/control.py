@@ -363,7 +363,12 @@ class ControlPlane(Control):
                     claim.id = item.id
                     await self.db(self.store.add_sandbox, OwnedSandbox(
                         id=claim.id, tenant=tenant, isolation=claim.isolation, cpu=claim.cpu,
-                        memory_mb=claim.memory_mb, created_at=claim.created_at))
+                        memory_mb=claim.memory_mb, created_at=claim.created_at),
+                        self.store.event(tenant=tenant, actor=principal.actor,
+                                         action="sandbox.fork", target=item.id,
+                                         request_id=request_id, source=sandbox_id,
+                                         memory=result.memory, isolation=item.isolation,
+                                         cpu=item.cpu, memory_mb=item.memory_mb))
                     self.owners[claim.id] = claim
             except BaseException:
                 for item in result.items:
@@ -375,11 +380,6 @@ class ControlPlane(Control):
             for claim in claims:
                 pending.remove(claim)
                 self._pending_disk.pop(id(claim), None)
-        for item in result.items:
-            await self.db(self.store.audit, tenant=tenant, actor=principal.actor,
-                          action="sandbox.fork", target=item.id, request_id=request_id,
-                          source=sandbox_id, memory=result.memory, isolation=item.isolation,
-                          cpu=item.cpu, memory_mb=item.memory_mb)
         return result
 
     async def _forget(self, sandbox_id: str, actor: str, action: str,
