@@ -165,9 +165,6 @@ class RuntimeDriver(abc.ABC):
 
     #: Whether :meth:`checkpoint` saves memory to disk (else pausing uses the freezer).
     checkpoints: ClassVar[bool] = False
-    #: Whether one :meth:`checkpoint` may be restored into several new sandboxes
-    #: (fork keeps processes and memory); else fork copies the filesystem only (docs/fork.md).
-    forks_memory: ClassVar[bool] = False
 
     def cannot_pause(self, spec: SandboxSpec) -> str | None:
         """Why this sandbox's processes and memory cannot be saved, or None if they can."""
@@ -202,3 +199,7 @@ class RuntimeDriver(abc.ABC):
     @abc.abstractmethod
     async def known_ids(self) -> set[str]:
         """Ids of every sandbox this runtime holds on this host (for orphan collection)."""
+
+    #: Whether one :meth:`checkpoint` may be restored into several new sandboxes, so that a
+    #: fork keeps processes and memory; else a fork copies the filesystem only (docs/fork.md).
+    forks_memory: ClassVar[bool] = False

@@ -45,7 +45,6 @@ class RunscDriver(OciDriver):
 
     # -- memory checkpoints (docs/persistence.md) ------------------------------------------------
     checkpoints = True
-    forks_memory = True  # restore takes any bundle whose mounts match (engine/fork.py)
 
     async def checkpoint(self, spec: SandboxSpec, image_dir: Path) -> None:
         await suspend.quiesce(spec, self.connect)
@@ -69,3 +68,7 @@ class RunscDriver(OciDriver):
                 f"runsc could not restore the checkpoint in {image_dir} ({code}): "
                 f"{self.tail_log(spec, 600)}")
         await self.await_agent(spec)
+
+    # -- fork (docs/fork.md) ---------------------------------------------------------------------
+    #: ``restore`` accepts any bundle whose mounts match, so one checkpoint makes many copies.
+    forks_memory = True
