@@ -67,6 +67,10 @@ def keeps_memory(engine: "Engine", record: SandboxRecord, memory: bool | None) -
         raise Conflict(f"sandbox {record.id} is {record.state}; only a running or paused "
                        f"sandbox can be forked (start it first)")
     driver = engine.drivers[record.tier]
+    if not driver.forks_files:
+        raise Unsupported(f"the {record.tier} tier cannot fork yet (capability forks_files is "
+                          f"off: its writable layer lives inside the guest's own disk); fork "
+                          f"works on the container and gvisor tiers")
     if memory is False:
         return False
     if not driver.forks_memory:
