@@ -122,7 +122,8 @@ def test_gvisor_copies_own_their_memory_and_files(sqlite_server: Server,  # noqa
 
 def test_container_copies_files_only_and_says_so(sqlite_server: Server,  # noqa: F811
                                                  tenant: dict[str, Any]) -> None:
-    with Sandbox.create(isolation="container", timeout=300, **tenant) as source:
+    with Sandbox.create(isolation="container", timeout=300, network={"allow_out": []},
+                        **tenant) as source:
         source.files.write("/home/user/notes.txt", "v1")
         with pytest.raises(ConflictError) as refused:
             source.fork(1, memory=True)
@@ -130,6 +131,7 @@ def test_container_copies_files_only_and_says_so(sqlite_server: Server,  # noqa:
         copies = source.fork(3)
         try:
             assert [c.forked_memory for c in copies] == [False, False, False]
+            assert all(c.info.network == source.info.network for c in copies)  # a policy too
             copies[0].files.write("/home/user/notes.txt", "v2 in copy 0")
             for copy in copies[1:]:
                 assert copy.files.read("/home/user/notes.txt") == "v1"
