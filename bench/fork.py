@@ -49,51 +49,50 @@ def fork_per_copy(source: Sandbox, count: int, runs: int) -> tuple[list[float], 
     return samples, layer
 
 
-def raw_restores(data_dir: Path, source_id: str, layers: list[Path], runs: int) -> list[float]:
-    """``runsc restore`` of the source's checkpoint, on a fresh overlay of ``layers``."""
+def raw_restore(data_dir: Path, source_id: str, layers: list[Path], i: int) -> float:
+    """Seconds of one ``runsc restore`` of the source's checkpoint, on a fresh overlay of
+    ``layers`` (the bundle and the mounts made untimed; the restored sandbox deleted after)."""
     source_dir = data_dir / "sandboxes" / source_id
     checkpoint = source_dir / "checkpoint"
     config = json.loads((source_dir / "bundle" / "config.json").read_text())
     root = data_dir / "runtime" / "bench-raw"
-    samples = []
-    for i in range(runs):
-        work = Path(tempfile.mkdtemp(prefix="raw-", dir=data_dir))
-        cid = f"benchraw{os.getpid()}x{i}"
-        cgroup = f"stockade-bench-fork/{cid}"
-        try:
-            upper, rootfs, run = work / "upper", work / "rootfs", work / "run"
-            run.mkdir()
-            hostops.mount_overlay(":".join(map(str, layers)), upper, work / "work", rootfs, 0)
-            bundle = work / "bundle"
-            bundle.mkdir()
-            spec = json.loads(json.dumps(config))
-            spec["root"]["path"] = str(rootfs)
-            for mount in spec["mounts"]:
-                if mount["source"].startswith(str(source_dir)):
-                    mount["source"] = str(run)
-            spec["linux"]["cgroupsPath"] = "/" + cgroup
-            (bundle / "config.json").write_text(json.dumps(spec))
-            with open(work / "runsc.log", "wb") as log:  # not a pipe: the sandbox keeps it
-                t = time.perf_counter()
-                code = subprocess.run(["runsc", "--root", str(root), *RUNSC_FLAGS, "restore",
-                                       "--image-path", str(checkpoint), "--bundle", str(bundle),
-                                       "--detach", cid], stdout=log, stderr=log,
-                                      stdin=subprocess.DEVNULL, timeout=120).returncode
-                samples.append(time.perf_counter() - t)
-            if code != 0:
-                raise RuntimeError(f"raw runsc restore failed: {(work / 'runsc.log').read_text()}")
-        finally:
-            subprocess.run(["runsc", "--root", str(root), *RUNSC_FLAGS, "delete", "--force",
-                            cid], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           stdin=subprocess.DEVNULL, timeout=120)
-            asyncio.run(hostops.kill_cgroup(cgroup))  # whatever delete left
-            for point in hostops.mounts_under(work):
-                hostops.unmount(point)
-            shutil.rmtree(work, ignore_errors=True)
-            hostops.remove_cgroup(cgroup)
+    work = Path(tempfile.mkdtemp(prefix="raw-", dir=data_dir))
+    cid = f"benchraw{os.getpid()}x{i}"
+    cgroup = f"stockade-bench-fork/{cid}"
+    try:
+        upper, rootfs, run = work / "upper", work / "rootfs", work / "run"
+        run.mkdir()
+        hostops.mount_overlay(":".join(map(str, layers)), upper, work / "work", rootfs, 0)
+        bundle = work / "bundle"
+        bundle.mkdir()
+        spec = json.loads(json.dumps(config))
+        spec["root"]["path"] = str(rootfs)
+        for mount in spec["mounts"]:
+            if mount["source"].startswith(str(source_dir)):
+                mount["source"] = str(run)
+        spec["linux"]["cgroupsPath"] = "/" + cgroup
+        (bundle / "config.json").write_text(json.dumps(spec))
+        with open(work / "runsc.log", "wb") as log:  # not a pipe: the sandbox keeps it
+            t = time.perf_counter()
+            code = subprocess.run(["runsc", "--root", str(root), *RUNSC_FLAGS, "restore",
+                                   "--image-path", str(checkpoint), "--bundle", str(bundle),
+                                   "--detach", cid], stdout=log, stderr=log,
+                                  stdin=subprocess.DEVNULL, timeout=120).returncode
+            took = time.perf_counter() - t
+        if code != 0:
+            raise RuntimeError(f"raw runsc restore failed: {(work / 'runsc.log').read_text()}")
+    finally:
+        subprocess.run(["runsc", "--root", str(root), *RUNSC_FLAGS, "delete", "--force",
+                        cid], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       stdin=subprocess.DEVNULL, timeout=120)
+        asyncio.run(hostops.kill_cgroup(cgroup))  # whatever delete left
+        for point in hostops.mounts_under(work):
+            hostops.unmount(point)
+        shutil.rmtree(work, ignore_errors=True)
+        hostops.remove_cgroup(cgroup)
     hostops.remove_cgroup("stockade-bench-fork")
     shutil.rmtree(root, ignore_errors=True)
-    return samples
+    return took
 
 
 def gvisor(data_dir: Path, runs: int, big_runs: int) -> list[tuple[str, ...]]:
@@ -104,15 +103,17 @@ def gvisor(data_dir: Path, runs: int, big_runs: int) -> list[tuple[str, ...]]:
         time.sleep(0.5)
         source.pause()
         time.sleep(3)  # the checkpointed runtime's release (runsc delete) is done
-        one, layer = fork_per_copy(source, 1, runs)
-        ten, _ = fork_per_copy(source, 10, big_runs)
-        keeper = source.fork(1)[0]  # holds the fork layer while the raw restores use it
+        keeper = source.fork(1)[0]  # holds a fork layer for the raw restores
         try:
             store = ImageStore(Path(os.environ["STOCKADE_IMAGES_DIR"]))
-            raw = raw_restores(data_dir, source.id, store.layers(keeper.info.template), runs)
+            layers = store.layers(keeper.info.template)
+            one, raw = [], []
+            for i in range(runs):  # interleaved, so that load drift hits both alike
+                raw.append(raw_restore(data_dir, source.id, layers, i))
+                one += fork_per_copy(source, 1, 1)[0]
+            ten, _ = fork_per_copy(source, 10, big_runs)
         finally:
             keeper.kill()
-        assert layer
     base = median_ms(raw)
     return [("gvisor (paused, 20 MB process)", "raw runsc restore", f"{base:.0f} ms", "1.00x"),
             ("", "fork of 1, per copy", f"{median_ms(one):.0f} ms",
@@ -122,17 +123,18 @@ def gvisor(data_dir: Path, runs: int, big_runs: int) -> list[tuple[str, ...]]:
 
 
 def container(runs: int, big_runs: int) -> list[tuple[str, ...]]:
-    cold = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sb = Sandbox.create(isolation="container", timeout=600)
-        sb.commands.run("true")
-        cold.append(time.perf_counter() - t)
-        sb.kill()
+    cold: list[float] = []
+    one: list[float] = []
     with Sandbox.create(isolation="container", timeout=3600) as source:
         source.files.write("/home/user/state.txt", "forked")
         source.pause()
-        one, _ = fork_per_copy(source, 1, runs)
+        for _ in range(runs):  # interleaved, so that load drift hits both alike
+            t = time.perf_counter()
+            sb = Sandbox.create(isolation="container", timeout=600)
+            sb.commands.run("true")
+            cold.append(time.perf_counter() - t)
+            sb.kill()
+            one += fork_per_copy(source, 1, 1)[0]
         ten, _ = fork_per_copy(source, 10, big_runs)
     base = median_ms(cold)
     return [("container (paused; files only)", "cold create + first command",

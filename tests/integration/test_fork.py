@@ -196,8 +196,8 @@ def test_cli_fork(sqlite_server: Server, tenant: dict[str, Any]) -> None:  # noq
     with Sandbox.create(isolation="container", timeout=300, **tenant) as source:
         env = {**os.environ, "STOCKADE_API_URL": tenant["api_url"],
                "STOCKADE_API_KEY": tenant["api_key"]}
-        out = subprocess.run([stockade, "sandbox", "fork", source.id, "-n", "2"], env=env, capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run([stockade, "sandbox", "fork", source.id, "-n", "2"], env=env,
+                             capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         ids = out.stdout.split()
         assert len(ids) == 2 and "files copied, not processes" in out.stderr
@@ -206,6 +206,6 @@ def test_cli_fork(sqlite_server: Server, tenant: dict[str, Any]) -> None:  # noq
             for i in ids:
                 assert c.get(f"/sandboxes/{i}").json()["state"] == "running"
                 assert c.delete(f"/sandboxes/{i}").status_code == 204
-        bad = subprocess.run([stockade, "sandbox", "fork", source.id, "-n", "0"], env=env, capture_output=True, text=True,
-                             timeout=60)
+        bad = subprocess.run([stockade, "sandbox", "fork", source.id, "-n", "0"], env=env,
+                             capture_output=True, text=True, timeout=60)
         assert bad.returncode != 0

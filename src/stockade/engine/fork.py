@@ -241,7 +241,8 @@ async def _copy(engine: "Engine", source: SandboxRecord, layer: str,
         policy = None
         if source.network is not None:
             policy = EgressPolicy.parse(dict(source.network))
-            engine.sandboxes.plan_network(record, policy)
+            if policy is not None:
+                engine.sandboxes.plan_network(record, policy)
         await engine.boot(record, policy)
     else:
         await _restore_copy(engine, record, image)

@@ -393,7 +393,6 @@ def _write_atomic(target: Path, data: bytes) -> None:
 
 def image_disk(store: ImageStore, name: str, progress: Progress = _quiet) -> Path:
     """The read-only ext4 disk of image ``name``, shared by every microVM of that image."""
-    info = store.get(name)
     stamp = hashlib.sha256(_layers_stamp(store, name).encode()).hexdigest()[:12]
     disks = guest_dir(store.root) / "disks"
     target = disks / f"{name}-{stamp}.ext4"

@@ -14,8 +14,8 @@ from .sandboxes import (EgressEntry, EgressLog, Isolation, NetworkPolicy, Persis
 from .templates import TemplateInfo, TemplatePage
 from .volumes import CreateVolume, VolumeInfo, VolumeName, VolumePage
 
-__all__ = ["CreateVolume", "EgressEntry", "EgressLog", "EntryInfo", "FileEvent", "ForkResult", "ForkSpec", "Isolation",
-           "MAX_FORK",
+__all__ = ["CreateVolume", "EgressEntry", "EgressLog", "EntryInfo", "FileEvent", "Isolation",
+           "ForkResult", "ForkSpec", "MAX_FORK",
            "MakeDirResult", "NetworkPolicy", "Persistence", "ProcessInfo", "ProcessSelector",
            "ProcessSpec", "PtySize", "Resize",
            "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "Signal",

@@ -10,12 +10,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..models import (CreateVolume, EgressLog, EntryInfo, ForkResult, ForkSpec, MakeDirResult, NetworkPolicy, ProcessSelector,
+from ..models import (CreateVolume, EgressLog, EntryInfo, MakeDirResult, NetworkPolicy, ProcessSelector,
+                      ForkResult, ForkSpec,
                       ProcessSpec, Resize, SandboxInfo, SandboxPage, SandboxPath, SandboxSpec,
                       SandboxStats, Signal, TemplateInfo, TemplatePage, VolumeInfo, VolumePage,
                       check_path)
 
-__all__ = ["CreateVolume", "EgressLog", "EntryInfo", "ForkResult", "ForkSpec", "MakeDirResult", "NetworkPolicy", "ProcessSelector",
+__all__ = ["CreateVolume", "EgressLog", "EntryInfo", "MakeDirResult", "NetworkPolicy", "ProcessSelector",
+           "ForkResult", "ForkSpec",
            "ProcessSpec", "Resize", "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec",
            "SandboxStats", "Signal", "TemplateInfo", "TemplatePage", "VolumeInfo", "VolumePage",
            "check_path"]

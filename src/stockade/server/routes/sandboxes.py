@@ -13,7 +13,8 @@ from fastapi import APIRouter, Query, Response
 
 from ...engine import InvalidRequest
 from ..deps import ControlDep, EngineDep, PrincipalDep, RequestIdDep
-from ..models import (CreateSnapshot, EgressLog, ForkResult, ForkSpec, NetworkPolicy, SandboxInfo, SandboxPage, SandboxSpec,
+from ..models import (CreateSnapshot, EgressLog, NetworkPolicy, SandboxInfo, SandboxPage, SandboxSpec,
+                      ForkResult, ForkSpec,
                       SandboxStats, SetTimeout, TemplateInfo)
 
 router = APIRouter(prefix="/sandboxes", tags=["sandboxes"])
