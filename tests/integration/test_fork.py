@@ -182,7 +182,7 @@ def test_bad_counts_strangers_and_quotas(sqlite_server: Server) -> None:  # noqa
         assert r.status_code == 409 and "start it first" in r.json()["message"]
         for i in [sb, *made]:
             assert c.delete(f"/sandboxes/{i}").status_code == 204
-    leaks = find_leaks(sqlite_server.data_dir)
+    leaks = [leak for i in [sb, *made] for leak in find_leaks(sqlite_server.data_dir, i)]
     assert not leaks and not own_layers(sqlite_server), leaks
 
 
