@@ -1,9 +1,13 @@
 """Issue 19 figure: request latency and throughput through the egress proxy vs. direct.
 
-A sandbox allowed one name (``bench.test``) talks to the same HTTP server in a namespace this
-script makes (the sandboxes' uplink, so nothing leaves the machine): on port 80, which the
-firewall hands to the SNI/Host proxy, and on port 8080, which it forwards directly (the same
-resolved address is open at the IP level). Rounds alternate the two, so drift hits both alike.
+A sandbox allowed two names (``bench.test``, ``pass.test``, one address) talks to the same
+servers in a namespace this script makes (the sandboxes' uplink, so nothing leaves the
+machine). HTTP: port 80, which the firewall hands to the SNI/Host proxy, against port 8080,
+which it forwards directly (the same resolved address is open at the IP level). HTTPS: port
+8443 direct, port 443 through the proxy passed through unread (``pass.test``), and port 443
+intercepted (``bench.test``, to which a secret is bound: the proxy terminates TLS, verifies the
+server's certificate on its own connection and puts the secret in the ``Authorization``
+header). Every case runs in each round, so drift hits all alike.
 
     .venv/bin/python -m bench.egress [--requests 200] [--bulk-mb 64] [--rounds 3] [--tier container]
 """
@@ -15,18 +19,21 @@ import json
 import os
 import secrets
 import statistics
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
-from stockade import Sandbox
+from stockade import Sandbox, Secret
 
 from ._common import PrivateDaemon, machine, table
 
 ADDRESS = "203.0.113.80"
 SERVER = r"""
-import asyncio, sys
+import asyncio, ssl, sys
 import dns.message, dns.rrset
-ADDRESS, BULK = sys.argv[1], int(sys.argv[2]) << 20
+ADDRESS, BULK, CERT, KEY = sys.argv[1], int(sys.argv[2]) << 20, sys.argv[3], sys.argv[4]
 
 class Dns(asyncio.DatagramProtocol):
     def connection_made(self, t): self.t = t
@@ -52,19 +59,27 @@ async def main():
     await asyncio.get_running_loop().create_datagram_endpoint(Dns, local_addr=("0.0.0.0", 53))
     for port in (80, 8080):
         await asyncio.start_server(http, "0.0.0.0", port)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(CERT, KEY)
+    for port in (443, 8443):
+        await asyncio.start_server(http, "0.0.0.0", port, ssl=ctx)
     print("ready", flush=True)
     await asyncio.Event().wait()
 
 asyncio.run(main())
 """
 CLIENT = r"""
-import json, socket, sys, time
-n, port = int(sys.argv[1]), int(sys.argv[2])
-address = socket.gethostbyname("bench.test")  # the proxy lets only resolved names through
+import json, os, socket, ssl, sys, time
+n, port, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+address = socket.gethostbyname(name)  # the proxy lets only resolved names through
+tls = ssl.create_default_context() if port in (443, 8443) else None  # SSL_CERT_FILE
+auth = os.environ.get("BENCH_KEY", "-")
 
 def get(path):
     s = socket.create_connection((address, port), timeout=30)
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench.test\r\n\r\n".encode())
+    if tls:
+        s = tls.wrap_socket(s, server_hostname=name)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {name}\r\nAuthorization: {auth}\r\n\r\n".encode())
     size = 0
     while chunk := s.recv(1 << 16):
         size += len(chunk)
@@ -91,6 +106,15 @@ class World:
         self.bulk_mb = bulk_mb
 
     def __enter__(self) -> "World":
+        self.dir = Path(tempfile.mkdtemp(prefix="stockade-bench-world-", dir="/var/tmp"))
+        self.cert, key = self.dir / "cert.pem", self.dir / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                        "/CN=bench.test", "-keyout", str(key), "-out", str(self.cert),
+                        "-addext", "subjectAltName=DNS:bench.test,DNS:pass.test"],
+                       check=True, capture_output=True)
+        self.cert.chmod(0o644)
+        self.dir.chmod(0o755)
         ns = self.name
         for cmd in (f"ip netns add {ns}", f"ip link add {self.veth} type veth peer name pg0 netns {ns}",
                     f"ip addr add {self.host_side}/30 dev {self.veth}", f"ip link set {self.veth} up",
@@ -98,7 +122,8 @@ class World:
                     f"ip -n {ns} link set lo up", f"ip -n {ns} addr add {ADDRESS}/32 dev lo"):
             subprocess.run(cmd.split(), check=True)
         self.proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER,
-                                      ADDRESS, str(self.bulk_mb)], stdout=subprocess.PIPE)
+                                      ADDRESS, str(self.bulk_mb), str(self.cert), str(key)],
+                                     stdout=subprocess.PIPE)
         assert self.proc.stdout is not None and self.proc.stdout.readline() == b"ready\n"
         return self
 
@@ -107,6 +132,13 @@ class World:
         self.proc.wait()
         subprocess.run(["ip", "link", "del", self.veth], check=False, capture_output=True)
         subprocess.run(["ip", "netns", "del", self.name], check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+CASES = [("http direct (8080)", 8080, "bench.test"), ("http via proxy (80)", 80, "bench.test"),
+         ("https direct (8443)", 8443, "bench.test"),
+         ("https via proxy, passed through (443)", 443, "pass.test"),
+         ("https via proxy, intercepted + secret (443)", 443, "bench.test")]
 
 
 def main() -> None:
@@ -117,31 +149,38 @@ def main() -> None:
     parser.add_argument("--tier", default="container")
     args = parser.parse_args()
     print(machine())
-    results: dict[int, dict[str, list[float]]] = {p: {"latency": [], "mbit": []} for p in (80, 8080)}
+    results: dict[str, dict[str, list[float]]] = {c[0]: {"latency": [], "mbit": []} for c in CASES}
     with World(args.bulk_mb) as world:
         os.environ.update({"STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{world.name}",
-                           "STOCKADE_NET_DNS": world.inside, "STOCKADE_POOL_SIZE": "0"})
+                           "STOCKADE_NET_DNS": world.inside, "STOCKADE_POOL_SIZE": "0",
+                           "STOCKADE_CA_BUNDLE": str(world.cert)})
         with PrivateDaemon():
-            network = {"allow_out": ["bench.test"], "bandwidth_mbit": 100_000}
-            with Sandbox.create(isolation=args.tier, network=network, timeout=900) as sb:  # type: ignore[arg-type]
+            Secret.set("BENCH_KEY", "Bearer " + secrets.token_hex(24), hosts=["bench.test"])
+            network = {"allow_out": ["bench.test", "pass.test"], "bandwidth_mbit": 100_000}
+            with Sandbox.create(isolation=args.tier, network=network, timeout=900,  # type: ignore[arg-type]
+                                secrets=["BENCH_KEY"]) as sb:
                 for _ in range(args.rounds):
-                    for port in (8080, 80):
-                        r = sb.commands.run(["python3", "-c", CLIENT, str(args.requests), str(port)],
-                                            timeout=600)
+                    for label, port, name in CASES:
+                        r = sb.commands.run(["python3", "-c", CLIENT, str(args.requests), str(port),
+                                             name], timeout=600)
                         assert r.exit_code == 0, r.stderr
                         out = json.loads(r.stdout)
-                        results[port]["latency"] += out["latency"]
-                        results[port]["mbit"].append(out["mbit"])
-    direct, proxied = results[8080], results[80]
-    lat_d, lat_p = (statistics.median(x["latency"]) * 1000 for x in (direct, proxied))
-    mb_d, mb_p = (statistics.median(x["mbit"]) for x in (direct, proxied))
+                        results[label]["latency"] += out["latency"]
+                        results[label]["mbit"].append(out["mbit"])
     n = args.requests * args.rounds
-    table([("figure", "through the proxy (port 80)", "direct (port 8080)", "ratio"),
-           (f"connect + request + response, n={n}", f"{lat_p:.2f} ms", f"{lat_d:.2f} ms",
-            f"x{lat_p / lat_d:.2f} (+{lat_p - lat_d:.2f} ms)"),
-           (f"{args.bulk_mb} MB download, n={args.rounds}", f"{mb_p:.0f} Mbit/s",
-            f"{mb_d:.0f} Mbit/s", f"x{mb_p / mb_d:.2f}")])
-    print(f"tier {args.tier}; bandwidth limit 100000 Mbit/s (so the proxy, not tc, is measured)")
+    rows = [("case", f"connect + request + 2-byte response, median of {n}",
+             f"{args.bulk_mb} MB download, median of {args.rounds}")]
+    base = {"http": CASES[0][0], "https": CASES[2][0]}
+    for label, _, _ in CASES:
+        ref = results[base[label.split()[0]]]
+        lat = statistics.median(results[label]["latency"]) * 1000
+        lat0 = statistics.median(ref["latency"]) * 1000
+        mb, mb0 = statistics.median(results[label]["mbit"]), statistics.median(ref["mbit"])
+        rows.append((label, f"{lat:.2f} ms (x{lat / lat0:.2f}, +{lat - lat0:.2f} ms)",
+                     f"{mb:.0f} Mbit/s (x{mb / mb0:.2f})"))
+    table(rows)
+    print(f"tier {args.tier}; ratios against the direct case of the same protocol; bandwidth "
+          f"limit 100000 Mbit/s (so the proxy, not tc, is measured)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,24 @@ from server_harness import Server, finish, new_data_dir
 OUT = Path(__file__).resolve().parent.parent / "docs" / "images"
 
 
+def networked(server: Server, key: str, page) -> None:  # type: ignore[no-untyped-def]
+    """A sandbox with an egress policy, a background job and a refused DNS question."""
+    from stockade import Sandbox
+
+    sb = Sandbox.create(timeout=600, network={"allow_out": ["pypi.org", "*.pythonhosted.org"],
+                                              "deny_out": ["10.0.0.0/8"]},
+                        metadata={"job": "scraper"}, api_url=server.url, api_key=key)
+    job = sb.commands.run("while :; do date; sleep 2; done", background=True)
+    sb.commands.run(["python3", "-c", "import socket\nfor n in ('api.example.com', "
+                     "'telemetry.invalid'):\n    try: socket.getaddrinfo(n, 443)\n"
+                     "    except OSError: pass"], timeout=60)
+    page.goto(f"{server.url}/ui/sandboxes/{sb.id}")
+    page.wait_for_selector("#egress tr.denied")
+    page.wait_for_timeout(16000)  # a few usage samples
+    page.screenshot(path=OUT / "dashboard-sandbox-network.png", full_page=True)
+    job.disconnect()  # stop following it (the server kills the sandbox at the end)
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     server = Server(new_data_dir()).start()
@@ -20,14 +38,16 @@ def main() -> int:
         with server.client(key) as c:
             ids = [c.post("/sandboxes", json={"timeout": 600, "metadata": {"job": name}}).json()["id"]
                    for name in ("etl", "notebook")]
+            link = c.post("/dashboard/links").json()["path"]
             c.put(f"/sandboxes/{ids[0]}/files", params={"path": "/home/user/report.csv"},
                   content=b"region,total\nnorth,42\nsouth,17\n")
             c.post(f"/sandboxes/{ids[1]}/pause")
         page = browser.page()
         page.goto(server.url + "/ui/login")
         page.screenshot(path=OUT / "dashboard-login.png")
-        page.fill("#key", key)
-        page.click("button[type=submit]")
+        page.goto(server.url + link)  # what 'stockade dashboard' and 'stockade demo' print
+        page.screenshot(path=OUT / "dashboard-link.png")
+        page.click("text=Open the dashboard")
         page.wait_for_url(server.url + "/ui/")
         page.screenshot(path=OUT / "dashboard-sandboxes.png", full_page=True)
         page.goto(f"{server.url}/ui/sandboxes/{ids[0]}")
@@ -39,6 +59,7 @@ def main() -> int:
         page.screenshot(path=OUT / "dashboard-sandbox.png", full_page=True)
         page.goto(f"{server.url}/ui/sandboxes/{ids[0]}/files?path=%2Fhome%2Fuser")
         page.screenshot(path=OUT / "dashboard-files.png", full_page=True)
+        networked(server, key, page)
         if browser.outside:
             print(f"pages asked for something outside loopback: {browser.outside}")
             return 1

@@ -15,6 +15,7 @@ from .sdk import (ApiError, AsyncCommandHandle, AsyncSandbox, AuthenticationErro
 from .sdk import Context, Execution, ExecutionError, ExecutionTimeout, Logs, Result
 from .sdk import ArchiveCorrupt, AsyncVolume, CheckpointCorrupt, Volume
 from .sdk import AsyncTemplate, Template, TemplateBuildError, TemplateInfo
+from .sdk import AsyncSecret, Secret, SecretInfo
 
 __all__ = ["ApiError", "AsyncCommandHandle", "AsyncSandbox", "AuthenticationError",
            "CommandExitError", "CommandHandle", "CommandResult", "CommandTimeout", "ConflictError",
@@ -24,4 +25,5 @@ __all__ = ["ApiError", "AsyncCommandHandle", "AsyncSandbox", "AuthenticationErro
            "StorageFullError", "TimeoutError", "TransportError",
            "Context", "Execution", "ExecutionError", "ExecutionTimeout", "Logs", "Result",
            "ArchiveCorrupt", "AsyncVolume", "CheckpointCorrupt", "Volume",
-           "AsyncTemplate", "Template", "TemplateBuildError", "TemplateInfo"]
+           "AsyncTemplate", "Template", "TemplateBuildError", "TemplateInfo",
+           "AsyncSecret", "Secret", "SecretInfo"]

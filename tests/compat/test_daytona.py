@@ -509,6 +509,31 @@ def test_git(sandbox: Any) -> None:
         git.clone("file:///tmp/no-such.git", "nothing")
 
 
+def test_git_config_remotes_reset_restore(sandbox: Any) -> None:
+    """configure_user then commit with no author, config get/set, remotes, reset, restore."""
+    git = sandbox.git
+    git.init("cfg")
+    git.configure_user("Cy", "cy@example.org")
+    assert git.get_config("user.name") == "Cy" and git.get_config("no.such") is None
+    git.set_config("core.note", "local $(x)", scope="local", path="cfg")
+    assert git.get_config("core.note", scope="local", path="cfg") == "local $(x)"
+    sandbox.fs.upload_file(b"v1\n", "cfg/f.txt")
+    git.add("cfg", ["f.txt"])
+    assert sandbox.process.exec("cd cfg && git commit -qm one && git log --format=%an").result \
+        == "Cy\n"
+    git.remote_add("cfg", "origin", "file:///tmp/origin.git")
+    git.remote_add("cfg", "origin", "file:///tmp/elsewhere.git", overwrite=True)
+    assert git.remote_get("cfg", "origin") == "file:///tmp/elsewhere.git"
+    sandbox.fs.upload_file(b"v2\n", "cfg/f.txt")
+    git.add("cfg", ["f.txt"])
+    git.reset("cfg", files=["f.txt"])  # unstaged again, worktree kept
+    assert git.status("cfg").file_status[0].staging.value == "Unmodified"
+    git.restore("cfg", ["f.txt"], worktree=True)
+    assert sandbox.fs.download_file("cfg/f.txt") == b"v1\n"
+    with pytest.raises(DaytonaError, match="git reset failed"):
+        git.reset("cfg", mode="hard", target="no-such-rev")
+
+
 def test_create_from_image(server: Server, acme: Daytona) -> None:
     """A declarative image on a Stockade template is built (once) and the sandbox made from it."""
     marker = uuid.uuid4().hex  # a new image each run: nothing is reused from an earlier one

@@ -57,9 +57,11 @@ def log(**event):
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
         log(kind="http", tls=isinstance(self.connection, ssl.SSLSocket),
             sni=getattr(self.connection, "sni", None), host=self.headers.get("Host"),
-            dst=self.connection.getsockname()[0], path=self.path)
+            dst=self.connection.getsockname()[0], path=self.path, method=self.command,
+            auth=self.headers.get("Authorization"), body=body)  # test_secrets reads these
         body = f"hello {self.headers.get('Host')} {self.path}".encode()
         if self.headers.get("Host") == "pypi.org" and self.path.startswith(("/simple/", "/files/")):
             path = os.path.join(index, self.path.strip("/").replace("..", ""))
@@ -76,6 +78,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+    do_POST = do_GET
     def log_message(self, *args): pass
 
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):

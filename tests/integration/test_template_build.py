@@ -300,3 +300,22 @@ def test_templates_are_per_tenant(context: Path, tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STOCKADE_API_URL", raising=False)
+
+
+def test_prune_waits_for_a_build_of_another_engine_on_the_same_image_store(
+        daemon: Daemon) -> None:
+    """Two engines may share an image store (several daemons, or hosts of a one-machine
+    cluster): a prune must not remove the cache layer that the other's build steps on."""
+    import fcntl
+    import threading
+
+    lock = os.open(IMAGES_DIR / ".builds.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_SH)  # what a build of another engine holds while it runs
+    done = threading.Event()
+    try:
+        pruning = threading.Thread(target=lambda: (Template.prune(), done.set()), daemon=True)
+        pruning.start()
+        assert not done.wait(1.5), "the prune did not wait for the other engine's build"
+    finally:
+        os.close(lock)
+    assert done.wait(60), "the prune did not go on once the build ended"

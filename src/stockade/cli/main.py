@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from .. import Sandbox, StockadeError
-from . import code, doctor, host, images, keys, security, server
+from . import code, dashboard, doctor, host, images, keys, secrets, security, server
 
 app = typer.Typer(help="Run untrusted code in sandboxes: container, gVisor or microVM.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -19,9 +19,11 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(images.app, name="image")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(keys.tenants_app, name="tenants")
+app.add_typer(secrets.app, name="secret")
 app.command("serve")(server.serve)
 app.command("host")(host.host)
 app.command("demo")(server.demo)
+app.command("dashboard")(dashboard.dashboard)
 app.command("run-code")(code.run_code)
 app.command("security-report")(security.security_report)
 app.command("doctor")(doctor.doctor)

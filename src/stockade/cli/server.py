@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional, cast
 
 import typer
 from rich.console import Console
@@ -80,25 +80,57 @@ def _serve_cluster(cluster: str, host: str | None, port: int | None, database_ur
     serve_replica(cluster, url, admin_key, host or "127.0.0.1", port or 8800, wait, log_level)
 
 
-def demo() -> None:
-    """Create a sandbox on each tier, run code in it, and remove it."""
+Tier = Literal["container", "gvisor", "microvm"]
+TIERS: tuple[Tier, ...] = ("container", "gvisor", "microvm")
+#: The sandbox the demo leaves running for the dashboard ends by itself after this long.
+LEFT_RUNNING = 1800
+
+
+def demo(
+    isolation: Annotated[Optional[list[str]], typer.Option(
+        "--isolation", "-i", help="a tier to try (repeat); default: all three")] = None,
+) -> None:
+    """Create a sandbox on each tier, run code in it and remove it; then leave one sandbox
+    running and print a link that opens it in the dashboard."""
     from .. import Sandbox
+    from ..sdk import StockadeError
+    from .dashboard import sign_in_link
     from .images import build_with_progress
 
+    if unknown := [t for t in isolation or [] if t not in TIERS]:
+        out.print(f"[red]error:[/red] unknown tier {unknown[0]!r}: choose from {', '.join(TIERS)}")
+        raise typer.Exit(2)
+    tiers = [cast(Tier, t) for t in isolation] if isolation else list(TIERS)
     build_with_progress()
-    for isolation in ("container", "gvisor", "microvm"):
-        with Sandbox.create(isolation=isolation) as sb:
+    for tier in tiers:
+        with Sandbox.create(isolation=tier) as sb:
             result = sb.commands.run("python3 -c 'import platform; print(6*7, platform.release())'")
-            sb.files.write("/home/user/hello.txt", f"hello from {isolation}\n")
+            sb.files.write("/home/user/hello.txt", f"hello from {tier}\n")
             text = sb.files.read("/home/user/hello.txt")
-            out.print(f"[bold]{isolation:9}[/bold] {sb.id}: run -> {result.stdout.strip()!r} "
+            out.print(f"[bold]{tier:9}[/bold] {sb.id}: run -> {result.stdout.strip()!r} "
                       f"(exit {result.exit_code}); file -> {text.strip()!r}")
     with Sandbox.create("code-interpreter") as sb:
         sb.run_code("import pandas as pd; df = pd.DataFrame({'x': [1, 2, 3]})")
         execution = sb.run_code("df.x.sum()")
         out.print(f"[bold]code-interpreter[/bold] {sb.id}: df.x.sum() -> "
                   f"{execution.text!r}")
-    out.print("[green]demo done: every tier ran code, and every sandbox was removed[/green]")
-    out.print("Dashboard: run [bold]stockade serve[/bold], open http://127.0.0.1:8800/ui/ and sign "
-              "in with the admin key (printed path: <data dir>/private/admin.key, or "
-              "$STOCKADE_ADMIN_KEY). MCP: see docs/dashboard-and-mcp.md.")
+    out.print("[green]demo done: every tier ran code, and those sandboxes are removed[/green]")
+    kept = Sandbox.create(isolation=tiers[0], timeout=LEFT_RUNNING,
+                          metadata={"created-by": "demo"})
+    kept.files.write("/home/user/hello.txt", "Left running by 'stockade demo'. Type in the "
+                     "terminal below, browse the files, or press Kill.\n")
+    kept.close()  # the connection only: the sandbox stays
+    try:
+        url = sign_in_link()
+    except StockadeError as exc:
+        out.print(f"sandbox {kept.id} is left running for {LEFT_RUNNING // 60} min; the "
+                  f"dashboard is not available here: {exc}")
+        return
+    out.print(f"\nSandbox [bold]{kept.id}[/bold] is left running for you "
+              f"({LEFT_RUNNING // 60} min, or until you kill it). See it, and a terminal "
+              f"into it, in the dashboard; open this link in a browser on this machine "
+              f"(it signs you in, once, within 10 min; 'stockade dashboard' prints a new one):")
+    print(f"Dashboard: {url}", flush=True)
+    out.print("[dim]From another machine: ssh -L 8801:127.0.0.1:8801 THIS-HOST, then open the "
+              "link there (use the port the link names).[/dim]")
+    out.print("MCP hosts (Claude, Cursor, VS Code): see docs/mcp.md.")

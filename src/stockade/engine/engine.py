@@ -38,6 +38,7 @@ from .process import translate_agent_error
 from .processes import Processes
 from .records import SandboxRecord
 from .sandboxes import Sandboxes
+from .secrets import Secrets
 from .templates import Templates
 from .volumes import VolumeService, Volumes
 
@@ -128,6 +129,7 @@ class Engine:
         self.volumes = VolumeService(self.volume_store, self.sandboxes.volume_users)
         self.templates = Templates(self)
         self.code = CodeContexts(self)
+        self.secrets = Secrets(self)
 
     # -- opening and closing -----------------------------------------------------------------
     async def __aenter__(self) -> "Engine":
@@ -156,6 +158,7 @@ class Engine:
         Warm (unclaimed) sandboxes are always removed: nobody is waiting for them.
         """
         await self.pool.drain()
+        await self.templates.builds.close()  # before the kill: a build kills its own sandbox
         if kill_all:
             await asyncio.gather(*(self.kill(i) for i in list(self._records)),
                                  return_exceptions=True)
@@ -215,7 +218,7 @@ class Engine:
     async def attach_network(self, record: SandboxRecord, policy: NetworkPolicy) -> None:
         """Make the sandbox's network namespace and apply ``policy`` to it."""
         try:
-            await self.net.attach(record.id, policy)
+            await self.net.attach(record.id, policy, record.owner, record.secrets)
         except NetError as exc:
             raise SandboxUnavailable(f"could not set up the sandbox's network: {exc}") from None
 

@@ -67,6 +67,10 @@ def keeps_memory(engine: "Engine", record: SandboxRecord, memory: bool | None) -
         raise Conflict(f"sandbox {record.id} is {record.state}; only a running or paused "
                        f"sandbox can be forked (start it first)")
     driver = engine.drivers[record.tier]
+    if record.secrets:
+        raise Unsupported(f"sandbox {record.id} was created with secrets, which are bound to "
+                          f"one sandbox; fork is not available for it (create new sandboxes "
+                          f"with the same secrets instead)")
     if not driver.forks_files:
         raise Unsupported(f"the {record.tier} tier cannot fork yet (capability forks_files is "
                           f"off: its writable layer lives inside the guest's own disk); fork "
@@ -237,6 +241,7 @@ async def _copy(engine: "Engine", source: SandboxRecord, layer: str,
     record.timeout, record.persistence = source.timeout, source.persistence
     record.on_timeout, record.auto_delete = source.on_timeout, source.auto_delete
     record.auto_archive = source.auto_archive
+    record.owner = source.owner
     if image is None:
         policy = None
         if source.network is not None:

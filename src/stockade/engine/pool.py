@@ -1,17 +1,21 @@
-"""Warm pools: started sandboxes with the default template and limits, kept ready per tier.
+"""Warm pools: started sandboxes kept ready per (tier, template, limits).
 
-A create that asks for the default template and limits, with no network policy and no volume,
-claims one (its lifetime, envs and metadata are bound at claim time) instead of waiting for a
-disk, an overlay, the runtime and the agent; a background task refills the pool. Unclaimed
-sandboxes are invisible to callers and removed when the engine closes (or, after a crash, by
-the next engine's recovery, since their state is "pooled").
+A create with no network policy and no volume claims a ready sandbox of its tier, template and
+limits (its lifetime, envs and metadata are bound at claim time) instead of waiting for a disk,
+an overlay, the runtime and the agent; a background task refills the pool. Unclaimed sandboxes
+are invisible to callers and removed when the engine closes (or, after a crash, by the next
+engine's recovery, since their state is "pooled").
 
-The pool's size follows demand: between its floor (``$STOCKADE_POOL_SIZE``) and its ceiling
-(``$STOCKADE_POOL_MAX``, default 4x the floor) it holds enough sandboxes for the creates
-expected while one boots (the rate of the last ``$STOCKADE_POOL_WINDOW`` seconds times the
-time a boot takes), so back-to-back creates stay warm; when demand falls, or the host's
-available memory drops under 10 %, it shrinks back to its floor. An empty pool is no error: the
-create boots its sandbox itself, as it would without a pool.
+Each pool's size follows demand. The default template with the default limits has a floor
+(``$STOCKADE_POOL_SIZE`` per tier); any other (template, limits) of a pooled tier gets a pool
+of its own, floor 0, once it is asked for at least :data:`ON_DEMAND_AFTER` times within the
+window (at most :data:`MAX_POOLS` pools at once). Between floor and ceiling
+(``$STOCKADE_POOL_MAX``, default 4x the floor, at least 4) a pool holds enough sandboxes for
+the creates expected while one boots (the rate of the last ``$STOCKADE_POOL_WINDOW`` seconds
+times the time a boot takes), so back-to-back creates stay warm; when demand falls, or the
+host's available memory drops under 10 %, it shrinks back to its floor. A template that is
+rebuilt gets a new pool (the key holds the image's version); one that is deleted loses its
+pool first. An empty pool is no error: the create boots its sandbox itself.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..images import ImageError
+from ..runtimes.base import Resources
 from .records import SandboxRecord
 
 if TYPE_CHECKING:
@@ -37,6 +44,10 @@ log = logging.getLogger("stockade.engine")
 WINDOW = float(os.environ.get("STOCKADE_POOL_WINDOW", "10"))
 #: Share of the host's memory that must stay available for a pool to grow past its floor.
 LOW_MEMORY = 0.10
+#: Creates of one (tier, template, limits) within the window that give it a pool of its own.
+ON_DEMAND_AFTER = 2
+#: Pools kept beside the floored ones (each holds up to its ceiling of sandboxes).
+MAX_POOLS = 8
 
 
 def memory_low() -> bool:
@@ -50,74 +61,143 @@ def memory_low() -> bool:
     return available < LOW_MEMORY * total
 
 
+@dataclass(frozen=True)
+class PoolKey:
+    """What makes two sandboxes interchangeable before their claim."""
+
+    tier: str
+    template: str
+    #: The template's image version (its creation time): a rebuilt template is another pool.
+    version: str
+    resources: Resources
+
+
 class WarmPool:
-    """Ready sandboxes per tier."""
+    """Ready sandboxes per :class:`PoolKey`."""
 
     def __init__(self, engine: "Engine", sizes: dict[str, int]) -> None:
         self._engine = engine
-        self._floor = {tier: n for tier, n in sizes.items() if n > 0}
-        ceiling = int(os.environ.get("STOCKADE_POOL_MAX", "0"))
-        self._ceiling = {tier: max(n, ceiling or 4 * n) for tier, n in self._floor.items()}
-        self._ready: dict[str, list[SandboxRecord]] = {tier: [] for tier in self._floor}
-        self._takes: dict[str, collections.deque[float]] = {t: collections.deque() for t in self._floor}
-        self._boot_seconds = {tier: 0.5 for tier in self._floor}  # updated as boots are timed
-        self._refills: dict[str, asyncio.Task[None]] = {}
-        self._reviews: dict[str, asyncio.TimerHandle] = {}
+        self._sizes = {tier: n for tier, n in sizes.items() if n > 0}
+        self._ceiling_env = int(os.environ.get("STOCKADE_POOL_MAX", "0"))
+        self._floor: dict[PoolKey, int] = {}
+        self._ready: dict[PoolKey, list[SandboxRecord]] = {}
+        self._takes: dict[PoolKey, collections.deque[float]] = {}
+        self._boot_seconds: dict[PoolKey, float] = {}  # updated as boots are timed
+        self._refills: dict[PoolKey, asyncio.Task[None]] = {}
+        self._reviews: dict[PoolKey, asyncio.TimerHandle] = {}
 
-    def take(self, tier: str) -> SandboxRecord | None:
-        """A ready sandbox of ``tier``, or None; starts a refill either way."""
-        ready = self._ready.get(tier)
+    def key(self, tier: str, template: str, resources: Resources) -> PoolKey | None:
+        """The pool for such a sandbox, or None if ``tier`` is not pooled, or ``template`` is
+        a build step's layer (a build's sandboxes are its own) or gone meanwhile."""
+        if tier not in self._sizes:
+            return None
+        try:
+            image = self._engine.images.get(template)
+        except ImageError:
+            return None
+        if image.hidden:
+            return None
+        return PoolKey(tier, template, image.created.isoformat(), resources)
+
+    def _ceiling(self, key: PoolKey) -> int:
+        floor = self._floor.get(key, 0)
+        return max(floor, self._ceiling_env or max(4 * floor, 4))
+
+    def _track(self, key: PoolKey) -> bool:
+        """Start keeping a pool for ``key`` (False: too many pools already)."""
+        if key in self._takes:
+            return True
+        if len(self._takes) >= MAX_POOLS + len(self._floor):
+            return False
+        self._takes[key] = collections.deque()
+        self._ready[key] = []
+        self._boot_seconds[key] = 0.5
+        return True
+
+    def take(self, key: PoolKey | None) -> SandboxRecord | None:
+        """A ready sandbox for ``key``, or None; starts a refill either way."""
+        if key is None or not self._track(key):
+            return None
+        ready = self._ready[key]
         record = ready.pop(0) if ready else None
-        if tier in self._floor:
-            self._takes[tier].append(time.monotonic())
-            # Look again once this create has left the window: the pool may shrink then.
-            if old := self._reviews.pop(tier, None):
-                old.cancel()
-            self._reviews[tier] = asyncio.get_running_loop().call_later(
-                WINDOW + 0.1, self._refill, tier)
-        self._refill(tier)
+        self._takes[key].append(time.monotonic())
+        # Look again once this create has left the window: the pool may shrink then.
+        if old := self._reviews.pop(key, None):
+            old.cancel()
+        self._reviews[key] = asyncio.get_running_loop().call_later(
+            WINDOW + 0.1, self._refill, key)
+        self._refill(key)
         return record
 
-    def target(self, tier: str) -> int:
-        """How many ready sandboxes ``tier`` should hold now."""
-        floor, ceiling = self._floor[tier], self._ceiling[tier]
-        takes, now = self._takes[tier], time.monotonic()
+    def target(self, key: PoolKey) -> int:
+        """How many ready sandboxes ``key``'s pool should hold now."""
+        floor = self._floor.get(key, 0)
+        takes, now = self._takes[key], time.monotonic()
         while takes and takes[0] < now - WINDOW:
             takes.popleft()
-        if memory_low():
+        if memory_low() or (floor == 0 and len(takes) < ON_DEMAND_AFTER):
             return floor
-        expected = len(takes) / WINDOW * self._boot_seconds[tier]  # creates during one boot
-        return min(ceiling, floor + math.ceil(expected))
+        expected = len(takes) / WINDOW * self._boot_seconds[key]  # creates during one boot
+        return min(self._ceiling(key), floor + math.ceil(expected))
 
     def fill(self) -> None:
-        """Start filling every tier's pool in the background."""
-        for tier in self._floor:
-            self._refill(tier)
+        """Start filling the floored pools (default template and limits) in the background."""
+        config = self._engine.config
+        for tier, size in self._sizes.items():
+            key = self.key(tier, config.default_template, config.default_resources)
+            if key is None:
+                log.warning("no warm %s pool: no template %r", tier, config.default_template)
+            else:
+                self._floor[key] = size
+                self._track(key)
+                self._refill(key)
 
-    def _refill(self, tier: str) -> None:
-        if tier in self._floor and (tier not in self._refills or self._refills[tier].done()):
-            self._refills[tier] = asyncio.get_running_loop().create_task(self._top_up(tier))
+    def _refill(self, key: PoolKey) -> None:
+        if key in self._takes and (key not in self._refills or self._refills[key].done()):
+            self._refills[key] = asyncio.get_running_loop().create_task(self._top_up(key))
 
-    async def _top_up(self, tier: str) -> None:
+    async def _top_up(self, key: PoolKey) -> None:
         engine = self._engine
-        defaults = engine.config.default_resources
-        ready = self._ready[tier]
-        while len(ready) != (target := self.target(tier)):
+        ready = self._ready[key]
+        while len(ready) != (target := self.target(key)):
             if len(ready) > target:  # demand fell: the longest-waiting one goes
                 with contextlib.suppress(Exception):
-                    await engine.drivers[tier].destroy(ready.pop(0).spec)
+                    await engine.drivers[key.tier].destroy(ready.pop(0).spec)
                 continue
-            record = engine.new_record(tier, engine.config.default_template, defaults)
+            record = engine.new_record(key.tier, key.template, key.resources)
             record.state = "pooled"
             started = time.monotonic()
             try:
                 await engine.boot(record)
             except Exception as exc:  # noqa: BLE001 - a pool failure must not break creates
-                log.warning("could not start a warm %s sandbox: %s", tier, exc)
+                log.warning("could not start a warm %s sandbox: %s", key.tier, exc)
                 return
             seconds = time.monotonic() - started
-            self._boot_seconds[tier] = 0.7 * self._boot_seconds[tier] + 0.3 * seconds
+            self._boot_seconds[key] = 0.7 * self._boot_seconds[key] + 0.3 * seconds
             ready.append(record)
+        if not ready and key not in self._floor and not self._takes[key]:
+            self._forget(key)  # nobody asked for it in a window: room for another pool
+
+    def _forget(self, key: PoolKey) -> None:
+        self._takes.pop(key, None)
+        self._ready.pop(key, None)
+        self._boot_seconds.pop(key, None)
+        self._refills.pop(key, None)
+        if review := self._reviews.pop(key, None):
+            review.cancel()
+
+    async def forget_template(self, template: str) -> None:
+        """Remove the ready sandboxes of ``template`` (before the template goes)."""
+        for key in [k for k in self._ready if k.template == template]:
+            if (task := self._refills.get(key)) is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            for record in self._ready.get(key, []):
+                with contextlib.suppress(Exception):
+                    await self._engine.drivers[key.tier].destroy(record.spec)
+            self._floor.pop(key, None)
+            self._forget(key)
 
     async def drain(self) -> None:
         """Stop refilling and remove every unclaimed sandbox."""
@@ -129,8 +209,8 @@ class WarmPool:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._refills.clear()
-        for tier, records in self._ready.items():
+        for key, records in self._ready.items():
             for record in records:
                 with contextlib.suppress(Exception):
-                    await self._engine.drivers[tier].destroy(record.spec)
+                    await self._engine.drivers[key.tier].destroy(record.spec)
             records.clear()

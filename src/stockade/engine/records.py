@@ -37,6 +37,8 @@ class SandboxRecord:
     volumes: list[dict[str, Any]] = field(default_factory=list)  # {volume, path, read_only, source}
     auto_archive: float | None = None  # seconds after a stop to archive the layer (None: never)
     archive_at: float | None = None  # when a stopped sandbox is archived (lifecycle.py)
+    owner: str = ""  # whose secrets ``secrets`` names (the tenant, from the control plane)
+    secrets: dict[str, str] = field(default_factory=dict)  # placeholder -> secret name
     reason: str | None = None  # why it is in its state, when nobody asked (SandboxInfo.reason)
 
     @property
@@ -73,7 +75,8 @@ class SandboxRecord:
                 "persistence": self.persistence, "on_timeout": self.on_timeout,
                 "auto_delete": self.auto_delete, "auto_archive": self.auto_archive,
                 "volumes": [{"volume": v["volume"], "path": v["path"],
-                             "read_only": v["read_only"]} for v in self.volumes]}
+                             "read_only": v["read_only"]} for v in self.volumes],
+                "secrets": sorted(self.secrets.values())}
 
     def save(self) -> None:
         """Write state.json atomically (write a temporary file, then rename)."""

@@ -45,10 +45,13 @@ class Sandboxes:
         self._lifecycle = lifecycle
 
     # -- create ------------------------------------------------------------------------------
-    async def create(self, spec: SandboxSpec) -> SandboxInfo:
-        """Create and start a sandbox from ``spec``; return it running."""
+    async def create(self, spec: SandboxSpec, owner: str = "") -> SandboxInfo:
+        """Create and start a sandbox from ``spec``; return it running. ``spec.secrets`` name
+        secrets of ``owner`` (docs/secrets.md)."""
         engine = self._engine
         policy = egress_policy(spec.network)
+        secrets, secret_envs = (engine.secrets.bind(owner, spec.secrets, policy)
+                                if spec.secrets else ({}, {}))
         auto_delete = check_options(spec.persistence, spec.on_timeout, spec.auto_delete)
         auto_archive = check_auto_archive(spec.persistence, spec.auto_archive)
         mounts = await self._volume_mounts(spec)
@@ -64,17 +67,17 @@ class Sandboxes:
                                        else spec.timeout)
         envs = dict(spec.envs)
         record = None
-        if (template == engine.config.default_template
-                and resources == engine.config.default_resources and policy is None
-                and not mounts):
-            record = engine.pool.take(spec.isolation)
+        if policy is None and not mounts:
+            record = engine.pool.take(engine.pool.key(spec.isolation, template, resources))
         if record is None:
             record = engine.new_record(spec.isolation, template, resources)
             record.volumes = mounts
+            record.owner, record.secrets = owner, secrets  # secrets need a policy: never pooled
             if policy is not None:
                 self.plan_network(record, policy)
-                envs = {**engine.net.ca_env(), **envs}
+                envs = {**engine.net.ca_env(bool(secrets)), **envs, **secret_envs}
             await engine.boot(record, policy)
+        record.owner = owner  # a pooled sandbox is bound to its tenant at the claim
         record.timeout, record.envs, record.metadata = timeout, envs, dict(spec.metadata)
         record.persistence, record.on_timeout = spec.persistence, spec.on_timeout
         record.auto_delete, record.auto_archive = auto_delete, auto_archive
@@ -97,7 +100,7 @@ class Sandboxes:
     def plan_network(self, record: SandboxRecord, policy: EgressPolicy) -> None:
         """Record where the sandbox's network will be (the namespace is made during boot)."""
         net = self._engine.net
-        ca = self._engine.config.network.ca_bundle
+        ca = net.ca_bundle(bool(record.secrets))
         record.network = policy.public()
         record.attachment = {"netns": str(net.netns_path(record.id)),
                              "resolv_conf": str(net.resolv_conf(record.id)),

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import posixpath
 import secrets
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
-from weakref import WeakSet
 from pathlib import Path
+from weakref import WeakSet
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from ..images.build_context import ContextError, CopyPlan, plan_copy
@@ -48,6 +51,39 @@ T = TypeVar("T")
 MAX_LAYERS = 32
 #: Builds running in this process: the layer each stands on must outlive a prune.
 ACTIVE: "WeakSet[TemplateBuild]" = WeakSet()
+#: In the image store: builds hold it shared, removals of cache layers exclusively, so that an
+#: engine never removes a layer that a build of another engine on the same store is using.
+BUILDS_LOCK = ".builds.lock"
+#: How long a delete or prune waits for the running builds to end.
+REMOVAL_WAIT = 120.0
+
+
+async def _flock(path: Path, mode: int, timeout: float | None) -> int | None:
+    """An fd holding ``flock(mode)`` on ``path``, or None after ``timeout`` seconds."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if deadline is not None and time.monotonic() > deadline:
+                os.close(fd)
+                return None
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def _no_build_running(store: ImageStore, doing: str) -> AsyncIterator[None]:
+    """Wait until no build (of any engine on ``store``) runs, and keep new ones waiting."""
+    fd = await _flock(store.root / BUILDS_LOCK, fcntl.LOCK_EX, REMOVAL_WAIT)
+    if fd is None:
+        raise Conflict(f"cannot {doing}: template builds have been running for "
+                       f"{REMOVAL_WAIT:.0f} s; try again when they end")
+    try:
+        yield
+    finally:
+        os.close(fd)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Run by the image's python3 as root in the build sandbox: unpack one COPY's tar at its place.
 EXTRACT = r"""
@@ -115,11 +151,11 @@ class TemplateBuild:
 
     def __init__(self, engine: "Engine", dockerfile: str, name: str, context: Path | None, *,
                  owner: str | None, may_use: MayUse, emit: Emit, network: Any = "none",
-                 step_timeout: float = 3600.0) -> None:
+                 step_timeout: float = 3600.0, replace: bool = False) -> None:
         self.engine, self.store = engine, engine.images
         self.dockerfile, self.name, self.context = dockerfile, name, context
         self.owner, self.may_use, self.emit = owner, may_use, emit
-        self.network, self.step_timeout = network, step_timeout
+        self.network, self.step_timeout, self.replace = network, step_timeout, replace
         self.build_id = secrets.token_hex(6)
         self.state: BuildState | None = None
 
@@ -130,10 +166,13 @@ class TemplateBuild:
             steps = parse(self.dockerfile)
         except (InvalidImageName, DockerfileError) as exc:
             raise InvalidRequest(str(exc)) from None
-        if self.store.exists(self.name):
+        if self.store.exists(self.name) and not (
+                self.replace and self.store.get(self.name).owner == self.owner):
             raise Conflict(f"a template named {self.name!r} already exists; delete it first or "
                            f"choose another name")
         base = steps[0].args[0]
+        if self.replace and base == self.name:
+            raise InvalidRequest(f"template {self.name!r} cannot be rebuilt from itself")
         if not self.store.exists(base) or not self.may_use(info := self.store.get(base)) \
                 or info.hidden:
             raise InvalidRequest(f"Dockerfile line {steps[0].line}: no template {base!r}; see "
@@ -161,10 +200,12 @@ class TemplateBuild:
                            user=(base.config or {}).get("user"))
         self.state = state
         ACTIVE.add(self)
+        held: int | None = None
         total = len(steps)
         self.emit({"type": "step", "step": 1, "total": total, "instruction": steps[0].text,
                    "status": "cached", "cached": True})
         try:
+            held = await _flock(self.store.root / BUILDS_LOCK, fcntl.LOCK_SH, None)
             scratch = self.engine.config.data_dir / "builds"
             scratch.mkdir(mode=0o700, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix="steps-", dir=scratch) as tmp:
@@ -175,9 +216,15 @@ class TemplateBuild:
                     cached = await self._step(step, state, Path(tmp))
                     status = "configured" if cached is None else "cached" if cached else "built"
                     self.emit({**event, "status": status, "cached": bool(cached)})
+            if self.replace and self.store.exists(self.name):
+                # This build holds the store's builds lock shared: waiting for the exclusive
+                # one here would wait for itself.
+                await delete_template(self.engine, self.name, lock_held=True)
             info = await asyncio.to_thread(self._install, state)
         finally:
             ACTIVE.discard(self)
+            if held is not None:
+                os.close(held)
         return template_info(info)
 
     async def _step(self, step: Step, state: BuildState, tmp: Path) -> bool | None:
@@ -318,9 +365,10 @@ class TemplateBuild:
                 raise Conflict(f"cannot save template {self.name!r}: {exc}") from None
 
 
-async def delete_template(engine: "Engine", name: str) -> None:
+async def delete_template(engine: "Engine", name: str, *, lock_held: bool = False) -> None:
     """Remove template ``name`` and the build-cache layers made from it; Conflict while a
-    sandbox (in any state) or another template uses it."""
+    sandbox (in any state) or another template uses it. ``lock_held``: the caller is a build
+    replacing its template (it holds the store's builds lock shared)."""
     store = engine.images
     try:
         store.get(name)
@@ -338,11 +386,15 @@ async def delete_template(engine: "Engine", name: str) -> None:
     for layer in doomed:
         if layer in used:
             raise Conflict(f"template {name!r} is used by sandbox {used[layer]}; kill it first")
-    for layer in reversed(doomed):
-        try:
-            await asyncio.to_thread(store.remove, layer)
-        except ImageError as exc:
-            raise Conflict(f"cannot delete template {name!r}: {exc}") from None
+    waiting = (contextlib.nullcontext() if lock_held
+               else _no_build_running(store, f"delete template {name!r}"))
+    async with waiting:
+        for layer in reversed(doomed):
+            await engine.pool.forget_template(layer)
+            try:
+                await asyncio.to_thread(store.remove, layer)
+            except ImageError as exc:
+                raise Conflict(f"cannot delete template {name!r}: {exc}") from None
 
 
 async def prune_cache(engine: "Engine", owner: str | None, everyone: bool) -> list[str]:
@@ -350,21 +402,21 @@ async def prune_cache(engine: "Engine", owner: str | None, everyone: bool) -> li
     unless ``everyone``); returns their names."""
     store = engine.images
     used = {s.template for s in await engine.sandboxes.list()}
-    used.update(b.state.parent for b in ACTIVE if b.state)
     removed: list[str] = []
-    while True:
-        images = store.list()
-        parents = {i.parent for i in images}
-        leaves = [i.name for i in images if i.hidden and i.name not in parents
-                  and not i.name.startswith("fork-")  # fork layers: their engine's (fork.py)
-                  and i.name not in used and (everyone or i.owner == owner)]
-        if not leaves:
-            return removed
-        for name in leaves:
-            with contextlib.suppress(ImageError):
-                await asyncio.to_thread(store.remove, name)
-                removed.append(name)
-        if not any(n in removed for n in leaves):
-            return removed
+    async with _no_build_running(store, "prune the build cache"):
+        while True:
+            images = store.list()
+            parents = {i.parent for i in images}
+            leaves = [i.name for i in images if i.hidden and i.name not in parents
+                      and not i.name.startswith("fork-")  # their engine's (fork.py)
+                      and i.name not in used and (everyone or i.owner == owner)]
+            if not leaves:
+                return removed
+            for name in leaves:
+                with contextlib.suppress(ImageError):
+                    await asyncio.to_thread(store.remove, name)
+                    removed.append(name)
+            if not any(n in removed for n in leaves):
+                return removed
 
 

@@ -37,7 +37,11 @@ class Templates:
     """The templates of an engine's image store."""
 
     def __init__(self, engine: "Engine") -> None:
+        from .build_jobs import BuildJobs  # noqa: PLC0415 - it imports this module
+
         self._engine = engine
+        #: Builds that run in the background and are polled (E2B's template build API).
+        self.builds = BuildJobs(engine)
 
     def find(self, name: str, visible: Visible) -> ImageInfo:
         """Template ``name`` if its owner is ``visible``; NotFound (as for a missing one)."""
@@ -87,13 +91,14 @@ class Templates:
 
     def build(self, dockerfile: str, name: str, context: Path, *, owner: str | None,
               visible: Visible, emit: Callable[[dict[str, Any]], None],
-              network: Any = "none") -> "TemplateBuild":
-        """A checked build of ``dockerfile`` (run it with ``await build.run()``)."""
+              network: Any = "none", replace: bool = False) -> "TemplateBuild":
+        """A checked build of ``dockerfile`` (run it with ``await build.run()``); with
+        ``replace``, a template of that name and owner is replaced once the build succeeds."""
         from .template_build import TemplateBuild  # noqa: PLC0415
 
         build = TemplateBuild(self._engine, dockerfile, name, context, owner=owner,
                               may_use=lambda info: info.owner is None or visible(info.owner),
-                              emit=emit, network=network)
+                              emit=emit, network=network, replace=replace)
         build.check()
         return build
 

@@ -11,13 +11,16 @@ from .fork import MAX_FORK, ForkResult, ForkSpec
 from .processes import ProcessInfo, ProcessSelector, ProcessSpec, PtySize, Resize, Signal
 from .sandboxes import (EgressEntry, EgressLog, Isolation, NetworkPolicy, Persistence,
                         SandboxInfo, SandboxPage, SandboxSpec, SandboxStats, VolumeMount)
-from .templates import TemplateInfo, TemplatePage
+from .secrets import CreateSecret, EnvName, SecretInfo, SecretName, SecretPage
+from .templates import BuildLog, BuildStatus, TemplateInfo, TemplatePage
 from .volumes import CreateVolume, VolumeInfo, VolumeName, VolumePage
 
-__all__ = ["CreateVolume", "EgressEntry", "EgressLog", "EntryInfo", "FileEvent", "Isolation",
-           "ForkResult", "ForkSpec", "MAX_FORK",
+__all__ = ["BuildLog", "BuildStatus", "CreateSecret", "CreateVolume", "EgressEntry", "EgressLog",
+           "EntryInfo", "EnvName",
+           "FileEvent", "Isolation", "ForkResult", "ForkSpec", "MAX_FORK",
            "MakeDirResult", "NetworkPolicy", "Persistence", "ProcessInfo", "ProcessSelector",
            "ProcessSpec", "PtySize", "Resize",
-           "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "Signal",
+           "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "SecretInfo",
+           "SecretName", "SecretPage", "Signal",
            "TemplateInfo", "TemplatePage", "VolumeInfo", "VolumeMount", "VolumeName",
            "VolumePage", "check_path"]

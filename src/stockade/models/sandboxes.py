@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ._base import Request, Result
+from .secrets import EnvName, SecretName
 from .volumes import VolumeName
 
 Isolation = Literal["container", "gvisor", "microvm"]
@@ -61,11 +62,24 @@ class SandboxSpec(Request):
                                        description="archive a stopped workspace this many "
                                                    "seconds after it stopped (default: never)")
     volumes: list[VolumeMount] = Field(default_factory=list, max_length=32)
+    #: The caller's secrets (docs/secrets.md) as ``{ENV_VAR: secret name}``, or a list of
+    #: names (each its own variable): the sandbox sees a placeholder in each variable;
+    #: ``network`` must allow the hosts they are bound to.
+    secrets: dict[EnvName, SecretName] = Field(default_factory=dict, max_length=32)
 
     @field_validator("network", mode="before")
     @classmethod
     def _none_is_loopback(cls, value: Any) -> Any:
         return None if value == "none" else value
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _list_form(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if len(set(map(str, value))) != len(value):
+                raise ValueError("a secret is named twice")
+            return {name: name for name in value}
+        return value
 
     @field_validator("volumes", mode="before")
     @classmethod
@@ -110,6 +124,7 @@ class SandboxInfo(Result):
     auto_delete: float | None = None
     auto_archive: float | None = None
     volumes: list[dict[str, Any]] = Field(default_factory=list)
+    secrets: list[str] = Field(default_factory=list)  # names; the values never leave the host
 
 
 class SandboxPage(Result):
@@ -139,6 +154,8 @@ class EgressEntry(Result):
     reason: str = ""
     bytes_out: int | None = None
     bytes_in: int | None = None
+    intercepted: bool = False  # TLS terminated to inject secrets (docs/secrets.md)
+    secrets: list[str] | None = None  # names of the secrets injected, never values
 
 
 class EgressLog(Result):

@@ -24,3 +24,22 @@ class TemplateInfo(Result):
 class TemplatePage(Result):
     items: list[TemplateInfo]
     next_cursor: str | None = None
+
+
+class BuildLog(Result):
+    """One line of a background build's log."""
+
+    at: float = Field(description="unix time")
+    level: str = Field(description="info or error")
+    message: str
+
+
+class BuildStatus(Result):
+    """A background template build (``engine.templates.start_build``) as polled."""
+
+    build_id: str
+    template: str
+    owner: str | None = None
+    status: str = Field(description="building, ready or error")
+    logs: list[BuildLog] = Field(default_factory=list, description="from the asked offset")
+    error: str | None = None

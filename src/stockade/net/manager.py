@@ -19,18 +19,22 @@ import ipaddress
 import json
 import os
 import random
-from dataclasses import asdict, dataclass
+import ssl
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import host, links, rules
+from .authority import Authority
 from .config import NetConfig
 from .dns import Client, Resolver
 from .egresslog import EgressLog
 from .host import NetError
+from .intercept import Injection
 from .policy import Net, NetworkPolicy, admissible
 from .proxy import EgressProxy, Sandbox
 from .rules import EngineNet
+from .vault import Vault
 
 #: Engine subnets are /20s carved from 10.128.0.0/10 (1024 of them); no sandbox may reach any
 #: of it (other engines' sandboxes included).
@@ -49,6 +53,8 @@ class Attachment:
     veth: str
     netns: str
     policy: dict[str, Any]
+    owner: str = ""  # whose secrets ``secrets`` names
+    secrets: dict[str, str] = field(default_factory=dict)  # placeholder -> secret name
 
     @property
     def sid(self) -> str:
@@ -89,6 +95,8 @@ class NetworkManager:
         self._proxy: EgressProxy | None = None
         self.egress_log = EgressLog(self.dir / "sandboxes", config.egress_log_bytes)
         self._attached: dict[str, Attachment] = {}
+        self.vault = Vault(data_dir)
+        self.authority = Authority(data_dir, config.ca_bundle)
         self._lock = asyncio.Lock()
         self._cursor = random.randrange(1 << 12)
 
@@ -143,7 +151,8 @@ class NetworkManager:
                             rate=(self.config.dns_rate, self.config.dns_burst))
         proxy = EgressProxy(net.gateway, resolver.pins, self._report,
                             mark=net.mark if uplink else None, port=self.config.proxy_port,
-                            max_total=self.config.proxy_max_connections)
+                            max_total=self.config.proxy_max_connections,
+                            authority=self.authority, upstream_tls=self._upstream_tls())
         await resolver.start()
         try:
             await proxy.start()
@@ -153,6 +162,13 @@ class NetworkManager:
         self._resolver, self._proxy = resolver, proxy
         for att in self._attached.values():  # after a restart: rules of the live ones again
             await self._add_rules(att)
+
+    def _upstream_tls(self) -> ssl.SSLContext:
+        """How the proxy verifies a real host it re-originates TLS to: the operator's bundle."""
+        bundle = self.config.ca_bundle
+        ctx = ssl.create_default_context(cafile=str(bundle) if bundle else None)
+        ctx.set_alpn_protocols(["http/1.1"])
+        return ctx
 
     def _report(self, sandbox_id: str, **entry: Any) -> None:
         if sandbox_id in self._attached:  # a connection cut by the kill is not logged after it
@@ -190,18 +206,25 @@ class NetworkManager:
     def _allowed(self, policy: NetworkPolicy) -> list[Net]:
         return policy.allowed_ranges((POOL,))
 
-    def ca_env(self) -> dict[str, str]:
+    def ca_env(self, secrets: bool = False) -> dict[str, str]:
         """Variables making curl, pip, requests and Node trust the installed CA bundle."""
-        return {k: SANDBOX_CA_PATH for k in CA_ENV} if self.config.ca_bundle else {}
+        return {k: SANDBOX_CA_PATH for k in CA_ENV} if self.config.ca_bundle or secrets else {}
 
-    async def attach(self, sandbox_id: str, policy: NetworkPolicy) -> Attachment:
-        """Give ``sandbox_id`` a namespace wired to the host under ``policy``."""
+    def ca_bundle(self, secrets: bool = False) -> Path | None:
+        """The bundle a sandbox trusts: the operator's, plus the installation CA with secrets."""
+        return self.authority.sandbox_bundle() if secrets else self.config.ca_bundle
+
+    async def attach(self, sandbox_id: str, policy: NetworkPolicy, owner: str = "",
+                     secrets: dict[str, str] | None = None) -> Attachment:
+        """Give ``sandbox_id`` a namespace wired to the host under ``policy``; the egress
+        proxy injects ``secrets`` (placeholder -> name of one of ``owner``'s secrets)."""
         async with self._lock:  # held only for the shared part and the address
             await self._ensure_up()
             net = self.net
             att = Attachment(sandbox_id=sandbox_id, address=self._allocate(),
                              veth=f"{net.veth_prefix}{sandbox_id[-8:]}",
-                             netns=f"{net.netns_prefix()}{sandbox_id}", policy=policy.public())
+                             netns=f"{net.netns_prefix()}{sandbox_id}", policy=policy.public(),
+                             owner=owner, secrets=dict(secrets or {}))
             self._attached[sandbox_id] = att
         try:
             state = self._state(sandbox_id)
@@ -231,7 +254,24 @@ class NetworkManager:
         old = self._proxy.clients.get(att.address)
         self._proxy.clients[att.address] = Sandbox(
             att.sandbox_id, policy, self._allowed(policy), self._limits(policy)[0],
-            tasks=old.tasks if old else set())
+            tasks=old.tasks if old else set(),
+            secrets=self._injections(att) if att.secrets else None)
+
+    def _injections(self, att: Attachment) -> Callable[[str], list[Injection]]:
+        """For the proxy: the secrets of ``att`` bound to a host, read from the vault each
+        time (a deleted or re-bound secret counts from the next connection on)."""
+
+        def bound(host_name: str) -> list[Injection]:
+            found = []
+            for placeholder, name in att.secrets.items():
+                secret = self.vault.get(att.owner, name)
+                if secret is not None and secret.bound_to(host_name):
+                    value = self.vault.reveal(att.owner, name)
+                    if value is not None:
+                        found.append(Injection(name, placeholder.encode(), value,
+                                               secret.inject_body))
+            return found
+        return bound
 
     async def set_policy(self, sandbox_id: str, policy: NetworkPolicy) -> None:
         """Replace a sandbox's rules; new connections follow them at once."""

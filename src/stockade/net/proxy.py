@@ -14,6 +14,10 @@ bytes without terminating anything: a TLS ClientHello's SNI or an HTTP request's
 On plain HTTP every request of a kept-alive connection is checked (its ``Host`` must stay the
 same); after ``Upgrade`` the bytes flow unread. Each connection ends as one entry of the
 sandbox's egress log (:mod:`.egresslog`), with the bytes carried each way.
+
+A TLS connection to a host one of the sandbox's secrets is bound to is the one exception: it is
+terminated and relayed by :mod:`.intercept`, which puts the secrets' values in place of their
+placeholders. Every other connection passes through unread, as above.
 """
 
 from __future__ import annotations
@@ -24,11 +28,15 @@ import ipaddress
 import logging
 import resource
 import socket
+import ssl
 import struct
 from dataclasses import dataclass, field
 from typing import Callable
 
 from . import sniff
+from .authority import Authority
+from .body import forward_body
+from .intercept import Injection, TlsStream, relay
 from .pins import Pins
 from .policy import Net, NetworkPolicy
 
@@ -49,6 +57,8 @@ class Sandbox:
     allowed: list[Net]
     max_connections: int
     tasks: set["asyncio.Task[None]"] = field(default_factory=set)
+    #: The secrets bound to a host name (empty: pass the connection through unread).
+    secrets: Callable[[str], list[Injection]] | None = None
 
 
 def descriptor_budget() -> int:
@@ -71,12 +81,15 @@ class EgressProxy:
     """Listens on ``address``:``port``; :attr:`clients` maps sandbox addresses to sandboxes."""
 
     def __init__(self, address: str, pins: Pins, report: Callable[..., None],
-                 mark: int | None = None, port: int = PORT, max_total: int = 0) -> None:
+                 mark: int | None = None, port: int = PORT, max_total: int = 0,
+                 authority: Authority | None = None,
+                 upstream_tls: ssl.SSLContext | None = None) -> None:
         self.address, self.port = address, port
         self.max_total = max_total or descriptor_budget()
         self.pins = pins
         self.report = report
         self.mark = mark
+        self.authority, self.upstream_tls = authority, upstream_tls
         self.clients: dict[str, Sandbox] = {}
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -165,6 +178,11 @@ class EgressProxy:
                 await _refuse(writer, b"403 Forbidden", f"stockade egress: {reason}")
             return
         head = bytes(buffer)
+        if http is None and name is not None and client.secrets is not None:
+            if injections := client.secrets(name):
+                await self._intercept(client, reader, writer, address, port, name, head,
+                                      injections, entry, allowed_by)
+                return
         try:
             up_reader, up_writer = await self._dial(address, port)
         except OSError as exc:
@@ -198,6 +216,36 @@ class EgressProxy:
             entry.update(bytes_out=counts[0], bytes_in=counts[1])
             self._log(client, entry, "denied" if cut else "allowed", cut or allowed_by)
 
+    async def _intercept(self, client: Sandbox, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter, address: str, port: int, name: str,
+                         hello: bytes, injections: list[Injection], entry: dict[str, object],
+                         allowed_by: str) -> None:
+        """Terminate the sandbox's TLS, verify the real host's, inject (:mod:`.intercept`)."""
+        assert self.authority is not None and self.upstream_tls is not None
+        entry["intercepted"] = True
+        try:
+            up_reader, up_writer = await self._dial(address, port, name)
+        except (OSError, asyncio.TimeoutError) as exc:
+            self._log(client, entry, "denied", f"{name} at {address} did not answer, or did "
+                                               f"not prove it is {name} over TLS: {exc}")
+            return
+        counts, used = [0, 0], dict[str, int]()
+        cut: str | None = None
+        try:
+            down = TlsStream(reader, writer, self.authority.context(name))
+            try:
+                await asyncio.wait_for(down.accept(hello), READ_TIMEOUT)
+            except (ssl.SSLError, OSError, EOFError, asyncio.TimeoutError) as exc:
+                cut = f"the sandbox did not accept the interception certificate: {exc}"
+                return
+            cut = await relay(down, up_reader, up_writer, name, injections, counts, used)
+        finally:
+            up_writer.close()
+            entry.update(bytes_out=counts[0], bytes_in=counts[1], secrets=sorted(used))
+            reason = cut or (f"{allowed_by}; intercepted, injected "
+                             f"{', '.join(sorted(used)) if used else 'nothing'}")
+            self._log(client, entry, "denied" if cut else "allowed", reason)
+
     def _decide(self, client: Sandbox, address: str, name: str | None) -> str:
         """Why ``name`` may reach ``address``; :class:`Denied` if it may not (see the module doc)."""
         ip = ipaddress.IPv4Address(address)
@@ -213,8 +261,9 @@ class EgressProxy:
             raise Denied(f"{name} was not resolved to {address} by the sandbox's resolver")
         return f"{name} is allowed and resolved to {address}"
 
-    async def _dial(self, address: str, port: int) -> tuple[asyncio.StreamReader,
-                                                             asyncio.StreamWriter]:
+    async def _dial(self, address: str, port: int, tls_name: str | None = None
+                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the destination (verified TLS to ``tls_name`` when given)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             if self.mark is not None:  # the sandboxes' uplink, not the host's routes
@@ -225,7 +274,15 @@ class EgressProxy:
         except BaseException:
             sock.close()
             raise
-        return await asyncio.open_connection(sock=sock, limit=CHUNK)
+        if tls_name is None:
+            return await asyncio.open_connection(sock=sock, limit=CHUNK)
+        try:
+            return await asyncio.wait_for(asyncio.open_connection(
+                sock=sock, limit=CHUNK, ssl=self.upstream_tls, server_hostname=tls_name,
+                ssl_handshake_timeout=CONNECT_TIMEOUT), CONNECT_TIMEOUT)
+        except BaseException:
+            sock.close()
+            raise
 
     def _log(self, client: Sandbox, entry: dict[str, object], verdict: str, reason: str) -> None:
         self.report(client.sandbox_id, **entry, verdict=verdict, reason=reason)
@@ -293,7 +350,7 @@ async def _http_loop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             counts[0] += len(data)
             await _copy(reader, writer, counts, 0)
             return None
-        data = await _body(reader, writer, data, head, counts)
+        data = await forward_body(reader, writer, data, head, counts)
         await writer.drain()
         while True:  # the next request head
             try:
@@ -306,54 +363,3 @@ async def _http_loop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 data += chunk
         if head.host != host:
             return f"later request on the connection names {head.host}, not {host}"
-
-
-async def _body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes,
-                head: sniff.HttpHead, counts: list[int]) -> bytes:
-    """Forward one request body; return the bytes read past it."""
-
-    async def more() -> bytes:
-        chunk = await reader.read(CHUNK)
-        if not chunk:
-            raise EOFError("the connection closed inside a request body")
-        return chunk
-
-    async def forward(n: int, buf: bytes) -> bytes:
-        while n > 0:
-            if not buf:
-                buf = await more()
-            part, buf = buf[:n], buf[n:]
-            writer.write(part)
-            counts[0] += len(part)
-            n -= len(part)
-            await writer.drain()
-        return buf
-
-    async def line(buf: bytes) -> tuple[bytes, bytes]:
-        while b"\r\n" not in buf:
-            if len(buf) > 4096:
-                raise sniff.Refused("chunk size line too long")
-            buf += await more()
-        end = buf.index(b"\r\n") + 2
-        return buf[:end], buf[end:]
-
-    if head.body == "length":
-        return await forward(head.length, data)
-    if head.body == "none":
-        return data
-    while True:  # chunked
-        size_line, data = await line(data)
-        try:
-            size = int(size_line.split(b";")[0].strip(), 16)
-        except ValueError:
-            raise sniff.Refused("bad chunk size") from None
-        writer.write(size_line)
-        counts[0] += len(size_line)
-        if size == 0:
-            while True:  # trailers, up to the empty line
-                trailer, data = await line(data)
-                writer.write(trailer)
-                counts[0] += len(trailer)
-                if trailer == b"\r\n":
-                    return data
-        data = await forward(size + 2, data)

@@ -57,6 +57,7 @@ class AsyncSandbox:
                      auto_delete: float | None = None,
                      volumes: dict[str, Any] | None = None,
                      auto_archive: float | None = None,
+                     secrets: list[str] | dict[str, str] | None = None,
                      api_url: str | None = None, api_key: str | None = None,
                      data_dir: Path | str | None = None,
                      request_timeout: float | None = None) -> "AsyncSandbox":
@@ -71,7 +72,9 @@ class AsyncSandbox:
         deleted after ``auto_delete`` seconds. ``volumes`` maps a mount path to a
         :class:`AsyncVolume`, a volume name, or ``{"volume": name, "read_only": True}``.
         ``auto_archive`` archives a stopped workspace that many seconds after it stopped.
-        See docs/persistence.md.
+        See docs/persistence.md. ``secrets`` names secrets (:class:`AsyncSecret`) the sandbox
+        gets as placeholders in its environment (a list of names, each its own variable, or
+        ``{ENV_VAR: name}``); see docs/secrets.md.
         """
         api = await _api(api_url, api_key, data_dir, request_timeout)
         body: dict[str, Any] = {"template": template, "isolation": isolation,
@@ -80,7 +83,8 @@ class AsyncSandbox:
                                 "memory_mb": memory_mb, "disk_mb": disk_mb, "network": network,
                                 "persistence": persistence, "on_timeout": on_timeout,
                                 "auto_delete": auto_delete, "auto_archive": auto_archive,
-                                "volumes": _volume_specs(volumes or {})}
+                                "volumes": _volume_specs(volumes or {}),
+                                "secrets": secrets}
         try:
             info = await api.request("POST", "/sandboxes",
                                      json={k: v for k, v in body.items() if v is not None})

@@ -12,13 +12,14 @@ from typing import IO, Any, Iterator, Literal
 
 from . import _portal
 from ._hybrid import hybrid
-from ..models import EntryInfo, ProcessInfo, SandboxInfo
+from ..models import EntryInfo, ProcessInfo, SandboxInfo, SecretInfo
 from .commands import AsyncCommandHandle, AsyncCommands, CommandResult, OutputCallback
 from .code import Context, Execution
 from .files import AsyncFiles
 from .pty import AsyncPty, AsyncPtyHandle, DataCallback, PtyResult
 from .sandbox import AsyncSandbox, Isolation
 from .templates import AsyncTemplate, TemplateInfo
+from .secrets import AsyncSecret
 from .volumes import AsyncVolume
 
 
@@ -333,6 +334,26 @@ class Volume:
     delete = hybrid(_delete, _delete_by_name)
 
 
+class Secret:
+    """The caller's secrets (sync). See :class:`AsyncSecret` for every argument."""
+
+    @staticmethod
+    def set(name: str, value: str, *, hosts: builtins.list[str], **kwargs: Any) -> SecretInfo:
+        return _portal.call(AsyncSecret.set, name, value, hosts=hosts, **kwargs)
+
+    @staticmethod
+    def list(**kwargs: Any) -> builtins.list[SecretInfo]:
+        return _portal.call(AsyncSecret.list, **kwargs)
+
+    @staticmethod
+    def get(name: str, **kwargs: Any) -> SecretInfo:
+        return _portal.call(AsyncSecret.get, name, **kwargs)
+
+    @staticmethod
+    def delete(name: str, **kwargs: Any) -> None:
+        _portal.call(AsyncSecret.delete, name, **kwargs)
+
+
 class Template:
     """Templates (sync). See :class:`AsyncTemplate` for every argument."""
 
@@ -361,5 +382,5 @@ class Template:
         return _portal.call(AsyncTemplate.prune, **kwargs)
 
 
-__all__ = ["CommandHandle", "Commands", "Files", "Pty", "PtyHandle", "Sandbox", "Template",
-           "Volume"]
+__all__ = ["CommandHandle", "Commands", "Files", "Pty", "PtyHandle", "Sandbox", "Secret",
+           "Template", "Volume"]

@@ -18,6 +18,7 @@ from ..compat import daytona
 from ..engine import Engine, EngineConfig
 from ..mcp.http import McpEndpoint
 from ..ui import Dashboard
+from ..ui.sessions import Sessions
 from . import errors
 from .auth import PUBLIC_PATHS, AuthMiddleware, load_admin_key
 from .control import Control, ControlPlane
@@ -28,6 +29,9 @@ from .routes import code, files, keys, processes, sandboxes, tenants
 from .routes import volumes
 from .routes import ports, pty
 from .routes import templates
+from .routes import dashboard
+from .localport import LocalPortGate, new_daemon_key
+from .routes import secrets as secret_routes
 from .access import AccessTokens
 from .proxy import PortProxy
 from .settings import ServerSettings
@@ -148,12 +152,19 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     app.include_router(ports.router)
     app.include_router(pty.router)
     app.include_router(templates.router)
+    app.include_router(secret_routes.router)
     app.include_router(daytona.router)
+    app.include_router(dashboard.router)
     app.router.routes.append(mcp.route())
     app.state.access_tokens = AccessTokens(
         settings.data_dir / "private" / "access-token.key" if settings else None)
     app.add_middleware(AuthMiddleware, control=lambda: app.state.control)
-    app.add_middleware(Dashboard)  # /ui, and the browser's terminal, in front of auth
+    sessions = app.state.ui_sessions = Sessions()
+    #: Local mode: the key the dashboard uses on the daemon's TCP port (never leaves memory);
+    #: the address of that port once serve() has bound it.
+    app.state.daemon_key = None if settings is not None else new_daemon_key()
+    app.state.dashboard_url = None
+    app.add_middleware(Dashboard, sessions=sessions)  # /ui, the browser's terminal, before auth
     app.add_middleware(BodyLimit, max_body=(settings or ServerSettings()).max_body_bytes)
     app.add_middleware(PortProxy, control=lambda: app.state.control,  # before auth: its own
                        tokens=app.state.access_tokens,
@@ -163,6 +174,8 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     app.add_middleware(E2BFront, main=app,  # E2B's SDKs (/e2b, envd hosts): own key check
                        max_body=(settings or ServerSettings()).max_body_bytes,
                        domain=settings.proxy_domain if settings else None)
+    if app.state.daemon_key is not None:  # outside every front end: one gate for the TCP port
+        app.add_middleware(LocalPortGate, key=app.state.daemon_key, sessions=sessions)
     app.state.activity = Activity()
     app.add_middleware(RequestIds, metrics=metrics, activity=app.state.activity)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-from ..engine import Engine, NotFound, QuotaExceeded, SandboxNotFound
+from ..engine import Conflict, Engine, NotFound, QuotaExceeded, SandboxNotFound
 from ..models import ForkResult, ForkSpec, SandboxInfo, SandboxSpec, VolumeInfo
 from .auth import ADMIN_TENANT, LOCAL, KeyCache, Principal, hash_key, same_secret
 from .metrics import Metrics
@@ -26,6 +26,10 @@ from .store import OwnedSandbox, Store, Tenant
 
 log = logging.getLogger("stockade.server")
 T = TypeVar("T")
+#: How long an idempotency key answers with its sandbox, and how long a create waits for
+#: another create with the same key to finish.
+IDEMPOTENCY_TTL = 3600.0
+IDEMPOTENCY_WAIT = 120.0
 
 
 class Control:
@@ -36,6 +40,7 @@ class Control:
     def __init__(self, engine: Engine, metrics: Metrics) -> None:
         self.engine = engine
         self.metrics = metrics
+        self._keys: dict[tuple[str, str], tuple[str | None, float]] = {}
 
     async def start(self) -> None:
         """Called once the engine is open."""
@@ -80,13 +85,59 @@ class Control:
         started = time.perf_counter()
         tier = spec.isolation
         try:
-            info = await self.engine.sandboxes.create(spec)
+            info = await self.engine.sandboxes.create(spec, owner=principal.tenant)
         except BaseException:
             self.metrics.creates.labels(tier=tier, outcome="error").inc()
             raise
         self.metrics.creates.labels(tier=tier, outcome="ok").inc()
         self.metrics.create_seconds.labels(tier=tier).observe(time.perf_counter() - started)
         return info
+
+    async def create_once(self, principal: Principal, request_id: str | None,
+                          spec: SandboxSpec, key: str) -> SandboxInfo:
+        """Create, unless a create with idempotency ``key`` made a sandbox of the tenant in
+        the last ``IDEMPOTENCY_TTL`` seconds that still lives: then return that one. Creates
+        with one key run one after another (across replicas, in remote mode)."""
+        deadline = time.monotonic() + IDEMPOTENCY_WAIT
+        while True:
+            mine, earlier = await self._claim(principal.tenant, key)
+            if mine:
+                break
+            if earlier is not None:
+                try:
+                    info = await self.engine.sandboxes.get(earlier)
+                    if info.state != "killing":
+                        return info
+                except SandboxNotFound:
+                    pass
+                await self._settle(principal.tenant, key, None)  # it ended: create anew
+                continue
+            if time.monotonic() > deadline:
+                raise Conflict("a create with this idempotency key is still running; retry "
+                               "later")
+            await asyncio.sleep(0.1)
+        try:
+            info = await self.create(principal, request_id, spec)
+        except BaseException:
+            await self._settle(principal.tenant, key, None)
+            raise
+        await self._settle(principal.tenant, key, info.id)
+        return info
+
+    async def _claim(self, tenant: str, key: str) -> tuple[bool, str | None]:
+        """Claim an idempotency key (see ``Store.claim_key``); in memory in local mode."""
+        now = time.time()
+        found = self._keys.get((tenant, key))
+        if found is not None and now - found[1] <= IDEMPOTENCY_TTL:
+            return False, found[0]
+        self._keys[(tenant, key)] = (None, now)
+        return True, None
+
+    async def _settle(self, tenant: str, key: str, sandbox_id: str | None) -> None:
+        if sandbox_id is None:
+            self._keys.pop((tenant, key), None)
+        elif (tenant, key) in self._keys:
+            self._keys[(tenant, key)] = (sandbox_id, self._keys[(tenant, key)][1])
 
     async def kill(self, principal: Principal, sandbox_id: str, request_id: str | None) -> None:
         await self.engine.sandboxes.kill(sandbox_id)
@@ -100,6 +151,10 @@ class Control:
         items = await sandboxes.fork(sandbox_id, spec.count, spec.memory,
                                      owner=self.owner(sandbox_id))
         return ForkResult(items=items, memory=memory)
+
+    async def record(self, principal: Principal, request_id: str | None, action: str,
+                     target: str, **detail: Any) -> None:
+        """Write an audit event (remote mode; local mode keeps no audit trail)."""
 
     async def check_start(self, principal: Principal, sandbox_id: str) -> None:
         """Before a start or connect: may the sandbox's disk come back from its archive?"""
@@ -329,6 +384,12 @@ class ControlPlane(Control):
             self._pending_disk.pop(id(claim), None)
         return info
 
+    async def _claim(self, tenant: str, key: str) -> tuple[bool, str | None]:
+        return await self.db(self.store.claim_key, tenant, key, IDEMPOTENCY_TTL)
+
+    async def _settle(self, tenant: str, key: str, sandbox_id: str | None) -> None:
+        await self.db(self.store.settle_key, tenant, key, sandbox_id)
+
     async def kill(self, principal: Principal, sandbox_id: str, request_id: str | None) -> None:
         try:
             await self.engine.sandboxes.kill(sandbox_id)
@@ -381,6 +442,10 @@ class ControlPlane(Control):
                 pending.remove(claim)
                 self._pending_disk.pop(id(claim), None)
         return result
+    async def record(self, principal: Principal, request_id: str | None, action: str,
+                     target: str, **detail: Any) -> None:
+        await self.db(self.store.audit, tenant=principal.tenant, actor=principal.actor,
+                      action=action, target=target, request_id=request_id, **detail)
 
     async def _forget(self, sandbox_id: str, actor: str, action: str,
                       request_id: str | None) -> None:

@@ -16,6 +16,8 @@ from .errors import json_error
 UNLIMITED = (("PUT", re.compile(r"^/sandboxes/[^/]+/files$")),
              # E2B: uploads streamed like the PUT; RPCs bounded by compat/e2b/connect.py
              ("POST", re.compile(r"^/e2b/(files|process\.Process/\w+|filesystem\.Filesystem/\w+)$")),
+             # E2B template build files: bounded by engine/build_jobs.py's MAX_FILE
+             ("PUT", re.compile(r"^/e2b/template-files/[0-9a-f]+$")),
              # build contexts and images: bounded by routes/templates.py's MAX_UPLOAD
              ("POST", re.compile(r"^/templates/(build|import)$")),
              # Daytona's uploads: streamed like the PUT (compat/daytona/upload.py)

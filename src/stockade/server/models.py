@@ -142,3 +142,12 @@ class WhoAmI(BaseModel):
     tenant: str
     actor: str
     admin: bool
+
+
+class SignInLink(BaseModel):
+    """A one-time link that signs a browser in to the dashboard as the caller."""
+
+    path: str = Field(description="/ui/login?token=...: append it to the server's address")
+    url: str | None = Field(default=None, description="the whole link, when the server knows "
+                            "its own address (the local daemon's dashboard port)")
+    expires_at: float = Field(description="when the link stops working (it also works once)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import uvloop
 from ..engine import EngineConfig
 from . import logs
 from .app import create_app
+from .localport import DEFAULT_PORT, bind_port
 from .settings import ServerSettings
 
 log = logging.getLogger("stockade.server")
@@ -31,13 +33,45 @@ async def _exit_when_idle(server: uvicorn.Server, app: Any, idle: float) -> None
             server.should_exit = True
 
 
+def _dashboard_port() -> int | None:
+    """$STOCKADE_DASHBOARD_PORT: the local daemon's dashboard port, "0" any, "off" none."""
+    value = os.environ.get("STOCKADE_DASHBOARD_PORT", str(DEFAULT_PORT)).strip()
+    if value.lower() == "off":
+        return None
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise SystemExit(f"STOCKADE_DASHBOARD_PORT must be a port number or 'off', not {value!r}")
+    return port
+
+
+def _local_sockets(uds: Path) -> tuple[list[socket.socket], int | None]:
+    """The unix socket (in its root-only directory) and the dashboard's loopback port."""
+    uds.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(uds.parent, 0o700)
+    if uds.exists():
+        uds.unlink()
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(str(uds))
+    unix.listen(128)
+    unix.setblocking(False)
+    port = _dashboard_port()
+    if port is None:
+        return [unix], None
+    tcp = bind_port(port)
+    return [unix, tcp], int(tcp.getsockname()[1])
+
+
 def serve(config: EngineConfig, *, uds: Path | None = None, host: str = "127.0.0.1",
           port: int = 8800, idle_exit: float | None = None, log_level: str = "info",
           settings: ServerSettings | None = None) -> None:
     """Serve the API until SIGINT/SIGTERM (or idleness, with ``idle_exit``).
 
     With ``settings``, serve in remote mode on ``settings.host:settings.port`` (API keys, a
-    store, JSON logs); otherwise in local mode on ``uds`` (or ``host:port``).
+    store, JSON logs); otherwise in local mode on ``uds`` (or ``host:port``), and the
+    dashboard on a loopback port ($STOCKADE_DASHBOARD_PORT, default 8801).
     On SIGTERM the server stops accepting, lets running requests finish (up to 10 s), then
     closes the store and the engine; sandboxes keep running and are re-attached at next start.
     """
@@ -47,14 +81,15 @@ def serve(config: EngineConfig, *, uds: Path | None = None, host: str = "127.0.0
         host, port, uds = settings.host, settings.port, None
         log.info("serving on http://%s:%d (data in %s)", host, port, settings.data_dir)
         log.info("dashboard: http://%s:%d/ui/ ; MCP: http://%s:%d/mcp", host, port, host, port)
+    sockets: list[socket.socket] | None = None
     if uds is not None:
         # Local mode has no keys: the socket's private directory is the authentication.
-        uds.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(uds.parent, 0o700)
-        if uds.exists():
-            uds.unlink()
-    kwargs: dict[str, Any] = ({"uds": str(uds)} if uds is not None
-                              else {"host": host, "port": port})
+        sockets, ui_port = _local_sockets(uds)
+        if ui_port is not None:
+            app.state.dashboard_url = f"http://127.0.0.1:{ui_port}"
+            log.warning("dashboard on http://127.0.0.1:%d/ui/ ('stockade dashboard' prints a "
+                        "sign-in link)", ui_port)
+    kwargs: dict[str, Any] = {} if sockets is not None else {"host": host, "port": port}
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False,
                                            timeout_graceful_shutdown=10,
                                            log_config=None if settings is not None else
@@ -63,7 +98,7 @@ def serve(config: EngineConfig, *, uds: Path | None = None, host: str = "127.0.0
     async def main() -> None:
         watcher = asyncio.create_task(_exit_when_idle(server, app, idle_exit)) if idle_exit else None
         try:
-            await server.serve()
+            await server.serve(sockets=sockets)
         finally:
             if watcher:
                 watcher.cancel()
@@ -74,6 +109,7 @@ def serve(config: EngineConfig, *, uds: Path | None = None, host: str = "127.0.0
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(main())
     finally:
-        if uds is not None:
-            if uds.exists():
-                uds.unlink()
+        for sock in sockets or []:
+            sock.close()
+        if uds is not None and uds.exists():
+            uds.unlink()

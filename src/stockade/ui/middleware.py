@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .routes import create_ui
-from .sessions import Sessions, cookie_value, csrf_ok
+from .sessions import Session, Sessions, cookie_value, csrf_ok
 
 PTY_PATH = re.compile(r"^/sandboxes/[A-Za-z0-9_-]{1,64}/pty$")
 
@@ -23,9 +23,9 @@ PTY_PATH = re.compile(r"^/sandboxes/[A-Za-z0-9_-]{1,64}/pty$")
 class Dashboard:
     """ASGI middleware in front of the API's auth: ``/ui`` pages and the browser's terminal."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, sessions: Sessions | None = None) -> None:
         self.app = app
-        self.sessions = Sessions()
+        self.sessions = sessions if sessions is not None else Sessions()
         self.ui = create_ui(self.sessions)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -41,15 +41,28 @@ class Dashboard:
         headers = list(scope["headers"])
         if any(name == b"authorization" for name, _ in headers):
             return scope
-        session = self.sessions.get(cookie_value(headers))
+        session = browser_session(scope, self.sessions)
+        if session is None:
+            return scope  # no key added: the API refuses it as it refuses any keyless client
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"),
                           keep_blank_values=True)
-        token = next((v for k, v in query if k == "csrf"), None)
-        if session is None or not csrf_ok(session, token) or not _same_origin(headers):
-            return scope  # no key added: the API refuses it as it refuses any keyless client
         rest = urlencode([(k, v) for k, v in query if k != "csrf"]).encode()
         headers.append((b"authorization", f"Bearer {session.key}".encode()))
         return {**scope, "headers": headers, "query_string": rest}
+
+
+def browser_session(scope: Scope, sessions: Sessions) -> Session | None:
+    """The session of a terminal WebSocket that proved it comes from our page: the session
+    cookie, that session's CSRF token in the query, and the server's own ``Origin``."""
+    if scope["type"] != "websocket" or not PTY_PATH.match(scope.get("path", "")):
+        return None
+    headers = list(scope["headers"])
+    session = sessions.get(cookie_value(headers))
+    query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    token = next((v for k, v in query if k == "csrf"), None)
+    if session is None or not csrf_ok(session, token) or not _same_origin(headers):
+        return None
+    return session
 
 
 def _same_origin(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -13,6 +13,8 @@ from .sessions import Session
 
 STATES = ("running", "paused", "stopped", "archived")
 TIERS = ("container", "gvisor", "microvm")
+#: How the engine marks a template saved from a sandbox (TemplateInfo.source).
+SNAPSHOT_OF = "snapshot of sandbox "
 #: Lifecycle buttons, and the states in which each makes sense.
 ACTIONS = {"pause": ("running",), "resume": ("paused",), "stop": ("running", "paused"),
            "start": ("stopped", "archived"), "kill": STATES}
@@ -34,11 +36,14 @@ def layout(title: str, body: str, session: Session | None = None, *, message: st
     who = ""
     if session is not None:
         scope = "admin: every tenant" if session.admin else f"tenant {e(session.tenant)}"
+        if session.local:
+            scope = "local daemon"
         who = ('<a href="/ui/">Sandboxes</a><a href="/ui/templates">Templates</a>'
-               '<a href="/ui/volumes">Volumes</a><a href="/ui/keys">Keys</a>'
-               + ('<a href="/ui/tenants">Tenants</a>' if session.admin else "")
-               + '<a href="/ui/audit">Audit</a>'
-               f'<span class="who">{scope}</span>'
+               '<a href="/ui/volumes">Volumes</a>'
+               + ("" if session.local else '<a href="/ui/keys">Keys</a>'
+                  + ('<a href="/ui/tenants">Tenants</a>' if session.admin else "")
+                  + '<a href="/ui/audit">Audit</a>')
+               + f'<span class="who">{scope}</span>'
                f'<form method="post" action="/ui/logout" class="inline">{csrf_field(session)}'
                f'<button>Sign out</button></form>')
     note = f'<p class="message" role="alert">{e(message)}</p>' if message else ""
@@ -62,8 +67,22 @@ def login(message: str = "") -> str:
  placeholder="sk_...">
 <button type="submit">Sign in</button>
 <p class="hint">An admin key sees every tenant; a tenant key (<code>stockade keys create</code>)
-sees its own sandboxes.</p></form>"""
+sees its own sandboxes. No key at hand? On the server's machine, <code>stockade dashboard</code>
+prints a sign-in link.</p></form>"""
     return layout("Sign in", body, message=message)
+
+
+def confirm_link(token: str, who: Session) -> str:
+    """The page a sign-in link opens: one button, so that following a link alone (a preview,
+    a prefetch, another site) signs nobody in."""
+    as_whom = ("the local daemon (every sandbox on this machine)" if who.local
+               else "admin (every tenant)" if who.admin else f"tenant {e(who.tenant)}")
+    body = f"""<h1>Sign in</h1>
+<form method="post" action="/ui/login" class="card" id="link-sign-in">
+<input type="hidden" name="token" value="{e(token)}">
+<p>This link signs you in as {as_whom}. It works once.</p>
+<button type="submit">Open the dashboard</button></form>"""
+    return layout("Sign in", body)
 
 
 def _select(name: str, options: Iterable[str], chosen: str | None) -> str:
@@ -106,50 +125,6 @@ def sandbox_list(session: Session, items: list[SandboxInfo], filters: dict[str, 
 <button type="submit">Create</button></form>"""
     return layout("Sandboxes", body, session, message=message,
                   head='<script src="/ui/static/live.js" defer></script>')
-
-
-def sandbox_detail(session: Session, s: SandboxInfo, stats: dict[str, Any] | None,
-                   message: str = "") -> str:
-    spec = {"tier": s.isolation, "template": s.template, "state": s.state,
-            "reason": s.reason or "-",
-            "persistence": s.persistence, "on timeout": s.on_timeout,
-            "cpu": f"{s.cpu:g}", "memory": f"{s.memory_mb} MB", "disk": f"{s.disk_mb} MB",
-            "pids": s.pids, "created": when(s.created_at), "expires": when(s.expires_at),
-            "network": "none" if s.network == "none" else json.dumps(s.network),
-            "metadata": json.dumps(s.metadata) if s.metadata else "-",
-            "volumes": ", ".join(f"{v['volume']} at {v['path']}" for v in s.volumes) or "-"}
-    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in spec.items())
-    if stats:
-        rows += "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in stats.items())
-    buttons = "".join(
-        f'<form method="post" action="/ui/sandboxes/{e(s.id)}/{a}" class="inline">'
-        f'{csrf_field(session)}<button class="{a}" name="action" value="{a}">{a.title()}</button>'
-        f'</form>' for a, states in ACTIONS.items()
-        if s.state in states and (a not in ("stop", "start") or s.persistence == "workspace"))
-    terminal = charts = ""
-    if s.state == "running":
-        charts = (f'<h2>Usage</h2><div id="charts" data-sandbox="{e(s.id)}">'
-                  '<figure><figcaption>memory (MiB)</figcaption><svg id="chart-memory" '
-                  'viewBox="0 0 300 80" preserveAspectRatio="none"></svg></figure>'
-                  '<figure><figcaption>CPU (% of one core)</figcaption><svg id="chart-cpu" '
-                  'viewBox="0 0 300 80" preserveAspectRatio="none"></svg></figure></div>')
-        terminal = (f'<h2>Terminal</h2><div id="terminal" data-sandbox="{e(s.id)}" '
-                    f'data-csrf="{e(session.csrf)}"></div>'
-                    f'<p class="hint" id="terminal-status">connecting...</p>')
-    head = ('<link rel="stylesheet" href="/ui/static/vendor/xterm.css">'
-            '<script src="/ui/static/vendor/xterm.js" defer></script>'
-            '<script src="/ui/static/vendor/addon-fit.js" defer></script>'
-            '<script src="/ui/static/terminal.js" defer></script>'
-            '<script src="/ui/static/charts.js" defer></script>') if terminal else ""
-    body = f"""<p><a href="/ui/">&larr; all sandboxes</a></p><h1>Sandbox {e(s.id)}</h1>
-<div class="actions">{buttons}
-<a class="button" href="/ui/sandboxes/{e(s.id)}/files?path=%2Fhome%2Fuser">Files</a>
-<form method="post" action="/ui/sandboxes/{e(s.id)}/snapshot" class="inline" id="snapshot">
-{csrf_field(session)}<input name="name" placeholder="template name" required maxlength="64"
- pattern="[a-z0-9][a-z0-9._-]*" aria-label="template name"><button>Save as template</button>
-</form></div>
-<table class="spec">{rows}</table>{charts}{terminal}"""
-    return layout(f"Sandbox {s.id}", body, session, message=message, head=head)
 
 
 def files(session: Session, sandbox_id: str, path: str, entries: list[EntryInfo],
@@ -195,12 +170,18 @@ def templates(session: Session, items: list[TemplateInfo], message: str = "") ->
         mine = session.admin or t.owner == session.tenant
         delete = (f'<form method="post" action="/ui/templates/{e(t.name)}/delete" class="inline">'
                   f'{csrf_field(session)}<button class="kill">Delete</button></form>') if mine else ""
+        source = t.source or "-"
+        if source.startswith(SNAPSHOT_OF):  # a snapshot: link the sandbox while it lives
+            sid = source[len(SNAPSHOT_OF):]
+            source = f'snapshot of <a href="/ui/sandboxes/{e(sid)}">{e(sid)}</a>'
+        else:
+            source = e(source)
         rows.append(f'<tr data-name="{e(t.name)}"><td>{e(t.name)}</td>'
                     f'<td>{e(t.owner or "shared")}</td><td>{e(t.parent or "-")}</td>'
-                    f'<td>{t.size_bytes // (1 << 20)} MiB</td><td>{e(t.created)}</td>'
-                    f'<td>{delete}</td></tr>')
+                    f'<td>{source}</td><td>{t.size_bytes // (1 << 20)} MiB</td>'
+                    f'<td>{e(t.created)}</td><td>{delete}</td></tr>')
     body = f"""<h1>Templates</h1><table id="templates"><thead><tr><th>name</th><th>owner</th>
-<th>parent</th><th>size</th><th>created</th><th></th></tr></thead>
+<th>parent</th><th>made from</th><th>size</th><th>created</th><th></th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
 <form method="post" action="/ui/templates/build" class="card" id="build">{csrf_field(session)}
 <label for="build-name">Build a template</label>

@@ -12,18 +12,20 @@ import httpx
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..sdk import AsyncSandbox, StockadeError
+from ..sdk import AsyncSandbox
 from ..sdk._transport import tls_context
-from . import admin, build, pages
+from . import admin, build, detail, pages
 from .sessions import COOKIE, LIFETIME, Session, Sessions
 from .web import HEADERS, Failure, api_url, html, note, signed_in, take_note
 
 STATIC = Path(__file__).parent / "static"
 SANDBOX_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+EXPIRED_LINK = ("that sign-in link has expired or was used already: run 'stockade dashboard' on "
+                "the server for a new one")
 #: A file shown in the page is cut here; download has no such limit.
 VIEW_BYTES = 256 * 1024
 
@@ -48,7 +50,13 @@ async def _sandbox(request: Request, session: Session) -> AsyncSandbox:
 
 
 async def login_page(request: Request) -> Response:
-    return html(pages.login())
+    token = request.query_params.get("token")
+    if token is None:
+        return html(pages.login())
+    who = request.app.state.sessions.peek_link(token[:128])
+    if who is None:
+        return html(pages.login(EXPIRED_LINK), 401)
+    return html(pages.confirm_link(token, who))
 
 
 async def login(request: Request) -> Response:
@@ -56,6 +64,11 @@ async def login(request: Request) -> Response:
     if origin is not None and origin != _origin(request):
         return html(pages.login("sign-in from another site refused"), 403)
     form = await request.form(max_files=0, max_fields=4, max_part_size=4096)
+    if form.get("token"):
+        opened = request.app.state.sessions.redeem(str(form["token"])[:128])
+        if opened is None:
+            return html(pages.login(EXPIRED_LINK), 401)
+        return _signed_in(request, opened[0])
     key = str(form.get("key") or "").strip()
     if not key or len(key) > 512:
         return html(pages.login("enter an API key"), 400)
@@ -72,6 +85,10 @@ async def login(request: Request) -> Response:
                                 f"try again"), 502)
     who = r.json()
     session_id, _ = request.app.state.sessions.open(key, who["tenant"], bool(who["admin"]))
+    return _signed_in(request, session_id)
+
+
+def _signed_in(request: Request, session_id: str) -> Response:
     response = RedirectResponse("/ui/", 303)
     response.set_cookie(COOKIE, session_id, max_age=int(LIFETIME), path="/", httponly=True,
                         samesite="strict", secure=request.url.scheme == "https")
@@ -123,29 +140,6 @@ async def create(request: Request, session: Session) -> Response:
     await sb.close()
     note(request, f"created {sb.id}")
     return RedirectResponse(f"/ui/sandboxes/{sb.id}", 303)
-
-
-@signed_in
-async def detail(request: Request, session: Session) -> Response:
-    sb = await _sandbox(request, session)
-    try:
-        stats: dict[str, Any] | None = await sb.stats() if sb.info.state == "running" else None
-    except StockadeError:
-        stats = None
-    finally:
-        await sb.close()
-    return html(pages.sandbox_detail(session, sb.info, stats, take_note(request)))
-
-
-@signed_in
-async def stats(request: Request, session: Session) -> Response:
-    """The sandbox's current usage as JSON, for the page's charts."""
-    sb = await _sandbox(request, session)
-    try:
-        now = await sb.stats()
-    finally:
-        await sb.close()
-    return JSONResponse(now, headers=HEADERS)
 
 
 @signed_in
@@ -255,8 +249,7 @@ def create_ui(sessions: Sessions) -> Starlette:
         *admin.ROUTES,  # before /ui/sandboxes/{sandbox_id}/{action}
         *build.ROUTES,
         Route("/ui/sandboxes", create, methods=["POST"]),
-        Route("/ui/sandboxes/{sandbox_id}", detail),
-        Route("/ui/sandboxes/{sandbox_id}/stats", stats),
+        *detail.ROUTES,  # before /ui/sandboxes/{sandbox_id}/{action}
         Route("/ui/sandboxes/{sandbox_id}/files", file_list),
         Route("/ui/sandboxes/{sandbox_id}/files/view", file_view),
         Route("/ui/sandboxes/{sandbox_id}/files/download", download),

@@ -1,5 +1,9 @@
 """Dashboard sessions: a random id in an HttpOnly, SameSite=Strict cookie names the API key
-(kept in server memory only) and a CSRF token that every form and the terminal must carry."""
+(kept in server memory only) and a CSRF token that every form and the terminal must carry.
+
+A sign-in link carries a one-time token instead of a key: it is minted by an authenticated
+API call (``POST /dashboard/links``), names that caller's key in memory, and is exchanged,
+once and within :data:`LINK_LIFETIME`, for a session."""
 
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ COOKIE = "stockade_ui"
 #: A session ends this long after sign-in, whatever happens.
 LIFETIME = 8 * 3600.0
 MAX_SESSIONS = 10000
+#: A sign-in link works once, within this many seconds of being made.
+LINK_LIFETIME = 600.0
+MAX_LINKS = 1000
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,8 @@ class Session:
     key: str
     tenant: str
     admin: bool
+    #: Signed in to the keyless local daemon (no keys, tenants or audit log to show).
+    local: bool = False
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     expires: float = field(default_factory=lambda: time.time() + LIFETIME)
 
@@ -31,8 +40,32 @@ class Sessions:
     def __init__(self) -> None:
         self._by_id: dict[str, Session] = {}
         self._notes: dict[str, str] = {}
+        self._links: dict[str, Session] = {}
 
-    def open(self, key: str, tenant: str, admin: bool) -> tuple[str, Session]:
+    def link(self, key: str, tenant: str, admin: bool, local: bool = False) -> tuple[str, float]:
+        """A one-time sign-in token for ``key`` and when it stops working."""
+        now = time.time()
+        self._links = {t: s for t, s in self._links.items() if s.expires > now}
+        while len(self._links) >= MAX_LINKS:  # the oldest go first
+            del self._links[next(iter(self._links))]
+        token = secrets.token_urlsafe(32)
+        self._links[token] = Session(key, tenant, admin, local, expires=now + LINK_LIFETIME)
+        return token, now + LINK_LIFETIME
+
+    def peek_link(self, token: str) -> Session | None:
+        """Who a sign-in token would sign in as (it stays usable)."""
+        found = self._links.get(token)
+        return found if found is not None and found.expires > time.time() else None
+
+    def redeem(self, token: str) -> tuple[str, Session] | None:
+        """Exchange a sign-in token for a new session; the token is spent either way."""
+        found = self._links.pop(token, None)
+        if found is None or found.expires <= time.time():
+            return None
+        return self.open(found.key, found.tenant, found.admin, found.local)
+
+    def open(self, key: str, tenant: str, admin: bool,
+             local: bool = False) -> tuple[str, Session]:
         now = time.time()
         if len(self._by_id) >= MAX_SESSIONS:
             self._by_id = {k: s for k, s in self._by_id.items() if s.expires > now}
@@ -40,7 +73,7 @@ class Sessions:
                 del self._by_id[next(iter(self._by_id))]
             self._notes = {k: n for k, n in self._notes.items() if k in self._by_id}
         session_id = secrets.token_urlsafe(32)
-        self._by_id[session_id] = session = Session(key, tenant, admin)
+        self._by_id[session_id] = session = Session(key, tenant, admin, local)
         return session_id, session
 
     def get(self, session_id: str | None) -> Session | None:

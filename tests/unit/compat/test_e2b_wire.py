@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stockade.compat.e2b import gate, wire
-from stockade.compat.e2b.api import Idempotency
+from stockade.compat.e2b.gate import E2BError
+from stockade.compat.e2b.template_spec import BuildStart
 from stockade.compat.e2b.connect import ConnectError, Message, envelope, parse
 from stockade.engine import Conflict, InvalidRequest, SandboxUnavailable
 
@@ -52,13 +53,47 @@ def test_create_body_becomes_a_stockade_spec() -> None:
     body = wire.NewSandbox.model_validate({
         "templateID": "code-interpreter-v1", "timeout": 60, "envVars": {"A": "1"},
         "metadata": {"stockade.isolation": "gvisor"}, "autoPause": True,
-        "network": {"allowOut": ["192.0.2.1"]}, "mcp": {"ignored": True}})
+        "network": {"allowOut": ["192.0.2.1"]}, "unknownField": {"ignored": True},
+        "volumeMounts": [{"name": "data", "path": "/mnt/data"}]})
     spec = body.spec()
     assert (spec.template, spec.isolation, spec.timeout, spec.on_timeout) == (
         "code-interpreter", "gvisor", 60, "pause")
     assert spec.envs == {"A": "1"} and spec.network is not None
     assert spec.network.allow_out == ["192.0.2.1"]
+    assert [(m.path, m.volume) for m in spec.volumes] == [("/mnt/data", "data")]
     assert wire.NewSandbox.model_validate({"templateID": "base"}).spec().network is None
+    for refused in ({"mcp": {"x": {}}}, {"autoResume": {"enabled": True}},
+                    {"network": {"rules": {"a.com": []}}}, {"iam": {"tokens": [1]}}):
+        with pytest.raises(ValueError, match="not supported"):
+            wire.NewSandbox.model_validate({"templateID": "base", **refused}).spec()
+
+
+def test_e2b_template_becomes_a_dockerfile() -> None:
+    digest = "ab" * 32
+    start = BuildStart.model_validate({"fromTemplate": "code-interpreter-v1", "steps": [
+        {"type": "RUN", "args": ["apt-get install -y x", "root"]},
+        {"type": "COPY", "args": ["src/*.py", "/app/", "", ""], "filesHash": digest},
+        {"type": "ENV", "args": ["A", "it's $HOME"]},
+        {"type": "WORKDIR", "args": ["/app"]}, {"type": "USER", "args": ["root"]},
+        {"type": "RUN", "args": ["id"]}]})
+    dockerfile, files = start.dockerfile()
+    assert files == [digest]
+    assert dockerfile.splitlines() == [
+        "FROM code-interpreter", "USER user", "USER root",
+        'RUN ["/bin/sh", "-c", "apt-get install -y x"]', "USER user",
+        f'COPY ["{digest}/src/*.py", "/app/"]', "ENV A='it'\\''s \\$HOME'",
+        'WORKDIR ["/app"]', "USER root", 'RUN ["/bin/sh", "-c", "id"]']
+    from stockade.images.dockerfile import parse
+    assert [s.instruction for s in parse(dockerfile)][:3] == ["FROM", "USER", "USER"]
+    for bad, words in [({"fromImage": "python:3"}, "cannot be pulled"),
+                       ({"startCmd": "x"}, "start command"),
+                       ({"steps": [{"type": "COPY", "args": ["a", "b", "root", ""],
+                                    "filesHash": digest}]}, "user or mode"),
+                       ({"steps": [{"type": "RUN", "args": ["x", "bad user!"]}]}, "user name"),
+                       ({"steps": [{"type": "ENV", "args": ["A"]}]}, "pairs"),
+                       ({"steps": [{"type": "HEALTHCHECK", "args": []}]}, "Stockade can build")]:
+        with pytest.raises(E2BError, match=words):
+            BuildStart.model_validate(bad).dockerfile()
 
 
 def test_metadata_filter_decodes_each_part() -> None:
@@ -76,28 +111,3 @@ def test_signature_matches_the_sdk(path: str, user: str | None, token: str,
     expiration = str(signed["expiration"]) if signed["expiration"] else ""
     assert gate._signature(path, "read", user or "", token, expiration) == signed["signature"]
     assert gate._signature(path, "write", user or "", token, expiration) != signed["signature"]
-
-
-async def test_idempotency_serialises_one_key_and_forgets_unused_locks() -> None:
-    ledger = Idempotency()
-    order: list[str] = []
-
-    async def create(name: str) -> None:
-        async with ledger.hold(("t", "k")) as earlier:
-            if earlier is None:
-                order.append(f"{name} creates")
-                await asyncio.sleep(0.01)
-                ledger.put(("t", "k"), "sb1")
-            else:
-                order.append(f"{name} reuses {earlier}")
-
-    await asyncio.gather(create("a"), create("b"))
-    assert order == ["a creates", "b reuses sb1"]
-
-    async def fails() -> None:
-        async with ledger.hold(("t", "other")):
-            raise RuntimeError("create failed")
-
-    with pytest.raises(RuntimeError):
-        await fails()
-    assert ledger._locks == {}

@@ -10,10 +10,13 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from stockade.loopback import loopback_url
 from stockade.mcp import render
 from stockade.sdk import CommandResult, Execution, ExecutionError, Result
-from stockade.ui import pages, sessions
+from stockade.sdk import ProcessInfo
+from stockade.ui import detail_page, pages, sessions
 from stockade.ui.sessions import Sessions, cookie_value, csrf_ok
 
 
@@ -68,6 +71,34 @@ def test_loopback_uses_the_socket_not_the_host_header() -> None:
     assert loopback_url({"server": ("::1", 9), "scheme": "https"}) == "http://[::1]:9"
     assert loopback_url({"server": ("/run/stockade.sock", None)}) is None
     assert loopback_url({}) is None
+
+
+def test_sign_in_links_work_once_and_expire(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    store = Sessions()
+    token, expires = store.link("sk_key", "acme", admin=False)
+    assert expires - time.time() == pytest.approx(sessions.LINK_LIFETIME, abs=5)
+    assert store.peek_link(token) is not None and store.peek_link(token) is not None  # no use
+    sid, session = store.redeem(token) or ("", None)
+    assert session is not None and session.key == "sk_key" and store.get(sid) is session
+    assert session.csrf != token
+    assert store.redeem(token) is None and store.peek_link(token) is None  # once
+    late, _ = store.link("sk_key", "acme", admin=False)
+    monkeypatch.setattr(time, "time", lambda: expires + sessions.LINK_LIFETIME)
+    assert store.peek_link(late) is None and store.redeem(late) is None  # expired
+    monkeypatch.undo()
+    monkeypatch.setattr(sessions, "MAX_LINKS", 3)
+    tokens = [store.link("k", "t", False)[0] for _ in range(5)]
+    assert len(store._links) <= 3 and store.peek_link(tokens[-1]) and not store.peek_link(tokens[0])
+
+
+def test_detail_rows_escape_what_the_sandbox_controls() -> None:
+    _, session = Sessions().open("k", "t", admin=False)
+    rows = detail_page.egress_rows([{"time": 1, "kind": "dns", "name": "<img src=x>",
+                                     "verdict": "denied", "reason": "<b>r</b>"}])
+    assert "<img" not in rows and "&lt;img src=x&gt;" in rows and "&lt;b&gt;" in rows
+    procs = detail_page.process_rows(session, "sb1", [ProcessInfo(pid=7, cmd="</td><script>",
+                                                                  tag='"x')])
+    assert "<script>" not in procs and "&quot;x" in procs
 
 
 def test_pages_escape_everything_they_show() -> None:

@@ -53,3 +53,16 @@ def test_tenants_keys_sandboxes_audit(store: Store) -> None:
     assert [(e.action, e.detail) for e in events] == [("key.create", {"n": 1})]
     assert len(store.audit_events(None)) == 2
     assert store.audit_events(None, after=events[0].id)[0].tenant == "other"
+
+
+def test_idempotency_keys_claim_settle_expire(store: Store) -> None:
+    store.create_tenant("acme")
+    store.create_tenant("other")
+    assert store.claim_key("acme", "k", ttl=60) == (True, None)
+    assert store.claim_key("acme", "k", ttl=60) == (False, None)  # the first create runs
+    assert store.claim_key("other", "k", ttl=60) == (True, None)  # keys are per tenant
+    store.settle_key("acme", "k", "sb1")
+    assert store.claim_key("acme", "k", ttl=60) == (False, "sb1")
+    assert store.claim_key("acme", "k", ttl=0) == (True, None)  # too old: taken over
+    store.settle_key("acme", "k", None)  # that create failed: released
+    assert store.claim_key("acme", "k", ttl=60) == (True, None)

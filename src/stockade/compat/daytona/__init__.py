@@ -4,12 +4,13 @@
 
 from fastapi import APIRouter
 
-from . import (files, git, interpreter, process, pty, sandboxes, search, sessions, snapshots,
-               system, volumes)
+from . import (files, git, gitconfig, interpreter, previews, process, pty, sandboxes, search, sessions,
+               snapshots, system, unsupported, volumes)
 
 router = APIRouter()
-for _module in (sandboxes, snapshots, volumes, files, search, process, sessions, pty,
-                interpreter, git, system):
+# unsupported comes last: it answers whatever no other module serves.
+for _module in (sandboxes, previews, snapshots, volumes, files, search, process, sessions, pty,
+                interpreter, git, gitconfig, system, unsupported):
     router.include_router(_module.router, include_in_schema=False)
 
 __all__ = ["router"]

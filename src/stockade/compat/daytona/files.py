@@ -16,6 +16,7 @@ from ...engine import EngineError
 from ...models import EntryInfo, check_path
 from ._base import FILE_CODES, TOOLBOX, ControlDep, DaytonaError, FileRoute, ToolboxSandbox
 from ._base import error_body
+from .argv import run
 from .upload import MAX_FILES, Writer, stream_upload
 from .wire import Body
 
@@ -70,9 +71,29 @@ async def delete_file(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ,
 async def create_folder(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ,
                         mode: Annotated[str | None, Query(pattern=r"^[0-7]{3,4}$")] = None
                         ) -> Response:
-    """Create a directory and its parents (an existing one is fine)."""
+    """Create a directory and its parents (an existing one is fine), with ``mode`` if given."""
     await ctl.engine.files.make_dir(sandbox, path_of(path))
+    if mode:
+        await set_permissions(sandbox, ctl, path, mode)
     return Response(status_code=201)
+
+
+Account = Annotated[str | None, Query(pattern=r"^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$")]
+
+
+@router.post("/permissions")
+async def set_permissions(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ,
+                          mode: Annotated[str | None, Query(pattern=r"^[0-7]{3,4}$")] = None,
+                          owner: Account = None, group: Account = None) -> Response:
+    """``chmod`` and ``chown`` the file, as the sandbox's root (as Daytona's daemon does)."""
+    target = (await ctl.engine.files.stat(sandbox, path_of(path))).path
+    if owner or group:
+        who = f"{owner or ''}{':' + group if group else ''}"
+        await run(ctl.engine, sandbox, ["chown", "-h", "--", who, target], "chown",
+                  user="root")
+    if mode:
+        await run(ctl.engine, sandbox, ["chmod", "--", mode, target], "chmod", user="root")
+    return Response(status_code=200)
 
 
 @router.post("/move")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
 from ...engine import Engine
-from ...models import ProcessSpec
+from .argv import run
 from ._base import TOOLBOX, ControlDep, DaytonaError, DaytonaRoute, ToolboxSandbox
 from .files import path_of
 from .wire import Body
@@ -28,8 +28,10 @@ STATUS = {" ": "Unmodified", "?": "Untracked", "M": "Modified", "A": "Added", "D
 
 
 async def git(eng: Engine, sandbox: str, path: str | None, *args: str,
-              credentials: tuple[str | None, str | None] = (None, None)) -> str:
-    """Run ``git [-C path] args``; its stdout, or a 400 with what git said."""
+              credentials: tuple[str | None, str | None] = (None, None),
+              allow: tuple[int, ...] = (0,)) -> str:
+    """Run ``git [-C path] args``; its stdout, or a 400 with what git said (unless its exit
+    code is one of ``allow``)."""
     env = {"GIT_TERMINAL_PROMPT": "0"}
     argv = ["git", *(["-C", path_of(path)] if path else []), *args]
     username, password = credentials
@@ -37,21 +39,8 @@ async def git(eng: Engine, sandbox: str, path: str | None, *args: str,
         env.update({"DAYTONA_GIT_USERNAME": username or "",
                     "DAYTONA_GIT_PASSWORD": password or "", "GIT_ASKPASS": ASKPASS_PATH})
         await _askpass(eng, sandbox)
-    run = await eng.processes.start(sandbox, ProcessSpec(argv=argv, env=env))
-    out, err = bytearray(), bytearray()
-    end: dict[str, Any] = {}
-    async for event in run.events():
-        if event["type"] == "stdout":
-            out += event["data"]
-        elif event["type"] == "stderr":
-            err += event["data"]
-        elif event["type"] == "end":
-            end = event
-    if end.get("exit_code") != 0:
-        said = (err or out).decode("utf-8", "replace").strip()[-2000:]
-        verb = next((a for a in args if not a.startswith("-") and "=" not in a), "")
-        raise DaytonaError(400, f"git {verb} failed: {said or 'exit ' + str(end.get('exit_code'))}")
-    return out.decode("utf-8", "replace")
+    verb = next((a for a in args if not a.startswith("-") and "=" not in a), "")
+    return await run(eng, sandbox, argv, f"git {verb}", env=env, allow=allow)
 
 
 async def _askpass(eng: Engine, sandbox: str) -> None:
@@ -109,11 +98,11 @@ class RemoteRequest(RepoRequest):
     def target(self) -> list[str]:
         """``[remote [branch]]`` as git takes them."""
         if self.branch and not self.remote:
-            return ["origin", _ref(self.branch)]
-        return [_ref(r) for r in (self.remote, self.branch) if r]
+            return ["origin", ref(self.branch)]
+        return [ref(r) for r in (self.remote, self.branch) if r]
 
 
-def _ref(name: str) -> str:
+def ref(name: str) -> str:
     if name.startswith("-"):
         raise DaytonaError(400, f"{name!r} is not a branch name")
     return name
@@ -123,7 +112,7 @@ def _ref(name: str) -> str:
 async def clone(body: CloneRequest, sandbox: ToolboxSandbox, ctl: ControlDep) -> Response:
     args = ["clone"]
     if body.branch:
-        args += ["--branch", _ref(body.branch)]
+        args += ["--branch", ref(body.branch)]
     if body.depth:
         args += ["--depth", str(body.depth)]
     await git(ctl.engine, sandbox, None, *args, "--", body.url, path_of(body.path),
@@ -136,7 +125,7 @@ async def clone(body: CloneRequest, sandbox: ToolboxSandbox, ctl: ControlDep) ->
 @router.post("/init")
 async def init(body: InitRequest, sandbox: ToolboxSandbox, ctl: ControlDep) -> Response:
     args = ["init", *(["--bare"] if body.bare else []),
-            *(["--initial-branch", _ref(body.initial_branch)] if body.initial_branch else [])]
+            *(["--initial-branch", ref(body.initial_branch)] if body.initial_branch else [])]
     await git(ctl.engine, sandbox, None, *args, path_of(body.path))
     return Response(status_code=200)
 
@@ -179,19 +168,19 @@ async def branches(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ) -> dic
 
 @router.post("/branches", status_code=201)
 async def create_branch(body: BranchRequest, sandbox: ToolboxSandbox, ctl: ControlDep) -> Response:
-    await git(ctl.engine, sandbox, body.path, "branch", _ref(body.name))
+    await git(ctl.engine, sandbox, body.path, "branch", ref(body.name))
     return Response(status_code=201)
 
 
 @router.delete("/branches", status_code=204)
 async def delete_branch(body: BranchRequest, sandbox: ToolboxSandbox, ctl: ControlDep) -> Response:
-    await git(ctl.engine, sandbox, body.path, "branch", "-D", _ref(body.name))
+    await git(ctl.engine, sandbox, body.path, "branch", "-D", ref(body.name))
     return Response(status_code=204)
 
 
 @router.post("/checkout")
 async def checkout(body: CheckoutRequest, sandbox: ToolboxSandbox, ctl: ControlDep) -> Response:
-    await git(ctl.engine, sandbox, body.path, "checkout", _ref(body.branch))
+    await git(ctl.engine, sandbox, body.path, "checkout", ref(body.branch))
     return Response(status_code=200)
 
 

@@ -1,11 +1,12 @@
-"""Toolbox sessions: named long-lived shells (Daytona's ``process/session``) on Stockade
-processes.
+"""Toolbox sessions: named long-lived shells (Daytona's ``process/session``), kept entirely in
+the sandbox, so the front end holds no state and a session survives a server restart.
 
-A session is one ``bash`` process started with stdin open and tagged ``daytona-session-<id>``.
-Each command is written to a script file and sourced by that shell (so ``cd``, ``export`` and
-functions carry over), with its stdout and stderr going to files beside it and its exit status
-reported on the shell's own stdout. Sessions live as long as the shell; they are not kept
-across a server restart or a sandbox stop.
+A session is one ``bash`` process started with stdin open and tagged
+``daytona-session-<sandbox>-<id>`` (it exists while that process runs). Each command is written
+to ``/tmp/.daytona-sessions/<id>/<cmd>.sh`` and a line sent to the shell sources it (so ``cd``,
+``export`` and functions carry over) with its stdout and stderr going to ``<cmd>.out`` and
+``<cmd>.err`` and its exit status then written to ``<cmd>.exit``. Command ids sort in the order
+the commands were sent.
 """
 
 from __future__ import annotations
@@ -13,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from dataclasses import dataclass, field
-from typing import Annotated, Any, AsyncIterator
+import time
+from typing import Annotated, Any, AsyncGenerator, AsyncIterator, cast
 
-from fastapi import APIRouter, Path, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Path, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import Field
-from starlette.requests import HTTPConnection
 
-from ...engine import Engine, EngineError
+from ...engine import Engine, EngineError, NotFound
 from ...models import ProcessSelector, ProcessSpec
 from ._base import TOOLBOX, ControlDep, DaytonaError, DaytonaRoute, ToolboxSandbox, control
 from ._base import owned, principal
@@ -30,112 +30,75 @@ from .wire import Body
 router = APIRouter(prefix=TOOLBOX + "/{sandboxId}/process/session", route_class=DaytonaRoute,
                    tags=["daytona toolbox"])
 SessionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+CommandId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,64}$")]
 DIRECTORY = "/tmp/.daytona-sessions"
 SHELL = "if [ -x /bin/bash ]; then exec /bin/bash --noprofile --norc -s; fi; exec /bin/sh -s"
-DONE = b"\x1eDAYTONA-DONE "
-MAX_COMMANDS = 10000
-
-
-@dataclass
-class Command:
-    id: str
-    command: str
-    exit_code: int | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def public(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "command": self.command}
-        if self.exit_code is not None:
-            out["exitCode"] = self.exit_code
-        return out
-
-
-@dataclass
-class Session:
-    """One shell and the commands sent to it, in order."""
-
-    id: str
-    sandbox: str
-    process: Any
-    commands: dict[str, Command] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    reader: "asyncio.Task[None] | None" = None
-    ended: bool = False
-
-    @property
-    def directory(self) -> str:
-        return f"{DIRECTORY}/{self.id}"
-
-    def public(self) -> dict[str, Any]:
-        return {"sessionId": self.id, "commands": [c.public() for c in self.commands.values()]}
-
-    async def read(self) -> None:
-        """Follow the shell's stdout for completion lines until the shell ends."""
-        buffer = b""
-        try:
-            async for event in self.process.events():
-                if event["type"] != "stdout":
-                    continue
-                buffer += event["data"]
-                while (start := buffer.find(DONE)) >= 0 and (end := buffer.find(b"\n", start)) > 0:
-                    self._finish(buffer[start + len(DONE):end].decode(errors="replace"))
-                    buffer = buffer[end + 1:]
-                buffer = buffer[-4096:]
-        except (EngineError, OSError):
-            pass
-        finally:
-            self.ended = True
-            for command in self.commands.values():
-                if command.exit_code is None:
-                    command.exit_code = -1
-                command.done.set()
-
-    def _finish(self, line: str) -> None:
-        command_id, _, code = line.partition(" ")
-        command = self.commands.get(command_id)
-        if command is not None and code.strip().lstrip("-").isdigit():
-            command.exit_code = int(code)
-            command.done.set()
-
-
-class Sessions:
-    """Every session of this server, by sandbox and session id."""
-
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], Session] = {}
-
-    def get(self, sandbox: str, session_id: str) -> Session:
-        found = self.items.get((sandbox, session_id))
-        if found is None or found.ended:
-            raise DaytonaError(404, f"session {session_id} not found (or its shell has ended)")
-        return found
-
-    def start(self, session: Session) -> None:
-        """Follow the session's shell; forget the session once the shell has ended."""
-        key = (session.sandbox, session.id)
-        self.items[key] = session
-        session.reader = asyncio.get_running_loop().create_task(session.read())
-
-        def forget(_: "asyncio.Task[None]") -> None:
-            if self.items.get(key) is session:
-                del self.items[key]
-
-        session.reader.add_done_callback(forget)
-
-    def of(self, sandbox: str) -> list[Session]:
-        return [s for (sb, _), s in self.items.items() if sb == sandbox and not s.ended]
-
-
-def sessions(request: HTTPConnection) -> Sessions:
-    state = request.app.state
-    if getattr(state, "daytona_sessions", None) is None:
-        state.daytona_sessions = Sessions()
-    found: Sessions = state.daytona_sessions
-    return found
+MAX_COMMANDS = 1000
+#: Seconds between two looks at a running command's files (growing to the last).
+POLL = (0.01, 0.02, 0.05, 0.1, 0.2)
 
 
 def _tag(sandbox: str, session_id: str) -> str:
     return f"daytona-session-{sandbox}-{session_id}"
+
+
+def _directory(session_id: str) -> str:
+    return f"{DIRECTORY}/{session_id}"
+
+
+async def _alive(eng: Engine, sandbox: str) -> list[str]:
+    """The ids of the sandbox's sessions whose shell runs."""
+    prefix = _tag(sandbox, "")
+    return [p.tag[len(prefix):] for p in await eng.processes.list(sandbox)
+            if p.tag and p.tag.startswith(prefix)]
+
+
+async def _check(eng: Engine, sandbox: str, session_id: str) -> str:
+    """The session's directory; 404 unless its shell runs."""
+    if session_id not in await _alive(eng, sandbox):
+        raise DaytonaError(404, f"session {session_id} not found (or its shell has ended)")
+    return _directory(session_id)
+
+
+async def _read(eng: Engine, sandbox: str, path: str) -> bytes | None:
+    """The file's bytes; None when it does not exist."""
+    try:
+        chunks = await eng.files.read(sandbox, path)
+        return b"".join([c async for c in chunks])
+    except NotFound:
+        return None
+
+
+async def _exit_code(eng: Engine, sandbox: str, script: str) -> int | None:
+    text = (await _read(eng, sandbox, script + ".exit") or b"").strip()
+    return int(text) if text.lstrip(b"-").isdigit() else None
+
+
+async def _command(eng: Engine, sandbox: str, directory: str, command_id: str
+                   ) -> dict[str, Any]:
+    """Daytona's Command: id, text and (once it ended) exit code."""
+    script = f"{directory}/{command_id}"
+    text = await _read(eng, sandbox, script + ".sh")
+    if text is None:
+        raise DaytonaError(404, f"command {command_id} not found in this session")
+    out: dict[str, Any] = {"id": command_id, "command": text.decode("utf-8", "replace")}
+    code = await _exit_code(eng, sandbox, script)
+    if code is not None:
+        out["exitCode"] = code
+    return out
+
+
+async def _commands(eng: Engine, sandbox: str, directory: str) -> list[str]:
+    """The session's command ids, oldest first."""
+    entries = await eng.files.list(sandbox, directory)
+    return sorted(e.name[:-3] for e in entries if e.name.endswith(".sh"))
+
+
+async def _session(eng: Engine, sandbox: str, session_id: str) -> dict[str, Any]:
+    directory = _directory(session_id)
+    ids = await _commands(eng, sandbox, directory)
+    commands = await asyncio.gather(*(_command(eng, sandbox, directory, c) for c in ids))
+    return {"sessionId": session_id, "commands": list(commands)}
 
 
 class CreateSession(Body):
@@ -148,115 +111,115 @@ class ExecuteRequest(Body):
     async_: bool | None = Field(default=None, alias="async")
 
 
-@router.post("", status_code=201)
-async def create_session(body: CreateSession, sandbox: ToolboxSandbox, ctl: ControlDep,
-                         request: Request) -> Response:
-    """Start the session's shell (409 if the name is taken)."""
-    store = sessions(request)
-    key = (sandbox, body.session_id)
-    if body.session_id == "entrypoint" or (key in store.items and not store.items[key].ended):
-        raise DaytonaError(409, f"session {body.session_id} already exists")
-    process = await ctl.engine.processes.start(sandbox, ProcessSpec(
-        argv=["/bin/sh", "-c", SHELL], stdin=True, tag=_tag(sandbox, body.session_id)))
-    store.start(Session(body.session_id, sandbox, process))
-    return Response(status_code=201)
-
-
-@router.get("")
-async def list_sessions(sandbox: ToolboxSandbox, request: Request) -> list[dict[str, Any]]:
-    return [s.public() for s in sessions(request).of(sandbox)]
-
-
-@router.get("/{sessionId}")
-async def get_session(sessionId: SessionId, sandbox: ToolboxSandbox,  # noqa: N803
-                      request: Request) -> dict[str, Any]:
-    return sessions(request).get(sandbox, sessionId).public()
-
-
-@router.delete("/{sessionId}", status_code=204)
-async def delete_session(sessionId: SessionId, sandbox: ToolboxSandbox, ctl: ControlDep,  # noqa: N803
-                         request: Request) -> Response:
-    """Kill the session's shell and whatever it runs."""
-    store = sessions(request)
-    session = store.get(sandbox, sessionId)
-    with contextlib.suppress(EngineError):
-        await ctl.engine.processes.signal(sandbox, ProcessSelector(tag=_tag(sandbox, sessionId)),
-                                          "KILL")
-    store.items.pop((sandbox, sessionId), None)
-    if session.reader is not None:
-        session.reader.cancel()
-    return Response(status_code=204)
-
-
 async def _bytes(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def _read(eng: Engine, sandbox: str, path: str) -> bytes:
-    try:
-        chunks = await eng.files.read(sandbox, path)
-        return b"".join([c async for c in chunks])
-    except EngineError:
-        return b""
+@router.post("", status_code=201)
+async def create_session(body: CreateSession, sandbox: ToolboxSandbox,
+                         ctl: ControlDep) -> Response:
+    """Start the session's shell (409 if the name is taken), with an empty directory."""
+    eng, session_id = ctl.engine, body.session_id
+    if session_id == "entrypoint" or session_id in await _alive(eng, sandbox):
+        raise DaytonaError(409, f"session {session_id} already exists")
+    with contextlib.suppress(NotFound):  # what an ended session of that name left
+        await eng.files.remove(sandbox, _directory(session_id))
+    await eng.files.make_dir(sandbox, _directory(session_id))
+    run = await eng.processes.start(sandbox, ProcessSpec(
+        argv=["/bin/sh", "-c", SHELL], stdin=True, tag=_tag(sandbox, session_id)))
+    events = cast(AsyncGenerator[dict[str, Any], None], run.events())  # a generator
+    try:  # wait until it runs, then detach: the shell goes on without a listener
+        async for event in events:
+            if event["type"] in ("start", "end"):
+                break
+    finally:
+        await events.aclose()
+    return Response(status_code=201)
 
 
-async def _logs(eng: Engine, session: Session, command_id: str) -> dict[str, str]:
-    out = await _read(eng, session.sandbox, f"{session.directory}/{command_id}.out")
-    err = await _read(eng, session.sandbox, f"{session.directory}/{command_id}.err")
-    stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-    return {"output": stdout + stderr, "stdout": stdout, "stderr": stderr}
+@router.get("")
+async def list_sessions(sandbox: ToolboxSandbox, ctl: ControlDep) -> list[dict[str, Any]]:
+    return [await _session(ctl.engine, sandbox, s) for s in await _alive(ctl.engine, sandbox)]
+
+
+@router.get("/{sessionId}")
+async def get_session(sessionId: SessionId, sandbox: ToolboxSandbox,  # noqa: N803
+                      ctl: ControlDep) -> dict[str, Any]:
+    await _check(ctl.engine, sandbox, sessionId)
+    return await _session(ctl.engine, sandbox, sessionId)
+
+
+@router.delete("/{sessionId}", status_code=204)
+async def delete_session(sessionId: SessionId, sandbox: ToolboxSandbox,  # noqa: N803
+                         ctl: ControlDep) -> Response:
+    """Kill the session's shell and whatever it runs; its files go too."""
+    directory = await _check(ctl.engine, sandbox, sessionId)
+    with contextlib.suppress(EngineError):
+        await ctl.engine.processes.signal(sandbox, ProcessSelector(tag=_tag(sandbox, sessionId)),
+                                          "KILL")
+    with contextlib.suppress(NotFound):
+        await ctl.engine.files.remove(sandbox, directory)
+    return Response(status_code=204)
+
+
+async def _wait(eng: Engine, sandbox: str, session_id: str, script: str) -> int:
+    """The command's exit code once it has one (-1 if the session's shell ended first)."""
+    started, step = time.monotonic(), 0
+    while (code := await _exit_code(eng, sandbox, script)) is None:
+        if time.monotonic() - started > 1 and session_id not in await _alive(eng, sandbox):
+            return -1
+        await asyncio.sleep(POLL[min(step, len(POLL) - 1)])
+        step += 1
+    return code
+
+
+async def _logs(eng: Engine, sandbox: str, script: str) -> dict[str, str]:
+    out = (await _read(eng, sandbox, script + ".out") or b"").decode("utf-8", "replace")
+    err = (await _read(eng, sandbox, script + ".err") or b"").decode("utf-8", "replace")
+    return {"output": out + err, "stdout": out, "stderr": err}
 
 
 @router.post("/{sessionId}/exec")
 async def execute(sessionId: SessionId, body: ExecuteRequest, sandbox: ToolboxSandbox,  # noqa: N803
-                  ctl: ControlDep, request: Request) -> Any:
+                  ctl: ControlDep) -> Any:
     """Run a command in the session's shell: 200 with its output once it ends, or at once 202
     with its id (``runAsync``)."""
-    session = sessions(request).get(sandbox, sessionId)
-    if len(session.commands) >= MAX_COMMANDS:
+    eng = ctl.engine
+    directory = await _check(eng, sandbox, sessionId)
+    if len(await _commands(eng, sandbox, directory)) >= MAX_COMMANDS:
         raise DaytonaError(409, f"session {sessionId} ran {MAX_COMMANDS} commands; start a "
                                 f"new one")
-    command = Command(secrets.token_hex(8), body.command)
-    script = f"{session.directory}/{command.id}"
-    async with session.lock:
-        await ctl.engine.files.write(sandbox, script + ".sh", _bytes(body.command.encode()))
-        session.commands[command.id] = command
-        line = (f'{{ . "{script}.sh"; }} >"{script}.out" 2>"{script}.err" </dev/null; '
-                f"printf '\\036DAYTONA-DONE {command.id} %d\\n' $?\n")
-        await session.process.send_stdin(line.encode())
+    command_id = f"{time.time_ns():x}{secrets.token_hex(4)}"
+    script = f"{directory}/{command_id}"
+    await eng.files.write(sandbox, script + ".sh", _bytes(body.command.encode()))
+    line = (f'{{ . "{script}.sh"; }} >"{script}.out" 2>"{script}.err" </dev/null; '
+            f'echo $? >"{script}.exit"\n')
+    await eng.processes.send_stdin(sandbox, ProcessSelector(tag=_tag(sandbox, sessionId)),
+                                   line.encode())
     if body.run_async or body.async_:
-        return JSONResponse({"cmdId": command.id}, 202)
-    await command.done.wait()
-    return {"cmdId": command.id, "exitCode": command.exit_code,
-            **await _logs(ctl.engine, session, command.id)}
-
-
-def _command(request: HTTPConnection, sandbox: str, session_id: str, command_id: str
-             ) -> tuple[Session, Command]:
-    session = sessions(request).get(sandbox, session_id)
-    command = session.commands.get(command_id)
-    if command is None:
-        raise DaytonaError(404, f"command {command_id} not found in session {session_id}")
-    return session, command
+        return JSONResponse({"cmdId": command_id}, 202)
+    code = await _wait(eng, sandbox, sessionId, script)
+    return {"cmdId": command_id, "exitCode": code, **await _logs(eng, sandbox, script)}
 
 
 @router.get("/{sessionId}/command/{commandId}")
-async def get_command(sessionId: SessionId, commandId: str, sandbox: ToolboxSandbox,  # noqa: N803
-                      request: Request) -> dict[str, Any]:
-    return _command(request, sandbox, sessionId, commandId)[1].public()
+async def get_command(sessionId: SessionId, commandId: CommandId,  # noqa: N803
+                      sandbox: ToolboxSandbox, ctl: ControlDep) -> dict[str, Any]:
+    directory = await _check(ctl.engine, sandbox, sessionId)
+    return await _command(ctl.engine, sandbox, directory, commandId)
 
 
 @router.get("/{sessionId}/command/{commandId}/logs")
-async def command_logs(sessionId: SessionId, commandId: str, sandbox: ToolboxSandbox,  # noqa: N803
-                       ctl: ControlDep, request: Request) -> dict[str, str]:
-    """What the command wrote so far (``follow`` over WebSocket is not served yet)."""
-    session, command = _command(request, sandbox, sessionId, commandId)
-    return await _logs(ctl.engine, session, command.id)
+async def command_logs(sessionId: SessionId, commandId: CommandId,  # noqa: N803
+                       sandbox: ToolboxSandbox, ctl: ControlDep) -> dict[str, str]:
+    """What the command wrote so far (``follow``: the WebSocket below)."""
+    directory = await _check(ctl.engine, sandbox, sessionId)
+    await _command(ctl.engine, sandbox, directory, commandId)
+    return await _logs(ctl.engine, sandbox, f"{directory}/{commandId}")
 
 
 #: In-band stream labels of a followed log (the client demultiplexes on them).
 LABELS = {"out": b"\x01\x01\x01", "err": b"\x02\x02\x02"}
-POLL = 0.2
 
 
 @router.websocket("/{sessionId}/command/{commandId}/logs")
@@ -267,24 +230,27 @@ async def follow_logs(websocket: WebSocket, sandboxId: str, sessionId: str,  # n
     try:
         ctl = await control(websocket)
         owned(ctl, await principal(websocket, ctl), sandboxId)
-        session, command = _command(websocket, sandboxId, sessionId, commandId)
-    except DaytonaError as exc:
-        await websocket.close(code=1008, reason=exc.message[:120])
+        eng = ctl.engine
+        directory = await _check(eng, sandboxId, sessionId)
+        await _command(eng, sandboxId, directory, commandId)
+    except (DaytonaError, EngineError) as exc:
+        await websocket.close(code=1008, reason=str(exc)[:120])
         return
     await websocket.accept()
-    sent = {"out": 0, "err": 0}
+    script, sent, step = f"{directory}/{commandId}", {"out": 0, "err": 0}, 0
     try:
         while True:
-            finished = command.done.is_set()
+            finished = (await _exit_code(eng, sandboxId, script) is not None
+                        or sessionId not in await _alive(eng, sandboxId))
             for kind, label in LABELS.items():
-                data = await _read(ctl.engine, sandboxId, f"{session.directory}/{command.id}.{kind}")
+                data = await _read(eng, sandboxId, f"{script}.{kind}") or b""
                 if len(data) > sent[kind]:
                     await websocket.send_bytes(label + data[sent[kind]:])
                     sent[kind] = len(data)
             if finished:
                 break
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(command.done.wait(), POLL)
+            await asyncio.sleep(POLL[min(step, len(POLL) - 1)])
+            step += 1
         await websocket.close(code=1000)
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, EngineError):
         return

@@ -48,7 +48,15 @@ class BuildInfo(Body):
     context_hashes: list[str] | None = Field(default=None, alias="contextHashes")
 
 
-class CreateSandbox(Body):
+class NetworkSettings(Body):
+    network_block_all: bool | None = Field(default=None, alias="networkBlockAll")
+    network_allow_list: str | None = Field(default=None, alias="networkAllowList",
+                                           max_length=65536)
+    domain_allow_list: str | None = Field(default=None, alias="domainAllowList",
+                                          max_length=65536)
+
+
+class CreateSandbox(NetworkSettings):
     name: str | None = Field(default=None, min_length=1, max_length=128,
                              pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     snapshot: str | None = Field(default=None, min_length=1, max_length=128)
@@ -56,11 +64,6 @@ class CreateSandbox(Body):
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
     labels: dict[str, str] = Field(default_factory=dict, max_length=64)
     public: bool | None = None
-    network_block_all: bool | None = Field(default=None, alias="networkBlockAll")
-    network_allow_list: str | None = Field(default=None, alias="networkAllowList",
-                                           max_length=65536)
-    domain_allow_list: str | None = Field(default=None, alias="domainAllowList",
-                                          max_length=65536)
     cpu: int | None = Field(default=None, ge=1, le=64)
     gpu: int | None = Field(default=None, ge=0)
     memory: int | None = Field(default=None, ge=1, le=256)
@@ -75,17 +78,30 @@ class CreateSandbox(Body):
     build_info: BuildInfo | None = Field(default=None, alias="buildInfo")
 
 
-class NetworkSettings(Body):
-    network_block_all: bool | None = Field(default=None, alias="networkBlockAll")
-    network_allow_list: str | None = Field(default=None, alias="networkAllowList",
-                                           max_length=65536)
-    domain_allow_list: str | None = Field(default=None, alias="domainAllowList",
-                                          max_length=65536)
-
-
 class Labels(Body):
     labels: dict[str, str] = Field(max_length=64)
 
 
 class CreateVolume(Body):
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+
+
+class SandboxSnapshot(Body):
+    """``POST /sandbox/{id}/snapshot``: the new snapshot's name."""
+
+    name: str = Field(min_length=1, max_length=63)
+    include_memory: bool | None = Field(default=None, alias="includeMemory")
+
+
+class CreateSnapshot(Body):
+    """``POST /snapshots``: a name and an image (a template name, or a rendered Dockerfile)."""
+
+    name: str = Field(min_length=1, max_length=63)
+    image_name: str | None = Field(default=None, alias="imageName", min_length=1,
+                                   max_length=256)
+    entrypoint: list[str] | None = None
+    cpu: int | None = None
+    gpu: int | None = None
+    memory: int | None = None
+    disk: int | None = None
+    build_info: BuildInfo | None = Field(default=None, alias="buildInfo")

@@ -3,12 +3,10 @@ engine: each handler parses E2B's body, makes one call, and renders E2B's shape 
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import datetime
 import time
-from typing import Annotated, Any, AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -21,39 +19,6 @@ from .gate import E2BError
 
 router = APIRouter(prefix="/e2b")
 Who = Annotated[Principal, Depends(gate.principal)]
-#: How long an ``Idempotency-Key`` keeps answering with the sandbox it created.
-IDEMPOTENCY_TTL = 3600.0
-
-
-class Idempotency:
-    """Creates by ``(tenant, key)``: a retried create gets the sandbox the first one made, and
-    creates with one key run one at a time."""
-
-    def __init__(self) -> None:
-        self._done: dict[tuple[str, str], tuple[str, float]] = {}
-        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, slot: tuple[str, str]) -> AsyncIterator[str | None]:
-        """Hold ``slot``'s lock; yields the sandbox an earlier create made, if any."""
-        lock, users = self._locks.get(slot, (asyncio.Lock(), 0))
-        self._locks[slot] = (lock, users + 1)
-        try:
-            async with lock:
-                now = time.time()
-                for old in [s for s, (_, at) in self._done.items() if now - at > IDEMPOTENCY_TTL]:
-                    del self._done[old]
-                found = self._done.get(slot)
-                yield found[0] if found else None
-        finally:
-            lock, users = self._locks[slot]
-            if users > 1:
-                self._locks[slot] = (lock, users - 1)
-            else:
-                del self._locks[slot]
-
-    def put(self, slot: tuple[str, str], sandbox_id: str) -> None:
-        self._done[slot] = (sandbox_id, time.time())
 
 
 def _created(request: Request, info: SandboxInfo, status: int) -> JSONResponse:
@@ -62,14 +27,18 @@ def _created(request: Request, info: SandboxInfo, status: int) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-async def _create(request: Request, who: Principal, body: wire.NewSandbox) -> SandboxInfo:
+async def _create(request: Request, who: Principal, body: wire.NewSandbox,
+                  idempotency_key: str | None = None) -> SandboxInfo:
     try:
         spec = body.spec()
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "body"
         raise E2BError(400, f"{where}: {first['msg']}") from None
-    return await gate.control(request).create(who, request.state.request_id, spec)
+    ctl = gate.control(request)
+    if idempotency_key:
+        return await ctl.create_once(who, request.state.request_id, spec, idempotency_key)
+    return await ctl.create(who, request.state.request_id, spec)
 
 
 @router.post("/sandboxes", status_code=201)
@@ -82,17 +51,9 @@ async def create_v1(request: Request, who: Who, body: wire.NewSandbox) -> JSONRe
 async def create_v2(request: Request, who: Who, body: wire.NewSandbox,
                     idempotency_key: Annotated[str | None, Header(max_length=256)] = None
                     ) -> JSONResponse:
-    """Create a sandbox; a repeated ``Idempotency-Key`` returns the first one's sandbox."""
-    if not idempotency_key:
-        return _created(request, await _create(request, who, body), 201)
-    ledger: Idempotency = request.app.state.idempotency
-    slot = (who.tenant, idempotency_key)
-    async with ledger.hold(slot) as earlier:
-        if earlier is not None and earlier in {s.id for s in await _visible(request, who)}:
-            return _created(request, await gate.engine(request).sandboxes.get(earlier), 201)
-        info = await _create(request, who, body)
-        ledger.put(slot, info.id)
-        return _created(request, info, 201)
+    """Create a sandbox; a repeated ``Idempotency-Key`` returns the first one's sandbox (kept
+    in the store, so across restarts and replicas)."""
+    return _created(request, await _create(request, who, body, idempotency_key), 201)
 
 
 async def _visible(request: Request, who: Principal) -> list[SandboxInfo]:

@@ -13,7 +13,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...engine import EngineError
 from ...server.limits import BodyLimit
-from . import api, files, filesystem, interpreter, process, snapshots, templates, watch
+from . import (api, builds, files, filesystem, interpreter, process, snapshots, templates,
+               unsupported, volumes, watch)
 from .connect import ConnectError
 from .gate import E2BError
 
@@ -36,9 +37,9 @@ def build(main: FastAPI) -> FastAPI:
     app = FastAPI(title="Stockade E2B adapter", openapi_url=None, docs_url=None,
                   redoc_url=None)
     app.state.main = main
-    app.state.idempotency = api.Idempotency()
     app.state.watchers = watch.Watchers()
-    for module in (api, files, process, watch, filesystem, interpreter, snapshots, templates):
+    for module in (unsupported, api, builds, files, process, watch, filesystem, interpreter,
+                   snapshots, templates, volumes):  # unsupported first: /sandboxes/metrics
         app.include_router(module.router)
 
     @app.exception_handler(E2BError)

@@ -84,6 +84,10 @@ def traffic_token(request: Request, sandbox_id: str) -> str:
     return "ta_" + _mac(request, "traffic", sandbox_id)
 
 
+def volume_token(request: Request, volume: str) -> str:
+    return "va_" + _mac(request, "volume", volume)
+
+
 @dataclass(frozen=True)
 class Target:
     """The sandbox a sandbox-bound request is for, and the user it acts as."""

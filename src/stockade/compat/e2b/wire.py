@@ -38,6 +38,20 @@ class Loose(BaseModel):
 class NetworkConfig(Loose):
     allow_out: list[str] | None = Field(default=None, alias="allowOut", max_length=256)
     deny_out: list[str] | None = Field(default=None, alias="denyOut", max_length=256)
+    dns_servers: Any = Field(default=None, alias="dnsServers")
+    egress_proxy: Any = Field(default=None, alias="egressProxy")
+    mask_request_host: Any = Field(default=None, alias="maskRequestHost")
+    https_ports: Any = Field(default=None, alias="httpsPorts")
+    rules: Any = None
+
+    def refuse_unsupported(self) -> None:
+        """E2B network options Stockade's egress policy has no counterpart for (yet)."""
+        for name in ("dns_servers", "egress_proxy", "mask_request_host", "https_ports",
+                     "rules"):
+            if getattr(self, name) not in (None, [], {}):
+                alias = type(self).model_fields[name].alias or name
+                raise ValueError(f"network.{alias} is not supported by Stockade's E2B adapter "
+                                 f"(docs/compat-e2b.md); use allow_out / deny_out")
 
 
 class NetworkUpdate(NetworkConfig):
@@ -46,9 +60,15 @@ class NetworkUpdate(NetworkConfig):
     allow_internet_access: bool | None = None
 
     def policy(self) -> NetworkPolicy:
+        self.refuse_unsupported()
         allow = self.allow_out if self.allow_out is not None else (
             ["0.0.0.0/0"] if self.allow_internet_access else [])
         return NetworkPolicy(allow_out=allow, deny_out=self.deny_out or [])
+
+
+class Mount(Loose):
+    name: str = Field(min_length=1, max_length=63)
+    path: str = Field(min_length=1, max_length=4096)
 
 
 class AutoResume(Loose):
@@ -66,13 +86,34 @@ class NewSandbox(Loose):
     env_vars: dict[str, str] = Field(default_factory=dict, alias="envVars", max_length=256)
     auto_pause: bool = Field(default=False, alias="autoPause")
     network: NetworkConfig | None = None
+    volume_mounts: list[Mount] = Field(default_factory=list, alias="volumeMounts",
+                                       max_length=16)
+    auto_resume: AutoResume | None = Field(default=None, alias="autoResume")
+    mcp: Any = None
+    iam: Any = None
+
+    def refuse_unsupported(self) -> None:
+        """Options that would silently not happen: refused, with what to do instead."""
+        if self.auto_resume is not None and self.auto_resume.enabled:
+            raise ValueError("lifecycle auto_resume is not supported yet: resume a paused "
+                             "sandbox with Sandbox.connect(id)")
+        if self.mcp:
+            raise ValueError("the MCP gateway (mcp=...) is not supported by Stockade's E2B "
+                             "adapter; Stockade serves MCP itself at /mcp")
+        if self.iam:
+            raise ValueError("iam workload tokens are not supported by Stockade's E2B adapter")
+        if self.network is not None:
+            self.network.refuse_unsupported()
 
     def spec(self) -> SandboxSpec:
         """The Stockade sandbox this asks for (raises ValueError for a bad tier or policy)."""
+        self.refuse_unsupported()
         params: dict[str, Any] = {
             "template": TEMPLATE_ALIASES.get(self.template_id, self.template_id),
             "timeout": self.timeout, "envs": self.env_vars, "metadata": self.metadata,
             "on_timeout": "pause" if self.auto_pause else "kill"}
+        if self.volume_mounts:
+            params["volumes"] = {m.path: m.name for m in self.volume_mounts}
         if ISOLATION_KEY in self.metadata:
             params["isolation"] = self.metadata[ISOLATION_KEY]
         network = self.network or NetworkConfig()

@@ -67,3 +67,15 @@ class AuditEvent(Base):
     target: Mapped[str | None] = mapped_column(String(128), nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class IdempotencyKey(Base):
+    """A create sent with an ``Idempotency-Key``: a retry gets the sandbox the first made.
+    ``sandbox_id`` is null while the first create runs."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant: Mapped[str] = mapped_column(ForeignKey("tenants.name"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    sandbox_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ...engine import Conflict, NotFound
-from .schema import ApiKey, AuditEvent, OwnedSandbox, Tenant
+from .schema import ApiKey, AuditEvent, IdempotencyKey, OwnedSandbox, Tenant
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 QUOTA_FIELDS = ("max_sandboxes", "max_vcpu", "max_memory_mb", "max_lifetime", "max_disk_mb")
@@ -173,6 +173,39 @@ class Store:
     def sandboxes(self) -> list[OwnedSandbox]:
         with self.session() as s:
             return list(s.scalars(select(OwnedSandbox)))
+
+    # -- idempotency keys -----------------------------------------------------------------
+    def claim_key(self, tenant: str, key: str, ttl: float) -> tuple[bool, str | None]:
+        """Claim ``key`` for a create: ``(True, None)`` if this caller now holds it, else
+        ``(False, sandbox_id)`` (None while the holder's create runs). A claim older than
+        ``ttl`` is taken over."""
+        now = time.time()
+        with self.session() as s:
+            row = s.get(IdempotencyKey, (tenant, key))
+            if row is not None and now - row.created_at <= ttl:
+                return False, row.sandbox_id
+            if row is not None:
+                s.delete(row)
+                s.flush()
+            s.add(IdempotencyKey(tenant=tenant, key=key, sandbox_id=None, created_at=now))
+            try:
+                s.commit()
+            except IntegrityError:  # claimed meanwhile by another request or replica
+                s.rollback()
+                return False, None
+            return True, None
+
+    def settle_key(self, tenant: str, key: str, sandbox_id: str | None) -> None:
+        """Record the sandbox a claimed key made, or (None) release the claim."""
+        with self.session() as s:
+            row = s.get(IdempotencyKey, (tenant, key))
+            if row is None:
+                return
+            if sandbox_id is None:
+                s.delete(row)
+            else:
+                row.sandbox_id = sandbox_id
+            s.commit()
 
     # -- audit -------------------------------------------------------------------------------
     @staticmethod
