@@ -1,8 +1,10 @@
-"""Issue 16 figures, first step: ``python -m bench.cluster [--runs 10] [--round-trips 30]``.
+"""Issue 16 figures: ``python -m bench.cluster [--runs 10] [--round-trips 30]``.
 
 On one machine, in the same run and interleaved so both see the same load:
-- create-to-first-output and command round trip through the cluster (API replica -> Ray actor
-  call -> host engine) vs a single-host ``stockade serve`` (the baseline);
+- create-to-first-output and command round trip through the cluster (the native API on an API
+  replica: the create placed by Ray and made by the host actor, the process's output streamed
+  from the host's stream endpoint) vs a single-host ``stockade serve`` (the baseline), both
+  with the same requests through the same routes;
 - placement decision time (reserve and release a slot: a Ray placement group), from a driver;
 - the time from a host's SIGKILL to its sandbox reported ``lost`` (one sample).
 
@@ -32,7 +34,8 @@ from cluster_harness import Cluster, Host, stop, sweep  # noqa: E402
 from server_harness import Postgres, Server  # noqa: E402
 
 
-def server_first_output(c: httpx.Client) -> float:
+def first_output(c: httpx.Client) -> float:
+    """Create a sandbox and start ``echo hi`` in it: seconds until its output arrives."""
     start = time.perf_counter()
     sb = c.post("/sandboxes", json={}).json()
     with c.stream("POST", f"/sandboxes/{sb['id']}/processes", json={"cmd": "echo hi"}) as r:
@@ -44,27 +47,11 @@ def server_first_output(c: httpx.Client) -> float:
     return took
 
 
-def cluster_first_output(c: httpx.Client) -> float:
-    start = time.perf_counter()
-    sb = c.post("/sandboxes", json={}).json()
-    out = c.post(f"/sandboxes/{sb['id']}/run", json={"cmd": "echo hi"}).json()
-    took = time.perf_counter() - start
-    assert out["stdout"] == "hi\n", out
-    c.delete(f"/sandboxes/{sb['id']}")
-    return took
-
-
-def server_round_trip(c: httpx.Client, sandbox_id: str) -> float:
+def round_trip(c: httpx.Client, sandbox_id: str) -> float:
+    """Run ``true`` to its end event."""
     start = time.perf_counter()
     r = c.post(f"/sandboxes/{sandbox_id}/processes", json={"argv": ["true"]})
-    assert '"end"' in r.text
-    return time.perf_counter() - start
-
-
-def cluster_round_trip(c: httpx.Client, sandbox_id: str) -> float:
-    start = time.perf_counter()
-    r = c.post(f"/sandboxes/{sandbox_id}/run", json={"argv": ["true"]})
-    assert r.json()["exit_code"] == 0, r.text
+    assert '"end"' in r.text, r.text
     return time.perf_counter() - start
 
 
@@ -116,7 +103,9 @@ def main() -> None:
     args = parser.parse_args()
     pg = Postgres().start()
     cluster = Cluster()
-    server = Server(Path(tempfile.mkdtemp(prefix="stockade-bench-srv-", dir="/var/tmp")))
+    # The baseline keeps its store in the same PostgreSQL, so only the cluster's hops differ.
+    server = Server(Path(tempfile.mkdtemp(prefix="stockade-bench-srv-", dir="/var/tmp")),
+                    database_url=pg.create_database("stockade_bench_single"))
     host = Host("bench", cluster.address, slots="container=4")
     cluster.hosts["bench"] = host
     try:
@@ -127,18 +116,18 @@ def main() -> None:
         with server.admin() as s, cluster.client() as c:
             while not c.get("/cluster/hosts").json():
                 time.sleep(0.2)
-            server_first_output(s)  # warm both paths up
-            cluster_first_output(c)
+            first_output(s)  # warm both paths up
+            first_output(c)
             srv_c, clu_c = [], []
             for _ in range(args.runs):
-                srv_c.append(server_first_output(s))
-                clu_c.append(cluster_first_output(c))
+                srv_c.append(first_output(s))
+                clu_c.append(first_output(c))
             sb_s = s.post("/sandboxes", json={}).json()["id"]
             sb_c = c.post("/sandboxes", json={}).json()["id"]
             srv_r, clu_r = [], []
             for _ in range(args.round_trips):
-                srv_r.append(server_round_trip(s, sb_s))
-                clu_r.append(cluster_round_trip(c, sb_c))
+                srv_r.append(round_trip(s, sb_s))
+                clu_r.append(round_trip(c, sb_c))
             s.delete(f"/sandboxes/{sb_s}")
             c.delete(f"/sandboxes/{sb_c}")
             placing = placement_times(cluster.address, args.round_trips)
@@ -157,7 +146,8 @@ def main() -> None:
     finally:
         server.kill_all_sandboxes()
         server.stop()
-        stop(cluster.api)
+        for api in cluster.apis:
+            stop(api)
         stop(host.proc)
         stop(cluster.head)
         pg.stop()

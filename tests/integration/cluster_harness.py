@@ -20,11 +20,13 @@ from server_harness import ADMIN_KEY, STOCKADE, free_port
 
 RAY = str(Path(STOCKADE).parent / "ray")
 SLOTS = 2  # container slots per host
+CLUSTER_SECRET = "test-cluster-secret-" + os.urandom(8).hex()
 
 
 def env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "STOCKADE_IMAGES_DIR": str(default_images_dir()),
-           "STOCKADE_POOL_SIZE": "0", "RAY_USAGE_STATS_ENABLED": "0", **extra}
+           "STOCKADE_POOL_SIZE": "0", "RAY_USAGE_STATS_ENABLED": "0",
+           "STOCKADE_CLUSTER_SECRET": CLUSTER_SECRET, **extra}
     for name in ("STOCKADE_API_URL", "STOCKADE_API_KEY", "STOCKADE_DATABASE_URL", "RAY_ADDRESS"):
         env.pop(name, None)
     return env
@@ -113,6 +115,9 @@ class Cluster:
         self.hosts: dict[str, Host] = {}
         self.api: subprocess.Popen[bytes] | None = None
         self.api_url = ""
+        self.apis: list[subprocess.Popen[bytes]] = []
+        self.replica_urls: list[str] = []
+        self.database_url = ""
 
     def start_head(self) -> None:
         log = self.ray_dir / "head.log"
@@ -125,28 +130,35 @@ class Cluster:
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env())
         wait("ray head", lambda: "block forever" in log.read_text(), self.head, log)
 
-    def start_api(self, database_url: str) -> None:
+    def start_api(self, database_url: str) -> str:
+        """Start one more API replica; return its URL (the first is :attr:`api_url`)."""
         port = free_port()
-        self.api_url = f"http://127.0.0.1:{port}"
-        log = self.ray_dir / "api.log"
+        url = f"http://127.0.0.1:{port}"
+        data_dir = self.ray_dir / f"replica-{port}"
+        log = self.ray_dir / f"api-{port}.log"
         with open(log, "ab") as out:
-            self.api = subprocess.Popen(
+            proc = subprocess.Popen(
                 [STOCKADE, "serve", "--cluster", self.address, "--database-url", database_url,
-                 "--host", "127.0.0.1", "--port", str(port)],
+                 "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 env=env(STOCKADE_ADMIN_KEY=ADMIN_KEY, STOCKADE_PLACEMENT_WAIT="3"))
+        self.apis.append(proc)
+        self.replica_urls.append(url)
+        if self.api is None:
+            self.api, self.api_url = proc, url
 
         def ready() -> bool:
             try:
-                return httpx.get(self.api_url + "/ready", timeout=2).status_code == 200
+                return httpx.get(url + "/ready", timeout=2).status_code == 200
             except httpx.TransportError:
                 return False
 
-        wait("API replica", ready, self.api, log)
+        wait("API replica", ready, proc, log)
+        return url
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api_url, timeout=120,
-                            headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    def client(self, url: str | None = None, key: str = ADMIN_KEY) -> httpx.Client:
+        return httpx.Client(base_url=url or self.api_url, timeout=120,
+                            headers={"Authorization": f"Bearer {key}"})
 
     def leftover_processes(self) -> list[str]:
         """Processes of ours still running: anything whose command line names a directory

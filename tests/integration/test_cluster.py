@@ -1,13 +1,19 @@
 """A Stockade cluster on one machine: a Ray head, two hosts (each its own Ray node, engine and
-data directory), a throwaway PostgreSQL and an API replica, all real processes stopped by pid.
+data directory), a throwaway PostgreSQL and two API replicas, all real processes stopped by pid.
 
-Sandboxes spread over both hosts because each host offers two container slots; a full cluster
-refuses clearly; commands run on the owning host; a host killed with SIGKILL makes its sandboxes
-report ``lost`` while the other host's keep working, and the host coming back re-attaches them.
+The replicas serve the whole native API over the cluster: the Stockade SDK with tenant keys
+creates on one replica and uses the sandbox through the other (output streamed straight from
+the owning host), a tenant never reaches another tenant's sandbox, quotas hold across replicas,
+and the hosts' stream endpoints refuse anything not signed with the cluster secret. Sandboxes
+spread over both hosts; a full cluster refuses clearly; a host killed with SIGKILL makes its
+sandboxes report ``lost`` while the other host's keep working, and the host coming back
+re-attaches them.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 import signal
 import subprocess
@@ -17,9 +23,13 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
+from stockade import Sandbox
+from stockade.cluster.streams import operation
+from stockade.cluster.tokens import HEADER, sign
 from stockade.engine.hostcheck import find_leaks
+from stockade.sdk.exceptions import QuotaExceededError, SandboxNotFound
 
-from cluster_harness import SLOTS, Cluster, Host, stop, sweep
+from cluster_harness import CLUSTER_SECRET, SLOTS, Cluster, Host, stop, sweep
 from server_harness import Postgres, needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -35,11 +45,14 @@ def cluster() -> Iterator[Cluster]:
         for name in ("a", "b"):
             c.hosts[name] = Host(name, c.address)
             c.hosts[name].start()
-        c.start_api(pg.create_database("stockade_cluster"))
+        c.database_url = pg.create_database("stockade_cluster")
+        c.start_api(c.database_url)
+        c.start_api(c.database_url)
         yield c
         _kill_through_api(c)
     finally:
-        stop(c.api)
+        for api in c.apis:
+            stop(api)
         for host in c.hosts.values():
             stop(host.proc)
         stop(c.head)
@@ -73,6 +86,10 @@ def _hosts(client: httpx.Client) -> dict[str, dict[str, Any]]:
     return {h["name"]: h for h in r.json()}
 
 
+def _host_of(client: httpx.Client, sandbox_id: str) -> str:
+    return next(name for name, h in _hosts(client).items() if sandbox_id in h["sandboxes"])
+
+
 def _wait_for(check: Any, timeout: float = 30) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -83,21 +100,130 @@ def _wait_for(check: Any, timeout: float = 30) -> Any:
         time.sleep(0.25)
 
 
+def _run(client: httpx.Client, sandbox_id: str, **spec: Any) -> dict[str, Any]:
+    """Run a process through the native streaming route; its output and end event."""
+    out: dict[str, Any] = {"stdout": "", "stderr": ""}
+    with client.stream("POST", f"/sandboxes/{sandbox_id}/processes", json=spec) as r:
+        if r.status_code != 200:
+            r.read()
+            return {"status_code": r.status_code, **r.json()}
+        for line in r.iter_lines():
+            event = json.loads(line)
+            if event["type"] in ("stdout", "stderr"):
+                out[event["type"]] += base64.b64decode(event["data"]).decode()
+            elif event["type"] in ("end", "error"):
+                out.update(event)
+    return out
+
+
+def test_the_sdk_with_tenant_keys_works_through_either_replica(cluster: Cluster) -> None:
+    urls = cluster.replica_urls
+    with cluster.client() as admin:
+        _wait_for(lambda: len(_hosts(admin)) == 2
+                  and all(h["state"] == "alive" for h in _hosts(admin).values()))
+        keys = {}
+        for tenant in ("acme", "umbrella"):
+            r = admin.post("/keys", json={"tenant": tenant})
+            assert r.status_code == 201, r.text
+            keys[tenant] = r.json()["key"]
+    acme = {"api_url": urls[0], "api_key": keys["acme"]}
+    sb = Sandbox.create(**acme)
+    try:
+        # Output streams from the owning host as it is written, not once the command ends.
+        arrivals: list[tuple[float, str]] = []
+        started = time.monotonic()
+        result = sb.commands.run("echo first; sleep 2; echo second; echo oops >&2; exit 3",
+                                 on_stdout=lambda s: arrivals.append((time.monotonic(), s)))
+        ended = time.monotonic()
+        assert (result.stdout, result.stderr, result.exit_code) == ("first\nsecond\n",
+                                                                    "oops\n", 3)
+        assert arrivals and arrivals[0][1].startswith("first")
+        assert ended - arrivals[0][0] > 1.5 and arrivals[0][0] - started < ended - started - 1.5
+        sb.files.write("/home/user/notes.txt", "written through replica one\n")
+        assert sb.files.read("/home/user/notes.txt") == "written through replica one\n"
+        assert "notes.txt" in [e.name for e in sb.files.list("/home/user")]
+
+        # The same sandbox through the other replica, with the same tenant's key.
+        other = Sandbox.connect(sb.sandbox_id, api_url=urls[1], api_key=keys["acme"])
+        assert other.files.read("/home/user/notes.txt") == "written through replica one\n"
+        assert other.commands.run("cat /home/user/notes.txt | wc -c").stdout == "28\n"
+        other.files.write("/home/user/back.bin", b"\x00\xffbinary")
+        assert sb.files.read("/home/user/back.bin", format="bytes") == b"\x00\xffbinary"
+        assert [s.id for s in Sandbox.list(api_url=urls[1], api_key=keys["acme"])] == [
+            sb.sandbox_id]
+
+        # Another tenant reaches it through neither replica, by no route.
+        for url in urls:
+            with pytest.raises(SandboxNotFound):
+                Sandbox.connect(sb.sandbox_id, api_url=url, api_key=keys["umbrella"])
+            assert Sandbox.list(api_url=url, api_key=keys["umbrella"]) == []
+            with cluster.client(url, keys["umbrella"]) as intruder:
+                base = f"/sandboxes/{sb.sandbox_id}"
+                for method, path, body in (
+                        ("GET", base, None), ("DELETE", base, None),
+                        ("POST", base + "/processes", {"cmd": "id"}),
+                        ("GET", base + "/files?path=/home/user/notes.txt", None),
+                        ("PUT", base + "/files?path=/home/user/x", None),
+                        ("GET", base + "/files/list?path=/home/user", None),
+                        ("POST", base + "/timeout", {"timeout": 60})):
+                    r = intruder.request(method, path, json=body)
+                    assert r.status_code == 404 and r.json()["code"] == "sandbox_not_found", (
+                        method, path, r.text)
+        assert sb.files.read("/home/user/notes.txt") == "written through replica one\n"
+
+        # The host's stream endpoint serves only requests signed for exactly themselves.
+        with cluster.client() as admin:
+            stream_url = _hosts(admin)[_host_of(admin, sb.sandbox_id)]["stream_url"]
+        path, query = f"/sandboxes/{sb.sandbox_id}/files", "path=%2Fhome%2Fuser%2Fnotes.txt"
+        good = sign(CLUSTER_SECRET, operation("GET", path, query))
+        r = httpx.get(f"{stream_url}{path}?{query}", headers={HEADER: good})
+        assert r.status_code == 200 and r.text == "written through replica one\n"
+        for token in (None, sign("another-secret-of-16+", operation("GET", path, query)),
+                      sign(CLUSTER_SECRET, operation("GET", path, "path=%2Fetc%2Fshadow")),
+                      sign(CLUSTER_SECRET, operation("GET", path, query), now=time.time() - 61)):
+            r = httpx.get(f"{stream_url}{path}?{query}", headers={HEADER: token} if token else {})
+            assert r.status_code == 401 and "written" not in r.text, r.text
+
+        # What a replica cannot do yet it refuses clearly (409), never with a crash.
+        r = httpx.get(f"{urls[0]}/sandboxes/{sb.sandbox_id}/ports/8000/",
+                      headers={"Authorization": f"Bearer {keys['acme']}"})
+        assert r.status_code == 409 and r.json()["code"] == "unsupported", r.text
+        with cluster.client(urls[0], keys["acme"]) as c:
+            r = c.post("/volumes", json={"name": "v1", "size_mb": 16})
+            assert r.status_code == 409 and "volumes" in r.json()["message"], r.text
+
+        # Quotas hold across replicas: one sandbox allowed, the second refused on the other.
+        with cluster.client() as admin:
+            r = admin.patch("/tenants/acme", json={"max_sandboxes": 1})
+            assert r.status_code == 200, r.text
+        with pytest.raises(QuotaExceededError):
+            Sandbox.create(api_url=urls[1], api_key=keys["acme"])
+        # Killed through the second replica, gone through the first.
+        other.kill()
+        other.close()
+        with pytest.raises(SandboxNotFound):
+            Sandbox.connect(sb.sandbox_id, **acme)
+        assert Sandbox.list(**acme) == []
+    finally:
+        sb.close()
+        with cluster.client() as admin:
+            admin.delete(f"/sandboxes/{sb.sandbox_id}")
+            admin.patch("/tenants/acme", json={"max_sandboxes": 100})
+
+
 def test_sandboxes_spread_over_hosts_run_commands_and_free_their_slots(cluster: Cluster) -> None:
     with cluster.client() as c:
         assert httpx.get(cluster.api_url + "/sandboxes").status_code == 401
         _wait_for(lambda: all(h["state"] == "alive" for h in _hosts(c).values())
                   and len(_hosts(c)) == 2)
-        placed: dict[str, str] = {}
+        placed: list[str] = []
         for _ in range(2 * SLOTS):
             r = c.post("/sandboxes", json={"isolation": "container", "metadata": {"t": "1"}})
             assert r.status_code == 201, r.text
-            placed[r.json()["id"]] = r.headers["x-stockade-host"]
+            placed.append(r.json()["id"])
         # Two slots per host: four sandboxes must use both hosts, two each.
-        assert sorted(placed.values()) == ["a", "a", "b", "b"]
-        hosts = _hosts(c)
-        for sandbox_id, host in placed.items():
-            assert sandbox_id in hosts[host]["sandboxes"]
+        where = {i: _host_of(c, i) for i in placed}
+        assert sorted(where.values()) == ["a", "a", "b", "b"]
         # The cluster is full: a clear 503, not a hang.
         r = c.post("/sandboxes", json={"isolation": "container"})
         assert r.status_code == 503 and r.json()["code"] == "no_capacity", r.text
@@ -108,26 +234,24 @@ def test_sandboxes_spread_over_hosts_run_commands_and_free_their_slots(cluster: 
         assert r.status_code == 400, r.text
         # Each command runs in its own sandbox on its own host.
         for sandbox_id in placed:
-            r = c.post(f"/sandboxes/{sandbox_id}/run",
-                       json={"cmd": "echo $((6*7)) from $(hostname); echo oops >&2; exit 3"})
-            assert r.status_code == 200, r.text
-            assert r.json() == {"stdout": f"42 from {sandbox_id}\n", "stderr": "oops\n",
-                                "exit_code": 3, "status": r.json()["status"]}
+            out = _run(c, sandbox_id,
+                       cmd="echo $((6*7)) from $(hostname); echo oops >&2; exit 3")
+            assert (out["stdout"], out["stderr"], out["exit_code"]) == (
+                f"42 from {sandbox_id}\n", "oops\n", 3), out
             info = c.get(f"/sandboxes/{sandbox_id}").json()
             assert info["state"] == "running" and info["metadata"] == {"t": "1"}
         listed = {s["id"] for s in c.get("/sandboxes").json()["items"]}
         assert listed == set(placed)
         # Killing one frees its slot on its host: the next create fits again.
-        victim = next(iter(placed))
+        victim = placed[0]
         assert c.delete(f"/sandboxes/{victim}").status_code == 204
         assert c.get(f"/sandboxes/{victim}").status_code == 404
         assert c.delete(f"/sandboxes/{victim}").status_code == 404
         r = c.post("/sandboxes", json={"isolation": "container"})
         assert r.status_code == 201, r.text
-        assert r.headers["x-stockade-host"] == placed[victim]
-        for sandbox_id in [*placed, r.json()["id"]]:
-            if sandbox_id != victim:
-                assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+        assert _host_of(c, r.json()["id"]) == where[victim]
+        for sandbox_id in [*placed[1:], r.json()["id"]]:
+            assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
         assert c.get("/sandboxes").json()["items"] == []
         assert all(h["sandboxes"] == [] for h in _hosts(c).values())
 
@@ -135,8 +259,7 @@ def test_sandboxes_spread_over_hosts_run_commands_and_free_their_slots(cluster: 
         r = c.post("/sandboxes", json={"isolation": "gvisor"})
         assert r.status_code == 201, r.text
         gvisor = r.json()["id"]
-        r = c.post(f"/sandboxes/{gvisor}/run", json={"argv": ["python3", "-c", "print(7*6)"]})
-        assert r.json()["stdout"] == "42\n", r.text
+        assert _run(c, gvisor, argv=["python3", "-c", "print(7*6)"])["stdout"] == "42\n"
         assert c.delete(f"/sandboxes/{gvisor}").status_code == 204
 
         # A sandbox its host ends by itself (its timeout) leaves the cluster's records and
@@ -162,11 +285,10 @@ def test_a_killed_host_reports_its_sandboxes_lost_and_reattaches_them_on_return(
         while set(on.values()) != {"a", "b"}:
             r = c.post("/sandboxes", json={"isolation": "container"})
             assert r.status_code == 201, r.text
-            on[r.json()["id"]] = r.headers["x-stockade-host"]
+            on[r.json()["id"]] = _host_of(c, r.json()["id"])
         on_a = [i for i, h in on.items() if h == "a"]
         on_b = [i for i, h in on.items() if h == "b"]
-        r = c.post(f"/sandboxes/{on_a[0]}/run", json={"cmd": "echo kept > /home/user/f"})
-        assert r.json()["exit_code"] == 0, r.text
+        assert _run(c, on_a[0], cmd="echo kept > /home/user/f")["exit_code"] == 0
 
         host_a = cluster.hosts["a"]
         killed_at = time.monotonic()
@@ -176,16 +298,19 @@ def test_a_killed_host_reports_its_sandboxes_lost_and_reattaches_them_on_return(
         seconds = time.monotonic() - killed_at
         assert lost["reason"] == "host_lost" and seconds < 20
         assert _hosts(c)["a"]["state"] == "down"
-        r = c.post(f"/sandboxes/{on_a[0]}/run", json={"cmd": "true"})
-        assert r.status_code == 502 and "host a" in r.json()["message"], r.text
+        # Still listed (it exists, lost), and through the other replica too.
+        with cluster.client(cluster.replica_urls[1]) as c2:
+            listed = {s["id"]: s["state"] for s in c2.get("/sandboxes").json()["items"]}
+            assert listed[on_a[0]] == "lost"
+        out = _run(c, on_a[0], cmd="true")
+        assert out.get("status_code") == 502 and "host a" in out["message"], out
         # The other host's sandboxes are untouched.
-        r = c.post(f"/sandboxes/{on_b[0]}/run", json={"cmd": "echo still here"})
-        assert r.json()["stdout"] == "still here\n", r.text
+        assert _run(c, on_b[0], cmd="echo still here")["stdout"] == "still here\n"
         assert c.get(f"/sandboxes/{on_b[0]}").json()["state"] == "running"
         # New sandboxes go to the surviving host only.
         r = c.post("/sandboxes", json={"isolation": "container"})
         if r.status_code == 201:
-            assert r.headers["x-stockade-host"] == "b"
+            assert _host_of(c, r.json()["id"]) == "b"
             on_b.append(r.json()["id"])
         else:
             assert r.json()["code"] == "no_capacity", r.text
@@ -194,8 +319,110 @@ def test_a_killed_host_reports_its_sandboxes_lost_and_reattaches_them_on_return(
         # runs, and the API reports those sandboxes running again, files intact.
         host_a.start()
         _wait_for(lambda: c.get(f"/sandboxes/{on_a[0]}").json().get("state") == "running", 60)
-        r = c.post(f"/sandboxes/{on_a[0]}/run", json={"cmd": "cat /home/user/f"})
-        assert r.json()["stdout"] == "kept\n", r.text
+        assert _run(c, on_a[0], cmd="cat /home/user/f")["stdout"] == "kept\n"
         assert _hosts(c)["a"]["state"] == "alive"
         for sandbox_id in [*on_a, *on_b]:
             assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+
+
+def test_the_e2b_sdk_works_unchanged_through_a_replica(cluster: Cluster,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """E2B's own SDK (PyPI ``e2b``), pointed at the second replica's /e2b front end."""
+    from e2b import Sandbox as E2BSandbox
+
+    with cluster.client() as admin:
+        r = admin.post("/keys", json={"tenant": "e2b-tenant", "style": "e2b"})
+        assert r.status_code == 201, r.text
+        key = r.json()["key"]
+    url = cluster.replica_urls[1] + "/e2b"
+    monkeypatch.setenv("E2B_API_URL", url)
+    monkeypatch.setenv("E2B_SANDBOX_URL", url)
+    monkeypatch.setenv("E2B_API_KEY", key)
+    sb = E2BSandbox.create(timeout=120)
+    try:
+        out = sb.commands.run("echo $((6*7)); echo err >&2")
+        assert (out.stdout, out.stderr, out.exit_code) == ("42\n", "err\n", 0)
+        sb.files.write("/home/user/e2b.txt", "through the cluster")
+        assert sb.files.read("/home/user/e2b.txt") == "through the cluster"
+        # The native SDK's view of the same sandbox, through the other replica.
+        native = Sandbox.connect(sb.sandbox_id, api_url=cluster.replica_urls[0], api_key=key)
+        assert native.files.read("/home/user/e2b.txt") == "through the cluster"
+        native.close()
+    finally:
+        sb.kill()
+    with cluster.client() as admin:
+        assert admin.get(f"/sandboxes/{sb.sandbox_id}").status_code == 404
+
+
+def test_the_daytona_sdk_works_unchanged_through_a_replica(cluster: Cluster) -> None:
+    """Daytona's own SDK (PyPI ``daytona``), pointed at the first replica's /daytona front."""
+    from daytona import CreateSandboxFromSnapshotParams, Daytona, DaytonaConfig
+
+    with cluster.client() as admin:
+        r = admin.post("/keys", json={"tenant": "daytona-tenant"})
+        assert r.status_code == 201, r.text
+        key = r.json()["key"]
+    daytona = Daytona(DaytonaConfig(api_key=key,
+                                    api_url=cluster.replica_urls[0] + "/daytona/api"))
+    sb = daytona.create(CreateSandboxFromSnapshotParams(env_vars={"GREETING": "hello"}))
+    try:
+        r = sb.process.exec("echo $GREETING from daytona; exit 3")
+        assert (r.exit_code, r.result) == (3, "hello from daytona\n")
+        sb.fs.upload_file(b"uploaded", "/home/user/d.txt")
+        assert sb.fs.download_file("/home/user/d.txt") == b"uploaded"
+    finally:
+        daytona.delete(sb)
+    with cluster.client() as admin:
+        assert admin.get("/sandboxes").json()["items"] == []
+
+
+def test_a_terminal_works_through_a_replica(cluster: Cluster) -> None:
+    """The PTY WebSocket ends on the replica: output streams from the host, keys and resizes
+    go to the host through its actor."""
+    screen = bytearray()
+
+    def shows(text: bytes) -> None:
+        _wait_for(lambda: text in screen, 30)
+
+    with cluster.client() as admin:
+        key = admin.post("/keys", json={"tenant": "terminal"}).json()["key"]
+    with Sandbox.create(api_url=cluster.replica_urls[1], api_key=key) as sb:
+        term = sb.pty.create(80, 24, on_data=screen.extend, cmd="bash --norc")
+        assert term.pid > 0
+        term.send_input("echo h''i; tty\n")
+        shows(b"hi\r\n")
+        shows(b"/dev/pts/")
+        term.resize(100, 40)
+        term.send_input("stty size\n")
+        shows(b"40 100")
+        term.send_input("exit 3\n")
+        assert term.wait().exit_code == 3
+
+
+def test_a_replica_killed_mid_stream_loses_nothing(cluster: Cluster) -> None:
+    """SIGKILL the replica a client is streaming from: the command runs on, and the client
+    reconnects to it through another replica and follows it to its end."""
+    doomed_url = cluster.start_api(cluster.database_url)
+    doomed = cluster.apis[-1]
+    with cluster.client() as admin:
+        key = admin.post("/keys", json={"tenant": "steady"}).json()["key"]
+    seen: list[str] = []
+    sb = Sandbox.create(api_url=doomed_url, api_key=key)
+    try:
+        handle = sb.commands.run("for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done; "
+                                 "echo done > /home/user/finished; exit 4",
+                                 background=True, on_stdout=seen.append)
+        _wait_for(lambda: any("tick 1" in s for s in seen), 30)
+        stop(doomed, signal.SIGKILL)
+        again = Sandbox.connect(sb.sandbox_id, api_url=cluster.replica_urls[0], api_key=key)
+        later: list[str] = []
+        result = again.commands.connect(handle.pid, on_stdout=later.append).wait()
+        assert result.exit_code == 4
+        assert "tick 6" in "".join(later), later
+        assert again.files.read("/home/user/finished") == "done\n"
+        again.kill()
+        again.close()
+    finally:
+        sb.close()
+        with cluster.client() as admin:
+            admin.delete(f"/sandboxes/{sb.sandbox_id}")

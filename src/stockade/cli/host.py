@@ -34,6 +34,7 @@ def host(
     """
     from ..cluster.node import HostOptions, default_name, run_host
     from ..cluster.resources import capacity, parse_slots
+    from ..cluster.tokens import cluster_secret
 
     try:
         wanted = parse_slots(slots)
@@ -41,8 +42,9 @@ def host(
         out.print(f"[red]error:[/red] --slots: {exc}")
         raise typer.Exit(2) from None
     directory = (data_dir or default_data_dir()).resolve()
+    secret = cluster_secret()
     logging.basicConfig(level=logging.INFO)
     run_host(HostOptions(cluster=cluster, data_dir=directory,
                          name=name or default_name(directory),
                          capacity=capacity(wanted, kvm=kvm, allow_tcg=allow_tcg),
-                         node_ip=node_ip))
+                         node_ip=node_ip, secret=secret))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional, cast
+from typing import TYPE_CHECKING, Annotated, Literal, Optional, cast
 
 import typer
 from rich.console import Console
 
 from ..config import default_data_dir, local_socket
+
+if TYPE_CHECKING:
+    from ..server.settings import ServerSettings
 
 out = Console()
 
@@ -28,7 +31,8 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
     cluster: Annotated[Optional[str], typer.Option(
         help="serve as an API replica of the Ray cluster at this address (host:port of its "
-             "head); needs a PostgreSQL --database-url and $STOCKADE_ADMIN_KEY "
+             "head); needs a PostgreSQL --database-url, $STOCKADE_ADMIN_KEY and "
+             "$STOCKADE_CLUSTER_SECRET "
              "(docs/cluster.md)")] = None,
 ) -> None:
     """Run the Stockade server: the HTTP API over this host's engine, with API keys.
@@ -40,9 +44,6 @@ def serve(
     from ..server.serve import serve as run_server
     from ..server.settings import load_settings
 
-    if cluster is not None:
-        _serve_cluster(cluster, host, port, database_url, log_level)
-        return
     if local:
         directory = data_dir or default_data_dir()
         run_server(EngineConfig(data_dir=directory), uds=local_socket(directory))
@@ -53,22 +54,24 @@ def serve(
     except ValueError as exc:
         out.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    if cluster is not None:
+        _serve_cluster(cluster, settings, log_level)
+        return
     run_server(EngineConfig(data_dir=settings.data_dir), settings=settings, log_level=log_level)
 
 
-def _serve_cluster(cluster: str, host: str | None, port: int | None, database_url: str | None,
-                   log_level: str) -> None:
+def _serve_cluster(cluster: str, settings: "ServerSettings", log_level: str) -> None:
     import os
 
     from ..cluster.api import serve as serve_replica
+    from ..cluster.tokens import cluster_secret
 
-    url = database_url or os.environ.get("STOCKADE_DATABASE_URL") or ""
+    url = settings.database_url or ""
     if not url.startswith(("postgresql://", "postgres://")):
         out.print("[red]error:[/red] --cluster needs --database-url postgresql://... (or "
                   "$STOCKADE_DATABASE_URL): the replicas share their state in PostgreSQL")
         raise typer.Exit(2)
-    admin_key = os.environ.get("STOCKADE_ADMIN_KEY", "")
-    if len(admin_key) < 16:
+    if len(settings.admin_key or "") < 16:
         out.print("[red]error:[/red] --cluster needs $STOCKADE_ADMIN_KEY (16 characters or "
                   "more), the same on every replica")
         raise typer.Exit(2)
@@ -77,7 +80,7 @@ def _serve_cluster(cluster: str, host: str | None, port: int | None, database_ur
     except ValueError:
         out.print("[red]error:[/red] $STOCKADE_PLACEMENT_WAIT must be a number of seconds")
         raise typer.Exit(2) from None
-    serve_replica(cluster, url, admin_key, host or "127.0.0.1", port or 8800, wait, log_level)
+    serve_replica(settings, cluster, cluster_secret(), wait, log_level)
 
 
 Tier = Literal["container", "gvisor", "microvm"]

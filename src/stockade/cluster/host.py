@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, TypeVar
 
 from ..engine import Engine, EngineConfig, EngineError
-from ..models import ProcessSpec, SandboxInfo, SandboxSpec
+from ..models import SandboxInfo, SandboxSpec
+from .streams import StreamServer
 
 T = TypeVar("T")
-#: Bytes of stdout (and of stderr) a collected command returns at most.
-RUN_OUTPUT_LIMIT = 1 << 20
+#: The engine services a replica may call through :meth:`HostActor.call`.
+SERVICES = frozenset({"sandboxes", "processes", "files", "volumes", "templates", "code"})
 
 
 @dataclass(frozen=True)
@@ -30,16 +32,6 @@ class Failure:
 
     code: str
     message: str
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """A command run to its end, output collected (bounded by :data:`RUN_OUTPUT_LIMIT`)."""
-
-    stdout: str
-    stderr: str
-    exit_code: int | None
-    status: str | None
 
 
 @dataclass(frozen=True)
@@ -52,6 +44,8 @@ class HostInfo:
     data_dir: str
     #: False until the engine is open (its recovery done): a host is used only once ready.
     ready: bool = False
+    #: Where replicas open streams to this host's sandboxes (:mod:`.streams`).
+    stream_url: str = ""
 
 
 async def _guard(call: Awaitable[T]) -> T | Failure:
@@ -65,19 +59,25 @@ class HostActor:
     """One machine's engine behind Ray. :meth:`open` is called once, by ``stockade host``;
     the actor's name is visible before that, so every engine call waits for it."""
 
-    def __init__(self, name: str, data_dir: str, node_id: str) -> None:
-        self.info = HostInfo(name=name, node_id=node_id, pid=os.getpid(), data_dir=data_dir)
+    def __init__(self, name: str, data_dir: str, node_id: str, secret: str,
+                 address: str) -> None:
         self.engine = Engine(EngineConfig(data_dir=Path(data_dir)))
+        self.streams = StreamServer(self.engine, secret, address)
+        self.info = HostInfo(name=name, node_id=node_id, pid=os.getpid(), data_dir=data_dir,
+                             stream_url=self.streams.url)
         self._opened = asyncio.Event()
 
     async def open(self) -> HostInfo:
-        """Open the engine: re-attach what still runs from a previous life of this host."""
+        """Open the engine (re-attaching what still runs from a previous life of this host),
+        then its stream endpoint."""
         await self.engine.open()
+        self.streams.start()
         self._opened.set()
         return await self.describe()
 
     async def close(self) -> None:
         """Close the engine; running sandboxes keep running and are re-attached next time."""
+        await self.streams.close()
         await self.engine.close()
 
     async def describe(self) -> HostInfo:
@@ -100,22 +100,18 @@ class HostActor:
         await self._opened.wait()
         return await _guard(self.engine.sandboxes.kill(sandbox_id))
 
-    async def run(self, sandbox_id: str, spec: ProcessSpec) -> CommandResult | Failure:
-        """Run a command to its end and return its output (streams go direct: docs/cluster.md)."""
+    async def call(self, service: str, method: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> Any:
+        """``engine.<service>.<method>(*args, **kwargs)``: the typed engine interface, called
+        by a replica's :class:`~stockade.cluster.engine.ClusterEngine` (streams excepted)."""
+        if service not in SERVICES or method.startswith("_"):
+            return Failure("invalid_request", f"no engine call {service}.{method}")
         await self._opened.wait()
-        return await _guard(self._run(sandbox_id, spec))
-
-    async def _run(self, sandbox_id: str, spec: ProcessSpec) -> CommandResult:
-        run = await self.engine.processes.start(sandbox_id, spec)
-        out: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
-        end: dict[str, Any] = {}
-        async for event in run.events():
-            kind = event.get("type")
-            if kind in out:
-                buf = out[kind]
-                buf += event["data"][:max(0, RUN_OUTPUT_LIMIT - len(buf))]
-            elif kind == "end":
-                end = event
-        return CommandResult(stdout=out["stdout"].decode(errors="replace"),
-                             stderr=out["stderr"].decode(errors="replace"),
-                             exit_code=end.get("exit_code"), status=end.get("status"))
+        function = getattr(getattr(self.engine, service), method, None)
+        if not callable(function):
+            return Failure("invalid_request", f"no engine call {service}.{method}")
+        try:
+            out = function(*args, **kwargs)
+            return await out if inspect.isawaitable(out) else out
+        except EngineError as exc:
+            return Failure(exc.code, exc.message)

@@ -55,6 +55,7 @@ class HostOptions:
     capacity: HostCapacity
     node_ip: str | None = None
     ray_temp_dir: Path | None = None  # default <data_dir>/ray
+    secret: str = ""  # the cluster secret: signs the replicas' stream requests (tokens.py)
 
 
 def _die_with_parent() -> None:
@@ -147,10 +148,11 @@ def run_host(opts: HostOptions) -> None:
     try:
         ray = connect(opts, temp_dir, node, port)
         node_id = ray.get_runtime_context().get_node_id()
+        address = opts.node_ip or ray.util.get_node_ip_address()
         actor = ray.remote(HostActor).options(
             name=actor_name(opts.name), namespace=NAMESPACE, num_cpus=0, max_restarts=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-        ).remote(opts.name, str(opts.data_dir), node_id)
+        ).remote(opts.name, str(opts.data_dir), node_id, opts.secret, address)
         ray.get(actor.open.remote())
         log.info("host %s ready on Ray node %s", opts.name, node_id)
         print(f"host {opts.name} ready on Ray node {node_id}", flush=True)

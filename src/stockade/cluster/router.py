@@ -1,7 +1,8 @@
 """``ClusterSandboxes``: the sandboxes service of a whole cluster, as an API replica sees it.
 
 Creates take a slot through :class:`Placer` and go to the host actor on the node Ray chose;
-``get``, ``list``, ``kill`` and ``run`` go to the owning host recorded in PostgreSQL. A watcher
+``get``, ``list``, ``kill`` and every other engine call (:meth:`ClusterSandboxes.call`) go to
+the owning host recorded in PostgreSQL. A watcher
 finds host actors by name and pings them: a host whose actor is gone or silent is marked down
 and its sandboxes ``lost`` (reason ``host_lost``); when it comes back, what it still runs is
 ``running`` again, what it ended by itself (a timeout) is forgotten and its slot freed, and
@@ -19,8 +20,8 @@ from typing import Any, Callable, TypeVar
 
 from ..engine import EngineError, SandboxNotFound, SandboxUnavailable
 from ..engine import errors as engine_errors
-from ..models import ProcessSpec, SandboxInfo, SandboxSpec
-from .host import CommandResult, Failure, HostInfo
+from ..models import SandboxInfo, SandboxSpec
+from .host import Failure, HostInfo
 from .node import NAMESPACE, actor_name
 from .placement import Placer
 from .state import ALIVE, LOST, ClusterState
@@ -64,7 +65,7 @@ class HostDown(SandboxUnavailable):
 
 
 class ClusterSandboxes:
-    """create/get/list/kill/run over every host of the cluster."""
+    """create/get/list/kill, and any engine call on a sandbox's host, over the cluster."""
 
     def __init__(self, ray: Any, state: ClusterState, placer: Placer) -> None:
         self._ray = ray
@@ -72,6 +73,11 @@ class ClusterSandboxes:
         self._placer = placer
         self._actors: dict[str, Any] = {}
         self._next_sync = 0.0
+        #: Each live host's stream endpoint (from its ``describe``), for :mod:`.remote`.
+        self.stream_urls: dict[str, str] = {}
+        #: The last known state of each sandbox this replica saw (for sync questions such
+        #: as the disk a sandbox holds).
+        self.known: dict[str, SandboxInfo] = {}
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -136,6 +142,7 @@ class ClusterSandboxes:
             await self._forget(sandbox_id, row.placement)
             raise
         await self.db(self.state.refresh, info)
+        self.known[info.id] = info
         return info
 
     async def list(self) -> builtins.list[SandboxInfo]:
@@ -164,16 +171,41 @@ class ClusterSandboxes:
                 pass
         await self._forget(sandbox_id, row.placement)
 
-    async def run(self, sandbox_id: str, spec: ProcessSpec) -> CommandResult:
+    async def owner_host(self, sandbox_id: str) -> str:
+        """The live host that runs ``sandbox_id`` (SandboxNotFound, or HostDown if lost)."""
         row = await self.db(self.state.sandbox, sandbox_id)
         if row is None:
             raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
         if row.state == LOST:
             raise HostDown(f"sandbox {sandbox_id} is lost: its host {row.host} is down")
-        result: CommandResult = raise_failure(await self._call(row.host, "run", sandbox_id, spec))
-        return result
+        return row.host
+
+    def stream_url(self, host: str) -> str:
+        """Where host ``host`` serves streams (learnt from its pings)."""
+        url = self.stream_urls.get(host)
+        if not url:
+            raise SandboxUnavailable(f"host {host} has not answered this replica yet; retry "
+                                     f"in a second")
+        return url
+
+    async def any_host(self) -> str:
+        """A live host, for calls that concern no sandbox (template lists)."""
+        for row in await self.db(self.state.hosts):
+            if row.state == ALIVE:
+                return row.name
+        raise SandboxUnavailable("no Stockade host is up; start one with 'stockade host'")
+
+    async def call(self, host: str, service: str, method: str, *args: Any,
+                   **kwargs: Any) -> Any:
+        """``engine.<service>.<method>(...)`` on ``host``; its engine errors re-raised here."""
+        out = raise_failure(await self._call(host, "call", service, method, args, kwargs))
+        if isinstance(out, SandboxInfo):  # a state change (pause, stop, timeout...): record it
+            self.known[out.id] = out
+            await self.db(self.state.refresh, out)
+        return out
 
     async def _forget(self, sandbox_id: str, placement: str) -> None:
+        self.known.pop(sandbox_id, None)
         await self.db(self.state.remove_sandbox, sandbox_id)
         await self._placer.release(placement)
 
@@ -206,6 +238,7 @@ class ClusterSandboxes:
     async def _ping(self, host: str, sync: bool) -> None:
         with contextlib.suppress(HostDown):
             info: HostInfo = await self._call(host, "describe", timeout=PING_TIMEOUT)
+            self.stream_urls[host] = info.stream_url
             if not info.ready:  # still re-attaching its sandboxes: not yet a live host
                 return
             if await self.db(self.state.host_seen, host, info.node_id):

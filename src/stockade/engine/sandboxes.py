@@ -37,6 +37,17 @@ def egress_policy(policy: NetworkPolicy | None) -> EgressPolicy | None:
         raise InvalidRequest(f"network: {exc}") from None
 
 
+def resolve_resources(spec: SandboxSpec, defaults: Resources) -> Resources:
+    """The limits ``spec`` asks for, ``defaults`` filled in (InvalidRequest if out of range)."""
+    try:
+        return Resources(cpu=spec.cpu or defaults.cpu,
+                         memory_mb=spec.memory_mb or defaults.memory_mb,
+                         disk_mb=spec.disk_mb or defaults.disk_mb,
+                         pids=spec.pids or defaults.pids)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
 class Sandboxes:
     """The lifecycle of an engine's sandboxes."""
 
@@ -88,14 +99,7 @@ class Sandboxes:
 
     def resources(self, spec: SandboxSpec) -> Resources:
         """The limits ``spec`` asks for, the engine's defaults filled in."""
-        defaults = self._engine.config.default_resources
-        try:
-            return Resources(cpu=spec.cpu or defaults.cpu,
-                             memory_mb=spec.memory_mb or defaults.memory_mb,
-                             disk_mb=spec.disk_mb or defaults.disk_mb,
-                             pids=spec.pids or defaults.pids)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
+        return resolve_resources(spec, self._engine.config.default_resources)
 
     def plan_network(self, record: SandboxRecord, policy: EgressPolicy) -> None:
         """Record where the sandbox's network will be (the namespace is made during boot)."""

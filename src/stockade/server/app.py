@@ -7,7 +7,8 @@ import contextlib
 import logging
 import secrets
 import time
-from typing import Any, AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -100,11 +101,15 @@ class RequestIds:
 
 
 def create_app(config: EngineConfig, engine: Engine | None = None,
-               settings: ServerSettings | None = None) -> FastAPI:
-    """Build the app. Without ``engine``, it opens one on ``config`` for its lifetime.
+               settings: ServerSettings | None = None, *,
+               open_engine: Callable[[], AbstractAsyncContextManager[Engine]] | None = None,
+               plane: type[ControlPlane] = ControlPlane) -> FastAPI:
+    """Build the app. Without ``engine``, it opens one on ``config`` (or ``open_engine()``,
+    a cluster's engine) for its lifetime.
 
-    With ``settings`` it runs in remote mode (API keys, tenants, quotas, a store); without,
-    in local mode (one keyless user, as on the local daemon's private unix socket).
+    With ``settings`` it runs in remote mode (API keys, tenants, quotas, a store, by
+    ``plane``); without, in local mode (one keyless user, as on the local daemon's private
+    unix socket).
     """
     metrics = Metrics()
     mcp = McpEndpoint()
@@ -112,9 +117,10 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            eng = engine if engine is not None else await stack.enter_async_context(Engine(config))
+            eng = engine if engine is not None else await stack.enter_async_context(
+                open_engine() if open_engine is not None else Engine(config))
             app.state.engine = eng
-            control = _control(eng, metrics, settings)
+            control = _control(eng, metrics, settings, plane)
             await control.start()
             stack.push_async_callback(control.close)
             app.state.control = control
@@ -182,7 +188,8 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     return app
 
 
-def _control(engine: Engine, metrics: Metrics, settings: ServerSettings | None) -> Control:
+def _control(engine: Engine, metrics: Metrics, settings: ServerSettings | None,
+             plane: type[ControlPlane]) -> Control:
     if settings is None:
         return Control(engine, metrics)
     admin_key, generated = load_admin_key(settings.admin_key, settings.admin_key_file)
@@ -192,7 +199,7 @@ def _control(engine: Engine, metrics: Metrics, settings: ServerSettings | None) 
         log.info("admin key read from %s", settings.admin_key_file)
     store = Store(database_url(settings.data_dir, settings.database_url))
     log.info("store: %s", store.dialect)
-    return ControlPlane(engine, metrics, store, settings, admin_key)
+    return plane(engine, metrics, store, settings, admin_key)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

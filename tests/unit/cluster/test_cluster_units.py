@@ -79,3 +79,29 @@ def test_cluster_commands_refuse_bad_options_clearly(monkeypatch: pytest.MonkeyP
     assert r.exit_code == 2 and "STOCKADE_ADMIN_KEY" in r.output
     r = runner.invoke(app, ["host", "--cluster", "127.0.0.1:1", "--slots", "docker=2"])
     assert r.exit_code == 2 and "TIER=COUNT" in r.output
+    monkeypatch.setenv("STOCKADE_ADMIN_KEY", "k" * 32)
+    monkeypatch.delenv("STOCKADE_CLUSTER_SECRET", raising=False)
+    r = runner.invoke(app, ["serve", "--cluster", "127.0.0.1:1",
+                            "--database-url", "postgresql://u@127.0.0.1/db"])
+    assert r.exit_code != 0 and "STOCKADE_CLUSTER_SECRET" in str(r.exception or r.output)
+
+
+def test_a_stream_token_opens_exactly_its_own_request_until_it_expires() -> None:
+    from stockade.cluster.streams import operation
+    from stockade.cluster.tokens import TOKEN_LIFETIME, sign, verify
+
+    secret = "s" * 32
+    op = operation("GET", "/sandboxes/sb1/files", "path=%2Fhome%2Fuser%2Fa")
+    token = sign(secret, op, now=1000.0)
+    assert verify(secret, op, token, now=1000.0 + TOKEN_LIFETIME - 1)
+    assert not verify(secret, op, token, now=1000.0 + TOKEN_LIFETIME + 1)  # expired
+    assert not verify("t" * 32, op, token, now=1000.0)  # another cluster's secret
+    for other in (operation("GET", "/sandboxes/sb2/files", "path=%2Fhome%2Fuser%2Fa"),
+                  operation("PUT", "/sandboxes/sb1/files", "path=%2Fhome%2Fuser%2Fa"),
+                  operation("GET", "/sandboxes/sb1/files", "path=%2Fetc%2Fshadow")):
+        assert not verify(secret, other, token, now=1000.0)
+    expires, _, mac = token.partition(".")
+    forged = f"{int(expires) + 3600}.{mac}"  # a later expiry under the same signature
+    assert not verify(secret, op, forged, now=1000.0)
+    for junk in ("", ".", "abc.def", "1000", f"{expires}."):
+        assert not verify(secret, op, junk, now=1000.0)
