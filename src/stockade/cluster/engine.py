@@ -78,6 +78,17 @@ class RemoteSandboxes(_Forwarding):
     def resources(self, spec: SandboxSpec) -> Resources:
         return resolve_resources(spec, self._defaults)
 
+    def fork_keeps_memory(self, sandbox_id: str, memory: bool | None = None) -> bool:
+        """Fork is not placed through a replica yet: its copies would be on the source's host
+        behind the placer's back (docs/fork.md)."""
+        raise Unsupported("fork is not available through a cluster replica yet; fork on a "
+                          "single-host server")
+
+    async def fork(self, sandbox_id: str, count: int, memory: bool | None = None,
+                   owner: str | None = None) -> builtins.list[SandboxInfo]:
+        self.fork_keeps_memory(sandbox_id, memory)  # raises
+        return []
+
     def held_disk_mb(self, sandbox_id: str) -> int:
         """The disk the sandbox may fill, as this replica last saw it (for quotas; the host's
         finer count of an archived sandbox's smaller footprint is not asked synchronously)."""
