@@ -168,6 +168,30 @@ def sandbox_archive(sandbox_id: Annotated[str, typer.Argument(help="the sandbox'
     print(f"{sandbox_id} archived")
 
 
+@sandbox_app.command("fork")
+def sandbox_fork(
+    sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")],
+    n: Annotated[int, typer.Option("-n", "--count", min=1, max=16, help="copies to make")] = 1,
+    memory: Annotated[Optional[bool], typer.Option(
+        "--memory/--files-only", help="require processes and memory (gVisor), or copy the "
+        "files only; default: memory where the tier can")] = None,
+) -> None:
+    """Make N running copies of a running or paused sandbox; print their ids, one a line
+    (docs/fork.md). Says on stderr when only the files were copied."""
+    try:
+        sb = Sandbox.get(sandbox_id)
+        copies = sb.fork(n, memory=memory)
+        sb.close()
+    except StockadeError as exc:
+        _fail(exc)
+    for copy in copies:
+        print(copy.id)
+        copy.close()
+    if copies and not copies[0].forked_memory:
+        print(f"files copied, not processes: the {copies[0].info.isolation} tier starts the "
+              f"copies afresh", file=sys.stderr)
+
+
 @sandbox_app.command("egress")
 def sandbox_egress(sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")],
                    limit: Annotated[int, typer.Option(min=1, max=10000)] = 100) -> None:

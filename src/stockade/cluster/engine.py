@@ -8,7 +8,8 @@ sandbox goes to its owning host's actor over Ray (small typed values); process o
 transfers go straight to the host's stream endpoint over HTTP (:mod:`.remote`).
 
 Not yet in a cluster (docs/cluster.md): volumes, template builds and imports, code contexts'
-executions, directory watches and the port proxy answer ``unsupported`` (409).
+executions, directory watches, the port proxy and the event stream answer ``unsupported``
+(409); end records of ended sandboxes stay on their host (404 through a replica).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ..engine import EngineConfig, Unsupported
 from ..engine.sandboxes import resolve_resources
-from ..models import (EntryInfo, ProcessSelector, ProcessSpec, SandboxInfo, SandboxSpec,
+from ..models import (EntryInfo, ProcessSelector, ProcessSpec, SandboxEvent, SandboxInfo, SandboxSpec,
                       TemplateInfo, VolumeInfo)
 from ..runtimes.base import Resources
 from .node import NAMESPACE
@@ -78,6 +79,28 @@ class RemoteSandboxes(_Forwarding):
 
     def resources(self, spec: SandboxSpec) -> Resources:
         return resolve_resources(spec, self._defaults)
+
+    def fork_keeps_memory(self, sandbox_id: str, memory: bool | None = None) -> bool:
+        """Fork is not placed through a replica yet: its copies would be on the source's host
+        behind the placer's back (docs/fork.md)."""
+        raise Unsupported("fork is not available through a cluster replica yet; fork on a "
+                          "single-host server")
+
+    async def fork(self, sandbox_id: str, count: int, memory: bool | None = None,
+                   owner: str | None = None) -> builtins.list[SandboxInfo]:
+        self.fork_keeps_memory(sandbox_id, memory)  # raises
+        return []
+
+    def owner(self, sandbox_id: str) -> str | None:
+        """End records stay on the host the sandbox ran on: a replica does not read them yet,
+        so an ended sandbox reads as unknown (404) through it."""
+        return None
+
+    def follow_events(self, visible: Callable[[str | None], bool],
+                      since: int | None = None) -> AsyncIterator[SandboxEvent]:
+        """Each host keeps its own event stream; a replica does not merge them yet."""
+        raise Unsupported("the event stream is not available through a cluster replica yet; "
+                          "poll GET /sandboxes instead")
 
     def held_disk_mb(self, sandbox_id: str) -> int:
         """The disk the sandbox may fill, as this replica last saw it (for quotas; the host's

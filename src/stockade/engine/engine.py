@@ -34,6 +34,7 @@ from .ends import MESSAGES, EndRecords, default_keep, default_retention
 from .errors import Conflict, EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable
 from .events import Events
 from .files import Files
+from .fork import collect_layers, release_layer
 from .interpreter import CodeContexts
 from .lifecycle import Lifecycle
 from .pool import WarmPool
@@ -167,6 +168,7 @@ class Engine:
         self.ends.load()
         await self.recover()
         self.usage.start()
+        await collect_layers(self)
         if self.images.exists(self.config.default_template):
             self.pool.fill()
 
@@ -349,6 +351,7 @@ class Engine:
             del self._records[sandbox_id]
             self._bury(record, reason, message)
         self._locks.pop(sandbox_id, None)
+        await release_layer(self, record.image)  # the last copy of a fork takes its layer
 
     def _bury(self, record: SandboxRecord, reason: str, message: str | None = None) -> None:
         """Keep the end record of a sandbox that ended, and tell the event stream."""

@@ -20,6 +20,7 @@ from ..runtimes.base import Resources
 from .errors import Conflict, InvalidRequest, SandboxNotFound, SandboxUnavailable
 from .lifecycle import Lifecycle, check_auto_archive, check_options
 from .records import SandboxRecord
+from .fork import fork, keeps_memory
 from .snapshots import snapshot
 from .volumes import check_mount_path
 
@@ -86,7 +87,7 @@ class Sandboxes:
             record.volumes = mounts
             record.owner, record.secrets = owner, secrets  # secrets need a policy: never pooled
             if policy is not None:
-                self._plan_network(record, policy)
+                self.plan_network(record, policy)
                 envs = {**engine.net.ca_env(bool(secrets)), **envs, **secret_envs}
             await engine.boot(record, policy)
         record.owner = owner  # a pooled sandbox is bound to its tenant at the claim
@@ -105,7 +106,7 @@ class Sandboxes:
         """The limits ``spec`` asks for, the engine's defaults filled in."""
         return resolve_resources(spec, self._engine.config.default_resources)
 
-    def _plan_network(self, record: SandboxRecord, policy: EgressPolicy) -> None:
+    def plan_network(self, record: SandboxRecord, policy: EgressPolicy) -> None:
         """Record where the sandbox's network will be (the namespace is made during boot)."""
         net = self._engine.net
         ca = net.ca_bundle(bool(record.secrets))
@@ -288,6 +289,18 @@ class Sandboxes:
     async def snapshot(self, sandbox_id: str, name: str, owner: str | None) -> TemplateInfo:
         """Save the sandbox's files as a new template ``name`` owned by ``owner``."""
         return await snapshot(self._engine, self._lifecycle, sandbox_id, name, owner)
+
+    async def fork(self, sandbox_id: str, count: int, memory: bool | None = None,
+                   owner: str | None = None) -> builtins.list[SandboxInfo]:
+        """``count`` running copies of a running or paused sandbox (docs/fork.md): files
+        copy-on-write on every tier; processes and memory too where :meth:`fork_keeps_memory`
+        (``memory``: None = if the tier can, True = required, False = files only)."""
+        return await fork(self._engine, self._lifecycle, sandbox_id, count, memory, owner)
+
+    def fork_keeps_memory(self, sandbox_id: str, memory: bool | None = None) -> bool:
+        """Whether :meth:`fork` of the sandbox would copy its processes and memory (409 if
+        it cannot be forked as asked)."""
+        return keeps_memory(self._engine, self._engine.record(sandbox_id), memory)
 
     async def kill(self, sandbox_id: str) -> None:
         """Kill the sandbox and remove every trace of it."""

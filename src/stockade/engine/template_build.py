@@ -408,6 +408,7 @@ async def prune_cache(engine: "Engine", owner: str | None, everyone: bool) -> li
             images = store.list()
             parents = {i.parent for i in images}
             leaves = [i.name for i in images if i.hidden and i.name not in parents
+                      and not i.name.startswith("fork-")  # their engine's (fork.py)
                       and i.name not in used and (everyone or i.owner == owner)]
             if not leaves:
                 return removed

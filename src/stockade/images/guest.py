@@ -393,8 +393,7 @@ def _write_atomic(target: Path, data: bytes) -> None:
 
 def image_disk(store: ImageStore, name: str, progress: Progress = _quiet) -> Path:
     """The read-only ext4 disk of image ``name``, shared by every microVM of that image."""
-    info = store.get(name)
-    stamp = hashlib.sha256(info.created.isoformat().encode()).hexdigest()[:12]
+    stamp = hashlib.sha256(_layers_stamp(store, name).encode()).hexdigest()[:12]
     disks = guest_dir(store.root) / "disks"
     target = disks / f"{name}-{stamp}.ext4"
     if target.exists():
@@ -403,15 +402,15 @@ def image_disk(store: ImageStore, name: str, progress: Progress = _quiet) -> Pat
         if target.exists():
             return target
         progress(f"making the disk of image {name}", None)
-        rootfs = store.rootfs(name)
-        used, files = _tree_size(rootfs)
-        size_mb = (used * 23 // 20 >> 20) + 64
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=disks)
         os.close(fd)
         try:
-            _run("mke2fs", "-q", "-F", "-t", "ext4", "-O", "^has_journal,^resize_inode", "-m", "0",
-                 "-N", str(files * 11 // 10 + 1024), "-L", "stockade-image", "-d", str(rootfs),
-                 "-E", "root_owner=0:0,nodiscard", tmp, f"{size_mb}M")
+            with _flattened(store, name) as rootfs:
+                used, files = _tree_size(rootfs)
+                size_mb = (used * 23 // 20 >> 20) + 64
+                _run("mke2fs", "-q", "-F", "-t", "ext4", "-O", "^has_journal,^resize_inode",
+                     "-m", "0", "-N", str(files * 11 // 10 + 1024), "-L", "stockade-image",
+                     "-d", str(rootfs), "-E", "root_owner=0:0,nodiscard", tmp, f"{size_mb}M")
             os.chmod(tmp, 0o644)
             os.rename(tmp, target)
         except BaseException:
@@ -424,6 +423,42 @@ def image_disk(store: ImageStore, name: str, progress: Progress = _quiet) -> Pat
                     old.unlink()  # a running VM keeps its open copy; new VMs use the new disk
         progress(f"disk of image {name} ready", None)
         return target
+
+
+def _layers_stamp(store: ImageStore, name: str) -> str:
+    """What an image disk is keyed by: the image's creation time, and its parents' too for a
+    layered image (a snapshot), whose disk holds every layer."""
+    info = store.get(name)
+    if info.parent is None:
+        return info.created.isoformat()
+    stamps = []
+    current: str | None = name
+    while current is not None:
+        info = store.get(current)
+        stamps.append(f"{current}@{info.created.isoformat()}")
+        current = info.parent
+    return "|".join(stamps)
+
+
+@contextlib.contextmanager
+def _flattened(store: ImageStore, name: str) -> Iterator[Path]:
+    """The image's whole tree: its rootfs, or for a layered image (a snapshot: its own layer
+    over its parents') a read-only overlay of its layers, so whiteouts hide what they delete."""
+    layers = store.layers(name)
+    if len(layers) == 1:
+        yield layers[0]
+        return
+    mnt = Path(tempfile.mkdtemp(prefix="stockade-flat-"))
+    try:
+        _run("mount", "-t", "overlay", "overlay", "-o",
+             "ro,lowerdir=" + ":".join(str(p) for p in layers), str(mnt))
+        try:
+            yield mnt
+        finally:
+            _run("umount", str(mnt))
+    finally:
+        with contextlib.suppress(OSError):
+            mnt.rmdir()
 
 
 def _tree_size(root: Path) -> tuple[int, int]:

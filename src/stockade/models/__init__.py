@@ -7,6 +7,7 @@ same object down unchanged. This package imports pydantic and the standard libra
 """
 
 from .files import EntryInfo, FileEvent, MakeDirResult, SandboxPath, check_path
+from .fork import MAX_FORK, ForkResult, ForkSpec
 from .processes import ProcessInfo, ProcessSelector, ProcessSpec, PtySize, Resize, Signal
 from .sandboxes import (EgressEntry, EgressLog, Isolation, NetworkPolicy, Persistence, SandboxEnd,
                         SandboxEvent, SandboxInfo, SandboxPage, SandboxSpec, SandboxStats,
@@ -17,7 +18,7 @@ from .volumes import CreateVolume, VolumeInfo, VolumeName, VolumePage
 
 __all__ = ["BuildLog", "BuildStatus", "CreateSecret", "CreateVolume", "EgressEntry", "EgressLog",
            "EntryInfo", "EnvName",
-           "FileEvent", "Isolation",
+           "FileEvent", "Isolation", "ForkResult", "ForkSpec", "MAX_FORK",
            "MakeDirResult", "NetworkPolicy", "Persistence", "ProcessInfo", "ProcessSelector",
            "ProcessSpec", "PtySize", "Resize", "SandboxEnd", "SandboxEvent",
            "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "SecretInfo",

@@ -199,3 +199,10 @@ class RuntimeDriver(abc.ABC):
     @abc.abstractmethod
     async def known_ids(self) -> set[str]:
         """Ids of every sandbox this runtime holds on this host (for orphan collection)."""
+
+    #: Whether one :meth:`checkpoint` may be restored into several new sandboxes, so that a
+    #: fork keeps processes and memory; else a fork copies the filesystem only (docs/fork.md).
+    forks_memory: ClassVar[bool] = False
+    #: Whether the sandbox's own changes are an overlay upper directory on the host
+    #: (``<directory>/disk/upper``) that a fork can freeze into a shared read-only layer.
+    forks_files: ClassVar[bool] = False

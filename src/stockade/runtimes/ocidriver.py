@@ -272,3 +272,6 @@ class OciDriver(RuntimeDriver):
         except DriverError:
             return set()
         return {line.strip() for line in out.splitlines() if line.strip()}
+
+    #: The writable layer is ``disk/upper`` on the host: fork shares it frozen (docs/fork.md).
+    forks_files = True

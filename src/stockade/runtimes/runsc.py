@@ -68,3 +68,7 @@ class RunscDriver(OciDriver):
                 f"runsc could not restore the checkpoint in {image_dir} ({code}): "
                 f"{self.tail_log(spec, 600)}")
         await self.await_agent(spec)
+
+    # -- fork (docs/fork.md) ---------------------------------------------------------------------
+    #: ``restore`` accepts any bundle whose mounts match, so one checkpoint makes many copies.
+    forks_memory = True

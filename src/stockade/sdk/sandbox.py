@@ -7,7 +7,7 @@ import builtins
 from pathlib import Path
 from typing import Any, Literal
 
-from ..models import SandboxEnd, SandboxInfo, UsageHistory
+from ..models import ForkResult, SandboxEnd, SandboxInfo, UsageHistory
 from . import code as _code
 from ._hybrid import hybrid
 from ._transport import Api, ConnectionConfig, ensure_local_daemon
@@ -38,6 +38,8 @@ class AsyncSandbox:
         self.commands = AsyncCommands(api, info.id)
         self.files = AsyncFiles(api, info.id)
         self.pty = AsyncPty(api, info.id)
+        #: On a copy made by :meth:`fork`: whether its processes and memory were copied.
+        self.forked_memory: bool | None = None
 
     @property
     def sandbox_id(self) -> str:
@@ -310,6 +312,23 @@ class AsyncSandbox:
         result: dict[str, Any] = await self._api.request(
             "POST", f"/sandboxes/{self.id}/snapshot", json={"name": name})
         return result
+
+    async def fork(self, count: int = 1, *, memory: bool | None = None
+                   ) -> builtins.list["AsyncSandbox"]:
+        """``count`` (1 to 16) running copies of this running or paused sandbox, each its own
+        sandbox to use and kill; this one carries on unchanged. Files are copy-on-write on
+        every tier; on gVisor processes and memory come along too (``memory=None``: if the
+        tier can; ``True``: required, else :class:`Conflict`; ``False``: files only). Each
+        copy's ``forked_memory`` says which it got. See docs/fork.md."""
+        result = ForkResult.model_validate(await self._api.request(
+            "POST", f"/sandboxes/{self.id}/fork",
+            json={"count": count, **({} if memory is None else {"memory": memory})}))
+        copies = []
+        for info in result.items:
+            copy = type(self)(Api(self._api.config), info)
+            copy.forked_memory = result.memory
+            copies.append(copy)
+        return copies
 
     @staticmethod
     async def _kill_by_id(cls: type["AsyncSandbox"], sandbox_id: str, *, api_url: str | None = None,

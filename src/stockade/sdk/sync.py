@@ -282,6 +282,15 @@ class Sandbox:
     def snapshot(self, name: str) -> dict[str, Any]:
         return _portal.call(self._a.snapshot, name)
 
+    def fork(self, count: int = 1, *, memory: bool | None = None) -> builtins.list["Sandbox"]:
+        """Running copies of this sandbox; see :meth:`AsyncSandbox.fork`."""
+        return [Sandbox(copy) for copy in _portal.call(self._a.fork, count, memory=memory)]
+
+    @property
+    def forked_memory(self) -> bool | None:
+        """On a copy made by :meth:`fork`: whether its processes and memory were copied."""
+        return self._a.forked_memory
+
     def _kill(self) -> None:
         _portal.call(self._a.kill)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from ..engine import Conflict, Engine, NotFound, QuotaExceeded, SandboxNotFound
-from ..models import SandboxInfo, SandboxSpec, VolumeInfo
+from ..models import ForkResult, ForkSpec, SandboxInfo, SandboxSpec, VolumeInfo
 from .auth import ADMIN_TENANT, LOCAL, KeyCache, Principal, hash_key, same_secret
 from .metrics import Metrics
 from .settings import Quotas, ServerSettings
@@ -141,6 +141,16 @@ class Control:
 
     async def kill(self, principal: Principal, sandbox_id: str, request_id: str | None) -> None:
         await self.engine.sandboxes.kill(sandbox_id)
+
+    async def fork(self, principal: Principal, request_id: str | None, sandbox_id: str,
+                   spec: ForkSpec) -> ForkResult:
+        """Copies of a sandbox (docs/fork.md); in remote mode each is quota-checked and
+        audited like a create, and belongs to the source's tenant."""
+        sandboxes = self.engine.sandboxes
+        memory = sandboxes.fork_keeps_memory(sandbox_id, spec.memory)
+        items = await sandboxes.fork(sandbox_id, spec.count, spec.memory,
+                                     owner=self.owner(sandbox_id))
+        return ForkResult(items=items, memory=memory)
 
     async def record(self, principal: Principal, request_id: str | None, action: str,
                      target: str, **detail: Any) -> None:
@@ -389,6 +399,50 @@ class ControlPlane(Control):
             raise
         await self._forget(sandbox_id, principal.actor, "sandbox.kill", request_id)
 
+    async def fork(self, principal: Principal, request_id: str | None, sandbox_id: str,
+                   spec: ForkSpec) -> ForkResult:
+        self.engine.sandboxes.fork_keeps_memory(sandbox_id, spec.memory)  # 409 before 429
+        source = await self.engine.sandboxes.get(sandbox_id)
+        tenant = self.owner(sandbox_id) or principal.tenant
+        quotas = await self.quotas(tenant)
+        usage = self.usage(tenant)
+        claims = []
+        for _ in range(spec.count):  # every copy is a new sandbox: all of them must fit
+            claim = OwnedSandbox(id="", tenant=tenant, isolation=source.isolation,
+                                 cpu=source.cpu, memory_mb=source.memory_mb,
+                                 created_at=time.time())
+            self._check(quotas, usage, claim, source.timeout, source.disk_mb)
+            usage = usage.plus(claim, source.disk_mb)
+            claims.append(claim)
+        pending = self._pending.setdefault(tenant, [])
+        for claim in claims:
+            pending.append(claim)
+            self._pending_disk[id(claim)] = source.disk_mb
+        try:
+            result = await super().fork(principal, request_id, sandbox_id, spec)
+            try:
+                for claim, item in zip(claims, result.items):
+                    claim.id = item.id
+                    await self.db(self.store.add_sandbox, OwnedSandbox(
+                        id=claim.id, tenant=tenant, isolation=claim.isolation, cpu=claim.cpu,
+                        memory_mb=claim.memory_mb, created_at=claim.created_at),
+                        self.store.event(tenant=tenant, actor=principal.actor,
+                                         action="sandbox.fork", target=item.id,
+                                         request_id=request_id, source=sandbox_id,
+                                         memory=result.memory, isolation=item.isolation,
+                                         cpu=item.cpu, memory_mb=item.memory_mb))
+                    self.owners[claim.id] = claim
+            except BaseException:
+                for item in result.items:
+                    with contextlib.suppress(Exception):
+                        await self.engine.sandboxes.kill(item.id)
+                    self.owners.pop(item.id, None)
+                raise
+        finally:
+            for claim in claims:
+                pending.remove(claim)
+                self._pending_disk.pop(id(claim), None)
+        return result
     async def record(self, principal: Principal, request_id: str | None, action: str,
                      target: str, **detail: Any) -> None:
         await self.db(self.store.audit, tenant=principal.tenant, actor=principal.actor,

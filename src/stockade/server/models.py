@@ -10,15 +10,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..models import (CreateVolume, EgressLog, EntryInfo, MakeDirResult, NetworkPolicy,
-                      ProcessSelector, ProcessSpec, Resize, SandboxEnd, SandboxEvent, SandboxInfo,
-                      UsageHistory, SandboxPage, SandboxPath, SandboxSpec, SandboxStats, Signal,
-                      TemplateInfo, TemplatePage, VolumeInfo, VolumePage, check_path)
+from ..models import (CreateVolume, EgressLog, EntryInfo, ForkResult, ForkSpec, MakeDirResult,
+                      NetworkPolicy, ProcessSelector, ProcessSpec, Resize, SandboxEnd, SandboxEvent,
+                      SandboxInfo, SandboxPage, SandboxPath, SandboxSpec, SandboxStats, Signal,
+                      TemplateInfo, TemplatePage, UsageHistory, VolumeInfo, VolumePage, check_path)
 
-__all__ = ["CreateVolume", "EgressLog", "EntryInfo", "MakeDirResult", "NetworkPolicy",
-           "ProcessSelector", "ProcessSpec", "Resize", "SandboxEnd", "SandboxEvent", "SandboxInfo",
-           "UsageHistory", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "Signal",
-           "TemplateInfo", "TemplatePage", "VolumeInfo", "VolumePage", "check_path"]
+__all__ = ["CreateVolume", "EgressLog", "EntryInfo", "ForkResult", "ForkSpec", "MakeDirResult",
+           "NetworkPolicy", "ProcessSelector", "ProcessSpec", "Resize", "SandboxEnd",
+           "SandboxEvent", "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec",
+           "SandboxStats", "Signal", "TemplateInfo", "TemplatePage", "UsageHistory", "VolumeInfo",
+           "VolumePage", "check_path"]
 
 
 class Strict(BaseModel):

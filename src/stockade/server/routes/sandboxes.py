@@ -13,8 +13,8 @@ from fastapi import APIRouter, Query, Response
 
 from ...engine import InvalidRequest
 from ..deps import ControlDep, EngineDep, PrincipalDep, RequestIdDep
-from ..models import (CreateSnapshot, EgressLog, NetworkPolicy, SandboxEnd, SandboxInfo,
-                      SandboxPage, SandboxSpec, SandboxStats, SetTimeout, TemplateInfo,
+from ..models import (CreateSnapshot, EgressLog, ForkResult, ForkSpec, NetworkPolicy, SandboxEnd,
+                      SandboxInfo, SandboxPage, SandboxSpec, SandboxStats, SetTimeout, TemplateInfo,
                       UsageHistory)
 
 router = APIRouter(prefix="/sandboxes", tags=["sandboxes"])
@@ -156,3 +156,15 @@ async def snapshot_sandbox(sandbox_id: str, body: CreateSnapshot, eng: EngineDep
     """Save the sandbox's filesystem as a new template (layers shared with its template),
     owned by your tenant."""
     return await eng.sandboxes.snapshot(sandbox_id, body.name, owner=who.tenant)
+
+
+@router.post("/{sandbox_id}/fork", status_code=201, response_model=ForkResult)
+async def fork_sandbox(sandbox_id: str, body: ForkSpec, control: ControlDep, who: PrincipalDep,
+                       request_id: RequestIdDep) -> ForkResult:
+    """``count`` (1 to 16) running copies of a running or paused sandbox (docs/fork.md). Files
+    are copy-on-write on every tier; processes and memory come along on gVisor (``memory``
+    true in the answer). The container tier cannot copy processes (no process checkpoint):
+    its copies boot fresh processes on the source's files (``memory`` false), and asking for
+    ``memory: true`` there is a 409 ``unsupported``. Each copy counts against the quotas like
+    a create (429); the source carries on unchanged. 409 if the source is stopped."""
+    return await control.fork(who, request_id, sandbox_id, body)
