@@ -44,6 +44,10 @@ class OciDriver(RuntimeDriver):
     #: Host uid that uid 0 inside maps to, or None to let the runtime isolate users itself.
     uid_base: ClassVar[int | None] = None
 
+    @property
+    def layer_uid_base(self) -> int:
+        return self.uid_base or 0
+
     def __init__(self, data_dir: Path, images: ImageStore, agent_dir: Path) -> None:
         self.data_dir = data_dir
         self.images = images

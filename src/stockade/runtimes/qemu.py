@@ -37,11 +37,11 @@ from typing import Any
 
 from ..images import ImageStore, guest
 from . import hostops, hostproc, jail, qemu_devices
-from .base import (DriverError, NotSupported, RuntimeDriver, RuntimeState, SandboxSpec, Stats,
-                   greet)
+from .base import (Capabilities, DriverError, NotSupported, RuntimeDriver, RuntimeState,
+                   SandboxSpec, Stats, greet)
 from .channel import AgentChannel, ChannelClosed
 from .qemu_accel import Accelerator, choose_accelerator
-from .qemu_snapshot import MACHINE, Machine, Templates, resume_saved, save_running
+from .qemu_snapshot import MACHINE, Machine, Templates, renewal, resume_saved, save_running
 
 QEMU = "qemu-system-x86_64"
 #: Host uids of microVMs: one per sandbox, derived from its id, above the container tier's range.
@@ -68,6 +68,13 @@ class QemuDriver(RuntimeDriver):
     """``isolation="microvm"``: untrusted code behind its own kernel."""
 
     tier = "microvm"
+    #: Pause saves the guest's memory to a file through QEMU's migration, except with volumes:
+    #: QEMU cannot save a guest with a mounted 9p export, so such a microVM pauses in RAM (its
+    #: vCPUs stopped). Snapshot start: see qemu_snapshot.py. Files snapshots need the guest's
+    #: ext4 disk read on the host (not done yet).
+    capabilities = Capabilities(memory_pause=True, pause_to_disk=True, pty=True, volumes=True,
+                                network_policy=True, workspace=True, archive=True,
+                                memory_snapshot_start=True)
 
     def __init__(self, data_dir: Path, images: ImageStore, agent_dir: Path) -> None:
         self.data_dir = data_dir
@@ -282,14 +289,13 @@ class QemuDriver(RuntimeDriver):
         await qmp(spec.directory / "vm" / "qmp.sock", "cont")
         (spec.directory / "paused").unlink(missing_ok=True)
 
+    def after_resume(self, spec: SandboxSpec) -> dict[str, Any] | None:
+        # The guest's clock stood still while its vCPUs were stopped.
+        return renewal(spec, identity=False)
+
     # -- memory checkpoints (pause to disk; see qemu_snapshot.py) ------------------------------
-    checkpoints = True
-
-    def cannot_pause(self, spec: SandboxSpec) -> str | None:
-        return qemu_devices.migration_blocker(spec)
-
     async def checkpoint(self, spec: SandboxSpec, image_dir: Path) -> None:
-        if blocker := self.cannot_pause(spec):
+        if blocker := qemu_devices.migration_blocker(spec):
             raise NotSupported(blocker)
         await save_running(self, spec, image_dir)
 

@@ -42,9 +42,9 @@ CONFIG_DIR = "cfg"
 #: Where the jail shows the settings share and the volumes.
 JAIL_CONFIG, JAIL_VOLUMES = "/cfg", "/volumes"
 #: Why a microVM with volumes cannot be paused to a file (QEMU's own refusal, said earlier).
-MIGRATION_BLOCKED = ("a microVM with volumes cannot be paused: QEMU cannot save a guest's memory "
-                     "while a 9p volume export is mounted in it; stop it (persistence="
-                     "'workspace' keeps its disk) or kill it instead")
+MIGRATION_BLOCKED = ("a microVM with volumes cannot be saved to a file: QEMU cannot save a "
+                     "guest's memory while a 9p volume export is mounted in it (it pauses in "
+                     "RAM instead)")
 
 
 def needs_config(spec: SandboxSpec) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import gvisor_compat, suspend
-from .base import SandboxSpec
+from .base import Capabilities, SandboxSpec
 from .ocidriver import OciDriver
 
 
@@ -16,6 +16,12 @@ class RunscDriver(OciDriver):
     """``isolation="gvisor"``: the application talks to the Sentry, not the host kernel."""
 
     tier = "gvisor"
+    #: Pause is ``runsc checkpoint`` to disk (bind-mounted volumes are outside the Sentry's
+    #: memory, so they do not stop it).
+    capabilities = Capabilities(memory_pause=True, pause_to_disk=True,
+                                pause_to_disk_with_volumes=True, pty=True, volumes=True,
+                                network_policy=True, workspace=True, archive=True,
+                                files_snapshot=True, warm_pool=True)
     binary = "runsc"
 
     def global_flags(self, spec: SandboxSpec | None = None) -> list[str]:
@@ -44,8 +50,6 @@ class RunscDriver(OciDriver):
                 '&& exec "$@"', "sh"]
 
     # -- memory checkpoints (docs/persistence.md) ------------------------------------------------
-    checkpoints = True
-
     async def checkpoint(self, spec: SandboxSpec, image_dir: Path) -> None:
         await suspend.quiesce(spec, self.connect)
         image_dir.mkdir(parents=True, exist_ok=True)
