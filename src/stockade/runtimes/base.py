@@ -139,6 +139,8 @@ class Capabilities:
     pause_to_disk: bool = False
     #: Pause to a file works with volumes attached (else such a sandbox pauses in RAM).
     pause_to_disk_with_volumes: bool = False
+    #: Pause to a file works with a network attached (else such a sandbox pauses in RAM).
+    pause_to_disk_with_network: bool = False
     #: Interactive terminals (a PTY) for processes.
     pty: bool = False
     #: Named volumes mounted into the sandbox.
@@ -183,7 +185,8 @@ class RuntimeDriver(abc.ABC):
         ``"checkpoint"`` (to a file, :meth:`checkpoint`), ``"freezer"`` (in RAM, :meth:`pause`)
         or None (it cannot be paused)."""
         caps = self.capabilities
-        if caps.pause_to_disk and (caps.pause_to_disk_with_volumes or not spec.volumes):
+        if (caps.pause_to_disk and (caps.pause_to_disk_with_volumes or not spec.volumes)
+                and (caps.pause_to_disk_with_network or spec.network is None)):
             return "checkpoint"
         return "freezer" if caps.memory_pause else None
 

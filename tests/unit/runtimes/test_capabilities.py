@@ -8,7 +8,7 @@ from pathlib import Path
 
 from stockade.engine.engine import TIERS
 from stockade.engine.errors import Unsupported
-from stockade.runtimes.base import Capabilities, SandboxSpec, VolumeMount
+from stockade.runtimes.base import Capabilities, NetworkAttachment, SandboxSpec, VolumeMount
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "tiers.md"
 
@@ -39,11 +39,14 @@ def test_pause_mode_follows_the_capabilities() -> None:
     plain = SandboxSpec(id="sbx", image="base")
     with_volume = SandboxSpec(id="sbx", image="base",
                               volumes=(VolumeMount(Path("/v"), "/data"),))
-    modes = {tier: (cls.pause_mode(cls.__new__(cls), plain),
-                    cls.pause_mode(cls.__new__(cls), with_volume)) for tier, cls in TIERS.items()}
-    assert modes == {"container": ("freezer", "freezer"),
-                     "gvisor": ("checkpoint", "checkpoint"),
-                     "microvm": ("checkpoint", "freezer")}
+    networked = SandboxSpec(id="sbx", image="base",
+                            network=NetworkAttachment(Path("/run/netns/x"), Path("/r")))
+    modes = {tier: tuple(cls.pause_mode(cls.__new__(cls), spec)
+                         for spec in (plain, with_volume, networked))
+             for tier, cls in TIERS.items()}
+    assert modes == {"container": ("freezer", "freezer", "freezer"),
+                     "gvisor": ("checkpoint", "checkpoint", "freezer"),
+                     "microvm": ("checkpoint", "freezer", "checkpoint")}
 
 
 def test_unsupported_names_the_tier_and_the_capability() -> None:
