@@ -16,6 +16,7 @@ modules (test_limits.py, test_network.py, test_microvm*.py).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import subprocess
@@ -32,7 +33,7 @@ from stockade.engine.hostcheck import find_leaks
 from stockade.runtimes import hostops
 from tests.conftest import ALL_TIERS, Daemon
 from tests.integration.test_network import (METADATA, NEIGHBOUR, PUBLIC, Playground, connect,
-                                            resolve, start_daemon)
+                                            own_address, resolve, start_daemon)
 from tests.integration.test_pty import Screen
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -187,6 +188,23 @@ def test_volume(box: Sandbox, world: World, tier: str) -> None:
     assert (world.volume_dir / f"{tier}.txt").read_text() == f"written by {tier}"
     (world.volume_dir / f"host-{tier}.txt").write_text("from the host")
     assert box.files.read(f"/data/host-{tier}.txt") == "from the host"
+
+
+def test_started_from_a_memory_snapshot_with_a_policy_and_a_volume(box: Sandbox, world: World,
+                                                                    tier: str) -> None:
+    """Where the tier starts sandboxes from a booted memory snapshot, it does so with a network
+    policy and a volume attached too, and the sandbox still has its own identity and settings
+    (the network and volume tests above ran on it)."""
+    caps = TIERS[tier].capabilities
+    if not caps.memory_snapshot_start:
+        pytest.skip(f"the {tier} tier declares no memory_snapshot_start: it boots every sandbox")
+    assert caps.snapshot_start_with_network and caps.snapshot_start_with_volumes
+    jail = json.loads((world.daemon.data_dir / "sandboxes" / box.id / "jail.json").read_text())
+    assert "-incoming" in jail["argv"], "the sandbox booted instead of loading its template"
+    assert "stockade.hostname=sbtpl" in " ".join(jail["argv"])  # the template VM's command line
+    assert box.commands.run("hostname").stdout.strip() == box.id
+    assert own_address(box) == json.loads(
+        (world.daemon.data_dir / "net" / "sandboxes" / f"{box.id}.json").read_text())["address"]
 
 
 # -- pause, stop, archive, start -------------------------------------------------------------
