@@ -247,15 +247,6 @@ def test_files_cross_between_microvm_and_container(vol_vm: Sandbox,
     assert not find_leaks(d.data_dir, box.id)
 
 
-def test_pause_with_volumes_is_refused_clearly(vol_vm: Sandbox) -> None:
-    with pytest.raises(ConflictError) as info:  # 409 "unsupported", before anything is touched
-        vol_vm.pause()
-    assert info.value.code == "unsupported" and info.value.status == 409
-    assert "microvm tier" in str(info.value) and "9p" in str(info.value), info.value
-    assert vol_vm.get_info().state == "running"
-    assert vol_vm.commands.run("echo alive").stdout == "alive\n"
-
-
 def test_volume_written_by_a_killed_microvm_is_read_by_a_container(
         vol_vm: Sandbox, world: tuple[Playground, Daemon], volumes: Vols) -> None:
     _, d = world

@@ -84,9 +84,42 @@ def sync(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+#: The microVM guest's settings stage, left in the root by its init (images/guest.py).
+SETTINGS = "/.stockade/settings.sh"
+SETUP_SCRIPT = """die() { echo "$*" >&2; exit 1; }
+mount -o remount,rw,nosuid,nodev /.stockade || die "cannot unseal /.stockade"
+R=
+. /.stockade/settings.sh
+mount -o remount,ro,nosuid,nodev /.stockade || die "cannot seal /.stockade"
+echo SETUP-OK
+"""
+
+
+def setup(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
+    """sys.setup: in a microVM guest restored from a snapshot template, apply the host's
+    settings share now (address and routes, resolver, CA bundle, volumes), as init does at boot.
+    Success is read from the script's output: the reaper thread may collect its exit status."""
+    import subprocess  # only here: the agent's start-up imports as little as it can
+
+    if os.getuid() != 0 or not os.path.exists(SETTINGS):
+        raise AgentError(p.ErrorCode.BAD_REQUEST, "sys.setup: this sandbox has no settings stage")
+    proc = subprocess.Popen(["/.stockade/bin/sh", "-c", SETUP_SCRIPT], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={"PATH": "/.stockade/bin"})
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AgentError(p.ErrorCode.INTERNAL, "sys.setup: the settings stage hung") from None
+    if b"SETUP-OK" not in out:
+        raise AgentError(p.ErrorCode.INTERNAL,
+                         f"sys.setup failed: {err.decode(errors='replace').strip()[-500:]}")
+    return {}
+
+
 def handlers() -> dict[str, Handler]:
     table: dict[str, Handler] = {p.Method.HELLO.value: hello, p.Method.SYS_SEED.value: seed,
-                                 p.Method.SYS_SYNC.value: sync}
+                                 p.Method.SYS_SYNC.value: sync, p.Method.SYS_SETUP.value: setup}
     table.update(processes.HANDLERS)
     table.update(files.HANDLERS)
     table.update(watch.HANDLERS)

@@ -91,6 +91,7 @@ class Method(str, enum.Enum):
     PORT_CONNECT = "port.connect"  # a TCP connection inside the sandbox (ports.py)
     SYS_SUSPEND = "sys.suspend"  # let go of host sockets before a checkpoint (listener.py)
     SYS_SYNC = "sys.sync"  # write the sandbox kernel's dirty pages to disk (before stop or save)
+    SYS_SETUP = "sys.setup"  # apply a microVM's settings share again (after a template restore)
 
 
 class ErrorCode(str, enum.Enum):

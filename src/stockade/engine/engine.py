@@ -55,9 +55,10 @@ TIERS: dict[str, type[RuntimeDriver]] = {"container": RuncDriver, "gvisor": Runs
 
 
 def default_pool_size() -> dict[str, int]:
-    """``$STOCKADE_POOL_SIZE`` warm sandboxes for each container tier (default 1)."""
+    """``$STOCKADE_POOL_SIZE`` warm sandboxes for each tier with the ``warm_pool`` capability
+    (default 1)."""
     size = int(os.environ.get("STOCKADE_POOL_SIZE", "1"))
-    return {"container": size, "gvisor": size}
+    return {tier: size for tier, cls in TIERS.items() if cls.capabilities.warm_pool}
 
 
 #: The longest one request/response call to an agent may take (a recursive remove of a huge

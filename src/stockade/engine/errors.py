@@ -47,6 +47,12 @@ class Unsupported(Conflict):
 
     code = "unsupported"
 
+    @classmethod
+    def missing(cls, tier: str, capability: str, doing: str) -> "Unsupported":
+        """``doing`` needs ``capability``, which the ``tier``'s driver does not declare."""
+        return cls(f"cannot {doing}: the {tier} tier lacks the capability {capability!r} "
+                   f"(docs/tiers.md lists what each tier can do)")
+
 
 class QuotaExceeded(EngineError):
     """A limit would be exceeded."""

@@ -7,7 +7,7 @@ writable disk of its own: a copy costs no disk when it is made, the template is 
 and neither the source nor a sibling ever sees a copy's writes (nor the reverse). The layer is
 removed when the last sandbox using it is killed.
 
-**Memory, where the driver ``forks_memory`` (gVisor).** The source is saved once (a running
+**Memory, where the driver declares ``forks_memory`` (gVisor).** The source is saved once (a running
 source is checkpointed, its files frozen while it is down, then restored in place; a paused one
 is already saved) and that checkpoint is restored N times. Each copy then gets fresh kernel
 entropy, its own hostname and machine-id (``sys.seed``). User-space state (a Python
@@ -71,13 +71,13 @@ def keeps_memory(engine: "Engine", record: SandboxRecord, memory: bool | None) -
         raise Unsupported(f"sandbox {record.id} was created with secrets, which are bound to "
                           f"one sandbox; fork is not available for it (create new sandboxes "
                           f"with the same secrets instead)")
-    if not driver.forks_files:
+    if not driver.capabilities.forks_files:
         raise Unsupported(f"the {record.tier} tier cannot fork yet (capability forks_files is "
                           f"off: its writable layer lives inside the guest's own disk); fork "
                           f"works on the container and gvisor tiers")
     if memory is False:
         return False
-    if not driver.forks_memory:
+    if not driver.capabilities.forks_memory:
         if memory:
             raise Unsupported(f"the {record.tier} tier cannot copy processes and memory "
                               f"(capability forks_memory is off: no process checkpoint on this "

@@ -8,9 +8,11 @@ States and the only transitions allowed (anything else is a 409 Conflict)::
     stopped --archive--> archived --start/connect--> running   (archive.py: layer compressed)
     any     --kill---> gone               (every trace removed)
 
-``pause`` keeps processes and memory: the gVisor tier checkpoints them to disk (the sandbox then
-uses no memory or CPU and survives an engine restart and a host reboot); the container tier
-freezes them in their cgroup (memory stays in RAM; a host reboot turns it into ``stopped``).
+``pause`` keeps processes and memory, as the driver's capabilities say (``pause_mode``): to disk
+where the tier has ``pause_to_disk`` (gVisor, microVMs without volumes: the sandbox then uses no
+memory or CPU and survives an engine restart and a host reboot), else frozen in RAM (the
+container tier's cgroup freezer, a microVM's stopped vCPUs; a host reboot turns it into
+``stopped``).
 ``stop`` keeps only the filesystem, and needs ``persistence="workspace"``. A paused or stopped
 sandbox is deleted ``auto_delete`` seconds after it was paused or stopped (archiving does not
 move that deadline); a stopped one with ``auto_archive`` is archived that many seconds after it
@@ -168,11 +170,11 @@ class Lifecycle:
         async with engine.lock(sandbox_id):
             target = _allowed(record, "pause")
             driver = engine.drivers[record.tier]
-            if blocker := driver.cannot_pause(record.spec):
-                raise Unsupported(f"cannot pause sandbox {sandbox_id} ({record.tier} tier): "
-                                  f"{blocker}")
+            mode = driver.pause_mode(record.spec)
+            if mode is None:
+                raise Unsupported.missing(record.tier, "memory_pause", f"pause sandbox {sandbox_id}")
             try:
-                if driver.checkpoints:
+                if mode == "checkpoint":
                     await self._flush(record)  # so that a later stop can drop the memory
                     await self._quiet(record)
                     image = self._checkpoint_dir(record)
@@ -211,31 +213,40 @@ class Lifecycle:
                 except DriverError as exc:
                     raise SandboxUnavailable(f"could not resume sandbox {sandbox_id}: {exc}"
                                              ) from None
-                return self._settle(record, target)
-            image = self._checkpoint_dir(record)
-            await self._ensure_network(record)
-            await self.settled(sandbox_id)
-            try:
-                await driver.restore(record.spec, image)
-            except CheckpointCorrupt as exc:
-                await self._keep_files_only(record, image)
-                raise CheckpointUnusable(
-                    f"the saved memory of sandbox {sandbox_id} cannot be restored ({exc}); "
-                    f"its files are kept and it is now stopped: start it to boot afresh"
-                ) from None
-            except DriverError as exc:
-                with contextlib.suppress(DriverError):
-                    await driver.stop(record.spec)
-                raise SandboxUnavailable(f"could not resume sandbox {sandbox_id}: {exc}; "
-                                         f"it stays paused") from None
-            # A checkpoint is restored at most once, so no two sandboxes share its memory
-            # (random generators included); fresh entropy goes to the kernel pool too.
-            await asyncio.to_thread(shutil.rmtree, image, True)
-            record.paused_with = None
-            info = self._settle(record, target)
-        with contextlib.suppress(Exception):
-            await engine.call(sandbox_id, "sys.seed", {"hex": secrets.token_hex(64)})
+                info = self._settle(record, target)
+                renewal = driver.after_resume(record.spec)
+            else:
+                info = await self._restore(record, target)
+                renewal = {"hex": secrets.token_hex(64)}
+        if renewal:
+            with contextlib.suppress(Exception):
+                await engine.call(sandbox_id, "sys.seed", renewal)
         return info
+
+    async def _restore(self, record: SandboxRecord, target: str) -> SandboxInfo:
+        """Resume from the checkpoint on disk (under the sandbox's lock)."""
+        sandbox_id, driver = record.id, self.engine.drivers[record.tier]
+        image = self._checkpoint_dir(record)
+        await self._ensure_network(record)
+        await self.settled(sandbox_id)
+        try:
+            await driver.restore(record.spec, image)
+        except CheckpointCorrupt as exc:
+            await self._keep_files_only(record, image)
+            raise CheckpointUnusable(
+                f"the saved memory of sandbox {sandbox_id} cannot be restored ({exc}); "
+                f"its files are kept and it is now stopped: start it to boot afresh"
+            ) from None
+        except DriverError as exc:
+            with contextlib.suppress(DriverError):
+                await driver.stop(record.spec)
+            raise SandboxUnavailable(f"could not resume sandbox {sandbox_id}: {exc}; "
+                                     f"it stays paused") from None
+        # A checkpoint is restored at most once, so no two sandboxes share its memory
+        # (random generators included); fresh entropy goes to the kernel pool too.
+        await asyncio.to_thread(shutil.rmtree, image, True)
+        record.paused_with = None
+        return self._settle(record, target)
 
     async def _keep_files_only(self, record: SandboxRecord, image: Path) -> None:
         """A checkpoint that cannot be restored: clean up, set it aside, keep the files."""
@@ -299,6 +310,8 @@ class Lifecycle:
         async with engine.lock(sandbox_id):
             _allowed(record, "archive")
             driver = engine.drivers[record.tier]
+            if not driver.capabilities.archive:
+                raise Unsupported.missing(record.tier, "archive", f"archive sandbox {sandbox_id}")
             try:
                 layer = driver.layer_file(record.spec)
                 await driver.stop(record.spec)  # idempotent: nothing of it stays mounted

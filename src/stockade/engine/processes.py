@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ..images import ImageError
 from ..models import ProcessInfo, ProcessSelector, ProcessSpec
 from ..runtimes.channel import AgentCallError
+from .errors import Unsupported
 from .process import KEEPALIVE, ProcessRun, translate_agent_error
 from .records import SandboxRecord
 
@@ -27,6 +28,8 @@ class Processes:
         sandbox's own env under the process's."""
         engine = self._engine
         record = engine.record(sandbox_id)
+        if spec.pty is not None and not engine.drivers[record.tier].capabilities.pty:
+            raise Unsupported.missing(record.tier, "pty", f"open a terminal in {sandbox_id}")
         config = self._image_config(record.image)
         params: dict[str, Any] = spec.agent_params()
         params["env"] = {**config.get("env", {}), **record.envs, **spec.env}

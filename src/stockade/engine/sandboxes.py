@@ -17,7 +17,7 @@ from ..models import (EgressEntry, EgressLog, NetworkPolicy, SandboxEnd, Sandbox
 from ..net import NetError, PolicyError
 from ..net import NetworkPolicy as EgressPolicy
 from ..runtimes.base import Resources
-from .errors import Conflict, InvalidRequest, SandboxNotFound, SandboxUnavailable
+from .errors import Conflict, InvalidRequest, SandboxNotFound, SandboxUnavailable, Unsupported
 from .lifecycle import Lifecycle, check_auto_archive, check_options
 from .records import SandboxRecord
 from .fork import fork, keeps_memory
@@ -67,6 +67,7 @@ class Sandboxes:
                                 if spec.secrets else ({}, {}))
         auto_delete = check_options(spec.persistence, spec.on_timeout, spec.auto_delete)
         auto_archive = check_auto_archive(spec.persistence, spec.auto_archive)
+        self._check_capabilities(spec, policy is not None)
         mounts = await self._volume_mounts(spec)
         template = spec.template or engine.config.default_template
         if not engine.images.exists(template):
@@ -101,6 +102,18 @@ class Sandboxes:
         engine.add_record(record)
         engine.events.publish(owner, record.id, "running", "created")
         return record.info()
+
+    def _check_capabilities(self, spec: SandboxSpec, networked: bool) -> None:
+        """Refuse (409 ``unsupported``) what the tier's driver does not declare it can do."""
+        caps = self._engine.drivers[spec.isolation].capabilities
+        doing = f"create a {spec.isolation} sandbox"
+        for needed, has, capability, what in (
+                (bool(spec.volumes), caps.volumes, "volumes", "with volumes"),
+                (networked, caps.network_policy, "network_policy", "with a network policy"),
+                (spec.persistence == "workspace", caps.workspace, "workspace",
+                 "with persistence='workspace'")):
+            if needed and not has:
+                raise Unsupported.missing(spec.isolation, capability, f"{doing} {what}")
 
     def resources(self, spec: SandboxSpec) -> Resources:
         """The limits ``spec`` asks for, the engine's defaults filled in."""

@@ -25,7 +25,7 @@ from ..images.store import ImageError, ImageStore, InvalidImageName, validate_na
 from ..runtimes import hostops
 from ..runtimes.base import DriverError
 from ..models import TemplateInfo
-from .errors import Conflict, InvalidRequest, SandboxUnavailable
+from .errors import Conflict, InvalidRequest, SandboxUnavailable, Unsupported
 from .records import SandboxRecord
 from .templates import template_info
 
@@ -82,7 +82,10 @@ async def snapshot(engine: "Engine", lifecycle: "Lifecycle", sandbox_id: str, na
     if record.state == "archived":
         raise Conflict(f"sandbox {sandbox_id} is archived; start it (connect) before a snapshot")
     driver = engine.drivers[record.tier]
-    uid_base = getattr(driver, "uid_base", None)
+    if not driver.capabilities.files_snapshot:
+        raise Unsupported.missing(record.tier, "files_snapshot",
+                                  f"snapshot sandbox {sandbox_id} into a template")
+    uid_base = driver.layer_uid_base
     async with engine.lock(sandbox_id):
         await lifecycle.settled(sandbox_id)
         disk = record.directory / "disk"

@@ -332,7 +332,7 @@ class TemplateBuild:
         driver = self.engine.drivers[record.tier]
         await driver.pause(record.spec)
         upper = record.directory / "disk" / "upper"
-        await asyncio.to_thread(self._save_layer, upper, getattr(driver, "uid_base", None),
+        await asyncio.to_thread(self._save_layer, upper, driver.layer_uid_base,
                                 key, step, state)
 
     def _save_layer(self, upper: Path, uid_base: int | None, key: str, step: Step,

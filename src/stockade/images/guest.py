@@ -53,19 +53,7 @@ mount -t devtmpfs -o nosuid devtmpfs /dev
 mount -t proc -o nosuid,nodev,noexec proc /proc
 mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 fail() { echo "__FAILED__: $*"; dmesg | tail -n 15; reboot -f; sleep 5; }
-mount9p() {  # TAG DIR OPTIONS: the virtio transport may still be probing, so retry a little
-    for i in $(seq 100); do
-        mount -t 9p -o "trans=virtio,version=9p2000.L,msize=262144,$3" "$1" "$2" 2>/dev/null \
-            && return 0
-        sleep 0.05
-    done
-    return 1
-}
-bindfile() {  # SOURCE TARGET: a read-only bind over a file of the new root
-    t="$R$2"; rm -f "$t" 2>/dev/null; [ -L "$t" ] && rm -f "$t"
-    mkdir -p "${t%/*}" && touch "$t" && mount --bind "$1" "$t" \
-        && mount -o remount,bind,ro,nosuid,nodev,noexec "$t"
-}
+die() { fail "$@"; }
 HOST=sandbox; PY=/usr/bin/python3; MMIO=; CFG=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
@@ -101,28 +89,12 @@ mount -t overlay -o lowerdir=/mnt/lower,upperdir=/mnt/rw/upper,workdir=/mnt/rw/w
 mkdir -p $R/proc $R/sys $R/dev $R/tmp $R/.stockade
 mount -t tmpfs -o nosuid,nodev,mode=0755,size=8m tmpfs $R/.stockade
 cp -a /agent $R/.stockade/agent || fail "cannot install the agent"
-# The host's settings (network, volumes) come on a read-only 9p share (runtimes/qemu_devices.py),
-# copied and unmounted at once: QEMU cannot save the memory of a guest with a 9p share mounted.
-if [ -n "$CFG" ]; then
-    C=$R/.stockade/cfg
-    mkdir -p /mnt/cfg $C
-    mount9p __CFGTAG__ /mnt/cfg ro,nosuid,nodev,noexec && cp /mnt/cfg/* $C/ && umount /mnt/cfg \
-        || fail "cannot read the settings share"
-    if [ -s $C/net ]; then
-        read -r ADDR GW < $C/net
-        for i in $(seq 100); do [ -e /sys/class/net/eth0 ] && break; sleep 0.05; done
-        ip link set eth0 up && ip addr add "$ADDR/32" dev eth0 && ip route add "$GW" dev eth0 \
-            && ip route add default via "$GW" dev eth0 || fail "cannot configure eth0"
-        bindfile $C/resolv.conf /etc/resolv.conf || fail "cannot install resolv.conf"
-        [ -s $C/ca.crt ] && { bindfile $C/ca.crt /etc/ssl/certs/ca-certificates.crt \
-            || fail "cannot install the CA bundle"; }
-    fi
-    while read -r tag mode path; do
-        [ -n "$tag" ] || continue
-        mkdir -p "$R$path" && mount9p "$tag" "$R$path" "$mode,nosuid,nodev" \
-            || fail "cannot mount volume $tag at $path"
-    done < $C/volumes
-fi
+# The settings stage (network, volumes; SETTINGS below), kept in the new root with the busybox
+# applets it uses, so that the agent can run it again in a guest restored from a template.
+mkdir -p $R/.stockade/bin && cp /bin/busybox /settings.sh $R/.stockade/ \
+    || fail "cannot install the settings stage"
+for a in sh mount umount ip cp mkdir rm touch seq sleep cat; do ln -s ../busybox $R/.stockade/bin/$a; done
+[ -n "$CFG" ] && . /settings.sh
 mount -o remount,ro,nosuid,nodev $R/.stockade || fail "cannot seal /.stockade"
 mount --move /dev $R/dev && mount --move /proc $R/proc && mount --move /sys $R/sys \
     || fail "cannot move /dev, /proc, /sys"
@@ -136,8 +108,46 @@ ip link set lo up
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
 exec switch_root $R "$PY" -I -S -c \
     "import sys; sys.path[:0] = ['/.stockade']; from agent.main import main; main(['--device', 'auto'])"
-""".replace("__FAILED__", INIT_FAILED).replace("__PROBE__", PROBE_OK) \
-    .replace("__CFGTAG__", CONFIG_TAG)
+""".replace("__FAILED__", INIT_FAILED).replace("__PROBE__", PROBE_OK)
+
+#: The settings stage: apply the host's read-only 9p settings share (runtimes/qemu_devices.py)
+#: to the root ``$R``: the guest's address and routes, resolver and CA bundle, and its volumes.
+#: The share is copied and unmounted at once: QEMU cannot save the memory of a guest with a 9p
+#: share mounted. Sourced by init (``die`` reboots); run again by the agent's ``sys.setup``
+#: with ``R=`` in a guest restored from a snapshot template (its devices there, unset).
+SETTINGS = r"""
+mount9p() {  # TAG DIR OPTIONS: the virtio transport may still be probing, so retry a little
+    for i in $(seq 100); do
+        mount -t 9p -o "trans=virtio,version=9p2000.L,msize=262144,$3" "$1" "$2" 2>/dev/null \
+            && return 0
+        sleep 0.05
+    done
+    return 1
+}
+bindfile() {  # SOURCE TARGET: a read-only bind over a file of the new root
+    t="$R$2"; rm -f "$t" 2>/dev/null; [ -L "$t" ] && rm -f "$t"
+    mkdir -p "${t%/*}" && touch "$t" && mount --bind "$1" "$t" \
+        && mount -o remount,bind,ro,nosuid,nodev,noexec "$t"
+}
+C=$R/.stockade/cfg; M=$R/.stockade/share
+mkdir -p $M $C
+mount9p __CFGTAG__ $M ro,nosuid,nodev,noexec && cp $M/* $C/ && umount $M && rmdir $M \
+    || die "cannot read the settings share"
+if [ -s $C/net ]; then
+    read -r ADDR GW < $C/net
+    for i in $(seq 100); do [ -e /sys/class/net/eth0 ] && break; sleep 0.05; done
+    ip link set eth0 up && ip addr add "$ADDR/32" dev eth0 && ip route add "$GW" dev eth0 \
+        && ip route add default via "$GW" dev eth0 || die "cannot configure eth0"
+    bindfile $C/resolv.conf /etc/resolv.conf || die "cannot install resolv.conf"
+    [ -s $C/ca.crt ] && { bindfile $C/ca.crt /etc/ssl/certs/ca-certificates.crt \
+        || die "cannot install the CA bundle"; }
+fi
+while read -r tag mode path; do
+    [ -n "$tag" ] || continue
+    mkdir -p "$R$path" && mount9p "$tag" "$R$path" "$mode,nosuid,nodev" \
+        || die "cannot mount volume $tag at $path"
+done < $C/volumes
+""".replace("__CFGTAG__", CONFIG_TAG)
 
 
 class GuestError(ImageError):
@@ -349,7 +359,7 @@ def initramfs(images_dir: Path, agent_dir: Path) -> Path:
     if not busybox:
         raise GuestError(f"{BUSYBOX} is missing: apt-get install busybox-static")
     digest = hashlib.sha256()
-    for part in (INIT.encode(), kernel.version.encode(), busybox,
+    for part in (INIT.encode(), SETTINGS.encode(), kernel.version.encode(), busybox,
                  *(m.read_bytes() for m in kernel.modules), *(n.encode() + d for n, d in agent)):
         digest.update(hashlib.sha256(part).digest())
     target = guest_dir(images_dir) / f"initrd-{digest.hexdigest()[:16]}.img"
@@ -363,6 +373,7 @@ def initramfs(images_dir: Path, agent_dir: Path) -> Path:
     cpio.char("dev/null", 1, 3)
     cpio.file("bin/busybox", busybox, 0o755)
     cpio.file("init", INIT.encode(), 0o755)
+    cpio.file("settings.sh", SETTINGS.encode(), 0o644)
     for module in kernel.modules:
         cpio.file(f"lib/modules/{module.name}", module.read_bytes())
     cpio.file("lib/modules/order", "\n".join(m.stem for m in kernel.modules).encode() + b"\n")

@@ -16,7 +16,7 @@ import asyncio
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..agent import protocol
 from .channel import AgentChannel
@@ -126,10 +126,75 @@ class NotSupported(DriverError):
     """This tier cannot do that (on this host)."""
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a tier can do, declared as data: the engine reads these instead of asking which
+    tier it has, and docs/tiers.md's table is checked against them (tests/unit/runtimes).
+    Where one is False, the API answers 409 ``unsupported`` naming the tier and the field."""
+
+    #: Pause keeps every process and its memory (in RAM at least), resumed where it was.
+    memory_pause: bool = False
+    #: Pause saves that memory to a file: the paused sandbox holds no RAM and outlives an engine
+    #: restart or a host reboot (else it stays frozen in RAM).
+    pause_to_disk: bool = False
+    #: Pause to a file works with volumes attached (else such a sandbox pauses in RAM).
+    pause_to_disk_with_volumes: bool = False
+    #: Pause to a file works with a network attached (else such a sandbox pauses in RAM).
+    pause_to_disk_with_network: bool = False
+    #: Interactive terminals (a PTY) for processes.
+    pty: bool = False
+    #: Named volumes mounted into the sandbox.
+    volumes: bool = False
+    #: Egress network policies (the sandbox's own address behind the host's rules).
+    network_policy: bool = False
+    #: Stop keeps the filesystem and start boots it again (persistence="workspace").
+    workspace: bool = False
+    #: A stopped workspace's disk compressed to one archive (start restores it).
+    archive: bool = False
+    #: A sandbox's files saved as a new template (snapshot).
+    files_snapshot: bool = False
+    #: New sandboxes start from a booted memory snapshot instead of booting (fast start).
+    memory_snapshot_start: bool = False
+    #: ... with a network policy attached too.
+    snapshot_start_with_network: bool = False
+    #: ... with volumes attached too.
+    snapshot_start_with_volumes: bool = False
+    #: Started sandboxes may be kept ready in a warm pool.
+    warm_pool: bool = False
+    #: Fork copies the files copy-on-write: the sandbox's own changes are an overlay upper
+    #: directory on the host (``<directory>/disk/upper``) frozen into a shared layer.
+    forks_files: bool = False
+    #: Fork also copies processes and memory: one :meth:`checkpoint` restores into several
+    #: new sandboxes (docs/fork.md); else a fork's copies boot fresh on the copied files.
+    forks_memory: bool = False
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """Every capability's name, in declaration order."""
+        return tuple(cls.__dataclass_fields__)
+
+
 class RuntimeDriver(abc.ABC):
     """One isolation tier."""
 
     tier: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    @property
+    def layer_uid_base(self) -> int:
+        """Host uid of root inside the sandbox when its files on the host are uid-shifted (the
+        container tier's user namespace); 0 when they hold the sandbox's own ids."""
+        return 0
+
+    def pause_mode(self, spec: SandboxSpec) -> str | None:
+        """How :meth:`pause` of ``spec`` keeps its memory, from the declared capabilities:
+        ``"checkpoint"`` (to a file, :meth:`checkpoint`), ``"freezer"`` (in RAM, :meth:`pause`)
+        or None (it cannot be paused)."""
+        caps = self.capabilities
+        if (caps.pause_to_disk and (caps.pause_to_disk_with_volumes or not spec.volumes)
+                and (caps.pause_to_disk_with_network or spec.network is None)):
+            return "checkpoint"
+        return "freezer" if caps.memory_pause else None
 
     @abc.abstractmethod
     async def create(self, spec: SandboxSpec) -> None:
@@ -163,11 +228,9 @@ class RuntimeDriver(abc.ABC):
         """Undo :meth:`pause`."""
         raise NotSupported(f"the {self.tier} tier cannot resume")
 
-    #: Whether :meth:`checkpoint` saves memory to disk (else pausing uses the freezer).
-    checkpoints: ClassVar[bool] = False
-
-    def cannot_pause(self, spec: SandboxSpec) -> str | None:
-        """Why this sandbox's processes and memory cannot be saved, or None if they can."""
+    def after_resume(self, spec: SandboxSpec) -> dict[str, Any] | None:
+        """``sys.seed`` parameters the engine sends the agent once :meth:`resume` returned (on
+        the sandbox's open channel), or None: what a sandbox must renew after being stopped."""
         return None
 
     async def checkpoint(self, spec: SandboxSpec, image_dir: Path) -> None:
@@ -199,10 +262,3 @@ class RuntimeDriver(abc.ABC):
     @abc.abstractmethod
     async def known_ids(self) -> set[str]:
         """Ids of every sandbox this runtime holds on this host (for orphan collection)."""
-
-    #: Whether one :meth:`checkpoint` may be restored into several new sandboxes, so that a
-    #: fork keeps processes and memory; else a fork copies the filesystem only (docs/fork.md).
-    forks_memory: ClassVar[bool] = False
-    #: Whether the sandbox's own changes are an overlay upper directory on the host
-    #: (``<directory>/disk/upper``) that a fork can freeze into a shared read-only layer.
-    forks_files: ClassVar[bool] = False

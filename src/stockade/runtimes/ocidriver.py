@@ -44,6 +44,10 @@ class OciDriver(RuntimeDriver):
     #: Host uid that uid 0 inside maps to, or None to let the runtime isolate users itself.
     uid_base: ClassVar[int | None] = None
 
+    @property
+    def layer_uid_base(self) -> int:
+        return self.uid_base or 0
+
     def __init__(self, data_dir: Path, images: ImageStore, agent_dir: Path) -> None:
         self.data_dir = data_dir
         self.images = images
@@ -272,6 +276,3 @@ class OciDriver(RuntimeDriver):
         except DriverError:
             return set()
         return {line.strip() for line in out.splitlines() if line.strip()}
-
-    #: The writable layer is ``disk/upper`` on the host: fork shares it frozen (docs/fork.md).
-    forks_files = True

@@ -37,11 +37,11 @@ from typing import Any
 
 from ..images import ImageStore, guest
 from . import hostops, hostproc, jail, qemu_devices
-from .base import (DriverError, NotSupported, RuntimeDriver, RuntimeState, SandboxSpec, Stats,
-                   greet)
+from .base import (Capabilities, DriverError, NotSupported, RuntimeDriver, RuntimeState,
+                   SandboxSpec, Stats, greet)
 from .channel import AgentChannel, ChannelClosed
 from .qemu_accel import Accelerator, choose_accelerator
-from .qemu_snapshot import MACHINE, Machine, Templates, resume_saved, save_running
+from .qemu_snapshot import MACHINE, Machine, Templates, renewal, resume_saved, save_running
 
 QEMU = "qemu-system-x86_64"
 #: Host uids of microVMs: one per sandbox, derived from its id, above the container tier's range.
@@ -68,6 +68,15 @@ class QemuDriver(RuntimeDriver):
     """``isolation="microvm"``: untrusted code behind its own kernel."""
 
     tier = "microvm"
+    #: Pause saves the guest's memory to a file through QEMU's migration, except with volumes:
+    #: QEMU cannot save a guest with a mounted 9p export, so such a microVM pauses in RAM (its
+    #: vCPUs stopped). Snapshot start, with a network and volumes too: see qemu_snapshot.py.
+    #: Files snapshots need the guest's ext4 disk read on the host (not done yet).
+    capabilities = Capabilities(memory_pause=True, pause_to_disk=True,
+                                pause_to_disk_with_network=True, pty=True, volumes=True,
+                                network_policy=True, workspace=True, archive=True,
+                                memory_snapshot_start=True, snapshot_start_with_network=True,
+                                snapshot_start_with_volumes=True)
 
     def __init__(self, data_dir: Path, images: ImageStore, agent_dir: Path) -> None:
         self.data_dir = data_dir
@@ -131,10 +140,11 @@ class QemuDriver(RuntimeDriver):
             return
         await self.boot(spec)
 
-    async def boot(self, spec: SandboxSpec) -> None:
-        """Boot the guest from its kernel (a cold boot); return once the agent answers."""
-        machine = await self.machine(spec)
-        await self._launch(spec, machine)
+    async def boot(self, spec: SandboxSpec, template: bool = False) -> None:
+        """Boot the guest from its kernel (a cold boot); return once the agent answers. With
+        ``template``, a snapshot template VM: ``spec``'s devices, unset (qemu_devices.py)."""
+        machine = await self.machine(spec, template)
+        await self._launch(spec, machine, template=template)
         timeout = float(os.environ.get("STOCKADE_MICROVM_BOOT_TIMEOUT") or BOOT_TIMEOUT[machine.accel])
         channel = await self._wait_agent(spec, timeout)
         await channel.aclose()
@@ -147,18 +157,21 @@ class QemuDriver(RuntimeDriver):
         finally:
             await channel.aclose()
 
-    async def machine(self, spec: SandboxSpec) -> Machine:
-        """The QEMU command line and guest files that boot ``spec``."""
+    async def machine(self, spec: SandboxSpec, template: bool = False) -> Machine:
+        """The QEMU command line and guest files that boot ``spec`` (or its template VM)."""
         accel = await self.accelerator()
         kernel, initrd, image_disk = await asyncio.to_thread(self._guest_files, spec.image)
         assert image_disk is not None
         vcpus = max(1, min(int(-(-spec.resources.cpu // 1)), os.cpu_count() or 1))
         python = self.images.get(spec.image).python or "/usr/bin/python3"
-        return Machine(accel=accel.name, argv=tuple(qemu_argv(spec, accel, vcpus, python)),
+        return Machine(accel=accel.name,
+                       argv=tuple(qemu_argv(spec, accel, vcpus, python, template)),
                        kernel=str(kernel), initrd=str(initrd), image_disk=str(image_disk))
 
-    async def _launch(self, spec: SandboxSpec, machine: Machine, incoming: bool = False) -> None:
-        """Start the jailed QEMU of ``machine`` (waiting for a saved memory if ``incoming``)."""
+    async def _launch(self, spec: SandboxSpec, machine: Machine, incoming: bool = False,
+                      template: bool = False) -> None:
+        """Start the jailed QEMU of ``machine`` (waiting for a saved memory if ``incoming``;
+        as a snapshot template VM if ``template``)."""
         d = spec.directory
         for name in ("agent.sock", "qmp.sock", "console.log"):
             with contextlib.suppress(FileNotFoundError):
@@ -169,7 +182,7 @@ class QemuDriver(RuntimeDriver):
         vcpus = max(1, min(int(-(-res.cpu // 1)), os.cpu_count() or 1))
         cgroups = jail.create_cgroup(self.cgroup(spec), memory, res.cpu, QEMU_PIDS + vcpus)
         uid = self.uid(spec)
-        devices = await qemu_devices.prepare(spec, uid)  # tap, settings share, volumes
+        devices = await qemu_devices.prepare(spec, uid, template)  # tap, settings, volumes
         jail_spec = {
             "root": str(d / "jail"),
             "uid": uid, "gid": uid,
@@ -194,7 +207,7 @@ class QemuDriver(RuntimeDriver):
         self.runtime_root.mkdir(parents=True, exist_ok=True)
         with open(d / "qemu.log", "ab") as log:
             proc = await asyncio.create_subprocess_exec(
-                *qemu_devices.launcher(spec),
+                *qemu_devices.launcher(spec, template),
                 sys.executable, "-I", "-S", str(JAIL_SCRIPT), str(d / "jail.json"),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
@@ -285,14 +298,13 @@ class QemuDriver(RuntimeDriver):
         await qmp(spec.directory / "vm" / "qmp.sock", "cont")
         (spec.directory / "paused").unlink(missing_ok=True)
 
+    def after_resume(self, spec: SandboxSpec) -> dict[str, Any] | None:
+        # The guest's clock stood still while its vCPUs were stopped.
+        return renewal(spec, identity=False)
+
     # -- memory checkpoints (pause to disk; see qemu_snapshot.py) ------------------------------
-    checkpoints = True
-
-    def cannot_pause(self, spec: SandboxSpec) -> str | None:
-        return qemu_devices.migration_blocker(spec)
-
     async def checkpoint(self, spec: SandboxSpec, image_dir: Path) -> None:
-        if blocker := self.cannot_pause(spec):
+        if blocker := qemu_devices.migration_blocker(spec):
             raise NotSupported(blocker)
         await save_running(self, spec, image_dir)
 
@@ -354,7 +366,8 @@ class QemuDriver(RuntimeDriver):
         return {p.stem for p in self.runtime_root.glob("*.json")}
 
 
-def qemu_argv(spec: SandboxSpec, accel: Accelerator, vcpus: int, python: str) -> list[str]:
+def qemu_argv(spec: SandboxSpec, accel: Accelerator, vcpus: int, python: str,
+              template: bool = False) -> list[str]:
     """QEMU's command line, with paths as the jail shows them."""
     res = spec.resources
     cmdline = ["console=ttyS0", "quiet", "panic=-1", "reboot=t", "pci=off",
@@ -377,7 +390,7 @@ def qemu_argv(spec: SandboxSpec, accel: Accelerator, vcpus: int, python: str) ->
         "-chardev", "file,id=console,path=/vm/console.log", "-serial", "chardev:console",
         "-qmp", "unix:/vm/qmp.sock,server=on,wait=off",
         "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-        *qemu_devices.qemu_args(spec),
+        *qemu_devices.qemu_args(spec, template),
     ]
 
 

@@ -42,9 +42,9 @@ CONFIG_DIR = "cfg"
 #: Where the jail shows the settings share and the volumes.
 JAIL_CONFIG, JAIL_VOLUMES = "/cfg", "/volumes"
 #: Why a microVM with volumes cannot be paused to a file (QEMU's own refusal, said earlier).
-MIGRATION_BLOCKED = ("a microVM with volumes cannot be paused: QEMU cannot save a guest's memory "
-                     "while a 9p volume export is mounted in it; stop it (persistence="
-                     "'workspace' keeps its disk) or kill it instead")
+MIGRATION_BLOCKED = ("a microVM with volumes cannot be saved to a file: QEMU cannot save a "
+                     "guest's memory while a 9p volume export is mounted in it (it pauses in "
+                     "RAM instead)")
 
 
 def needs_config(spec: SandboxSpec) -> bool:
@@ -66,14 +66,21 @@ def kernel_args(spec: SandboxSpec) -> list[str]:
     return ["stockade.cfg=1"] if needs_config(spec) else []
 
 
-def qemu_args(spec: SandboxSpec) -> list[str]:
-    """QEMU arguments for the network interface, the settings share and the volumes."""
+#: The network backend of a snapshot template VM (it has no namespace of its own) and of a
+#: sandbox: the device's state migrates, its backend is the loading QEMU's.
+TEMPLATE_NETDEV = "hubport,id=net0,hubid=0"
+LIVE_NETDEV = f"tap,id=net0,ifname={TAP},script=no,downscript=no,vhost=off"
+
+
+def qemu_args(spec: SandboxSpec, template: bool = False) -> list[str]:
+    """QEMU arguments for the network interface, the settings share and the volumes. With
+    ``template``, the same devices for a snapshot template VM (see :func:`prepare`)."""
     if not needs_config(spec):
         return []
     args = ["-fsdev", f"local,id=cfg,path={JAIL_CONFIG},security_model=none,readonly=on",
             "-device", f"virtio-9p-device,fsdev=cfg,mount_tag={CONFIG_TAG}"]
     if spec.network is not None:
-        args += ["-netdev", f"tap,id=net0,ifname={TAP},script=no,downscript=no,vhost=off",
+        args += ["-netdev", TEMPLATE_NETDEV if template else LIVE_NETDEV,
                  "-device", f"virtio-net-device,netdev=net0,mac={mac_address(spec)}"]
     for i, volume in enumerate(spec.volumes):
         readonly = ",readonly=on" if volume.read_only else ""
@@ -83,37 +90,59 @@ def qemu_args(spec: SandboxSpec) -> list[str]:
     return args
 
 
+def live_argv(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """A template VM's command line for a sandbox restored from it: its tap as the backend."""
+    return tuple(LIVE_NETDEV if arg == TEMPLATE_NETDEV else arg for arg in argv)
+
+
+def layout(spec: SandboxSpec) -> str:
+    """The device layout a snapshot template must share with ``spec`` (for its slot name)."""
+    return ("-net" if spec.network is not None else "") + (
+        "-v" + "".join("r" if v.read_only else "w" for v in spec.volumes) if spec.volumes else "")
+
+
 def mac_address(spec: SandboxSpec) -> str:
     """A locally administered MAC derived from the sandbox id (stable across restarts)."""
     digest = hashlib.sha256(spec.id.encode()).digest()
     return "52:54:" + ":".join(f"{b:02x}" for b in digest[:4])
 
 
-def launcher(spec: SandboxSpec) -> list[str]:
+def launcher(spec: SandboxSpec, template: bool = False) -> list[str]:
     """The command that puts the jail in its namespaces: the sandbox's network namespace when it
-    has one (so QEMU can open its tap), a new empty one otherwise."""
+    has one (so QEMU can open its tap), a new empty one otherwise (and for a template VM)."""
     unshare = ["unshare", "--mount", "--pid", "--ipc", "--uts", "--fork", "--kill-child",
                "--propagation", "private"]
-    if spec.network is None:
+    if spec.network is None or template:
         return [*unshare[:2], "--net", *unshare[2:], "--"]
     return ["nsenter", f"--net={spec.network.netns}", "--", *unshare, "--"]
 
 
-async def prepare(spec: SandboxSpec, uid: int) -> dict[str, Any]:
+async def prepare(spec: SandboxSpec, uid: int, template: bool = False) -> dict[str, Any]:
     """Make the host side of the devices (tap and bridge, settings share) and return what the
     jail adds: ``binds``, ``devices``, ``jail`` (more settings of the jail) and the largest file
-    QEMU may write (``fsize``)."""
+    QEMU may write (``fsize``). With ``template`` (a snapshot template VM), the devices are there
+    but unset: no tap, empty settings, empty directories behind the volume exports; a sandbox
+    restored from it applies its own settings then (the agent's ``sys.setup``)."""
     if not needs_config(spec):
         return {"binds": [], "devices": [], "jail": {}, "fsize": 0}
     cfg = spec.directory / CONFIG_DIR
     cfg.mkdir(mode=0o755, exist_ok=True)
+    if template:
+        _write(cfg / "volumes", "")
+        binds: list[list[Any]] = [[str(cfg), JAIL_CONFIG, False]]
+        for i, volume in enumerate(spec.volumes):
+            empty = spec.directory / f"volume{i}"
+            empty.mkdir(mode=0o755, exist_ok=True)
+            binds.append([str(empty), f"{JAIL_VOLUMES}/{i}", not volume.read_only])
+        return {"binds": binds, "devices": [], "fsize": 0,
+                "jail": {"proc": True, "umask": 0o022} if spec.volumes else {}}
     lines = []
     for i, volume in enumerate(spec.volumes):
         if any(ord(c) < 32 for c in volume.destination):
             raise DriverError(f"volume path {volume.destination!r} has a control character")
         lines.append(f"{volume_tag(i)} {'ro' if volume.read_only else 'rw'} {volume.destination}\n")
     _write(cfg / "volumes", "".join(lines))
-    binds: list[list[Any]] = [[str(cfg), JAIL_CONFIG, False]]
+    binds = [[str(cfg), JAIL_CONFIG, False]]
     devices: list[list[Any]] = []
     if spec.network is not None:
         address, gateway = await _wire_tap(spec, uid)

@@ -10,16 +10,21 @@ disk as it was when the vCPUs stopped.
 is then killed; **resume** (``restore``) starts a jailed QEMU with ``-incoming defer``, loads the
 memory, sets the guest's clock (it stood still while saved) and reseeds its kernel RNG.
 
-**Snapshot start**: per image, vCPUs, memory, disk size, accelerator and guest files, a template
-VM is booted once, its agent readied, and it is saved with its disk under
-``<data_dir>/runtime/microvm-templates/<slot>.<key>/``. A new sandbox without network or volumes
-gets a sparse copy of the template's disk at create and, at start, loads the template's memory
-instead of booting, then gets its own identity through the agent (``sys.seed``: hostname = its
-id, a fresh /etc/machine-id, the clock, host entropy and a forced reseed of the kernel RNG)
-before it is handed out. Templates are built under a temporary name and renamed, under a lock
-(so concurrent creates build one once); a change of any input makes a new key, and the slot's
-old template is deleted. ``STOCKADE_MICROVM_SNAPSHOT=0`` turns snapshot start off. If a template
-cannot be built or restored, the sandbox cold-boots.
+**Snapshot start**: per image, vCPUs, memory, disk size, accelerator, guest files and device
+layout (a network interface; how many volumes, read-only or not), a template VM is booted once,
+its agent readied, and it is saved with its disk under
+``<data_dir>/runtime/microvm-templates/<slot>.<key>/``. The template VM has the sandbox's devices
+but unset (qemu_devices.prepare: its network backend is a QEMU hub port, its settings share
+empty, its volume exports empty directories, none mounted), so its memory can be saved. A new
+sandbox gets a sparse copy of the template's disk at create and, at start, loads the template's
+memory instead of booting (its tap as the network backend), then gets its own identity through
+the agent (``sys.seed``: hostname = its id, a fresh /etc/machine-id, the clock, host entropy and
+a forced reseed of the kernel RNG) and, with a network or volumes, its own settings
+(``sys.setup``: the guest init's settings stage run again on its own settings share: address,
+routes, resolver, CA bundle, volume mounts) before it is handed out. Templates are built under a
+temporary name and renamed, under a lock (so concurrent creates build one once); a change of
+any input makes a new key, and the slot's old template is deleted. ``STOCKADE_MICROVM_SNAPSHOT=0``
+turns snapshot start off. If a template cannot be built or restored, the sandbox cold-boots.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from . import hostops
+from . import hostops, qemu_devices
 from .base import DriverError, SandboxSpec
 from .channel import AgentCallError, ChannelClosed
 from .qemu_migrate import MigrationFailed, Qmp, load_memory, save_memory
@@ -60,6 +65,8 @@ FORMAT = 1
 #: The hostname the key of a template is computed with (the real template VM has its own id).
 KEY_HOST = "sbtemplate"
 RESTORE_AGENT_TIMEOUT = 60.0
+#: How long a restored guest may take to apply its network and volume settings.
+SETUP_TIMEOUT = 120.0
 #: Seconds before a template whose build failed is tried again.
 RETRY_AFTER = 600.0
 
@@ -149,9 +156,11 @@ async def load(driver: "QemuDriver", spec: SandboxSpec, machine: Machine, memory
     channel = await driver._wait_agent(spec, RESTORE_AGENT_TIMEOUT)
     try:
         await asyncio.wait_for(channel.call("sys.seed", renewal(spec, identity)), 15.0)
+        if identity and qemu_devices.needs_config(spec):  # its own network and volumes
+            await asyncio.wait_for(channel.call("sys.setup"), SETUP_TIMEOUT)
     except (AgentCallError, ChannelClosed, asyncio.TimeoutError) as exc:
         raise DriverError(f"the restored agent of {spec.id} could not renew its clock, "
-                          f"entropy and identity: {exc!r}") from None
+                          f"entropy, identity and settings: {exc!r}") from None
     finally:
         await channel.aclose()
 
@@ -179,7 +188,7 @@ class Templates:
     async def claim(self, spec: SandboxSpec, disk: Path, uid: int) -> bool:
         """Give a new sandbox the disk of its template (building the template if needed);
         False if it should boot cold instead."""
-        if not enabled() or spec.network is not None or spec.volumes:
+        if not enabled():
             return False
         try:
             template = await self.ensure(spec)
@@ -206,8 +215,9 @@ class Templates:
         """Start a new sandbox from ``template``; boot it cold if that fails."""
         driver = self.driver
         try:
-            await load(driver, spec, Machine.read(template / MACHINE), template / MEMORY,
-                       identity=True)
+            machine = Machine.read(template / MACHINE)
+            machine = dataclasses.replace(machine, argv=qemu_devices.live_argv(machine.argv))
+            await load(driver, spec, machine, template / MEMORY, identity=True)
         except DriverError as exc:
             log.warning("microVM %s: restoring template %s failed (%s); booting cold",
                         spec.id, template.name, exc)
@@ -242,13 +252,14 @@ class Templates:
 
     async def _key(self, spec: SandboxSpec) -> tuple[str, str]:
         """The template's slot (what it is for) and key (a hash of everything it depends on)."""
-        machine = await self.driver.machine(dataclasses.replace(spec, id=KEY_HOST))
+        machine = await self.driver.machine(dataclasses.replace(spec, id=KEY_HOST), template=True)
         stamps = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns)
                   for p in (machine.argv[0], machine.kernel, machine.initrd, machine.image_disk)]
         inputs = json.dumps([FORMAT, dataclasses.asdict(machine), stamps, spec.resources.disk_mb])
         res = spec.resources
         vcpus = machine.argv[machine.argv.index("-smp") + 1]
-        slot = f"{spec.image}-{vcpus}cpu-{res.memory_mb}m-{res.disk_mb}m-{machine.accel}"
+        slot = (f"{spec.image}-{vcpus}cpu-{res.memory_mb}m-{res.disk_mb}m-{machine.accel}"
+                f"{qemu_devices.layout(spec)}")
         return slot, hashlib.sha256(inputs.encode()).hexdigest()[:16]
 
     @contextlib.asynccontextmanager
@@ -266,8 +277,9 @@ class Templates:
         build = self.root / f".b-{hashlib.sha256(slot.encode()).hexdigest()[:8]}"
         await asyncio.to_thread(shutil.rmtree, build, True)  # an interrupted earlier build
         build.mkdir(mode=0o700)
+        # The sandbox's devices (a network interface, volume exports), unset: see prepare().
         vm_spec = SandboxSpec(id=f"sbtpl{key[:12]}", image=spec.image, resources=spec.resources,
-                              directory=build / "w")
+                              directory=build / "w", network=spec.network, volumes=spec.volumes)
         started = time.monotonic()
         try:
             uid = driver.uid(vm_spec)
@@ -276,7 +288,7 @@ class Templates:
             os.chown(vm, uid, uid)
             (vm_spec.directory / "jail").mkdir(mode=0o700)
             await driver.make_disk(vm / DISK, spec.resources.disk_mb, uid)
-            await driver.boot(vm_spec)
+            await driver.boot(vm_spec, template=True)
             await driver.sync_guest(vm_spec)  # every clone starts from a disk that has it all
             await save_running(driver, vm_spec, build)
             await driver.stop(vm_spec)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from . import hostproc
-from .base import SandboxSpec
+from .base import Capabilities, SandboxSpec
 from .ocidriver import OciDriver
 
 #: Host uid of root inside every container-tier sandbox (uids 0-65535 map above it).
@@ -16,6 +16,10 @@ class RuncDriver(OciDriver):
     """``isolation="container"``: a hardened container on the host kernel."""
 
     tier = "container"
+    #: Pause freezes the cgroup (memory stays in RAM): no process checkpoint here (CRIU fails).
+    capabilities = Capabilities(memory_pause=True, pty=True, volumes=True, network_policy=True,
+                                workspace=True, archive=True, files_snapshot=True,
+                                warm_pool=True, forks_files=True)
     binary = "runc"
     uid_base = DEFAULT_UID_BASE
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
-
 from typing import Any
 
-from . import gvisor_compat, suspend
-from .base import SandboxSpec
+from . import gvisor_compat, hostops, suspend
+from .base import Capabilities, SandboxSpec
 from .ocidriver import OciDriver
 
 
@@ -16,6 +16,15 @@ class RunscDriver(OciDriver):
     """``isolation="gvisor"``: the application talks to the Sentry, not the host kernel."""
 
     tier = "gvisor"
+    #: Pause is ``runsc checkpoint`` to disk (bind-mounted volumes are outside the Sentry's
+    #: memory, so they do not stop it), but not with a network: the 2022-12 netstack refuses to
+    #: save a TCP endpoint that is not fully closed (even one in TIME-WAIT), and the failed
+    #: checkpoint takes the sandbox down; a networked gVisor sandbox pauses in RAM instead.
+    capabilities = Capabilities(memory_pause=True, pause_to_disk=True,
+                                pause_to_disk_with_volumes=True, pty=True, volumes=True,
+                                network_policy=True, workspace=True, archive=True,
+                                files_snapshot=True, warm_pool=True, forks_files=True,
+                                forks_memory=True)
     binary = "runsc"
 
     def global_flags(self, spec: SandboxSpec | None = None) -> list[str]:
@@ -43,9 +52,12 @@ class RunscDriver(OciDriver):
                 "mount -t tmpfs -o size=4k,mode=555 stockade-hide /proc/sys/net "
                 '&& exec "$@"', "sh"]
 
-    # -- memory checkpoints (docs/persistence.md) ------------------------------------------------
-    checkpoints = True
+    async def spawn(self, spec: SandboxSpec, args: list[str]) -> int:
+        if spec.network is not None:
+            await keep_address(spec)
+        return await super().spawn(spec, args)
 
+    # -- memory checkpoints (docs/persistence.md) ------------------------------------------------
     async def checkpoint(self, spec: SandboxSpec, image_dir: Path) -> None:
         await suspend.quiesce(spec, self.connect)
         image_dir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +81,38 @@ class RunscDriver(OciDriver):
                 f"{self.tail_log(spec, 600)}")
         await self.await_agent(spec)
 
-    # -- fork (docs/fork.md) ---------------------------------------------------------------------
-    #: ``restore`` accepts any bundle whose mounts match, so one checkpoint makes many copies.
-    forks_memory = True
+
+#: In a networked sandbox's directory: eth0's address and gateway, as the engine set them.
+ADDRESS_FILE = "net-address.json"
+
+
+async def keep_address(spec: SandboxSpec) -> None:
+    """Give the namespace's ``eth0`` its address and routes back before runsc runs again.
+
+    ``runsc --network=sandbox`` moves them into gVisor's own network stack and takes them off
+    the namespace, so a stopped sandbox's next run would find an interface without an address
+    and come up with loopback only. Recorded at the first run, restored at the next ones."""
+    assert spec.network is not None
+    netns, saved = spec.network.netns.name, spec.directory / ADDRESS_FILE
+    addrs = await _ip_json(netns, "addr", "show", "dev", "eth0")
+    found = [(a["local"], a["prefixlen"]) for link in addrs for a in link.get("addr_info", ())]
+    if found:
+        routes = await _ip_json(netns, "route", "show", "default")
+        gateway = routes[0].get("gateway") if routes else None
+        saved.write_text(json.dumps({"address": found[0][0], "prefix": found[0][1],
+                                     "gateway": gateway}))
+        return
+    try:
+        net = json.loads(saved.read_text())
+    except (OSError, ValueError):
+        return  # nothing recorded: runsc will say what it misses
+    await hostops.run("ip", "-n", netns, "addr", "add", f"{net['address']}/{net['prefix']}",
+                      "dev", "eth0")
+    if net.get("gateway"):
+        await hostops.run("ip", "-n", netns, "route", "replace", net["gateway"], "dev", "eth0")
+        await hostops.run("ip", "-n", netns, "route", "replace", "default", "via",
+                          net["gateway"], "dev", "eth0")
+
+
+async def _ip_json(netns: str, *args: str) -> Any:
+    return json.loads(await hostops.run("ip", "-n", netns, "-j", "-4", *args) or "[]")

@@ -32,3 +32,13 @@ def test_entropy_is_mixed_in_and_the_crng_reseeded() -> None:
     # Harmless on the host: more entropy and an early reseed of its CRNG.
     assert main.seed(None, {"hex": os.urandom(64).hex()}) == {"reseeded": True}  # type: ignore[arg-type]
     assert main.seed(None, {}) == {"reseeded": True}  # type: ignore[arg-type]  # old hosts: hex only
+
+
+def test_setup_outside_a_microvm_guest_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Any) -> None:
+    """sys.setup runs the guest init's settings stage; where there is none (every container
+    and gVisor sandbox, this host) it refuses instead of running anything."""
+    monkeypatch.setattr(main, "SETTINGS", str(tmp_path / "absent.sh"))
+    with pytest.raises(AgentError) as caught:
+        main.setup(None, {})  # type: ignore[arg-type]
+    assert caught.value.code.value == "bad_request" and "no settings stage" in str(caught.value)

@@ -58,3 +58,27 @@ def test_volume_paths_with_control_characters_are_refused(tmp_path: Path) -> Non
                        volumes=(VolumeMount(tmp_path, "/a\nstockade.vol9 rw /etc"),))
     with pytest.raises(DriverError, match="control character"):
         asyncio.run(qemu_devices.prepare(spec, 1))
+
+
+def test_template_vm_has_the_devices_but_none_of_the_sandboxs_settings(tmp_path: Path) -> None:
+    """A snapshot template for a networked sandbox with volumes: the same devices (so a sandbox
+    can load its memory), but no namespace, no tap, no settings and nothing of the real
+    volumes; a sandbox restored from it gets its tap back as the backend."""
+    real = tmp_path / "real-volume"
+    real.mkdir()
+    spec = SandboxSpec(id="sbtpl1", image="base", directory=tmp_path / "tpl", network=NET,
+                       volumes=(VolumeMount(real, "/data"), VolumeMount(real, "/in", True)))
+    spec.directory.mkdir()
+    template = qemu_devices.qemu_args(spec, template=True)
+    live = qemu_devices.qemu_args(spec)
+    assert qemu_devices.TEMPLATE_NETDEV in template and qemu_devices.LIVE_NETDEV not in template
+    assert qemu_devices.live_argv(tuple(template)) == tuple(live)
+    assert "--net" in qemu_devices.launcher(spec, template=True)  # an empty namespace of its own
+    prepared = asyncio.run(qemu_devices.prepare(spec, 1, template=True))
+    assert prepared["devices"] == []  # no tun: no tap
+    assert str(real) not in {bind[0] for bind in prepared["binds"]}
+    assert [bind[1:] for bind in prepared["binds"]] == [["/cfg", False], ["/volumes/0", True],
+                                                        ["/volumes/1", False]]
+    assert sorted(p.name for p in (spec.directory / "cfg").iterdir()) == ["volumes"]
+    assert (spec.directory / "cfg" / "volumes").read_text() == ""  # nothing mounted in it
+    assert qemu_devices.layout(spec) == "-net-vwr"

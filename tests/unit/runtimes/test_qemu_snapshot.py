@@ -23,7 +23,7 @@ class FakeDriver:
         for path in self.files.values():
             path.write_text(path.name)
 
-    async def machine(self, spec: SandboxSpec) -> Machine:
+    async def machine(self, spec: SandboxSpec, template: bool = False) -> Machine:
         argv = (sys.executable, "-smp", "1", "-m", str(spec.resources.memory_mb),
                 f"stockade.hostname={spec.hostname}")
         return Machine("tcg", argv, str(self.files["vmlinux"]), str(self.files["initrd"]),
