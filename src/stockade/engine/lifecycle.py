@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..net import NetworkPolicy
-from ..runtimes import hostops
+from .. import host
 from ..runtimes.base import DriverError, NotSupported, RuntimeState
 from ..runtimes.ocidriver import RELEASE_WAIT
 from ..runtimes.suspend import CheckpointCorrupt
@@ -315,7 +315,7 @@ class Lifecycle:
             try:
                 layer = driver.layer_file(record.spec)
                 await driver.stop(record.spec)  # idempotent: nothing of it stays mounted
-                if not await hostops.loop_released(layer, RELEASE_WAIT):  # flushed to the file
+                if not await host.loop_released(layer, RELEASE_WAIT):  # flushed to the file
                     raise SandboxUnavailable(f"could not archive sandbox {sandbox_id}: its disk "
                                              f"is still busy after its stop; try again")
                 info = await archive.archive(layer, record.directory)
