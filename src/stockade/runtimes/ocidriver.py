@@ -100,10 +100,14 @@ class OciDriver(RuntimeDriver):
         owner = self.uid_base or 0
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o711)
-        # A lazily unmounted disk of the last run may still be on a loop device; give it a
-        # moment to let go (recovery after a crash must go on even if it does not).
-        if not host.mounted(d / "disk"):
-            await host.loop_released(d / "disk.img", RELEASE_WAIT / 6)
+        # A lazily unmounted disk of the last run may still be on a loop device, its filesystem
+        # alive until its last user lets go: mounting the image again meanwhile would put two
+        # filesystems on one disk and corrupt it. Wait for it; refuse rather than risk that.
+        if not host.mounted(d / "disk") and not await host.loop_released(d / "disk.img",
+                                                                         RELEASE_WAIT):
+            raise DriverError(f"the disk of sandbox {spec.id}'s last run is still held by the "
+                              f"kernel after {RELEASE_WAIT:.0f} s (a process of that run keeps "
+                              f"its filesystem busy); not mounting it twice: try again later")
         await host.make_disk(d / "disk.img", d / "disk", spec.resources.disk_mb, owner,
                                 self.data_dir / "runtime" / "blank-disks")
         # A snapshot template is its own layer over its parent's: lowerdir=child:parent:...
