@@ -55,7 +55,8 @@ def _wait(check: Any, within: float, what: str) -> Any:
     raise AssertionError(f"not within {within} s: {what}")
 
 
-def test_fork_copies_the_files_into_a_named_sandbox_of_its_own(acme: Daytona) -> None:
+def test_fork_copies_the_files_into_a_named_sandbox_of_its_own(server: Server,
+                                                               acme: Daytona) -> None:
     source = acme.create(CreateSandboxFromSnapshotParams(labels={"team": "fork"}))
     copy = None
     try:
@@ -72,6 +73,9 @@ def test_fork_copies_the_files_into_a_named_sandbox_of_its_own(acme: Daytona) ->
         assert acme.get(name).id == copy.id
         with pytest.raises(DaytonaConflictError, match="already exists"):
             source.fork(name=name)
+        with server.client(server.new_key("other")) as c:  # another tenant cannot fork it
+            r = c.post(f"/daytona/api/sandbox/{source.id}/fork", json={"name": "stolen"})
+            assert r.status_code == 404 and r.json()["statusCode"] == 404
         plain = source.fork()  # no name: its id, as for a create
         try:
             assert plain.name == plain.id
@@ -115,6 +119,12 @@ def test_secrets_are_write_only_and_the_sandbox_sees_a_placeholder(
             other.secret.get(name)
         assert missing.value.status == 404
         assert name not in [s.name for s in other.secret.list().items]
+        for attempt in (lambda: other.secret.update(name, UpdateSecretParams(hosts=["x.test"])),
+                        lambda: other.secret.delete(name)):
+            with pytest.raises(ApiException) as refused:
+                attempt()
+            assert refused.value.status == 404
+        assert acme.secret.get(name).hosts == ["api.example.test", "*.example.test"]
 
         with pytest.raises(DaytonaError, match="network"):  # secrets need egress to their hosts
             acme.create(CreateSandboxFromSnapshotParams(secrets={"API_KEY": name}))
@@ -155,19 +165,34 @@ def test_auto_stop_acts_on_inactivity_and_a_running_command_keeps_it_started(
         assert stopped and time.monotonic() - started > 9
         sb.start()
         assert sb.process.exec("echo back").result == "back\n"
+        sb.set_auto_delete_interval(0)  # deleted as soon as it stops
+        sb.stop()
+        _wait(lambda: _missing(acme, sb.id), 15, "the stopped sandbox is deleted")
     finally:
-        acme.delete(sb)
+        if not _missing(acme, sb.id):
+            acme.delete(sb)
+
+
+def _missing(acme: Daytona, sandbox_id: str) -> bool:
+    try:
+        acme.get(sandbox_id)
+        return False
+    except DaytonaNotFoundError:
+        return True
 
 
 def test_auto_pause_at_create_and_its_setter(acme: Daytona) -> None:
     sb = acme.create(CreateSandboxFromSnapshotParams(auto_pause_interval=30))
     try:
         assert (sb.auto_pause_interval, sb.auto_stop_interval) == (30, 0)
+        assert sb.auto_archive_interval == 7 * 24 * 60  # Daytona's default
         sb.set_auto_pause_interval(45)
         sb.refresh_data()
         assert sb.auto_pause_interval == 45
         with pytest.raises(DaytonaConflictError, match="pause when idle"):
             sb.set_autostop_interval(10)
+        with pytest.raises(DaytonaError, match="auto_delete_interval"):
+            acme.create(CreateSandboxFromSnapshotParams(ttl_minutes=5))
         with pytest.raises(DaytonaError, match="exclusive"):
             acme.create(CreateSandboxFromSnapshotParams(auto_pause_interval=5,
                                                         auto_stop_interval=5))

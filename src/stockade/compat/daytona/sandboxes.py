@@ -18,9 +18,9 @@ from . import render
 from ._base import API, DaytonaError, DaytonaRoute, not_found
 from ._lookup import Answer, AnswerDep, SandboxId, visible
 from .builds import image_template
-from .wire import (DEFAULT_AUTO_STOP, KEEP_LONGEST, NAME_KEY, NEVER, RESERVED,
-                   STATES, TIER_LABEL, CreateSandbox, ForkSandbox, Labels, NetworkSettings,
-                   SandboxSnapshot)
+from .wire import (DEFAULT_AUTO_ARCHIVE, DEFAULT_AUTO_STOP, KEEP_LONGEST, NAME_KEY, NEVER,
+                   RESERVED, STATES, TIER_LABEL, CreateSandbox, ForkSandbox, Labels,
+                   NetworkSettings, SandboxSnapshot)
 
 router = APIRouter(prefix=API + "/sandbox", route_class=DaytonaRoute, tags=["daytona"])
 
@@ -36,6 +36,12 @@ def _auto_delete(minutes: int | None) -> float:
     if minutes is None or minutes < 0:
         return KEEP_LONGEST
     return max(1.0, float(minutes * 60))
+
+
+def _auto_archive(minutes: int | None) -> float | None:
+    """Seconds after a stop to archive (Daytona's default: 7 days; 0: never)."""
+    minutes = DEFAULT_AUTO_ARCHIVE if minutes is None else minutes
+    return float(minutes * 60) if minutes else None
 
 
 def _allowed(body: CreateSandbox | NetworkSettings) -> list[str]:
@@ -64,6 +70,9 @@ def create_spec(body: CreateSandbox, template: str | None = None) -> SandboxSpec
                                 f"'user' (leave os_user unset)")
     if any(v.subpath for v in body.volumes):
         raise DaytonaError(400, "volume subpath is not supported; mount the whole volume")
+    if body.ttl_minutes:
+        raise DaytonaError(400, "ttl_minutes is not supported: use auto_delete_interval (a "
+                                "stopped sandbox is deleted after it)")
     if body.auto_pause_interval and body.auto_stop_interval:
         raise DaytonaError(400, "auto_stop_interval and auto_pause_interval are mutually "
                                 "exclusive: set one of them to 0")
@@ -80,8 +89,7 @@ def create_spec(body: CreateSandbox, template: str | None = None) -> SandboxSpec
         disk_mb=body.disk * 1024 if body.disk else None, network=_network(body),
         persistence="workspace", on_timeout="pause" if pause else "stop",
         auto_delete=_auto_delete(body.auto_delete_interval),
-        auto_archive=float(body.auto_archive_interval * 60) if body.auto_archive_interval
-        else None,
+        auto_archive=_auto_archive(body.auto_archive_interval),
         volumes=[VolumeMount(volume=v.volume_id, path=v.mount_path) for v in body.volumes])
 
 

@@ -18,6 +18,8 @@ NAME_KEY = RESERVED + "name"
 TIER_LABEL = "stockade.isolation"
 #: Daytona's default when a create gives no auto-stop interval (minutes).
 DEFAULT_AUTO_STOP = 15
+#: Daytona's default auto-archive interval (minutes after a stop): 7 days.
+DEFAULT_AUTO_ARCHIVE = 7 * 24 * 60
 #: Auto-delete "never": the longest a stopped sandbox may be kept (SandboxSpec's bound).
 KEEP_LONGEST = 365 * 86400.0
 #: Auto-stop "never": the longest a sandbox may live (the engine's and the default quota's).
@@ -75,6 +77,7 @@ class CreateSandbox(NetworkSettings):
                                               ge=0, le=525600)
     auto_delete_interval: int | None = Field(default=None, alias="autoDeleteInterval",
                                              le=525600)
+    ttl_minutes: int | None = Field(default=None, alias="ttlMinutes")
     volumes: list[VolumeRef] = Field(default_factory=list, max_length=32)
     build_info: BuildInfo | None = Field(default=None, alias="buildInfo")
     #: ``[{ENV_VAR: secret name}, ...]``, as the SDK sends its ``secrets`` dict.
