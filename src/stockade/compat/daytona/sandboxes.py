@@ -12,8 +12,9 @@ from typing import Annotated, Any, Awaitable, Callable
 
 from fastapi import APIRouter, Query, Response
 
-from ...engine import SandboxNotFound
-from ...models import ForkSpec, NetworkPolicy, SandboxInfo, SandboxSpec, VolumeMount
+from ...engine import Conflict, SandboxNotFound
+from ...models import (ForkSpec, NetworkPolicy, SandboxEnd, SandboxInfo, SandboxSpec,
+                       VolumeMount)
 from . import render
 from ._base import API, DaytonaError, DaytonaRoute, not_found
 from ._lookup import Answer, AnswerDep, SandboxId, visible
@@ -137,20 +138,34 @@ async def list_sandboxes(
 async def get_sandbox(sandbox_id: SandboxId, answer: AnswerDep) -> dict[str, Any]:
     """The sandbox; one that ended on its own (out of memory, host lost...) reads as state
     ``error`` with the reason, while its end record is kept; a deleted one is not found."""
-    sandboxes = answer.ctl.engine.sandboxes
     try:
-        return answer(await sandboxes.get(sandbox_id))
+        return answer(await answer.ctl.engine.sandboxes.get(sandbox_id))
     except SandboxNotFound:
-        end = await sandboxes.end(sandbox_id)
-        if end.reason in render.GONE:
-            raise not_found(sandbox_id) from None
+        end = await _ended(answer, sandbox_id)
         return render.ended(end, answer.who.tenant, answer.base)
+
+
+async def _ended(answer: Answer, sandbox_id: str) -> SandboxEnd:
+    """The end record of a sandbox that ended on its own; 404 for one deleted (by the user or
+    by auto-delete) or unknown."""
+    try:
+        end = await answer.ctl.engine.sandboxes.end(sandbox_id)
+    except (SandboxNotFound, Conflict):
+        raise not_found(sandbox_id) from None
+    if end.reason in render.GONE:
+        raise not_found(sandbox_id)
+    return end
 
 
 @router.delete("/{sandboxIdOrName}")
 async def delete_sandbox(sandbox_id: SandboxId, answer: AnswerDep) -> dict[str, Any]:
-    """Delete the sandbox and everything in it; answers it ``destroyed``."""
-    info = await answer.ctl.engine.sandboxes.get(sandbox_id)
+    """Delete the sandbox and everything in it; answers it ``destroyed`` (one that already
+    ended on its own, state ``error``, has nothing left to delete: answered the same)."""
+    sandboxes = answer.ctl.engine.sandboxes
+    try:
+        info = await sandboxes.get(sandbox_id)
+    except SandboxNotFound:
+        return answer((await _ended(answer, sandbox_id)).sandbox, state="destroyed")
     await answer.ctl.kill(answer.who, sandbox_id, answer.request_id)
     return answer(info, state="destroyed")
 
