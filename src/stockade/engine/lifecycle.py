@@ -40,7 +40,7 @@ from . import archive
 from .archive import ArchiveCorrupt
 from .errors import (Conflict, EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable,
                      Unsupported)
-from ..models import SandboxInfo
+from ..models import WAITING_TAG, SandboxInfo
 from .records import SandboxRecord
 
 if TYPE_CHECKING:
@@ -412,8 +412,10 @@ class Lifecycle:
             with contextlib.suppress(EngineError, asyncio.TimeoutError):
                 found = await asyncio.wait_for(
                     engine.call(record.id, "process.list", {}, touch=False), IDLE_CHECK)
-                # A code context's interpreter waits for cells: that is not a running command.
-                if any(not str(p.get("tag") or "").startswith("stockade-code:") for p in found):
+                # A code context's interpreter waits for cells, a waiting shell for commands:
+                # neither is a running command.
+                if any(not str(p.get("tag") or "").startswith(("stockade-code:", WAITING_TAG))
+                       for p in found):
                     engine.touch(record)
                     idle_until = record.last_active_at + record.timeout
         if time.time() >= idle_until:
