@@ -17,7 +17,9 @@ TIERS = ("container", "gvisor", "microvm")
 SNAPSHOT_OF = "snapshot of sandbox "
 #: Lifecycle buttons, and the states in which each makes sense.
 ACTIONS = {"pause": ("running",), "resume": ("paused",), "stop": ("running", "paused"),
-           "start": ("stopped", "archived"), "kill": STATES}
+           "start": ("stopped", "archived"), "archive": ("stopped",), "kill": STATES}
+#: The actions that only a workspace (persistence="workspace") has.
+WORKSPACE_ONLY = ("stop", "start", "archive")
 
 
 def e(value: Any) -> str:
@@ -46,7 +48,8 @@ def layout(title: str, body: str, session: Session | None = None, *, message: st
                + f'<span class="who">{scope}</span>'
                f'<form method="post" action="/ui/logout" class="inline">{csrf_field(session)}'
                f'<button>Sign out</button></form>')
-    note = f'<p class="message" role="alert">{e(message)}</p>' if message else ""
+    failed = " failed" if getattr(message, "failed", False) else ""
+    note = f'<p class="message{failed}" role="alert">{e(message)}</p>' if message else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)} - Stockade</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -113,7 +116,10 @@ def sandbox_list(session: Session, items: list[SandboxInfo], filters: dict[str, 
  value="{e(filters.get("template") or "")}"><button type="submit">Filter</button></form>
 <table id="sandboxes"><thead><tr><th>id</th><th>tier</th><th>template</th><th>state</th>
 <th>limits</th><th>created</th><th>expires</th></tr></thead>{sandbox_rows(items)}</table>
-<p class="hint">This list updates every 10 s.</p>
+<p class="hint">This list updates itself as sandboxes are created, change state or end.</p>
+<section id="ended-sandboxes" hidden><h2>Recently ended</h2>
+<table><thead><tr><th>id</th><th>reason</th><th>why</th><th>ended</th></tr></thead><tbody></tbody>
+</table></section>
 <form method="post" action="/ui/sandboxes" class="card" id="create">{csrf_field(session)}
 <label for="new-template">New sandbox from template</label>
 <input id="new-template" name="template" value="base" required maxlength="64"
