@@ -44,6 +44,10 @@ async def events(request: Request, session: Session) -> Response:
     try:
         upstream = await client.send(client.build_request("GET", "/events", params=params,
                                                           headers=headers), stream=True)
+        if upstream.status_code == 401:  # the key was revoked: the next page signs out
+            await upstream.aclose()
+            await client.aclose()
+            return Response("the API key is no longer valid", 401, headers=HEADERS)
         if upstream.status_code != 200:  # say, a cluster replica, which has no stream
             await upstream.aread()
             raise from_response(upstream.status_code,

@@ -132,6 +132,7 @@
   });
   events.onerror = () => { if (events.readyState === EventSource.CLOSED) events = null; };
   window.addEventListener("pagehide", stop);
+  document.addEventListener("submit", stop);  // a button's own answer comes next: no reload
   update();
   timer = setInterval(update, 2000);
 })();
