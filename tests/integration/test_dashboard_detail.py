@@ -128,7 +128,8 @@ def test_fork_buttons_refusals_and_ends(sqlite_server: Server, tenant: tuple[str
         page.fill("#fork input[name=count]", "2")
         page.select_option("#fork select[name=memory]", "files")
         page.click("#fork button")
-        assert "forked 2 copies: files only" in page.inner_text(".message")
+        forked = page.inner_text("#forked")
+        assert "Forked 2 copies" in forked and "files only" in forked, forked
         copies = page.eval_on_selector_all("#forked a", "links => links.map(a => a.textContent)")
         assert len(copies) == 2 and page.get_attribute("#forked", "data-memory") == "0"
         for copy in copies:
@@ -147,6 +148,16 @@ def test_fork_buttons_refusals_and_ends(sqlite_server: Server, tenant: tuple[str
         refusal = page.inner_text(".message.failed")
         assert "fork of 1 refused" in refusal and "forks_memory" in refusal, refusal
         assert "HTTP 409" in refusal and "#forked" not in page.content()
+        # Other refusals come back the same way: archiving a running workspace, saving as a
+        # template under a name that is taken.
+        csrf = page.get_attribute("#fork input[name=csrf]", "value") or ""
+        for path, form, words in (("archive", {}, "archive refused"),
+                                  ("snapshot", {"name": "base"}, "saving as template base refused")):
+            r = page.request.post(f"{sqlite_server.url}/ui/sandboxes/{sb.id}/{path}",
+                                  form={"csrf": csrf, **form})
+            assert r.status == 200 and r.url.endswith(f"/ui/sandboxes/{sb.id}"), (path, r.url)
+            assert words in r.text() and 'class="message failed"' in r.text(), r.text()[:2000]
+            assert re.search(r"HTTP 4\d\d", r.text()), path
 
         # Another tenant's session cannot fork it (404, as if it did not exist), nor stop it.
         other = browser.page()

@@ -12,6 +12,8 @@ from .pages import e
 WIDTH, HEIGHT = 300, 80
 #: Samples the engine keeps per sandbox: the charts span that many intervals.
 KEPT = 120
+#: The shortest span a chart shows, in samples (a young sandbox's history does not fill it).
+SHORTEST = 12
 Value = Callable[[UsageSample], float]
 #: name, caption, value of a sample, unit, decimals
 CHARTS: tuple[tuple[str, str, Value, str, int], ...] = (
@@ -22,8 +24,8 @@ CHARTS: tuple[tuple[str, str, Value, str, int], ...] = (
 
 
 def series(history: UsageHistory | None) -> dict[str, dict[str, Any]]:
-    """Each chart's polyline ``points`` (newest sample at the right edge, the whole kept
-    history across), its ``latest`` value in words, its ``top`` (the value at the top edge)
+    """Each chart's polyline ``points`` (newest sample at the right edge, the kept history
+    across), its ``latest`` value in words, its ``top`` (the value at the top edge)
     and its number of ``samples``."""
     items = history.items if history else []
     out: dict[str, dict[str, Any]] = {}
@@ -31,8 +33,9 @@ def series(history: UsageHistory | None) -> dict[str, dict[str, Any]]:
         return {name: {"points": "", "latest": "", "top": "", "samples": 0}
                 for name, *_ in CHARTS}
     newest = items[-1].time
-    window = max(history.interval * (KEPT - 1) if history else 0.0,
-                 newest - items[0].time, 1.0)
+    interval = history.interval if history else 5.0
+    # The history so far across the width (at least a dozen samples' worth), the newest right.
+    window = max(newest - items[0].time, interval * (SHORTEST - 1), 1.0)
     for name, _, value, unit, decimals in CHARTS:
         values = [value(s) for s in items]
         top = max(1.0, *values) * 1.15
@@ -56,6 +59,7 @@ def charts(history: UsageHistory | None) -> str:
         f'</svg><span class="top" data-top="{name}">top {e(drawn[name]["top"])}</span></figure>'
         for name, label, *_ in CHARTS)
     samples = drawn["cpu"]["samples"]
-    return (f'<h2>Usage <span class="hint">(the last {minutes:g} minutes, one sample every '
-            f'{history.interval if history else 5:g} s)</span></h2>'
+    return (f'<h2>Usage <span class="hint">(one sample every '
+            f'{history.interval if history else 5:g} s, up to the last {minutes:g} minutes)'
+            f'</span></h2>'
             f'<div id="charts" data-samples="{samples}">{figures}</div>')

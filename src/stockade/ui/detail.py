@@ -157,9 +157,6 @@ async def fork(request: Request, session: Session) -> Response:
     for copy in copies:
         await copy.close()
     copied = bool(copies and copies[0].forked_memory)
-    note(request, f"forked {len(copies)} {'copy' if len(copies) == 1 else 'copies'}: "
-                  + ("processes and memory copied" if copied
-                     else "files only (the copies started fresh processes)"))
     return RedirectResponse(back + "?" + urlencode(
         {"forked": ",".join(c.id for c in copies), "memory": int(copied)}), 303)
 

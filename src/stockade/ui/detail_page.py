@@ -99,9 +99,9 @@ def _buttons(session: Session, s: SandboxInfo) -> str:
     fork = "" if s.state not in ("running", "paused") else (
         f'<form method="post" action="{base}/fork" class="inline" id="fork">{csrf_field(session)}'
         f'<input name="count" type="number" min="1" max="16" value="1" required '
-        f'aria-label="copies"><select name="memory" aria-label="what to copy">'
-        f'<option value="auto">files, and memory if the tier can</option>'
-        f'<option value="required">files and memory (required)</option>'
+        f'title="copies (1 to 16)" aria-label="copies"><select name="memory" aria-label="what to copy">'
+        f'<option value="auto">+ memory if the tier can</option>'
+        f'<option value="required">+ memory, required</option>'
         f'<option value="files">files only</option></select><button>Fork</button></form>')
     return f"""<div class="actions">{buttons}
 <a class="button" href="{base}/files?path=%2Fhome%2Fuser">Files</a>{fork}
@@ -116,10 +116,10 @@ def _copies(forked: tuple[list[str], bool] | None) -> str:
         return ""
     ids, memory = forked
     links = ", ".join(f'<a href="/ui/sandboxes/{e(i)}">{e(i)}</a>' for i in ids)
-    what = ("processes and memory copied" if memory
+    what = ("files, processes and memory copied" if memory
             else "files only: the copies started fresh processes")
-    return (f'<p id="forked" class="message built" data-memory="{int(memory)}">'
-            f'Copies: {links} ({what}).</p>')
+    return (f'<p id="forked" class="message built" data-memory="{int(memory)}">Forked '
+            f'{len(ids)} {"copy" if len(ids) == 1 else "copies"}: {links} ({what}).</p>')
 
 
 def sandbox_detail(session: Session, s: SandboxInfo, parts: dict[str, Any],

@@ -99,7 +99,8 @@ def sandbox_rows(items: list[SandboxInfo]) -> str:
     rows = "".join(
         f'<tr data-id="{e(s.id)}"><td><a href="/ui/sandboxes/{e(s.id)}">{e(s.id)}</a></td>'
         f'<td>{e(s.isolation)}</td><td>{e(s.template)}</td>'
-        f'<td><span class="state {e(s.state)}">{e(s.state)}</span></td>'
+        f'<td><span class="state {e(s.state)}" title="{e(s.message or "")}">{e(s.state)}</span>'
+        f'{f" <span class=hint>{e(s.reason)}</span>" if s.reason else ""}</td>'
         f'<td>{s.cpu:g} cpu, {s.memory_mb} MB</td><td>{e(when(s.created_at))}</td>'
         f'<td>{e(when(s.expires_at))}</td></tr>' for s in items)
     if not rows:
