@@ -54,6 +54,8 @@ class Pty:
     clients: set[WebSocket] = field(default_factory=set)
     exit_code: int | None = None
     started: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Set once the agent runs the shell (or it failed): a resize or kill by tag finds it.
+    running: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def tag(self) -> str:
@@ -73,18 +75,22 @@ class Pty:
                 argv=["/bin/sh", "-c", SHELL], cwd=self.cwd, env=self.envs, tag=self.tag,
                 pty=PtySize(cols=self.cols, rows=self.rows)))
             self.reader = asyncio.get_running_loop().create_task(self._read())
+        await self.running.wait()
 
     async def _read(self) -> None:
         end: dict[str, Any] = {}
         try:
             async for event in self.process.events():
-                if event["type"] == "pty":
+                if event["type"] == "start":
+                    self.running.set()
+                elif event["type"] == "pty":
                     await self._send(lambda ws, data=event["data"]: ws.send_bytes(data))
                 elif event["type"] == "end":
                     end = event
         except EngineError as exc:
             end = {"exit_code": -1, "status": str(exc)}
         finally:
+            self.running.set()
             code = end.get("exit_code")
             self.exit_code = code if isinstance(code, int) else -1
             control = {"type": "control", "status": "exited", "exitCode": self.exit_code}
