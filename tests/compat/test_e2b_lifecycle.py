@@ -9,9 +9,10 @@ from typing import Iterator
 
 import httpx
 import pytest
-from e2b import Sandbox, SandboxState
+from e2b import AsyncSandbox, Sandbox, SandboxState
 from e2b.exceptions import (SandboxException,
-                            SandboxNotFoundException, SandboxNotRunningException)
+                            SandboxNotFoundException, SandboxNotRunningException,
+                            SandboxUnreachableException)
 from server_harness import Server, finish, needs_root, new_data_dir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -173,6 +174,24 @@ def test_end_reasons_reach_the_sdk(keys: dict[str, str], server: Server) -> None
                 == never.json()["message"].replace("sbnosuchsandbox", "ID"))
 
 
+def test_out_of_memory_end_reaches_the_sdk(keys: dict[str, str], server: Server) -> None:
+    """A gVisor sandbox that a memory bomb ends: the SDK's next call says so."""
+    sb = Sandbox.create(metadata={"stockade.isolation": "gvisor"}, timeout=120)
+    # the stream ends with the engine's diagnosis; the SDK's health probe may still find the
+    # sandbox (not yet ended by the engine) and call it unreachable rather than not running
+    with pytest.raises((SandboxUnreachableException, SandboxNotRunningException),
+                       match="out of memory"):
+        sb.commands.run("python3 -c 'b = []\nwhile True: b.append(bytearray(8 << 20))'",
+                        timeout=60)
+    with raw(server, keys["a"]) as c:
+        _until(lambda: c.get(f"/sandboxes/{sb.sandbox_id}").status_code == 404, 20)
+        message = c.get(f"/sandboxes/{sb.sandbox_id}").json()["message"]
+        # gVisor: named after the last command started, which E2B runs as `bash -l -c ...`
+        assert "out of memory (bash)" in message
+    with pytest.raises(SandboxNotRunningException, match=r"out of memory \(bash\)"):
+        sb.commands.run("true")
+
+
 def test_stockade_secrets_from_metadata(keys: dict[str, str], server: Server) -> None:
     """Metadata ``stockade.secrets`` gives an E2B-created sandbox Stockade secrets: the
     sandbox sees a placeholder, never the value; another tenant cannot name them."""
@@ -196,3 +215,20 @@ def test_stockade_secrets_from_metadata(keys: dict[str, str], server: Server) ->
                        metadata={"stockade.secrets": "API_KEY"}, api_key=keys["b"])
     with pytest.raises(SandboxException, match="secrets"):  # not a name
         Sandbox.create(timeout=60, metadata={"stockade.secrets": "BAD NAME"})
+
+
+async def test_async_fork_and_lifecycle(keys: dict[str, str]) -> None:
+    """``AsyncSandbox`` makes the same calls: lifecycle at create, fork."""
+    sb = await AsyncSandbox.create(timeout=120,
+                                   lifecycle={"on_timeout": "pause", "auto_resume": True})
+    try:
+        assert (await sb.get_info()).lifecycle == {"on_timeout": "pause", "auto_resume": True}
+        await sb.files.write("/home/user/a.txt", "async")
+        (copy,) = await sb.fork(timeout=60)
+        assert isinstance(copy, AsyncSandbox)
+        try:
+            assert await copy.files.read("/home/user/a.txt") == "async"
+        finally:
+            await copy.kill()
+    finally:
+        await sb.kill()
