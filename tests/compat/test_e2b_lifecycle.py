@@ -10,7 +10,7 @@ from typing import Iterator
 import httpx
 import pytest
 from e2b import AsyncSandbox, Sandbox, SandboxState
-from e2b.exceptions import (SandboxException,
+from e2b.exceptions import (RateLimitException, SandboxException,
                             SandboxNotFoundException, SandboxNotRunningException,
                             SandboxUnreachableException)
 from server_harness import Server, finish, needs_root, new_data_dir
@@ -120,6 +120,26 @@ def test_fork_on_gvisor_keeps_running_processes(keys: dict[str, str]) -> None:
         sb.kill()
 
 
+def test_fork_counts_against_the_quota(keys: dict[str, str], server: Server) -> None:
+    """Copies are sandboxes of the tenant: forking past ``max_sandboxes`` is a 429
+    (RateLimitException) and makes nothing."""
+    with server.admin() as admin:
+        assert admin.post("/tenants", json={"name": "life-small", "max_sandboxes": 2}
+                          ).status_code == 201
+    key = server.new_key("life-small")
+    sb = Sandbox.create(timeout=120, api_key=key)
+    try:
+        with pytest.raises(RateLimitException, match="sandboxes"):
+            sb.fork(count=2)
+        listed = Sandbox.list(api_key=key).next_items()
+        assert [s.sandbox_id for s in listed] == [sb.sandbox_id]
+        (copy,) = sb.fork()  # one more fits
+        assert isinstance(copy, Sandbox)
+        copy.kill()
+    finally:
+        sb.kill()
+
+
 def test_auto_pause_then_auto_resume(keys: dict[str, str], server: Server) -> None:
     """``lifecycle={"on_timeout": "pause", "auto_resume": True}``: the timeout pauses the
     sandbox; the next command (or file read) resumes it with its files; without
@@ -139,6 +159,15 @@ def test_auto_pause_then_auto_resume(keys: dict[str, str], server: Server) -> No
         assert sb.pause() is True  # paused by hand: a file read wakes it too
         assert sb.files.read("/home/user/kept.txt") == "kept"
         assert sb.get_info().state == SandboxState.RUNNING
+        # a caller without the sandbox's token does not wake it
+        sb.pause()
+        with raw(server, keys["a"]) as c:
+            for token in (None, plain._envd_access_token):
+                headers = {"E2b-Sandbox-Id": sb.sandbox_id, "E2b-Sandbox-Port": "49983",
+                           **({"X-Access-Token": token} if token else {})}
+                r = c.post("/process.Process/List", json={}, headers=headers)
+                assert r.status_code == 401, r.text
+        assert sb.get_info().state == SandboxState.PAUSED
         # without auto_resume: paused stays paused, and the SDK is told why
         plain.pause()
         with pytest.raises(SandboxNotRunningException, match="paused"):
