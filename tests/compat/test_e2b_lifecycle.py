@@ -150,24 +150,25 @@ def test_auto_pause_then_auto_resume(keys: dict[str, str], server: Server) -> No
         assert sb.get_info().lifecycle == {"on_timeout": "pause", "auto_resume": True}
         assert plain.get_info().lifecycle == {"on_timeout": "pause", "auto_resume": False}
         sb.files.write("/home/user/kept.txt", "kept")
-        sb.set_timeout(1)
-        _until(lambda: sb.get_info().state == SandboxState.PAUSED)
-        assert sb.get_info().state == SandboxState.PAUSED  # reading its info does not wake it
-        assert sb.commands.run("cat /home/user/kept.txt").stdout == "kept"
-        sb.set_timeout(120)
-        assert sb.get_info().state == SandboxState.RUNNING
-        assert sb.pause() is True  # paused by hand: a file read wakes it too
-        assert sb.files.read("/home/user/kept.txt") == "kept"
-        assert sb.get_info().state == SandboxState.RUNNING
+        sb.set_timeout(3)
+
+        def paused() -> bool:
+            return sb.get_info().state == SandboxState.PAUSED
+
+        _until(paused)
+        assert paused()  # reading its info does not wake it
+        assert sb.commands.run("cat /home/user/kept.txt").stdout == "kept"  # woken
+        _until(paused)  # its 3 s timeout counts again from the wake: paused again
+        assert sb.files.read("/home/user/kept.txt") == "kept"  # a file read wakes it too
+        _until(paused)
         # a caller without the sandbox's token does not wake it
-        sb.pause()
         with raw(server, keys["a"]) as c:
             for token in (None, plain._envd_access_token):
                 headers = {"E2b-Sandbox-Id": sb.sandbox_id, "E2b-Sandbox-Port": "49983",
                            **({"X-Access-Token": token} if token else {})}
                 r = c.post("/process.Process/List", json={}, headers=headers)
                 assert r.status_code == 401, r.text
-        assert sb.get_info().state == SandboxState.PAUSED
+        assert paused()
         # without auto_resume: paused stays paused, and the SDK is told why
         plain.pause()
         with pytest.raises(SandboxNotRunningException, match="paused"):
