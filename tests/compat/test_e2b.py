@@ -265,7 +265,11 @@ def test_idempotency_key_and_v1_create(server: Server, keys: dict[str, str]) -> 
         assert running.status_code == 200  # it ran already: 200, not 201
         assert running.json()["envdAccessToken"] == v1.json()["envdAccessToken"]
         fork = c.post(f"/sandboxes/{v1.json()['sandboxID']}/fork", json={})
-        assert fork.status_code == 501 and "not supported" in fork.json()["message"]
+        assert fork.status_code == 201, fork.text  # E2B's shape: [{"sandbox": Sandbox}]
+        (copy,) = fork.json()
+        assert copy["sandbox"]["sandboxID"] != v1.json()["sandboxID"]
+        assert copy["sandbox"]["envdAccessToken"] and "error" not in copy
+        assert c.delete(f"/sandboxes/{copy['sandbox']['sandboxID']}").status_code == 204
         for made in (first, v1):
             assert c.delete(f"/sandboxes/{made.json()['sandboxID']}").status_code == 204
         bad = c.post("/v2/sandboxes", json={"timeout": "soon"})

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from ...models import SandboxInfo
+from ...engine import EngineError
+from ...models import ForkSpec, SandboxInfo
 from ...server.auth import Principal
 from . import gate, wire
 from .gate import E2BError
@@ -174,6 +175,27 @@ async def pause(request: Request, who: Who, sandbox_id: str, body: wire.Pause) -
     owned = gate.owned(request, who, sandbox_id)
     await (sandboxes.pause(owned) if body.memory else sandboxes.stop(owned))
     return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/fork", status_code=201)
+async def fork(request: Request, who: Who, sandbox_id: str, body: wire.Fork) -> JSONResponse:
+    """Stockade's fork (docs/fork.md: processes and memory where the tier can, files on
+    every tier), all copies or none; each copy then lives ``timeout`` seconds (a copy whose
+    timeout the tenant's quota refuses is killed and reported as that fork's error)."""
+    ctl = gate.control(request)
+    result = await ctl.fork(who, request.state.request_id,
+                            gate.owned(request, who, sandbox_id), ForkSpec(count=body.count))
+    items: list[dict[str, Any]] = []
+    for copy in result.items:
+        try:
+            info = await ctl.set_timeout(who, copy.id, body.timeout, request.state.request_id)
+        except EngineError as exc:
+            await ctl.kill(who, copy.id, request.state.request_id)
+            items.append({"error": {"code": exc.status, "message": exc.message}})
+            continue
+        items.append({"sandbox": wire.created(info, gate.envd_token(request, info.id),
+                                              gate.traffic_token(request, info.id))})
+    return JSONResponse(items, status_code=201)
 
 
 async def _connect(request: Request, who: Principal, sandbox_id: str,

@@ -11,10 +11,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ...engine import EngineError
+from ...engine import EngineError, SandboxNotFound
 from ...server.limits import BodyLimit
-from . import (api, builds, files, filesystem, interpreter, process, snapshots, templates,
-               unsupported, volumes, watch)
+from . import (api, builds, files, filesystem, gate, interpreter, process, snapshots,
+               templates, unsupported, volumes, watch)
 from .connect import ConnectError
 from .gate import E2BError
 
@@ -54,6 +54,9 @@ def build(main: FastAPI) -> FastAPI:
     async def engine_error(request: Request, exc: EngineError) -> JSONResponse:
         if _is_rpc(request):
             return ConnectError.of(exc).response()
+        sandbox_id = request.path_params.get("sandbox_id")
+        if isinstance(exc, SandboxNotFound) and sandbox_id:  # ended: say why, to its owner
+            return _e2b(404, await gate.gone(request, sandbox_id) or exc.message)
         return _e2b(exc.status, exc.message)
 
     @app.exception_handler(RequestValidationError)

@@ -13,6 +13,7 @@ survive restarts and pause/resume, and they die with the secret.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import hmac
 import time
@@ -21,11 +22,14 @@ from typing import Any
 
 from fastapi import Request
 
-from ...engine import Engine, SandboxNotFound
+from ...engine import Engine, EngineError, SandboxNotFound
+from ...models import SandboxInfo
 from ...server.auth import Principal
 from ...server.control import Control
 
 ENVD_PORT = "49983"
+#: States a sandbox created with ``auto_resume`` is woken from by the next envd call.
+WAKEABLE = ("paused", "stopped", "archived")
 INTERPRETER_PORT = "49999"
 
 
@@ -115,18 +119,48 @@ async def target(request: Request, tokens: tuple[str, ...] = ("envd",)) -> Targe
                             "envdAccessToken of its create or connect response)")
     eng = engine(request)
     try:
-        state = (await eng.sandboxes.get(sandbox_id)).state
+        info = await eng.sandboxes.get(sandbox_id)
     except SandboxNotFound:
-        raise not_running(sandbox_id, None) from None
-    if state != "running":
-        raise not_running(sandbox_id, state)
+        raise not_running(sandbox_id, None, await end_words(eng, sandbox_id)) from None
+    check_usable(info)
     return Target(sandbox_id, eng)
 
 
-def not_running(sandbox_id: str, state: str | None) -> E2BError:
+def check_usable(info: SandboxInfo) -> None:
+    """502 unless the sandbox runs, or sleeps with ``auto_resume`` (the engine wakes it on
+    the call that follows, as E2B's ``autoResume``)."""
+    if info.state != "running" and not (info.auto_resume and info.state in WAKEABLE):
+        raise not_running(info.id, info.state, info.message)
+
+
+async def end_words(eng: Engine, sandbox_id: str) -> str | None:
+    """Why a sandbox that ended ended, from its end record: ``"it ended at ... (out of
+    memory (python3))"``; None when no record is kept (or it has not ended)."""
+    try:
+        end = await eng.sandboxes.end(sandbox_id)
+    except EngineError:
+        return None
+    when = datetime.datetime.fromtimestamp(end.ended_at, datetime.timezone.utc)
+    return f"it ended at {when:%Y-%m-%dT%H:%M:%SZ} ({end.message})"
+
+
+async def gone(request: Request, sandbox_id: str) -> str | None:
+    """A control-plane 404's message for a sandbox that ended, with why; None unless the
+    caller owned it (another tenant's reads exactly as a missing one)."""
+    who: Principal | None = getattr(request.state, "principal", None)
+    if who is None or not who.may_see(control(request).owner(sandbox_id)):
+        return None
+    why = await end_words(engine(request), sandbox_id)
+    return f"sandbox {sandbox_id} was not found: {why}" if why else None
+
+
+def not_running(sandbox_id: str, state: str | None, why: str | None = None) -> E2BError:
     """E2B's proxy answer for a sandbox it cannot reach: 502, and the words "was not found",
-    from which the SDK concludes that the sandbox is not running."""
-    now = f" (it is {state}; connect to it to resume it)" if state else ""
+    from which the SDK concludes that the sandbox is not running (its exception carries this
+    message: the state and why, or the end reason)."""
+    if state:
+        why = f"it is {state}{': ' + why if why else ''}; connect to it to resume it"
+    now = f" ({why})" if why else ""
     return E2BError(502, f"The sandbox was not found running{now}", sandboxId=sandbox_id)
 
 
@@ -165,7 +199,6 @@ async def signed_target(request: Request, op: str) -> Target:
         expected = _signature(query.get("path", ""), op, query.get("username", ""),
                               envd_token(request, info.id), expiration)
         if _same(signature, expected):
-            if info.state != "running":
-                raise not_running(info.id, info.state)
+            check_usable(info)
             return Target(info.id, eng)
     raise E2BError(401, "invalid signature")

@@ -16,20 +16,19 @@ from .gate import E2BError
 router = APIRouter(prefix="/e2b")
 Who = Annotated[Principal, Depends(gate.principal)]
 
+SECRETS = ("E2B secrets are not supported by Stockade's E2B adapter: make Stockade secrets "
+           "(bound to hosts) with Stockade's own API (POST /secrets) and give them to a "
+           "sandbox with metadata {'stockade.secrets': 'NAME,...'} (docs/compat-e2b.md)")
 #: (methods, path, what is not supported and why / what instead)
 ROUTES: list[tuple[list[str], str, str]] = [
-    (["POST"], "/sandboxes/{sandbox_id}/fork",
-     "Sandbox.fork is not supported by Stockade's E2B adapter yet; create_snapshot() and "
-     "Sandbox.create(snapshot_id) copy a sandbox's files"),
     (["GET"], "/sandboxes/{sandbox_id}/logs", "sandbox logs are not served by Stockade's E2B "
                                               "adapter"),
     (["GET"], "/v2/sandboxes/{sandbox_id}/logs", "sandbox logs are not served by Stockade's "
                                                  "E2B adapter"),
     (["GET"], "/sandboxes/metrics", "metrics of several sandboxes at once are not served; ask "
                                     "each sandbox (get_metrics)"),
-    (["GET", "POST"], "/secrets", "E2B secrets are not supported by Stockade's E2B adapter yet"),
-    (["GET", "POST", "DELETE"], "/secrets/{secret_id}",
-     "E2B secrets are not supported by Stockade's E2B adapter yet"),
+    (["GET", "POST"], "/secrets", SECRETS),
+    (["GET", "POST", "DELETE"], "/secrets/{secret_id}", SECRETS),
     (["POST", "DELETE"], "/templates/tags", "template tags are not supported: Stockade "
                                             "templates have a name and no tags"),
     (["GET"], "/templates/{template_id}/tags", "template tags are not supported: Stockade "

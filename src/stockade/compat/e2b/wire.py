@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...models import NetworkPolicy, SandboxInfo, SandboxSpec, SandboxStats
+from ...models import MAX_FORK, NetworkPolicy, SandboxInfo, SandboxSpec, SandboxStats
 
 #: The envd version reported to the SDK; it gates client features (e2b/envd/versions.py):
 #: recursive watch, stdin flag, default user, CloseStdin and octet-stream uploads are served;
@@ -24,6 +24,11 @@ CLIENT_ID = "stockade"
 TEMPLATE_ALIASES = {"code-interpreter-v1": "code-interpreter"}
 #: Metadata key that chooses the isolation tier from unmodified E2B code.
 ISOLATION_KEY = "stockade.isolation"
+#: Metadata key that gives the sandbox Stockade secrets (docs/secrets.md), made with
+#: Stockade's own ``/secrets`` API: ``"NAME"``, ``"NAME1,NAME2"`` or ``"ENV_VAR=NAME,..."``.
+SECRETS_KEY = "stockade.secrets"
+#: Lifetime of forked sandboxes when the request names none (E2B's API default).
+FORK_TIMEOUT = 15
 E2B_STATES = {"running": "running", "paused": "paused", "stopped": "paused",
               "archived": "paused"}
 MAX_TIMEOUT = 86400
@@ -50,8 +55,10 @@ class NetworkConfig(Loose):
                      "rules"):
             if getattr(self, name) not in (None, [], {}):
                 alias = type(self).model_fields[name].alias or name
+                hint = (f"; for credentials, give Stockade secrets with metadata "
+                        f"{SECRETS_KEY!r}" if name == "rules" else "")
                 raise ValueError(f"network.{alias} is not supported by Stockade's E2B adapter "
-                                 f"(docs/compat-e2b.md); use allow_out / deny_out")
+                                 f"(docs/compat-e2b.md); use allow_out / deny_out{hint}")
 
 
 class NetworkUpdate(NetworkConfig):
@@ -94,9 +101,6 @@ class NewSandbox(Loose):
 
     def refuse_unsupported(self) -> None:
         """Options that would silently not happen: refused, with what to do instead."""
-        if self.auto_resume is not None and self.auto_resume.enabled:
-            raise ValueError("lifecycle auto_resume is not supported yet: resume a paused "
-                             "sandbox with Sandbox.connect(id)")
         if self.mcp:
             raise ValueError("the MCP gateway (mcp=...) is not supported by Stockade's E2B "
                              "adapter; Stockade serves MCP itself at /mcp")
@@ -111,11 +115,14 @@ class NewSandbox(Loose):
         params: dict[str, Any] = {
             "template": TEMPLATE_ALIASES.get(self.template_id, self.template_id),
             "timeout": self.timeout, "envs": self.env_vars, "metadata": self.metadata,
-            "on_timeout": "pause" if self.auto_pause else "kill"}
+            "on_timeout": "pause" if self.auto_pause else "kill",
+            "auto_resume": self.auto_resume is not None and self.auto_resume.enabled}
         if self.volume_mounts:
             params["volumes"] = {m.path: m.name for m in self.volume_mounts}
         if ISOLATION_KEY in self.metadata:
             params["isolation"] = self.metadata[ISOLATION_KEY]
+        if SECRETS_KEY in self.metadata:
+            params["secrets"] = secret_names(self.metadata[SECRETS_KEY])
         network = self.network or NetworkConfig()
         if self.allow_internet_access and network.allow_out is None:
             network = NetworkConfig(allowOut=["0.0.0.0/0"], denyOut=network.deny_out)
@@ -123,6 +130,25 @@ class NewSandbox(Loose):
             params["network"] = NetworkPolicy(allow_out=network.allow_out or [],
                                               deny_out=network.deny_out or [])
         return SandboxSpec.model_validate(params)
+
+
+def secret_names(raw: str) -> dict[str, str]:
+    """``"A,ENV=B"`` -> ``{"A": "A", "ENV": "B"}`` (the spec checks the names)."""
+    found: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        env, _, name = item.rpartition("=")
+        env, name = env.strip() or name.strip(), name.strip()
+        if env in found:
+            raise ValueError(f"metadata {SECRETS_KEY!r}: {env} is given twice")
+        found[env] = name
+    return found
+
+
+class Fork(Loose):
+    """``POST /sandboxes/{id}/fork``: E2B's SDK allows up to 20 copies, Stockade 16."""
+
+    timeout: int = Field(default=FORK_TIMEOUT, ge=1, le=MAX_TIMEOUT)
+    count: int = Field(default=1, ge=1, le=MAX_FORK, strict=True)
 
 
 class Timeout(Loose):
@@ -174,7 +200,7 @@ def listed(info: SandboxInfo) -> dict[str, Any]:
 def detail(info: SandboxInfo, envd_token: str) -> dict[str, Any]:
     """``SandboxDetail``."""
     return {**listed(info), "envdAccessToken": envd_token,
-            "lifecycle": {"autoResume": False,
+            "lifecycle": {"autoResume": info.auto_resume,
                           "onTimeout": "pause" if info.on_timeout == "pause" else "kill"}}
 
 
