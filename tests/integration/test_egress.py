@@ -143,11 +143,11 @@ asyncio.run(main())
 
 def make_index(root: Path) -> Path:
     """A one-package "simple" index: /simple/stockade-probe/ links to a real wheel."""
+    info = "stockade_probe-1.0.dist-info"
     files = {"stockade_probe/__init__.py": b"VALUE = 42\n",
-             "stockade_probe-1.0.dist-info/METADATA":
-                 b"Metadata-Version: 2.1\nName: stockade-probe\nVersion: 1.0\n",
-             "stockade_probe-1.0.dist-info/WHEEL":
-                 b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+             f"{info}/METADATA": b"Metadata-Version: 2.1\nName: stockade-probe\nVersion: 1.0\n",
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\n"
+                              b"Root-Is-Purelib: true\nTag: py3-none-any\n"}
     record = "".join(
         f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
         f"{len(data)}\n" for name, data in files.items())

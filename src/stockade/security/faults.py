@@ -13,9 +13,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, cast, Iterator
 
 from .. import Sandbox, SandboxUnavailable, StockadeError
+from ..models import Isolation
 from .. import host
 from .runner import settled_leaks
 
@@ -145,7 +146,7 @@ def run_faults(tier: str, data_dir: Path) -> list[FaultResult]:
     results = []
 
     def fresh() -> Sandbox:
-        return Sandbox.create(isolation=tier, timeout=300, data_dir=data_dir)  # type: ignore[arg-type]
+        return Sandbox.create(isolation=cast(Isolation, tier), timeout=300, data_dir=data_dir)
 
     # 1. The runtime's processes die while the sandbox is idle.
     sb = fresh()

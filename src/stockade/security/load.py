@@ -11,8 +11,10 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from .. import AsyncSandbox, QuotaExceededError, StockadeError
+from ..models import Isolation
 from .runner import settled_leaks
 
 OPERATIONS = ("create", "exec", "write", "read", "kill", "cycle")
@@ -53,7 +55,7 @@ async def _client(tier: str, data_dir: Path, deadline: float, max_cycles: int,
             return
         start = time.perf_counter()
         try:
-            sb = await AsyncSandbox.create(isolation=tier, timeout=120,  # type: ignore[arg-type]
+            sb = await AsyncSandbox.create(isolation=cast(Isolation, tier), timeout=120,
                                            data_dir=data_dir)
         except QuotaExceededError:
             result.refusals += 1

@@ -19,9 +19,10 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .. import ApiError, Sandbox, StockadeError
+from ..models import Isolation
 from .corpus import LIBRARY, Attack, default_corpus_dir, parse
 from .netplay import ALLOWED, DENIED, FOREIGN_RESOLVER, METADATA, TCP_PORT, UDP_PORT, Playground
 from .runner import OWN_KERNEL, AttackResult, _host_boot_id, _verdict, settled_leaks
@@ -150,7 +151,7 @@ class NetRun:
 
     def run(self) -> list[AttackResult]:
         try:
-            victim = Sandbox.create(isolation=self.tier, timeout=600,  # type: ignore[arg-type]
+            victim = Sandbox.create(isolation=cast(Isolation, self.tier), timeout=600,
                                     network={"allow_out": []}, data_dir=self.data_dir)
         except ApiError as exc:
             if exc.status >= 500:
@@ -164,7 +165,7 @@ class NetRun:
             victim.files.write("/tmp/listener.py", VICTIM_LISTENER)
             serving = victim.commands.run(["python3", "/tmp/listener.py"], background=True,
                                           user="root", timeout=600)
-            attacker = Sandbox.create(isolation=self.tier, timeout=600, network=POLICY,  # type: ignore[arg-type]
+            attacker = Sandbox.create(isolation=cast(Isolation, self.tier), timeout=600, network=POLICY,
                                       data_dir=self.data_dir)
             self._upload(attacker)
             env = self._env(attacker, victim, listener)

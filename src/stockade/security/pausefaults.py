@@ -22,9 +22,10 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, cast
 
 from .. import CheckpointCorrupt, Sandbox, SandboxNotFound, SandboxUnavailable, StockadeError
+from ..models import Isolation
 from .daemon import PrivateDaemon
 from .faults import FaultResult, program, sandbox_processes
 from .runner import settled_leaks
@@ -88,7 +89,7 @@ class LifecycleFaults:
 
     # -- helpers -----------------------------------------------------------------------------
     def _create(self) -> Sandbox:
-        sb = Sandbox.create(isolation=self.tier, timeout=900, persistence="workspace",  # type: ignore[arg-type]
+        sb = Sandbox.create(isolation=cast(Isolation, self.tier), timeout=900, persistence="workspace",
                             data_dir=self.data_dir, request_timeout=300)
         self.used.append(sb.id)
         self.acked[sb.id] = []

@@ -17,9 +17,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, cast, TypeVar
 
 from .. import Sandbox, SandboxUnavailable, StockadeError
+from ..models import Isolation
 from ..engine.hostcheck import find_leaks
 from .bait import MARKER, Bait
 from .corpus import LIBRARY, Attack, load_corpus
@@ -147,7 +148,7 @@ class TierRun:
     # -- sandboxes ---------------------------------------------------------------------------
     def _create(self, attacks: list[Attack], **kwargs: Any) -> Sandbox:
         """A sandbox holding ``attacks`` and the corpus library in REMOTE_DIR."""
-        sb = Sandbox.create(isolation=self.tier, timeout=600, data_dir=self.data_dir,  # type: ignore[arg-type]
+        sb = Sandbox.create(isolation=cast(Isolation, self.tier), timeout=600, data_dir=self.data_dir,
                             **kwargs)
         for attack in attacks:
             sb.files.write(f"{REMOTE_DIR}/{attack.filename}", attack.path.read_bytes())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..models import Isolation
 from ..sdk import ApiError, AsyncSandbox
 from ..sdk._transport import tls_context
 from . import admin, build, detail, events, pages
@@ -134,7 +135,7 @@ async def create(request: Request, session: Session) -> Response:
     if not admin.NAME.match(template) or tier not in pages.TIERS or not 1 <= timeout <= 86400:
         raise Failure(400, "give a template name, a tier (container, gvisor or microvm) and a "
                            "lifetime between 1 and 86400 seconds")
-    sb = await AsyncSandbox.create(template, isolation=tier, timeout=timeout,  # type: ignore[arg-type]
+    sb = await AsyncSandbox.create(template, isolation=cast(Isolation, tier), timeout=timeout,
                                    metadata={"created-by": "dashboard"},
                                    api_url=api_url(request), api_key=session.key)
     await sb.close()
