@@ -188,7 +188,8 @@ def test_end_reasons_reach_the_sdk(keys: dict[str, str], server: Server) -> None
     expired.set_timeout(1)
     with pytest.raises(SandboxNotRunningException, match="killed by the user"):
         killed.commands.run("true")
-    _until(lambda: not expired.is_running())
+    with raw(server, keys["a"]) as c:  # ended (not just "killing"): its end record is kept
+        _until(lambda: c.get(f"/sandboxes/{expired.sandbox_id}").status_code == 404)
     with pytest.raises(SandboxNotRunningException, match="ended by its timeout"):
         expired.files.read("/etc/hostname")
     with pytest.raises(SandboxNotFoundException):
