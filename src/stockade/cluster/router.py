@@ -42,9 +42,9 @@ ORPHAN_AGE = 60.0
 #: The longest a call to a host may take (a create may boot a microVM under TCG).
 CALL_TIMEOUT = 300.0
 HOST_LOST = "host_lost"
-#: A create whose slot Ray put on a draining host (freed there since the drain) is placed
-#: again after that host's free slots are held; this many tries at most.
-PLACE_TRIES = 4
+#: A create whose slot Ray put on a draining or dead host is placed again (placement.py);
+#: this many tries at most.
+PLACE_TRIES = 16
 
 
 def _error_classes() -> dict[str, type[EngineError]]:
@@ -128,28 +128,39 @@ class ClusterSandboxes:
         return info, host
 
     async def _place(self, tier: str) -> tuple[Reservation, str]:
-        """A slot of ``tier`` on a live host that is not draining, and that host's name."""
-        for _ in range(PLACE_TRIES):
-            slot = await self._placer.reserve(tier)
-            try:
-                row = await self._host_on(slot.node_id)
-            except BaseException:
-                await self._placer.release(slot.name)
-                raise
-            if not row.draining:
-                return slot, row.name
-            # A slot freed on a draining host since its drain: hold it, and place again.
-            await self._placer.release(slot.name)
-            await self._placer.fill(row.name, [tier])
-        raise SandboxUnavailable(f"could not place a {tier} sandbox off draining hosts after "
-                                 f"{PLACE_TRIES} tries; retry")
+        """A slot of ``tier`` on a live host that is not draining, and that host's name.
 
-    async def _host_on(self, node_id: str) -> HostRow:
+        A slot on a draining host (freed there since its drain) is released and the host's
+        free slots held again; a slot on a host that is down but that Ray does not know dead
+        yet (its health checks take seconds) is kept while placing, so that Ray picks another
+        node, and released afterwards."""
+        skipped: builtins.list[Reservation] = []
+        try:
+            for _ in range(PLACE_TRIES):
+                slot = await self._placer.reserve(tier)
+                try:
+                    row = await self._live_host_on(slot.node_id)
+                except BaseException:
+                    await self._placer.release(slot.name)
+                    raise
+                if row is not None and not row.draining:
+                    return slot, row.name
+                if row is None:
+                    skipped.append(slot)
+                else:
+                    await self._placer.release(slot.name)
+                    await self._placer.fill(row.name, [tier])
+            raise SandboxUnavailable(f"could not place a {tier} sandbox on a live host that is "
+                                     f"not draining after {PLACE_TRIES} tries; retry")
+        finally:
+            for slot in skipped:
+                await self._placer.release(slot.name)
+
+    async def _live_host_on(self, node_id: str) -> HostRow | None:
         for row in await self.db(self.state.hosts):
             if row.node_id == node_id and row.state == ALIVE:
                 return row
-        raise SandboxUnavailable(f"Ray placed the sandbox on node {node_id}, where no live "
-                                 f"Stockade host is known yet; retry in a few seconds")
+        return None
 
     # -- draining --------------------------------------------------------------------------
     async def drain(self, host: str, draining: bool = True) -> HostRow:
@@ -242,6 +253,8 @@ class ClusterSandboxes:
         if await self.db(self.state.claim_move, sandbox_id) is None:
             raise Conflict(f"sandbox {sandbox_id} is being restarted on another host by "
                            f"another request; retry in a few seconds")
+        # Its old slot first: Ray may have moved it to a live host when the node died.
+        await self._placer.release(row.placement)
         try:
             slot, host = await self._place(str(row.info.get("isolation")))
             try:
@@ -255,7 +268,6 @@ class ClusterSandboxes:
             raise
         log.info("sandbox %s moved from lost host %s to %s", sandbox_id, row.host, host)
         self.known[sandbox_id] = info
-        await self._placer.release(row.placement)
 
     def stream_url(self, host: str) -> str:
         """Where host ``host`` serves streams (learnt from its pings)."""
@@ -339,8 +351,12 @@ class ClusterSandboxes:
                 await self.db(self.state.refresh, running[sandbox_id])
             else:
                 await self._forget(sandbox_id, row.placement)
+        elsewhere = {row.id for row in await self.db(self.state.sandboxes)
+                     if row.host != host and row.state != LOST}
         for sandbox_id, info in running.items():
-            if sandbox_id not in rows and info.created_at < time.time() - ORPHAN_AGE:
+            if sandbox_id in rows:
+                continue
+            if sandbox_id in elsewhere or info.created_at < time.time() - ORPHAN_AGE:
                 log.warning("killing sandbox %s on host %s: no record claims it", sandbox_id, host)
                 # Not its shared copy: a workspace may have moved to another host from it.
                 await self._call(host, "kill", sandbox_id, False)
