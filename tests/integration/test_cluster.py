@@ -595,3 +595,30 @@ def test_a_stopped_workspace_restarts_on_another_host_after_its_host_dies(
         for sandbox_id in (stopped, running):
             assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
         assert not (shared / "workspaces" / stopped).exists()
+
+
+def test_two_replicas_creating_for_one_tenant_at_once_cannot_pass_its_quota(
+        cluster: Cluster) -> None:
+    """Both replicas get a create for a tenant allowed one sandbox at the same instant: one
+    succeeds, the other is refused (429), every round."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with cluster.client() as admin:
+        assert admin.post("/tenants", json={"name": "racer", "max_sandboxes": 1}
+                          ).status_code == 201
+        key = admin.post("/keys", json={"tenant": "racer"}).json()["key"]
+
+    def create(url: str) -> httpx.Response:
+        with cluster.client(url, key) as c:
+            return c.post("/sandboxes", json={"isolation": "container"})
+
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            answers = list(pool.map(create, cluster.replica_urls[:2]))
+            codes = sorted(r.status_code for r in answers)
+            made = [r.json()["id"] for r in answers if r.status_code == 201]
+            with cluster.client(key=key) as c:
+                for sandbox_id in made:
+                    assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+            assert codes == [201, 429], [r.text for r in answers]
+            assert "racer" in next(r.json()["message"] for r in answers if r.status_code == 429)
