@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from stockade import AsyncSandbox
-from stockade.runtimes.hostops import cgroup_parent, cgroup_pids, cgroup_stats
+from stockade.host import cgroup_parent, cgroup_pids, cgroup_stats
 
 from ._common import PrivateDaemon, machine, table
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from stockade import Sandbox
 from stockade.images import ImageStore
-from stockade.runtimes import hostops
+from stockade import host
 
 from ._common import PrivateDaemon, machine, median_ms, table
 
@@ -62,7 +62,7 @@ def raw_restore(data_dir: Path, source_id: str, layers: list[Path], i: int) -> f
     try:
         upper, rootfs, run = work / "upper", work / "rootfs", work / "run"
         run.mkdir()
-        hostops.mount_overlay(":".join(map(str, layers)), upper, work / "work", rootfs, 0)
+        host.mount_overlay(":".join(map(str, layers)), upper, work / "work", rootfs, 0)
         bundle = work / "bundle"
         bundle.mkdir()
         spec = json.loads(json.dumps(config))
@@ -85,12 +85,12 @@ def raw_restore(data_dir: Path, source_id: str, layers: list[Path], i: int) -> f
         subprocess.run(["runsc", "--root", str(root), *RUNSC_FLAGS, "delete", "--force",
                         cid], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        stdin=subprocess.DEVNULL, timeout=120)
-        asyncio.run(hostops.kill_cgroup(cgroup))  # whatever delete left
-        for point in hostops.mounts_under(work):
-            hostops.unmount(point)
+        asyncio.run(host.kill_cgroup(cgroup))  # whatever delete left
+        for point in host.mounts_under(work):
+            host.unmount(point)
         shutil.rmtree(work, ignore_errors=True)
-        hostops.remove_cgroup(cgroup)
-    hostops.remove_cgroup("stockade-bench-fork")
+        host.remove_cgroup(cgroup)
+    host.remove_cgroup("stockade-bench-fork")
     shutil.rmtree(root, ignore_errors=True)
     return took
 

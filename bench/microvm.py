@@ -24,7 +24,7 @@ from pathlib import Path
 import stockade.agent
 from stockade.config import default_images_dir
 from stockade.images import ImageStore, guest
-from stockade.runtimes import hostops
+from stockade import host
 from stockade.runtimes.base import SandboxSpec
 from stockade.runtimes.qemu import QEMU, QemuDriver
 from stockade.runtimes.qemu_accel import Accelerator
@@ -79,7 +79,7 @@ async def round_trip(driver: QemuDriver, spec: SandboxSpec, calls: int) -> list[
 
 
 def idle_memory(driver: QemuDriver, spec: SandboxSpec) -> int:
-    return sum(rss_bytes(p) for p in hostops.cgroup_pids(driver.cgroup(spec)))
+    return sum(rss_bytes(p) for p in host.cgroup_pids(driver.cgroup(spec)))
 
 
 async def snapshot_starts(driver: QemuDriver, data_dir: Path, boots: int

@@ -18,7 +18,7 @@ from stockade import Sandbox
 from stockade.agent import __file__ as agent_file
 from stockade.images import ImageStore
 from stockade.runtimes.base import SandboxSpec
-from stockade.runtimes.hostops import cgroup_pids
+from stockade.host import cgroup_pids
 from stockade.runtimes.runc import RuncDriver
 from stockade.runtimes.runsc import RunscDriver
 
@@ -68,7 +68,7 @@ def idle_memory(tier: str, data_dir: Path, count: int = 3) -> float:
     """Mean PSS (MiB) of every host process in an idle sandbox's cgroup."""
     sandboxes = [Sandbox.create(isolation=tier) for _ in range(count)]  # type: ignore[arg-type]
     time.sleep(1)
-    from stockade.runtimes.hostops import cgroup_parent
+    from stockade.host import cgroup_parent
 
     total = 0
     for sb in sandboxes:

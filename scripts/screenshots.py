@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -29,8 +30,28 @@ def networked(server: Server, key: str, page) -> None:  # type: ignore[no-untype
     job.disconnect()  # stop following it (the server kills the sandbox at the end)
 
 
+def forked_and_ended(server: Server, key: str, page, source: str) -> None:  # type: ignore[no-untyped-def]
+    """Fork from the page; one copy killed: its end record, and the list's recent ends."""
+    from stockade import Sandbox
+
+    page.goto(f"{server.url}/ui/sandboxes/{source}")
+    page.fill("#fork input[name=count]", "2")
+    page.click("#fork button")
+    page.wait_for_selector("#forked")
+    page.screenshot(path=OUT / "dashboard-fork.png")
+    copy = page.eval_on_selector("#forked a", "a => a.textContent")
+    page.goto(server.url + "/ui/")
+    Sandbox.kill(copy, api_url=server.url, api_key=key)
+    page.wait_for_selector(f"#ended-sandboxes tr[data-id='{copy}']")
+    page.wait_for_timeout(1000)
+    page.screenshot(path=OUT / "dashboard-sandboxes.png", full_page=True)
+    page.goto(f"{server.url}/ui/sandboxes/{copy}")
+    page.screenshot(path=OUT / "dashboard-ended.png", full_page=True)
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("STOCKADE_USAGE_INTERVAL", "1")  # charts with some history at once
     server = Server(new_data_dir()).start()
     browser = Browser()
     try:
@@ -49,7 +70,6 @@ def main() -> int:
         page.screenshot(path=OUT / "dashboard-link.png")
         page.click("text=Open the dashboard")
         page.wait_for_url(server.url + "/ui/")
-        page.screenshot(path=OUT / "dashboard-sandboxes.png", full_page=True)
         page.goto(f"{server.url}/ui/sandboxes/{ids[0]}")
         page.wait_for_selector("text=connected (pid")
         page.click("#terminal")
@@ -59,6 +79,7 @@ def main() -> int:
         page.screenshot(path=OUT / "dashboard-sandbox.png", full_page=True)
         page.goto(f"{server.url}/ui/sandboxes/{ids[0]}/files?path=%2Fhome%2Fuser")
         page.screenshot(path=OUT / "dashboard-files.png", full_page=True)
+        forked_and_ended(server, key, page, ids[0])
         networked(server, key, page)
         if browser.outside:
             print(f"pages asked for something outside loopback: {browser.outside}")

@@ -340,11 +340,18 @@ def test_toolbox_activity_restarts_the_auto_stop_clock(server: Server, acme: Day
         assert sb.auto_stop_interval == 5
         with server.admin() as c:
             before = c.get(f"/sandboxes/{sb.id}").json()
-            assert before["on_timeout"] == "stop" and before["persistence"] == "workspace"
+            assert (before["on_timeout"], before["persistence"], before["idle_timeout"]) == \
+                ("stop", "workspace", True)
             time.sleep(1.1)
             sb.process.exec("true")
             after = c.get(f"/sandboxes/{sb.id}").json()
-        assert after["expires_at"] - before["expires_at"] >= 1
+            time.sleep(1.1)
+            sb.refresh_activity()
+            last = c.get(f"/sandboxes/{sb.id}").json()
+        assert after["last_active_at"] - before["last_active_at"] >= 1
+        assert last["last_active_at"] - after["last_active_at"] >= 1
+        sb.refresh_data()
+        assert sb.last_activity_at.startswith(time.strftime("%Y-%m-%dT", time.gmtime()))
     finally:
         acme.delete(sb)
 

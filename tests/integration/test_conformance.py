@@ -30,7 +30,7 @@ import pytest
 from stockade import ConflictError, Sandbox, SandboxUnavailable, Volume
 from stockade.engine.engine import TIERS
 from stockade.engine.hostcheck import find_leaks
-from stockade.runtimes import hostops
+from stockade import host
 from tests.conftest import ALL_TIERS, Daemon
 from tests.integration.test_network import (METADATA, NEIGHBOUR, PUBLIC, Playground, connect,
                                             own_address, resolve, start_daemon)
@@ -299,12 +299,12 @@ FORK_BOMB = "bomb() { bomb | bomb & }; bomb; sleep 3"
 def _peak(world: World, sb: Sandbox, action: Any) -> tuple[Any, int, int]:
     """Run ``action``; return its outcome and the largest host memory and pids seen in the
     sandbox's cgroup meanwhile."""
-    cgroup = f"{hostops.cgroup_parent(world.daemon.data_dir)}/{sb.id}"
+    cgroup = f"{host.cgroup_parent(world.daemon.data_dir)}/{sb.id}"
     peak, stop = [0, 0], threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            stats = hostops.cgroup_stats(cgroup)
+            stats = host.cgroup_stats(cgroup)
             peak[0] = max(peak[0], stats.memory_bytes)
             peak[1] = max(peak[1], stats.pids)
             time.sleep(0.1)
@@ -337,8 +337,8 @@ def test_memory_and_pid_limits(world: World, tier: str) -> None:
         assert outcome.exit_code == 137, (outcome.exit_code, outcome.stderr[-300:])
         assert sb.commands.run("echo still-usable").stdout == "still-usable\n"
         outcome, _, pids = _peak(world, sb, lambda: sb.commands.run(FORK_BOMB, timeout=8))
-        cgroup = f"{hostops.cgroup_parent(world.daemon.data_dir)}/{sb.id}"
-        host_limit = int(next(d / "pids.max" for d in hostops.cgroup_dirs(cgroup)
+        cgroup = f"{host.cgroup_parent(world.daemon.data_dir)}/{sb.id}"
+        host_limit = int(next(d / "pids.max" for d in host.cgroup_dirs(cgroup)
                               if (d / "pids.max").exists()).read_text())
         assert pids <= host_limit
         if not isinstance(outcome, SandboxUnavailable):  # (gVisor's Sentry may end with it)

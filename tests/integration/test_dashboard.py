@@ -382,7 +382,8 @@ def test_garbage_input_gets_clear_4xx_pages(sqlite_server: Server, world: dict[s
             (f"/ui/sandboxes/{sid}/files?path=/no/such/dir", 404),
             (f"/ui/sandboxes/{sid}/files/view?path=/no/such/file", 404),
             (f"/ui/sandboxes/{sid}/files/download?path=/etc/shadow", 403),
-            ("/ui/?state=exploded", 400), ("/ui/?tier=../../x", 400)]
+            ("/ui/?state=exploded", 400), ("/ui/?tier=../../x", 400),
+            ("/ui/events?since=-1", 400), ("/ui/events?since=" + "9" * 30, 400)]
     for path, status in gets:
         r = page.request.get(url + path)
         assert r.status == status, (path, r.status, r.text()[:300])
@@ -395,6 +396,10 @@ def test_garbage_input_gets_clear_4xx_pages(sqlite_server: Server, world: dict[s
              ("/ui/templates/build", {"name": "../x", "dockerfile": "FROM base"}),
              (f"/ui/sandboxes/{sid}/snapshot", {"name": ""}),
              (f"/ui/sandboxes/{sid}/explode", {}), ("/ui/keys/not-a-key/revoke", {}),
+             (f"/ui/sandboxes/{sid}/fork", {"count": "0"}),
+             (f"/ui/sandboxes/{sid}/fork", {"count": "17"}),
+             (f"/ui/sandboxes/{sid}/fork", {"count": "two"}),
+             (f"/ui/sandboxes/{sid}/fork", {"count": "1", "memory": "maybe"}),
              (f"/ui/sandboxes/{sid}/files/upload?path=/home/user", {})]
     for path, form in posts:
         r = page.request.post(url + path, form={"csrf": csrf, **form})

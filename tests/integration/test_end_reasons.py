@@ -25,7 +25,7 @@ import pytest
 from server_harness import Server, finish, needs_root, new_data_dir
 
 from stockade import ConflictError, Sandbox, SandboxNotFound, SandboxUnavailable
-from stockade.runtimes import hostops
+from stockade import host
 
 pytestmark = pytest.mark.root
 STOCKADE = str(Path(sys.executable).with_name("stockade"))
@@ -299,10 +299,10 @@ def test_idle_timeout_spares_a_sandbox_that_runs_a_command(
 def test_sandbox_gone_over_a_restart_ends_with_host_lost_for_its_owner(
         server: Server, keys: dict[str, str]) -> None:
     sb = _create(server, keys["owner"], timeout=600)
-    cgroup = f"{hostops.cgroup_parent(server.data_dir)}/{sb.id}"
+    cgroup = f"{host.cgroup_parent(server.data_dir)}/{sb.id}"
     server.stop()  # sandboxes outlive the server...
     try:
-        for pid in hostops.cgroup_pids(cgroup):  # ...but this one dies while it is down
+        for pid in host.cgroup_pids(cgroup):  # ...but this one dies while it is down
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     finally:

@@ -61,9 +61,9 @@ def tenant(sqlite_server: Server) -> Iterator[dict[str, Any]]:  # noqa: F811
 def own_layers(server: Server) -> list[str]:
     """This server's fork layers in the shared image store."""
     from stockade.engine.fork import LAYER_PREFIX
-    from stockade.runtimes import hostops
+    from stockade import host
 
-    digest = hostops.cgroup_parent(server.data_dir).rsplit("-", 1)[-1]
+    digest = host.cgroup_parent(server.data_dir).rsplit("-", 1)[-1]
     return [i.name for i in ImageStore(IMAGES_DIR).list()
             if i.name.startswith(f"{LAYER_PREFIX}{digest}-")]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from stockade.images import ImageStore, build_base_image
-from stockade.images._fsutil import mounts_under, safe_rmtree
+from stockade.host import mounts_under, safe_rmtree
 
 pytestmark = [
     pytest.mark.slow,

@@ -20,7 +20,7 @@ from stockade import InvalidRequestError, Sandbox, SandboxNotFound
 from stockade.config import default_images_dir
 from stockade.engine.hostcheck import find_leaks
 from stockade.images import ImageStore, import_rootfs_tar
-from stockade.runtimes.hostops import cgroup_parent
+from stockade.host import cgroup_parent
 
 # conftest's Daemon, reached through the fixture (conftest is not importable by name here).
 Daemon = Any

@@ -17,7 +17,7 @@ import pytest
 
 from stockade import (CommandTimeout, ConflictError, Sandbox, SandboxNotFound,
                       SandboxUnavailable, ServerError, StorageFullError)
-from stockade.runtimes import hostops
+from stockade import host
 
 FORK_BOMB = "bomb() { bomb | bomb & }; bomb; sleep 3"
 MEMORY_BOMB = ["python3", "-c", "b = []\nwhile True: b.append(bytearray(8 << 20))"]
@@ -60,9 +60,9 @@ def _rss(pid: int) -> int:
 
 def _host_processes(daemon, sandbox_id: str) -> dict[int, dict[str, str]]:  # type: ignore[no-untyped-def]
     """The sandbox's processes as the host sees them: pid -> selected /proc status fields."""
-    cgroup = f"{hostops.cgroup_parent(daemon.data_dir)}/{sandbox_id}"
+    cgroup = f"{host.cgroup_parent(daemon.data_dir)}/{sandbox_id}"
     found = {}
-    for pid in hostops.cgroup_pids(cgroup):
+    for pid in host.cgroup_pids(cgroup):
         try:
             status = Path(f"/proc/{pid}/status").read_text()
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")

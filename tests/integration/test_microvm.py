@@ -25,7 +25,7 @@ from stockade import CheckpointCorrupt, Sandbox, StockadeError
 from stockade.config import default_images_dir
 from stockade.engine.hostcheck import find_leaks
 from stockade.images import ImageStore
-from stockade.runtimes import hostops
+from stockade import host
 from stockade.runtimes.base import DriverError, SandboxSpec
 from stockade.runtimes.qemu import QemuDriver
 from stockade.runtimes.suspend import seal
@@ -37,7 +37,7 @@ BOOT = 600.0  # request timeout for a create: TCG boots on a loaded 2-core machi
 
 
 def qemu_pids(data_dir: Path, sandbox_id: str) -> set[int]:
-    return hostops.cgroup_pids(f"{hostops.cgroup_parent(data_dir)}/{sandbox_id}")
+    return host.cgroup_pids(f"{host.cgroup_parent(data_dir)}/{sandbox_id}")
 
 
 def restored_from_template(data_dir: Path, sandbox_id: str) -> bool:

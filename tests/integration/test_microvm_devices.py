@@ -24,7 +24,7 @@ import pytest
 
 from stockade import ConflictError, Sandbox, Volume
 from stockade.engine.hostcheck import find_leaks
-from stockade.runtimes import hostops
+from stockade import host
 from tests.conftest import Daemon
 from tests.integration.test_network import (METADATA, NEIGHBOUR, PUBLIC, HostListener, Playground,
                                             connect, gateway, own_address, resolve, start_daemon)
@@ -136,7 +136,7 @@ def test_network_none_is_loopback_only(vol_vm: Sandbox) -> None:
 
 
 def _qemu(d: Daemon, sb: Sandbox) -> int:
-    pids = [p for p in hostops.cgroup_pids(f"{hostops.cgroup_parent(d.data_dir)}/{sb.id}")
+    pids = [p for p in host.cgroup_pids(f"{host.cgroup_parent(d.data_dir)}/{sb.id}")
             if "qemu" in Path(f"/proc/{p}/comm").read_text()]
     assert len(pids) == 1, pids
     return pids[0]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from stockade import SandboxUnavailable
-from stockade.runtimes.hostops import cgroup_parent, cgroup_pids
+from stockade.host import cgroup_parent, cgroup_pids
 
 pytestmark = [pytest.mark.root]
 

@@ -92,7 +92,7 @@ def start_node(opts: HostOptions, temp_dir: Path, port: int) -> subprocess.Popen
             "--disable-usage-stats"]
     if opts.node_ip:
         argv += ["--node-ip-address", opts.node_ip]
-    # The engine adopts the runtimes' orphans (runtimes/hostproc.py), so the sandboxes'
+    # The engine adopts the runtimes' orphans (runtimes/reaper.py), so the sandboxes'
     # processes are children of the actor's worker. Ray kills a dead worker's children by
     # default, which would take a host's sandboxes down with it instead of leaving them for
     # the restarted host to re-attach.

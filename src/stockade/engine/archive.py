@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..runtimes import hostops
+from .. import host
 from ..runtimes.base import DriverError
 from ..runtimes.suspend import file_crc32
 from .errors import Conflict
@@ -85,13 +85,13 @@ async def archive(layer: Path, directory: Path) -> ArchiveInfo:
     is untouched and the leftovers are removed."""
     if not layer.is_file():
         raise DriverError(f"the writable layer {layer} is missing")
-    if hostops.mounts_under(directory):
+    if host.mounts_under(directory):
         raise DriverError(f"{directory} still has mounts; stop the sandbox first")
     _clean(directory)
     tmp = directory / (ARCHIVE + ".tmp")
     stat = layer.stat()
     try:
-        await hostops.run("tar", "--create", "--sparse", "--numeric-owner",
+        await host.run("tar", "--create", "--sparse", "--numeric-owner",
                           f"--use-compress-program={COMPRESSOR}", "--file", str(tmp),
                           "--directory", str(layer.parent), layer.name, timeout=3600)
         size = await asyncio.to_thread(_seal, tmp, layer.name, stat.st_size, directory)
@@ -156,7 +156,7 @@ async def restore(layer: Path, directory: Path) -> None:
     staging.mkdir(mode=0o700)
     try:
         try:
-            await hostops.run("tar", "--extract", "--sparse", "--numeric-owner",
+            await host.run("tar", "--extract", "--sparse", "--numeric-owner",
                               "--same-permissions", f"--use-compress-program={COMPRESSOR}",
                               "--file", str(archive_path(directory)),
                               "--directory", str(staging), timeout=3600)

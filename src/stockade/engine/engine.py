@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import secrets
@@ -22,7 +21,7 @@ from .. import agent
 from ..config import default_images_dir
 from ..images import ImageStore
 from ..net import NetConfig, NetError, NetworkManager, NetworkPolicy
-from ..runtimes import hostops
+from .. import host
 from ..runtimes.base import (DriverError, Resources, RuntimeDriver, RuntimeState, SandboxSpec,
                              Stats)
 from ..runtimes.channel import AgentCallError, AgentChannel, ChannelClosed, HostStream
@@ -69,21 +68,15 @@ CALL_TIMEOUT = 120.0
 LOCK_WAIT = 10.0
 
 
-async def _take_lock(path: Path) -> Any:
-    """Open and exclusively lock ``path``, waiting up to :data:`LOCK_WAIT` seconds for it."""
-    lock_file = open(path, "w")
-    deadline = time.monotonic() + LOCK_WAIT
-    while True:
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return lock_file
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                holders = hostops.lock_holders(path)
-                lock_file.close()
-                raise EngineError(f"another engine is using {path.parent} "
-                                  f"(its lock is held by {holders or 'an unknown process'})") from None
-            await asyncio.sleep(0.1)
+async def _take_lock(path: Path) -> int:
+    """An fd exclusively locking ``path``, waiting up to :data:`LOCK_WAIT` seconds for it."""
+    fd = await host.acquire(path, timeout=LOCK_WAIT)
+    if fd is None:
+        holders = host.lock_holders(path)
+        raise EngineError(f"another engine is using {path.parent} "
+                          f"(its lock is held by {holders or 'an unknown process'})")
+    return fd
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -130,7 +123,7 @@ class Engine:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._lock_file: Any = None
+        self._lock_fd: int | None = None
         self.pool = WarmPool(self, config.pool_size)
         self.lifecycle = Lifecycle(self)
         self.volume_store = Volumes(config.data_dir)
@@ -165,7 +158,7 @@ class Engine:
         # (not list) these directories to reach its own root filesystem.
         for directory in (self.config.data_dir, self.sandbox_dir):
             directory.chmod(0o711)
-        self._lock_file = await _take_lock(self.config.data_dir / "engine.lock")
+        self._lock_fd = await _take_lock(self.config.data_dir / "engine.lock")
         self.ends.load()
         await self.recover()
         self.usage.start()
@@ -196,10 +189,10 @@ class Engine:
         await self.net.close()
         await self.volume_store.close()
         if not self._records:  # nothing of this data directory runs on: drop its cgroup parent
-            hostops.remove_cgroup(hostops.cgroup_parent(self.config.data_dir))
-        if self._lock_file:
-            self._lock_file.close()
-            self._lock_file = None
+            host.remove_cgroup(host.cgroup_parent(self.config.data_dir))
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     async def recover(self) -> None:
         """Re-attach live sandboxes; destroy expired, broken and orphaned ones."""
@@ -224,11 +217,11 @@ class Engine:
         for tier, driver in self.drivers.items():
             for orphan in await driver.known_ids() - set(self._records):
                 await self._destroy_unknown(self.sandbox_dir / orphan)
-        parent = hostops.cgroup_parent(self.config.data_dir)
-        for d in hostops.cgroup_dirs(parent):
+        parent = host.cgroup_parent(self.config.data_dir)
+        for d in host.cgroup_dirs(parent):
             for sub in d.iterdir():
                 if sub.is_dir() and sub.name not in self._records:
-                    hostops.remove_cgroup(f"{parent}/{sub.name}")
+                    host.remove_cgroup(f"{parent}/{sub.name}")
         await self.net.recover({i for i, r in self._records.items() if r.network is not None})
 
     async def _destroy_unknown(self, directory: Path) -> None:
@@ -373,7 +366,7 @@ class Engine:
 
     # -- what nobody asked for: the kernel killed or refused something -------------------------
     def _oom_name(self, record: SandboxRecord) -> str | None:
-        victim = hostops.oom_victim(record.id)
+        victim = host.oom_victim(record.id)
         if victim in (None, "exe", "runsc", "runsc-sandbox", "qemu-system-x86"):
             return self.commands.get(record.id) or victim  # the runtime, not the user's process
         return victim
@@ -402,8 +395,8 @@ class Engine:
         record = self._records.get(sandbox_id)
         if record is None or record.state != "running" or self.lock(sandbox_id).locked():
             return False
-        cgroup = f"{hostops.cgroup_parent(self.config.data_dir)}/{sandbox_id}"
-        if hostops.cgroup_pids(cgroup):
+        cgroup = f"{host.cgroup_parent(self.config.data_dir)}/{sandbox_id}"
+        if host.cgroup_pids(cgroup):
             return False
         if await self.drivers[record.tier].state(record.spec) == RuntimeState.RUNNING:
             return False

@@ -33,11 +33,10 @@ from typing import TYPE_CHECKING
 from ..images.store import ImageError, ImageNotFound, ImageStore
 from ..models import MAX_FORK, SandboxInfo
 from ..net import NetworkPolicy as EgressPolicy
-from ..runtimes import hostops
+from .. import host
 from ..runtimes.base import DriverError
 from .errors import Conflict, EngineError, InvalidRequest, SandboxUnavailable, Unsupported
 from .records import SandboxRecord
-from .snapshots import _mounted, _unshift
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -143,7 +142,7 @@ async def _save(engine: "Engine", lifecycle: "Lifecycle", record: SandboxRecord,
     driver = engine.drivers[record.tier]
     spec = record.spec
     if record.state == "paused":
-        with _mounted(record.directory / "disk.img") as mnt:
+        with host.mounted_disk(record.directory / "disk.img") as mnt:
             await _make_layer(engine, record, layer, mnt / "upper", owner)
         return lifecycle._checkpoint_dir(record)
     await lifecycle._flush(record)
@@ -197,7 +196,7 @@ async def _freeze_files(engine: "Engine", record: SandboxRecord, layer: str,
         elif record.paused_with == "freezer":
             await _make_layer(engine, record, layer, upper, owner)
         else:
-            with _mounted(record.directory / "disk.img") as mnt:
+            with host.mounted_disk(record.directory / "disk.img") as mnt:
                 await _make_layer(engine, record, layer, mnt / "upper", owner)
     except DriverError as exc:
         raise SandboxUnavailable(f"could not freeze sandbox {record.id} to fork it: {exc}"
@@ -224,7 +223,7 @@ def _copy_upper(store: ImageStore, name: str, upper: Path, uid_base: int | None,
         if result.returncode != 0:
             raise SandboxUnavailable(f"cannot copy the sandbox's files: {result.stderr.strip()}")
         if uid_base:
-            _unshift(rootfs, uid_base)
+            host.unshift_owners(rootfs, uid_base)
         store.install(name, staging, source=f"fork of sandbox {record.id}",
                       packages=store.get(record.image).packages, parent=record.image,
                       owner=owner, hidden=True)
@@ -286,7 +285,7 @@ async def _restore_copy(engine: "Engine", record: SandboxRecord, image: Path) ->
 
 def layer_prefix(engine: "Engine") -> str:
     """How the names of this engine's fork layers start."""
-    digest = hostops.cgroup_parent(engine.config.data_dir).rsplit("-", 1)[-1]
+    digest = host.cgroup_parent(engine.config.data_dir).rsplit("-", 1)[-1]
     return f"{LAYER_PREFIX}{digest}-"
 
 

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from ..net import find_net_leaks
-from ..runtimes import hostops
+from .. import host
 
 
 def _processes_in_cgroup(fragment: str) -> list[int]:
@@ -66,7 +66,7 @@ def _runtime_containers(binary: str, root: Path) -> list[str]:
 
 def cgroup_parent_left(data_dir: Path) -> list[str]:
     """The data directory's cgroup parent, if an engine that ended with no sandbox left it."""
-    return [f"cgroup parent {d}" for d in hostops.cgroup_dirs(hostops.cgroup_parent(data_dir))]
+    return [f"cgroup parent {d}" for d in host.cgroup_dirs(host.cgroup_parent(data_dir))]
 
 
 def find_leaks(data_dir: Path, sandbox_id: str | None = None) -> list[str]:
@@ -75,16 +75,16 @@ def find_leaks(data_dir: Path, sandbox_id: str | None = None) -> list[str]:
     leaks: list[str] = []
     sandboxes = data_dir / "sandboxes"
     where = sandboxes / name if name else sandboxes
-    for point in hostops.mounts_under(where):
+    for point in host.mounts_under(where):
         if point != where:
             leaks.append(f"mount {point}")
     if not name:
-        leaks.extend(f"volume mount {point}" for point in hostops.mounts_under(data_dir / "volumes"))
-    for backing in hostops.loop_backing_files():
+        leaks.extend(f"volume mount {point}" for point in host.mounts_under(data_dir / "volumes"))
+    for backing in host.loop_backing_files():
         if backing.startswith(str(where)):
             leaks.append(f"loop device backed by {backing}")
-    parent = hostops.cgroup_parent(data_dir)
-    for d in hostops.cgroup_dirs(f"{parent}/{name}".rstrip("/")):
+    parent = host.cgroup_parent(data_dir)
+    for d in host.cgroup_dirs(f"{parent}/{name}".rstrip("/")):
         children = [c for c in d.iterdir() if c.is_dir()] if not name else [d]
         leaks.extend(f"cgroup {c}" for c in children)
     for pid in _processes_in_cgroup(f"/{parent}/{name}"):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..net import NetworkPolicy
-from ..runtimes import hostops
+from .. import host
 from ..runtimes.base import DriverError, NotSupported, RuntimeState
 from ..runtimes.ocidriver import RELEASE_WAIT
 from ..runtimes.suspend import CheckpointCorrupt
@@ -40,7 +40,7 @@ from . import archive
 from .archive import ArchiveCorrupt
 from .errors import (Conflict, EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable,
                      Unsupported)
-from ..models import SandboxInfo
+from ..models import WAITING_TAG, SandboxInfo
 from .records import SandboxRecord
 
 if TYPE_CHECKING:
@@ -315,7 +315,7 @@ class Lifecycle:
             try:
                 layer = driver.layer_file(record.spec)
                 await driver.stop(record.spec)  # idempotent: nothing of it stays mounted
-                if not await hostops.loop_released(layer, RELEASE_WAIT):  # flushed to the file
+                if not await host.loop_released(layer, RELEASE_WAIT):  # flushed to the file
                     raise SandboxUnavailable(f"could not archive sandbox {sandbox_id}: its disk "
                                              f"is still busy after its stop; try again")
                 info = await archive.archive(layer, record.directory)
@@ -412,8 +412,10 @@ class Lifecycle:
             with contextlib.suppress(EngineError, asyncio.TimeoutError):
                 found = await asyncio.wait_for(
                     engine.call(record.id, "process.list", {}, touch=False), IDLE_CHECK)
-                # A code context's interpreter waits for cells: that is not a running command.
-                if any(not str(p.get("tag") or "").startswith("stockade-code:") for p in found):
+                # A code context's interpreter waits for cells, a waiting shell for commands:
+                # neither is a running command.
+                if any(not str(p.get("tag") or "").startswith(("stockade-code:", WAITING_TAG))
+                       for p in found):
                     engine.touch(record)
                     idle_until = record.last_active_at + record.timeout
         if time.time() >= idle_until:

@@ -198,6 +198,12 @@ class Sandboxes:
         engine.arm_timer(record)
         return record.info()
 
+    async def touch(self, sandbox_id: str) -> SandboxInfo:
+        """Count now as the sandbox's last activity (``idle_timeout`` counts from here)."""
+        record = self._engine.record(sandbox_id)
+        self._engine.touch(record)
+        return record.info()
+
     async def set_network(self, sandbox_id: str, policy: NetworkPolicy) -> SandboxInfo:
         """Replace a networked sandbox's egress policy; new connections follow it at once."""
         engine = self._engine

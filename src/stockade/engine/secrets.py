@@ -45,6 +45,22 @@ class Secrets:
         except SecretError as exc:
             raise InvalidRequest(str(exc)) from None
 
+    async def update(self, owner: str, name: str, value: str | None = None,
+                     hosts: list[str] | None = None,
+                     description: str | None = None) -> SecretInfo:
+        """Change some of secret ``name``'s value, hosts and description (the rest are kept)."""
+        secret = self._vault.get(owner, name)
+        kept = self._vault.reveal(owner, name)
+        if secret is None or kept is None:
+            raise NotFound(f"no secret {name!r}; create it first (POST /secrets)")
+        try:
+            return _info(self._vault.put(
+                owner, name, kept.decode() if value is None else value,
+                list(secret.hosts) if hosts is None else hosts, secret.inject_body,
+                secret.description if description is None else description))
+        except SecretError as exc:
+            raise InvalidRequest(str(exc)) from None
+
     async def list(self, owner: str) -> SecretPage:
         return SecretPage(items=[_info(s) for s in self._vault.list(owner)])
 

@@ -13,16 +13,12 @@ checkpoint-paused one has its disk mounted for the copy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import stat
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..images.store import ImageError, ImageStore, InvalidImageName, validate_name
-from ..runtimes import hostops
+from .. import host
 from ..runtimes.base import DriverError
 from ..models import TemplateInfo
 from .errors import Conflict, InvalidRequest, SandboxUnavailable, Unsupported
@@ -32,22 +28,6 @@ from .templates import template_info
 if TYPE_CHECKING:
     from .engine import Engine
     from .lifecycle import Lifecycle
-
-
-def _unshift(tree: Path, uid_base: int) -> None:
-    """Shift every owner in ``tree`` down by ``uid_base`` (set-id bits kept)."""
-    for root, dirs, files in os.walk(tree):
-        for name in [*dirs, *files]:
-            path = os.path.join(root, name)
-            st = os.lstat(path)
-            uid, gid = st.st_uid - uid_base, st.st_gid - uid_base
-            if not (0 <= uid < 65536 and 0 <= gid < 65536):
-                uid, gid = 65534, 65534  # not from the sandbox's range: nobody
-            os.lchown(path, uid, gid)
-            if not stat.S_ISLNK(st.st_mode):
-                os.chmod(path, stat.S_IMODE(st.st_mode))  # chown cleared set-id bits
-    st = os.lstat(tree)
-    os.lchown(tree, max(0, st.st_uid - uid_base), max(0, st.st_gid - uid_base))
 
 
 def _copy_layer(store: ImageStore, name: str, upper: Path, uid_base: int | None,
@@ -61,7 +41,7 @@ def _copy_layer(store: ImageStore, name: str, upper: Path, uid_base: int | None,
         if result.returncode != 0:
             raise SandboxUnavailable(f"cannot copy the sandbox's files: {result.stderr.strip()}")
         if uid_base:
-            _unshift(rootfs, uid_base)
+            host.unshift_owners(rootfs, uid_base)
         info = store.install(name, staging, source=f"snapshot of sandbox {record.id}",
                              packages=store.get(record.image).packages, parent=record.image,
                              owner=owner)
@@ -98,7 +78,7 @@ async def snapshot(engine: "Engine", lifecycle: "Lifecycle", sandbox_id: str, na
                     await driver.resume(record.spec)
             if record.state == "paused" and record.paused_with == "freezer":
                 return await _copy(engine, name, disk / "upper", uid_base, record, owner)
-            with _mounted(record.directory / "disk.img") as mnt:
+            with host.mounted_disk(record.directory / "disk.img") as mnt:
                 return await _copy(engine, name, mnt / "upper", uid_base, record, owner)
         except DriverError as exc:
             raise SandboxUnavailable(f"could not snapshot sandbox {sandbox_id}: {exc}") from None
@@ -111,23 +91,3 @@ async def _copy(engine: "Engine", name: str, upper: Path, uid_base: int | None,
                                        owner)
     except ImageError as exc:
         raise Conflict(f"cannot save template {name!r}: {exc}") from None
-
-
-@contextlib.contextmanager
-def _mounted(image: Path):  # type: ignore[no-untyped-def]
-    """Mount a stopped sandbox's disk in a private temporary directory (read-write: the kernel
-    may still hold its superblock from the last run, which a read-only mount would clash with;
-    nothing here writes to it)."""
-    mnt = Path(tempfile.mkdtemp(prefix="stockade-snap-"))
-    try:
-        subprocess.run(["mount", "-o", "loop,nosuid,nodev,noexec", str(image), str(mnt)],
-                       check=True, capture_output=True)
-        try:
-            yield mnt
-        finally:
-            hostops.unmount(mnt)
-    except subprocess.CalledProcessError as exc:
-        raise DriverError(f"cannot mount {image}: {exc.stderr.decode(errors='replace')}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            mnt.rmdir()

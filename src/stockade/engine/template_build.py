@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -27,18 +26,17 @@ import posixpath
 import secrets
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from weakref import WeakSet
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, TypeVar
 
+from .. import host
 from ..images.build_context import ContextError, CopyPlan, plan_copy
 from ..images.dockerfile import DockerfileError, Step, expand, parse
 from ..images.store import ImageError, ImageInfo, ImageStore, InvalidImageName, validate_name
 from .errors import Conflict, EngineError, InvalidRequest, NotFound
 from ..models import ProcessSpec, SandboxSpec, TemplateInfo
-from .snapshots import _unshift
 from .templates import template_info
 
 if TYPE_CHECKING:
@@ -58,25 +56,10 @@ BUILDS_LOCK = ".builds.lock"
 REMOVAL_WAIT = 120.0
 
 
-async def _flock(path: Path, mode: int, timeout: float | None) -> int | None:
-    """An fd holding ``flock(mode)`` on ``path``, or None after ``timeout`` seconds."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if deadline is not None and time.monotonic() > deadline:
-                os.close(fd)
-                return None
-            await asyncio.sleep(0.05)
-
-
 @contextlib.asynccontextmanager
 async def _no_build_running(store: ImageStore, doing: str) -> AsyncIterator[None]:
     """Wait until no build (of any engine on ``store``) runs, and keep new ones waiting."""
-    fd = await _flock(store.root / BUILDS_LOCK, fcntl.LOCK_EX, REMOVAL_WAIT)
+    fd = await host.acquire(store.root / BUILDS_LOCK, timeout=REMOVAL_WAIT)
     if fd is None:
         raise Conflict(f"cannot {doing}: template builds have been running for "
                        f"{REMOVAL_WAIT:.0f} s; try again when they end")
@@ -205,7 +188,7 @@ class TemplateBuild:
         self.emit({"type": "step", "step": 1, "total": total, "instruction": steps[0].text,
                    "status": "cached", "cached": True})
         try:
-            held = await _flock(self.store.root / BUILDS_LOCK, fcntl.LOCK_SH, None)
+            held = await host.acquire(self.store.root / BUILDS_LOCK, shared=True)
             scratch = self.engine.config.data_dir / "builds"
             scratch.mkdir(mode=0o700, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix="steps-", dir=scratch) as tmp:
@@ -347,7 +330,7 @@ class TemplateBuild:
                 raise BuildFailed(f"cannot save the layer of line {step.line}: "
                                   f"{result.stderr.strip()}")
             if uid_base:
-                _unshift(rootfs, uid_base)
+                host.unshift_owners(rootfs, uid_base)
             self.store.install(key, staging, source=f"build step: {step.text[:200]}",
                                parent=state.parent, owner=self.owner, config=state.config(),
                                hidden=True)

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 from ..models import VolumeInfo
-from ..runtimes import hostops
+from .. import host
 from ..runtimes.base import DriverError
 from .errors import Conflict, InvalidRequest, NotFound, SandboxUnavailable
 
@@ -54,8 +54,8 @@ class Volumes:
     async def close(self) -> None:
         """Unmount every volume from the host (sandboxes still running keep their own bind
         mounts; the next use mounts it again), so a stopped engine leaves no mount behind."""
-        for point in hostops.mounts_under(self.root):
-            await asyncio.to_thread(hostops.unmount, point)
+        for point in host.mounts_under(self.root):
+            await asyncio.to_thread(host.unmount, point)
 
     def _dir(self, name: str) -> Path:
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
@@ -89,7 +89,7 @@ class Volumes:
                 image = tmp / "disk.img"
                 with open(image, "wb") as f:
                     f.truncate(size_mb << 20)
-                await hostops.run("mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0",
+                await host.run("mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0",
                                   "-E", "lazy_itable_init=1,nodiscard", str(image))
                 info = {"name": name, "size_mb": size_mb, "created_at": time.time(),
                         "owner": owner}
@@ -103,9 +103,9 @@ class Volumes:
 
     async def _mount(self, path: Path) -> Path:
         mnt = path / "mnt"
-        if not hostops.mounted(mnt):
+        if not host.mounted(mnt):
             try:
-                await hostops.make_disk(path / "disk.img", mnt, 0, 0)
+                await host.make_disk(path / "disk.img", mnt, 0, 0)
             except DriverError as exc:
                 raise SandboxUnavailable(f"cannot mount volume {path.name!r}: {exc}") from None
             # Every sandbox user may write at the top (uids differ between tiers); what they
@@ -135,7 +135,7 @@ class Volumes:
             if users:
                 raise Conflict(f"volume {name!r} is mounted by sandbox(es) {', '.join(users)}; "
                                f"kill them first")
-            await asyncio.to_thread(hostops.unmount, path / "mnt")
+            await asyncio.to_thread(host.unmount, path / "mnt")
             await asyncio.to_thread(shutil.rmtree, path)
 
 

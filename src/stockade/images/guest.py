@@ -15,7 +15,6 @@ image makes a new disk. See docs/microvm.md.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -28,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import host
 from .store import ImageError, ImageStore
 
 Progress = Callable[[str, float | None], None]
@@ -175,8 +175,7 @@ def _quiet(stage: str, fraction: float | None) -> None:
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with host.flocked(path):
         yield
 
 

@@ -17,7 +17,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from ._fsutil import resolve_in_root
+from ..host import resolve_in_root
 from .build import ImageBuildError, _finish_rootfs, _preflight
 from .store import _PYTHON_CANDIDATES, ImageExists, ImageInfo, ImageStore, validate_name
 

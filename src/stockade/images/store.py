@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import _fsutil, idmap
+from .. import host
+from . import idmap
 
 log = logging.getLogger(__name__)
 
@@ -251,9 +252,9 @@ class ImageStore:
         if users := self.children(name):
             raise ImageInUse(f"image {name!r} is the parent of {', '.join(users)}; remove "
                              f"those first")
-        trash = self.root / f"{_TRASH}{name}-{_fsutil.random_suffix()}"
+        trash = self.root / f"{_TRASH}{name}-{host.random_suffix()}"
         try:
-            with _fsutil.flocked(path / _LOCK):
+            with host.flocked(path / _LOCK):
                 self._check_unmounted(name, path)
                 os.rename(path, trash)
         except (FileNotFoundError, NotADirectoryError):
@@ -261,15 +262,15 @@ class ImageStore:
         self._sweep_trash()
 
     def _check_unmounted(self, name: str, path: Path) -> None:
-        points = _fsutil.mounts_under(path)
+        points = host.mounts_under(path)
         if points:
-            raise ImageInUse(f"image {name!r} is in use: mounted at {', '.join(points)}")
+            raise ImageInUse(f"image {name!r} is in use: mounted at {', '.join(map(str, points))}")
 
     def _sweep_trash(self) -> None:
         for entry in _listdir(self.root):
             if entry.startswith(_TRASH):
                 try:
-                    _fsutil.safe_rmtree(self.root / entry)
+                    host.safe_rmtree(self.root / entry)
                 except OSError as e:
                     log.warning("cannot delete %s: %s", self.root / entry, e)
 
@@ -288,24 +289,24 @@ class ImageStore:
         target = path / f"{_IDMAP}{uid_base}"
         try:
             if target.is_dir():
-                with _fsutil.flocked(path / _LOCK, blocking=False) as fd:
+                with host.flocked(path / _LOCK, blocking=False) as fd:
                     if fd is not None:
                         self._sweep_tmp(path)
                 return target
             rootfs = self.rootfs(name)
-            with _fsutil.flocked(path / _LOCK):
+            with host.flocked(path / _LOCK):
                 self._sweep_tmp(path)
                 if target.is_dir():
                     return target
-                tmp = path / f"{_TMP}{_fsutil.random_suffix()}"
+                tmp = path / f"{_TMP}{host.random_suffix()}"
                 try:
                     started = time.monotonic()
                     stats = idmap.shift_copy(rootfs, tmp, uid_base, size)
                     copied = time.monotonic()
-                    _fsutil.syncfs(tmp)
+                    host.syncfs(tmp)
                     os.rename(tmp, target)
                 except BaseException:
-                    _fsutil.safe_rmtree(tmp)
+                    host.safe_rmtree(tmp)
                     raise
                 log.info(
                     "made %s: %d entries, %d bytes, copied in %.1f s, synced in %.1f s",
@@ -320,7 +321,7 @@ class ImageStore:
     def _sweep_tmp(self, path: Path) -> None:
         for entry in _listdir(path):
             if entry.startswith(_TMP):
-                _fsutil.safe_rmtree(path / entry)
+                host.safe_rmtree(path / entry)
 
     # -- building (used by build.py) -----------------------------------------------------------
 
@@ -333,21 +334,21 @@ class ImageStore:
         """
         validate_name(name)
         self.root.mkdir(parents=True, exist_ok=True)
-        with _fsutil.flocked(self.root / f"{_BUILD}{name}.lock") as fd:
+        with host.flocked(self.root / f"{_BUILD}{name}.lock") as fd:
             assert fd is not None
             prefix = f"{_BUILD}{name}-"
             for entry in _listdir(self.root):
                 suffix = entry[len(prefix) :] if entry.startswith(prefix) else ""
                 if re.fullmatch(r"[0-9a-f]{12}", suffix):
                     log.info("removing leftover of an interrupted build: %s", self.root / entry)
-                    _fsutil.safe_rmtree(self.root / entry, unmount=True)
+                    host.safe_rmtree(self.root / entry, unmount=True)
             self._sweep_trash()
-            path = self.root / f"{prefix}{_fsutil.random_suffix()}"
+            path = self.root / f"{prefix}{host.random_suffix()}"
             path.mkdir(mode=0o755)
             try:
                 yield Staging(path, fd)
             finally:
-                _fsutil.safe_rmtree(path, unmount=True)
+                host.safe_rmtree(path, unmount=True)
 
     def install(
         self,
@@ -369,7 +370,7 @@ class ImageStore:
         :meth:`staging`. Without ``config``, the parent's is kept.
         """
         rootfs = staging.path / ROOTFS
-        size, files = _fsutil.tree_stats(rootfs)
+        size, files = host.tree_stats(rootfs)
         python = next((p for p in _PYTHON_CANDIDATES if _is_executable(rootfs, p)), None)
         if parent is not None and (python is None or config is None):
             above = self.get(parent)
@@ -392,7 +393,7 @@ class ImageStore:
         with open(staging.path / IMAGE_JSON, "w", encoding="utf-8") as f:
             json.dump(info.to_json(), f, indent=2)
             f.write("\n")
-        _fsutil.syncfs(staging.path)
+        host.syncfs(staging.path)
         path = self._dir(name)
         try:
             os.rename(staging.path, path)
@@ -401,9 +402,9 @@ class ImageStore:
                 raise
             if not replace:
                 raise ImageExists(f"image {name!r} already exists") from None
-            with _fsutil.flocked(path / _LOCK):
+            with host.flocked(path / _LOCK):
                 self._check_unmounted(name, path)
-                _fsutil.exchange(staging.path, path)
+                host.exchange(staging.path, path)
         return info
 
 
@@ -428,5 +429,5 @@ def _config(data: Any) -> dict[str, Any] | None:
 
 
 def _is_executable(rootfs: Path, path: str) -> bool:
-    resolved = _fsutil.resolve_in_root(rootfs, path)
+    resolved = host.resolve_in_root(rootfs, path)
     return resolved is not None and resolved.is_file() and os.access(resolved, os.X_OK)

@@ -121,7 +121,9 @@ class KernelExecutor:
         self.done_reply = self.done_idle = False
         self.msg_id = self.km.session.send(self.shell, "execute_request", {
             "code": code, "silent": False, "store_history": True, "user_expressions": {},
-            "allow_stdin": False, "stop_on_error": True})["header"]["msg_id"]
+            # One request at a time, so no queue to abort after an error: with stop_on_error
+            # ipykernel aborted the next request too when it came within its abort window.
+            "allow_stdin": False, "stop_on_error": False})["header"]["msg_id"]
 
     def read(self, source: Any) -> list[dict[str, Any]]:
         """Drain ``source``; return events of the current execution."""

@@ -8,7 +8,7 @@ same object down unchanged. This package imports pydantic and the standard libra
 
 from .files import EntryInfo, FileEvent, MakeDirResult, SandboxPath, check_path
 from .fork import MAX_FORK, ForkResult, ForkSpec
-from .processes import ProcessInfo, ProcessSelector, ProcessSpec, PtySize, Resize, Signal
+from .processes import WAITING_TAG, ProcessInfo, ProcessSelector, ProcessSpec, PtySize, Resize, Signal
 from .sandboxes import (EgressEntry, EgressLog, Isolation, NetworkPolicy, Persistence, SandboxEnd,
                         SandboxEvent, SandboxInfo, SandboxPage, SandboxSpec, SandboxStats,
                         UsageHistory, UsageSample, VolumeMount)
@@ -24,4 +24,4 @@ __all__ = ["BuildLog", "BuildStatus", "CreateSecret", "CreateVolume", "EgressEnt
            "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec", "SandboxStats", "SecretInfo",
            "SecretName", "SecretPage", "Signal",
            "TemplateInfo", "TemplatePage", "UsageHistory", "UsageSample", "VolumeInfo",
-           "VolumeMount", "VolumeName", "VolumePage", "check_path"]
+           "VolumeMount", "VolumeName", "VolumePage", "WAITING_TAG", "check_path"]

@@ -66,6 +66,11 @@ class Resize(ProcessSelector):
     rows: int = Field(ge=1, le=1000)
 
 
+#: A tag starting with this marks a process that waits for input (a shell reading commands):
+#: it does not keep an ``idle_timeout`` sandbox awake, as a code context's interpreter does not.
+WAITING_TAG = "stockade-waiting:"
+
+
 class ProcessInfo(Result):
     """A running process, as ``process.list`` reports it."""
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..agent import protocol
+from ..host import HostError
+from ..host import Stats as Stats  # the driver interface reports what a sandbox uses
 from .channel import AgentChannel
 
 #: Where the agent package is mounted inside every sandbox, read-only.
@@ -90,20 +92,9 @@ class RuntimeState(str, enum.Enum):
     ABSENT = "absent"  # the runtime does not know it
 
 
-@dataclass(frozen=True)
-class Stats:
-    """Resource use of one sandbox, from its cgroup."""
-
-    memory_bytes: int = 0
-    memory_limit_bytes: int = 0
-    cpu_seconds: float = 0.0
-    pids: int = 0
-    oom_kills: int = 0
-    pids_limit_hits: int = 0  # forks the pids limit refused
-
-
-class DriverError(Exception):
-    """A runtime failed; the message says which command and what it printed."""
+#: A runtime or a host operation failed; the message says which command and what it printed.
+#: The host package's own error, so that one ``except DriverError`` catches both.
+DriverError = HostError
 
 
 class ProtocolMismatch(DriverError):

@@ -10,12 +10,13 @@ commands keep failing); nothing else depends on it.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from .. import host
 
 log = logging.getLogger("stockade.runtimes")
 SOURCE = Path(__file__).with_name("gvisor_statx.c")
@@ -35,8 +36,7 @@ def prepare(directory: Path) -> Path | None:
                     "(install gcc)")
         return None
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with host.flocked(directory / ".lock"):
         if not shim.exists():
             tmp = directory / "statx.so.tmp"
             result = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(tmp),

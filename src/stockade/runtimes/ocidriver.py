@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..images import ImageStore
-from . import hostops, hostproc
+from .. import host
+from ..host import reaper
 from .base import DriverError, RuntimeDriver, RuntimeState, SandboxSpec, Stats, greet
 from .channel import AgentChannel, ChannelClosed
 from .oci import build_config
@@ -53,7 +54,7 @@ class OciDriver(RuntimeDriver):
         self.images = images
         self.agent_dir = agent_dir
         self.runtime_root = data_dir / "runtime" / self.tier
-        self.cgroup_parent = hostops.cgroup_parent(data_dir)
+        self.cgroup_parent = host.cgroup_parent(data_dir)
         #: Channels opened by start (which proves the agent answers), handed to the first
         #: connect so that the first command does not open a second one.
         self._ready: dict[str, AgentChannel] = {}
@@ -61,7 +62,7 @@ class OciDriver(RuntimeDriver):
         #: processes (whose members may be orphaned to us later): ours to reap.
         self._pids: dict[str, set[int]] = {}
         self._sessions: dict[str, set[int]] = {}
-        hostproc.adopt_orphans()  # the sandboxes' processes: reaped at once when they end
+        reaper.adopt_orphans()  # the sandboxes' processes: reaped at once when they end
         # The agent is mounted read-only, so a sandbox's Python cannot cache what it compiles:
         # compile it here once (a source checkout lacks bytecode for modules the host never
         # imports; without it every sandbox start compiles them again).
@@ -81,7 +82,7 @@ class OciDriver(RuntimeDriver):
         return []
 
     async def runtime(self, *args: str, timeout: float = 60) -> str:
-        return await hostops.run(self.binary, *self.global_flags(), *args, timeout=timeout)
+        return await host.run(self.binary, *self.global_flags(), *args, timeout=timeout)
 
     def cgroup(self, spec: SandboxSpec) -> str:
         return f"{self.cgroup_parent}/{spec.id}"
@@ -99,15 +100,19 @@ class OciDriver(RuntimeDriver):
         owner = self.uid_base or 0
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o711)
-        # A lazily unmounted disk of the last run may still be on a loop device; give it a
-        # moment to let go (recovery after a crash must go on even if it does not).
-        if not hostops.mounted(d / "disk"):
-            await hostops.loop_released(d / "disk.img", RELEASE_WAIT / 6)
-        await hostops.make_disk(d / "disk.img", d / "disk", spec.resources.disk_mb, owner,
+        # A lazily unmounted disk of the last run may still be on a loop device, its filesystem
+        # alive until its last user lets go: mounting the image again meanwhile would put two
+        # filesystems on one disk and corrupt it. Wait for it; refuse rather than risk that.
+        if not host.mounted(d / "disk") and not await host.loop_released(d / "disk.img",
+                                                                         RELEASE_WAIT):
+            raise DriverError(f"the disk of sandbox {spec.id}'s last run is still held by the "
+                              f"kernel after {RELEASE_WAIT:.0f} s (a process of that run keeps "
+                              f"its filesystem busy); not mounting it twice: try again later")
+        await host.make_disk(d / "disk.img", d / "disk", spec.resources.disk_mb, owner,
                                 self.data_dir / "runtime" / "blank-disks")
         # A snapshot template is its own layer over its parent's: lowerdir=child:parent:...
         lower = ":".join(str(p) for p in self.images.layers(spec.image, self.uid_base))
-        await asyncio.to_thread(hostops.mount_overlay, lower, d / "disk" / "upper",
+        await asyncio.to_thread(host.mount_overlay, lower, d / "disk" / "upper",
                                 d / "disk" / "work", d / "rootfs", owner)
         # On the sandbox's own disk, so what root inside writes there counts against its quota.
         run_dir = d / "disk" / "run"
@@ -153,9 +158,9 @@ class OciDriver(RuntimeDriver):
         if old := self._ready.pop(spec.id, None):
             await old.aclose()
         self._ready[spec.id] = channel
-        pids = hostops.cgroup_pids(self.cgroup(spec))
-        self._pids[spec.id] = hostproc.children(pids)
-        self._sessions[spec.id] = hostproc.sessions(pids)
+        pids = host.cgroup_pids(self.cgroup(spec))
+        self._pids[spec.id] = reaper.children(pids)
+        self._sessions[spec.id] = reaper.sessions(pids)
 
     def tail_log(self, spec: SandboxSpec, size: int = 2000) -> str:
         try:
@@ -183,7 +188,7 @@ class OciDriver(RuntimeDriver):
                                       f"{self.tail_log(spec)}") from None
                 # The sandbox's cgroup empties when its agent or runtime exits: asking the
                 # runtime instead costs a process (20 to 200 ms) per attempt.
-                if not hostops.cgroup_pids(self.cgroup(spec)):
+                if not host.cgroup_pids(self.cgroup(spec)):
                     raise DriverError(f"sandbox {spec.id} is not running (its agent or runtime "
                                       f"exited); agent log: "
                                       f"{self.tail_log(spec)}") from None
@@ -192,8 +197,8 @@ class OciDriver(RuntimeDriver):
 
     async def state(self, spec: SandboxSpec) -> RuntimeState:
         if pids := self._pids.get(spec.id):  # an unreaped sandbox looks alive to runsc
-            self._pids[spec.id] = hostproc.reap(pids)
-            hostproc.reap_sessions(self._sessions.get(spec.id, set()))
+            self._pids[spec.id] = reaper.reap(pids)
+            reaper.reap_sessions(self._sessions.get(spec.id, set()))
         try:
             out = await self.runtime("state", spec.id, timeout=20)
         except DriverError:
@@ -203,10 +208,10 @@ class OciDriver(RuntimeDriver):
             status, RuntimeState.STOPPED)
 
     async def stats(self, spec: SandboxSpec) -> Stats:
-        return hostops.cgroup_stats(self.cgroup(spec))
+        return host.cgroup_stats(self.cgroup(spec))
 
     async def oom_kills(self, spec: SandboxSpec) -> int:
-        return hostops.cgroup_oom_kills(self.cgroup(spec))
+        return host.cgroup_oom_kills(self.cgroup(spec))
 
     async def pause(self, spec: SandboxSpec) -> None:
         await self.runtime("pause", spec.id)
@@ -219,12 +224,12 @@ class OciDriver(RuntimeDriver):
             await ready.aclose()
         # Kill and reap first: the runtimes' own delete --force waits in 100 ms steps for
         # processes to vanish (and runsc's only vanish once reaped), ours return at once.
-        pids = self._pids.pop(spec.id, set()) | hostproc.adopted(
-            hostops.cgroup_pids(self.cgroup(spec)))
+        pids = self._pids.pop(spec.id, set()) | reaper.adopted(
+            host.cgroup_pids(self.cgroup(spec)))
         with contextlib.suppress(DriverError):
-            await hostops.kill_cgroup(self.cgroup(spec), grace=2.0)
-        await hostproc.reap_killed(pids)
-        hostproc.reap_sessions(self._sessions.pop(spec.id, set()))
+            await host.kill_cgroup(self.cgroup(spec), grace=2.0)
+        await reaper.reap_killed(pids)
+        reaper.reap_sessions(self._sessions.pop(spec.id, set()))
         # Twice if need be: a delete killed half-way leaves the runtime's state of the sandbox
         # behind (security battery: "runtime SIGKILL during kill"); a second one finishes it.
         for _ in range(2):
@@ -235,9 +240,9 @@ class OciDriver(RuntimeDriver):
                 if spec.id not in await self.known_ids():
                     break
         await asyncio.to_thread(self._drop_leftover_state, spec)
-        await hostops.empty_cgroup(self.cgroup(spec))
+        await host.empty_cgroup(self.cgroup(spec))
         await asyncio.to_thread(self._unmount_all, spec.directory)
-        hostops.remove_cgroup(self.cgroup(spec))
+        host.remove_cgroup(self.cgroup(spec))
 
     def _drop_leftover_state(self, spec: SandboxSpec) -> None:
         """Remove the runtime's state of a sandbox that ``delete --force`` could not remove.
@@ -256,16 +261,16 @@ class OciDriver(RuntimeDriver):
 
     @staticmethod
     def _unmount_all(d: Path) -> None:
-        for point in hostops.mounts_under(d):
-            hostops.unmount(point)
+        for point in host.mounts_under(d):
+            host.unmount(point)
 
     async def destroy(self, spec: SandboxSpec) -> None:
         await self.stop(spec)
-        if hostops.mounts_under(spec.directory):
+        if host.mounts_under(spec.directory):
             raise DriverError(f"{spec.directory} still has mounts; not removing it")
         # The kernel detaches an autoclear loop device asynchronously after the unmount:
         # removing its image first would leave the device on a deleted file for a while.
-        await hostops.loop_released(spec.directory / "disk.img", RELEASE_WAIT / 6)
+        await host.loop_released(spec.directory / "disk.img", RELEASE_WAIT / 6)
         await asyncio.to_thread(shutil.rmtree, spec.directory, True)
 
     async def known_ids(self) -> set[str]:

@@ -1,6 +1,6 @@
 """The microVM tier: QEMU ``-M microvm`` with a dedicated guest kernel per sandbox.
 
-Each sandbox is one QEMU process, jailed by runtimes/jail.py (own uid, namespaces, cgroup,
+Each sandbox is one QEMU process, jailed by host/jail.py (own uid, namespaces, cgroup,
 pivot_root into its own files, QEMU's seccomp sandbox on). The guest boots Debian's cloud kernel
 with the initramfs of images/guest.py, mounts the image's shared read-only disk under the
 sandbox's own writable disk (its size is the disk quota) and runs the same agent as the other
@@ -36,7 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from ..images import ImageStore, guest
-from . import hostops, hostproc, jail, qemu_devices
+from .. import host
+from ..host import jail, reaper
+from . import qemu_devices
 from .base import (Capabilities, DriverError, NotSupported, RuntimeDriver, RuntimeState,
                    SandboxSpec, Stats, greet)
 from .channel import AgentChannel, ChannelClosed
@@ -83,7 +85,7 @@ class QemuDriver(RuntimeDriver):
         self.images = images
         self.agent_dir = agent_dir
         self.runtime_root = data_dir / "runtime" / self.tier
-        self.cgroup_parent = hostops.cgroup_parent(data_dir)
+        self.cgroup_parent = host.cgroup_parent(data_dir)
         self._accel: Accelerator | None = None
         self.templates = Templates(self)
 
@@ -285,10 +287,10 @@ class QemuDriver(RuntimeDriver):
         return RuntimeState.STOPPED if self._record_path(spec).exists() else RuntimeState.ABSENT
 
     async def stats(self, spec: SandboxSpec) -> Stats:
-        return hostops.cgroup_stats(self.cgroup(spec))
+        return host.cgroup_stats(self.cgroup(spec))
 
     async def oom_kills(self, spec: SandboxSpec) -> int:
-        return hostops.cgroup_oom_kills(self.cgroup(spec))
+        return host.cgroup_oom_kills(self.cgroup(spec))
 
     async def pause(self, spec: SandboxSpec) -> None:
         await qmp(spec.directory / "vm" / "qmp.sock", "stop")
@@ -318,7 +320,7 @@ class QemuDriver(RuntimeDriver):
         holds its unwritten metadata, and a killed QEMU must not leave a disk that needs fsck."""
         with open(disk, "wb") as f:
             f.truncate(size_mb << 20)
-        await hostops.run("mkfs.ext4", "-q", "-F", "-m", "0", "-E",
+        await host.run("mkfs.ext4", "-q", "-F", "-m", "0", "-E",
                           "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0",
                           str(disk))
         os.chown(disk, uid, uid)
@@ -331,27 +333,27 @@ class QemuDriver(RuntimeDriver):
                 os.kill(pid, signal.SIGKILL)
         # QEMU itself too: unshare's --kill-child is a parent-death signal, which the kernel
         # clears when the jail switches to the VM's uid, so QEMU would outlive it.
-        for qemu_pid in hostops.cgroup_pids(self.cgroup(spec)):
+        for qemu_pid in host.cgroup_pids(self.cgroup(spec)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(qemu_pid, signal.SIGKILL)
-        await hostops.empty_cgroup(self.cgroup(spec), grace=2.0)
+        await host.empty_cgroup(self.cgroup(spec), grace=2.0)
         for _ in range(200):
             if pid is None or _starttime(pid) is None:
                 break
             await asyncio.sleep(0.01)
         if pid is not None and _starttime(pid) is None:
             # The jail (QEMU once it execs) outlives a killed unshare for a moment and is then
-            # orphaned to the engine, which adopts orphans (hostproc.py): it is in the session
+            # orphaned to the engine, which adopts orphans (reaper.py): it is in the session
             # unshare led, and unshare itself is reaped already.
-            hostproc.reap_sessions({pid})
-        hostops.remove_cgroup(self.cgroup(spec))
+            reaper.reap_sessions({pid})
+        host.remove_cgroup(self.cgroup(spec))
         for name in ("agent.sock", "qmp.sock"):
             with contextlib.suppress(OSError):
                 (spec.directory / "vm" / name).unlink()
 
     async def destroy(self, spec: SandboxSpec) -> None:
         await self.stop(spec)
-        if hostops.mounts_under(spec.directory):
+        if host.mounts_under(spec.directory):
             raise DriverError(f"{spec.directory} still has mounts; not removing it")
         await asyncio.to_thread(shutil.rmtree, spec.directory, True)
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..images.guest import CONFIG_TAG
-from . import hostops
+from .. import host
 from .base import DriverError, SandboxSpec
 
 TAP = "tap0"
@@ -172,7 +172,7 @@ def _write(path: Path, text: str) -> None:
 
 
 async def _ip_json(netns: str, *args: str) -> Any:
-    return json.loads(await hostops.run("ip", "-n", netns, "-j", "-4", *args) or "[]")
+    return json.loads(await host.run("ip", "-n", netns, "-j", "-4", *args) or "[]")
 
 
 async def _wire_tap(spec: SandboxSpec, uid: int) -> tuple[str, str]:
@@ -207,7 +207,7 @@ async def _wire_tap(spec: SandboxSpec, uid: int) -> tuple[str, str]:
     batch = spec.directory / "net.batch"
     batch.write_text("\n".join(script) + "\n")
     try:
-        await hostops.run("ip", "-n", netns, "-batch", str(batch))
+        await host.run("ip", "-n", netns, "-batch", str(batch))
     finally:
         batch.unlink(missing_ok=True)
     return address, gateway

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -44,7 +43,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from . import hostops, qemu_devices
+from .. import host
+from . import qemu_devices
 from .base import DriverError, SandboxSpec
 from .channel import AgentCallError, ChannelClosed
 from .qemu_migrate import MigrationFailed, Qmp, load_memory, save_memory
@@ -192,7 +192,7 @@ class Templates:
             return False
         try:
             template = await self.ensure(spec)
-            await hostops.run("cp", "--sparse=always", "--reflink=auto", str(template / DISK),
+            await host.run("cp", "--sparse=always", "--reflink=auto", str(template / DISK),
                               str(disk))
         except (DriverError, OSError) as exc:
             log.warning("microVM %s: no template (%s); booting cold", spec.id, exc)
@@ -266,8 +266,7 @@ class Templates:
     async def _flock(self, slot: str) -> AsyncIterator[None]:
         """Serialise template builds of one slot across processes sharing the data dir."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(self.root / f".{slot}.lock", "w") as f:
-            await asyncio.to_thread(fcntl.flock, f, fcntl.LOCK_EX)
+        async with host.flocked_async(self.root / f".{slot}.lock"):
             yield
 
     async def _build(self, spec: SandboxSpec, slot: str, key: str, target: Path) -> None:

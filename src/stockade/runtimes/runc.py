@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from . import hostproc
+from ..host import reaper
 from .base import Capabilities, SandboxSpec
 from .ocidriver import OciDriver
 
@@ -31,5 +31,5 @@ class RuncDriver(OciDriver):
         return [run, "--no-new-keyring", *rest]
 
     async def spawn(self, spec: SandboxSpec, args: list[str]) -> int:
-        hostproc.private_session_keyring()  # on the thread that forks the runtime
+        reaper.private_session_keyring()  # on the thread that forks the runtime
         return await super().spawn(spec, args)

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import gvisor_compat, hostops, suspend
+from .. import host
+from . import gvisor_compat, suspend
 from .base import Capabilities, SandboxSpec
 from .ocidriver import OciDriver
 
@@ -106,13 +107,13 @@ async def keep_address(spec: SandboxSpec) -> None:
         net = json.loads(saved.read_text())
     except (OSError, ValueError):
         return  # nothing recorded: runsc will say what it misses
-    await hostops.run("ip", "-n", netns, "addr", "add", f"{net['address']}/{net['prefix']}",
+    await host.run("ip", "-n", netns, "addr", "add", f"{net['address']}/{net['prefix']}",
                       "dev", "eth0")
     if net.get("gateway"):
-        await hostops.run("ip", "-n", netns, "route", "replace", net["gateway"], "dev", "eth0")
-        await hostops.run("ip", "-n", netns, "route", "replace", "default", "via",
+        await host.run("ip", "-n", netns, "route", "replace", net["gateway"], "dev", "eth0")
+        await host.run("ip", "-n", netns, "route", "replace", "default", "via",
                           net["gateway"], "dev", "eth0")
 
 
 async def _ip_json(netns: str, *args: str) -> Any:
-    return json.loads(await hostops.run("ip", "-n", netns, "-j", "-4", *args) or "[]")
+    return json.loads(await host.run("ip", "-n", netns, "-j", "-4", *args) or "[]")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .. import Sandbox, SandboxUnavailable, StockadeError
-from ..runtimes import hostops
+from .. import host
 from .runner import settled_leaks
 
 #: Seconds within which the error must arrive after the kill.
@@ -49,8 +49,8 @@ def program(cmdline: str) -> str:
 
 def sandbox_processes(data_dir: Path, sandbox_id: str) -> dict[int, str]:
     """Host pid -> command line of every process in the sandbox's cgroup."""
-    relative = f"{hostops.cgroup_parent(data_dir)}/{sandbox_id}"
-    return {pid: _cmdline(pid) for pid in hostops.cgroup_pids(relative)}
+    relative = f"{host.cgroup_parent(data_dir)}/{sandbox_id}"
+    return {pid: _cmdline(pid) for pid in host.cgroup_pids(relative)}
 
 
 def agent_pids(data_dir: Path, sandbox_id: str) -> list[int]:

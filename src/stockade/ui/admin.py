@@ -12,10 +12,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ..sdk import AsyncSandbox, AsyncTemplate, AsyncVolume
+from ..sdk import ApiError, AsyncSandbox, AsyncTemplate, AsyncVolume
 from . import pages
 from .sessions import Session
-from .web import Failure, api_url, call_api, html, note, signed_in, take_note
+from .web import Failure, api_url, call_api, html, note, refused, signed_in, take_note
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 KEY_ID = re.compile(r"^sk_[0-9a-f]{12}$")
@@ -55,6 +55,8 @@ async def snapshot(request: Request, session: Session) -> Response:
     sb = await AsyncSandbox.get(sandbox_id, api_url=api_url(request), api_key=session.key)
     try:
         await sb.snapshot(name)
+    except ApiError as exc:
+        return refused(request, f"saving as template {name}", exc, f"/ui/sandboxes/{sb.id}")
     finally:
         await sb.close()
     note(request, f"saved {sandbox_id} as template {name}")

@@ -1,5 +1,6 @@
-"""A sandbox's page and what keeps it live: ``/live`` (state, reason, usage, processes, egress
-log, as JSON for ``static/detail.js``), following one process's output, killing a process."""
+"""A sandbox's page (or, once it ended, its end record) and what keeps it live: ``/live``
+(state, reason, usage charts, processes, egress log, as JSON for ``static/detail.js``),
+following one process's output, killing a process, forking."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ import asyncio
 import contextlib
 import re
 from html import escape
+from urllib.parse import urlencode
 from typing import Any, AsyncIterator, Awaitable, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..sdk import AsyncSandbox, AsyncTemplate, NotFoundError, StockadeError
-from . import detail_page, pages
+from ..models import SandboxEnd
+from ..sdk import (ApiError, AsyncSandbox, AsyncTemplate, SandboxNotFound,
+                   StockadeError, TemplateInfo)
+from . import charts, detail_page, pages
 from .sessions import Session
-from .web import HEADERS, Failure, api_url, html, note, signed_in, take_note
+from .web import HEADERS, Failure, api_url, html, note, refused, signed_in, take_note
 
 SANDBOX_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 HOLE = "\x00output\x00"
@@ -54,46 +58,111 @@ async def _quietly(call: Awaitable[T], default: T) -> T:
 
 
 async def _moving_parts(sb: AsyncSandbox) -> dict[str, Any]:
-    """What changes while a sandbox runs: usage, processes, egress log."""
+    """What changes while a sandbox runs: usage (now and its history), processes, egress log."""
     running = sb.info.state == "running"
     stats = await _quietly(sb.stats(), None) if running else None
+    usage = await _quietly(sb.usage(), None)
     processes = await _quietly(sb.commands.list(), []) if running else []
     egress = (await _quietly(sb.egress_log(detail_page.EGRESS_SHOWN), [])
               if sb.info.network != "none" else [])
-    return {"stats": stats, "processes": processes, "egress": egress}
+    return {"stats": stats, "usage": usage, "processes": processes, "egress": egress}
+
+
+async def _end(request: Request, session: Session) -> SandboxEnd | None:
+    """The end record of the page's sandbox, if it ended and the record is still kept."""
+    try:
+        end: SandboxEnd = await AsyncSandbox.get_end(sandbox_id(request), api_url=api_url(request),
+                                                     api_key=session.key)
+    except ApiError:  # not kept (404), or it exists after all (409)
+        return None
+    return end
+
+
+async def _snapshots(request: Request, session: Session, sandbox: str) -> list[TemplateInfo]:
+    source = pages.SNAPSHOT_OF + sandbox
+    return [t for t in await _quietly(AsyncTemplate.list(
+        api_url=api_url(request), api_key=session.key), []) if t.source == source]
+
+
+def _forked(request: Request) -> tuple[list[str], bool] | None:
+    """The copies a fork just made (``?forked=ID,ID&memory=1``, where the fork sends the page)."""
+    found = [i for i in request.query_params.get("forked", "").split(",")[:16]
+             if SANDBOX_ID.match(i)]
+    return (found, request.query_params.get("memory") == "1") if found else None
 
 
 @signed_in
 async def detail(request: Request, session: Session) -> Response:
-    sb = await attach(request, session)
+    try:
+        sb = await attach(request, session)
+    except SandboxNotFound:
+        end = await _end(request, session)
+        if end is None:
+            raise
+        snapshots = await _snapshots(request, session, end.id)
+        return html(detail_page.ended(session, end, snapshots, take_note(request)))
     try:
         parts = await _moving_parts(sb)
-        source = pages.SNAPSHOT_OF + sb.id
-        snapshots = [t for t in await _quietly(AsyncTemplate.list(
-            api_url=api_url(request), api_key=session.key), []) if t.source == source]
+        snapshots = await _snapshots(request, session, sb.id)
     finally:
         await sb.close()
     return html(detail_page.sandbox_detail(
-        session, sb.info, parts["stats"], parts["processes"], parts["egress"], snapshots,
-        take_note(request)))
+        session, sb.info, parts, snapshots, _forked(request), take_note(request)))
 
 
 @signed_in
 async def live(request: Request, session: Session) -> Response:
-    """The page's moving parts as JSON; 404 with the API's words once the sandbox is gone."""
+    """The page's moving parts as JSON; 404 once the sandbox is gone, with its end (reason and
+    words) if kept, else the API's words."""
     try:
         sb = await attach(request, session)
-    except NotFoundError as exc:
-        return JSONResponse({"ended": str(exc)}, 404, headers=HEADERS)
+    except SandboxNotFound as exc:
+        end = await _end(request, session)
+        gone = ({"ended": end.message, "reason": end.reason, "ended_at": end.ended_at}
+                if end else {"ended": str(exc)})
+        return JSONResponse(gone, 404, headers=HEADERS)
     try:
         parts = await _moving_parts(sb)
     finally:
         await sb.close()
     info = sb.info
     return JSONResponse({
-        "state": info.state, "reason": info.reason, "expires_at": info.expires_at,
-        "stats": parts["stats"], "egress": parts["egress"],
+        "state": info.state, "reason": info.reason, "message": info.message,
+        "expires_at": info.expires_at, "stats": parts["stats"],
+        "charts": charts.series(parts["usage"]), "egress": parts["egress"],
         "processes": [p.model_dump() for p in parts["processes"]]}, headers=HEADERS)
+
+
+@signed_in
+async def fork(request: Request, session: Session) -> Response:
+    """``count`` copies of the sandbox; the page then lists them and says whether processes
+    and memory came along, or why the API refused."""
+    form = request.state.form
+    try:
+        count = int(str(form.get("count") or "1"))
+    except ValueError:
+        count = 0
+    memory = FORK_MEMORY.get(str(form.get("memory") or ""), "bad")
+    if not 1 <= count <= 16 or memory == "bad":
+        raise Failure(400, "give a number of copies from 1 to 16 and what to copy (memory: "
+                           "'auto', 'required' or 'files')")
+    sb = await attach(request, session)
+    back = f"/ui/sandboxes/{sb.id}"
+    try:
+        copies = await sb.fork(count, memory=memory)  # type: ignore[arg-type]
+    except ApiError as exc:
+        return refused(request, f"fork of {count}", exc, back)
+    finally:
+        await sb.close()
+    for copy in copies:
+        await copy.close()
+    copied = bool(copies and copies[0].forked_memory)
+    return RedirectResponse(back + "?" + urlencode(
+        {"forked": ",".join(c.id for c in copies), "memory": int(copied)}), 303)
+
+
+#: The fork form's choices: copy processes and memory if the tier can, require it, or not.
+FORK_MEMORY: dict[str, bool | None] = {"": None, "auto": None, "required": True, "files": False}
 
 
 @signed_in
@@ -166,6 +235,7 @@ ROUTES = [
     Route("/ui/sandboxes/{sandbox_id}", detail),
     Route("/ui/sandboxes/{sandbox_id}/live", live),
     Route("/ui/sandboxes/{sandbox_id}/stats", stats),
+    Route("/ui/sandboxes/{sandbox_id}/fork", fork, methods=["POST"]),
     Route("/ui/sandboxes/{sandbox_id}/processes/{pid}", follow),
     Route("/ui/sandboxes/{sandbox_id}/processes/{pid}/kill", kill_process, methods=["POST"]),
 ]

@@ -1,5 +1,6 @@
-"""HTML of a sandbox's page: spec, state and its reason, buttons, usage charts, network policy
-and egress log, processes, snapshots and the terminal. ``static/detail.js`` keeps the parts
+"""HTML of a sandbox's page: spec, state and its reason, buttons (fork among them), usage
+charts, network policy and egress log, processes, snapshots and the terminal; and the page of
+a sandbox that ended (its end record). ``static/detail.js`` keeps the parts
 that change (state, charts, processes, egress) up to date from ``/ui/sandboxes/ID/live``."""
 
 from __future__ import annotations
@@ -8,13 +9,14 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+from ..models import SandboxEnd
 from ..sdk import ProcessInfo, SandboxInfo, TemplateInfo
-from .pages import ACTIONS, csrf_field, e, layout, when
+from .charts import charts
+from .pages import ACTIONS, WORKSPACE_ONLY, csrf_field, e, layout, when
 from .sessions import Session
 
 #: The newest egress log entries shown (the API keeps more).
 EGRESS_SHOWN = 100
-CHARTS = (("memory", "memory (MiB)"), ("cpu", "CPU (% of one core)"), ("pids", "processes"))
 
 
 def egress_rows(entries: list[dict[str, Any]]) -> str:
@@ -60,46 +62,82 @@ def _network(s: SandboxInfo, egress: list[dict[str, Any]]) -> str:
 <tbody>{egress_rows(egress)}</tbody></table>"""
 
 
-def _snapshots(session: Session, s: SandboxInfo, snapshots: list[TemplateInfo]) -> str:
+def _snapshots(session: Session, s: SandboxInfo, snapshots: list[TemplateInfo],
+               ended: bool = False) -> str:
     rows = "".join(
         f'<tr data-name="{e(t.name)}"><td>{e(t.name)}</td><td>{e(t.created)}</td>'
         f'<td>{t.size_bytes // (1 << 20)} MiB</td><td><form method="post" action="/ui/sandboxes"'
         f' class="inline">{csrf_field(session)}<input type="hidden" name="template" '
         f'value="{e(t.name)}"><input type="hidden" name="tier" value="{e(s.isolation)}">'
         f'<button>New sandbox from it</button></form></td></tr>' for t in snapshots)
-    rows = rows or '<tr><td colspan="4" class="empty">None yet: "Save as template" makes one.</td></tr>'
+    rows = rows or ('<tr><td colspan="4" class="empty">None.</td></tr>' if ended else
+                    '<tr><td colspan="4" class="empty">None yet: "Save as template" makes one.'
+                    '</td></tr>')
     return (f'<h2>Snapshots</h2><table id="snapshots"><thead><tr><th>template</th><th>saved</th>'
             f'<th>size</th><th></th></tr></thead><tbody>{rows}</tbody></table>')
 
 
-def sandbox_detail(session: Session, s: SandboxInfo, stats: dict[str, Any] | None,
-                   processes: list[ProcessInfo], egress: list[dict[str, Any]],
-                   snapshots: list[TemplateInfo], message: str = "") -> str:
-    spec = {"tier": s.isolation, "template": s.template, "state": s.state,
-            "reason": s.reason or "-",
+def _spec(s: SandboxInfo) -> dict[str, Any]:
+    return {"tier": s.isolation, "template": s.template, "state": s.state,
+            "reason": s.reason or "-", "why": s.message or "-",
             "persistence": s.persistence, "on timeout": s.on_timeout,
             "cpu": f"{s.cpu:g}", "memory": f"{s.memory_mb} MB", "disk": f"{s.disk_mb} MB",
             "pids": s.pids, "created": when(s.created_at), "expires": when(s.expires_at),
             "metadata": json.dumps(s.metadata) if s.metadata else "-",
             "volumes": ", ".join(f"{v['volume']} at {v['path']}" for v in s.volumes) or "-"}
+
+
+def _buttons(session: Session, s: SandboxInfo) -> str:
+    """The lifecycle buttons the state allows (stop, start and archive: workspaces only),
+    fork (count, and whether processes and memory must come along) and save as template."""
+    base = f"/ui/sandboxes/{e(s.id)}"
+    buttons = "".join(
+        f'<form method="post" action="{base}/{a}" class="inline">'
+        f'{csrf_field(session)}<button class="{a}" name="action" value="{a}">{a.title()}</button>'
+        f'</form>' for a, states in ACTIONS.items()
+        if s.state in states and (a not in WORKSPACE_ONLY or s.persistence == "workspace"))
+    fork = "" if s.state not in ("running", "paused") else (
+        f'<form method="post" action="{base}/fork" class="inline" id="fork">{csrf_field(session)}'
+        f'<input name="count" type="number" min="1" max="16" value="1" required '
+        f'title="copies (1 to 16)" aria-label="copies"><select name="memory" aria-label="what to copy">'
+        f'<option value="auto">+ memory if the tier can</option>'
+        f'<option value="required">+ memory, required</option>'
+        f'<option value="files">files only</option></select><button>Fork</button></form>')
+    return f"""<div class="actions">{buttons}
+<a class="button" href="{base}/files?path=%2Fhome%2Fuser">Files</a>{fork}
+<form method="post" action="{base}/snapshot" class="inline" id="snapshot">
+{csrf_field(session)}<input name="name" placeholder="template name" required maxlength="64"
+ pattern="[a-z0-9][a-z0-9._-]*" aria-label="template name"><button>Save as template</button>
+</form></div>"""
+
+
+def _copies(forked: tuple[list[str], bool] | None) -> str:
+    if not forked:
+        return ""
+    ids, memory = forked
+    links = ", ".join(f'<a href="/ui/sandboxes/{e(i)}">{e(i)}</a>' for i in ids)
+    what = ("files, processes and memory copied" if memory
+            else "files only: the copies started fresh processes")
+    return (f'<p id="forked" class="message built" data-memory="{int(memory)}">Forked '
+            f'{len(ids)} {"copy" if len(ids) == 1 else "copies"}: {links} ({what}).</p>')
+
+
+def sandbox_detail(session: Session, s: SandboxInfo, parts: dict[str, Any],
+                   snapshots: list[TemplateInfo], forked: tuple[list[str], bool] | None,
+                   message: str = "") -> str:
+    """A live sandbox's page; ``parts``: its stats, usage, processes and egress log."""
+    stats = parts["stats"]
     rows = "".join(f'<tr><th>{e(k)}</th><td data-field="{e(k)}">{e(v)}</td></tr>'
-                   for k, v in spec.items())
+                   for k, v in _spec(s).items())
     if stats:
         rows += "".join(f'<tr><th>{e(k)}</th><td data-stat="{e(k)}">{e(v)}</td></tr>'
                         for k, v in stats.items())
-    buttons = "".join(
-        f'<form method="post" action="/ui/sandboxes/{e(s.id)}/{a}" class="inline">'
-        f'{csrf_field(session)}<button class="{a}" name="action" value="{a}">{a.title()}</button>'
-        f'</form>' for a, states in ACTIONS.items()
-        if s.state in states and (a not in ("stop", "start") or s.persistence == "workspace"))
-    terminal = charts = procs = ""
+    terminal = procs = ""
+    usage = charts(parts["usage"]) if parts["usage"] or s.state == "running" else ""
     if s.state == "running":
-        charts = '<h2>Usage</h2><div id="charts">' + "".join(
-            f'<figure><figcaption>{label}</figcaption><svg id="chart-{name}" viewBox="0 0 300 80" '
-            f'preserveAspectRatio="none"></svg></figure>' for name, label in CHARTS) + "</div>"
         procs = (f'<h2>Processes</h2><table id="processes"><thead><tr><th>pid</th><th>tag</th>'
                  f'<th>command</th><th>status</th><th></th></tr></thead>'
-                 f'<tbody>{process_rows(session, s.id, processes)}</tbody></table>')
+                 f'<tbody>{process_rows(session, s.id, parts["processes"])}</tbody></table>')
         terminal = (f'<h2>Terminal</h2><div id="terminal" data-sandbox="{e(s.id)}" '
                     f'data-csrf="{e(session.csrf)}"></div>'
                     f'<p class="hint" id="terminal-status">connecting...</p>')
@@ -109,18 +147,31 @@ def sandbox_detail(session: Session, s: SandboxInfo, stats: dict[str, Any] | Non
         '<script src="/ui/static/vendor/addon-fit.js" defer></script>'
         '<script src="/ui/static/terminal.js" defer></script>' if terminal else ""))
     body = f"""<p><a href="/ui/">&larr; all sandboxes</a></p><h1>Sandbox {e(s.id)}</h1>
-<p id="ended" role="alert" hidden></p>
+<p id="ended" role="alert" hidden></p>{_copies(forked)}
 <div id="live" data-sandbox="{e(s.id)}" data-state="{e(s.state)}" data-csrf="{e(session.csrf)}"></div>
-<div class="actions">{buttons}
-<a class="button" href="/ui/sandboxes/{e(s.id)}/files?path=%2Fhome%2Fuser">Files</a>
-<form method="post" action="/ui/sandboxes/{e(s.id)}/snapshot" class="inline" id="snapshot">
-{csrf_field(session)}<input name="name" placeholder="template name" required maxlength="64"
- pattern="[a-z0-9][a-z0-9._-]*" aria-label="template name"><button>Save as template</button>
-</form></div>
-<table class="spec">{rows}</table>{charts}{terminal}{procs}{_network(s, egress)}
+{_buttons(session, s)}
+<table class="spec">{rows}</table>{usage}{terminal}{procs}{_network(s, parts["egress"])}
 {_snapshots(session, s, snapshots)}
-<p class="hint">This page updates itself every 2 s.</p>"""
+<p class="hint">This page updates itself: at once when the sandbox changes state or ends
+(the server's event stream), its usage, processes and egress log every 2 s.</p>"""
     return layout(f"Sandbox {s.id}", body, session, message=message, head=head)
+
+
+def ended(session: Session, end: SandboxEnd, snapshots: list[TemplateInfo],
+          message: str = "") -> str:
+    """The page of a sandbox that ended: why and when, and what it was (its end record)."""
+    s = end.sandbox
+    spec = {**_spec(s), "state": "ended", "reason": end.reason, "why": end.message,
+            "ended": when(end.ended_at), "expires": "-"}
+    rows = "".join(f'<tr><th>{e(k)}</th><td data-field="{e(k)}">{e(v)}</td></tr>'
+                   for k, v in spec.items())
+    body = f"""<p><a href="/ui/">&larr; all sandboxes</a></p><h1>Sandbox {e(s.id)}</h1>
+<p id="ended" role="alert" data-reason="{e(end.reason)}">This sandbox ended
+{e(when(end.ended_at))}: {e(end.message)} ({e(end.reason)}).</p>
+<table class="spec">{rows}</table>{_snapshots(session, s, snapshots, ended=True)}
+<p class="hint">What is kept of an ended sandbox (its end record) goes after a while
+(by default a day, or after 1,000 newer ends).</p>"""
+    return layout(f"Sandbox {s.id} (ended)", body, session, message=message)
 
 
 def follow(session: Session, sandbox_id: str, pid: int, hole: str) -> str:

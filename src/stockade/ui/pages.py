@@ -17,7 +17,9 @@ TIERS = ("container", "gvisor", "microvm")
 SNAPSHOT_OF = "snapshot of sandbox "
 #: Lifecycle buttons, and the states in which each makes sense.
 ACTIONS = {"pause": ("running",), "resume": ("paused",), "stop": ("running", "paused"),
-           "start": ("stopped", "archived"), "kill": STATES}
+           "start": ("stopped", "archived"), "archive": ("stopped",), "kill": STATES}
+#: The actions that only a workspace (persistence="workspace") has.
+WORKSPACE_ONLY = ("stop", "start", "archive")
 
 
 def e(value: Any) -> str:
@@ -46,7 +48,8 @@ def layout(title: str, body: str, session: Session | None = None, *, message: st
                + f'<span class="who">{scope}</span>'
                f'<form method="post" action="/ui/logout" class="inline">{csrf_field(session)}'
                f'<button>Sign out</button></form>')
-    note = f'<p class="message" role="alert">{e(message)}</p>' if message else ""
+    failed = " failed" if getattr(message, "failed", False) else ""
+    note = f'<p class="message{failed}" role="alert">{e(message)}</p>' if message else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)} - Stockade</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -96,7 +99,8 @@ def sandbox_rows(items: list[SandboxInfo]) -> str:
     rows = "".join(
         f'<tr data-id="{e(s.id)}"><td><a href="/ui/sandboxes/{e(s.id)}">{e(s.id)}</a></td>'
         f'<td>{e(s.isolation)}</td><td>{e(s.template)}</td>'
-        f'<td><span class="state {e(s.state)}">{e(s.state)}</span></td>'
+        f'<td><span class="state {e(s.state)}" title="{e(s.message or "")}">{e(s.state)}</span>'
+        f'{f" <span class=hint>{e(s.reason)}</span>" if s.reason else ""}</td>'
         f'<td>{s.cpu:g} cpu, {s.memory_mb} MB</td><td>{e(when(s.created_at))}</td>'
         f'<td>{e(when(s.expires_at))}</td></tr>' for s in items)
     if not rows:
@@ -113,7 +117,10 @@ def sandbox_list(session: Session, items: list[SandboxInfo], filters: dict[str, 
  value="{e(filters.get("template") or "")}"><button type="submit">Filter</button></form>
 <table id="sandboxes"><thead><tr><th>id</th><th>tier</th><th>template</th><th>state</th>
 <th>limits</th><th>created</th><th>expires</th></tr></thead>{sandbox_rows(items)}</table>
-<p class="hint">This list updates every 10 s.</p>
+<p class="hint">This list updates itself as sandboxes are created, change state or end.</p>
+<section id="ended-sandboxes" hidden><h2>Recently ended</h2>
+<table><thead><tr><th>id</th><th>reason</th><th>why</th><th>ended</th></tr></thead><tbody></tbody>
+</table></section>
 <form method="post" action="/ui/sandboxes" class="card" id="create">{csrf_field(session)}
 <label for="new-template">New sandbox from template</label>
 <input id="new-template" name="template" value="base" required maxlength="64"

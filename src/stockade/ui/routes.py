@@ -16,11 +16,11 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..sdk import AsyncSandbox
+from ..sdk import ApiError, AsyncSandbox
 from ..sdk._transport import tls_context
-from . import admin, build, detail, pages
+from . import admin, build, detail, events, pages
 from .sessions import COOKIE, LIFETIME, Session, Sessions
-from .web import HEADERS, Failure, api_url, html, note, signed_in, take_note
+from .web import HEADERS, Failure, api_url, html, note, refused, signed_in, take_note
 
 STATIC = Path(__file__).parent / "static"
 SANDBOX_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -150,6 +150,8 @@ async def action(request: Request, session: Session) -> Response:
     sb = await _sandbox(request, session)
     try:
         await getattr(sb, verb)()
+    except ApiError as exc:
+        return refused(request, verb, exc, f"/ui/sandboxes/{sb.id}")
     finally:
         await sb.close()
     if verb == "kill":
@@ -248,6 +250,7 @@ def create_ui(sessions: Sessions) -> Starlette:
         Route("/ui/logout", logout, methods=["POST"]),
         *admin.ROUTES,  # before /ui/sandboxes/{sandbox_id}/{action}
         *build.ROUTES,
+        *events.ROUTES,
         Route("/ui/sandboxes", create, methods=["POST"]),
         *detail.ROUTES,  # before /ui/sandboxes/{sandbox_id}/{action}
         Route("/ui/sandboxes/{sandbox_id}/files", file_list),

@@ -21,6 +21,18 @@ LINK_LIFETIME = 600.0
 MAX_LINKS = 1000
 
 
+class Note(str):
+    """What the last action did, shown once on the next page; ``failed``: it was refused."""
+
+    failed: bool = False
+
+    @classmethod
+    def refusal(cls, text: str) -> "Note":
+        note = cls(text)
+        note.failed = True
+        return note
+
+
 @dataclass(frozen=True)
 class Session:
     """One signed-in browser."""
@@ -39,7 +51,7 @@ class Sessions:
 
     def __init__(self) -> None:
         self._by_id: dict[str, Session] = {}
-        self._notes: dict[str, str] = {}
+        self._notes: dict[str, Note] = {}
         self._links: dict[str, Session] = {}
 
     def link(self, key: str, tenant: str, admin: bool, local: bool = False) -> tuple[str, float]:
@@ -87,13 +99,14 @@ class Sessions:
         self._by_id.pop(session_id or "", None)
         self._notes.pop(session_id or "", None)
 
-    def note(self, session_id: str, text: str) -> None:
-        """Keep ``text`` to show on the session's next page (what the last action did)."""
+    def note(self, session_id: str, text: str, failed: bool = False) -> None:
+        """Keep ``text`` to show on the session's next page (what the last action did, or
+        why it was refused)."""
         if session_id in self._by_id:
-            self._notes[session_id] = text
+            self._notes[session_id] = Note.refusal(text) if failed else Note(text)
 
-    def take_note(self, session_id: str) -> str:
-        return self._notes.pop(session_id, "")
+    def take_note(self, session_id: str) -> Note:
+        return self._notes.pop(session_id, Note())
 
 
 def csrf_ok(session: Session, token: str | None) -> bool:

@@ -14,7 +14,7 @@ from ..sdk import ApiError, StockadeError
 from ..sdk._transport import tls_context
 from ..sdk.exceptions import from_response
 from . import pages
-from .sessions import Session, Sessions, cookie_value, csrf_ok
+from .sessions import Note, Session, Sessions, cookie_value, csrf_ok
 
 #: Security headers on every page: nothing may come from anywhere but this server.
 #: (xterm.js themes the terminal with a <style> element it writes, hence inline styles.)
@@ -78,12 +78,23 @@ def signed_in(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-def note(request: Request, text: str) -> None:
-    request.app.state.sessions.note(request.state.session_id, text)
+def note(request: Request, text: str, failed: bool = False) -> None:
+    request.app.state.sessions.note(request.state.session_id, text, failed)
 
 
-def take_note(request: Request) -> str:
-    return str(request.app.state.sessions.take_note(request.state.session_id))
+def take_note(request: Request) -> Note:
+    note: Note = request.app.state.sessions.take_note(request.state.session_id)
+    return note
+
+
+def refused(request: Request, doing: str, exc: ApiError, back: str) -> Response:
+    """Back to ``back`` saying why the API refused ``doing`` (a 409 names the state or the
+    tier's missing capability; a 429 the quota). A gone sandbox (404) or key (401) is raised
+    for :func:`signed_in` to show."""
+    if exc.status in (401, 404):
+        raise exc
+    note(request, f"{doing} refused: {exc}", failed=True)
+    return RedirectResponse(back, 303)
 
 
 async def call_api(request: Request, session: Session, method: str, path: str,

@@ -136,3 +136,36 @@ def test_long_output_is_clipped_with_a_note() -> None:
     result = render.command(CommandResult("x" * (render.MAX_TEXT + 10), "", 0), None)
     text = result.content[1].text
     assert text.endswith("[... 10 more characters cut]") and not result.is_error
+
+
+def test_charts_place_the_history_newest_at_the_right() -> None:
+    from stockade.models import UsageHistory, UsageSample
+    from stockade.ui import charts
+
+    def sample(t: float, cpu: float, mib: int, pids: int) -> UsageSample:
+        return UsageSample(time=t, cpu_percent=cpu, cpu_seconds=t, memory_bytes=mib << 20,
+                           memory_limit_bytes=512 << 20, pids=pids)
+
+    assert charts.series(None)["cpu"] == {"points": "", "latest": "", "top": "", "samples": 0}
+    young = charts.series(UsageHistory(interval=5, items=[sample(100, 0, 8, 2),
+                                                          sample(105, 50, 10, 4)]))
+    first, last = (tuple(map(float, p.split(","))) for p in young["cpu"]["points"].split())
+    assert last[0] == charts.WIDTH and first[0] == pytest.approx(charts.WIDTH * 50 / 55, abs=0.1)
+    assert last[1] < first[1] == charts.HEIGHT  # higher value, higher on the chart (y down)
+    assert young["memory"]["latest"] == "10.0 MiB" and young["pids"]["latest"] == "4"
+    full = charts.series(UsageHistory(interval=1, items=[sample(t, t % 7, 8, 3)
+                                                         for t in range(120)]))
+    xs = [float(p.split(",")[0]) for p in full["cpu"]["points"].split()]
+    assert xs[0] == 0 and xs[-1] == charts.WIDTH and full["cpu"]["samples"] == 120
+    assert 'id="chart-pids"' in charts.charts(None)  # an empty chart until samples come
+
+
+def test_a_refusal_note_is_marked_failed() -> None:
+    store = Sessions()
+    session_id, _ = store.open("sk_x", "acme", False)
+    store.note(session_id, "fork of 1 refused: ... [unsupported, HTTP 409]", failed=True)
+    note = store.take_note(session_id)
+    assert note.failed and 'class="message failed"' in pages.layout("t", "", message=note)
+    store.note(session_id, "paused")
+    assert 'class="message"' in pages.layout("t", "", message=store.take_note(session_id))
+    assert store.take_note(session_id) == "" and not store.take_note(session_id).failed

@@ -3,10 +3,8 @@ shape the SDK turns into its exception classes (``{statusCode, message, error|co
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
-import time
 from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Annotated, Any, Callable, Coroutine
@@ -21,7 +19,6 @@ from starlette.exceptions import HTTPException
 from ...engine import EngineError
 from ...server.auth import Principal, bearer
 from ...server.control import Control
-from .wire import never_stops
 
 API = "/daytona/api"
 TOOLBOX = "/daytona/toolbox"
@@ -142,35 +139,11 @@ def owned(ctl: Control, who: Principal, sandbox_id: str) -> str:
     return sandbox_id
 
 
-async def toolbox_sandbox(sandboxId: str, request: Request, ctl: ControlDep,  # noqa: N803
+async def toolbox_sandbox(sandboxId: str, ctl: ControlDep,  # noqa: N803
                           who: PrincipalDep) -> str:
-    """The toolbox's sandbox, owned by the caller; the call counts as activity."""
-    owned(ctl, who, sandboxId)
-    await touch(request, ctl, who, sandboxId)
-    return sandboxId
-
-
-#: Seconds between two auto-stop clock restarts caused by toolbox calls to one sandbox.
-ACTIVITY_EVERY = 10.0
-
-
-async def touch(request: Request, ctl: Control, who: Principal, sandbox_id: str) -> None:
-    """Restart the auto-stop clock of a started sandbox (Daytona stops after *inactivity*):
-    its timeout, with ``on_timeout="stop"``, counts again from now."""
-    state = request.app.state
-    if getattr(state, "daytona_activity", None) is None:
-        state.daytona_activity = {}
-    seen: dict[str, float] = state.daytona_activity
-    now = time.monotonic()
-    if now - seen.get(sandbox_id, -ACTIVITY_EVERY) < ACTIVITY_EVERY:
-        return
-    if len(seen) > 10000:
-        seen.clear()
-    seen[sandbox_id] = now
-    with contextlib.suppress(EngineError):
-        info = await ctl.engine.sandboxes.get(sandbox_id)
-        if info.state == "running" and not never_stops(info):
-            await ctl.set_timeout(who, sandbox_id, info.timeout, None)
+    """The toolbox's sandbox, owned by the caller (each use of it counts as activity in the
+    engine, which restarts an auto-stop clock)."""
+    return owned(ctl, who, sandboxId)
 
 
 ToolboxSandbox = Annotated[str, Depends(toolbox_sandbox)]

@@ -7,7 +7,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
-from ...models import SandboxInfo, TemplateInfo, VolumeInfo
+from ...models import SandboxEnd, SandboxInfo, TemplateInfo, VolumeInfo
 from ._base import TOOLBOX, gib
 from .wire import CLASSES, KEEP_LONGEST, NAME_KEY, RESERVED, STATES, never_stops
 
@@ -26,9 +26,17 @@ def minutes(seconds: float | None) -> int:
     return 0 if seconds is None else int(round(seconds / 60))
 
 
-def auto_stop(info: SandboxInfo) -> int:
-    """Minutes before a started sandbox stops; 0 when it never does (the longest timeout)."""
-    return 0 if never_stops(info) else max(1, minutes(info.timeout))
+def auto_stop(info: SandboxInfo, on_timeout: str = "stop") -> int:
+    """Minutes of inactivity before a started sandbox stops (``on_timeout="pause"``: pauses);
+    0 when it never does (the longest timeout, or the other action)."""
+    if info.on_timeout != on_timeout or never_stops(info):
+        return 0
+    return max(1, minutes(info.timeout))
+
+
+def error_reason(info: SandboxInfo) -> str | None:
+    """Why the sandbox is as it is when nobody asked: ``"out of memory (python3)"``..."""
+    return info.message or info.reason
 
 
 def auto_delete(info: SandboxInfo) -> int:
@@ -65,15 +73,16 @@ def sandbox(info: SandboxInfo, tenant: str, base: str, *, full: bool = True,
         "state": state or STATES.get(info.state, "unknown"),
         "desiredState": "destroyed" if state == "destroyed" else
         ("started" if info.state == "running" else info.state),
-        "errorReason": info.reason,
+        "errorReason": error_reason(info),
         "recoverable": False,
         "backupState": "None",
         "autoStopInterval": auto_stop(info),
+        "autoPauseInterval": auto_stop(info, "pause"),
         "autoArchiveInterval": minutes(info.auto_archive),
         "autoDeleteInterval": auto_delete(info),
         "createdAt": created,
         "updatedAt": created,
-        "lastActivityAt": created,
+        "lastActivityAt": iso(info.last_active_at or info.created_at),
         "sandboxClass": CLASSES.get(info.isolation, "container"),
         "runnerId": info.isolation,
         "toolboxProxyUrl": sandbox_toolbox(base),
@@ -86,6 +95,20 @@ def sandbox(info: SandboxInfo, tenant: str, base: str, *, full: bool = True,
             "domainAllowList": ",".join(a for a in allow if "/" not in a) or None,
             "volumes": [{"volumeId": v["volume"], "mountPath": v["path"]} for v in info.volumes],
         })
+    return out
+
+
+#: End reasons of sandboxes that are simply gone for Daytona (deleted by the user, or by
+#: auto-delete): those read as missing, the others as state ``error`` with the reason.
+GONE = ("killed", "timeout")
+
+
+def ended(end: SandboxEnd, tenant: str, base: str) -> dict[str, Any]:
+    """A sandbox that ended on its own (out of memory, host lost...): Daytona's ``error``
+    state, with the end's message as ``errorReason``."""
+    out = sandbox(end.sandbox, tenant, base, state="error")
+    out.update(desiredState="destroyed", errorReason=end.message,
+               updatedAt=iso(end.ended_at))
     return out
 
 

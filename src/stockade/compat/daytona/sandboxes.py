@@ -1,7 +1,7 @@
 """``/daytona/api/sandbox``: Daytona sandboxes as Stockade workspaces (persistence="workspace").
 
-Auto-stop is Stockade's timeout with ``on_timeout="stop"`` (reset by toolbox activity), auto-delete
-and auto-archive are Stockade's; names and labels live in the sandbox's metadata.
+Auto-stop (auto-pause) is Stockade's ``idle_timeout`` with ``on_timeout="stop"`` (``"pause"``);
+auto-delete and auto-archive are Stockade's; names and labels live in the sandbox's metadata.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ from typing import Annotated, Any, Awaitable, Callable
 
 from fastapi import APIRouter, Query, Response
 
-from ...models import NetworkPolicy, SandboxInfo, SandboxSpec, VolumeMount
+from ...engine import Conflict, SandboxNotFound
+from ...models import (ForkSpec, NetworkPolicy, SandboxEnd, SandboxInfo, SandboxSpec,
+                       VolumeMount)
 from . import render
-from ._base import API, DaytonaError, DaytonaRoute
+from ._base import API, DaytonaError, DaytonaRoute, not_found
 from ._lookup import Answer, AnswerDep, SandboxId, visible
 from .builds import image_template
-from .wire import (DEFAULT_AUTO_STOP, KEEP_LONGEST, NAME_KEY, NEVER, RESERVED, STATES,
-                   TIER_LABEL, CreateSandbox, Labels, NetworkSettings, SandboxSnapshot)
+from .wire import (DEFAULT_AUTO_ARCHIVE, DEFAULT_AUTO_STOP, KEEP_LONGEST, NAME_KEY, NEVER,
+                   RESERVED, STATES, TIER_LABEL, CreateSandbox, ForkSandbox, Labels,
+                   NetworkSettings, SandboxSnapshot)
 
 router = APIRouter(prefix=API + "/sandbox", route_class=DaytonaRoute, tags=["daytona"])
 
@@ -34,6 +37,12 @@ def _auto_delete(minutes: int | None) -> float:
     if minutes is None or minutes < 0:
         return KEEP_LONGEST
     return max(1.0, float(minutes * 60))
+
+
+def _auto_archive(minutes: int | None) -> float | None:
+    """Seconds after a stop to archive (Daytona's default: 7 days; 0: never)."""
+    minutes = DEFAULT_AUTO_ARCHIVE if minutes is None else minutes
+    return float(minutes * 60) if minutes else None
 
 
 def _allowed(body: CreateSandbox | NetworkSettings) -> list[str]:
@@ -62,19 +71,26 @@ def create_spec(body: CreateSandbox, template: str | None = None) -> SandboxSpec
                                 f"'user' (leave os_user unset)")
     if any(v.subpath for v in body.volumes):
         raise DaytonaError(400, "volume subpath is not supported; mount the whole volume")
+    if body.ttl_minutes:
+        raise DaytonaError(400, "ttl_minutes is not supported: use auto_delete_interval (a "
+                                "stopped sandbox is deleted after it)")
+    if body.auto_pause_interval and body.auto_stop_interval:
+        raise DaytonaError(400, "auto_stop_interval and auto_pause_interval are mutually "
+                                "exclusive: set one of them to 0")
     metadata = dict(body.labels)
     if body.name:
         metadata[NAME_KEY] = body.name
+    pause = bool(body.auto_pause_interval)
     return SandboxSpec(
         isolation=body.labels.get(TIER_LABEL, "container"),  # type: ignore[arg-type]
-        template=template or body.snapshot, timeout=_timeout(body.auto_stop_interval),
-        envs=body.env,
+        template=template or body.snapshot, idle_timeout=True,
+        timeout=_timeout(body.auto_pause_interval if pause else body.auto_stop_interval),
+        envs=body.env, secrets=body.secret_envs(),
         metadata=metadata, cpu=body.cpu, memory_mb=body.memory * 1024 if body.memory else None,
         disk_mb=body.disk * 1024 if body.disk else None, network=_network(body),
-        persistence="workspace", on_timeout="stop",
+        persistence="workspace", on_timeout="pause" if pause else "stop",
         auto_delete=_auto_delete(body.auto_delete_interval),
-        auto_archive=float(body.auto_archive_interval * 60) if body.auto_archive_interval
-        else None,
+        auto_archive=_auto_archive(body.auto_archive_interval),
         volumes=[VolumeMount(volume=v.volume_id, path=v.mount_path) for v in body.volumes])
 
 
@@ -120,13 +136,36 @@ async def list_sandboxes(
 
 @router.get("/{sandboxIdOrName}")
 async def get_sandbox(sandbox_id: SandboxId, answer: AnswerDep) -> dict[str, Any]:
-    return answer(await answer.ctl.engine.sandboxes.get(sandbox_id))
+    """The sandbox; one that ended on its own (out of memory, host lost...) reads as state
+    ``error`` with the reason, while its end record is kept; a deleted one is not found."""
+    try:
+        return answer(await answer.ctl.engine.sandboxes.get(sandbox_id))
+    except SandboxNotFound:
+        end = await _ended(answer, sandbox_id)
+        return render.ended(end, answer.who.tenant, answer.base)
+
+
+async def _ended(answer: Answer, sandbox_id: str) -> SandboxEnd:
+    """The end record of a sandbox that ended on its own; 404 for one deleted (by the user or
+    by auto-delete) or unknown."""
+    try:
+        end = await answer.ctl.engine.sandboxes.end(sandbox_id)
+    except (SandboxNotFound, Conflict):
+        raise not_found(sandbox_id) from None
+    if end.reason in render.GONE:
+        raise not_found(sandbox_id)
+    return end
 
 
 @router.delete("/{sandboxIdOrName}")
 async def delete_sandbox(sandbox_id: SandboxId, answer: AnswerDep) -> dict[str, Any]:
-    """Delete the sandbox and everything in it; answers it ``destroyed``."""
-    info = await answer.ctl.engine.sandboxes.get(sandbox_id)
+    """Delete the sandbox and everything in it; answers it ``destroyed`` (one that already
+    ended on its own, state ``error``, has nothing left to delete: answered the same)."""
+    sandboxes = answer.ctl.engine.sandboxes
+    try:
+        info = await sandboxes.get(sandbox_id)
+    except SandboxNotFound:
+        return answer((await _ended(answer, sandbox_id)).sandbox, state="destroyed")
     await answer.ctl.kill(answer.who, sandbox_id, answer.request_id)
     return answer(info, state="destroyed")
 
@@ -204,14 +243,49 @@ async def network_settings(sandbox_id: SandboxId, body: NetworkSettings,
     return answer(await answer.ctl.engine.sandboxes.set_network(sandbox_id, policy))
 
 
+async def _set_idle(answer: Answer, sandbox_id: str, interval: int, action: str) -> SandboxInfo:
+    """Auto-stop or auto-pause: ``interval`` minutes of inactivity (0: never). A sandbox does
+    one of the two, chosen at create (Daytona's SDK keeps them exclusive too)."""
+    if interval < 0:
+        raise DaytonaError(400, f"auto-{action} interval must be 0 (never) or a number of "
+                                f"minutes")
+    info = await answer.ctl.engine.sandboxes.get(sandbox_id)
+    if interval and info.on_timeout != action:
+        raise DaytonaError(409, f"sandbox {sandbox_id} was created to {info.on_timeout} when "
+                                f"idle, not to {action}: set the auto-{action} interval at "
+                                f"create (auto_{action}_interval)")
+    return await answer.ctl.set_timeout(answer.who, sandbox_id,
+                                        _timeout(interval, time.time() - info.created_at),
+                                        answer.request_id)
+
+
 @router.post("/{sandboxIdOrName}/autostop/{interval}")
 async def set_autostop(sandbox_id: SandboxId, interval: int, answer: AnswerDep) -> dict[str, Any]:
-    """Stop the sandbox ``interval`` minutes from now and after each later activity (0: never)."""
-    if interval < 0:
-        raise DaytonaError(400, "auto-stop interval must be 0 (never) or a number of minutes")
-    age = time.time() - (await answer.ctl.engine.sandboxes.get(sandbox_id)).created_at
-    return answer(await answer.ctl.set_timeout(answer.who, sandbox_id, _timeout(interval, age),
-                                               answer.request_id))
+    """Stop the sandbox after ``interval`` minutes without activity (0: never)."""
+    return answer(await _set_idle(answer, sandbox_id, interval, "stop"))
+
+
+@router.post("/{sandboxIdOrName}/autopause/{interval}")
+async def set_autopause(sandbox_id: SandboxId, interval: int,
+                        answer: AnswerDep) -> dict[str, Any]:
+    """Pause the sandbox after ``interval`` minutes without activity (0: never)."""
+    return answer(await _set_idle(answer, sandbox_id, interval, "pause"))
+
+
+@router.post("/{sandboxIdOrName}/fork")
+async def fork_sandbox(sandbox_id: SandboxId, body: ForkSandbox,
+                       answer: AnswerDep) -> dict[str, Any]:
+    """A started copy of a started or paused sandbox with the same files (copy-on-write:
+    Stockade's fork with ``memory: false``, docs/fork.md), named ``name`` or its id."""
+    ctl, who = answer.ctl, answer.who
+    if body.name and any(s.metadata.get(NAME_KEY) == body.name for s in await visible(ctl, who)):
+        raise DaytonaError(409, f"Sandbox with name {body.name} already exists")
+    result = await ctl.fork(who, answer.request_id, sandbox_id, ForkSpec(count=1, memory=False))
+    copy = result.items[0]
+    metadata = {k: v for k, v in copy.metadata.items() if k != NAME_KEY}
+    if body.name:
+        metadata[NAME_KEY] = body.name
+    return answer(await ctl.engine.sandboxes.set_metadata(copy.id, metadata))
 
 
 @router.put("/{sandboxIdOrName}/labels")
@@ -247,7 +321,6 @@ async def set_autoarchive(sandbox_id: SandboxId, interval: int,
 
 @router.post("/{sandboxIdOrName}/last-activity", status_code=201)
 async def last_activity(sandbox_id: SandboxId, answer: AnswerDep) -> Response:
-    """Restart the auto-stop clock."""
-    info = await answer.ctl.engine.sandboxes.get(sandbox_id)
-    await answer.ctl.set_timeout(answer.who, sandbox_id, info.timeout, None)
+    """Count now as activity (the auto-stop or auto-pause clock restarts)."""
+    await answer.ctl.engine.sandboxes.touch(sandbox_id)
     return Response(status_code=201)

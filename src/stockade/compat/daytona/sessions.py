@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from ...engine import Engine, EngineError, NotFound
-from ...models import ProcessSelector, ProcessSpec
+from ...models import WAITING_TAG, ProcessSelector, ProcessSpec
 from ._base import TOOLBOX, ControlDep, DaytonaError, DaytonaRoute, ToolboxSandbox, control
 from ._base import owned, principal
 from .wire import Body
@@ -39,7 +39,9 @@ POLL = (0.01, 0.02, 0.05, 0.1, 0.2)
 
 
 def _tag(sandbox: str, session_id: str) -> str:
-    return f"daytona-session-{sandbox}-{session_id}"
+    """A waiting shell: it does not keep the sandbox from stopping when idle (as on Daytona,
+    where auto-stop counts SDK calls, not processes)."""
+    return f"{WAITING_TAG}daytona-session-{sandbox}-{session_id}"
 
 
 def _directory(session_id: str) -> str:

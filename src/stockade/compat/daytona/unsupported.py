@@ -14,16 +14,17 @@ from ._base import API, TOOLBOX, DaytonaError, DaytonaRoute, PrincipalDep, Contr
 
 #: (path pattern after the API or toolbox prefix, what the SDK calls it, why it is not served).
 API_FEATURES: list[tuple[str, str, str]] = [
-    (r"sandbox/[^/]+/fork", "fork", "forking a sandbox is not supported yet"),
-    (r"sandbox/[^/]+/(forks|parent|ancestors)", "fork", "forking is not supported yet"),
+    (r"sandbox/[^/]+/(forks|parent|ancestors)", "fork lineage",
+     "a fork's lineage is not kept here: list the sandboxes by a label instead"),
     (r"sandbox/[^/]+/resize", "resize",
      "resizing a sandbox is not supported: create a new one with the resources (a snapshot "
      "keeps its files)"),
     (r"sandbox/[^/]+/ssh-access|sandbox/ssh-access/.*", "SSH access",
      "SSH access is not supported: use the toolbox (exec, sessions, PTY)"),
-    (r"sandbox/[^/]+/autopause/.*", "auto-pause", "auto-pause is not supported yet"),
     (r"sandbox/[^/]+/ttl/.*", "TTL", "a sandbox TTL is not supported yet: use auto-delete"),
-    (r"sandbox/[^/]+/secrets|secret(/.*)?", "secrets", "secrets are not supported yet"),
+    (r"sandbox/[^/]+/secrets", "changing a sandbox's secrets",
+     "a sandbox's secrets are fixed at create here (and their values are never returned): "
+     "create a new sandbox with the secrets"),
     (r"sandbox/[^/]+/signing-key(/.*)?|preview/.*", "signed file URLs and preview keys",
      "per-sandbox signing keys are not supported: preview tokens are signed by the server"),
     (r"sandbox/[^/]+/ports/[^/]+/signed-preview-url/[^/]+/expire", "expiring a signed preview",

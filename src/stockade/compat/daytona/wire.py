@@ -18,6 +18,8 @@ NAME_KEY = RESERVED + "name"
 TIER_LABEL = "stockade.isolation"
 #: Daytona's default when a create gives no auto-stop interval (minutes).
 DEFAULT_AUTO_STOP = 15
+#: Daytona's default auto-archive interval (minutes after a stop): 7 days.
+DEFAULT_AUTO_ARCHIVE = 7 * 24 * 60
 #: Auto-delete "never": the longest a stopped sandbox may be kept (SandboxSpec's bound).
 KEEP_LONGEST = 365 * 86400.0
 #: Auto-stop "never": the longest a sandbox may live (the engine's and the default quota's).
@@ -26,8 +28,7 @@ NEVER = 86400.0
 
 def never_stops(info: SandboxInfo) -> bool:
     """Whether the sandbox runs until the end of its longest lifetime (Daytona: auto-stop 0)."""
-    return (info.on_timeout != "stop" or info.timeout >= NEVER
-            or info.expires_at >= info.created_at + NEVER - 10)
+    return info.timeout >= NEVER or info.expires_at >= info.created_at + NEVER - 10
 
 
 class Body(BaseModel):
@@ -70,12 +71,51 @@ class CreateSandbox(NetworkSettings):
     disk: int | None = Field(default=None, ge=1, le=1024)
     auto_stop_interval: int | None = Field(default=None, alias="autoStopInterval", ge=0,
                                            le=1440)
+    auto_pause_interval: int | None = Field(default=None, alias="autoPauseInterval", ge=0,
+                                            le=1440)
     auto_archive_interval: int | None = Field(default=None, alias="autoArchiveInterval",
                                               ge=0, le=525600)
     auto_delete_interval: int | None = Field(default=None, alias="autoDeleteInterval",
                                              le=525600)
+    ttl_minutes: int | None = Field(default=None, alias="ttlMinutes")
     volumes: list[VolumeRef] = Field(default_factory=list, max_length=32)
     build_info: BuildInfo | None = Field(default=None, alias="buildInfo")
+    #: ``[{ENV_VAR: secret name}, ...]``, as the SDK sends its ``secrets`` dict.
+    secrets: list[dict[str, str]] = Field(default_factory=list, max_length=32)
+
+    def secret_envs(self) -> dict[str, str]:
+        """The ``secrets`` entries as one ``{ENV_VAR: secret name}``."""
+        out: dict[str, str] = {}
+        for entry in self.secrets:
+            for env, name in entry.items():
+                if env in out:
+                    raise ValueError(f"secrets: {env} is given twice")
+                out[env] = name
+        return out
+
+
+class ForkSandbox(Body):
+    """``POST /sandbox/{id}/fork``: the copy's name (unique per tenant; default its id)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=128,
+                             pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class CreateSecret(Body):
+    """``POST /secret``: Daytona's CreateSecret (``hosts`` are required here)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    value: str = Field(min_length=1, max_length=8192, repr=False)
+    description: str | None = Field(default=None, max_length=1024)
+    hosts: list[str] | None = Field(default=None, max_length=32)
+
+
+class UpdateSecret(Body):
+    """``PATCH /secret/{id}``: what to change; left-out fields are kept."""
+
+    value: str | None = Field(default=None, min_length=1, max_length=8192, repr=False)
+    description: str | None = Field(default=None, max_length=1024)
+    hosts: list[str] | None = Field(default=None, max_length=32)
 
 
 class Labels(Body):

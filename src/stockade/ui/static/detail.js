@@ -1,34 +1,15 @@
-// A sandbox's page, kept live: every 2 s it reads /ui/sandboxes/{id}/live and updates the
-// state and its reason, the usage charts (memory, CPU, processes; the last 3 minutes since
-// the page opened), the processes and the egress log. A change of state reloads the page
-// (other buttons apply); a sandbox that is gone says why and stops the updates.
+// A sandbox's page, kept live. The server's event stream (/ui/events) tells at once when the
+// sandbox changes state or ends; every 2 s /ui/sandboxes/{id}/live brings its reason, usage
+// charts (points drawn by the server from the usage history), processes and egress log. A
+// change of state reloads the page (other buttons apply); a sandbox that ended reloads into
+// its end record (why and when), or says what the API said if none is kept.
 (function () {
   "use strict";
   const live = document.getElementById("live");
   if (!live) return;
   const id = live.dataset.sandbox, csrf = live.dataset.csrf;
   const base = `/ui/sandboxes/${encodeURIComponent(id)}`;
-  const KEEP = 90, NS = "http://www.w3.org/2000/svg";
-  const series = { memory: [], cpu: [], pids: [] };
-  let last = null, timer = null;
-
-  function draw(name, values, unit) {
-    const svg = document.getElementById("chart-" + name);
-    if (!svg) return;
-    const top = Math.max(1, ...values) * 1.15;
-    const points = values.map((v, i) =>  // the newest sample at the right edge
-      `${300 - ((values.length - 1 - i) / (KEEP - 1)) * 300},${80 - (v / top) * 78}`).join(" ");
-    const line = document.createElementNS(NS, "polyline");
-    line.setAttribute("points", points);
-    line.setAttribute("fill", "none");
-    line.setAttribute("stroke", "#0969da");
-    line.setAttribute("stroke-width", "1.5");
-    line.setAttribute("vector-effect", "non-scaling-stroke");
-    svg.replaceChildren(line);
-    const latest = values.length ? values[values.length - 1].toFixed(name === "pids" ? 0 : 1) + unit : "";
-    svg.parentElement.dataset.latest = latest;
-    svg.parentElement.querySelector("figcaption").dataset.latest = latest;
-  }
+  let timer = null, events = null;
 
   function cell(row, text, className) {
     const td = document.createElement("td");
@@ -46,6 +27,22 @@
     const row = document.createElement("tr");
     cell(row, text, "empty").colSpan = columns;
     body.replaceChildren(row);
+  }
+
+  function charts(drawn) {
+    let samples = 0;
+    for (const [name, chart] of Object.entries(drawn || {})) {
+      const svg = document.getElementById("chart-" + name);
+      if (!svg) continue;
+      svg.querySelector("polyline").setAttribute("points", chart.points);
+      svg.parentElement.dataset.latest = chart.latest;
+      svg.parentElement.querySelector("figcaption").dataset.latest = chart.latest;
+      const top = svg.parentElement.querySelector(".top");
+      if (top) top.textContent = chart.top ? "top " + chart.top : "";
+      samples = chart.samples;
+    }
+    const box = document.getElementById("charts");
+    if (box) box.dataset.samples = String(samples);
   }
 
   function processes(items) {
@@ -90,15 +87,21 @@
     }));
   }
 
-  function ended(message) {
+  function stop() {
+    clearInterval(timer);
+    if (events) events.close();
+  }
+
+  function gone(answer) {
+    stop();
+    if (answer.reason) { location.reload(); return; }  // the page of its end record
     const box = document.getElementById("ended");
-    box.textContent = "This sandbox is gone: " + message;
+    box.textContent = "This sandbox is gone: " + answer.ended;
     box.hidden = false;
     live.dataset.state = "ended";
     document.querySelectorAll(".actions button, #terminal").forEach((el) => { el.disabled = true; });
     const status = document.getElementById("terminal-status");
     if (status) status.textContent = "the sandbox is gone";
-    clearInterval(timer);
   }
 
   async function update() {
@@ -106,34 +109,30 @@
     try {
       response = await fetch(`${base}/live`, { credentials: "same-origin", redirect: "error" });
     } catch (error) { return; }  // the server is away; try again
-    if (response.status === 404) return ended((await response.json()).ended);
+    if (response.status === 404) return gone(await response.json());
     if (!response.ok) return;
     const now = await response.json();
-    if (now.state !== live.dataset.state) { location.reload(); return; }
-    const reason = document.querySelector('[data-field="reason"]');
-    if (reason) reason.textContent = now.reason || "-";
-    const expires = document.querySelector('[data-field="expires"]');
-    if (expires) expires.textContent = when(now.expires_at);
-    if (now.stats) {
-      const t = performance.now() / 1000;
-      series.memory.push(now.stats.memory_bytes / 1048576);
-      series.pids.push(now.stats.pids);
-      if (last) series.cpu.push(Math.max(0, (now.stats.cpu_seconds - last.cpu) / (t - last.t) * 100));
-      last = { cpu: now.stats.cpu_seconds, t };
-      for (const values of Object.values(series)) while (values.length > KEEP) values.shift();
-      draw("memory", series.memory, " MiB");
-      draw("cpu", series.cpu, " %");
-      draw("pids", series.pids, "");
-      for (const [key, value] of Object.entries(now.stats)) {
-        const td = document.querySelector(`[data-stat="${key}"]`);
-        if (td) td.textContent = String(value);
-      }
-      const charts = document.getElementById("charts");
-      if (charts) charts.dataset.samples = String(series.memory.length);
+    if (now.state !== live.dataset.state) { stop(); location.reload(); return; }
+    for (const [field, value] of [["reason", now.reason], ["why", now.message], ["expires", when(now.expires_at)]]) {
+      const td = document.querySelector(`[data-field="${field}"]`);
+      if (td) td.textContent = value || "-";
     }
+    for (const [key, value] of Object.entries(now.stats || {})) {
+      const td = document.querySelector(`[data-stat="${key}"]`);
+      if (td) td.textContent = String(value);
+    }
+    charts(now.charts);
     processes(now.processes);
     egress(now.egress);
   }
+
+  events = new EventSource("/ui/events");
+  events.addEventListener("sandbox", (message) => {
+    if (JSON.parse(message.data).sandbox_id === id) update();
+  });
+  events.onerror = () => { if (events.readyState === EventSource.CLOSED) events = null; };
+  window.addEventListener("pagehide", stop);
+  document.addEventListener("submit", stop);  // a button's own answer comes next: no reload
   update();
   timer = setInterval(update, 2000);
 })();

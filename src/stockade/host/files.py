@@ -1,77 +1,25 @@
-"""Small filesystem helpers for the image store: locks, safe deletion, tree statistics."""
+"""Files as root on the host: deletion that never crosses a mount, ownership shifted out of a
+sandbox's uid range, atomic swaps, flushes, and paths resolved inside a root."""
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
-import fcntl
 import os
-import re
 import secrets
 import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from ._libc import libc
+from .mounts import mounts_under
 
 
 def random_suffix() -> str:
     """Twelve random hex digits, for temporary directory names."""
     return secrets.token_hex(6)
-
-
-@contextmanager
-def flocked(path: Path, *, blocking: bool = True) -> Iterator[int | None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing); yield its fd.
-
-    The lock is verified to still be the file at ``path`` after it is acquired (the directory
-    holding it may have been renamed away meanwhile), retrying otherwise. With ``blocking=False``
-    yields ``None`` instead of waiting when someone else holds the lock. Raises
-    ``FileNotFoundError`` when the directory holding ``path`` no longer exists.
-    """
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                os.close(fd)
-                yield None
-                return
-            held = os.fstat(fd)
-            try:
-                current = os.stat(path)
-            except FileNotFoundError:
-                current = None
-        except BaseException:
-            os.close(fd)
-            raise
-        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
-            break
-        os.close(fd)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-
-def mounts_under(path: Path) -> list[str]:
-    """Mount points (in this mount namespace) at or below ``path``."""
-    real = os.path.realpath(path)
-    prefix = real.rstrip("/") + "/"
-    found = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            point = _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), line.split()[4])
-            if point == real or point.startswith(prefix):
-                found.append(point)
-    return found
 
 
 def _ignore_missing(func: object, path: str, exc: BaseException) -> None:
@@ -93,11 +41,12 @@ def safe_rmtree(path: Path, *, unmount: bool = False) -> None:
         return
     points = mounts_under(path)
     if points and unmount:
-        for point in sorted(points, key=len, reverse=True):
-            subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
+        for point in points:  # deepest first
+            subprocess.run(["umount", "--lazy", str(point)], check=False, capture_output=True)
         points = mounts_under(path)
     if points:
-        raise OSError(errno.EBUSY, f"refusing to delete {path}: mounts below it: {', '.join(points)}")
+        below = ", ".join(map(str, points))
+        raise OSError(errno.EBUSY, f"refusing to delete {path}: mounts below it: {below}")
     if sys.version_info >= (3, 12):
         shutil.rmtree(path, onexc=_ignore_missing)
     else:
@@ -132,14 +81,11 @@ def tree_stats(root: Path) -> tuple[int, int]:
     return size, entries
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
 def syncfs(path: Path) -> None:
     """Flush the filesystem holding ``path`` to disk (``syncfs(2)``, ``sync`` as a fallback)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if _libc.syncfs(fd) != 0:
+        if libc.syncfs(fd) != 0:
             os.sync()
     finally:
         os.close(fd)
@@ -151,7 +97,7 @@ _RENAME_EXCHANGE = 2
 def exchange(a: Path, b: Path) -> None:
     """Atomically swap two paths on one filesystem (``renameat2(RENAME_EXCHANGE)``)."""
     at_fdcwd = -100
-    if _libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), os.fspath(a), None, os.fspath(b))
 
@@ -179,3 +125,19 @@ def resolve_in_root(root: Path, path: str, *, _hops: int = 40) -> Path | None:
             return None
         current = candidate
     return current
+
+
+def unshift_owners(tree: Path, uid_base: int) -> None:
+    """Shift every owner in ``tree`` down by ``uid_base`` (set-id bits kept)."""
+    for root, dirs, files in os.walk(tree):
+        for name in [*dirs, *files]:
+            path = os.path.join(root, name)
+            st = os.lstat(path)
+            uid, gid = st.st_uid - uid_base, st.st_gid - uid_base
+            if not (0 <= uid < 65536 and 0 <= gid < 65536):
+                uid, gid = 65534, 65534  # not from the sandbox's range: nobody
+            os.lchown(path, uid, gid)
+            if not stat.S_ISLNK(st.st_mode):
+                os.chmod(path, stat.S_IMODE(st.st_mode))  # chown cleared set-id bits
+    st = os.lstat(tree)
+    os.lchown(tree, max(0, st.st_uid - uid_base), max(0, st.st_gid - uid_base))

@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-_libc = ctypes.CDLL(None, use_errno=True)
+from ._libc import libc as _libc
 PR_SET_CHILD_SUBREAPER = 36
 KEYCTL_JOIN_SESSION_KEYRING = 1
 #: keyctl(2)'s syscall number per architecture.

@@ -1,0 +1,88 @@
+"""The host package's own promises: one lock helper that waits, times out and shares as asked;
+``mounts_under`` that finds mounts with odd names in unmount order; deletion that never crosses
+a mount; ownership shifted back out of a sandbox's uid range."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from stockade import host
+from stockade.runtimes.base import DriverError
+
+
+def test_acquire_times_out_on_a_held_lock_and_shares_a_shared_one(tmp_path: Path) -> None:
+    lock = tmp_path / "x.lock"
+
+    async def scenario() -> None:
+        held = await host.acquire(lock)
+        assert held is not None
+        try:
+            assert await host.acquire(lock, timeout=0.2) is None
+            assert await host.acquire(lock, shared=True, timeout=0.2) is None
+        finally:
+            os.close(held)
+        first = await host.acquire(lock, shared=True, timeout=1)
+        second = await host.acquire(lock, shared=True, timeout=1)
+        assert first is not None and second is not None
+        assert await host.acquire(lock, timeout=0.2) is None  # exclusive waits for readers
+        os.close(first)
+        os.close(second)
+        async with host.flocked_async(lock):
+            with host.flocked(lock, blocking=False) as fd:
+                assert fd is None  # held by the block above
+        with host.flocked(lock, blocking=False) as fd:
+            assert fd is not None
+            assert "pid" in host.lock_holders(lock)
+
+    asyncio.run(scenario())
+
+
+def test_mounts_under_decodes_names_and_orders_for_unmounting(tmp_path: Path) -> None:
+    outer = tmp_path / "with space"
+    inner = outer / "inner"
+    outer.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(outer)], check=True)
+    try:
+        inner.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(inner)], check=True)
+        assert host.mounts_under(tmp_path) == [inner, outer]  # deepest first
+        with pytest.raises(OSError, match="mounts below it"):
+            host.safe_rmtree(tmp_path)
+        assert outer.is_dir() and inner.is_dir()  # nothing deleted
+        host.unmount(inner)
+        host.unmount(inner)  # idempotent
+        assert host.mounts_under(tmp_path) == [outer]
+    finally:
+        for point in host.mounts_under(tmp_path):
+            host.unmount(point)
+    host.safe_rmtree(outer)
+    assert not outer.exists()
+
+
+def test_unshift_owners_maps_the_sandbox_range_back_and_the_rest_to_nobody(
+        tmp_path: Path) -> None:
+    base = 100000
+    tree = tmp_path / "rootfs"
+    (tree / "home").mkdir(parents=True)
+    (tree / "home" / "file").write_text("x")
+    (tree / "stray").write_text("y")
+    os.chown(tree, base, base)
+    os.chown(tree / "home", base + 1000, base + 1000)
+    os.chown(tree / "home" / "file", base + 1000, base + 1000)
+    os.chown(tree / "stray", 5, 5)  # not from the sandbox's range
+    host.unshift_owners(tree, base)
+    owners = {p.name: (p.stat().st_uid, p.stat().st_gid)
+              for p in (tree, tree / "home", tree / "home" / "file", tree / "stray")}
+    assert owners == {"rootfs": (0, 0), "home": (1000, 1000), "file": (1000, 1000),
+                      "stray": (65534, 65534)}
+
+
+def test_a_failing_host_command_is_a_driver_error_with_what_it_printed() -> None:
+    with pytest.raises(DriverError, match="No such file or directory"):
+        asyncio.run(host.run("ls", "/nonexistent-stockade-path"))
+    assert asyncio.run(host.run("echo", "ok")) == "ok\n"
