@@ -27,9 +27,11 @@ def _broken_references(row: str) -> list[str]:
             if not (ROOT / "bench" / f"{module}.py").is_file():
                 broken.append(ref)
             continue
-        if ref.startswith("tests/"):
+        if ref.startswith("tests/") or (current is not None and ref.startswith("test_")):
             path_part, _, rest = ref.partition("::")
-            current = ROOT / path_part.split()[0]
+            # "test_x.py::..." after a full path: a file in the same directory
+            base = ROOT if ref.startswith("tests/") else current.parent  # type: ignore[union-attr]
+            current = base / path_part.split()[0]
             if not current.exists():
                 broken.append(ref)
                 current = None
