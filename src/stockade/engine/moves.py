@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..models import SandboxInfo
 from ..net import NetworkPolicy
-from ..runtimes import hostops
+from .. import host
 from ..runtimes.base import Resources
 from ..runtimes.ocidriver import RELEASE_WAIT
 from . import archive
@@ -56,7 +56,7 @@ async def export(engine: "Engine", sandbox_id: str, target: Path) -> None:
             if record.state == "stopped":
                 layer = driver.layer_file(record.spec)
                 await driver.stop(record.spec)  # idempotent: nothing of it stays mounted
-                if not await hostops.loop_released(layer, RELEASE_WAIT):
+                if not await host.loop_released(layer, RELEASE_WAIT):
                     raise SandboxUnavailable(f"could not export sandbox {sandbox_id}: its disk "
                                              f"is still busy after its stop; try again")
                 await archive.archive(layer, staging)
