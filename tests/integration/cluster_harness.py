@@ -60,10 +60,12 @@ class Host:
     """`stockade host` on its own data directory (its Ray node lives and dies with it)."""
 
     def __init__(self, name: str, address: str,
-                 slots: str = f"container={SLOTS},gvisor=1") -> None:
+                 slots: str = f"container={SLOTS},gvisor=1",
+                 shared_dir: Path | None = None) -> None:
         self.name = name
         self.address = address
         self.slots = slots
+        self.shared_dir = shared_dir
         self.data_dir = Path(tempfile.mkdtemp(prefix="stockade-srv-", dir="/var/tmp"))
         self.log = self.data_dir / "host.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -75,7 +77,8 @@ class Host:
             self.proc = subprocess.Popen(
                 [STOCKADE, "host", "--cluster", self.address, "--data-dir", str(self.data_dir),
                  "--name", self.name, "--slots", self.slots,
-                 "--node-ip", "127.0.0.1"],
+                 "--node-ip", "127.0.0.1",
+                 *(["--shared-dir", str(self.shared_dir)] if self.shared_dir else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env())
         wait(f"host {self.name}", lambda: self._readies() > before, self.proc, self.log)
         return self

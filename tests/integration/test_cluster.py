@@ -7,18 +7,27 @@ the owning host), a tenant never reaches another tenant's sandbox, quotas hold a
 and the hosts' stream endpoints refuse anything not signed with the cluster secret. Sandboxes
 spread over both hosts; a full cluster refuses clearly; a host killed with SIGKILL makes its
 sandboxes report ``lost`` while the other host's keep working, and the host coming back
-re-attaches them.
+re-attaches them. A drained host takes no new sandboxes and keeps its own; a stopped workspace
+whose host died starts on the other host from shared storage with its files. The replicas
+upgrade a database of the previous schema (a single host's store, before the cluster tables).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Iterator
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 
 import httpx
 import pytest
@@ -29,8 +38,11 @@ from stockade.cluster.tokens import HEADER, sign
 from stockade.engine.hostcheck import find_leaks
 from stockade.sdk.exceptions import QuotaExceededError, SandboxNotFound
 
-from cluster_harness import CLUSTER_SECRET, SLOTS, Cluster, Host, stop, sweep
-from server_harness import Postgres, needs_root
+from stockade.cluster.state import sql_url
+from stockade.server.store.store import MIGRATIONS
+
+from cluster_harness import CLUSTER_SECRET, SLOTS, Cluster, Host, env, stop, sweep
+from server_harness import ADMIN_KEY, STOCKADE, Postgres, needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -40,14 +52,17 @@ def cluster() -> Iterator[Cluster]:
     needs_root()
     pg = Postgres().start()
     c = Cluster()
+    shared = Path(tempfile.mkdtemp(prefix="stockade-shared-", dir="/var/tmp"))
     try:
         c.start_head()
         for name in ("a", "b"):
-            c.hosts[name] = Host(name, c.address)
+            c.hosts[name] = Host(name, c.address, shared_dir=shared)
             c.hosts[name].start()
         c.database_url = pg.create_database("stockade_cluster")
+        _previous_schema(c.database_url)
         c.start_api(c.database_url)
         c.start_api(c.database_url)
+        _check_upgraded(c.database_url)
         yield c
         _kill_through_api(c)
     finally:
@@ -64,9 +79,45 @@ def cluster() -> Iterator[Cluster]:
         for host in c.hosts.values():
             subprocess.run(["rm", "-rf", str(host.data_dir)], check=False)
         shutil.rmtree(c.ray_dir, ignore_errors=True)
+        shared_left = sorted(p.name for p in (shared / "workspaces").glob("*"))
+        shutil.rmtree(shared, ignore_errors=True)
+    assert not shared_left, f"workspace copies left on shared storage: {shared_left}"
     assert not left, f"processes left running: {left}"
     assert not swept, f"sandboxes the cluster did not kill: {swept}"
     assert not leaks, f"the hosts left things behind: {leaks}"
+
+
+def _previous_schema(url: str) -> None:
+    """The database as the previous release left it: the store at migration 0003 (no cluster
+    tables), with a tenant."""
+    engine = sa.create_engine(sql_url(url))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")
+        connection.execute(sa.text("INSERT INTO tenants (name, created_at) "
+                                   "VALUES ('veteran', 1)"))
+    engine.dispose()
+
+
+def _check_upgraded(url: str) -> None:
+    """The replicas brought it to the newest schema (0004: the cluster tables), rows kept."""
+    engine = sa.create_engine(sql_url(url))
+    with engine.connect() as c:
+        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert c.execute(sa.text("SELECT count(*) FROM tenants WHERE name = 'veteran'")
+                         ).scalar() == 1
+        tables = set(sa.inspect(c).get_table_names())
+    engine.dispose()
+    assert {"cluster_hosts", "cluster_sandboxes"} <= tables
+
+
+def _cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """``stockade ARGS`` against the first replica with the admin key."""
+    environ = {**env(), "STOCKADE_API_URL": cluster.api_url, "STOCKADE_API_KEY": ADMIN_KEY}
+    return subprocess.run([STOCKADE, *args], capture_output=True, text=True, timeout=120,
+                          env=environ)
 
 
 def _kill_through_api(c: Cluster) -> None:
@@ -426,3 +477,148 @@ def test_a_replica_killed_mid_stream_loses_nothing(cluster: Cluster) -> None:
         sb.close()
         with cluster.client() as admin:
             admin.delete(f"/sandboxes/{sb.sandbox_id}")
+
+
+def test_a_drained_host_takes_no_new_sandboxes_and_keeps_its_own(cluster: Cluster) -> None:
+    with cluster.client() as c:
+        _wait_for(lambda: all(h["state"] == "alive" for h in _hosts(c).values()))
+        on: dict[str, str] = {}
+        while "a" not in on.values():
+            r = c.post("/sandboxes", json={"isolation": "container"})
+            assert r.status_code == 201, r.text
+            on[r.json()["id"]] = _host_of(c, r.json()["id"])
+        keep = next(i for i, h in on.items() if h == "a")
+        for sandbox_id in set(on) - {keep}:
+            assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+        assert _run(c, keep, cmd="echo before > /home/user/f")["exit_code"] == 0
+
+        out = _cli(cluster, "host", "drain", "a")
+        assert out.returncode == 0 and "draining" in out.stdout, out.stderr
+        hosts = _hosts(c)
+        assert hosts["a"]["draining"] is True and hosts["b"]["draining"] is False
+        assert hosts["a"]["sandboxes"] == [keep]
+        listed = _cli(cluster, "host", "ls")
+        assert listed.returncode == 0, listed.stderr
+        assert re.search(r"\ba\b\W+alive\W+yes\b", listed.stdout), listed.stdout
+        assert re.search(r"\bb\b\W+alive\W+no\b", listed.stdout), listed.stdout
+
+        # New sandboxes go to b only, although a has a free slot; b full means no capacity.
+        new = []
+        for _ in range(SLOTS):
+            r = c.post("/sandboxes", json={"isolation": "container"})
+            assert r.status_code == 201, r.text
+            new.append(r.json()["id"])
+            assert _host_of(c, new[-1]) == "b"
+        r = c.post("/sandboxes", json={"isolation": "container"})
+        assert r.status_code == 503 and r.json()["code"] == "no_capacity", r.text
+        # The drained host's sandbox works on, through both replicas.
+        assert _run(c, keep, cmd="cat /home/user/f")["stdout"] == "before\n"
+        with cluster.client(cluster.replica_urls[1]) as c2:
+            assert _run(c2, keep, cmd="echo after")["stdout"] == "after\n"
+        # Its slot, freed, still takes no new sandbox while the host drains.
+        assert c.delete(f"/sandboxes/{keep}").status_code == 204
+        r = c.post("/sandboxes", json={"isolation": "container"})
+        assert r.status_code == 503 and r.json()["code"] == "no_capacity", r.text
+        assert _hosts(c)["a"]["sandboxes"] == []
+
+        out = _cli(cluster, "host", "undrain", "a")
+        assert out.returncode == 0, out.stderr
+        assert _hosts(c)["a"]["draining"] is False
+        r = c.post("/sandboxes", json={"isolation": "container"})
+        assert r.status_code == 201, r.text
+        new.append(r.json()["id"])
+        assert _host_of(c, new[-1]) == "a"
+        # Unknown hosts and tenants' keys are refused clearly.
+        r = c.post("/cluster/hosts/nosuch/drain")
+        assert r.status_code == 404 and "nosuch" in r.json()["message"], r.text
+        tenant_key = c.post("/keys", json={"tenant": "drainer"}).json()["key"]
+        with cluster.client(key=tenant_key) as t:
+            assert t.post("/cluster/hosts/b/drain").status_code == 403
+        assert _hosts(c)["b"]["draining"] is False
+        for sandbox_id in new:
+            assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+
+
+def test_a_stopped_workspace_restarts_on_another_host_after_its_host_dies(
+        cluster: Cluster) -> None:
+    shared = next(iter(cluster.hosts.values())).shared_dir
+    assert shared is not None
+    with cluster.client() as c:
+        _wait_for(lambda: all(h["state"] == "alive" for h in _hosts(c).values()))
+        on: dict[str, str] = {}
+        while list(on.values()).count("a") < 2:
+            r = c.post("/sandboxes", json={"isolation": "container", "persistence": "workspace",
+                                           "timeout": 600})
+            assert r.status_code == 201, r.text
+            on[r.json()["id"]] = _host_of(c, r.json()["id"])
+        stopped, running = [i for i, h in on.items() if h == "a"][:2]
+        for sandbox_id in set(on) - {stopped, running}:
+            assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+        assert _run(c, stopped, cmd="echo precious > /home/user/keep.txt")["exit_code"] == 0
+        assert _run(c, running, cmd="echo mine > /home/user/r.txt")["exit_code"] == 0
+        r = c.post(f"/sandboxes/{stopped}/stop")
+        assert r.status_code == 200 and r.json()["state"] == "stopped", r.text
+        # Its last stopped state is on shared storage by the time the stop answers.
+        assert (shared / "workspaces" / stopped / "layer.tar.lz4").is_file()
+        assert not (shared / "workspaces" / running).exists()
+
+        host_a = cluster.hosts["a"]
+        stop(host_a.proc, signal.SIGKILL)
+        lost = _wait_for(lambda: (i := c.get(f"/sandboxes/{stopped}").json())["state"] == "lost"
+                         and i)
+        assert lost["reason"] == "host_lost" and "another host" in lost["message"], lost
+        gone = c.get(f"/sandboxes/{running}").json()
+        assert gone["state"] == "lost" and gone["reason"] == "host_lost"
+        assert "its disk is only on a" in gone["message"], gone
+        # The running one cannot start elsewhere: 502 saying its disk is on host a.
+        r = c.post(f"/sandboxes/{running}/start")
+        assert r.status_code == 502 and "only on a" in r.json()["message"], r.text
+
+        # The stopped one starts on host b, through the other replica, with its files.
+        with cluster.client(cluster.replica_urls[1]) as c2:
+            r = c2.post(f"/sandboxes/{stopped}/start")
+            assert r.status_code == 200 and r.json()["state"] == "running", r.text
+            assert _host_of(c2, stopped) == "b"
+            assert _run(c2, stopped, cmd="cat /home/user/keep.txt")["stdout"] == "precious\n"
+        info = c.get(f"/sandboxes/{stopped}").json()
+        assert info["state"] == "running" and info["persistence"] == "workspace"
+        assert _run(c, stopped, cmd="echo moved >> /home/user/keep.txt")["exit_code"] == 0
+
+        # Host a comes back: its running workspace is back with its files; its stale copy
+        # of the moved one is removed (never two copies of one sandbox).
+        host_a.start()
+        _wait_for(lambda: c.get(f"/sandboxes/{running}").json().get("state") == "running", 60)
+        assert _run(c, running, cmd="cat /home/user/r.txt")["stdout"] == "mine\n"
+        _wait_for(lambda: not (host_a.data_dir / "sandboxes" / stopped).exists(), 30)
+        assert _host_of(c, stopped) == "b"
+        assert _run(c, stopped, cmd="cat /home/user/keep.txt")["stdout"] == "precious\nmoved\n"
+        for sandbox_id in (stopped, running):
+            assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+        assert not (shared / "workspaces" / stopped).exists()
+
+
+def test_two_replicas_creating_for_one_tenant_at_once_cannot_pass_its_quota(
+        cluster: Cluster) -> None:
+    """Both replicas get a create for a tenant allowed one sandbox at the same instant: one
+    succeeds, the other is refused (429), every round."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with cluster.client() as admin:
+        assert admin.post("/tenants", json={"name": "racer", "max_sandboxes": 1}
+                          ).status_code == 201
+        key = admin.post("/keys", json={"tenant": "racer"}).json()["key"]
+
+    def create(url: str) -> httpx.Response:
+        with cluster.client(url, key) as c:
+            return c.post("/sandboxes", json={"isolation": "container"})
+
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            answers = list(pool.map(create, cluster.replica_urls[:2]))
+            codes = sorted(r.status_code for r in answers)
+            made = [r.json()["id"] for r in answers if r.status_code == 201]
+            with cluster.client(key=key) as c:
+                for sandbox_id in made:
+                    assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+            assert codes == [201, 429], [r.text for r in answers]
+            assert "racer" in next(r.json()["message"] for r in answers if r.status_code == 429)

@@ -26,8 +26,8 @@ err = Console(stderr=True)
 def _call(method: str, url: str, **kwargs: Any) -> Any:
     config = ConnectionConfig.resolve()
     if config.local:
-        err.print("[red]error:[/red] set STOCKADE_API_URL (and STOCKADE_API_KEY): keys and "
-                  "tenants exist only on a remote server")
+        err.print("[red]error:[/red] set STOCKADE_API_URL (and STOCKADE_API_KEY): keys, "
+                  "tenants and cluster hosts exist only on a remote server")
         raise typer.Exit(2)
 
     async def go() -> Any:

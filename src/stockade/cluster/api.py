@@ -22,6 +22,8 @@ from ..server.settings import ServerSettings
 from .control import ClusterControl
 from .engine import ClusterEngine
 from .placement import PLACEMENT_WAIT
+from .router import ClusterSandboxes
+from .state import HostRow
 
 
 def create_app(settings: ServerSettings, cluster: str, secret: str,
@@ -38,16 +40,36 @@ def create_app(settings: ServerSettings, cluster: str, secret: str,
 
     app = server_app(config, settings=settings, open_engine=open_engine, plane=ClusterControl)
 
+    def cluster_of(request: Request) -> ClusterSandboxes:
+        found = cast(ClusterEngine, request.app.state.engine).cluster
+        assert found is not None
+        return found
+
+    async def described(cluster: ClusterSandboxes, rows: list[HostRow]) -> list[dict[str, Any]]:
+        placed = await cluster.placement()
+        return [{"name": row.name, "node_id": row.node_id, "state": row.state,
+                 "reason": row.reason, "draining": bool(row.draining),
+                 "sandboxes": placed.get(row.name, []),
+                 "stream_url": cluster.stream_urls.get(row.name)} for row in rows]
+
     @app.get("/cluster/hosts", tags=["cluster"])
     async def hosts(request: Request, _admin: AdminDep) -> list[dict[str, Any]]:
-        """Every host the cluster has seen, its state and the sandboxes placed on it (admin)."""
-        sandboxes = cast(ClusterEngine, request.app.state.engine).cluster
-        assert sandboxes is not None
-        placed = await sandboxes.placement()
-        return [{"name": row.name, "node_id": row.node_id, "state": row.state,
-                 "reason": row.reason, "sandboxes": placed.get(row.name, []),
-                 "stream_url": sandboxes.stream_urls.get(row.name)}
-                for row in await sandboxes.db(sandboxes.state.hosts)]
+        """Every host the cluster has seen, its state, whether it is draining, and the
+        sandboxes placed on it (admin)."""
+        cluster = cluster_of(request)
+        return await described(cluster, await cluster.db(cluster.state.hosts))
+
+    @app.post("/cluster/hosts/{name}/drain", tags=["cluster"])
+    async def drain(name: str, request: Request, _admin: AdminDep) -> dict[str, Any]:
+        """Take no new sandboxes on host ``name``; its sandboxes run on (admin)."""
+        cluster = cluster_of(request)
+        return (await described(cluster, [await cluster.drain(name)]))[0]
+
+    @app.post("/cluster/hosts/{name}/undrain", tags=["cluster"])
+    async def undrain(name: str, request: Request, _admin: AdminDep) -> dict[str, Any]:
+        """Let host ``name`` take new sandboxes again (admin)."""
+        cluster = cluster_of(request)
+        return (await described(cluster, [await cluster.drain(name, draining=False)]))[0]
 
     return app
 

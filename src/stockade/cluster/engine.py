@@ -77,6 +77,21 @@ class RemoteSandboxes(_Forwarding):
     async def kill(self, sandbox_id: str) -> None:
         await self._cluster.kill(sandbox_id)
 
+    async def start(self, sandbox_id: str) -> SandboxInfo:
+        """Start a stopped or archived workspace; one lost with its host starts on another
+        host from its last stopped state on shared storage."""
+        await self._cluster.move_if_lost(sandbox_id)
+        host = await self._cluster.owner_host(sandbox_id)
+        info: SandboxInfo = await self._cluster.call(host, "sandboxes", "start", sandbox_id)
+        return info
+
+    async def connect(self, sandbox_id: str) -> SandboxInfo:
+        """Resume or start the sandbox (a lost stopped workspace moves first, as for start)."""
+        await self._cluster.move_if_lost(sandbox_id)
+        host = await self._cluster.owner_host(sandbox_id)
+        info: SandboxInfo = await self._cluster.call(host, "sandboxes", "connect", sandbox_id)
+        return info
+
     def resources(self, spec: SandboxSpec) -> Resources:
         return resolve_resources(spec, self._defaults)
 

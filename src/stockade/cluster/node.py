@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .resources import HostCapacity
+from .resources import HOST_UNITS, HostCapacity, host_resource
 
 log = logging.getLogger("stockade.cluster")
 NAMESPACE = "stockade"
@@ -56,6 +56,7 @@ class HostOptions:
     node_ip: str | None = None
     ray_temp_dir: Path | None = None  # default <data_dir>/ray
     secret: str = ""  # the cluster secret: signs the replicas' stream requests (tokens.py)
+    shared_dir: Path | None = None  # storage every host reads: workspaces move through it
 
 
 def _die_with_parent() -> None:
@@ -85,7 +86,8 @@ def start_node(opts: HostOptions, temp_dir: Path, port: int) -> subprocess.Popen
     temp_dir.mkdir(parents=True, exist_ok=True)
     argv = [_ray_binary(), "start", "--address", opts.cluster, "--block",
             "--node-manager-port", str(port),
-            "--num-cpus", "0", "--resources", json.dumps(opts.capacity.ray_resources()),
+            "--num-cpus", "0", "--resources",
+            json.dumps({**opts.capacity.ray_resources(), host_resource(opts.name): HOST_UNITS}),
             "--temp-dir", str(temp_dir), "--object-store-memory", str(OBJECT_STORE_BYTES),
             "--disable-usage-stats"]
     if opts.node_ip:
@@ -152,7 +154,8 @@ def run_host(opts: HostOptions) -> None:
         actor = ray.remote(HostActor).options(
             name=actor_name(opts.name), namespace=NAMESPACE, num_cpus=0, max_restarts=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-        ).remote(opts.name, str(opts.data_dir), node_id, opts.secret, address)
+        ).remote(opts.name, str(opts.data_dir), node_id, opts.secret, address,
+                 str(opts.shared_dir or ""))
         ray.get(actor.open.remote())
         log.info("host %s ready on Ray node %s", opts.name, node_id)
         print(f"host {opts.name} ready on Ray node {node_id}", flush=True)

@@ -4,20 +4,35 @@ A one-bundle placement group asking for ``stockade_<tier>: 1`` is scheduled by R
 that has a free slot; the group costs no process, outlives the API replica that made it
 (``lifetime="detached"``), and frees the slot when removed. Ray, not Stockade, keeps the count;
 a group that fits nowhere stays pending (an autoscaler may add a node) until the wait runs out.
+
+A draining host (``stockade host drain``) takes no new sandboxes: its free slots are taken by
+**holds**, placement groups named ``drain:<host>:<random>`` that ask for a slot and for the
+host's own resource (so they land there and nowhere else); undrain removes them. Ray then
+places new sandboxes on the other hosts only, and the draining host's sandboxes run on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from ..engine import EngineError, InvalidRequest
-from .resources import bundle, slot_resource
+from .resources import bundle, host_resource, slot_resource
 
 #: How long a create waits for a free slot before it fails.
 PLACEMENT_WAIT = 30.0
+#: How long a hold waits for a slot on its host: placing a group takes milliseconds, so a
+#: hold not placed by then means the host has no free slot of that tier left.
+HOLD_WAIT = 1.0
+#: The most holds one fill takes on one host and tier (a host's slots of a tier).
+MAX_HOLDS = 4096
+
+
+def hold_prefix(host: str) -> str:
+    return f"drain:{host}:"
 
 
 class NoCapacity(EngineError):
@@ -66,6 +81,40 @@ class Placer:
             raise
         table = await asyncio.to_thread(placement_group_table, group)
         return Reservation(name=name, node_id=table["bundles_to_node_id"][0])
+
+    async def fill(self, host: str, tiers: list[str]) -> int:
+        """Take every free slot of ``tiers`` on ``host`` with holds; return how many."""
+        from ray.util.placement_group import placement_group
+
+        taken = 0
+        for tier in tiers:
+            for _ in range(MAX_HOLDS):
+                group = placement_group([{**bundle(tier), host_resource(host): 1.0}],
+                                        strategy="STRICT_PACK", lifetime="detached",
+                                        name=hold_prefix(host) + secrets.token_hex(6))
+                try:
+                    await asyncio.wait_for(group.ready(), HOLD_WAIT)
+                except asyncio.TimeoutError:
+                    self._remove(group)
+                    break
+                except BaseException:
+                    self._remove(group)
+                    raise
+                taken += 1
+        return taken
+
+    async def unhold(self, host: str) -> int:
+        """Remove every hold on ``host`` (its slots are free for new sandboxes again)."""
+        from ray.util import get_placement_group
+        from ray.util.placement_group import placement_group_table
+
+        table = await asyncio.to_thread(placement_group_table)
+        names = [g["name"] for g in table.values()
+                 if g.get("name", "").startswith(hold_prefix(host)) and g.get("state") != "REMOVED"]
+        for name in names:
+            with contextlib.suppress(ValueError):
+                self._remove(await asyncio.to_thread(get_placement_group, name))
+        return len(names)
 
     async def release(self, name: str) -> None:
         """Free the slot held under ``name`` (nothing if it is already free)."""

@@ -2,6 +2,7 @@
 
 A host publishes one slot resource per tier it can run (``stockade_container``,
 ``stockade_gvisor``, ``stockade_microvm``) and ``kvm`` where guests really boot under KVM.
+Each host also has a resource of its own name, so that a drain can fill exactly its free slots.
 A sandbox's placement is a one-bundle Ray placement group asking for one slot of its tier:
 Ray picks the node, keeps the count, and frees the slot when the group is removed.
 """
@@ -16,6 +17,15 @@ from ..models import Isolation
 TIERS: tuple[Isolation, ...] = ("container", "gvisor", "microvm")
 #: Memory a default sandbox is counted for when a host sizes its slots by itself.
 SLOT_MEMORY_MB = 512
+
+
+#: Units of a host's own resource (``stockade_host_<name>``): only drain holds ask for it.
+HOST_UNITS = 10000.0
+
+
+def host_resource(name: str) -> str:
+    """The Ray resource only host ``name``'s node has: a placement asking for it lands there."""
+    return f"stockade_host_{name}"
 
 
 def slot_resource(tier: str) -> str:

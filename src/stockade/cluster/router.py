@@ -6,7 +6,9 @@ the owning host recorded in PostgreSQL. A watcher
 finds host actors by name and pings them: a host whose actor is gone or silent is marked down
 and its sandboxes ``lost`` (reason ``host_lost``); when it comes back, what it still runs is
 ``running`` again, what it ended by itself (a timeout) is forgotten and its slot freed, and
-what no row claims is killed.
+what no row claims is killed. A draining host takes no new sandboxes (:meth:`drain`); a
+stopped workspace whose host died starts on another host from shared storage
+(:meth:`move_if_lost`).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import logging
 import time
 from typing import Any, Callable, TypeVar
 
-from ..engine import EngineError, SandboxNotFound, SandboxUnavailable
+from ..engine import Conflict, EngineError, NotFound, SandboxNotFound, SandboxUnavailable
 from ..engine import errors as engine_errors
 from ..models import SandboxInfo, SandboxSpec
 from .host import Failure, HostInfo
 from .node import NAMESPACE, actor_name
-from .placement import Placer
-from .state import ALIVE, LOST, ClusterState
+from .placement import Placer, Reservation
+from .resources import TIERS, slot_resource
+from .state import ALIVE, LOST, MOVING, ClusterState, HostRow
 
 log = logging.getLogger("stockade.cluster")
 T = TypeVar("T")
@@ -39,6 +42,9 @@ ORPHAN_AGE = 60.0
 #: The longest a call to a host may take (a create may boot a microVM under TCG).
 CALL_TIMEOUT = 300.0
 HOST_LOST = "host_lost"
+#: A create whose slot Ray put on a draining or dead host is placed again (placement.py);
+#: this many tries at most.
+PLACE_TRIES = 16
 
 
 def _error_classes() -> dict[str, type[EngineError]]:
@@ -107,9 +113,8 @@ class ClusterSandboxes:
     async def create(self, spec: SandboxSpec, owner: str = "") -> tuple[SandboxInfo, str]:
         """Place and create a sandbox for tenant ``owner``; return it and the name of the host
         it runs on."""
-        slot = await self._placer.reserve(spec.isolation)
+        slot, host = await self._place(spec.isolation)
         try:
-            host = await self._host_on(slot.node_id)
             info: SandboxInfo = raise_failure(await self._call(host, "create", spec, owner))
             try:
                 await self.db(self.state.add_sandbox, info, host, slot.name)
@@ -122,18 +127,66 @@ class ClusterSandboxes:
             raise
         return info, host
 
-    async def _host_on(self, node_id: str) -> str:
+    async def _place(self, tier: str) -> tuple[Reservation, str]:
+        """A slot of ``tier`` on a live host that is not draining, and that host's name.
+
+        A slot on a draining host (freed there since its drain) is released and the host's
+        free slots held again; a slot on a host that is down but that Ray does not know dead
+        yet (its health checks take seconds) is kept while placing, so that Ray picks another
+        node, and released afterwards."""
+        skipped: builtins.list[Reservation] = []
+        try:
+            for _ in range(PLACE_TRIES):
+                slot = await self._placer.reserve(tier)
+                try:
+                    row = await self._live_host_on(slot.node_id)
+                except BaseException:
+                    await self._placer.release(slot.name)
+                    raise
+                if row is not None and not row.draining:
+                    return slot, row.name
+                if row is None:
+                    skipped.append(slot)
+                else:
+                    await self._placer.release(slot.name)
+                    await self._placer.fill(row.name, [tier])
+            raise SandboxUnavailable(f"could not place a {tier} sandbox on a live host that is "
+                                     f"not draining after {PLACE_TRIES} tries; retry")
+        finally:
+            for slot in skipped:
+                await self._placer.release(slot.name)
+
+    async def _live_host_on(self, node_id: str) -> HostRow | None:
         for row in await self.db(self.state.hosts):
             if row.node_id == node_id and row.state == ALIVE:
-                return row.name
-        raise SandboxUnavailable(f"Ray placed the sandbox on node {node_id}, where no live "
-                                 f"Stockade host is known yet; retry in a few seconds")
+                return row
+        return None
+
+    # -- draining --------------------------------------------------------------------------
+    async def drain(self, host: str, draining: bool = True) -> HostRow:
+        """Make ``host`` take no new sandboxes (its own run on), or (``draining`` False) take
+        them again. Its free slots are held, or released (placement.py)."""
+        row = await self.db(self.state.set_draining, host, draining)
+        if row is None:
+            raise NotFound(f"no host {host!r} in this cluster (see GET /cluster/hosts)")
+        if draining:
+            await self._placer.fill(host, await self._tiers_of(row.node_id))
+        else:
+            await self._placer.unhold(host)
+        return row
+
+    async def _tiers_of(self, node_id: str) -> builtins.list[str]:
+        """The tiers Ray's node ``node_id`` has slots for."""
+        nodes = await asyncio.to_thread(self._ray.nodes)
+        resources: dict[str, float] = next(
+            (n.get("Resources", {}) for n in nodes if n.get("NodeID") == node_id), {})
+        return [t for t in TIERS if resources.get(slot_resource(t), 0) > 0]
 
     async def get(self, sandbox_id: str) -> SandboxInfo:
         row = await self.db(self.state.sandbox, sandbox_id)
         if row is None:
             raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
-        if row.state == LOST:
+        if row.state in (LOST, MOVING):
             return row.sandbox()
         try:
             info: SandboxInfo = raise_failure(await self._call(row.host, "get", sandbox_id))
@@ -163,6 +216,9 @@ class ClusterSandboxes:
         row = await self.db(self.state.sandbox, sandbox_id)
         if row is None:
             raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
+        if row.state == MOVING:
+            raise Conflict(f"sandbox {sandbox_id} is being restarted on another host; retry "
+                           f"in a few seconds")
         if row.state != LOST:
             try:
                 out = await self._call(row.host, "kill", sandbox_id)
@@ -170,6 +226,9 @@ class ClusterSandboxes:
                     raise_failure(out)
             except HostDown:
                 pass
+        elif row.movable:  # its copy on shared storage goes too (any host can remove it)
+            with contextlib.suppress(EngineError):
+                await self._call(await self.any_host(), "unpublish", sandbox_id)
         await self._forget(sandbox_id, row.placement)
 
     async def owner_host(self, sandbox_id: str) -> str:
@@ -177,9 +236,38 @@ class ClusterSandboxes:
         row = await self.db(self.state.sandbox, sandbox_id)
         if row is None:
             raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
-        if row.state == LOST:
-            raise HostDown(f"sandbox {sandbox_id} is lost: its host {row.host} is down")
+        if row.state in (LOST, MOVING):
+            raise HostDown(f"sandbox {sandbox_id} is {row.state}: {row.message or ''}"
+                           f" (host {row.host} is down)")
         return row.host
+
+    async def move_if_lost(self, sandbox_id: str) -> None:
+        """If ``sandbox_id`` was lost with its host while stopped or archived (a workspace),
+        re-create it on a live host from its copy on shared storage, archived: a start then
+        restores it. Lost otherwise: HostDown saying why (its disk is only on that host)."""
+        row = await self.db(self.state.sandbox, sandbox_id)
+        if row is None or row.state not in (LOST, MOVING):
+            return
+        if row.state == MOVING or not row.movable:
+            await self.owner_host(sandbox_id)  # raises HostDown with the row's words
+        if await self.db(self.state.claim_move, sandbox_id) is None:
+            raise Conflict(f"sandbox {sandbox_id} is being restarted on another host by "
+                           f"another request; retry in a few seconds")
+        # Its old slot first: Ray may have moved it to a live host when the node died.
+        await self._placer.release(row.placement)
+        try:
+            slot, host = await self._place(str(row.info.get("isolation")))
+            try:
+                info: SandboxInfo = raise_failure(await self._call(host, "adopt", sandbox_id))
+                await self.db(self.state.moved, info, host, slot.name)
+            except BaseException:
+                await self._placer.release(slot.name)
+                raise
+        except BaseException:
+            await self.db(self.state.unclaim, sandbox_id)
+            raise
+        log.info("sandbox %s moved from lost host %s to %s", sandbox_id, row.host, host)
+        self.known[sandbox_id] = info
 
     def stream_url(self, host: str) -> str:
         """Where host ``host`` serves streams (learnt from its pings)."""
@@ -257,11 +345,18 @@ class ClusterSandboxes:
         rows = {row.id: row for row in await self.db(self.state.sandboxes, host)}
         running = {info.id: info for info in await self._call(host, "list")}
         for sandbox_id, row in rows.items():
+            if row.state == MOVING:  # another host is taking it over: leave it alone
+                continue
             if sandbox_id in running:
                 await self.db(self.state.refresh, running[sandbox_id])
             else:
                 await self._forget(sandbox_id, row.placement)
+        elsewhere = {row.id for row in await self.db(self.state.sandboxes)
+                     if row.host != host and row.state != LOST}
         for sandbox_id, info in running.items():
-            if sandbox_id not in rows and info.created_at < time.time() - ORPHAN_AGE:
+            if sandbox_id in rows:
+                continue
+            if sandbox_id in elsewhere or info.created_at < time.time() - ORPHAN_AGE:
                 log.warning("killing sandbox %s on host %s: no record claims it", sandbox_id, host)
-                await self._call(host, "kill", sandbox_id)
+                # Not its shared copy: a workspace may have moved to another host from it.
+                await self._call(host, "kill", sandbox_id, False)

@@ -79,6 +79,11 @@ def test_cluster_commands_refuse_bad_options_clearly(monkeypatch: pytest.MonkeyP
     assert r.exit_code == 2 and "STOCKADE_ADMIN_KEY" in r.output
     r = runner.invoke(app, ["host", "--cluster", "127.0.0.1:1", "--slots", "docker=2"])
     assert r.exit_code == 2 and "TIER=COUNT" in r.output
+    r = runner.invoke(app, ["host"])  # neither a cluster to join nor a command
+    assert r.exit_code == 2 and "--cluster" in r.output and "drain" in r.output
+    monkeypatch.delenv("STOCKADE_API_URL", raising=False)
+    r = runner.invoke(app, ["host", "drain", "a"])  # drains go through a replica
+    assert r.exit_code == 2 and "STOCKADE_API_URL" in r.output
     monkeypatch.setenv("STOCKADE_ADMIN_KEY", "k" * 32)
     monkeypatch.delenv("STOCKADE_CLUSTER_SECRET", raising=False)
     r = runner.invoke(app, ["serve", "--cluster", "127.0.0.1:1",
