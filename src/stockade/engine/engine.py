@@ -371,10 +371,11 @@ class Engine:
             return self.commands.get(record.id) or victim  # the runtime, not the user's process
         return victim
 
-    async def note_oom(self, record: SandboxRecord) -> str:
-        """A process of a running sandbox was killed by the OOM killer: say so in its
-        ``reason`` and on the event stream; returns the words ("out of memory (python3)")."""
-        name = await asyncio.to_thread(self._oom_name, record)
+    async def note_oom(self, record: SandboxRecord, victim: str | None = None) -> str:
+        """A process of a running sandbox was killed by the OOM killer (``victim``, if its
+        runtime named it): say so in its ``reason`` and on the event stream; returns the words
+        ("out of memory (python3)")."""
+        name = victim or await asyncio.to_thread(self._oom_name, record)
         message = f"out of memory ({name})" if name else "out of memory"
         self.note_limit(record, "out_of_memory", message)
         return message
