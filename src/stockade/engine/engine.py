@@ -254,6 +254,14 @@ class Engine:
         """Every tracked sandbox, oldest first."""
         return sorted(self._records.values(), key=lambda r: r.created_at)
 
+    def open_channel(self, sandbox_id: str) -> AgentChannel | None:
+        """The engine's channel to a sandbox's agent if one is open and no lifecycle change
+        runs (never opens one: a microVM's agent serves one connection at a time)."""
+        channel = self._channels.get(sandbox_id)
+        if channel is None or channel.closed or self.lock(sandbox_id).locked():
+            return None
+        return channel
+
     async def drop_channel(self, sandbox_id: str) -> None:
         """Close the engine's channel to a sandbox whose agent is about to stop answering."""
         if channel := self._channels.pop(sandbox_id, None):

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 from ..models import UsageHistory, UsageSample
 from ..runtimes.base import DriverError, NotSupported, Stats
-from .errors import EngineError, SandboxNotFound
+from ..runtimes.channel import AgentCallError, ChannelClosed
+from .errors import SandboxNotFound
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -121,19 +122,20 @@ class Usage:
         and refused forks of its commands, the victim's name and its process count)."""
         driver = self._engine.drivers[record.tier]
         stats = await driver.stats(record.spec)
-        if not driver.limits_inside or record.state != "running":
+        channel = self._engine.open_channel(record.id) if driver.limits_inside else None
+        if channel is None or record.state != "running":
             return stats
         try:
-            found = await asyncio.wait_for(
-                self._engine.call(record.id, "sys.stats", {}, touch=False), AGENT_STATS_TIMEOUT)
+            found = await asyncio.wait_for(channel.call("sys.stats"), AGENT_STATS_TIMEOUT)
             victim = found.get("oom_victim")
             return dataclasses.replace(
                 stats, oom_kills=stats.oom_kills + int(found["oom_kills"]),
                 pids_limit_hits=stats.pids_limit_hits + int(found["pids_limit_hits"]),
                 pids=int(found["pids"]),
-                oom_victim=victim[:64] if isinstance(victim, str) and victim else None)
-        except (EngineError, asyncio.TimeoutError, AttributeError, KeyError, TypeError,
-                ValueError):  # busy, gone, or an answer the host does not trust
+                oom_victim=victim[:64] if isinstance(victim, str) and victim.isprintable()
+                and victim else None)
+        except (AgentCallError, ChannelClosed, asyncio.TimeoutError, AttributeError, KeyError,
+                TypeError, ValueError):  # busy, gone, or an answer the host does not trust
             return stats
 
     async def notice(self, record: "SandboxRecord", stats: Stats) -> None:
