@@ -77,7 +77,7 @@ def test_memory_bomb_is_killed_alone_and_the_reason_says_so(vm: Sandbox) -> None
     info = vm.get_info()
     assert (info.state, info.reason, info.message) == (
         "running", "out_of_memory", "out of memory (python3)")
-    assert slowest < 2.0, f"the agent took {slowest:.2f} s to answer during the bomb"
+    assert slowest < 1.0, f"the agent took {slowest:.2f} s to answer during the bomb"
     assert any(p.pid == other.pid for p in vm.commands.list())  # the user's other process
     assert vm.commands.run("cat /home/user/kept").stdout == "before the bomb\n"
     assert vm.commands.kill(other.pid) is True
@@ -92,7 +92,7 @@ def test_fork_bomb_is_stopped_at_the_pids_limit_and_the_agent_keeps_answering(
     while time.monotonic() - started_at < 12:  # while the bomb fills the limit
         slowest = max(slowest, _answer_time(vm, "before the fork bomb\n"))
         time.sleep(0.2)
-    assert slowest < 2.0, f"the agent took {slowest:.2f} s to answer during the fork bomb"
+    assert slowest < 1.0, f"the agent took {slowest:.2f} s to answer during the fork bomb"
     with contextlib.suppress(Exception):  # it ends by its timeout: the group is killed
         bomb.wait()
     deadline = time.monotonic() + 10
