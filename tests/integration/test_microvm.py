@@ -106,7 +106,8 @@ def test_guest_cannot_see_host_files(vm: Sandbox, daemon: Any) -> None:
         assert "host only" not in r.stdout
         assert "No such file" in r.stderr
         sources = {line.split()[0] for line in r.stdout.splitlines()}
-        assert sources <= {"overlay", "proc", "sysfs", "devtmpfs", "devpts", "tmpfs"}, sources
+        assert sources <= {"overlay", "proc", "sysfs", "devtmpfs", "devpts", "tmpfs",
+                           "cgroup2"}, sources
         blocks = vm.commands.run("ls /sys/block").stdout.split()
         assert blocks == ["vda", "vdb"], "the guest sees exactly its image and its own disk"
     finally:

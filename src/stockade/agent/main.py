@@ -10,7 +10,7 @@ import socket
 import sys
 import time
 
-from . import connection, files, ports, processes, watch
+from . import connection, files, limits, ports, processes, watch
 from . import protocol as p
 from .connection import AgentError, Stream
 
@@ -119,7 +119,9 @@ def setup(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
 
 def handlers() -> dict[str, Handler]:
     table: dict[str, Handler] = {p.Method.HELLO.value: hello, p.Method.SYS_SEED.value: seed,
-                                 p.Method.SYS_SYNC.value: sync, p.Method.SYS_SETUP.value: setup}
+                                 p.Method.SYS_SYNC.value: sync, p.Method.SYS_SETUP.value: setup,
+                                 p.Method.SYS_LIMITS.value: limits.set_limits,
+                                 p.Method.SYS_STATS.value: limits.stats}
     table.update(processes.HANDLERS)
     table.update(files.HANDLERS)
     table.update(watch.HANDLERS)
@@ -153,6 +155,11 @@ def main(argv: list[str] | None = None) -> None:
     if option == "--device":
         from .serial import serve_device
 
+        # A microVM guest: the host's cgroup holds QEMU, so the agent limits its commands itself.
+        why = limits.enable()
+        if why:
+            print(f"stockade-agent: commands run without limits of their own: {why}",
+                  file=sys.stderr, flush=True)
         serve_device(where, handlers())
     else:
         serve_unix(where)

@@ -14,6 +14,7 @@ import subprocess
 import termios
 import threading
 
+from . import limits
 from . import protocol as p
 from .connection import AgentError, Stream
 from .credentials import switched
@@ -65,14 +66,20 @@ class Process:
         self.open_pipes = 0
         self.reaped = False
         self.timer: threading.Timer | None = None
+        #: OOM kills in the commands' cgroup before it started (a microVM guest's, limits.py).
+        self.oom_before = limits.oom_kills()
 
     def info(self) -> dict[str, Any]:
         return {"pid": self.pid, "tag": self.tag, "cmd": self.cmd, "status": self.status,
                 "pty": self.pty_fd is not None}
 
     def outcome(self) -> dict[str, Any]:
-        return {"pid": self.pid, "exit_code": self.exit_code, "signal": self.signal,
-                "status": self.status}
+        found = {"pid": self.pid, "exit_code": self.exit_code, "signal": self.signal,
+                 "status": self.status}
+        if limits.active():  # only where the agent's own cgroup can tell (a microVM guest)
+            found["oom_killed"] = self.signal == signal.SIGKILL and \
+                limits.oom_kills() > self.oom_before
+        return found
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         try:
@@ -268,6 +275,7 @@ def _argv(params: dict[str, Any]) -> tuple[list[str], str]:
 
 
 def _set_controlling_tty() -> None:
+    limits.join()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
@@ -310,8 +318,11 @@ def _popen(argv: list[str], cmd: str, tag: str | None, pty: Any, params: dict[st
         pumps = [(master, p.Channel.PTY)]
     else:
         stdin = subprocess.PIPE if params.get("stdin") else subprocess.DEVNULL
+        # In a microVM guest the child joins the commands' cgroup before it execs (limits.py):
+        # fork() rather than vfork(), but nothing it starts can escape the cgroup's limits.
         popen = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, start_new_session=True, **common)
+                                 stderr=subprocess.PIPE, start_new_session=True,
+                                 preexec_fn=limits.join if limits.active() else None, **common)
         proc = Process(popen, tag, cmd, None, max_output)
         proc.open_pipes = 2
         assert popen.stdout is not None and popen.stderr is not None

@@ -92,6 +92,8 @@ class Method(str, enum.Enum):
     SYS_SUSPEND = "sys.suspend"  # let go of host sockets before a checkpoint (listener.py)
     SYS_SYNC = "sys.sync"  # write the sandbox kernel's dirty pages to disk (before stop or save)
     SYS_SETUP = "sys.setup"  # apply a microVM's settings share again (after a template restore)
+    SYS_LIMITS = "sys.limits"  # a microVM guest's limits for its commands (limits.py)
+    SYS_STATS = "sys.stats"  # what those limits killed or refused
 
 
 class ErrorCode(str, enum.Enum):

@@ -254,6 +254,14 @@ class Engine:
         """Every tracked sandbox, oldest first."""
         return sorted(self._records.values(), key=lambda r: r.created_at)
 
+    def open_channel(self, sandbox_id: str) -> AgentChannel | None:
+        """The engine's channel to a sandbox's agent if one is open and no lifecycle change
+        runs (never opens one: a microVM's agent serves one connection at a time)."""
+        channel = self._channels.get(sandbox_id)
+        if channel is None or channel.closed or self.lock(sandbox_id).locked():
+            return None
+        return channel
+
     async def drop_channel(self, sandbox_id: str) -> None:
         """Close the engine's channel to a sandbox whose agent is about to stop answering."""
         if channel := self._channels.pop(sandbox_id, None):
@@ -371,10 +379,11 @@ class Engine:
             return self.commands.get(record.id) or victim  # the runtime, not the user's process
         return victim
 
-    async def note_oom(self, record: SandboxRecord) -> str:
-        """A process of a running sandbox was killed by the OOM killer: say so in its
-        ``reason`` and on the event stream; returns the words ("out of memory (python3)")."""
-        name = await asyncio.to_thread(self._oom_name, record)
+    async def note_oom(self, record: SandboxRecord, victim: str | None = None) -> str:
+        """A process of a running sandbox was killed by the OOM killer (``victim``, if its
+        runtime named it): say so in its ``reason`` and on the event stream; returns the words
+        ("out of memory (python3)")."""
+        name = victim or await asyncio.to_thread(self._oom_name, record)
         message = f"out of memory ({name})" if name else "out of memory"
         self.note_limit(record, "out_of_memory", message)
         return message

@@ -41,7 +41,7 @@ class ProcessRun:
     then exactly one ``end`` with ``exit_code``, ``status`` and ``oom_killed``."""
 
     def __init__(self, stream: HostStream,
-                 oom_check: Callable[[], Awaitable[bool]] | None = None,
+                 oom_check: Callable[[bool], Awaitable[bool]] | None = None,
                  diagnose: Callable[[], Awaitable[str]] | None = None,
                  running: Callable[[], bool] = lambda: True) -> None:
         self._stream = stream
@@ -88,8 +88,10 @@ class ProcessRun:
                     f"running; kill the sandbox if it does not recover){why}") from None
 
     async def _end(self, result: dict[str, Any]) -> dict[str, Any]:
+        # ``oom_check`` is told whether the agent said so itself (a microVM guest's agent can).
+        said = result.get("oom_killed") is True
         end = {"type": "end", **result, "oom_killed": False}
-        if result.get("signal") == 9 and self._oom_check and await self._oom_check():
+        if result.get("signal") == 9 and self._oom_check and await self._oom_check(said):
             end["oom_killed"] = True
             end["status"] = "oom_killed"
         return end

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from ..images import ImageError
 from ..models import ProcessInfo, ProcessSelector, ProcessSpec
+from ..runtimes.base import DriverError
 from ..runtimes.channel import AgentCallError
 from .errors import Unsupported
 from .process import KEEPALIVE, ProcessRun, translate_agent_error
@@ -43,7 +45,7 @@ class Processes:
         oom_before = await driver.oom_kills(record.spec)
         engine.commands[sandbox_id] = command_name(spec)
         stream = await engine.open_stream(channel, sandbox_id, "process.start", params)
-        return ProcessRun(stream, oom_check=lambda: self._oom_since(record, oom_before),
+        return ProcessRun(stream, oom_check=lambda said: self._oom_since(record, oom_before, said),
                           diagnose=lambda: engine.diagnose(record),
                           running=lambda: record.state == "running")
 
@@ -53,7 +55,8 @@ class Processes:
         record = engine.record(sandbox_id)
         stream = await engine.stream(sandbox_id, "process.connect",
                                    {**selector.agent_params(), "keepalive": KEEPALIVE})
-        return ProcessRun(stream, diagnose=lambda: engine.diagnose(record),
+        return ProcessRun(stream, oom_check=lambda said: self._oom_since(record, None, said),
+                          diagnose=lambda: engine.diagnose(record),
                           running=lambda: record.state == "running")
 
     async def list(self, sandbox_id: str) -> list[ProcessInfo]:
@@ -91,7 +94,18 @@ class Processes:
         except ImageError:
             return {}
 
-    async def _oom_since(self, record: SandboxRecord, before: int) -> bool:
+    async def _oom_since(self, record: SandboxRecord, before: int | None, said: bool) -> bool:
+        """Whether a process that died of SIGKILL was the OOM killer's: its agent ``said`` so
+        where the sandbox's own kernel enforces the limits (a microVM guest), else its runtime's
+        cgroup counts more kills than ``before``. The sandbox's reason says so at once, not at
+        the next usage sample."""
+        usage = self._engine.usage
+        if said:
+            with contextlib.suppress(DriverError, OSError):
+                await usage.notice(record, await usage.stats(record))
+            return True
+        if before is None:
+            return False
         now = await self._engine.drivers[record.tier].oom_kills(record.spec)
         if now > max(before, record.oom_seen):  # say so at once, not at the next usage sample
             record.oom_seen = now

@@ -172,7 +172,7 @@ class Sandboxes:
     async def stats(self, sandbox_id: str) -> SandboxStats:
         """What the sandbox uses now."""
         record = self._engine.record(sandbox_id)
-        stats = await self._engine.drivers[record.tier].stats(record.spec)
+        stats = await self._engine.usage.stats(record)
         return SandboxStats(memory_bytes=stats.memory_bytes,
                             memory_limit_bytes=stats.memory_limit_bytes,
                             cpu_seconds=stats.cpu_seconds, pids=stats.pids,

@@ -6,12 +6,15 @@ pids), the size of its writable layer and its network counters, keeping the last
 pass notices what nobody asked for: an OOM kill of one of the sandbox's processes (reported as
 an event and as the sandbox's ``reason``, "out of memory (python3)") and a sandbox whose runtime
 died at its memory or pids limit (ended at once with that reason, rather than left to hang).
+Where the sandbox's own kernel enforces those limits (``RuntimeDriver.limits_inside``: a
+microVM's guest), what they killed or refused comes from its agent (``sys.stats``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from ..models import UsageHistory, UsageSample
 from ..runtimes.base import DriverError, NotSupported, Stats
+from ..runtimes.channel import AgentCallError, ChannelClosed
 from .errors import SandboxNotFound
 
 if TYPE_CHECKING:
@@ -32,6 +36,9 @@ log = logging.getLogger("stockade.engine")
 #: Seconds between samples (``STOCKADE_USAGE_INTERVAL``) and samples kept per sandbox.
 INTERVAL = float(os.environ.get("STOCKADE_USAGE_INTERVAL", "5"))
 HISTORY = 120
+#: Seconds an agent has to answer ``sys.stats`` (a sandbox too busy to answer is sampled
+#: from its host cgroup alone).
+AGENT_STATS_TIMEOUT = 2.0
 
 
 def _disk_bytes(layer: Path) -> int:
@@ -88,7 +95,7 @@ class Usage:
         """Take one sample of a running sandbox and act on what the kernel did to it."""
         engine = self._engine
         driver = engine.drivers[record.tier]
-        stats = await driver.stats(record.spec)
+        stats = await self.stats(record)
         await self.notice(record, stats)
         if record.id not in engine.live_ids():
             return
@@ -109,12 +116,34 @@ class Usage:
             net_rx_bytes=traffic[0] if traffic else None,
             net_tx_bytes=traffic[1] if traffic else None))
 
+    async def stats(self, record: "SandboxRecord") -> Stats:
+        """What a sandbox uses now and what its limits killed or refused: its runtime's host
+        cgroup, plus its agent's own where its kernel enforces the limits inside (the OOM kills
+        and refused forks of its commands, the victim's name and its process count)."""
+        driver = self._engine.drivers[record.tier]
+        stats = await driver.stats(record.spec)
+        channel = self._engine.open_channel(record.id) if driver.limits_inside else None
+        if channel is None or record.state != "running":
+            return stats
+        try:
+            found = await asyncio.wait_for(channel.call("sys.stats"), AGENT_STATS_TIMEOUT)
+            victim = found.get("oom_victim")
+            return dataclasses.replace(
+                stats, oom_kills=stats.oom_kills + int(found["oom_kills"]),
+                pids_limit_hits=stats.pids_limit_hits + int(found["pids_limit_hits"]),
+                pids=int(found["pids"]),
+                oom_victim=victim[:64] if isinstance(victim, str) and victim.isprintable()
+                and victim else None)
+        except (AgentCallError, ChannelClosed, asyncio.TimeoutError, AttributeError, KeyError,
+                TypeError, ValueError):  # busy, gone, or an answer the host does not trust
+            return stats
+
     async def notice(self, record: "SandboxRecord", stats: Stats) -> None:
         """Report new OOM kills; end a sandbox whose runtime died at its memory or pids limit."""
         engine = self._engine
         if stats.oom_kills > record.oom_seen:
             record.oom_seen = stats.oom_kills
-            await engine.note_oom(record)
+            await engine.note_oom(record, stats.oom_victim)
         if stats.pids_limit_hits > record.pids_seen:
             record.pids_seen = stats.pids_limit_hits
             engine.note_limit(record, "pids_limit", f"process limit reached ({record.resources.pids} "

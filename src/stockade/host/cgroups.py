@@ -26,6 +26,9 @@ class Stats:
     pids: int = 0
     oom_kills: int = 0
     pids_limit_hits: int = 0  # forks the pids limit refused
+    #: The name of the last process the OOM killer killed, where the runtime itself knows it
+    #: (a microVM guest's agent); else the engine reads the host kernel's log.
+    oom_victim: str | None = None
 
 
 def cgroup_parent(data_dir: Path) -> str:

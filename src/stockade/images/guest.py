@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ AGENT_PORT = "org.stockade.agent"
 CONFIG_TAG = "stockade.cfg"
 PROBE_OK = "STOCKADE-PROBE-OK"
 INIT_FAILED = "STOCKADE-INIT-FAILED"
+#: Seconds an initramfs of another version is kept after a new one is built.
+OLD_INITRD_AGE = 24 * 3600
 
 INIT = r"""#!/bin/busybox sh
 # Stockade guest init: load virtio modules, build the overlay root, start the agent as PID 1.
@@ -379,9 +382,12 @@ def initramfs(images_dir: Path, agent_dir: Path) -> Path:
     for name, data in agent:
         cpio.file(f"agent/{name}", data)
     _write_atomic(target, cpio.finish())
+    # Old versions go once a day old: engines of another version may share this directory
+    # (and rebuild theirs when it is gone); running VMs keep their open copy.
+    horizon = time.time() - OLD_INITRD_AGE
     for old in target.parent.glob("initrd-*.img"):
-        if old != target:  # running VMs keep their open copy
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):
+            if old != target and old.stat().st_mtime < horizon:
                 old.unlink()
     return target
 

@@ -170,6 +170,11 @@ class RuntimeDriver(abc.ABC):
 
     tier: ClassVar[str]
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: The sandbox's own kernel enforces its memory and pids limits on its commands (a microVM
+    #: guest, whose agent keeps them in a cgroup of their own: agent/limits.py), while the
+    #: host's cgroup holds the runtime as a whole. The engine then adds what the agent's
+    #: ``sys.stats`` says those limits killed or refused to :meth:`stats` (engine/usage.py).
+    limits_inside: ClassVar[bool] = False
 
     @property
     def layer_uid_base(self) -> int:

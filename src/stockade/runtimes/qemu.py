@@ -43,7 +43,8 @@ from .base import (Capabilities, DriverError, NotSupported, RuntimeDriver, Runti
                    SandboxSpec, Stats, greet)
 from .channel import AgentChannel, ChannelClosed
 from .qemu_accel import Accelerator, choose_accelerator
-from .qemu_snapshot import MACHINE, Machine, Templates, renewal, resume_saved, save_running
+from .qemu_snapshot import (MACHINE, Machine, Templates, renewal, resume_saved, save_running,
+                            set_limits)
 
 QEMU = "qemu-system-x86_64"
 #: Host uids of microVMs: one per sandbox, derived from its id, above the container tier's range.
@@ -79,6 +80,9 @@ class QemuDriver(RuntimeDriver):
                                 network_policy=True, workspace=True, archive=True,
                                 memory_snapshot_start=True, snapshot_start_with_network=True,
                                 snapshot_start_with_volumes=True)
+    #: The guest's agent keeps the commands in a cgroup with the sandbox's pids limit and the
+    #: guest's memory less a reserve (agent/limits.py): a bomb is killed or refused inside.
+    limits_inside = True
 
     def __init__(self, data_dir: Path, images: ImageStore, agent_dir: Path) -> None:
         self.data_dir = data_dir
@@ -149,7 +153,10 @@ class QemuDriver(RuntimeDriver):
         await self._launch(spec, machine, template=template)
         timeout = float(os.environ.get("STOCKADE_MICROVM_BOOT_TIMEOUT") or BOOT_TIMEOUT[machine.accel])
         channel = await self._wait_agent(spec, timeout)
-        await channel.aclose()
+        try:
+            await set_limits(channel, spec)
+        finally:
+            await channel.aclose()
 
     async def sync_guest(self, spec: SandboxSpec, timeout: float = 60.0) -> None:
         """Have the guest write its dirty pages to its disk (``sys.sync`` through the agent)."""

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 from .. import host
 from . import qemu_devices
 from .base import DriverError, SandboxSpec
-from .channel import AgentCallError, ChannelClosed
+from .channel import AgentCallError, AgentChannel, ChannelClosed
 from .qemu_migrate import MigrationFailed, Qmp, load_memory, save_memory
 from .suspend import CheckpointCorrupt, seal, verify
 
@@ -156,6 +156,7 @@ async def load(driver: "QemuDriver", spec: SandboxSpec, machine: Machine, memory
     channel = await driver._wait_agent(spec, RESTORE_AGENT_TIMEOUT)
     try:
         await asyncio.wait_for(channel.call("sys.seed", renewal(spec, identity)), 15.0)
+        await set_limits(channel, spec)
         if identity and qemu_devices.needs_config(spec):  # its own network and volumes
             await asyncio.wait_for(channel.call("sys.setup"), SETUP_TIMEOUT)
     except (AgentCallError, ChannelClosed, asyncio.TimeoutError) as exc:
@@ -163,6 +164,19 @@ async def load(driver: "QemuDriver", spec: SandboxSpec, machine: Machine, memory
                           f"entropy, identity and settings: {exc!r}") from None
     finally:
         await channel.aclose()
+
+
+async def set_limits(channel: AgentChannel, spec: SandboxSpec) -> None:
+    """Give the guest's agent the sandbox's limits for its commands (``sys.limits``, after every
+    boot and restore: a template VM was booted for another sandbox). A guest that cannot keep
+    them (a kernel without the cgroup controllers) runs its commands limited by the VM alone."""
+    try:
+        await asyncio.wait_for(channel.call("sys.limits", {"pids": spec.resources.pids}), 15.0)
+    except AgentCallError as exc:
+        log.warning("microVM %s: no limits inside the guest: %s", spec.id, exc)
+    except (ChannelClosed, asyncio.TimeoutError) as exc:
+        raise DriverError(f"the agent of microVM {spec.id} did not take its limits: "
+                          f"{exc!r}") from None
 
 
 def renewal(spec: SandboxSpec, identity: bool) -> dict[str, Any]:
