@@ -62,8 +62,11 @@ def test_create_body_becomes_a_stockade_spec() -> None:
     assert spec.network.allow_out == ["192.0.2.1"]
     assert [(m.path, m.volume) for m in spec.volumes] == [("/mnt/data", "data")]
     assert wire.NewSandbox.model_validate({"templateID": "base"}).spec().network is None
-    for refused in ({"mcp": {"x": {}}}, {"autoResume": {"enabled": True}},
-                    {"network": {"rules": {"a.com": []}}}, {"iam": {"tokens": [1]}}):
+    resumed = wire.NewSandbox.model_validate({"templateID": "base", "autoPause": True,
+                                              "autoResume": {"enabled": True}}).spec()
+    assert (resumed.on_timeout, resumed.auto_resume) == ("pause", True)
+    for refused in ({"mcp": {"x": {}}}, {"network": {"rules": {"a.com": []}}},
+                    {"iam": {"tokens": [1]}}):
         with pytest.raises(ValueError, match="not supported"):
             wire.NewSandbox.model_validate({"templateID": "base", **refused}).spec()
 
