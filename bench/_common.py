@@ -22,8 +22,10 @@ def machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return (f"{platform.node()}: {os.cpu_count()} cores ({cpu}), kernel {platform.release()}, "
-            f"python {platform.python_version()}")
+    return (
+        f"{platform.node()}: {os.cpu_count()} cores ({cpu}), kernel {platform.release()}, "
+        f"python {platform.python_version()}"
+    )
 
 
 def median_ms(samples: list[float]) -> float:
@@ -53,8 +55,12 @@ class PrivateDaemon:
         env = dict(os.environ)
         if self.pool_size is not None:
             env["STOCKADE_POOL_SIZE"] = str(self.pool_size)
-        self.proc = subprocess.Popen([sys.executable, "-m", "stockade.server", "--data-dir",
-                                      str(self.data_dir)], stdout=log, stderr=log, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stockade.server", "--data-dir", str(self.data_dir)],
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
         sock = self.data_dir / "private" / "stockade.sock"
         for _ in range(600):
             if sock.exists():

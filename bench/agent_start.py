@@ -52,18 +52,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 def checkout(ref: str, into: Path) -> Path:
     """The agent package at git ``ref``, as a directory a sandbox can read."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "src/stockade/agent"],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into), "--strip-components=2"], input=archive,
-                   check=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", ref, "src/stockade/agent"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into), "--strip-components=2"], input=archive, check=True)
     into.chmod(0o755)
     return into / "agent"
 
 
 def agent_code(agent_dir: Path, sock: str) -> str:
     """What runtimes/oci.py's AGENT_ARGS runs, with this tree's directory and socket."""
-    return (f"import sys; sys.path[:0] = [{str(agent_dir.parent)!r}]; "
-            f"from agent.main import main; main(['--listen', {sock!r}])")
+    return (
+        f"import sys; sys.path[:0] = [{str(agent_dir.parent)!r}]; "
+        f"from agent.main import main; main(['--listen', {sock!r}])"
+    )
 
 
 def hello(conn: socket.socket) -> None:
@@ -80,8 +82,11 @@ def host_once(agent_dir: Path, work: Path, *flags: str) -> tuple[float, float, s
     sock = str(work / "agent.sock")
     with tempfile.TemporaryFile() as err:
         t = time.perf_counter()
-        proc = subprocess.Popen([PYTHON, *flags, "-I", "-S", "-c", agent_code(agent_dir, sock)],
-                                stdin=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [PYTHON, *flags, "-I", "-S", "-c", agent_code(agent_dir, sock)],
+            stdin=subprocess.DEVNULL,
+            stderr=err,
+        )
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             while True:
@@ -89,7 +94,7 @@ def host_once(agent_dir: Path, work: Path, *flags: str) -> tuple[float, float, s
                     conn.connect(sock)
                     break
                 except (FileNotFoundError, ConnectionRefusedError):  # not bound, or bound
-                    if proc.poll() is not None:                       # but not listening
+                    if proc.poll() is not None:  # but not listening
                         raise SystemExit(f"the agent exited with {proc.returncode}") from None
                     time.sleep(0.0002)
             listening = time.perf_counter() - t
@@ -106,9 +111,13 @@ def host_once(agent_dir: Path, work: Path, *flags: str) -> tuple[float, float, s
 def modules_by_hello(agent_dir: Path, work: Path) -> list[str]:
     """The modules the agent imported until it answered hello (``-X importtime``)."""
     _, _, err = host_once(agent_dir, work, "-X", "importtime")
-    return [line.split("|")[-1].strip() for line in err.splitlines()
-            if line.startswith("import time:") and not line.endswith("| imported package")
-            and "cumulative" not in line]
+    return [
+        line.split("|")[-1].strip()
+        for line in err.splitlines()
+        if line.startswith("import time:")
+        and not line.endswith("| imported package")
+        and "cumulative" not in line
+    ]
 
 
 async def sandbox_once(driver: OciDriver, data: Path, n: int) -> dict[str, float]:
@@ -130,8 +139,12 @@ async def sandbox_once(driver: OciDriver, data: Path, n: int) -> dict[str, float
     if outcome.get("exit_code") != 0:
         raise SystemExit(f"true failed in the sandbox: {outcome}")
     run = runs[0] if runs else 0.0
-    return {"runtime run": run, "agent ready": t2 - t1 - run, "first command": t3 - t2,
-            "create->output": t3 - t0}
+    return {
+        "runtime run": run,
+        "agent ready": t2 - t1 - run,
+        "first command": t3 - t2,
+        "create->output": t3 - t0,
+    }
 
 
 def ms(samples: list[float]) -> str:
@@ -151,11 +164,11 @@ def host_table(trees: dict[str, Path], runs: int, work: Path) -> None:
             if n:  # the first of each warms the page cache
                 samples[name][0].append(listening)
                 samples[name][1].append(answered)
-    rows: list[tuple[str, ...]] = [("agent", "modules by hello", "start->listening",
-                                    "start->hello answered")]
+    rows: list[tuple[str, ...]] = [("agent", "modules by hello", "start->listening", "start->hello answered")]
     for name, path in trees.items():
-        rows.append((name, str(len(modules_by_hello(path, work))), ms(samples[name][0]),
-                     ms(samples[name][1])))
+        rows.append(
+            (name, str(len(modules_by_hello(path, work))), ms(samples[name][0]), ms(samples[name][1]))
+        )
     if len(trees) == 2:
         (a, b) = (samples[k] for k in trees)
         rows.append(("after/before", "", ratio(a[0], b[0]), ratio(a[1], b[1])))
@@ -165,13 +178,11 @@ def host_table(trees: dict[str, Path], runs: int, work: Path) -> None:
 
 def tier_table(tier: str, trees: dict[str, Path], runs: int, images: ImageStore) -> None:
     names = [*trees, "raw true", "raw python3"]
-    dirs = {name: Path(tempfile.mkdtemp(prefix="stockade-bench-as-", dir="/var/tmp"))
-            for name in names}
+    dirs = {name: Path(tempfile.mkdtemp(prefix="stockade-bench-as-", dir="/var/tmp")) for name in names}
     for d in dirs.values():
         (d / "sandboxes").mkdir(mode=0o711)
         d.chmod(0o711)
-    drivers = {name: DRIVERS[tier](dirs[name], images, trees.get(name, trees["after"]))
-               for name in names}
+    drivers = {name: DRIVERS[tier](dirs[name], images, trees.get(name, trees["after"])) for name in names}
     # Two raw baselines: /bin/true, and Python's own start (the floor under a Python agent).
     raw = Raw(drivers["raw true"], dirs["raw true"])
     python = Raw(drivers["raw python3"], dirs["raw python3"], ("python3", "-I", "-S", "-c", "pass"))
@@ -182,8 +193,10 @@ def tier_table(tier: str, trees: dict[str, Path], runs: int, images: ImageStore)
     try:
         for n in range(runs + 1):
             r, py = raw.once(), python.once()
-            found = {name: asyncio.run(sandbox_once(drivers[name], dirs[name], n))
-                     for name in (order if n % 2 else order[::-1])}
+            found = {
+                name: asyncio.run(sandbox_once(drivers[name], dirs[name], n))
+                for name in (order if n % 2 else order[::-1])
+            }
             if n == 0:
                 continue  # the first of each warms caches (blank disk, page cache)
             raw_s.append(r)
@@ -196,26 +209,54 @@ def tier_table(tier: str, trees: dict[str, Path], runs: int, images: ImageStore)
         python.close()
         for d in dirs.values():
             shutil.rmtree(d, ignore_errors=True)
-    rows: list[tuple[str, ...]] = [("agent", "raw true", "raw python3", "runtime run", "agent ready",
-                                    "first command", "create->output", "ratio to raw")]
+    rows: list[tuple[str, ...]] = [
+        (
+            "agent",
+            "raw true",
+            "raw python3",
+            "runtime run",
+            "agent ready",
+            "first command",
+            "create->output",
+            "ratio to raw",
+        )
+    ]
     for name in trees:
         ph = phases[name]
-        rows.append((name, ms(raw_s), ms(python_s), ms(ph["runtime run"]), ms(ph["agent ready"]),
-                     ms(ph["first command"]), ms(ph["create->output"]),
-                     f"{statistics.median(ph['create->output']) / statistics.median(raw_s):.2f}x"))
+        rows.append(
+            (
+                name,
+                ms(raw_s),
+                ms(python_s),
+                ms(ph["runtime run"]),
+                ms(ph["agent ready"]),
+                ms(ph["first command"]),
+                ms(ph["create->output"]),
+                f"{statistics.median(ph['create->output']) / statistics.median(raw_s):.2f}x",
+            )
+        )
     if len(trees) == 2:
         a, b = (phases[k] for k in trees)
-        rows.append(("after/before", "", "", ratio(a["runtime run"], b["runtime run"]),
-                     ratio(a["agent ready"], b["agent ready"]),
-                     ratio(a["first command"], b["first command"]),
-                     ratio(a["create->output"], b["create->output"]), ""))
+        rows.append(
+            (
+                "after/before",
+                "",
+                "",
+                ratio(a["runtime run"], b["runtime run"]),
+                ratio(a["agent ready"], b["agent ready"]),
+                ratio(a["first command"], b["first command"]),
+                ratio(a["create->output"], b["create->output"]),
+                "",
+            )
+        )
     print(f"\n{tier} (driver, cold, no pool), median of {runs}:")
     table(rows)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--baseline", help="git ref of the agent to compare with ('before')")
     parser.add_argument("--runs", type=int, default=15, help="sandboxes per tree and tier")
     parser.add_argument("--host-runs", type=int, default=40)

@@ -104,8 +104,10 @@ def main() -> None:
     pg = Postgres().start()
     cluster = Cluster()
     # The baseline keeps its store in the same PostgreSQL, so only the cluster's hops differ.
-    server = Server(Path(tempfile.mkdtemp(prefix="stockade-bench-srv-", dir="/var/tmp")),
-                    database_url=pg.create_database("stockade_bench_single"))
+    server = Server(
+        Path(tempfile.mkdtemp(prefix="stockade-bench-srv-", dir="/var/tmp")),
+        database_url=pg.create_database("stockade_bench_single"),
+    )
     host = Host("bench", cluster.address, slots="container=4")
     cluster.hosts["bench"] = host
     try:
@@ -134,14 +136,28 @@ def main() -> None:
             lost = time_to_lost(c, host)
         m = statistics.median
         print(machine())
-        table([("measure", "single host", "cluster", "ratio", "added", "goal"),
-               (f"create-to-first-output (median of {args.runs})", ms(m(srv_c)), ms(m(clu_c)),
-                f"{m(clu_c) / m(srv_c):.2f}x", ms(m(clu_c) - m(srv_c)), "<= 1.2x"),
-               (f"command round trip (median of {args.round_trips})", ms(m(srv_r)),
-                ms(m(clu_r)), f"{m(clu_r) / m(srv_r):.2f}x", ms(m(clu_r) - m(srv_r)),
-                "<= +5 ms")])
-        print(f"placement decision (reserve a slot, median of {args.round_trips}): "
-              f"{ms(m(placing))}")
+        table(
+            [
+                ("measure", "single host", "cluster", "ratio", "added", "goal"),
+                (
+                    f"create-to-first-output (median of {args.runs})",
+                    ms(m(srv_c)),
+                    ms(m(clu_c)),
+                    f"{m(clu_c) / m(srv_c):.2f}x",
+                    ms(m(clu_c) - m(srv_c)),
+                    "<= 1.2x",
+                ),
+                (
+                    f"command round trip (median of {args.round_trips})",
+                    ms(m(srv_r)),
+                    ms(m(clu_r)),
+                    f"{m(clu_r) / m(srv_r):.2f}x",
+                    ms(m(clu_r) - m(srv_r)),
+                    "<= +5 ms",
+                ),
+            ]
+        )
+        print(f"placement decision (reserve a slot, median of {args.round_trips}): {ms(m(placing))}")
         print(f"host SIGKILL to its sandbox reported lost (one sample): {lost:.2f} s")
     finally:
         server.kill_all_sandboxes()
@@ -152,8 +168,9 @@ def main() -> None:
         stop(cluster.head)
         pg.stop()
         left = sweep(host.data_dir)
-        subprocess.run(["rm", "-rf", str(server.data_dir), str(host.data_dir),
-                        str(cluster.ray_dir)], check=False)
+        subprocess.run(
+            ["rm", "-rf", str(server.data_dir), str(host.data_dir), str(cluster.ray_dir)], check=False
+        )
         if left:
             print(f"warning: the cluster left sandboxes behind (swept): {left}")
 

@@ -43,8 +43,9 @@ def timed(c: httpx.Client, path: str, **kwargs: Any) -> float:
 def stopped_workspace(c: httpx.Client) -> tuple[str, float]:
     """A workspace with a file written, then stopped: its id and the stop's seconds."""
     sandbox_id = c.post("/sandboxes", json=WORKSPACE).json()["id"]
-    r = c.post(f"/sandboxes/{sandbox_id}/processes",
-               json={"cmd": "head -c 1000000 /dev/urandom > /home/user/blob"})
+    r = c.post(
+        f"/sandboxes/{sandbox_id}/processes", json={"cmd": "head -c 1000000 /dev/urandom > /home/user/blob"}
+    )
     assert '"end"' in r.text, r.text
     return sandbox_id, timed(c, f"/sandboxes/{sandbox_id}/stop")
 
@@ -64,11 +65,12 @@ def main() -> None:
     pg = Postgres().start()
     cluster = Cluster()
     shared = Path(tempfile.mkdtemp(prefix="stockade-bench-shared-", dir="/var/tmp"))
-    server = Server(Path(tempfile.mkdtemp(prefix="stockade-bench-srv-", dir="/var/tmp")),
-                    database_url=pg.create_database("stockade_bench_single"))
+    server = Server(
+        Path(tempfile.mkdtemp(prefix="stockade-bench-srv-", dir="/var/tmp")),
+        database_url=pg.create_database("stockade_bench_single"),
+    )
     for name in ("a", "b"):
-        cluster.hosts[name] = Host(name, cluster.address, slots="container=4",
-                                   shared_dir=shared)
+        cluster.hosts[name] = Host(name, cluster.address, slots="container=4", shared_dir=shared)
     try:
         server.start()
         cluster.start_head()
@@ -105,15 +107,31 @@ def main() -> None:
             c.delete(f"/sandboxes/{cid}")
         m = statistics.median
         print(machine())
-        table([("measure", "baseline", "cluster", "ratio", "added"),
-               (f"workspace stop (1 MB written; median of {args.runs}), single host vs "
-                f"replica with export to shared storage", ms(m(srv_stop)), ms(m(clu_stop)),
-                f"{m(clu_stop) / m(srv_stop):.2f}x", ms(m(clu_stop) - m(srv_stop))),
-               ("stopped workspace start: on its own host (median) vs moved to another host "
-                "after its host's death (one sample)", ms(m(own_start)), ms(moved),
-                f"{moved / m(own_start):.2f}x", ms(moved - m(own_start)))])
-        print(f"drain of a host with 4 free container slots (median of {args.runs}): "
-              f"{ms(m(drains))}; undrain: {ms(m(undrains))}")
+        table(
+            [
+                ("measure", "baseline", "cluster", "ratio", "added"),
+                (
+                    f"workspace stop (1 MB written; median of {args.runs}), single host vs "
+                    f"replica with export to shared storage",
+                    ms(m(srv_stop)),
+                    ms(m(clu_stop)),
+                    f"{m(clu_stop) / m(srv_stop):.2f}x",
+                    ms(m(clu_stop) - m(srv_stop)),
+                ),
+                (
+                    "stopped workspace start: on its own host (median) vs moved to another host "
+                    "after its host's death (one sample)",
+                    ms(m(own_start)),
+                    ms(moved),
+                    f"{moved / m(own_start):.2f}x",
+                    ms(moved - m(own_start)),
+                ),
+            ]
+        )
+        print(
+            f"drain of a host with 4 free container slots (median of {args.runs}): "
+            f"{ms(m(drains))}; undrain: {ms(m(undrains))}"
+        )
     finally:
         server.kill_all_sandboxes()
         server.stop()
@@ -124,8 +142,17 @@ def main() -> None:
         stop(cluster.head)
         pg.stop()
         left = [i for h in cluster.hosts.values() for i in sweep(h.data_dir)]
-        subprocess.run(["rm", "-rf", str(server.data_dir), str(cluster.ray_dir), str(shared),
-                        *(str(h.data_dir) for h in cluster.hosts.values())], check=False)
+        subprocess.run(
+            [
+                "rm",
+                "-rf",
+                str(server.data_dir),
+                str(cluster.ray_dir),
+                str(shared),
+                *(str(h.data_dir) for h in cluster.hosts.values()),
+            ],
+            check=False,
+        )
         if left:
             print(f"warning: the cluster left sandboxes behind (swept): {left}")
 

@@ -42,8 +42,12 @@ def main() -> None:
     with PrivateDaemon():
         for tier in args.tiers.split(","):
             n = args.round_trips if tier == "container" else max(20, args.round_trips // 4)
-            with Sandbox.create(TEMPLATE, isolation=tier, timeout=900,  # type: ignore[arg-type]
-                                memory_mb=1024) as sb:
+            with Sandbox.create(
+                TEMPLATE,
+                isolation=tier,
+                timeout=900,  # type: ignore[arg-type]
+                memory_mb=1024,
+            ) as sb:
                 sb.run_code("1+1")
                 sb.run_code("true", language="bash")
                 code = median_ms(timed(lambda: sb.run_code("1+1"), n))
@@ -51,17 +55,41 @@ def main() -> None:
             # The baseline runs in a plain sandbox of its own, away from the kernel's background work.
             with Sandbox.create(isolation=tier, timeout=900) as plain_sb:  # type: ignore[arg-type]
                 command = median_ms(timed(lambda: plain_sb.commands.run("true"), n))
-            rows.append((tier, f'run_code("1+1"), warm, n={n}', f"{code:.1f}",
-                         "commands.run('true')", f"{command:.1f}", f"{code / command:.2f}"))
-            rows.append((tier, f"bash context `true`, warm, n={n}", f"{bash:.1f}",
-                         "commands.run('true')", f"{command:.1f}", f"{bash / command:.2f}"))
+            rows.append(
+                (
+                    tier,
+                    f'run_code("1+1"), warm, n={n}',
+                    f"{code:.1f}",
+                    "commands.run('true')",
+                    f"{command:.1f}",
+                    f"{code / command:.2f}",
+                )
+            )
+            rows.append(
+                (
+                    tier,
+                    f"bash context `true`, warm, n={n}",
+                    f"{bash:.1f}",
+                    "commands.run('true')",
+                    f"{command:.1f}",
+                    f"{bash / command:.2f}",
+                )
+            )
             print(*rows[-2], sep="  ", flush=True)
             creates = args.creates if tier == "container" else max(2, args.creates // 2)
             create_to_first(TEMPLATE, tier, "code")  # warm the page cache and id-mapped copy
             first = median_ms([create_to_first(TEMPLATE, tier, "code") for _ in range(creates)])
             plain = median_ms([create_to_first(None, tier, "command") for _ in range(creates)])
-            rows.append((tier, f"create -> first result, n={creates}", f"{first:.0f}",
-                         "create -> `true` (base)", f"{plain:.0f}", f"{first / plain:.1f}"))
+            rows.append(
+                (
+                    tier,
+                    f"create -> first result, n={creates}",
+                    f"{first:.0f}",
+                    "create -> `true` (base)",
+                    f"{plain:.0f}",
+                    f"{first / plain:.1f}",
+                )
+            )
             print(*rows[-1], sep="  ", flush=True)
     print()
     table(rows)

@@ -51,8 +51,7 @@ class Raw:
 
     def __init__(self, driver: OciDriver, data: Path, args: tuple[str, ...] = ("/bin/true",)) -> None:
         self.driver = driver
-        self.spec = SandboxSpec(id="rawbench", image="base",
-                                directory=data / "sandboxes" / "rawbench")
+        self.spec = SandboxSpec(id="rawbench", image="base", directory=data / "sandboxes" / "rawbench")
         asyncio.run(driver.create(self.spec))
         config_path = self.spec.directory / "bundle" / "config.json"
         config = json.loads(config_path.read_text())
@@ -66,8 +65,11 @@ class Raw:
         self.n += 1
         cid = f"raw{self.n}"
         t = time.perf_counter()
-        subprocess.run([*self.base, "run", "--bundle", str(self.spec.directory / "bundle"), cid],
-                       check=True, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            [*self.base, "run", "--bundle", str(self.spec.directory / "bundle"), cid],
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
         subprocess.run([*self.base, "delete", "--force", cid], check=False)
         return time.perf_counter() - t
 
@@ -119,8 +121,14 @@ async def driver_once(driver: OciDriver, data: Path, n: int) -> dict[str, float]
         await driver.destroy(spec)
         t4 = time.perf_counter()
     run = spawned[0] if spawned else 0.0
-    return {"create": t1 - t0, "runtime run": run, "agent ready": t2 - t1 - run,
-            "first call": t3 - t2, "stop+destroy": t4 - t3, "total": t4 - t0}
+    return {
+        "create": t1 - t0,
+        "runtime run": run,
+        "agent ready": t2 - t1 - run,
+        "first call": t3 - t2,
+        "stop+destroy": t4 - t3,
+        "total": t4 - t0,
+    }
 
 
 def daemon_once(tier: str) -> tuple[float, float]:
@@ -178,9 +186,21 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {machine()}")
     images = ImageStore(default_images_dir())
-    rows: list[tuple[str, ...]] = [("tier", "raw run+delete", "driver create", "runtime run", "agent ready",
-             "first call", "driver stop+destroy", "daemon create->output", "ratio to raw",
-             "daemon kill", f"creates/s ({args.clients} clients)")]
+    rows: list[tuple[str, ...]] = [
+        (
+            "tier",
+            "raw run+delete",
+            "driver create",
+            "runtime run",
+            "agent ready",
+            "first call",
+            "driver stop+destroy",
+            "daemon create->output",
+            "ratio to raw",
+            "daemon kill",
+            f"creates/s ({args.clients} clients)",
+        )
+    ]
     with PrivateDaemon(pool_size=0):
         Sandbox.create().kill()  # warm the id-mapped image copy and the page cache
         for tier in args.tier or list(DRIVERS):
@@ -209,18 +229,27 @@ def main() -> None:
                 raw.close()
                 shutil.rmtree(data, ignore_errors=True)
             rate = asyncio.run(throughput(tier, args.clients, args.cycles))
-            rows.append((tier, f"{ms(raw_s):.1f} ms", f"{ms(phases['create']):.1f} ms",
-                         f"{ms(phases['runtime run']):.1f} ms",
-                         f"{ms(phases['agent ready']):.1f} ms",
-                         f"{ms(phases['first call']):.1f} ms",
-                         f"{ms(phases['stop+destroy']):.1f} ms", f"{ms(created):.1f} ms",
-                         f"{ms(created) / ms(raw_s):.2f}x", f"{ms(killed):.1f} ms",
-                         f"{rate:.1f}"))
+            rows.append(
+                (
+                    tier,
+                    f"{ms(raw_s):.1f} ms",
+                    f"{ms(phases['create']):.1f} ms",
+                    f"{ms(phases['runtime run']):.1f} ms",
+                    f"{ms(phases['agent ready']):.1f} ms",
+                    f"{ms(phases['first call']):.1f} ms",
+                    f"{ms(phases['stop+destroy']):.1f} ms",
+                    f"{ms(created):.1f} ms",
+                    f"{ms(created) / ms(raw_s):.2f}x",
+                    f"{ms(killed):.1f} ms",
+                    f"{rate:.1f}",
+                )
+            )
             print("  ".join(rows[-1]), flush=True)
     print()
     table(rows)
-    pool_rows: list[tuple[str, ...]] = [("tier", "back-to-back create (pool floor 1)",
-                                         "create->output", "cycles/s")]
+    pool_rows: list[tuple[str, ...]] = [
+        ("tier", "back-to-back create (pool floor 1)", "create->output", "cycles/s")
+    ]
     with PrivateDaemon(pool_size=1):
         for tier in args.tier or list(DRIVERS):
             Sandbox.create(isolation=tier).kill()

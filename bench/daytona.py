@@ -64,10 +64,10 @@ def main() -> None:
         finish(server)
     print(machine())
     rows = [("figure", "daytona SDK ms", "stockade SDK ms", "ratio")]
-    for name, d, n in (("create-to-started", create_d, create_n),
-                       ("execute round trip", exec_d, exec_n)):
-        rows.append((name, f"{median_ms(d):.1f}", f"{median_ms(n):.1f}",
-                     f"{median_ms(d) / median_ms(n):.2f}x"))
+    for name, d, n in (("create-to-started", create_d, create_n), ("execute round trip", exec_d, exec_n)):
+        rows.append(
+            (name, f"{median_ms(d):.1f}", f"{median_ms(n):.1f}", f"{median_ms(d) / median_ms(n):.2f}x")
+        )
     table(rows)
 
 

@@ -54,8 +54,11 @@ def per_sandbox(data_dir: Path, ids: list[str]) -> tuple[float, float, float]:
     pids = [cgroup_pids(f"{parent}/{i}") for i in ids]
     charge = [cgroup_stats(f"{parent}/{i}").memory_bytes for i in ids]
     mib = float(1 << 20)
-    return (statistics.mean(map(_pss, pids)) / mib, statistics.mean(charge) / mib,
-            statistics.mean(map(_tasks, pids)))
+    return (
+        statistics.mean(map(_pss, pids)) / mib,
+        statistics.mean(charge) / mib,
+        statistics.mean(map(_tasks, pids)),
+    )
 
 
 async def _round_trip(sb: AsyncSandbox, n: int = 10) -> float:
@@ -67,8 +70,9 @@ async def _round_trip(sb: AsyncSandbox, n: int = 10) -> float:
     return statistics.median(samples) * 1000
 
 
-async def fill(tier: str, target: int, step: int, clients: int, data_dir: Path,
-               rows: list[tuple[str, ...]]) -> tuple[int, str]:
+async def fill(
+    tier: str, target: int, step: int, clients: int, data_dir: Path, rows: list[tuple[str, ...]]
+) -> tuple[int, str]:
     """Create sandboxes in steps up to ``target``; return how many lived and the first error."""
     live: list[AsyncSandbox] = []
     error = ""
@@ -97,27 +101,45 @@ async def fill(tier: str, target: int, step: int, clients: int, data_dir: Path,
             pss, charge, tasks = per_sandbox(data_dir, [sb.sandbox_id for sb in live])
             rt = await _round_trip(live[-1]) if live else 0.0
             first = await _round_trip(live[0]) if live else 0.0
-            rows.append((tier, str(len(live)), f"{statistics.median(times) * 1000:.0f} ms"
-                         if times else "-", f"{first:.1f} / {rt:.1f} ms",
-                         f"{pss:.1f} MiB", f"{charge:.1f} MiB", f"{tasks:.0f}"))
+            rows.append(
+                (
+                    tier,
+                    str(len(live)),
+                    f"{statistics.median(times) * 1000:.0f} ms" if times else "-",
+                    f"{first:.1f} / {rt:.1f} ms",
+                    f"{pss:.1f} MiB",
+                    f"{charge:.1f} MiB",
+                    f"{tasks:.0f}",
+                )
+            )
             print("  ".join(rows[-1]), flush=True)
     finally:
         reached = len(live)
         for i in range(0, len(live), 16):
-            await asyncio.gather(*(sb.kill() for sb in live[i:i + 16]), return_exceptions=True)
+            await asyncio.gather(*(sb.kill() for sb in live[i : i + 16]), return_exceptions=True)
     return reached, error
 
 
 async def run(args: argparse.Namespace, data_dir: Path) -> None:
     rows: list[tuple[str, ...]] = [
-        ("tier", "live", "create p50", "round trip oldest / newest", "PSS per sandbox",
-         "cgroup charge per sandbox", "host tasks per sandbox")]
+        (
+            "tier",
+            "live",
+            "create p50",
+            "round trip oldest / newest",
+            "PSS per sandbox",
+            "cgroup charge per sandbox",
+            "host tasks per sandbox",
+        )
+    ]
     results = []
     for tier, target in (("container", args.container), ("gvisor", args.gvisor)):
         if target > 0:
             reached, error = await fill(tier, target, args.step, args.clients, data_dir, rows)
-            results.append(f"{tier}: {reached} of {target} live sandboxes "
-                           f"{'(all made)' if reached == target else 'FAILED ' + error}")
+            results.append(
+                f"{tier}: {reached} of {target} live sandboxes "
+                f"{'(all made)' if reached == target else 'FAILED ' + error}"
+            )
     print()
     table(rows)
     print(*results, sep="\n")

@@ -40,8 +40,13 @@ def main() -> None:
     server = Server(new_data_dir()).start()
     try:
         key = server.new_key("bench")
-        os.environ.update(E2B_API_URL=server.url + "/e2b", E2B_SANDBOX_URL=server.url + "/e2b",
-                          E2B_API_KEY=key, STOCKADE_API_URL=server.url, STOCKADE_API_KEY=key)
+        os.environ.update(
+            E2B_API_URL=server.url + "/e2b",
+            E2B_SANDBOX_URL=server.url + "/e2b",
+            E2B_API_KEY=key,
+            STOCKADE_API_URL=server.url,
+            STOCKADE_API_KEY=key,
+        )
         import e2b
 
         import stockade

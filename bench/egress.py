@@ -108,22 +108,60 @@ class World:
     def __enter__(self) -> "World":
         self.dir = Path(tempfile.mkdtemp(prefix="stockade-bench-world-", dir="/var/tmp"))
         self.cert, key = self.dir / "cert.pem", self.dir / "key.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
-                        "/CN=bench.test", "-keyout", str(key), "-out", str(self.cert),
-                        "-addext", "subjectAltName=DNS:bench.test,DNS:pass.test"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=bench.test",
+                "-keyout",
+                str(key),
+                "-out",
+                str(self.cert),
+                "-addext",
+                "subjectAltName=DNS:bench.test,DNS:pass.test",
+            ],
+            check=True,
+            capture_output=True,
+        )
         self.cert.chmod(0o644)
         self.dir.chmod(0o755)
         ns = self.name
-        for cmd in (f"ip netns add {ns}", f"ip link add {self.veth} type veth peer name pg0 netns {ns}",
-                    f"ip addr add {self.host_side}/30 dev {self.veth}", f"ip link set {self.veth} up",
-                    f"ip -n {ns} addr add {self.inside}/30 dev pg0", f"ip -n {ns} link set pg0 up",
-                    f"ip -n {ns} link set lo up", f"ip -n {ns} addr add {ADDRESS}/32 dev lo"):
+        for cmd in (
+            f"ip netns add {ns}",
+            f"ip link add {self.veth} type veth peer name pg0 netns {ns}",
+            f"ip addr add {self.host_side}/30 dev {self.veth}",
+            f"ip link set {self.veth} up",
+            f"ip -n {ns} addr add {self.inside}/30 dev pg0",
+            f"ip -n {ns} link set pg0 up",
+            f"ip -n {ns} link set lo up",
+            f"ip -n {ns} addr add {ADDRESS}/32 dev lo",
+        ):
             subprocess.run(cmd.split(), check=True)
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER,
-                                      ADDRESS, str(self.bulk_mb), str(self.cert), str(key)],
-                                     stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                sys.executable,
+                "-c",
+                SERVER,
+                ADDRESS,
+                str(self.bulk_mb),
+                str(self.cert),
+                str(key),
+            ],
+            stdout=subprocess.PIPE,
+        )
         assert self.proc.stdout is not None and self.proc.stdout.readline() == b"ready\n"
         return self
 
@@ -135,10 +173,13 @@ class World:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-CASES = [("http direct (8080)", 8080, "bench.test"), ("http via proxy (80)", 80, "bench.test"),
-         ("https direct (8443)", 8443, "bench.test"),
-         ("https via proxy, passed through (443)", 443, "pass.test"),
-         ("https via proxy, intercepted + secret (443)", 443, "bench.test")]
+CASES = [
+    ("http direct (8080)", 8080, "bench.test"),
+    ("http via proxy (80)", 80, "bench.test"),
+    ("https direct (8443)", 8443, "bench.test"),
+    ("https via proxy, passed through (443)", 443, "pass.test"),
+    ("https via proxy, intercepted + secret (443)", 443, "bench.test"),
+]
 
 
 def main() -> None:
@@ -151,36 +192,58 @@ def main() -> None:
     print(machine())
     results: dict[str, dict[str, list[float]]] = {c[0]: {"latency": [], "mbit": []} for c in CASES}
     with World(args.bulk_mb) as world:
-        os.environ.update({"STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{world.name}",
-                           "STOCKADE_NET_DNS": world.inside, "STOCKADE_POOL_SIZE": "0",
-                           "STOCKADE_CA_BUNDLE": str(world.cert)})
+        os.environ.update(
+            {
+                "STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{world.name}",
+                "STOCKADE_NET_DNS": world.inside,
+                "STOCKADE_POOL_SIZE": "0",
+                "STOCKADE_CA_BUNDLE": str(world.cert),
+            }
+        )
         with PrivateDaemon():
             Secret.set("BENCH_KEY", "Bearer " + secrets.token_hex(24), hosts=["bench.test"])
             network = {"allow_out": ["bench.test", "pass.test"], "bandwidth_mbit": 100_000}
-            with Sandbox.create(isolation=args.tier, network=network, timeout=900,  # type: ignore[arg-type]
-                                secrets=["BENCH_KEY"]) as sb:
+            with Sandbox.create(
+                isolation=args.tier,
+                network=network,
+                timeout=900,  # type: ignore[arg-type]
+                secrets=["BENCH_KEY"],
+            ) as sb:
                 for _ in range(args.rounds):
                     for label, port, name in CASES:
-                        r = sb.commands.run(["python3", "-c", CLIENT, str(args.requests), str(port),
-                                             name], timeout=600)
+                        r = sb.commands.run(
+                            ["python3", "-c", CLIENT, str(args.requests), str(port), name], timeout=600
+                        )
                         assert r.exit_code == 0, r.stderr
                         out = json.loads(r.stdout)
                         results[label]["latency"] += out["latency"]
                         results[label]["mbit"].append(out["mbit"])
     n = args.requests * args.rounds
-    rows = [("case", f"connect + request + 2-byte response, median of {n}",
-             f"{args.bulk_mb} MB download, median of {args.rounds}")]
+    rows = [
+        (
+            "case",
+            f"connect + request + 2-byte response, median of {n}",
+            f"{args.bulk_mb} MB download, median of {args.rounds}",
+        )
+    ]
     base = {"http": CASES[0][0], "https": CASES[2][0]}
     for label, _, _ in CASES:
         ref = results[base[label.split()[0]]]
         lat = statistics.median(results[label]["latency"]) * 1000
         lat0 = statistics.median(ref["latency"]) * 1000
         mb, mb0 = statistics.median(results[label]["mbit"]), statistics.median(ref["mbit"])
-        rows.append((label, f"{lat:.2f} ms (x{lat / lat0:.2f}, +{lat - lat0:.2f} ms)",
-                     f"{mb:.0f} Mbit/s (x{mb / mb0:.2f})"))
+        rows.append(
+            (
+                label,
+                f"{lat:.2f} ms (x{lat / lat0:.2f}, +{lat - lat0:.2f} ms)",
+                f"{mb:.0f} Mbit/s (x{mb / mb0:.2f})",
+            )
+        )
     table(rows)
-    print(f"tier {args.tier}; ratios against the direct case of the same protocol; bandwidth "
-          f"limit 100000 Mbit/s (so the proxy, not tc, is measured)")
+    print(
+        f"tier {args.tier}; ratios against the direct case of the same protocol; bandwidth "
+        f"limit 100000 Mbit/s (so the proxy, not tc, is measured)"
+    )
 
 
 if __name__ == "__main__":

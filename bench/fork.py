@@ -74,17 +74,36 @@ def raw_restore(data_dir: Path, source_id: str, layers: list[Path], i: int) -> f
         (bundle / "config.json").write_text(json.dumps(spec))
         with open(work / "runsc.log", "wb") as log:  # not a pipe: the sandbox keeps it
             t = time.perf_counter()
-            code = subprocess.run(["runsc", "--root", str(root), *RUNSC_FLAGS, "restore",
-                                   "--image-path", str(checkpoint), "--bundle", str(bundle),
-                                   "--detach", cid], stdout=log, stderr=log,
-                                  stdin=subprocess.DEVNULL, timeout=120).returncode
+            code = subprocess.run(
+                [
+                    "runsc",
+                    "--root",
+                    str(root),
+                    *RUNSC_FLAGS,
+                    "restore",
+                    "--image-path",
+                    str(checkpoint),
+                    "--bundle",
+                    str(bundle),
+                    "--detach",
+                    cid,
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                timeout=120,
+            ).returncode
             took = time.perf_counter() - t
         if code != 0:
             raise RuntimeError(f"raw runsc restore failed: {(work / 'runsc.log').read_text()}")
     finally:
-        subprocess.run(["runsc", "--root", str(root), *RUNSC_FLAGS, "delete", "--force",
-                        cid], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       stdin=subprocess.DEVNULL, timeout=120)
+        subprocess.run(
+            ["runsc", "--root", str(root), *RUNSC_FLAGS, "delete", "--force", cid],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
         asyncio.run(host.kill_cgroup(cgroup))  # whatever delete left
         for point in host.mounts_under(work):
             host.unmount(point)
@@ -115,11 +134,11 @@ def gvisor(data_dir: Path, runs: int, big_runs: int) -> list[tuple[str, ...]]:
         finally:
             keeper.kill()
     base = median_ms(raw)
-    return [("gvisor (paused, 20 MB process)", "raw runsc restore", f"{base:.0f} ms", "1.00x"),
-            ("", "fork of 1, per copy", f"{median_ms(one):.0f} ms",
-             f"{median_ms(one) / base:.2f}x"),
-            ("", "fork of 10, per copy", f"{median_ms(ten):.0f} ms",
-             f"{median_ms(ten) / base:.2f}x")]
+    return [
+        ("gvisor (paused, 20 MB process)", "raw runsc restore", f"{base:.0f} ms", "1.00x"),
+        ("", "fork of 1, per copy", f"{median_ms(one):.0f} ms", f"{median_ms(one) / base:.2f}x"),
+        ("", "fork of 10, per copy", f"{median_ms(ten):.0f} ms", f"{median_ms(ten) / base:.2f}x"),
+    ]
 
 
 def container(runs: int, big_runs: int) -> list[tuple[str, ...]]:
@@ -137,12 +156,11 @@ def container(runs: int, big_runs: int) -> list[tuple[str, ...]]:
             one += fork_per_copy(source, 1, 1)[0]
         ten, _ = fork_per_copy(source, 10, big_runs)
     base = median_ms(cold)
-    return [("container (paused; files only)", "cold create + first command",
-             f"{base:.0f} ms", "1.00x"),
-            ("", "fork of 1, per copy", f"{median_ms(one):.0f} ms",
-             f"{median_ms(one) / base:.2f}x"),
-            ("", "fork of 10, per copy", f"{median_ms(ten):.0f} ms",
-             f"{median_ms(ten) / base:.2f}x")]
+    return [
+        ("container (paused; files only)", "cold create + first command", f"{base:.0f} ms", "1.00x"),
+        ("", "fork of 1, per copy", f"{median_ms(one):.0f} ms", f"{median_ms(one) / base:.2f}x"),
+        ("", "fork of 10, per copy", f"{median_ms(ten):.0f} ms", f"{median_ms(ten) / base:.2f}x"),
+    ]
 
 
 def main() -> None:

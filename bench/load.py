@@ -22,9 +22,20 @@ def _row(r: LoadResult, base: LoadResult) -> tuple[str, ...]:
         return f"{r.percentile_ms(op, 50):.0f}/{r.percentile_ms(op, 99):.0f}"
 
     ratio = r.percentile_ms("cycle", 50) / base.percentile_ms("cycle", 50)
-    return (r.tier, str(r.clients), f"{r.sandboxes_per_second:.2f}", str(r.peak_concurrent),
-            pair("create"), pair("exec"), pair("kill"), pair("cycle"), f"{ratio:.2f}x",
-            str(r.refusals), str(len(r.errors)), str(len(r.leaks)))
+    return (
+        r.tier,
+        str(r.clients),
+        f"{r.sandboxes_per_second:.2f}",
+        str(r.peak_concurrent),
+        pair("create"),
+        pair("exec"),
+        pair("kill"),
+        pair("cycle"),
+        f"{ratio:.2f}x",
+        str(r.refusals),
+        str(len(r.errors)),
+        str(len(r.leaks)),
+    )
 
 
 def main() -> None:
@@ -34,8 +45,22 @@ def main() -> None:
     parser.add_argument("--tier", action="append", choices=TIERS)
     args = parser.parse_args()
     print(machine())
-    rows = [("tier", "clients", "sandboxes/s", "peak live", "create p50/p99 ms", "exec p50/p99",
-             "kill p50/p99", "cycle p50/p99", "cycle vs 1 client", "refused", "errors", "leaks")]
+    rows = [
+        (
+            "tier",
+            "clients",
+            "sandboxes/s",
+            "peak live",
+            "create p50/p99 ms",
+            "exec p50/p99",
+            "kill p50/p99",
+            "cycle p50/p99",
+            "cycle vs 1 client",
+            "refused",
+            "errors",
+            "leaks",
+        )
+    ]
     with PrivateDaemon() as daemon:
         data_dir = Path(daemon.data_dir)
         for tier in args.tier or TIERS:

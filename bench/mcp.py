@@ -43,17 +43,23 @@ def ms(seconds: float) -> str:
 
 
 async def main() -> None:
-    server = Server(Path(tempfile.mkdtemp(prefix="stockade-bench-mcp-", dir="/var/tmp")),
-                    STOCKADE_POOL_SIZE="0").start()
+    server = Server(
+        Path(tempfile.mkdtemp(prefix="stockade-bench-mcp-", dir="/var/tmp")), STOCKADE_POOL_SIZE="0"
+    ).start()
     try:
         key = server.new_key("bench")
         sb = await AsyncSandbox.create(api_url=server.url, api_key=key, timeout=600)
         await sb.files.write("/home/user/small.txt", "x" * 1000)
-        client = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"},
-                                        timeout=httpx2.Timeout(30, read=300))
-        async with client, streamable_http_client(server.url + "/mcp", http_client=client) as (
-                r, w), ClientSession(r, w) as session:
+        client = create_mcp_http_client(
+            headers={"Authorization": f"Bearer {key}"}, timeout=httpx2.Timeout(30, read=300)
+        )
+        async with (
+            client,
+            streamable_http_client(server.url + "/mcp", http_client=client) as (r, w),
+            ClientSession(r, w) as session,
+        ):
             await session.initialize()
+
             async def fresh_cmd() -> object:  # what each tool call does through the SDK
                 again = await AsyncSandbox.get(sb.id, api_url=server.url, api_key=key)
                 try:
@@ -64,11 +70,11 @@ async def main() -> None:
             calls = {
                 "sdk_cmd": lambda: sb.commands.run("true"),
                 "fresh_cmd": fresh_cmd,
-                "mcp_cmd": lambda: session.call_tool("run_command", {
-                    "sandbox_id": sb.id, "command": "true"}),
+                "mcp_cmd": lambda: session.call_tool("run_command", {"sandbox_id": sb.id, "command": "true"}),
                 "sdk_read": lambda: sb.files.read("/home/user/small.txt"),
-                "mcp_read": lambda: session.call_tool("read_file", {
-                    "sandbox_id": sb.id, "path": "/home/user/small.txt"}),
+                "mcp_read": lambda: session.call_tool(
+                    "read_file", {"sandbox_id": sb.id, "path": "/home/user/small.txt"}
+                ),
             }
             for name, call in calls.items():  # warm up (the first /mcp call imports mcp)
                 await call()
@@ -82,12 +88,25 @@ async def main() -> None:
         await sb.kill()
         m = {k: statistics.median(v) for k, v in samples.items()}
         print(machine())
-        table([("measure (median of 30)", "SDK", "SDK, new client per call", "MCP over HTTP",
-                "MCP / SDK"),
-               ("run_command('true')", ms(m["sdk_cmd"]), ms(m["fresh_cmd"]), ms(m["mcp_cmd"]),
-                f"{m['mcp_cmd'] / m['sdk_cmd']:.2f}x"),
-               ("read_file (1 kB)", ms(m["sdk_read"]), "", ms(m["mcp_read"]),
-                f"{m['mcp_read'] / m['sdk_read']:.2f}x")])
+        table(
+            [
+                ("measure (median of 30)", "SDK", "SDK, new client per call", "MCP over HTTP", "MCP / SDK"),
+                (
+                    "run_command('true')",
+                    ms(m["sdk_cmd"]),
+                    ms(m["fresh_cmd"]),
+                    ms(m["mcp_cmd"]),
+                    f"{m['mcp_cmd'] / m['sdk_cmd']:.2f}x",
+                ),
+                (
+                    "read_file (1 kB)",
+                    ms(m["sdk_read"]),
+                    "",
+                    ms(m["mcp_read"]),
+                    f"{m['mcp_read'] / m['sdk_read']:.2f}x",
+                ),
+            ]
+        )
     finally:
         server.kill_all_sandboxes()
         server.stop()

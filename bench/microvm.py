@@ -36,12 +36,29 @@ async def raw_boot(accel: Accelerator, vmlinux: Path, initrd: Path) -> float:
     """Seconds from starting QEMU to the guest's /init printing its marker (no jail, no disks)."""
     start = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        QEMU, "-M", "microvm", *accel.qemu_args, "-m", "512", "-nodefaults", "-no-user-config",
-        "-display", "none", "-no-reboot", "-kernel", str(vmlinux), "-initrd", str(initrd),
-        "-append", " ".join(["console=ttyS0", "quiet", "panic=-1", "reboot=t",
-                             *accel.kernel_args, "stockade.probe=1"]),
-        "-serial", "stdio", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
+        QEMU,
+        "-M",
+        "microvm",
+        *accel.qemu_args,
+        "-m",
+        "512",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        str(vmlinux),
+        "-initrd",
+        str(initrd),
+        "-append",
+        " ".join(["console=ttyS0", "quiet", "panic=-1", "reboot=t", *accel.kernel_args, "stockade.probe=1"]),
+        "-serial",
+        "stdio",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     assert proc.stdout is not None
     seen = b""
     elapsed = None
@@ -82,16 +99,16 @@ def idle_memory(driver: QemuDriver, spec: SandboxSpec) -> int:
     return sum(rss_bytes(p) for p in host.cgroup_pids(driver.cgroup(spec)))
 
 
-async def snapshot_starts(driver: QemuDriver, data_dir: Path, boots: int
-                          ) -> tuple[float, list[float], list[int]]:
+async def snapshot_starts(
+    driver: QemuDriver, data_dir: Path, boots: int
+) -> tuple[float, list[float], list[int]]:
     """Seconds of the first create (which builds the template), then of ``boots`` creates
     restored from it, to agent-ready; and the idle QEMU RSS of each."""
     os.environ["STOCKADE_MICROVM_SNAPSHOT"] = "1"
     ready, rss = [], []
     first = 0.0
     for i in range(boots + 1):
-        spec = SandboxSpec(id=f"sbsnap{i}", image="base",
-                           directory=data_dir / "sandboxes" / f"sbsnap{i}")
+        spec = SandboxSpec(id=f"sbsnap{i}", image="base", directory=data_dir / "sandboxes" / f"sbsnap{i}")
         start = time.monotonic()
         try:
             await driver.create(spec)
@@ -109,8 +126,9 @@ async def snapshot_starts(driver: QemuDriver, data_dir: Path, boots: int
     return first, ready, rss
 
 
-async def pause_resume(driver: QemuDriver, data_dir: Path, pauses: int
-                       ) -> tuple[list[float], list[float], list[int]]:
+async def pause_resume(
+    driver: QemuDriver, data_dir: Path, pauses: int
+) -> tuple[list[float], list[float], list[int]]:
     """Seconds to checkpoint (memory in a file; QEMU is then killed) and to restore (agent
     answering), ``pauses`` times on one sandbox; and the size of each saved memory."""
     spec = SandboxSpec(id="sbpause", image="base", directory=data_dir / "sandboxes" / "sbpause")
@@ -149,8 +167,9 @@ async def main(boots: int, calls: int, pauses: int) -> None:
         os.environ["STOCKADE_MICROVM_SNAPSHOT"] = "0"
         for i in range(boots):
             raw.append(await raw_boot(accel, vmlinux, initrd))
-            spec = SandboxSpec(id=f"sbbench{i}", image="base",
-                               directory=data_dir / "sandboxes" / f"sbbench{i}")
+            spec = SandboxSpec(
+                id=f"sbbench{i}", image="base", directory=data_dir / "sandboxes" / f"sbbench{i}"
+            )
             start = time.monotonic()
             try:
                 await driver.create(spec)
@@ -169,23 +188,29 @@ async def main(boots: int, calls: int, pauses: int) -> None:
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     med = statistics.median
-    print(f"{tag} raw QEMU boot to init (kernel+initramfs, no disks), median of {boots}: "
-          f"{med(raw):.2f} s")
-    print(f"{tag} create + cold boot to agent-ready (jailed), median of {boots}: "
-          f"{med(ready):.2f} s ({med(ready) / med(raw):.1f}x the raw boot)")
-    print(f"{tag} create + snapshot restore to agent-ready (identity renewed), median of "
-          f"{boots}: {med(restored):.2f} s ({med(restored) / med(raw):.2f}x the raw boot, "
-          f"{med(ready) / med(restored):.1f}x faster than a cold boot); the first create, "
-          f"which builds the template, took {first:.2f} s")
-    print(f"{tag} pause (vCPUs stopped, memory in a file), median of {pauses}: {med(saves):.2f} s; "
-          f"resume (to agent-ready): {med(resumes):.2f} s; saved memory of an idle 512 MiB "
-          f"guest {med(sizes) / 2**20:.0f} MiB")
+    print(f"{tag} raw QEMU boot to init (kernel+initramfs, no disks), median of {boots}: {med(raw):.2f} s")
+    print(
+        f"{tag} create + cold boot to agent-ready (jailed), median of {boots}: "
+        f"{med(ready):.2f} s ({med(ready) / med(raw):.1f}x the raw boot)"
+    )
+    print(
+        f"{tag} create + snapshot restore to agent-ready (identity renewed), median of "
+        f"{boots}: {med(restored):.2f} s ({med(restored) / med(raw):.2f}x the raw boot, "
+        f"{med(ready) / med(restored):.1f}x faster than a cold boot); the first create, "
+        f"which builds the template, took {first:.2f} s"
+    )
+    print(
+        f"{tag} pause (vCPUs stopped, memory in a file), median of {pauses}: {med(saves):.2f} s; "
+        f"resume (to agent-ready): {med(resumes):.2f} s; saved memory of an idle 512 MiB "
+        f"guest {med(sizes) / 2**20:.0f} MiB"
+    )
     if round_trips:
-        print(f"{tag} command round trip ('true'), median of {calls}: "
-              f"{med(round_trips) * 1000:.1f} ms")
-    print(f"{tag} host memory per idle 512 MiB microVM: QEMU RSS {med(rss) / 2**20:.0f} MiB "
-          f"cold-booted, {med(restored_rss) / 2**20:.0f} MiB snapshot-restored; cgroup "
-          f"(RSS + page cache) {med(cgroup_mem) / 2**20:.0f} MiB cold-booted, median of {boots}")
+        print(f"{tag} command round trip ('true'), median of {calls}: {med(round_trips) * 1000:.1f} ms")
+    print(
+        f"{tag} host memory per idle 512 MiB microVM: QEMU RSS {med(rss) / 2**20:.0f} MiB "
+        f"cold-booted, {med(restored_rss) / 2**20:.0f} MiB snapshot-restored; cgroup "
+        f"(RSS + page cache) {med(cgroup_mem) / 2**20:.0f} MiB cold-booted, median of {boots}"
+    )
 
 
 if __name__ == "__main__":

@@ -74,8 +74,16 @@ def main() -> None:
                 plain.append(create_to_first(tier, "none"))
                 policy.append(create_to_first(tier, {"allow_out": REGISTRY}))
             a, b = median_ms(policy), median_ms(plain)
-            rows.append((tier, f"create-to-first-output, policy, n={args.creates}", f"{a:.1f} ms",
-                         'network="none"', f"{b:.1f} ms", f"+{a - b:.1f} ms"))
+            rows.append(
+                (
+                    tier,
+                    f"create-to-first-output, policy, n={args.creates}",
+                    f"{a:.1f} ms",
+                    'network="none"',
+                    f"{b:.1f} ms",
+                    f"+{a - b:.1f} ms",
+                )
+            )
         url = wheel_url()
         host = [host_mbit(url) for _ in range(args.downloads)]
         for limit in (None, 10_000):
@@ -84,9 +92,16 @@ def main() -> None:
                 inside = [sandbox_mbit(sb, url) for _ in range(args.downloads)]
             label = f"limit {limit} Mbit/s" if limit else "default limit"
             m, h = statistics.median(inside), statistics.median(host)
-            rows.append(("container", f"registry download, {label}, n={args.downloads}",
-                         f"{m:.0f} Mbit/s", "host's own download", f"{h:.0f} Mbit/s",
-                         f"x{m / h:.2f}"))
+            rows.append(
+                (
+                    "container",
+                    f"registry download, {label}, n={args.downloads}",
+                    f"{m:.0f} Mbit/s",
+                    "host's own download",
+                    f"{h:.0f} Mbit/s",
+                    f"x{m / h:.2f}",
+                )
+            )
     table(rows)
     print(f"file: {url}")
 

@@ -21,11 +21,13 @@ from stockade.images import ImageStore
 from ._common import PrivateDaemon, machine, median_ms, table
 
 #: Holds 200 MB of incompressible data, and answers each stdin line with a checksum of it.
-HOLDER = ("import random, sys, zlib\n"
-          "data = random.randbytes(200 << 20)\n"
-          "print('ready', flush=True)\n"
-          "for line in sys.stdin:\n"
-          "    print(zlib.crc32(data), flush=True)\n")
+HOLDER = (
+    "import random, sys, zlib\n"
+    "data = random.randbytes(200 << 20)\n"
+    "print('ready', flush=True)\n"
+    "for line in sys.stdin:\n"
+    "    print(zlib.crc32(data), flush=True)\n"
+)
 #: Seconds between pause and resume: gVisor's runtime leftovers are released (~1.5 s, by
 #: runsc delete) after pause returns, and a resume sooner than that waits for it.
 SETTLE = 3.0
@@ -39,8 +41,13 @@ def pause_resume(tier: str, runs: int, big: bool) -> tuple[list[float], list[flo
         if big:
             sb.files.write("/home/user/holder.py", HOLDER)
             lines: list[str] = []
-            handle = sb.commands.run("python3 /home/user/holder.py", background=True,
-                                     stdin=True, on_stdout=lines.append, timeout=None)
+            handle = sb.commands.run(
+                "python3 /home/user/holder.py",
+                background=True,
+                stdin=True,
+                on_stdout=lines.append,
+                timeout=None,
+            )
             while not any("ready" in x for x in lines):
                 time.sleep(0.05)
             handle.disconnect()
@@ -78,26 +85,36 @@ def create_latency(tier: str, templates: tuple[str, str], runs: int) -> tuple[li
 def big_template(name: str) -> float:
     """A snapshot of base plus 500 MB of files; returns the seconds the snapshot took."""
     with Sandbox.create(isolation="container", disk_mb=2048, timeout=1800) as sb:
-        sb.commands.run("mkdir -p /opt/data && for i in $(seq 50); do "
-                        "head -c 10485760 /dev/urandom > /opt/data/f$i; done",
-                        user="root", check=True, timeout=600)
+        sb.commands.run(
+            "mkdir -p /opt/data && for i in $(seq 50); do "
+            "head -c 10485760 /dev/urandom > /opt/data/f$i; done",
+            user="root",
+            check=True,
+            timeout=600,
+        )
         t = time.perf_counter()
         sb.snapshot(name)
         return time.perf_counter() - t
 
 
 #: About 200 MB of mixed files: random bytes, text, and many small files (Python's library).
-MIXED = ("set -e; mkdir -p /home/user/w && cd /home/user/w; head -c 60M /dev/urandom > random.bin;"
-         " seq 1 5000000 > numbers.txt; base64 -w 76 random.bin | head -c 20M > text.b64;"
-         " for i in 1 2; do mkdir -p lib$i && cp -r /usr/lib/python3* lib$i/; done; du -sm .")
+MIXED = (
+    "set -e; mkdir -p /home/user/w && cd /home/user/w; head -c 60M /dev/urandom > random.bin;"
+    " seq 1 5000000 > numbers.txt; base64 -w 76 random.bin | head -c 20M > text.b64;"
+    " for i in 1 2; do mkdir -p lib$i && cp -r /usr/lib/python3* lib$i/; done; du -sm ."
+)
 
 
 def archive_cycle(tier: str, runs: int) -> list[tuple[str, ...]]:
     """Per run: stop, start (the baseline), stop, archive, start (restore + boot)."""
     data_dir = Path(os.environ["STOCKADE_DATA_DIR"])
     stops, starts, archives, restores, stored, archived = [], [], [], [], [], []
-    with Sandbox.create(isolation=tier, persistence="workspace", timeout=3600,  # type: ignore[arg-type]
-                        **LIMITS) as sb:
+    with Sandbox.create(
+        isolation=tier,
+        persistence="workspace",
+        timeout=3600,  # type: ignore[arg-type]
+        **LIMITS,
+    ) as sb:
         written = sb.commands.run(MIXED, check=True, timeout=600).stdout.split()[0]
         directory = data_dir / "sandboxes" / sb.id
         for _ in range(runs):
@@ -112,10 +129,18 @@ def archive_cycle(tier: str, runs: int) -> list[tuple[str, ...]]:
         assert check.stdout.split()[0] == written, "the workspace changed across archives"
     layer, packed = statistics.median(stored), statistics.median(archived)
     start = median_ms(starts)
-    return [(tier, f"{written} MB", f"{median_ms(stops):.0f} ms", f"{start:.0f} ms",
-             f"{median_ms(archives):.0f} ms", f"{median_ms(restores):.0f} ms",
-             f"{median_ms(restores) / start:.2f}x",
-             f"{layer / 2**20:.0f} -> {packed / 2**20:.0f} MiB ({packed / layer:.2f})")]
+    return [
+        (
+            tier,
+            f"{written} MB",
+            f"{median_ms(stops):.0f} ms",
+            f"{start:.0f} ms",
+            f"{median_ms(archives):.0f} ms",
+            f"{median_ms(restores):.0f} ms",
+            f"{median_ms(restores) / start:.2f}x",
+            f"{layer / 2**20:.0f} -> {packed / 2**20:.0f} MiB ({packed / layer:.2f})",
+        )
+    ]
 
 
 def _timed(fn: object) -> float:
@@ -133,8 +158,18 @@ def main() -> None:
     print(f"machine: {machine()}")
     with PrivateDaemon():
         if not args.templates_only:
-            rows = [("tier", "workspace", "stop", "start (baseline)", "archive",
-                     "start from archive", "ratio", "layer on disk -> archive")]
+            rows = [
+                (
+                    "tier",
+                    "workspace",
+                    "stop",
+                    "start (baseline)",
+                    "archive",
+                    "start from archive",
+                    "ratio",
+                    "layer on disk -> archive",
+                )
+            ]
             for tier in ("container", "gvisor"):
                 rows += archive_cycle(tier, max(1, args.runs // 2))
             table(rows)
@@ -145,8 +180,14 @@ def main() -> None:
         for tier in () if args.templates_only else ("gvisor", "container"):
             for big in (False, True):
                 p, r = pause_resume(tier, args.runs, big)
-                rows.append((tier, "200 MB python" if big else "idle",
-                             f"{median_ms(p):.0f} ms", f"{median_ms(r):.0f} ms"))
+                rows.append(
+                    (
+                        tier,
+                        "200 MB python" if big else "idle",
+                        f"{median_ms(p):.0f} ms",
+                        f"{median_ms(r):.0f} ms",
+                    )
+                )
         if len(rows) > 1:
             table(rows)
             print()
@@ -163,8 +204,15 @@ def main() -> None:
                 create_once(tier, "base")
                 base_samples, snap_samples = create_latency(tier, ("base", name), args.runs)
                 base, snap = median_ms(base_samples), median_ms(snap_samples)
-                rows.append((tier, f"{base:.0f} ms", f"{snap:.0f} ms", f"{snap / base:.2f}x",
-                             f"{first * 1000:.0f} ms"))
+                rows.append(
+                    (
+                        tier,
+                        f"{base:.0f} ms",
+                        f"{snap:.0f} ms",
+                        f"{snap / base:.2f}x",
+                        f"{first * 1000:.0f} ms",
+                    )
+                )
             table(rows)
         finally:
             if store.exists(name):

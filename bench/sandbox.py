@@ -43,8 +43,11 @@ def raw_runtime(driver_cls: type, images: ImageStore, runs: int) -> list[float]:
         for i in range(runs):
             cid = f"raw{i}"
             t = time.perf_counter()
-            subprocess.run([*base, "run", "--bundle", str(spec.directory / "bundle"), cid],
-                           check=True, stdin=subprocess.DEVNULL)
+            subprocess.run(
+                [*base, "run", "--bundle", str(spec.directory / "bundle"), cid],
+                check=True,
+                stdin=subprocess.DEVNULL,
+            )
             subprocess.run([*base, "delete", "--force", cid], check=False)
             samples.append(time.perf_counter() - t)
     finally:
@@ -95,8 +98,18 @@ def main() -> None:
         Sandbox.create().kill()  # warm the id-mapped image copy and the page cache
         for tier in ("container", "gvisor"):
             cold[tier] = median_ms(create_to_first_output(tier, args.runs))
-    rows = [("tier", "raw run /bin/true", "create+run (pool)", "ratio", "create+run (cold)",
-             "ratio", "run('true') round trip", "idle PSS")]
+    rows = [
+        (
+            "tier",
+            "raw run /bin/true",
+            "create+run (pool)",
+            "ratio",
+            "create+run (cold)",
+            "ratio",
+            "run('true') round trip",
+            "idle PSS",
+        )
+    ]
     with PrivateDaemon() as daemon:
         images = ImageStore(Path(__import__("os").environ["STOCKADE_IMAGES_DIR"]))
         Sandbox.create().kill()  # warm the id-mapped image copy and the page cache
@@ -108,9 +121,18 @@ def main() -> None:
                 n = args.round_trips if tier == "container" else max(20, args.round_trips // 4)
                 rt = median_ms(timed(lambda: sb.commands.run("true"), n))
             memory = idle_memory(tier, daemon.data_dir)
-            rows.append((tier, f"{raw:.1f} ms", f"{create:.1f} ms", f"{create / raw:.2f}x",
-                         f"{cold[tier]:.1f} ms", f"{cold[tier] / raw:.2f}x", f"{rt:.2f} ms",
-                         f"{memory:.1f} MiB"))
+            rows.append(
+                (
+                    tier,
+                    f"{raw:.1f} ms",
+                    f"{create:.1f} ms",
+                    f"{create / raw:.2f}x",
+                    f"{cold[tier]:.1f} ms",
+                    f"{cold[tier] / raw:.2f}x",
+                    f"{rt:.2f} ms",
+                    f"{memory:.1f} MiB",
+                )
+            )
     table(rows)
 
 

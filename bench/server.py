@@ -50,8 +50,7 @@ async def engine_first_output(engine: Engine) -> float:
 async def server_first_output(client: httpx.AsyncClient) -> float:
     start = time.perf_counter()
     sb = (await client.post("/sandboxes", json={})).json()
-    async with client.stream("POST", f"/sandboxes/{sb['id']}/processes",
-                             json={"cmd": "echo hi"}) as r:
+    async with client.stream("POST", f"/sandboxes/{sb['id']}/processes", json={"cmd": "echo hi"}) as r:
         async for line in r.aiter_lines():
             if json.loads(line).get("type") == "stdout":
                 break
@@ -104,9 +103,12 @@ async def main() -> None:
     server = Server(Path(tempfile.mkdtemp(prefix="stockade-bench-srv-", dir="/var/tmp"))).start()
     try:
         config = EngineConfig(data_dir=engine_dir, images_dir=default_images_dir())
-        async with Engine(config) as engine, httpx.AsyncClient(
-                base_url=server.url, timeout=120,
-                headers={"Authorization": f"Bearer {server.admin_key}"}) as client:
+        async with (
+            Engine(config) as engine,
+            httpx.AsyncClient(
+                base_url=server.url, timeout=120, headers={"Authorization": f"Bearer {server.admin_key}"}
+            ) as client,
+        ):
             await engine_first_output(engine)  # warm both paths up
             await server_first_output(client)
             eng_c: list[float] = []
@@ -126,14 +128,30 @@ async def main() -> None:
             rate, lat = await throughput(client)
         m = statistics.median
         print(machine())
-        table([("measure", "engine", "server", "added", "target"),
-               ("create-to-first-output (median of 20)", ms(m(eng_c)), ms(m(srv_c)),
-                ms(m(srv_c) - m(eng_c)), "< 10 ms added"),
-               ("command round trip (median of 50)", ms(m(eng_r)), ms(m(srv_r)),
-                ms(m(srv_r) - m(eng_r)), "< 3 ms added")])
+        table(
+            [
+                ("measure", "engine", "server", "added", "target"),
+                (
+                    "create-to-first-output (median of 20)",
+                    ms(m(eng_c)),
+                    ms(m(srv_c)),
+                    ms(m(srv_c) - m(eng_c)),
+                    "< 10 ms added",
+                ),
+                (
+                    "command round trip (median of 50)",
+                    ms(m(eng_r)),
+                    ms(m(srv_r)),
+                    ms(m(srv_r) - m(eng_r)),
+                    "< 3 ms added",
+                ),
+            ]
+        )
         q = statistics.quantiles(lat, n=100)
-        print(f"throughput, {CLIENTS} concurrent clients, {THROUGHPUT_TOTAL} create+destroy: "
-              f"{rate:.1f} sandboxes/s; latency p50 {ms(q[49])}, p99 {ms(q[98])}")
+        print(
+            f"throughput, {CLIENTS} concurrent clients, {THROUGHPUT_TOTAL} create+destroy: "
+            f"{rate:.1f} sandboxes/s; latency p50 {ms(q[49])}, p99 {ms(q[98])}"
+        )
     finally:
         server.kill_all_sandboxes()
         server.stop()

@@ -51,12 +51,18 @@ def main() -> None:
             Template.delete(name)
         Template.prune()
     base = median_ms(first)
-    table([("build", "median", "vs first build"),
-           ("first (uncached)", f"{base:.0f} ms", "1.00x"),
-           ("unchanged (all cached)", f"{median_ms(cached):.0f} ms",
-            f"{median_ms(cached) / base:.3f}x"),
-           ("last RUN changed", f"{median_ms(last_changed):.0f} ms",
-            f"{median_ms(last_changed) / base:.2f}x")])
+    table(
+        [
+            ("build", "median", "vs first build"),
+            ("first (uncached)", f"{base:.0f} ms", "1.00x"),
+            ("unchanged (all cached)", f"{median_ms(cached):.0f} ms", f"{median_ms(cached) / base:.3f}x"),
+            (
+                "last RUN changed",
+                f"{median_ms(last_changed):.0f} ms",
+                f"{median_ms(last_changed) / base:.2f}x",
+            ),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -52,8 +52,11 @@ class Daemon:
         log = open(self.data_dir / "daemon.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stockade.server", "--data-dir", str(self.data_dir)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            env={**os.environ, "STOCKADE_IMAGES_DIR": str(IMAGES_DIR)})
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "STOCKADE_IMAGES_DIR": str(IMAGES_DIR)},
+        )
         log.close()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -75,8 +78,9 @@ class Daemon:
         return True
 
     def client(self) -> httpx.Client:
-        return httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)),
-                            base_url="http://stockade", timeout=60)
+        return httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://stockade", timeout=60
+        )
 
     def log_tail(self) -> str:
         return (self.data_dir / "daemon.log").read_text(errors="replace")[-3000:]

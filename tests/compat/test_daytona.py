@@ -63,15 +63,18 @@ def acme(server: Server) -> Iterator[Daytona]:
 @pytest.fixture(scope="module")
 def sandbox(acme: Daytona) -> Iterator[Any]:
     """One started workspace of tenant acme, labelled, shared by the module's tests."""
-    sb = acme.create(CreateSandboxFromSnapshotParams(name=f"box-{uuid.uuid4().hex[:6]}",
-                                                     labels={"team": "red"},
-                                                     env_vars={"GREETING": "hello"}))
+    sb = acme.create(
+        CreateSandboxFromSnapshotParams(
+            name=f"box-{uuid.uuid4().hex[:6]}", labels={"team": "red"}, env_vars={"GREETING": "hello"}
+        )
+    )
     yield sb
     acme.delete(sb)
 
 
-def test_environment_configuration_and_create(server: Server, monkeypatch: pytest.MonkeyPatch,
-                                              sandbox: Any) -> None:
+def test_environment_configuration_and_create(
+    server: Server, monkeypatch: pytest.MonkeyPatch, sandbox: Any
+) -> None:
     """DAYTONA_API_URL and DAYTONA_API_KEY alone point the SDK at Stockade."""
     key = server.new_key("acme")
     monkeypatch.setenv("DAYTONA_API_URL", f"{server.url}/daytona/api")
@@ -88,8 +91,7 @@ def test_environment_configuration_and_create(server: Server, monkeypatch: pytes
 
 
 def test_exec_and_code_run(sandbox: Any) -> None:
-    r = sandbox.process.exec("echo out; echo err >&2; echo $GREETING $EXTRA; exit 3",
-                             env={"EXTRA": "there"})
+    r = sandbox.process.exec("echo out; echo err >&2; echo $GREETING $EXTRA; exit 3", env={"EXTRA": "there"})
     assert r.exit_code == 3 and r.result == "out\nerr\nhello there\n"
     assert sandbox.process.exec("pwd", cwd="/tmp").result == "/tmp\n"
     assert sandbox.process.exec("cat <<EOF\n$((6*7))\nEOF").result == "42\n"
@@ -103,9 +105,13 @@ def test_exec_and_code_run(sandbox: Any) -> None:
 
 
 def test_files(sandbox: Any) -> None:
-    sandbox.fs.upload_files([FileUpload(source=b"alpha", destination="proj/a.txt"),
-                             FileUpload(source=os.urandom(3 << 20), destination="proj/big.bin"),
-                             FileUpload(source=b"gamma", destination="/tmp/c.txt")])
+    sandbox.fs.upload_files(
+        [
+            FileUpload(source=b"alpha", destination="proj/a.txt"),
+            FileUpload(source=os.urandom(3 << 20), destination="proj/big.bin"),
+            FileUpload(source=b"gamma", destination="/tmp/c.txt"),
+        ]
+    )
     assert sandbox.fs.download_file("proj/a.txt") == b"alpha"
     assert len(sandbox.fs.download_file("proj/big.bin")) == 3 << 20
     names = {f.name: f for f in sandbox.fs.list_files("proj")}
@@ -113,9 +119,13 @@ def test_files(sandbox: Any) -> None:
     sandbox.fs.create_folder("proj/sub/deeper", "755")
     assert sandbox.fs.get_file_info("proj/sub/deeper").is_dir
     sandbox.fs.move_files("proj/a.txt", "proj/sub/moved.txt")
-    results = sandbox.fs.download_files([FileDownloadRequest(source="proj/sub/moved.txt"),
-                                         FileDownloadRequest(source="/tmp/c.txt"),
-                                         FileDownloadRequest(source="proj/missing.txt")])
+    results = sandbox.fs.download_files(
+        [
+            FileDownloadRequest(source="proj/sub/moved.txt"),
+            FileDownloadRequest(source="/tmp/c.txt"),
+            FileDownloadRequest(source="proj/missing.txt"),
+        ]
+    )
     assert [r.result for r in results[:2]] == [b"alpha", b"gamma"]
     assert results[2].result is None and results[2].error
     with pytest.raises(DaytonaFileNotFoundError):
@@ -131,13 +141,19 @@ def test_sessions(sandbox: Any) -> None:
     sandbox.process.create_session("work")
     with pytest.raises(DaytonaConflictError):
         sandbox.process.create_session("work")
-    sandbox.process.execute_session_command("work", SessionExecuteRequest(
-        command="mkdir -p /tmp/w && cd /tmp/w && export COUNT=7 && greet() { echo hi $1; }"))
-    r = sandbox.process.execute_session_command("work", SessionExecuteRequest(
-        command="greet $COUNT; pwd; echo oops >&2; false"))
+    sandbox.process.execute_session_command(
+        "work",
+        SessionExecuteRequest(
+            command="mkdir -p /tmp/w && cd /tmp/w && export COUNT=7 && greet() { echo hi $1; }"
+        ),
+    )
+    r = sandbox.process.execute_session_command(
+        "work", SessionExecuteRequest(command="greet $COUNT; pwd; echo oops >&2; false")
+    )
     assert (r.exit_code, r.stdout, r.stderr) == (1, "hi 7\n/tmp/w\n", "oops\n")
-    run = sandbox.process.execute_session_command("work", SessionExecuteRequest(
-        command="sleep 1; echo late", run_async=True))
+    run = sandbox.process.execute_session_command(
+        "work", SessionExecuteRequest(command="sleep 1; echo late", run_async=True)
+    )
     assert sandbox.process.get_session_command("work", run.cmd_id).exit_code is None
     deadline = time.monotonic() + 20
     while sandbox.process.get_session_command("work", run.cmd_id).exit_code is None:
@@ -234,29 +250,36 @@ def test_another_tenant_cannot_reach_the_sandbox(server: Server, sandbox: Any) -
     toolbox = f"{server.url}/daytona/toolbox/{sandbox.id}"
     with httpx.Client(headers={"Authorization": f"Bearer {intruder_key}"}) as c:
         for method, url, kwargs in [
-                ("POST", f"{api}/stop", {}), ("DELETE", api, {}),
-                ("POST", f"{toolbox}/process/execute", {"json": {"command": "rm -rf ~"}}),
-                ("POST", f"{toolbox}/files/bulk-download", {"json": {"paths": ["private.txt"]}}),
-                ("GET", f"{toolbox}/files", {"params": {"path": "."}}),
-                ("POST", f"{toolbox}/process/session", {"json": {"sessionId": "x"}})]:
+            ("POST", f"{api}/stop", {}),
+            ("DELETE", api, {}),
+            ("POST", f"{toolbox}/process/execute", {"json": {"command": "rm -rf ~"}}),
+            ("POST", f"{toolbox}/files/bulk-download", {"json": {"paths": ["private.txt"]}}),
+            ("GET", f"{toolbox}/files", {"params": {"path": "."}}),
+            ("POST", f"{toolbox}/process/session", {"json": {"sessionId": "x"}}),
+        ]:
             r = c.request(method, url, **kwargs)
             assert r.status_code == 404, (url, r.text)
             assert "secret" not in r.text
-        r = c.post(f"{toolbox}/files/bulk-upload", files={"files[0].path": (None, "private.txt"),
-                                                          "files[0].file": ("p", b"pwned")})
+        r = c.post(
+            f"{toolbox}/files/bulk-upload",
+            files={"files[0].path": (None, "private.txt"), "files[0].file": ("p", b"pwned")},
+        )
         assert r.status_code == 404
     with httpx.Client() as c:  # no key at all
         assert c.post(f"{toolbox}/process/execute", json={"command": "id"}).status_code == 401
     sandbox.process.create_session("mine")
-    run = sandbox.process.execute_session_command("mine", SessionExecuteRequest(
-        command="echo private-output", run_async=True))
+    run = sandbox.process.execute_session_command(
+        "mine", SessionExecuteRequest(command="echo private-output", run_async=True)
+    )
     ws = toolbox.replace("http://", "ws://")
-    for path in ("/process/pty/create-connect?id=evil", "/process/interpreter/execute",
-                 f"/process/session/mine/command/{run.cmd_id}/logs?follow=true"):
+    for path in (
+        "/process/pty/create-connect?id=evil",
+        "/process/interpreter/execute",
+        f"/process/session/mine/command/{run.cmd_id}/logs?follow=true",
+    ):
         for headers in ({"Authorization": f"Bearer {intruder_key}"}, {}):
             with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
-                with websockets.sync.client.connect(ws + path, additional_headers=headers,
-                                                    open_timeout=10):
+                with websockets.sync.client.connect(ws + path, additional_headers=headers, open_timeout=10):
                     pass
             assert refused.value.response.status_code in (401, 403, 404), path
     assert sandbox.process.list_pty_sessions() == []
@@ -286,8 +309,7 @@ def test_paths_cannot_leave_the_sandbox(sandbox: Any, tmp_path: Path) -> None:
         secret.unlink()
 
 
-def test_garbage_gets_clear_4xx_and_the_server_stays_up(server: Server, acme: Daytona,
-                                                        sandbox: Any) -> None:
+def test_garbage_gets_clear_4xx_and_the_server_stays_up(server: Server, acme: Daytona, sandbox: Any) -> None:
     key = server.new_key("acme")
     toolbox = f"{server.url}/daytona/toolbox/{sandbox.id}"
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as c:
@@ -296,22 +318,34 @@ def test_garbage_gets_clear_4xx_and_the_server_stays_up(server: Server, acme: Da
             c.post("/daytona/api/sandbox", json={"cpu": "many", "labels": [1, 2]}),
             c.post("/daytona/api/sandbox", json={"snapshot": "no-such-template"}),
             c.post("/daytona/api/sandbox", json={"buildInfo": {"dockerfileContent": "FROM x"}}),
-            c.post("/daytona/api/sandbox", json={"buildInfo": {"dockerfileContent": "FROM base",
-                                                               "contextHashes": ["abc"]}}),
+            c.post(
+                "/daytona/api/sandbox",
+                json={"buildInfo": {"dockerfileContent": "FROM base", "contextHashes": ["abc"]}},
+            ),
             c.get("/daytona/api/sandbox", params={"labels": "{oops"}),
             c.post("/daytona/api/volumes", json={"name": "../../etc"}),
             c.post(f"{toolbox}/files/bulk-download", json={"paths": "not-a-list"}),
-            c.post(f"{toolbox}/files/bulk-upload", content=b"--x\r\ngarbage",
-                   headers={"Content-Type": "multipart/form-data; boundary=x"}),
+            c.post(
+                f"{toolbox}/files/bulk-upload",
+                content=b"--x\r\ngarbage",
+                headers={"Content-Type": "multipart/form-data; boundary=x"},
+            ),
             c.post(f"{toolbox}/files/bulk-upload", json={"files": []}),
             c.post(f"{toolbox}/process/execute", json={"command": 42}),
             c.post(f"{toolbox}/process/session/a%20b/exec", json={"command": "id"}),
         ]
-        truncated = (b'--b\r\nContent-Disposition: form-data; name="files[0].path"\r\n\r\n'
-                     b'cut.txt\r\n--b\r\nContent-Disposition: form-data; name="files[0].file";'
-                     b' filename="cut.txt"\r\n\r\n' + b"x" * 300000)  # no closing boundary
-        cases.append(c.post(f"{toolbox}/files/bulk-upload", content=truncated,
-                            headers={"Content-Type": "multipart/form-data; boundary=b"}))
+        truncated = (
+            b'--b\r\nContent-Disposition: form-data; name="files[0].path"\r\n\r\n'
+            b'cut.txt\r\n--b\r\nContent-Disposition: form-data; name="files[0].file";'
+            b' filename="cut.txt"\r\n\r\n' + b"x" * 300000
+        )  # no closing boundary
+        cases.append(
+            c.post(
+                f"{toolbox}/files/bulk-upload",
+                content=truncated,
+                headers={"Content-Type": "multipart/form-data; boundary=b"},
+            )
+        )
         for r in cases:
             assert 400 <= r.status_code < 500, (r.request.url, r.status_code, r.text)
             body = r.json()
@@ -323,11 +357,16 @@ def test_garbage_gets_clear_4xx_and_the_server_stays_up(server: Server, acme: Da
 
 
 def test_find_search_replace(sandbox: Any) -> None:
-    sandbox.fs.upload_files([FileUpload(source=b"one\nneedle here\nthree\n", destination="fsr/a.py"),
-                             FileUpload(source=b"no match\n", destination="fsr/sub/b.txt")])
+    sandbox.fs.upload_files(
+        [
+            FileUpload(source=b"one\nneedle here\nthree\n", destination="fsr/a.py"),
+            FileUpload(source=b"no match\n", destination="fsr/sub/b.txt"),
+        ]
+    )
     matches = sandbox.fs.find_files("fsr", "needle")
     assert [(m.file, m.line, m.content) for m in matches] == [
-        ("fsr/a.py", 2, "needle here")]  # paths as walked from the one given
+        ("fsr/a.py", 2, "needle here")
+    ]  # paths as walked from the one given
     assert sandbox.fs.search_files("fsr", "*.txt").files == ["fsr/sub/b.txt"]
     results = sandbox.fs.replace_in_files(["fsr/a.py", "fsr/missing"], "needle", "pin")
     assert [r.success for r in results] == [True, False]
@@ -340,8 +379,11 @@ def test_toolbox_activity_restarts_the_auto_stop_clock(server: Server, acme: Day
         assert sb.auto_stop_interval == 5
         with server.admin() as c:
             before = c.get(f"/sandboxes/{sb.id}").json()
-            assert (before["on_timeout"], before["persistence"], before["idle_timeout"]) == \
-                ("stop", "workspace", True)
+            assert (before["on_timeout"], before["persistence"], before["idle_timeout"]) == (
+                "stop",
+                "workspace",
+                True,
+            )
             time.sleep(1.1)
             sb.process.exec("true")
             after = c.get(f"/sandboxes/{sb.id}").json()
@@ -359,12 +401,15 @@ def test_toolbox_activity_restarts_the_auto_stop_clock(server: Server, acme: Day
 def test_session_logs_follow(sandbox: Any) -> None:
     """The WebSocket log stream: output so far, then live, stdout and stderr told apart."""
     sandbox.process.create_session("follow")
-    run = sandbox.process.execute_session_command("follow", SessionExecuteRequest(
-        command="echo first; sleep 1; echo warn >&2; sleep 1; echo last", run_async=True))
+    run = sandbox.process.execute_session_command(
+        "follow",
+        SessionExecuteRequest(
+            command="echo first; sleep 1; echo warn >&2; sleep 1; echo last", run_async=True
+        ),
+    )
     out: list[str] = []
     err: list[str] = []
-    asyncio.run(sandbox.process.get_session_command_logs_async("follow", run.cmd_id,
-                                                               out.append, err.append))
+    asyncio.run(sandbox.process.get_session_command_logs_async("follow", run.cmd_id, out.append, err.append))
     assert "".join(out) == "first\nlast\n" and "".join(err) == "warn\n"
     assert sandbox.process.get_session_command("follow", run.cmd_id).exit_code == 0
     sandbox.process.delete_session("follow")
@@ -375,8 +420,9 @@ def test_async_client(server: Server) -> None:
     from daytona import AsyncDaytona
 
     async def main() -> None:
-        async with AsyncDaytona(DaytonaConfig(api_key=server.new_key("acme"),
-                                              api_url=f"{server.url}/daytona/api")) as d:
+        async with AsyncDaytona(
+            DaytonaConfig(api_key=server.new_key("acme"), api_url=f"{server.url}/daytona/api")
+        ) as d:
             sb = await d.create()
             try:
                 assert (await sb.process.exec("echo async")).result == "async\n"
@@ -418,8 +464,7 @@ def test_pause_and_network_settings(acme: Daytona) -> None:
 
 
 def test_labels_and_intervals_change_after_create(acme: Daytona) -> None:
-    sb = acme.create(CreateSandboxFromSnapshotParams(name=f"lab-{uuid.uuid4().hex[:6]}",
-                                                     labels={"a": "1"}))
+    sb = acme.create(CreateSandboxFromSnapshotParams(name=f"lab-{uuid.uuid4().hex[:6]}", labels={"a": "1"}))
     try:
         assert sb.set_labels({"b": "2"}) == {"b": "2"}
         assert acme.get(sb.name).labels == {"b": "2"}  # replaced; the name survives
@@ -428,8 +473,7 @@ def test_labels_and_intervals_change_after_create(acme: Daytona) -> None:
         sb.set_auto_archive_interval(60)
         sb.set_autostop_interval(0)
         sb.refresh_data()
-        assert (sb.auto_delete_interval, sb.auto_archive_interval, sb.auto_stop_interval) == \
-            (30, 60, 0)
+        assert (sb.auto_delete_interval, sb.auto_archive_interval, sb.auto_stop_interval) == (30, 60, 0)
         sb.set_auto_delete_interval(-1)
         sb.refresh_data()
         assert sb.auto_delete_interval == -1
@@ -439,8 +483,9 @@ def test_labels_and_intervals_change_after_create(acme: Daytona) -> None:
 
 def test_pty(sandbox: Any) -> None:
     """A terminal: typed input, output, resize, re-attach after a detach, exit code."""
-    pty = sandbox.process.create_pty_session("term", envs={"PTYVAR": "set"},
-                                             pty_size=PtySize(rows=30, cols=100))
+    pty = sandbox.process.create_pty_session(
+        "term", envs={"PTYVAR": "set"}, pty_size=PtySize(rows=30, cols=100)
+    )
     seen = bytearray()
     pty.send_input("stty size; echo var=$PTYVAR\n")
     deadline = time.monotonic() + 20
@@ -526,8 +571,7 @@ def test_git_config_remotes_reset_restore(sandbox: Any) -> None:
     assert git.get_config("core.note", scope="local", path="cfg") == "local $(x)"
     sandbox.fs.upload_file(b"v1\n", "cfg/f.txt")
     git.add("cfg", ["f.txt"])
-    assert sandbox.process.exec("cd cfg && git commit -qm one && git log --format=%an").result \
-        == "Cy\n"
+    assert sandbox.process.exec("cd cfg && git commit -qm one && git log --format=%an").result == "Cy\n"
     git.remote_add("cfg", "origin", "file:///tmp/origin.git")
     git.remote_add("cfg", "origin", "file:///tmp/elsewhere.git", overwrite=True)
     assert git.remote_get("cfg", "origin") == "file:///tmp/elsewhere.git"
@@ -565,8 +609,9 @@ def test_create_from_image(server: Server, acme: Daytona) -> None:
 def test_metrics_ports_previews_and_env(server: Server, sandbox: Any) -> None:
     """``get_metrics_latest``, the toolbox's port listing (which the SDK does not wrap),
     preview links to a port, and ``update_env``."""
-    pid = sandbox.process.exec("python3 -m http.server 8123 --bind 127.0.0.1 >/dev/null 2>&1 & "
-                               "echo $!").result.strip()
+    pid = sandbox.process.exec(
+        "python3 -m http.server 8123 --bind 127.0.0.1 >/dev/null 2>&1 & echo $!"
+    ).result.strip()
     toolbox = f"{server.url}/daytona/toolbox/{sandbox.id}"
     try:
         with httpx.Client(headers={"Authorization": f"Bearer {server.new_key('acme')}"}) as c:
@@ -577,8 +622,7 @@ def test_metrics_ports_previews_and_env(server: Server, sandbox: Any) -> None:
             assert c.get(f"{toolbox}/port/8123/in-use").json() == {"isInUse": True}
             assert c.get(f"{toolbox}/port/8124/in-use").json() == {"isInUse": False}
             preview = sandbox.get_preview_link(8123)  # through Stockade's port proxy
-            listing = httpx.get(preview.url + "/", headers={"Authorization":
-                                                            f"Bearer {preview.token}"})
+            listing = httpx.get(preview.url + "/", headers={"Authorization": f"Bearer {preview.token}"})
             assert listing.status_code == 200 and "Directory listing" in listing.text
             assert httpx.get(preview.url + "/").status_code == 401
             signed = sandbox.create_signed_preview_url(8123, expires_in_seconds=60)

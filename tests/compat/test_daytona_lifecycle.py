@@ -55,8 +55,7 @@ def _wait(check: Any, within: float, what: str) -> Any:
     raise AssertionError(f"not within {within} s: {what}")
 
 
-def test_fork_copies_the_files_into_a_named_sandbox_of_its_own(server: Server,
-                                                               acme: Daytona) -> None:
+def test_fork_copies_the_files_into_a_named_sandbox_of_its_own(server: Server, acme: Daytona) -> None:
     source = acme.create(CreateSandboxFromSnapshotParams(labels={"team": "fork"}))
     copy = None
     try:
@@ -88,11 +87,11 @@ def test_fork_copies_the_files_into_a_named_sandbox_of_its_own(server: Server,
 
 
 def test_secrets_are_write_only_and_the_sandbox_sees_a_placeholder(
-        server: Server, acme: Daytona, acme_key: str) -> None:
+    server: Server, acme: Daytona, acme_key: str
+) -> None:
     value = "sk-daytona-" + uuid.uuid4().hex
     name = f"api-key-{uuid.uuid4().hex[:6]}"
-    secret = acme.secret.create(CreateSecretParams(name=name, value=value,
-                                                   hosts=["api.example.test"]))
+    secret = acme.secret.create(CreateSecretParams(name=name, value=value, hosts=["api.example.test"]))
     sb = None
     try:
         assert (secret.id, secret.name, secret.hosts) == (name, name, ["api.example.test"])
@@ -103,24 +102,29 @@ def test_secrets_are_write_only_and_the_sandbox_sees_a_placeholder(
         with pytest.raises(ApiException, match="hosts") as open_ended:
             acme.secret.create(CreateSecretParams(name=name + "-open", value="x"))
         assert open_ended.value.status == 400
-        updated = acme.secret.update(name, UpdateSecretParams(
-            hosts=["api.example.test", "*.example.test"], description="for the test"))
+        updated = acme.secret.update(
+            name, UpdateSecretParams(hosts=["api.example.test", "*.example.test"], description="for the test")
+        )
         assert updated.hosts == ["api.example.test", "*.example.test"]
         page = acme.secret.list(limit=1)
         assert page.total >= 1 and name in [s.name for s in acme.secret.list().items]
         with server.client(acme_key) as c:  # no answer carries the value
-            for path in ("/daytona/api/secret", f"/daytona/api/secret/{name}",
-                         "/daytona/api/secret/paginated"):
+            for path in (
+                "/daytona/api/secret",
+                f"/daytona/api/secret/{name}",
+                "/daytona/api/secret/paginated",
+            ):
                 r = c.get(path)
                 assert r.status_code == 200 and value not in r.text, path
-        other = Daytona(DaytonaConfig(api_key=server.new_key("other"),
-                                      api_url=f"{server.url}/daytona/api"))
+        other = Daytona(DaytonaConfig(api_key=server.new_key("other"), api_url=f"{server.url}/daytona/api"))
         with pytest.raises(ApiException) as missing:
             other.secret.get(name)
         assert missing.value.status == 404
         assert name not in [s.name for s in other.secret.list().items]
-        for attempt in (lambda: other.secret.update(name, UpdateSecretParams(hosts=["x.test"])),
-                        lambda: other.secret.delete(name)):
+        for attempt in (
+            lambda: other.secret.update(name, UpdateSecretParams(hosts=["x.test"])),
+            lambda: other.secret.delete(name),
+        ):
             with pytest.raises(ApiException) as refused:
                 attempt()
             assert refused.value.status == 404
@@ -128,12 +132,19 @@ def test_secrets_are_write_only_and_the_sandbox_sees_a_placeholder(
 
         with pytest.raises(DaytonaError, match="network"):  # secrets need egress to their hosts
             acme.create(CreateSandboxFromSnapshotParams(secrets={"API_KEY": name}))
-        sb = acme.create(CreateSandboxFromSnapshotParams(
-            secrets={"API_KEY": name}, domain_allow_list="api.example.test,*.example.test"))
-        seen = sb.process.exec("printf %s \"$API_KEY\"").result
+        sb = acme.create(
+            CreateSandboxFromSnapshotParams(
+                secrets={"API_KEY": name}, domain_allow_list="api.example.test,*.example.test"
+            )
+        )
+        seen = sb.process.exec('printf %s "$API_KEY"').result
         assert seen.startswith("STOCKADE_SECRET_") and value not in seen
-        assert sb.process.exec(f"env; cat /proc/1/environ; grep -rs {value} /etc /home /tmp; "
-                               f"true").result.find(value) == -1
+        assert (
+            sb.process.exec(f"env; cat /proc/1/environ; grep -rs {value} /etc /home /tmp; true").result.find(
+                value
+            )
+            == -1
+        )
         with pytest.raises(DaytonaError, match="501|secrets"):
             sb.update_secrets({"API_KEY": name})
     finally:
@@ -146,7 +157,8 @@ def test_secrets_are_write_only_and_the_sandbox_sees_a_placeholder(
 
 
 def test_auto_stop_acts_on_inactivity_and_a_running_command_keeps_it_started(
-        server: Server, acme: Daytona) -> None:
+    server: Server, acme: Daytona
+) -> None:
     sb = acme.create(CreateSandboxFromSnapshotParams(auto_stop_interval=1))
     try:
         sb.process.create_session("idle-shell")  # a waiting shell does not keep it awake
@@ -160,8 +172,7 @@ def test_auto_stop_acts_on_inactivity_and_a_running_command_keeps_it_started(
         assert acme.get(sb.id).state.value == "started"  # the command runs: not idle
         worker.join()
         assert ran and ran[0].exit_code == 0
-        stopped = _wait(lambda: acme.get(sb.id).state.value == "stopped", 20,
-                        "the idle sandbox stops")
+        stopped = _wait(lambda: acme.get(sb.id).state.value == "stopped", 20, "the idle sandbox stops")
         assert stopped and time.monotonic() - started > 9
         sb.start()
         assert sb.process.exec("echo back").result == "back\n"
@@ -194,8 +205,7 @@ def test_auto_pause_at_create_and_its_setter(acme: Daytona) -> None:
         with pytest.raises(DaytonaError, match="auto_delete_interval"):
             acme.create(CreateSandboxFromSnapshotParams(ttl_minutes=5))
         with pytest.raises(DaytonaError, match="exclusive"):
-            acme.create(CreateSandboxFromSnapshotParams(auto_pause_interval=5,
-                                                        auto_stop_interval=5))
+            acme.create(CreateSandboxFromSnapshotParams(auto_pause_interval=5, auto_stop_interval=5))
     finally:
         acme.delete(sb)
 
@@ -221,12 +231,14 @@ def test_out_of_memory_is_the_error_reason(server: Server, acme: Daytona, acme_k
     gvisor = acme.get(_native_sandbox(server, acme_key, isolation="gvisor"))
     with pytest.raises(DaytonaError):
         gvisor.process.exec(MEMORY_BOMB, timeout=60)
-    ended = _wait(lambda: (s := acme.get(gvisor.id)).state.value == "error" and s, 20,
-                  "the gVisor sandbox ends")
+    ended = _wait(
+        lambda: (s := acme.get(gvisor.id)).state.value == "error" and s, 20, "the gVisor sandbox ends"
+    )
     # gVisor names the command the agent started (Daytona's shell), not the process inside.
     assert ended.error_reason in ("out of memory (sh)", "out of memory (bash)")
     assert ended.desired_state.value == "destroyed"
     acme.delete(gvisor)  # nothing left to delete: answered, not an error
     with pytest.raises(DaytonaNotFoundError):  # another tenant still reads nothing
-        Daytona(DaytonaConfig(api_key=server.new_key("other"),
-                              api_url=f"{server.url}/daytona/api")).get(gvisor.id)
+        Daytona(DaytonaConfig(api_key=server.new_key("other"), api_url=f"{server.url}/daytona/api")).get(
+            gvisor.id
+        )

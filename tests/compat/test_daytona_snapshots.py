@@ -111,8 +111,7 @@ def test_snapshot_create_refusals(acme: Daytona) -> None:
     with pytest.raises(DaytonaBadRequestError, match="cannot build"):
         acme.snapshot.create(CreateSnapshotParams(name=name, image="python:3.12-slim"))
     with pytest.raises(DaytonaBadRequestError, match="resources"):
-        acme.snapshot.create(CreateSnapshotParams(name=name, image="base",
-                                                  resources=Resources(cpu=2)))
+        acme.snapshot.create(CreateSnapshotParams(name=name, image="base", resources=Resources(cpu=2)))
     with pytest.raises(DaytonaBadRequestError, match="invalid request"):
         acme.snapshot.create(CreateSnapshotParams(name="x" * 200, image="base"))
     assert name not in [s.name for s in acme.snapshot.list().items]
@@ -145,20 +144,19 @@ UNSUPPORTED: list[tuple[str, Callable[[Any], Any], str]] = [
     ("create_ssh_access", lambda sb: sb.create_ssh_access(60), "SSH"),
     ("set_ttl", lambda sb: sb.set_ttl(30), "TTL"),
     ("update_secrets", lambda sb: sb.update_secrets({"A": "b"}), "secrets"),
-    ("expire_signed_preview_url", lambda sb: sb.expire_signed_preview_url(8000, "tok"),
-     "revoked"),
+    ("expire_signed_preview_url", lambda sb: sb.expire_signed_preview_url(8000, "tok"), "revoked"),
     ("get_metrics", lambda sb: sb.get_metrics(), "telemetry"),
     ("lsp start", lambda sb: sb.create_lsp_server("python", "work").start(), "LSP"),
     ("git reset", lambda sb: sb.git.reset("work"), "git"),
-    ("session input", lambda sb: sb.process.send_session_command_input("s", "c", "y"),
-     "input"),
+    ("session input", lambda sb: sb.process.send_session_command_input("s", "c", "y"), "input"),
     ("computer use", lambda sb: sb.computer_use.start(), "desktop"),
 ]
 
 
 @pytest.mark.parametrize("what,call,word", UNSUPPORTED, ids=[u[0] for u in UNSUPPORTED])
-def test_unsupported_calls_fail_clearly(sandbox: Any, what: str, call: Callable[[Any], Any],
-                                        word: str) -> None:
+def test_unsupported_calls_fail_clearly(
+    sandbox: Any, what: str, call: Callable[[Any], Any], word: str
+) -> None:
     with pytest.raises(DaytonaError) as caught:
         call(sandbox)
     assert word in str(caught.value), str(caught.value)
@@ -182,14 +180,13 @@ def test_unsupported_routes_check_keys_and_owners(server: Server, sandbox: Any) 
         assert r.status_code == 404 and "no such Daytona API call" in r.json()["message"]
         r = c.patch(f"{api}/sandbox/{sandbox.id}/start", headers=acme)  # served path, odd verb
         assert r.status_code == 404 and r.json()["statusCode"] == 404
-        assert c.post(f"{api}/sandbox/{sandbox.id}/public/false", headers=acme).json()[
-            "public"] is False
-        assert c.post(f"{api}/sandbox/{sandbox.id}/public/maybe",
-                      headers=acme).status_code == 400
+        assert c.post(f"{api}/sandbox/{sandbox.id}/public/false", headers=acme).json()["public"] is False
+        assert c.post(f"{api}/sandbox/{sandbox.id}/public/maybe", headers=acme).status_code == 400
 
 
 def test_async_client_snapshots_and_unsupported(server: Server) -> None:
     """``AsyncDaytona`` gets the same snapshots and the same clear refusals."""
+
     async def main() -> None:
         async with AsyncDaytona(config(server, server.new_key("acme"))) as d:
             name = f"async-{uuid.uuid4().hex[:8]}"
@@ -222,15 +219,14 @@ def test_sessions_survive_a_server_restart(server: Server, sandbox: Any) -> None
     its finished commands and a command still running are all there."""
     process = sandbox.process
     process.create_session("kept")
-    process.execute_session_command("kept", SessionExecuteRequest(
-        command="export KEPT=yes; cd /tmp"))
-    running = process.execute_session_command("kept", SessionExecuteRequest(
-        command="sleep 3; echo done", run_async=True))
+    process.execute_session_command("kept", SessionExecuteRequest(command="export KEPT=yes; cd /tmp"))
+    running = process.execute_session_command(
+        "kept", SessionExecuteRequest(command="sleep 3; echo done", run_async=True)
+    )
     server.stop()
     server.start()
     session = process.get_session("kept")
-    assert [c.command for c in session.commands] == ["export KEPT=yes; cd /tmp",
-                                                     "sleep 3; echo done"]
+    assert [c.command for c in session.commands] == ["export KEPT=yes; cd /tmp", "sleep 3; echo done"]
     r = process.execute_session_command("kept", SessionExecuteRequest(command="echo $KEPT $PWD"))
     assert (r.exit_code, r.stdout) == (0, "yes /tmp\n")  # waited for the sleep before it
     assert process.get_session_command("kept", running.cmd_id).exit_code == 0

@@ -10,9 +10,13 @@ from typing import Iterator
 import httpx
 import pytest
 from e2b import AsyncSandbox, Sandbox, SandboxState
-from e2b.exceptions import (RateLimitException, SandboxException,
-                            SandboxNotFoundException, SandboxNotRunningException,
-                            SandboxUnreachableException)
+from e2b.exceptions import (
+    RateLimitException,
+    SandboxException,
+    SandboxNotFoundException,
+    SandboxNotRunningException,
+    SandboxUnreachableException,
+)
 from server_harness import Server, finish, needs_root, new_data_dir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -32,8 +36,9 @@ def keys(server: Server) -> Iterator[dict[str, str]]:
     """One key per tenant; the E2B variables point the SDK at the server as tenant A."""
     found = {"a": server.new_key("life-a"), "b": server.new_key("life-b")}
     saved = {k: os.environ.get(k) for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY")}
-    os.environ.update(E2B_API_URL=server.url + "/e2b", E2B_SANDBOX_URL=server.url + "/e2b",
-                      E2B_API_KEY=found["a"])
+    os.environ.update(
+        E2B_API_URL=server.url + "/e2b", E2B_SANDBOX_URL=server.url + "/e2b", E2B_API_KEY=found["a"]
+    )
     yield found
     for name, value in saved.items():
         if value is None:
@@ -102,9 +107,10 @@ def test_fork_on_gvisor_keeps_running_processes(keys: dict[str, str]) -> None:
     sb = Sandbox.create(metadata={"stockade.isolation": "gvisor"}, timeout=300)
     copies: list[Sandbox] = []
     try:
-        sb.commands.run("python3 -c \"import time\nwhile True:\n    "
-                        "open('/tmp/beat', 'a').write('.'); time.sleep(0.2)\"",
-                        background=True)
+        sb.commands.run(
+            "python3 -c \"import time\nwhile True:\n    open('/tmp/beat', 'a').write('.'); time.sleep(0.2)\"",
+            background=True,
+        )
         _until(lambda: sb.files.exists("/tmp/beat"))
         result = sb.fork(count=1, timeout=120)
         copies = [c for c in result if isinstance(c, Sandbox)]
@@ -124,8 +130,7 @@ def test_fork_counts_against_the_quota(keys: dict[str, str], server: Server) -> 
     """Copies are sandboxes of the tenant: forking past ``max_sandboxes`` is a 429
     (RateLimitException) and makes nothing."""
     with server.admin() as admin:
-        assert admin.post("/tenants", json={"name": "life-small", "max_sandboxes": 2}
-                          ).status_code == 201
+        assert admin.post("/tenants", json={"name": "life-small", "max_sandboxes": 2}).status_code == 201
     key = server.new_key("life-small")
     sb = Sandbox.create(timeout=120, api_key=key)
     try:
@@ -164,8 +169,11 @@ def test_auto_pause_then_auto_resume(keys: dict[str, str], server: Server) -> No
         # a caller without the sandbox's token does not wake it
         with raw(server, keys["a"]) as c:
             for token in (None, plain._envd_access_token):
-                headers = {"E2b-Sandbox-Id": sb.sandbox_id, "E2b-Sandbox-Port": "49983",
-                           **({"X-Access-Token": token} if token else {})}
+                headers = {
+                    "E2b-Sandbox-Id": sb.sandbox_id,
+                    "E2b-Sandbox-Port": "49983",
+                    **({"X-Access-Token": token} if token else {}),
+                }
                 r = c.post("/process.Process/List", json={}, headers=headers)
                 assert r.status_code == 401, r.text
         assert paused()
@@ -201,8 +209,9 @@ def test_end_reasons_reach_the_sdk(keys: dict[str, str], server: Server) -> None
         r = c.get(f"/sandboxes/{expired.sandbox_id}")
         never = c.get("/sandboxes/sbnosuchsandbox")
         assert r.status_code == never.status_code == 404
-        assert (r.json()["message"].replace(expired.sandbox_id, "ID")
-                == never.json()["message"].replace("sbnosuchsandbox", "ID"))
+        assert r.json()["message"].replace(expired.sandbox_id, "ID") == never.json()["message"].replace(
+            "sbnosuchsandbox", "ID"
+        )
 
 
 def test_out_of_memory_end_reaches_the_sdk(keys: dict[str, str], server: Server) -> None:
@@ -210,10 +219,8 @@ def test_out_of_memory_end_reaches_the_sdk(keys: dict[str, str], server: Server)
     sb = Sandbox.create(metadata={"stockade.isolation": "gvisor"}, timeout=120)
     # the stream ends with the engine's diagnosis; the SDK's health probe may still find the
     # sandbox (not yet ended by the engine) and call it unreachable rather than not running
-    with pytest.raises((SandboxUnreachableException, SandboxNotRunningException),
-                       match="out of memory"):
-        sb.commands.run("python3 -c 'b = []\nwhile True: b.append(bytearray(8 << 20))'",
-                        timeout=60)
+    with pytest.raises((SandboxUnreachableException, SandboxNotRunningException), match="out of memory"):
+        sb.commands.run("python3 -c 'b = []\nwhile True: b.append(bytearray(8 << 20))'", timeout=60)
     with raw(server, keys["a"]) as c:
         _until(lambda: c.get(f"/sandboxes/{sb.sandbox_id}").status_code == 404, 20)
         message = c.get(f"/sandboxes/{sb.sandbox_id}").json()["message"]
@@ -227,11 +234,13 @@ def test_stockade_secrets_from_metadata(keys: dict[str, str], server: Server) ->
     """Metadata ``stockade.secrets`` gives an E2B-created sandbox Stockade secrets: the
     sandbox sees a placeholder, never the value; another tenant cannot name them."""
     with server.client(keys["a"]) as c:
-        r = c.post("/secrets", json={"name": "API_KEY", "value": SECRET_VALUE,
-                                     "hosts": ["api.example.test"]})
+        r = c.post("/secrets", json={"name": "API_KEY", "value": SECRET_VALUE, "hosts": ["api.example.test"]})
         assert r.status_code == 201, r.text
-    sb = Sandbox.create(timeout=120, network={"allow_out": ["api.example.test"]},
-                        metadata={"stockade.secrets": "API_KEY, TOKEN=API_KEY"})
+    sb = Sandbox.create(
+        timeout=120,
+        network={"allow_out": ["api.example.test"]},
+        metadata={"stockade.secrets": "API_KEY, TOKEN=API_KEY"},
+    )
     try:
         out = sb.commands.run("echo $API_KEY; echo $TOKEN; env").stdout
         first, second = out.splitlines()[:2]
@@ -242,16 +251,19 @@ def test_stockade_secrets_from_metadata(keys: dict[str, str], server: Server) ->
     finally:
         sb.kill()
     with pytest.raises(SandboxException, match="API_KEY"):  # B has no such secret
-        Sandbox.create(timeout=60, network={"allow_out": ["api.example.test"]},
-                       metadata={"stockade.secrets": "API_KEY"}, api_key=keys["b"])
+        Sandbox.create(
+            timeout=60,
+            network={"allow_out": ["api.example.test"]},
+            metadata={"stockade.secrets": "API_KEY"},
+            api_key=keys["b"],
+        )
     with pytest.raises(SandboxException, match="secrets"):  # not a name
         Sandbox.create(timeout=60, metadata={"stockade.secrets": "BAD NAME"})
 
 
 async def test_async_fork_and_lifecycle(keys: dict[str, str]) -> None:
     """``AsyncSandbox`` makes the same calls: lifecycle at create, fork."""
-    sb = await AsyncSandbox.create(timeout=120,
-                                   lifecycle={"on_timeout": "pause", "auto_resume": True})
+    sb = await AsyncSandbox.create(timeout=120, lifecycle={"on_timeout": "pause", "auto_resume": True})
     try:
         assert (await sb.get_info()).lifecycle == {"on_timeout": "pause", "auto_resume": True}
         await sb.files.write("/home/user/a.txt", "async")

@@ -11,11 +11,15 @@ from typing import Iterator
 
 import httpx
 import pytest
-from e2b import (AsyncSandbox, AsyncTemplate, Sandbox, Secret, Template, TemplateBuildStatus,
-                 Volume)
-from e2b.exceptions import (BuildException, SandboxException, SecretException,
-                            TemplateException, VolumeException,
-                            VolumeNotFoundException)
+from e2b import AsyncSandbox, AsyncTemplate, Sandbox, Secret, Template, TemplateBuildStatus, Volume
+from e2b.exceptions import (
+    BuildException,
+    SandboxException,
+    SecretException,
+    TemplateException,
+    VolumeException,
+    VolumeNotFoundException,
+)
 from server_harness import Server, finish, needs_root, new_data_dir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -36,8 +40,9 @@ def keys(server: Server) -> Iterator[dict[str, str]]:
     """One key per tenant; the E2B variables point the SDK at the server as tenant A."""
     found = {"a": server.new_key("tpl-a"), "b": server.new_key("tpl-b")}
     saved = {k: os.environ.get(k) for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY")}
-    os.environ.update(E2B_API_URL=server.url + "/e2b", E2B_SANDBOX_URL=server.url + "/e2b",
-                      E2B_API_KEY=found["a"])
+    os.environ.update(
+        E2B_API_URL=server.url + "/e2b", E2B_SANDBOX_URL=server.url + "/e2b", E2B_API_KEY=found["a"]
+    )
     yield found
     # the image store is the host's: remove the templates built here and their build cache
     with server.client(found["a"]) as c:
@@ -60,18 +65,24 @@ def _poll(info: object, until: set[TemplateBuildStatus], timeout: float = 180): 
         time.sleep(0.3)
 
 
-def test_template_build_copy_env_user_and_rebuild(keys: dict[str, str], server: Server,
-                                                   tmp_path: Path) -> None:
+def test_template_build_copy_env_user_and_rebuild(
+    keys: dict[str, str], server: Server, tmp_path: Path
+) -> None:
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "main.py").write_text("print('from the context')\n")
-    template = (Template(file_context_path=tmp_path)
-                .from_base_image()
-                .copy("app/main.py", "/home/user/app/")
-                .set_envs({"GREETING": "it's $HOME"})
-                .run_cmd("cd && whoami > build-user && python3 app/main.py > out.txt")
-                .run_cmd("touch /opt/by-root; python3 -c 'import socket; "
-                         "print(*[n for _, n in socket.if_nameindex()])' > /opt/nets", user="root")
-                .set_workdir("/home/user/app"))
+    template = (
+        Template(file_context_path=tmp_path)
+        .from_base_image()
+        .copy("app/main.py", "/home/user/app/")
+        .set_envs({"GREETING": "it's $HOME"})
+        .run_cmd("cd && whoami > build-user && python3 app/main.py > out.txt")
+        .run_cmd(
+            "touch /opt/by-root; python3 -c 'import socket; "
+            "print(*[n for _, n in socket.if_nameindex()])' > /opt/nets",
+            user="root",
+        )
+        .set_workdir("/home/user/app")
+    )
     logs: list[str] = []
     info = Template.build(template, "e2b-app", on_build_logs=lambda e: logs.append(e.message))
     assert info.template_id == "e2b-app" and info.build_id
@@ -79,8 +90,9 @@ def test_template_build_copy_env_user_and_rebuild(keys: dict[str, str], server: 
     assert Template.exists("e2b-app")
     sb = Sandbox.create("e2b-app", timeout=120)
     try:
-        r = sb.commands.run("cat /home/user/build-user /home/user/out.txt; echo \"$GREETING\"; "
-                            "pwd; stat -c %U /opt/by-root")
+        r = sb.commands.run(
+            'cat /home/user/build-user /home/user/out.txt; echo "$GREETING"; pwd; stat -c %U /opt/by-root'
+        )
         assert r.stdout == ("user\nfrom the context\nit's $HOME\n/home/user/app\nroot\n")
         assert sb.files.read("/home/user/app/main.py") == "print('from the context')\n"
         nets = sb.files.read("/opt/nets").split()
@@ -89,8 +101,12 @@ def test_template_build_copy_env_user_and_rebuild(keys: dict[str, str], server: 
         sb.kill()
     # a rebuild of the same name replaces the template; the upload is not sent again
     logs.clear()
-    again = Template(file_context_path=tmp_path).from_template("base") \
-        .copy("app/main.py", "/home/user/app/").run_cmd("echo v2 > /home/user/version")
+    again = (
+        Template(file_context_path=tmp_path)
+        .from_template("base")
+        .copy("app/main.py", "/home/user/app/")
+        .run_cmd("echo v2 > /home/user/version")
+    )
     Template.build(again, "e2b-app", on_build_logs=lambda e: logs.append(e.message))
     assert any("already cached" in line for line in logs), logs
     sb = Sandbox.create("e2b-app", timeout=120)
@@ -106,10 +122,8 @@ def test_failed_and_background_builds(keys: dict[str, str], server: Server) -> N
     with pytest.raises(BuildException, match="exit code 3"):
         Template.build(failing, "e2b-fails")
     assert not Template.exists("e2b-fails")
-    info = Template.build_in_background(Template().from_dockerfile("FROM base\nRUN sleep 1"),
-                                        "e2b-bg")
-    assert Template.get_build_status(info).status in (TemplateBuildStatus.BUILDING,
-                                                      TemplateBuildStatus.READY)
+    info = Template.build_in_background(Template().from_dockerfile("FROM base\nRUN sleep 1"), "e2b-bg")
+    assert Template.get_build_status(info).status in (TemplateBuildStatus.BUILDING, TemplateBuildStatus.READY)
     done = _poll(info, {TemplateBuildStatus.READY, TemplateBuildStatus.ERROR})
     assert done.status == TemplateBuildStatus.READY, done.reason
     assert any("sleep 1" in e.message for e in Template.get_build_status(info, 0).log_entries)
@@ -123,8 +137,9 @@ def test_failed_and_background_builds(keys: dict[str, str], server: Server) -> N
 
 async def test_async_template_build(keys: dict[str, str]) -> None:
     """``AsyncTemplate`` makes the same calls as ``Template``."""
-    info = await AsyncTemplate.build(AsyncTemplate().from_template("base")
-                                     .run_cmd("echo async > /home/user/async.txt"), "e2b-async")
+    info = await AsyncTemplate.build(
+        AsyncTemplate().from_template("base").run_cmd("echo async > /home/user/async.txt"), "e2b-async"
+    )
     assert info.template_id == "e2b-async"
     sb = await AsyncSandbox.create("e2b-async", timeout=60)
     try:
@@ -133,21 +148,22 @@ async def test_async_template_build(keys: dict[str, str]) -> None:
         await sb.kill()
 
 
-@pytest.mark.parametrize("template, words", [
-    (lambda: Template().from_python_image("3"), "cannot be pulled"),
-    (lambda: Template().from_base_image().set_start_cmd("sleep 1", "true"), "start command"),
-    (lambda: Template().from_template("no-such-template").run_cmd("true"), "no template"),
-])
-def test_builds_stockade_cannot_do_fail_clearly(keys: dict[str, str], template: object,
-                                                 words: str) -> None:
+@pytest.mark.parametrize(
+    "template, words",
+    [
+        (lambda: Template().from_python_image("3"), "cannot be pulled"),
+        (lambda: Template().from_base_image().set_start_cmd("sleep 1", "true"), "start command"),
+        (lambda: Template().from_template("no-such-template").run_cmd("true"), "no template"),
+    ],
+)
+def test_builds_stockade_cannot_do_fail_clearly(keys: dict[str, str], template: object, words: str) -> None:
     with pytest.raises(BuildException, match=words):
         Template.build(template(), "e2b-refused")  # type: ignore[operator]
 
 
 def test_upload_links_are_signed(server: Server, keys: dict[str, str]) -> None:
     digest = "ab" * 32
-    with httpx.Client(base_url=server.url + "/e2b", timeout=30,
-                      headers={"X-API-Key": keys["a"]}) as c:
+    with httpx.Client(base_url=server.url + "/e2b", timeout=30, headers={"X-API-Key": keys["a"]}) as c:
         link = c.get(f"/templates/x/files/{digest}")
         assert link.status_code == 201 and link.json()["present"] is False
         url = link.json()["url"]
@@ -160,22 +176,28 @@ def test_upload_links_are_signed(server: Server, keys: dict[str, str]) -> None:
         assert c.put(url, content=b"not a tar" * (1 << 20)).status_code == 201
         assert c.get(f"/templates/x/files/{digest}").json() == {"present": True}
         build = c.post("/v3/templates", json={"name": "e2b-junk"}).json()
-        start = c.post(f"/v2/templates/e2b-junk/builds/{build['buildID']}",
-                       json={"fromTemplate": "base", "steps": [
-                           {"type": "COPY", "args": ["f", "/tmp/"], "filesHash": digest}]})
+        start = c.post(
+            f"/v2/templates/e2b-junk/builds/{build['buildID']}",
+            json={
+                "fromTemplate": "base",
+                "steps": [{"type": "COPY", "args": ["f", "/tmp/"], "filesHash": digest}],
+            },
+        )
         assert start.status_code == 400 and "tar" in start.json()["message"]
         bad = c.post("/v2/templates/e2b-junk/builds/zz", json={})
         assert bad.status_code == 400
         assert c.post("/v3/templates", json={"name": "Bad Name!"}).status_code == 400
 
 
-def test_idempotency_keys_survive_a_restart_and_stay_per_tenant(server: Server,
-                                                                 keys: dict[str, str]) -> None:
+def test_idempotency_keys_survive_a_restart_and_stay_per_tenant(server: Server, keys: dict[str, str]) -> None:
     body = {"templateID": "base", "timeout": 120}
 
     def create(key: str, tenant: str = "a") -> str:
-        with httpx.Client(base_url=server.url + "/e2b", timeout=60,
-                          headers={"X-API-Key": keys[tenant], "Idempotency-Key": key}) as c:
+        with httpx.Client(
+            base_url=server.url + "/e2b",
+            timeout=60,
+            headers={"X-API-Key": keys[tenant], "Idempotency-Key": key},
+        ) as c:
             r = c.post("/v2/sandboxes", json=body)
             assert r.status_code == 201, r.text
             return str(r.json()["sandboxID"])
@@ -224,15 +246,29 @@ def test_volumes_outlive_sandboxes_and_stay_per_tenant(keys: dict[str, str]) -> 
     assert Volume.destroy("e2b-vol") is False
 
 
-@pytest.mark.parametrize("options, words", [
-    ({"network": {"allow_out": ["api.example.test"], "rules": {"api.example.test": [
-        {"transform": {"headers": {"Authorization": "Bearer ${e2b.secrets.K}"}}}]}}},
-     "network.rules .* 'stockade.secrets'"),
-    ({"network": {"allow_out": ["1.1.1.1"], "dns_servers": ["1.1.1.1"]}}, "dnsServers"),
-    ({"mcp": {"exa": {"apiKey": "x"}}}, "MCP"),
-])
-def test_create_options_stockade_lacks_are_refused(keys: dict[str, str], options: dict[str, object],
-                                                   words: str) -> None:
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (
+            {
+                "network": {
+                    "allow_out": ["api.example.test"],
+                    "rules": {
+                        "api.example.test": [
+                            {"transform": {"headers": {"Authorization": "Bearer ${e2b.secrets.K}"}}}
+                        ]
+                    },
+                }
+            },
+            "network.rules .* 'stockade.secrets'",
+        ),
+        ({"network": {"allow_out": ["1.1.1.1"], "dns_servers": ["1.1.1.1"]}}, "dnsServers"),
+        ({"mcp": {"exa": {"apiKey": "x"}}}, "MCP"),
+    ],
+)
+def test_create_options_stockade_lacks_are_refused(
+    keys: dict[str, str], options: dict[str, object], words: str
+) -> None:
     """Never silently ignored: a SandboxException naming the option, and no sandbox made."""
     before = {s.sandbox_id for s in Sandbox.list().next_items()}
     with pytest.raises(SandboxException, match=words):
@@ -254,8 +290,7 @@ def test_microvm_tier_from_metadata(keys: dict[str, str]) -> None:
         sb.kill()
 
 
-def test_sdk_calls_stockade_does_not_serve_fail_clearly(keys: dict[str, str],
-                                                         server: Server) -> None:
+def test_sdk_calls_stockade_does_not_serve_fail_clearly(keys: dict[str, str], server: Server) -> None:
     """Each gets the SDK's exception for that call with a message saying what is missing
     (501), never a 500 and never a misleading 'not found'."""
     sb = Sandbox.create(timeout=60)

@@ -10,8 +10,14 @@ from urllib.parse import urlsplit
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 def is_loopback(url: str) -> bool:
@@ -31,14 +37,12 @@ class Browser:
         from playwright.sync_api import sync_playwright
 
         self._pw = sync_playwright().start()
-        self.browser = self._pw.chromium.launch(executable_path=CHROMIUM, args=ARGS,
-                                                headless=True)
+        self.browser = self._pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         self.urls: list[str] = []
         self.outside: list[str] = []
 
     def page(self):  # type: ignore[no-untyped-def]
-        context = self.browser.new_context(viewport={"width": 1280, "height": 860},
-                                           accept_downloads=True)
+        context = self.browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
         context.route("**/*", self._gate)
         context.on("websocket", lambda ws: self.urls.append(ws.url))
         return context.new_page()

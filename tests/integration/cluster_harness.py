@@ -24,9 +24,14 @@ CLUSTER_SECRET = "test-cluster-secret-" + os.urandom(8).hex()
 
 
 def env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "STOCKADE_IMAGES_DIR": str(default_images_dir()),
-           "STOCKADE_POOL_SIZE": "0", "RAY_USAGE_STATS_ENABLED": "0",
-           "STOCKADE_CLUSTER_SECRET": CLUSTER_SECRET, **extra}
+    env = {
+        **os.environ,
+        "STOCKADE_IMAGES_DIR": str(default_images_dir()),
+        "STOCKADE_POOL_SIZE": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "STOCKADE_CLUSTER_SECRET": CLUSTER_SECRET,
+        **extra,
+    }
     for name in ("STOCKADE_API_URL", "STOCKADE_API_KEY", "STOCKADE_DATABASE_URL", "RAY_ADDRESS"):
         env.pop(name, None)
     return env
@@ -43,13 +48,13 @@ def stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> Non
         proc.wait()
 
 
-def wait(what: str, check: Any, proc: subprocess.Popen[bytes], log: Path,
-          timeout: float = 120) -> None:
+def wait(what: str, check: Any, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited ({proc.returncode}): "
-                               f"{log.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(
+                f"{what} exited ({proc.returncode}): {log.read_text(errors='replace')[-3000:]}"
+            )
         if check():
             return
         time.sleep(0.2)
@@ -59,9 +64,13 @@ def wait(what: str, check: Any, proc: subprocess.Popen[bytes], log: Path,
 class Host:
     """`stockade host` on its own data directory (its Ray node lives and dies with it)."""
 
-    def __init__(self, name: str, address: str,
-                 slots: str = f"container={SLOTS},gvisor=1",
-                 shared_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        slots: str = f"container={SLOTS},gvisor=1",
+        shared_dir: Path | None = None,
+    ) -> None:
         self.name = name
         self.address = address
         self.slots = slots
@@ -75,11 +84,26 @@ class Host:
         before = self._readies()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [STOCKADE, "host", "--cluster", self.address, "--data-dir", str(self.data_dir),
-                 "--name", self.name, "--slots", self.slots,
-                 "--node-ip", "127.0.0.1",
-                 *(["--shared-dir", str(self.shared_dir)] if self.shared_dir else [])],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env())
+                [
+                    STOCKADE,
+                    "host",
+                    "--cluster",
+                    self.address,
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--name",
+                    self.name,
+                    "--slots",
+                    self.slots,
+                    "--node-ip",
+                    "127.0.0.1",
+                    *(["--shared-dir", str(self.shared_dir)] if self.shared_dir else []),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env(),
+            )
         wait(f"host {self.name}", lambda: self._readies() > before, self.proc, self.log)
         return self
 
@@ -93,17 +117,20 @@ class Host:
 def sweep(data_dir: Path) -> list[str]:
     """Open an engine on a host's data directory and kill what it still holds; return the ids
     found (none if the cluster cleaned up after itself)."""
-    script = ("import asyncio, sys\n"
-              "from pathlib import Path\n"
-              "from stockade.engine import Engine, EngineConfig\n"
-              "async def main():\n"
-              "    e = Engine(EngineConfig(data_dir=Path(sys.argv[1])))\n"
-              "    await e.open()\n"
-              "    print(' '.join(r.id for r in e.records()))\n"
-              "    await e.close(kill_all=True)\n"
-              "asyncio.run(main())\n")
-    out = subprocess.run([sys.executable, "-c", script, str(data_dir)], env=env(),
-                         capture_output=True, text=True, timeout=120)
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from stockade.engine import Engine, EngineConfig\n"
+        "async def main():\n"
+        "    e = Engine(EngineConfig(data_dir=Path(sys.argv[1])))\n"
+        "    await e.open()\n"
+        "    print(' '.join(r.id for r in e.records()))\n"
+        "    await e.close(kill_all=True)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(data_dir)], env=env(), capture_output=True, text=True, timeout=120
+    )
     if out.returncode != 0:
         return [f"(sweeping {data_dir} failed: {out.stderr[-500:]})"]
     return out.stdout.split()
@@ -126,11 +153,30 @@ class Cluster:
         log = self.ray_dir / "head.log"
         with open(log, "ab") as out:
             self.head = subprocess.Popen(
-                [RAY, "start", "--head", "--port", str(self.port), "--node-ip-address",
-                 "127.0.0.1", "--num-cpus", "0", "--include-dashboard", "false",
-                 "--temp-dir", str(self.ray_dir), "--object-store-memory", "80000000",
-                 "--disable-usage-stats", "--block"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env())
+                [
+                    RAY,
+                    "start",
+                    "--head",
+                    "--port",
+                    str(self.port),
+                    "--node-ip-address",
+                    "127.0.0.1",
+                    "--num-cpus",
+                    "0",
+                    "--include-dashboard",
+                    "false",
+                    "--temp-dir",
+                    str(self.ray_dir),
+                    "--object-store-memory",
+                    "80000000",
+                    "--disable-usage-stats",
+                    "--block",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=env(),
+            )
         wait("ray head", lambda: "block forever" in log.read_text(), self.head, log)
 
     def start_api(self, database_url: str) -> str:
@@ -141,10 +187,25 @@ class Cluster:
         log = self.ray_dir / f"api-{port}.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                [STOCKADE, "serve", "--cluster", self.address, "--database-url", database_url,
-                 "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                env=env(STOCKADE_ADMIN_KEY=ADMIN_KEY, STOCKADE_PLACEMENT_WAIT="3"))
+                [
+                    STOCKADE,
+                    "serve",
+                    "--cluster",
+                    self.address,
+                    "--database-url",
+                    database_url,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--data-dir",
+                    str(data_dir),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=env(STOCKADE_ADMIN_KEY=ADMIN_KEY, STOCKADE_PLACEMENT_WAIT="3"),
+            )
         self.apis.append(proc)
         self.replica_urls.append(url)
         if self.api is None:
@@ -160,8 +221,9 @@ class Cluster:
         return url
 
     def client(self, url: str | None = None, key: str = ADMIN_KEY) -> httpx.Client:
-        return httpx.Client(base_url=url or self.api_url, timeout=120,
-                            headers={"Authorization": f"Bearer {key}"})
+        return httpx.Client(
+            base_url=url or self.api_url, timeout=120, headers={"Authorization": f"Bearer {key}"}
+        )
 
     def leftover_processes(self) -> list[str]:
         """Processes of ours still running: anything whose command line names a directory

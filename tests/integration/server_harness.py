@@ -37,8 +37,9 @@ def free_port() -> int:
 class Server:
     """`stockade serve` as a child process on its own data directory and port."""
 
-    def __init__(self, data_dir: Path, database_url: str | None = None,
-                 admin_key: str | None = ADMIN_KEY, **env: str) -> None:
+    def __init__(
+        self, data_dir: Path, database_url: str | None = None, admin_key: str | None = ADMIN_KEY, **env: str
+    ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
         self.admin_key = admin_key
@@ -48,10 +49,19 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: bool = True) -> "Server":
-        env = {**os.environ, "STOCKADE_IMAGES_DIR": str(default_images_dir()),
-               "STOCKADE_POOL_SIZE": "0", **self.env}
-        for name in ("STOCKADE_API_URL", "STOCKADE_API_KEY", "STOCKADE_ADMIN_KEY",
-                     "STOCKADE_DATABASE_URL", "STOCKADE_CONFIG"):
+        env = {
+            **os.environ,
+            "STOCKADE_IMAGES_DIR": str(default_images_dir()),
+            "STOCKADE_POOL_SIZE": "0",
+            **self.env,
+        }
+        for name in (
+            "STOCKADE_API_URL",
+            "STOCKADE_API_KEY",
+            "STOCKADE_ADMIN_KEY",
+            "STOCKADE_DATABASE_URL",
+            "STOCKADE_CONFIG",
+        ):
             env.pop(name, None)
         if self.admin_key:
             env["STOCKADE_ADMIN_KEY"] = self.admin_key
@@ -59,9 +69,21 @@ class Server:
             env["STOCKADE_DATABASE_URL"] = self.database_url
         log = open(self.data_dir / "server.log", "ab")
         self.proc = subprocess.Popen(
-            [STOCKADE, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(self.data_dir)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+            [
+                STOCKADE,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
         log.close()
         if wait:
             self.wait_ready()
@@ -136,20 +158,50 @@ class Postgres:
         user = pwd.getpwnam("postgres")
         os.chown(self.dir, user.pw_uid, user.pw_gid)
         data = self.dir / "data"
-        subprocess.run([str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "-A",
-                        "trust", "-E", "UTF8", "--no-sync"], check=True, user="postgres",
-                       capture_output=True, cwd=self.dir)
+        subprocess.run(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            user="postgres",
+            capture_output=True,
+            cwd=self.dir,
+        )
         log = open(self.dir / "postgres.log", "ab")
         self.proc = subprocess.Popen(
-            [str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port),
-             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}",
-             "-c", "fsync=off"],
-            user="postgres", stdout=log, stderr=log, cwd=self.dir)
+            [
+                str(self.bin / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.dir}",
+                "-c",
+                "fsync=off",
+            ],
+            user="postgres",
+            stdout=log,
+            stderr=log,
+            cwd=self.dir,
+        )
         log.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            ready = subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p",
-                                    str(self.port)], capture_output=True)
+            ready = subprocess.run(
+                [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+            )
             if ready.returncode == 0:
                 return self
             if self.proc.poll() is not None:
@@ -158,8 +210,11 @@ class Postgres:
         raise RuntimeError((self.dir / "postgres.log").read_text()[-2000:])
 
     def create_database(self, name: str) -> str:
-        subprocess.run([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                        "-U", "postgres", name], check=True, capture_output=True)
+        subprocess.run(
+            [str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name],
+            check=True,
+            capture_output=True,
+        )
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:

@@ -13,15 +13,23 @@ import pytest
 from stockade.engine.hostcheck import find_leaks
 
 STOCKADE = str(Path(sys.executable).with_name("stockade"))
-COMMANDS = [[], ["run"], ["sandbox"], ["sandbox", "create"], ["sandbox", "ls"],
-            ["sandbox", "exec"], ["sandbox", "kill"]]
+COMMANDS = [
+    [],
+    ["run"],
+    ["sandbox"],
+    ["sandbox", "create"],
+    ["sandbox", "ls"],
+    ["sandbox", "exec"],
+    ["sandbox", "kill"],
+]
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     assert env.get("STOCKADE_DATA_DIR"), "the daemon fixture did not set STOCKADE_DATA_DIR"
-    return subprocess.run([STOCKADE, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [STOCKADE, *args], capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
+    )
 
 
 @pytest.mark.parametrize("tier", ["container", "gvisor"])
@@ -64,22 +72,36 @@ def test_sandbox_create_ls_exec_kill(daemon) -> None:  # type: ignore[no-untyped
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "stockade")
 def test_help_explains_each_command(command: list[str]) -> None:
-    r = subprocess.run([STOCKADE, *command, "--help"], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "COLUMNS": "200"})
+    r = subprocess.run(
+        [STOCKADE, *command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert r.returncode == 0, r.stderr
     assert "Usage:" in r.stdout
-    words = {"run": "Create a sandbox", "create": "print its id", "ls": "List",
-             "exec": "running sandbox", "kill": "Kill"}
+    words = {
+        "run": "Create a sandbox",
+        "create": "print its id",
+        "ls": "List",
+        "exec": "running sandbox",
+        "kill": "Kill",
+    }
     if command and command[-1] in words:
         assert words[command[-1]] in r.stdout, r.stdout
 
 
-@pytest.mark.parametrize("args", [
-    ["sandbox", "exec", "sb000000000000000000", "--", "true"],
-    ["sandbox", "kill", "sb000000000000000000"],
-    ["run", "--template", "no-such-template", "--", "true"],
-    ["run", "--isolation", "teleport", "--", "true"],
-], ids=["exec-unknown", "kill-unknown", "unknown-template", "unknown-isolation"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sandbox", "exec", "sb000000000000000000", "--", "true"],
+        ["sandbox", "kill", "sb000000000000000000"],
+        ["run", "--template", "no-such-template", "--", "true"],
+        ["run", "--isolation", "teleport", "--", "true"],
+    ],
+    ids=["exec-unknown", "kill-unknown", "unknown-template", "unknown-isolation"],
+)
 def test_bad_input_is_a_readable_error_with_exit_code_2(daemon, args: list[str]) -> None:  # type: ignore[no-untyped-def]
     r = cli(*args)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)

@@ -96,8 +96,7 @@ def _previous_schema(url: str) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "0003")
-        connection.execute(sa.text("INSERT INTO tenants (name, created_at) "
-                                   "VALUES ('veteran', 1)"))
+        connection.execute(sa.text("INSERT INTO tenants (name, created_at) VALUES ('veteran', 1)"))
     engine.dispose()
 
 
@@ -106,8 +105,7 @@ def _check_upgraded(url: str) -> None:
     engine = sa.create_engine(sql_url(url))
     with engine.connect() as c:
         assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
-        assert c.execute(sa.text("SELECT count(*) FROM tenants WHERE name = 'veteran'")
-                         ).scalar() == 1
+        assert c.execute(sa.text("SELECT count(*) FROM tenants WHERE name = 'veteran'")).scalar() == 1
         tables = set(sa.inspect(c).get_table_names())
     engine.dispose()
     assert {"cluster_hosts", "cluster_sandboxes"} <= tables
@@ -116,8 +114,7 @@ def _check_upgraded(url: str) -> None:
 def _cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     """``stockade ARGS`` against the first replica with the admin key."""
     environ = {**env(), "STOCKADE_API_URL": cluster.api_url, "STOCKADE_API_KEY": ADMIN_KEY}
-    return subprocess.run([STOCKADE, *args], capture_output=True, text=True, timeout=120,
-                          env=environ)
+    return subprocess.run([STOCKADE, *args], capture_output=True, text=True, timeout=120, env=environ)
 
 
 def _kill_through_api(c: Cluster) -> None:
@@ -170,8 +167,9 @@ def _run(client: httpx.Client, sandbox_id: str, **spec: Any) -> dict[str, Any]:
 def test_the_sdk_with_tenant_keys_works_through_either_replica(cluster: Cluster) -> None:
     urls = cluster.replica_urls
     with cluster.client() as admin:
-        _wait_for(lambda: len(_hosts(admin)) == 2
-                  and all(h["state"] == "alive" for h in _hosts(admin).values()))
+        _wait_for(
+            lambda: len(_hosts(admin)) == 2 and all(h["state"] == "alive" for h in _hosts(admin).values())
+        )
         keys = {}
         for tenant in ("acme", "umbrella"):
             r = admin.post("/keys", json={"tenant": tenant})
@@ -183,11 +181,12 @@ def test_the_sdk_with_tenant_keys_works_through_either_replica(cluster: Cluster)
         # Output streams from the owning host as it is written, not once the command ends.
         arrivals: list[tuple[float, str]] = []
         started = time.monotonic()
-        result = sb.commands.run("echo first; sleep 2; echo second; echo oops >&2; exit 3",
-                                 on_stdout=lambda s: arrivals.append((time.monotonic(), s)))
+        result = sb.commands.run(
+            "echo first; sleep 2; echo second; echo oops >&2; exit 3",
+            on_stdout=lambda s: arrivals.append((time.monotonic(), s)),
+        )
         ended = time.monotonic()
-        assert (result.stdout, result.stderr, result.exit_code) == ("first\nsecond\n",
-                                                                    "oops\n", 3)
+        assert (result.stdout, result.stderr, result.exit_code) == ("first\nsecond\n", "oops\n", 3)
         assert arrivals and arrivals[0][1].startswith("first")
         assert ended - arrivals[0][0] > 1.5 and arrivals[0][0] - started < ended - started - 1.5
         sb.files.write("/home/user/notes.txt", "written through replica one\n")
@@ -200,8 +199,7 @@ def test_the_sdk_with_tenant_keys_works_through_either_replica(cluster: Cluster)
         assert other.commands.run("cat /home/user/notes.txt | wc -c").stdout == "28\n"
         other.files.write("/home/user/back.bin", b"\x00\xffbinary")
         assert sb.files.read("/home/user/back.bin", format="bytes") == b"\x00\xffbinary"
-        assert [s.id for s in Sandbox.list(api_url=urls[1], api_key=keys["acme"])] == [
-            sb.sandbox_id]
+        assert [s.id for s in Sandbox.list(api_url=urls[1], api_key=keys["acme"])] == [sb.sandbox_id]
 
         # Another tenant reaches it through neither replica, by no route.
         for url in urls:
@@ -211,15 +209,20 @@ def test_the_sdk_with_tenant_keys_works_through_either_replica(cluster: Cluster)
             with cluster.client(url, keys["umbrella"]) as intruder:
                 base = f"/sandboxes/{sb.sandbox_id}"
                 for method, path, body in (
-                        ("GET", base, None), ("DELETE", base, None),
-                        ("POST", base + "/processes", {"cmd": "id"}),
-                        ("GET", base + "/files?path=/home/user/notes.txt", None),
-                        ("PUT", base + "/files?path=/home/user/x", None),
-                        ("GET", base + "/files/list?path=/home/user", None),
-                        ("POST", base + "/timeout", {"timeout": 60})):
+                    ("GET", base, None),
+                    ("DELETE", base, None),
+                    ("POST", base + "/processes", {"cmd": "id"}),
+                    ("GET", base + "/files?path=/home/user/notes.txt", None),
+                    ("PUT", base + "/files?path=/home/user/x", None),
+                    ("GET", base + "/files/list?path=/home/user", None),
+                    ("POST", base + "/timeout", {"timeout": 60}),
+                ):
                     r = intruder.request(method, path, json=body)
                     assert r.status_code == 404 and r.json()["code"] == "sandbox_not_found", (
-                        method, path, r.text)
+                        method,
+                        path,
+                        r.text,
+                    )
         assert sb.files.read("/home/user/notes.txt") == "written through replica one\n"
 
         # The host's stream endpoint serves only requests signed for exactly themselves.
@@ -229,15 +232,20 @@ def test_the_sdk_with_tenant_keys_works_through_either_replica(cluster: Cluster)
         good = sign(CLUSTER_SECRET, operation("GET", path, query))
         r = httpx.get(f"{stream_url}{path}?{query}", headers={HEADER: good})
         assert r.status_code == 200 and r.text == "written through replica one\n"
-        for token in (None, sign("another-secret-of-16+", operation("GET", path, query)),
-                      sign(CLUSTER_SECRET, operation("GET", path, "path=%2Fetc%2Fshadow")),
-                      sign(CLUSTER_SECRET, operation("GET", path, query), now=time.time() - 61)):
+        for token in (
+            None,
+            sign("another-secret-of-16+", operation("GET", path, query)),
+            sign(CLUSTER_SECRET, operation("GET", path, "path=%2Fetc%2Fshadow")),
+            sign(CLUSTER_SECRET, operation("GET", path, query), now=time.time() - 61),
+        ):
             r = httpx.get(f"{stream_url}{path}?{query}", headers={HEADER: token} if token else {})
             assert r.status_code == 401 and "written" not in r.text, r.text
 
         # What a replica cannot do yet it refuses clearly (409), never with a crash.
-        r = httpx.get(f"{urls[0]}/sandboxes/{sb.sandbox_id}/ports/8000/",
-                      headers={"Authorization": f"Bearer {keys['acme']}"})
+        r = httpx.get(
+            f"{urls[0]}/sandboxes/{sb.sandbox_id}/ports/8000/",
+            headers={"Authorization": f"Bearer {keys['acme']}"},
+        )
         assert r.status_code == 409 and r.json()["code"] == "unsupported", r.text
         with cluster.client(urls[0], keys["acme"]) as c:
             r = c.post("/volumes", json={"name": "v1", "size_mb": 16})
@@ -265,8 +273,7 @@ def test_the_sdk_with_tenant_keys_works_through_either_replica(cluster: Cluster)
 def test_sandboxes_spread_over_hosts_run_commands_and_free_their_slots(cluster: Cluster) -> None:
     with cluster.client() as c:
         assert httpx.get(cluster.api_url + "/sandboxes").status_code == 401
-        _wait_for(lambda: all(h["state"] == "alive" for h in _hosts(c).values())
-                  and len(_hosts(c)) == 2)
+        _wait_for(lambda: all(h["state"] == "alive" for h in _hosts(c).values()) and len(_hosts(c)) == 2)
         placed: list[str] = []
         for _ in range(2 * SLOTS):
             r = c.post("/sandboxes", json={"isolation": "container", "metadata": {"t": "1"}})
@@ -285,10 +292,12 @@ def test_sandboxes_spread_over_hosts_run_commands_and_free_their_slots(cluster: 
         assert r.status_code == 400, r.text
         # Each command runs in its own sandbox on its own host.
         for sandbox_id in placed:
-            out = _run(c, sandbox_id,
-                       cmd="echo $((6*7)) from $(hostname); echo oops >&2; exit 3")
+            out = _run(c, sandbox_id, cmd="echo $((6*7)) from $(hostname); echo oops >&2; exit 3")
             assert (out["stdout"], out["stderr"], out["exit_code"]) == (
-                f"42 from {sandbox_id}\n", "oops\n", 3), out
+                f"42 from {sandbox_id}\n",
+                "oops\n",
+                3,
+            ), out
             info = c.get(f"/sandboxes/{sandbox_id}").json()
             assert info["state"] == "running" and info["metadata"] == {"t": "1"}
         listed = {s["id"] for s in c.get("/sandboxes").json()["items"]}
@@ -329,8 +338,7 @@ def test_sandboxes_spread_over_hosts_run_commands_and_free_their_slots(cluster: 
             assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
 
 
-def test_a_killed_host_reports_its_sandboxes_lost_and_reattaches_them_on_return(
-        cluster: Cluster) -> None:
+def test_a_killed_host_reports_its_sandboxes_lost_and_reattaches_them_on_return(cluster: Cluster) -> None:
     with cluster.client() as c:
         on: dict[str, str] = {}
         while set(on.values()) != {"a", "b"}:
@@ -344,8 +352,7 @@ def test_a_killed_host_reports_its_sandboxes_lost_and_reattaches_them_on_return(
         host_a = cluster.hosts["a"]
         killed_at = time.monotonic()
         stop(host_a.proc, signal.SIGKILL)
-        lost = _wait_for(lambda: (i := c.get(f"/sandboxes/{on_a[0]}").json())["state"] == "lost"
-                         and i)
+        lost = _wait_for(lambda: (i := c.get(f"/sandboxes/{on_a[0]}").json())["state"] == "lost" and i)
         seconds = time.monotonic() - killed_at
         assert lost["reason"] == "host_lost" and seconds < 20
         assert _hosts(c)["a"]["state"] == "down"
@@ -376,8 +383,9 @@ def test_a_killed_host_reports_its_sandboxes_lost_and_reattaches_them_on_return(
             assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
 
 
-def test_the_e2b_sdk_works_unchanged_through_a_replica(cluster: Cluster,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_e2b_sdk_works_unchanged_through_a_replica(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """E2B's own SDK (PyPI ``e2b``), pointed at the second replica's /e2b front end."""
     from e2b import Sandbox as E2BSandbox
 
@@ -413,8 +421,7 @@ def test_the_daytona_sdk_works_unchanged_through_a_replica(cluster: Cluster) -> 
         r = admin.post("/keys", json={"tenant": "daytona-tenant"})
         assert r.status_code == 201, r.text
         key = r.json()["key"]
-    daytona = Daytona(DaytonaConfig(api_key=key,
-                                    api_url=cluster.replica_urls[0] + "/daytona/api"))
+    daytona = Daytona(DaytonaConfig(api_key=key, api_url=cluster.replica_urls[0] + "/daytona/api"))
     sb = daytona.create(CreateSandboxFromSnapshotParams(env_vars={"GREETING": "hello"}))
     try:
         r = sb.process.exec("echo $GREETING from daytona; exit 3")
@@ -460,9 +467,11 @@ def test_a_replica_killed_mid_stream_loses_nothing(cluster: Cluster) -> None:
     seen: list[str] = []
     sb = Sandbox.create(api_url=doomed_url, api_key=key)
     try:
-        handle = sb.commands.run("for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done; "
-                                 "echo done > /home/user/finished; exit 4",
-                                 background=True, on_stdout=seen.append)
+        handle = sb.commands.run(
+            "for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done; echo done > /home/user/finished; exit 4",
+            background=True,
+            on_stdout=seen.append,
+        )
         _wait_for(lambda: any("tick 1" in s for s in seen), 30)
         stop(doomed, signal.SIGKILL)
         again = Sandbox.connect(sb.sandbox_id, api_url=cluster.replica_urls[0], api_key=key)
@@ -539,16 +548,16 @@ def test_a_drained_host_takes_no_new_sandboxes_and_keeps_its_own(cluster: Cluste
             assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
 
 
-def test_a_stopped_workspace_restarts_on_another_host_after_its_host_dies(
-        cluster: Cluster) -> None:
+def test_a_stopped_workspace_restarts_on_another_host_after_its_host_dies(cluster: Cluster) -> None:
     shared = next(iter(cluster.hosts.values())).shared_dir
     assert shared is not None
     with cluster.client() as c:
         _wait_for(lambda: all(h["state"] == "alive" for h in _hosts(c).values()))
         on: dict[str, str] = {}
         while list(on.values()).count("a") < 2:
-            r = c.post("/sandboxes", json={"isolation": "container", "persistence": "workspace",
-                                           "timeout": 600})
+            r = c.post(
+                "/sandboxes", json={"isolation": "container", "persistence": "workspace", "timeout": 600}
+            )
             assert r.status_code == 201, r.text
             on[r.json()["id"]] = _host_of(c, r.json()["id"])
         stopped, running = [i for i, h in on.items() if h == "a"][:2]
@@ -564,8 +573,7 @@ def test_a_stopped_workspace_restarts_on_another_host_after_its_host_dies(
 
         host_a = cluster.hosts["a"]
         stop(host_a.proc, signal.SIGKILL)
-        lost = _wait_for(lambda: (i := c.get(f"/sandboxes/{stopped}").json())["state"] == "lost"
-                         and i)
+        lost = _wait_for(lambda: (i := c.get(f"/sandboxes/{stopped}").json())["state"] == "lost" and i)
         assert lost["reason"] == "host_lost" and "another host" in lost["message"], lost
         gone = c.get(f"/sandboxes/{running}").json()
         assert gone["state"] == "lost" and gone["reason"] == "host_lost"
@@ -597,15 +605,13 @@ def test_a_stopped_workspace_restarts_on_another_host_after_its_host_dies(
         assert not (shared / "workspaces" / stopped).exists()
 
 
-def test_two_replicas_creating_for_one_tenant_at_once_cannot_pass_its_quota(
-        cluster: Cluster) -> None:
+def test_two_replicas_creating_for_one_tenant_at_once_cannot_pass_its_quota(cluster: Cluster) -> None:
     """Both replicas get a create for a tenant allowed one sandbox at the same instant: one
     succeeds, the other is refused (429), every round."""
     from concurrent.futures import ThreadPoolExecutor
 
     with cluster.client() as admin:
-        assert admin.post("/tenants", json={"name": "racer", "max_sandboxes": 1}
-                          ).status_code == 201
+        assert admin.post("/tenants", json={"name": "racer", "max_sandboxes": 1}).status_code == 201
         key = admin.post("/keys", json={"tenant": "racer"}).json()["key"]
 
     def create(url: str) -> httpx.Response:

@@ -11,8 +11,7 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from stockade import (AsyncSandbox, ExecutionTimeout, InvalidRequestError, NotFoundError, Result,
-                      Sandbox)
+from stockade import AsyncSandbox, ExecutionTimeout, InvalidRequestError, NotFoundError, Result, Sandbox
 from stockade.config import default_images_dir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -24,8 +23,10 @@ IMAGES_DIR = default_images_dir()  # read before the daemon fixture changes the 
 @pytest.fixture(scope="module", autouse=True)
 def _template() -> None:
     if not (IMAGES_DIR / TEMPLATE / "image.json").exists():
-        pytest.fail(f"no {TEMPLATE} template: run "
-                    f"'.venv/bin/stockade image build --template {TEMPLATE}' (scripts/install)")
+        pytest.fail(
+            f"no {TEMPLATE} template: run "
+            f"'.venv/bin/stockade image build --template {TEMPLATE}' (scripts/install)"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +52,12 @@ def test_state_persists_across_cells_and_counts(sb: Sandbox) -> None:
 
 
 def test_matplotlib_chart_is_a_png_of_the_right_size(sb: Sandbox) -> None:
-    ex = sb.run_code("import matplotlib.pyplot as plt\n"
-                     "%config InlineBackend.print_figure_kwargs = {'bbox_inches': None}\n"
-                     "fig = plt.figure(figsize=(4, 3), dpi=50)\n"
-                     "plt.plot([1, 2, 3], [1, 4, 9]); plt.show()")
+    ex = sb.run_code(
+        "import matplotlib.pyplot as plt\n"
+        "%config InlineBackend.print_figure_kwargs = {'bbox_inches': None}\n"
+        "fig = plt.figure(figsize=(4, 3), dpi=50)\n"
+        "plt.plot([1, 2, 3], [1, 4, 9]); plt.show()"
+    )
     assert ex.error is None, ex.error
     pngs = [r for r in ex.results if r.png]
     assert len(pngs) == 1 and not pngs[0].is_main_result
@@ -63,11 +66,14 @@ def test_matplotlib_chart_is_a_png_of_the_right_size(sb: Sandbox) -> None:
 
 def test_dataframe_has_text_and_html_and_display_calls_are_results(sb: Sandbox) -> None:
     seen: list[Result] = []
-    ex = sb.run_code("import pandas as pd\n"
-                     "from IPython.display import display, Markdown\n"
-                     "df = pd.DataFrame({'x': [1, 2, 3], 'y': ['a', 'b', 'c']})\n"
-                     "display(Markdown('**bold**'))\n"
-                     "df", on_result=seen.append)
+    ex = sb.run_code(
+        "import pandas as pd\n"
+        "from IPython.display import display, Markdown\n"
+        "df = pd.DataFrame({'x': [1, 2, 3], 'y': ['a', 'b', 'c']})\n"
+        "display(Markdown('**bold**'))\n"
+        "df",
+        on_result=seen.append,
+    )
     assert ex.error is None, ex.error
     assert len(ex.results) == 2 and seen == ex.results
     shown, main = ex.results
@@ -78,11 +84,13 @@ def test_dataframe_has_text_and_html_and_display_calls_are_results(sb: Sandbox) 
 
 
 def test_many_mime_types_survive(sb: Sandbox) -> None:
-    ex = sb.run_code("from IPython.display import display, SVG, JSON, Latex, Javascript\n"
-                     "display(SVG('<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"4\"/>'))\n"
-                     "display(JSON({'a': [1, 2]}))\n"
-                     "display(Latex(r'$x^2$'))\n"
-                     "display(Javascript('1+1'))")
+    ex = sb.run_code(
+        "from IPython.display import display, SVG, JSON, Latex, Javascript\n"
+        'display(SVG(\'<svg xmlns="http://www.w3.org/2000/svg" width="4"/>\'))\n'
+        "display(JSON({'a': [1, 2]}))\n"
+        "display(Latex(r'$x^2$'))\n"
+        "display(Javascript('1+1'))"
+    )
     assert ex.error is None, ex.error
     svg, js_on, latex, script = ex.results
     assert svg.svg and "<svg" in svg.svg
@@ -102,9 +110,11 @@ def test_exception_has_name_value_and_traceback(sb: Sandbox) -> None:
 
 def test_streaming_callbacks_see_output_as_it_comes(sb: Sandbox) -> None:
     seen: list[tuple[float, str]] = []
-    ex = sb.run_code("import time, sys\nfor i in range(3):\n    print(i, flush=True)\n"
-                     "    time.sleep(0.6)\nprint('err', file=sys.stderr)",
-                     on_stdout=lambda text: seen.append((time.monotonic(), text)))
+    ex = sb.run_code(
+        "import time, sys\nfor i in range(3):\n    print(i, flush=True)\n"
+        "    time.sleep(0.6)\nprint('err', file=sys.stderr)",
+        on_stdout=lambda text: seen.append((time.monotonic(), text)),
+    )
     assert "".join(ex.logs.stdout) == "0\n1\n2\n" and ex.logs.stderr == ["err\n"]
     assert seen[-1][0] - seen[0][0] > 0.8, "stdout arrived all at once, not streamed"
 
@@ -124,8 +134,11 @@ def test_a_cell_that_ignores_interrupts_restarts_the_kernel(sb: Sandbox) -> None
     ctx = sb.create_code_context()
     sb.run_code("lost = 1", context=ctx)
     with pytest.raises(ExecutionTimeout) as info:
-        sb.run_code("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                    "time.sleep(60)", context=ctx, timeout=1)
+        sb.run_code(
+            "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)",
+            context=ctx,
+            timeout=1,
+        )
     assert info.value.execution.error is not None
     assert info.value.execution.error.name == "KernelRestarted"
     after = sb.run_code("'lost' in globals()", context=ctx)
@@ -146,8 +159,11 @@ def test_kernel_crash_is_reported_and_the_context_restarts(sb: Sandbox) -> None:
 
 def test_killing_the_interpreter_server_is_reported_and_restarted(sb: Sandbox) -> None:
     ctx = sb.create_code_context()
-    ex = sb.run_code("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"
-                     "import time; time.sleep(5)", context=ctx, timeout=30)
+    ex = sb.run_code(
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nimport time; time.sleep(5)",
+        context=ctx,
+        timeout=30,
+    )
     assert ex.error is not None and ex.error.name == "ContextDied", ex
     assert sb.run_code("1 + 1", context=ctx).text == "2"
     sb.remove_code_context(ctx)
@@ -199,8 +215,7 @@ def test_non_utf8_output_survives(sb: Sandbox) -> None:
     assert ex.error is None and "".join(ex.logs.stdout) == "a\ufffdb\n"
     raw = sb.run_code("import os\nos.write(1, b'x\\xff\\xfey\\n')\nimport time; time.sleep(0.5)")
     assert raw.error is None and "".join(raw.logs.stdout) == "x\ufffd\ufffdy\n"
-    bash = sb.run_code("printf 'p\\xffq\\n'; printf '\\xe2\\x82' ; printf '\\xac\\n'",
-                       language="bash")
+    bash = sb.run_code("printf 'p\\xffq\\n'; printf '\\xe2\\x82' ; printf '\\xac\\n'", language="bash")
     assert "".join(bash.logs.stdout) == "p\ufffdq\n\u20ac\n"
     assert sb.run_code("'ok'").text == "'ok'"
 
@@ -216,16 +231,17 @@ def test_huge_output_is_bounded(sb: Sandbox, daemon: Any) -> None:
         received += len(text)
 
     started = time.monotonic()
-    ex = sb.run_code("import sys\nchunk = 'x' * (1 << 20)\n"
-                     "for _ in range(100):\n    sys.stdout.write(chunk)\n",
-                     on_stdout=count, timeout=120)
+    ex = sb.run_code(
+        "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(100):\n    sys.stdout.write(chunk)\n",
+        on_stdout=count,
+        timeout=120,
+    )
     took = time.monotonic() - started
     assert ex.error is not None and ex.error.name == "OutputLimitExceeded"
     assert 0 < received <= MAX_OUTPUT
     assert sum(len(s) for s in ex.logs.stdout) == received
     growth = _rss(daemon.pid) - before
-    print(f"\n100 MB cell: {received} bytes delivered in {took:.1f} s; server RSS grew "
-          f"{growth / 1e6:.0f} MB")
+    print(f"\n100 MB cell: {received} bytes delivered in {took:.1f} s; server RSS grew {growth / 1e6:.0f} MB")
     assert growth < 200e6
     assert sb.run_code("1 + 1").text == "2"
     bash = sb.run_code("yes | head -c 100000000", language="bash", timeout=120)
@@ -244,10 +260,14 @@ def _rss(pid: int) -> int:
 def test_a_caller_that_goes_away_interrupts_its_cell(sb: Sandbox, daemon: Any) -> None:
     ctx = sb.create_code_context()
     with daemon.client() as client:
-        with client.stream("POST", f"/sandboxes/{sb.id}/code/execute",
-                           json={"code": "import time\nfor i in range(600):\n"
-                                         "    print(i, flush=True); time.sleep(0.1)",
-                                 "context_id": ctx.id}) as response:
+        with client.stream(
+            "POST",
+            f"/sandboxes/{sb.id}/code/execute",
+            json={
+                "code": "import time\nfor i in range(600):\n    print(i, flush=True); time.sleep(0.1)",
+                "context_id": ctx.id,
+            },
+        ) as response:
             lines = response.iter_lines()
             assert '"start"' in next(lines)
             next(lines)  # the cell is running; now hang up
@@ -266,8 +286,7 @@ def test_bad_requests_are_refused(sb: Sandbox, make_sandbox: Callable[..., Sandb
     with pytest.raises(Exception) as info:
         base.run_code("1")
     assert "code-interpreter" in str(info.value)
-    assert "".join(base.run_code("echo base-has-bash", language="bash").logs.stdout) == \
-        "base-has-bash\n"
+    assert "".join(base.run_code("echo base-has-bash", language="bash").logs.stdout) == "base-has-bash\n"
 
 
 def test_async_sdk(daemon: Any) -> None:
@@ -300,16 +319,13 @@ def test_gvisor_smoke(make_sandbox: Callable[..., Sandbox]) -> None:
 def test_http_api_shape(sb: Sandbox, daemon: Any) -> None:
     with daemon.client() as client:
         r = client.post(f"/sandboxes/{sb.id}/code/execute", json={"code": "print(1); 2"})
-        assert r.status_code == 200 and r.headers["content-type"].startswith(
-            "application/x-ndjson")
-        kinds = [httpx.Response(200, content=line).json()["type"]
-                 for line in r.content.splitlines()]
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+        kinds = [httpx.Response(200, content=line).json()["type"] for line in r.content.splitlines()]
         assert kinds == ["start", "stdout", "result", "end"]
-        assert client.post(f"/sandboxes/{sb.id}/code/execute",
-                           json={"code": "1", "bogus": 1}).status_code == 400
-        assert client.post("/sandboxes/sbnope/code/execute",
-                           json={"code": "1"}).status_code == 404
-
+        assert (
+            client.post(f"/sandboxes/{sb.id}/code/execute", json={"code": "1", "bogus": 1}).status_code == 400
+        )
+        assert client.post("/sandboxes/sbnope/code/execute", json={"code": "1"}).status_code == 404
 
 
 def test_cli_run_code(sb: Sandbox, tmp_path: Any) -> None:
@@ -326,14 +342,15 @@ def test_cli_run_code(sb: Sandbox, tmp_path: Any) -> None:
     assert ok.stdout == "from the cli\n42\n"
     bad = subprocess.run([*cli, "1/0"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "ZeroDivisionError" in bad.stderr
-    bash = subprocess.run([*cli, "-l", "bash", "echo hi"], capture_output=True, text=True,
-                          timeout=120)
+    bash = subprocess.run([*cli, "-l", "bash", "echo hi"], capture_output=True, text=True, timeout=120)
     assert bash.returncode == 0 and bash.stdout == "hi\n"
 
 
-FORKED_CHILD = ("import multiprocessing as mp\n"
-                "ctx = mp.get_context('fork')\n"
-                "p = ctx.Process(target=print, args=('from the child',)); p.start(); p.join()")
+FORKED_CHILD = (
+    "import multiprocessing as mp\n"
+    "ctx = mp.get_context('fork')\n"
+    "p = ctx.Process(target=print, args=('from the child',)); p.start(); p.join()"
+)
 
 
 def test_a_live_kernel_survives_a_gvisor_pause(make_sandbox: Callable[..., Sandbox]) -> None:

@@ -39,8 +39,7 @@ def test_output_order_is_kept(sandbox: Sandbox) -> None:
 
 
 def test_output_is_binary_safe(sandbox: Sandbox) -> None:
-    r = sandbox.commands.run(["python3", "-c",
-                              "import sys; sys.stdout.buffer.write(bytes(range(256)) * 3)"])
+    r = sandbox.commands.run(["python3", "-c", "import sys; sys.stdout.buffer.write(bytes(range(256)) * 3)"])
     assert r.stdout_bytes == bytes(range(256)) * 3
 
 
@@ -58,8 +57,11 @@ def test_env_and_cwd(make_sandbox, tier: str) -> None:  # type: ignore[no-untype
 
 def test_streaming_callbacks_see_output_as_it_comes(sandbox: Sandbox) -> None:
     seen: list[tuple[float, str]] = []
-    h = sandbox.commands.run("for i in 1 2 3; do echo $i; sleep 0.5; done", background=True,
-                             on_stdout=lambda text: seen.append((time.monotonic(), text)))
+    h = sandbox.commands.run(
+        "for i in 1 2 3; do echo $i; sleep 0.5; done",
+        background=True,
+        on_stdout=lambda text: seen.append((time.monotonic(), text)),
+    )
     result = h.wait()
     assert result.stdout == "1\n2\n3\n"
     assert "".join(t for _, t in seen) == "1\n2\n3\n"

@@ -32,8 +32,16 @@ from stockade.engine.engine import TIERS
 from stockade.engine.hostcheck import find_leaks
 from stockade import host
 from tests.conftest import ALL_TIERS, Daemon
-from tests.integration.test_network import (METADATA, NEIGHBOUR, PUBLIC, Playground, connect,
-                                            own_address, resolve, start_daemon)
+from tests.integration.test_network import (
+    METADATA,
+    NEIGHBOUR,
+    PUBLIC,
+    Playground,
+    connect,
+    own_address,
+    resolve,
+    start_daemon,
+)
 from tests.integration.test_pty import Screen
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -54,10 +62,14 @@ def world() -> Iterator[World]:
     pg = Playground().start()
     d = None
     try:
-        d = start_daemon({"STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{pg.name}",
-                          "STOCKADE_NET_DNS": pg.inside, "STOCKADE_POOL_SIZE": "0"})
-        name = Volume.create(f"conf-{secrets.token_hex(3)}", size_mb=64,
-                             data_dir=d.data_dir).name
+        d = start_daemon(
+            {
+                "STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{pg.name}",
+                "STOCKADE_NET_DNS": pg.inside,
+                "STOCKADE_POOL_SIZE": "0",
+            }
+        )
+        name = Volume.create(f"conf-{secrets.token_hex(3)}", size_mb=64, data_dir=d.data_dir).name
         yield World(pg, d, name, d.data_dir / "volumes" / name / "mnt")
     finally:
         leaks: list[Any] = []
@@ -82,15 +94,21 @@ def tier(request: pytest.FixtureRequest) -> str:
 
 
 def _create(w: World, **kwargs: Any) -> Sandbox:
-    return Sandbox.create(timeout=1800, request_timeout=BOOT, data_dir=w.daemon.data_dir,
-                          **kwargs)
+    return Sandbox.create(timeout=1800, request_timeout=BOOT, data_dir=w.daemon.data_dir, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def box(world: World, tier: str) -> Iterator[Sandbox]:
     """The tier's shared sandbox: a workspace with an egress policy, a volume and a small disk."""
-    sb = _create(world, isolation=tier, persistence="workspace", network=POLICY,
-                 volumes={"/data": world.volume}, disk_mb=DISK_MB, envs={"FROM_CREATE": "yes"})
+    sb = _create(
+        world,
+        isolation=tier,
+        persistence="workspace",
+        network=POLICY,
+        volumes={"/data": world.volume},
+        disk_mb=DISK_MB,
+        envs={"FROM_CREATE": "yes"},
+    )
     yield sb
     sb.kill()
     sb.close()
@@ -112,8 +130,9 @@ def test_commands(box: Sandbox, world: World) -> None:
     assert r.stdout == "yes b\n/tmp\nuser\n"
     assert box.commands.run("id -u", user="root").stdout == "0\n"
     seen: list[float] = []
-    streamed = box.commands.run("for i in 1 2 3; do echo $i; sleep 0.5; done",
-                                on_stdout=lambda _: seen.append(time.monotonic()))
+    streamed = box.commands.run(
+        "for i in 1 2 3; do echo $i; sleep 0.5; done", on_stdout=lambda _: seen.append(time.monotonic())
+    )
     assert streamed.stdout == "1\n2\n3\n" and seen[-1] - seen[0] > 0.7, "not streamed"
     cat = box.commands.run("cat", background=True, stdin=True, timeout=None)
     cat.send_stdin("through stdin\n")
@@ -122,12 +141,14 @@ def test_commands(box: Sandbox, world: World) -> None:
     sleeper = box.commands.run("sleep 600", background=True, timeout=None)
     assert box.commands.kill(sleeper.pid) is True
     assert (sleeper.wait().status, sleeper.wait().exit_code) == ("killed", 137)
-    trap = box.commands.run("trap 'echo got-term; exit 5' TERM; touch /tmp/trapped; "
-                            "while true; do sleep 0.1; done", background=True, timeout=None)
+    trap = box.commands.run(
+        "trap 'echo got-term; exit 5' TERM; touch /tmp/trapped; while true; do sleep 0.1; done",
+        background=True,
+        timeout=None,
+    )
     _wait(lambda: box.files.exists("/tmp/trapped"), 30, "the trap to be set")
     with world.daemon.client() as client:  # (the SDK's kill() sends KILL only)
-        sent = client.post(f"/sandboxes/{box.id}/processes/signal",
-                           json={"pid": trap.pid, "signal": "TERM"})
+        sent = client.post(f"/sandboxes/{box.id}/processes/signal", json={"pid": trap.pid, "signal": "TERM"})
     assert sent.status_code < 300, sent.text
     result = trap.wait()
     assert (result.exit_code, result.stdout) == (5, "got-term\n")
@@ -140,8 +161,10 @@ def test_files(box: Sandbox) -> None:
     assert box.files.read("/home/user/f/blob.bin", format="bytes") == blob
     remote = box.commands.run("sha256sum /home/user/f/blob.bin").stdout.split()[0]
     assert remote == hashlib.sha256(blob).hexdigest()
-    box.commands.run("cd /home/user/f && ln -sf blob.bin link && chmod 640 blob.bin && "
-                     "mkdir -p d/e && echo x > d/e/x.txt", check=True)
+    box.commands.run(
+        "cd /home/user/f && ln -sf blob.bin link && chmod 640 blob.bin && mkdir -p d/e && echo x > d/e/x.txt",
+        check=True,
+    )
     link = box.files.get_info("/home/user/f/link")
     assert (link.type, link.symlink_target) == ("symlink", "blob.bin")
     info = box.files.get_info("/home/user/f/blob.bin")
@@ -152,8 +175,13 @@ def test_files(box: Sandbox) -> None:
     assert listing.startswith("-rw-r-----") and " user " in listing
     assert stat_line == f"{len(blob)} user -rw-r-----"
     names = {e.path for e in box.files.list("/home/user/f", depth=3)}
-    assert names == {"/home/user/f/blob.bin", "/home/user/f/link", "/home/user/f/d",
-                     "/home/user/f/d/e", "/home/user/f/d/e/x.txt"}
+    assert names == {
+        "/home/user/f/blob.bin",
+        "/home/user/f/link",
+        "/home/user/f/d",
+        "/home/user/f/d/e",
+        "/home/user/f/d/e/x.txt",
+    }
     box.files.remove("/home/user/f")
     assert not box.files.exists("/home/user/f")
 
@@ -190,8 +218,9 @@ def test_volume(box: Sandbox, world: World, tier: str) -> None:
     assert box.files.read(f"/data/host-{tier}.txt") == "from the host"
 
 
-def test_started_from_a_memory_snapshot_with_a_policy_and_a_volume(box: Sandbox, world: World,
-                                                                    tier: str) -> None:
+def test_started_from_a_memory_snapshot_with_a_policy_and_a_volume(
+    box: Sandbox, world: World, tier: str
+) -> None:
     """Where the tier starts sandboxes from a booted memory snapshot, it does so with a network
     policy and a volume attached too, and the sandbox still has its own identity and settings
     (the network and volume tests above ran on it)."""
@@ -203,8 +232,10 @@ def test_started_from_a_memory_snapshot_with_a_policy_and_a_volume(box: Sandbox,
     assert "-incoming" in jail["argv"], "the sandbox booted instead of loading its template"
     assert "stockade.hostname=sbtpl" in " ".join(jail["argv"])  # the template VM's command line
     assert box.commands.run("hostname").stdout.strip() == box.id
-    assert own_address(box) == json.loads(
-        (world.daemon.data_dir / "net" / "sandboxes" / f"{box.id}.json").read_text())["address"]
+    assert (
+        own_address(box)
+        == json.loads((world.daemon.data_dir / "net" / "sandboxes" / f"{box.id}.json").read_text())["address"]
+    )
 
 
 # -- pause, stop, archive, start -------------------------------------------------------------
@@ -258,8 +289,9 @@ def test_stop_archive_and_start_keep_the_workspace(box: Sandbox, tier: str) -> N
 
 
 # -- snapshots -------------------------------------------------------------------------------
-def test_snapshot_then_start_from_it_with_a_policy_and_a_volume(box: Sandbox, world: World,
-                                                               tier: str) -> None:
+def test_snapshot_then_start_from_it_with_a_policy_and_a_volume(
+    box: Sandbox, world: World, tier: str
+) -> None:
     name = f"conf-{tier}-{secrets.token_hex(3)}"
     box.files.write("/home/user/snap.txt", "in the snapshot")
     if not TIERS[tier].capabilities.files_snapshot:
@@ -270,8 +302,7 @@ def test_snapshot_then_start_from_it_with_a_policy_and_a_volume(box: Sandbox, wo
         assert box.get_info().state == "running"
         return
     box.snapshot(name)
-    child = _create(world, isolation=tier, template=name, network=POLICY,
-                    volumes={"/data": world.volume})
+    child = _create(world, isolation=tier, template=name, network=POLICY, volumes={"/data": world.volume})
     try:
         assert child.files.read("/home/user/snap.txt") == "in the snapshot"
         assert resolve(child, "allowed.test") == PUBLIC
@@ -284,8 +315,7 @@ def test_snapshot_then_start_from_it_with_a_policy_and_a_volume(box: Sandbox, wo
 
 # -- limits ----------------------------------------------------------------------------------
 def test_disk_limit(box: Sandbox) -> None:
-    r = box.commands.run(f"dd if=/dev/zero of=/home/user/fill bs=1M count={DISK_MB + 64}",
-                         timeout=600)
+    r = box.commands.run(f"dd if=/dev/zero of=/home/user/fill bs=1M count={DISK_MB + 64}", timeout=600)
     assert r.exit_code != 0 and "No space left on device" in r.stderr
     assert int(box.commands.run("wc -c < /home/user/fill").stdout) <= DISK_MB << 20
     box.files.remove("/home/user/fill")
@@ -338,8 +368,9 @@ def test_memory_and_pid_limits(world: World, tier: str) -> None:
         assert sb.commands.run("echo still-usable").stdout == "still-usable\n"
         outcome, _, pids = _peak(world, sb, lambda: sb.commands.run(FORK_BOMB, timeout=8))
         cgroup = f"{host.cgroup_parent(world.daemon.data_dir)}/{sb.id}"
-        host_limit = int(next(d / "pids.max" for d in host.cgroup_dirs(cgroup)
-                              if (d / "pids.max").exists()).read_text())
+        host_limit = int(
+            next(d / "pids.max" for d in host.cgroup_dirs(cgroup) if (d / "pids.max").exists()).read_text()
+        )
         assert pids <= host_limit
         if not isinstance(outcome, SandboxUnavailable):  # (gVisor's Sentry may end with it)
             assert sb.commands.run("echo after-bomb", timeout=120).stdout == "after-bomb\n"

@@ -48,8 +48,9 @@ def sign_in(page, server: Server, key: str) -> None:  # type: ignore[no-untyped-
 
 
 def listed(page) -> set[str]:  # type: ignore[no-untyped-def]
-    return set(page.eval_on_selector_all("#sandboxes tbody tr[data-id]",
-                                         "rows => rows.map(r => r.dataset.id)"))
+    return set(
+        page.eval_on_selector_all("#sandboxes tbody tr[data-id]", "rows => rows.map(r => r.dataset.id)")
+    )
 
 
 def alive(server: Server, sandbox_id: str) -> bool:
@@ -58,13 +59,19 @@ def alive(server: Server, sandbox_id: str) -> bool:
 
 
 def terminal_text(page) -> str:  # type: ignore[no-untyped-def]
-    return str(page.evaluate("""() => { const b = window.stockadeTerminal.buffer.active;
+    return str(
+        page.evaluate("""() => { const b = window.stockadeTerminal.buffer.active;
         const out = []; for (let i = 0; i < b.length; i++) out.push(b.getLine(i).translateToString(true));
-        return out.join('\\n'); }"""))
+        return out.join('\\n'); }""")
+    )
 
 
-def test_sign_in_terminal_files_and_kill(sqlite_server: Server, world: dict[str, str],  # noqa: F811
-                                         browser: Browser, tmp_path: Path) -> None:  # noqa: F811
+def test_sign_in_terminal_files_and_kill(
+    sqlite_server: Server,
+    world: dict[str, str],  # noqa: F811
+    browser: Browser,
+    tmp_path: Path,
+) -> None:  # noqa: F811
     page = browser.page()
     sign_in(page, sqlite_server, world["acme_key"])
     assert f"tenant {world['acme_tenant']}" in page.inner_text("header")
@@ -76,15 +83,21 @@ def test_sign_in_terminal_files_and_kill(sqlite_server: Server, world: dict[str,
     assert page.query_selector("button.stop") is None  # ephemeral: nothing to stop and keep
     page.click("#terminal")
     page.keyboard.type("echo $((6*7))-from-xterm; whoami\n")
-    page.wait_for_function("""() => { const b = window.stockadeTerminal.buffer.active;
+    page.wait_for_function(
+        """() => { const b = window.stockadeTerminal.buffer.active;
         for (let i = 0; i < b.length; i++) if (b.getLine(i).translateToString(true)
-            .startsWith('42-from-xterm')) return true; return false; }""", timeout=20000)
+            .startsWith('42-from-xterm')) return true; return false; }""",
+        timeout=20000,
+    )
     text = terminal_text(page)
     assert re.search(r"^42-from-xterm\s*\nuser\s*$", text, re.M), text
     # The usage charts follow the sandbox: a busy loop typed into the terminal shows as CPU.
     page.keyboard.type("timeout 20 sh -c 'while :; do :; done'\n")
-    page.wait_for_function("""() => parseFloat(document.querySelector('#chart-cpu')
-        .parentElement.dataset.latest) > 10""", timeout=30000)
+    page.wait_for_function(
+        """() => parseFloat(document.querySelector('#chart-cpu')
+        .parentElement.dataset.latest) > 10""",
+        timeout=30000,
+    )
     memory = page.eval_on_selector("#chart-memory", "svg => svg.parentElement.dataset.latest")
     assert memory.endswith(" MiB") and float(memory.split()[0]) > 1, memory
     assert int(page.get_attribute("#charts", "data-samples") or 0) >= 2
@@ -95,15 +108,15 @@ def test_sign_in_terminal_files_and_kill(sqlite_server: Server, world: dict[str,
     local.write_text("uploaded through the browser\n")
     page.set_input_files("#upload", str(local))
     page.click("form.card button[type=submit]")
-    page.wait_for_selector('text=uploaded /home/user/grüße.txt')
+    page.wait_for_selector("text=uploaded /home/user/grüße.txt")
     page.click("#files a:text('grüße')")
     assert page.inner_text("pre.file") == "uploaded through the browser\n"
     with page.expect_download() as download:
         page.click("a:text('download')")
     assert Path(download.value.path()).read_text() == "uploaded through the browser\n"
-    assert download.value.suggested_filename == 'grüße.txt'
+    assert download.value.suggested_filename == "grüße.txt"
     with sqlite_server.client(world["acme_key"]) as c:  # really in the sandbox
-        r = c.get(f"/sandboxes/{world['acme']}/files", params={"path": '/home/user/grüße.txt'})
+        r = c.get(f"/sandboxes/{world['acme']}/files", params={"path": "/home/user/grüße.txt"})
         assert r.text == "uploaded through the browser\n"
 
     page.goto(f"{sqlite_server.url}/ui/sandboxes/{world['acme']}")
@@ -114,8 +127,11 @@ def test_sign_in_terminal_files_and_kill(sqlite_server: Server, world: dict[str,
     assert not alive(sqlite_server, world["acme"])
 
 
-def test_tenant_sees_only_its_rows(sqlite_server: Server, world: dict[str, str],  # noqa: F811
-                                   browser: Browser) -> None:  # noqa: F811
+def test_tenant_sees_only_its_rows(
+    sqlite_server: Server,
+    world: dict[str, str],  # noqa: F811
+    browser: Browser,
+) -> None:  # noqa: F811
     page = browser.page()
     sign_in(page, sqlite_server, world["globex_key"])
     assert listed(page) == {world["globex"]}
@@ -143,12 +159,21 @@ def test_tenant_sees_only_its_rows(sqlite_server: Server, world: dict[str, str],
         assert info["isolation"] == "gvisor"
     page.click("#terminal")  # the terminal works on gVisor too
     page.keyboard.type("echo gvisor-$((7*6)); uname -r\n")
-    page.wait_for_function("""() => { const b = window.stockadeTerminal.buffer.active;
+    page.wait_for_function(
+        """() => { const b = window.stockadeTerminal.buffer.active;
         for (let i = 0; i < b.length; i++) if (b.getLine(i).translateToString(true)
-            .startsWith('gvisor-42')) return true; return false; }""", timeout=30000)
-    bad = page.request.post(sqlite_server.url + "/ui/sandboxes",
-                            form={"csrf": page.get_attribute("#terminal", "data-csrf") or "",
-                                  "template": "../etc", "tier": "container", "timeout": "1e9"})
+            .startsWith('gvisor-42')) return true; return false; }""",
+        timeout=30000,
+    )
+    bad = page.request.post(
+        sqlite_server.url + "/ui/sandboxes",
+        form={
+            "csrf": page.get_attribute("#terminal", "data-csrf") or "",
+            "template": "../etc",
+            "tier": "container",
+            "timeout": "1e9",
+        },
+    )
     assert bad.status == 400 and "give a template name" in bad.text()
 
     admin = browser.page()
@@ -167,8 +192,11 @@ def test_tenant_sees_only_its_rows(sqlite_server: Server, world: dict[str, str],
         c.delete(f"/sandboxes/{made}")
 
 
-def test_forged_requests_are_refused(sqlite_server: Server, world: dict[str, str],  # noqa: F811
-                                     browser: Browser) -> None:  # noqa: F811
+def test_forged_requests_are_refused(
+    sqlite_server: Server,
+    world: dict[str, str],  # noqa: F811
+    browser: Browser,
+) -> None:  # noqa: F811
     page = browser.page()
     page.goto(sqlite_server.url + "/ui/login")
     page.fill("#key", "sk_000000000000_" + "z" * 43)
@@ -178,8 +206,7 @@ def test_forged_requests_are_refused(sqlite_server: Server, world: dict[str, str
     sign_in(page, sqlite_server, world["globex_key"])
     target = world["globex"]
     # A form post without the session's CSRF token (what another site could send): refused.
-    r = page.request.post(f"{sqlite_server.url}/ui/sandboxes/{target}/kill",
-                          form={"csrf": "forged"})
+    r = page.request.post(f"{sqlite_server.url}/ui/sandboxes/{target}/kill", form={"csrf": "forged"})
     assert r.status == 403 and alive(sqlite_server, target)
     # The cookie alone opens nothing on the API: the REST routes still want a key.
     r = page.request.get(f"{sqlite_server.url}/sandboxes")
@@ -188,26 +215,41 @@ def test_forged_requests_are_refused(sqlite_server: Server, world: dict[str, str
     page.goto(f"{sqlite_server.url}/ui/sandboxes/{target}")
     csrf = page.get_attribute("#terminal", "data-csrf")
     url = sqlite_server.url.replace("http", "ws") + f"/sandboxes/{target}/pty"
-    for origin, token in (("http://evil.example", csrf), (sqlite_server.url, "forged"),
-                          (sqlite_server.url, None)):
+    for origin, token in (
+        ("http://evil.example", csrf),
+        (sqlite_server.url, "forged"),
+        (sqlite_server.url, None),
+    ):
         query = f"?csrf={token}" if token else ""
         with pytest.raises(InvalidStatus):
-            ws_client.connect(url + query, origin=origin,  # type: ignore[arg-type]
-                              additional_headers={"Cookie": cookie}).close()
-    with ws_client.connect(f"{url}?csrf={csrf}", origin=sqlite_server.url,  # type: ignore[arg-type]
-                           additional_headers={"Cookie": cookie}) as ws:
+            ws_client.connect(
+                url + query,
+                origin=origin,  # type: ignore[arg-type]
+                additional_headers={"Cookie": cookie},
+            ).close()
+    with ws_client.connect(
+        f"{url}?csrf={csrf}",
+        origin=sqlite_server.url,  # type: ignore[arg-type]
+        additional_headers={"Cookie": cookie},
+    ) as ws:
         assert json.loads(ws.recv())["type"] == "start"  # the same, from our own page: works
     # Signing out ends the session for the terminal too.
     page.click("header button")
     page.wait_for_url(re.compile(r"/ui/login$"))
     with pytest.raises(InvalidStatus):
-        ws_client.connect(f"{url}?csrf={csrf}", origin=sqlite_server.url,  # type: ignore[arg-type]
-                          additional_headers={"Cookie": cookie}).close()
+        ws_client.connect(
+            f"{url}?csrf={csrf}",
+            origin=sqlite_server.url,  # type: ignore[arg-type]
+            additional_headers={"Cookie": cookie},
+        ).close()
     assert alive(sqlite_server, target)
 
 
-def test_pause_and_resume_buttons(sqlite_server: Server, world: dict[str, str],  # noqa: F811
-                                  browser: Browser) -> None:  # noqa: F811
+def test_pause_and_resume_buttons(
+    sqlite_server: Server,
+    world: dict[str, str],  # noqa: F811
+    browser: Browser,
+) -> None:  # noqa: F811
     page = browser.page()
     sign_in(page, sqlite_server, world["globex_key"])
     page.fill("#new-template", "typing-survives")  # the list updates without a reload
@@ -233,8 +275,10 @@ def test_pause_and_resume_buttons(sqlite_server: Server, world: dict[str, str], 
     assert page.query_selector(".message") is None  # a note is shown once
 
 
-def test_revoked_key_signs_the_browser_out(sqlite_server: Server,  # noqa: F811
-                                           browser: Browser) -> None:  # noqa: F811
+def test_revoked_key_signs_the_browser_out(
+    sqlite_server: Server,  # noqa: F811
+    browser: Browser,
+) -> None:  # noqa: F811
     key = sqlite_server.new_key("initech")
     page = browser.page()
     sign_in(page, sqlite_server, key)
@@ -247,8 +291,11 @@ def test_revoked_key_signs_the_browser_out(sqlite_server: Server,  # noqa: F811
     assert page.url.endswith("/ui/login")
 
 
-def test_keys_audit_and_templates(sqlite_server: Server, world: dict[str, str],  # noqa: F811
-                                  browser: Browser) -> None:  # noqa: F811
+def test_keys_audit_and_templates(
+    sqlite_server: Server,
+    world: dict[str, str],  # noqa: F811
+    browser: Browser,
+) -> None:  # noqa: F811
     admin = browser.page()
     sign_in(admin, sqlite_server, sqlite_server.admin_key or "")
     admin.click("header a:text('Keys')")
@@ -295,8 +342,11 @@ def test_keys_audit_and_templates(sqlite_server: Server, world: dict[str, str], 
     assert page.query_selector(f"#templates tr[data-name='{snap}']") is None
 
 
-def test_build_a_template_and_watch_its_log(sqlite_server: Server, world: dict[str, str],  # noqa: F811
-                                            browser: Browser) -> None:  # noqa: F811
+def test_build_a_template_and_watch_its_log(
+    sqlite_server: Server,
+    world: dict[str, str],  # noqa: F811
+    browser: Browser,
+) -> None:  # noqa: F811
     token = secrets.token_hex(4)  # templates and the build cache outlive the server
     built, broken = f"built-{token}", f"broken-{token}"
     page = browser.page()
@@ -304,8 +354,11 @@ def test_build_a_template_and_watch_its_log(sqlite_server: Server, world: dict[s
     try:
         page.goto(sqlite_server.url + "/ui/templates")
         page.fill("#build-name", built)
-        page.fill("#build-dockerfile", "FROM base\nENV GREETING=hello\n"
-                  f"RUN echo first-$((6*7)); sleep 4; echo second-$GREETING {token}\n")
+        page.fill(
+            "#build-dockerfile",
+            "FROM base\nENV GREETING=hello\n"
+            f"RUN echo first-$((6*7)); sleep 4; echo second-$GREETING {token}\n",
+        )
         page.click("#build button[type=submit]", no_wait_after=True)
         page.wait_for_selector("#build-log:has-text('first-42'), #build-result", timeout=60000)
         assert page.query_selector("#build-result") is None, page.inner_text("main")  # live
@@ -332,8 +385,11 @@ def test_build_a_template_and_watch_its_log(sqlite_server: Server, world: dict[s
             c.delete(f"/templates/{built}")
 
 
-def test_volumes_and_tenant_quotas(sqlite_server: Server, world: dict[str, str],  # noqa: F811
-                                   browser: Browser) -> None:  # noqa: F811
+def test_volumes_and_tenant_quotas(
+    sqlite_server: Server,
+    world: dict[str, str],  # noqa: F811
+    browser: Browser,
+) -> None:  # noqa: F811
     volume = f"vol-{secrets.token_hex(3)}"
     page = browser.page()
     sign_in(page, sqlite_server, world["globex_key"])
@@ -370,44 +426,57 @@ def test_volumes_and_tenant_quotas(sqlite_server: Server, world: dict[str, str],
     assert "max_sandboxes=100" in admin.inner_text(".message")
 
 
-def test_garbage_input_gets_clear_4xx_pages(sqlite_server: Server, world: dict[str, str],  # noqa: F811
-                                            browser: Browser) -> None:  # noqa: F811
+def test_garbage_input_gets_clear_4xx_pages(
+    sqlite_server: Server,
+    world: dict[str, str],  # noqa: F811
+    browser: Browser,
+) -> None:  # noqa: F811
     page = browser.page()
     sign_in(page, sqlite_server, world["globex_key"])
     page.goto(f"{sqlite_server.url}/ui/sandboxes/{world['globex']}")
     csrf = page.get_attribute("#terminal", "data-csrf") or ""
     sid, url = world["globex"], sqlite_server.url
-    gets = [(f"/ui/sandboxes/{'x' * 300}", 404), ("/ui/sandboxes/a%00b", 404),
-            (f"/ui/sandboxes/{sid}/files?path=relative", 400),
-            (f"/ui/sandboxes/{sid}/files?path=/no/such/dir", 404),
-            (f"/ui/sandboxes/{sid}/files/view?path=/no/such/file", 404),
-            (f"/ui/sandboxes/{sid}/files/download?path=/etc/shadow", 403),
-            ("/ui/?state=exploded", 400), ("/ui/?tier=../../x", 400),
-            ("/ui/events?since=-1", 400), ("/ui/events?since=" + "9" * 30, 400)]
+    gets = [
+        (f"/ui/sandboxes/{'x' * 300}", 404),
+        ("/ui/sandboxes/a%00b", 404),
+        (f"/ui/sandboxes/{sid}/files?path=relative", 400),
+        (f"/ui/sandboxes/{sid}/files?path=/no/such/dir", 404),
+        (f"/ui/sandboxes/{sid}/files/view?path=/no/such/file", 404),
+        (f"/ui/sandboxes/{sid}/files/download?path=/etc/shadow", 403),
+        ("/ui/?state=exploded", 400),
+        ("/ui/?tier=../../x", 400),
+        ("/ui/events?since=-1", 400),
+        ("/ui/events?since=" + "9" * 30, 400),
+    ]
     for path, status in gets:
         r = page.request.get(url + path)
         assert r.status == status, (path, r.status, r.text()[:300])
         assert "<h1>Error" in r.text()
-    posts = [("/ui/sandboxes", {"template": "base", "tier": "container", "timeout": "soon"}),
-             ("/ui/keys", {"expires_days": "-1"}), ("/ui/keys", {"expires_days": "lots"}),
-             ("/ui/volumes", {"name": "UPPER", "size_mb": "64"}),
-             ("/ui/volumes", {"name": "ok-name", "size_mb": "1e99"}),
-             ("/ui/templates/build", {"name": "x", "dockerfile": ""}),
-             ("/ui/templates/build", {"name": "../x", "dockerfile": "FROM base"}),
-             (f"/ui/sandboxes/{sid}/snapshot", {"name": ""}),
-             (f"/ui/sandboxes/{sid}/explode", {}), ("/ui/keys/not-a-key/revoke", {}),
-             (f"/ui/sandboxes/{sid}/fork", {"count": "0"}),
-             (f"/ui/sandboxes/{sid}/fork", {"count": "17"}),
-             (f"/ui/sandboxes/{sid}/fork", {"count": "two"}),
-             (f"/ui/sandboxes/{sid}/fork", {"count": "1", "memory": "maybe"}),
-             (f"/ui/sandboxes/{sid}/files/upload?path=/home/user", {})]
+    posts = [
+        ("/ui/sandboxes", {"template": "base", "tier": "container", "timeout": "soon"}),
+        ("/ui/keys", {"expires_days": "-1"}),
+        ("/ui/keys", {"expires_days": "lots"}),
+        ("/ui/volumes", {"name": "UPPER", "size_mb": "64"}),
+        ("/ui/volumes", {"name": "ok-name", "size_mb": "1e99"}),
+        ("/ui/templates/build", {"name": "x", "dockerfile": ""}),
+        ("/ui/templates/build", {"name": "../x", "dockerfile": "FROM base"}),
+        (f"/ui/sandboxes/{sid}/snapshot", {"name": ""}),
+        (f"/ui/sandboxes/{sid}/explode", {}),
+        ("/ui/keys/not-a-key/revoke", {}),
+        (f"/ui/sandboxes/{sid}/fork", {"count": "0"}),
+        (f"/ui/sandboxes/{sid}/fork", {"count": "17"}),
+        (f"/ui/sandboxes/{sid}/fork", {"count": "two"}),
+        (f"/ui/sandboxes/{sid}/fork", {"count": "1", "memory": "maybe"}),
+        (f"/ui/sandboxes/{sid}/files/upload?path=/home/user", {}),
+    ]
     for path, form in posts:
         r = page.request.post(url + path, form={"csrf": csrf, **form})
         assert 400 <= r.status < 500, (path, form, r.status, r.text()[:300])
         assert "<h1>Error" in r.text(), (path, r.text()[:300])
-    r = page.request.post(f"{url}/ui/sandboxes/{sid}/files/upload?path=/home/user",
-                          multipart={"csrf": csrf, "file": {"name": "..", "mimeType": "text/plain",
-                                                            "buffer": b"x"}})
+    r = page.request.post(
+        f"{url}/ui/sandboxes/{sid}/files/upload?path=/home/user",
+        multipart={"csrf": csrf, "file": {"name": "..", "mimeType": "text/plain", "buffer": b"x"}},
+    )
     assert r.status == 400 and "cannot upload a file named" in r.text()
     with sqlite_server.client(world["globex_key"]) as c:
         assert c.get(f"/sandboxes/{sid}").json()["state"] == "running"  # nothing broke

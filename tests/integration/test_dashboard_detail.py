@@ -19,8 +19,10 @@ from stockade import Sandbox
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 POLICY = {"allow_out": ["pypi.org"], "deny_out": ["10.0.0.0/8"]}
 #: A DNS question for a name the policy does not allow: Stockade's resolver refuses it itself.
-ASK = ("import socket\ntry:\n    socket.getaddrinfo('not-allowed.invalid', 443)\n"
-       "except OSError as e:\n    print('refused', e)")
+ASK = (
+    "import socket\ntry:\n    socket.getaddrinfo('not-allowed.invalid', 443)\n"
+    "except OSError as e:\n    print('refused', e)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +41,11 @@ def sign_in(page, server: Server, key: str) -> None:  # type: ignore[no-untyped-
     page.wait_for_url(server.url + "/ui/")
 
 
-def test_detail_page_is_live(sqlite_server: Server, tenant: tuple[str, str],  # noqa: F811
-                             browser: Browser) -> None:  # noqa: F811
+def test_detail_page_is_live(
+    sqlite_server: Server,
+    tenant: tuple[str, str],  # noqa: F811
+    browser: Browser,
+) -> None:  # noqa: F811
     _, key = tenant
     sb = Sandbox.create(timeout=300, network=POLICY, api_url=sqlite_server.url, api_key=key)
     snapshot = f"snap-{secrets.token_hex(3)}"
@@ -54,20 +59,24 @@ def test_detail_page_is_live(sqlite_server: Server, tenant: tuple[str, str],  # 
         assert "pypi.org" in policy and "10.0.0.0/8" in policy
         assert snapshot in page.inner_text("#snapshots")  # the snapshot made from it
         page.goto(f"{sqlite_server.url}/ui/templates")  # which names where it came from
-        assert page.get_attribute(f"#templates tr[data-name='{snapshot}'] a",
-                                  "href") == f"/ui/sandboxes/{sb.id}"
+        assert (
+            page.get_attribute(f"#templates tr[data-name='{snapshot}'] a", "href") == f"/ui/sandboxes/{sb.id}"
+        )
         page.goto(f"{sqlite_server.url}/ui/sandboxes/{sb.id}")
 
         # A background process appears in the list by itself; its output can be followed.
-        ticker = sb.commands.run("i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.5; done",
-                                 background=True)
+        ticker = sb.commands.run(
+            "i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.5; done", background=True
+        )
         page.wait_for_selector(f"#processes tr[data-pid='{ticker.pid}']", timeout=15000)
         follow = browser.page()
         follow.context.add_cookies(page.context.cookies())
-        follow.goto(f"{sqlite_server.url}/ui/sandboxes/{sb.id}/processes/{ticker.pid}",
-                    wait_until="commit")  # the page streams: it never finishes loading
-        follow.wait_for_function("() => /tick-\\d+/.test(document.getElementById('output')"
-                                 "?.textContent || '')", timeout=15000)
+        follow.goto(
+            f"{sqlite_server.url}/ui/sandboxes/{sb.id}/processes/{ticker.pid}", wait_until="commit"
+        )  # the page streams: it never finishes loading
+        follow.wait_for_function(
+            "() => /tick-\\d+/.test(document.getElementById('output')?.textContent || '')", timeout=15000
+        )
 
         # A refused DNS question shows in the egress log, newest first, without a reload.
         assert "refused" in sb.commands.run(["python3", "-c", ASK], timeout=60).stdout
@@ -75,11 +84,9 @@ def test_detail_page_is_live(sqlite_server: Server, tenant: tuple[str, str],  # 
         assert "not-allowed.invalid" in page.inner_text("#egress")
 
         # The usage charts are drawn from the usage history, and grow as samples come.
-        page.wait_for_function("() => +document.getElementById('charts').dataset.samples >= 2",
-                               timeout=30000)
+        page.wait_for_function("() => +document.getElementById('charts').dataset.samples >= 2", timeout=30000)
         for name in ("cpu", "memory", "pids"):
-            points = page.eval_on_selector(f"#chart-{name} polyline",
-                                           "p => p.getAttribute('points')").split()
+            points = page.eval_on_selector(f"#chart-{name} polyline", "p => p.getAttribute('points')").split()
             assert len(points) >= 2 and all(len(p.split(",")) == 2 for p in points), points
             assert page.eval_on_selector(f"#chart-{name}", "s => s.parentElement.dataset.latest")
         with sqlite_server.client(key) as c:
@@ -108,12 +115,14 @@ def test_detail_page_is_live(sqlite_server: Server, tenant: tuple[str, str],  # 
             c.delete(f"/templates/{snapshot}")
 
 
-def test_fork_buttons_refusals_and_ends(sqlite_server: Server, tenant: tuple[str, str],  # noqa: F811
-                                        browser: Browser) -> None:  # noqa: F811
+def test_fork_buttons_refusals_and_ends(
+    sqlite_server: Server,
+    tenant: tuple[str, str],  # noqa: F811
+    browser: Browser,
+) -> None:  # noqa: F811
     _, key = tenant
     stranger = sqlite_server.new_key(f"stranger-{secrets.token_hex(3)}")
-    sb = Sandbox.create(timeout=300, persistence="workspace", api_url=sqlite_server.url,
-                        api_key=key)
+    sb = Sandbox.create(timeout=300, persistence="workspace", api_url=sqlite_server.url, api_key=key)
     copies: list[str] = []
     try:
         sb.files.write("/home/user/mark.txt", "from the source")
@@ -137,8 +146,9 @@ def test_fork_buttons_refusals_and_ends(sqlite_server: Server, tenant: tuple[str
                 r = c.get(f"/sandboxes/{copy}/files", params={"path": "/home/user/mark.txt"})
                 assert r.text == "from the source"
         page.goto(f"{sqlite_server.url}/ui/")
-        rows = set(page.eval_on_selector_all("#sandboxes tbody tr[data-id]",
-                                             "rows => rows.map(r => r.dataset.id)"))
+        rows = set(
+            page.eval_on_selector_all("#sandboxes tbody tr[data-id]", "rows => rows.map(r => r.dataset.id)")
+        )
         assert {sb.id, *copies} <= rows
 
         # Asking the container tier for memory: refused on the page, naming the capability.
@@ -151,10 +161,13 @@ def test_fork_buttons_refusals_and_ends(sqlite_server: Server, tenant: tuple[str
         # Other refusals come back the same way: archiving a running workspace, saving as a
         # template under a name that is taken.
         csrf = page.get_attribute("#fork input[name=csrf]", "value") or ""
-        for path, form, words in (("archive", {}, "archive refused"),
-                                  ("snapshot", {"name": "base"}, "saving as template base refused")):
-            r = page.request.post(f"{sqlite_server.url}/ui/sandboxes/{sb.id}/{path}",
-                                  form={"csrf": csrf, **form})
+        for path, form, words in (
+            ("archive", {}, "archive refused"),
+            ("snapshot", {"name": "base"}, "saving as template base refused"),
+        ):
+            r = page.request.post(
+                f"{sqlite_server.url}/ui/sandboxes/{sb.id}/{path}", form={"csrf": csrf, **form}
+            )
             assert r.status == 200 and r.url.endswith(f"/ui/sandboxes/{sb.id}"), (path, r.url)
             assert words in r.text() and 'class="message failed"' in r.text(), r.text()[:2000]
             assert re.search(r"HTTP 4\d\d", r.text()), path
@@ -165,8 +178,9 @@ def test_fork_buttons_refusals_and_ends(sqlite_server: Server, tenant: tuple[str
         other.goto(f"{sqlite_server.url}/ui/")
         csrf = other.get_attribute("#create input[name=csrf]", "value") or ""
         for action, form in (("fork", {"count": "3", "memory": "files"}), ("stop", {})):
-            r = other.request.post(f"{sqlite_server.url}/ui/sandboxes/{sb.id}/{action}",
-                                   form={"csrf": csrf, **form})
+            r = other.request.post(
+                f"{sqlite_server.url}/ui/sandboxes/{sb.id}/{action}", form={"csrf": csrf, **form}
+            )
             assert r.status == 404 and "does not exist" in r.text(), (action, r.status)
         with sqlite_server.client(key) as c:
             mine = {s["id"] for s in c.get("/sandboxes").json()["items"]}
@@ -176,8 +190,11 @@ def test_fork_buttons_refusals_and_ends(sqlite_server: Server, tenant: tuple[str
         # Stop and start from the page (a workspace): the buttons follow the state.
         page.click(".actions button.stop")
         assert "stop: done, now stopped" in page.inner_text(".message")
-        assert page.query_selector(".actions button.start") and page.query_selector(
-            ".actions button.archive") and page.query_selector("#fork") is None
+        assert (
+            page.query_selector(".actions button.start")
+            and page.query_selector(".actions button.archive")
+            and page.query_selector("#fork") is None
+        )
         page.click(".actions button.start")
         assert "start: done, now running" in page.inner_text(".message")
 
@@ -188,8 +205,9 @@ def test_fork_buttons_refusals_and_ends(sqlite_server: Server, tenant: tuple[str
         for copy in copies:
             page.wait_for_selector(f"#ended-sandboxes tr[data-id='{copy}']", timeout=15000)
             assert "killed" in page.inner_text(f"#ended-sandboxes tr[data-id='{copy}'] .reason")
-        page.wait_for_function(f"() => !document.querySelector(\"#sandboxes tr[data-id='{copies[0]}']\")",
-                               timeout=15000)
+        page.wait_for_function(
+            f"() => !document.querySelector(\"#sandboxes tr[data-id='{copies[0]}']\")", timeout=15000
+        )
         other.goto(f"{sqlite_server.url}/ui/")  # another tenant sees none of these ends
         other.wait_for_timeout(1500)
         assert other.query_selector(f"#ended-sandboxes tr[data-id='{copies[0]}']") is None

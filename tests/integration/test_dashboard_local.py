@@ -35,15 +35,23 @@ class LocalDaemon:
     def __init__(self) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="stockade-ui-local-", dir="/var/tmp"))
         self.port = free_port()
-        self.env = {**os.environ, "STOCKADE_DATA_DIR": str(self.data_dir),
-                    "STOCKADE_IMAGES_DIR": str(default_images_dir()), "STOCKADE_POOL_SIZE": "0",
-                    "STOCKADE_DASHBOARD_PORT": str(self.port)}
+        self.env = {
+            **os.environ,
+            "STOCKADE_DATA_DIR": str(self.data_dir),
+            "STOCKADE_IMAGES_DIR": str(default_images_dir()),
+            "STOCKADE_POOL_SIZE": "0",
+            "STOCKADE_DASHBOARD_PORT": str(self.port),
+        }
         for name in ("STOCKADE_API_URL", "STOCKADE_API_KEY"):
             self.env.pop(name, None)
         log = open(self.data_dir / "daemon.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "stockade.server", "--data-dir",
-                                      str(self.data_dir)], stdin=subprocess.DEVNULL,
-                                     stdout=log, stderr=log, env=self.env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stockade.server", "--data-dir", str(self.data_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=self.env,
+        )
         log.close()
         deadline = time.monotonic() + 60
         while not local_socket(self.data_dir).exists():
@@ -55,12 +63,16 @@ class LocalDaemon:
         return (self.data_dir / "daemon.log").read_text(errors="replace")[-3000:]
 
     def socket_client(self) -> httpx.Client:
-        return httpx.Client(transport=httpx.HTTPTransport(uds=str(local_socket(self.data_dir))),
-                            base_url="http://stockade", timeout=60)
+        return httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(local_socket(self.data_dir))),
+            base_url="http://stockade",
+            timeout=60,
+        )
 
     def cli(self, *args: str, timeout: float = 300) -> str:
-        done = subprocess.run([STOCKADE, *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run(
+            [STOCKADE, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         assert done.returncode == 0, done.stdout + done.stderr + self.log_tail()
         return done.stdout
 
@@ -99,8 +111,9 @@ def demo(daemon: LocalDaemon) -> dict[str, str]:
     return {"link": link.group(1), "sandbox": kept.group(1)}
 
 
-def test_demo_link_signs_in_and_drives_the_terminal(daemon: LocalDaemon, demo: dict[str, str],
-                                                   browser: Browser) -> None:  # noqa: F811
+def test_demo_link_signs_in_and_drives_the_terminal(
+    daemon: LocalDaemon, demo: dict[str, str], browser: Browser
+) -> None:  # noqa: F811
     link = demo["link"]
     assert link.startswith(f"{daemon.url}/ui/login?token=")
     assert "sk_" not in link  # a one-time token, never a key
@@ -114,9 +127,12 @@ def test_demo_link_signs_in_and_drives_the_terminal(daemon: LocalDaemon, demo: d
     page.wait_for_selector("text=connected (pid")
     page.click("#terminal")
     page.keyboard.type("cat hello.txt; echo $((6*7))-typed\n")
-    page.wait_for_function("""() => { const b = window.stockadeTerminal.buffer.active;
+    page.wait_for_function(
+        """() => { const b = window.stockadeTerminal.buffer.active;
         for (let i = 0; i < b.length; i++) if (b.getLine(i).translateToString(true)
-            .startsWith('42-typed')) return true; return false; }""", timeout=30000)
+            .startsWith('42-typed')) return true; return false; }""",
+        timeout=30000,
+    )
     text = page.evaluate("""() => { const b = window.stockadeTerminal.buffer.active;
         const out = []; for (let i = 0; i < b.length; i++) out.push(b.getLine(i).translateToString(true));
         return out.join('\\n'); }""")
@@ -134,14 +150,18 @@ def test_demo_link_signs_in_and_drives_the_terminal(daemon: LocalDaemon, demo: d
     assert demo["sandbox"] in again.inner_text("#sandboxes")
 
 
-def test_the_dashboard_port_lets_nothing_else_through(daemon: LocalDaemon,
-                                                      demo: dict[str, str]) -> None:
+def test_the_dashboard_port_lets_nothing_else_through(daemon: LocalDaemon, demo: dict[str, str]) -> None:
     sid = demo["sandbox"]
     with httpx.Client(base_url=daemon.url, timeout=30) as tcp:
-        for method, path in (("GET", "/sandboxes"), ("POST", "/dashboard/links"),
-                             ("GET", f"/sandboxes/{sid}"), ("DELETE", f"/sandboxes/{sid}"),
-                             ("POST", "/mcp"), ("GET", "/e2b/sandboxes"),
-                             ("GET", f"/sandboxes/{sid}/files?path=/etc/passwd")):
+        for method, path in (
+            ("GET", "/sandboxes"),
+            ("POST", "/dashboard/links"),
+            ("GET", f"/sandboxes/{sid}"),
+            ("DELETE", f"/sandboxes/{sid}"),
+            ("POST", "/mcp"),
+            ("GET", "/e2b/sandboxes"),
+            ("GET", f"/sandboxes/{sid}/files?path=/etc/passwd"),
+        ):
             for headers in ({}, {"Authorization": "Bearer sk_local_guess"}):
                 r = tcp.request(method, path, headers=headers)
                 assert r.status_code == 401, (method, path, r.status_code, r.text)
@@ -150,7 +170,8 @@ def test_the_dashboard_port_lets_nothing_else_through(daemon: LocalDaemon,
         assert r.status_code == 401 and "stockade dashboard" in r.text
     for query in ("", "?csrf=guess"):  # a terminal without a signed-in page
         with pytest.raises(InvalidStatus):
-            ws_client.connect(f"ws://127.0.0.1:{daemon.port}/sandboxes/{sid}/pty{query}",
-                              origin=daemon.url, open_timeout=10)
+            ws_client.connect(
+                f"ws://127.0.0.1:{daemon.port}/sandboxes/{sid}/pty{query}", origin=daemon.url, open_timeout=10
+            )
     with daemon.socket_client() as c:  # the unix socket is unchanged, and the sandbox untouched
         assert c.get(f"/sandboxes/{sid}").json()["state"] == "running"

@@ -144,13 +144,16 @@ asyncio.run(main())
 def make_index(root: Path) -> Path:
     """A one-package "simple" index: /simple/stockade-probe/ links to a real wheel."""
     info = "stockade_probe-1.0.dist-info"
-    files = {"stockade_probe/__init__.py": b"VALUE = 42\n",
-             f"{info}/METADATA": b"Metadata-Version: 2.1\nName: stockade-probe\nVersion: 1.0\n",
-             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\n"
-                              b"Root-Is-Purelib: true\nTag: py3-none-any\n"}
+    files = {
+        "stockade_probe/__init__.py": b"VALUE = 42\n",
+        f"{info}/METADATA": b"Metadata-Version: 2.1\nName: stockade-probe\nVersion: 1.0\n",
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
     record = "".join(
         f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
-        f"{len(data)}\n" for name, data in files.items())
+        f"{len(data)}\n"
+        for name, data in files.items()
+    )
     record += "stockade_probe-1.0.dist-info/RECORD,,\n"
     wheel = "stockade_probe-1.0-py3-none-any.whl"
     (root / "files").mkdir(parents=True)
@@ -161,7 +164,8 @@ def make_index(root: Path) -> Path:
     digest = hashlib.sha256((root / "files" / wheel).read_bytes()).hexdigest()
     (root / "simple" / PACKAGE).mkdir(parents=True)
     (root / "simple" / PACKAGE / "index.html").write_text(
-        f'<html><body><a href="/files/{wheel}#sha256={digest}">{wheel}</a></body></html>')
+        f'<html><body><a href="/files/{wheel}#sha256={digest}">{wheel}</a></body></html>'
+    )
     return root
 
 
@@ -180,26 +184,60 @@ class World:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "World":
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                        "-subj", "/CN=allowed.test", "-keyout", str(self.key),
-                        "-out", str(self.cert), "-addext",
-                        "subjectAltName=" + ",".join(f"DNS:{n}" for n in NAMES)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=allowed.test",
+                "-keyout",
+                str(self.key),
+                "-out",
+                str(self.cert),
+                "-addext",
+                "subjectAltName=" + ",".join(f"DNS:{n}" for n in NAMES),
+            ],
+            check=True,
+            capture_output=True,
+        )
         self.cert.chmod(0o644)  # the sandboxes' CA bundle: readable by their users
         ns = self.name
-        for cmd in (f"ip netns add {ns}",
-                    f"ip link add {self.veth} type veth peer name pg0 netns {ns}",
-                    f"ip addr add {self.host_side}/30 dev {self.veth}",
-                    f"ip link set {self.veth} up",
-                    f"ip -n {ns} addr add {self.inside}/30 dev pg0",
-                    f"ip -n {ns} link set pg0 up", f"ip -n {ns} link set lo up",
-                    f"ip -n {ns} addr add {PUBLIC}/32 dev lo",
-                    f"ip -n {ns} addr add {NEIGHBOUR}/32 dev lo",
-                    f"ip -n {ns} addr add {PUBLIC6}/128 dev lo"):
+        for cmd in (
+            f"ip netns add {ns}",
+            f"ip link add {self.veth} type veth peer name pg0 netns {ns}",
+            f"ip addr add {self.host_side}/30 dev {self.veth}",
+            f"ip link set {self.veth} up",
+            f"ip -n {ns} addr add {self.inside}/30 dev pg0",
+            f"ip -n {ns} link set pg0 up",
+            f"ip -n {ns} link set lo up",
+            f"ip -n {ns} addr add {PUBLIC}/32 dev lo",
+            f"ip -n {ns} addr add {NEIGHBOUR}/32 dev lo",
+            f"ip -n {ns} addr add {PUBLIC6}/128 dev lo",
+        ):
             subprocess.run(cmd.split(), check=True)
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-c", WORLD, str(self.cert), str(self.key),
-             json.dumps(NAMES), PUBLIC6, str(make_index(self.dir / "index"))], stdout=subprocess.PIPE)
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                sys.executable,
+                "-c",
+                WORLD,
+                str(self.cert),
+                str(self.key),
+                json.dumps(NAMES),
+                PUBLIC6,
+                str(make_index(self.dir / "index")),
+            ],
+            stdout=subprocess.PIPE,
+        )
         assert self.proc.stdout is not None
         assert json.loads(self.proc.stdout.readline())["kind"] == "ready"
         threading.Thread(target=self._read, daemon=True).start()
@@ -222,8 +260,7 @@ class World:
 
     def seen(self, kind: str, **match: Any) -> list[dict[str, Any]]:
         time.sleep(0.2)  # the reader thread is behind the sandbox by a moment at most
-        return [e for e in self.events if e["kind"] == kind
-                and all(e.get(k) == v for k, v in match.items())]
+        return [e for e in self.events if e["kind"] == kind and all(e.get(k) == v for k, v in match.items())]
 
 
 @pytest.fixture(scope="module")
@@ -238,11 +275,17 @@ def world() -> Iterator[World]:
 
 @pytest.fixture(scope="module")
 def egress_daemon(world: World) -> Iterator[Daemon]:
-    d = start_daemon({"STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{world.name}",
-                      "STOCKADE_NET_DNS": world.inside, "STOCKADE_CA_BUNDLE": str(world.cert),
-                      # tighter than the defaults (50/s, bursts of 200) so a short flood shows it
-                      "STOCKADE_NET_DNS_RATE": str(DNS_RATE), "STOCKADE_NET_DNS_BURST": str(DNS_BURST),
-                      "STOCKADE_NET_PROXY_MAX_CONNECTIONS": str(PROXY_MAX)})
+    d = start_daemon(
+        {
+            "STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{world.name}",
+            "STOCKADE_NET_DNS": world.inside,
+            "STOCKADE_CA_BUNDLE": str(world.cert),
+            # tighter than the defaults (50/s, bursts of 200) so a short flood shows it
+            "STOCKADE_NET_DNS_RATE": str(DNS_RATE),
+            "STOCKADE_NET_DNS_BURST": str(DNS_BURST),
+            "STOCKADE_NET_PROXY_MAX_CONNECTIONS": str(PROXY_MAX),
+        }
+    )
     try:
         yield d
     finally:
@@ -274,7 +317,7 @@ def egress_log(daemon: Daemon, sb: Sandbox) -> list[dict[str, Any]]:
     """The log through the API, checked against the file on disk it comes from."""
     entries = sb.egress_log()
     on_disk = EgressLog(daemon.data_dir / "net" / "sandboxes").read(sb.id)
-    assert [e["time"] for e in entries] == [e["time"] for e in on_disk[:len(entries)]]
+    assert [e["time"] for e in entries] == [e["time"] for e in on_disk[: len(entries)]]
     return entries
 
 
@@ -329,21 +372,22 @@ def requests(sb: Sandbox, *actions: dict[str, Any]) -> list[str]:
 
 
 def resolve(sb: Sandbox, *names: str) -> list[str | None]:
-    script = ("import socket, sys\nfor n in sys.argv[1:]:\n    try: print(socket.gethostbyname(n))\n"
-              "    except OSError: print('-')\n")
+    script = (
+        "import socket, sys\nfor n in sys.argv[1:]:\n    try: print(socket.gethostbyname(n))\n"
+        "    except OSError: print('-')\n"
+    )
     out = sb.commands.run(["python3", "-c", script, *names], timeout=60).stdout.split()
     return [None if o == "-" else o for o in out]
 
 
 # -- the proxy -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("tier", ALL_TIERS)
-def test_only_the_resolved_name_passes_by_sni_and_host(make: Callable[..., Sandbox],
-                                                      world: World, egress_daemon: Daemon,
-                                                      tier: str) -> None:
+def test_only_the_resolved_name_passes_by_sni_and_host(
+    make: Callable[..., Sandbox], world: World, egress_daemon: Daemon, tier: str
+) -> None:
     sb = make(isolation=tier, network={"allow_out": ["allowed.test", "other.test"]})
     # Before resolving, the name's address is closed (refused by the firewall, not proxied).
-    assert requests(sb, {"kind": "http", "address": PUBLIC, "host": "allowed.test"})[0] \
-        .startswith("FAIL")
+    assert requests(sb, {"kind": "http", "address": PUBLIC, "host": "allowed.test"})[0].startswith("FAIL")
     assert resolve(sb, "allowed.test", "other.test", "evil.test") == [PUBLIC, NEIGHBOUR, None]
     results = requests(
         sb,
@@ -358,21 +402,21 @@ def test_only_the_resolved_name_passes_by_sni_and_host(make: Callable[..., Sandb
         {"kind": "https", "address": NEIGHBOUR, "sni": "allowed.test", "path": "/moved-tls"},
         # IP literals, and TLS with no name at all
         {"kind": "http", "address": PUBLIC, "host": PUBLIC, "path": "/literal"},
-        {"kind": "https", "address": PUBLIC, "sni": None, "host": "allowed.test",
-         "path": "/no-sni"},
+        {"kind": "https", "address": PUBLIC, "sni": None, "host": "allowed.test", "path": "/no-sni"},
         # the first request of a kept-alive connection is allowed, the second switches Host
-        {"kind": "http", "address": PUBLIC, "host": "allowed.test", "path": "/first",
-         "again": "evil.test"},
+        {"kind": "http", "address": PUBLIC, "host": "allowed.test", "path": "/first", "again": "evil.test"},
         # two Host headers: which one a server would pick is not the proxy's guess to make
-        {"kind": "http", "address": PUBLIC, "raw": "GET /two-hosts HTTP/1.1\r\n"
-         "Host: allowed.test\r\nHost: evil.test\r\n\r\n"},
+        {
+            "kind": "http",
+            "address": PUBLIC,
+            "raw": "GET /two-hosts HTTP/1.1\r\nHost: allowed.test\r\nHost: evil.test\r\n\r\n",
+        },
     )
     assert results[0] == "200 hello allowed.test /tls-ok"
     assert results[1] == "200 hello allowed.test /http-ok"
     assert results[2].startswith("403 stockade egress: evil.test is not allowed")
     assert results[3].startswith("FAIL")
-    assert results[4].startswith("403 stockade egress: allowed.test was not resolved to "
-                                 f"{NEIGHBOUR}")
+    assert results[4].startswith(f"403 stockade egress: allowed.test was not resolved to {NEIGHBOUR}")
     assert results[5].startswith("FAIL")
     assert results[6].startswith(f"403 stockade egress: IP literal {PUBLIC}")
     assert results[7].startswith("FAIL")
@@ -381,80 +425,117 @@ def test_only_the_resolved_name_passes_by_sni_and_host(make: Callable[..., Sandb
     assert results[9] == "403 stockade egress: more than one Host header"
     # What arrived: the two controls and the first kept-alive request, nothing else.
     arrived = {(e["path"], e["host"], e["sni"]) for e in world.seen("http")}
-    assert {("/tls-ok", "allowed.test", "allowed.test"), ("/http-ok", "allowed.test", None),
-            ("/first", "allowed.test", None)} <= arrived
-    ours = {"/forged-host", "/wrong-sni", "/moved", "/moved-tls", "/literal", "/no-sni",
-            "/two-hosts"}
+    assert {
+        ("/tls-ok", "allowed.test", "allowed.test"),
+        ("/http-ok", "allowed.test", None),
+        ("/first", "allowed.test", None),
+    } <= arrived
+    ours = {"/forged-host", "/wrong-sni", "/moved", "/moved-tls", "/literal", "/no-sni", "/two-hosts"}
     assert not [a for a in arrived if a[0] in ours or a[1] == "evil.test"]
     assert not world.seen("tls-connect", dst=NEIGHBOUR) and not world.seen("tls-failed")
     # The egress log has both the allowed connections (with bytes) and every denial.
     entries = egress_log(egress_daemon, sb)
     allowed = [e for e in entries if e["verdict"] == "allowed"]
-    assert {(e["kind"], e["name"]) for e in allowed} >= {("tls", "allowed.test"),
-                                                       ("http", "allowed.test")}
+    assert {(e["kind"], e["name"]) for e in allowed} >= {("tls", "allowed.test"), ("http", "allowed.test")}
     assert all(e["bytes_in"] > 0 and e["bytes_out"] > 0 for e in allowed)
     assert {e["reason"] for e in allowed} == {f"allowed.test is allowed and resolved to {PUBLIC}"}
     denied = [(e["kind"], e["name"], e["destination"]) for e in entries if e["verdict"] == "denied"]
-    for expected in [("http", "evil.test", f"{PUBLIC}:80"), ("tls", "evil.test", f"{PUBLIC}:443"),
-                     ("http", "allowed.test", f"{NEIGHBOUR}:80"),
-                     ("tls", "allowed.test", f"{NEIGHBOUR}:443"), ("http", PUBLIC, f"{PUBLIC}:80"),
-                     ("tls", None, f"{PUBLIC}:443"), ("dns", "evil.test", None)]:
-        assert any(d[:2] == expected[:2] and (expected[2] is None or d[2] == expected[2])
-                   for d in denied), (expected, denied)
+    for expected in [
+        ("http", "evil.test", f"{PUBLIC}:80"),
+        ("tls", "evil.test", f"{PUBLIC}:443"),
+        ("http", "allowed.test", f"{NEIGHBOUR}:80"),
+        ("tls", "allowed.test", f"{NEIGHBOUR}:443"),
+        ("http", PUBLIC, f"{PUBLIC}:80"),
+        ("tls", None, f"{PUBLIC}:443"),
+        ("dns", "evil.test", None),
+    ]:
+        assert any(d[:2] == expected[:2] and (expected[2] is None or d[2] == expected[2]) for d in denied), (
+            expected,
+            denied,
+        )
     assert any("names evil.test, not allowed.test" in e["reason"] for e in entries)
     # The same log from the command line.
-    cli = subprocess.run([str(Path(sys.executable).with_name("stockade")), "sandbox", "egress",
-                          sb.id, "--limit", "1000"], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "STOCKADE_DATA_DIR": str(egress_daemon.data_dir),
-                              "COLUMNS": "250", "NO_COLOR": "1"})
+    cli = subprocess.run(
+        [str(Path(sys.executable).with_name("stockade")), "sandbox", "egress", sb.id, "--limit", "1000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "STOCKADE_DATA_DIR": str(egress_daemon.data_dir),
+            "COLUMNS": "250",
+            "NO_COLOR": "1",
+        },
+    )
     assert cli.returncode == 0, cli.stderr
-    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in cli.stdout.splitlines()
-            if line.startswith("│")]
+    rows = [
+        [c.strip() for c in line.split("│")[1:-1]] for line in cli.stdout.splitlines() if line.startswith("│")
+    ]
     assert ["tls", f"{PUBLIC}:443", "allowed.test", "allowed"] in [r[1:5] for r in rows]
     assert ["http", f"{NEIGHBOUR}:80", "allowed.test", "denied"] in [r[1:5] for r in rows]
     assert ["http", f"{PUBLIC}:80", "-", "denied"] in [r[1:5] for r in rows]  # two Host headers
 
 
 def test_cidr_rules_admit_ip_literals_and_policy_changes_apply(
-        make: Callable[..., Sandbox], world: World, egress_daemon: Daemon) -> None:
+    make: Callable[..., Sandbox], world: World, egress_daemon: Daemon
+) -> None:
     sb = make(network={"allow_out": [f"{PUBLIC}/32"]})
-    results = requests(sb, {"kind": "http", "address": PUBLIC, "path": "/cidr-literal"},
-                       {"kind": "https", "address": PUBLIC, "sni": None, "path": "/cidr-no-sni"},
-                       {"kind": "http", "address": NEIGHBOUR, "path": "/cidr-neighbour"})
-    assert results[:2] == ["200 hello 203.0.113.10 /cidr-literal",
-                           "200 hello 203.0.113.10 /cidr-no-sni"]
+    results = requests(
+        sb,
+        {"kind": "http", "address": PUBLIC, "path": "/cidr-literal"},
+        {"kind": "https", "address": PUBLIC, "sni": None, "path": "/cidr-no-sni"},
+        {"kind": "http", "address": NEIGHBOUR, "path": "/cidr-neighbour"},
+    )
+    assert results[:2] == ["200 hello 203.0.113.10 /cidr-literal", "200 hello 203.0.113.10 /cidr-no-sni"]
     assert results[2].startswith("FAIL")
     sb.set_network({"allow_out": ["allowed.test"]})  # names only from now on
     assert resolve(sb, "allowed.test") == [PUBLIC]
-    assert requests(sb, {"kind": "http", "address": PUBLIC, "path": "/after-change"})[0] \
-        .startswith("403 stockade egress: IP literal")
-    assert [e["path"] for e in world.seen("http") if e["path"].startswith(("/cidr", "/after"))] \
-        == ["/cidr-literal", "/cidr-no-sni"]
+    assert requests(sb, {"kind": "http", "address": PUBLIC, "path": "/after-change"})[0].startswith(
+        "403 stockade egress: IP literal"
+    )
+    assert [e["path"] for e in world.seen("http") if e["path"].startswith(("/cidr", "/after"))] == [
+        "/cidr-literal",
+        "/cidr-no-sni",
+    ]
 
 
-PIP = ["python3", "-m", "pip", "install", "--break-system-packages", "--no-cache-dir",
-       "--disable-pip-version-check", "--timeout", "10", "--retries", "0", "--target", "/tmp/probe"]
+PIP = [
+    "python3",
+    "-m",
+    "pip",
+    "install",
+    "--break-system-packages",
+    "--no-cache-dir",
+    "--disable-pip-version-check",
+    "--timeout",
+    "10",
+    "--retries",
+    "0",
+    "--target",
+    "/tmp/probe",
+]
 
 
 def test_pip_installs_from_the_one_allowed_index_and_nowhere_else(
-        make: Callable[..., Sandbox], world: World, egress_daemon: Daemon) -> None:
+    make: Callable[..., Sandbox], world: World, egress_daemon: Daemon
+) -> None:
     sb = make(network={"allow_out": ["pypi.org"]})
     r = sb.commands.run([*PIP, "--index-url", "https://pypi.org/simple", PACKAGE], timeout=180)
     assert r.exit_code == 0, r.stderr
-    r = sb.commands.run(["python3", "-c", "import stockade_probe; print(stockade_probe.VALUE)"],
-                        envs={"PYTHONPATH": "/tmp/probe"})
+    r = sb.commands.run(
+        ["python3", "-c", "import stockade_probe; print(stockade_probe.VALUE)"],
+        envs={"PYTHONPATH": "/tmp/probe"},
+    )
     assert r.stdout.strip() == "42"
     # The same index by another name on the same address, or by address: nothing installs.
     for index in ("https://evil.test/simple", f"https://{PUBLIC}/simple", "http://evil.test/simple"):
-        r = sb.commands.run([*PIP, "--index-url", index, "--target", "/tmp/other", PACKAGE],
-                            timeout=180)
+        r = sb.commands.run([*PIP, "--index-url", index, "--target", "/tmp/other", PACKAGE], timeout=180)
         assert r.exit_code != 0, index
     assert not sb.files.exists("/tmp/other/stockade_probe")
     served = [e for e in world.seen("http") if e["path"].startswith(("/simple/", "/files/"))]
     assert served and {(e["host"], e["sni"]) for e in served} == {("pypi.org", "pypi.org")}
     log = egress_log(egress_daemon, sb)
-    assert any(e["verdict"] == "allowed" and e["name"] == "pypi.org" and e["bytes_in"] > 1000
-               for e in log)
+    assert any(e["verdict"] == "allowed" and e["name"] == "pypi.org" and e["bytes_in"] > 1000 for e in log)
     denied = [(e["kind"], e["name"]) for e in log if e["verdict"] == "denied"]
     assert ("tls", None) in denied and ("dns", "evil.test") in denied  # by address; by name
 
@@ -508,8 +589,7 @@ print(json.dumps(out))
 """
 
 
-def test_dns_tunnelling_is_cut(make: Callable[..., Sandbox], world: World,
-                               egress_daemon: Daemon) -> None:
+def test_dns_tunnelling_is_cut(make: Callable[..., Sandbox], world: World, egress_daemon: Daemon) -> None:
     sb = make(network={"allow_out": ["*.tunnel.test"]})
     r = sb.commands.run(["python3", "-c", DNS_CLIENT, "400"], timeout=120)
     assert r.exit_code == 0, r.stderr
@@ -530,8 +610,12 @@ def test_dns_tunnelling_is_cut(make: Callable[..., Sandbox], world: World,
     flooded = [n for n in asked if n.startswith("flood")]
     assert 0 < flood["noerror"] <= len(flooded) <= flood["noerror"] + 2
     reasons = [e["reason"] for e in egress_log(egress_daemon, sb) if e["kind"] == "dns"]
-    for expected in ("name longer than", "malformed question", "record type TXT",
-                     "over the DNS question rate limit"):
+    for expected in (
+        "name longer than",
+        "malformed question",
+        "record type TXT",
+        "over the DNS question rate limit",
+    ):
         assert any(reason.startswith(expected) for reason in reasons), (expected, reasons)
     assert len([x for x in reasons if x.startswith("over the")]) <= flood["seconds"] + 3
 
@@ -563,8 +647,9 @@ print(json.dumps({"dns": hoard(gateway, 53, 20, struct.pack("!H", len(question))
 """
 
 
-def test_one_sandbox_cannot_hoard_the_engines_connections(make: Callable[..., Sandbox],
-                                                          egress_daemon: Daemon) -> None:
+def test_one_sandbox_cannot_hoard_the_engines_connections(
+    make: Callable[..., Sandbox], egress_daemon: Daemon
+) -> None:
     sb = make(network={"allow_out": ["allowed.test", f"{PUBLIC}/32"], "max_connections": 4})
     r = sb.commands.run(["python3", "-c", HOARD, PUBLIC], timeout=120)
     assert r.exit_code == 0, r.stderr
@@ -608,4 +693,5 @@ def test_ipv6_is_off(make: Callable[..., Sandbox], world: World, tier: str) -> N
     assert [e for e in world.events[before:] if ":" in str(e.get("dst", ""))] == []
     # The same sandbox does reach the world over IPv4 (so the denial above can fail).
     assert requests(sb, {"kind": "http", "address": PUBLIC, "host": "x", "path": "/v4"}) == [
-        "200 hello x /v4"]
+        "200 hello x /v4"
+    ]

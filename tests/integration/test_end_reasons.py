@@ -56,8 +56,9 @@ def _create(server: Server, key: str, **spec: Any) -> Sandbox:
 
 def _cli_info(server: Server, key: str, sandbox_id: str) -> str:
     env = {**os.environ, "STOCKADE_API_URL": server.url, "STOCKADE_API_KEY": key}
-    done = subprocess.run([STOCKADE, "sandbox", "info", sandbox_id], capture_output=True,
-                          text=True, env=env, timeout=60)
+    done = subprocess.run(
+        [STOCKADE, "sandbox", "info", sandbox_id], capture_output=True, text=True, env=env, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -79,8 +80,11 @@ class EventReader:
 
     def __init__(self, server: Server, key: str) -> None:
         self.events: list[dict[str, Any]] = []
-        self._client = httpx.Client(base_url=server.url, timeout=httpx.Timeout(5, read=None),
-                                    headers={"Authorization": f"Bearer {key}"})
+        self._client = httpx.Client(
+            base_url=server.url,
+            timeout=httpx.Timeout(5, read=None),
+            headers={"Authorization": f"Bearer {key}"},
+        )
         self._open = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -89,8 +93,7 @@ class EventReader:
     def _read(self) -> None:
         try:
             with self._client.stream("GET", "/events") as r:
-                assert r.status_code == 200 and r.headers["content-type"].startswith(
-                    "text/event-stream")
+                assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
                 self._open.set()
                 for line in r.iter_lines():
                     if line.startswith("data: "):
@@ -115,11 +118,11 @@ class EventReader:
 
 
 def test_killed_sandbox_is_404_and_its_end_record_says_why_to_its_owner_only(
-        server: Server, keys: dict[str, str]) -> None:
+    server: Server, keys: dict[str, str]
+) -> None:
     owner_events, other_events = EventReader(server, keys["owner"]), EventReader(server, keys["other"])
     try:
-        sb = _create(server, keys["owner"], metadata={"job": "k"},
-                     persistence="workspace")
+        sb = _create(server, keys["owner"], metadata={"job": "k"}, persistence="workspace")
         mine = _create(server, keys["other"])
         with server.client(keys["owner"]) as c:
             assert c.get(f"/sandboxes/{sb.id}/end").status_code == 409  # it has not ended
@@ -142,9 +145,13 @@ def test_killed_sandbox_is_404_and_its_end_record_says_why_to_its_owner_only(
             assert theirs.status_code == 404 == never.status_code
             assert theirs.json()["code"] == never.json()["code"] == "sandbox_not_found"
         owner_events.wait_for(sb.id, "ended")
-        assert owner_events.of(sb.id) == [("running", "created"), ("paused", None),
-                                          ("running", None), ("stopped", None),
-                                          ("ended", "killed")]
+        assert owner_events.of(sb.id) == [
+            ("running", "created"),
+            ("paused", None),
+            ("running", None),
+            ("stopped", None),
+            ("ended", "killed"),
+        ]
         mine.kill()
         other_events.wait_for(mine.id, "ended")
         assert owner_events.of(mine.id) == [] and other_events.of(sb.id) == []
@@ -163,7 +170,8 @@ def test_timeout_ends_with_reason_timeout(server: Server, keys: dict[str, str]) 
 
 
 def test_memory_bomb_kills_the_process_and_the_container_sandbox_stays(
-        server: Server, keys: dict[str, str]) -> None:
+    server: Server, keys: dict[str, str]
+) -> None:
     events = EventReader(server, keys["owner"])
     sb = _create(server, keys["owner"], memory_mb=128)
     try:
@@ -182,11 +190,17 @@ def test_memory_bomb_kills_the_process_and_the_container_sandbox_stays(
         assert sb.commands.run("echo still-here").stdout == "still-here\n"
         info = sb.get_info()
         assert (info.state, info.reason, info.message) == (
-            "running", "out_of_memory", "out of memory (python3)")
+            "running",
+            "out_of_memory",
+            "out of memory (python3)",
+        )
         assert "message: out of memory (python3)" in _cli_info(server, keys["owner"], sb.id)
         events.wait_for(sb.id, "running")
-        assert any(e["kind"] == "process" and e["message"] == "out of memory (python3)"
-                   for e in events.events if e["sandbox_id"] == sb.id), events.events
+        assert any(
+            e["kind"] == "process" and e["message"] == "out of memory (python3)"
+            for e in events.events
+            if e["sandbox_id"] == sb.id
+        ), events.events
     finally:
         events.close()
         sb.kill()
@@ -194,7 +208,8 @@ def test_memory_bomb_kills_the_process_and_the_container_sandbox_stays(
 
 
 def test_fork_bomb_is_refused_and_the_container_sandbox_keeps_answering(
-        server: Server, keys: dict[str, str]) -> None:
+    server: Server, keys: dict[str, str]
+) -> None:
     sb = _create(server, keys["owner"])
     try:
         sb.files.write("/home/user/kept", "before the bomb\n")
@@ -221,7 +236,8 @@ def test_fork_bomb_is_refused_and_the_container_sandbox_keeps_answering(
 
 
 def test_memory_bomb_ends_a_gvisor_sandbox_at_once_with_the_reason(
-        server: Server, keys: dict[str, str]) -> None:
+    server: Server, keys: dict[str, str]
+) -> None:
     sb = _create(server, keys["owner"], isolation="gvisor", memory_mb=128)
     with pytest.raises(SandboxUnavailable, match="out of memory"):
         sb.commands.run(MEMORY_BOMB, timeout=60)
@@ -229,13 +245,13 @@ def test_memory_bomb_ends_a_gvisor_sandbox_at_once_with_the_reason(
     assert (end["reason"], end["message"]) == ("out_of_memory", "out of memory (python3)")
     out = _cli_info(server, keys["owner"], sb.id)
     assert "reason: out_of_memory" in out and "message: out of memory (python3)" in out, out
-    assert Sandbox.get_end(sb.id, **_sdk(server, keys["owner"])).message == \
-        "out of memory (python3)"
+    assert Sandbox.get_end(sb.id, **_sdk(server, keys["owner"])).message == "out of memory (python3)"
     sb.close()
 
 
 def test_fork_bomb_ends_a_gvisor_sandbox_at_once_with_the_reason(
-        server: Server, keys: dict[str, str]) -> None:
+    server: Server, keys: dict[str, str]
+) -> None:
     sb = _create(server, keys["owner"], isolation="gvisor")
     with pytest.raises(SandboxUnavailable, match="process limit"):
         sb.commands.run(FORK_BOMB, timeout=30)
@@ -262,8 +278,7 @@ def test_usage_history_for_charts(server: Server, keys: dict[str, str]) -> None:
         sb.close()
 
 
-def test_auto_resume_wakes_a_paused_or_stopped_sandbox_on_use(
-        server: Server, keys: dict[str, str]) -> None:
+def test_auto_resume_wakes_a_paused_or_stopped_sandbox_on_use(server: Server, keys: dict[str, str]) -> None:
     plain = _create(server, keys["owner"])
     sb = _create(server, keys["owner"], persistence="workspace", auto_resume=True)
     try:
@@ -284,8 +299,7 @@ def test_auto_resume_wakes_a_paused_or_stopped_sandbox_on_use(
             s.close()
 
 
-def test_idle_timeout_spares_a_sandbox_that_runs_a_command(
-        server: Server, keys: dict[str, str]) -> None:
+def test_idle_timeout_spares_a_sandbox_that_runs_a_command(server: Server, keys: dict[str, str]) -> None:
     sb = _create(server, keys["owner"], timeout=3, idle_timeout=True)
     sb.commands.run("sleep 7", background=True)
     time.sleep(5.5)  # past its timeout, but a command runs: not idle
@@ -297,7 +311,8 @@ def test_idle_timeout_spares_a_sandbox_that_runs_a_command(
 
 
 def test_sandbox_gone_over_a_restart_ends_with_host_lost_for_its_owner(
-        server: Server, keys: dict[str, str]) -> None:
+    server: Server, keys: dict[str, str]
+) -> None:
     sb = _create(server, keys["owner"], timeout=600)
     cgroup = f"{host.cgroup_parent(server.data_dir)}/{sb.id}"
     server.stop()  # sandboxes outlive the server...

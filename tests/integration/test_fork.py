@@ -64,8 +64,7 @@ def own_layers(server: Server) -> list[str]:
     from stockade import host
 
     digest = host.cgroup_parent(server.data_dir).rsplit("-", 1)[-1]
-    return [i.name for i in ImageStore(IMAGES_DIR).list()
-            if i.name.startswith(f"{LAYER_PREFIX}{digest}-")]
+    return [i.name for i in ImageStore(IMAGES_DIR).list() if i.name.startswith(f"{LAYER_PREFIX}{digest}-")]
 
 
 def assert_gone(server: Server, *sandboxes: Sandbox) -> None:
@@ -74,8 +73,11 @@ def assert_gone(server: Server, *sandboxes: Sandbox) -> None:
 
 
 @pytest.mark.parametrize("paused", [False, True], ids=["running", "paused"])
-def test_gvisor_copies_own_their_memory_and_files(sqlite_server: Server,  # noqa: F811
-                                                  tenant: dict[str, Any], paused: bool) -> None:
+def test_gvisor_copies_own_their_memory_and_files(
+    sqlite_server: Server,  # noqa: F811
+    tenant: dict[str, Any],
+    paused: bool,
+) -> None:
     source = Sandbox.create(isolation="gvisor", timeout=300, **tenant)
     try:
         source.files.write("/home/user/holder.py", HOLDER)
@@ -120,10 +122,11 @@ def test_gvisor_copies_own_their_memory_and_files(sqlite_server: Server,  # noqa
     assert not own_layers(sqlite_server), "the last sandbox of a fork took its layer along"
 
 
-def test_container_copies_files_only_and_says_so(sqlite_server: Server,  # noqa: F811
-                                                 tenant: dict[str, Any]) -> None:
-    with Sandbox.create(isolation="container", timeout=300, network={"allow_out": []},
-                        **tenant) as source:
+def test_container_copies_files_only_and_says_so(
+    sqlite_server: Server,  # noqa: F811
+    tenant: dict[str, Any],
+) -> None:
+    with Sandbox.create(isolation="container", timeout=300, network={"allow_out": []}, **tenant) as source:
         source.files.write("/home/user/notes.txt", "v1")
         with pytest.raises(ConflictError) as refused:
             source.fork(1, memory=True)
@@ -155,8 +158,16 @@ def test_bad_counts_strangers_and_quotas(sqlite_server: Server) -> None:  # noqa
     with sqlite_server.client(key) as c, sqlite_server.client(stranger) as other:
         sb = c.post("/sandboxes", json={"timeout": 300, "persistence": "workspace"}).json()["id"]
         url = f"/sandboxes/{sb}/fork"
-        for body in ({"count": 0}, {"count": 17}, {"count": "3"}, {"count": 2.5},
-                     {"count": True}, {"count": None}, {"count": 1, "extra": 1}, [1]):
+        for body in (
+            {"count": 0},
+            {"count": 17},
+            {"count": "3"},
+            {"count": 2.5},
+            {"count": True},
+            {"count": None},
+            {"count": 1, "extra": 1},
+            [1],
+        ):
             r = c.post(url, json=body)
             assert r.status_code in (400, 422), (body, r.text)
             assert "count" in r.text or "extra" in r.text, (body, r.text)
@@ -194,18 +205,28 @@ def test_cli_fork(sqlite_server: Server, tenant: dict[str, Any]) -> None:  # noq
 
     stockade = str(Path(sys.executable).with_name("stockade"))
     with Sandbox.create(isolation="container", timeout=300, **tenant) as source:
-        env = {**os.environ, "STOCKADE_API_URL": tenant["api_url"],
-               "STOCKADE_API_KEY": tenant["api_key"]}
-        out = subprocess.run([stockade, "sandbox", "fork", source.id, "-n", "2"], env=env,
-                             capture_output=True, text=True, timeout=120)
+        env = {**os.environ, "STOCKADE_API_URL": tenant["api_url"], "STOCKADE_API_KEY": tenant["api_key"]}
+        out = subprocess.run(
+            [stockade, "sandbox", "fork", source.id, "-n", "2"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr
         ids = out.stdout.split()
         assert len(ids) == 2 and "files copied, not processes" in out.stderr
-        with httpx.Client(base_url=tenant["api_url"],
-                          headers={"authorization": f"Bearer {tenant['api_key']}"}) as c:
+        with httpx.Client(
+            base_url=tenant["api_url"], headers={"authorization": f"Bearer {tenant['api_key']}"}
+        ) as c:
             for i in ids:
                 assert c.get(f"/sandboxes/{i}").json()["state"] == "running"
                 assert c.delete(f"/sandboxes/{i}").status_code == 204
-        bad = subprocess.run([stockade, "sandbox", "fork", source.id, "-n", "0"], env=env,
-                             capture_output=True, text=True, timeout=60)
+        bad = subprocess.run(
+            [stockade, "sandbox", "fork", source.id, "-n", "0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert bad.returncode != 0

@@ -17,9 +17,9 @@ from tests.conftest import IMAGES_DIR, Daemon
 pytestmark = pytest.mark.root
 
 
-def test_microvm_starts_from_a_snapshot_and_refuses_fork(daemon: Daemon,
-                                                         make_sandbox: Callable[..., Sandbox]
-                                                         ) -> None:
+def test_microvm_starts_from_a_snapshot_and_refuses_fork(
+    daemon: Daemon, make_sandbox: Callable[..., Sandbox]
+) -> None:
     source = make_sandbox(isolation="container")
     source.files.write("/home/user/kept.txt", "made in a container")
     source.commands.run("rm /etc/debian_version", user="root")

@@ -27,7 +27,6 @@ Daemon = Any
 IMAGES_DIR = default_images_dir()  # as conftest computes it: before the daemon fixture runs
 
 
-
 def _wait_gone(sb: Sandbox, within: float) -> float:
     """Seconds until the sandbox reports SandboxNotFound; fails after ``within``."""
     start = time.monotonic()
@@ -128,10 +127,10 @@ def _sandboxes(daemon: Daemon) -> list[dict[str, Any]]:
 
 def test_daemon_killed_mid_command_leaves_nothing_unmanaged(private_daemon: Daemon) -> None:
     data_dir = private_daemon.data_dir
-    boxes = [Sandbox.create(isolation=tier, timeout=120, data_dir=data_dir)
-             for tier in ("container", "gvisor")]
-    handles = [sb.commands.run("echo started; sleep 600", background=True, timeout=None)
-               for sb in boxes]
+    boxes = [
+        Sandbox.create(isolation=tier, timeout=120, data_dir=data_dir) for tier in ("container", "gvisor")
+    ]
+    handles = [sb.commands.run("echo started; sleep 600", background=True, timeout=None) for sb in boxes]
     time.sleep(0.5)
     _crash(private_daemon)
     for sb, handle in zip(boxes, handles):
@@ -144,8 +143,9 @@ def test_daemon_killed_mid_command_leaves_nothing_unmanaged(private_daemon: Daem
         for sb, handle in zip(boxes, handles):
             attached = Sandbox.connect(sb.id, data_dir=data_dir)
             assert attached.commands.run("echo re-attached").stdout == "re-attached\n"
-            assert any(p.pid == handle.pid for p in attached.commands.list()), \
+            assert any(p.pid == handle.pid for p in attached.commands.list()), (
                 "the command started before the crash is gone"
+            )
             attached.kill()
             assert find_leaks(data_dir, sb.id) == []
     finally:
@@ -163,8 +163,9 @@ def test_daemon_killed_mid_create_leaves_no_half_sandbox(private_daemon: Daemon)
         def create() -> None:
             try:
                 with daemon.client() as client:
-                    outcome.append(client.post("/sandboxes", json={
-                        "isolation": tier, "timeout": 120, "cpu": 0.5}))
+                    outcome.append(
+                        client.post("/sandboxes", json={"isolation": tier, "timeout": 120, "cpu": 0.5})
+                    )
             except httpx.HTTPError as exc:
                 outcome.append(exc)
 
@@ -215,21 +216,26 @@ def test_image_without_python_is_refused_at_create(daemon, tmp_path: Path) -> No
     finally:
         store.remove(name)
     assert not (daemon.data_dir / "sandboxes").exists() or not [
-        d for d in (daemon.data_dir / "sandboxes").iterdir()
-        if name in (d / "state.json").read_text(errors="replace")]
+        d
+        for d in (daemon.data_dir / "sandboxes").iterdir()
+        if name in (d / "state.json").read_text(errors="replace")
+    ]
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [
-    ({"isolation": "vm-of-doom"}, "isolation"),
-    ({"timeout": -5}, "timeout"),
-    ({"timeout": 10 ** 9}, "timeout"),
-    ({"memory_mb": 1 << 40}, "memory_mb"),
-    ({"memory_mb": 1}, "memory_mb"),
-    ({"cpu": 0}, "cpu"),
-    ({"cpu": 1000}, "cpu"),
-    ({"disk_mb": 1}, "disk_mb"),
-    ({"template": "no-such-template"}, "template"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"isolation": "vm-of-doom"}, "isolation"),
+        ({"timeout": -5}, "timeout"),
+        ({"timeout": 10**9}, "timeout"),
+        ({"memory_mb": 1 << 40}, "memory_mb"),
+        ({"memory_mb": 1}, "memory_mb"),
+        ({"cpu": 0}, "cpu"),
+        ({"cpu": 1000}, "cpu"),
+        ({"disk_mb": 1}, "disk_mb"),
+        ({"template": "no-such-template"}, "template"),
+    ],
+)
 def test_bad_create_arguments_name_the_field(daemon, kwargs: dict[str, Any], field: str) -> None:  # type: ignore[no-untyped-def]
     before = {s["id"] for s in _sandboxes(daemon)}
     with pytest.raises(InvalidRequestError) as info:
@@ -243,8 +249,9 @@ def test_unknown_sandbox_id_is_not_found(daemon) -> None:  # type: ignore[no-unt
         Sandbox.connect("sb000000000000000000")
     with daemon.client() as client:
         for method, url in (("GET", ""), ("DELETE", ""), ("POST", "/timeout"), ("GET", "/stats")):
-            response = client.request(method, f"/sandboxes/sbnope{url}",
-                                      json={"timeout": 5} if method == "POST" else None)
+            response = client.request(
+                method, f"/sandboxes/sbnope{url}", json={"timeout": 5} if method == "POST" else None
+            )
             assert response.status_code == 404, (method, url, response.text)
             assert response.json()["code"] == "sandbox_not_found"
 

@@ -15,8 +15,15 @@ from typing import Any, Callable
 
 import pytest
 
-from stockade import (CommandTimeout, ConflictError, Sandbox, SandboxNotFound,
-                      SandboxUnavailable, ServerError, StorageFullError)
+from stockade import (
+    CommandTimeout,
+    ConflictError,
+    Sandbox,
+    SandboxNotFound,
+    SandboxUnavailable,
+    ServerError,
+    StorageFullError,
+)
 from stockade import host
 
 FORK_BOMB = "bomb() { bomb | bomb & }; bomb; sleep 3"
@@ -69,8 +76,7 @@ def _host_processes(daemon, sandbox_id: str) -> dict[int, dict[str, str]]:  # ty
         except OSError:
             continue
         fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        found[pid] = {"uid": fields["Uid"], "cap_eff": fields["CapEff"], "cmd": cmd,
-                      "name": fields["Name"]}
+        found[pid] = {"uid": fields["Uid"], "cap_eff": fields["CapEff"], "cmd": cmd, "name": fields["Name"]}
     assert found, f"no host process in the cgroup of {sandbox_id}: is the cgroup path right?"
     return found
 
@@ -149,8 +155,9 @@ def test_disk_quota_stops_writes_and_frees_on_delete(make_sandbox, tier: str) ->
 def test_output_flood_is_cut_at_the_limit(make_sandbox, tier: str, daemon) -> None:  # type: ignore[no-untyped-def]
     sb = make_sandbox(isolation=tier)
     rss_before = _rss(daemon.pid)
-    r = sb.commands.run("yes 'a line of output that fills the pipe quickly' | head -c 1000000000",
-                        timeout=240)
+    r = sb.commands.run(
+        "yes 'a line of output that fills the pipe quickly' | head -c 1000000000", timeout=240
+    )
     grew = _rss(daemon.pid) - rss_before
     assert r.status == "output_limit"
     assert MAX_OUTPUT - (1 << 20) <= len(r.stdout_bytes) <= MAX_OUTPUT
@@ -178,20 +185,22 @@ def test_root_inside_is_not_root_on_the_host(make_sandbox, tier: str, daemon) ->
         # The gofer (runsc's file proxy, outside the sandbox) is the only root process; it
         # serves files only, in a chroot, with a reduced capability set.
         rooted = {pid: p for pid, p in processes.items() if "0" in p["uid"].split()}
-        assert all(p["cmd"].endswith("runsc-gofer") or p["name"] == "runsc-gofer"
-                   for p in rooted.values()), f"root processes besides the gofer: {rooted}"
+        assert all(p["cmd"].endswith("runsc-gofer") or p["name"] == "runsc-gofer" for p in rooted.values()), (
+            f"root processes besides the gofer: {rooted}"
+        )
         sandboxed = [p for p in processes.values() if p not in rooted.values()]
-        assert sandboxed and all({int(u) for u in p["uid"].split()} == {NOBODY}
-                                 for p in sandboxed), sandboxed
-        assert any(p["name"] == "runsc-sandbox" or "runsc-sandbox" in p["cmd"]
-                   for p in sandboxed), "the Sentry is not among the nobody processes"
+        assert sandboxed and all({int(u) for u in p["uid"].split()} == {NOBODY} for p in sandboxed), sandboxed
+        assert any(p["name"] == "runsc-sandbox" or "runsc-sandbox" in p["cmd"] for p in sandboxed), (
+            "the Sentry is not among the nobody processes"
+        )
 
 
 def test_cpu_limit_holds_a_busy_loop_to_half_a_core(make_sandbox, tier: str) -> None:  # type: ignore[no-untyped-def]
     sb = make_sandbox(isolation=tier, cpu=0.5)
     before, start = sb.stats()["cpu_seconds"], time.monotonic()
-    sb.commands.run(["python3", "-c", "import time\nend = time.time() + 6\nwhile time.time() < end: pass"],
-                    timeout=60)
+    sb.commands.run(
+        ["python3", "-c", "import time\nend = time.time() + 6\nwhile time.time() < end: pass"], timeout=60
+    )
     used = sb.stats()["cpu_seconds"] - before
     share = used / (time.monotonic() - start)
     # Unlimited, one busy thread takes about 1.0 core; the quota holds it near 0.5.

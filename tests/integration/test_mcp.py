@@ -33,8 +33,9 @@ def keys(sqlite_server: Server) -> Iterator[dict[str, str]]:  # noqa: F811
 
 @contextlib.asynccontextmanager
 async def http_session(server: Server, key: str) -> AsyncIterator[ClientSession]:
-    client = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"},
-                                    timeout=httpx2.Timeout(30, read=300))
+    client = create_mcp_http_client(
+        headers={"Authorization": f"Bearer {key}"}, timeout=httpx2.Timeout(30, read=300)
+    )
     async with client, streamable_http_client(server.url + "/mcp", http_client=client) as (r, w):
         async with ClientSession(r, w) as session:
             await session.initialize()
@@ -56,14 +57,25 @@ def sandbox_ids(server: Server, key: str) -> set[str]:
         return {s["id"] for s in c.get("/sandboxes").json()["items"]}
 
 
-async def test_http_sandbox_code_command_files_kill(sqlite_server: Server,  # noqa: F811
-                                                    keys: dict[str, str]) -> None:
+async def test_http_sandbox_code_command_files_kill(
+    sqlite_server: Server,  # noqa: F811
+    keys: dict[str, str],
+) -> None:
     async with http_session(sqlite_server, keys["acme"]) as s:
         names = {t.name for t in (await s.list_tools()).tools}
-        assert {"create_sandbox", "run_code", "run_command", "read_file", "write_file",
-                "list_files", "kill_sandbox", "list_sandboxes"} <= names
-        info = json.loads(texts(await call(s, "create_sandbox", template="code-interpreter",
-                                           tier="container", timeout=300)))
+        assert {
+            "create_sandbox",
+            "run_code",
+            "run_command",
+            "read_file",
+            "write_file",
+            "list_files",
+            "kill_sandbox",
+            "list_sandboxes",
+        } <= names
+        info = json.loads(
+            texts(await call(s, "create_sandbox", template="code-interpreter", tier="container", timeout=300))
+        )
         sid = info["id"]
         assert info["state"] == "running" and info["network"] == "none"
         assert sid in sandbox_ids(sqlite_server, keys["acme"])  # the key's tenant owns it
@@ -82,12 +94,11 @@ async def test_http_sandbox_code_command_files_kill(sqlite_server: Server,  # no
         failed = await s.call_tool("run_command", {"sandbox_id": sid, "command": "exit 3"})
         assert failed.is_error and "exit code: 3" in texts(failed)
 
-        await call(s, "write_file", sandbox_id=sid, path="/home/user/d/notes.txt",
-                   content="über\n")
-        assert texts(await call(s, "read_file", sandbox_id=sid,
-                                path="/home/user/d/notes.txt")) == "über\n"
-        assert "/home/user/d/notes.txt" in texts(await call(s, "list_files", sandbox_id=sid,
-                                                            path="/home/user", depth=2))
+        await call(s, "write_file", sandbox_id=sid, path="/home/user/d/notes.txt", content="über\n")
+        assert texts(await call(s, "read_file", sandbox_id=sid, path="/home/user/d/notes.txt")) == "über\n"
+        assert "/home/user/d/notes.txt" in texts(
+            await call(s, "list_files", sandbox_id=sid, path="/home/user", depth=2)
+        )
         assert sid in texts(await call(s, "list_sandboxes"))
 
         with sqlite_server.client(keys["acme"]) as c:  # a paused sandbox is resumed for a tool
@@ -102,9 +113,11 @@ async def test_http_sandbox_code_command_files_kill(sqlite_server: Server,  # no
 
 async def test_http_refuses_missing_and_wrong_keys(sqlite_server: Server) -> None:  # noqa: F811
     for headers in ({}, {"Authorization": "Bearer sk_000000000000_" + "x" * 43}):
-        r = httpx.post(sqlite_server.url + "/mcp", headers={**headers,
-                       "Accept": "application/json, text/event-stream"},
-                       json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        r = httpx.post(
+            sqlite_server.url + "/mcp",
+            headers={**headers, "Accept": "application/json, text/event-stream"},
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        )
         assert r.status_code == 401 and r.json()["code"] == "unauthorized"
     with pytest.raises(ExceptionGroup) as refused:  # the client cannot even initialize
         async with http_session(sqlite_server, "sk_wrong_" + "y" * 40):
@@ -112,14 +125,19 @@ async def test_http_refuses_missing_and_wrong_keys(sqlite_server: Server) -> Non
     assert refused.group_contains(MCPError, match="error response", depth=None)
 
 
-async def test_http_other_tenant_sandbox_is_invisible(sqlite_server: Server,  # noqa: F811
-                                                      keys: dict[str, str]) -> None:
+async def test_http_other_tenant_sandbox_is_invisible(
+    sqlite_server: Server,  # noqa: F811
+    keys: dict[str, str],
+) -> None:
     with sqlite_server.client(keys["acme"]) as c:
         sid = c.post("/sandboxes", json={"timeout": 120}).json()["id"]
     try:
         async with http_session(sqlite_server, keys["globex"]) as s:
-            for tool, args in (("kill_sandbox", {}), ("run_command", {"command": "true"}),
-                               ("read_file", {"path": "/etc/hostname"})):
+            for tool, args in (
+                ("kill_sandbox", {}),
+                ("run_command", {"command": "true"}),
+                ("read_file", {"path": "/etc/hostname"}),
+            ):
                 result = await s.call_tool(tool, {"sandbox_id": sid, **args})
                 assert result.is_error and "does not exist" in texts(result), texts(result)
         assert sid in sandbox_ids(sqlite_server, keys["acme"])  # untouched
@@ -128,8 +146,10 @@ async def test_http_other_tenant_sandbox_is_invisible(sqlite_server: Server,  # 
             c.delete(f"/sandboxes/{sid}")
 
 
-async def test_http_garbage_arguments_get_clear_errors(sqlite_server: Server,  # noqa: F811
-                                                       keys: dict[str, str]) -> None:
+async def test_http_garbage_arguments_get_clear_errors(
+    sqlite_server: Server,  # noqa: F811
+    keys: dict[str, str],
+) -> None:
     async with http_session(sqlite_server, keys["acme"]) as s:
         cases = [
             ("kill_sandbox", {"sandbox_id": "../../keys"}, "sandbox_id"),
@@ -139,7 +159,7 @@ async def test_http_garbage_arguments_get_clear_errors(sqlite_server: Server,  #
             ("create_sandbox", {"network": {"allow_out": "everything"}}, "allow_out"),
             ("read_file", {"sandbox_id": "sb1", "path": "relative/path"}, "path"),
             ("write_file", {"sandbox_id": "sb1"}, "path"),
-            ("list_files", {"sandbox_id": "sb1", "depth": 10 ** 9}, "depth"),
+            ("list_files", {"sandbox_id": "sb1", "depth": 10**9}, "depth"),
             ("create_sandbox", {"template": "no-such-template"}, "no-such-template"),
             ("kill_sandbox", {"sandbox_id": "sbdoesnotexist"}, "does not exist"),
         ]
@@ -155,12 +175,19 @@ async def test_http_garbage_arguments_get_clear_errors(sqlite_server: Server,  #
     assert not sandbox_ids(sqlite_server, keys["acme"])  # the one-shot sandbox is gone
 
 
-async def test_stdio_one_shot_code_and_command(sqlite_server: Server,  # noqa: F811
-                                               keys: dict[str, str]) -> None:
+async def test_stdio_one_shot_code_and_command(
+    sqlite_server: Server,  # noqa: F811
+    keys: dict[str, str],
+) -> None:
     params = StdioServerParameters(
-        command=STOCKADE, args=["mcp"],
-        env={"STOCKADE_API_URL": sqlite_server.url, "STOCKADE_API_KEY": keys["globex"],
-             "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+        command=STOCKADE,
+        args=["mcp"],
+        env={
+            "STOCKADE_API_URL": sqlite_server.url,
+            "STOCKADE_API_KEY": keys["globex"],
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        },
+    )
     async with stdio_client(params, errlog=sys.stderr) as (r, w):
         async with ClientSession(r, w) as s:
             await s.initialize()

@@ -43,8 +43,12 @@ def servers(config: dict[str, Any]) -> dict[str, Any]:
 
 def filled(config: dict[str, Any], url: str, key: str) -> dict[str, Any]:
     """The configuration with the page's placeholders replaced, and nothing else."""
-    text = (json.dumps(config).replace("/path/to/stockade", CHECKOUT)
-            .replace("http://127.0.0.1:8800", url).replace("sk_YOUR_KEY", key))
+    text = (
+        json.dumps(config)
+        .replace("/path/to/stockade", CHECKOUT)
+        .replace("http://127.0.0.1:8800", url)
+        .replace("sk_YOUR_KEY", key)
+    )
     return dict(json.loads(text))
 
 
@@ -56,15 +60,13 @@ async def host_session(entry: dict[str, Any]) -> AsyncIterator[ClientSession]:
         env = dict(entry.get("env", {}))
         if os.environ.get("PYTHONPATH"):  # the code under test, as for every child the tests start
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-        params = StdioServerParameters(command=entry["command"], args=entry.get("args", []),
-                                       env=env)
+        params = StdioServerParameters(command=entry["command"], args=entry.get("args", []), env=env)
         async with stdio_client(params, errlog=sys.stderr) as (r, w):
             async with ClientSession(r, w) as session:
                 yield session
         return
     assert entry["type"] == "http", entry
-    client = create_mcp_http_client(headers=entry.get("headers", {}),
-                                    timeout=httpx2.Timeout(30, read=300))
+    client = create_mcp_http_client(headers=entry.get("headers", {}), timeout=httpx2.Timeout(30, read=300))
     async with client, streamable_http_client(entry["url"], http_client=client) as (r, w):
         async with ClientSession(r, w) as session:
             yield session
@@ -76,16 +78,26 @@ def key(sqlite_server: Server) -> Iterator[str]:  # noqa: F811
 
 
 def test_the_page_has_stdio_and_http_for_both_config_shapes() -> None:
-    entries = [(shape, entry) for config in doc_configs()
-               for shape in ("mcpServers", "servers") if shape in config
-               for entry in servers(config).values()]
+    entries = [
+        (shape, entry)
+        for config in doc_configs()
+        for shape in ("mcpServers", "servers")
+        if shape in config
+        for entry in servers(config).values()
+    ]
     kinds = {(shape, "stdio" if "command" in e else "http") for shape, e in entries}
-    assert kinds == {("mcpServers", "stdio"), ("mcpServers", "http"),
-                     ("servers", "stdio"), ("servers", "http")}
+    assert kinds == {
+        ("mcpServers", "stdio"),
+        ("mcpServers", "http"),
+        ("servers", "stdio"),
+        ("servers", "http"),
+    }
 
 
-async def test_every_configuration_on_the_page_runs_python(sqlite_server: Server,  # noqa: F811
-                                                           key: str) -> None:
+async def test_every_configuration_on_the_page_runs_python(
+    sqlite_server: Server,  # noqa: F811
+    key: str,
+) -> None:
     configs = doc_configs()
     assert configs
     for config in configs:
@@ -94,7 +106,8 @@ async def test_every_configuration_on_the_page_runs_python(sqlite_server: Server
             async with host_session(entry) as session:
                 await session.initialize()
                 result = await session.call_tool(
-                    "run_code", {"code": "import os, sys\nprint(sys.version_info[0], os.getuid())"})
+                    "run_code", {"code": "import os, sys\nprint(sys.version_info[0], os.getuid())"}
+                )
                 text = "\n".join(b.text for b in result.content if isinstance(b, TextContent))
                 assert not result.is_error, text
                 assert re.search(r"^3 1000$", text, re.M), text  # Python 3, as the sandbox's user

@@ -101,13 +101,11 @@ def test_guest_cannot_see_host_files(vm: Sandbox, daemon: Any) -> None:
     marker = Path(tempfile.mkdtemp(prefix="stockade-host-secret-", dir="/var/tmp"))
     try:
         (marker / "secret").write_text("host only")
-        r = vm.commands.run(f"cat {marker}/secret; ls {daemon.data_dir}; cat /proc/mounts",
-                            user="root")
+        r = vm.commands.run(f"cat {marker}/secret; ls {daemon.data_dir}; cat /proc/mounts", user="root")
         assert "host only" not in r.stdout
         assert "No such file" in r.stderr
         sources = {line.split()[0] for line in r.stdout.splitlines()}
-        assert sources <= {"overlay", "proc", "sysfs", "devtmpfs", "devpts", "tmpfs",
-                           "cgroup2"}, sources
+        assert sources <= {"overlay", "proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "cgroup2"}, sources
         blocks = vm.commands.run("ls /sys/block").stdout.split()
         assert blocks == ["vda", "vdb"], "the guest sees exactly its image and its own disk"
     finally:
@@ -120,8 +118,7 @@ def _status(pid: int) -> dict[str, str]:
 
 
 def test_qemu_is_jailed(vm: Sandbox, daemon: Any) -> None:
-    pids = [p for p in qemu_pids(daemon.data_dir, vm.id)
-            if "qemu" in Path(f"/proc/{p}/comm").read_text()]
+    pids = [p for p in qemu_pids(daemon.data_dir, vm.id) if "qemu" in Path(f"/proc/{p}/comm").read_text()]
     assert len(pids) == 1, f"expected one QEMU in the sandbox's cgroup, found {pids}"
     pid = pids[0]
     status = _status(pid)
@@ -133,18 +130,35 @@ def test_qemu_is_jailed(vm: Sandbox, daemon: Any) -> None:
     for ns in ("pid", "net", "mnt", "ipc", "uts"):
         assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
     root = Path(f"/proc/{pid}/root")
-    assert sorted(p.name for p in root.iterdir()) == ["bin", "dev", "etc", "guest", "lib",
-                                                      "lib64", "tmp", "usr", "vm"]
-    assert sorted(p.name for p in (root / "guest").iterdir()) == ["image.ext4", "initrd",
-                                                                  "vmlinux"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "bin",
+        "dev",
+        "etc",
+        "guest",
+        "lib",
+        "lib64",
+        "tmp",
+        "usr",
+        "vm",
+    ]
+    assert sorted(p.name for p in (root / "guest").iterdir()) == ["image.ext4", "initrd", "vmlinux"]
     assert sorted(p.name for p in (root / "etc").iterdir()) == ["ld.so.cache"]
-    for outside in ("etc/shadow", "root", "var", "proc", "sys", str(daemon.data_dir)[1:],
-                    str(IMAGES_DIR)[1:]):
+    for outside in (
+        "etc/shadow",
+        "root",
+        "var",
+        "proc",
+        "sys",
+        str(daemon.data_dir)[1:],
+        str(IMAGES_DIR)[1:],
+    ):
         assert not (root / outside).exists(), f"QEMU can see /{outside}"
     # It cannot write its own root, only its directory.
-    assert "ro" in next(line.split()[5].split(",") for line in
-                        Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
-                        if line.split()[4] == "/")
+    assert "ro" in next(
+        line.split()[5].split(",")
+        for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+        if line.split()[4] == "/"
+    )
 
 
 def test_memory_limit_bounds_qemu(vm: Sandbox) -> None:
@@ -192,12 +206,15 @@ def test_pause_and_resume_keep_processes_and_memory(vm: Sandbox, daemon: Any) ->
         again.close()
 
 
-IDENTITY = ("hostname; cat /etc/machine-id; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; "
-            "echo; python3 -c 'import random; print(random.getrandbits(64))'")
+IDENTITY = (
+    "hostname; cat /etc/machine-id; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; "
+    "echo; python3 -c 'import random; print(random.getrandbits(64))'"
+)
 
 
 def test_snapshot_started_sandboxes_share_no_identity_or_randomness(
-        vm: Sandbox, make_sandbox: Any, daemon: Any) -> None:
+    vm: Sandbox, make_sandbox: Any, daemon: Any
+) -> None:
     other = make_sandbox(isolation="microvm", timeout=600, request_timeout=BOOT)
     for sb in (vm, other):
         assert restored_from_template(daemon.data_dir, sb.id), f"{sb.id} booted cold"
@@ -214,26 +231,26 @@ def test_workspace_keeps_unsynced_writes_across_stop_and_pause(make_sandbox: Any
     """Files that commands wrote (never fsynced: they sit in the guest's page cache) survive a
     stop and start, and a pause then a stop (which drops the saved memory), with an intact
     filesystem: the engine has the guest flush before QEMU goes, and the disk has a journal."""
-    sb = make_sandbox(isolation="microvm", persistence="workspace", timeout=600,
-                      request_timeout=BOOT)
-    sb.commands.run("mkdir -p /home/user/proj && cd /home/user/proj && "
-                    "for i in $(seq 300); do echo $i > f$i; done")
+    sb = make_sandbox(isolation="microvm", persistence="workspace", timeout=600, request_timeout=BOOT)
+    sb.commands.run(
+        "mkdir -p /home/user/proj && cd /home/user/proj && for i in $(seq 300); do echo $i > f$i; done"
+    )
     sb.stop()
     sb.start()
-    assert sb.commands.run("cat /home/user/proj/f300; ls /home/user/proj | wc -l").stdout == \
-        "300\n300\n"
+    assert sb.commands.run("cat /home/user/proj/f300; ls /home/user/proj | wc -l").stdout == "300\n300\n"
     sb.commands.run("echo second > /home/user/proj/g && rm /home/user/proj/f1")
     sb.pause()
     sb.stop()
     sb.start()
-    r = sb.commands.run("cat /home/user/proj/g; ls /home/user/proj | wc -l; "
-                        "dmesg | grep -c 'EXT4-fs error' || true", user="root")
+    r = sb.commands.run(
+        "cat /home/user/proj/g; ls /home/user/proj | wc -l; dmesg | grep -c 'EXT4-fs error' || true",
+        user="root",
+    )
     assert r.stdout == "second\n300\n0\n", r.stdout
 
 
 @pytest.mark.parametrize("damage", ["truncate", "truncate-and-reseal"])
-def test_damaged_checkpoint_is_reported_and_sandbox_kept(make_sandbox: Any, daemon: Any,
-                                                         damage: str) -> None:
+def test_damaged_checkpoint_is_reported_and_sandbox_kept(make_sandbox: Any, daemon: Any, damage: str) -> None:
     """A truncated memory file is caught by its manifest; one whose manifest was rewritten to
     match gets to QEMU, which fails to load it: both are reported, and the sandbox stays."""
     sb = make_sandbox(isolation="microvm", timeout=600, request_timeout=BOOT)
@@ -274,8 +291,7 @@ def test_kernel_panic_is_reported_and_cleaned_up(daemon: Any) -> None:
     assert not find_leaks(daemon.data_dir, sb.id)
 
 
-async def test_hung_boot_is_reported_and_cleaned_up(daemon: Any,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_hung_boot_is_reported_and_cleaned_up(daemon: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STOCKADE_MICROVM_BOOT_TIMEOUT", "1")
     monkeypatch.setenv("STOCKADE_MICROVM_SNAPSHOT", "0")  # a cold boot is what hangs
     data_dir = Path(tempfile.mkdtemp(prefix="stockade-test-", dir="/var/tmp"))
@@ -308,8 +324,7 @@ def test_engine_killed_mid_boot_leaves_nothing(daemon: Any) -> None:
     def create() -> None:
         try:
             with first.client() as c:
-                outcome["response"] = c.post("/sandboxes", json={"isolation": "microvm"},
-                                             timeout=BOOT)
+                outcome["response"] = c.post("/sandboxes", json={"isolation": "microvm"}, timeout=BOOT)
         except httpx.HTTPError as exc:
             outcome["error"] = exc
 
@@ -343,4 +358,3 @@ def test_engine_killed_mid_boot_leaves_nothing(daemon: Any) -> None:
         leaks = find_leaks(data_dir)
         subprocess.run(["rm", "-rf", str(data_dir)], check=False)
     assert not leaks, leaks
-

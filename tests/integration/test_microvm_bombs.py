@@ -37,8 +37,9 @@ def server() -> Iterator[Server]:
 def vm(server: Server) -> Iterator[Sandbox]:
     key = server.new_key("owner")
     with server.client(key, timeout=BOOT) as c:  # pids: an API field the SDK does not take
-        r = c.post("/sandboxes", json={"isolation": "microvm", "memory_mb": 256,
-                                       "pids": PIDS, "timeout": 1800})
+        r = c.post(
+            "/sandboxes", json={"isolation": "microvm", "memory_mb": 256, "pids": PIDS, "timeout": 1800}
+        )
         assert r.status_code == 201, r.text
     sb = Sandbox.connect(r.json()["id"], api_url=server.url, api_key=key)
     yield sb
@@ -55,8 +56,9 @@ def _answer_time(vm: Sandbox, expected: str) -> float:
 
 def test_commands_run_in_the_guests_own_cgroup_and_cannot_leave_it(vm: Sandbox) -> None:
     assert vm.commands.run("cat /proc/self/cgroup").stdout == "0::/sandbox\n"
-    guest = vm.commands.run("cat /proc/1/cgroup /sys/fs/cgroup/sandbox/pids.max "
-                            "/sys/fs/cgroup/sandbox/memory.max", user="root").stdout.split()
+    guest = vm.commands.run(
+        "cat /proc/1/cgroup /sys/fs/cgroup/sandbox/pids.max /sys/fs/cgroup/sandbox/memory.max", user="root"
+    ).stdout.split()
     assert guest[:2] == ["0::/", str(PIDS)]  # the agent (PID 1) is outside it
     assert 128 << 20 <= int(guest[2]) <= (256 - 64) << 20  # the guest's RAM less a reserve
     escape = vm.commands.run("echo $$ > /sys/fs/cgroup/cgroup.procs; cat /proc/self/cgroup")
@@ -75,8 +77,7 @@ def test_memory_bomb_is_killed_alone_and_the_reason_says_so(vm: Sandbox) -> None
     result = bomb.wait()
     assert (result.status, result.oom_killed) == ("oom_killed", True)
     info = vm.get_info()
-    assert (info.state, info.reason, info.message) == (
-        "running", "out_of_memory", "out of memory (python3)")
+    assert (info.state, info.reason, info.message) == ("running", "out_of_memory", "out of memory (python3)")
     assert slowest < 1.0, f"the agent took {slowest:.2f} s to answer during the bomb"
     assert any(p.pid == other.pid for p in vm.commands.list())  # the user's other process
     assert vm.commands.run("cat /home/user/kept").stdout == "before the bomb\n"
@@ -84,8 +85,7 @@ def test_memory_bomb_is_killed_alone_and_the_reason_says_so(vm: Sandbox) -> None
     assert other.wait().exit_code == 137
 
 
-def test_fork_bomb_is_stopped_at_the_pids_limit_and_the_agent_keeps_answering(
-        vm: Sandbox) -> None:
+def test_fork_bomb_is_stopped_at_the_pids_limit_and_the_agent_keeps_answering(vm: Sandbox) -> None:
     vm.files.write("/home/user/kept", "before the fork bomb\n")
     bomb = vm.commands.run(FORK_BOMB, background=True, timeout=15)
     slowest, started_at = 0.0, time.monotonic()

@@ -26,8 +26,18 @@ from stockade import ConflictError, Sandbox, Volume
 from stockade.engine.hostcheck import find_leaks
 from stockade import host
 from tests.conftest import Daemon
-from tests.integration.test_network import (METADATA, NEIGHBOUR, PUBLIC, HostListener, Playground,
-                                            connect, gateway, own_address, resolve, start_daemon)
+from tests.integration.test_network import (
+    METADATA,
+    NEIGHBOUR,
+    PUBLIC,
+    HostListener,
+    Playground,
+    connect,
+    gateway,
+    own_address,
+    resolve,
+    start_daemon,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(900)]
 BOOT = 600.0  # request timeout for a create: TCG boots on a loaded 2-core machine are slow
@@ -40,8 +50,13 @@ def world() -> Iterator[tuple[Playground, Daemon]]:
     pg = Playground().start()
     d = None
     try:
-        d = start_daemon({"STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{pg.name}",
-                          "STOCKADE_NET_DNS": pg.inside, "STOCKADE_POOL_SIZE": "0"})
+        d = start_daemon(
+            {
+                "STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{pg.name}",
+                "STOCKADE_NET_DNS": pg.inside,
+                "STOCKADE_POOL_SIZE": "0",
+            }
+        )
         yield pg, d
     finally:
         leaks: list[Any] = []
@@ -69,16 +84,19 @@ class Vols(NamedTuple):
 @pytest.fixture(scope="module")
 def volumes(world: tuple[Playground, Daemon]) -> Vols:
     _, d = world
-    names = [Volume.create(f"mv-{role}-{secrets.token_hex(3)}", size_mb=32,
-                           data_dir=d.data_dir).name for role in ("rw", "ro")]
+    names = [
+        Volume.create(f"mv-{role}-{secrets.token_hex(3)}", size_mb=32, data_dir=d.data_dir).name
+        for role in ("rw", "ro")
+    ]
     vols = Vols(*names, *(d.data_dir / "volumes" / n / "mnt" for n in names))
     (vols.ro / "kept.txt").write_text("host original\n")
     return vols
 
 
 def _vm(d: Daemon, **kwargs: Any) -> Iterator[Sandbox]:
-    sb = Sandbox.create(isolation="microvm", timeout=1800, request_timeout=BOOT,
-                        data_dir=d.data_dir, **kwargs)
+    sb = Sandbox.create(
+        isolation="microvm", timeout=1800, request_timeout=BOOT, data_dir=d.data_dir, **kwargs
+    )
     yield sb
     sb.kill()
     sb.close()
@@ -92,13 +110,15 @@ def net_vm(world: tuple[Playground, Daemon]) -> Iterator[Sandbox]:
 
 @pytest.fixture(scope="module")
 def vol_vm(world: tuple[Playground, Daemon], volumes: Vols) -> Iterator[Sandbox]:
-    yield from _vm(world[1], volumes={"/data": volumes.rw_name,
-                                      "/ro": {"volume": volumes.ro_name, "read_only": True}})
+    yield from _vm(
+        world[1], volumes={"/data": volumes.rw_name, "/ro": {"volume": volumes.ro_name, "read_only": True}}
+    )
 
 
 # -- networking ----------------------------------------------------------------------------------
 def test_guest_takes_the_sandbox_address_and_the_policy_holds(
-        net_vm: Sandbox, world: tuple[Playground, Daemon]) -> None:
+    net_vm: Sandbox, world: tuple[Playground, Daemon]
+) -> None:
     playground, d = world
     state = json.loads((d.data_dir / "net" / "sandboxes" / f"{net_vm.id}.json").read_text())
     assert own_address(net_vm) == state["address"]  # the address the host's rules are about
@@ -121,8 +141,9 @@ def test_guest_takes_the_sandbox_address_and_the_policy_holds(
 
 def test_resolver_and_ca_bundle_are_the_hosts_read_only(net_vm: Sandbox) -> None:
     bundle = Path("/etc/ssl/certs/ca-certificates.crt").read_bytes()
-    r = net_vm.commands.run("sha256sum /etc/ssl/certs/ca-certificates.crt; "
-                            "echo x >> /etc/resolv.conf", user="root")
+    r = net_vm.commands.run(
+        "sha256sum /etc/ssl/certs/ca-certificates.crt; echo x >> /etc/resolv.conf", user="root"
+    )
     assert r.stdout.split()[0] == hashlib.sha256(bundle).hexdigest()
     assert r.exit_code != 0 and "Read-only" in r.stderr
     envs = net_vm.commands.run("echo $SSL_CERT_FILE").stdout.strip()
@@ -136,18 +157,23 @@ def test_network_none_is_loopback_only(vol_vm: Sandbox) -> None:
 
 
 def _qemu(d: Daemon, sb: Sandbox) -> int:
-    pids = [p for p in host.cgroup_pids(f"{host.cgroup_parent(d.data_dir)}/{sb.id}")
-            if "qemu" in Path(f"/proc/{p}/comm").read_text()]
+    pids = [
+        p
+        for p in host.cgroup_pids(f"{host.cgroup_parent(d.data_dir)}/{sb.id}")
+        if "qemu" in Path(f"/proc/{p}/comm").read_text()
+    ]
     assert len(pids) == 1, pids
     return pids[0]
 
 
-def test_qemu_stays_jailed_with_a_network_and_volumes(net_vm: Sandbox, vol_vm: Sandbox,
-                                                      world: tuple[Playground, Daemon]) -> None:
+def test_qemu_stays_jailed_with_a_network_and_volumes(
+    net_vm: Sandbox, vol_vm: Sandbox, world: tuple[Playground, Daemon]
+) -> None:
     _, d = world
     for sb in (net_vm, vol_vm):
-        status = dict(line.split(":", 1) for line in
-                      Path(f"/proc/{_qemu(d, sb)}/status").read_text().splitlines())
+        status = dict(
+            line.split(":", 1) for line in Path(f"/proc/{_qemu(d, sb)}/status").read_text().splitlines()
+        )
         assert "0" not in status["Uid"].split() and int(status["CapEff"], 16) == 0
         assert status["Seccomp"].strip() == "2"
     # The networked QEMU is in its sandbox's namespace (it holds the tap), nowhere else.
@@ -157,8 +183,9 @@ def test_qemu_stays_jailed_with_a_network_and_volumes(net_vm: Sandbox, vol_vm: S
     pid = _qemu(d, vol_vm)
     names = {p.name for p in Path(f"/proc/{pid}/root/proc").iterdir()}
     assert "1" in names and names <= {"1", "self", "thread-self"}, names
-    mounts = {line.split()[4]: line.split()[5] for line in
-              Path(f"/proc/{pid}/mountinfo").read_text().splitlines()}
+    mounts = {
+        line.split()[4]: line.split()[5] for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+    }
     assert "ro" in mounts["/volumes/1"].split(",") and "rw" in mounts["/volumes/0"].split(",")
 
 
@@ -173,18 +200,20 @@ if libc.umount2(b"/ro", 0) or libc.mount(sys.argv[1].encode(), b"/tmp/m", b"9p",
 """
 
 
-def test_read_only_volume_refuses_writes_even_to_guest_root(vol_vm: Sandbox,
-                                                            volumes: Vols) -> None:
+def test_read_only_volume_refuses_writes_even_to_guest_root(vol_vm: Sandbox, volumes: Vols) -> None:
     assert vol_vm.files.read("/ro/kept.txt") == "host original\n"
     r = vol_vm.commands.run("echo changed > /ro/kept.txt")
     assert r.exit_code != 0 and "Read-only" in r.stderr
     # Guest root mounts the export again, read-write: QEMU's export and the jail's bind refuse.
-    tag = next(line.split()[0] for line in vol_vm.files.read("/proc/mounts").splitlines()
-               if line.split()[1] == "/ro")
+    tag = next(
+        line.split()[0] for line in vol_vm.files.read("/proc/mounts").splitlines() if line.split()[1] == "/ro"
+    )
     r = vol_vm.commands.run(["python3", "-c", REMOUNT, tag], user="root")
     r = vol_vm.commands.run(
         f"{'echo remounted' if r.exit_code == 0 else 'false'} && cd /tmp/m && "
-        f"(echo changed > kept.txt; touch new.txt; rm -f kept.txt; cat kept.txt)", user="root")
+        f"(echo changed > kept.txt; touch new.txt; rm -f kept.txt; cat kept.txt)",
+        user="root",
+    )
     assert "remounted" in r.stdout, r.stderr
     assert r.stdout.endswith("host original\n") and "Read-only" in r.stderr, (r.stdout, r.stderr)
     assert (volumes.ro / "kept.txt").read_text() == "host original\n"
@@ -205,7 +234,9 @@ def test_guest_cannot_leave_the_volume(vol_vm: Sandbox, volumes: Vols) -> None:
             "cat /data/abs-link /data/rel-link /data/etc-link/passwd; "
             "cat /data/guest-link/stockade-marker; "
             f"ls /data/up-link{secret_dir}; cat /data/../../../../..{secret_dir}/secret; "
-            "ls -a /data/..", user="root")
+            "ls -a /data/..",
+            user="root",
+        )
         assert "host only" not in r.stdout
         assert "root:x:0:0" not in r.stdout  # host-made links are not followed at all
         # A link the guest makes resolves in the guest and is a plain file on the host, so no
@@ -226,9 +257,9 @@ def test_guest_cannot_leave_the_volume(vol_vm: Sandbox, volumes: Vols) -> None:
             (volumes.rw / name).unlink(missing_ok=True)
 
 
-def test_files_cross_between_microvm_and_container(vol_vm: Sandbox,
-                                                   world: tuple[Playground, Daemon],
-                                                   volumes: Vols) -> None:
+def test_files_cross_between_microvm_and_container(
+    vol_vm: Sandbox, world: tuple[Playground, Daemon], volumes: Vols
+) -> None:
     _, d = world
     # The guest sees its own owners and modes, and its writer may rewrite what it made.
     vol_vm.commands.run("mkdir -p /data/dir && echo from-vm > /data/dir/vm.txt", check=True)
@@ -236,8 +267,9 @@ def test_files_cross_between_microvm_and_container(vol_vm: Sandbox,
     vol_vm.commands.run("echo again >> /data/dir/vm.txt", check=True)
     # A container sandbox reads what the microVM wrote, and the microVM (at once: cache=none)
     # what the container writes.
-    box = Sandbox.create(isolation="container", timeout=120, data_dir=d.data_dir,
-                         volumes={"/v": volumes.rw_name})
+    box = Sandbox.create(
+        isolation="container", timeout=120, data_dir=d.data_dir, volumes={"/v": volumes.rw_name}
+    )
     try:
         assert box.files.read("/v/dir/vm.txt") == "from-vm\nagain\n"
         box.files.write("/v/box.txt", "from-container")
@@ -248,15 +280,20 @@ def test_files_cross_between_microvm_and_container(vol_vm: Sandbox,
 
 
 def test_volume_written_by_a_killed_microvm_is_read_by_a_container(
-        vol_vm: Sandbox, world: tuple[Playground, Daemon], volumes: Vols) -> None:
+    vol_vm: Sandbox, world: tuple[Playground, Daemon], volumes: Vols
+) -> None:
     _, d = world
     data = os.urandom(1 << 20)
     vol_vm.files.write("/data/blob.bin", data)
     vol_vm.commands.run("sync", check=True)
     vol_vm.kill()
     assert not find_leaks(d.data_dir, vol_vm.id)
-    box = Sandbox.create(isolation="container", timeout=120, data_dir=d.data_dir,
-                         volumes={"/in": {"volume": volumes.rw_name, "read_only": True}})
+    box = Sandbox.create(
+        isolation="container",
+        timeout=120,
+        data_dir=d.data_dir,
+        volumes={"/in": {"volume": volumes.rw_name, "read_only": True}},
+    )
     try:
         assert box.files.read("/in/blob.bin", format="bytes") == data
     finally:
@@ -264,9 +301,9 @@ def test_volume_written_by_a_killed_microvm_is_read_by_a_container(
     assert not find_leaks(d.data_dir, box.id)
 
 
-
-def test_networked_microvm_pauses_and_keeps_its_network(net_vm: Sandbox,
-                                                        world: tuple[Playground, Daemon]) -> None:
+def test_networked_microvm_pauses_and_keeps_its_network(
+    net_vm: Sandbox, world: tuple[Playground, Daemon]
+) -> None:
     address = own_address(net_vm)
     net_vm.pause()
     assert net_vm.get_info().state == "paused"
@@ -298,8 +335,10 @@ def test_guest_root_cannot_send_from_another_address(net_vm: Sandbox) -> None:
     """Spoofing from inside the guest meets the host's (veth, address) check."""
     assert resolve(net_vm, "allowed.test") == PUBLIC
     own = own_address(net_vm)
-    run = lambda source: net_vm.commands.run(["python3", "-c", SPOOF, source, PUBLIC],  # noqa: E731
-                                              user="root", timeout=30).stdout
+
+    def run(source: str) -> str:
+        return net_vm.commands.run(["python3", "-c", SPOOF, source, PUBLIC], user="root", timeout=30).stdout
+
     assert run(own) == f"OK hello {PUBLIC}\n"  # the probe works from the real address
     neighbour = own.rsplit(".", 1)[0] + "." + str((int(own.rsplit(".", 1)[1]) + 1) % 250 + 2)
     for source in (neighbour, "10.0.0.1", PUBLIC):

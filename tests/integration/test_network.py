@@ -97,20 +97,38 @@ class Playground:
 
     def start(self) -> "Playground":
         ns = self.name
-        for cmd in (f"ip netns add {ns}",
-                    f"ip link add {self.veth} type veth peer name pg0 netns {ns}",
-                    f"ip addr add {self.host_side}/30 dev {self.veth}",
-                    f"ip link set {self.veth} up",
-                    f"ip -n {ns} addr add {self.inside}/30 dev pg0",
-                    f"ip -n {ns} link set pg0 up", f"ip -n {ns} link set lo up",
-                    *(f"ip -n {ns} addr add {a}/32 dev lo"
-                      for a in (PUBLIC, NEIGHBOUR, WILD, OTHER, METADATA))):
+        for cmd in (
+            f"ip netns add {ns}",
+            f"ip link add {self.veth} type veth peer name pg0 netns {ns}",
+            f"ip addr add {self.host_side}/30 dev {self.veth}",
+            f"ip link set {self.veth} up",
+            f"ip -n {ns} addr add {self.inside}/30 dev pg0",
+            f"ip -n {ns} link set pg0 up",
+            f"ip -n {ns} link set lo up",
+            *(f"ip -n {ns} addr add {a}/32 dev lo" for a in (PUBLIC, NEIGHBOUR, WILD, OTHER, METADATA)),
+        ):
             subprocess.run(cmd.split(), check=True)
-        names = {"allowed.test": PUBLIC, "neighbour.test": NEIGHBOUR, "a.wild.test": WILD,
-                 "wild.test": WILD, "metadata.test": METADATA, "inner.test": self.inside}
+        names = {
+            "allowed.test": PUBLIC,
+            "neighbour.test": NEIGHBOUR,
+            "a.wild.test": WILD,
+            "wild.test": WILD,
+            "metadata.test": METADATA,
+            "inner.test": self.inside,
+        }
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-c", PLAYGROUND_SERVER,
-             *(f"{k}={v}" for k, v in names.items())], stdout=subprocess.PIPE)
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                sys.executable,
+                "-c",
+                PLAYGROUND_SERVER,
+                *(f"{k}={v}" for k, v in names.items()),
+            ],
+            stdout=subprocess.PIPE,
+        )
         assert self.proc.stdout is not None and self.proc.stdout.readline() == b"ready\n"
         return self
 
@@ -173,8 +191,9 @@ def playground() -> Iterator[Playground]:
 @pytest.fixture(scope="module")
 def fake_daemon(playground: Playground, daemon: Daemon) -> Iterator[Daemon]:
     """A daemon whose sandboxes' egress goes into the playground (and its DNS comes from it)."""
-    d = start_daemon({"STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{playground.name}",
-                      "STOCKADE_NET_DNS": playground.inside})
+    d = start_daemon(
+        {"STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{playground.name}", "STOCKADE_NET_DNS": playground.inside}
+    )
     try:
         yield d
     finally:
@@ -241,14 +260,21 @@ def connect(sb: Sandbox, address: str, port: int = 8080) -> str:
 
 
 def resolve(sb: Sandbox, name: str) -> str | None:
-    r = sb.commands.run(["python3", "-c", "import socket, sys; print(socket.gethostbyname(sys.argv[1]))",
-                         name], timeout=30)
+    r = sb.commands.run(
+        ["python3", "-c", "import socket, sys; print(socket.gethostbyname(sys.argv[1]))", name], timeout=30
+    )
     return r.stdout.strip() if r.exit_code == 0 else None
 
 
 def own_address(sb: Sandbox) -> str:
-    r = sb.commands.run(["python3", "-c", "import socket; s = socket.socket(2, 2); "
-                         f"s.connect(('{PUBLIC}', 9)); print(s.getsockname()[0])"], check=True)
+    r = sb.commands.run(
+        [
+            "python3",
+            "-c",
+            f"import socket; s = socket.socket(2, 2); s.connect(('{PUBLIC}', 9)); print(s.getsockname()[0])",
+        ],
+        check=True,
+    )
     return r.stdout.strip()
 
 
@@ -258,14 +284,14 @@ def gateway(sb: Sandbox) -> str:
 
 # -- the real registry (the machine's real uplink) ------------------------------------------------
 REGISTRY = {"allow_out": ["pypi.org", "files.pythonhosted.org"]}
-PIP = ("pip install --break-system-packages --no-cache-dir --timeout 10 --retries 0 "
-       "--target /tmp/six six")
+PIP = "pip install --break-system-packages --no-cache-dir --timeout 10 --retries 0 --target /tmp/six six"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("tier", TIERS)
-def test_pip_install_works_when_registry_names_are_allowed(make_sandbox: Callable[..., Sandbox],
-                                                           tier: str) -> None:
+def test_pip_install_works_when_registry_names_are_allowed(
+    make_sandbox: Callable[..., Sandbox], tier: str
+) -> None:
     sb = make_sandbox(isolation=tier, network=REGISTRY)
     r = sb.commands.run(PIP, timeout=180)
     assert r.exit_code == 0, r.stderr
@@ -276,10 +302,10 @@ def test_pip_install_works_when_registry_names_are_allowed(make_sandbox: Callabl
 
 @pytest.mark.slow
 @pytest.mark.parametrize("tier", TIERS)
-@pytest.mark.parametrize("network", ["none", {"allow_out": ["deb.debian.org"]}],
-                         ids=["none", "other-name"])
-def test_pip_install_fails_without_the_registry(make_sandbox: Callable[..., Sandbox], tier: str,
-                                                network: Any) -> None:
+@pytest.mark.parametrize("network", ["none", {"allow_out": ["deb.debian.org"]}], ids=["none", "other-name"])
+def test_pip_install_fails_without_the_registry(
+    make_sandbox: Callable[..., Sandbox], tier: str, network: Any
+) -> None:
     sb = make_sandbox(isolation=tier, network=network)
     r = sb.commands.run(PIP, timeout=180)
     assert r.exit_code != 0
@@ -288,8 +314,7 @@ def test_pip_install_fails_without_the_registry(make_sandbox: Callable[..., Sand
 
 # -- policies, played in the playground ----------------------------------------------------------
 @pytest.mark.parametrize("tier", TIERS)
-def test_names_hold_only_for_what_was_resolved(make_played: Callable[..., Sandbox],
-                                              tier: str) -> None:
+def test_names_hold_only_for_what_was_resolved(make_played: Callable[..., Sandbox], tier: str) -> None:
     sb = make_played(isolation=tier, network={"allow_out": ["allowed.test", "*.wild.test"]})
     # An allowed name's address is closed until the sandbox resolved it through us.
     assert connect(sb, PUBLIC).startswith("FAIL")
@@ -308,12 +333,18 @@ def test_names_hold_only_for_what_was_resolved(make_played: Callable[..., Sandbo
 
 
 @pytest.mark.parametrize("tier", TIERS)
-@pytest.mark.parametrize("policy", [{"allow_out": ["0.0.0.0/0"]},
-                                    {"allow_out": ["0.0.0.0/0", "allowed.test"], "deny_out": []},
-                                    {"allow_out": []}], ids=["all", "all+name", "empty"])
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"allow_out": ["0.0.0.0/0"]},
+        {"allow_out": ["0.0.0.0/0", "allowed.test"], "deny_out": []},
+        {"allow_out": []},
+    ],
+    ids=["all", "all+name", "empty"],
+)
 def test_host_metadata_and_private_addresses_are_always_denied(
-        make_played: Callable[..., Sandbox], playground: Playground, tier: str,
-        policy: dict[str, Any]) -> None:
+    make_played: Callable[..., Sandbox], playground: Playground, tier: str, policy: dict[str, Any]
+) -> None:
     sb = make_played(isolation=tier, network=policy)
     gw = gateway(sb)
     listener = HostListener("127.0.0.1", playground.host_side, gw)
@@ -330,20 +361,21 @@ def test_host_metadata_and_private_addresses_are_always_denied(
     assert connect(sb, PUBLIC).startswith(expected)
 
 
-def test_private_ranges_open_only_to_an_explicit_cidr(make_played: Callable[..., Sandbox],
-                                                      playground: Playground) -> None:
+def test_private_ranges_open_only_to_an_explicit_cidr(
+    make_played: Callable[..., Sandbox], playground: Playground
+) -> None:
     sb = make_played(network={"allow_out": [f"{playground.inside}/32"]})
     assert connect(sb, playground.inside) == f"OK hello {playground.inside}"
     assert connect(sb, PUBLIC).startswith("FAIL")
 
 
-def test_narrower_deny_carves_a_hole_and_allow_beats_deny(
-        make_played: Callable[..., Sandbox]) -> None:
+def test_narrower_deny_carves_a_hole_and_allow_beats_deny(make_played: Callable[..., Sandbox]) -> None:
     sb = make_played(network={"allow_out": ["0.0.0.0/0"], "deny_out": ["203.0.113.0/24"]})
     assert connect(sb, PUBLIC).startswith("FAIL")
     assert connect(sb, OTHER) == f"OK hello {OTHER}"
-    sb.set_network({"allow_out": ["allowed.test", f"{OTHER}/32"],
-                    "deny_out": ["0.0.0.0/0", "203.0.113.0/24"]})
+    sb.set_network(
+        {"allow_out": ["allowed.test", f"{OTHER}/32"], "deny_out": ["0.0.0.0/0", "203.0.113.0/24"]}
+    )
     assert resolve(sb, "allowed.test") == PUBLIC
     assert connect(sb, PUBLIC) == f"OK hello {PUBLIC}"
     assert connect(sb, OTHER) == f"OK hello {OTHER}"
@@ -368,8 +400,9 @@ def test_sandboxes_cannot_reach_each_other(make_played: Callable[..., Sandbox], 
 
 
 @pytest.mark.parametrize("tier", TIERS)
-def test_policy_changes_apply_to_new_connections(make_played: Callable[..., Sandbox],
-                                                 fake_daemon: Daemon, tier: str) -> None:
+def test_policy_changes_apply_to_new_connections(
+    make_played: Callable[..., Sandbox], fake_daemon: Daemon, tier: str
+) -> None:
     sb = make_played(isolation=tier, network={"allow_out": []})
     assert connect(sb, PUBLIC).startswith("FAIL")
     sb.set_network({"allow_out": [f"{PUBLIC}/32"]})
@@ -393,9 +426,11 @@ def test_network_none_is_loopback_only_and_final(make_played: Callable[..., Sand
 
 def test_connection_count_is_limited(make_played: Callable[..., Sandbox]) -> None:
     sb = make_played(network={"allow_out": [f"{PUBLIC}/32"], "max_connections": 4})
-    script = ("import socket\nheld, ok = [], 0\nfor _ in range(8):\n"
-              "    try:\n        held.append(socket.create_connection(('%s', 8080), timeout=3))\n"
-              "        ok += 1\n    except OSError:\n        pass\nprint(ok)\n" % PUBLIC)
+    script = (
+        "import socket\nheld, ok = [], 0\nfor _ in range(8):\n"
+        "    try:\n        held.append(socket.create_connection(('%s', 8080), timeout=3))\n"
+        "        ok += 1\n    except OSError:\n        pass\nprint(ok)\n" % PUBLIC
+    )
     assert sb.commands.run(["python3", "-c", script], timeout=60).stdout.strip() == "4"
 
 
@@ -427,24 +462,32 @@ def test_bandwidth_is_limited_both_ways(make_played: Callable[..., Sandbox], tie
         assert float(seconds) > 2.5, f"port {port}: {size} bytes in {seconds} s"
 
 
-@pytest.mark.parametrize("network", [{"allow_out": ["127.0.0.1/32"]},
-                                     {"allow_out": ["169.254.169.254/32"]},
-                                     {"deny_out": ["example.com"]},
-                                     {"allow_out": ["not a name"]}])
-def test_impossible_policies_are_refused(make_played: Callable[..., Sandbox],
-                                         network: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "network",
+    [
+        {"allow_out": ["127.0.0.1/32"]},
+        {"allow_out": ["169.254.169.254/32"]},
+        {"deny_out": ["example.com"]},
+        {"allow_out": ["not a name"]},
+    ],
+)
+def test_impossible_policies_are_refused(
+    make_played: Callable[..., Sandbox], network: dict[str, Any]
+) -> None:
     with pytest.raises(InvalidRequestError):
         make_played(network=network)
 
 
 # -- clean-up ------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_fifty_networked_sandboxes_leave_nothing(make_played: Callable[..., Sandbox],
-                                                 fake_daemon: Daemon) -> None:
+def test_fifty_networked_sandboxes_leave_nothing(
+    make_played: Callable[..., Sandbox], fake_daemon: Daemon
+) -> None:
     ids = []
     for _ in range(50):
-        sb = Sandbox.create(data_dir=fake_daemon.data_dir, network={"allow_out": ["allowed.test"]},
-                            timeout=120)
+        sb = Sandbox.create(
+            data_dir=fake_daemon.data_dir, network={"allow_out": ["allowed.test"]}, timeout=120
+        )
         ids.append(sb.id)
         sb.kill()
     leaks = [leak for sid in ids for leak in find_leaks(fake_daemon.data_dir, sid)]
@@ -456,8 +499,11 @@ def test_fifty_networked_sandboxes_leave_nothing(make_played: Callable[..., Sand
 
 @pytest.mark.slow
 def test_engine_killed_mid_create_leaves_nothing(playground: Playground, daemon: Daemon) -> None:
-    env = {"STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{playground.name}",
-           "STOCKADE_NET_DNS": playground.inside, "STOCKADE_POOL_SIZE": "0"}
+    env = {
+        "STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{playground.name}",
+        "STOCKADE_NET_DNS": playground.inside,
+        "STOCKADE_POOL_SIZE": "0",
+    }
     d = start_daemon(env)
     tag = engine_tag(d.data_dir)
     try:
@@ -495,14 +541,15 @@ def _create_ignoring_errors(data_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_restarted_engine_keeps_live_sandboxes_policies(playground: Playground,
-                                                        daemon: Daemon) -> None:
-    env = {"STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{playground.name}",
-           "STOCKADE_NET_DNS": playground.inside, "STOCKADE_POOL_SIZE": "0"}
+def test_restarted_engine_keeps_live_sandboxes_policies(playground: Playground, daemon: Daemon) -> None:
+    env = {
+        "STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{playground.name}",
+        "STOCKADE_NET_DNS": playground.inside,
+        "STOCKADE_POOL_SIZE": "0",
+    }
     d = start_daemon(env)
     try:
-        sb = Sandbox.create(data_dir=d.data_dir, network={"allow_out": [f"{PUBLIC}/32"]},
-                            timeout=120)
+        sb = Sandbox.create(data_dir=d.data_dir, network={"allow_out": [f"{PUBLIC}/32"]}, timeout=120)
         assert connect(sb, PUBLIC) == f"OK hello {PUBLIC}"
         sb.close()
         d.stop()  # the sandbox keeps running; the engine's rules and resolver are rebuilt

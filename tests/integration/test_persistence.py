@@ -16,11 +16,13 @@ from stockade import CheckpointCorrupt, ConflictError, Sandbox, SandboxUnavailab
 
 #: A process that keeps a variable and an open file, and on each stdin line appends the
 #: variable and the line to that file through the descriptor it opened at start.
-HOLDER = ("import sys\n"
-          "f = open('/home/user/held.txt', 'w')\n"
-          "secret = 'v' + str(6 * 7)\n"
-          "for line in sys.stdin:\n"
-          "    f.write(secret + ':' + line); f.flush()\n")
+HOLDER = (
+    "import sys\n"
+    "f = open('/home/user/held.txt', 'w')\n"
+    "secret = 'v' + str(6 * 7)\n"
+    "for line in sys.stdin:\n"
+    "    f.write(secret + ':' + line); f.flush()\n"
+)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
@@ -38,8 +40,9 @@ def start_holder(sb: Sandbox) -> int:
     handle = sb.commands.run("python3 /home/user/holder.py", background=True, stdin=True)
     handle.disconnect()
     sb.commands.send_stdin(handle.pid, "before\n")
-    wait_for(lambda: sb.files.exists("/home/user/held.txt")
-             and "before" in sb.files.read("/home/user/held.txt"))
+    wait_for(
+        lambda: sb.files.exists("/home/user/held.txt") and "before" in sb.files.read("/home/user/held.txt")
+    )
     return handle.pid
 
 
@@ -76,8 +79,7 @@ def test_invalid_options_are_refused(make_sandbox: Callable[..., Sandbox]) -> No
 
 
 @pytest.mark.parametrize("tier", ["container", "gvisor"])
-def test_pause_keeps_processes_memory_and_open_files(make_sandbox: Callable[..., Sandbox],
-                                                     tier: str) -> None:
+def test_pause_keeps_processes_memory_and_open_files(make_sandbox: Callable[..., Sandbox], tier: str) -> None:
     sb = make_sandbox(isolation=tier)
     pid = start_holder(sb)
     sb.pause()
@@ -92,12 +94,10 @@ def test_pause_keeps_processes_memory_and_open_files(make_sandbox: Callable[...,
 
 
 @pytest.mark.parametrize("tier", ["container", "gvisor"])
-def test_workspace_files_survive_stop_and_start(make_sandbox: Callable[..., Sandbox],
-                                                tier: str) -> None:
+def test_workspace_files_survive_stop_and_start(make_sandbox: Callable[..., Sandbox], tier: str) -> None:
     sb = make_sandbox(isolation=tier, persistence="workspace")
     sb.files.write("/home/user/notes.txt", "kept")
-    sb.commands.run("mkdir -p /opt/tool && echo bin > /opt/tool/x && echo gone > /tmp/t",
-                    user="root")
+    sb.commands.run("mkdir -p /opt/tool && echo bin > /opt/tool/x && echo gone > /tmp/t", user="root")
     sb.stop()
     assert sb.get_info().state == "stopped"
     with pytest.raises(ConflictError):
@@ -112,19 +112,22 @@ def test_workspace_files_survive_stop_and_start(make_sandbox: Callable[..., Sand
 
 def test_timeout_pauses_or_stops(make_sandbox: Callable[..., Sandbox]) -> None:
     paused = make_sandbox(isolation="container", timeout=2, on_timeout="pause")
-    stopped = make_sandbox(isolation="container", timeout=2, on_timeout="stop",
-                           persistence="workspace", auto_delete=3600)
+    stopped = make_sandbox(
+        isolation="container", timeout=2, on_timeout="stop", persistence="workspace", auto_delete=3600
+    )
     wait_for(lambda: paused.get_info().state == "paused", 15)
     wait_for(lambda: stopped.get_info().state == "stopped", 15)
     assert stopped.info.expires_at > time.time() + 3000  # now the auto-delete deadline
-    short = make_sandbox(isolation="container", timeout=2, on_timeout="stop",
-                         persistence="workspace", auto_delete=1)
+    short = make_sandbox(
+        isolation="container", timeout=2, on_timeout="stop", persistence="workspace", auto_delete=1
+    )
     wait_for(lambda: short.id not in {s.id for s in Sandbox.list()}, 20)
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "truncate", "remove"])
-def test_damaged_checkpoint_is_reported_and_sandbox_kept(make_sandbox: Callable[..., Sandbox],
-                                                         daemon: Any, damage: str) -> None:
+def test_damaged_checkpoint_is_reported_and_sandbox_kept(
+    make_sandbox: Callable[..., Sandbox], daemon: Any, damage: str
+) -> None:
     sb = make_sandbox(isolation="gvisor", persistence="workspace")
     sb.files.write("/home/user/keep.txt", "safe")
     sb.pause()
@@ -150,8 +153,7 @@ def test_damaged_checkpoint_is_reported_and_sandbox_kept(make_sandbox: Callable[
 
 
 @pytest.mark.parametrize("tier", ["container", "gvisor"])
-def test_pause_mid_write_loses_no_acknowledged_write(make_sandbox: Callable[..., Sandbox],
-                                                     tier: str) -> None:
+def test_pause_mid_write_loses_no_acknowledged_write(make_sandbox: Callable[..., Sandbox], tier: str) -> None:
     sb = make_sandbox(isolation=tier, persistence="workspace")
     acknowledged: list[int] = []
     errors: list[Exception] = []
@@ -205,10 +207,12 @@ def test_code_context_survives_a_freeze(make_sandbox: Callable[..., Sandbox]) ->
 
 #: Polls (epoll) a loopback TCP listener, as ZeroMQ does: a TCP endpoint with waiters, which
 #: this gVisor cannot save.
-TCP_WAITER = ("python3 -c \"import selectors, socket; s = socket.socket(); "
-              "s.bind(('127.0.0.1', 0)); s.listen(); sel = selectors.EpollSelector(); "
-              "sel.register(s, selectors.EVENT_READ); print('listening', flush=True); "
-              "sel.select()\"")
+TCP_WAITER = (
+    'python3 -c "import selectors, socket; s = socket.socket(); '
+    "s.bind(('127.0.0.1', 0)); s.listen(); sel = selectors.EpollSelector(); "
+    "sel.register(s, selectors.EVENT_READ); print('listening', flush=True); "
+    'sel.select()"'
+)
 
 
 def test_failed_checkpoint_keeps_the_sandbox(make_sandbox: Callable[..., Sandbox]) -> None:

@@ -23,9 +23,11 @@ from tests.integration.test_cli import cli
 from tests.integration.test_persistence import wait_for
 
 #: Writes incompressible and compressible files, then prints their checksum.
-FILL = ("set -e; mkdir -p /home/user/w; cd /home/user/w; head -c {mb}M /dev/urandom > random.bin;"
-        " seq 1 200000 > numbers.txt; ln -s numbers.txt link; mkdir -p deep/er;"
-        " echo kept > deep/er/file; chmod 600 deep/er/file; sha256sum random.bin numbers.txt")
+FILL = (
+    "set -e; mkdir -p /home/user/w; cd /home/user/w; head -c {mb}M /dev/urandom > random.bin;"
+    " seq 1 200000 > numbers.txt; ln -s numbers.txt link; mkdir -p deep/er;"
+    " echo kept > deep/er/file; chmod 600 deep/er/file; sha256sum random.bin numbers.txt"
+)
 
 
 def fill(sb: Sandbox, mb: int = 4) -> str:
@@ -35,14 +37,17 @@ def fill(sb: Sandbox, mb: int = 4) -> str:
 
 
 def check(sb: Sandbox, sums: str) -> None:
-    result = sb.commands.run("cd /home/user/w && sha256sum random.bin numbers.txt && "
-                             "readlink link && stat -c %a deep/er/file && cat deep/er/file")
+    result = sb.commands.run(
+        "cd /home/user/w && sha256sum random.bin numbers.txt && "
+        "readlink link && stat -c %a deep/er/file && cat deep/er/file"
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout == sums + "numbers.txt\n600\nkept\n"
 
 
 def test_archive_frees_the_layer_and_start_restores_it(
-        daemon: Daemon, make_sandbox: Callable[..., Sandbox]) -> None:
+    daemon: Daemon, make_sandbox: Callable[..., Sandbox]
+) -> None:
     sb = make_sandbox(isolation="container", persistence="workspace")
     sums = fill(sb)
     with pytest.raises(ConflictError, match="cannot archive .* it is running"):
@@ -72,7 +77,8 @@ def test_archive_frees_the_layer_and_start_restores_it(
 
 
 def test_a_damaged_archive_is_reported_and_the_sandbox_kept(
-        daemon: Daemon, make_sandbox: Callable[..., Sandbox]) -> None:
+    daemon: Daemon, make_sandbox: Callable[..., Sandbox]
+) -> None:
     sb = make_sandbox(isolation="gvisor", persistence="workspace")
     fill(sb, mb=1)
     sb.stop()
@@ -88,8 +94,7 @@ def test_a_damaged_archive_is_reported_and_the_sandbox_kept(
     assert sb.get_info().state == "archived"  # kill (at teardown) removes it, archive and all
 
 
-def test_auto_archive_archives_a_stopped_workspace(
-        make_sandbox: Callable[..., Sandbox]) -> None:
+def test_auto_archive_archives_a_stopped_workspace(make_sandbox: Callable[..., Sandbox]) -> None:
     sb = make_sandbox(isolation="container", persistence="workspace", auto_archive=1)
     assert sb.info.auto_archive == 1
     sb.files.write("/home/user/note.txt", "archived by its timer")
@@ -101,6 +106,7 @@ def test_auto_archive_archives_a_stopped_workspace(
 
 
 # -- the engine killed mid-way -----------------------------------------------------------------
+
 
 @pytest.fixture
 def own_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
@@ -142,6 +148,7 @@ def in_background(fn: Callable[[], Any]) -> threading.Thread:
             fn()
         except Exception:  # noqa: BLE001 - the daemon dies under it: expected
             pass
+
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
@@ -149,8 +156,7 @@ def in_background(fn: Callable[[], Any]) -> threading.Thread:
 
 def test_sigkill_mid_archive_and_mid_restore_loses_nothing(own_daemon: Daemon) -> None:
     where = {"data_dir": own_daemon.data_dir}
-    sb = Sandbox.create(isolation="container", persistence="workspace", disk_mb=1024,
-                        timeout=600, **where)
+    sb = Sandbox.create(isolation="container", persistence="workspace", disk_mb=1024, timeout=600, **where)
     sums = fill(sb, mb=150)  # big enough that tar is caught at work
     sb.stop()
     sb.close()

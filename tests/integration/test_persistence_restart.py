@@ -77,11 +77,15 @@ def test_reboot_turns_running_workspaces_into_stopped(own_daemon: Daemon) -> Non
     # Simulate the reboot: every container and mount of this data directory vanishes.
     root = own_daemon.data_dir / "runtime" / "container"
     for sandbox_id in (ws.id, eph.id, frozen.id):
-        subprocess.run(["runc", "--root", str(root), "delete", "--force", sandbox_id],
-                       check=False, capture_output=True)
+        subprocess.run(
+            ["runc", "--root", str(root), "delete", "--force", sandbox_id], check=False, capture_output=True
+        )
         for mount in ("rootfs", "disk"):
-            subprocess.run(["umount", "-l", str(own_daemon.data_dir / "sandboxes" / sandbox_id
-                                                 / mount)], check=False, capture_output=True)
+            subprocess.run(
+                ["umount", "-l", str(own_daemon.data_dir / "sandboxes" / sandbox_id / mount)],
+                check=False,
+                capture_output=True,
+            )
     time.sleep(0.5)
     own_daemon.start()
 

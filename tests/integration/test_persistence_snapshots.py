@@ -34,12 +34,15 @@ def template_name(daemon: Daemon) -> Iterator[Callable[[], str]]:
 @pytest.mark.parametrize("tier", ["container", "gvisor"])
 @pytest.mark.parametrize("state", ["running", "stopped", "paused"])
 def test_snapshot_template_starts_with_the_snapshot_files(
-        make_sandbox: Callable[..., Sandbox], template_name: Callable[[], str],
-        tier: str, state: str) -> None:
+    make_sandbox: Callable[..., Sandbox], template_name: Callable[[], str], tier: str, state: str
+) -> None:
     sb = make_sandbox(isolation=tier, persistence="workspace")
     sb.files.write("/home/user/model.txt", "weights")
-    sb.commands.run("mkdir -p /opt/app && echo 1 > /opt/app/v && chmod 4755 /opt/app/v "
-                    "&& rm /etc/motd", user="root", check=True)
+    sb.commands.run(
+        "mkdir -p /opt/app && echo 1 > /opt/app/v && chmod 4755 /opt/app/v && rm /etc/motd",
+        user="root",
+        check=True,
+    )
     if state == "stopped":
         sb.stop()
     elif state == "paused":
@@ -57,15 +60,18 @@ def test_snapshot_template_starts_with_the_snapshot_files(
         assert child.info.template == name
         assert child.files.read("/home/user/model.txt") == "weights"
         check = child.commands.run(
-            "cat /opt/app/v; python3 -c 'import os,stat; s=os.stat(\"/opt/app/v\"); "
+            'cat /opt/app/v; python3 -c \'import os,stat; s=os.stat("/opt/app/v"); '
             "print(oct(stat.S_IMODE(s.st_mode)), s.st_uid)'; test -e /etc/motd || echo no-motd; "
-            "test -e /etc/hostname && echo base-kept", user="root")
+            "test -e /etc/hostname && echo base-kept",
+            user="root",
+        )
         assert check.stdout.split() == ["1", "0o4755", "0", "no-motd", "base-kept"]
         assert child.files.read("/home/user/model.txt") == "weights"
 
 
-def test_snapshot_of_snapshot_chains_layers(make_sandbox: Callable[..., Sandbox],
-                                            template_name: Callable[[], str]) -> None:
+def test_snapshot_of_snapshot_chains_layers(
+    make_sandbox: Callable[..., Sandbox], template_name: Callable[[], str]
+) -> None:
     sb = make_sandbox(isolation="container")
     sb.files.write("/home/user/one.txt", "1")
     first = template_name()

@@ -7,8 +7,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from stockade import (ConflictError, InvalidRequestError, NotFoundError, Sandbox,
-                      StorageFullError, Volume)
+from stockade import ConflictError, InvalidRequestError, NotFoundError, Sandbox, StorageFullError, Volume
 from tests.conftest import Daemon
 from tests.integration.server_harness import Server, finish, needs_root, new_data_dir
 
@@ -33,8 +32,9 @@ def volume_name(daemon: Daemon) -> Iterator[Callable[[], str]]:
             assert client.delete(f"/volumes/{name}").status_code == 204
 
 
-def test_volume_outlives_the_sandbox_that_wrote_it(make_sandbox: Callable[..., Sandbox],
-                                                  volume_name: Callable[[], str]) -> None:
+def test_volume_outlives_the_sandbox_that_wrote_it(
+    make_sandbox: Callable[..., Sandbox], volume_name: Callable[[], str]
+) -> None:
     vol = Volume.create(volume_name(), size_mb=64)
     writer = Sandbox.create(isolation="container", timeout=120, volumes={"/data": vol})
     try:
@@ -43,8 +43,7 @@ def test_volume_outlives_the_sandbox_that_wrote_it(make_sandbox: Callable[..., S
     finally:
         writer.kill()
 
-    reader = make_sandbox(isolation="gvisor",
-                          volumes={"/mnt/in": {"volume": vol.name, "read_only": True}})
+    reader = make_sandbox(isolation="gvisor", volumes={"/mnt/in": {"volume": vol.name, "read_only": True}})
     assert reader.files.read("/mnt/in/result.txt") == "written by the first"
     denied = reader.commands.run("echo x > /mnt/in/new.txt")
     assert denied.exit_code != 0 and "Read-only" in denied.stderr
@@ -52,8 +51,9 @@ def test_volume_outlives_the_sandbox_that_wrote_it(make_sandbox: Callable[..., S
     assert again.files.read("/data/result.txt") == "written by the first"
 
 
-def test_volume_cannot_be_deleted_while_mounted(make_sandbox: Callable[..., Sandbox],
-                                               volume_name: Callable[[], str]) -> None:
+def test_volume_cannot_be_deleted_while_mounted(
+    make_sandbox: Callable[..., Sandbox], volume_name: Callable[[], str]
+) -> None:
     vol = Volume.create(volume_name(), size_mb=32)
     with pytest.raises(ConflictError, match="already exists"):
         Volume.create(vol.name)
@@ -70,8 +70,9 @@ def test_volume_cannot_be_deleted_while_mounted(make_sandbox: Callable[..., Sand
         make_sandbox(isolation="container", volumes={"/v": vol.name})
 
 
-def test_volume_at_its_size_limit_refuses_writes(make_sandbox: Callable[..., Sandbox],
-                                                 volume_name: Callable[[], str]) -> None:
+def test_volume_at_its_size_limit_refuses_writes(
+    make_sandbox: Callable[..., Sandbox], volume_name: Callable[[], str]
+) -> None:
     vol = Volume.create(volume_name(), size_mb=16)
     sb = make_sandbox(isolation="container", volumes={"/data": vol})
     full = sb.commands.run("dd if=/dev/zero of=/data/big bs=1M count=40")
@@ -83,8 +84,9 @@ def test_volume_at_its_size_limit_refuses_writes(make_sandbox: Callable[..., San
 
 
 @pytest.mark.parametrize("path", ["/", "/proc/x", "/.stockade/run", "relative", "/a/../b"])
-def test_volume_mount_paths_are_checked(make_sandbox: Callable[..., Sandbox],
-                                        volume_name: Callable[[], str], path: str) -> None:
+def test_volume_mount_paths_are_checked(
+    make_sandbox: Callable[..., Sandbox], volume_name: Callable[[], str], path: str
+) -> None:
     vol = Volume.create(volume_name(), size_mb=16)
     with pytest.raises(InvalidRequestError):
         make_sandbox(isolation="container", volumes={path: vol})

@@ -56,9 +56,12 @@ def _warm(daemon: Any, ready: bool = False, template: str | None = None) -> set[
             state = json.loads((d / "state.json").read_text())
         except (OSError, ValueError):
             continue
-        if d.name not in listed and state.get("tier") == "container" and (
-                not ready or (d / "disk" / "run" / "agent.sock").exists()) and (
-                template is None or state.get("image") == template):
+        if (
+            d.name not in listed
+            and state.get("tier") == "container"
+            and (not ready or (d / "disk" / "run" / "agent.sock").exists())
+            and (template is None or state.get("image") == template)
+        ):
             found.add(d.name)
     return found
 
@@ -74,8 +77,7 @@ def test_a_claimed_sandbox_gets_the_env_metadata_and_timeout_asked_for(pooled: A
     warm = _wait(lambda: _warm(pooled, ready=True), 60)
     assert warm, "the pool never filled"
     time.sleep(0.5)  # its agent listens: the boot is about to hand it to the pool
-    sb = Sandbox.create(envs={"LATE": "bound"}, metadata={"run": "7"}, timeout=77,
-                        data_dir=pooled.data_dir)
+    sb = Sandbox.create(envs={"LATE": "bound"}, metadata={"run": "7"}, timeout=77, data_dir=pooled.data_dir)
     try:
         assert sb.id in warm, "the create did not claim the warm sandbox"
         assert sb.commands.run("echo $LATE").stdout == "bound\n"
@@ -108,8 +110,7 @@ def test_the_pool_grows_under_demand_and_shrinks_back_leaving_nothing(pooled: An
         assert find_leaks(pooled.data_dir, sandbox_id) == []
 
 
-def test_another_template_and_limits_asked_for_back_to_back_get_a_pool_of_their_own(
-        pooled: Any) -> None:
+def test_another_template_and_limits_asked_for_back_to_back_get_a_pool_of_their_own(pooled: Any) -> None:
     source = Sandbox.create(data_dir=pooled.data_dir)
     source.files.write("/home/user/marker", "from the snapshot")
     source.snapshot("pooled-snap")
@@ -120,8 +121,9 @@ def test_another_template_and_limits_asked_for_back_to_back_get_a_pool_of_their_
         warm = _wait(lambda: _warm(pooled, ready=True, template="pooled-snap"), 60)
         assert warm, "no pool for the template asked for back to back"
         time.sleep(0.5)
-        sb = Sandbox.create(template="pooled-snap", memory_mb=384, envs={"LATE": "bound"},
-                            data_dir=pooled.data_dir)
+        sb = Sandbox.create(
+            template="pooled-snap", memory_mb=384, envs={"LATE": "bound"}, data_dir=pooled.data_dir
+        )
         try:
             assert sb.id in warm, "the create did not claim the template's warm sandbox"
             assert sb.files.read("/home/user/marker") == "from the snapshot"

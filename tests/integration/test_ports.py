@@ -26,7 +26,7 @@ HTTP_PORT, ECHO_PORT, WS_PORT = 8000, 8001, 8765
 BIG = 256 << 20
 
 # An HTTP server that echoes what it was sent (stdlib only: the base image has python3 only).
-ECHO_HTTP = r'''
+ECHO_HTTP = r"""
 import hashlib, http.server, json, sys
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -62,11 +62,11 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-'''
+"""
 
 # A WebSocket echo server: RFC 6455 handshake with hashlib/base64, unfragmented frames. Its
 # first message reports the Authorization and Cookie headers it received.
-WS_ECHO = r'''
+WS_ECHO = r"""
 import base64, hashlib, json, socket, struct, sys, threading
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 def exact(c, n):
@@ -118,7 +118,7 @@ s.listen(16)
 while True:
     conn, _ = s.accept()
     threading.Thread(target=lambda c=conn: (serve(c), c.close()), daemon=True).start()
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -140,14 +140,20 @@ def start_servers(sb: Sandbox) -> list[Any]:
     sb.files.write("/home/user/ws_echo.py", WS_ECHO)
     sb.files.write("/home/user/www/hello.txt", "hello from a sandbox with no network\n")
     sb.commands.run(f"truncate -s {BIG} /home/user/www/big.bin")
-    handles = [sb.commands.run(cmd, background=True, timeout=None) for cmd in (
-                f"python3 -m http.server {HTTP_PORT} --bind 127.0.0.1 --directory /home/user/www",
-                f"python3 /home/user/echo_http.py {ECHO_PORT}",
-                f"python3 /home/user/ws_echo.py {WS_PORT}")]
+    handles = [
+        sb.commands.run(cmd, background=True, timeout=None)
+        for cmd in (
+            f"python3 -m http.server {HTTP_PORT} --bind 127.0.0.1 --directory /home/user/www",
+            f"python3 /home/user/echo_http.py {ECHO_PORT}",
+            f"python3 /home/user/ws_echo.py {WS_PORT}",
+        )
+    ]
     listening = "import socket,sys\nfor p in sys.argv[1:]: socket.create_connection(('127.0.0.1', int(p)))"
     deadline = time.monotonic() + 30
-    while sb.commands.run(["python3", "-c", listening, str(HTTP_PORT), str(ECHO_PORT),
-                           str(WS_PORT)]).exit_code != 0:
+    while (
+        sb.commands.run(["python3", "-c", listening, str(HTTP_PORT), str(ECHO_PORT), str(WS_PORT)]).exit_code
+        != 0
+    ):
         assert time.monotonic() < deadline, "the servers in the sandbox did not start"
         time.sleep(0.2)
     return handles
@@ -159,8 +165,9 @@ def make(srv: Server, keys: dict[str, str]) -> Iterator[Callable[..., Sandbox]]:
     handles: list[Any] = []
 
     def create(isolation: str = "container") -> Sandbox:
-        sb = Sandbox.create(isolation=isolation, timeout=600, network="none", api_url=srv.url,
-                            api_key=keys["owner"])  # type: ignore[arg-type]
+        sb = Sandbox.create(
+            isolation=isolation, timeout=600, network="none", api_url=srv.url, api_key=keys["owner"]
+        )  # type: ignore[arg-type]
         made.append(sb)
         handles.extend(start_servers(sb))
         return sb
@@ -198,8 +205,7 @@ def test_http_by_path(srv: Server, keys: dict[str, str], sb: Sandbox) -> None:
     r = httpx.get(path_url(srv, sb.id, HTTP_PORT, "/hello.txt"), headers=bearer(keys["owner"]))
     assert r.status_code == 200, r.text
     assert r.text == "hello from a sandbox with no network\n"
-    missing = httpx.get(path_url(srv, sb.id, HTTP_PORT, "/nope.txt"),
-                        headers=bearer(keys["owner"]))
+    missing = httpx.get(path_url(srv, sb.id, HTTP_PORT, "/nope.txt"), headers=bearer(keys["owner"]))
     assert missing.status_code == 404  # the sandbox's server's own answer, passed through
     bare = httpx.get(path_url(srv, sb.id, HTTP_PORT, ""), headers=bearer(keys["owner"]))
     assert bare.status_code == 307
@@ -212,42 +218,42 @@ def test_http_by_host_name(srv: Server, keys: dict[str, str], sb: Sandbox) -> No
     assert r.status_code == 200, r.text
     assert r.text.startswith("hello from a sandbox")
     # Any path goes to the sandbox, even one the API also has.
-    echo = httpx.get(f"{srv.url}/health?x=1", headers={"Host": f"{ECHO_PORT}-{sb.id}.{DOMAIN}",
-                                                      **bearer(keys["owner"])})
+    echo = httpx.get(
+        f"{srv.url}/health?x=1", headers={"Host": f"{ECHO_PORT}-{sb.id}.{DOMAIN}", **bearer(keys["owner"])}
+    )
     assert echo.json()["path"] == "/health?x=1"
     assert echo.json()["headers"]["host"] == f"{ECHO_PORT}-{sb.id}.{DOMAIN}"
-    bad = httpx.get(f"{srv.url}/", headers={"Host": f"nonsense.{DOMAIN}",
-                                           **bearer(keys["owner"])})
+    bad = httpx.get(f"{srv.url}/", headers={"Host": f"nonsense.{DOMAIN}", **bearer(keys["owner"])})
     assert bad.status_code == 404
 
 
-def test_request_headers_path_and_credentials(srv: Server, keys: dict[str, str],
-                                              sb: Sandbox) -> None:
+def test_request_headers_path_and_credentials(srv: Server, keys: dict[str, str], sb: Sandbox) -> None:
     """The path and query arrive as sent; the key or token that let us in never does."""
-    r = httpx.get(path_url(srv, sb.id, ECHO_PORT, "/a%20b/c?q=1&q=2"),
-                  headers={**bearer(keys["owner"]), "X-App": "yes"})
+    r = httpx.get(
+        path_url(srv, sb.id, ECHO_PORT, "/a%20b/c?q=1&q=2"), headers={**bearer(keys["owner"]), "X-App": "yes"}
+    )
     seen = r.json()
     assert seen["path"] == "/a%20b/c?q=1&q=2"
     assert seen["headers"]["x-app"] == "yes"
     assert "authorization" not in seen["headers"]
     assert keys["owner"] not in r.text
     token = token_for(srv, keys["owner"], sb.id)
-    r = httpx.get(path_url(srv, sb.id, ECHO_PORT, f"/p?stockade_token={token}&keep=1"),
-                  headers={"Authorization": "Bearer the-app-s-own", "Cookie": "app=1"})
+    r = httpx.get(
+        path_url(srv, sb.id, ECHO_PORT, f"/p?stockade_token={token}&keep=1"),
+        headers={"Authorization": "Bearer the-app-s-own", "Cookie": "app=1"},
+    )
     seen = r.json()
     assert seen["path"] == "/p?keep=1"
     assert seen["headers"]["authorization"] == "Bearer the-app-s-own"  # the app's, not ours
     assert token not in r.text
     assert f"stockade_token={token}" in r.headers["set-cookie"]
     # The cookie alone now opens it, and is not forwarded either.
-    r = httpx.get(path_url(srv, sb.id, ECHO_PORT, "/q"),
-                  headers={"Cookie": f"app=1; stockade_token={token}"})
+    r = httpx.get(path_url(srv, sb.id, ECHO_PORT, "/q"), headers={"Cookie": f"app=1; stockade_token={token}"})
     assert r.status_code == 200
     assert r.json()["headers"]["cookie"] == "app=1"
 
 
-def test_streamed_upload_past_the_json_body_limit(srv: Server, keys: dict[str, str],
-                                                  sb: Sandbox) -> None:
+def test_streamed_upload_past_the_json_body_limit(srv: Server, keys: dict[str, str], sb: Sandbox) -> None:
     chunk = hashlib.sha256(b"x").digest() * 2048  # 64 KiB
     count = 320  # 20 MiB, more than the API's 8 MiB body limit
     digest = hashlib.sha256(chunk * count).hexdigest()
@@ -256,12 +262,17 @@ def test_streamed_upload_past_the_json_body_limit(srv: Server, keys: dict[str, s
         for _ in range(count):
             yield chunk
 
-    r = httpx.post(path_url(srv, sb.id, ECHO_PORT, "/upload"), content=body(),
-                   headers=bearer(keys["owner"]), timeout=120)
+    r = httpx.post(
+        path_url(srv, sb.id, ECHO_PORT, "/upload"), content=body(), headers=bearer(keys["owner"]), timeout=120
+    )
     assert r.status_code == 200, r.text
     assert (r.json()["length"], r.json()["sha256"]) == (len(chunk) * count, digest)
-    r = httpx.put(path_url(srv, sb.id, ECHO_PORT, "/upload"), content=chunk * 16,
-                  headers=bearer(keys["owner"]), timeout=120)
+    r = httpx.put(
+        path_url(srv, sb.id, ECHO_PORT, "/upload"),
+        content=chunk * 16,
+        headers=bearer(keys["owner"]),
+        timeout=120,
+    )
     assert r.json()["length"] == len(chunk) * 16
 
 
@@ -273,8 +284,7 @@ def rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_large_response_is_streamed_not_buffered(srv: Server, keys: dict[str, str],
-                                                 sb: Sandbox) -> None:
+def test_large_response_is_streamed_not_buffered(srv: Server, keys: dict[str, str], sb: Sandbox) -> None:
     url = path_url(srv, sb.id, HTTP_PORT, "/big.bin")
     with httpx.stream("GET", url, headers=bearer(keys["owner"]), timeout=120) as r:
         assert r.status_code == 200
@@ -292,8 +302,7 @@ def test_large_response_is_streamed_not_buffered(srv: Server, keys: dict[str, st
     print(f"proxied {BIG >> 20} MiB at {BIG / seconds / 1e6:.0f} MB/s")
 
 
-def test_port_with_nothing_listening_is_502(srv: Server, keys: dict[str, str],
-                                            sb: Sandbox) -> None:
+def test_port_with_nothing_listening_is_502(srv: Server, keys: dict[str, str], sb: Sandbox) -> None:
     r = httpx.get(path_url(srv, sb.id, 9999), headers=bearer(keys["owner"]))
     assert r.status_code == 502
     assert r.json()["code"] == "port_closed"
@@ -302,9 +311,9 @@ def test_port_with_nothing_listening_is_502(srv: Server, keys: dict[str, str],
 
 
 # -- access -----------------------------------------------------------------------------------
-def test_access_is_refused_without_the_owner_credentials(srv: Server, keys: dict[str, str],
-                                                         sb: Sandbox,
-                                                         make: Callable[..., Sandbox]) -> None:
+def test_access_is_refused_without_the_owner_credentials(
+    srv: Server, keys: dict[str, str], sb: Sandbox, make: Callable[..., Sandbox]
+) -> None:
     url = path_url(srv, sb.id, HTTP_PORT, "/hello.txt")
     host = {"Host": f"{HTTP_PORT}-{sb.id}.{DOMAIN}"}
     assert httpx.get(url).status_code == 401
@@ -314,8 +323,7 @@ def test_access_is_refused_without_the_owner_credentials(srv: Server, keys: dict
     other = httpx.get(url, headers=bearer(keys["other"]))
     assert other.status_code == 404
     assert other.json()["code"] == "sandbox_not_found"
-    assert httpx.get(f"{srv.url}/hello.txt",
-                     headers={**host, **bearer(keys["other"])}).status_code == 404
+    assert httpx.get(f"{srv.url}/hello.txt", headers={**host, **bearer(keys["other"])}).status_code == 404
     with srv.client(keys["other"]) as c:
         assert c.post(f"/sandboxes/{sb.id}/access-token").status_code == 404
     # The admin key sees every tenant's sandboxes.
@@ -325,15 +333,15 @@ def test_access_is_refused_without_the_owner_credentials(srv: Server, keys: dict
     token = token_for(srv, keys["owner"], sb.id)
     assert httpx.get(url, params={"stockade_token": token}).status_code == 200
     assert httpx.get(url, headers=bearer(token)).status_code == 200
-    assert httpx.get(f"{srv.url}/hello.txt", headers=host,
-                     params={"stockade_token": token}).status_code == 200
+    assert (
+        httpx.get(f"{srv.url}/hello.txt", headers=host, params={"stockade_token": token}).status_code == 200
+    )
     # ...and only for its own sandbox, however it is presented.
     elsewhere = path_url(srv, second.id, HTTP_PORT, "/hello.txt")
     assert httpx.get(elsewhere, params={"stockade_token": token}).status_code == 401
     assert httpx.get(elsewhere, headers=bearer(token)).status_code == 401
     assert httpx.get(elsewhere, headers={"Cookie": f"stockade_token={token}"}).status_code == 401
-    assert httpx.get(elsewhere, headers=bearer(token_for(srv, keys["owner"], second.id))
-                     ).status_code == 200
+    assert httpx.get(elsewhere, headers=bearer(token_for(srv, keys["owner"], second.id))).status_code == 200
     # A token is no API key.
     with srv.client(token) as c:
         assert c.get(f"/sandboxes/{sb.id}").status_code == 401
@@ -347,8 +355,7 @@ def test_access_is_refused_without_the_owner_credentials(srv: Server, keys: dict
     assert httpx.get(elsewhere, params={"stockade_token": second_token}).status_code == 404
 
 
-def test_websocket_is_refused_without_credentials(srv: Server, keys: dict[str, str],
-                                                  sb: Sandbox) -> None:
+def test_websocket_is_refused_without_credentials(srv: Server, keys: dict[str, str], sb: Sandbox) -> None:
     url = f"ws://127.0.0.1:{srv.port}/sandboxes/{sb.id}/ports/{WS_PORT}/"
     for headers in ({}, bearer(keys["other"])):
         with pytest.raises(InvalidStatus):
@@ -370,13 +377,17 @@ def echo_round_trip(url: str, **kwargs: Any) -> dict[str, Any]:
 
 
 def test_websocket_echo_by_path_and_host(srv: Server, keys: dict[str, str], sb: Sandbox) -> None:
-    hello = echo_round_trip(f"ws://127.0.0.1:{srv.port}/sandboxes/{sb.id}/ports/{WS_PORT}/room?x=1",
-                            additional_headers=bearer(keys["owner"]))
+    hello = echo_round_trip(
+        f"ws://127.0.0.1:{srv.port}/sandboxes/{sb.id}/ports/{WS_PORT}/room?x=1",
+        additional_headers=bearer(keys["owner"]),
+    )
     assert hello["path"] == "/room?x=1"
     assert hello["authorization"] is None
     token = token_for(srv, keys["owner"], sb.id)
-    hello = echo_round_trip(f"ws://{WS_PORT}-{sb.id}.{DOMAIN}/chat?stockade_token={token}",
-                            sock=socket.create_connection(("127.0.0.1", srv.port)))
+    hello = echo_round_trip(
+        f"ws://{WS_PORT}-{sb.id}.{DOMAIN}/chat?stockade_token={token}",
+        sock=socket.create_connection(("127.0.0.1", srv.port)),
+    )
     assert hello["path"] == "/chat"
 
 
@@ -384,8 +395,10 @@ def test_gvisor_smoke(srv: Server, keys: dict[str, str], make: Callable[..., San
     sb = make("gvisor")
     r = httpx.get(path_url(srv, sb.id, HTTP_PORT, "/hello.txt"), headers=bearer(keys["owner"]))
     assert (r.status_code, r.text) == (200, "hello from a sandbox with no network\n")
-    echo_round_trip(f"ws://127.0.0.1:{srv.port}/sandboxes/{sb.id}/ports/{WS_PORT}/",
-                    additional_headers=bearer(keys["owner"]))
+    echo_round_trip(
+        f"ws://127.0.0.1:{srv.port}/sandboxes/{sb.id}/ports/{WS_PORT}/",
+        additional_headers=bearer(keys["owner"]),
+    )
 
 
 # -- PTY over the remote server -----------------------------------------------------------
@@ -397,8 +410,7 @@ def test_remote_pty_needs_the_owner_key(srv: Server, keys: dict[str, str]) -> No
         assert term.wait().exit_code == 5
         assert b"remote-ok" in b"".join(seen)
         url = f"ws://127.0.0.1:{remote.port}/sandboxes/{sb.id}/pty?cmd=id"
-        for headers in ({}, {"Authorization": f"Bearer {other}"},
-                        {"Authorization": "Bearer sk_forged_key"}):
+        for headers in ({}, {"Authorization": f"Bearer {other}"}, {"Authorization": "Bearer sk_forged_key"}):
             with pytest.raises(InvalidStatus):
                 with ws_connect(url, additional_headers=headers, proxy=None):
                     pass

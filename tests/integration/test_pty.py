@@ -101,8 +101,7 @@ def test_cli_shell_in_a_real_terminal(make_sandbox: Callable[..., Sandbox], daem
     pid, fd = pty.fork()
     if pid == 0:  # the child: the CLI, with the pseudo-terminal as its terminal
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 90, 0, 0))
-        os.execve(STOCKADE, [STOCKADE, "sandbox", "shell", sb.id, "--cmd", "bash --norc"],
-                  dict(os.environ))
+        os.execve(STOCKADE, [STOCKADE, "sandbox", "shell", sb.id, "--cmd", "bash --norc"], dict(os.environ))
     try:
         out = b""
 

@@ -39,8 +39,12 @@ POLICY = {"allow_out": ["allowed.test", "other.test"]}
 @pytest.fixture(scope="module")
 def server(world: World) -> Iterator[Server]:  # noqa: F811
     data = Path(tempfile.mkdtemp(prefix="stockade-secrets-", dir="/var/tmp"))
-    s = Server(data, STOCKADE_NET_UPLINK_NETNS=f"/run/netns/{world.name}",
-               STOCKADE_NET_DNS=world.inside, STOCKADE_CA_BUNDLE=str(world.cert)).start()
+    s = Server(
+        data,
+        STOCKADE_NET_UPLINK_NETNS=f"/run/netns/{world.name}",
+        STOCKADE_NET_DNS=world.inside,
+        STOCKADE_CA_BUNDLE=str(world.cert),
+    ).start()
     try:
         yield s
     finally:
@@ -56,11 +60,12 @@ def keys(server: Server) -> dict[str, str]:
     """Two tenants; ``a`` owns the secret."""
     a, b = server.new_key("sec-a"), server.new_key("sec-b")
     with server.client(a) as c:
-        r = c.post("/secrets", json={"name": "API_KEY", "value": VALUE,
-                                     "hosts": ["allowed.test"]})
+        r = c.post("/secrets", json={"name": "API_KEY", "value": VALUE, "hosts": ["allowed.test"]})
         assert r.status_code == 201, r.text
-        r = c.post("/secrets", json={"name": "BODY_KEY", "value": VALUE + "-b",
-                                     "hosts": ["allowed.test"], "inject_body": True})
+        r = c.post(
+            "/secrets",
+            json={"name": "BODY_KEY", "value": VALUE + "-b", "hosts": ["allowed.test"], "inject_body": True},
+        )
         assert r.status_code == 201, r.text
     return {"a": a, "b": b}
 
@@ -169,8 +174,13 @@ def world_requests(world: World, path: str) -> list[dict[str, Any]]:  # noqa: F8
 
 
 @pytest.mark.parametrize("tier", ALL_TIERS)
-def test_secret_reaches_only_its_host(tier: str, make: Callable[..., Sandbox], world: World,  # noqa: F811
-                                      server: Server, keys: dict[str, str]) -> None:
+def test_secret_reaches_only_its_host(
+    tier: str,
+    make: Callable[..., Sandbox],
+    world: World,  # noqa: F811
+    server: Server,
+    keys: dict[str, str],
+) -> None:
     """The agent's code calls the bound host with the placeholder; the host receives the
     value; any other host (or the same over plain HTTP) receives the placeholder; and the
     value is nowhere the sandbox can look, nor in any log or file of Stockade's."""
@@ -186,8 +196,9 @@ def test_secret_reaches_only_its_host(tier: str, make: Callable[..., Sandbox], w
     assert out["body"] == 200 and out["again"] == 200, out
 
     def arrived(path: str) -> dict[str, Any]:
-        got = [e for e in world_requests(world, path) if placeholder in json.dumps(e)
-               or VALUE in json.dumps(e)]
+        got = [
+            e for e in world_requests(world, path) if placeholder in json.dumps(e) or VALUE in json.dumps(e)
+        ]
         assert len(got) >= 1, (path, world.events[-10:])
         return got[-1]
 
@@ -218,11 +229,11 @@ def test_secret_reaches_only_its_host(tier: str, make: Callable[..., Sandbox], w
         assert searched["child"] > 10, searched  # it really read the caller's memory
     # ... nor in its files, nor anywhere on the host's data directory (the sandbox's upper
     # layer included) in clear text: only the encrypted store holds it.
-    hit = subprocess.run(["grep", "-rlaF", VALUE, str(server.data_dir)], capture_output=True,
-                         text=True)
+    hit = subprocess.run(["grep", "-rlaF", VALUE, str(server.data_dir)], capture_output=True, text=True)
     assert hit.stdout == "", f"the value is in clear text in {hit.stdout}"
-    hit = subprocess.run(["grep", "-rlaF", placeholder, str(server.data_dir / "private")],
-                         capture_output=True, text=True)
+    hit = subprocess.run(
+        ["grep", "-rlaF", placeholder, str(server.data_dir / "private")], capture_output=True, text=True
+    )
     assert hit.stdout == ""  # the store has no reason to know the placeholder either
 
     # The egress log says what was injected by name only.
@@ -240,8 +251,9 @@ def test_secret_reaches_only_its_host(tier: str, make: Callable[..., Sandbox], w
         audit = c.get("/audit", params={"limit": 1000})
         assert audit.status_code == 200, audit.text
     assert VALUE not in audit.text and "secret.set" in audit.text
-    assert VALUE not in server.log_tail() and VALUE not in (
-        server.data_dir / "server.log").read_text(errors="replace")
+    assert VALUE not in server.log_tail() and VALUE not in (server.data_dir / "server.log").read_text(
+        errors="replace"
+    )
 
 
 def test_store_is_encrypted_and_private(server: Server, keys: dict[str, str]) -> None:
@@ -272,27 +284,35 @@ def test_another_tenant_cannot_see_or_use_it(server: Server, keys: dict[str, str
         r = c.post("/sandboxes", json={"network": POLICY, "secrets": ["API_KEY"]})
         assert r.status_code == 400 and "no secret 'API_KEY'" in r.text, r.text
         # B's own secret of the same name is B's: A's is untouched.
-        assert c.post("/secrets", json={"name": "API_KEY", "value": "b-value",
-                                        "hosts": ["other.test"]}).status_code == 201
+        assert (
+            c.post(
+                "/secrets", json={"name": "API_KEY", "value": "b-value", "hosts": ["other.test"]}
+            ).status_code
+            == 201
+        )
         assert c.delete("/secrets/API_KEY").status_code == 204
     with server.client(keys["a"]) as c:
         assert c.get("/secrets/API_KEY").json()["hosts"] == ["allowed.test"]
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ({"name": "-bad", "value": "v", "hosts": ["a.test"]}, "name"),
-    ({"name": "a b", "value": "v", "hosts": ["a.test"]}, "name"),
-    ({"name": "OK", "value": "v", "hosts": []}, "hosts"),
-    ({"name": "OK", "value": "v", "hosts": ["10.0.0.1"]}, "IP addresses"),
-    ({"name": "OK", "value": "v", "hosts": ["bad host"]}, "not a host name"),
-    ({"name": "OK", "value": "a\r\nX-Injected: 1", "hosts": ["a.test"]}, "line breaks"),
-    ({"name": "OK", "value": "", "hosts": ["a.test"]}, "value"),
-    ({"name": "OK", "value": "x" * 9000, "hosts": ["a.test"]}, "value"),
-    ({"name": "OK", "value": "v", "hosts": ["a.test"], "extra": 1}, "extra"),
-    ({"name": "OK", "hosts": ["a.test"]}, "value"),
-])
-def test_garbage_secret_requests(server: Server, keys: dict[str, str], body: dict[str, Any],
-                                 fragment: str) -> None:
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"name": "-bad", "value": "v", "hosts": ["a.test"]}, "name"),
+        ({"name": "a b", "value": "v", "hosts": ["a.test"]}, "name"),
+        ({"name": "OK", "value": "v", "hosts": []}, "hosts"),
+        ({"name": "OK", "value": "v", "hosts": ["10.0.0.1"]}, "IP addresses"),
+        ({"name": "OK", "value": "v", "hosts": ["bad host"]}, "not a host name"),
+        ({"name": "OK", "value": "a\r\nX-Injected: 1", "hosts": ["a.test"]}, "line breaks"),
+        ({"name": "OK", "value": "", "hosts": ["a.test"]}, "value"),
+        ({"name": "OK", "value": "x" * 9000, "hosts": ["a.test"]}, "value"),
+        ({"name": "OK", "value": "v", "hosts": ["a.test"], "extra": 1}, "extra"),
+        ({"name": "OK", "hosts": ["a.test"]}, "value"),
+    ],
+)
+def test_garbage_secret_requests(
+    server: Server, keys: dict[str, str], body: dict[str, Any], fragment: str
+) -> None:
     with server.client(keys["a"]) as c:
         r = c.post("/secrets", json=body)
     assert r.status_code in (400, 422), r.text
@@ -301,13 +321,14 @@ def test_garbage_secret_requests(server: Server, keys: dict[str, str], body: dic
 
 def test_garbage_sandbox_requests(server: Server, keys: dict[str, str]) -> None:
     with server.client(keys["a"]) as c:
-        cases = [({"secrets": ["API_KEY"]}, "network policy"),
-                 ({"network": {"allow_out": ["other.test"]}, "secrets": ["API_KEY"]},
-                  "does not allow"),
-                 ({"network": POLICY, "secrets": ["API_KEY", "API_KEY"]}, "twice"),
-                 ({"network": POLICY, "secrets": ["no such"]}, "secrets"),
-                 ({"network": POLICY, "secrets": {"1X": "API_KEY"}}, "secrets"),
-                 ({"network": POLICY, "secrets": "API_KEY"}, "secrets")]
+        cases = [
+            ({"secrets": ["API_KEY"]}, "network policy"),
+            ({"network": {"allow_out": ["other.test"]}, "secrets": ["API_KEY"]}, "does not allow"),
+            ({"network": POLICY, "secrets": ["API_KEY", "API_KEY"]}, "twice"),
+            ({"network": POLICY, "secrets": ["no such"]}, "secrets"),
+            ({"network": POLICY, "secrets": {"1X": "API_KEY"}}, "secrets"),
+            ({"network": POLICY, "secrets": "API_KEY"}, "secrets"),
+        ]
         for body, fragment in cases:
             r = c.post("/sandboxes", json=body)
             assert r.status_code in (400, 422) and fragment in r.text, (body, r.text)
@@ -327,18 +348,24 @@ def test_garbage_sandbox_requests(server: Server, keys: dict[str, str]) -> None:
 def test_cli_and_sdk(server: Server, keys: dict[str, str]) -> None:
     """`stockade secret set/ls/rm` read the value from stdin and never print it."""
     from tests.integration.server_harness import STOCKADE
+
     env = {**os.environ, "STOCKADE_API_URL": server.url, "STOCKADE_API_KEY": keys["a"]}
     value = "cli-" + secrets.token_hex(8)
-    r = subprocess.run([STOCKADE, "secret", "set", "CLI_KEY", "--host", "*.example.test"],
-                       input=value, capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [STOCKADE, "secret", "set", "CLI_KEY", "--host", "*.example.test"],
+        input=value,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     r = subprocess.run([STOCKADE, "secret", "ls"], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "CLI_KEY" in r.stdout and value not in r.stdout
     from stockade import Secret
+
     info = Secret.get("CLI_KEY", api_url=server.url, api_key=keys["a"])
     assert info.hosts == ["*.example.test"]
-    r = subprocess.run([STOCKADE, "secret", "rm", "CLI_KEY"], capture_output=True, text=True,
-                       env=env)
+    r = subprocess.run([STOCKADE, "secret", "rm", "CLI_KEY"], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert "CLI_KEY" not in [s.name for s in Secret.list(api_url=server.url, api_key=keys["a"])]
 
@@ -351,8 +378,7 @@ print(urllib.request.urlopen(req, timeout=10).status)
 """
 
 
-def test_secrets_survive_a_server_restart(server: Server, make: Callable[..., Sandbox],
-                                          world: World) -> None:  # noqa: F811
+def test_secrets_survive_a_server_restart(server: Server, make: Callable[..., Sandbox], world: World) -> None:  # noqa: F811
     """A restarted server re-attaches a live sandbox with its placeholders, and the proxy
     still injects the value (read again from the store under the key file). Last in the
     module: it restarts the module's server."""

@@ -54,8 +54,7 @@ def test_key_is_shown_once_stored_hashed_and_listed_by_prefix(server: Server) ->
     finally:
         store.close()
     with server.client(key) as c:
-        assert c.get("/whoami").json() == {"tenant": "hashcheck", "actor": created["id"],
-                                           "admin": False}
+        assert c.get("/whoami").json() == {"tenant": "hashcheck", "actor": created["id"], "admin": False}
 
 
 def test_revoked_key_is_refused_at_once(server: Server) -> None:
@@ -65,8 +64,7 @@ def test_revoked_key_is_refused_at_once(server: Server) -> None:
     with server.admin() as admin:
         r = admin.delete(f"/keys/{key_id(key)}")
         assert r.status_code == 200 and r.json()["state"] == "revoked"
-        assert admin.get("/keys", params={"tenant": "revoker"}).json()["items"][0]["state"] \
-            == "revoked"
+        assert admin.get("/keys", params={"tenant": "revoker"}).json()["items"][0]["state"] == "revoked"
     with server.client(key) as c:
         r = c.get("/sandboxes")
         assert r.status_code == 401 and "revoked" in r.json()["message"]
@@ -79,8 +77,7 @@ def test_expired_key_is_refused(server: Server) -> None:
         time.sleep(2)
         assert c.get("/sandboxes").status_code == 401
     with server.admin() as admin:
-        assert admin.get("/keys", params={"tenant": "expirer"}).json()["items"][0]["state"] \
-            == "expired"
+        assert admin.get("/keys", params={"tenant": "expirer"}).json()["items"][0]["state"] == "expired"
 
 
 def test_tenant_keys_cannot_manage_tenants_or_other_tenants_keys(server: Server) -> None:
@@ -92,12 +89,10 @@ def test_tenant_keys_cannot_manage_tenants_or_other_tenants_keys(server: Server)
         assert c.patch("/tenants/alpha", json={"max_sandboxes": 1000}).status_code == 403
         assert c.get("/tenants/beta").status_code == 404
         assert c.get("/tenants/alpha").status_code == 200
-        assert {k["tenant"] for k in c.get("/keys", params={"tenant": "beta"}).json()["items"]} \
-            == {"alpha"}
+        assert {k["tenant"] for k in c.get("/keys", params={"tenant": "beta"}).json()["items"]} == {"alpha"}
         assert c.delete(f"/keys/{theirs_id}").status_code == 404
         assert c.post("/keys", json={"tenant": "beta"}).status_code == 404
-        assert {e["tenant"] for e in c.get("/audit", params={"tenant": "beta"}).json()["items"]} \
-            <= {"alpha"}
+        assert {e["tenant"] for e in c.get("/audit", params={"tenant": "beta"}).json()["items"]} <= {"alpha"}
         own = c.post("/keys", json={"name": "second"})
         assert own.status_code == 201 and own.json()["tenant"] == "alpha"
     with server.client(theirs) as c:
@@ -115,16 +110,21 @@ def test_key_events_are_audited(server: Server) -> None:
 
 def test_cli_keys_create_prints_the_key_alone_on_the_last_line(server: Server) -> None:
     env = {**os.environ, "STOCKADE_API_URL": server.url, "STOCKADE_API_KEY": server.admin_key}
-    out = subprocess.run([STOCKADE, "keys", "create", "--tenant", "clitenant"], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [STOCKADE, "keys", "create", "--tenant", "clitenant"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     key = out.stdout.strip().splitlines()[-1]
     assert out.stdout.strip() == key
     with server.client(key) as c:
         assert c.get("/whoami").json()["tenant"] == "clitenant"
-    listed = subprocess.run([STOCKADE, "keys", "ls", "--tenant", "clitenant"], env=env,
-                            capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        [STOCKADE, "keys", "ls", "--tenant", "clitenant"], env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert key_id(key) in listed and key not in listed
-    subprocess.run([STOCKADE, "keys", "revoke", key_id(key)], env=env, check=True,
-                   capture_output=True)
+    subprocess.run([STOCKADE, "keys", "revoke", key_id(key)], env=env, check=True, capture_output=True)
     with server.client(key) as c:
         assert c.get("/whoami").status_code == 401

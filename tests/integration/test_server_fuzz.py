@@ -34,8 +34,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=6, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case: Any, target: dict[str, Any]) -> None:
     server: Server = target["server"]
     params = case.path_parameters or {}
@@ -49,7 +48,8 @@ def test_no_server_errors(case: Any, target: dict[str, Any]) -> None:
     response = case.call(base_url=server.url, headers=auth, timeout=30)
     assert response.status_code < 500, (
         f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}\n"
-        f"{case.as_curl_command()}\n{server.log_tail()[-1500:]}")
+        f"{case.as_curl_command()}\n{server.log_tail()[-1500:]}"
+    )
 
 
 def _streams_events(case: Any) -> bool:
@@ -62,8 +62,13 @@ def _check_event_stream(case: Any, server: Server, auth: dict[str, str]) -> None
     """Open the stream, judge its status and first bytes, close it (it never ends by itself)."""
     kwargs = case.as_transport_kwargs(base_url=server.url, headers=auth)
     try:
-        with httpx.stream(kwargs["method"], kwargs["url"], headers=kwargs["headers"],
-                          params=kwargs.get("params"), timeout=30) as response:
+        with httpx.stream(
+            kwargs["method"],
+            kwargs["url"],
+            headers=kwargs["headers"],
+            params=kwargs.get("params"),
+            timeout=30,
+        ) as response:
             status = response.status_code
             first = next(response.iter_bytes(), b"") if status < 400 else response.read()
     except httpx.LocalProtocolError:

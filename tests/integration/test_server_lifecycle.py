@@ -89,8 +89,16 @@ def test_rows_without_sandbox_are_dropped_at_start(srv: Server) -> None:
     srv.stop()
     store = Store(database_url(srv.data_dir))
     store.create_tenant("ghost", exist_ok=True)
-    store.add_sandbox(OwnedSandbox(id="sbghost000000000000", tenant="ghost", isolation="container",
-                                   cpu=1, memory_mb=512, created_at=time.time()))
+    store.add_sandbox(
+        OwnedSandbox(
+            id="sbghost000000000000",
+            tenant="ghost",
+            isolation="container",
+            cpu=1,
+            memory_mb=512,
+            created_at=time.time(),
+        )
+    )
     store.close()
     srv.start()
     assert rows(srv) == []

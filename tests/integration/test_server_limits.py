@@ -26,15 +26,20 @@ def tenant(sqlite_server: Server) -> Iterator[dict[str, Any]]:
         c.delete(f"/sandboxes/{sb['id']}")
 
 
-def test_malformed_json_and_wrong_types_are_400(sqlite_server: Server,
-                                                tenant: dict[str, Any]) -> None:
+def test_malformed_json_and_wrong_types_are_400(sqlite_server: Server, tenant: dict[str, Any]) -> None:
     with sqlite_server.client(tenant["key"]) as c:
         for content in (b"{", b"[1,2", b"\xff\xfe", b"null", b'"text"'):
             r = c.post("/sandboxes", content=content, headers={"content-type": "application/json"})
             assert r.status_code == 400, (content, r.text)
             assert r.json()["code"] == "invalid_request" and r.json()["request_id"]
-        for body in ({"cpu": "lots"}, {"timeout": -1}, {"isolation": "vm9000"},
-                     {"envs": {"A": 1}}, {"unknown": True}, {"memory_mb": 10 ** 30}):
+        for body in (
+            {"cpu": "lots"},
+            {"timeout": -1},
+            {"isolation": "vm9000"},
+            {"envs": {"A": 1}},
+            {"unknown": True},
+            {"memory_mb": 10**30},
+        ):
             r = c.post("/sandboxes", json=body)
             assert r.status_code == 400, (body, r.text)
         r = c.post("/sandboxes", json={"cpu": "lots"})
@@ -54,16 +59,18 @@ def test_huge_bodies_are_413(sqlite_server: Server, tenant: dict[str, Any]) -> N
         def chunked() -> Iterator[bytes]:  # no Content-Length: counted while read
             yield big[: 1 << 20]
             for i in range(1 << 20, len(big), 1 << 20):
-                yield big[i:i + (1 << 20)]
+                yield big[i : i + (1 << 20)]
 
         r = c.post("/sandboxes", content=chunked(), headers={"content-type": "application/json"})
         assert r.status_code == 413
-        r = c.post(f"/sandboxes/{tenant['id']}/processes/stdin", params={"pid": 1},
-                   content=b"x" * (9 << 20))
+        r = c.post(f"/sandboxes/{tenant['id']}/processes/stdin", params={"pid": 1}, content=b"x" * (9 << 20))
         assert r.status_code == 413
         # File uploads stream and are bounded by the sandbox's disk, not by the body limit.
-        r = c.put(f"/sandboxes/{tenant['id']}/files", params={"path": "/home/user/big.bin"},
-                  content=b"y" * (12 << 20))
+        r = c.put(
+            f"/sandboxes/{tenant['id']}/files",
+            params={"path": "/home/user/big.bin"},
+            content=b"y" * (12 << 20),
+        )
         assert r.status_code == 200 and r.json()["size"] == 12 << 20
 
 
@@ -74,26 +81,35 @@ def test_paths_cannot_leave_the_sandbox(sqlite_server: Server, tenant: dict[str,
         host_file.flush()
         base = f"/sandboxes/{tenant['id']}/files"
         with sqlite_server.client(tenant["key"]) as c:
-            for path in ("/home/user/../../etc/passwd", "../../../etc/shadow", "a/../../b",
-                         "/home/user/x\x00y"):
-                for r in (c.get(base, params={"path": path}),
-                          c.put(base, params={"path": path}, content=b"x"),
-                          c.get(f"{base}/stat", params={"path": path}),
-                          c.delete(base, params={"path": path}),
-                          c.post(f"{base}/mkdir", json={"path": path}),
-                          c.post(f"{base}/rename", json={"src": "/home/user/big.bin",
-                                                         "dst": path})):
+            for path in (
+                "/home/user/../../etc/passwd",
+                "../../../etc/shadow",
+                "a/../../b",
+                "/home/user/x\x00y",
+            ):
+                for r in (
+                    c.get(base, params={"path": path}),
+                    c.put(base, params={"path": path}, content=b"x"),
+                    c.get(f"{base}/stat", params={"path": path}),
+                    c.delete(base, params={"path": path}),
+                    c.post(f"{base}/mkdir", json={"path": path}),
+                    c.post(f"{base}/rename", json={"src": "/home/user/big.bin", "dst": path}),
+                ):
                     assert r.status_code == 400, (path, r.request.method, r.text)
                     assert "'..'" in r.json()["message"] or "NUL" in r.json()["message"]
             # A host path, directly or through a symlink made inside: only the sandbox's own
             # filesystem is ever reached, where that path does not exist.
-            for path in (host_file.name, "/var/lib/stockade/private/admin.key",
-                         str(sqlite_server.data_dir / "private" / "stockade.db")):
+            for path in (
+                host_file.name,
+                "/var/lib/stockade/private/admin.key",
+                str(sqlite_server.data_dir / "private" / "stockade.db"),
+            ):
                 r = c.get(base, params={"path": path})
                 assert r.status_code == 404 and r.json()["code"] == "not_found", r.text
-            link = c.post(f"/sandboxes/{tenant['id']}/processes",
-                          json={"cmd": f"ln -s {host_file.name} /home/user/link && "
-                                       f"ln -s / /home/user/root"})
+            link = c.post(
+                f"/sandboxes/{tenant['id']}/processes",
+                json={"cmd": f"ln -s {host_file.name} /home/user/link && ln -s / /home/user/root"},
+            )
             assert '"exit_code":0' in link.text
             r = c.get(base, params={"path": "/home/user/link"})
             assert r.status_code == 404 and secret not in r.content
@@ -114,12 +130,12 @@ def rss_mb(pid: int) -> float:
 
 
 def test_a_stalled_reader_of_a_1gb_stream_does_not_grow_server_memory(
-        sqlite_server: Server, tenant: dict[str, Any]) -> None:
+    sqlite_server: Server, tenant: dict[str, Any]
+) -> None:
     url = f"{sqlite_server.url}/sandboxes/{tenant['id']}/processes"
     body = {"cmd": "head -c 1073741824 /dev/zero", "max_output": 2 << 30, "timeout": 120}
     before = rss_mb(sqlite_server.pid)
-    with httpx.Client(headers={"Authorization": f"Bearer {tenant['key']}"},
-                      timeout=httpx.Timeout(60)) as c:
+    with httpx.Client(headers={"Authorization": f"Bearer {tenant['key']}"}, timeout=httpx.Timeout(60)) as c:
         with c.stream("POST", url, json=body) as r:
             assert r.status_code == 200
             got = 0
@@ -150,8 +166,9 @@ def test_disk_quota_counts_stopped_and_archived_sandboxes(sqlite_server: Server)
         assert c.post(f"/sandboxes/{b}/stop").status_code == 200
         r = c.post("/sandboxes", json=ws)
         assert r.status_code == 429 and r.json()["code"] == "quota_exceeded"
-        assert ("holds 128 of 150 MiB of disk" in r.json()["message"]
-                and "stopped" in r.json()["message"]), r.text
+        assert "holds 128 of 150 MiB of disk" in r.json()["message"] and "stopped" in r.json()["message"], (
+            r.text
+        )
         assert c.get("/tenants/diskquota").json()["disk_mb"] == 128
         assert c.delete(f"/sandboxes/{b}").status_code == 204
         c_id = c.post("/sandboxes", json=ws).json()["id"]  # room again: 64 + 64

@@ -23,10 +23,15 @@ def victim(server: Server) -> Iterator[dict[str, Any]]:
     with server.client(key) as c:
         sb = c.post("/sandboxes", json={"timeout": 600, "metadata": {"owner": "victim"}}).json()
         base = f"/sandboxes/{sb['id']}"
-        assert c.put(f"{base}/files", params={"path": "/home/user/secret.txt"},
-                     content=b"victim data").status_code == 200
-        with c.stream("POST", f"{base}/processes",
-                      json={"cmd": "sleep 600", "tag": "keeper", "timeout": 600}) as r:
+        assert (
+            c.put(
+                f"{base}/files", params={"path": "/home/user/secret.txt"}, content=b"victim data"
+            ).status_code
+            == 200
+        )
+        with c.stream(
+            "POST", f"{base}/processes", json={"cmd": "sleep 600", "tag": "keeper", "timeout": 600}
+        ) as r:
             assert r.status_code == 200
             next(r.iter_lines())  # started
     yield {"sandbox": sb, "key": key, "attacker": server.new_key("attacker")}
@@ -44,23 +49,36 @@ def sandbox_routes(server: Server) -> list[tuple[str, str, dict[str, Any]]]:
     return routes
 
 
-def call(client: httpx.Client, method: str, path: str, op: dict[str, Any],
-         sandbox_id: str) -> httpx.Response:
+def call(client: httpx.Client, method: str, path: str, op: dict[str, Any], sandbox_id: str) -> httpx.Response:
     url = re.sub(r"\{(\w+)\}", lambda m: sandbox_id if m.group(1) == "sandbox_id" else "1", path)
-    params = {p["name"]: "/home/user/secret.txt" if p["name"] in ("path", "src", "dst") else "1"
-              for p in op.get("parameters", []) if p["in"] == "query" and p.get("required")}
+    params = {
+        p["name"]: "/home/user/secret.txt" if p["name"] in ("path", "src", "dst") else "1"
+        for p in op.get("parameters", [])
+        if p["in"] == "query" and p.get("required")
+    }
     content = op.get("requestBody", {}).get("content", {})
     if "application/json" in content:
-        return client.request(method, url, params=params,
-                              json={"path": "/home/user/secret.txt", "pid": 1, "tag": "keeper",
-                                    "signal": "KILL", "cmd": "rm -rf /home/user",
-                                    "src": "/home/user/secret.txt", "dst": "/tmp/x",
-                                    "timeout": 5, "cols": 10, "rows": 10})
+        return client.request(
+            method,
+            url,
+            params=params,
+            json={
+                "path": "/home/user/secret.txt",
+                "pid": 1,
+                "tag": "keeper",
+                "signal": "KILL",
+                "cmd": "rm -rf /home/user",
+                "src": "/home/user/secret.txt",
+                "dst": "/tmp/x",
+                "timeout": 5,
+                "cols": 10,
+                "rows": 10,
+            },
+        )
     return client.request(method, url, params=params, content=b"overwritten")
 
 
-def test_every_sandbox_route_answers_404_to_another_tenant(server: Server,
-                                                           victim: dict[str, Any]) -> None:
+def test_every_sandbox_route_answers_404_to_another_tenant(server: Server, victim: dict[str, Any]) -> None:
     sb = victim["sandbox"]
     routes = sandbox_routes(server)
     assert len(routes) >= 12, routes
@@ -78,8 +96,7 @@ def test_every_sandbox_route_answers_404_to_another_tenant(server: Server,
         now = owner.get(base).json()
         assert now["state"] == "running" and now["expires_at"] == sb["expires_at"]
         assert now["metadata"] == {"owner": "victim"}
-        assert owner.get(f"{base}/files", params={"path": "/home/user/secret.txt"}).content \
-            == b"victim data"
+        assert owner.get(f"{base}/files", params={"path": "/home/user/secret.txt"}).content == b"victim data"
         procs = owner.get(f"{base}/processes").json()
         assert [p["tag"] for p in procs if p["status"] == "running"] == ["keeper"]
         assert [s["id"] for s in owner.get("/sandboxes").json()["items"]] == [sb["id"]]
@@ -89,8 +106,16 @@ def test_every_sandbox_route_answers_404_to_another_tenant(server: Server,
 
 def test_quotas_answer_429_with_a_clear_message(server: Server) -> None:
     with server.admin() as admin:
-        r = admin.post("/tenants", json={"name": "quota", "max_sandboxes": 1, "max_vcpu": 1.5,
-                                         "max_memory_mb": 1024, "max_lifetime": 600})
+        r = admin.post(
+            "/tenants",
+            json={
+                "name": "quota",
+                "max_sandboxes": 1,
+                "max_vcpu": 1.5,
+                "max_memory_mb": 1024,
+                "max_lifetime": 600,
+            },
+        )
         assert r.status_code == 201, r.text
     key = server.new_key("quota")
     with server.client(key) as c:
@@ -121,7 +146,9 @@ def test_quotas_answer_429_with_a_clear_message(server: Server) -> None:
 
 
 def test_sdk_in_remote_mode(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    key = server.new_key("sdkuser", )
+    key = server.new_key(
+        "sdkuser",
+    )
     with server.admin() as admin:
         admin.patch("/tenants/sdkuser", json={"max_sandboxes": 1})
     monkeypatch.setenv("STOCKADE_API_URL", server.url)

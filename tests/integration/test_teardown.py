@@ -69,8 +69,11 @@ def test_a_paused_container_is_killed_at_once(make_sandbox, daemon) -> None:  # 
     assert _no_zombies(daemon) == []
 
 
-def test_a_sandbox_that_died_on_its_own_is_reaped_and_killed(make_sandbox, tier: str,  # type: ignore[no-untyped-def]
-                                                             daemon) -> None:
+def test_a_sandbox_that_died_on_its_own_is_reaped_and_killed(
+    make_sandbox,
+    tier: str,  # type: ignore[no-untyped-def]
+    daemon,
+) -> None:
     sb = make_sandbox(isolation=tier)
     assert sb.commands.run("echo up").stdout == "up\n"
     relative = f"{cgroup_parent(daemon.data_dir)}/{sb.id}"

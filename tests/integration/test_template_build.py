@@ -17,8 +17,15 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from stockade import (AsyncTemplate, ConflictError, InvalidRequestError, NotFoundError, Sandbox,
-                      Template, TemplateBuildError)
+from stockade import (
+    AsyncTemplate,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    Sandbox,
+    Template,
+    TemplateBuildError,
+)
 from stockade.images import ImageStore
 
 from tests.conftest import IMAGES_DIR, Daemon
@@ -84,22 +91,33 @@ def statuses(events: list[dict[str, Any]]) -> dict[str, str]:
 
 def build_leftovers(daemon: Daemon, name: str) -> list[str]:
     with daemon.client() as c:
-        sandboxes = [s["id"] for s in c.get("/sandboxes", params={"limit": 1000}).json()["items"]
-                     if s["metadata"].get("stockade.template") == name]
+        sandboxes = [
+            s["id"]
+            for s in c.get("/sandboxes", params={"limit": 1000}).json()["items"]
+            if s["metadata"].get("stockade.template") == name
+        ]
     staging = [e for e in os.listdir(IMAGES_DIR) if e.startswith(f".build-{name}-")]
     return sandboxes + staging + (["template"] if ImageStore(IMAGES_DIR).exists(name) else [])
 
 
 def test_build_gives_files_env_cwd_and_user_then_rebuild_is_cached(
-        context: Path, templates: Callable[[], str], make_sandbox: Callable[..., Sandbox]) -> None:
+    context: Path, templates: Callable[[], str], make_sandbox: Callable[..., Sandbox]
+) -> None:
     name = templates()
     started = time.monotonic()
     info, events = build(context, name)
     first = time.monotonic() - started
-    assert statuses(events) == {"1:FROM": "cached", "2:RUN": "built", "3:COPY": "built",
-                                "4:ENV": "configured", "5:ENV": "configured",
-                                "6:WORKDIR": "built", "7:RUN": "built", "8:USER": "configured",
-                                "9:RUN": "built"}
+    assert statuses(events) == {
+        "1:FROM": "cached",
+        "2:RUN": "built",
+        "3:COPY": "built",
+        "4:ENV": "configured",
+        "5:ENV": "configured",
+        "6:WORKDIR": "built",
+        "7:RUN": "built",
+        "8:USER": "configured",
+        "9:RUN": "built",
+    }
     logs = "".join(e["data"] for e in events if e["type"] == "log")
     assert "built-in-a-sandbox" in logs
     assert info.name == name and info.config["workdir"] == "/srv/app"
@@ -107,15 +125,23 @@ def test_build_gives_files_env_cwd_and_user_then_rebuild_is_cached(
 
     for tier in ("container", "gvisor"):
         sb = make_sandbox(template=name, isolation=tier)
-        out = sb.commands.run("pwd; id -un; echo $GREETING; echo $PATH; cat /etc/build-token "
-                              "app.py d.txt /home/builder/made.txt; "
-                              "python3 -c 'import os; print(os.stat(\"app.py\").st_uid)'")
+        out = sb.commands.run(
+            "pwd; id -un; echo $GREETING; echo $PATH; cat /etc/build-token "
+            "app.py d.txt /home/builder/made.txt; "
+            "python3 -c 'import os; print(os.stat(\"app.py\").st_uid)'"
+        )
         assert out.exit_code == 0, out.stderr
         assert out.stdout.splitlines() == [
-            "/srv/app", "builder", "hello world",
+            "/srv/app",
+            "builder",
+            "hello world",
             "/opt/tool/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            f"token {TOKEN}", "print('app')", "data file",
-            "hello world from builder in /srv/app", "0"]
+            f"token {TOKEN}",
+            "print('app')",
+            "data file",
+            "hello world from builder in /srv/app",
+            "0",
+        ]
         # Explicit arguments still win over the template's defaults.
         assert sb.commands.run("id -un; pwd", user="root", cwd="/").stdout.split() == ["root", "/"]
 
@@ -137,7 +163,11 @@ def test_build_gives_files_env_cwd_and_user_then_rebuild_is_cached(
     (context / "data" / "d.txt").write_text("changed\n")
     _, events4 = build(context, templates(), DOCKERFILE)
     assert [k for k, v in statuses(events4).items() if v == "built"] == [
-        "3:COPY", "6:WORKDIR", "7:RUN", "9:RUN"]
+        "3:COPY",
+        "6:WORKDIR",
+        "7:RUN",
+        "9:RUN",
+    ]
 
     # A template in use by a sandbox or by another template cannot be deleted.
     child = templates()
@@ -156,19 +186,28 @@ def test_build_gives_files_env_cwd_and_user_then_rebuild_is_cached(
 def test_cli_builds_with_progress(context: Path, templates: Callable[[], str]) -> None:
     name = templates()
     (context / "Dockerfile").write_text(f"FROM base\nENV X={TOKEN}\nRUN echo cli-{TOKEN}\n")
-    result = subprocess.run([STOCKADE, "image", "build", "-f", str(context / "Dockerfile"),
-                             "--name", name], capture_output=True, text=True, env=os.environ)
+    result = subprocess.run(
+        [STOCKADE, "image", "build", "-f", str(context / "Dockerfile"), "--name", name],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
     assert result.returncode == 0, result.stderr
     assert "[3/3] RUN echo" in result.stderr and f"cli-{TOKEN}" in result.stderr
     assert f"template {name} ready" in result.stderr
     assert Template.get(name).config["env"] == {"X": TOKEN}
-    again = subprocess.run([STOCKADE, "image", "build", "-f", str(context / "Dockerfile"),
-                            "--name", name], capture_output=True, text=True, env=os.environ)
+    again = subprocess.run(
+        [STOCKADE, "image", "build", "-f", str(context / "Dockerfile"), "--name", name],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
 def test_failing_run_leaves_no_template_and_no_build_sandbox(
-        daemon: Daemon, context: Path, templates: Callable[[], str]) -> None:
+    daemon: Daemon, context: Path, templates: Callable[[], str]
+) -> None:
     name = templates()
     text = f"FROM base\nRUN echo {TOKEN} > /tmp/x\nRUN echo about to fail; exit 3\n"
     with pytest.raises(TemplateBuildError, match="line 3.*exit code 3"):
@@ -179,10 +218,12 @@ def test_failing_run_leaves_no_template_and_no_build_sandbox(
 
 
 def test_cancelled_build_leaves_no_template_and_no_build_sandbox(
-        daemon: Daemon, context: Path, templates: Callable[[], str]) -> None:
+    daemon: Daemon, context: Path, templates: Callable[[], str]
+) -> None:
     name = templates()
     (context / "Dockerfile").write_text(
-        f"FROM base\nRUN echo {TOKEN}; echo running-now; sleep 120\nRUN true\n")
+        f"FROM base\nRUN echo {TOKEN}; echo running-now; sleep 120\nRUN true\n"
+    )
 
     async def build_then_cancel() -> None:
         running = asyncio.Event()
@@ -191,8 +232,9 @@ def test_cancelled_build_leaves_no_template_and_no_build_sandbox(
             if event["type"] == "log" and "running-now" in event["data"]:
                 running.set()
 
-        task = asyncio.create_task(AsyncTemplate.build(
-            str(context / "Dockerfile"), name=name, on_event=on_event))
+        task = asyncio.create_task(
+            AsyncTemplate.build(str(context / "Dockerfile"), name=name, on_event=on_event)
+        )
         await asyncio.wait_for(running.wait(), 60)
         assert build_leftovers(daemon, name)  # the build sandbox is there while it runs
         task.cancel()
@@ -206,8 +248,9 @@ def test_cancelled_build_leaves_no_template_and_no_build_sandbox(
     assert build_leftovers(daemon, name) == []
 
 
-def test_copy_cannot_read_outside_the_context(daemon: Daemon, context: Path,
-                                              templates: Callable[[], str]) -> None:
+def test_copy_cannot_read_outside_the_context(
+    daemon: Daemon, context: Path, templates: Callable[[], str]
+) -> None:
     (context / "etc-link").symlink_to("/etc")
     (context / "passwd-link").symlink_to("/etc/passwd")
     for source in ("etc-link/passwd", "passwd-link", "etc-link"):
@@ -239,24 +282,27 @@ def test_a_context_tar_cannot_write_outside_its_directory(daemon: Daemon) -> Non
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     with daemon.client() as c:
-        response = c.post("/templates/build", params={"name": f"tb-{TOKEN}-escape"},
-                          content=buffer.getvalue())
+        response = c.post(
+            "/templates/build", params={"name": f"tb-{TOKEN}-escape"}, content=buffer.getvalue()
+        )
     assert response.status_code == 400, response.text
     assert "outside" in response.json()["message"]
     assert not target.exists()
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("FROM base\nADD x /y\n", "line 2: ADD is not supported: use COPY"),
-    ("RUN true\n", "line 1: the first instruction must be FROM"),
-    ("FROM base\n\nRUN ok\nFOO bar\nCMD [\"x\"]\n", "line 4: unknown instruction 'FOO'"),
-    ("FROM python:3.11\n", "line 1: FROM takes the name of a Stockade template"),
-    ("FROM base\nRUN a \\\n", "line 2: the last instruction ends with '\\'"),
-    ("FROM nope-nope\nRUN true\n", "line 1: no template 'nope-nope'"),
-    ("", "the Dockerfile is empty"),
-])
-def test_bad_dockerfiles_are_refused_with_their_line(context: Path, text: str,
-                                                     expected: str) -> None:
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("FROM base\nADD x /y\n", "line 2: ADD is not supported: use COPY"),
+        ("RUN true\n", "line 1: the first instruction must be FROM"),
+        ('FROM base\n\nRUN ok\nFOO bar\nCMD ["x"]\n', "line 4: unknown instruction 'FOO'"),
+        ("FROM python:3.11\n", "line 1: FROM takes the name of a Stockade template"),
+        ("FROM base\nRUN a \\\n", "line 2: the last instruction ends with '\\'"),
+        ("FROM nope-nope\nRUN true\n", "line 1: no template 'nope-nope'"),
+        ("", "the Dockerfile is empty"),
+    ],
+)
+def test_bad_dockerfiles_are_refused_with_their_line(context: Path, text: str, expected: str) -> None:
     with pytest.raises(InvalidRequestError) as caught:
         build(context, f"tb-{TOKEN}-bad", text)
     assert expected in str(caught.value)
@@ -302,8 +348,7 @@ def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STOCKADE_API_URL", raising=False)
 
 
-def test_prune_waits_for_a_build_of_another_engine_on_the_same_image_store(
-        daemon: Daemon) -> None:
+def test_prune_waits_for_a_build_of_another_engine_on_the_same_image_store(daemon: Daemon) -> None:
     """Two engines may share an image store (several daemons, or hosts of a one-machine
     cluster): a prune must not remove the cache layer that the other's build steps on."""
     import fcntl

@@ -23,28 +23,45 @@ pytestmark = pytest.mark.root
 STOCKADE = str(Path(sys.executable).parent / "stockade")
 #: Resolved inside the base image: python3, dash and every library they and Python's C
 #: modules load.
-LIBS = ("for f in /usr/bin/python3.11 /usr/bin/dash /usr/lib/python3.11/lib-dynload/*.so; do "
-        "ldd \"$f\" | awk '/=>/ {print $3} /ld-linux/ {print $1}'; done | sort -u | "
-        "while read -r lib; do echo \"$(readlink -f \"$(dirname \"$lib\")\")/$(basename \"$lib\")\"; "
-        "readlink -f \"$lib\"; done")
+LIBS = (
+    "for f in /usr/bin/python3.11 /usr/bin/dash /usr/lib/python3.11/lib-dynload/*.so; do "
+    "ldd \"$f\" | awk '/=>/ {print $3} /ld-linux/ {print $1}'; done | sort -u | "
+    'while read -r lib; do echo "$(readlink -f "$(dirname "$lib")")/$(basename "$lib")"; '
+    'readlink -f "$lib"; done'
+)
 
 
 def python_rootfs(dest: Path) -> None:
     """A small root filesystem with only python3 and sh, taken from the base image."""
     base = IMAGES_DIR / "base" / "rootfs"
-    libs = subprocess.run(["chroot", str(base), "sh", "-c", LIBS], capture_output=True,
-                          text=True, check=True).stdout.split()
-    paths = ["usr/bin/python3.11", "usr/bin/python3", "usr/bin/dash", "usr/bin/sh",
-             "usr/lib/python3.11", "usr/lib64", "bin", "lib", "lib64",
-             *(p.lstrip("/") for p in libs)]
+    libs = subprocess.run(
+        ["chroot", str(base), "sh", "-c", LIBS], capture_output=True, text=True, check=True
+    ).stdout.split()
+    paths = [
+        "usr/bin/python3.11",
+        "usr/bin/python3",
+        "usr/bin/dash",
+        "usr/bin/sh",
+        "usr/lib/python3.11",
+        "usr/lib64",
+        "bin",
+        "lib",
+        "lib64",
+        *(p.lstrip("/") for p in libs),
+    ]
     dest.mkdir()
     subprocess.run(["cp", "-a", "--parents", *paths, str(dest)], cwd=base, check=True)
     (dest / "etc").mkdir()
-    (dest / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
-                                         "user:x:1000:1000::/home/user:/bin/sh\n")
+    (dest / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n"
+    )
     (dest / "etc" / "group").write_text("root:x:0:\nuser:x:1000:\n")
-    for d, mode, uid in (("tmp", 0o1777, 0), ("root", 0o700, 0), ("home/user", 0o755, 1000),
-                         ("srv", 0o755, 0)):
+    for d, mode, uid in (
+        ("tmp", 0o1777, 0),
+        ("root", 0o700, 0),
+        ("home/user", 0o755, 1000),
+        ("srv", 0o755, 0),
+    ):
         (dest / d).mkdir(parents=True)
         os.chmod(dest / d, mode)
         os.chown(dest / d, uid, uid)
@@ -61,17 +78,24 @@ def docker_save(rootfs: Path | None, out: Path, files: dict[str, bytes] | None =
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     diff = hashlib.sha256(layer.getvalue()).hexdigest()
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/usr/bin:/bin", "IMPORTED=yes"], "WorkingDir": "/srv",
-                   "User": "1000"},
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff}"]}}).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Env": ["PATH=/usr/bin:/bin", "IMPORTED=yes"], "WorkingDir": "/srv", "User": "1000"},
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff}"]},
+        }
+    ).encode()
     config_name = hashlib.sha256(config).hexdigest() + ".json"
-    manifest = json.dumps([{"Config": config_name, "RepoTags": ["test/py:latest"],
-                            "Layers": [f"{diff}/layer.tar"]}]).encode()
+    manifest = json.dumps(
+        [{"Config": config_name, "RepoTags": ["test/py:latest"], "Layers": [f"{diff}/layer.tar"]}]
+    ).encode()
     with tarfile.open(out, "w") as tar:
-        for name, data in ((f"{diff}/layer.tar", layer.getvalue()), (config_name, config),
-                           ("manifest.json", manifest)):
+        for name, data in (
+            (f"{diff}/layer.tar", layer.getvalue()),
+            (config_name, config),
+            ("manifest.json", manifest),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -101,16 +125,22 @@ def names(daemon: Daemon) -> Iterator[Callable[[], str]]:
             pass
 
 
-CHECK = ("python3 -c 'import os, pwd; print(os.getcwd(), os.environ[\"IMPORTED\"], "
-         "pwd.getpwuid(os.getuid()).pw_name)'")
+CHECK = (
+    'python3 -c \'import os, pwd; print(os.getcwd(), os.environ["IMPORTED"], '
+    "pwd.getpwuid(os.getuid()).pw_name)'"
+)
 
 
-def test_docker_save_archive_becomes_a_template(archive: Path, names: Callable[[], str],
-                                                make_sandbox: Callable[..., Sandbox]) -> None:
+def test_docker_save_archive_becomes_a_template(
+    archive: Path, names: Callable[[], str], make_sandbox: Callable[..., Sandbox]
+) -> None:
     name = names()
     info = Template.import_image(str(archive), name=name)
-    assert info.config == {"env": {"PATH": "/usr/bin:/bin", "IMPORTED": "yes"},
-                           "workdir": "/srv", "user": "user"}
+    assert info.config == {
+        "env": {"PATH": "/usr/bin:/bin", "IMPORTED": "yes"},
+        "workdir": "/srv",
+        "user": "user",
+    }
     for tier in ("container", "gvisor"):
         sb = make_sandbox(template=name, isolation=tier)
         assert sb.commands.run(CHECK).stdout.split() == ["/srv", "yes", "user"]
@@ -119,22 +149,27 @@ def test_docker_save_archive_becomes_a_template(archive: Path, names: Callable[[
         Template.import_image(str(archive), name=name)
 
 
-def test_oci_layout_imports_through_the_cli(archive: Path, tmp_path: Path,
-                                            names: Callable[[], str],
-                                            make_sandbox: Callable[..., Sandbox]) -> None:
+def test_oci_layout_imports_through_the_cli(
+    archive: Path, tmp_path: Path, names: Callable[[], str], make_sandbox: Callable[..., Sandbox]
+) -> None:
     layout = tmp_path / "layout"
-    subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet",
-                    f"docker-archive:{archive}", f"oci:{layout}:v1"], check=True)
+    subprocess.run(
+        ["skopeo", "--insecure-policy", "copy", "--quiet", f"docker-archive:{archive}", f"oci:{layout}:v1"],
+        check=True,
+    )
     name = names()
-    result = subprocess.run([STOCKADE, "image", "import", str(layout), "--name", name],
-                            capture_output=True, text=True, env=os.environ)
+    result = subprocess.run(
+        [STOCKADE, "image", "import", str(layout), "--name", name],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
     assert result.returncode == 0, result.stderr
     sb = make_sandbox(template=name, isolation="container")
     assert sb.commands.run(CHECK).stdout.split() == ["/srv", "yes", "user"]
 
 
-def test_images_without_python_or_not_images_are_refused(tmp_path: Path,
-                                                         names: Callable[[], str]) -> None:
+def test_images_without_python_or_not_images_are_refused(tmp_path: Path, names: Callable[[], str]) -> None:
     bare = docker_save(None, tmp_path / "bare.tar", {"etc/hostname": b"bare\n"})
     name = names()
     with pytest.raises(InvalidRequestError, match="the image has no python3"):

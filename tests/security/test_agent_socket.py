@@ -32,8 +32,11 @@ async def test_a_real_socket_is_reached(tmp_path: Path, host_socket) -> None:  #
     assert listener.connections == 1 or await _eventually(lambda: listener.connections == 1)
 
 
-async def test_a_planted_symlink_is_not_followed(tmp_path: Path, host_socket,  # type: ignore[no-untyped-def]
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_planted_symlink_is_not_followed(
+    tmp_path: Path,
+    host_socket,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     path, listener = host_socket
     run_dir = tmp_path / "sandboxes" / "sbplanted" / "disk" / "run"
     run_dir.mkdir(parents=True)

@@ -37,8 +37,9 @@ def test_attack_is_stopped(results: Any, tier: str, attack: str, user: str) -> N
     result = results(tier)[(attack, user)]
     assert result.passed, f"{attack} as {user} on {tier}: {result.outcome}: {result.detail}"
     expected = BY_NAME[attack].expected(tier, user)
-    assert expected in (None, result.outcome), \
+    assert expected in (None, result.outcome), (
         f"{attack} as {user} on {tier}: expected {expected}, got {result.outcome}: {result.detail}"
+    )
 
 
 @pytest.mark.parametrize("tier", TIERS)

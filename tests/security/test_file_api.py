@@ -24,8 +24,13 @@ def bait(daemon: Any) -> Iterator[Bait]:
 
 
 def _attempts(canary: Path) -> list[str]:
-    return [str(canary), "../../../../../../.." + str(canary), "/proc/1/root" + str(canary),
-            "/.stockade/run/../../../../.." + str(canary), f"/home/user/../../{canary}"]
+    return [
+        str(canary),
+        "../../../../../../.." + str(canary),
+        "/proc/1/root" + str(canary),
+        "/.stockade/run/../../../../.." + str(canary),
+        f"/home/user/../../{canary}",
+    ]
 
 
 def _assert_host_clean(bait: Bait, *outputs: str) -> None:
@@ -60,8 +65,11 @@ def test_traversal_paths_stay_inside(sandbox: Sandbox, bait: Bait) -> None:
 
 def test_planted_symlinks_resolve_inside(sandbox: Sandbox, bait: Bait) -> None:
     targets = " ".join(str(c) for c in bait.canaries)
-    sandbox.commands.run(f"i=0; for t in {targets}; do ln -s $t ~/l$i; ln -s /proc/1/root$t "
-                         f"~/p$i; i=$((i+1)); done; ln -s / ~/rootlink", check=True)
+    sandbox.commands.run(
+        f"i=0; for t in {targets}; do ln -s $t ~/l$i; ln -s /proc/1/root$t "
+        f"~/p$i; i=$((i+1)); done; ln -s / ~/rootlink",
+        check=True,
+    )
     seen = []
     for name in ("l0", "l1", "p0", "p1"):
         for op in ("read", "write", "stat"):
@@ -85,8 +93,10 @@ def test_planted_symlinks_resolve_inside(sandbox: Sandbox, bait: Bait) -> None:
 def test_links_swapped_mid_request(sandbox: Sandbox, bait: Bait) -> None:
     """A loop in the sandbox flips a name between a file and a link to the host canary."""
     canary = bait.canaries[0]
-    swap = (f"while true; do echo inside > ~/f.tmp; mv -f ~/f.tmp ~/f; "
-            f"ln -sfn {canary} ~/f; ln -sfn /proc/1/root{canary} ~/f; done")
+    swap = (
+        f"while true; do echo inside > ~/f.tmp; mv -f ~/f.tmp ~/f; "
+        f"ln -sfn {canary} ~/f; ln -sfn /proc/1/root{canary} ~/f; done"
+    )
     flipper = sandbox.commands.run(swap, background=True, timeout=60)
     seen, reads, writes = [], 0, 0
     deadline = time.monotonic() + 3

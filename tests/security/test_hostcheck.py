@@ -17,8 +17,9 @@ def test_a_lost_runtime_command_is_a_leak(tmp_path: Path) -> None:
     fake.symlink_to("/usr/bin/python3")
     data_dir = tmp_path / "data"
     root = data_dir / "runtime" / "gvisor"
-    proc = subprocess.Popen([str(fake), "-c", "import time; time.sleep(60)",
-                             f"--root={root}", "checkpoint", "sbLost"])
+    proc = subprocess.Popen(
+        [str(fake), "-c", "import time; time.sleep(60)", f"--root={root}", "checkpoint", "sbLost"]
+    )
     try:
         deadline = time.monotonic() + 10
         while not (found := find_leaks(data_dir, "sbLost")) and time.monotonic() < deadline:

@@ -19,15 +19,27 @@ BODIES: dict[str, bytes] = {
     "json array": b"[1, 2, 3]",
     "json scalar": b"42",
     "deep nesting": b"[" * 100_000 + b"]" * 100_000,
-    "wrong types": json.dumps({"timeout": "soon", "path": 7, "cmd": ["x"], "pid": "one",
-                               "signal": {"a": 1}, "user": None, "cols": -1}).encode(),
-    "oversized": json.dumps({"cmd": "x" * OVERSIZED, "path": "y" * 8192,
-                             "envs": {str(i): "v" for i in range(5000)}}).encode(),
+    "wrong types": json.dumps(
+        {
+            "timeout": "soon",
+            "path": 7,
+            "cmd": ["x"],
+            "pid": "one",
+            "signal": {"a": 1},
+            "user": None,
+            "cols": -1,
+        }
+    ).encode(),
+    "oversized": json.dumps(
+        {"cmd": "x" * OVERSIZED, "path": "y" * 8192, "envs": {str(i): "v" for i in range(5000)}}
+    ).encode(),
     "random": os.urandom(64 << 10),
 }
 #: Routes whose body is raw data by design (an upload, stdin): garbage is valid content there.
-RAW_BODY_ROUTES = {("PUT", "/sandboxes/{sandbox_id}/files"),
-                   ("POST", "/sandboxes/{sandbox_id}/processes/stdin")}
+RAW_BODY_ROUTES = {
+    ("PUT", "/sandboxes/{sandbox_id}/files"),
+    ("POST", "/sandboxes/{sandbox_id}/processes/stdin"),
+}
 
 
 def _routes(client: httpx.Client) -> list[tuple[str, str, bool]]:
@@ -46,12 +58,13 @@ def _fill(path: str, sandbox_id: str) -> str:
     out = path.replace("{sandbox_id}", sandbox_id)
     while "{" in out:
         start = out.index("{")
-        out = out[:start] + "x" + out[out.index("}") + 1:]
+        out = out[:start] + "x" + out[out.index("}") + 1 :]
     return out
 
 
-def test_bad_bodies_get_4xx_and_the_server_survives(daemon: Any,
-                                                     make_sandbox: Callable[..., Sandbox]) -> None:
+def test_bad_bodies_get_4xx_and_the_server_survives(
+    daemon: Any, make_sandbox: Callable[..., Sandbox]
+) -> None:
     sb = make_sandbox()
     failures = []
     with daemon.client() as client:
@@ -65,11 +78,16 @@ def test_bad_bodies_get_4xx_and_the_server_survives(daemon: Any,
                     continue  # killing our own sandbox is allowed with any body
                 for sandbox_id in ids:
                     path = _fill(template, sandbox_id)
-                    with client.stream(method, path, content=content,
-                                       params={"path": "/tmp/abuse", "pid": 1},
-                                       headers={"content-type": "application/json"}) as response:
+                    with client.stream(
+                        method,
+                        path,
+                        content=content,
+                        params={"path": "/tmp/abuse", "pid": 1},
+                        headers={"content-type": "application/json"},
+                    ) as response:
                         if not response.headers.get("content-type", "").startswith(
-                                "text/event-stream"):  # an event stream stays open: no end
+                            "text/event-stream"
+                        ):  # an event stream stays open: no end
                             response.read()
                     status = response.status_code
                     # A route without a JSON body ignores the body; one with must refuse garbage.

@@ -53,8 +53,9 @@ def test_network_attack_is_stopped(results: Any, tier: str, attack: str, user: s
     if attack == "control":  # the allowed path carries traffic: the denials below can fail
         assert result.outcome == "contained", result.detail
     else:  # contained: root's own kernel let it try (raw sockets in a microVM), nothing arrived
-        assert result.outcome in ("blocked", "contained"), \
+        assert result.outcome in ("blocked", "contained"), (
             f"{attack} on {tier}: {result.outcome}: {result.detail}"
+        )
 
 
 @pytest.mark.parametrize("tier", TIERS)

@@ -14,8 +14,7 @@ ROW = re.compile(r"^\| ([A-Z]+\d+) \|")
 
 def _defined(path: Path, names: list[str]) -> bool:
     text = path.read_text()
-    return all(re.search(rf"^\s*(async )?(def|class) {re.escape(name)}\b", text, re.M)
-               for name in names)
+    return all(re.search(rf"^\s*(async )?(def|class) {re.escape(name)}\b", text, re.M) for name in names)
 
 
 def _broken_references(row: str) -> list[str]:
@@ -55,8 +54,11 @@ def test_every_promise_points_at_something_that_exists() -> None:
 
 def test_every_promise_names_a_test_or_a_benchmark() -> None:
     rows = [line for line in SPEC.read_text().splitlines() if ROW.match(line)]
-    bare = [ROW.match(row).group(1) for row in rows  # type: ignore[union-attr]
-            if not re.search(r"`(tests/|::|python -m bench\.)", row)]
+    bare = [
+        ROW.match(row).group(1)
+        for row in rows  # type: ignore[union-attr]
+        if not re.search(r"`(tests/|::|python -m bench\.)", row)
+    ]
     assert bare == []
 
 

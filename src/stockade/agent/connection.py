@@ -90,8 +90,9 @@ if TYPE_CHECKING:
 class Connection:
     """Reads frames from the host and runs one handler thread per opened stream."""
 
-    def __init__(self, reader: BinaryIO, writer: Callable[[bytes], None],
-                 handlers: dict[str, Handler]) -> None:
+    def __init__(
+        self, reader: BinaryIO, writer: Callable[[bytes], None], handlers: dict[str, Handler]
+    ) -> None:
         self._reader = reader
         self._write = writer
         self._handlers = handlers
@@ -165,8 +166,7 @@ class Connection:
             if existing is None:
                 self._streams[stream_id] = stream
         if existing is not None:  # ended outside the lock: end() takes it to forget the stream
-            return existing.end(
-                p.error(p.ErrorCode.BAD_REQUEST, f"stream {stream_id} is already open"))
+            return existing.end(p.error(p.ErrorCode.BAD_REQUEST, f"stream {stream_id} is already open"))
         try:
             message = p.decode_json(payload)
             if not isinstance(message, dict) or not isinstance(message.get("method"), str):
@@ -178,20 +178,23 @@ class Connection:
             return stream.end(p.error(p.ErrorCode.BAD_REQUEST, str(exc)))
         handler = self._handlers.get(message["method"])
         if handler is None:
-            return stream.end(p.error(p.ErrorCode.UNKNOWN_METHOD,
-                                      f"unknown method {message['method']!r}"))
+            return stream.end(p.error(p.ErrorCode.UNKNOWN_METHOD, f"unknown method {message['method']!r}"))
         for attempt in range(2):
             try:
-                threading.Thread(target=run_handler, args=(handler, stream, params),
-                                 daemon=True).start()
+                threading.Thread(target=run_handler, args=(handler, stream, params), daemon=True).start()
                 return None
             except RuntimeError:  # "can't start new thread": the sandbox is at its pids limit
                 # Kill the fork bomb (the biggest process group the agent started), then retry.
                 if attempt or PIDS_RELIEF is None or not PIDS_RELIEF():
                     break
                 time.sleep(0.05)
-        stream.end(p.error(p.ErrorCode.INTERNAL, "the agent cannot start a thread: the "
-                           "sandbox has reached its process limit (pids); try again later"))
+        stream.end(
+            p.error(
+                p.ErrorCode.INTERNAL,
+                "the agent cannot start a thread: the "
+                "sandbox has reached its process limit (pids); try again later",
+            )
+        )
 
 
 #: Set by the agent's main: kills the process group that fills the pids limit (a fork bomb);

@@ -87,8 +87,10 @@ def list_dir(stream: Stream, params: dict[str, Any]) -> list[dict[str, Any]]:
     with as_user(params) as user:
         root = _path(params, user=user)
         if not os.path.isdir(root):
-            raise AgentError(p.ErrorCode.NOT_A_DIRECTORY if os.path.exists(root)
-                             else p.ErrorCode.NOT_FOUND, f"{root} is not a directory")
+            raise AgentError(
+                p.ErrorCode.NOT_A_DIRECTORY if os.path.exists(root) else p.ErrorCode.NOT_FOUND,
+                f"{root} is not a directory",
+            )
         found: list[dict[str, Any]] = []
         pending = [(root, 1)]
         while pending:

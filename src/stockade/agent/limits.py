@@ -155,8 +155,11 @@ def set_limits(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
     if isinstance(pids, bool) or not isinstance(pids, int) or pids < 1:
         raise AgentError(p.ErrorCode.BAD_REQUEST, "sys.limits: pids must be a positive integer")
     if _procs is None:
-        raise AgentError(p.ErrorCode.BAD_REQUEST, "sys.limits: this agent keeps no limits of "
-                         "its own (outside a microVM, the host's cgroup holds the sandbox)")
+        raise AgentError(
+            p.ErrorCode.BAD_REQUEST,
+            "sys.limits: this agent keeps no limits of "
+            "its own (outside a microVM, the host's cgroup holds the sandbox)",
+        )
     try:
         _write(SANDBOX + "/pids.max", str(pids))
         with open(SANDBOX + "/memory.max") as f:
@@ -169,8 +172,11 @@ def set_limits(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
 def stats(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
     """sys.stats: what the commands' limits killed or refused, and what they use now."""
     if _procs is None:
-        raise AgentError(p.ErrorCode.BAD_REQUEST, "sys.stats: this agent keeps no limits of "
-                         "its own (outside a microVM, the host's cgroup holds the sandbox)")
+        raise AgentError(
+            p.ErrorCode.BAD_REQUEST,
+            "sys.stats: this agent keeps no limits of "
+            "its own (outside a microVM, the host's cgroup holds the sandbox)",
+        )
     kills = oom_kills()
     try:
         with open(SANDBOX + "/memory.current") as f:
@@ -179,6 +185,10 @@ def stats(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
             pids = int(f.read())
     except (OSError, ValueError) as exc:
         raise AgentError(p.ErrorCode.INTERNAL, f"sys.stats: {exc}") from None
-    return {"oom_kills": kills, "pids_limit_hits": _keyed("pids.events", "max"),
-            "oom_victim": oom_victim() if kills else None, "memory_bytes": memory,
-            "pids": pids}
+    return {
+        "oom_kills": kills,
+        "pids_limit_hits": _keyed("pids.events", "max"),
+        "oom_victim": oom_victim() if kills else None,
+        "memory_bytes": memory,
+        "pids": pids,
+    }

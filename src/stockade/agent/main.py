@@ -26,9 +26,14 @@ STARTED = time.time()
 
 def hello(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
     """hello: who we are, so the host can check the protocol version."""
-    return {"protocol": p.PROTOCOL_VERSION, "pid": os.getpid(), "uid": os.getuid(),
-            "python": sys.version.split()[0], "hostname": os.uname().nodename,
-            "uptime": time.time() - STARTED}
+    return {
+        "protocol": p.PROTOCOL_VERSION,
+        "pid": os.getpid(),
+        "uid": os.getuid(),
+        "python": sys.version.split()[0],
+        "hostname": os.uname().nodename,
+        "uptime": time.time() - STARTED,
+    }
 
 
 #: ioctl of /dev/urandom: reseed the kernel's CRNG from its input pool now (Linux >= 4.17).
@@ -48,8 +53,7 @@ def seed(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
     hostname, machine_id, when = params.get("hostname"), params.get("machine_id"), params.get("time")
     if hostname is not None and not (isinstance(hostname, str) and _HOSTNAME.fullmatch(hostname)):
         raise AgentError(p.ErrorCode.BAD_REQUEST, "hostname must be a DNS label")
-    if machine_id is not None and not (isinstance(machine_id, str)
-                                       and _MACHINE_ID.fullmatch(machine_id)):
+    if machine_id is not None and not (isinstance(machine_id, str) and _MACHINE_ID.fullmatch(machine_id)):
         raise AgentError(p.ErrorCode.BAD_REQUEST, "machine_id must be 32 lowercase hex digits")
     if when is not None and (isinstance(when, bool) or not isinstance(when, (int, float))):
         raise AgentError(p.ErrorCode.BAD_REQUEST, "time must be a number of seconds")
@@ -103,25 +107,34 @@ def setup(stream: Stream, params: dict[str, Any]) -> dict[str, Any]:
 
     if os.getuid() != 0 or not os.path.exists(SETTINGS):
         raise AgentError(p.ErrorCode.BAD_REQUEST, "sys.setup: this sandbox has no settings stage")
-    proc = subprocess.Popen(["/.stockade/bin/sh", "-c", SETUP_SCRIPT], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={"PATH": "/.stockade/bin"})
+    proc = subprocess.Popen(
+        ["/.stockade/bin/sh", "-c", SETUP_SCRIPT],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={"PATH": "/.stockade/bin"},
+    )
     try:
         out, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise AgentError(p.ErrorCode.INTERNAL, "sys.setup: the settings stage hung") from None
     if b"SETUP-OK" not in out:
-        raise AgentError(p.ErrorCode.INTERNAL,
-                         f"sys.setup failed: {err.decode(errors='replace').strip()[-500:]}")
+        raise AgentError(
+            p.ErrorCode.INTERNAL, f"sys.setup failed: {err.decode(errors='replace').strip()[-500:]}"
+        )
     return {}
 
 
 def handlers() -> dict[str, Handler]:
-    table: dict[str, Handler] = {p.Method.HELLO.value: hello, p.Method.SYS_SEED.value: seed,
-                                 p.Method.SYS_SYNC.value: sync, p.Method.SYS_SETUP.value: setup,
-                                 p.Method.SYS_LIMITS.value: limits.set_limits,
-                                 p.Method.SYS_STATS.value: limits.stats}
+    table: dict[str, Handler] = {
+        p.Method.HELLO.value: hello,
+        p.Method.SYS_SEED.value: seed,
+        p.Method.SYS_SYNC.value: sync,
+        p.Method.SYS_SETUP.value: setup,
+        p.Method.SYS_LIMITS.value: limits.set_limits,
+        p.Method.SYS_STATS.value: limits.stats,
+    }
     table.update(processes.HANDLERS)
     table.update(files.HANDLERS)
     table.update(watch.HANDLERS)
@@ -158,8 +171,11 @@ def main(argv: list[str] | None = None) -> None:
         # A microVM guest: the host's cgroup holds QEMU, so the agent limits its commands itself.
         why = limits.enable()
         if why:
-            print(f"stockade-agent: commands run without limits of their own: {why}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"stockade-agent: commands run without limits of their own: {why}",
+                file=sys.stderr,
+                flush=True,
+            )
         serve_device(where, handlers())
     else:
         serve_unix(where)

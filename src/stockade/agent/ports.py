@@ -37,11 +37,11 @@ def _dial(host: str, port: int) -> socket.socket:
     try:
         sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
     except ConnectionRefusedError:
-        raise AgentError(p.ErrorCode.NOT_FOUND,
-                         f"nothing listens on {host}:{port} in the sandbox") from None
+        raise AgentError(p.ErrorCode.NOT_FOUND, f"nothing listens on {host}:{port} in the sandbox") from None
     except (socket.timeout, OSError) as exc:
-        raise AgentError(p.ErrorCode.NOT_FOUND,
-                         f"cannot connect to {host}:{port} in the sandbox: {exc}") from None
+        raise AgentError(
+            p.ErrorCode.NOT_FOUND, f"cannot connect to {host}:{port} in the sandbox: {exc}"
+        ) from None
     sock.settimeout(None)
     # A peer that stops reading must not hold this thread forever.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT, 0))
@@ -72,8 +72,10 @@ def connect(stream: Stream, params: dict[str, Any]) -> dict[str, int]:
         try:
             threading.Thread(target=_pump_out, args=(sock, stream, counts), daemon=True).start()
         except RuntimeError:
-            raise AgentError(p.ErrorCode.INTERNAL, "the agent cannot start a thread: the "
-                             "sandbox has reached its process limit (pids)") from None
+            raise AgentError(
+                p.ErrorCode.INTERNAL,
+                "the agent cannot start a thread: the sandbox has reached its process limit (pids)",
+            ) from None
         while True:
             kind, value = stream.inbox.get()
             if kind == "eof":

@@ -23,12 +23,22 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # for mypy only: see "Start-up" in __init__.py
     from typing import Any
 
-SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL, "INT": signal.SIGINT,
-           "HUP": signal.SIGHUP, "QUIT": signal.SIGQUIT, "USR1": signal.SIGUSR1,
-           "USR2": signal.SIGUSR2, "STOP": signal.SIGSTOP, "CONT": signal.SIGCONT}
+SIGNALS = {
+    "TERM": signal.SIGTERM,
+    "KILL": signal.SIGKILL,
+    "INT": signal.SIGINT,
+    "HUP": signal.SIGHUP,
+    "QUIT": signal.SIGQUIT,
+    "USR1": signal.SIGUSR1,
+    "USR2": signal.SIGUSR2,
+    "STOP": signal.SIGSTOP,
+    "CONT": signal.SIGCONT,
+}
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-THREAD_LIMIT_MESSAGE = ("the agent cannot start a thread: the sandbox has reached its process "
-                        "limit (pids); the command was killed")
+THREAD_LIMIT_MESSAGE = (
+    "the agent cannot start a thread: the sandbox has reached its process "
+    "limit (pids); the command was killed"
+)
 
 
 def resolve_user(name: Any) -> pwd.struct_passwd:
@@ -49,8 +59,9 @@ def resolve_user(name: Any) -> pwd.struct_passwd:
 class Process:
     """One started process, the streams watching it, and its outcome once it ends."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], tag: str | None, cmd: str,
-                 pty_fd: int | None, max_output: int) -> None:
+    def __init__(
+        self, popen: subprocess.Popen[bytes], tag: str | None, cmd: str, pty_fd: int | None, max_output: int
+    ) -> None:
         self.popen = popen
         self.pid = popen.pid
         self.tag = tag
@@ -70,15 +81,18 @@ class Process:
         self.oom_before = limits.oom_kills()
 
     def info(self) -> dict[str, Any]:
-        return {"pid": self.pid, "tag": self.tag, "cmd": self.cmd, "status": self.status,
-                "pty": self.pty_fd is not None}
+        return {
+            "pid": self.pid,
+            "tag": self.tag,
+            "cmd": self.cmd,
+            "status": self.status,
+            "pty": self.pty_fd is not None,
+        }
 
     def outcome(self) -> dict[str, Any]:
-        found = {"pid": self.pid, "exit_code": self.exit_code, "signal": self.signal,
-                 "status": self.status}
+        found = {"pid": self.pid, "exit_code": self.exit_code, "signal": self.signal, "status": self.status}
         if limits.active():  # only where the agent's own cgroup can tell (a microVM guest)
-            found["oom_killed"] = self.signal == signal.SIGKILL and \
-                limits.oom_kills() > self.oom_before
+            found["oom_killed"] = self.signal == signal.SIGKILL and limits.oom_kills() > self.oom_before
         return found
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -167,8 +181,9 @@ class ProcessTable:
     def add(self, proc: Process) -> None:
         with self.lock:
             if proc.tag is not None and any(x.tag == proc.tag for x in self.by_pid.values()):
-                raise AgentError(p.ErrorCode.ALREADY_EXISTS,
-                                 f"a running process already has tag {proc.tag!r}")
+                raise AgentError(
+                    p.ErrorCode.ALREADY_EXISTS, f"a running process already has tag {proc.tag!r}"
+                )
             self.by_pid[proc.pid] = proc
             self.children.notify_all()
 
@@ -250,13 +265,20 @@ def _readable_until_reaped(proc: Process, fd: int) -> bool:
 
 
 def _environment(user: pwd.struct_passwd, extra: Any, pty: bool) -> dict[str, str]:
-    env = {"PATH": DEFAULT_PATH, "HOME": user.pw_dir, "USER": user.pw_name,
-           "LOGNAME": user.pw_name, "SHELL": user.pw_shell or "/bin/sh", "LANG": "C.UTF-8"}
+    env = {
+        "PATH": DEFAULT_PATH,
+        "HOME": user.pw_dir,
+        "USER": user.pw_name,
+        "LOGNAME": user.pw_name,
+        "SHELL": user.pw_shell or "/bin/sh",
+        "LANG": "C.UTF-8",
+    }
     if pty:
         env["TERM"] = "xterm-256color"
     if extra is not None:
         if not isinstance(extra, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
+            isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
+        ):
             raise AgentError(p.ErrorCode.BAD_REQUEST, "'env' must map strings to strings")
         env.update(extra)
     return env
@@ -304,14 +326,27 @@ def _spawn(params: dict[str, Any]) -> tuple[Process, list[tuple[int, p.Channel]]
         return _popen(argv, cmd, tag, pty, params, common, max_output)
 
 
-def _popen(argv: list[str], cmd: str, tag: str | None, pty: Any, params: dict[str, Any],
-           common: dict[str, Any], max_output: int) -> tuple[Process, list[tuple[int, p.Channel]]]:
+def _popen(
+    argv: list[str],
+    cmd: str,
+    tag: str | None,
+    pty: Any,
+    params: dict[str, Any],
+    common: dict[str, Any],
+    max_output: int,
+) -> tuple[Process, list[tuple[int, p.Channel]]]:
     if pty is not None:
         master, slave = os.openpty()
         _resize(master, int(pty.get("cols", 80)), int(pty.get("rows", 24)))
-        popen = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
-                                 start_new_session=True, preexec_fn=_set_controlling_tty,
-                                 **common)
+        popen = subprocess.Popen(
+            argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            preexec_fn=_set_controlling_tty,
+            **common,
+        )
         os.close(slave)
         proc = Process(popen, tag, cmd, master, max_output)
         proc.open_pipes = 1
@@ -320,14 +355,22 @@ def _popen(argv: list[str], cmd: str, tag: str | None, pty: Any, params: dict[st
         stdin = subprocess.PIPE if params.get("stdin") else subprocess.DEVNULL
         # In a microVM guest the child joins the commands' cgroup before it execs (limits.py):
         # fork() rather than vfork(), but nothing it starts can escape the cgroup's limits.
-        popen = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, start_new_session=True,
-                                 preexec_fn=limits.join if limits.active() else None, **common)
+        popen = subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=limits.join if limits.active() else None,
+            **common,
+        )
         proc = Process(popen, tag, cmd, None, max_output)
         proc.open_pipes = 2
         assert popen.stdout is not None and popen.stderr is not None
-        pumps = [(os.dup(popen.stdout.fileno()), p.Channel.STDOUT),
-                 (os.dup(popen.stderr.fileno()), p.Channel.STDERR)]
+        pumps = [
+            (os.dup(popen.stdout.fileno()), p.Channel.STDOUT),
+            (os.dup(popen.stderr.fileno()), p.Channel.STDERR),
+        ]
         popen.stdout.close()
         popen.stderr.close()
     return proc, pumps
@@ -410,8 +453,7 @@ def _write_input(proc: Process, data: bytes) -> None:
         except BrokenPipeError:
             pass
     else:
-        raise AgentError(p.ErrorCode.BAD_REQUEST,
-                         f"process {proc.pid} was not started with stdin open")
+        raise AgentError(p.ErrorCode.BAD_REQUEST, f"process {proc.pid} was not started with stdin open")
 
 
 def _close_input(proc: Process) -> None:
@@ -449,8 +491,7 @@ def send_signal(stream: Stream, params: dict[str, Any]) -> None:
     proc = TABLE.find(params)
     name = str(params.get("signal", "KILL")).upper().removeprefix("SIG")
     if name not in SIGNALS:
-        raise AgentError(p.ErrorCode.BAD_REQUEST,
-                         f"unknown signal {name!r}; use one of {', '.join(SIGNALS)}")
+        raise AgentError(p.ErrorCode.BAD_REQUEST, f"unknown signal {name!r}; use one of {', '.join(SIGNALS)}")
     if SIGNALS[name] == signal.SIGKILL and proc.status == "running":
         proc.status = "killed"
     proc.kill(SIGNALS[name])
@@ -512,4 +553,3 @@ HANDLERS = {
     p.Method.PROCESS_SIGNAL.value: send_signal,
     p.Method.PROCESS_RESIZE.value: resize,
 }
-

@@ -67,7 +67,7 @@ class _Session:
             if self.over:
                 raise BrokenPipeError("the host went away")
             try:
-                view = view[os.write(self.fd, view):]
+                view = view[os.write(self.fd, view) :]
             except BlockingIOError:
                 ready = select.poll()
                 ready.register(self.fd, select.POLLOUT)

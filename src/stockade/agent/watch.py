@@ -67,11 +67,12 @@ class Watch:
         while pending:
             current = pending.pop()
             if len(self.dirs) >= MAX_DIRECTORIES:
-                raise AgentError(p.ErrorCode.TOO_LARGE, f"more than {MAX_DIRECTORIES} "
-                                                        f"directories to watch under {self.root}")
+                raise AgentError(
+                    p.ErrorCode.TOO_LARGE,
+                    f"more than {MAX_DIRECTORIES} directories to watch under {self.root}",
+                )
             try:
-                wd = _check(_libc.inotify_add_watch(self.fd, current.encode(),
-                                                    MASK | IN_ONLYDIR), current)
+                wd = _check(_libc.inotify_add_watch(self.fd, current.encode(), MASK | IN_ONLYDIR), current)
             except OSError as exc:
                 if current == self.root or exc.errno not in (errno.ENOENT, errno.ENOTDIR):
                     raise
@@ -91,7 +92,7 @@ class Watch:
         offset = 0
         while offset + HEADER.size <= len(buffer):
             wd, mask, cookie, length = HEADER.unpack_from(buffer, offset)
-            raw = buffer[offset + HEADER.size:offset + HEADER.size + length]
+            raw = buffer[offset + HEADER.size : offset + HEADER.size + length]
             offset += HEADER.size + length
             name = raw.split(b"\0", 1)[0].decode(errors="surrogateescape")
             found += self._translate(wd, mask, cookie, name)
@@ -140,8 +141,10 @@ def watch(stream: Stream, params: dict[str, Any]) -> None:
     with as_user(params) as user:
         root = _path(params, user=user)
         if not os.path.isdir(root):
-            raise AgentError(p.ErrorCode.NOT_A_DIRECTORY if os.path.exists(root)
-                             else p.ErrorCode.NOT_FOUND, f"{root} is not a directory")
+            raise AgentError(
+                p.ErrorCode.NOT_A_DIRECTORY if os.path.exists(root) else p.ErrorCode.NOT_FOUND,
+                f"{root} is not a directory",
+            )
         watcher = Watch(root, bool(params.get("recursive")))
         try:
             stream.send_event({"type": "start", "path": root})

@@ -16,14 +16,14 @@ err = Console(stderr=True)
 
 def run_code(
     sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")],
-    code: Annotated[Optional[str], typer.Argument(
-        help="the cell (or use -f; '-' reads stdin)")] = None,
-    file: Annotated[Optional[Path], typer.Option(
-        "--file", "-f", help="read the cell from a file")] = None,
-    language: Annotated[Optional[str], typer.Option("--language", "-l",
-                                                    help="python (default) or bash")] = None,
-    context: Annotated[Optional[str], typer.Option(help="a context id (default: the "
-                                                   "sandbox's context for the language)")] = None,
+    code: Annotated[Optional[str], typer.Argument(help="the cell (or use -f; '-' reads stdin)")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="read the cell from a file")] = None,
+    language: Annotated[
+        Optional[str], typer.Option("--language", "-l", help="python (default) or bash")
+    ] = None,
+    context: Annotated[
+        Optional[str], typer.Option(help="a context id (default: the sandbox's context for the language)")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="seconds before the cell is interrupted")] = 300,
 ) -> None:
     """Run a cell in a running sandbox; print its output, results and error.
@@ -47,8 +47,9 @@ def run_code(
     try:
         sb = Sandbox.connect(sandbox_id)
         try:
-            ex = sb.run_code(source, language=language, context=context, timeout=timeout,
-                             on_stdout=out, on_stderr=errout)
+            ex = sb.run_code(
+                source, language=language, context=context, timeout=timeout, on_stdout=out, on_stderr=errout
+            )
         finally:
             sb.close()
     except ExecutionTimeout as exc:

@@ -32,13 +32,16 @@ def sign_in_link() -> str:
     try:
         link = asyncio.run(go())
     except NotFoundError:
-        raise StockadeError("this server has no dashboard sign-in links; if it is the local "
-                            "daemon from an older version, stop it and try again") from None
+        raise StockadeError(
+            "this server has no dashboard sign-in links; if it is the local "
+            "daemon from an older version, stop it and try again"
+        ) from None
     if link.get("url"):
         return str(link["url"])
     if config.local:
-        raise StockadeError("the local daemon serves no dashboard ($STOCKADE_DASHBOARD_PORT is "
-                            "'off' where it was started)")
+        raise StockadeError(
+            "the local daemon serves no dashboard ($STOCKADE_DASHBOARD_PORT is 'off' where it was started)"
+        )
     return str(config.api_url).rstrip("/") + str(link["path"])
 
 

@@ -19,8 +19,7 @@ out = Console()
 def doctor() -> None:
     """Check this host's isolation tiers; say which microVM accelerator will be used and why."""
     problems = 0
-    for tool, tier in (("runc", "container"), ("runsc", "gvisor"),
-                       ("qemu-system-x86_64", "microvm")):
+    for tool, tier in (("runc", "container"), ("runsc", "gvisor"), ("qemu-system-x86_64", "microvm")):
         found = shutil.which(tool)
         out.print(f"{tier:10} {tool}: " + (found or "[red]missing[/red] (run scripts/install)"))
         problems += found is None

@@ -30,8 +30,13 @@ def ls() -> None:
     for info in store().list():
         if info.hidden:  # a Dockerfile step's cached layer
             continue
-        table.add_row(info.name, f"{info.size_bytes / 1e6:.0f} MB", str(info.files),
-                      info.created.strftime("%Y-%m-%d %H:%M"), str(info.source))
+        table.add_row(
+            info.name,
+            f"{info.size_bytes / 1e6:.0f} MB",
+            str(info.files),
+            info.created.strftime("%Y-%m-%d %H:%M"),
+            str(info.source),
+        )
     Console().print(table)
 
 
@@ -46,19 +51,29 @@ def rm(name: Annotated[str, typer.Argument(help="image to remove")]) -> None:
 
 
 @app.command("build")
-def build(force: Annotated[bool, typer.Option(help="rebuild even if it exists")] = False,
-          template: Annotated[Optional[str], typer.Option(
-              help=f"build this template instead of the base image: {', '.join(template_names())}"
-          )] = None,
-          guest: Annotated[bool, typer.Option(
-              help="build the microVM guest instead: kernel, initramfs, image disks")] = False,
-          dockerfile: Annotated[Optional[Path], typer.Option(
-              "--dockerfile", "-f", help="build a template from this Dockerfile (FROM, RUN, "
-              "COPY, ENV, WORKDIR, USER) in build sandboxes, through the server")] = None,
-          name: Annotated[Optional[str], typer.Option(help="the Dockerfile template's name")]
-          = None,
-          context: Annotated[Optional[Path], typer.Option(
-              help="COPY's build context (default: the Dockerfile's directory)")] = None) -> None:
+def build(
+    force: Annotated[bool, typer.Option(help="rebuild even if it exists")] = False,
+    template: Annotated[
+        Optional[str],
+        typer.Option(help=f"build this template instead of the base image: {', '.join(template_names())}"),
+    ] = None,
+    guest: Annotated[
+        bool, typer.Option(help="build the microVM guest instead: kernel, initramfs, image disks")
+    ] = False,
+    dockerfile: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--dockerfile",
+            "-f",
+            help="build a template from this Dockerfile (FROM, RUN, "
+            "COPY, ENV, WORKDIR, USER) in build sandboxes, through the server",
+        ),
+    ] = None,
+    name: Annotated[Optional[str], typer.Option(help="the Dockerfile template's name")] = None,
+    context: Annotated[
+        Optional[Path], typer.Option(help="COPY's build context (default: the Dockerfile's directory)")
+    ] = None,
+) -> None:
     """Build the base image (Debian 12 with python3) from Debian's packages, or a template."""
     if dockerfile is not None:
         if not name:
@@ -73,9 +88,12 @@ def build(force: Annotated[bool, typer.Option(help="rebuild even if it exists")]
 
 
 @app.command("import")
-def import_image(path: Annotated[Path, typer.Argument(
-                     help="an OCI image layout (directory or tar) or a `docker save` archive")],
-                 name: Annotated[str, typer.Option(help="the template's name")]) -> None:
+def import_image(
+    path: Annotated[
+        Path, typer.Argument(help="an OCI image layout (directory or tar) or a `docker save` archive")
+    ],
+    name: Annotated[str, typer.Option(help="the template's name")],
+) -> None:
     """Import an OCI image or a docker-save archive as a template (it must hold python3)."""
     import_archive(path, name)
 
@@ -86,13 +104,17 @@ def build_guest_with_progress(force: bool = False) -> None:
 
     from ..images.guest import build_guest
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  TimeElapsedColumn(), console=err) as progress:
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err
+    ) as progress:
         task = progress.add_task("microVM guest", total=1.0)
 
         def report(stage: str, fraction: float | None) -> None:
-            progress.update(task, description=f"microVM guest: {stage}",
-                            completed=fraction if fraction is not None else None)
+            progress.update(
+                task,
+                description=f"microVM guest: {stage}",
+                completed=fraction if fraction is not None else None,
+            )
 
         images = tuple(info.name for info in store().list())
         try:
@@ -105,13 +127,15 @@ def build_guest_with_progress(force: bool = False) -> None:
 def build_with_progress(force: bool = False, template: str | None = None) -> None:
     """Build the base image (or ``template``), showing the stages as they pass."""
     label = f"{template} template" if template else "base image"
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  TimeElapsedColumn(), console=err) as progress:
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err
+    ) as progress:
         task = progress.add_task(label, total=1.0)
 
         def report(stage: str, fraction: float | None) -> None:
-            progress.update(task, description=f"{label}: {stage}",
-                            completed=fraction if fraction is not None else None)
+            progress.update(
+                task, description=f"{label}: {stage}", completed=fraction if fraction is not None else None
+            )
 
         try:
             if template:

@@ -12,8 +12,11 @@ from rich.table import Column, Table
 from .. import Sandbox, SandboxNotFound, StockadeError
 from . import code, dashboard, doctor, host, images, keys, secrets, security, server
 
-app = typer.Typer(help="Run untrusted code in sandboxes: container, gVisor or microVM.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Run untrusted code in sandboxes: container, gVisor or microVM.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 sandbox_app = typer.Typer(help="Manage running sandboxes.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(images.app, name="image")
@@ -35,10 +38,13 @@ def mcp() -> None:
     from ..mcp.stdio import serve_stdio
 
     serve_stdio()
+
+
 err = Console(stderr=True)
 
-Isolation = Annotated[str, typer.Option("--isolation", "-i",
-                                        help="container (runc), gvisor (runsc) or microvm")]
+Isolation = Annotated[
+    str, typer.Option("--isolation", "-i", help="container (runc), gvisor (runsc) or microvm")
+]
 
 
 def _fail(exc: StockadeError) -> None:
@@ -57,8 +63,13 @@ def run(
     """Create a sandbox, run COMMAND in it, print its output, and remove the sandbox."""
     try:
         with Sandbox.create(template, isolation=isolation) as sb:  # type: ignore[arg-type]
-            result = sb.commands.run(command, user=user, timeout=timeout,
-                                     on_stdout=_write(sys.stdout), on_stderr=_write(sys.stderr))
+            result = sb.commands.run(
+                command,
+                user=user,
+                timeout=timeout,
+                on_stdout=_write(sys.stdout),
+                on_stderr=_write(sys.stderr),
+            )
     except StockadeError as exc:
         _fail(exc)
     raise typer.Exit(result.exit_code)
@@ -68,6 +79,7 @@ def _write(stream: object):  # type: ignore[no-untyped-def]
     def write(text: str) -> None:
         stream.write(text)  # type: ignore[attr-defined]
         stream.flush()  # type: ignore[attr-defined]
+
     return write
 
 
@@ -78,13 +90,27 @@ def sandbox_ls() -> None:
         rows = Sandbox.list()
     except StockadeError as exc:
         _fail(exc)
-    table = Table(Column("ID", no_wrap=True, min_width=20), "ISOLATION",
-                  Column("TEMPLATE", no_wrap=True), "STATE", "CPU", "MEMORY", "EXPIRES IN")
+    table = Table(
+        Column("ID", no_wrap=True, min_width=20),
+        "ISOLATION",
+        Column("TEMPLATE", no_wrap=True),
+        "STATE",
+        "CPU",
+        "MEMORY",
+        "EXPIRES IN",
+    )
     import time
 
     for info in rows:
-        table.add_row(info.id, info.isolation, info.template, info.state, f"{info.cpu:g}",
-                      f"{info.memory_mb} MiB", f"{max(0, info.expires_at - time.time()):.0f} s")
+        table.add_row(
+            info.id,
+            info.isolation,
+            info.template,
+            info.state,
+            f"{info.cpu:g}",
+            f"{info.memory_mb} MiB",
+            f"{max(0, info.expires_at - time.time()):.0f} s",
+        )
     Console().print(table)
 
 
@@ -97,8 +123,13 @@ def sandbox_info(sandbox_id: Annotated[str, typer.Argument(help="the sandbox's i
             shown = Sandbox.get_info(sandbox_id).model_dump(exclude={"envs"})  # envs: secrets
         except SandboxNotFound:
             end = Sandbox.get_end(sandbox_id)
-            shown = {**end.sandbox.model_dump(exclude={"envs"}), "state": "ended",
-                     "reason": end.reason, "message": end.message, "ended_at": end.ended_at}
+            shown = {
+                **end.sandbox.model_dump(exclude={"envs"}),
+                "state": "ended",
+                "reason": end.reason,
+                "message": end.message,
+                "ended_at": end.ended_at,
+            }
     except StockadeError as exc:
         _fail(exc)
     for key, value in shown.items():
@@ -107,9 +138,11 @@ def sandbox_info(sandbox_id: Annotated[str, typer.Argument(help="the sandbox's i
 
 
 @sandbox_app.command("create")
-def sandbox_create(isolation: Isolation = "container",
-                   template: Annotated[Optional[str], typer.Option()] = None,
-                   timeout: Annotated[float, typer.Option(help="lifetime in seconds")] = 300) -> None:
+def sandbox_create(
+    isolation: Isolation = "container",
+    template: Annotated[Optional[str], typer.Option()] = None,
+    timeout: Annotated[float, typer.Option(help="lifetime in seconds")] = 300,
+) -> None:
     """Create a sandbox and print its id (alone on the line)."""
     try:
         sb = Sandbox.create(template, isolation=isolation, timeout=timeout)  # type: ignore[arg-type]
@@ -119,8 +152,7 @@ def sandbox_create(isolation: Isolation = "container",
     sb.close()
 
 
-@sandbox_app.command("exec", context_settings={"allow_extra_args": True,
-                                               "ignore_unknown_options": True})
+@sandbox_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def sandbox_exec(
     sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")],
     command: Annotated[list[str], typer.Argument(help="the command, after --")],
@@ -130,8 +162,9 @@ def sandbox_exec(
     """Run COMMAND in a running sandbox; exit with its exit code."""
     try:
         sb = Sandbox.connect(sandbox_id)
-        result = sb.commands.run(command, user=user, timeout=timeout,
-                                 on_stdout=_write(sys.stdout), on_stderr=_write(sys.stderr))
+        result = sb.commands.run(
+            command, user=user, timeout=timeout, on_stdout=_write(sys.stdout), on_stderr=_write(sys.stderr)
+        )
         sb.close()
     except StockadeError as exc:
         _fail(exc)
@@ -172,9 +205,14 @@ def sandbox_archive(sandbox_id: Annotated[str, typer.Argument(help="the sandbox'
 def sandbox_fork(
     sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")],
     n: Annotated[int, typer.Option("-n", "--count", min=1, max=16, help="copies to make")] = 1,
-    memory: Annotated[Optional[bool], typer.Option(
-        "--memory/--files-only", help="require processes and memory (gVisor), or copy the "
-        "files only; default: memory where the tier can")] = None,
+    memory: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--memory/--files-only",
+            help="require processes and memory (gVisor), or copy the "
+            "files only; default: memory where the tier can",
+        ),
+    ] = None,
 ) -> None:
     """Make N running copies of a running or paused sandbox; print their ids, one a line
     (docs/fork.md). Says on stderr when only the files were copied."""
@@ -188,13 +226,17 @@ def sandbox_fork(
         print(copy.id)
         copy.close()
     if copies and not copies[0].forked_memory:
-        print(f"files copied, not processes: the {copies[0].info.isolation} tier starts the "
-              f"copies afresh", file=sys.stderr)
+        print(
+            f"files copied, not processes: the {copies[0].info.isolation} tier starts the copies afresh",
+            file=sys.stderr,
+        )
 
 
 @sandbox_app.command("egress")
-def sandbox_egress(sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")],
-                   limit: Annotated[int, typer.Option(min=1, max=10000)] = 100) -> None:
+def sandbox_egress(
+    sandbox_id: Annotated[str, typer.Argument(help="the sandbox's id")],
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
+) -> None:
     """Show the newest entries of a sandbox's egress log (docs/network.md)."""
     import time
 
@@ -204,14 +246,28 @@ def sandbox_egress(sandbox_id: Annotated[str, typer.Argument(help="the sandbox's
         sb.close()
     except StockadeError as exc:
         _fail(exc)
-    table = Table("TIME", "KIND", Column("DESTINATION", no_wrap=True), Column("NAME", no_wrap=True),
-                  "VERDICT", "OUT", "IN", "REASON")
+    table = Table(
+        "TIME",
+        "KIND",
+        Column("DESTINATION", no_wrap=True),
+        Column("NAME", no_wrap=True),
+        "VERDICT",
+        "OUT",
+        "IN",
+        "REASON",
+    )
     for e in entries:
         out, into = e.get("bytes_out"), e.get("bytes_in")
-        table.add_row(time.strftime("%H:%M:%S", time.localtime(e["time"])), e["kind"],
-                      e.get("destination") or "", e.get("name") or "-", e["verdict"],
-                      "" if out is None else str(out), "" if into is None else str(into),
-                      e.get("reason", ""))
+        table.add_row(
+            time.strftime("%H:%M:%S", time.localtime(e["time"])),
+            e["kind"],
+            e.get("destination") or "",
+            e.get("name") or "-",
+            e["verdict"],
+            "" if out is None else str(out),
+            "" if into is None else str(into),
+            e.get("reason", ""),
+        )
     Console().print(table)
 
 

@@ -15,8 +15,9 @@ from ..sdk._portal import call
 from ..sdk.exceptions import StockadeError
 from ..sdk.secrets import AsyncSecret
 
-app = typer.Typer(help="Secrets injected by the egress proxy; sandboxes see placeholders.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Secrets injected by the egress proxy; sandboxes see placeholders.", no_args_is_help=True
+)
 err = Console(stderr=True)
 
 
@@ -34,14 +35,16 @@ def _run(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
 @app.command("set")
 def set_secret(
     name: Annotated[str, typer.Argument(help="like an environment variable: OPENAI_KEY")],
-    host: Annotated[list[str], typer.Option("--host", help="a host it may be sent to (repeat; "
-                                                           "'*.example.com' for subdomains)")],
-    inject_body: Annotated[bool, typer.Option(help="replace the placeholder in request "
-                                                   "bodies too")] = False,
+    host: Annotated[
+        list[str],
+        typer.Option("--host", help="a host it may be sent to (repeat; '*.example.com' for subdomains)"),
+    ],
+    inject_body: Annotated[bool, typer.Option(help="replace the placeholder in request bodies too")] = False,
 ) -> None:
     """Create or replace a secret; its value is read from stdin (or prompted for)."""
-    value = (sys.stdin.read().rstrip("\r\n") if not sys.stdin.isatty()
-             else typer.prompt("value", hide_input=True))
+    value = (
+        sys.stdin.read().rstrip("\r\n") if not sys.stdin.isatty() else typer.prompt("value", hide_input=True)
+    )
     info = _run(AsyncSecret.set, name, value, hosts=host, inject_body=inject_body)
     print(f"{info.name} -> {', '.join(info.hosts)}")
 
@@ -51,8 +54,12 @@ def list_secrets() -> None:
     """Names, bound hosts and times (never values)."""
     table = Table("NAME", "HOSTS", "BODY", "UPDATED")
     for info in _run(AsyncSecret.list):
-        table.add_row(info.name, ", ".join(info.hosts), "yes" if info.inject_body else "no",
-                      time.strftime("%Y-%m-%d %H:%M", time.localtime(info.updated_at)))
+        table.add_row(
+            info.name,
+            ", ".join(info.hosts),
+            "yes" if info.inject_body else "no",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(info.updated_at)),
+        )
     Console().print(table)
 
 

@@ -18,26 +18,57 @@ if TYPE_CHECKING:  # the battery drives the host (cgroups, runtimes): imported o
 LEAK_CHECK = "leaks after all faults"
 
 
-def _attack_table(results: dict[str, list["AttackResult"]],
-                  network: dict[str, list["AttackResult"] | str]) -> Table:
-    table = Table("TIER", "ATTACKS TRIED", "BLOCKED", "CONTAINED", "RECOVERED", "GOT THROUGH",
-                  "ERRORS", "OF WHICH NETWORK", "NEIGHBOUR SLOWDOWN (CPU HOG)",
-                  title="Escape and abuse corpus (with the network attacks)")
+def _attack_table(
+    results: dict[str, list["AttackResult"]], network: dict[str, list["AttackResult"] | str]
+) -> Table:
+    table = Table(
+        "TIER",
+        "ATTACKS TRIED",
+        "BLOCKED",
+        "CONTAINED",
+        "RECOVERED",
+        "GOT THROUGH",
+        "ERRORS",
+        "OF WHICH NETWORK",
+        "NEIGHBOUR SLOWDOWN (CPU HOG)",
+        title="Escape and abuse corpus (with the network attacks)",
+    )
     for tier, corpus_rows in results.items():
         net = network.get(tier, [])
         rows = corpus_rows + (net if isinstance(net, list) else [])
-        count = {o: sum(r.outcome == o for r in rows)
-                 for o in ("blocked", "contained", "recovered", "succeeded", "error")}
+        count = {
+            o: sum(r.outcome == o for r in rows)
+            for o in ("blocked", "contained", "recovered", "succeeded", "error")
+        }
         hog = next((r.figures for r in rows if r.attack == "cpu_hog"), {})
-        slowdown = (f"{hog['slowdown']:.2f}x ({hog['neighbour_latency_idle_ms']:.0f} -> "
-                    f"{hog['neighbour_latency_hog_ms']:.0f} ms)") if hog else "-"
+        slowdown = (
+            (
+                f"{hog['slowdown']:.2f}x ({hog['neighbour_latency_idle_ms']:.0f} -> "
+                f"{hog['neighbour_latency_hog_ms']:.0f} ms)"
+            )
+            if hog
+            else "-"
+        )
         through = count["succeeded"]
         net_through = sum(r.outcome == "succeeded" for r in net) if isinstance(net, list) else 0
-        net_cell = (f"{len(net)} tried, {net_through} through" if isinstance(net, list)
-                    else "none (no network)" if net else "not run")
-        table.add_row(tier, str(len(rows)), str(count["blocked"]), str(count["contained"]),
-                      str(count["recovered"]), f"[red]{through}[/red]" if through else "0",
-                      str(count["error"]), net_cell, slowdown)
+        net_cell = (
+            f"{len(net)} tried, {net_through} through"
+            if isinstance(net, list)
+            else "none (no network)"
+            if net
+            else "not run"
+        )
+        table.add_row(
+            tier,
+            str(len(rows)),
+            str(count["blocked"]),
+            str(count["contained"]),
+            str(count["recovered"]),
+            f"[red]{through}[/red]" if through else "0",
+            str(count["error"]),
+            net_cell,
+            slowdown,
+        )
     return table
 
 
@@ -53,46 +84,83 @@ def _differences(results: dict[str, list["AttackResult"]]) -> Table:
 
 
 def _fault_summary(faults: list["FaultResult"]) -> Table:
-    table = Table("TIER", "FAULTS INJECTED", "RECOVERED, NOTHING LOST", "LEAKS AFTER",
-                  title="Faults (runtime, agent, daemon; idle, exec, upload, pause, resume, kill)")
+    table = Table(
+        "TIER",
+        "FAULTS INJECTED",
+        "RECOVERED, NOTHING LOST",
+        "LEAKS AFTER",
+        title="Faults (runtime, agent, daemon; idle, exec, upload, pause, resume, kill)",
+    )
     for tier in dict.fromkeys(f.tier for f in faults):
         rows = [f for f in faults if f.tier == tier and f.fault != LEAK_CHECK]
         leak_checks = [f for f in faults if f.tier == tier and f.fault == LEAK_CHECK]
-        table.add_row(tier, str(len(rows)), str(sum(f.recovered for f in rows)),
-                      "0" if all(f.recovered for f in leak_checks) else "[red]some[/red]")
+        table.add_row(
+            tier,
+            str(len(rows)),
+            str(sum(f.recovered for f in rows)),
+            "0" if all(f.recovered for f in leak_checks) else "[red]some[/red]",
+        )
     return table
 
 
 def _fault_table(faults: list["FaultResult"]) -> Table:
     table = Table("TIER", "FAULT", "RECOVERED", "SETTLED AFTER", "DETAIL", title="Every fault")
     for f in faults:
-        table.add_row(f.tier, f.fault, "yes" if f.recovered else "[red]no[/red]",
-                      f"{f.seconds_to_error:.2f} s", f.detail[:70])
+        table.add_row(
+            f.tier,
+            f.fault,
+            "yes" if f.recovered else "[red]no[/red]",
+            f"{f.seconds_to_error:.2f} s",
+            f.detail[:70],
+        )
     return table
 
 
 def _load_table(loads: list["LoadResult"]) -> Table:
-    table = Table("TIER", "CLIENTS", "SANDBOXES/S", "PEAK LIVE", "CREATE P50/P99 MS",
-                  "EXEC P50/P99 MS", "CYCLE P50/P99 MS", "REFUSED", "ERRORS", "LEAKS", title="Load")
+    table = Table(
+        "TIER",
+        "CLIENTS",
+        "SANDBOXES/S",
+        "PEAK LIVE",
+        "CREATE P50/P99 MS",
+        "EXEC P50/P99 MS",
+        "CYCLE P50/P99 MS",
+        "REFUSED",
+        "ERRORS",
+        "LEAKS",
+        title="Load",
+    )
     for r in loads:
+
         def pair(op: str) -> str:
             return f"{r.percentile_ms(op, 50):.0f} / {r.percentile_ms(op, 99):.0f}"
 
-        table.add_row(r.tier, str(r.clients), f"{r.sandboxes_per_second:.2f}",
-                      str(r.peak_concurrent), pair("create"), pair("exec"), pair("cycle"),
-                      str(r.refusals), str(len(r.errors)), str(len(r.leaks)))
+        table.add_row(
+            r.tier,
+            str(r.clients),
+            f"{r.sandboxes_per_second:.2f}",
+            str(r.peak_concurrent),
+            pair("create"),
+            pair("exec"),
+            pair("cycle"),
+            str(r.refusals),
+            str(len(r.errors)),
+            str(len(r.leaks)),
+        )
     return table
 
 
 def security_report(
     tier: Annotated[Optional[list[str]], typer.Option("--tier", help="tier(s) to attack")] = None,
-    corpus: Annotated[Optional[Path], typer.Option(help="attack directory "
-                                                   "(default: tests/security/attacks)")] = None,
+    corpus: Annotated[
+        Optional[Path], typer.Option(help="attack directory (default: tests/security/attacks)")
+    ] = None,
     load_seconds: Annotated[float, typer.Option(help="seconds of load per tier (0: skip)")] = 15,
     clients: Annotated[int, typer.Option(help="concurrent load clients")] = 8,
     faults: Annotated[bool, typer.Option(help="inject runtime, agent and daemon faults")] = True,
-    network: Annotated[bool, typer.Option(help="run the network attacks (in a namespace this "
-                                          "command creates)")] = True,
+    network: Annotated[
+        bool, typer.Option(help="run the network attacks (in a namespace this command creates)")
+    ] = True,
     details: Annotated[bool, typer.Option(help="print every attack's outcome")] = False,
 ) -> None:
     """Attack every tier with the corpus, inject faults, apply load; print what held.
@@ -152,9 +220,12 @@ def security_report(
             console.print(_fault_table(fault_results))
     if loads:
         console.print(_load_table(loads))
-    broken = [r for rows in (*results.values(),
-                             *(n for n in net_results.values() if isinstance(n, list)))
-              for r in rows if not r.passed]
+    broken = [
+        r
+        for rows in (*results.values(), *(n for n in net_results.values() if isinstance(n, list)))
+        for r in rows
+        if not r.passed
+    ]
     broken_faults = [f for f in fault_results if not f.recovered]
     load_failures = [r for r in loads if r.errors or r.leaks]
     for r in broken:

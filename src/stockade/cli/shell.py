@@ -49,8 +49,9 @@ async def run_shell(sandbox_id: str, cmd: str | None = None, user: str | None = 
     loop = asyncio.get_running_loop()
     try:
         size = _terminal_size(stdin)
-        handle = await sb.pty.create(size.columns, size.lines, cmd=cmd, user=user,
-                                     on_data=lambda data: _write_all(stdout, data))
+        handle = await sb.pty.create(
+            size.columns, size.lines, cmd=cmd, user=user, on_data=lambda data: _write_all(stdout, data)
+        )
         keys: asyncio.Queue[bytes] = asyncio.Queue()
 
         def on_key() -> None:
@@ -87,4 +88,4 @@ async def _forward(keys: "asyncio.Queue[bytes]", handle: AsyncPtyHandle) -> None
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]

@@ -17,14 +17,19 @@ from ..sdk.exceptions import StockadeError
 from ..sdk.sync import Template
 
 err = Console(stderr=True)
-STATUS = {"built": "[green]built[/green]", "cached": "[cyan]cached[/cyan]",
-          "configured": "[dim]set[/dim]"}
+STATUS = {"built": "[green]built[/green]", "cached": "[cyan]cached[/cyan]", "configured": "[dim]set[/dim]"}
 
 
 def build_dockerfile(dockerfile: Path, name: str, context: Path | None) -> None:
     """Build template ``name``, showing step i/n, each step's outcome and the RUN output."""
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=err) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
         task = progress.add_task(f"{name}: sending the build context", total=None)
 
         def on_event(event: dict[str, Any]) -> None:
@@ -35,13 +40,13 @@ def build_dockerfile(dockerfile: Path, name: str, context: Path | None) -> None:
             if event["status"] == "started":
                 progress.update(task, total=event["total"], description=f"{name}: {where}")
             else:
-                progress.console.print(f"{STATUS.get(event['status'], event['status'])} "
-                                       f"{escape(where)}")
+                progress.console.print(f"{STATUS.get(event['status'], event['status'])} {escape(where)}")
                 progress.update(task, total=event["total"], completed=event["step"])
 
         try:
-            info = Template.build(str(dockerfile), name=name,
-                                  context=str(context) if context else None, on_event=on_event)
+            info = Template.build(
+                str(dockerfile), name=name, context=str(context) if context else None, on_event=on_event
+            )
         except (StockadeError, OSError) as exc:
             err.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from None

@@ -26,8 +26,9 @@ from .router import ClusterSandboxes
 from .state import HostRow
 
 
-def create_app(settings: ServerSettings, cluster: str, secret: str,
-               placement_wait: float = PLACEMENT_WAIT) -> FastAPI:
+def create_app(
+    settings: ServerSettings, cluster: str, secret: str, placement_wait: float = PLACEMENT_WAIT
+) -> FastAPI:
     """The replica's app: joins Ray and opens the state at startup, leaves both at shutdown."""
     config = EngineConfig(data_dir=settings.data_dir)
     database_url = settings.database_url or ""
@@ -47,10 +48,18 @@ def create_app(settings: ServerSettings, cluster: str, secret: str,
 
     async def described(cluster: ClusterSandboxes, rows: list[HostRow]) -> list[dict[str, Any]]:
         placed = await cluster.placement()
-        return [{"name": row.name, "node_id": row.node_id, "state": row.state,
-                 "reason": row.reason, "draining": bool(row.draining),
-                 "sandboxes": placed.get(row.name, []),
-                 "stream_url": cluster.stream_urls.get(row.name)} for row in rows]
+        return [
+            {
+                "name": row.name,
+                "node_id": row.node_id,
+                "state": row.state,
+                "reason": row.reason,
+                "draining": bool(row.draining),
+                "sandboxes": placed.get(row.name, []),
+                "stream_url": cluster.stream_urls.get(row.name),
+            }
+            for row in rows
+        ]
 
     @app.get("/cluster/hosts", tags=["cluster"])
     async def hosts(request: Request, _admin: AdminDep) -> list[dict[str, Any]]:
@@ -74,10 +83,22 @@ def create_app(settings: ServerSettings, cluster: str, secret: str,
     return app
 
 
-def serve(settings: ServerSettings, cluster: str, secret: str,
-          placement_wait: float = PLACEMENT_WAIT, log_level: str = "info") -> None:
+def serve(
+    settings: ServerSettings,
+    cluster: str,
+    secret: str,
+    placement_wait: float = PLACEMENT_WAIT,
+    log_level: str = "info",
+) -> None:
     """Serve the replica until SIGINT/SIGTERM (creates wait ``placement_wait`` s for a slot)."""
     logs.configure(log_level)
     app = create_app(settings, cluster, secret, placement_wait)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level,
-                access_log=False, log_config=None, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )

@@ -71,19 +71,25 @@ class ClusterControl(ControlPlane):
         if gone:
             await self.db(self.store.remove_sandboxes, gone)
             for sandbox_id in gone:
-                await self.db(self.store.audit, tenant=rows[sandbox_id].tenant, actor="server",
-                              action="sandbox.reaped", target=sandbox_id)
+                await self.db(
+                    self.store.audit,
+                    tenant=rows[sandbox_id].tenant,
+                    actor="server",
+                    action="sandbox.reaped",
+                    target=sandbox_id,
+                )
         self.owners = {i: row for i, row in rows.items() if i in live}
 
     async def _check_spec(self, principal: Principal, spec: SandboxSpec) -> None:
         if spec.volumes:
-            raise Unsupported("volumes are not available through a cluster replica yet (they "
-                              "need storage that every host mounts)")
+            raise Unsupported(
+                "volumes are not available through a cluster replica yet (they "
+                "need storage that every host mounts)"
+            )
         if spec.template:  # another tenant's template reads as missing
             await self.engine.templates.get(spec.template, principal.may_see)
 
-    async def create(self, principal: Principal, request_id: str | None,
-                     spec: SandboxSpec) -> SandboxInfo:
+    async def create(self, principal: Principal, request_id: str | None, spec: SandboxSpec) -> SandboxInfo:
         """Create with the tenant's usage as the store has it (other replicas' creates too),
         one create of the tenant at a time in the whole cluster."""
         async with self._tenant_turn(principal.tenant):
@@ -101,15 +107,18 @@ class ClusterControl(ControlPlane):
         if self.store.dialect != "postgresql":
             yield
             return
-        key = int.from_bytes(hashlib.sha256(b"stockade-quota:" + tenant.encode()).digest()[:8],
-                             "big", signed=True)
+        key = int.from_bytes(
+            hashlib.sha256(b"stockade-quota:" + tenant.encode()).digest()[:8], "big", signed=True
+        )
         connection: Connection = await asyncio.to_thread(self.store.engine.connect)
         try:
             deadline = time.monotonic() + TURN_WAIT
             while not await asyncio.to_thread(_try_lock, connection, key):
                 if time.monotonic() > deadline:
-                    raise SandboxUnavailable(f"tenant {tenant!r} has creates waiting on other "
-                                             f"replicas for over {TURN_WAIT:g} s; retry")
+                    raise SandboxUnavailable(
+                        f"tenant {tenant!r} has creates waiting on other "
+                        f"replicas for over {TURN_WAIT:g} s; retry"
+                    )
                 await asyncio.sleep(TURN_POLL)
             try:
                 yield

@@ -23,8 +23,16 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ..engine import EngineConfig, Unsupported
 from ..engine.sandboxes import resolve_resources
-from ..models import (EntryInfo, ProcessSelector, ProcessSpec, SandboxEvent, SandboxInfo, SandboxSpec,
-                      TemplateInfo, VolumeInfo)
+from ..models import (
+    EntryInfo,
+    ProcessSelector,
+    ProcessSpec,
+    SandboxEvent,
+    SandboxInfo,
+    SandboxSpec,
+    TemplateInfo,
+    VolumeInfo,
+)
 from ..runtimes.base import Resources
 from .node import NAMESPACE
 from .placement import PLACEMENT_WAIT, Placer
@@ -49,8 +57,7 @@ class _Forwarding:
 
         async def forward(sandbox_id: str, *args: Any, **kwargs: Any) -> Any:
             host = await self._cluster.owner_host(sandbox_id)
-            return await self._cluster.call(host, self.service, method, sandbox_id,
-                                            *args, **kwargs)
+            return await self._cluster.call(host, self.service, method, sandbox_id, *args, **kwargs)
 
         return forward
 
@@ -98,11 +105,11 @@ class RemoteSandboxes(_Forwarding):
     def fork_keeps_memory(self, sandbox_id: str, memory: bool | None = None) -> bool:
         """Fork is not placed through a replica yet: its copies would be on the source's host
         behind the placer's back (docs/fork.md)."""
-        raise Unsupported("fork is not available through a cluster replica yet; fork on a "
-                          "single-host server")
+        raise Unsupported("fork is not available through a cluster replica yet; fork on a single-host server")
 
-    async def fork(self, sandbox_id: str, count: int, memory: bool | None = None,
-                   owner: str | None = None) -> builtins.list[SandboxInfo]:
+    async def fork(
+        self, sandbox_id: str, count: int, memory: bool | None = None, owner: str | None = None
+    ) -> builtins.list[SandboxInfo]:
         self.fork_keeps_memory(sandbox_id, memory)  # raises
         return []
 
@@ -111,11 +118,13 @@ class RemoteSandboxes(_Forwarding):
         so an ended sandbox reads as unknown (404) through it."""
         return None
 
-    def follow_events(self, visible: Callable[[str | None], bool],
-                      since: int | None = None) -> AsyncIterator[SandboxEvent]:
+    def follow_events(
+        self, visible: Callable[[str | None], bool], since: int | None = None
+    ) -> AsyncIterator[SandboxEvent]:
         """Each host keeps its own event stream; a replica does not merge them yet."""
-        raise Unsupported("the event stream is not available through a cluster replica yet; "
-                          "poll GET /sandboxes instead")
+        raise Unsupported(
+            "the event stream is not available through a cluster replica yet; poll GET /sandboxes instead"
+        )
 
     def held_disk_mb(self, sandbox_id: str) -> int:
         """The disk the sandbox may fill, as this replica last saw it (for quotas; the host's
@@ -133,10 +142,12 @@ class RemoteProcesses(_Forwarding):
 
     async def _stream(self, sandbox_id: str, path: str, body: Any) -> RemoteRun:
         host = await self._cluster.owner_host(sandbox_id)
-        response = await self._channel.open(self._cluster.stream_url(host), "POST",
-                                            f"/sandboxes/{sandbox_id}/processes{path}",
-                                            json_body=body.model_dump(mode="json",
-                                                                      exclude_unset=True))
+        response = await self._channel.open(
+            self._cluster.stream_url(host),
+            "POST",
+            f"/sandboxes/{sandbox_id}/processes{path}",
+            json_body=body.model_dump(mode="json", exclude_unset=True),
+        )
 
         async def stdin(selector: ProcessSelector, data: bytes) -> None:
             await self._cluster.call(host, "processes", "send_stdin", sandbox_id, selector, data)
@@ -158,23 +169,39 @@ class RemoteFiles(_Forwarding):
         super().__init__(cluster)
         self._channel = channel
 
-    async def _open(self, sandbox_id: str, method: str, params: dict[str, Any],
-                    content: AsyncIterator[bytes] | None = None) -> Any:
+    async def _open(
+        self,
+        sandbox_id: str,
+        method: str,
+        params: dict[str, Any],
+        content: AsyncIterator[bytes] | None = None,
+    ) -> Any:
         host = await self._cluster.owner_host(sandbox_id)
-        return await self._channel.open(self._cluster.stream_url(host), method,
-                                        f"/sandboxes/{sandbox_id}/files", params=params,
-                                        content=content)
+        return await self._channel.open(
+            self._cluster.stream_url(host),
+            method,
+            f"/sandboxes/{sandbox_id}/files",
+            params=params,
+            content=content,
+        )
 
-    async def read(self, sandbox_id: str, path: str,
-                   user: str | None = None) -> AsyncIterator[bytes]:
+    async def read(self, sandbox_id: str, path: str, user: str | None = None) -> AsyncIterator[bytes]:
         """The file's bytes, streamed from the sandbox's host."""
         return body_chunks(await self._open(sandbox_id, "GET", {"path": path, "user": user}))
 
-    async def write(self, sandbox_id: str, path: str, chunks: AsyncIterator[bytes], *,
-                    user: str | None = None, mode: int | None = None) -> EntryInfo:
+    async def write(
+        self,
+        sandbox_id: str,
+        path: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        user: str | None = None,
+        mode: int | None = None,
+    ) -> EntryInfo:
         """Stream ``chunks`` to the file on the sandbox's host."""
-        return await entry(await self._open(sandbox_id, "PUT",
-                                            {"path": path, "user": user, "mode": mode}, chunks))
+        return await entry(
+            await self._open(sandbox_id, "PUT", {"path": path, "user": user, "mode": mode}, chunks)
+        )
 
     async def watch(self, sandbox_id: str, path: str, **options: Any) -> Any:
         raise Unsupported("watching a directory is not available through a cluster replica yet")
@@ -188,25 +215,31 @@ class RemoteTemplates:
 
     async def list(self, visible: Callable[[str | None], bool]) -> builtins.list[TemplateInfo]:
         found: builtins.list[TemplateInfo] = await self._cluster.call(
-            await self._cluster.any_host(), "templates", "list", visible)
+            await self._cluster.any_host(), "templates", "list", visible
+        )
         return found
 
     async def get(self, name: str, visible: Callable[[str | None], bool]) -> TemplateInfo:
-        found: TemplateInfo = await self._cluster.call(await self._cluster.any_host(),
-                                                       "templates", "get", name, visible)
+        found: TemplateInfo = await self._cluster.call(
+            await self._cluster.any_host(), "templates", "get", name, visible
+        )
         return found
 
     def check_usable(self, name: str, visible: Callable[[str | None], bool]) -> None:
         """Checked by ``ClusterControl`` before a create (asynchronously, on a host)."""
 
     def workspace(self) -> Path:
-        raise Unsupported("templates are built on a host ('stockade image build' there) until "
-                          "the cluster has shared storage")
+        raise Unsupported(
+            "templates are built on a host ('stockade image build' there) until "
+            "the cluster has shared storage"
+        )
 
     def __getattr__(self, method: str) -> Forward:
         async def refuse(*args: Any, **kwargs: Any) -> Any:
-            raise Unsupported(f"templates.{method} is not available through a cluster replica "
-                              f"yet (templates live on each host until shared storage)")
+            raise Unsupported(
+                f"templates.{method} is not available through a cluster replica "
+                f"yet (templates live on each host until shared storage)"
+            )
 
         return refuse
 
@@ -219,8 +252,10 @@ class RemoteVolumes:
 
     def __getattr__(self, method: str) -> Forward:
         async def refuse(*args: Any, **kwargs: Any) -> Any:
-            raise Unsupported("volumes are not available through a cluster replica yet (they "
-                              "need storage that every host mounts)")
+            raise Unsupported(
+                "volumes are not available through a cluster replica yet (they "
+                "need storage that every host mounts)"
+            )
 
         return refuse
 
@@ -229,16 +264,23 @@ class RemoteCode(_Forwarding):
     service = "code"
 
     async def execute(self, sandbox_id: str, code: str, **options: Any) -> Any:
-        raise Unsupported("running code in a context is not available through a cluster "
-                          "replica yet; run a process instead")
+        raise Unsupported(
+            "running code in a context is not available through a cluster replica yet; run a process instead"
+        )
 
 
 class ClusterEngine:
     """The cluster behind the engine interface. ``async with ClusterEngine(...)`` joins Ray,
     opens the state in PostgreSQL and watches the hosts until closed."""
 
-    def __init__(self, config: EngineConfig, cluster: str, database_url: str, secret: str,
-                 placement_wait: float = PLACEMENT_WAIT) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        cluster: str,
+        database_url: str,
+        secret: str,
+        placement_wait: float = PLACEMENT_WAIT,
+    ) -> None:
         self.config = config
         self._address = cluster
         self._database_url = database_url
@@ -250,8 +292,13 @@ class ClusterEngine:
     async def __aenter__(self) -> "ClusterEngine":
         import ray
 
-        await asyncio.to_thread(ray.init, address=self._address, namespace=NAMESPACE,
-                                log_to_driver=False, logging_level=logging.WARNING)
+        await asyncio.to_thread(
+            ray.init,
+            address=self._address,
+            namespace=NAMESPACE,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
         self._stack.callback(ray.shutdown)
         state = await asyncio.to_thread(ClusterState, self._database_url)
         self._stack.callback(state.close)
@@ -276,8 +323,10 @@ class ClusterEngine:
     async def open_port(self, sandbox_id: str, port: int) -> Any:
         """The port proxy's tunnel: not through a replica yet (409, saying so)."""
         await self.sandboxes.get(sandbox_id)  # a missing sandbox is still a 404
-        raise Unsupported("opening a sandbox's port is not available through a cluster "
-                          "replica yet; run the sandbox on a single host to use its ports")
+        raise Unsupported(
+            "opening a sandbox's port is not available through a cluster "
+            "replica yet; run the sandbox on a single host to use its ports"
+        )
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:

@@ -72,12 +72,19 @@ class HostActor:
     """One machine's engine behind Ray. :meth:`open` is called once, by ``stockade host``;
     the actor's name is visible before that, so every engine call waits for it."""
 
-    def __init__(self, name: str, data_dir: str, node_id: str, secret: str,
-                 address: str, shared_dir: str = "") -> None:
+    def __init__(
+        self, name: str, data_dir: str, node_id: str, secret: str, address: str, shared_dir: str = ""
+    ) -> None:
         self.engine = Engine(EngineConfig(data_dir=Path(data_dir)))
         self.streams = StreamServer(self.engine, secret, address)
-        self.info = HostInfo(name=name, node_id=node_id, pid=os.getpid(), data_dir=data_dir,
-                             stream_url=self.streams.url, shared=bool(shared_dir))
+        self.info = HostInfo(
+            name=name,
+            node_id=node_id,
+            pid=os.getpid(),
+            data_dir=data_dir,
+            stream_url=self.streams.url,
+            shared=bool(shared_dir),
+        )
         self.shared = Path(shared_dir) / "workspaces" if shared_dir else None
         self._opened = asyncio.Event()
         self._exports: dict[str, tuple[str, float]] = {}  # id -> (state, expiry) exported
@@ -106,8 +113,10 @@ class HostActor:
     # -- workspaces on shared storage ----------------------------------------------------------
     def _shared_copy(self, sandbox_id: str) -> Path:
         if self.shared is None:
-            raise InvalidRequest(f"host {self.info.name} has no shared directory (start it "
-                                 f"with --shared-dir) to move workspaces through")
+            raise InvalidRequest(
+                f"host {self.info.name} has no shared directory (start it "
+                f"with --shared-dir) to move workspaces through"
+            )
         if not SANDBOX_ID.fullmatch(sandbox_id):
             raise InvalidRequest(f"{sandbox_id!r} is not a sandbox id")
         return self.shared / sandbox_id
@@ -180,8 +189,7 @@ class HostActor:
             await self.unpublish(sandbox_id)
         return out
 
-    async def call(self, service: str, method: str, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> Any:
+    async def call(self, service: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """``engine.<service>.<method>(*args, **kwargs)``: the typed engine interface, called
         by a replica's :class:`~stockade.cluster.engine.ClusterEngine` (streams excepted)."""
         if service not in SERVICES or method.startswith("_"):

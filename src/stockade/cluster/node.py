@@ -84,24 +84,45 @@ def start_node(opts: HostOptions, temp_dir: Path, port: int) -> subprocess.Popen
     """This host's Ray node (raylet and agents) with its node manager on ``port``, stopped
     when the returned process is."""
     temp_dir.mkdir(parents=True, exist_ok=True)
-    argv = [_ray_binary(), "start", "--address", opts.cluster, "--block",
-            "--node-manager-port", str(port),
-            "--num-cpus", "0", "--resources",
-            json.dumps({**opts.capacity.ray_resources(), host_resource(opts.name): HOST_UNITS}),
-            "--temp-dir", str(temp_dir), "--object-store-memory", str(OBJECT_STORE_BYTES),
-            "--disable-usage-stats"]
+    argv = [
+        _ray_binary(),
+        "start",
+        "--address",
+        opts.cluster,
+        "--block",
+        "--node-manager-port",
+        str(port),
+        "--num-cpus",
+        "0",
+        "--resources",
+        json.dumps({**opts.capacity.ray_resources(), host_resource(opts.name): HOST_UNITS}),
+        "--temp-dir",
+        str(temp_dir),
+        "--object-store-memory",
+        str(OBJECT_STORE_BYTES),
+        "--disable-usage-stats",
+    ]
     if opts.node_ip:
         argv += ["--node-ip-address", opts.node_ip]
     # The engine adopts the runtimes' orphans (runtimes/reaper.py), so the sandboxes'
     # processes are children of the actor's worker. Ray kills a dead worker's children by
     # default, which would take a host's sandboxes down with it instead of leaving them for
     # the restarted host to re-attach.
-    env = {**os.environ, "RAY_kill_child_processes_on_worker_exit": "false",
-           "RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper": "false"}
+    env = {
+        **os.environ,
+        "RAY_kill_child_processes_on_worker_exit": "false",
+        "RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper": "false",
+    }
     logfile = open(temp_dir / "node.log", "ab")
     try:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
-                                preexec_fn=_die_with_parent, env=env)
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=logfile,
+            preexec_fn=_die_with_parent,
+            env=env,
+        )
     finally:
         logfile.close()
 
@@ -121,8 +142,14 @@ def connect(opts: HostOptions, temp_dir: Path, node: subprocess.Popen[bytes], po
             raise SystemExit(f"the Ray node did not start (exit {node.returncode}):\n{tail}")
         try:
             kwargs: dict[str, Any] = {"_node_ip_address": opts.node_ip} if opts.node_ip else {}
-            ray.init(address=opts.cluster, _temp_dir=str(temp_dir), namespace=NAMESPACE,
-                     log_to_driver=False, logging_level=logging.WARNING, **kwargs)
+            ray.init(
+                address=opts.cluster,
+                _temp_dir=str(temp_dir),
+                namespace=NAMESPACE,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                **kwargs,
+            )
             node_id = ray.get_runtime_context().get_node_id()
             nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
             if any(n["NodeID"] == node_id and n.get("NodeManagerPort") == port for n in nodes):
@@ -151,11 +178,17 @@ def run_host(opts: HostOptions) -> None:
         ray = connect(opts, temp_dir, node, port)
         node_id = ray.get_runtime_context().get_node_id()
         address = opts.node_ip or ray.util.get_node_ip_address()
-        actor = ray.remote(HostActor).options(
-            name=actor_name(opts.name), namespace=NAMESPACE, num_cpus=0, max_restarts=0,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-        ).remote(opts.name, str(opts.data_dir), node_id, opts.secret, address,
-                 str(opts.shared_dir or ""))
+        actor = (
+            ray.remote(HostActor)
+            .options(
+                name=actor_name(opts.name),
+                namespace=NAMESPACE,
+                num_cpus=0,
+                max_restarts=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            )
+            .remote(opts.name, str(opts.data_dir), node_id, opts.secret, address, str(opts.shared_dir or ""))
+        )
         ray.get(actor.open.remote())
         log.info("host %s ready on Ray node %s", opts.name, node_id)
         print(f"host {opts.name} ready on Ray node {node_id}", flush=True)

@@ -64,18 +64,21 @@ class Placer:
 
         total = await asyncio.to_thread(self._ray.cluster_resources)
         if total.get(slot_resource(tier), 0) <= 0:
-            raise InvalidRequest(f"no host in the cluster runs {tier!r} sandboxes; start a host "
-                                 f"offering it ('stockade host --slots {tier}=N'; microvm also "
-                                 f"needs --kvm or --allow-tcg)")
+            raise InvalidRequest(
+                f"no host in the cluster runs {tier!r} sandboxes; start a host "
+                f"offering it ('stockade host --slots {tier}=N'; microvm also "
+                f"needs --kvm or --allow-tcg)"
+            )
         name = "sbp-" + secrets.token_hex(8)
-        group = placement_group([bundle(tier)], strategy="STRICT_PACK", name=name,
-                                lifetime="detached")
+        group = placement_group([bundle(tier)], strategy="STRICT_PACK", name=name, lifetime="detached")
         try:
             await asyncio.wait_for(group.ready(), self.wait)
         except asyncio.TimeoutError:
             self._remove(group)
-            raise NoCapacity(f"every host offering {tier!r} is full: no slot came free within "
-                             f"{self.wait:g} s; kill a sandbox or add a host") from None
+            raise NoCapacity(
+                f"every host offering {tier!r} is full: no slot came free within "
+                f"{self.wait:g} s; kill a sandbox or add a host"
+            ) from None
         except BaseException:
             self._remove(group)
             raise
@@ -89,9 +92,12 @@ class Placer:
         taken = 0
         for tier in tiers:
             for _ in range(MAX_HOLDS):
-                group = placement_group([{**bundle(tier), host_resource(host): 1.0}],
-                                        strategy="STRICT_PACK", lifetime="detached",
-                                        name=hold_prefix(host) + secrets.token_hex(6))
+                group = placement_group(
+                    [{**bundle(tier), host_resource(host): 1.0}],
+                    strategy="STRICT_PACK",
+                    lifetime="detached",
+                    name=hold_prefix(host) + secrets.token_hex(6),
+                )
                 try:
                     await asyncio.wait_for(group.ready(), HOLD_WAIT)
                 except asyncio.TimeoutError:
@@ -109,8 +115,11 @@ class Placer:
         from ray.util.placement_group import placement_group_table
 
         table = await asyncio.to_thread(placement_group_table)
-        names = [g["name"] for g in table.values()
-                 if g.get("name", "").startswith(hold_prefix(host)) and g.get("state") != "REMOVED"]
+        names = [
+            g["name"]
+            for g in table.values()
+            if g.get("name", "").startswith(hold_prefix(host)) and g.get("state") != "REMOVED"
+        ]
         for name in names:
             with contextlib.suppress(ValueError):
                 self._remove(await asyncio.to_thread(get_placement_group, name))

@@ -35,21 +35,28 @@ class Channel:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def open(self, base_url: str, method: str, path: str, *,
-                   params: dict[str, Any] | None = None, json_body: Any = None,
-                   content: AsyncIterator[bytes] | None = None) -> httpx.Response:
+    async def open(
+        self,
+        base_url: str,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        content: AsyncIterator[bytes] | None = None,
+    ) -> httpx.Response:
         """Send a signed request; return the response with its body not yet read (raises
         the host's engine error for an error status)."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        request = self._client.build_request(method, base_url + path, params=query,
-                                             json=json_body, content=content)
+        request = self._client.build_request(
+            method, base_url + path, params=query, json=json_body, content=content
+        )
         raw_path, _, raw_query = request.url.raw_path.decode("ascii").partition("?")
         request.headers[HEADER] = sign(self._secret, operation(method, raw_path, raw_query))
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise SandboxUnavailable(f"could not reach the sandbox's host at {base_url}: "
-                                     f"{exc}") from None
+            raise SandboxUnavailable(f"could not reach the sandbox's host at {base_url}: {exc}") from None
         if response.status_code >= 400:
             body = await response.aread()
             await response.aclose()
@@ -64,16 +71,19 @@ def _error(status: int, body: bytes) -> EngineError:
     except (ValueError, KeyError, TypeError):
         return SandboxUnavailable(f"the sandbox's host answered {status}: {body[:200]!r}")
     if code == "unauthorized":  # the replica's secret is not the host's: an operator error
-        return SandboxUnavailable(f"the sandbox's host refused this replica ({message}); give "
-                                  f"every host and replica the same $STOCKADE_CLUSTER_SECRET")
+        return SandboxUnavailable(
+            f"the sandbox's host refused this replica ({message}); give "
+            f"every host and replica the same $STOCKADE_CLUSTER_SECRET"
+        )
     return ERRORS.get(code, EngineError)(message)
 
 
 class RemoteRun:
     """A process on another host, read like :class:`stockade.engine.ProcessRun`."""
 
-    def __init__(self, response: httpx.Response,
-                 send_stdin: Callable[[ProcessSelector, bytes], Awaitable[None]]) -> None:
+    def __init__(
+        self, response: httpx.Response, send_stdin: Callable[[ProcessSelector, bytes], Awaitable[None]]
+    ) -> None:
         self._response = response
         self._send_stdin = send_stdin
         self.pid: int | None = None
@@ -99,8 +109,9 @@ class RemoteRun:
         finally:
             await self._response.aclose()
         if not ended:
-            raise SandboxUnavailable("the sandbox's host ended the stream before the process "
-                                     "ended (the host may be down)")
+            raise SandboxUnavailable(
+                "the sandbox's host ended the stream before the process ended (the host may be down)"
+            )
 
     async def send_stdin(self, data: bytes) -> None:
         await self._send_stdin(ProcessSelector(pid=self.pid), data)

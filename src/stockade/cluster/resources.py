@@ -55,8 +55,7 @@ def parse_slots(text: str) -> dict[str, int]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         tier, sep, count = part.partition("=")
         if not sep or tier not in TIERS:
-            raise ValueError(f"slot {part!r} must look like TIER=COUNT with TIER one of "
-                             f"{', '.join(TIERS)}")
+            raise ValueError(f"slot {part!r} must look like TIER=COUNT with TIER one of {', '.join(TIERS)}")
         if not count.isdigit():
             raise ValueError(f"slot count {count!r} for {tier} must be a whole number")
         slots[tier] = int(count)

@@ -104,8 +104,11 @@ class ClusterSandboxes:
             return await asyncio.wait_for(ref, timeout)
         except (RayActorError, ValueError, asyncio.TimeoutError) as exc:
             self._actors.pop(host, None)
-            why = ("did not answer in time" if isinstance(exc, asyncio.TimeoutError)
-                   else "is gone (its Ray node or actor died)")
+            why = (
+                "did not answer in time"
+                if isinstance(exc, asyncio.TimeoutError)
+                else "is gone (its Ray node or actor died)"
+            )
             await self.db(self.state.host_down, host, HOST_LOST)
             raise HostDown(f"host {host} {why}; its sandboxes are reported lost") from None
 
@@ -150,8 +153,10 @@ class ClusterSandboxes:
                 else:
                     await self._placer.release(slot.name)
                     await self._placer.fill(row.name, [tier])
-            raise SandboxUnavailable(f"could not place a {tier} sandbox on a live host that is "
-                                     f"not draining after {PLACE_TRIES} tries; retry")
+            raise SandboxUnavailable(
+                f"could not place a {tier} sandbox on a live host that is "
+                f"not draining after {PLACE_TRIES} tries; retry"
+            )
         finally:
             for slot in skipped:
                 await self._placer.release(slot.name)
@@ -179,7 +184,8 @@ class ClusterSandboxes:
         """The tiers Ray's node ``node_id`` has slots for."""
         nodes = await asyncio.to_thread(self._ray.nodes)
         resources: dict[str, float] = next(
-            (n.get("Resources", {}) for n in nodes if n.get("NodeID") == node_id), {})
+            (n.get("Resources", {}) for n in nodes if n.get("NodeID") == node_id), {}
+        )
         return [t for t in TIERS if resources.get(slot_resource(t), 0) > 0]
 
     async def get(self, sandbox_id: str) -> SandboxInfo:
@@ -217,8 +223,7 @@ class ClusterSandboxes:
         if row is None:
             raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
         if row.state == MOVING:
-            raise Conflict(f"sandbox {sandbox_id} is being restarted on another host; retry "
-                           f"in a few seconds")
+            raise Conflict(f"sandbox {sandbox_id} is being restarted on another host; retry in a few seconds")
         if row.state != LOST:
             try:
                 out = await self._call(row.host, "kill", sandbox_id)
@@ -237,8 +242,9 @@ class ClusterSandboxes:
         if row is None:
             raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
         if row.state in (LOST, MOVING):
-            raise HostDown(f"sandbox {sandbox_id} is {row.state}: {row.message or ''}"
-                           f" (host {row.host} is down)")
+            raise HostDown(
+                f"sandbox {sandbox_id} is {row.state}: {row.message or ''} (host {row.host} is down)"
+            )
         return row.host
 
     async def move_if_lost(self, sandbox_id: str) -> None:
@@ -251,8 +257,10 @@ class ClusterSandboxes:
         if row.state == MOVING or not row.movable:
             await self.owner_host(sandbox_id)  # raises HostDown with the row's words
         if await self.db(self.state.claim_move, sandbox_id) is None:
-            raise Conflict(f"sandbox {sandbox_id} is being restarted on another host by "
-                           f"another request; retry in a few seconds")
+            raise Conflict(
+                f"sandbox {sandbox_id} is being restarted on another host by "
+                f"another request; retry in a few seconds"
+            )
         # Its old slot first: Ray may have moved it to a live host when the node died.
         await self._placer.release(row.placement)
         try:
@@ -273,8 +281,7 @@ class ClusterSandboxes:
         """Where host ``host`` serves streams (learnt from its pings)."""
         url = self.stream_urls.get(host)
         if not url:
-            raise SandboxUnavailable(f"host {host} has not answered this replica yet; retry "
-                                     f"in a second")
+            raise SandboxUnavailable(f"host {host} has not answered this replica yet; retry in a second")
         return url
 
     async def any_host(self) -> str:
@@ -284,8 +291,7 @@ class ClusterSandboxes:
                 return row.name
         raise SandboxUnavailable("no Stockade host is up; start one with 'stockade host'")
 
-    async def call(self, host: str, service: str, method: str, *args: Any,
-                   **kwargs: Any) -> Any:
+    async def call(self, host: str, service: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """``engine.<service>.<method>(...)`` on ``host``; its engine errors re-raised here."""
         out = raise_failure(await self._call(host, "call", service, method, args, kwargs))
         if isinstance(out, SandboxInfo):  # a state change (pause, stop, timeout...): record it
@@ -312,8 +318,11 @@ class ClusterSandboxes:
         """One round: hosts whose actor vanished are down; the others are pinged, and synced
         when they come back and every :data:`SYNC_EVERY` seconds."""
         named = await asyncio.to_thread(self._ray.util.list_named_actors, all_namespaces=True)
-        present = {a["name"][len("host-"):] for a in named
-                   if a["namespace"] == NAMESPACE and a["name"].startswith("host-")}
+        present = {
+            a["name"][len("host-") :]
+            for a in named
+            if a["namespace"] == NAMESPACE and a["name"].startswith("host-")
+        }
         for row in await self.db(self.state.hosts):
             if row.state == ALIVE and row.name not in present:
                 self._actors.pop(row.name, None)
@@ -351,8 +360,9 @@ class ClusterSandboxes:
                 await self.db(self.state.refresh, running[sandbox_id])
             else:
                 await self._forget(sandbox_id, row.placement)
-        elsewhere = {row.id for row in await self.db(self.state.sandboxes)
-                     if row.host != host and row.state != LOST}
+        elsewhere = {
+            row.id for row in await self.db(self.state.sandboxes) if row.host != host and row.state != LOST
+        }
         for sandbox_id, info in running.items():
             if sandbox_id in rows:
                 continue

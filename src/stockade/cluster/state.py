@@ -71,18 +71,21 @@ class SandboxRow(Base):
     def movable(self) -> bool:
         """A workspace that was stopped or archived when its host went: its last state is
         on shared storage and another host can start it."""
-        return (self.info.get("persistence") == "workspace"
-                and self.info.get("state") in MOVABLE)
+        return self.info.get("persistence") == "workspace" and self.info.get("state") in MOVABLE
 
 
 def lost_message(row: SandboxRow, host: str) -> str:
     """Why ``row``'s sandbox is lost with host ``host``, and what can bring it back."""
     if row.movable:
-        return (f"lost with its host {host}; it was {row.info.get('state')}: start it to "
-                f"restart it on another host from its last stopped state on shared storage")
+        return (
+            f"lost with its host {host}; it was {row.info.get('state')}: start it to "
+            f"restart it on another host from its last stopped state on shared storage"
+        )
     if row.info.get("persistence") == "workspace":
-        return (f"lost with its host {host}; it was {row.info.get('state')}, so its disk is "
-                f"only on {host}: start host {host} again to get it back, or kill it")
+        return (
+            f"lost with its host {host}; it was {row.info.get('state')}, so its disk is "
+            f"only on {host}: start host {host} again to get it back, or kill it"
+        )
     return f"lost with its host {host}"
 
 
@@ -90,7 +93,7 @@ def sql_url(url: str) -> str:
     """``postgresql://`` URLs use psycopg 3 (the driver the store already depends on)."""
     for plain in ("postgresql://", "postgres://"):
         if url.startswith(plain):
-            return "postgresql+psycopg://" + url[len(plain):]
+            return "postgresql+psycopg://" + url[len(plain) :]
     return url
 
 
@@ -116,8 +119,7 @@ class ClusterState:
             row = s.get(HostRow, name)
             came_back = row is None or row.state != ALIVE or row.node_id != node_id
             if row is None:
-                s.add(HostRow(name=name, node_id=node_id, state=ALIVE, seen_at=time.time(),
-                              draining=False))
+                s.add(HostRow(name=name, node_id=node_id, state=ALIVE, seen_at=time.time(), draining=False))
             else:
                 row.node_id, row.state, row.reason = node_id, ALIVE, None
                 row.seen_at = time.time()
@@ -128,10 +130,12 @@ class ClusterState:
         """Mark host ``name`` down and every sandbox on it lost, with ``reason`` (and words
         saying whether another host can start it)."""
         with self._session() as s:
-            s.execute(update(HostRow).where(HostRow.name == name, HostRow.state == ALIVE)
-                      .values(state=DOWN, reason=reason))
-            rows = s.scalars(select(SandboxRow).where(SandboxRow.host == name,
-                                                      SandboxRow.state != MOVING))
+            s.execute(
+                update(HostRow)
+                .where(HostRow.name == name, HostRow.state == ALIVE)
+                .values(state=DOWN, reason=reason)
+            )
+            rows = s.scalars(select(SandboxRow).where(SandboxRow.host == name, SandboxRow.state != MOVING))
             for row in rows:
                 if row.state != LOST:
                     row.state, row.reason, row.updated_at = LOST, reason, time.time()
@@ -154,9 +158,17 @@ class ClusterState:
     # -- sandboxes -------------------------------------------------------------------------
     def add_sandbox(self, info: SandboxInfo, host: str, placement: str) -> None:
         with self._session() as s:
-            s.add(SandboxRow(id=info.id, host=host, placement=placement, state=info.state,
-                             reason=info.reason, info=info.model_dump(mode="json"),
-                             updated_at=time.time()))
+            s.add(
+                SandboxRow(
+                    id=info.id,
+                    host=host,
+                    placement=placement,
+                    state=info.state,
+                    reason=info.reason,
+                    info=info.model_dump(mode="json"),
+                    updated_at=time.time(),
+                )
+            )
             s.commit()
 
     def sandbox(self, sandbox_id: str) -> SandboxRow | None:
@@ -173,36 +185,57 @@ class ClusterState:
     def refresh(self, info: SandboxInfo) -> None:
         """Record what the owning host says about the sandbox now."""
         with self._session() as s:
-            s.execute(update(SandboxRow).where(SandboxRow.id == info.id)
-                      .values(state=info.state, reason=info.reason, message=None,
-                              info=info.model_dump(mode="json"), updated_at=time.time()))
+            s.execute(
+                update(SandboxRow)
+                .where(SandboxRow.id == info.id)
+                .values(
+                    state=info.state,
+                    reason=info.reason,
+                    message=None,
+                    info=info.model_dump(mode="json"),
+                    updated_at=time.time(),
+                )
+            )
             s.commit()
 
     def claim_move(self, sandbox_id: str) -> SandboxRow | None:
         """Take a lost sandbox for restarting elsewhere: its row, now ``moving``, or None if
         it is not lost (another replica took it first, or its host came back)."""
         with self._session() as s:
-            done = s.execute(update(SandboxRow)
-                             .where(SandboxRow.id == sandbox_id, SandboxRow.state == LOST)
-                             .values(state=MOVING, updated_at=time.time()))
+            done = s.execute(
+                update(SandboxRow)
+                .where(SandboxRow.id == sandbox_id, SandboxRow.state == LOST)
+                .values(state=MOVING, updated_at=time.time())
+            )
             s.commit()
             return s.get(SandboxRow, sandbox_id) if done.rowcount == 1 else None  # type: ignore[attr-defined]
 
     def moved(self, info: SandboxInfo, host: str, placement: str) -> None:
         """The sandbox now lives on ``host`` in the slot ``placement``."""
         with self._session() as s:
-            s.execute(update(SandboxRow).where(SandboxRow.id == info.id)
-                      .values(host=host, placement=placement, state=info.state,
-                              reason=info.reason, message=None,
-                              info=info.model_dump(mode="json"), updated_at=time.time()))
+            s.execute(
+                update(SandboxRow)
+                .where(SandboxRow.id == info.id)
+                .values(
+                    host=host,
+                    placement=placement,
+                    state=info.state,
+                    reason=info.reason,
+                    message=None,
+                    info=info.model_dump(mode="json"),
+                    updated_at=time.time(),
+                )
+            )
             s.commit()
 
     def unclaim(self, sandbox_id: str) -> None:
         """A restart elsewhere failed: the sandbox is lost again, as before."""
         with self._session() as s:
-            s.execute(update(SandboxRow)
-                      .where(SandboxRow.id == sandbox_id, SandboxRow.state == MOVING)
-                      .values(state=LOST, updated_at=time.time()))
+            s.execute(
+                update(SandboxRow)
+                .where(SandboxRow.id == sandbox_id, SandboxRow.state == MOVING)
+                .values(state=LOST, updated_at=time.time())
+            )
             s.commit()
 
     def remove_sandbox(self, sandbox_id: str) -> None:

@@ -44,17 +44,21 @@ class TokenCheck:
         token = dict(scope["headers"]).get(HEADER.encode(), b"").decode("latin-1")
         wanted = operation(scope["method"], scope["path"], scope["query_string"].decode("latin-1"))
         if not verify(self.secret, wanted, token):
-            return await errors.json_error(scope, send, 401, "unauthorized",
-                                           "this endpoint serves the cluster's API replicas only "
-                                           "(a token signed with the cluster secret is missing, "
-                                           "expired or for another request)")
+            return await errors.json_error(
+                scope,
+                send,
+                401,
+                "unauthorized",
+                "this endpoint serves the cluster's API replicas only "
+                "(a token signed with the cluster secret is missing, "
+                "expired or for another request)",
+            )
         await self.app(scope, receive, send)
 
 
 def stream_app(engine: Engine, secret: str) -> FastAPI:
     """The routes a replica reaches directly: processes and files of this host's sandboxes."""
-    app = FastAPI(title="Stockade host streams", openapi_url=None, docs_url=None,
-                  redoc_url=None)
+    app = FastAPI(title="Stockade host streams", openapi_url=None, docs_url=None, redoc_url=None)
     app.state.engine = engine
     errors.install(app)
     app.include_router(processes.router)
@@ -72,8 +76,9 @@ class StreamServer:
         self._sock.bind((address, 0))
         host, port = self._sock.getsockname()[:2]
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        config = uvicorn.Config(stream_app(engine, secret), log_level="warning",
-                                access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            stream_app(engine, secret), log_level="warning", access_log=False, lifespan="off"
+        )
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task[Any] | None = None
 

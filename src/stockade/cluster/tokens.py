@@ -22,9 +22,11 @@ def cluster_secret() -> str:
     """``$STOCKADE_CLUSTER_SECRET``, or SystemExit saying how to set it."""
     secret = os.environ.get(SECRET_ENV, "")
     if len(secret) < MIN_SECRET:
-        raise SystemExit(f"${SECRET_ENV} must be set (at least {MIN_SECRET} characters), the "
-                         f"same on every host and API replica: it authenticates the streams "
-                         f"between them (e.g. openssl rand -hex 20)")
+        raise SystemExit(
+            f"${SECRET_ENV} must be set (at least {MIN_SECRET} characters), the "
+            f"same on every host and API replica: it authenticates the streams "
+            f"between them (e.g. openssl rand -hex 20)"
+        )
     return secret
 
 

@@ -91,23 +91,38 @@ async def archive(layer: Path, directory: Path) -> ArchiveInfo:
     tmp = directory / (ARCHIVE + ".tmp")
     stat = layer.stat()
     try:
-        await host.run("tar", "--create", "--sparse", "--numeric-owner",
-                          f"--use-compress-program={COMPRESSOR}", "--file", str(tmp),
-                          "--directory", str(layer.parent), layer.name, timeout=3600)
+        await host.run(
+            "tar",
+            "--create",
+            "--sparse",
+            "--numeric-owner",
+            f"--use-compress-program={COMPRESSOR}",
+            "--file",
+            str(tmp),
+            "--directory",
+            str(layer.parent),
+            layer.name,
+            timeout=3600,
+        )
         size = await asyncio.to_thread(_seal, tmp, layer.name, stat.st_size, directory)
     except BaseException:
         _clean(directory)
         raise
-    return ArchiveInfo(layer_bytes=stat.st_size, stored_bytes=stat.st_blocks * 512,
-                       archive_bytes=size)
+    return ArchiveInfo(layer_bytes=stat.st_size, stored_bytes=stat.st_blocks * 512, archive_bytes=size)
 
 
 def _seal(tmp: Path, layer_name: str, layer_bytes: int, directory: Path) -> int:
     """Flush the finished archive, put it in place, then its manifest; return its size."""
     _fsync(tmp)
     size = tmp.stat().st_size
-    manifest = {"version": 1, "layer": layer_name, "layer_bytes": layer_bytes, "size": size,
-                "crc32": file_crc32(tmp), "created_at": time.time()}
+    manifest = {
+        "version": 1,
+        "layer": layer_name,
+        "layer_bytes": layer_bytes,
+        "size": size,
+        "crc32": file_crc32(tmp),
+        "created_at": time.time(),
+    }
     os.replace(tmp, archive_path(directory))
     tmp = directory / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest))
@@ -130,18 +145,15 @@ def verify(directory: Path) -> dict[str, object]:
         manifest = json.loads((directory / MANIFEST).read_text())
         size, crc = int(manifest["size"]), int(manifest["crc32"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ArchiveCorrupt(f"the archive of {directory.name} has no readable manifest "
-                             f"({exc})") from None
+        raise ArchiveCorrupt(f"the archive of {directory.name} has no readable manifest ({exc})") from None
     try:
         actual = path.stat().st_size
     except OSError:
         raise ArchiveCorrupt(f"the archive {path} is missing") from None
     if actual != size:
-        raise ArchiveCorrupt(f"the archive {path} is {actual} bytes, expected {size} "
-                             f"(truncated?)")
+        raise ArchiveCorrupt(f"the archive {path} is {actual} bytes, expected {size} (truncated?)")
     if file_crc32(path) != crc:
-        raise ArchiveCorrupt(f"the archive {path} does not match its checksum (damaged on "
-                             f"disk?)")
+        raise ArchiveCorrupt(f"the archive {path} does not match its checksum (damaged on disk?)")
     return manifest  # type: ignore[no-any-return]
 
 
@@ -156,17 +168,24 @@ async def restore(layer: Path, directory: Path) -> None:
     staging.mkdir(mode=0o700)
     try:
         try:
-            await host.run("tar", "--extract", "--sparse", "--numeric-owner",
-                              "--same-permissions", f"--use-compress-program={COMPRESSOR}",
-                              "--file", str(archive_path(directory)),
-                              "--directory", str(staging), timeout=3600)
+            await host.run(
+                "tar",
+                "--extract",
+                "--sparse",
+                "--numeric-owner",
+                "--same-permissions",
+                f"--use-compress-program={COMPRESSOR}",
+                "--file",
+                str(archive_path(directory)),
+                "--directory",
+                str(staging),
+                timeout=3600,
+            )
         except DriverError as exc:
-            raise ArchiveCorrupt(f"the archive of {directory.name} cannot be unpacked: {exc}"
-                                 ) from None
+            raise ArchiveCorrupt(f"the archive of {directory.name} cannot be unpacked: {exc}") from None
         restored = staging / str(manifest.get("layer", layer.name))
         if not restored.is_file() or restored.stat().st_size != manifest.get("layer_bytes"):
-            raise ArchiveCorrupt(f"the archive of {directory.name} does not hold a complete "
-                                 f"layer")
+            raise ArchiveCorrupt(f"the archive of {directory.name} does not hold a complete layer")
         await asyncio.to_thread(_put_in_place, restored, layer)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -61,8 +61,7 @@ class Job:
     def emit(self, event: dict[str, Any]) -> None:
         """One event of ``TemplateBuild.run`` as log lines."""
         if event.get("type") == "step":
-            self.log(f"step {event['step']}/{event['total']} {event['status']}: "
-                     f"{event['instruction'][:300]}")
+            self.log(f"step {event['step']}/{event['total']} {event['status']}: {event['instruction'][:300]}")
         elif event.get("type") == "log":
             for line in str(event.get("data", "")).splitlines():
                 self.log(line, "error" if event.get("stream") == "stderr" else "info")
@@ -70,8 +69,9 @@ class Job:
 
 def _digest(digest: str) -> str:
     if not DIGEST.fullmatch(digest):
-        raise InvalidRequest(f"a build file's hash must be 16 to 128 lowercase hex digits, "
-                             f"not {digest[:80]!r}")
+        raise InvalidRequest(
+            f"a build file's hash must be 16 to 128 lowercase hex digits, not {digest[:80]!r}"
+        )
     return digest
 
 
@@ -91,8 +91,7 @@ class BuildJobs:
         """Whether ``owner`` already uploaded the context file ``digest``."""
         return (self._files(owner) / _digest(digest)).is_file()
 
-    async def save_file(self, owner: str | None, digest: str,
-                        chunks: AsyncIterator[bytes]) -> None:
+    async def save_file(self, owner: str | None, digest: str, chunks: AsyncIterator[bytes]) -> None:
         """Store one context file (a tar, any compression) of ``owner`` under ``digest``."""
         final = self._files(owner) / _digest(digest)
         part = final.with_name(f".{digest}.{secrets.token_hex(4)}")
@@ -108,9 +107,18 @@ class BuildJobs:
         finally:
             part.unlink(missing_ok=True)
 
-    async def start(self, dockerfile: str, name: str, files: list[str], *, owner: str | None,
-                    visible: Visible, replace: bool, build_id: str | None = None,
-                    network: Any = "none") -> BuildStatus:
+    async def start(
+        self,
+        dockerfile: str,
+        name: str,
+        files: list[str],
+        *,
+        owner: str | None,
+        visible: Visible,
+        replace: bool,
+        build_id: str | None = None,
+        network: Any = "none",
+    ) -> BuildStatus:
         """Check and start a build whose context holds each of ``files`` (digests of this
         owner's uploads) unpacked in a directory named after it; ``build_id`` may be chosen
         by the caller (a protocol that hands it out before the build starts)."""
@@ -129,9 +137,16 @@ class BuildJobs:
                 (context / digest).mkdir()
                 await asyncio.to_thread(unpack, self._files(owner) / digest, context / digest)
             job = Job(build_id, name, owner)
-            build = self._engine.templates.build(dockerfile, name, context, owner=owner,
-                                                 visible=visible, emit=job.emit,
-                                                 network=network, replace=replace)
+            build = self._engine.templates.build(
+                dockerfile,
+                name,
+                context,
+                owner=owner,
+                visible=visible,
+                emit=job.emit,
+                network=network,
+                replace=replace,
+            )
         except ContextError as exc:
             shutil.rmtree(work, ignore_errors=True)
             raise InvalidRequest(str(exc)) from None
@@ -161,10 +176,18 @@ class BuildJobs:
         """A build's state and its log lines from ``offset``; another owner's reads as missing."""
         job = self._jobs.get(build_id)
         if job is None or not (job.owner is None or visible(job.owner)):
-            raise NotFound(f"no build {build_id!r} (builds are kept {int(KEEP)} s after they "
-                           f"end, and not across a server restart)")
-        return BuildStatus(build_id=job.build_id, template=job.template, owner=job.owner,
-                           status=job.status, logs=job.logs[max(offset, 0):], error=job.error)
+            raise NotFound(
+                f"no build {build_id!r} (builds are kept {int(KEEP)} s after they "
+                f"end, and not across a server restart)"
+            )
+        return BuildStatus(
+            build_id=job.build_id,
+            template=job.template,
+            owner=job.owner,
+            status=job.status,
+            logs=job.logs[max(offset, 0) :],
+            error=job.error,
+        )
 
     def _sweep(self) -> None:
         now = time.time()

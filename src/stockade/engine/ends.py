@@ -26,10 +26,15 @@ log = logging.getLogger("stockade.engine")
 DEFAULT_KEEP = 1000
 DEFAULT_RETENTION = 24 * 3600.0
 #: The words for each reason when nothing more precise is known.
-MESSAGES = {"killed": "killed by the user", "timeout": "ended by its timeout",
-            "out_of_memory": "out of memory", "pids_limit": "process limit reached",
-            "disk_full": "disk full", "host_lost": "lost with its host (restart or crash)",
-            "error": "error"}
+MESSAGES = {
+    "killed": "killed by the user",
+    "timeout": "ended by its timeout",
+    "out_of_memory": "out of memory",
+    "pids_limit": "process limit reached",
+    "disk_full": "disk full",
+    "host_lost": "lost with its host (restart or crash)",
+    "error": "error",
+}
 
 
 def default_keep() -> int:
@@ -87,8 +92,9 @@ class EndRecords:
 
     def _prune(self) -> None:
         horizon = time.time() - self.retention
-        while self._items and (len(self._items) > self.keep
-                               or next(iter(self._items.values()))[1].ended_at < horizon):
+        while self._items and (
+            len(self._items) > self.keep or next(iter(self._items.values()))[1].ended_at < horizon
+        ):
             sandbox_id, _ = self._items.popitem(last=False)
             with contextlib.suppress(OSError):
                 (self.directory / f"{sandbox_id}.json").unlink()

@@ -22,8 +22,7 @@ from ..config import default_images_dir
 from ..images import ImageStore
 from ..net import NetConfig, NetError, NetworkManager, NetworkPolicy
 from .. import host
-from ..runtimes.base import (DriverError, Resources, RuntimeDriver, RuntimeState, SandboxSpec,
-                             Stats)
+from ..runtimes.base import DriverError, Resources, RuntimeDriver, RuntimeState, SandboxSpec, Stats
 from ..runtimes.channel import AgentCallError, AgentChannel, ChannelClosed, HostStream
 from ..runtimes.qemu import QemuDriver
 from ..runtimes.runc import RuncDriver
@@ -49,8 +48,11 @@ from .volumes import VolumeService, Volumes
 
 log = logging.getLogger("stockade.engine")
 
-TIERS: dict[str, type[RuntimeDriver]] = {"container": RuncDriver, "gvisor": RunscDriver,
-                                          "microvm": QemuDriver}
+TIERS: dict[str, type[RuntimeDriver]] = {
+    "container": RuncDriver,
+    "gvisor": RunscDriver,
+    "microvm": QemuDriver,
+}
 
 
 def default_pool_size() -> dict[str, int]:
@@ -73,8 +75,9 @@ async def _take_lock(path: Path) -> int:
     fd = await host.acquire(path, timeout=LOCK_WAIT)
     if fd is None:
         holders = host.lock_holders(path)
-        raise EngineError(f"another engine is using {path.parent} "
-                          f"(its lock is held by {holders or 'an unknown process'})")
+        raise EngineError(
+            f"another engine is using {path.parent} (its lock is held by {holders or 'an unknown process'})"
+        )
     return fd
 
 
@@ -117,7 +120,8 @@ class Engine:
         self.net = NetworkManager(config.data_dir, config.network)
         self.drivers: dict[str, RuntimeDriver] = {
             tier: cls(config.data_dir, self.images, config.agent_dir)  # type: ignore[call-arg]
-            for tier, cls in TIERS.items()}
+            for tier, cls in TIERS.items()
+        }
         self._records: dict[str, SandboxRecord] = {}
         self._channels: dict[str, AgentChannel] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -127,8 +131,7 @@ class Engine:
         self.pool = WarmPool(self, config.pool_size)
         self.lifecycle = Lifecycle(self)
         self.volume_store = Volumes(config.data_dir)
-        self.ends = EndRecords(config.data_dir / "ended", config.ended_keep,
-                               config.ended_retention)
+        self.ends = EndRecords(config.data_dir / "ended", config.ended_keep, config.ended_retention)
         self.events = Events()
         self.usage = Usage(self)
         #: The name of the last command started in each sandbox (for "out of memory (NAME)"
@@ -176,8 +179,7 @@ class Engine:
         await self.pool.drain()
         await self.templates.builds.close()  # before the kill: a build kills its own sandbox
         if kill_all:
-            await asyncio.gather(*(self.kill(i) for i in list(self._records)),
-                                 return_exceptions=True)
+            await asyncio.gather(*(self.kill(i) for i in list(self._records)), return_exceptions=True)
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -204,9 +206,12 @@ class Engine:
                 await self._destroy_unknown(directory)
                 continue
             driver = self.drivers.get(record.tier)
-            alive = (driver is not None and record.state == "running"
-                     and record.expires_at > now
-                     and await driver.state(record.spec) == RuntimeState.RUNNING)
+            alive = (
+                driver is not None
+                and record.state == "running"
+                and record.expires_at > now
+                and await driver.state(record.spec) == RuntimeState.RUNNING
+            )
             if alive or await self.lifecycle.recover(record):
                 self._records[record.id] = record
                 self.arm_timer(record)
@@ -270,9 +275,14 @@ class Engine:
     def new_record(self, tier: str, template: str, resources: Resources) -> SandboxRecord:
         """A record for a sandbox not created yet."""
         sandbox_id = new_id()
-        return SandboxRecord(id=sandbox_id, tier=tier, image=template, resources=resources,
-                             directory=self.sandbox_dir / sandbox_id,
-                             timeout=self.config.default_timeout)
+        return SandboxRecord(
+            id=sandbox_id,
+            tier=tier,
+            image=template,
+            resources=resources,
+            directory=self.sandbox_dir / sandbox_id,
+            timeout=self.config.default_timeout,
+        )
 
     async def boot(self, record: SandboxRecord, network: NetworkPolicy | None = None) -> None:
         """Create and start the sandbox of ``record`` (wiring its ``network`` meanwhile); on
@@ -297,8 +307,9 @@ class Engine:
 
     def check_timeout(self, timeout: float) -> float:
         if not 1 <= timeout <= self.config.max_timeout:
-            raise InvalidRequest(f"timeout must be between 1 and {self.config.max_timeout:.0f} "
-                                 f"seconds, not {timeout}")
+            raise InvalidRequest(
+                f"timeout must be between 1 and {self.config.max_timeout:.0f} seconds, not {timeout}"
+            )
         return float(timeout)
 
     def lock(self, sandbox_id: str) -> asyncio.Lock:
@@ -327,8 +338,7 @@ class Engine:
             raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
         return record
 
-    async def kill(self, sandbox_id: str, reason: str = "killed",
-                   message: str | None = None) -> None:
+    async def kill(self, sandbox_id: str, reason: str = "killed", message: str | None = None) -> None:
         """Kill the sandbox and remove every trace of it but its end record, which says why
         it ended (``reason``, ``message``: ends.py)."""
         record = self.record(sandbox_id)
@@ -359,18 +369,17 @@ class Engine:
         """Keep the end record of a sandbox that ended, and tell the event stream."""
         message = message or MESSAGES.get(reason, reason)
         now = time.time()
-        info = record.info().model_copy(update={"state": "ended", "reason": reason,
-                                                "message": message})
-        self.ends.add(record.owner, SandboxEnd(id=record.id, reason=reason, message=message,
-                                               ended_at=now, sandbox=info))
+        info = record.info().model_copy(update={"state": "ended", "reason": reason, "message": message})
+        self.ends.add(
+            record.owner, SandboxEnd(id=record.id, reason=reason, message=message, ended_at=now, sandbox=info)
+        )
         self.events.publish(record.owner, record.id, "ended", reason, message)
         self.usage.forget(record.id)
         self.commands.pop(record.id, None)
 
     def changed(self, record: SandboxRecord) -> None:
         """Tell the event stream that ``record`` is in a new state (with its reason)."""
-        self.events.publish(record.owner, record.id, record.state, record.reason,
-                            record.message)
+        self.events.publish(record.owner, record.id, record.state, record.reason, record.message)
 
     # -- what nobody asked for: the kernel killed or refused something -------------------------
     def _oom_name(self, record: SandboxRecord) -> str | None:
@@ -394,8 +403,7 @@ class Engine:
             record.reason, record.message = reason, message
             with contextlib.suppress(OSError):
                 record.save()
-            self.events.publish(record.owner, record.id, record.state, reason, message,
-                                kind="process")
+            self.events.publish(record.owner, record.id, record.state, reason, message, kind="process")
 
     async def end_if_bombed(self, sandbox_id: str, stats: Stats) -> bool:
         """End at once a running sandbox whose runtime died at its memory or pids limit (the
@@ -413,8 +421,10 @@ class Engine:
             reason, message = "out_of_memory", await self.note_oom(record)
         else:
             reason = "pids_limit"
-            message = (f"process limit: the sandbox reached its limit of "
-                       f"{record.resources.pids} processes and threads")
+            message = (
+                f"process limit: the sandbox reached its limit of "
+                f"{record.resources.pids} processes and threads"
+            )
         log.warning("sandbox %s died by itself: %s", sandbox_id, message)
         with contextlib.suppress(SandboxNotFound):
             await self.kill(sandbox_id, reason, message)
@@ -447,12 +457,13 @@ class Engine:
         if touch:
             self.touch(record)
         if record.state in ("paused", "stopped", "archived") and record.auto_resume:
-            log.info("sandbox %s: %s, resumed by a request (auto_resume)", sandbox_id,
-                     record.state)
+            log.info("sandbox %s: %s, resumed by a request (auto_resume)", sandbox_id, record.state)
             await self.lifecycle.connect(sandbox_id)
         if record.state != "running":
-            raise Conflict(f"sandbox {sandbox_id} is {record.state}; connect to it (which "
-                           f"resumes or starts it) before using it")
+            raise Conflict(
+                f"sandbox {sandbox_id} is {record.state}; connect to it (which "
+                f"resumes or starts it) before using it"
+            )
         channel = self._channels.get(sandbox_id)
         if channel is None or channel.closed:
             try:
@@ -465,8 +476,7 @@ class Engine:
         return channel
 
     @staticmethod
-    async def open_stream(channel: AgentChannel, sandbox_id: str, method: str,
-                    params: dict[str, Any]) -> Any:
+    async def open_stream(channel: AgentChannel, sandbox_id: str, method: str, params: dict[str, Any]) -> Any:
         """Open a stream; an agent that hung up is SandboxUnavailable, not a crash."""
         try:
             return await channel.open(method, params)
@@ -475,19 +485,21 @@ class Engine:
 
     async def stream(self, sandbox_id: str, method: str, params: dict[str, Any]) -> HostStream:
         """Open a stream to the sandbox's agent (errors translated)."""
-        stream: HostStream = await self.open_stream(await self.channel(sandbox_id), sandbox_id,
-                                                    method, params)
+        stream: HostStream = await self.open_stream(
+            await self.channel(sandbox_id), sandbox_id, method, params
+        )
         return stream
 
-    async def call(self, sandbox_id: str, method: str, params: dict[str, Any],
-                   touch: bool = True) -> Any:
+    async def call(self, sandbox_id: str, method: str, params: dict[str, Any], touch: bool = True) -> Any:
         """One request/response call to the agent, errors translated."""
         channel = await self.channel(sandbox_id, touch)
         try:
             return await asyncio.wait_for(channel.call(method, params), CALL_TIMEOUT)
         except asyncio.TimeoutError:
-            raise SandboxUnavailable(f"sandbox {sandbox_id} did not answer {method} within "
-                                     f"{CALL_TIMEOUT:.0f} s: it is frozen, hung or overloaded")
+            raise SandboxUnavailable(
+                f"sandbox {sandbox_id} did not answer {method} within "
+                f"{CALL_TIMEOUT:.0f} s: it is frozen, hung or overloaded"
+            )
         except AgentCallError as exc:
             raise translate_agent_error(exc) from None
         except ChannelClosed as exc:
@@ -507,9 +519,13 @@ class Engine:
         except (DriverError, OSError):
             return ""
         if stats.oom_kills:
-            return (f" (out of memory: the sandbox reached its memory limit of "
-                    f"{record.resources.memory_mb} MiB and the kernel killed it)")
+            return (
+                f" (out of memory: the sandbox reached its memory limit of "
+                f"{record.resources.memory_mb} MiB and the kernel killed it)"
+            )
         if stats.pids_limit_hits:
-            return (f" (process limit: the sandbox reached its limit of {record.resources.pids} "
-                    f"processes and threads, and could not go on)")
+            return (
+                f" (process limit: the sandbox reached its limit of {record.resources.pids} "
+                f"processes and threads, and could not go on)"
+            )
         return ""

@@ -50,8 +50,10 @@ class Unsupported(Conflict):
     @classmethod
     def missing(cls, tier: str, capability: str, doing: str) -> "Unsupported":
         """``doing`` needs ``capability``, which the ``tier``'s driver does not declare."""
-        return cls(f"cannot {doing}: the {tier} tier lacks the capability {capability!r} "
-                   f"(docs/tiers.md lists what each tier can do)")
+        return cls(
+            f"cannot {doing}: the {tier} tier lacks the capability {capability!r} "
+            f"(docs/tiers.md lists what each tier can do)"
+        )
 
 
 class QuotaExceeded(EngineError):

@@ -32,12 +32,25 @@ class Events:
         self._kept: deque[tuple[str | None, SandboxEvent]] = deque(maxlen=KEEP)
         self._queues: set[asyncio.Queue[tuple[str | None, SandboxEvent] | None]] = set()
 
-    def publish(self, owner: str | None, sandbox_id: str, state: str, reason: str | None = None,
-                message: str | None = None,
-                kind: Literal["state", "process"] = "state") -> SandboxEvent:
+    def publish(
+        self,
+        owner: str | None,
+        sandbox_id: str,
+        state: str,
+        reason: str | None = None,
+        message: str | None = None,
+        kind: Literal["state", "process"] = "state",
+    ) -> SandboxEvent:
         """Record one event of a sandbox ``owner`` owns and hand it to every subscriber."""
-        event = SandboxEvent(seq=next(self._seq), time=time.time(), sandbox_id=sandbox_id,
-                             kind=kind, state=state, reason=reason, message=message)
+        event = SandboxEvent(
+            seq=next(self._seq),
+            time=time.time(),
+            sandbox_id=sandbox_id,
+            kind=kind,
+            state=state,
+            reason=reason,
+            message=message,
+        )
         item = (owner, event)
         self._kept.append(item)
         for queue in self._queues:
@@ -53,8 +66,9 @@ class Events:
                 queue.get_nowait()
             queue.put_nowait(None)
 
-    async def follow(self, visible: Callable[[str | None], bool],
-                     since: int | None = None) -> AsyncIterator[SandboxEvent]:
+    async def follow(
+        self, visible: Callable[[str | None], bool], since: int | None = None
+    ) -> AsyncIterator[SandboxEvent]:
         """The events ``visible`` lets through (it is given each event's owner): the kept ones
         after ``since`` first (if given), then new ones as they come, until cancelled."""
         queue: asyncio.Queue[tuple[str | None, SandboxEvent] | None] = asyncio.Queue(QUEUE)

@@ -23,8 +23,7 @@ class Files:
     def __init__(self, engine: "Engine") -> None:
         self._engine = engine
 
-    async def read(self, sandbox_id: str, path: str,
-                   user: str | None = None) -> AsyncIterator[bytes]:
+    async def read(self, sandbox_id: str, path: str, user: str | None = None) -> AsyncIterator[bytes]:
         """Stream a file's bytes. Opening raises at once if the file is missing."""
         stream = await self._engine.stream(sandbox_id, "fs.read", {"path": path, "user": user})
         first = await stream.next()
@@ -47,12 +46,18 @@ class Files:
 
         return chunks()
 
-    async def write(self, sandbox_id: str, path: str, chunks: AsyncIterator[bytes], *,
-                    user: str | None = None, mode: int | None = None) -> EntryInfo:
+    async def write(
+        self,
+        sandbox_id: str,
+        path: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        user: str | None = None,
+        mode: int | None = None,
+    ) -> EntryInfo:
         """Write a file from a stream of chunks; it replaces the old one atomically once
         complete."""
-        stream = await self._engine.stream(sandbox_id, "fs.write",
-                                         {"path": path, "user": user, "mode": mode})
+        stream = await self._engine.stream(sandbox_id, "fs.write", {"path": path, "user": user, "mode": mode})
         try:
             async for chunk in chunks:
                 if stream.done:
@@ -71,44 +76,49 @@ class Files:
 
     async def stat(self, sandbox_id: str, path: str, user: str | None = None) -> EntryInfo:
         return EntryInfo.model_validate(
-            await self._engine.call(sandbox_id, "fs.stat", {"path": path, "user": user}))
+            await self._engine.call(sandbox_id, "fs.stat", {"path": path, "user": user})
+        )
 
-    async def list(self, sandbox_id: str, path: str, user: str | None = None,
-                   depth: int = 1) -> list[EntryInfo]:
+    async def list(
+        self, sandbox_id: str, path: str, user: str | None = None, depth: int = 1
+    ) -> list[EntryInfo]:
         """The entries under directory ``path``, ``depth`` levels down."""
-        found = await self._engine.call(sandbox_id, "fs.list",
-                                        {"path": path, "user": user, "depth": depth})
+        found = await self._engine.call(sandbox_id, "fs.list", {"path": path, "user": user, "depth": depth})
         return [EntryInfo.model_validate(e) for e in found]
 
-    async def make_dir(self, sandbox_id: str, path: str,
-                       user: str | None = None) -> MakeDirResult:
+    async def make_dir(self, sandbox_id: str, path: str, user: str | None = None) -> MakeDirResult:
         """Make a directory and its parents; ``created`` is False if it already existed."""
         return MakeDirResult.model_validate(
-            await self._engine.call(sandbox_id, "fs.mkdir", {"path": path, "user": user}))
+            await self._engine.call(sandbox_id, "fs.mkdir", {"path": path, "user": user})
+        )
 
     async def remove(self, sandbox_id: str, path: str, user: str | None = None) -> None:
         """Remove a file or a whole directory tree."""
         await self._engine.call(sandbox_id, "fs.remove", {"path": path, "user": user})
 
-    async def rename(self, sandbox_id: str, src: str, dst: str,
-                     user: str | None = None) -> EntryInfo:
+    async def rename(self, sandbox_id: str, src: str, dst: str, user: str | None = None) -> EntryInfo:
         return EntryInfo.model_validate(
-            await self._engine.call(sandbox_id, "fs.rename",
-                                    {"src": src, "dst": dst, "user": user}))
+            await self._engine.call(sandbox_id, "fs.rename", {"src": src, "dst": dst, "user": user})
+        )
 
-    async def watch(self, sandbox_id: str, path: str, *, recursive: bool = False,
-                    user: str | None = None) -> AsyncIterator[FileEvent]:
+    async def watch(
+        self, sandbox_id: str, path: str, *, recursive: bool = False, user: str | None = None
+    ) -> AsyncIterator[FileEvent]:
         """Changes under directory ``path``: ``start`` first (a missing directory raises here),
         then ``create``/``write``/``remove``/``rename``/``chmod`` with ``name`` relative to
         ``path``, and ``keepalive`` on silence, until the iterator is closed. A recursive
         watch follows directories made later; the agent's atomic writes show as ``write``."""
-        stream = await self._engine.stream(sandbox_id, "fs.watch", {
-            "path": path, "recursive": recursive, "user": user, "keepalive": KEEPALIVE})
+        stream = await self._engine.stream(
+            sandbox_id,
+            "fs.watch",
+            {"path": path, "recursive": recursive, "user": user, "keepalive": KEEPALIVE},
+        )
         first = await stream.next()
         if isinstance(first, End):
             await stream.cancel()
-            raise translate_agent_error(AgentCallError(first.code, first.message or
-                                                       "the watch ended at once"))
+            raise translate_agent_error(
+                AgentCallError(first.code, first.message or "the watch ended at once")
+            )
 
         async def events() -> AsyncIterator[FileEvent]:
             item: Any = first

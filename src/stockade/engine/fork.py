@@ -54,8 +54,7 @@ SAVE_DIR = "fork-checkpoint"
 def check_count(count: object) -> int:
     """``count`` if it is a whole number from 1 to :data:`MAX_FORK`, else InvalidRequest."""
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_FORK:
-        raise InvalidRequest(f"count must be a whole number from 1 to {MAX_FORK}, not "
-                             f"{count!r}")
+        raise InvalidRequest(f"count must be a whole number from 1 to {MAX_FORK}, not {count!r}")
     return count
 
 
@@ -63,24 +62,32 @@ def keeps_memory(engine: "Engine", record: SandboxRecord, memory: bool | None) -
     """Whether a fork of ``record`` copies processes and memory (``memory``: None = whatever
     the tier can; True = required; False = files only). Raises Conflict/Unsupported (409)."""
     if record.state not in ("running", "paused"):
-        raise Conflict(f"sandbox {record.id} is {record.state}; only a running or paused "
-                       f"sandbox can be forked (start it first)")
+        raise Conflict(
+            f"sandbox {record.id} is {record.state}; only a running or paused "
+            f"sandbox can be forked (start it first)"
+        )
     driver = engine.drivers[record.tier]
     if record.secrets:
-        raise Unsupported(f"sandbox {record.id} was created with secrets, which are bound to "
-                          f"one sandbox; fork is not available for it (create new sandboxes "
-                          f"with the same secrets instead)")
+        raise Unsupported(
+            f"sandbox {record.id} was created with secrets, which are bound to "
+            f"one sandbox; fork is not available for it (create new sandboxes "
+            f"with the same secrets instead)"
+        )
     if not driver.capabilities.forks_files:
-        raise Unsupported(f"the {record.tier} tier cannot fork yet (capability forks_files is "
-                          f"off: its writable layer lives inside the guest's own disk); fork "
-                          f"works on the container and gvisor tiers")
+        raise Unsupported(
+            f"the {record.tier} tier cannot fork yet (capability forks_files is "
+            f"off: its writable layer lives inside the guest's own disk); fork "
+            f"works on the container and gvisor tiers"
+        )
     if memory is False:
         return False
     if not driver.capabilities.forks_memory:
         if memory:
-            raise Unsupported(f"the {record.tier} tier cannot copy processes and memory "
-                              f"(capability forks_memory is off: no process checkpoint on this "
-                              f"tier); fork with memory=false to copy the filesystem only")
+            raise Unsupported(
+                f"the {record.tier} tier cannot copy processes and memory "
+                f"(capability forks_memory is off: no process checkpoint on this "
+                f"tier); fork with memory=false to copy the filesystem only"
+            )
         return False
     blocker = None
     if record.network is not None:
@@ -90,13 +97,21 @@ def keeps_memory(engine: "Engine", record: SandboxRecord, memory: bool | None) -
     if blocker is None:
         return True
     if memory:
-        raise Unsupported(f"cannot fork sandbox {record.id} with its memory: {blocker}; fork "
-                          f"with memory=false to copy the filesystem only")
+        raise Unsupported(
+            f"cannot fork sandbox {record.id} with its memory: {blocker}; fork "
+            f"with memory=false to copy the filesystem only"
+        )
     return False
 
 
-async def fork(engine: "Engine", lifecycle: "Lifecycle", sandbox_id: str, count: int,
-               memory: bool | None = None, owner: str | None = None) -> list[SandboxInfo]:
+async def fork(
+    engine: "Engine",
+    lifecycle: "Lifecycle",
+    sandbox_id: str,
+    count: int,
+    memory: bool | None = None,
+    owner: str | None = None,
+) -> list[SandboxInfo]:
     """Make ``count`` copies of ``sandbox_id`` (see the module docstring); all or nothing."""
     count = check_count(count)
     record = engine.record(sandbox_id)
@@ -112,8 +127,8 @@ async def fork(engine: "Engine", lifecycle: "Lifecycle", sandbox_id: str, count:
                 image = None
                 await _freeze_files(engine, record, layer, owner)
             results = await asyncio.gather(
-                *(_copy(engine, record, layer, image) for _ in range(count)),
-                return_exceptions=True)
+                *(_copy(engine, record, layer, image) for _ in range(count)), return_exceptions=True
+            )
         finally:
             await asyncio.to_thread(shutil.rmtree, save, True)
     made = [r for r in results if isinstance(r, SandboxRecord)]
@@ -132,8 +147,10 @@ async def fork(engine: "Engine", lifecycle: "Lifecycle", sandbox_id: str, count:
 
 # -- the source's side ---------------------------------------------------------------------------
 
-async def _save(engine: "Engine", lifecycle: "Lifecycle", record: SandboxRecord, layer: str,
-                owner: str | None, save: Path) -> Path:
+
+async def _save(
+    engine: "Engine", lifecycle: "Lifecycle", record: SandboxRecord, layer: str, owner: str | None, save: Path
+) -> Path:
     """Freeze the files into ``layer`` and return a checkpoint of the memory to restore from.
 
     A paused source's own checkpoint serves as is. A running source is checkpointed into
@@ -151,8 +168,7 @@ async def _save(engine: "Engine", lifecycle: "Lifecycle", record: SandboxRecord,
     try:
         await driver.checkpoint(spec, save)
     except DriverError as exc:
-        raise SandboxUnavailable(f"could not save sandbox {record.id} to fork it: {exc}"
-                                 ) from None
+        raise SandboxUnavailable(f"could not save sandbox {record.id} to fork it: {exc}") from None
     try:
         await _make_layer(engine, record, layer, record.directory / "disk" / "upper", owner)
     finally:
@@ -160,8 +176,9 @@ async def _save(engine: "Engine", lifecycle: "Lifecycle", record: SandboxRecord,
     return save
 
 
-async def _restore_source(engine: "Engine", lifecycle: "Lifecycle", record: SandboxRecord,
-                          save: Path) -> None:
+async def _restore_source(
+    engine: "Engine", lifecycle: "Lifecycle", record: SandboxRecord, save: Path
+) -> None:
     driver = engine.drivers[record.tier]
     try:
         await driver.stop(record.spec)
@@ -176,13 +193,13 @@ async def _restore_source(engine: "Engine", lifecycle: "Lifecycle", record: Sand
         record.paused_with = "checkpoint"
         record.state, record.reason = "paused", "fork_failed"
         record.save()
-        raise SandboxUnavailable(f"sandbox {record.id} could not be brought back after saving "
-                                 f"it for a fork ({exc}); it is paused on that save: resume it"
-                                 ) from None
+        raise SandboxUnavailable(
+            f"sandbox {record.id} could not be brought back after saving "
+            f"it for a fork ({exc}); it is paused on that save: resume it"
+        ) from None
 
 
-async def _freeze_files(engine: "Engine", record: SandboxRecord, layer: str,
-                        owner: str | None) -> None:
+async def _freeze_files(engine: "Engine", record: SandboxRecord, layer: str, owner: str | None) -> None:
     """Files only: copy the upper layer of a frozen source (a running one is thawed after)."""
     driver = engine.drivers[record.tier]
     upper = record.directory / "disk" / "upper"
@@ -199,12 +216,12 @@ async def _freeze_files(engine: "Engine", record: SandboxRecord, layer: str,
             with host.mounted_disk(record.directory / "disk.img") as mnt:
                 await _make_layer(engine, record, layer, mnt / "upper", owner)
     except DriverError as exc:
-        raise SandboxUnavailable(f"could not freeze sandbox {record.id} to fork it: {exc}"
-                                 ) from None
+        raise SandboxUnavailable(f"could not freeze sandbox {record.id} to fork it: {exc}") from None
 
 
-async def _make_layer(engine: "Engine", record: SandboxRecord, layer: str, upper: Path,
-                      owner: str | None) -> None:
+async def _make_layer(
+    engine: "Engine", record: SandboxRecord, layer: str, upper: Path, owner: str | None
+) -> None:
     uid_base = getattr(engine.drivers[record.tier], "uid_base", None)
     try:
         await asyncio.to_thread(_copy_upper, engine.images, layer, upper, uid_base, record, owner)
@@ -212,27 +229,35 @@ async def _make_layer(engine: "Engine", record: SandboxRecord, layer: str, upper
         raise SandboxUnavailable(f"cannot save the fork layer of {record.id}: {exc}") from None
 
 
-def _copy_upper(store: ImageStore, name: str, upper: Path, uid_base: int | None,
-                record: SandboxRecord, owner: str | None) -> None:
+def _copy_upper(
+    store: ImageStore, name: str, upper: Path, uid_base: int | None, record: SandboxRecord, owner: str | None
+) -> None:
     """The upper directory as hidden image ``name`` over the source's template (reflinked
     where the host filesystem can; whiteouts kept, so deletions carry over)."""
     with store.staging(name) as staging:
         rootfs = staging.path / "rootfs"
-        result = subprocess.run(["cp", "-a", "--reflink=auto", str(upper), str(rootfs)],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            ["cp", "-a", "--reflink=auto", str(upper), str(rootfs)], capture_output=True, text=True
+        )
         if result.returncode != 0:
             raise SandboxUnavailable(f"cannot copy the sandbox's files: {result.stderr.strip()}")
         if uid_base:
             host.unshift_owners(rootfs, uid_base)
-        store.install(name, staging, source=f"fork of sandbox {record.id}",
-                      packages=store.get(record.image).packages, parent=record.image,
-                      owner=owner, hidden=True)
+        store.install(
+            name,
+            staging,
+            source=f"fork of sandbox {record.id}",
+            packages=store.get(record.image).packages,
+            parent=record.image,
+            owner=owner,
+            hidden=True,
+        )
 
 
 # -- the copies' side ----------------------------------------------------------------------------
 
-async def _copy(engine: "Engine", source: SandboxRecord, layer: str,
-                image: Path | None) -> SandboxRecord:
+
+async def _copy(engine: "Engine", source: SandboxRecord, layer: str, image: Path | None) -> SandboxRecord:
     """One running copy of ``source`` on ``layer``: restored from ``image``, or booted."""
     record = engine.new_record(source.tier, layer, source.resources)
     record.volumes = [dict(v) for v in source.volumes]
@@ -257,8 +282,9 @@ async def _copy(engine: "Engine", source: SandboxRecord, layer: str,
         try:
             # Neither the clock (gVisor's is the host's) nor the hostname: gVisor refuses both
             # from inside (EPERM), so a copy keeps the source's hostname.
-            await engine.call(record.id, "sys.seed", {"hex": secrets.token_hex(64),
-                                                      "machine_id": uuid.uuid4().hex})
+            await engine.call(
+                record.id, "sys.seed", {"hex": secrets.token_hex(64), "machine_id": uuid.uuid4().hex}
+            )
         except BaseException:
             with contextlib.suppress(EngineError, DriverError, OSError):
                 await engine.kill(record.id)
@@ -283,6 +309,7 @@ async def _restore_copy(engine: "Engine", record: SandboxRecord, image: Path) ->
 
 # -- layers ------------------------------------------------------------------------------------
 
+
 def layer_prefix(engine: "Engine") -> str:
     """How the names of this engine's fork layers start."""
     digest = host.cgroup_parent(engine.config.data_dir).rsplit("-", 1)[-1]
@@ -291,8 +318,7 @@ def layer_prefix(engine: "Engine") -> str:
 
 async def release_layer(engine: "Engine", image: str) -> None:
     """Remove fork layer ``image`` once no sandbox (and no template) builds on it."""
-    if (not image.startswith(layer_prefix(engine))
-            or any(r.image == image for r in engine.records())):
+    if not image.startswith(layer_prefix(engine)) or any(r.image == image for r in engine.records()):
         return
     try:
         await asyncio.to_thread(engine.images.remove, image)

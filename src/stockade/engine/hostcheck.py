@@ -47,8 +47,11 @@ def _runtime_commands(root: Path, name: str) -> list[str]:
         except OSError:
             continue
         roots = [a.removeprefix("--root=") for a in argv]
-        if Path(argv[0]).name in ("runc", "runsc") and any(a.startswith(str(root)) for a in roots) \
-                and (not name or name in argv):
+        if (
+            Path(argv[0]).name in ("runc", "runsc")
+            and any(a.startswith(str(root)) for a in roots)
+            and (not name or name in argv)
+        ):
             found.append(f"runtime command {entry.parent.name} ({' '.join(argv)[:160]})")
     return found
 
@@ -57,8 +60,9 @@ def _runtime_containers(binary: str, root: Path) -> list[str]:
     if not root.is_dir():
         return []
     try:
-        out = subprocess.run([binary, "--root", str(root), "list", "--quiet"], capture_output=True,
-                             text=True, timeout=30).stdout
+        out = subprocess.run(
+            [binary, "--root", str(root), "list", "--quiet"], capture_output=True, text=True, timeout=30
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [line for line in out.split() if line]

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 from .. import interpreter
 from ..interpreter.wire import PROTOCOL
 from ..models import ProcessSelector, ProcessSpec
-from .errors import (Conflict, EngineError, InvalidRequest, NotFound, SandboxNotFound,
-                     SandboxUnavailable)
+from .errors import Conflict, EngineError, InvalidRequest, NotFound, SandboxNotFound, SandboxUnavailable
 from .process import ProcessRun
 
 if TYPE_CHECKING:
@@ -86,8 +85,7 @@ class Context:
         return f"stockade-code:{self.id}"
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.id, "language": self.language, "cwd": self.cwd,
-                "default": self.default}
+        return {"id": self.id, "language": self.language, "cwd": self.cwd, "default": self.default}
 
     async def next_event(self) -> dict[str, Any]:
         """The next JSON line from the server; raises ContextDied when it ends."""
@@ -95,7 +93,7 @@ class Context:
             newline = self.buffer.find(b"\n")
             if newline >= 0:
                 line = bytes(self.buffer[:newline])
-                del self.buffer[:newline + 1]
+                del self.buffer[: newline + 1]
                 event = _parse(line)
                 if event is not None:
                     return event
@@ -121,11 +119,15 @@ class Context:
             elif kind == "stderr":
                 self.stderr_tail = (self.stderr_tail + item["data"])[-2000:]
             elif kind == "end":
-                how = (f"exit status {item.get('exit_code')}" if item.get("status") == "exited"
-                       else str(item.get("status")))
+                how = (
+                    f"exit status {item.get('exit_code')}"
+                    if item.get("status") == "exited"
+                    else str(item.get("status"))
+                )
                 tail = self.stderr_tail.decode(errors="replace").strip()
-                self.dead_reason = (f"the context's interpreter ended ({how})"
-                                    + (f": {tail[-1000:]}" if tail else ""))
+                self.dead_reason = f"the context's interpreter ended ({how})" + (
+                    f": {tail[-1000:]}" if tail else ""
+                )
 
     async def send(self, request: dict[str, Any]) -> None:
         assert self.run is not None
@@ -158,17 +160,26 @@ def _validate(event: dict[str, Any]) -> dict[str, Any] | None:
         data = event.get("data")
         if not isinstance(data, dict):
             return None
-        bundle = {k: v for k, v in data.items() if isinstance(k, str) and len(k) <= 255
-                  and (isinstance(v, str) or k.endswith("json"))}
-        return {"type": "result", "data": bundle,
-                "is_main_result": bool(event.get("is_main_result"))}
+        bundle = {
+            k: v
+            for k, v in data.items()
+            if isinstance(k, str) and len(k) <= 255 and (isinstance(v, str) or k.endswith("json"))
+        }
+        return {"type": "result", "data": bundle, "is_main_result": bool(event.get("is_main_result"))}
     if kind == "error":
-        return {"type": "error", "name": _text(event.get("name"), 1000),
-                "value": _text(event.get("value")), "traceback": _text(event.get("traceback"))}
+        return {
+            "type": "error",
+            "name": _text(event.get("name"), 1000),
+            "value": _text(event.get("value")),
+            "traceback": _text(event.get("traceback")),
+        }
     if kind == "end":
         count = event.get("execution_count")
-        return {"type": "end", "status": _text(event.get("status"), 32) or "ok",
-                "execution_count": count if isinstance(count, int) else None}
+        return {
+            "type": "end",
+            "status": _text(event.get("status"), 32) or "ok",
+            "execution_count": count if isinstance(count, int) else None,
+        }
     return None
 
 
@@ -205,13 +216,18 @@ class CodeContexts:
         return context
 
     # -- lifecycle ---------------------------------------------------------------------------
-    async def create(self, sandbox_id: str, language: str | None = None,
-                     cwd: str | None = None, *, default: bool = False) -> dict[str, Any]:
+    async def create(
+        self, sandbox_id: str, language: str | None = None, cwd: str | None = None, *, default: bool = False
+    ) -> dict[str, Any]:
         """Start a new context and wait until its interpreter is ready."""
         contexts = self._of(sandbox_id)
-        context = Context(id="ctx" + secrets.token_hex(8), sandbox_id=sandbox_id,
-                          language=normalize_language(language), cwd=cwd or "/home/user",
-                          default=default)
+        context = Context(
+            id="ctx" + secrets.token_hex(8),
+            sandbox_id=sandbox_id,
+            language=normalize_language(language),
+            cwd=cwd or "/home/user",
+            default=default,
+        )
         await self._start(context)
         contexts[context.id] = context
         return context.public()
@@ -240,10 +256,18 @@ class CodeContexts:
         async def source(data: bytes) -> AsyncIterator[bytes]:
             yield data
 
-        await asyncio.gather(*(
-            self.engine.files.write(sandbox_id, f"{SERVER_PACKAGE}/{path.name}",
-                                    source(path.read_bytes()), user="root", mode=0o644)
-            for path in SERVER_SOURCES))
+        await asyncio.gather(
+            *(
+                self.engine.files.write(
+                    sandbox_id,
+                    f"{SERVER_PACKAGE}/{path.name}",
+                    source(path.read_bytes()),
+                    user="root",
+                    mode=0o644,
+                )
+                for path in SERVER_SOURCES
+            )
+        )
         self._installed.add(sandbox_id)
 
     async def _start(self, context: Context) -> None:
@@ -252,9 +276,16 @@ class CodeContexts:
         context.stderr_tail.clear()
         context.dead_reason = ""
         context.pending = None
-        context.run = await self.engine.processes.start(context.sandbox_id, ProcessSpec(
-            argv=["python3", "-I", SERVER_ENTRY, "--language", context.language],
-            cwd=context.cwd, tag=context.tag, stdin=True, max_output=1 << 60))
+        context.run = await self.engine.processes.start(
+            context.sandbox_id,
+            ProcessSpec(
+                argv=["python3", "-I", SERVER_ENTRY, "--language", context.language],
+                cwd=context.cwd,
+                tag=context.tag,
+                stdin=True,
+                max_output=1 << 60,
+            ),
+        )
         context.events = context.run.events()
         try:
             async with asyncio.timeout(START_TIMEOUT):
@@ -269,15 +300,15 @@ class CodeContexts:
             raise Conflict(f"the {context.language} context did not start: {exc.message}") from None
         except TimeoutError:
             await self._stop(context)
-            raise Conflict(f"the {context.language} context did not start within "
-                           f"{START_TIMEOUT:.0f} s") from None
+            raise Conflict(
+                f"the {context.language} context did not start within {START_TIMEOUT:.0f} s"
+            ) from None
         except BaseException:
             await self._stop(context)
             raise
         if event.get("protocol") != PROTOCOL:
             await self._stop(context)
-            raise Conflict(f"the context speaks protocol {event.get('protocol')!r}, "
-                           f"not {PROTOCOL}")
+            raise Conflict(f"the context speaks protocol {event.get('protocol')!r}, not {PROTOCOL}")
 
     async def _stop(self, context: Context) -> None:
         """Ask the server to shut down, then make sure it is gone."""
@@ -292,8 +323,7 @@ class CodeContexts:
                     while True:
                         await context.next_event()
         with contextlib.suppress(EngineError):
-            await self.engine.processes.signal(context.sandbox_id,
-                                               ProcessSelector(tag=context.tag), "KILL")
+            await self.engine.processes.signal(context.sandbox_id, ProcessSelector(tag=context.tag), "KILL")
         if context.pending is not None:
             context.pending.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -312,8 +342,7 @@ class CodeContexts:
             return False
         context.detached = False
         try:
-            run = await self.engine.processes.connect(context.sandbox_id,
-                                                      ProcessSelector(tag=context.tag))
+            run = await self.engine.processes.connect(context.sandbox_id, ProcessSelector(tag=context.tag))
         except EngineError:
             return False
         if context.events is not None:
@@ -334,29 +363,36 @@ class CodeContexts:
             return self._contexts[sandbox_id][created["id"]]
 
     # -- executing ---------------------------------------------------------------------------
-    async def execute(self, sandbox_id: str, code: str, *, language: str | None = None,
-                      context_id: str | None = None,
-                      timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def execute(
+        self,
+        sandbox_id: str,
+        code: str,
+        *,
+        language: str | None = None,
+        context_id: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
         """Run ``code``; return its events. The first (``start``) is ready before this returns,
         so that failures to find or start the context are raised here, not mid-stream."""
         if context_id is not None:
             context = self.get(sandbox_id, context_id)
             if language is not None and normalize_language(language) != context.language:
-                raise InvalidRequest(f"context {context_id} runs {context.language}, "
-                                     f"not {normalize_language(language)}")
+                raise InvalidRequest(
+                    f"context {context_id} runs {context.language}, not {normalize_language(language)}"
+                )
         else:
             context = await self._default(sandbox_id, normalize_language(language))
         await context.lock.acquire()
         try:
             execution_id = secrets.token_hex(6)
             for attempt in (1, 2):  # a send may be what finds the stream lost: reattach once
-                if (context.dead_reason or context.run is None) and not await self._reattach(
-                        context):
+                if (context.dead_reason or context.run is None) and not await self._reattach(context):
                     await self._stop(context)
                     await self._start(context)
                 try:
-                    await context.send({"op": "execute", "id": execution_id, "code": code,
-                                        "timeout": timeout})
+                    await context.send(
+                        {"op": "execute", "id": execution_id, "code": code, "timeout": timeout}
+                    )
                     break
                 except ContextDied:
                     if attempt == 2 or not context.detached:
@@ -366,8 +402,9 @@ class CodeContexts:
             raise
         return self._events(context, execution_id, timeout)
 
-    async def _events(self, context: Context, execution_id: str,
-                      timeout: float | None) -> AsyncIterator[dict[str, Any]]:
+    async def _events(
+        self, context: Context, execution_id: str, timeout: float | None
+    ) -> AsyncIterator[dict[str, Any]]:
         ended = False
         try:
             yield {"type": "start", "context_id": context.id, "language": context.language}
@@ -378,9 +415,12 @@ class CodeContexts:
                         event = await context.next_event()
                     except ContextDied as exc:
                         ended = True
-                        yield {"type": "error", "name": "ContextDied",
-                               "value": f"{exc.message}; the context restarts on the next "
-                                        f"request", "traceback": ""}
+                        yield {
+                            "type": "error",
+                            "name": "ContextDied",
+                            "value": f"{exc.message}; the context restarts on the next request",
+                            "traceback": "",
+                        }
                         yield {"type": "end", "status": "context_died", "execution_count": None}
                         return
                     if event.get("id") != execution_id:
@@ -397,16 +437,19 @@ class CodeContexts:
             ended = True
             await self._stop(context)
             context.dead_reason = "the context stopped answering and was killed"
-            yield {"type": "error", "name": "ContextDied",
-                   "value": "the context did not answer after the timeout and was killed; it "
-                            "restarts on the next request", "traceback": ""}
+            yield {
+                "type": "error",
+                "name": "ContextDied",
+                "value": "the context did not answer after the timeout and was killed; it "
+                "restarts on the next request",
+                "traceback": "",
+            }
             yield {"type": "end", "status": "timeout", "execution_count": None}
         finally:
             if ended:
                 context.lock.release()
             else:  # the caller went away mid-cell: interrupt it and drain in the background
-                task = asyncio.get_running_loop().create_task(
-                    self._abandon(context, execution_id))
+                task = asyncio.get_running_loop().create_task(self._abandon(context, execution_id))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 

@@ -38,8 +38,7 @@ from ..runtimes.ocidriver import RELEASE_WAIT
 from ..runtimes.suspend import CheckpointCorrupt
 from . import archive
 from .archive import ArchiveCorrupt
-from .errors import (Conflict, EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable,
-                     Unsupported)
+from .errors import Conflict, EngineError, InvalidRequest, SandboxNotFound, SandboxUnavailable, Unsupported
 from ..models import WAITING_TAG, SandboxInfo
 from .records import SandboxRecord
 
@@ -76,14 +75,13 @@ class CheckpointUnusable(Conflict):
 def check_options(persistence: str, on_timeout: str, auto_delete: float | None) -> float:
     """Validate the create-time options; return the auto-delete interval."""
     if persistence not in PERSISTENCE:
-        raise InvalidRequest(f"persistence must be one of {', '.join(PERSISTENCE)}, "
-                             f"not {persistence!r}")
+        raise InvalidRequest(f"persistence must be one of {', '.join(PERSISTENCE)}, not {persistence!r}")
     if on_timeout not in ON_TIMEOUT:
-        raise InvalidRequest(f"on_timeout must be one of {', '.join(ON_TIMEOUT)}, "
-                             f"not {on_timeout!r}")
+        raise InvalidRequest(f"on_timeout must be one of {', '.join(ON_TIMEOUT)}, not {on_timeout!r}")
     if on_timeout == "stop" and persistence != "workspace":
-        raise InvalidRequest("on_timeout='stop' keeps the sandbox's files, which needs "
-                             "persistence='workspace'")
+        raise InvalidRequest(
+            "on_timeout='stop' keeps the sandbox's files, which needs persistence='workspace'"
+        )
     interval = DEFAULT_AUTO_DELETE if auto_delete is None else float(auto_delete)
     if not 1 <= interval <= MAX_AUTO_DELETE:
         raise InvalidRequest(f"auto_delete must be between 1 and {MAX_AUTO_DELETE:.0f} seconds")
@@ -95,8 +93,7 @@ def check_auto_archive(persistence: str, auto_archive: float | None) -> float | 
     if auto_archive is None:
         return None
     if persistence != "workspace":
-        raise InvalidRequest("auto_archive archives a stopped workspace, which needs "
-                             "persistence='workspace'")
+        raise InvalidRequest("auto_archive archives a stopped workspace, which needs persistence='workspace'")
     if not 1 <= auto_archive <= MAX_AUTO_DELETE:
         raise InvalidRequest(f"auto_archive must be between 1 and {MAX_AUTO_DELETE:.0f} seconds")
     return float(auto_archive)
@@ -106,10 +103,12 @@ def _allowed(record: SandboxRecord, action: str) -> str:
     """The state ``action`` leads to, or a Conflict saying what would work instead."""
     target = TRANSITIONS[action].get(record.state)
     if target is None:
-        hint = {"paused": "resume it (connect) or kill it",
-                "stopped": "start it (connect), archive it or kill it",
-                "archived": "start it (connect) or kill it",
-                "running": "pause, stop or kill it"}.get(record.state, "wait and retry")
+        hint = {
+            "paused": "resume it (connect) or kill it",
+            "stopped": "start it (connect), archive it or kill it",
+            "archived": "start it (connect) or kill it",
+            "running": "pause, stop or kill it",
+        }.get(record.state, "wait and retry")
         raise Conflict(f"cannot {action} sandbox {record.id}: it is {record.state}; {hint}")
     return target
 
@@ -131,8 +130,7 @@ class Lifecycle:
 
     def _release_later(self, record: SandboxRecord) -> None:
         driver = self.engine.drivers[record.tier]
-        self._releases[record.id] = asyncio.get_running_loop().create_task(
-            driver.stop(record.spec))
+        self._releases[record.id] = asyncio.get_running_loop().create_task(driver.stop(record.spec))
 
     def _checkpoint_dir(self, record: SandboxRecord) -> Path:
         return record.directory / CHECKPOINT_DIR
@@ -149,14 +147,14 @@ class Lifecycle:
         with contextlib.suppress(EngineError, asyncio.TimeoutError):
             await asyncio.wait_for(self.engine.call(record.id, "sys.sync", {}), FLUSH_TIMEOUT)
 
-    def _settle(self, record: SandboxRecord, state: str,
-                reason: str | None = None) -> SandboxInfo:
+    def _settle(self, record: SandboxRecord, state: str, reason: str | None = None) -> SandboxInfo:
         record.state, record.reason, record.message = state, reason, None
         record.last_active_at = time.time()
         lifetime = record.timeout if state == "running" else record.auto_delete
         record.expires_at = time.time() + lifetime
-        record.archive_at = (time.time() + record.auto_archive
-                             if state == "stopped" and record.auto_archive else None)
+        record.archive_at = (
+            time.time() + record.auto_archive if state == "stopped" and record.auto_archive else None
+        )
         record.save()
         self.engine.arm_timer(record)
         self.engine.changed(record)
@@ -187,8 +185,9 @@ class Lifecycle:
                     record.paused_with = "freezer"
             except DriverError as exc:
                 if await driver.state(record.spec) == RuntimeState.RUNNING:
-                    raise SandboxUnavailable(f"could not pause sandbox {sandbox_id}: {exc}; "
-                                             f"it keeps running") from None
+                    raise SandboxUnavailable(
+                        f"could not pause sandbox {sandbox_id}: {exc}; it keeps running"
+                    ) from None
                 # runsc may take the sandbox down with a failed checkpoint: keep the files.
                 with contextlib.suppress(DriverError):
                     await driver.stop(record.spec)
@@ -197,7 +196,8 @@ class Lifecycle:
                 raise SandboxUnavailable(
                     f"could not pause sandbox {sandbox_id}: {exc}; its processes were lost "
                     f"with it, its files are kept and it is now stopped: start it to boot "
-                    f"afresh") from None
+                    f"afresh"
+                ) from None
             return self._settle(record, target, reason)
 
     async def resume(self, sandbox_id: str) -> SandboxInfo:
@@ -211,8 +211,7 @@ class Lifecycle:
                 try:
                     await driver.resume(record.spec)
                 except DriverError as exc:
-                    raise SandboxUnavailable(f"could not resume sandbox {sandbox_id}: {exc}"
-                                             ) from None
+                    raise SandboxUnavailable(f"could not resume sandbox {sandbox_id}: {exc}") from None
                 info = self._settle(record, target)
                 renewal = driver.after_resume(record.spec)
             else:
@@ -240,8 +239,9 @@ class Lifecycle:
         except DriverError as exc:
             with contextlib.suppress(DriverError):
                 await driver.stop(record.spec)
-            raise SandboxUnavailable(f"could not resume sandbox {sandbox_id}: {exc}; "
-                                     f"it stays paused") from None
+            raise SandboxUnavailable(
+                f"could not resume sandbox {sandbox_id}: {exc}; it stays paused"
+            ) from None
         # A checkpoint is restored at most once, so no two sandboxes share its memory
         # (random generators included); fresh entropy goes to the kernel pool too.
         await asyncio.to_thread(shutil.rmtree, image, True)
@@ -255,8 +255,7 @@ class Lifecycle:
         broken = record.directory / f"{CHECKPOINT_DIR}.broken-{int(time.time())}"
         with contextlib.suppress(OSError):
             image.rename(broken)
-        log.warning("sandbox %s: checkpoint unusable, kept in %s; sandbox stopped",
-                    record.id, broken)
+        log.warning("sandbox %s: checkpoint unusable, kept in %s; sandbox stopped", record.id, broken)
         record.paused_with = None
         self._settle(record, "stopped", "checkpoint_corrupt")
 
@@ -267,8 +266,10 @@ class Lifecycle:
         async with engine.lock(sandbox_id):
             target = _allowed(record, "stop")
             if record.persistence != "workspace":
-                raise Conflict(f"sandbox {sandbox_id} is ephemeral: stopping would keep its "
-                               f"files; kill it, or create it with persistence='workspace'")
+                raise Conflict(
+                    f"sandbox {sandbox_id} is ephemeral: stopping would keep its "
+                    f"files; kill it, or create it with persistence='workspace'"
+                )
             await self._flush(record)
             await self._quiet(record)
             await self.settled(sandbox_id)
@@ -299,8 +300,9 @@ class Lifecycle:
                 log.warning("sandbox %s: start failed: %r", sandbox_id, exc)
                 with contextlib.suppress(DriverError, OSError):
                     await driver.stop(record.spec)
-                raise SandboxUnavailable(f"could not start sandbox {sandbox_id}: {exc}; "
-                                         f"it stays stopped") from None
+                raise SandboxUnavailable(
+                    f"could not start sandbox {sandbox_id}: {exc}; it stays stopped"
+                ) from None
             return self._settle(record, target)
 
     async def archive(self, sandbox_id: str) -> SandboxInfo:
@@ -316,21 +318,28 @@ class Lifecycle:
                 layer = driver.layer_file(record.spec)
                 await driver.stop(record.spec)  # idempotent: nothing of it stays mounted
                 if not await host.loop_released(layer, RELEASE_WAIT):  # flushed to the file
-                    raise SandboxUnavailable(f"could not archive sandbox {sandbox_id}: its disk "
-                                             f"is still busy after its stop; try again")
+                    raise SandboxUnavailable(
+                        f"could not archive sandbox {sandbox_id}: its disk "
+                        f"is still busy after its stop; try again"
+                    )
                 info = await archive.archive(layer, record.directory)
             except NotSupported as exc:
                 raise Conflict(f"cannot archive sandbox {sandbox_id}: {exc}") from None
             except DriverError as exc:
-                raise SandboxUnavailable(f"could not archive sandbox {sandbox_id}: {exc}; it "
-                                         f"stays stopped, its files untouched") from None
+                raise SandboxUnavailable(
+                    f"could not archive sandbox {sandbox_id}: {exc}; it stays stopped, its files untouched"
+                ) from None
             record.state, record.archive_at = "archived", None
             record.save()  # from here on the archive is the truth: the layer may go
             await asyncio.to_thread(archive.drop_layer, layer)
             engine.arm_timer(record)
             engine.changed(record)
-            log.info("sandbox %s archived: %d bytes on disk -> %d", sandbox_id,
-                     info.stored_bytes, info.archive_bytes)
+            log.info(
+                "sandbox %s archived: %d bytes on disk -> %d",
+                sandbox_id,
+                info.stored_bytes,
+                info.archive_bytes,
+            )
             return record.info()
 
     def held_disk_mb(self, sandbox_id: str) -> int:
@@ -355,12 +364,15 @@ class Lifecycle:
             await archive.restore(layer, record.directory)
         except ArchiveCorrupt as exc:
             log.warning("sandbox %s: %s", record.id, exc.message)
-            raise ArchiveCorrupt(f"cannot restore sandbox {record.id}: {exc.message}; it stays "
-                                 f"archived and its archive is kept for inspection (kill the "
-                                 f"sandbox to remove it)") from None
+            raise ArchiveCorrupt(
+                f"cannot restore sandbox {record.id}: {exc.message}; it stays "
+                f"archived and its archive is kept for inspection (kill the "
+                f"sandbox to remove it)"
+            ) from None
         except DriverError as exc:
-            raise SandboxUnavailable(f"could not restore sandbox {record.id} from its archive: "
-                                     f"{exc}; it stays archived") from None
+            raise SandboxUnavailable(
+                f"could not restore sandbox {record.id} from its archive: {exc}; it stays archived"
+            ) from None
         record.state = "stopped"
         record.save()
 
@@ -381,8 +393,11 @@ class Lifecycle:
             if time.time() < record.deadline:  # the loop's timers may fire a little early
                 engine.arm_timer(record)
                 return
-            if (record.state == "stopped" and record.archive_at is not None
-                    and record.archive_at <= time.time() < record.expires_at):
+            if (
+                record.state == "stopped"
+                and record.archive_at is not None
+                and record.archive_at <= time.time() < record.expires_at
+            ):
                 await self._auto_archive(record)
                 return
             if record.state == "running" and record.idle_timeout and await self._busy(record):
@@ -411,11 +426,13 @@ class Lifecycle:
         if time.time() >= idle_until:
             with contextlib.suppress(EngineError, asyncio.TimeoutError):
                 found = await asyncio.wait_for(
-                    engine.call(record.id, "process.list", {}, touch=False), IDLE_CHECK)
+                    engine.call(record.id, "process.list", {}, touch=False), IDLE_CHECK
+                )
                 # A code context's interpreter waits for cells, a waiting shell for commands:
                 # neither is a running command.
-                if any(not str(p.get("tag") or "").startswith(("stockade-code:", WAITING_TAG))
-                       for p in found):
+                if any(
+                    not str(p.get("tag") or "").startswith(("stockade-code:", WAITING_TAG)) for p in found
+                ):
                     engine.touch(record)
                     idle_until = record.last_active_at + record.timeout
         if time.time() >= idle_until:
@@ -429,8 +446,12 @@ class Lifecycle:
         try:
             await self.archive(record.id)
         except (Conflict, SandboxUnavailable) as exc:
-            log.warning("sandbox %s: archive after %.0f s stopped failed (%s); it stays stopped",
-                        record.id, record.auto_archive or 0, exc)
+            log.warning(
+                "sandbox %s: archive after %.0f s stopped failed (%s); it stays stopped",
+                record.id,
+                record.auto_archive or 0,
+                exc,
+            )
             record.archive_at = None
             record.save()
             self.engine.arm_timer(record)
@@ -445,8 +466,9 @@ class Lifecycle:
         """
         driver = self.engine.drivers.get(record.tier)
         expired = record.expires_at <= time.time()
-        stops = (record.state == "running" and record.on_timeout != "kill"
-                 and record.persistence == "workspace")  # its timeout keeps the files
+        stops = (
+            record.state == "running" and record.on_timeout != "kill" and record.persistence == "workspace"
+        )  # its timeout keeps the files
         if driver is None or (expired and not stops):
             return False
         state = record.state
@@ -473,8 +495,9 @@ class Lifecycle:
             record.paused_with = None
             record.state, record.reason = state, "host_restart"
             record.expires_at = time.time() + record.auto_delete
-            record.archive_at = (time.time() + record.auto_archive
-                                 if state == "stopped" and record.auto_archive else None)
+            record.archive_at = (
+                time.time() + record.auto_archive if state == "stopped" and record.auto_archive else None
+            )
             record.save()
         return True
 
@@ -495,6 +518,5 @@ class Lifecycle:
         net = record.attachment
         if record.network is None or net is None or Path(net["netns"]).exists():
             return
-        await self.engine.attach_network(record, NetworkPolicy.parse(record.network)
-                                         or NetworkPolicy())
+        await self.engine.attach_network(record, NetworkPolicy.parse(record.network) or NetworkPolicy())
         record.save()

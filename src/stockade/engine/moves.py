@@ -34,8 +34,18 @@ if TYPE_CHECKING:
 
 RECORD = "record.json"
 #: Record fields that belong to one host (paths, timers, counters): not carried over.
-LOCAL = ("directory", "attachment", "paused_with", "archive_at", "expires_at", "oom_seen",
-         "pids_seen", "state", "reason", "message")
+LOCAL = (
+    "directory",
+    "attachment",
+    "paused_with",
+    "archive_at",
+    "expires_at",
+    "oom_seen",
+    "pids_seen",
+    "state",
+    "reason",
+    "message",
+)
 MOVABLE = ("stopped", "archived")
 
 
@@ -44,8 +54,10 @@ async def export(engine: "Engine", sandbox_id: str, target: Path) -> None:
     record = engine.record(sandbox_id)
     async with engine.lock(sandbox_id):
         if record.persistence != "workspace" or record.state not in MOVABLE:
-            raise Conflict(f"sandbox {sandbox_id} is {record.state} ({record.persistence}): "
-                           f"only a stopped or archived workspace can be exported")
+            raise Conflict(
+                f"sandbox {sandbox_id} is {record.state} ({record.persistence}): "
+                f"only a stopped or archived workspace can be exported"
+            )
         driver = engine.drivers[record.tier]
         if not driver.capabilities.archive:
             raise Unsupported.missing(record.tier, "archive", f"export sandbox {sandbox_id}")
@@ -57,13 +69,14 @@ async def export(engine: "Engine", sandbox_id: str, target: Path) -> None:
                 layer = driver.layer_file(record.spec)
                 await driver.stop(record.spec)  # idempotent: nothing of it stays mounted
                 if not await host.loop_released(layer, RELEASE_WAIT):
-                    raise SandboxUnavailable(f"could not export sandbox {sandbox_id}: its disk "
-                                             f"is still busy after its stop; try again")
+                    raise SandboxUnavailable(
+                        f"could not export sandbox {sandbox_id}: its disk "
+                        f"is still busy after its stop; try again"
+                    )
                 await archive.archive(layer, staging)
             else:
                 for name in (archive.ARCHIVE, archive.MANIFEST):
-                    await asyncio.to_thread(shutil.copyfile, record.directory / name,
-                                            staging / name)
+                    await asyncio.to_thread(shutil.copyfile, record.directory / name, staging / name)
             kept = {k: v for k, v in asdict(record).items() if k not in LOCAL}
             kept["exported_at"] = time.time()
             await asyncio.to_thread(_seal, staging, json.dumps(kept), target)
@@ -91,8 +104,7 @@ def exported(source: Path) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads((source / RECORD).read_text())
     except (OSError, ValueError) as exc:
-        raise Conflict(f"no usable copy of sandbox {source.name} on shared storage ({exc})"
-                       ) from None
+        raise Conflict(f"no usable copy of sandbox {source.name} on shared storage ({exc})") from None
     archive.verify(source)
     return data
 
@@ -108,27 +120,34 @@ async def adopt(engine: "Engine", source: Path) -> SandboxInfo:
     if sandbox_id in engine.live_ids():
         raise Conflict(f"sandbox {sandbox_id} is already on this host")
     if data.get("volumes"):
-        raise Unsupported(f"sandbox {sandbox_id} mounts volumes, which do not move between "
-                          f"hosts yet")
+        raise Unsupported(f"sandbox {sandbox_id} mounts volumes, which do not move between hosts yet")
     if data.get("tier") not in engine.drivers:
         raise InvalidRequest(f"this host has no {data.get('tier')!r} tier")
     if not engine.images.exists(str(data.get("image"))):
-        raise InvalidRequest(f"no template {data.get('image')!r} on this host, which sandbox "
-                             f"{sandbox_id} needs")
+        raise InvalidRequest(
+            f"no template {data.get('image')!r} on this host, which sandbox {sandbox_id} needs"
+        )
     directory = engine.sandbox_dir / sandbox_id
     if directory.exists():
-        raise Conflict(f"sandbox {sandbox_id} has leftovers on this host ({directory}); "
-                       f"restart the host to clean them up")
+        raise Conflict(
+            f"sandbox {sandbox_id} has leftovers on this host ({directory}); "
+            f"restart the host to clean them up"
+        )
     directory.mkdir(mode=0o711)
     try:
         for name in (archive.ARCHIVE, archive.MANIFEST):
             await asyncio.to_thread(shutil.copyfile, source / name, directory / name)
-        record = SandboxRecord(**{**data, "resources": Resources(**data["resources"]),
-                                  "directory": directory, "state": "archived"})
+        record = SandboxRecord(
+            **{
+                **data,
+                "resources": Resources(**data["resources"]),
+                "directory": directory,
+                "state": "archived",
+            }
+        )
         record.expires_at = time.time() + record.auto_delete
         if record.network is not None:
-            engine.sandboxes.plan_network(record, NetworkPolicy.parse(record.network)
-                                          or NetworkPolicy())
+            engine.sandboxes.plan_network(record, NetworkPolicy.parse(record.network) or NetworkPolicy())
         await asyncio.to_thread(archive.verify, directory)
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, directory, True)

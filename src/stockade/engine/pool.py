@@ -124,8 +124,7 @@ class WarmPool:
         # Look again once this create has left the window: the pool may shrink then.
         if old := self._reviews.pop(key, None):
             old.cancel()
-        self._reviews[key] = asyncio.get_running_loop().call_later(
-            WINDOW + 0.1, self._refill, key)
+        self._reviews[key] = asyncio.get_running_loop().call_later(WINDOW + 0.1, self._refill, key)
         self._refill(key)
         return record
 

@@ -35,8 +35,9 @@ class Tunnel:
         self._eof = False
 
     @classmethod
-    async def open(cls, channel: AgentChannel, sandbox_id: str, port: int,
-                   host: str = "127.0.0.1") -> "Tunnel":
+    async def open(
+        cls, channel: AgentChannel, sandbox_id: str, port: int, host: str = "127.0.0.1"
+    ) -> "Tunnel":
         """Connect to ``host:port`` from inside the sandbox; PortClosed if that fails."""
         try:
             stream = await channel.open(p.Method.PORT_CONNECT, {"port": port, "host": host})

@@ -7,8 +7,15 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ..agent import protocol as p
 from ..runtimes.channel import AgentCallError, ChannelClosed, Data, End, Event, HostStream
-from .errors import (Conflict, EngineError, Forbidden, InsufficientStorage, InvalidRequest,
-                     NotFound, SandboxUnavailable)
+from .errors import (
+    Conflict,
+    EngineError,
+    Forbidden,
+    InsufficientStorage,
+    InvalidRequest,
+    NotFound,
+    SandboxUnavailable,
+)
 
 #: Seconds between keepalive events the engine asks of the agent on a silent process stream,
 #: and the silence after which it gives the stream up: the agent, or the sandbox's kernel, is
@@ -40,10 +47,13 @@ class ProcessRun:
     """Events of one process: ``start``, ``stdout``/``stderr``/``pty`` (bytes), ``keepalive``,
     then exactly one ``end`` with ``exit_code``, ``status`` and ``oom_killed``."""
 
-    def __init__(self, stream: HostStream,
-                 oom_check: Callable[[bool], Awaitable[bool]] | None = None,
-                 diagnose: Callable[[], Awaitable[str]] | None = None,
-                 running: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        stream: HostStream,
+        oom_check: Callable[[bool], Awaitable[bool]] | None = None,
+        diagnose: Callable[[], Awaitable[str]] | None = None,
+        running: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._stream = stream
         self._oom_check = oom_check
         self._diagnose = diagnose
@@ -85,7 +95,8 @@ class ProcessRun:
                 raise SandboxUnavailable(
                     f"the sandbox's agent sent nothing for {SILENCE_LIMIT:.0f} s, not even a "
                     f"keepalive: the sandbox is frozen or hung (its process may still be "
-                    f"running; kill the sandbox if it does not recover){why}") from None
+                    f"running; kill the sandbox if it does not recover){why}"
+                ) from None
 
     async def _end(self, result: dict[str, Any]) -> dict[str, Any]:
         # ``oom_check`` is told whether the agent said so itself (a microVM guest's agent can).

@@ -45,19 +45,26 @@ class Processes:
         oom_before = await driver.oom_kills(record.spec)
         engine.commands[sandbox_id] = command_name(spec)
         stream = await engine.open_stream(channel, sandbox_id, "process.start", params)
-        return ProcessRun(stream, oom_check=lambda said: self._oom_since(record, oom_before, said),
-                          diagnose=lambda: engine.diagnose(record),
-                          running=lambda: record.state == "running")
+        return ProcessRun(
+            stream,
+            oom_check=lambda said: self._oom_since(record, oom_before, said),
+            diagnose=lambda: engine.diagnose(record),
+            running=lambda: record.state == "running",
+        )
 
     async def connect(self, sandbox_id: str, selector: ProcessSelector) -> ProcessRun:
         """Follow a running process (by pid or tag) from now on."""
         engine = self._engine
         record = engine.record(sandbox_id)
-        stream = await engine.stream(sandbox_id, "process.connect",
-                                   {**selector.agent_params(), "keepalive": KEEPALIVE})
-        return ProcessRun(stream, oom_check=lambda said: self._oom_since(record, None, said),
-                          diagnose=lambda: engine.diagnose(record),
-                          running=lambda: record.state == "running")
+        stream = await engine.stream(
+            sandbox_id, "process.connect", {**selector.agent_params(), "keepalive": KEEPALIVE}
+        )
+        return ProcessRun(
+            stream,
+            oom_check=lambda said: self._oom_since(record, None, said),
+            diagnose=lambda: engine.diagnose(record),
+            running=lambda: record.state == "running",
+        )
 
     async def list(self, sandbox_id: str) -> list[ProcessInfo]:
         """The processes started through the agent that still run."""
@@ -79,14 +86,13 @@ class Processes:
 
     async def signal(self, sandbox_id: str, selector: ProcessSelector, signal: str) -> None:
         """Send ``signal`` (TERM, KILL, INT, ...) to the process's group."""
-        await self._engine.call(sandbox_id, "process.signal",
-                                {**selector.agent_params(), "signal": signal})
+        await self._engine.call(sandbox_id, "process.signal", {**selector.agent_params(), "signal": signal})
 
-    async def resize(self, sandbox_id: str, selector: ProcessSelector, cols: int,
-                     rows: int) -> None:
+    async def resize(self, sandbox_id: str, selector: ProcessSelector, cols: int, rows: int) -> None:
         """Resize the process's terminal."""
-        await self._engine.call(sandbox_id, "process.resize",
-                                {**selector.agent_params(), "cols": cols, "rows": rows})
+        await self._engine.call(
+            sandbox_id, "process.resize", {**selector.agent_params(), "cols": cols, "rows": rows}
+        )
 
     def _image_config(self, image: str) -> dict[str, Any]:
         try:

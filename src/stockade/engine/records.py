@@ -55,37 +55,58 @@ class SandboxRecord:
     @property
     def spec(self) -> SandboxSpec:
         net = self.attachment
-        return SandboxSpec(id=self.id, image=self.image, resources=self.resources,
-                           directory=self.directory,
-                           network=NetworkAttachment(
-                               netns=Path(net["netns"]), resolv_conf=Path(net["resolv_conf"]),
-                               ca_bundle=Path(net["ca_bundle"]) if net.get("ca_bundle") else None)
-                           if net else None,
-                           volumes=tuple(VolumeMount(source=Path(v["source"]),
-                                                     destination=v["path"],
-                                                     read_only=bool(v["read_only"]))
-                                         for v in self.volumes))
+        return SandboxSpec(
+            id=self.id,
+            image=self.image,
+            resources=self.resources,
+            directory=self.directory,
+            network=NetworkAttachment(
+                netns=Path(net["netns"]),
+                resolv_conf=Path(net["resolv_conf"]),
+                ca_bundle=Path(net["ca_bundle"]) if net.get("ca_bundle") else None,
+            )
+            if net
+            else None,
+            volumes=tuple(
+                VolumeMount(source=Path(v["source"]), destination=v["path"], read_only=bool(v["read_only"]))
+                for v in self.volumes
+            ),
+        )
 
     def info(self) -> SandboxInfo:
         """What callers see."""
         return SandboxInfo(**self._public())
 
     def _public(self) -> dict[str, Any]:
-        return {"id": self.id, "isolation": self.tier, "template": self.image,
-                "state": self.state, "reason": self.reason, "message": self.message,
-                "cpu": self.resources.cpu, "memory_mb": self.resources.memory_mb,
-                "disk_mb": self.resources.disk_mb,
-                "pids": self.resources.pids, "metadata": dict(self.metadata),
-                "envs": dict(self.envs), "created_at": self.created_at,
-                "expires_at": self.expires_at, "timeout": self.timeout,
-                "network": dict(self.network) if self.network is not None else "none",
-                "persistence": self.persistence, "on_timeout": self.on_timeout,
-                "auto_delete": self.auto_delete, "auto_archive": self.auto_archive,
-                "volumes": [{"volume": v["volume"], "path": v["path"],
-                             "read_only": v["read_only"]} for v in self.volumes],
-                "secrets": sorted(self.secrets.values()),
-                "auto_resume": self.auto_resume, "idle_timeout": self.idle_timeout,
-                "last_active_at": self.last_active_at}
+        return {
+            "id": self.id,
+            "isolation": self.tier,
+            "template": self.image,
+            "state": self.state,
+            "reason": self.reason,
+            "message": self.message,
+            "cpu": self.resources.cpu,
+            "memory_mb": self.resources.memory_mb,
+            "disk_mb": self.resources.disk_mb,
+            "pids": self.resources.pids,
+            "metadata": dict(self.metadata),
+            "envs": dict(self.envs),
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "timeout": self.timeout,
+            "network": dict(self.network) if self.network is not None else "none",
+            "persistence": self.persistence,
+            "on_timeout": self.on_timeout,
+            "auto_delete": self.auto_delete,
+            "auto_archive": self.auto_archive,
+            "volumes": [
+                {"volume": v["volume"], "path": v["path"], "read_only": v["read_only"]} for v in self.volumes
+            ],
+            "secrets": sorted(self.secrets.values()),
+            "auto_resume": self.auto_resume,
+            "idle_timeout": self.idle_timeout,
+            "last_active_at": self.last_active_at,
+        }
 
     def save(self) -> None:
         """Write state.json atomically (write a temporary file, then rename)."""

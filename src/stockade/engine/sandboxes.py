@@ -12,8 +12,18 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from ..models import (EgressEntry, EgressLog, NetworkPolicy, SandboxEnd, SandboxEvent,
-                      SandboxInfo, SandboxSpec, SandboxStats, TemplateInfo, UsageHistory)
+from ..models import (
+    EgressEntry,
+    EgressLog,
+    NetworkPolicy,
+    SandboxEnd,
+    SandboxEvent,
+    SandboxInfo,
+    SandboxSpec,
+    SandboxStats,
+    TemplateInfo,
+    UsageHistory,
+)
 from ..net import NetError, PolicyError
 from ..net import NetworkPolicy as EgressPolicy
 from ..runtimes.base import Resources
@@ -41,10 +51,12 @@ def egress_policy(policy: NetworkPolicy | None) -> EgressPolicy | None:
 def resolve_resources(spec: SandboxSpec, defaults: Resources) -> Resources:
     """The limits ``spec`` asks for, ``defaults`` filled in (InvalidRequest if out of range)."""
     try:
-        return Resources(cpu=spec.cpu or defaults.cpu,
-                         memory_mb=spec.memory_mb or defaults.memory_mb,
-                         disk_mb=spec.disk_mb or defaults.disk_mb,
-                         pids=spec.pids or defaults.pids)
+        return Resources(
+            cpu=spec.cpu or defaults.cpu,
+            memory_mb=spec.memory_mb or defaults.memory_mb,
+            disk_mb=spec.disk_mb or defaults.disk_mb,
+            pids=spec.pids or defaults.pids,
+        )
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
 
@@ -63,22 +75,26 @@ class Sandboxes:
         (docs/secrets.md)."""
         engine = self._engine
         policy = egress_policy(spec.network)
-        secrets, secret_envs = (engine.secrets.bind(owner, spec.secrets, policy)
-                                if spec.secrets else ({}, {}))
+        secrets, secret_envs = engine.secrets.bind(owner, spec.secrets, policy) if spec.secrets else ({}, {})
         auto_delete = check_options(spec.persistence, spec.on_timeout, spec.auto_delete)
         auto_archive = check_auto_archive(spec.persistence, spec.auto_archive)
         self._check_capabilities(spec, policy is not None)
         mounts = await self._volume_mounts(spec)
         template = spec.template or engine.config.default_template
         if not engine.images.exists(template):
-            raise InvalidRequest(f"no template {template!r} on this host; build it with "
-                                 f"'stockade image build' or see 'stockade image ls'")
+            raise InvalidRequest(
+                f"no template {template!r} on this host; build it with "
+                f"'stockade image build' or see 'stockade image ls'"
+            )
         if engine.images.get(template).python is None:
-            raise InvalidRequest(f"template {template!r} has no python3, which the sandbox agent "
-                                 f"needs; install python3 in it (any version 3.8 or later)")
+            raise InvalidRequest(
+                f"template {template!r} has no python3, which the sandbox agent "
+                f"needs; install python3 in it (any version 3.8 or later)"
+            )
         resources = self.resources(spec)
-        timeout = engine.check_timeout(engine.config.default_timeout if spec.timeout is None
-                                       else spec.timeout)
+        timeout = engine.check_timeout(
+            engine.config.default_timeout if spec.timeout is None else spec.timeout
+        )
         envs = dict(spec.envs)
         record = None
         if policy is None and not mounts:
@@ -108,10 +124,10 @@ class Sandboxes:
         caps = self._engine.drivers[spec.isolation].capabilities
         doing = f"create a {spec.isolation} sandbox"
         for needed, has, capability, what in (
-                (bool(spec.volumes), caps.volumes, "volumes", "with volumes"),
-                (networked, caps.network_policy, "network_policy", "with a network policy"),
-                (spec.persistence == "workspace", caps.workspace, "workspace",
-                 "with persistence='workspace'")):
+            (bool(spec.volumes), caps.volumes, "volumes", "with volumes"),
+            (networked, caps.network_policy, "network_policy", "with a network policy"),
+            (spec.persistence == "workspace", caps.workspace, "workspace", "with persistence='workspace'"),
+        ):
             if needed and not has:
                 raise Unsupported.missing(spec.isolation, capability, f"{doing} {what}")
 
@@ -124,14 +140,23 @@ class Sandboxes:
         net = self._engine.net
         ca = net.ca_bundle(bool(record.secrets))
         record.network = policy.public()
-        record.attachment = {"netns": str(net.netns_path(record.id)),
-                             "resolv_conf": str(net.resolv_conf(record.id)),
-                             "ca_bundle": str(ca) if ca else ""}
+        record.attachment = {
+            "netns": str(net.netns_path(record.id)),
+            "resolv_conf": str(net.resolv_conf(record.id)),
+            "ca_bundle": str(ca) if ca else "",
+        }
 
     async def _volume_mounts(self, spec: SandboxSpec) -> list[dict[str, Any]]:
         store = self._engine.volume_store
-        return [{"volume": m.volume, "path": check_mount_path(m.path), "read_only": m.read_only,
-                 "source": str(await store.source(m.volume))} for m in spec.volumes]
+        return [
+            {
+                "volume": m.volume,
+                "path": check_mount_path(m.path),
+                "read_only": m.read_only,
+                "source": str(await store.source(m.volume)),
+            }
+            for m in spec.volumes
+        ]
 
     # -- inspect -----------------------------------------------------------------------------
     async def get(self, sandbox_id: str) -> SandboxInfo:
@@ -151,8 +176,10 @@ class Sandboxes:
             raise Conflict(f"sandbox {sandbox_id} has not ended: it is {state}")
         kept = engine.ends.get(sandbox_id)
         if kept is None:
-            raise SandboxNotFound(f"sandbox {sandbox_id!r} does not exist, or it ended too long "
-                                  f"ago for its end record to be kept")
+            raise SandboxNotFound(
+                f"sandbox {sandbox_id!r} does not exist, or it ended too long "
+                f"ago for its end record to be kept"
+            )
         return kept[1]
 
     def owner(self, sandbox_id: str) -> str | None:
@@ -160,8 +187,9 @@ class Sandboxes:
         kept = self._engine.ends.get(sandbox_id)
         return kept[0] if kept is not None else None
 
-    def follow_events(self, visible: Callable[[str | None], bool],
-                      since: int | None = None) -> AsyncIterator[SandboxEvent]:
+    def follow_events(
+        self, visible: Callable[[str | None], bool], since: int | None = None
+    ) -> AsyncIterator[SandboxEvent]:
         """Lifecycle events of the sandboxes whose owner ``visible`` accepts (events.py)."""
         return self._engine.events.follow(visible, since)
 
@@ -173,10 +201,13 @@ class Sandboxes:
         """What the sandbox uses now."""
         record = self._engine.record(sandbox_id)
         stats = await self._engine.usage.stats(record)
-        return SandboxStats(memory_bytes=stats.memory_bytes,
-                            memory_limit_bytes=stats.memory_limit_bytes,
-                            cpu_seconds=stats.cpu_seconds, pids=stats.pids,
-                            oom_kills=stats.oom_kills)
+        return SandboxStats(
+            memory_bytes=stats.memory_bytes,
+            memory_limit_bytes=stats.memory_limit_bytes,
+            cpu_seconds=stats.cpu_seconds,
+            pids=stats.pids,
+            oom_kills=stats.oom_kills,
+        )
 
     def held_disk_mb(self, sandbox_id: str) -> int:
         """MiB of host disk the sandbox holds or may fill (for quotas; docs/limits.md)."""
@@ -184,8 +215,7 @@ class Sandboxes:
 
     def volume_users(self, name: str) -> builtins.list[str]:
         """Ids of the sandboxes (in any state) that mount volume ``name``."""
-        return sorted(r.id for r in self._engine.records()
-                      if any(v["volume"] == name for v in r.volumes))
+        return sorted(r.id for r in self._engine.records() if any(v["volume"] == name for v in r.volumes))
 
     # -- change ------------------------------------------------------------------------------
     async def set_timeout(self, sandbox_id: str, timeout: float) -> SandboxInfo:
@@ -210,9 +240,11 @@ class Sandboxes:
         record = engine.record(sandbox_id)
         checked = egress_policy(policy) or EgressPolicy()
         if record.network is None:
-            raise Conflict(f"sandbox {sandbox_id} was created with network='none' and has no "
-                           f"network interface; create it with a policy (even an empty one, "
-                           f"{{'allow_out': []}}) to change it later")
+            raise Conflict(
+                f"sandbox {sandbox_id} was created with network='none' and has no "
+                f"network interface; create it with a policy (even an empty one, "
+                f"{{'allow_out': []}}) to change it later"
+            )
         async with engine.lock(sandbox_id):
             try:
                 await engine.net.set_policy(sandbox_id, checked)
@@ -235,8 +267,9 @@ class Sandboxes:
 
     async def set_metadata(self, sandbox_id: str, metadata: dict[str, str]) -> SandboxInfo:
         """Replace the sandbox's metadata (at most 64 string pairs, as at create)."""
-        if len(metadata) > 64 or not all(isinstance(k, str) and isinstance(v, str)
-                                         for k, v in metadata.items()):
+        if len(metadata) > 64 or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        ):
             raise InvalidRequest("metadata is at most 64 pairs of strings")
         record = self._engine.record(sandbox_id)
         record.metadata = dict(metadata)
@@ -246,19 +279,26 @@ class Sandboxes:
     async def set_envs(self, sandbox_id: str, envs: dict[str, str]) -> SandboxInfo:
         """Replace the environment that processes started from now on get (at most 256
         string pairs, as at create); running processes keep theirs."""
-        if len(envs) > 256 or not all(isinstance(k, str) and isinstance(v, str) and k
-                                      and "=" not in k and "\0" not in k + v
-                                      for k, v in envs.items()):
-            raise InvalidRequest("envs is at most 256 NAME=value pairs of strings (no '=' in a "
-                                 "name, no NUL anywhere)")
+        if len(envs) > 256 or not all(
+            isinstance(k, str) and isinstance(v, str) and k and "=" not in k and "\0" not in k + v
+            for k, v in envs.items()
+        ):
+            raise InvalidRequest(
+                "envs is at most 256 NAME=value pairs of strings (no '=' in a name, no NUL anywhere)"
+            )
         record = self._engine.record(sandbox_id)
         record.envs = dict(envs)
         record.save()
         return record.info()
 
-    async def set_retention(self, sandbox_id: str, *, auto_delete: float | None = None,
-                            auto_archive: float | None = None,
-                            archive_never: bool = False) -> SandboxInfo:
+    async def set_retention(
+        self,
+        sandbox_id: str,
+        *,
+        auto_delete: float | None = None,
+        auto_archive: float | None = None,
+        archive_never: bool = False,
+    ) -> SandboxInfo:
         """Change how long a paused or stopped sandbox is kept (``auto_delete`` seconds) and
         when a stopped workspace is archived (``auto_archive`` seconds; ``archive_never``
         turns that off). Arguments left out keep their value. A sandbox already paused or
@@ -274,8 +314,9 @@ class Sandboxes:
         if record.state in ("paused", "stopped", "archived"):
             now = time.time()
             record.expires_at = now + record.auto_delete
-            record.archive_at = (now + record.auto_archive
-                                 if record.state == "stopped" and record.auto_archive else None)
+            record.archive_at = (
+                now + record.auto_archive if record.state == "stopped" and record.auto_archive else None
+            )
         record.save()
         engine.arm_timer(record)
         return record.info()
@@ -309,8 +350,9 @@ class Sandboxes:
         """Save the sandbox's files as a new template ``name`` owned by ``owner``."""
         return await snapshot(self._engine, self._lifecycle, sandbox_id, name, owner)
 
-    async def fork(self, sandbox_id: str, count: int, memory: bool | None = None,
-                   owner: str | None = None) -> builtins.list[SandboxInfo]:
+    async def fork(
+        self, sandbox_id: str, count: int, memory: bool | None = None, owner: str | None = None
+    ) -> builtins.list[SandboxInfo]:
         """``count`` running copies of a running or paused sandbox (docs/fork.md): files
         copy-on-write on every tier; processes and memory too where :meth:`fork_keeps_memory`
         (``memory``: None = if the tier can, True = required, False = files only)."""

@@ -22,9 +22,14 @@ PLACEHOLDER_PREFIX = "STOCKADE_SECRET_"
 
 
 def _info(secret: Secret) -> SecretInfo:
-    return SecretInfo(name=secret.name, hosts=list(secret.hosts), inject_body=secret.inject_body,
-                      description=secret.description, created_at=secret.created_at,
-                      updated_at=secret.updated_at)
+    return SecretInfo(
+        name=secret.name,
+        hosts=list(secret.hosts),
+        inject_body=secret.inject_body,
+        description=secret.description,
+        created_at=secret.created_at,
+        updated_at=secret.updated_at,
+    )
 
 
 class Secrets:
@@ -40,24 +45,36 @@ class Secrets:
     async def create(self, owner: str, spec: CreateSecret) -> SecretInfo:
         """Create secret ``spec.name`` of ``owner``, or replace its value and hosts."""
         try:
-            return _info(self._vault.put(owner, spec.name, spec.value, spec.hosts,
-                                         spec.inject_body, spec.description))
+            return _info(
+                self._vault.put(owner, spec.name, spec.value, spec.hosts, spec.inject_body, spec.description)
+            )
         except SecretError as exc:
             raise InvalidRequest(str(exc)) from None
 
-    async def update(self, owner: str, name: str, value: str | None = None,
-                     hosts: list[str] | None = None,
-                     description: str | None = None) -> SecretInfo:
+    async def update(
+        self,
+        owner: str,
+        name: str,
+        value: str | None = None,
+        hosts: list[str] | None = None,
+        description: str | None = None,
+    ) -> SecretInfo:
         """Change some of secret ``name``'s value, hosts and description (the rest are kept)."""
         secret = self._vault.get(owner, name)
         kept = self._vault.reveal(owner, name)
         if secret is None or kept is None:
             raise NotFound(f"no secret {name!r}; create it first (POST /secrets)")
         try:
-            return _info(self._vault.put(
-                owner, name, kept.decode() if value is None else value,
-                list(secret.hosts) if hosts is None else hosts, secret.inject_body,
-                secret.description if description is None else description))
+            return _info(
+                self._vault.put(
+                    owner,
+                    name,
+                    kept.decode() if value is None else value,
+                    list(secret.hosts) if hosts is None else hosts,
+                    secret.inject_body,
+                    secret.description if description is None else description,
+                )
+            )
         except SecretError as exc:
             raise InvalidRequest(str(exc)) from None
 
@@ -76,27 +93,32 @@ class Secrets:
         if not self._vault.delete(owner, name):
             raise NotFound(f"no secret {name!r}; create it first (POST /secrets)")
 
-    def bind(self, owner: str, wanted: dict[str, str],
-             policy: NetworkPolicy | None) -> tuple[dict[str, str], dict[str, str]]:
+    def bind(
+        self, owner: str, wanted: dict[str, str], policy: NetworkPolicy | None
+    ) -> tuple[dict[str, str], dict[str, str]]:
         """For a new sandbox asking for ``{env var: secret name}``: ``({placeholder: name},
         {env var: placeholder})``, after checking that each secret exists and that ``policy``
         allows every host it is bound to."""
         if policy is None:
-            raise InvalidRequest("secrets need a network policy that allows the hosts they are "
-                                 "bound to, e.g. network={'allow_out': ['api.example.com']}")
+            raise InvalidRequest(
+                "secrets need a network policy that allows the hosts they are "
+                "bound to, e.g. network={'allow_out': ['api.example.com']}"
+            )
         bound: dict[str, str] = {}
         envs: dict[str, str] = {}
         for env, name in wanted.items():
             secret = self._vault.get(owner, name)
             if secret is None:
-                raise InvalidRequest(f"secrets: no secret {name!r}; create it first "
-                                     f"(POST /secrets, 'stockade secret set')")
+                raise InvalidRequest(
+                    f"secrets: no secret {name!r}; create it first (POST /secrets, 'stockade secret set')"
+                )
             # A wildcard must be allowed as a wildcard (any subdomain), not one name of it.
-            closed = [h for h in secret.hosts
-                      if not policy.allows_name(h.replace("*", "stockade-check", 1))]
+            closed = [h for h in secret.hosts if not policy.allows_name(h.replace("*", "stockade-check", 1))]
             if closed:
-                raise InvalidRequest(f"secrets: {name!r} is bound to {', '.join(closed)}, which "
-                                     f"the network policy does not allow; add it to allow_out")
+                raise InvalidRequest(
+                    f"secrets: {name!r} is bound to {', '.join(closed)}, which "
+                    f"the network policy does not allow; add it to allow_out"
+                )
             placeholder = f"{PLACEHOLDER_PREFIX}{random.token_hex(16)}"
             bound[placeholder], envs[env] = name, placeholder
         return bound, envs

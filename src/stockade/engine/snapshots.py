@@ -30,26 +30,39 @@ if TYPE_CHECKING:
     from .lifecycle import Lifecycle
 
 
-def _copy_layer(store: ImageStore, name: str, upper: Path, uid_base: int | None,
-                record: SandboxRecord, owner: str | None = None) -> TemplateInfo:
+def _copy_layer(
+    store: ImageStore,
+    name: str,
+    upper: Path,
+    uid_base: int | None,
+    record: SandboxRecord,
+    owner: str | None = None,
+) -> TemplateInfo:
     with store.staging(name) as staging:
         if store.exists(name):
             raise Conflict(f"a template named {name!r} already exists")
         rootfs = staging.path / "rootfs"
-        result = subprocess.run(["cp", "-a", "--reflink=auto", str(upper), str(rootfs)],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            ["cp", "-a", "--reflink=auto", str(upper), str(rootfs)], capture_output=True, text=True
+        )
         if result.returncode != 0:
             raise SandboxUnavailable(f"cannot copy the sandbox's files: {result.stderr.strip()}")
         if uid_base:
             host.unshift_owners(rootfs, uid_base)
-        info = store.install(name, staging, source=f"snapshot of sandbox {record.id}",
-                             packages=store.get(record.image).packages, parent=record.image,
-                             owner=owner)
+        info = store.install(
+            name,
+            staging,
+            source=f"snapshot of sandbox {record.id}",
+            packages=store.get(record.image).packages,
+            parent=record.image,
+            owner=owner,
+        )
     return template_info(info)
 
 
-async def snapshot(engine: "Engine", lifecycle: "Lifecycle", sandbox_id: str, name: str,
-                   owner: str | None = None) -> TemplateInfo:
+async def snapshot(
+    engine: "Engine", lifecycle: "Lifecycle", sandbox_id: str, name: str, owner: str | None = None
+) -> TemplateInfo:
     """Save ``sandbox_id``'s filesystem as template ``name`` (of tenant ``owner``); the
     sandbox carries on."""
     record = engine.record(sandbox_id)
@@ -63,8 +76,9 @@ async def snapshot(engine: "Engine", lifecycle: "Lifecycle", sandbox_id: str, na
         raise Conflict(f"sandbox {sandbox_id} is archived; start it (connect) before a snapshot")
     driver = engine.drivers[record.tier]
     if not driver.capabilities.files_snapshot:
-        raise Unsupported.missing(record.tier, "files_snapshot",
-                                  f"snapshot sandbox {sandbox_id} into a template")
+        raise Unsupported.missing(
+            record.tier, "files_snapshot", f"snapshot sandbox {sandbox_id} into a template"
+        )
     uid_base = driver.layer_uid_base
     async with engine.lock(sandbox_id):
         await lifecycle.settled(sandbox_id)
@@ -84,10 +98,10 @@ async def snapshot(engine: "Engine", lifecycle: "Lifecycle", sandbox_id: str, na
             raise SandboxUnavailable(f"could not snapshot sandbox {sandbox_id}: {exc}") from None
 
 
-async def _copy(engine: "Engine", name: str, upper: Path, uid_base: int | None,
-                record: SandboxRecord, owner: str | None) -> TemplateInfo:
+async def _copy(
+    engine: "Engine", name: str, upper: Path, uid_base: int | None, record: SandboxRecord, owner: str | None
+) -> TemplateInfo:
     try:
-        return await asyncio.to_thread(_copy_layer, engine.images, name, upper, uid_base, record,
-                                       owner)
+        return await asyncio.to_thread(_copy_layer, engine.images, name, upper, uid_base, record, owner)
     except ImageError as exc:
         raise Conflict(f"cannot save template {name!r}: {exc}") from None

@@ -61,12 +61,16 @@ async def _no_build_running(store: ImageStore, doing: str) -> AsyncIterator[None
     """Wait until no build (of any engine on ``store``) runs, and keep new ones waiting."""
     fd = await host.acquire(store.root / BUILDS_LOCK, timeout=REMOVAL_WAIT)
     if fd is None:
-        raise Conflict(f"cannot {doing}: template builds have been running for "
-                       f"{REMOVAL_WAIT:.0f} s; try again when they end")
+        raise Conflict(
+            f"cannot {doing}: template builds have been running for "
+            f"{REMOVAL_WAIT:.0f} s; try again when they end"
+        )
     try:
         yield
     finally:
         os.close(fd)
+
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Run by the image's python3 as root in the build sandbox: unpack one COPY's tar at its place.
 EXTRACT = r"""
@@ -111,10 +115,18 @@ def _identity(store: ImageStore, name: str) -> str:
     return name if info.hidden else f"{name}@{info.created.isoformat()}"
 
 
-def _cache_key(store: ImageStore, state: BuildState, step: Step, owner: str | None,
-               extra: str = "") -> str:
-    blob = json.dumps([_identity(store, state.parent), owner, step.instruction, step.args,
-                       step.exec_form, state.config(), extra])
+def _cache_key(store: ImageStore, state: BuildState, step: Step, owner: str | None, extra: str = "") -> str:
+    blob = json.dumps(
+        [
+            _identity(store, state.parent),
+            owner,
+            step.instruction,
+            step.args,
+            step.exec_form,
+            state.config(),
+            extra,
+        ]
+    )
     return "cache-" + hashlib.sha256(blob.encode()).hexdigest()[:40]
 
 
@@ -132,9 +144,20 @@ async def _finish(coro: Awaitable[T]) -> T:
 class TemplateBuild:
     """One build: ``await TemplateBuild(...).run()`` returns the template's JSON."""
 
-    def __init__(self, engine: "Engine", dockerfile: str, name: str, context: Path | None, *,
-                 owner: str | None, may_use: MayUse, emit: Emit, network: Any = "none",
-                 step_timeout: float = 3600.0, replace: bool = False) -> None:
+    def __init__(
+        self,
+        engine: "Engine",
+        dockerfile: str,
+        name: str,
+        context: Path | None,
+        *,
+        owner: str | None,
+        may_use: MayUse,
+        emit: Emit,
+        network: Any = "none",
+        step_timeout: float = 3600.0,
+        replace: bool = False,
+    ) -> None:
         self.engine, self.store = engine, engine.images
         self.dockerfile, self.name, self.context = dockerfile, name, context
         self.owner, self.may_use, self.emit = owner, may_use, emit
@@ -150,23 +173,26 @@ class TemplateBuild:
         except (InvalidImageName, DockerfileError) as exc:
             raise InvalidRequest(str(exc)) from None
         if self.store.exists(self.name) and not (
-                self.replace and self.store.get(self.name).owner == self.owner):
-            raise Conflict(f"a template named {self.name!r} already exists; delete it first or "
-                           f"choose another name")
+            self.replace and self.store.get(self.name).owner == self.owner
+        ):
+            raise Conflict(
+                f"a template named {self.name!r} already exists; delete it first or choose another name"
+            )
         base = steps[0].args[0]
         if self.replace and base == self.name:
             raise InvalidRequest(f"template {self.name!r} cannot be rebuilt from itself")
-        if not self.store.exists(base) or not self.may_use(info := self.store.get(base)) \
-                or info.hidden:
-            raise InvalidRequest(f"Dockerfile line {steps[0].line}: no template {base!r}; see "
-                                 f"`stockade image ls` (or GET /templates)")
+        if not self.store.exists(base) or not self.may_use(info := self.store.get(base)) or info.hidden:
+            raise InvalidRequest(
+                f"Dockerfile line {steps[0].line}: no template {base!r}; see "
+                f"`stockade image ls` (or GET /templates)"
+            )
         if info.python is None:
-            raise InvalidRequest(f"template {base!r} has no python3, which the sandbox agent "
-                                 f"needs")
+            raise InvalidRequest(f"template {base!r} has no python3, which the sandbox agent needs")
         depth = len(self.store.layers(base)) + sum(s.layered for s in steps) + 1
         if depth > MAX_LAYERS:
-            raise InvalidRequest(f"the build would stack {depth} layers; the most is "
-                                 f"{MAX_LAYERS}: join RUN steps with '&&'")
+            raise InvalidRequest(
+                f"the build would stack {depth} layers; the most is {MAX_LAYERS}: join RUN steps with '&&'"
+            )
         if any(s.instruction == "COPY" for s in steps) and self.context is None:
             raise InvalidRequest("the Dockerfile has COPY but no build context was given")
         return steps
@@ -178,23 +204,33 @@ class TemplateBuild:
         ``{"type": "log", "line", "stream", "data"}`` for what its RUN writes."""
         steps = self.check()
         base = self.store.get(steps[0].args[0])
-        state = BuildState(parent=base.name, env=dict((base.config or {}).get("env") or {}),
-                           workdir=(base.config or {}).get("workdir"),
-                           user=(base.config or {}).get("user"))
+        state = BuildState(
+            parent=base.name,
+            env=dict((base.config or {}).get("env") or {}),
+            workdir=(base.config or {}).get("workdir"),
+            user=(base.config or {}).get("user"),
+        )
         self.state = state
         ACTIVE.add(self)
         held: int | None = None
         total = len(steps)
-        self.emit({"type": "step", "step": 1, "total": total, "instruction": steps[0].text,
-                   "status": "cached", "cached": True})
+        self.emit(
+            {
+                "type": "step",
+                "step": 1,
+                "total": total,
+                "instruction": steps[0].text,
+                "status": "cached",
+                "cached": True,
+            }
+        )
         try:
             held = await host.acquire(self.store.root / BUILDS_LOCK, shared=True)
             scratch = self.engine.config.data_dir / "builds"
             scratch.mkdir(mode=0o700, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix="steps-", dir=scratch) as tmp:
                 for index, step in enumerate(steps[1:], 2):
-                    event = {"type": "step", "step": index, "total": total,
-                             "instruction": step.text}
+                    event = {"type": "step", "step": index, "total": total, "instruction": step.text}
                     self.emit({**event, "status": "started"})
                     cached = await self._step(step, state, Path(tmp))
                     status = "configured" if cached is None else "cached" if cached else "built"
@@ -224,7 +260,8 @@ class TemplateBuild:
         copy: CopyPlan | None = None
         if step.instruction == "WORKDIR":
             state.workdir = posixpath.normpath(
-                posixpath.join(state.workdir or "/", expand(step.args[0], env)))
+                posixpath.join(state.workdir or "/", expand(step.args[0], env))
+            )
         elif step.instruction == "COPY":  # hashed first; packed only if not in the cache
             copy = await self._plan_copy(step, None)
         key = _cache_key(self.store, state, step, self.owner, copy.digest if copy else "")
@@ -244,12 +281,18 @@ class TemplateBuild:
         except (ContextError, OSError) as exc:
             raise BuildFailed(f"Dockerfile line {step.line}: {exc}") from None
 
-    async def _run_in_sandbox(self, step: Step, state: BuildState, key: str,
-                              env: dict[str, str], copy: CopyPlan | None) -> None:
-        created = await self.engine.sandboxes.create(SandboxSpec(
-            isolation="container", template=state.parent, timeout=self.step_timeout,
-            metadata={"stockade.build": self.build_id, "stockade.template": self.name},
-            network=self.network if step.instruction == "RUN" else None))
+    async def _run_in_sandbox(
+        self, step: Step, state: BuildState, key: str, env: dict[str, str], copy: CopyPlan | None
+    ) -> None:
+        created = await self.engine.sandboxes.create(
+            SandboxSpec(
+                isolation="container",
+                template=state.parent,
+                timeout=self.step_timeout,
+                metadata={"stockade.build": self.build_id, "stockade.template": self.name},
+                network=self.network if step.instruction == "RUN" else None,
+            )
+        )
         sandbox_id = created.id
         try:
             if step.instruction == "RUN":
@@ -262,39 +305,48 @@ class TemplateBuild:
         finally:
             await _finish(self.engine.kill(sandbox_id))
 
-    async def _run(self, sandbox_id: str, step: Step, state: BuildState,
-                   env: dict[str, str]) -> None:
-        spec = ProcessSpec(argv=list(step.args) if step.exec_form else None,
-                           cmd=None if step.exec_form else step.args[0],
-                           user=state.user or "root", cwd=state.workdir or "/",
-                           env={k: v for k, v in env.items() if k in state.env})
+    async def _run(self, sandbox_id: str, step: Step, state: BuildState, env: dict[str, str]) -> None:
+        spec = ProcessSpec(
+            argv=list(step.args) if step.exec_form else None,
+            cmd=None if step.exec_form else step.args[0],
+            user=state.user or "root",
+            cwd=state.workdir or "/",
+            env={k: v for k, v in env.items() if k in state.env},
+        )
         try:
             run = await self.engine.processes.start(sandbox_id, spec)
         except EngineError as exc:
             raise BuildFailed(f"Dockerfile line {step.line}: {exc.message}") from None
         code = await self._follow(run.events(), step)
         if code != 0:
-            raise BuildFailed(f"Dockerfile line {step.line}: '{step.text[:200]}' failed with "
-                              f"exit code {code}")
+            raise BuildFailed(
+                f"Dockerfile line {step.line}: '{step.text[:200]}' failed with exit code {code}"
+            )
 
     async def _follow(self, events: AsyncIterator[dict[str, Any]], step: Step) -> int | None:
         async for event in events:
             if event["type"] in ("stdout", "stderr"):
-                self.emit({"type": "log", "line": step.line, "stream": event["type"],
-                           "data": event["data"].decode(errors="replace")})
+                self.emit(
+                    {
+                        "type": "log",
+                        "line": step.line,
+                        "stream": event["type"],
+                        "data": event["data"].decode(errors="replace"),
+                    }
+                )
             elif event["type"] == "end":
                 code = event.get("exit_code")
                 return code if isinstance(code, int) else -1
         return None
 
     async def _root(self, sandbox_id: str, argv: list[str], step: Step) -> None:
-        run = await self.engine.processes.start(sandbox_id, ProcessSpec(argv=argv, user="root",
-                                                                        cwd="/"))
+        run = await self.engine.processes.start(sandbox_id, ProcessSpec(argv=argv, user="root", cwd="/"))
         if await self._follow(run.events(), step) != 0:
             raise BuildFailed(f"Dockerfile line {step.line}: '{step.text[:200]}' failed")
 
-    async def _copy(self, sandbox_id: str, step: Step, state: BuildState, env: dict[str, str],
-                    copy: CopyPlan) -> None:
+    async def _copy(
+        self, sandbox_id: str, step: Step, state: BuildState, env: dict[str, str], copy: CopyPlan
+    ) -> None:
         dest = expand(step.args[-1], env)
         if not dest.startswith("/"):
             dest = posixpath.join(state.workdir or "/", dest) + ("/" if dest.endswith("/") else "")
@@ -307,33 +359,38 @@ class TemplateBuild:
 
         await self.engine.files.write(sandbox_id, inside, chunks(), user="root", mode=0o600)
         python = self.store.get(state.parent).python or "python3"
-        await self._root(sandbox_id, [python, "-I", "-c", EXTRACT, inside, dest,
-                                      "1" if copy.single_file else "0"], step)
+        await self._root(
+            sandbox_id, [python, "-I", "-c", EXTRACT, inside, dest, "1" if copy.single_file else "0"], step
+        )
 
     async def _commit(self, sandbox_id: str, key: str, step: Step, state: BuildState) -> None:
         record = self.engine.record(sandbox_id)
         driver = self.engine.drivers[record.tier]
         await driver.pause(record.spec)
         upper = record.directory / "disk" / "upper"
-        await asyncio.to_thread(self._save_layer, upper, driver.layer_uid_base,
-                                key, step, state)
+        await asyncio.to_thread(self._save_layer, upper, driver.layer_uid_base, key, step, state)
 
-    def _save_layer(self, upper: Path, uid_base: int | None, key: str, step: Step,
-                    state: BuildState) -> None:
+    def _save_layer(self, upper: Path, uid_base: int | None, key: str, step: Step, state: BuildState) -> None:
         with self.store.staging(key) as staging:
             if self.store.exists(key):  # another build made it meanwhile
                 return
             rootfs = staging.path / "rootfs"
-            result = subprocess.run(["cp", "-a", "--reflink=auto", str(upper), str(rootfs)],
-                                    capture_output=True, text=True)
+            result = subprocess.run(
+                ["cp", "-a", "--reflink=auto", str(upper), str(rootfs)], capture_output=True, text=True
+            )
             if result.returncode != 0:
-                raise BuildFailed(f"cannot save the layer of line {step.line}: "
-                                  f"{result.stderr.strip()}")
+                raise BuildFailed(f"cannot save the layer of line {step.line}: {result.stderr.strip()}")
             if uid_base:
                 host.unshift_owners(rootfs, uid_base)
-            self.store.install(key, staging, source=f"build step: {step.text[:200]}",
-                               parent=state.parent, owner=self.owner, config=state.config(),
-                               hidden=True)
+            self.store.install(
+                key,
+                staging,
+                source=f"build step: {step.text[:200]}",
+                parent=state.parent,
+                owner=self.owner,
+                config=state.config(),
+                hidden=True,
+            )
 
     def _install(self, state: BuildState) -> ImageInfo:
         with self.store.staging(self.name) as staging:
@@ -341,9 +398,14 @@ class TemplateBuild:
                 raise Conflict(f"a template named {self.name!r} was made meanwhile")
             (staging.path / "rootfs").mkdir(mode=0o755)
             try:
-                return self.store.install(self.name, staging, source="Dockerfile",
-                                          parent=state.parent, owner=self.owner,
-                                          config=state.config())
+                return self.store.install(
+                    self.name,
+                    staging,
+                    source="Dockerfile",
+                    parent=state.parent,
+                    owner=self.owner,
+                    config=state.config(),
+                )
             except ImageError as exc:
                 raise Conflict(f"cannot save template {self.name!r}: {exc}") from None
 
@@ -363,14 +425,12 @@ async def delete_template(engine: "Engine", name: str, *, lock_held: bool = Fals
     for current in doomed:  # grows as we go: every descendant
         for child in store.children(current):
             if not store.get(child).hidden:
-                raise Conflict(f"template {name!r} is the parent of template {child!r}; "
-                               f"delete that first")
+                raise Conflict(f"template {name!r} is the parent of template {child!r}; delete that first")
             doomed.append(child)
     for layer in doomed:
         if layer in used:
             raise Conflict(f"template {name!r} is used by sandbox {used[layer]}; kill it first")
-    waiting = (contextlib.nullcontext() if lock_held
-               else _no_build_running(store, f"delete template {name!r}"))
+    waiting = contextlib.nullcontext() if lock_held else _no_build_running(store, f"delete template {name!r}")
     async with waiting:
         for layer in reversed(doomed):
             await engine.pool.forget_template(layer)
@@ -390,9 +450,15 @@ async def prune_cache(engine: "Engine", owner: str | None, everyone: bool) -> li
         while True:
             images = store.list()
             parents = {i.parent for i in images}
-            leaves = [i.name for i in images if i.hidden and i.name not in parents
-                      and not i.name.startswith("fork-")  # their engine's (fork.py)
-                      and i.name not in used and (everyone or i.owner == owner)]
+            leaves = [
+                i.name
+                for i in images
+                if i.hidden
+                and i.name not in parents
+                and not i.name.startswith("fork-")  # their engine's (fork.py)
+                and i.name not in used
+                and (everyone or i.owner == owner)
+            ]
             if not leaves:
                 return removed
             for name in leaves:
@@ -401,5 +467,3 @@ async def prune_cache(engine: "Engine", owner: str | None, everyone: bool) -> li
                     removed.append(name)
             if not any(n in removed for n in leaves):
                 return removed
-
-

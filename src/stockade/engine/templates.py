@@ -28,9 +28,16 @@ Visible = Callable[[str | None], bool]
 
 def template_info(info: ImageInfo) -> TemplateInfo:
     """A template as callers see it."""
-    return TemplateInfo(name=info.name, parent=info.parent, size_bytes=info.size_bytes,
-                        files=info.files, created=info.created.isoformat(), owner=info.owner,
-                        source=info.source, config=info.config)
+    return TemplateInfo(
+        name=info.name,
+        parent=info.parent,
+        size_bytes=info.size_bytes,
+        files=info.files,
+        created=info.created.isoformat(),
+        owner=info.owner,
+        source=info.source,
+        config=info.config,
+    )
 
 
 class Templates:
@@ -59,14 +66,15 @@ class Templates:
         try:
             self.find(name, visible)
         except NotFound:
-            raise InvalidRequest(f"no template {name!r} on this host; build it with 'stockade "
-                                 f"image build' or see 'stockade image ls'") from None
+            raise InvalidRequest(
+                f"no template {name!r} on this host; build it with 'stockade "
+                f"image build' or see 'stockade image ls'"
+            ) from None
 
     async def list(self, visible: Visible) -> list[TemplateInfo]:
         """Shared templates and those whose owner is ``visible``."""
         infos = await asyncio.to_thread(self._engine.images.list)
-        return [template_info(i) for i in infos
-                if not i.hidden and (i.owner is None or visible(i.owner))]
+        return [template_info(i) for i in infos if not i.hidden and (i.owner is None or visible(i.owner))]
 
     async def get(self, name: str, visible: Visible) -> TemplateInfo:
         return template_info(self.find(name, visible))
@@ -89,24 +97,40 @@ class Templates:
         path.mkdir(parents=True, mode=0o700)
         return path
 
-    def build(self, dockerfile: str, name: str, context: Path, *, owner: str | None,
-              visible: Visible, emit: Callable[[dict[str, Any]], None],
-              network: Any = "none", replace: bool = False) -> "TemplateBuild":
+    def build(
+        self,
+        dockerfile: str,
+        name: str,
+        context: Path,
+        *,
+        owner: str | None,
+        visible: Visible,
+        emit: Callable[[dict[str, Any]], None],
+        network: Any = "none",
+        replace: bool = False,
+    ) -> "TemplateBuild":
         """A checked build of ``dockerfile`` (run it with ``await build.run()``); with
         ``replace``, a template of that name and owner is replaced once the build succeeds."""
         from .template_build import TemplateBuild  # noqa: PLC0415
 
-        build = TemplateBuild(self._engine, dockerfile, name, context, owner=owner,
-                              may_use=lambda info: info.owner is None or visible(info.owner),
-                              emit=emit, network=network, replace=replace)
+        build = TemplateBuild(
+            self._engine,
+            dockerfile,
+            name,
+            context,
+            owner=owner,
+            may_use=lambda info: info.owner is None or visible(info.owner),
+            emit=emit,
+            network=network,
+            replace=replace,
+        )
         build.check()
         return build
 
     async def import_image(self, name: str, archive: Path, owner: str | None) -> TemplateInfo:
         """A template from an OCI layout tar or a ``docker save`` archive."""
         try:
-            info = await asyncio.to_thread(import_image, self._engine.images, name, archive,
-                                           owner=owner)
+            info = await asyncio.to_thread(import_image, self._engine.images, name, archive, owner=owner)
         except ImageExists as exc:
             raise Conflict(str(exc)) from None
         except ImageError as exc:

@@ -72,8 +72,7 @@ class Usage:
     def history(self, sandbox_id: str) -> UsageHistory:
         """The kept samples of a sandbox (SandboxNotFound once it is gone)."""
         self._engine.record(sandbox_id)
-        return UsageHistory(interval=self.interval,
-                            items=list(self._history.get(sandbox_id, ())))
+        return UsageHistory(interval=self.interval, items=list(self._history.get(sandbox_id, ())))
 
     def forget(self, sandbox_id: str) -> None:
         self._history.pop(sandbox_id, None)
@@ -109,12 +108,19 @@ class Usage:
         with contextlib.suppress(NotSupported, OSError):
             disk = _disk_bytes(driver.layer_file(record.spec))
         traffic = engine.net.traffic(record.id)
-        history.append(UsageSample(
-            time=now, cpu_percent=cpu_percent, cpu_seconds=stats.cpu_seconds,
-            memory_bytes=stats.memory_bytes, memory_limit_bytes=stats.memory_limit_bytes,
-            pids=stats.pids, disk_bytes=disk,
-            net_rx_bytes=traffic[0] if traffic else None,
-            net_tx_bytes=traffic[1] if traffic else None))
+        history.append(
+            UsageSample(
+                time=now,
+                cpu_percent=cpu_percent,
+                cpu_seconds=stats.cpu_seconds,
+                memory_bytes=stats.memory_bytes,
+                memory_limit_bytes=stats.memory_limit_bytes,
+                pids=stats.pids,
+                disk_bytes=disk,
+                net_rx_bytes=traffic[0] if traffic else None,
+                net_tx_bytes=traffic[1] if traffic else None,
+            )
+        )
 
     async def stats(self, record: "SandboxRecord") -> Stats:
         """What a sandbox uses now and what its limits killed or refused: its runtime's host
@@ -129,13 +135,23 @@ class Usage:
             found = await asyncio.wait_for(channel.call("sys.stats"), AGENT_STATS_TIMEOUT)
             victim = found.get("oom_victim")
             return dataclasses.replace(
-                stats, oom_kills=stats.oom_kills + int(found["oom_kills"]),
+                stats,
+                oom_kills=stats.oom_kills + int(found["oom_kills"]),
                 pids_limit_hits=stats.pids_limit_hits + int(found["pids_limit_hits"]),
                 pids=int(found["pids"]),
-                oom_victim=victim[:64] if isinstance(victim, str) and victim.isprintable()
-                and victim else None)
-        except (AgentCallError, ChannelClosed, asyncio.TimeoutError, AttributeError, KeyError,
-                TypeError, ValueError):  # busy, gone, or an answer the host does not trust
+                oom_victim=victim[:64]
+                if isinstance(victim, str) and victim.isprintable() and victim
+                else None,
+            )
+        except (
+            AgentCallError,
+            ChannelClosed,
+            asyncio.TimeoutError,
+            AttributeError,
+            KeyError,
+            TypeError,
+            ValueError,
+        ):  # busy, gone, or an answer the host does not trust
             return stats
 
     async def notice(self, record: "SandboxRecord", stats: Stats) -> None:
@@ -146,7 +162,10 @@ class Usage:
             await engine.note_oom(record, stats.oom_victim)
         if stats.pids_limit_hits > record.pids_seen:
             record.pids_seen = stats.pids_limit_hits
-            engine.note_limit(record, "pids_limit", f"process limit reached ({record.resources.pids} "
-                              f"processes and threads): forks refused")
+            engine.note_limit(
+                record,
+                "pids_limit",
+                f"process limit reached ({record.resources.pids} processes and threads): forks refused",
+            )
         if stats.oom_kills or stats.pids_limit_hits:
             await engine.end_if_bombed(record.id, stats)

@@ -59,8 +59,10 @@ class Volumes:
 
     def _dir(self, name: str) -> Path:
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-            raise InvalidRequest(f"invalid volume name {name!r}: use 1 to 63 characters from "
-                                 f"a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
+            raise InvalidRequest(
+                f"invalid volume name {name!r}: use 1 to 63 characters from "
+                f"a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+            )
         return self.root / name
 
     def _info(self, name: str) -> dict[str, Any]:
@@ -72,8 +74,9 @@ class Volumes:
             raise SandboxUnavailable(f"volume {name!r} is unreadable: {exc}") from None
         return info
 
-    async def create(self, name: str, size_mb: int = DEFAULT_SIZE_MB,
-                     owner: str | None = None) -> dict[str, Any]:
+    async def create(
+        self, name: str, size_mb: int = DEFAULT_SIZE_MB, owner: str | None = None
+    ) -> dict[str, Any]:
         """Make an empty volume of ``size_mb``; Conflict if the name is taken."""
         path = self._dir(name)
         if not 16 <= size_mb <= 1048576:
@@ -89,10 +92,19 @@ class Volumes:
                 image = tmp / "disk.img"
                 with open(image, "wb") as f:
                     f.truncate(size_mb << 20)
-                await host.run("mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0",
-                                  "-E", "lazy_itable_init=1,nodiscard", str(image))
-                info = {"name": name, "size_mb": size_mb, "created_at": time.time(),
-                        "owner": owner}
+                await host.run(
+                    "mkfs.ext4",
+                    "-q",
+                    "-F",
+                    "-O",
+                    "^has_journal",
+                    "-m",
+                    "0",
+                    "-E",
+                    "lazy_itable_init=1,nodiscard",
+                    str(image),
+                )
+                info = {"name": name, "size_mb": size_mb, "created_at": time.time(), "owner": owner}
                 (tmp / "volume.json").write_text(json.dumps(info))
                 os.rename(tmp, path)
             except BaseException:
@@ -124,8 +136,11 @@ class Volumes:
     def list(self) -> list[dict[str, Any]]:
         if not self.root.is_dir():
             return []
-        return [self._info(p.name) for p in sorted(self.root.iterdir())
-                if NAME_RE.fullmatch(p.name) and (p / "volume.json").exists()]
+        return [
+            self._info(p.name)
+            for p in sorted(self.root.iterdir())
+            if NAME_RE.fullmatch(p.name) and (p / "volume.json").exists()
+        ]
 
     async def delete(self, name: str, users: builtins.list[str]) -> None:
         """Remove a volume and its data; Conflict while ``users`` (sandbox ids) name it."""
@@ -133,8 +148,9 @@ class Volumes:
         async with self.lock:
             self._info(name)
             if users:
-                raise Conflict(f"volume {name!r} is mounted by sandbox(es) {', '.join(users)}; "
-                               f"kill them first")
+                raise Conflict(
+                    f"volume {name!r} is mounted by sandbox(es) {', '.join(users)}; kill them first"
+                )
             await asyncio.to_thread(host.unmount, path / "mnt")
             await asyncio.to_thread(shutil.rmtree, path)
 
@@ -149,8 +165,7 @@ class VolumeService:
     def _info(self, raw: dict[str, Any]) -> VolumeInfo:
         return VolumeInfo(**raw, mounted_by=self._users(raw["name"]))
 
-    async def create(self, name: str, size_mb: int = DEFAULT_SIZE_MB,
-                     owner: str | None = None) -> VolumeInfo:
+    async def create(self, name: str, size_mb: int = DEFAULT_SIZE_MB, owner: str | None = None) -> VolumeInfo:
         """An empty volume of ``size_mb`` (its hard limit); Conflict if the name is taken."""
         return self._info(await self._store.create(name, size_mb, owner))
 

@@ -8,21 +8,67 @@ uids; the runtimes, the image store and the engine call it. Failures raise :clas
 stay in :mod:`stockade.net`.
 """
 
-from .cgroups import (CGROUP_ROOT, Stats, cgroup_dirs, cgroup_oom_kills, cgroup_parent,
-                      cgroup_pids, cgroup_stats, empty_cgroup, kill_cgroup, oom_victim,
-                      remove_cgroup)
+from .cgroups import (
+    CGROUP_ROOT,
+    Stats,
+    cgroup_dirs,
+    cgroup_oom_kills,
+    cgroup_parent,
+    cgroup_pids,
+    cgroup_stats,
+    empty_cgroup,
+    kill_cgroup,
+    oom_victim,
+    remove_cgroup,
+)
 from .commands import run
 from .disks import make_disk
 from .errors import HostError
-from .files import (exchange, random_suffix, resolve_in_root, safe_rmtree, syncfs,
-                    tree_stats, unshift_owners)
+from .files import exchange, random_suffix, resolve_in_root, safe_rmtree, syncfs, tree_stats, unshift_owners
 from .locks import acquire, flocked, flocked_async, lock_holders
-from .mounts import (loop_backing_files, loop_released, mount_loop, mount_overlay, mounted,
-                     mounted_disk, mounts_under, unmount)
+from .mounts import (
+    loop_backing_files,
+    loop_released,
+    mount_loop,
+    mount_overlay,
+    mounted,
+    mounted_disk,
+    mounts_under,
+    unmount,
+)
 
-__all__ = ["CGROUP_ROOT", "HostError", "Stats", "acquire", "cgroup_dirs", "cgroup_oom_kills",
-           "cgroup_parent", "cgroup_pids", "cgroup_stats", "empty_cgroup", "exchange", "flocked",
-           "flocked_async", "kill_cgroup", "lock_holders", "loop_backing_files", "loop_released",
-           "make_disk", "mount_loop", "mount_overlay", "mounted", "mounted_disk", "mounts_under",
-           "oom_victim", "random_suffix", "remove_cgroup", "resolve_in_root", "run", "safe_rmtree",
-           "syncfs", "tree_stats", "unmount", "unshift_owners"]
+__all__ = [
+    "CGROUP_ROOT",
+    "HostError",
+    "Stats",
+    "acquire",
+    "cgroup_dirs",
+    "cgroup_oom_kills",
+    "cgroup_parent",
+    "cgroup_pids",
+    "cgroup_stats",
+    "empty_cgroup",
+    "exchange",
+    "flocked",
+    "flocked_async",
+    "kill_cgroup",
+    "lock_holders",
+    "loop_backing_files",
+    "loop_released",
+    "make_disk",
+    "mount_loop",
+    "mount_overlay",
+    "mounted",
+    "mounted_disk",
+    "mounts_under",
+    "oom_victim",
+    "random_suffix",
+    "remove_cgroup",
+    "resolve_in_root",
+    "run",
+    "safe_rmtree",
+    "syncfs",
+    "tree_stats",
+    "unmount",
+    "unshift_owners",
+]

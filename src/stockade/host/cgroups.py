@@ -12,8 +12,23 @@ from pathlib import Path
 from .errors import HostError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "blkio", "devices",
-                  "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc", "systemd")
+V1_CONTROLLERS = (
+    "memory",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "pids",
+    "freezer",
+    "blkio",
+    "devices",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "hugetlb",
+    "rdma",
+    "misc",
+    "systemd",
+)
 
 
 @dataclass(frozen=True)
@@ -80,8 +95,10 @@ def _kill_all(relative: str, pids: set[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
-    for path, value in ((CGROUP_ROOT / "freezer" / relative / "freezer.state", "THAWED"),
-                        (CGROUP_ROOT / relative / "cgroup.freeze", "0")):
+    for path, value in (
+        (CGROUP_ROOT / "freezer" / relative / "freezer.state", "THAWED"),
+        (CGROUP_ROOT / relative / "cgroup.freeze", "0"),
+    ):
         if path.exists():
             with contextlib.suppress(OSError):
                 path.write_text(value)

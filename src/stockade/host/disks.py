@@ -10,8 +10,9 @@ from .commands import run
 from .mounts import mount_loop, mounted
 
 
-async def make_disk(image: Path, mountpoint: Path, size_mb: int, owner: int,
-                    blanks: Path | None = None) -> None:
+async def make_disk(
+    image: Path, mountpoint: Path, size_mb: int, owner: int, blanks: Path | None = None
+) -> None:
     """Create a sparse ext4 disk of ``size_mb`` and mount it: the writable layer's quota.
 
     With ``blanks``, a new disk is a copy of a blank one kept there (formatted once per size
@@ -32,8 +33,18 @@ async def make_disk(image: Path, mountpoint: Path, size_mb: int, owner: int,
 async def _format(image: Path, size_mb: int, owner: int) -> None:
     with open(image, "wb") as f:
         f.truncate(size_mb << 20)
-    await run("mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0",
-              "-E", f"lazy_itable_init=1,nodiscard,root_owner={owner}:{owner}", str(image))
+    await run(
+        "mkfs.ext4",
+        "-q",
+        "-F",
+        "-O",
+        "^has_journal",
+        "-m",
+        "0",
+        "-E",
+        f"lazy_itable_init=1,nodiscard,root_owner={owner}:{owner}",
+        str(image),
+    )
 
 
 _blank_locks: dict[Path, asyncio.Lock] = {}

@@ -47,8 +47,16 @@ def _check(result: int, what: str) -> None:
 
 
 def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    _check(_libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
-                       flags, data.encode() if data else None), f"mount {source} on {target}")
+    _check(
+        _libc.mount(
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
+            data.encode() if data else None,
+        ),
+        f"mount {source} on {target}",
+    )
 
 
 def _bind(source: str, target: Path, writable: bool) -> None:
@@ -63,6 +71,7 @@ def _bind(source: str, target: Path, writable: bool) -> None:
 
 
 # -- cgroups (used by the driver, on the host) -------------------------------------------------
+
 
 def cgroup_v2() -> bool:
     """Whether the host uses the unified hierarchy only."""
@@ -108,6 +117,7 @@ def create_cgroup(relative: str, memory_bytes: int, cpu: float, pids: int) -> li
 
 # -- the jail (runs inside the new namespaces) ------------------------------------------------
 
+
 def build_root(spec: dict) -> None:  # type: ignore[type-arg]
     """Make the new root at spec['root'] and pivot into it."""
     root = Path(spec["root"])
@@ -127,8 +137,13 @@ def build_root(spec: dict) -> None:  # type: ignore[type-arg]
         # QEMU's 9p server reaches files through /proc/self/fd/N/...: a procfs of the jail's own
         # PID namespace, with nothing but the process directories (no /proc/sys, kcore, ...).
         (root / "proc").mkdir()
-        _mount("proc", str(root / "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-               "hidepid=invisible,subset=pid")
+        _mount(
+            "proc",
+            str(root / "proc"),
+            "proc",
+            MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            "hidepid=invisible,subset=pid",
+        )
     uid, gid = spec["uid"], spec["gid"]
     for name, major, minor in spec["devices"]:
         path = root / "dev" / name

@@ -45,8 +45,9 @@ def mounts_under(prefix: Path) -> list[Path]:
     real = os.path.realpath(prefix)
     base = real.rstrip("/") + "/"
     points = _mount_points()
-    found = [(len(Path(m).parts), i, Path(m)) for i, m in enumerate(points)
-             if m == real or m.startswith(base)]
+    found = [
+        (len(Path(m).parts), i, Path(m)) for i, m in enumerate(points) if m == real or m.startswith(base)
+    ]
     return [m for _, _, m in sorted(found, reverse=True)]
 
 
@@ -132,8 +133,10 @@ def mount_loop(image: Path, mountpoint: Path) -> None:
                     continue
                 raise HostError(f"cannot attach {image} to {device}: {exc.strerror}") from None
             try:
-                if libc.mount(device.encode(), str(mountpoint).encode(), b"ext4",
-                               MS_NOSUID | MS_NODEV, None) != 0:
+                if (
+                    libc.mount(device.encode(), str(mountpoint).encode(), b"ext4", MS_NOSUID | MS_NODEV, None)
+                    != 0
+                ):
                     err = ctypes.get_errno()
                     raise HostError(f"cannot mount {image} at {mountpoint}: {os.strerror(err)}")
             finally:
@@ -167,8 +170,9 @@ def mounted_disk(image: Path) -> Iterator[Path]:
     nothing here writes to it)."""
     mnt = Path(tempfile.mkdtemp(prefix="stockade-snap-"))
     try:
-        subprocess.run(["mount", "-o", "loop,nosuid,nodev,noexec", str(image), str(mnt)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["mount", "-o", "loop,nosuid,nodev,noexec", str(image), str(mnt)], check=True, capture_output=True
+        )
         try:
             yield mnt
         finally:
@@ -178,4 +182,3 @@ def mounted_disk(image: Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):
             mnt.rmdir()
-

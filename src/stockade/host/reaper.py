@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from ._libc import libc as _libc
+
 PR_SET_CHILD_SUBREAPER = 36
 KEYCTL_JOIN_SESSION_KEYRING = 1
 #: keyctl(2)'s syscall number per architecture.
@@ -90,8 +91,7 @@ def adopted(pids: set[int]) -> set[int]:
     found: set[int] = set()
     frontier = {os.getpid()}
     while frontier:
-        frontier = {pid for pid, parent in parents.items()
-                    if parent in frontier and pid not in found}
+        frontier = {pid for pid, parent in parents.items() if parent in frontier and pid not in found}
         found |= frontier
     return found
 

@@ -114,8 +114,13 @@ def _run_mmdebstrap(rootfs: Path, staging: Staging, report: Progress) -> None:
     run_staged(cmd, staging, report, parse_progress, "mmdebstrap")
 
 
-def run_staged(cmd: list[str], staging: Staging, report: Progress,
-               parse: Callable[[str], tuple[str, float | None] | None], what: str) -> None:
+def run_staged(
+    cmd: list[str],
+    staging: Staging,
+    report: Progress,
+    parse: Callable[[str], tuple[str, float | None] | None],
+    what: str,
+) -> None:
     """Run one build command in its own process group, reporting progress from its output;
     stop the whole group if we are interrupted, and raise with the output's tail on failure."""
     tail: collections.deque[str] = collections.deque(maxlen=30)

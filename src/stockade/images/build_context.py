@@ -43,8 +43,9 @@ def unpack(archive: Path, dest: Path) -> None:
             for member in tar:
                 total += member.size
                 if total > MAX_CONTEXT_BYTES:
-                    raise ContextError(f"the build context unpacks to more than "
-                                       f"{MAX_CONTEXT_BYTES >> 20} MiB")
+                    raise ContextError(
+                        f"the build context unpacks to more than {MAX_CONTEXT_BYTES >> 20} MiB"
+                    )
             tar.extractall(dest, filter=_keep_links)
     except (tarfile.TarError, EOFError) as exc:
         raise ContextError(f"the build context is not a valid tar archive: {exc}") from None
@@ -72,8 +73,9 @@ def _resolve(context: Path, source: str) -> list[Path]:
     for path in found:
         real = path.resolve()
         if real != root and root not in real.parents:
-            raise ContextError(f"COPY source {source!r} leads out of the build context "
-                               f"(through a symbolic link)")
+            raise ContextError(
+                f"COPY source {source!r} leads out of the build context (through a symbolic link)"
+            )
     return [p.resolve() for p in found]
 
 
@@ -117,8 +119,7 @@ def _add(tar: tarfile.TarFile, digest: Any, path: Path, name: str) -> None:
             tar.addfile(info, _Hashing(f, content))
         digest.update(f"F {name} {info.mode:o} {content.hexdigest()}\n".encode())
     else:
-        raise ContextError(f"cannot COPY {name!r}: only files, directories and symbolic links "
-                           f"can be copied")
+        raise ContextError(f"cannot COPY {name!r}: only files, directories and symbolic links can be copied")
 
 
 class _Hashing:

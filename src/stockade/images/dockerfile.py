@@ -32,7 +32,7 @@ _HINTS = {
     "VOLUME": "mount a Stockade volume at create instead (Sandbox.create(volumes=...))",
     "HEALTHCHECK": "delete the line",
     "ONBUILD": "delete the line",
-    "SHELL": "write the shell into RUN, e.g. RUN [\"/bin/zsh\", \"-c\", \"...\"]",
+    "SHELL": 'write the shell into RUN, e.g. RUN ["/bin/zsh", "-c", "..."]',
     "STOPSIGNAL": "delete the line",
 }
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -101,8 +101,9 @@ def parse(text: str) -> list[Step]:
     problems: list[tuple[int, str]] = []
     for number, line in _logical_lines(text):
         if line.endswith(" \\"):
-            problems.append((number, "the last instruction ends with '\\' (a line continuation) "
-                                     "but no line follows"))
+            problems.append(
+                (number, "the last instruction ends with '\\' (a line continuation) but no line follows")
+            )
             continue
         word, *rest = line.split(None, 1)
         try:
@@ -111,13 +112,11 @@ def parse(text: str) -> list[Step]:
             problems.append((number, str(exc)))
     froms = [s for s in steps if s.instruction == "FROM"]
     if steps and steps[0].instruction != "FROM":
-        problems.append((steps[0].line, "the first instruction must be FROM <template>, e.g. "
-                                        "FROM base"))
+        problems.append((steps[0].line, "the first instruction must be FROM <template>, e.g. FROM base"))
     for extra in froms[1:]:
         problems.append((extra.line, "only one FROM is supported (no multi-stage builds)"))
     if not steps and not problems:
-        problems.append((1, "the Dockerfile is empty; start it with FROM <template>, e.g. "
-                            "FROM base"))
+        problems.append((1, "the Dockerfile is empty; start it with FROM <template>, e.g. FROM base"))
     if problems:
         raise DockerfileError(sorted(problems))
     return steps
@@ -127,31 +126,35 @@ def _step(number: int, word: str, rest: str, line: str) -> Step:
     if word not in SUPPORTED:
         hint = _HINTS.get(word)
         if hint is None:
-            raise ValueError(f"unknown instruction {word!r}; Stockade supports "
-                             f"{', '.join(SUPPORTED)}")
+            raise ValueError(f"unknown instruction {word!r}; Stockade supports {', '.join(SUPPORTED)}")
         raise ValueError(f"{word} is not supported: {hint}")
     if not rest:
         raise ValueError(f"{word} needs an argument")
     if rest.startswith("--") and word in ("FROM", "RUN", "COPY"):
         flag = rest.split()[0].split("=")[0]
-        raise ValueError(f"{word} {flag} is not supported"
-                         + ("; add `RUN chown ...`/`RUN chmod ...` after the COPY"
-                            if flag in ("--chown", "--chmod") else ""))
-    make = {"FROM": _from, "RUN": _run, "COPY": _copy, "ENV": _env, "WORKDIR": _workdir,
-            "USER": _user}[word]
+        raise ValueError(
+            f"{word} {flag} is not supported"
+            + (
+                "; add `RUN chown ...`/`RUN chmod ...` after the COPY"
+                if flag in ("--chown", "--chmod")
+                else ""
+            )
+        )
+    make = {"FROM": _from, "RUN": _run, "COPY": _copy, "ENV": _env, "WORKDIR": _workdir, "USER": _user}[word]
     return make(number, line, rest)
 
 
 def _from(number: int, line: str, rest: str) -> Step:
     parts = rest.split()
     if len(parts) > 1:
-        raise ValueError("only 'FROM <template>' is supported (no 'AS name': no multi-stage "
-                         "builds)")
+        raise ValueError("only 'FROM <template>' is supported (no 'AS name': no multi-stage builds)")
     name = parts[0]
     if not NAME_RE.fullmatch(name):
-        raise ValueError(f"FROM takes the name of a Stockade template (see `stockade image ls`), "
-                         f"such as 'base', not {name!r}; import a registry image first with "
-                         f"`stockade image import`")
+        raise ValueError(
+            f"FROM takes the name of a Stockade template (see `stockade image ls`), "
+            f"such as 'base', not {name!r}; import a registry image first with "
+            f"`stockade image import`"
+        )
     return Step(number, "FROM", line, (name,))
 
 
@@ -173,7 +176,7 @@ def _run(number: int, line: str, rest: str) -> Step:
     if argv is None:
         return Step(number, "RUN", line, (rest,))
     if not argv or not argv[0]:
-        raise ValueError("RUN [...] needs a program to run, e.g. RUN [\"make\", \"install\"]")
+        raise ValueError('RUN [...] needs a program to run, e.g. RUN ["make", "install"]')
     return Step(number, "RUN", line, tuple(argv), exec_form=True)
 
 
@@ -188,8 +191,9 @@ def _copy(number: int, line: str, rest: str) -> Step:
         raise ValueError("COPY needs a source and a destination: COPY <src>... <dest>")
     *sources, dest = parts
     if len(sources) > 1 and not dest.endswith("/"):
-        raise ValueError(f"COPY with several sources needs a directory destination ending in "
-                         f"'/', e.g. {dest}/")
+        raise ValueError(
+            f"COPY with several sources needs a directory destination ending in '/', e.g. {dest}/"
+        )
     for src in sources:
         if context_path(src) is None:
             raise ValueError(f"COPY source {src!r} is outside the build context")
@@ -222,8 +226,10 @@ def _env(number: int, line: str, rest: str) -> Step:
             pairs.append((key, value))
     for key, _ in pairs:
         if not _ENV_KEY.fullmatch(key):
-            raise ValueError(f"ENV: {key!r} is not a valid variable name (letters, digits and "
-                             f"'_', not starting with a digit)")
+            raise ValueError(
+                f"ENV: {key!r} is not a valid variable name (letters, digits and "
+                f"'_', not starting with a digit)"
+            )
     return Step(number, "ENV", line, tuple(v for _, v in pairs), keys=tuple(k for k, _ in pairs))
 
 
@@ -241,11 +247,13 @@ def _workdir(number: int, line: str, rest: str) -> Step:
 def _user(number: int, line: str, rest: str) -> Step:
     name = rest.strip()
     if ":" in name:
-        raise ValueError("USER <name>:<group> is not supported; give the user name only (its "
-                         "primary group applies)")
+        raise ValueError(
+            "USER <name>:<group> is not supported; give the user name only (its primary group applies)"
+        )
     if name.isdigit():
-        raise ValueError(f"USER takes a user name, not a numeric id ({name}); create the user "
-                         f"with `RUN useradd ...` first")
+        raise ValueError(
+            f"USER takes a user name, not a numeric id ({name}); create the user with `RUN useradd ...` first"
+        )
     if not _USER.fullmatch(name) and "$" not in name:
         raise ValueError(f"USER: {name!r} is not a valid user name")
     return Step(number, "USER", line, (name,))

@@ -36,8 +36,18 @@ Progress = Callable[[str, float | None], None]
 #: Debian's generic flavour: the cloud flavour has no 9p, which volumes need (docs/microvm.md).
 KERNEL_PACKAGE = "linux-image-amd64"
 #: Modules the guest loads, with their dependencies (ext4 needs crc32c, found by name at mount).
-MODULES = ("virtio_mmio", "virtio_blk", "virtio_console", "virtio_rng", "crc32c_generic", "ext4",
-           "overlay", "virtio_net", "9pnet_virtio", "9p")
+MODULES = (
+    "virtio_mmio",
+    "virtio_blk",
+    "virtio_console",
+    "virtio_rng",
+    "crc32c_generic",
+    "ext4",
+    "overlay",
+    "virtio_net",
+    "9pnet_virtio",
+    "9p",
+)
 BUSYBOX = Path("/bin/busybox")
 #: The virtio-serial port name the agent serves on (agent/serial.py looks for it).
 AGENT_PORT = "org.stockade.agent"
@@ -184,17 +194,27 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _run(*argv: str, cwd: Path | None = None) -> str:
     try:
-        result = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
-                                text=True, errors="replace", timeout=600)
+        result = subprocess.run(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=600,
+        )
     except FileNotFoundError:
         raise GuestError(f"{argv[0]} is not installed") from None
     if result.returncode != 0:
-        raise GuestError(f"{' '.join(argv[:3])} failed ({result.returncode}): "
-                         f"{(result.stderr or result.stdout).strip()[-2000:]}")
+        raise GuestError(
+            f"{' '.join(argv[:3])} failed ({result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()[-2000:]}"
+        )
     return result.stdout
 
 
 # -- the kernel ------------------------------------------------------------------------------
+
 
 def load_kernel(images_dir: Path) -> GuestKernel:
     """The installed guest kernel, or GuestError saying how to install it."""
@@ -202,14 +222,22 @@ def load_kernel(images_dir: Path) -> GuestKernel:
     try:
         meta = json.loads((d / "kernel.json").read_text())
     except (OSError, ValueError):
-        raise GuestError(f"no microVM guest kernel in {d.parent}; build it with "
-                         f"'stockade image build --guest' (scripts/install does)") from None
+        raise GuestError(
+            f"no microVM guest kernel in {d.parent}; build it with "
+            f"'stockade image build --guest' (scripts/install does)"
+        ) from None
     if not set(MODULES) <= set(meta.get("modules", ())):
-        raise GuestError(f"the microVM guest kernel in {d.parent} lacks modules this version "
-                         f"needs ({', '.join(sorted(set(MODULES) - set(meta['modules'])))}); "
-                         f"rebuild it with 'stockade image build --guest' (scripts/install does)")
-    return GuestKernel(version=meta["version"], package=meta["package"], vmlinux=d / "vmlinux",
-                       modules=tuple(d / "modules" / f"{m}.ko" for m in meta["modules"]))
+        raise GuestError(
+            f"the microVM guest kernel in {d.parent} lacks modules this version "
+            f"needs ({', '.join(sorted(set(MODULES) - set(meta['modules'])))}); "
+            f"rebuild it with 'stockade image build --guest' (scripts/install does)"
+        )
+    return GuestKernel(
+        version=meta["version"],
+        package=meta["package"],
+        vmlinux=d / "vmlinux",
+        modules=tuple(d / "modules" / f"{m}.ko" for m in meta["modules"]),
+    )
 
 
 def build_kernel(images_dir: Path, progress: Progress = _quiet, force: bool = False) -> GuestKernel:
@@ -239,8 +267,9 @@ def build_kernel(images_dir: Path, progress: Progress = _quiet, force: bool = Fa
             (out / "modules").mkdir(parents=True)
             _extract_vmlinux(tree / "boot" / f"vmlinuz-{version}", out / "vmlinux")
             order = _copy_modules(tree / "lib" / "modules" / version, out / "modules")
-            (out / "kernel.json").write_text(json.dumps(
-                {"version": version, "package": package, "modules": order}, indent=2))
+            (out / "kernel.json").write_text(
+                json.dumps({"version": version, "package": package, "modules": order}, indent=2)
+            )
             for p in [out, out / "modules", *out.rglob("*")]:
                 os.chmod(p, 0o755 if p.is_dir() else 0o644)
             _replace_dir(out, base / "kernel")
@@ -253,8 +282,12 @@ def build_kernel(images_dir: Path, progress: Progress = _quiet, force: bool = Fa
 def _extract_vmlinux(bzimage: Path, target: Path) -> None:
     """Uncompress the ELF kernel inside a bzImage (microvm needs PVH boot to find ACPI tables)."""
     data = bzimage.read_bytes()
-    for magic, argv in ((b"\x02\x21\x4c\x18", ["lz4", "-dc"]), (b"\xfd7zXZ\x00", ["xz", "-dc"]),
-                        (b"\x28\xb5\x2f\xfd", ["zstd", "-dc"]), (b"\x1f\x8b\x08", ["gzip", "-dc"])):
+    for magic, argv in (
+        (b"\x02\x21\x4c\x18", ["lz4", "-dc"]),
+        (b"\xfd7zXZ\x00", ["xz", "-dc"]),
+        (b"\x28\xb5\x2f\xfd", ["zstd", "-dc"]),
+        (b"\x1f\x8b\x08", ["gzip", "-dc"]),
+    ):
         start = data.find(magic)
         if start < 0:
             continue
@@ -321,6 +354,7 @@ def _replace_dir(new: Path, target: Path) -> None:
 
 # -- the initramfs ---------------------------------------------------------------------------
 
+
 class _Cpio:
     """A newc cpio archive, written in memory (the initramfs is a few MB)."""
 
@@ -361,15 +395,32 @@ def initramfs(images_dir: Path, agent_dir: Path) -> Path:
     if not busybox:
         raise GuestError(f"{BUSYBOX} is missing: apt-get install busybox-static")
     digest = hashlib.sha256()
-    for part in (INIT.encode(), SETTINGS.encode(), kernel.version.encode(), busybox,
-                 *(m.read_bytes() for m in kernel.modules), *(n.encode() + d for n, d in agent)):
+    for part in (
+        INIT.encode(),
+        SETTINGS.encode(),
+        kernel.version.encode(),
+        busybox,
+        *(m.read_bytes() for m in kernel.modules),
+        *(n.encode() + d for n, d in agent),
+    ):
         digest.update(hashlib.sha256(part).digest())
     target = guest_dir(images_dir) / f"initrd-{digest.hexdigest()[:16]}.img"
     if target.exists():
         return target
     cpio = _Cpio()
-    for d in ("bin", "dev", "proc", "sys", "mnt", "mnt/lower", "mnt/rw", "newroot", "lib",
-              "lib/modules", "agent"):
+    for d in (
+        "bin",
+        "dev",
+        "proc",
+        "sys",
+        "mnt",
+        "mnt/lower",
+        "mnt/rw",
+        "newroot",
+        "lib",
+        "lib/modules",
+        "agent",
+    ):
         cpio.dir(d)
     cpio.char("dev/console", 5, 1)
     cpio.char("dev/null", 1, 3)
@@ -407,6 +458,7 @@ def _write_atomic(target: Path, data: bytes) -> None:
 
 # -- image disks -----------------------------------------------------------------------------
 
+
 def image_disk(store: ImageStore, name: str, progress: Progress = _quiet) -> Path:
     """The read-only ext4 disk of image ``name``, shared by every microVM of that image."""
     stamp = hashlib.sha256(_layers_stamp(store, name).encode()).hexdigest()[:12]
@@ -424,9 +476,27 @@ def image_disk(store: ImageStore, name: str, progress: Progress = _quiet) -> Pat
             with _flattened(store, name) as rootfs:
                 used, files = _tree_size(rootfs)
                 size_mb = (used * 23 // 20 >> 20) + 64
-                _run("mke2fs", "-q", "-F", "-t", "ext4", "-O", "^has_journal,^resize_inode",
-                     "-m", "0", "-N", str(files * 11 // 10 + 1024), "-L", "stockade-image",
-                     "-d", str(rootfs), "-E", "root_owner=0:0,nodiscard", tmp, f"{size_mb}M")
+                _run(
+                    "mke2fs",
+                    "-q",
+                    "-F",
+                    "-t",
+                    "ext4",
+                    "-O",
+                    "^has_journal,^resize_inode",
+                    "-m",
+                    "0",
+                    "-N",
+                    str(files * 11 // 10 + 1024),
+                    "-L",
+                    "stockade-image",
+                    "-d",
+                    str(rootfs),
+                    "-E",
+                    "root_owner=0:0,nodiscard",
+                    tmp,
+                    f"{size_mb}M",
+                )
             os.chmod(tmp, 0o644)
             os.rename(tmp, target)
         except BaseException:
@@ -466,8 +536,15 @@ def _flattened(store: ImageStore, name: str) -> Iterator[Path]:
         return
     mnt = Path(tempfile.mkdtemp(prefix="stockade-flat-"))
     try:
-        _run("mount", "-t", "overlay", "overlay", "-o",
-             "ro,lowerdir=" + ":".join(str(p) for p in layers), str(mnt))
+        _run(
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            "ro,lowerdir=" + ":".join(str(p) for p in layers),
+            str(mnt),
+        )
         try:
             yield mnt
         finally:
@@ -487,8 +564,13 @@ def _tree_size(root: Path) -> tuple[int, int]:
     return used, files
 
 
-def build_guest(store: ImageStore, agent_dir: Path, images: tuple[str, ...] = ("base",),
-                progress: Progress = _quiet, force: bool = False) -> GuestKernel:
+def build_guest(
+    store: ImageStore,
+    agent_dir: Path,
+    images: tuple[str, ...] = ("base",),
+    progress: Progress = _quiet,
+    force: bool = False,
+) -> GuestKernel:
     """Build everything a microVM needs: kernel, initramfs, and the disks of ``images``."""
     kernel = build_kernel(store.root, progress, force)
     progress("building the initramfs", 0.65)

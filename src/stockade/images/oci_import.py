@@ -30,8 +30,7 @@ def detect(archive: Path) -> str:
     if archive.is_dir():
         if (archive / "oci-layout").is_file():
             return "oci"
-        raise ImageBuildError(f"{archive} is a directory but not an OCI image layout (no "
-                              f"oci-layout file)")
+        raise ImageBuildError(f"{archive} is a directory but not an OCI image layout (no oci-layout file)")
     try:
         with tarfile.open(archive) as tar:
             names = {m.name.lstrip("./") for m in tar.getmembers()}
@@ -41,8 +40,10 @@ def detect(archive: Path) -> str:
         return "oci"
     if "manifest.json" in names:
         return "docker"
-    raise ImageBuildError(f"{archive.name} is neither an OCI image layout nor a `docker save` "
-                          f"archive (no oci-layout or manifest.json at its top)")
+    raise ImageBuildError(
+        f"{archive.name} is neither an OCI image layout nor a `docker save` "
+        f"archive (no oci-layout or manifest.json at its top)"
+    )
 
 
 def _run(cmd: list[str], what: str) -> None:
@@ -67,6 +68,7 @@ def _source(archive: Path, kind: str, work: Path) -> str:
 
 def _image_config(layout: Path) -> dict[str, Any]:
     """The OCI image config (``config`` object) of the single image in ``layout``."""
+
     def blob(digest: str) -> Any:
         algorithm, _, value = digest.partition(":")
         return json.loads((layout / "blobs" / algorithm / value).read_text())
@@ -94,12 +96,14 @@ def _user_name(rootfs: Path, user: str) -> str | None:
 
 def _config(rootfs: Path, config: dict[str, Any]) -> dict[str, Any]:
     env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
-    return {"env": env, "workdir": config.get("WorkingDir") or None,
-            "user": _user_name(rootfs, config.get("User") or "")}
+    return {
+        "env": env,
+        "workdir": config.get("WorkingDir") or None,
+        "user": _user_name(rootfs, config.get("User") or ""),
+    }
 
 
-def import_image(store: ImageStore, name: str, archive: Path, *,
-                 owner: str | None = None) -> ImageInfo:
+def import_image(store: ImageStore, name: str, archive: Path, *, owner: str | None = None) -> ImageInfo:
     """Make template ``name`` from an OCI layout (directory or tar) or a docker-save tar.
 
     Needs root, skopeo and umoci. Raises :class:`ImageExists` if the name is taken and
@@ -116,23 +120,36 @@ def import_image(store: ImageStore, name: str, archive: Path, *,
         work = staging.path / "work"
         work.mkdir()
         layout = work / "layout"
-        _run(["skopeo", "--insecure-policy", "copy", "--quiet", _source(archive, kind, work),
-              f"oci:{layout}:{TAG}"], f"reading the image ({kind} format) with skopeo")
+        _run(
+            [
+                "skopeo",
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                _source(archive, kind, work),
+                f"oci:{layout}:{TAG}",
+            ],
+            f"reading the image ({kind} format) with skopeo",
+        )
         bundle = work / "bundle"
-        _run(["umoci", "unpack", "--image", f"{layout}:{TAG}", str(bundle)],
-             "unpacking the image's layers with umoci")
+        _run(
+            ["umoci", "unpack", "--image", f"{layout}:{TAG}", str(bundle)],
+            "unpacking the image's layers with umoci",
+        )
         rootfs = staging.path / "rootfs"
         os.rename(bundle / "rootfs", rootfs)
         if not any(_executable(rootfs, p) for p in _PYTHON_CANDIDATES):
             raise ImageBuildError(
                 f"the image has no python3 (looked for {', '.join(_PYTHON_CANDIDATES)}); the "
                 f"sandbox agent runs on the image's python3 (3.8 or later): add it to the image "
-                f"(e.g. RUN apt-get install -y python3) and export it again")
+                f"(e.g. RUN apt-get install -y python3) and export it again"
+            )
         config = _config(rootfs, _image_config(layout))
         shutil.rmtree(work)
         _finish_rootfs(rootfs)
-        return store.install(name, staging, source=f"import of {archive.name} ({kind})",
-                             owner=owner, config=config)
+        return store.install(
+            name, staging, source=f"import of {archive.name} ({kind})", owner=owner, config=config
+        )
 
 
 def _executable(rootfs: Path, path: str) -> bool:

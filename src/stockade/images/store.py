@@ -222,8 +222,7 @@ class ImageStore:
         while current is not None:
             if len(found) > 32:
                 raise CorruptImage(f"image {name!r}: parent chain too long (a cycle?)")
-            found.append(self.idmapped_rootfs(current, uid_base) if uid_base
-                         else self.rootfs(current))
+            found.append(self.idmapped_rootfs(current, uid_base) if uid_base else self.rootfs(current))
             current = self.get(current).parent
         return found
 
@@ -250,8 +249,7 @@ class ImageStore:
         if not path.is_dir():
             raise ImageNotFound(name, self.root)
         if users := self.children(name):
-            raise ImageInUse(f"image {name!r} is the parent of {', '.join(users)}; remove "
-                             f"those first")
+            raise ImageInUse(f"image {name!r} is the parent of {', '.join(users)}; remove those first")
         trash = self.root / f"{_TRASH}{name}-{host.random_suffix()}"
         try:
             with host.flocked(path / _LOCK):

@@ -32,11 +32,18 @@ class Template:
 CODE_INTERPRETER = Template(
     name="code-interpreter",
     base="base",
-    packages=("python3-ipykernel", "python3-jupyter-client", "python3-numpy", "python3-pandas",
-              "python3-matplotlib"),
+    packages=(
+        "python3-ipykernel",
+        "python3-jupyter-client",
+        "python3-numpy",
+        "python3-pandas",
+        "python3-matplotlib",
+    ),
     # Matplotlib builds its font cache on first import (seconds); do it once, here.
-    user_setup=("python3 -c 'import matplotlib; matplotlib.use(\"agg\"); "
-                "import matplotlib.pyplot as plt; plt.figure()'",),
+    user_setup=(
+        'python3 -c \'import matplotlib; matplotlib.use("agg"); '
+        "import matplotlib.pyplot as plt; plt.figure()'",
+    ),
     description="a Jupyter kernel (ipykernel) with numpy, pandas and matplotlib",
 )
 
@@ -77,8 +84,9 @@ def template_names() -> list[str]:
     return sorted(TEMPLATES)
 
 
-def build_template(store: ImageStore, name: str, progress: Progress | None = None,
-                   force: bool = False) -> ImageInfo:
+def build_template(
+    store: ImageStore, name: str, progress: Progress | None = None, force: bool = False
+) -> ImageInfo:
     """Build template ``name`` (see :data:`TEMPLATES`), building its base image first if missing.
 
     Returns at once if it exists, unless ``force``. Needs root and the Debian mirror. Raises
@@ -86,17 +94,18 @@ def build_template(store: ImageStore, name: str, progress: Progress | None = Non
     """
     template = TEMPLATES.get(name)
     if template is None:
-        raise ImageBuildError(f"no template called {name!r}; choose one of "
-                              f"{', '.join(template_names())}")
+        raise ImageBuildError(f"no template called {name!r}; choose one of {', '.join(template_names())}")
     validate_name(name)
     report: Progress = progress or (lambda stage, fraction: None)
     if not force and store.exists(name):
         return store.get(name)
     _preflight("unshare", "chroot", "cp")
     if not store.exists(template.base):
-        build_base_image(store, template.base,
-                         progress=lambda s, f: report(f"base image: {s}",
-                                                      None if f is None else f * 0.3))
+        build_base_image(
+            store,
+            template.base,
+            progress=lambda s, f: report(f"base image: {s}", None if f is None else f * 0.3),
+        )
     base = store.get(template.base)
     with store.staging(name) as staging:
         if not force and store.exists(name):  # built by someone else while we waited
@@ -104,23 +113,60 @@ def build_template(store: ImageStore, name: str, progress: Progress | None = Non
         rootfs = staging.path / "rootfs"
         report(f"copying the {template.base} image", 0.31)
         _copy_tree(base.rootfs, rootfs)
-        _run(["unshare", "--mount", "--propagation", "private", "sh", "-c", INSTALL_SCRIPT, "sh",
-              str(rootfs), *template.packages], staging, report)
+        _run(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                INSTALL_SCRIPT,
+                "sh",
+                str(rootfs),
+                *template.packages,
+            ],
+            staging,
+            report,
+        )
         if template.user_setup:
             report("preparing caches", 0.93)
-            _run(["unshare", "--mount", "--propagation", "private", "sh", "-c", USER_SCRIPT, "sh",
-                  str(rootfs), *template.user_setup], staging, report)
+            _run(
+                [
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    USER_SCRIPT,
+                    "sh",
+                    str(rootfs),
+                    *template.user_setup,
+                ],
+                staging,
+                report,
+            )
         report("finishing image", 0.97)
         _finish_rootfs(rootfs)
-        info = store.install(name, staging, source=f"template {name} from {template.base}",
-                             packages=(*base.packages, *template.packages), replace=force)
+        info = store.install(
+            name,
+            staging,
+            source=f"template {name} from {template.base}",
+            packages=(*base.packages, *template.packages),
+            replace=force,
+        )
     report("done", 1.0)
     return info
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
-    result = subprocess.run(["cp", "-a", "--reflink=auto", str(src), str(dst)],
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    result = subprocess.run(
+        ["cp", "-a", "--reflink=auto", str(src), str(dst)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise ImageBuildError(f"cannot copy {src}: {result.stderr.strip()}")
 

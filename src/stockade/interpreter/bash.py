@@ -30,19 +30,25 @@ class BashExecutor:
         self.token = os.urandom(8).hex()
         env = {**os.environ, "PS1": "", "PS2": "", "PROMPT_COMMAND": "", "HISTFILE": "/dev/null"}
         self.proc = subprocess.Popen(
-            ["bash", "--norc", "--noprofile", "--noediting", "-i"], cwd=self.cwd, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True)
+            ["bash", "--norc", "--noprofile", "--noediting", "-i"],
+            cwd=self.cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         assert self.proc.stdin and self.proc.stdout and self.proc.stderr
         self.out_fd, self.err_fd = self.proc.stdout.fileno(), self.proc.stderr.fileno()
         for fd in (self.out_fd, self.err_fd):
             os.set_blocking(fd, False)
         self._send(
             "set +H +o history\n"
-            f"__stockade_end() {{ printf '\\036{self.token}:%s:%s\\036' \"$1\" \"$2\"; "
+            f'__stockade_end() {{ printf \'\\036{self.token}:%s:%s\\036\' "$1" "$2"; '
             f"printf '\\036{self.token}:%s\\036' \"$1\" >&2; }}\n"
-            "__stockade_cell() { . \"$1\" </dev/null; __stockade_end \"$2\" \"$?\"; }\n"
-            "__stockade_end 0 0\n")
+            '__stockade_cell() { . "$1" </dev/null; __stockade_end "$2" "$?"; }\n'
+            "__stockade_end 0 0\n"
+        )
         self.run_id = "0"
         self._reset()
         deadline = time.monotonic() + 10
@@ -62,8 +68,7 @@ class BashExecutor:
 
     def _reset(self) -> None:
         self.buffers = {self.out_fd: b"", self.err_fd: b""}
-        self.decoders = {fd: codecs.getincrementaldecoder("utf-8")("replace")
-                         for fd in self.buffers}
+        self.decoders = {fd: codecs.getincrementaldecoder("utf-8")("replace") for fd in self.buffers}
         self.finished = {self.out_fd: False, self.err_fd: False}
         self.exit_code = 0
 
@@ -93,14 +98,14 @@ class BashExecutor:
             start = data.find(b"\x1e" + self.token.encode() + b":")
             if start < 0:
                 keep = _partial_marker(data, b"\x1e" + self.token.encode() + b":")
-                out, data = out + data[:len(data) - keep], data[len(data) - keep:]
+                out, data = out + data[: len(data) - keep], data[len(data) - keep :]
                 break
             end = data.find(b"\x1e", start + 1)
             if end < 0:
                 out, data = out + data[:start], data[start:]
                 break
-            fields = data[start + len(self.token) + 2:end].decode(errors="replace").split(":")
-            out, data = out + data[:start], data[end + 1:]
+            fields = data[start + len(self.token) + 2 : end].decode(errors="replace").split(":")
+            out, data = out + data[:start], data[end + 1 :]
             if fields[0] == self.run_id:
                 self.finished[fd] = True
                 if len(fields) > 1 and fields[1].isdigit():
@@ -116,8 +121,7 @@ class BashExecutor:
     def outcome(self) -> list[dict[str, Any]]:
         if self.exit_code == 0:
             return []
-        return [{"type": "error", "name": "ExitCode", "value": str(self.exit_code),
-                 "traceback": ""}]
+        return [{"type": "error", "name": "ExitCode", "value": str(self.exit_code), "traceback": ""}]
 
     def alive(self) -> tuple[bool, str]:
         code = self.proc.poll()

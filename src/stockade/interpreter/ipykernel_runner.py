@@ -74,4 +74,3 @@ def _pipe_over_ipc(iostream: Any, directory: str) -> None:
 
     iostream.IOPubThread._setup_pipe_in = setup_pipe_in
     iostream.IOPubThread._setup_pipe_out = setup_pipe_out
-

@@ -32,8 +32,10 @@ class KernelExecutor:
             from jupyter_client.kernelspec import KernelSpecManager
             from jupyter_client.manager import KernelManager
         except ImportError:
-            raise Failure(f"this sandbox has no Jupyter kernel stack (jupyter_client) for "
-                          f"{language!r}; create it from the 'code-interpreter' template") from None
+            raise Failure(
+                f"this sandbox has no Jupyter kernel stack (jupyter_client) for "
+                f"{language!r}; create it from the 'code-interpreter' template"
+            ) from None
         self.zmq = zmq
         if language == "python":
             # Our own spec: ipykernel with the fixes of run_ipykernel(), found without the
@@ -43,11 +45,12 @@ class KernelExecutor:
         else:
             self.specs = KernelSpecManager()
             found = self.specs.get_all_specs()
-            names = [n for n, s in sorted(found.items())
-                     if s["spec"].get("language", "").lower() == language]
+            names = [n for n, s in sorted(found.items()) if s["spec"].get("language", "").lower() == language]
             if not names:
-                raise Failure(f"no Jupyter kernel for language {language!r} in this sandbox "
-                              f"(installed: {', '.join(sorted(found)) or 'none'})")
+                raise Failure(
+                    f"no Jupyter kernel for language {language!r} in this sandbox "
+                    f"(installed: {', '.join(sorted(found)) or 'none'})"
+                )
             self.kernel_name = names[0]
         self.cwd = cwd
         self.workdir = workdir
@@ -62,16 +65,20 @@ class KernelExecutor:
         # A new manager (and ZeroMQ context) per kernel: shutting one down ends its context.
         self.generation += 1
         self.km = self.manager_class(
-            kernel_name=self.kernel_name, kernel_spec_manager=self.specs, transport="ipc",
-            connection_file=os.path.join(self.workdir, f"kernel-{self.generation}.json"))
+            kernel_name=self.kernel_name,
+            kernel_spec_manager=self.specs,
+            transport="ipc",
+            connection_file=os.path.join(self.workdir, f"kernel-{self.generation}.json"),
+        )
         os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # a warning at every start
         # The kernel's own stderr (start-up errors, crashes) comes to us through a pipe, of
         # which we keep the tail: a file would grow without bound.
         self.stderr_fd, write_end = os.pipe()
         os.set_blocking(self.stderr_fd, False)
         try:
-            self.km.start_kernel(cwd=self.cwd, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=write_end)
+            self.km.start_kernel(
+                cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=write_end
+            )
         finally:
             os.close(write_end)
         self.shell = self.km.connect_shell()
@@ -119,11 +126,20 @@ class KernelExecutor:
 
     def execute(self, code: str) -> None:
         self.done_reply = self.done_idle = False
-        self.msg_id = self.km.session.send(self.shell, "execute_request", {
-            "code": code, "silent": False, "store_history": True, "user_expressions": {},
-            # One request at a time, so no queue to abort after an error: with stop_on_error
-            # ipykernel aborted the next request too when it came within its abort window.
-            "allow_stdin": False, "stop_on_error": False})["header"]["msg_id"]
+        self.msg_id = self.km.session.send(
+            self.shell,
+            "execute_request",
+            {
+                "code": code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                # One request at a time, so no queue to abort after an error: with stop_on_error
+                # ipykernel aborted the next request too when it came within its abort window.
+                "allow_stdin": False,
+                "stop_on_error": False,
+            },
+        )["header"]["msg_id"]
 
     def read(self, source: Any) -> list[dict[str, Any]]:
         """Drain ``source``; return events of the current execution."""
@@ -135,8 +151,7 @@ class KernelExecutor:
             try:
                 _, msg = self.km.session.recv(source, mode=self.zmq.NOBLOCK)
             except (ValueError, KeyError) as exc:  # a message we cannot decode: drop it
-                events.append({"type": "stderr",
-                               "text": f"[stockade: bad kernel message: {exc}]\n"})
+                events.append({"type": "stderr", "text": f"[stockade: bad kernel message: {exc}]\n"})
                 continue
             if msg is None:
                 return events
@@ -151,13 +166,23 @@ class KernelExecutor:
                 name = "stderr" if content.get("name") == "stderr" else "stdout"
                 events.append({"type": name, "text": content.get("text", "")})
             elif kind in ("execute_result", "display_data"):
-                events.append({"type": "result", "data": content.get("data", {}),
-                               "is_main_result": kind == "execute_result"})
+                events.append(
+                    {
+                        "type": "result",
+                        "data": content.get("data", {}),
+                        "is_main_result": kind == "execute_result",
+                    }
+                )
             elif kind == "error":
                 traceback = "\n".join(str(line) for line in content.get("traceback", []))
-                events.append({"type": "error", "name": content.get("ename", ""),
-                               "value": content.get("evalue", ""),
-                               "traceback": ANSI.sub("", traceback)})
+                events.append(
+                    {
+                        "type": "error",
+                        "name": content.get("ename", ""),
+                        "value": content.get("evalue", ""),
+                        "traceback": ANSI.sub("", traceback),
+                    }
+                )
             elif kind == "status" and content.get("execution_state") == "idle":
                 self.done_idle = True
 
@@ -196,10 +221,13 @@ def _python_spec(workdir: str) -> str:
     """Write the kernelspec of our python kernel; return the directory holding it."""
     kernels = os.path.join(workdir, "kernels")
     os.makedirs(os.path.join(kernels, "stockade-python"))
-    spec = {"argv": [sys.executable, ENTRY, "--ipykernel", "-f", "{connection_file}"],
-            "display_name": "Python 3", "language": "python", "interrupt_mode": "signal",
-            "metadata": {"debugger": False}}
+    spec = {
+        "argv": [sys.executable, ENTRY, "--ipykernel", "-f", "{connection_file}"],
+        "display_name": "Python 3",
+        "language": "python",
+        "interrupt_mode": "signal",
+        "metadata": {"debugger": False},
+    }
     with open(os.path.join(kernels, "stockade-python", "kernel.json"), "w") as f:
         json.dump(spec, f)
     return kernels
-

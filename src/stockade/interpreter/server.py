@@ -50,9 +50,9 @@ class Run:
             text = event["text"]
             size = len(text.encode("utf-8", "surrogatepass"))
             if self.sent + size > MAX_OUTPUT:
-                text = text[:max(0, MAX_OUTPUT - self.sent)]
+                text = text[: max(0, MAX_OUTPUT - self.sent)]
             for i in range(0, len(text), CHUNK_CHARS):
-                emit({"id": self.id, "type": event["type"], "text": text[i:i + CHUNK_CHARS]})
+                emit({"id": self.id, "type": event["type"], "text": text[i : i + CHUNK_CHARS]})
         else:
             size = len(json.dumps(event.get("data", "")))
             if event["type"] == "error":
@@ -62,9 +62,13 @@ class Run:
         self.sent += size
         if self.sent > MAX_OUTPUT:
             self.status = "output_limit"
-            self.synthetic = {"type": "error", "name": "OutputLimitExceeded",
-                              "value": f"the cell's output passed {MAX_OUTPUT} bytes; the rest "
-                                       f"was dropped and the cell interrupted", "traceback": ""}
+            self.synthetic = {
+                "type": "error",
+                "name": "OutputLimitExceeded",
+                "value": f"the cell's output passed {MAX_OUTPUT} bytes; the rest "
+                f"was dropped and the cell interrupted",
+                "traceback": "",
+            }
 
 
 class Server:
@@ -112,8 +116,7 @@ class Server:
         op = request.get("op")
         if op == "execute":
             if self.run is not None:
-                emit({"id": request.get("id"), "type": "end", "status": "busy",
-                      "execution_count": None})
+                emit({"id": request.get("id"), "type": "end", "status": "busy", "execution_count": None})
                 return
             self.run = Run(request)
             alive, why = self.executor.alive()
@@ -154,9 +157,12 @@ class Server:
         alive, why = self.executor.alive()
         if not alive:
             run.status = "kernel_died"
-            run.synthetic = {"type": "error", "name": "KernelDied", "value": why +
-                             "; its state is lost and it restarts on the next request",
-                             "traceback": ""}
+            run.synthetic = {
+                "type": "error",
+                "name": "KernelDied",
+                "value": why + "; its state is lost and it restarts on the next request",
+                "traceback": "",
+            }
             return self.finish()
         now = time.monotonic()
         if run.status == "output_limit" and run.interrupted_at is None:
@@ -164,10 +170,13 @@ class Server:
         if run.deadline is not None and now > run.deadline:
             self.stop_run("timeout")
         if run.interrupted_at is not None and now > run.interrupted_at + INTERRUPT_GRACE:
-            run.synthetic = {"type": "error", "name": "KernelRestarted",
-                             "value": f"the cell did not stop within {INTERRUPT_GRACE:g} s of "
-                                      f"an interrupt, so it was restarted; its state is lost",
-                             "traceback": ""}
+            run.synthetic = {
+                "type": "error",
+                "name": "KernelRestarted",
+                "value": f"the cell did not stop within {INTERRUPT_GRACE:g} s of "
+                f"an interrupt, so it was restarted; its state is lost",
+                "traceback": "",
+            }
             self.restart_dead()
             self.finish()
 
@@ -176,8 +185,7 @@ class Server:
         assert run is not None
         if run.synthetic is not None:
             emit({"id": run.id, **run.synthetic})
-        emit({"id": run.id, "type": "end", "status": run.status,
-              "execution_count": self.executor.count})
+        emit({"id": run.id, "type": "end", "status": run.status, "execution_count": self.executor.count})
         self.run = None
 
 
@@ -220,4 +228,3 @@ def main() -> None:
         if executor is not None:
             executor.close()
         shutil.rmtree(workdir, ignore_errors=True)
-

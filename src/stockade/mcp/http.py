@@ -33,12 +33,13 @@ def _target(ctx: Any) -> Any:
     scope = getattr(ctx.request_context.request, "scope", None) or {}
     url = loopback_url(scope)
     if url is None:
-        raise ToolError("/mcp over a unix socket cannot call back into the server; "
-                        "use 'stockade mcp' (stdio) on this machine instead")
+        raise ToolError(
+            "/mcp over a unix socket cannot call back into the server; "
+            "use 'stockade mcp' (stdio) on this machine instead"
+        )
     auth = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
     scheme, _, key = auth.partition(" ")
-    return Target(api_url=url,
-                  api_key=key.strip() if scheme.lower() == "bearer" and key.strip() else None)
+    return Target(api_url=url, api_key=key.strip() if scheme.lower() == "bearer" and key.strip() else None)
 
 
 class McpEndpoint:
@@ -85,8 +86,11 @@ async def _serve(*, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
     server = build_server(_target)
     # The low-level server is what the SDK's own streamable_http_app() hands the manager.
     manager = StreamableHTTPSessionManager(
-        app=server._lowlevel_server, json_response=True, stateless=True,
-        security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+        app=server._lowlevel_server,
+        json_response=True,
+        stateless=True,
+        security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+    )
     async with manager.run():
         task_status.started(manager)
         await anyio.sleep_forever()

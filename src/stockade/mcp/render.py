@@ -26,9 +26,17 @@ def text(value: str) -> TextContent:
 
 def sandbox(info: SandboxInfo) -> dict[str, Any]:
     """The fields of a sandbox that an agent acts on."""
-    return {"id": info.id, "tier": info.isolation, "template": info.template,
-            "state": info.state, "reason": info.reason, "network": info.network, "timeout": info.timeout,
-            "expires_at": info.expires_at, "metadata": info.metadata}
+    return {
+        "id": info.id,
+        "tier": info.isolation,
+        "template": info.template,
+        "state": info.state,
+        "reason": info.reason,
+        "network": info.network,
+        "timeout": info.timeout,
+        "expires_at": info.expires_at,
+        "metadata": info.metadata,
+    }
 
 
 def as_json(value: Any) -> CallToolResult:
@@ -53,8 +61,7 @@ def execution(run: Execution, sandbox_id: str | None) -> CallToolResult:
             label = "value" if result.is_main_result else "display"
             blocks.append(text(f"{label}:\n" + clip(result.text)))
     if run.error is not None:
-        blocks.append(text(f"error: {run.error.name}: {run.error.value}\n"
-                           + clip(run.error.traceback)))
+        blocks.append(text(f"error: {run.error.name}: {run.error.value}\n" + clip(run.error.traceback)))
     if not blocks:
         blocks.append(text("(no output)"))
     return CallToolResult(content=blocks, is_error=run.error is not None)
@@ -75,6 +82,9 @@ def command(result: CommandResult, sandbox_id: str | None) -> CallToolResult:
 
 
 def entries(rows: list[EntryInfo]) -> CallToolResult:
-    lines = [f"{e.type[0]} {e.permissions} {e.size:>10} {e.path}"
-             + (f" -> {e.symlink_target}" if e.symlink_target else "") for e in rows]
+    lines = [
+        f"{e.type[0]} {e.permissions} {e.size:>10} {e.path}"
+        + (f" -> {e.symlink_target}" if e.symlink_target else "")
+        for e in rows
+    ]
     return CallToolResult(content=[text("\n".join(lines) or "(empty directory)")])

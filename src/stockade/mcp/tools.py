@@ -26,10 +26,19 @@ state (files, variables, installed tools) across calls, create_sandbox first and
 kill_sandbox when done (it also dies at its timeout). Charts shown with matplotlib come back
 as images. Sandboxes have no network unless created with one."""
 
-SandboxId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$",
-                                 description="a sandbox id from create_sandbox or list_sandboxes")]
-Path = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^/[^\x00]*$",
-                            description="an absolute path inside the sandbox")]
+SandboxId = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="a sandbox id from create_sandbox or list_sandboxes"),
+]
+Path = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=4096,
+        pattern=r"^/[^\x00]*$",
+        description="an absolute path inside the sandbox",
+    ),
+]
 Tier = Literal["container", "gvisor", "microvm"]
 Timeout = Annotated[float, Field(ge=1, le=3600)]
 
@@ -39,10 +48,13 @@ class Network(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     allow_out: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
-        default_factory=list, max_length=256,
-        description="host names (*.example.com wildcards) and CIDRs the sandbox may reach")
+        default_factory=list,
+        max_length=256,
+        description="host names (*.example.com wildcards) and CIDRs the sandbox may reach",
+    )
     deny_out: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        default_factory=list, max_length=256, description="CIDRs refused even if allowed above")
+        default_factory=list, max_length=256, description="CIDRs refused even if allowed above"
+    )
 
 
 @dataclass(frozen=True)
@@ -68,12 +80,10 @@ def build_server(resolve: Resolve, *, code_template: str = "code-interpreter") -
     async def attached(ctx: Context, sandbox_id: str) -> AsyncIterator[AsyncSandbox]:
         target = resolve(ctx)
         async with _sdk_errors():
-            sb = await AsyncSandbox.get(sandbox_id, api_url=target.api_url,
-                                        api_key=target.api_key)
+            sb = await AsyncSandbox.get(sandbox_id, api_url=target.api_url, api_key=target.api_key)
             if sb.info.state != "running":  # paused or stopped: bring it back (slower)
                 await sb.close()
-                sb = await AsyncSandbox.connect(sandbox_id, api_url=target.api_url,
-                                                api_key=target.api_key)
+                sb = await AsyncSandbox.connect(sandbox_id, api_url=target.api_url, api_key=target.api_key)
         try:
             async with _sdk_errors():
                 yield sb
@@ -84,32 +94,52 @@ def build_server(resolve: Resolve, *, code_template: str = "code-interpreter") -
     async def one_shot(ctx: Context, template: str | None, tier: Tier) -> AsyncIterator[AsyncSandbox]:
         target = resolve(ctx)
         async with _sdk_errors():
-            sb = await AsyncSandbox.create(template, isolation=tier, timeout=600,
-                                           metadata={"created-by": "mcp"},
-                                           api_url=target.api_url, api_key=target.api_key)
+            sb = await AsyncSandbox.create(
+                template,
+                isolation=tier,
+                timeout=600,
+                metadata={"created-by": "mcp"},
+                api_url=target.api_url,
+                api_key=target.api_key,
+            )
             async with sb:
                 yield sb
 
     @server.tool(structured_output=False)
     async def create_sandbox(
         ctx: Context,
-        template: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
-                                       description="'base' (Debian, Python) or "
-                                       "'code-interpreter' (numpy, pandas, matplotlib)")] = "base",
-        tier: Annotated[Tier, Field(description="isolation: container (runc), gvisor "
-                                    "(user-space kernel) or microvm (own kernel)")] = "container",
-        timeout: Annotated[float, Field(ge=1, le=86400, description="seconds before the "
-                                        "sandbox is killed")] = 600,
-        network: Annotated[Network | None, Field(description="egress policy; omit for no "
-                                                 "network at all")] = None,
+        template: Annotated[
+            str,
+            Field(
+                pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+                description="'base' (Debian, Python) or 'code-interpreter' (numpy, pandas, matplotlib)",
+            ),
+        ] = "base",
+        tier: Annotated[
+            Tier,
+            Field(
+                description="isolation: container (runc), gvisor (user-space kernel) or microvm (own kernel)"
+            ),
+        ] = "container",
+        timeout: Annotated[
+            float, Field(ge=1, le=86400, description="seconds before the sandbox is killed")
+        ] = 600,
+        network: Annotated[
+            Network | None, Field(description="egress policy; omit for no network at all")
+        ] = None,
     ) -> CallToolResult:
         """Create a sandbox and return its id; pass the id to the other tools."""
         target = resolve(ctx)
         async with _sdk_errors():
             sb = await AsyncSandbox.create(
-                template, isolation=tier, timeout=timeout, metadata={"created-by": "mcp"},
+                template,
+                isolation=tier,
+                timeout=timeout,
+                metadata={"created-by": "mcp"},
                 network=network.model_dump() if network is not None else "none",
-                api_url=target.api_url, api_key=target.api_key)
+                api_url=target.api_url,
+                api_key=target.api_key,
+            )
             await sb.close()
         return render.as_json(render.sandbox(sb.info))
 
@@ -134,8 +164,9 @@ def build_server(resolve: Resolve, *, code_template: str = "code-interpreter") -
     @server.tool(structured_output=False)
     async def run_command(
         ctx: Context,
-        command: Annotated[str, Field(min_length=1, max_length=100_000,
-                                      description="a shell command line (bash -c)")],
+        command: Annotated[
+            str, Field(min_length=1, max_length=100_000, description="a shell command line (bash -c)")
+        ],
         sandbox_id: SandboxId | None = None,
         cwd: Path | None = None,
         user: Literal["user", "root"] = "user",
@@ -157,7 +188,9 @@ def build_server(resolve: Resolve, *, code_template: str = "code-interpreter") -
 
     @server.tool(structured_output=False)
     async def write_file(
-        ctx: Context, sandbox_id: SandboxId, path: Path,
+        ctx: Context,
+        sandbox_id: SandboxId,
+        path: Path,
         content: Annotated[str, Field(max_length=10_000_000)],
     ) -> CallToolResult:
         """Create or replace a file (parent directories are created)."""
@@ -166,8 +199,12 @@ def build_server(resolve: Resolve, *, code_template: str = "code-interpreter") -
         return CallToolResult(content=[render.text(f"wrote {entry.size} bytes to {entry.path}")])
 
     @server.tool(structured_output=False)
-    async def list_files(ctx: Context, sandbox_id: SandboxId, path: Path = "/home/user",
-                         depth: Annotated[int, Field(ge=1, le=5)] = 1) -> CallToolResult:
+    async def list_files(
+        ctx: Context,
+        sandbox_id: SandboxId,
+        path: Path = "/home/user",
+        depth: Annotated[int, Field(ge=1, le=5)] = 1,
+    ) -> CallToolResult:
         """List a directory: type, permissions, size and path of each entry."""
         async with attached(ctx, sandbox_id) as sb:
             return render.entries(await sb.files.list(path, depth=depth))
@@ -189,8 +226,7 @@ def build_server(resolve: Resolve, *, code_template: str = "code-interpreter") -
         """The sandboxes this key can see, with tier, template and state."""
         target = resolve(ctx)
         async with _sdk_errors():
-            found = await AsyncSandbox.list(state=state, api_url=target.api_url,
-                                            api_key=target.api_key)
+            found = await AsyncSandbox.list(state=state, api_url=target.api_url, api_key=target.api_key)
         return render.as_json([render.sandbox(info) for info in found])
 
     return server
@@ -200,12 +236,13 @@ async def _run_cell(sb: AsyncSandbox, code: str, language: str, timeout: float) 
     try:
         return await sb.run_code(code, language=language, timeout=timeout)
     except ExecutionTimeout as exc:
-        raise ToolError(f"the cell ran past {timeout:g} s and was interrupted; "
-                        f"output so far: {render.clip(''.join(exc.execution.logs.stdout), 4000)}")
+        raise ToolError(
+            f"the cell ran past {timeout:g} s and was interrupted; "
+            f"output so far: {render.clip(''.join(exc.execution.logs.stdout), 4000)}"
+        )
 
 
-async def _run_command(sb: AsyncSandbox, command: str, cwd: str | None, user: str,
-                       timeout: float) -> Any:
+async def _run_command(sb: AsyncSandbox, command: str, cwd: str | None, user: str, timeout: float) -> Any:
     try:
         return await sb.commands.run(command, cwd=cwd, user=user, timeout=timeout)
     except CommandTimeout:

@@ -14,13 +14,16 @@ MAX_FORK = 16
 class ForkSpec(Request):
     """How many copies, and whether their processes and memory must come along."""
 
-    count: int = Field(default=1, ge=1, le=MAX_FORK, strict=True,
-                       description=f"copies to make, 1 to {MAX_FORK}")
+    count: int = Field(
+        default=1, ge=1, le=MAX_FORK, strict=True, description=f"copies to make, 1 to {MAX_FORK}"
+    )
     memory: bool | None = Field(
-        default=None, strict=True,
+        default=None,
+        strict=True,
         description="copy processes and memory too: null = if the tier can (gvisor), true = "
-                    "required (409 'unsupported' on a tier that cannot: container), false = "
-                    "the filesystem only")
+        "required (409 'unsupported' on a tier that cannot: container), false = "
+        "the filesystem only",
+    )
 
 
 class ForkResult(Result):

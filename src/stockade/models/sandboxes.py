@@ -56,11 +56,15 @@ class SandboxSpec(Request):
     network: NetworkPolicy | None = None
     persistence: Persistence = "ephemeral"
     on_timeout: OnTimeout = "kill"
-    auto_delete: float | None = Field(default=None, ge=1, le=365 * 86400,
-                                      description="seconds a paused or stopped sandbox is kept")
-    auto_archive: float | None = Field(default=None, ge=1, le=365 * 86400,
-                                       description="archive a stopped workspace this many "
-                                                   "seconds after it stopped (default: never)")
+    auto_delete: float | None = Field(
+        default=None, ge=1, le=365 * 86400, description="seconds a paused or stopped sandbox is kept"
+    )
+    auto_archive: float | None = Field(
+        default=None,
+        ge=1,
+        le=365 * 86400,
+        description="archive a stopped workspace this many seconds after it stopped (default: never)",
+    )
     volumes: list[VolumeMount] = Field(default_factory=list, max_length=32)
     #: The caller's secrets (docs/secrets.md) as ``{ENV_VAR: secret name}``, or a list of
     #: names (each its own variable): the sandbox sees a placeholder in each variable;
@@ -92,9 +96,14 @@ class SandboxSpec(Request):
     def _mapping_form(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             return value
-        return [{"path": path, "volume": what} if isinstance(what, str)
-                else {"path": path, **what} if isinstance(what, dict) else what
-                for path, what in value.items()]
+        return [
+            {"path": path, "volume": what}
+            if isinstance(what, str)
+            else {"path": path, **what}
+            if isinstance(what, dict)
+            else what
+            for path, what in value.items()
+        ]
 
     @field_validator("volumes")
     @classmethod
@@ -143,8 +152,7 @@ class SandboxInfo(Result):
 
 #: Why a sandbox ended (``SandboxEnd.reason``): by its owner, by its timeout, by the kernel's
 #: out-of-memory killer, by its pids limit, with its host, or by an error.
-EndReason = Literal["killed", "timeout", "out_of_memory", "pids_limit", "disk_full",
-                    "host_lost", "error"]
+EndReason = Literal["killed", "timeout", "out_of_memory", "pids_limit", "disk_full", "host_lost", "error"]
 
 
 class SandboxEnd(Result):

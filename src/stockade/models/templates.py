@@ -18,7 +18,8 @@ class TemplateInfo(Result):
     owner: str | None = Field(default=None, description="the tenant that made it; null: shared")
     source: str | None = None
     config: dict[str, Any] | None = Field(
-        default=None, description="env, workdir and user that processes of its sandboxes get")
+        default=None, description="env, workdir and user that processes of its sandboxes get"
+    )
 
 
 class TemplatePage(Result):

@@ -10,5 +10,12 @@ from .leaks import find_net_leaks
 from .manager import Attachment, NetworkManager
 from .policy import NetworkPolicy, PolicyError
 
-__all__ = ["Attachment", "NetConfig", "NetError", "NetworkManager", "NetworkPolicy",
-           "PolicyError", "find_net_leaks"]
+__all__ = [
+    "Attachment",
+    "NetConfig",
+    "NetError",
+    "NetworkManager",
+    "NetworkPolicy",
+    "PolicyError",
+    "find_net_leaks",
+]

@@ -48,20 +48,33 @@ class Authority:
     def _create(self, key_path: Path, cert_path: Path) -> None:
         self.private.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Stockade egress CA"),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Stockade")])
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, "Stockade egress CA"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Stockade"),
+            ]
+        )
         now = datetime.datetime.now(datetime.timezone.utc)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=3650))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
-                                             False, False), critical=True)
-                .sign(key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            )
+            .sign(key, hashes.SHA256())
+        )
         _write(cert_path, cert.public_bytes(_PEM), 0o644)
-        _write(key_path, key.private_bytes(_PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()), 0o600)
+        _write(
+            key_path,
+            key.private_bytes(_PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+            0o600,
+        )
 
     def certificate(self) -> bytes:
         """The CA certificate (PEM)."""
@@ -88,23 +101,29 @@ class Authority:
     def _mint(self, host: str) -> ssl.SSLContext:
         ca_key, ca_cert = self._load()
         now = datetime.datetime.now(datetime.timezone.utc)
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-                .issuer_name(ca_cert.subject).public_key(self._leaf_key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(hours=1))
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                               critical=False)
-                .sign(ca_key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+            .issuer_name(ca_cert.subject)
+            .public_key(self._leaf_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.set_alpn_protocols(["http/1.1"])
         # ssl loads a chain from files only: a private temporary file, removed at once.
         with tempfile.NamedTemporaryFile(dir=self.private, suffix=".pem") as f:
             os.chmod(f.name, 0o600)
-            f.write(cert.public_bytes(_PEM) + self._leaf_key.private_bytes(
-                _PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+            f.write(
+                cert.public_bytes(_PEM)
+                + self._leaf_key.private_bytes(
+                    _PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
             f.flush()
             ctx.load_cert_chain(f.name)
         return ctx

@@ -19,8 +19,9 @@ class Reader(Protocol):
     async def read(self, n: int = -1) -> bytes: ...
 
 
-async def forward_body(reader: Reader, writer: asyncio.StreamWriter, data: bytes,
-                       head: sniff.HttpHead, counts: list[int]) -> bytes:
+async def forward_body(
+    reader: Reader, writer: asyncio.StreamWriter, data: bytes, head: sniff.HttpHead, counts: list[int]
+) -> bytes:
     """Forward one request body; return the bytes read past it."""
 
     async def more() -> bytes:

@@ -45,9 +45,18 @@ MAX_TCP_PER_SANDBOX = 8
 #: Longest question name forwarded (text form, no final dot). Real names stay far below it.
 MAX_NAME_LENGTH = 160
 #: Record types answered; TXT, NULL, ANY and the rest are the tunnellers' favourites.
-ANSWERED_TYPES = frozenset({dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.CNAME,
-                            dns.rdatatype.HTTPS, dns.rdatatype.SVCB, dns.rdatatype.MX,
-                            dns.rdatatype.SRV, dns.rdatatype.CAA})
+ANSWERED_TYPES = frozenset(
+    {
+        dns.rdatatype.A,
+        dns.rdatatype.AAAA,
+        dns.rdatatype.CNAME,
+        dns.rdatatype.HTTPS,
+        dns.rdatatype.SVCB,
+        dns.rdatatype.MX,
+        dns.rdatatype.SRV,
+        dns.rdatatype.CAA,
+    }
+)
 
 
 @dataclass
@@ -91,10 +100,16 @@ class Client:
 class Resolver:
     """UDP and TCP DNS on ``address``:53 for the sandboxes registered in :attr:`clients`."""
 
-    def __init__(self, address: str, upstream: tuple[str, ...], admit: Admit,
-                 admissible: Callable[[str], bool], ttl_range: tuple[int, int],
-                 report: Report = lambda sandbox_id, **entry: None,
-                 rate: tuple[float, float] = (50.0, 200.0)) -> None:
+    def __init__(
+        self,
+        address: str,
+        upstream: tuple[str, ...],
+        admit: Admit,
+        admissible: Callable[[str], bool],
+        ttl_range: tuple[int, int],
+        report: Report = lambda sandbox_id, **entry: None,
+        rate: tuple[float, float] = (50.0, 200.0),
+    ) -> None:
         self.address = address
         self.upstream = upstream
         self.admit = admit
@@ -165,8 +180,9 @@ class Resolver:
         try:
             query = dns.message.from_wire(data)
         except Exception as exc:  # noqa: BLE001 - anything malformed from a sandbox is refused
-            self._refused(client, None, f"malformed question ({type(exc).__name__}: labels "
-                                        f"are at most 63 bytes)", tcp)
+            self._refused(
+                client, None, f"malformed question ({type(exc).__name__}: labels are at most 63 bytes)", tcp
+            )
             return _bare_reply(data, dns.rcode.FORMERR)
         if len(query.question) != 1:
             return _reply(query, dns.rcode.REFUSED)
@@ -176,8 +192,9 @@ class Resolver:
             self._refused(client, name, f"name longer than {MAX_NAME_LENGTH} bytes", tcp)
             return _reply(query, dns.rcode.REFUSED)
         if question.rdtype not in ANSWERED_TYPES:
-            self._refused(client, name, f"record type {dns.rdatatype.to_text(question.rdtype)} "
-                                        f"is not answered", tcp)
+            self._refused(
+                client, name, f"record type {dns.rdatatype.to_text(question.rdtype)} is not answered", tcp
+            )
             return _reply(query, dns.rcode.REFUSED)
         named = client.policy.allows_name(name)
         if not (named or client.policy.resolves_any()):
@@ -209,8 +226,15 @@ class Resolver:
         return _encode(query, response, tcp)
 
     def _refused(self, client: Client, name: str | None, reason: str, tcp: bool) -> None:
-        self.report(client.sandbox_id, kind="dns", destination=f"{self.address}:53",
-                    name=name, verdict="denied", reason=reason, transport="tcp" if tcp else "udp")
+        self.report(
+            client.sandbox_id,
+            kind="dns",
+            destination=f"{self.address}:53",
+            name=name,
+            verdict="denied",
+            reason=reason,
+            transport="tcp" if tcp else "udp",
+        )
 
     def forget(self, address: str, sandbox_id: str) -> None:
         """Drop a sandbox's registration, rate state and pinned answers."""

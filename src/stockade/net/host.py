@@ -24,11 +24,15 @@ class NetError(Exception):
 async def run(*argv: str, stdin: str | None = None, timeout: float = 30) -> str:
     """Run a command (with ``stdin`` text); return stdout or raise :class:`NetError`."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(
-            proc.communicate(stdin.encode() if stdin is not None else None), timeout)
+            proc.communicate(stdin.encode() if stdin is not None else None), timeout
+        )
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
@@ -91,8 +95,11 @@ def nft_json_sync(*args: str) -> dict[str, Any]:
 def tables_sync() -> list[str]:
     """Names of every ``inet`` nft table on the host."""
     data = nft_json_sync("tables")
-    return [item["table"]["name"] for item in data.get("nftables", [])
-            if "table" in item and item["table"].get("family") == "inet"]
+    return [
+        item["table"]["name"]
+        for item in data.get("nftables", [])
+        if "table" in item and item["table"].get("family") == "inet"
+    ]
 
 
 def links_sync(prefix: str = "") -> list[str]:

@@ -43,8 +43,9 @@ class TlsStream:
     """The sandbox's side of an intercepted connection: TLS through memory BIOs, so the
     ClientHello the proxy already read can be fed in first."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 ctx: ssl.SSLContext) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: ssl.SSLContext
+    ) -> None:
         self.reader, self.writer = reader, writer
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_side=True)
@@ -101,9 +102,15 @@ def substitute(data: bytes, injections: list[Injection], counts: dict[str, int])
     return data
 
 
-async def relay(down: TlsStream, up_reader: asyncio.StreamReader,
-                up_writer: asyncio.StreamWriter, name: str, injections: list[Injection],
-                counts: list[int], used: dict[str, int]) -> str | None:
+async def relay(
+    down: TlsStream,
+    up_reader: asyncio.StreamReader,
+    up_writer: asyncio.StreamWriter,
+    name: str,
+    injections: list[Injection],
+    counts: list[int],
+    used: dict[str, int],
+) -> str | None:
     """Relay the connection until either side ends it; return why it was cut, if it was."""
     response = asyncio.ensure_future(_responses(up_reader, down, counts))
     try:
@@ -132,9 +139,14 @@ async def _responses(up: asyncio.StreamReader, down: TlsStream, counts: list[int
         await down.close()
 
 
-async def _requests(down: TlsStream, up: asyncio.StreamWriter, name: str,
-                    injections: list[Injection], counts: list[int],
-                    used: dict[str, int]) -> str | None:
+async def _requests(
+    down: TlsStream,
+    up: asyncio.StreamWriter,
+    name: str,
+    injections: list[Injection],
+    counts: list[int],
+    used: dict[str, int],
+) -> str | None:
     data = b""
     in_body = [i for i in injections if i.body]
     while True:
@@ -149,7 +161,7 @@ async def _requests(down: TlsStream, up: asyncio.StreamWriter, name: str,
                 data += chunk
         if head.host != name:
             return f"a request inside TLS to {name} names {head.host} in Host"
-        raw, data = data[:head.size], data[head.size:]
+        raw, data = data[: head.size], data[head.size :]
         out = substitute(raw, injections, used)
         if head.upgrade:
             up.write(out)
@@ -166,7 +178,7 @@ async def _requests(down: TlsStream, up: asyncio.StreamWriter, name: str,
                 if not chunk:
                     return None
                 data += chunk
-            body, data = substitute(data[:head.length], in_body, used), data[head.length:]
+            body, data = substitute(data[: head.length], in_body, used), data[head.length :]
             out = _LENGTH.sub(b"\r\nContent-Length: %d" % len(body), out, count=1) + body
             up.write(out)
             counts[0] += len(out)

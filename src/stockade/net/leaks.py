@@ -39,4 +39,3 @@ def find_net_leaks(data_dir: Path, sandbox_id: str | None = None) -> list[str]:
     if state.is_dir():
         leaks += [f"resolver state {p}" for p in state.iterdir()]
     return leaks
-

@@ -73,8 +73,9 @@ def engine_tag(data_dir: Path) -> str:
 def _routes() -> list[Net]:
     import subprocess
 
-    out = subprocess.run(["ip", "-j", "-4", "route", "show", "table", "all"], capture_output=True,
-                         text=True, timeout=30).stdout
+    out = subprocess.run(
+        ["ip", "-j", "-4", "route", "show", "table", "all"], capture_output=True, text=True, timeout=30
+    ).stdout
     found = []
     for route in json.loads(out or "[]"):
         with contextlib.suppress(ValueError):
@@ -124,8 +125,9 @@ class NetworkManager:
                 raise NetError("no free /20 left in 10.128.0.0/10 for sandbox addresses")
             self.dir.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"index": index}))
-        return EngineNet(tag=self.tag, subnet=self._subnet(index), mark=0x53540000 | index,
-                         route_table=10000 + index)
+        return EngineNet(
+            tag=self.tag, subnet=self._subnet(index), mark=0x53540000 | index, route_table=10000 + index
+        )
 
     @staticmethod
     def _subnet(index: int) -> Net:
@@ -139,20 +141,33 @@ class NetworkManager:
         host.sysctl_set("net.ipv4.ip_forward", "1")
         await links.create_anchor(net)
         uplink = self.config.uplink_netns is not None
-        await host.nft(rules.engine_table(net, mark_uplink=uplink, extra_denied=(POOL, net.subnet),
-                                          proxy_port=self.config.proxy_port))
+        await host.nft(
+            rules.engine_table(
+                net, mark_uplink=uplink, extra_denied=(POOL, net.subnet), proxy_port=self.config.proxy_port
+            )
+        )
         if uplink:
             assert self.config.uplink_netns is not None
             await links.create_uplink(net, self.config.uplink_netns)
-        resolver = Resolver(net.gateway, self.config.upstream_dns, self._admit,
-                            lambda a: admissible(a, (POOL,)),
-                            (self.config.dns_min_ttl, self.config.dns_max_ttl),
-                            report=self._report,
-                            rate=(self.config.dns_rate, self.config.dns_burst))
-        proxy = EgressProxy(net.gateway, resolver.pins, self._report,
-                            mark=net.mark if uplink else None, port=self.config.proxy_port,
-                            max_total=self.config.proxy_max_connections,
-                            authority=self.authority, upstream_tls=self._upstream_tls())
+        resolver = Resolver(
+            net.gateway,
+            self.config.upstream_dns,
+            self._admit,
+            lambda a: admissible(a, (POOL,)),
+            (self.config.dns_min_ttl, self.config.dns_max_ttl),
+            report=self._report,
+            rate=(self.config.dns_rate, self.config.dns_burst),
+        )
+        proxy = EgressProxy(
+            net.gateway,
+            resolver.pins,
+            self._report,
+            mark=net.mark if uplink else None,
+            port=self.config.proxy_port,
+            max_total=self.config.proxy_max_connections,
+            authority=self.authority,
+            upstream_tls=self._upstream_tls(),
+        )
         await resolver.start()
         try:
             await proxy.start()
@@ -200,8 +215,10 @@ class NetworkManager:
         raise NetError(f"all {len(pool)} sandbox addresses of {self.net.subnet} are in use")
 
     def _limits(self, policy: NetworkPolicy) -> tuple[int, int]:
-        return (policy.max_connections or self.config.max_connections,
-                policy.bandwidth_mbit or self.config.bandwidth_mbit)
+        return (
+            policy.max_connections or self.config.max_connections,
+            policy.bandwidth_mbit or self.config.bandwidth_mbit,
+        )
 
     def _allowed(self, policy: NetworkPolicy) -> list[Net]:
         return policy.allowed_ranges((POOL,))
@@ -214,17 +231,23 @@ class NetworkManager:
         """The bundle a sandbox trusts: the operator's, plus the installation CA with secrets."""
         return self.authority.sandbox_bundle() if secrets else self.config.ca_bundle
 
-    async def attach(self, sandbox_id: str, policy: NetworkPolicy, owner: str = "",
-                     secrets: dict[str, str] | None = None) -> Attachment:
+    async def attach(
+        self, sandbox_id: str, policy: NetworkPolicy, owner: str = "", secrets: dict[str, str] | None = None
+    ) -> Attachment:
         """Give ``sandbox_id`` a namespace wired to the host under ``policy``; the egress
         proxy injects ``secrets`` (placeholder -> name of one of ``owner``'s secrets)."""
         async with self._lock:  # held only for the shared part and the address
             await self._ensure_up()
             net = self.net
-            att = Attachment(sandbox_id=sandbox_id, address=self._allocate(),
-                             veth=f"{net.veth_prefix}{sandbox_id[-8:]}",
-                             netns=f"{net.netns_prefix()}{sandbox_id}", policy=policy.public(),
-                             owner=owner, secrets=dict(secrets or {}))
+            att = Attachment(
+                sandbox_id=sandbox_id,
+                address=self._allocate(),
+                veth=f"{net.veth_prefix}{sandbox_id[-8:]}",
+                netns=f"{net.netns_prefix()}{sandbox_id}",
+                policy=policy.public(),
+                owner=owner,
+                secrets=dict(secrets or {}),
+            )
             self._attached[sandbox_id] = att
         try:
             state = self._state(sandbox_id)
@@ -233,8 +256,7 @@ class NetworkManager:
             conf = self.resolv_conf(sandbox_id)
             conf.write_text(f"nameserver {net.gateway}\noptions timeout:2 attempts:2\n")
             conf.chmod(0o644)
-            await links.create_sandbox_link(net, att.netns, att.veth, att.address,
-                                            self._limits(policy)[1])
+            await links.create_sandbox_link(net, att.netns, att.veth, att.address, self._limits(policy)[1])
             await self._add_rules(att)
         except BaseException:
             await self.detach(sandbox_id)
@@ -243,9 +265,17 @@ class NetworkManager:
 
     async def _add_rules(self, att: Attachment) -> None:
         policy = NetworkPolicy.parse(att.policy) or NetworkPolicy()
-        await host.nft(rules.add_sandbox(self.net, att.sid, att.veth, att.address,
-                                         self._allowed(policy), self._limits(policy)[0],
-                                         self.config.proxy_port))
+        await host.nft(
+            rules.add_sandbox(
+                self.net,
+                att.sid,
+                att.veth,
+                att.address,
+                self._allowed(policy),
+                self._limits(policy)[0],
+                self.config.proxy_port,
+            )
+        )
         self._register(att, policy)
 
     def _register(self, att: Attachment, policy: NetworkPolicy) -> None:
@@ -253,9 +283,13 @@ class NetworkManager:
         self._resolver.clients[att.address] = Client(att.sandbox_id, policy)
         old = self._proxy.clients.get(att.address)
         self._proxy.clients[att.address] = Sandbox(
-            att.sandbox_id, policy, self._allowed(policy), self._limits(policy)[0],
+            att.sandbox_id,
+            policy,
+            self._allowed(policy),
+            self._limits(policy)[0],
             tasks=old.tasks if old else set(),
-            secrets=self._injections(att) if att.secrets else None)
+            secrets=self._injections(att) if att.secrets else None,
+        )
 
     def _injections(self, att: Attachment) -> Callable[[str], list[Injection]]:
         """For the proxy: the secrets of ``att`` bound to a host, read from the vault each
@@ -268,9 +302,9 @@ class NetworkManager:
                 if secret is not None and secret.bound_to(host_name):
                     value = self.vault.reveal(att.owner, name)
                     if value is not None:
-                        found.append(Injection(name, placeholder.encode(), value,
-                                               secret.inject_body))
+                        found.append(Injection(name, placeholder.encode(), value, secret.inject_body))
             return found
+
         return bound
 
     def traffic(self, sandbox_id: str) -> tuple[int, int] | None:
@@ -291,8 +325,9 @@ class NetworkManager:
         async with self._lock:
             att = self._attached[sandbox_id]
             old = NetworkPolicy.parse(att.policy) or NetworkPolicy()
-            await host.nft(rules.update_sandbox(self.net, att.sid, self._allowed(policy),
-                                                self._limits(policy)[0]))
+            await host.nft(
+                rules.update_sandbox(self.net, att.sid, self._allowed(policy), self._limits(policy)[0])
+            )
             if self._limits(policy)[1] != self._limits(old)[1]:
                 await links.set_bandwidth(att.netns, att.veth, self._limits(policy)[1])
             att.policy = policy.public()
@@ -320,8 +355,7 @@ class NetworkManager:
         if att and self._proxy:
             self._proxy.drop(att.address)
         table = f"stockade_{self.tag}"
-        statements = rules.remove_sandbox(table, sandbox_id.lower(), veth,
-                                          att.address if att else None)
+        statements = rules.remove_sandbox(table, sandbox_id.lower(), veth, att.address if att else None)
         try:
             await host.nft("\n".join(statements))
         except NetError:  # partly gone already: remove what is left, one by one
@@ -352,7 +386,8 @@ class NetworkManager:
                 if sandbox_id in live:
                     with contextlib.suppress(OSError, ValueError, TypeError):
                         self._attached[sandbox_id] = Attachment(
-                            **json.loads(self._state(sandbox_id).read_text()))
+                            **json.loads(self._state(sandbox_id).read_text())
+                        )
                         continue
                 await self._detach(sandbox_id)
             if not (self.dir / "engine.json").exists() and not self._leftovers():
@@ -362,7 +397,7 @@ class NetworkManager:
             prefix = f"stockade-{self.tag}-"
             for ns in host.netns_sync(prefix):
                 if ns not in keep_ns:
-                    await self._detach(ns[len(prefix):])
+                    await self._detach(ns[len(prefix) :])
             for veth in host.links_sync(f"sv{self.tag}"):
                 if veth not in keep_veth:
                     with contextlib.suppress(NetError):
@@ -373,9 +408,12 @@ class NetworkManager:
                 await self._teardown()
 
     def _leftovers(self) -> bool:
-        return bool(host.netns_sync(f"stockade-{self.tag}-")
-                    or host.links_sync(f"sv{self.tag}") or host.links_sync(f"sg{self.tag}")
-                    or f"stockade_{self.tag}" in host.tables_sync())
+        return bool(
+            host.netns_sync(f"stockade-{self.tag}-")
+            or host.links_sync(f"sv{self.tag}")
+            or host.links_sync(f"sg{self.tag}")
+            or f"stockade_{self.tag}" in host.tables_sync()
+        )
 
     async def close(self) -> None:
         """Stop the resolver and proxy; remove the shared part if no sandbox uses it any more."""

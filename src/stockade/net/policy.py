@@ -24,12 +24,22 @@ Net = ipaddress.IPv4Network
 #: Never reachable from a sandbox, whatever the policy (the host, link-local incl. the cloud
 #: metadata address 169.254.169.254, multicast, reserved). Sandbox and host addresses are
 #: added per engine (see :class:`stockade.net.manager.NetworkManager`).
-ALWAYS_DENIED: tuple[Net, ...] = tuple(Net(n) for n in (
-    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
-    "192.0.0.0/24", "255.255.255.255/32"))
+ALWAYS_DENIED: tuple[Net, ...] = tuple(
+    Net(n)
+    for n in (
+        "0.0.0.0/8",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "192.0.0.0/24",
+        "255.255.255.255/32",
+    )
+)
 #: Reachable only through an allow CIDR inside them.
-PRIVATE: tuple[Net, ...] = tuple(Net(n) for n in (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15"))
+PRIVATE: tuple[Net, ...] = tuple(
+    Net(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15")
+)
 
 MAX_RULES = 256
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
@@ -51,8 +61,10 @@ def _name(entry: str) -> str:
     name = entry.strip().lower().rstrip(".")
     labels = name[2:].split(".") if name.startswith("*.") else name.split(".")
     if len(name) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
-        raise PolicyError(f"{entry!r} is neither an IPv4 CIDR (like 203.0.113.0/24) nor a host "
-                          f"name (like pypi.org or *.example.com)")
+        raise PolicyError(
+            f"{entry!r} is neither an IPv4 CIDR (like 203.0.113.0/24) nor a host "
+            f"name (like pypi.org or *.example.com)"
+        )
     if labels[-1].isdigit():
         raise PolicyError(f"{entry!r} looks like a malformed IPv4 address")
     return name
@@ -92,8 +104,10 @@ class NetworkPolicy:
             raise PolicyError('network must be "none" or an object with allow_out/deny_out')
         unknown = set(value) - {"allow_out", "deny_out", "max_connections", "bandwidth_mbit"}
         if unknown:
-            raise PolicyError(f"unknown network keys {sorted(unknown)}; use allow_out, deny_out, "
-                              f"max_connections, bandwidth_mbit")
+            raise PolicyError(
+                f"unknown network keys {sorted(unknown)}; use allow_out, deny_out, "
+                f"max_connections, bandwidth_mbit"
+            )
         allow, deny = value.get("allow_out") or [], value.get("deny_out") or []
         if not all(isinstance(x, list) and all(isinstance(e, str) for e in x) for x in (allow, deny)):
             raise PolicyError("allow_out and deny_out must be lists of strings")
@@ -103,15 +117,19 @@ class NetworkPolicy:
         for entry in allow:
             net = _network(entry)
             if net is not None and _contained(net, ALWAYS_DENIED):
-                raise PolicyError(f"{entry} is always denied (host, link-local, metadata or "
-                                  f"reserved addresses) and cannot be allowed")
+                raise PolicyError(
+                    f"{entry} is always denied (host, link-local, metadata or "
+                    f"reserved addresses) and cannot be allowed"
+                )
             allow_out.append(str(net) if net is not None else _name(entry))
         deny_out = []
         for entry in deny:
             net = _network(entry)
             if net is None:
-                raise PolicyError(f"deny_out takes IPv4 CIDRs only, not {entry!r} (a name's "
-                                  f"addresses are shared; deny by leaving it out of allow_out)")
+                raise PolicyError(
+                    f"deny_out takes IPv4 CIDRs only, not {entry!r} (a name's "
+                    f"addresses are shared; deny by leaving it out of allow_out)"
+                )
             deny_out.append(str(net))
         limits = {}
         for key, top in (("max_connections", 65536), ("bandwidth_mbit", 100_000)):

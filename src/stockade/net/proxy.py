@@ -80,10 +80,17 @@ class Denied(Exception):
 class EgressProxy:
     """Listens on ``address``:``port``; :attr:`clients` maps sandbox addresses to sandboxes."""
 
-    def __init__(self, address: str, pins: Pins, report: Callable[..., None],
-                 mark: int | None = None, port: int = PORT, max_total: int = 0,
-                 authority: Authority | None = None,
-                 upstream_tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        pins: Pins,
+        report: Callable[..., None],
+        mark: int | None = None,
+        port: int = PORT,
+        max_total: int = 0,
+        authority: Authority | None = None,
+        upstream_tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.address, self.port = address, port
         self.max_total = max_total or descriptor_budget()
         self.pins = pins
@@ -95,8 +102,7 @@ class EgressProxy:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.address, self.port,
-                                                  reuse_address=True)
+        self._server = await asyncio.start_server(self._serve, self.address, self.port, reuse_address=True)
 
     def drop(self, address: str) -> None:
         """Forget the sandbox at ``address`` and cut its open connections."""
@@ -135,14 +141,17 @@ class EgressProxy:
         raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
         port, packed = struct.unpack("!2xH4s8x", raw)
         address = str(ipaddress.IPv4Address(packed))
-        entry: dict[str, object] = {"kind": "tcp", "destination": f"{address}:{port}",
-                                    "name": None}
+        entry: dict[str, object] = {"kind": "tcp", "destination": f"{address}:{port}", "name": None}
         if len(client.tasks) >= client.max_connections:
             self._log(client, entry, "denied", f"over {client.max_connections} connections")
             return
         if len(self._tasks) > self.max_total:  # this connection is counted already
-            self._log(client, entry, "denied", f"the engine's egress proxy carries its maximum "
-                                               f"of {self.max_total} connections")
+            self._log(
+                client,
+                entry,
+                "denied",
+                f"the engine's egress proxy carries its maximum of {self.max_total} connections",
+            )
             return
         task = asyncio.current_task()
         assert task is not None
@@ -152,9 +161,15 @@ class EgressProxy:
         finally:
             client.tasks.discard(task)
 
-    async def _handle_named(self, client: Sandbox, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter, address: str, port: int,
-                            entry: dict[str, object]) -> None:
+    async def _handle_named(
+        self,
+        client: Sandbox,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        address: str,
+        port: int,
+        entry: dict[str, object],
+    ) -> None:
         buffer = bytearray()
         try:
             if address == self.address:
@@ -180,8 +195,9 @@ class EgressProxy:
         head = bytes(buffer)
         if http is None and name is not None and client.secrets is not None:
             if injections := client.secrets(name):
-                await self._intercept(client, reader, writer, address, port, name, head,
-                                      injections, entry, allowed_by)
+                await self._intercept(
+                    client, reader, writer, address, port, name, head, injections, entry, allowed_by
+                )
                 return
         try:
             up_reader, up_writer = await self._dial(address, port)
@@ -216,18 +232,31 @@ class EgressProxy:
             entry.update(bytes_out=counts[0], bytes_in=counts[1])
             self._log(client, entry, "denied" if cut else "allowed", cut or allowed_by)
 
-    async def _intercept(self, client: Sandbox, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter, address: str, port: int, name: str,
-                         hello: bytes, injections: list[Injection], entry: dict[str, object],
-                         allowed_by: str) -> None:
+    async def _intercept(
+        self,
+        client: Sandbox,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        address: str,
+        port: int,
+        name: str,
+        hello: bytes,
+        injections: list[Injection],
+        entry: dict[str, object],
+        allowed_by: str,
+    ) -> None:
         """Terminate the sandbox's TLS, verify the real host's, inject (:mod:`.intercept`)."""
         assert self.authority is not None and self.upstream_tls is not None
         entry["intercepted"] = True
         try:
             up_reader, up_writer = await self._dial(address, port, name)
         except (OSError, asyncio.TimeoutError) as exc:
-            self._log(client, entry, "denied", f"{name} at {address} did not answer, or did "
-                                               f"not prove it is {name} over TLS: {exc}")
+            self._log(
+                client,
+                entry,
+                "denied",
+                f"{name} at {address} did not answer, or did not prove it is {name} over TLS: {exc}",
+            )
             return
         counts, used = [0, 0], dict[str, int]()
         cut: str | None = None
@@ -242,8 +271,9 @@ class EgressProxy:
         finally:
             up_writer.close()
             entry.update(bytes_out=counts[0], bytes_in=counts[1], secrets=sorted(used))
-            reason = cut or (f"{allowed_by}; intercepted, injected "
-                             f"{', '.join(sorted(used)) if used else 'nothing'}")
+            reason = cut or (
+                f"{allowed_by}; intercepted, injected {', '.join(sorted(used)) if used else 'nothing'}"
+            )
             self._log(client, entry, "denied" if cut else "allowed", reason)
 
     def _decide(self, client: Sandbox, address: str, name: str | None) -> str:
@@ -261,25 +291,34 @@ class EgressProxy:
             raise Denied(f"{name} was not resolved to {address} by the sandbox's resolver")
         return f"{name} is allowed and resolved to {address}"
 
-    async def _dial(self, address: str, port: int, tls_name: str | None = None
-                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _dial(
+        self, address: str, port: int, tls_name: str | None = None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A connection to the destination (verified TLS to ``tls_name`` when given)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             if self.mark is not None:  # the sandboxes' uplink, not the host's routes
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.mark)
             sock.setblocking(False)
-            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (address, port)),
-                                   CONNECT_TIMEOUT)
+            await asyncio.wait_for(
+                asyncio.get_running_loop().sock_connect(sock, (address, port)), CONNECT_TIMEOUT
+            )
         except BaseException:
             sock.close()
             raise
         if tls_name is None:
             return await asyncio.open_connection(sock=sock, limit=CHUNK)
         try:
-            return await asyncio.wait_for(asyncio.open_connection(
-                sock=sock, limit=CHUNK, ssl=self.upstream_tls, server_hostname=tls_name,
-                ssl_handshake_timeout=CONNECT_TIMEOUT), CONNECT_TIMEOUT)
+            return await asyncio.wait_for(
+                asyncio.open_connection(
+                    sock=sock,
+                    limit=CHUNK,
+                    ssl=self.upstream_tls,
+                    server_hostname=tls_name,
+                    ssl_handshake_timeout=CONNECT_TIMEOUT,
+                ),
+                CONNECT_TIMEOUT,
+            )
         except BaseException:
             sock.close()
             raise
@@ -290,13 +329,14 @@ class EgressProxy:
 
 async def _refuse(writer: asyncio.StreamWriter, status: bytes, message: str) -> None:
     with contextlib.suppress(OSError):
-        writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\n"
-                     b"Connection: close\r\n\r\n" + message.encode() + b"\n")
+        writer.write(
+            b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\n"
+            b"Connection: close\r\n\r\n" + message.encode() + b"\n"
+        )
         await writer.drain()
 
 
-async def _prefix(reader: asyncio.StreamReader,
-                  data: bytearray) -> tuple[str | None, sniff.HttpHead | None]:
+async def _prefix(reader: asyncio.StreamReader, data: bytearray) -> tuple[str | None, sniff.HttpHead | None]:
     """Read into ``data`` until the name is known: (name, the HTTP head if it is HTTP)."""
     while True:
         chunk = await reader.read(CHUNK)
@@ -313,8 +353,9 @@ async def _prefix(reader: asyncio.StreamReader,
                 raise sniff.Refused("no complete hello or request head in the first 32 kB") from None
 
 
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counts: list[int],
-                index: int) -> None:
+async def _copy(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counts: list[int], index: int
+) -> None:
     """Copy until end of file, then pass the end of file on (a half-close, not a close)."""
     with contextlib.suppress(OSError):
         while chunk := await reader.read(CHUNK):
@@ -325,8 +366,13 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, coun
             writer.write_eof()
 
 
-async def _http_requests(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         data: bytes, head: sniff.HttpHead, counts: list[int]) -> str | None:
+async def _http_requests(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    data: bytes,
+    head: sniff.HttpHead,
+    counts: list[int],
+) -> str | None:
     """Forward request after request, each head checked for the first one's ``Host``.
 
     Returns why the connection was cut, or ``None`` when the sandbox ended it."""
@@ -338,13 +384,18 @@ async def _http_requests(reader: asyncio.StreamReader, writer: asyncio.StreamWri
         return None  # the sandbox closed inside a body: its choice
 
 
-async def _http_loop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     data: bytes, head: sniff.HttpHead, counts: list[int]) -> str | None:
+async def _http_loop(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    data: bytes,
+    head: sniff.HttpHead,
+    counts: list[int],
+) -> str | None:
     host = head.host
     while True:
-        writer.write(data[:head.size])
+        writer.write(data[: head.size])
         counts[0] += head.size
-        data = data[head.size:]
+        data = data[head.size :]
         if head.upgrade:
             writer.write(data)
             counts[0] += len(data)

@@ -80,8 +80,7 @@ def _elements(nets: Iterable[Net | str]) -> str:
     return f"elements = {{ {', '.join(items)} }}" if items else ""
 
 
-def engine_table(net: EngineNet, *, mark_uplink: bool, extra_denied: Iterable[Net],
-                 proxy_port: int) -> str:
+def engine_table(net: EngineNet, *, mark_uplink: bool, extra_denied: Iterable[Net], proxy_port: int) -> str:
     """The whole shared table, replacing any previous one (sandbox chains are added after).
 
     TCP to ports 80 and 443 of an address a sandbox may reach (its ``px_<id>`` chain) is
@@ -147,34 +146,46 @@ table inet {t} {{
 
 
 def _chain_body(t: str, sid: str, max_connections: int) -> str:
-    return (f"add rule inet {t} sb_{sid} ct state established,related accept\n"
-            f"add rule inet {t} sb_{sid} ct state new ct count over {max_connections} {REJECT}\n"
-            f"add rule inet {t} sb_{sid} ip daddr @r_{sid} accept\n"
-            f"add rule inet {t} sb_{sid} ip daddr @c_{sid} accept\n")
+    return (
+        f"add rule inet {t} sb_{sid} ct state established,related accept\n"
+        f"add rule inet {t} sb_{sid} ct state new ct count over {max_connections} {REJECT}\n"
+        f"add rule inet {t} sb_{sid} ip daddr @r_{sid} accept\n"
+        f"add rule inet {t} sb_{sid} ip daddr @c_{sid} accept\n"
+    )
 
 
-def add_sandbox(net: EngineNet, sid: str, veth: str, address: str, allowed: list[Net],
-                max_connections: int, proxy_port: int) -> str:
+def add_sandbox(
+    net: EngineNet,
+    sid: str,
+    veth: str,
+    address: str,
+    allowed: list[Net],
+    max_connections: int,
+    proxy_port: int,
+) -> str:
     """Script adding one sandbox's sets, chains and map entries."""
     t = net.table
-    return (f"add set inet {t} c_{sid} {{ type ipv4_addr; flags interval; {_elements(allowed)} }}\n"
-            f"add set inet {t} r_{sid} {{ type ipv4_addr; flags timeout; }}\n"
-            f"add chain inet {t} sb_{sid}\n"
-            + _chain_body(t, sid, max_connections)
-            + f"add chain inet {t} px_{sid}\n"
-            f"add rule inet {t} px_{sid} ip daddr @r_{sid} meta l4proto tcp redirect to :{proxy_port}\n"
-            f"add rule inet {t} px_{sid} ip daddr @c_{sid} meta l4proto tcp redirect to :{proxy_port}\n"
-            f'add element inet {t} members {{ "{veth}" . {address} }}\n'
-            f'add element inet {t} sandboxes {{ "{veth}" : jump sb_{sid} }}\n'
-            f'add element inet {t} proxied {{ "{veth}" : jump px_{sid} }}\n')
+    return (
+        f"add set inet {t} c_{sid} {{ type ipv4_addr; flags interval; {_elements(allowed)} }}\n"
+        f"add set inet {t} r_{sid} {{ type ipv4_addr; flags timeout; }}\n"
+        f"add chain inet {t} sb_{sid}\n"
+        + _chain_body(t, sid, max_connections)
+        + f"add chain inet {t} px_{sid}\n"
+        f"add rule inet {t} px_{sid} ip daddr @r_{sid} meta l4proto tcp redirect to :{proxy_port}\n"
+        f"add rule inet {t} px_{sid} ip daddr @c_{sid} meta l4proto tcp redirect to :{proxy_port}\n"
+        f'add element inet {t} members {{ "{veth}" . {address} }}\n'
+        f'add element inet {t} sandboxes {{ "{veth}" : jump sb_{sid} }}\n'
+        f'add element inet {t} proxied {{ "{veth}" : jump px_{sid} }}\n'
+    )
 
 
 def update_sandbox(net: EngineNet, sid: str, allowed: list[Net], max_connections: int) -> str:
     """Script replacing one sandbox's rules; resolved addresses are forgotten."""
     t = net.table
-    script = (f"flush set inet {t} c_{sid}\nflush set inet {t} r_{sid}\n"
-              f"flush chain inet {t} sb_{sid}\n"
-              + _chain_body(t, sid, max_connections))
+    script = (
+        f"flush set inet {t} c_{sid}\nflush set inet {t} r_{sid}\n"
+        f"flush chain inet {t} sb_{sid}\n" + _chain_body(t, sid, max_connections)
+    )
     if allowed:
         script += f"add element inet {t} c_{sid} {{ {', '.join(map(str, allowed))} }}\n"
     return script
@@ -182,12 +193,18 @@ def update_sandbox(net: EngineNet, sid: str, allowed: list[Net], max_connections
 
 def remove_sandbox(t: str, sid: str, veth: str, address: str | None) -> list[str]:
     """Statements removing one sandbox from table ``t`` (any may already be gone)."""
-    out = [f'delete element inet {t} sandboxes {{ "{veth}" }}',
-           f'delete element inet {t} proxied {{ "{veth}" }}']
+    out = [
+        f'delete element inet {t} sandboxes {{ "{veth}" }}',
+        f'delete element inet {t} proxied {{ "{veth}" }}',
+    ]
     if address:
         out.append(f'delete element inet {t} members {{ "{veth}" . {address} }}')
-    out += [f"delete chain inet {t} sb_{sid}", f"delete chain inet {t} px_{sid}",
-            f"delete set inet {t} c_{sid}", f"delete set inet {t} r_{sid}"]
+    out += [
+        f"delete chain inet {t} sb_{sid}",
+        f"delete chain inet {t} px_{sid}",
+        f"delete set inet {t} c_{sid}",
+        f"delete set inet {t} r_{sid}",
+    ]
     return out
 
 
@@ -196,6 +213,8 @@ def admit(net: EngineNet, sid: str, addresses: dict[str, int]) -> str:
     t, items = net.table, ", ".join(addresses)
     timed = ", ".join(f"{a} timeout {s}s" for a, s in addresses.items())
     # add (so delete cannot fail), delete, add again: refreshes the timeout atomically.
-    return (f"add element inet {t} r_{sid} {{ {items} }}\n"
-            f"delete element inet {t} r_{sid} {{ {items} }}\n"
-            f"add element inet {t} r_{sid} {{ {timed} }}\n")
+    return (
+        f"add element inet {t} r_{sid} {{ {items} }}\n"
+        f"delete element inet {t} r_{sid} {{ {items} }}\n"
+        f"add element inet {t} r_{sid} {{ {timed} }}\n"
+    )

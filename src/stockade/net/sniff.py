@@ -74,12 +74,12 @@ def client_hello_name(data: bytes) -> str | None:
     while True:
         if len(data) - offset < 5:
             raise EOFError
-        kind, length = data[offset], int.from_bytes(data[offset + 3:offset + 5], "big")
+        kind, length = data[offset], int.from_bytes(data[offset + 3 : offset + 5], "big")
         if kind != TLS_HANDSHAKE or data[offset + 1] != 3 or length == 0 or length > 16384:
             raise Refused("not a TLS handshake record")
         if len(data) - offset - 5 < length:
             raise EOFError
-        handshake += data[offset + 5:offset + 5 + length]
+        handshake += data[offset + 5 : offset + 5 + length]
         offset += 5 + length
         if len(handshake) >= 4:
             if handshake[0] != CLIENT_HELLO:
@@ -88,7 +88,7 @@ def client_hello_name(data: bytes) -> str | None:
             if size > MAX_PREFIX:
                 raise Refused("ClientHello too large")
             if len(handshake) >= 4 + size:
-                return _hello_sni(bytes(handshake[4:4 + size]))
+                return _hello_sni(bytes(handshake[4 : 4 + size]))
 
 
 class _Reader:
@@ -98,7 +98,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
             raise Refused("truncated ClientHello")
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -194,7 +194,7 @@ def _host_of(value: bytes, where: str) -> str:
     if b"@" in value:
         raise Refused(f"{where} carries user information")
     if value.startswith(b"["):
-        host = value[:value.find(b"]") + 1] if b"]" in value else value
+        host = value[: value.find(b"]") + 1] if b"]" in value else value
     else:
         host = value.rsplit(b":", 1)[0] if value.count(b":") == 1 else value
     return _check_name(host, where)

@@ -56,9 +56,11 @@ def check_hosts(hosts: list[str]) -> tuple[str, ...]:
     for raw in hosts:
         host = raw.strip().lower().rstrip(".")
         if len(host) > 253 or not _HOST.match(host) or host.replace(".", "").isdigit():
-            raise SecretError(f"hosts: {raw[:80]!r} is not a host name or '*.domain' wildcard "
-                              f"(IP addresses are not accepted: a secret is bound to a name "
-                              f"the real host proves with its certificate)")
+            raise SecretError(
+                f"hosts: {raw[:80]!r} is not a host name or '*.domain' wildcard "
+                f"(IP addresses are not accepted: a secret is bound to a name "
+                f"the real host proves with its certificate)"
+            )
         out.append(host)
     return tuple(dict.fromkeys(out))
 
@@ -67,8 +69,10 @@ def check_value(value: str) -> bytes:
     """The value as bytes; printable ASCII only (it goes into HTTP headers)."""
     data = value.encode("utf-8")
     if not 1 <= len(data) <= MAX_VALUE or not all(0x20 <= b < 0x7F for b in data):
-        raise SecretError(f"value: 1 to {MAX_VALUE} printable ASCII characters (no control "
-                          f"characters or line breaks: it is written into HTTP request headers)")
+        raise SecretError(
+            f"value: 1 to {MAX_VALUE} printable ASCII characters (no control "
+            f"characters or line breaks: it is written into HTTP request headers)"
+        )
     return data
 
 
@@ -109,12 +113,21 @@ class Vault:
         self._cache[owner] = rows
 
     # -- the service ---------------------------------------------------------------------------
-    def put(self, owner: str, name: str, value: str, hosts: list[str],
-            inject_body: bool = False, description: str | None = None) -> Secret:
+    def put(
+        self,
+        owner: str,
+        name: str,
+        value: str,
+        hosts: list[str],
+        inject_body: bool = False,
+        description: str | None = None,
+    ) -> Secret:
         """Create or replace secret ``name`` of ``owner``."""
         if not NAME.match(name):
-            raise SecretError(f"name: {name[:80]!r} must be 1 to 64 letters, digits, '_', '-' "
-                              f"or '.' (not starting with '-' or '.')")
+            raise SecretError(
+                f"name: {name[:80]!r} must be 1 to 64 letters, digits, '_', '-' "
+                f"or '.' (not starting with '-' or '.')"
+            )
         data, bound = check_value(value), check_hosts(hosts)
         rows = dict(self._load(owner))
         if name not in rows and len(rows) >= MAX_SECRETS:
@@ -123,10 +136,15 @@ class Vault:
         nonce = os.urandom(12)
         sealed = self._aead().encrypt(nonce, data, _aad(owner, name))
         created = rows[name]["created_at"] if name in rows else now
-        rows[name] = {"hosts": list(bound), "inject_body": inject_body, "created_at": created,
-                      "description": description,
-                      "updated_at": now, "nonce": base64.b64encode(nonce).decode(),
-                      "sealed": base64.b64encode(sealed).decode()}
+        rows[name] = {
+            "hosts": list(bound),
+            "inject_body": inject_body,
+            "created_at": created,
+            "description": description,
+            "updated_at": now,
+            "nonce": base64.b64encode(nonce).decode(),
+            "sealed": base64.b64encode(sealed).decode(),
+        }
         self._save(owner, rows)
         return self._secret(name, rows[name])
 
@@ -149,17 +167,22 @@ class Vault:
         row = self._load(owner).get(name)
         if row is None:
             return None
-        return self._aead().decrypt(base64.b64decode(str(row["nonce"])),
-                                    base64.b64decode(str(row["sealed"])), _aad(owner, name))
+        return self._aead().decrypt(
+            base64.b64decode(str(row["nonce"])), base64.b64decode(str(row["sealed"])), _aad(owner, name)
+        )
 
     @staticmethod
     def _secret(name: str, row: dict[str, object]) -> Secret:
         hosts = row["hosts"]
         assert isinstance(hosts, list)
-        return Secret(name=name, hosts=tuple(hosts), inject_body=bool(row["inject_body"]),
-                      created_at=float(row["created_at"]),  # type: ignore[arg-type]
-                      updated_at=float(row["updated_at"]),  # type: ignore[arg-type]
-                      description=str(row["description"]) if row.get("description") else None)
+        return Secret(
+            name=name,
+            hosts=tuple(hosts),
+            inject_body=bool(row["inject_body"]),
+            created_at=float(row["created_at"]),  # type: ignore[arg-type]
+            updated_at=float(row["updated_at"]),  # type: ignore[arg-type]
+            description=str(row["description"]) if row.get("description") else None,
+        )
 
 
 def _aad(owner: str, name: str) -> bytes:
@@ -174,11 +197,12 @@ def _key_file(path: Path, size: int) -> bytes:
     except FileExistsError:
         key = path.read_bytes()
         if len(key) != size:
-            raise SecretError(f"{path} is not a {size}-byte key; restore it from a backup "
-                              f"(without it no stored secret can be read)") from None
+            raise SecretError(
+                f"{path} is not a {size}-byte key; restore it from a backup "
+                f"(without it no stored secret can be read)"
+            ) from None
         return key
     key = os.urandom(size)
     with os.fdopen(fd, "wb") as f:
         f.write(key)
     return key
-

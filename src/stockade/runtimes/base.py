@@ -110,7 +110,8 @@ async def greet(channel: AgentChannel, timeout: float) -> None:
         raise ProtocolMismatch(
             f"the sandbox's agent speaks protocol {version!r}, this host speaks "
             f"{protocol.PROTOCOL_VERSION}: the template carries an agent from another Stockade "
-            f"version, or the agent mount is stale; rebuild the template or upgrade the host")
+            f"version, or the agent mount is stale; rebuild the template or upgrade the host"
+        )
 
 
 class NotSupported(DriverError):
@@ -187,8 +188,11 @@ class RuntimeDriver(abc.ABC):
         ``"checkpoint"`` (to a file, :meth:`checkpoint`), ``"freezer"`` (in RAM, :meth:`pause`)
         or None (it cannot be paused)."""
         caps = self.capabilities
-        if (caps.pause_to_disk and (caps.pause_to_disk_with_volumes or not spec.volumes)
-                and (caps.pause_to_disk_with_network or spec.network is None)):
+        if (
+            caps.pause_to_disk
+            and (caps.pause_to_disk_with_volumes or not spec.volumes)
+            and (caps.pause_to_disk_with_network or spec.network is None)
+        ):
             return "checkpoint"
         return "freezer" if caps.memory_pause else None
 

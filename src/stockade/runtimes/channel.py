@@ -176,8 +176,7 @@ class AgentChannel:
         self._streams[stream.id] = stream
         name = method.value if isinstance(method, p.Method) else method
         try:
-            await self._send(p.encode_json(p.Kind.OPEN, stream.id,
-                                           {"method": name, "params": params or {}}))
+            await self._send(p.encode_json(p.Kind.OPEN, stream.id, {"method": name, "params": params or {}}))
         except BaseException:
             self._forget(stream.id)
             raise
@@ -254,7 +253,4 @@ def _parse_end(body: dict[str, Any]) -> End:
     err = body.get("error")
     if not isinstance(err, dict):
         raise p.ProtocolError("END without ok or error")
-    return End(False, code=str(err.get("code", "internal"))[:64],
-               message=str(err.get("message", ""))[:4096])
-
-
+    return End(False, code=str(err.get("code", "internal"))[:64], message=str(err.get("message", ""))[:4096])

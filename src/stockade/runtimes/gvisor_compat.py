@@ -32,15 +32,18 @@ def prepare(directory: Path) -> Path | None:
         return directory
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        log.warning("no C compiler: 'ls -l' and 'stat' will fail in gVisor sandboxes "
-                    "(install gcc)")
+        log.warning("no C compiler: 'ls -l' and 'stat' will fail in gVisor sandboxes (install gcc)")
         return None
     directory.mkdir(parents=True, exist_ok=True)
     with host.flocked(directory / ".lock"):
         if not shim.exists():
             tmp = directory / "statx.so.tmp"
-            result = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(tmp),
-                                     str(SOURCE)], capture_output=True, text=True, timeout=120)
+            result = subprocess.run(
+                [compiler, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             if result.returncode != 0:
                 log.warning("could not compile the gVisor statx shim: %s", result.stderr[-500:])
                 return None
@@ -57,7 +60,12 @@ def mounts(directory: Path | None) -> list[dict[str, Any]]:
     if directory is None:
         return []
     options = ["bind", "ro", "nosuid", "nodev"]
-    return [{"destination": INSIDE, "type": "bind", "source": str(directory / "statx.so"),
-             "options": options},
-            {"destination": "/etc/ld.so.preload", "type": "bind",
-             "source": str(directory / "ld.so.preload"), "options": [*options, "noexec"]}]
+    return [
+        {"destination": INSIDE, "type": "bind", "source": str(directory / "statx.so"), "options": options},
+        {
+            "destination": "/etc/ld.so.preload",
+            "type": "bind",
+            "source": str(directory / "ld.so.preload"),
+            "options": [*options, "noexec"],
+        },
+    ]

@@ -103,26 +103,39 @@ class OciDriver(RuntimeDriver):
         # A lazily unmounted disk of the last run may still be on a loop device, its filesystem
         # alive until its last user lets go: mounting the image again meanwhile would put two
         # filesystems on one disk and corrupt it. Wait for it; refuse rather than risk that.
-        if not host.mounted(d / "disk") and not await host.loop_released(d / "disk.img",
-                                                                         RELEASE_WAIT):
-            raise DriverError(f"the disk of sandbox {spec.id}'s last run is still held by the "
-                              f"kernel after {RELEASE_WAIT:.0f} s (a process of that run keeps "
-                              f"its filesystem busy); not mounting it twice: try again later")
-        await host.make_disk(d / "disk.img", d / "disk", spec.resources.disk_mb, owner,
-                                self.data_dir / "runtime" / "blank-disks")
+        if not host.mounted(d / "disk") and not await host.loop_released(d / "disk.img", RELEASE_WAIT):
+            raise DriverError(
+                f"the disk of sandbox {spec.id}'s last run is still held by the "
+                f"kernel after {RELEASE_WAIT:.0f} s (a process of that run keeps "
+                f"its filesystem busy); not mounting it twice: try again later"
+            )
+        await host.make_disk(
+            d / "disk.img",
+            d / "disk",
+            spec.resources.disk_mb,
+            owner,
+            self.data_dir / "runtime" / "blank-disks",
+        )
         # A snapshot template is its own layer over its parent's: lowerdir=child:parent:...
         lower = ":".join(str(p) for p in self.images.layers(spec.image, self.uid_base))
-        await asyncio.to_thread(host.mount_overlay, lower, d / "disk" / "upper",
-                                d / "disk" / "work", d / "rootfs", owner)
+        await asyncio.to_thread(
+            host.mount_overlay, lower, d / "disk" / "upper", d / "disk" / "work", d / "rootfs", owner
+        )
         # On the sandbox's own disk, so what root inside writes there counts against its quota.
         run_dir = d / "disk" / "run"
         run_dir.mkdir(mode=0o700, exist_ok=True)
         os.chown(run_dir, owner, owner)
         (d / "bundle").mkdir(exist_ok=True)
-        config = build_config(spec, rootfs=str(d / "rootfs"), run_dir=str(run_dir),
-                              agent_dir=str(self.agent_dir), uid_base=self.uid_base,
-                              cgroups_path="/" + self.cgroup(spec), runtime=self.binary,
-                              extra_mounts=await self.extra_mounts())
+        config = build_config(
+            spec,
+            rootfs=str(d / "rootfs"),
+            run_dir=str(run_dir),
+            agent_dir=str(self.agent_dir),
+            uid_base=self.uid_base,
+            cgroups_path="/" + self.cgroup(spec),
+            runtime=self.binary,
+            extra_mounts=await self.extra_mounts(),
+        )
         (d / "bundle" / "config.json").write_text(json.dumps(config))
 
     def layer_file(self, spec: SandboxSpec) -> Path:
@@ -148,8 +161,14 @@ class OciDriver(RuntimeDriver):
         agent log. Returns its exit code."""
         with open(spec.directory / "agent.log", "ab") as log:
             proc = await asyncio.create_subprocess_exec(
-                *self.launcher(spec), self.binary, *self.global_flags(spec), *args,
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
+                *self.launcher(spec),
+                self.binary,
+                *self.global_flags(spec),
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
             return await proc.wait()
 
     async def await_agent(self, spec: SandboxSpec) -> None:
@@ -183,15 +202,19 @@ class OciDriver(RuntimeDriver):
                 return channel
             except (OSError, ChannelClosed, asyncio.TimeoutError) as exc:
                 if time.monotonic() > deadline:
-                    raise DriverError(f"the agent of {spec.id} did not answer within "
-                                      f"{AGENT_READY_TIMEOUT:.0f} s ({exc}); agent log: "
-                                      f"{self.tail_log(spec)}") from None
+                    raise DriverError(
+                        f"the agent of {spec.id} did not answer within "
+                        f"{AGENT_READY_TIMEOUT:.0f} s ({exc}); agent log: "
+                        f"{self.tail_log(spec)}"
+                    ) from None
                 # The sandbox's cgroup empties when its agent or runtime exits: asking the
                 # runtime instead costs a process (20 to 200 ms) per attempt.
                 if not host.cgroup_pids(self.cgroup(spec)):
-                    raise DriverError(f"sandbox {spec.id} is not running (its agent or runtime "
-                                      f"exited); agent log: "
-                                      f"{self.tail_log(spec)}") from None
+                    raise DriverError(
+                        f"sandbox {spec.id} is not running (its agent or runtime "
+                        f"exited); agent log: "
+                        f"{self.tail_log(spec)}"
+                    ) from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, AGENT_POLL_MAX)
 
@@ -205,7 +228,8 @@ class OciDriver(RuntimeDriver):
             return RuntimeState.ABSENT
         status = json.loads(out).get("status", "")
         return {"running": RuntimeState.RUNNING, "paused": RuntimeState.PAUSED}.get(
-            status, RuntimeState.STOPPED)
+            status, RuntimeState.STOPPED
+        )
 
     async def stats(self, spec: SandboxSpec) -> Stats:
         return host.cgroup_stats(self.cgroup(spec))
@@ -224,8 +248,7 @@ class OciDriver(RuntimeDriver):
             await ready.aclose()
         # Kill and reap first: the runtimes' own delete --force waits in 100 ms steps for
         # processes to vanish (and runsc's only vanish once reaped), ours return at once.
-        pids = self._pids.pop(spec.id, set()) | reaper.adopted(
-            host.cgroup_pids(self.cgroup(spec)))
+        pids = self._pids.pop(spec.id, set()) | reaper.adopted(host.cgroup_pids(self.cgroup(spec)))
         with contextlib.suppress(DriverError):
             await host.kill_cgroup(self.cgroup(spec), grace=2.0)
         await reaper.reap_killed(pids)

@@ -39,12 +39,19 @@ from ..images import ImageStore, guest
 from .. import host
 from ..host import jail, reaper
 from . import qemu_devices
-from .base import (Capabilities, DriverError, NotSupported, RuntimeDriver, RuntimeState,
-                   SandboxSpec, Stats, greet)
+from .base import (
+    Capabilities,
+    DriverError,
+    NotSupported,
+    RuntimeDriver,
+    RuntimeState,
+    SandboxSpec,
+    Stats,
+    greet,
+)
 from .channel import AgentChannel, ChannelClosed
 from .qemu_accel import Accelerator, choose_accelerator
-from .qemu_snapshot import (MACHINE, Machine, Templates, renewal, resume_saved, save_running,
-                            set_limits)
+from .qemu_snapshot import MACHINE, Machine, Templates, renewal, resume_saved, save_running, set_limits
 
 QEMU = "qemu-system-x86_64"
 #: Host uids of microVMs: one per sandbox, derived from its id, above the container tier's range.
@@ -75,11 +82,19 @@ class QemuDriver(RuntimeDriver):
     #: QEMU cannot save a guest with a mounted 9p export, so such a microVM pauses in RAM (its
     #: vCPUs stopped). Snapshot start, with a network and volumes too: see qemu_snapshot.py.
     #: Files snapshots need the guest's ext4 disk read on the host (not done yet).
-    capabilities = Capabilities(memory_pause=True, pause_to_disk=True,
-                                pause_to_disk_with_network=True, pty=True, volumes=True,
-                                network_policy=True, workspace=True, archive=True,
-                                memory_snapshot_start=True, snapshot_start_with_network=True,
-                                snapshot_start_with_volumes=True)
+    capabilities = Capabilities(
+        memory_pause=True,
+        pause_to_disk=True,
+        pause_to_disk_with_network=True,
+        pty=True,
+        volumes=True,
+        network_policy=True,
+        workspace=True,
+        archive=True,
+        memory_snapshot_start=True,
+        snapshot_start_with_network=True,
+        snapshot_start_with_volumes=True,
+    )
     #: The guest's agent keeps the commands in a cgroup with the sandbox's pids limit and the
     #: guest's memory less a reserve (agent/limits.py): a bomb is killed or refused inside.
     limits_inside = True
@@ -173,12 +188,17 @@ class QemuDriver(RuntimeDriver):
         assert image_disk is not None
         vcpus = max(1, min(int(-(-spec.resources.cpu // 1)), os.cpu_count() or 1))
         python = self.images.get(spec.image).python or "/usr/bin/python3"
-        return Machine(accel=accel.name,
-                       argv=tuple(qemu_argv(spec, accel, vcpus, python, template)),
-                       kernel=str(kernel), initrd=str(initrd), image_disk=str(image_disk))
+        return Machine(
+            accel=accel.name,
+            argv=tuple(qemu_argv(spec, accel, vcpus, python, template)),
+            kernel=str(kernel),
+            initrd=str(initrd),
+            image_disk=str(image_disk),
+        )
 
-    async def _launch(self, spec: SandboxSpec, machine: Machine, incoming: bool = False,
-                      template: bool = False) -> None:
+    async def _launch(
+        self, spec: SandboxSpec, machine: Machine, incoming: bool = False, template: bool = False
+    ) -> None:
         """Start the jailed QEMU of ``machine`` (waiting for a saved memory if ``incoming``;
         as a snapshot template VM if ``template``)."""
         d = spec.directory
@@ -194,21 +214,30 @@ class QemuDriver(RuntimeDriver):
         devices = await qemu_devices.prepare(spec, uid, template)  # tap, settings, volumes
         jail_spec = {
             "root": str(d / "jail"),
-            "uid": uid, "gid": uid,
+            "uid": uid,
+            "gid": uid,
             "cgroups": cgroups,
-            "binds": [[machine.kernel, "/guest/vmlinux", False],
-                      [machine.initrd, "/guest/initrd", False],
-                      [machine.image_disk, "/guest/image.ext4", False], [str(d / "vm"), "/vm", True],
-                      *devices["binds"]],
+            "binds": [
+                [machine.kernel, "/guest/vmlinux", False],
+                [machine.initrd, "/guest/initrd", False],
+                [machine.image_disk, "/guest/image.ext4", False],
+                [str(d / "vm"), "/vm", True],
+                *devices["binds"],
+            ],
             "devices": [["null", 1, 3], ["zero", 1, 5], ["urandom", 1, 9]]
-            + ([["kvm", 10, 232]] if machine.accel == "kvm" else []) + devices["devices"],
+            + ([["kvm", 10, 232]] if machine.accel == "kvm" else [])
+            + devices["devices"],
             **devices["jail"],  # /proc and umask for 9p volumes
             # The largest files QEMU writes are the disk (pre-sized), a saved memory (through a
             # descriptor the host passes) and the console log, which a guest could otherwise
             # grow without bound.
-            "rlimits": {"RLIMIT_FSIZE": max((max(res.disk_mb, res.memory_mb) + 128) << 20,
-                                            devices["fsize"] + (64 << 20)),
-                        "RLIMIT_CORE": 0, "RLIMIT_NOFILE": 1024},
+            "rlimits": {
+                "RLIMIT_FSIZE": max(
+                    (max(res.disk_mb, res.memory_mb) + 128) << 20, devices["fsize"] + (64 << 20)
+                ),
+                "RLIMIT_CORE": 0,
+                "RLIMIT_NOFILE": 1024,
+            },
             "argv": [*machine.argv, *(["-incoming", "defer"] if incoming else [])],
         }
         (d / "jail.json").write_text(json.dumps(jail_spec))
@@ -217,11 +246,24 @@ class QemuDriver(RuntimeDriver):
         with open(d / "qemu.log", "ab") as log:
             proc = await asyncio.create_subprocess_exec(
                 *qemu_devices.launcher(spec, template),
-                sys.executable, "-I", "-S", str(JAIL_SCRIPT), str(d / "jail.json"),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-        record = {"pid": proc.pid, "start": _starttime(proc.pid), "uid": uid,
-                  "accel": machine.accel, "directory": str(d)}
+                sys.executable,
+                "-I",
+                "-S",
+                str(JAIL_SCRIPT),
+                str(d / "jail.json"),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            )
+        record = {
+            "pid": proc.pid,
+            "start": _starttime(proc.pid),
+            "uid": uid,
+            "accel": machine.accel,
+            "directory": str(d),
+        }
         self._record_path(spec).write_text(json.dumps(record))
 
     def layer_file(self, spec: SandboxSpec) -> Path:
@@ -254,8 +296,10 @@ class QemuDriver(RuntimeDriver):
             if "Kernel panic" in line or guest.INIT_FAILED in line:
                 parts.append(f"the guest reports: {line.split('] ', 1)[-1].strip()}")
                 break
-        for name, path in (("console", spec.directory / "vm" / "console.log"),
-                           ("qemu", spec.directory / "qemu.log")):
+        for name, path in (
+            ("console", spec.directory / "vm" / "console.log"),
+            ("qemu", spec.directory / "qemu.log"),
+        ):
             try:
                 text = path.read_bytes()[-size:].decode(errors="replace").strip()
             except OSError:
@@ -277,12 +321,13 @@ class QemuDriver(RuntimeDriver):
                 if channel is not None:
                     await channel.aclose()
                 if self._pid(spec) is None:
-                    raise DriverError(f"the microVM of {spec.id} stopped: "
-                                      f"{self.tail_log(spec)}") from None
+                    raise DriverError(f"the microVM of {spec.id} stopped: {self.tail_log(spec)}") from None
                 if time.monotonic() > deadline:
-                    raise DriverError(f"the agent of microVM {spec.id} did not answer within "
-                                      f"{timeout:.0f} s ({exc!r}); the guest is hung or too "
-                                      f"slow: {self.tail_log(spec)}") from None
+                    raise DriverError(
+                        f"the agent of microVM {spec.id} did not answer within "
+                        f"{timeout:.0f} s ({exc!r}); the guest is hung or too "
+                        f"slow: {self.tail_log(spec)}"
+                    ) from None
                 await asyncio.sleep(0.05)
 
     async def connect(self, spec: SandboxSpec) -> AgentChannel:
@@ -327,9 +372,16 @@ class QemuDriver(RuntimeDriver):
         holds its unwritten metadata, and a killed QEMU must not leave a disk that needs fsck."""
         with open(disk, "wb") as f:
             f.truncate(size_mb << 20)
-        await host.run("mkfs.ext4", "-q", "-F", "-m", "0", "-E",
-                          "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0",
-                          str(disk))
+        await host.run(
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0",
+            str(disk),
+        )
         os.chown(disk, uid, uid)
         disk.chmod(0o600)
 
@@ -375,41 +427,81 @@ class QemuDriver(RuntimeDriver):
         return {p.stem for p in self.runtime_root.glob("*.json")}
 
 
-def qemu_argv(spec: SandboxSpec, accel: Accelerator, vcpus: int, python: str,
-              template: bool = False) -> list[str]:
+def qemu_argv(
+    spec: SandboxSpec, accel: Accelerator, vcpus: int, python: str, template: bool = False
+) -> list[str]:
     """QEMU's command line, with paths as the jail shows them."""
     res = spec.resources
-    cmdline = ["console=ttyS0", "quiet", "panic=-1", "reboot=t", "pci=off",
-               *accel.kernel_args, f"stockade.hostname={spec.hostname}",
-               f"stockade.python={python}", *qemu_devices.kernel_args(spec)]
+    cmdline = [
+        "console=ttyS0",
+        "quiet",
+        "panic=-1",
+        "reboot=t",
+        "pci=off",
+        *accel.kernel_args,
+        f"stockade.hostname={spec.hostname}",
+        f"stockade.python={python}",
+        *qemu_devices.kernel_args(spec),
+    ]
     return [
         shutil.which(QEMU) or f"/usr/bin/{QEMU}",
-        "-M", "microvm", *accel.qemu_args, "-smp", str(vcpus), "-m", str(res.memory_mb),
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-kernel", "/guest/vmlinux", "-initrd", "/guest/initrd", "-append", " ".join(cmdline),
-        "-drive", "id=image,file=/guest/image.ext4,format=raw,if=none,readonly=on",
-        "-device", "virtio-blk-device,drive=image",
-        "-drive", "id=disk,file=/vm/disk.img,format=raw,if=none,discard=unmap",
-        "-device", "virtio-blk-device,drive=disk",
-        "-device", "virtio-serial-device",
-        "-chardev", "socket,id=agent,path=/vm/agent.sock,server=on,wait=off",
-        "-device", f"virtserialport,chardev=agent,name={guest.AGENT_PORT}",
-        "-object", "rng-random,id=rng,filename=/dev/urandom",
-        "-device", "virtio-rng-device,rng=rng",
-        "-chardev", "file,id=console,path=/vm/console.log", "-serial", "chardev:console",
-        "-qmp", "unix:/vm/qmp.sock,server=on,wait=off",
-        "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        "-M",
+        "microvm",
+        *accel.qemu_args,
+        "-smp",
+        str(vcpus),
+        "-m",
+        str(res.memory_mb),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        "/guest/vmlinux",
+        "-initrd",
+        "/guest/initrd",
+        "-append",
+        " ".join(cmdline),
+        "-drive",
+        "id=image,file=/guest/image.ext4,format=raw,if=none,readonly=on",
+        "-device",
+        "virtio-blk-device,drive=image",
+        "-drive",
+        "id=disk,file=/vm/disk.img,format=raw,if=none,discard=unmap",
+        "-device",
+        "virtio-blk-device,drive=disk",
+        "-device",
+        "virtio-serial-device",
+        "-chardev",
+        "socket,id=agent,path=/vm/agent.sock,server=on,wait=off",
+        "-device",
+        f"virtserialport,chardev=agent,name={guest.AGENT_PORT}",
+        "-object",
+        "rng-random,id=rng,filename=/dev/urandom",
+        "-device",
+        "virtio-rng-device,rng=rng",
+        "-chardev",
+        "file,id=console,path=/vm/console.log",
+        "-serial",
+        "chardev:console",
+        "-qmp",
+        "unix:/vm/qmp.sock,server=on,wait=off",
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         *qemu_devices.qemu_args(spec, template),
     ]
 
 
-async def qmp(socket: Path, command: str, arguments: dict[str, Any] | None = None,
-              timeout: float = 10.0) -> Any:
+async def qmp(
+    socket: Path, command: str, arguments: dict[str, Any] | None = None, timeout: float = 10.0
+) -> Any:
     """Run one QMP command on a VM's monitor socket and return its result."""
 
     async def exchange() -> Any:
         reader, writer = await asyncio.open_unix_connection(str(socket))
         try:
+
             async def reply() -> dict[str, Any]:
                 while True:
                     line = await reader.readline()
@@ -422,8 +514,7 @@ async def qmp(socket: Path, command: str, arguments: dict[str, Any] | None = Non
             await reader.readline()  # the greeting
             writer.write(b'{"execute": "qmp_capabilities"}\n')
             await reply()
-            writer.write(json.dumps({"execute": command, "arguments": arguments or {}}).encode()
-                         + b"\n")
+            writer.write(json.dumps({"execute": command, "arguments": arguments or {}}).encode() + b"\n")
             message = await reply()
         finally:
             writer.close()

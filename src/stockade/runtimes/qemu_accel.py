@@ -41,8 +41,12 @@ def tcg() -> Accelerator:
     # Under TCG the guest cannot calibrate its TSC (microvm has no HPET or PM timer and the PIT
     # calibration fails), and without a clock it hangs at boot; QEMU's TCG TSC runs at the host
     # TSC's rate, so tell the guest that rate.
-    return Accelerator("tcg", "", ("-accel", f"tcg,tb-size={TCG_CACHE_MB}", "-cpu", "max"),
-                       ("tsc=reliable", f"tsc_early_khz={host_tsc_khz()}"))
+    return Accelerator(
+        "tcg",
+        "",
+        ("-accel", f"tcg,tb-size={TCG_CACHE_MB}", "-cpu", "max"),
+        ("tsc=reliable", f"tsc_early_khz={host_tsc_khz()}"),
+    )
 
 
 def host_tsc_khz() -> int:
@@ -59,12 +63,34 @@ async def probe_kvm(vmlinux: Path, initrd: Path) -> str:
     if not os.path.exists("/dev/kvm"):
         return "no /dev/kvm on this host"
     proc = await asyncio.create_subprocess_exec(
-        QEMU, "-M", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "128", "-nodefaults",
-        "-no-user-config", "-display", "none", "-no-reboot", "-kernel", str(vmlinux),
-        "-initrd", str(initrd), "-append", "console=ttyS0 quiet panic=-1 reboot=t stockade.probe=1",
-        "-serial", "stdio", "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
+        QEMU,
+        "-M",
+        "microvm",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-m",
+        "128",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        str(vmlinux),
+        "-initrd",
+        str(initrd),
+        "-append",
+        "console=ttyS0 quiet panic=-1 reboot=t stockade.probe=1",
+        "-serial",
+        "stdio",
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT)
     except asyncio.TimeoutError:

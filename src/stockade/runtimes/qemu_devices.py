@@ -42,9 +42,11 @@ CONFIG_DIR = "cfg"
 #: Where the jail shows the settings share and the volumes.
 JAIL_CONFIG, JAIL_VOLUMES = "/cfg", "/volumes"
 #: Why a microVM with volumes cannot be paused to a file (QEMU's own refusal, said earlier).
-MIGRATION_BLOCKED = ("a microVM with volumes cannot be saved to a file: QEMU cannot save a "
-                     "guest's memory while a 9p volume export is mounted in it (it pauses in "
-                     "RAM instead)")
+MIGRATION_BLOCKED = (
+    "a microVM with volumes cannot be saved to a file: QEMU cannot save a "
+    "guest's memory while a 9p volume export is mounted in it (it pauses in "
+    "RAM instead)"
+)
 
 
 def needs_config(spec: SandboxSpec) -> bool:
@@ -77,16 +79,28 @@ def qemu_args(spec: SandboxSpec, template: bool = False) -> list[str]:
     ``template``, the same devices for a snapshot template VM (see :func:`prepare`)."""
     if not needs_config(spec):
         return []
-    args = ["-fsdev", f"local,id=cfg,path={JAIL_CONFIG},security_model=none,readonly=on",
-            "-device", f"virtio-9p-device,fsdev=cfg,mount_tag={CONFIG_TAG}"]
+    args = [
+        "-fsdev",
+        f"local,id=cfg,path={JAIL_CONFIG},security_model=none,readonly=on",
+        "-device",
+        f"virtio-9p-device,fsdev=cfg,mount_tag={CONFIG_TAG}",
+    ]
     if spec.network is not None:
-        args += ["-netdev", TEMPLATE_NETDEV if template else LIVE_NETDEV,
-                 "-device", f"virtio-net-device,netdev=net0,mac={mac_address(spec)}"]
+        args += [
+            "-netdev",
+            TEMPLATE_NETDEV if template else LIVE_NETDEV,
+            "-device",
+            f"virtio-net-device,netdev=net0,mac={mac_address(spec)}",
+        ]
     for i, volume in enumerate(spec.volumes):
         readonly = ",readonly=on" if volume.read_only else ""
-        args += ["-fsdev", f"local,id=vol{i},path={JAIL_VOLUMES}/{i},"
-                           f"security_model=mapped-xattr,fmode=0644,dmode=0755{readonly}",
-                 "-device", f"virtio-9p-device,fsdev=vol{i},mount_tag={volume_tag(i)}"]
+        args += [
+            "-fsdev",
+            f"local,id=vol{i},path={JAIL_VOLUMES}/{i},"
+            f"security_model=mapped-xattr,fmode=0644,dmode=0755{readonly}",
+            "-device",
+            f"virtio-9p-device,fsdev=vol{i},mount_tag={volume_tag(i)}",
+        ]
     return args
 
 
@@ -98,7 +112,8 @@ def live_argv(argv: tuple[str, ...]) -> tuple[str, ...]:
 def layout(spec: SandboxSpec) -> str:
     """The device layout a snapshot template must share with ``spec`` (for its slot name)."""
     return ("-net" if spec.network is not None else "") + (
-        "-v" + "".join("r" if v.read_only else "w" for v in spec.volumes) if spec.volumes else "")
+        "-v" + "".join("r" if v.read_only else "w" for v in spec.volumes) if spec.volumes else ""
+    )
 
 
 def mac_address(spec: SandboxSpec) -> str:
@@ -110,8 +125,17 @@ def mac_address(spec: SandboxSpec) -> str:
 def launcher(spec: SandboxSpec, template: bool = False) -> list[str]:
     """The command that puts the jail in its namespaces: the sandbox's network namespace when it
     has one (so QEMU can open its tap), a new empty one otherwise (and for a template VM)."""
-    unshare = ["unshare", "--mount", "--pid", "--ipc", "--uts", "--fork", "--kill-child",
-               "--propagation", "private"]
+    unshare = [
+        "unshare",
+        "--mount",
+        "--pid",
+        "--ipc",
+        "--uts",
+        "--fork",
+        "--kill-child",
+        "--propagation",
+        "private",
+    ]
     if spec.network is None or template:
         return [*unshare[:2], "--net", *unshare[2:], "--"]
     return ["nsenter", f"--net={spec.network.netns}", "--", *unshare, "--"]
@@ -134,8 +158,12 @@ async def prepare(spec: SandboxSpec, uid: int, template: bool = False) -> dict[s
             empty = spec.directory / f"volume{i}"
             empty.mkdir(mode=0o755, exist_ok=True)
             binds.append([str(empty), f"{JAIL_VOLUMES}/{i}", not volume.read_only])
-        return {"binds": binds, "devices": [], "fsize": 0,
-                "jail": {"proc": True, "umask": 0o022} if spec.volumes else {}}
+        return {
+            "binds": binds,
+            "devices": [],
+            "fsize": 0,
+            "jail": {"proc": True, "umask": 0o022} if spec.volumes else {},
+        }
     lines = []
     for i, volume in enumerate(spec.volumes):
         if any(ord(c) < 32 for c in volume.destination):
@@ -182,14 +210,18 @@ async def _wire_tap(spec: SandboxSpec, uid: int) -> tuple[str, str]:
     assert spec.network is not None
     netns = spec.network.netns.name
     saved = spec.directory / CONFIG_DIR / "net"
-    addresses = [a["local"] for link in await _ip_json(netns, "addr", "show", "dev", "eth0")
-                 for a in link.get("addr_info", ())]
+    addresses = [
+        a["local"]
+        for link in await _ip_json(netns, "addr", "show", "dev", "eth0")
+        for a in link.get("addr_info", ())
+    ]
     if not addresses:
         try:
             address, gateway = saved.read_text().split()
         except (OSError, ValueError):
-            raise DriverError(f"the network namespace of {spec.id} has no address on eth0 and "
-                              f"none was recorded") from None
+            raise DriverError(
+                f"the network namespace of {spec.id} has no address on eth0 and none was recorded"
+            ) from None
     else:
         routes = await _ip_json(netns, "route", "show", "default")
         if not routes or "gateway" not in routes[0]:
@@ -201,9 +233,14 @@ async def _wire_tap(spec: SandboxSpec, uid: int) -> tuple[str, str]:
         script.append(f"tuntap add dev {TAP} mode tap user {uid} group {uid}")
     if BRIDGE not in links:
         script.append(f"link add {BRIDGE} type bridge")
-    script += [f"link set eth0 master {BRIDGE}", f"link set {TAP} master {BRIDGE}",
-               "route flush table main", "addr flush dev eth0",
-               f"link set {BRIDGE} up", f"link set {TAP} up"]
+    script += [
+        f"link set eth0 master {BRIDGE}",
+        f"link set {TAP} master {BRIDGE}",
+        "route flush table main",
+        "addr flush dev eth0",
+        f"link set {BRIDGE} up",
+        f"link set {TAP} up",
+    ]
     batch = spec.directory / "net.batch"
     batch.write_text("\n".join(script) + "\n")
     try:

@@ -26,8 +26,16 @@ from typing import Any
 from .base import DriverError
 
 #: Migration statuses that mean "still going".
-_ACTIVE = {"none", "setup", "active", "device", "pre-switchover", "postcopy-active",
-           "wait-unplug", "cancelling"}
+_ACTIVE = {
+    "none",
+    "setup",
+    "active",
+    "device",
+    "pre-switchover",
+    "postcopy-active",
+    "wait-unplug",
+    "cancelling",
+}
 
 
 class MigrationFailed(DriverError):
@@ -88,15 +96,19 @@ class Qmp:
             raise DriverError(f"QEMU's monitor sent {line[:200]!r}")
         return message
 
-    async def execute(self, command: str, arguments: dict[str, Any] | None = None,
-                      fd: int | None = None, timeout: float = 10.0) -> Any:
+    async def execute(
+        self,
+        command: str,
+        arguments: dict[str, Any] | None = None,
+        fd: int | None = None,
+        timeout: float = 10.0,
+    ) -> Any:
         """Run ``command`` (passing ``fd`` with it if given); return its result."""
         data = json.dumps({"execute": command, "arguments": arguments or {}}).encode() + b"\n"
 
         async def exchange() -> dict[str, Any]:
             if fd is not None:  # a few hundred bytes on a unix socket: sent whole, at once
-                self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                            array.array("i", [fd]))])
+                self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
             else:
                 await asyncio.get_running_loop().sock_sendall(self.sock, data)
             while True:
@@ -127,11 +139,9 @@ class Qmp:
             if status == "completed":
                 return info  # type: ignore[no-any-return]
             if status not in _ACTIVE:
-                raise MigrationFailed(f"QEMU could not {what}: "
-                                      f"{info.get('error-desc') or status}")
+                raise MigrationFailed(f"QEMU could not {what}: {info.get('error-desc') or status}")
             if time.monotonic() > deadline:
-                raise MigrationFailed(f"QEMU did not {what} within {timeout:.0f} s "
-                                      f"(still {status})")
+                raise MigrationFailed(f"QEMU did not {what} within {timeout:.0f} s (still {status})")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
 

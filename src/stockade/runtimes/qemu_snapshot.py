@@ -88,8 +88,13 @@ class Machine:
     def read(cls, path: Path) -> "Machine":
         try:
             data = json.loads(path.read_text())
-            return cls(accel=data["accel"], argv=tuple(data["argv"]), kernel=data["kernel"],
-                       initrd=data["initrd"], image_disk=data["image_disk"])
+            return cls(
+                accel=data["accel"],
+                argv=tuple(data["argv"]),
+                kernel=data["kernel"],
+                initrd=data["initrd"],
+                image_disk=data["image_disk"],
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointCorrupt(f"{path} is unreadable: {exc}") from None
 
@@ -99,11 +104,11 @@ class Machine:
 
 def enabled() -> bool:
     """Whether snapshot start is on (``STOCKADE_MICROVM_SNAPSHOT``, default on)."""
-    return os.environ.get("STOCKADE_MICROVM_SNAPSHOT", "1").strip().lower() not in (
-        "0", "false", "no", "off")
+    return os.environ.get("STOCKADE_MICROVM_SNAPSHOT", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 # -- pause and resume ------------------------------------------------------------------------
+
 
 async def save_running(driver: "QemuDriver", spec: SandboxSpec, image_dir: Path) -> None:
     """Stop the guest and save it into ``image_dir``; QEMU is left stopped (``stop`` kills it).
@@ -133,14 +138,17 @@ async def resume_saved(driver: "QemuDriver", spec: SandboxSpec, image_dir: Path)
     await asyncio.to_thread(verify, image_dir)
     machine = Machine.read(image_dir / MACHINE)
     if gone := machine.missing():
-        raise CheckpointCorrupt(f"the guest files it was saved with are gone ({', '.join(gone)}): "
-                                f"the microVM guest was rebuilt since")
+        raise CheckpointCorrupt(
+            f"the guest files it was saved with are gone ({', '.join(gone)}): "
+            f"the microVM guest was rebuilt since"
+        )
     await driver.reopen(spec)
     await load(driver, spec, machine, image_dir / MEMORY, identity=False)
 
 
-async def load(driver: "QemuDriver", spec: SandboxSpec, machine: Machine, memory: Path,
-               identity: bool) -> None:
+async def load(
+    driver: "QemuDriver", spec: SandboxSpec, machine: Machine, memory: Path, identity: bool
+) -> None:
     """Start QEMU on ``machine``, load ``memory``, and renew what must not be shared or stale:
     the clock, the kernel RNG, and with ``identity`` the hostname and machine-id."""
     await driver._launch(spec, machine, incoming=True)
@@ -160,8 +168,10 @@ async def load(driver: "QemuDriver", spec: SandboxSpec, machine: Machine, memory
         if identity and qemu_devices.needs_config(spec):  # its own network and volumes
             await asyncio.wait_for(channel.call("sys.setup"), SETUP_TIMEOUT)
     except (AgentCallError, ChannelClosed, asyncio.TimeoutError) as exc:
-        raise DriverError(f"the restored agent of {spec.id} could not renew its clock, "
-                          f"entropy, identity and settings: {exc!r}") from None
+        raise DriverError(
+            f"the restored agent of {spec.id} could not renew its clock, "
+            f"entropy, identity and settings: {exc!r}"
+        ) from None
     finally:
         await channel.aclose()
 
@@ -175,8 +185,7 @@ async def set_limits(channel: AgentChannel, spec: SandboxSpec) -> None:
     except AgentCallError as exc:
         log.warning("microVM %s: no limits inside the guest: %s", spec.id, exc)
     except (ChannelClosed, asyncio.TimeoutError) as exc:
-        raise DriverError(f"the agent of microVM {spec.id} did not take its limits: "
-                          f"{exc!r}") from None
+        raise DriverError(f"the agent of microVM {spec.id} did not take its limits: {exc!r}") from None
 
 
 def renewal(spec: SandboxSpec, identity: bool) -> dict[str, Any]:
@@ -188,6 +197,7 @@ def renewal(spec: SandboxSpec, identity: bool) -> dict[str, Any]:
 
 
 # -- snapshot start --------------------------------------------------------------------------
+
 
 class Templates:
     """The template cache of one driver."""
@@ -206,8 +216,7 @@ class Templates:
             return False
         try:
             template = await self.ensure(spec)
-            await host.run("cp", "--sparse=always", "--reflink=auto", str(template / DISK),
-                              str(disk))
+            await host.run("cp", "--sparse=always", "--reflink=auto", str(template / DISK), str(disk))
         except (DriverError, OSError) as exc:
             log.warning("microVM %s: no template (%s); booting cold", spec.id, exc)
             disk.unlink(missing_ok=True)
@@ -233,8 +242,9 @@ class Templates:
             machine = dataclasses.replace(machine, argv=qemu_devices.live_argv(machine.argv))
             await load(driver, spec, machine, template / MEMORY, identity=True)
         except DriverError as exc:
-            log.warning("microVM %s: restoring template %s failed (%s); booting cold",
-                        spec.id, template.name, exc)
+            log.warning(
+                "microVM %s: restoring template %s failed (%s); booting cold", spec.id, template.name, exc
+            )
             await driver.stop(spec)
             if isinstance(exc, CheckpointCorrupt):
                 self._discard(template)
@@ -267,13 +277,17 @@ class Templates:
     async def _key(self, spec: SandboxSpec) -> tuple[str, str]:
         """The template's slot (what it is for) and key (a hash of everything it depends on)."""
         machine = await self.driver.machine(dataclasses.replace(spec, id=KEY_HOST), template=True)
-        stamps = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns)
-                  for p in (machine.argv[0], machine.kernel, machine.initrd, machine.image_disk)]
+        stamps = [
+            (p, os.stat(p).st_size, os.stat(p).st_mtime_ns)
+            for p in (machine.argv[0], machine.kernel, machine.initrd, machine.image_disk)
+        ]
         inputs = json.dumps([FORMAT, dataclasses.asdict(machine), stamps, spec.resources.disk_mb])
         res = spec.resources
         vcpus = machine.argv[machine.argv.index("-smp") + 1]
-        slot = (f"{spec.image}-{vcpus}cpu-{res.memory_mb}m-{res.disk_mb}m-{machine.accel}"
-                f"{qemu_devices.layout(spec)}")
+        slot = (
+            f"{spec.image}-{vcpus}cpu-{res.memory_mb}m-{res.disk_mb}m-{machine.accel}"
+            f"{qemu_devices.layout(spec)}"
+        )
         return slot, hashlib.sha256(inputs.encode()).hexdigest()[:16]
 
     @contextlib.asynccontextmanager
@@ -291,8 +305,14 @@ class Templates:
         await asyncio.to_thread(shutil.rmtree, build, True)  # an interrupted earlier build
         build.mkdir(mode=0o700)
         # The sandbox's devices (a network interface, volume exports), unset: see prepare().
-        vm_spec = SandboxSpec(id=f"sbtpl{key[:12]}", image=spec.image, resources=spec.resources,
-                              directory=build / "w", network=spec.network, volumes=spec.volumes)
+        vm_spec = SandboxSpec(
+            id=f"sbtpl{key[:12]}",
+            image=spec.image,
+            resources=spec.resources,
+            directory=build / "w",
+            network=spec.network,
+            volumes=spec.volumes,
+        )
         started = time.monotonic()
         try:
             uid = driver.uid(vm_spec)

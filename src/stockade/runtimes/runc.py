@@ -17,9 +17,17 @@ class RuncDriver(OciDriver):
 
     tier = "container"
     #: Pause freezes the cgroup (memory stays in RAM): no process checkpoint here (CRIU fails).
-    capabilities = Capabilities(memory_pause=True, pty=True, volumes=True, network_policy=True,
-                                workspace=True, archive=True, files_snapshot=True,
-                                warm_pool=True, forks_files=True)
+    capabilities = Capabilities(
+        memory_pause=True,
+        pty=True,
+        volumes=True,
+        network_policy=True,
+        workspace=True,
+        archive=True,
+        files_snapshot=True,
+        warm_pool=True,
+        forks_files=True,
+    )
     binary = "runc"
     uid_base = DEFAULT_UID_BASE
 

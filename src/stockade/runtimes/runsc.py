@@ -21,11 +21,20 @@ class RunscDriver(OciDriver):
     #: memory, so they do not stop it), but not with a network: the 2022-12 netstack refuses to
     #: save a TCP endpoint that is not fully closed (even one in TIME-WAIT), and the failed
     #: checkpoint takes the sandbox down; a networked gVisor sandbox pauses in RAM instead.
-    capabilities = Capabilities(memory_pause=True, pause_to_disk=True,
-                                pause_to_disk_with_volumes=True, pty=True, volumes=True,
-                                network_policy=True, workspace=True, archive=True,
-                                files_snapshot=True, warm_pool=True, forks_files=True,
-                                forks_memory=True)
+    capabilities = Capabilities(
+        memory_pause=True,
+        pause_to_disk=True,
+        pause_to_disk_with_volumes=True,
+        pty=True,
+        volumes=True,
+        network_policy=True,
+        workspace=True,
+        archive=True,
+        files_snapshot=True,
+        warm_pool=True,
+        forks_files=True,
+        forks_memory=True,
+    )
     binary = "runsc"
 
     def global_flags(self, spec: SandboxSpec | None = None) -> list[str]:
@@ -34,8 +43,14 @@ class RunscDriver(OciDriver):
         # oci-seccomp makes gVisor apply the bundle's seccomp profile too (defence in depth).
         # network=sandbox: gVisor's own network stack on the namespace the engine prepared.
         network = "sandbox" if spec is not None and spec.network is not None else "none"
-        return ["--root", str(self.runtime_root), "--platform=ptrace", f"--network={network}",
-                "--host-uds=create", "--oci-seccomp"]
+        return [
+            "--root",
+            str(self.runtime_root),
+            "--platform=ptrace",
+            f"--network={network}",
+            "--host-uds=create",
+            "--oci-seccomp",
+        ]
 
     async def extra_mounts(self) -> list[dict[str, Any]]:
         compat = await asyncio.to_thread(gvisor_compat.prepare, self.data_dir / "gvisor-compat")
@@ -49,9 +64,16 @@ class RunscDriver(OciDriver):
         # processes see that; the sandbox has its own /proc).
         if spec.network is None:
             return []
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                "mount -t tmpfs -o size=4k,mode=555 stockade-hide /proc/sys/net "
-                '&& exec "$@"', "sh"]
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount -t tmpfs -o size=4k,mode=555 stockade-hide /proc/sys/net && exec "$@"',
+            "sh",
+        ]
 
     async def spawn(self, spec: SandboxSpec, args: list[str]) -> int:
         if spec.network is not None:
@@ -74,12 +96,22 @@ class RunscDriver(OciDriver):
         await self.reopen(spec)
         suspend.wake(spec)  # the restored agent finds it and listens again
         self.runtime_root.mkdir(parents=True, exist_ok=True)
-        code = await self.spawn(spec, ["restore", "--image-path", str(image_dir), "--bundle",
-                                       str(spec.directory / "bundle"), "--detach", spec.id])
+        code = await self.spawn(
+            spec,
+            [
+                "restore",
+                "--image-path",
+                str(image_dir),
+                "--bundle",
+                str(spec.directory / "bundle"),
+                "--detach",
+                spec.id,
+            ],
+        )
         if code != 0:
             raise suspend.CheckpointCorrupt(
-                f"runsc could not restore the checkpoint in {image_dir} ({code}): "
-                f"{self.tail_log(spec, 600)}")
+                f"runsc could not restore the checkpoint in {image_dir} ({code}): {self.tail_log(spec, 600)}"
+            )
         await self.await_agent(spec)
 
 
@@ -100,19 +132,16 @@ async def keep_address(spec: SandboxSpec) -> None:
     if found:
         routes = await _ip_json(netns, "route", "show", "default")
         gateway = routes[0].get("gateway") if routes else None
-        saved.write_text(json.dumps({"address": found[0][0], "prefix": found[0][1],
-                                     "gateway": gateway}))
+        saved.write_text(json.dumps({"address": found[0][0], "prefix": found[0][1], "gateway": gateway}))
         return
     try:
         net = json.loads(saved.read_text())
     except (OSError, ValueError):
         return  # nothing recorded: runsc will say what it misses
-    await host.run("ip", "-n", netns, "addr", "add", f"{net['address']}/{net['prefix']}",
-                      "dev", "eth0")
+    await host.run("ip", "-n", netns, "addr", "add", f"{net['address']}/{net['prefix']}", "dev", "eth0")
     if net.get("gateway"):
         await host.run("ip", "-n", netns, "route", "replace", net["gateway"], "dev", "eth0")
-        await host.run("ip", "-n", netns, "route", "replace", "default", "via",
-                          net["gateway"], "dev", "eth0")
+        await host.run("ip", "-n", netns, "route", "replace", "default", "via", net["gateway"], "dev", "eth0")
 
 
 async def _ip_json(netns: str, *args: str) -> Any:

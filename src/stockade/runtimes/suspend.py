@@ -34,8 +34,7 @@ def run_dir(spec: SandboxSpec) -> Path:
     return spec.directory / "disk" / "run"
 
 
-async def quiesce(spec: SandboxSpec,
-                  connect: Callable[[SandboxSpec], Awaitable[AgentChannel]]) -> None:
+async def quiesce(spec: SandboxSpec, connect: Callable[[SandboxSpec], Awaitable[AgentChannel]]) -> None:
     """Ask the agent to let go of its host sockets; return once it has."""
     marker = run_dir(spec) / "suspended"
     marker.unlink(missing_ok=True)
@@ -49,8 +48,9 @@ async def quiesce(spec: SandboxSpec,
     while not marker.exists():
         if loop.time() > deadline:
             wake(spec)
-            raise DriverError(f"the agent of {spec.id} did not let go of its connections "
-                              f"within {SUSPEND_TIMEOUT:.0f} s")
+            raise DriverError(
+                f"the agent of {spec.id} did not let go of its connections within {SUSPEND_TIMEOUT:.0f} s"
+            )
         await asyncio.sleep(0.002)
     answer = marker.read_text().strip()
     if answer != "ok":
@@ -100,8 +100,9 @@ def verify(image_dir: Path) -> None:
         manifest = json.loads((image_dir / MANIFEST).read_text())
         files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointCorrupt(f"checkpoint {image_dir} has no readable manifest "
-                                f"(interrupted pause?): {exc}") from None
+        raise CheckpointCorrupt(
+            f"checkpoint {image_dir} has no readable manifest (interrupted pause?): {exc}"
+        ) from None
     for name, expect in files.items():
         path = image_dir / name
         try:
@@ -109,8 +110,8 @@ def verify(image_dir: Path) -> None:
         except OSError:
             raise CheckpointCorrupt(f"checkpoint file {path} is missing") from None
         if size != expect["size"]:
-            raise CheckpointCorrupt(f"checkpoint file {path} is {size} bytes, expected "
-                                    f"{expect['size']} (truncated?)")
+            raise CheckpointCorrupt(
+                f"checkpoint file {path} is {size} bytes, expected {expect['size']} (truncated?)"
+            )
         if file_crc32(path) != expect["crc32"]:
-            raise CheckpointCorrupt(f"checkpoint file {path} does not match its checksum "
-                                    f"(damaged on disk?)")
+            raise CheckpointCorrupt(f"checkpoint file {path} does not match its checksum (damaged on disk?)")

@@ -25,8 +25,9 @@ def call(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     """Run ``fn(*args, **kwargs)`` on the SDK's loop and wait for its result."""
     loop = _get_loop()
     if threading.current_thread().name == "stockade-sdk":
-        raise RuntimeError("the sync SDK cannot be called from one of its own callbacks; "
-                           "use AsyncSandbox there")
+        raise RuntimeError(
+            "the sync SDK cannot be called from one of its own callbacks; use AsyncSandbox there"
+        )
     coroutine: Any = fn(*args, **kwargs)
     result: T = asyncio.run_coroutine_threadsafe(coroutine, loop).result()
     return result

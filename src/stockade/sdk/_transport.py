@@ -38,13 +38,19 @@ class ConnectionConfig:
     request_timeout: float = 60.0
 
     @classmethod
-    def resolve(cls, api_url: str | None = None, api_key: str | None = None,
-                data_dir: Path | str | None = None,
-                request_timeout: float | None = None) -> "ConnectionConfig":
-        return cls(api_url=api_url or os.environ.get("STOCKADE_API_URL") or None,
-                   api_key=api_key or os.environ.get("STOCKADE_API_KEY") or None,
-                   data_dir=Path(data_dir) if data_dir else default_data_dir(),
-                   request_timeout=request_timeout or 60.0)
+    def resolve(
+        cls,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+        request_timeout: float | None = None,
+    ) -> "ConnectionConfig":
+        return cls(
+            api_url=api_url or os.environ.get("STOCKADE_API_URL") or None,
+            api_key=api_key or os.environ.get("STOCKADE_API_KEY") or None,
+            data_dir=Path(data_dir) if data_dir else default_data_dir(),
+            request_timeout=request_timeout or 60.0,
+        )
 
     @property
     def local(self) -> bool:
@@ -63,12 +69,20 @@ def make_client(config: ConnectionConfig) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
     timeout = httpx.Timeout(config.request_timeout, connect=10.0)
     if config.local:
-        transport = httpx.AsyncHTTPTransport(uds=str(local_socket(config.data_dir)),
-                                             verify=tls_context())
-        return httpx.AsyncClient(transport=transport, base_url="http://stockade",
-                                 headers=headers, timeout=timeout, verify=tls_context())
-    return httpx.AsyncClient(base_url=config.api_url.rstrip("/"),  # type: ignore[union-attr]
-                             headers=headers, timeout=timeout, verify=tls_context())
+        transport = httpx.AsyncHTTPTransport(uds=str(local_socket(config.data_dir)), verify=tls_context())
+        return httpx.AsyncClient(
+            transport=transport,
+            base_url="http://stockade",
+            headers=headers,
+            timeout=timeout,
+            verify=tls_context(),
+        )
+    return httpx.AsyncClient(
+        base_url=config.api_url.rstrip("/"),  # type: ignore[union-attr]
+        headers=headers,
+        timeout=timeout,
+        verify=tls_context(),
+    )
 
 
 async def ensure_local_daemon(config: ConnectionConfig, wait: float = 30.0) -> None:
@@ -79,15 +93,27 @@ async def ensure_local_daemon(config: ConnectionConfig, wait: float = 30.0) -> N
     if os.geteuid() != 0:
         raise exc.ConnectError(
             f"no Stockade daemon answers on {sock}, and only root can start one: run "
-            f"'sudo stockade serve --local' or set STOCKADE_API_URL to a Stockade server")
+            f"'sudo stockade serve --local' or set STOCKADE_API_URL to a Stockade server"
+        )
     assert config.data_dir is not None
     config.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = config.data_dir / "daemon.log"
     log = open(log_path, "ab")
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "stockade.server", "--data-dir", str(config.data_dir),
-         "--idle-exit", str(DAEMON_IDLE_EXIT)],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "stockade.server",
+            "--data-dir",
+            str(config.data_dir),
+            "--idle-exit",
+            str(DAEMON_IDLE_EXIT),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
     log.close()
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -97,8 +123,10 @@ async def ensure_local_daemon(config: ConnectionConfig, wait: float = 30.0) -> N
             tail = log_path.read_text(errors="replace")[-1500:]
             raise exc.ConnectError(f"the local Stockade daemon exited at start ({log_path}):\n{tail}")
         await asyncio.sleep(0.05)
-    raise exc.ConnectError(f"started the local Stockade daemon but it did not answer on {sock} "
-                           f"within {wait:.0f} s; see {config.data_dir / 'daemon.log'}")
+    raise exc.ConnectError(
+        f"started the local Stockade daemon but it did not answer on {sock} "
+        f"within {wait:.0f} s; see {config.data_dir / 'daemon.log'}"
+    )
 
 
 async def _answers(sock: Path) -> bool:

@@ -16,10 +16,18 @@ from ._transport import Api, raise_for_error, translate_transport
 log = logging.getLogger("stockade.sdk")
 
 #: MIME type -> Result attribute.
-MIME_FIELDS = {"text/plain": "text", "text/html": "html", "text/markdown": "markdown",
-               "image/svg+xml": "svg", "image/png": "png", "image/jpeg": "jpeg",
-               "application/pdf": "pdf", "text/latex": "latex", "application/json": "json",
-               "application/javascript": "javascript"}
+MIME_FIELDS = {
+    "text/plain": "text",
+    "text/html": "html",
+    "text/markdown": "markdown",
+    "image/svg+xml": "svg",
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "application/pdf": "pdf",
+    "text/latex": "latex",
+    "application/json": "json",
+    "application/javascript": "javascript",
+}
 
 
 @dataclass
@@ -136,11 +144,19 @@ async def _call(callback: Callback | None, value: Any) -> None:
         log.exception("run_code callback failed")
 
 
-async def run_code(api: Api, sandbox_id: str, code: str, *, language: str | None = None,
-                   context: Context | str | None = None,
-                   on_stdout: Callback | None = None, on_stderr: Callback | None = None,
-                   on_result: Callback | None = None, on_error: Callback | None = None,
-                   timeout: float | None = 300.0) -> Execution:
+async def run_code(
+    api: Api,
+    sandbox_id: str,
+    code: str,
+    *,
+    language: str | None = None,
+    context: Context | str | None = None,
+    on_stdout: Callback | None = None,
+    on_stderr: Callback | None = None,
+    on_result: Callback | None = None,
+    on_error: Callback | None = None,
+    timeout: float | None = 300.0,
+) -> Execution:
     """POST the cell and fold the event stream into an :class:`Execution`."""
     body: dict[str, Any] = {"code": code}
     if language is not None:
@@ -151,8 +167,12 @@ async def run_code(api: Api, sandbox_id: str, code: str, *, language: str | None
         body["timeout"] = timeout
     client = api.client
     try:
-        request = client.build_request("POST", f"/sandboxes/{sandbox_id}/code/execute",
-                                       json=body, timeout=httpx.Timeout(None, connect=10.0))
+        request = client.build_request(
+            "POST",
+            f"/sandboxes/{sandbox_id}/code/execute",
+            json=body,
+            timeout=httpx.Timeout(None, connect=10.0),
+        )
         response = await client.send(request, stream=True)
     except httpx.TransportError as error:
         raise translate_transport(error) from None
@@ -169,13 +189,13 @@ async def run_code(api: Api, sandbox_id: str, code: str, *, language: str | None
                 getattr(execution.logs, kind).append(event["text"])
                 await _call(on_stdout if kind == "stdout" else on_stderr, event["text"])
             elif kind == "result":
-                result = Result.from_bundle(event.get("data") or {},
-                                            bool(event.get("is_main_result")))
+                result = Result.from_bundle(event.get("data") or {}, bool(event.get("is_main_result")))
                 execution.results.append(result)
                 await _call(on_result, result)
             elif kind == "error":
-                failure = ExecutionError(event.get("name", ""), event.get("value", ""),
-                                         event.get("traceback", ""))
+                failure = ExecutionError(
+                    event.get("name", ""), event.get("value", ""), event.get("traceback", "")
+                )
                 execution.error = execution.error or failure
                 await _call(on_error, failure)
             elif kind == "start":
@@ -190,23 +210,25 @@ async def run_code(api: Api, sandbox_id: str, code: str, *, language: str | None
     finally:
         await response.aclose()
     if not execution.status:
-        raise exc.SandboxUnavailable(502, "sandbox_unavailable",
-                                     "the execution's stream ended without an end event")
+        raise exc.SandboxUnavailable(
+            502, "sandbox_unavailable", "the execution's stream ended without an end event"
+        )
     if execution.status == "timeout":
         raise ExecutionTimeout(execution, timeout)
     return execution
 
 
 def _context(data: dict[str, Any]) -> Context:
-    return Context(id=data["id"], language=data["language"], cwd=data["cwd"],
-                   default=bool(data.get("default")))
+    return Context(
+        id=data["id"], language=data["language"], cwd=data["cwd"], default=bool(data.get("default"))
+    )
 
 
-async def create_context(api: Api, sandbox_id: str, language: str | None,
-                         cwd: str | None) -> Context:
+async def create_context(api: Api, sandbox_id: str, language: str | None, cwd: str | None) -> Context:
     body = {k: v for k, v in (("language", language), ("cwd", cwd)) if v is not None}
-    return _context(await api.request("POST", f"/sandboxes/{sandbox_id}/code/contexts",
-                                      json=body, timeout=START_TIMEOUT))
+    return _context(
+        await api.request("POST", f"/sandboxes/{sandbox_id}/code/contexts", json=body, timeout=START_TIMEOUT)
+    )
 
 
 async def list_contexts(api: Api, sandbox_id: str) -> list[Context]:
@@ -215,9 +237,11 @@ async def list_contexts(api: Api, sandbox_id: str) -> list[Context]:
 
 async def restart_context(api: Api, sandbox_id: str, context: Context | str) -> Context:
     context_id = context.id if isinstance(context, Context) else context
-    return _context(await api.request(
-        "POST", f"/sandboxes/{sandbox_id}/code/contexts/{context_id}/restart",
-        timeout=START_TIMEOUT))
+    return _context(
+        await api.request(
+            "POST", f"/sandboxes/{sandbox_id}/code/contexts/{context_id}/restart", timeout=START_TIMEOUT
+        )
+    )
 
 
 async def remove_context(api: Api, sandbox_id: str, context: Context | str) -> None:

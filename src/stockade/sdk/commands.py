@@ -65,10 +65,17 @@ class _Output:
 class AsyncCommandHandle:
     """A command that is running: wait for it, feed it, kill it."""
 
-    def __init__(self, api: Api, sandbox_id: str, response: httpx.Response,
-                 lines: AsyncIterator[str], first: dict[str, Any],
-                 on_stdout: OutputCallback | None, on_stderr: OutputCallback | None,
-                 on_pty: Callable[[bytes], Any] | None = None) -> None:
+    def __init__(
+        self,
+        api: Api,
+        sandbox_id: str,
+        response: httpx.Response,
+        lines: AsyncIterator[str],
+        first: dict[str, Any],
+        on_stdout: OutputCallback | None,
+        on_stderr: OutputCallback | None,
+        on_pty: Callable[[bytes], Any] | None = None,
+    ) -> None:
         self._api = api
         self._sandbox_id = sandbox_id
         self._response = response
@@ -105,13 +112,20 @@ class AsyncCommandHandle:
         finally:
             await self._response.aclose()
         if not end:
-            raise exc.SandboxUnavailable(502, "sandbox_unavailable",
-                                         "the command's stream ended without an exit status")
+            raise exc.SandboxUnavailable(
+                502, "sandbox_unavailable", "the command's stream ended without an exit status"
+            )
         out, err = self._stdout.data, self._stderr.data
-        return CommandResult(stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
-                             exit_code=int(end.get("exit_code") or 0), status=end.get("status", ""),
-                             pid=self.pid, oom_killed=bool(end.get("oom_killed")),
-                             stdout_bytes=out, stderr_bytes=err)
+        return CommandResult(
+            stdout=out.decode(errors="replace"),
+            stderr=err.decode(errors="replace"),
+            exit_code=int(end.get("exit_code") or 0),
+            status=end.get("status", ""),
+            pid=self.pid,
+            oom_killed=bool(end.get("oom_killed")),
+            stdout_bytes=out,
+            stderr_bytes=err,
+        )
 
     async def wait(self, check: bool = False, timeout: float | None = None) -> CommandResult:
         """Wait for the end; raise CommandTimeout if the sandbox killed it for running too long."""
@@ -126,8 +140,9 @@ class AsyncCommandHandle:
         await _send_stdin(self._api, self._sandbox_id, {"pid": self.pid}, data)
 
     async def close_stdin(self) -> None:
-        await self._api.request("POST", f"/sandboxes/{self._sandbox_id}/processes/stdin/close",
-                                json={"pid": self.pid})
+        await self._api.request(
+            "POST", f"/sandboxes/{self._sandbox_id}/processes/stdin/close", json={"pid": self.pid}
+        )
 
     async def kill(self) -> bool:
         """SIGKILL the command's process group; False if it had already ended."""
@@ -142,14 +157,14 @@ class AsyncCommandHandle:
 
 async def _send_stdin(api: Api, sandbox_id: str, selector: dict[str, Any], data: str | bytes) -> None:
     payload = data.encode() if isinstance(data, str) else data
-    await api.request("POST", f"/sandboxes/{sandbox_id}/processes/stdin", params=selector,
-                      content=payload)
+    await api.request("POST", f"/sandboxes/{sandbox_id}/processes/stdin", params=selector, content=payload)
 
 
 async def _signal(api: Api, sandbox_id: str, selector: dict[str, Any], signal: str) -> bool:
     try:
-        await api.request("POST", f"/sandboxes/{sandbox_id}/processes/signal",
-                          json={**selector, "signal": signal})
+        await api.request(
+            "POST", f"/sandboxes/{sandbox_id}/processes/signal", json={**selector, "signal": signal}
+        )
     except exc.NotFoundError:
         return False
     return True
@@ -162,13 +177,17 @@ class AsyncCommands:
         self._api = api
         self._sandbox_id = sandbox_id
 
-    async def _open(self, url: str, body: dict[str, Any], on_stdout: OutputCallback | None,
-                    on_stderr: OutputCallback | None,
-                    on_pty: Callable[[bytes], Any] | None = None) -> AsyncCommandHandle:
+    async def _open(
+        self,
+        url: str,
+        body: dict[str, Any],
+        on_stdout: OutputCallback | None,
+        on_stderr: OutputCallback | None,
+        on_pty: Callable[[bytes], Any] | None = None,
+    ) -> AsyncCommandHandle:
         client = self._api.client
         try:
-            request = client.build_request("POST", url, json=body,
-                                           timeout=httpx.Timeout(None, connect=10.0))
+            request = client.build_request("POST", url, json=body, timeout=httpx.Timeout(None, connect=10.0))
             response = await client.send(request, stream=True)
         except httpx.TransportError as error:
             raise translate_transport(error) from None
@@ -178,15 +197,26 @@ class AsyncCommands:
             raise_for_error(response, content)
         lines = response.aiter_lines()
         first = json.loads(await anext(lines))
-        return AsyncCommandHandle(self._api, self._sandbox_id, response, lines, first,
-                                  on_stdout, on_stderr, on_pty)
+        return AsyncCommandHandle(
+            self._api, self._sandbox_id, response, lines, first, on_stdout, on_stderr, on_pty
+        )
 
-    async def run(self, cmd: str | list[str], *, background: bool = False,
-                  envs: dict[str, str] | None = None, user: str | None = None,
-                  cwd: str | None = None, on_stdout: OutputCallback | None = None,
-                  on_stderr: OutputCallback | None = None, timeout: float | None = 60.0,
-                  stdin: bool = False, tag: str | None = None, check: bool = False,
-                  max_output: int | None = None) -> Any:
+    async def run(
+        self,
+        cmd: str | list[str],
+        *,
+        background: bool = False,
+        envs: dict[str, str] | None = None,
+        user: str | None = None,
+        cwd: str | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+        timeout: float | None = 60.0,
+        stdin: bool = False,
+        tag: str | None = None,
+        check: bool = False,
+        max_output: int | None = None,
+    ) -> Any:
         """Run ``cmd`` (a shell string, or an argv list) as ``user`` (default ``user``).
 
         Without ``background`` it waits and returns a :class:`CommandResult`; with it, returns
@@ -197,21 +227,27 @@ class AsyncCommands:
         """
         body: dict[str, Any] = {"env": envs or {}, "stdin": stdin}
         body["argv" if isinstance(cmd, list) else "cmd"] = cmd
-        for key, value in (("user", user), ("cwd", cwd), ("timeout", timeout), ("tag", tag),
-                           ("max_output", max_output)):
+        for key, value in (
+            ("user", user),
+            ("cwd", cwd),
+            ("timeout", timeout),
+            ("tag", tag),
+            ("max_output", max_output),
+        ):
             if value is not None:
                 body[key] = value
-        handle = await self._open(f"/sandboxes/{self._sandbox_id}/processes", body,
-                                  on_stdout, on_stderr)
+        handle = await self._open(f"/sandboxes/{self._sandbox_id}/processes", body, on_stdout, on_stderr)
         if background:
             return handle
         return await handle.wait(check=check, timeout=timeout)
 
-    async def connect(self, pid: int, on_stdout: OutputCallback | None = None,
-                      on_stderr: OutputCallback | None = None) -> AsyncCommandHandle:
+    async def connect(
+        self, pid: int, on_stdout: OutputCallback | None = None, on_stderr: OutputCallback | None = None
+    ) -> AsyncCommandHandle:
         """Follow a running command's output from now on."""
-        return await self._open(f"/sandboxes/{self._sandbox_id}/processes/connect", {"pid": pid},
-                                on_stdout, on_stderr)
+        return await self._open(
+            f"/sandboxes/{self._sandbox_id}/processes/connect", {"pid": pid}, on_stdout, on_stderr
+        )
 
     async def list(self) -> list[ProcessInfo]:
         rows = await self._api.request("GET", f"/sandboxes/{self._sandbox_id}/processes")

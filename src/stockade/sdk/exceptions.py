@@ -1,25 +1,25 @@
 """Everything the SDK raises, split by who is at fault::
 
-    StockadeError
-    ├── ApiError                 the server refused the request (it says why)
-    │   ├── InvalidRequestError  400: fix the arguments
-    │   ├── AuthenticationError  401: missing, wrong, revoked or expired key
-    │   ├── PermissionDeniedError 403: inside the sandbox, that user may not
-    │   ├── NotFoundError        404: no such file, process or template
-    │   │   └── SandboxNotFound  404: no such sandbox (or ended, or not yours)
-    │   ├── ConflictError        409: clashes with the current state
-    │   │   ├── CheckpointCorrupt 409: a paused sandbox's saved memory is damaged (now stopped)
-    │   │   └── ArchiveCorrupt    409: an archived sandbox's archive is damaged (kept archived)
-    │   ├── QuotaExceededError   429: over a quota; try later or ask for more
-    │   ├── StorageFullError     507: the sandbox's disk quota is full
-    │   └── ServerError          5xx: a bug or an outage on the server side
-    │       └── SandboxUnavailable  the sandbox broke underneath (agent or runtime gone)
-    ├── TransportError           could not talk to the server at all
-    │   ├── ConnectError
-    │   └── TimeoutError
-    └── SandboxError             the sandbox answered, but the outcome is a failure you asked about
-        ├── CommandExitError     non-zero exit with check=True (carries the result)
-        └── CommandTimeout       the command ran past its timeout and was killed
+StockadeError
+├── ApiError                 the server refused the request (it says why)
+│   ├── InvalidRequestError  400: fix the arguments
+│   ├── AuthenticationError  401: missing, wrong, revoked or expired key
+│   ├── PermissionDeniedError 403: inside the sandbox, that user may not
+│   ├── NotFoundError        404: no such file, process or template
+│   │   └── SandboxNotFound  404: no such sandbox (or ended, or not yours)
+│   ├── ConflictError        409: clashes with the current state
+│   │   ├── CheckpointCorrupt 409: a paused sandbox's saved memory is damaged (now stopped)
+│   │   └── ArchiveCorrupt    409: an archived sandbox's archive is damaged (kept archived)
+│   ├── QuotaExceededError   429: over a quota; try later or ask for more
+│   ├── StorageFullError     507: the sandbox's disk quota is full
+│   └── ServerError          5xx: a bug or an outage on the server side
+│       └── SandboxUnavailable  the sandbox broke underneath (agent or runtime gone)
+├── TransportError           could not talk to the server at all
+│   ├── ConnectError
+│   └── TimeoutError
+└── SandboxError             the sandbox answered, but the outcome is a failure you asked about
+    ├── CommandExitError     non-zero exit with check=True (carries the result)
+    └── CommandTimeout       the command ran past its timeout and was killed
 """
 
 from __future__ import annotations
@@ -27,11 +27,28 @@ from __future__ import annotations
 from typing import Any
 
 
-__all__ = ["ApiError", "ArchiveCorrupt", "AuthenticationError", "CheckpointCorrupt",
-           "CommandExitError", "CommandTimeout", "ConflictError", "ConnectError",
-           "InvalidRequestError", "NotFoundError", "PermissionDeniedError", "QuotaExceededError",
-           "SandboxError", "SandboxNotFound", "SandboxUnavailable", "ServerError",
-           "StockadeError", "StorageFullError", "TimeoutError", "TransportError"]
+__all__ = [
+    "ApiError",
+    "ArchiveCorrupt",
+    "AuthenticationError",
+    "CheckpointCorrupt",
+    "CommandExitError",
+    "CommandTimeout",
+    "ConflictError",
+    "ConnectError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
+    "SandboxError",
+    "SandboxNotFound",
+    "SandboxUnavailable",
+    "ServerError",
+    "StockadeError",
+    "StorageFullError",
+    "TimeoutError",
+    "TransportError",
+]
 
 
 class StockadeError(Exception):

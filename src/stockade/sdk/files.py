@@ -39,8 +39,9 @@ class AsyncFiles:
         self._api = api
         self._base = f"/sandboxes/{sandbox_id}/files"
 
-    async def read(self, path: str, format: Literal["text", "bytes", "stream"] = "text",
-                   user: str | None = None) -> Any:
+    async def read(
+        self, path: str, format: Literal["text", "bytes", "stream"] = "text", user: str | None = None
+    ) -> Any:
         """The file's content: ``str`` (default), ``bytes``, or an async iterator of chunks."""
         params = _params(path=path, user=user)
         if format == "stream":
@@ -65,21 +66,24 @@ class AsyncFiles:
         except httpx.TransportError as error:
             raise translate_transport(error) from None
 
-    async def write(self, path: str, data: Content,
-                    user: str | None = None, mode: int | None = None) -> EntryInfo:
+    async def write(
+        self, path: str, data: Content, user: str | None = None, mode: int | None = None
+    ) -> EntryInfo:
         """Create or replace a file (parents are created); large data is streamed."""
         params = _params(path=path, user=user, mode=mode)
         body = await self._api.request("PUT", self._base, params=params, content=_chunks(data))
         return EntryInfo.model_validate(body)
 
     async def list(self, path: str, depth: int = 1, user: str | None = None) -> list[EntryInfo]:
-        rows = await self._api.request("GET", f"{self._base}/list",
-                                       params=_params(path=path, user=user, depth=depth))
+        rows = await self._api.request(
+            "GET", f"{self._base}/list", params=_params(path=path, user=user, depth=depth)
+        )
         return [EntryInfo.model_validate(row) for row in rows]
 
     async def get_info(self, path: str, user: str | None = None) -> EntryInfo:
-        return EntryInfo.model_validate(await self._api.request("GET", f"{self._base}/stat",
-                                                   params=_params(path=path, user=user)))
+        return EntryInfo.model_validate(
+            await self._api.request("GET", f"{self._base}/stat", params=_params(path=path, user=user))
+        )
 
     async def exists(self, path: str, user: str | None = None) -> bool:
         try:
@@ -93,14 +97,14 @@ class AsyncFiles:
         await self._api.request("DELETE", self._base, params=_params(path=path, user=user))
 
     async def rename(self, old_path: str, new_path: str, user: str | None = None) -> EntryInfo:
-        body = await self._api.request("POST", f"{self._base}/rename",
-                                       json={"src": old_path, "dst": new_path, "user": user})
+        body = await self._api.request(
+            "POST", f"{self._base}/rename", json={"src": old_path, "dst": new_path, "user": user}
+        )
         return EntryInfo.model_validate(body)
 
     async def make_dir(self, path: str, user: str | None = None) -> bool:
         """Create a directory (and parents); False if it already existed."""
-        body = await self._api.request("POST", f"{self._base}/mkdir",
-                                       json={"path": path, "user": user})
+        body = await self._api.request("POST", f"{self._base}/mkdir", json={"path": path, "user": user})
         return bool(body["created"])
 
 

@@ -57,8 +57,9 @@ class AsyncPtyHandle:
         except ConnectionClosed:
             pass
         if not end:
-            raise exc.SandboxUnavailable(502, "sandbox_unavailable",
-                                         "the terminal closed without an exit status")
+            raise exc.SandboxUnavailable(
+                502, "sandbox_unavailable", "the terminal closed without an exit status"
+            )
         return PtyResult(int(end["exit_code"]), str(end.get("status", "exited")), self.pid)
 
     async def _deliver(self, data: bytes) -> None:
@@ -104,8 +105,7 @@ class AsyncPtyHandle:
         try:
             await self._ws.send(message)
         except ConnectionClosed:
-            raise exc.SandboxUnavailable(502, "sandbox_unavailable",
-                                         "the terminal has closed") from None
+            raise exc.SandboxUnavailable(502, "sandbox_unavailable", "the terminal has closed") from None
 
 
 class AsyncPty:
@@ -115,9 +115,17 @@ class AsyncPty:
         self._api = api
         self._sandbox_id = sandbox_id
 
-    async def create(self, cols: int = 80, rows: int = 24, *, on_data: DataCallback | None = None,
-                     cmd: str | None = None, user: str | None = None, cwd: str | None = None,
-                     envs: dict[str, str] | None = None) -> AsyncPtyHandle:
+    async def create(
+        self,
+        cols: int = 80,
+        rows: int = 24,
+        *,
+        on_data: DataCallback | None = None,
+        cmd: str | None = None,
+        user: str | None = None,
+        cwd: str | None = None,
+        envs: dict[str, str] | None = None,
+    ) -> AsyncPtyHandle:
         """Start ``cmd`` (default: a login shell) in a ``cols`` x ``rows`` terminal;
         ``on_data`` gets its output bytes as they come."""
         query: list[tuple[str, Any]] = [("cols", cols), ("rows", rows)]
@@ -131,14 +139,14 @@ class AsyncPty:
             await self._api.request("GET", f"/sandboxes/{self._sandbox_id}")
             raise exc.ApiError(403, "forbidden", "the server refused the terminal") from None
         except (OSError, WebSocketException, asyncio.TimeoutError) as error:
-            raise exc.ConnectError(
-                f"cannot open a terminal on the Stockade server: {error}") from None
+            raise exc.ConnectError(f"cannot open a terminal on the Stockade server: {error}") from None
         try:
             first = json.loads(await ws.recv())
         except (ConnectionClosed, ValueError) as error:
             await ws.close()
-            raise exc.SandboxUnavailable(502, "sandbox_unavailable",
-                                         f"the terminal closed at start: {error}") from None
+            raise exc.SandboxUnavailable(
+                502, "sandbox_unavailable", f"the terminal closed at start: {error}"
+            ) from None
         if first.get("type") == "error":
             await ws.close()
             raise exc.from_response(int(first.get("status", 500)), first)
@@ -149,8 +157,12 @@ class AsyncPty:
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         timeout = config.request_timeout
         if config.local:
-            return await unix_connect(str(local_socket(config.data_dir)), "ws://stockade" + path,
-                                      additional_headers=headers, open_timeout=timeout)
+            return await unix_connect(
+                str(local_socket(config.data_dir)),
+                "ws://stockade" + path,
+                additional_headers=headers,
+                open_timeout=timeout,
+            )
         assert config.api_url is not None
         base = config.api_url.rstrip("/")
         url = ("wss" + base[5:] if base.startswith("https") else "ws" + base[4:]) + path

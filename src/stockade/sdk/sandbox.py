@@ -18,8 +18,9 @@ from .pty import AsyncPty
 Isolation = Literal["container", "gvisor", "microvm"]
 
 
-async def _api(api_url: str | None, api_key: str | None, data_dir: Path | str | None,
-               request_timeout: float | None) -> Api:
+async def _api(
+    api_url: str | None, api_key: str | None, data_dir: Path | str | None, request_timeout: float | None
+) -> Api:
     config = ConnectionConfig.resolve(api_url, api_key, data_dir, request_timeout)
     if config.local:
         await ensure_local_daemon(config)
@@ -47,21 +48,31 @@ class AsyncSandbox:
         return self.id
 
     @classmethod
-    async def create(cls, template: str | None = None, *, isolation: Isolation = "container",
-                     timeout: float | None = None, envs: dict[str, str] | None = None,
-                     metadata: dict[str, str] | None = None, cpu: float | None = None,
-                     memory_mb: int | None = None, disk_mb: int | None = None,
-                     network: Literal["none"] | dict[str, Any] = "none",
-                     persistence: Literal["ephemeral", "workspace"] = "ephemeral",
-                     on_timeout: Literal["kill", "pause", "stop"] = "kill",
-                     auto_delete: float | None = None,
-                     volumes: dict[str, Any] | None = None,
-                     auto_archive: float | None = None,
-                     auto_resume: bool = False, idle_timeout: bool = False,
-                     secrets: list[str] | dict[str, str] | None = None,
-                     api_url: str | None = None, api_key: str | None = None,
-                     data_dir: Path | str | None = None,
-                     request_timeout: float | None = None) -> "AsyncSandbox":
+    async def create(
+        cls,
+        template: str | None = None,
+        *,
+        isolation: Isolation = "container",
+        timeout: float | None = None,
+        envs: dict[str, str] | None = None,
+        metadata: dict[str, str] | None = None,
+        cpu: float | None = None,
+        memory_mb: int | None = None,
+        disk_mb: int | None = None,
+        network: Literal["none"] | dict[str, Any] = "none",
+        persistence: Literal["ephemeral", "workspace"] = "ephemeral",
+        on_timeout: Literal["kill", "pause", "stop"] = "kill",
+        auto_delete: float | None = None,
+        volumes: dict[str, Any] | None = None,
+        auto_archive: float | None = None,
+        auto_resume: bool = False,
+        idle_timeout: bool = False,
+        secrets: list[str] | dict[str, str] | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+        request_timeout: float | None = None,
+    ) -> "AsyncSandbox":
         """Create a sandbox from ``template`` (default ``base``) and return it running.
 
         ``timeout`` is its lifetime in seconds (default 300) after which it is killed;
@@ -80,28 +91,43 @@ class AsyncSandbox:
         names, each its own variable, or ``{ENV_VAR: name}``); see docs/secrets.md.
         """
         api = await _api(api_url, api_key, data_dir, request_timeout)
-        body: dict[str, Any] = {"template": template, "isolation": isolation,
-                                "timeout": timeout, "envs": envs or {},
-                                "metadata": metadata or {}, "cpu": cpu,
-                                "memory_mb": memory_mb, "disk_mb": disk_mb, "network": network,
-                                "persistence": persistence, "on_timeout": on_timeout,
-                                "auto_delete": auto_delete, "auto_archive": auto_archive,
-                                "volumes": _volume_specs(volumes or {}),
-                                "secrets": secrets,
-                                "auto_resume": auto_resume or None,
-                                "idle_timeout": idle_timeout or None}
+        body: dict[str, Any] = {
+            "template": template,
+            "isolation": isolation,
+            "timeout": timeout,
+            "envs": envs or {},
+            "metadata": metadata or {},
+            "cpu": cpu,
+            "memory_mb": memory_mb,
+            "disk_mb": disk_mb,
+            "network": network,
+            "persistence": persistence,
+            "on_timeout": on_timeout,
+            "auto_delete": auto_delete,
+            "auto_archive": auto_archive,
+            "volumes": _volume_specs(volumes or {}),
+            "secrets": secrets,
+            "auto_resume": auto_resume or None,
+            "idle_timeout": idle_timeout or None,
+        }
         try:
-            info = await api.request("POST", "/sandboxes",
-                                     json={k: v for k, v in body.items() if v is not None})
+            info = await api.request(
+                "POST", "/sandboxes", json={k: v for k, v in body.items() if v is not None}
+            )
         except BaseException:
             await api.aclose()
             raise
         return cls(api, SandboxInfo.model_validate(info))
 
     @staticmethod
-    async def _connect_by_id(cls: type["AsyncSandbox"], sandbox_id: str, *, api_url: str | None = None,
-                             api_key: str | None = None,
-                             data_dir: Path | str | None = None) -> "AsyncSandbox":
+    async def _connect_by_id(
+        cls: type["AsyncSandbox"],
+        sandbox_id: str,
+        *,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+    ) -> "AsyncSandbox":
         api = await _api(api_url, api_key, data_dir, None)
         try:
             info = await api.request("POST", f"/sandboxes/{sandbox_id}/connect")
@@ -119,8 +145,14 @@ class AsyncSandbox:
     connect = hybrid(_connect, _connect_by_id)
 
     @staticmethod
-    async def _by_id(method: str, path: str, api_url: str | None, api_key: str | None,
-                     data_dir: Path | str | None, **kwargs: Any) -> Any:
+    async def _by_id(
+        method: str,
+        path: str,
+        api_url: str | None,
+        api_key: str | None,
+        data_dir: Path | str | None,
+        **kwargs: Any,
+    ) -> Any:
         """One call about a sandbox known only by its id."""
         api = await _api(api_url, api_key, data_dir, None)
         try:
@@ -129,8 +161,14 @@ class AsyncSandbox:
             await api.aclose()
 
     @classmethod
-    async def get(cls, sandbox_id: str, *, api_url: str | None = None,
-                  api_key: str | None = None, data_dir: Path | str | None = None) -> "AsyncSandbox":
+    async def get(
+        cls,
+        sandbox_id: str,
+        *,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+    ) -> "AsyncSandbox":
         """Attach to a sandbox by id as it is: unlike :meth:`connect`, never resume or start
         it (to stop, archive or kill one without waking it)."""
         api = await _api(api_url, api_key, data_dir, None)
@@ -142,9 +180,15 @@ class AsyncSandbox:
         return cls(api, SandboxInfo.model_validate(info))
 
     @classmethod
-    async def list(cls, *, state: str | None = None, metadata: dict[str, str] | None = None,
-                   api_url: str | None = None, api_key: str | None = None,
-                   data_dir: Path | str | None = None) -> list[SandboxInfo]:
+    async def list(
+        cls,
+        *,
+        state: str | None = None,
+        metadata: dict[str, str] | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+    ) -> list[SandboxInfo]:
         """Every sandbox you can see, following pagination."""
         api = await _api(api_url, api_key, data_dir, None)
         found: list[SandboxInfo] = []
@@ -162,16 +206,21 @@ class AsyncSandbox:
             await api.aclose()
 
     async def _get_info(self) -> SandboxInfo:
-        self.info = SandboxInfo.model_validate(
-            await self._api.request("GET", f"/sandboxes/{self.id}"))
+        self.info = SandboxInfo.model_validate(await self._api.request("GET", f"/sandboxes/{self.id}"))
         return self.info
 
     @staticmethod
-    async def _get_info_by_id(cls: type["AsyncSandbox"], sandbox_id: str, *, api_url: str | None = None,
-                              api_key: str | None = None,
-                              data_dir: Path | str | None = None) -> SandboxInfo:
-        return SandboxInfo.model_validate(await cls._by_id(
-            "GET", f"/sandboxes/{sandbox_id}", api_url, api_key, data_dir))
+    async def _get_info_by_id(
+        cls: type["AsyncSandbox"],
+        sandbox_id: str,
+        *,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+    ) -> SandboxInfo:
+        return SandboxInfo.model_validate(
+            await cls._by_id("GET", f"/sandboxes/{sandbox_id}", api_url, api_key, data_dir)
+        )
 
     #: What the server knows now: ``sandbox.get_info()`` or ``AsyncSandbox.get_info(id)``.
     get_info = hybrid(_get_info, _get_info_by_id)
@@ -180,11 +229,17 @@ class AsyncSandbox:
         return SandboxEnd.model_validate(await self._api.request("GET", f"/sandboxes/{self.id}/end"))
 
     @staticmethod
-    async def _get_end_by_id(cls: type["AsyncSandbox"], sandbox_id: str, *,
-                             api_url: str | None = None, api_key: str | None = None,
-                             data_dir: Path | str | None = None) -> SandboxEnd:
-        return SandboxEnd.model_validate(await cls._by_id(
-            "GET", f"/sandboxes/{sandbox_id}/end", api_url, api_key, data_dir))
+    async def _get_end_by_id(
+        cls: type["AsyncSandbox"],
+        sandbox_id: str,
+        *,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+    ) -> SandboxEnd:
+        return SandboxEnd.model_validate(
+            await cls._by_id("GET", f"/sandboxes/{sandbox_id}/end", api_url, api_key, data_dir)
+        )
 
     #: Why the sandbox ended (``reason``, ``message`` such as "out of memory (python3)",
     #: ``ended_at``, the sandbox as it was): ``sandbox.get_end()`` or
@@ -194,8 +249,7 @@ class AsyncSandbox:
 
     async def usage(self) -> UsageHistory:
         """The recent CPU, memory, disk and network use, oldest first (for charts)."""
-        return UsageHistory.model_validate(
-            await self._api.request("GET", f"/sandboxes/{self.id}/usage"))
+        return UsageHistory.model_validate(await self._api.request("GET", f"/sandboxes/{self.id}/usage"))
 
     async def is_running(self) -> bool:
         from .exceptions import SandboxNotFound
@@ -207,15 +261,23 @@ class AsyncSandbox:
             return False
 
     async def _set_timeout(self, timeout: float) -> None:
-        self.info = SandboxInfo.model_validate(await self._api.request(
-            "POST", f"/sandboxes/{self.id}/timeout", json={"timeout": timeout}))
+        self.info = SandboxInfo.model_validate(
+            await self._api.request("POST", f"/sandboxes/{self.id}/timeout", json={"timeout": timeout})
+        )
 
     @staticmethod
-    async def _set_timeout_by_id(cls: type["AsyncSandbox"], sandbox_id: str, timeout: float, *,
-                                 api_url: str | None = None, api_key: str | None = None,
-                                 data_dir: Path | str | None = None) -> None:
-        await cls._by_id("POST", f"/sandboxes/{sandbox_id}/timeout", api_url, api_key, data_dir,
-                         json={"timeout": timeout})
+    async def _set_timeout_by_id(
+        cls: type["AsyncSandbox"],
+        sandbox_id: str,
+        timeout: float,
+        *,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+    ) -> None:
+        await cls._by_id(
+            "POST", f"/sandboxes/{sandbox_id}/timeout", api_url, api_key, data_dir, json={"timeout": timeout}
+        )
 
     #: Kill the sandbox ``timeout`` seconds from now (instead of its current deadline):
     #: ``sandbox.set_timeout(60)`` or ``AsyncSandbox.set_timeout(id, 60)``.
@@ -224,15 +286,15 @@ class AsyncSandbox:
     async def set_network(self, policy: dict[str, Any]) -> None:
         """Replace the egress policy (``allow_out``, ``deny_out``, limits); new connections
         follow it at once. Only for sandboxes created with a policy (even ``{"allow_out": []}``)."""
-        self.info = SandboxInfo.model_validate(await self._api.request(
-            "POST", f"/sandboxes/{self.id}/network", json=policy))
+        self.info = SandboxInfo.model_validate(
+            await self._api.request("POST", f"/sandboxes/{self.id}/network", json=policy)
+        )
 
     async def egress_log(self, limit: int = 1000) -> builtins.list[dict[str, Any]]:
         """The newest ``limit`` entries of the egress log, oldest first: each connection through
         the egress proxy (``verdict`` allowed or denied, ``reason``, ``bytes_out``/``bytes_in``)
         and each refused DNS question (docs/network.md)."""
-        result = await self._api.request("GET", f"/sandboxes/{self.id}/egress",
-                                         params={"limit": limit})
+        result = await self._api.request("GET", f"/sandboxes/{self.id}/egress", params={"limit": limit})
         items: builtins.list[dict[str, Any]] = result["items"]
         return items
 
@@ -241,25 +303,38 @@ class AsyncSandbox:
         result: dict[str, Any] = await self._api.request("GET", f"/sandboxes/{self.id}/stats")
         return result
 
-    async def run_code(self, code: str, *, language: str | None = None,
-                       context: _code.Context | str | None = None,
-                       on_stdout: _code.Callback | None = None,
-                       on_stderr: _code.Callback | None = None,
-                       on_result: _code.Callback | None = None,
-                       on_error: _code.Callback | None = None,
-                       timeout: float | None = 300.0) -> _code.Execution:
+    async def run_code(
+        self,
+        code: str,
+        *,
+        language: str | None = None,
+        context: _code.Context | str | None = None,
+        on_stdout: _code.Callback | None = None,
+        on_stderr: _code.Callback | None = None,
+        on_result: _code.Callback | None = None,
+        on_error: _code.Callback | None = None,
+        timeout: float | None = 300.0,
+    ) -> _code.Execution:
         """Run a cell in ``context`` (default: this sandbox's context for ``language``,
         ``python`` unless said, started on first use) and return its :class:`Execution`.
 
         Callbacks see output as it comes (text for stdout/stderr, :class:`Result`,
         :class:`ExecutionError`). Past ``timeout`` seconds the cell is interrupted and
         :class:`ExecutionTimeout` raised; the context and its state survive."""
-        return await _code.run_code(self._api, self.id, code, language=language, context=context,
-                                    on_stdout=on_stdout, on_stderr=on_stderr,
-                                    on_result=on_result, on_error=on_error, timeout=timeout)
+        return await _code.run_code(
+            self._api,
+            self.id,
+            code,
+            language=language,
+            context=context,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
+            on_result=on_result,
+            on_error=on_error,
+            timeout=timeout,
+        )
 
-    async def create_code_context(self, language: str | None = None,
-                                  cwd: str | None = None) -> _code.Context:
+    async def create_code_context(self, language: str | None = None, cwd: str | None = None) -> _code.Context:
         """Start a context with its own state (``python`` in /home/user unless said)."""
         return await _code.create_context(self._api, self.id, language, cwd)
 
@@ -277,8 +352,14 @@ class AsyncSandbox:
         await self._lifecycle("pause")
 
     @staticmethod
-    async def _pause_by_id(cls: type["AsyncSandbox"], sandbox_id: str, *, api_url: str | None = None,
-                           api_key: str | None = None, data_dir: Path | str | None = None) -> None:
+    async def _pause_by_id(
+        cls: type["AsyncSandbox"],
+        sandbox_id: str,
+        *,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+    ) -> None:
         await cls._by_id("POST", f"/sandboxes/{sandbox_id}/pause", api_url, api_key, data_dir)
 
     #: Save processes and memory; ``connect`` (or ``resume``) brings them back. gVisor writes
@@ -304,25 +385,30 @@ class AsyncSandbox:
         await self._lifecycle("archive")
 
     async def _lifecycle(self, action: str) -> None:
-        self.info = SandboxInfo.model_validate(await self._api.request(
-            "POST", f"/sandboxes/{self.id}/{action}"))
+        self.info = SandboxInfo.model_validate(
+            await self._api.request("POST", f"/sandboxes/{self.id}/{action}")
+        )
 
     async def snapshot(self, name: str) -> dict[str, Any]:
         """Save this sandbox's filesystem as a new template ``name`` for :meth:`create`."""
         result: dict[str, Any] = await self._api.request(
-            "POST", f"/sandboxes/{self.id}/snapshot", json={"name": name})
+            "POST", f"/sandboxes/{self.id}/snapshot", json={"name": name}
+        )
         return result
 
-    async def fork(self, count: int = 1, *, memory: bool | None = None
-                   ) -> builtins.list["AsyncSandbox"]:
+    async def fork(self, count: int = 1, *, memory: bool | None = None) -> builtins.list["AsyncSandbox"]:
         """``count`` (1 to 16) running copies of this running or paused sandbox, each its own
         sandbox to use and kill; this one carries on unchanged. Files are copy-on-write on
         every tier; on gVisor processes and memory come along too (``memory=None``: if the
         tier can; ``True``: required, else :class:`Conflict`; ``False``: files only). Each
         copy's ``forked_memory`` says which it got. See docs/fork.md."""
-        result = ForkResult.model_validate(await self._api.request(
-            "POST", f"/sandboxes/{self.id}/fork",
-            json={"count": count, **({} if memory is None else {"memory": memory})}))
+        result = ForkResult.model_validate(
+            await self._api.request(
+                "POST",
+                f"/sandboxes/{self.id}/fork",
+                json={"count": count, **({} if memory is None else {"memory": memory})},
+            )
+        )
         copies = []
         for info in result.items:
             copy = type(self)(Api(self._api.config), info)
@@ -331,8 +417,14 @@ class AsyncSandbox:
         return copies
 
     @staticmethod
-    async def _kill_by_id(cls: type["AsyncSandbox"], sandbox_id: str, *, api_url: str | None = None,
-                          api_key: str | None = None, data_dir: Path | str | None = None) -> bool:
+    async def _kill_by_id(
+        cls: type["AsyncSandbox"],
+        sandbox_id: str,
+        *,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+    ) -> bool:
         from .exceptions import SandboxNotFound
 
         try:

@@ -61,8 +61,9 @@ class Commands:
         result = _portal.call(self._a.run, cmd, background=background, **kwargs)
         return CommandHandle(result) if background else result
 
-    def connect(self, pid: int, on_stdout: OutputCallback | None = None,
-                on_stderr: OutputCallback | None = None) -> CommandHandle:
+    def connect(
+        self, pid: int, on_stdout: OutputCallback | None = None, on_stderr: OutputCallback | None = None
+    ) -> CommandHandle:
         return CommandHandle(_portal.call(self._a.connect, pid, on_stdout, on_stderr))
 
     def list(self) -> list[ProcessInfo]:
@@ -81,14 +82,20 @@ class Files:
     def __init__(self, files: AsyncFiles) -> None:
         self._a = files
 
-    def read(self, path: str, format: Literal["text", "bytes", "stream"] = "text",
-             user: str | None = None) -> Any:
+    def read(
+        self, path: str, format: Literal["text", "bytes", "stream"] = "text", user: str | None = None
+    ) -> Any:
         """``str`` by default, ``bytes``, or an iterator of byte chunks (``"stream"``)."""
         result = _portal.call(self._a.read, path, format, user)
         return _portal.iterate(result) if format == "stream" else result
 
-    def write(self, path: str, data: str | bytes | IO[bytes] | IO[str] | Iterator[bytes],
-              user: str | None = None, mode: int | None = None) -> EntryInfo:
+    def write(
+        self,
+        path: str,
+        data: str | bytes | IO[bytes] | IO[str] | Iterator[bytes],
+        user: str | None = None,
+        mode: int | None = None,
+    ) -> EntryInfo:
         return _portal.call(self._a.write, path, data, user, mode)
 
     def list(self, path: str, depth: int = 1, user: str | None = None) -> list[EntryInfo]:
@@ -142,8 +149,9 @@ class Pty:
     def __init__(self, pty: AsyncPty) -> None:
         self._a = pty
 
-    def create(self, cols: int = 80, rows: int = 24, *, on_data: DataCallback | None = None,
-               **kwargs: Any) -> PtyHandle:
+    def create(
+        self, cols: int = 80, rows: int = 24, *, on_data: DataCallback | None = None, **kwargs: Any
+    ) -> PtyHandle:
         return PtyHandle(_portal.call(self._a.create, cols, rows, on_data=on_data, **kwargs))
 
 
@@ -166,8 +174,9 @@ class Sandbox:
         return self._a.info
 
     @classmethod
-    def create(cls, template: str | None = None, *, isolation: Isolation = "container",
-               **kwargs: Any) -> "Sandbox":
+    def create(
+        cls, template: str | None = None, *, isolation: Isolation = "container", **kwargs: Any
+    ) -> "Sandbox":
         """Create a running sandbox (default template ``base``, lifetime 300 s)."""
         return cls(_portal.call(AsyncSandbox.create, template, isolation=isolation, **kwargs))
 
@@ -398,5 +407,14 @@ class Template:
         return _portal.call(AsyncTemplate.prune, **kwargs)
 
 
-__all__ = ["CommandHandle", "Commands", "Files", "Pty", "PtyHandle", "Sandbox", "Secret",
-           "Template", "Volume"]
+__all__ = [
+    "CommandHandle",
+    "Commands",
+    "Files",
+    "Pty",
+    "PtyHandle",
+    "Sandbox",
+    "Secret",
+    "Template",
+    "Volume",
+]

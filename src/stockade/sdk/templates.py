@@ -1,7 +1,7 @@
 """``AsyncTemplate``: build templates from a Dockerfile, import OCI images, list and delete.
 
-    info = await AsyncTemplate.build("Dockerfile", name="ml", context=".")
-    sb = await AsyncSandbox.create(template="ml")
+info = await AsyncTemplate.build("Dockerfile", name="ml", context=".")
+sb = await AsyncSandbox.create(template="ml")
 """
 
 from __future__ import annotations
@@ -70,16 +70,22 @@ class AsyncTemplate:
     """Templates on the server (the same calls in local and remote mode)."""
 
     @staticmethod
-    async def _api(api_url: str | None, api_key: str | None,
-                   data_dir: Path | str | None) -> Api:
+    async def _api(api_url: str | None, api_key: str | None, data_dir: Path | str | None) -> Api:
         config = ConnectionConfig.resolve(api_url, api_key, data_dir, None)
         if config.local:
             await ensure_local_daemon(config)
         return Api(config)
 
     @classmethod
-    async def _call(cls, method: str, path: str, api_url: str | None, api_key: str | None,
-                    data_dir: Path | str | None, **kwargs: Any) -> Any:
+    async def _call(
+        cls,
+        method: str,
+        path: str,
+        api_url: str | None,
+        api_key: str | None,
+        data_dir: Path | str | None,
+        **kwargs: Any,
+    ) -> Any:
         api = await cls._api(api_url, api_key, data_dir)
         try:
             return await api.request(method, path, **kwargs)
@@ -87,12 +93,19 @@ class AsyncTemplate:
             await api.aclose()
 
     @classmethod
-    async def build(cls, dockerfile: str | os.PathLike[str] = "Dockerfile", *, name: str,
-                    context: str | os.PathLike[str] | None = None,
-                    on_event: BuildCallback | None = None, network: Any = "none",
-                    public: bool = False, api_url: str | None = None,
-                    api_key: str | None = None,
-                    data_dir: Path | str | None = None) -> TemplateInfo:
+    async def build(
+        cls,
+        dockerfile: str | os.PathLike[str] = "Dockerfile",
+        *,
+        name: str,
+        context: str | os.PathLike[str] | None = None,
+        on_event: BuildCallback | None = None,
+        network: Any = "none",
+        public: bool = False,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+    ) -> TemplateInfo:
         """Build template ``name`` from ``dockerfile`` (FROM a template, RUN, COPY, ENV,
         WORKDIR, USER), COPY reading from ``context`` (default: the Dockerfile's directory).
 
@@ -108,8 +121,12 @@ class AsyncTemplate:
             raise exc.InvalidRequestError(400, "invalid_request", f"no directory {root}")
         with tempfile.TemporaryFile() as body:
             member = _pack(root, path, body)
-            params = {"name": name, "dockerfile": member, "public": str(public).lower(),
-                      "network": network if network == "none" else json.dumps(network)}
+            params = {
+                "name": name,
+                "dockerfile": member,
+                "public": str(public).lower(),
+                "network": network if network == "none" else json.dumps(network),
+            }
             api = await cls._api(api_url, api_key, data_dir)
             try:
                 return await cls._stream(api, params, body, on_event)
@@ -117,13 +134,18 @@ class AsyncTemplate:
                 await api.aclose()
 
     @staticmethod
-    async def _stream(api: Api, params: dict[str, str], body: IO[bytes],
-                      on_event: BuildCallback | None) -> TemplateInfo:
+    async def _stream(
+        api: Api, params: dict[str, str], body: IO[bytes], on_event: BuildCallback | None
+    ) -> TemplateInfo:
         try:
             async with api.client.stream(
-                    "POST", "/templates/build", params=params, content=_chunks(body),
-                    headers={"content-type": "application/x-tar"},
-                    timeout=httpx.Timeout(None, connect=10.0)) as response:
+                "POST",
+                "/templates/build",
+                params=params,
+                content=_chunks(body),
+                headers={"content-type": "application/x-tar"},
+                timeout=httpx.Timeout(None, connect=10.0),
+            ) as response:
                 if response.status_code >= 400:
                     raise_for_error(response, await response.aread())
                 async for line in response.aiter_lines():
@@ -143,10 +165,16 @@ class AsyncTemplate:
         raise exc.ServerError(500, "internal", "the build stream ended without a result")
 
     @classmethod
-    async def import_image(cls, archive: str | os.PathLike[str], *, name: str,
-                           public: bool = False, api_url: str | None = None,
-                           api_key: str | None = None,
-                           data_dir: Path | str | None = None) -> TemplateInfo:
+    async def import_image(
+        cls,
+        archive: str | os.PathLike[str],
+        *,
+        name: str,
+        public: bool = False,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+    ) -> TemplateInfo:
         """Make template ``name`` from an OCI image layout (a directory, or a tar of one) or a
         ``docker save`` archive. The image must hold python3: the sandbox agent runs on it."""
         path = Path(archive)
@@ -161,37 +189,53 @@ class AsyncTemplate:
             api = await cls._api(api_url, api_key, data_dir)
             try:
                 result = await api.request(
-                    "POST", "/templates/import", params={"name": name,
-                                                         "public": str(public).lower()},
-                    content=_chunks(body), headers={"content-type": "application/x-tar"},
-                    timeout=httpx.Timeout(None, connect=10.0))
+                    "POST",
+                    "/templates/import",
+                    params={"name": name, "public": str(public).lower()},
+                    content=_chunks(body),
+                    headers={"content-type": "application/x-tar"},
+                    timeout=httpx.Timeout(None, connect=10.0),
+                )
             finally:
                 await api.aclose()
         return TemplateInfo(**result)
 
     @classmethod
-    async def list(cls, *, api_url: str | None = None, api_key: str | None = None,
-                   data_dir: Path | str | None = None) -> list[TemplateInfo]:
+    async def list(
+        cls, *, api_url: str | None = None, api_key: str | None = None, data_dir: Path | str | None = None
+    ) -> list[TemplateInfo]:
         """The templates you may use (shared ones and your tenant's)."""
         page = await cls._call("GET", "/templates", api_url, api_key, data_dir)
         return [TemplateInfo(**item) for item in page["items"]]
 
     @classmethod
-    async def get(cls, name: str, *, api_url: str | None = None, api_key: str | None = None,
-                  data_dir: Path | str | None = None) -> TemplateInfo:
-        return TemplateInfo(**await cls._call("GET", f"/templates/{name}", api_url, api_key,
-                                              data_dir))
+    async def get(
+        cls,
+        name: str,
+        *,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+    ) -> TemplateInfo:
+        return TemplateInfo(**await cls._call("GET", f"/templates/{name}", api_url, api_key, data_dir))
 
     @classmethod
-    async def delete(cls, name: str, *, api_url: str | None = None, api_key: str | None = None,
-                     data_dir: Path | str | None = None) -> None:
+    async def delete(
+        cls,
+        name: str,
+        *,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+    ) -> None:
         """Delete a template and its build cache (ConflictError while a sandbox or another
         template uses it)."""
         await cls._call("DELETE", f"/templates/{name}", api_url, api_key, data_dir)
 
     @classmethod
-    async def prune(cls, *, api_url: str | None = None, api_key: str | None = None,
-                    data_dir: Path | str | None = None) -> builtins.list[str]:
+    async def prune(
+        cls, *, api_url: str | None = None, api_key: str | None = None, data_dir: Path | str | None = None
+    ) -> builtins.list[str]:
         """Delete build-cache layers that no template and no sandbox uses; their names."""
         result = await cls._call("POST", "/templates/prune", api_url, api_key, data_dir)
         return list(result["removed"])

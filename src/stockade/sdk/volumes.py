@@ -23,8 +23,14 @@ class AsyncVolume:
     mounted_by: list[str] = field(default_factory=list)
 
     @staticmethod
-    async def _call(method: str, path: str, api_url: str | None, api_key: str | None,
-                    data_dir: Path | str | None, **kwargs: Any) -> Any:
+    async def _call(
+        method: str,
+        path: str,
+        api_url: str | None,
+        api_key: str | None,
+        data_dir: Path | str | None,
+        **kwargs: Any,
+    ) -> Any:
         config = ConnectionConfig.resolve(api_url, api_key, data_dir, None)
         if config.local:
             await ensure_local_daemon(config)
@@ -35,28 +41,49 @@ class AsyncVolume:
             await api.aclose()
 
     @classmethod
-    async def create(cls, name: str, size_mb: int = 1024, *, api_url: str | None = None,
-                     api_key: str | None = None,
-                     data_dir: Path | str | None = None) -> "AsyncVolume":
+    async def create(
+        cls,
+        name: str,
+        size_mb: int = 1024,
+        *,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+    ) -> "AsyncVolume":
         """Create an empty volume; writes past ``size_mb`` fail with "no space left"."""
-        return cls(**await cls._call("POST", "/volumes", api_url, api_key, data_dir,
-                                     json={"name": name, "size_mb": size_mb}))
+        return cls(
+            **await cls._call(
+                "POST", "/volumes", api_url, api_key, data_dir, json={"name": name, "size_mb": size_mb}
+            )
+        )
 
     @classmethod
-    async def get(cls, name: str, *, api_url: str | None = None, api_key: str | None = None,
-                  data_dir: Path | str | None = None) -> "AsyncVolume":
+    async def get(
+        cls,
+        name: str,
+        *,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+    ) -> "AsyncVolume":
         return cls(**await cls._call("GET", f"/volumes/{name}", api_url, api_key, data_dir))
 
     @classmethod
-    async def list(cls, *, api_url: str | None = None, api_key: str | None = None,
-                   data_dir: Path | str | None = None) -> list["AsyncVolume"]:
+    async def list(
+        cls, *, api_url: str | None = None, api_key: str | None = None, data_dir: Path | str | None = None
+    ) -> list["AsyncVolume"]:
         page = await cls._call("GET", "/volumes", api_url, api_key, data_dir)
         return [cls(**item) for item in page["items"]]
 
     @staticmethod
-    async def _delete_by_name(cls: type["AsyncVolume"], name: str, *, api_url: str | None = None,
-                              api_key: str | None = None,
-                              data_dir: Path | str | None = None) -> None:
+    async def _delete_by_name(
+        cls: type["AsyncVolume"],
+        name: str,
+        *,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        data_dir: Path | str | None = None,
+    ) -> None:
         await cls._call("DELETE", f"/volumes/{name}", api_url, api_key, data_dir)
 
     async def _delete(self, **kwargs: Any) -> None:

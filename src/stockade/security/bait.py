@@ -76,8 +76,10 @@ class Bait:
     abstract_name: str = ""
 
     def __enter__(self) -> "Bait":
-        self.canary_dirs = [self.data_dir / f"canary-{self.token}",
-                            Path("/var/tmp") / f"stockade-canary-{self.token}"]
+        self.canary_dirs = [
+            self.data_dir / f"canary-{self.token}",
+            Path("/var/tmp") / f"stockade-canary-{self.token}",
+        ]
         for i, directory in enumerate(self.canary_dirs):
             directory.mkdir(mode=0o755)
             canary = directory / "secret.txt"
@@ -85,9 +87,12 @@ class Bait:
             canary.chmod(0o644)  # world-readable: only the sandbox boundary stands in the way
             self.canaries.append(canary)
         images = default_images_dir(self.data_dir)
-        self.watched = [*self.canaries, Path(__file__).parents[1] / "agent" / "main.py",
-                        *sorted(images.glob("*/rootfs*/etc/os-release")),
-                        *sorted(images.glob("*/rootfs*/usr/bin/true"))]
+        self.watched = [
+            *self.canaries,
+            Path(__file__).parents[1] / "agent" / "main.py",
+            *sorted(images.glob("*/rootfs*/etc/os-release")),
+            *sorted(images.glob("*/rootfs*/usr/bin/true")),
+        ]
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         tcp.bind(("127.0.0.1", 0))
         self.tcp = _Listener(tcp)
@@ -122,11 +127,13 @@ class Bait:
     def env(self) -> dict[str, str]:
         """What attacks are told about the host (white-box)."""
         assert self.tcp is not None
-        return {"STOCKADE_CANARIES": ":".join(str(c) for c in self.canaries),
-                "STOCKADE_HOST_DATA_DIR": str(self.data_dir),
-                "STOCKADE_HOST_SOCKET": str(self.data_dir / "private" / "stockade.sock"),
-                "STOCKADE_HOST_TCP_PORT": str(self.tcp.sock.getsockname()[1]),
-                "STOCKADE_HOST_ABSTRACT": self.abstract_name}
+        return {
+            "STOCKADE_CANARIES": ":".join(str(c) for c in self.canaries),
+            "STOCKADE_HOST_DATA_DIR": str(self.data_dir),
+            "STOCKADE_HOST_SOCKET": str(self.data_dir / "private" / "stockade.sock"),
+            "STOCKADE_HOST_TCP_PORT": str(self.tcp.sock.getsockname()[1]),
+            "STOCKADE_HOST_ABSTRACT": self.abstract_name,
+        }
 
     def snapshot(self) -> dict[str, str]:
         state = {str(p): _digest(p) for p in self.watched}
@@ -139,8 +146,9 @@ class Bait:
     def violations(self) -> list[str]:
         """What changed on the host since the bait was planted."""
         now = self.snapshot()
-        return [f"{key}: {self._baseline[key]} -> {now[key]}"
-                for key in now if now[key] != self._baseline[key]]
+        return [
+            f"{key}: {self._baseline[key]} -> {now[key]}" for key in now if now[key] != self._baseline[key]
+        ]
 
     def leaked(self, *texts: str) -> list[str]:
         """The secrets that appear in ``texts``."""

@@ -74,27 +74,40 @@ def parse(path: Path) -> Attack:
     expect: dict[str, dict[str, str]] = {}
     for key, value in fields.items():
         if key.startswith("expect-"):
-            tier = key[len("expect-"):]
+            tier = key[len("expect-") :]
             words = value.split()
-            per_user = dict(w.split("=", 1) for w in words) if "=" in value else \
-                {u: value for u in users}
+            per_user = dict(w.split("=", 1) for w in words) if "=" in value else {u: value for u in users}
             for user, outcome in per_user.items():
                 if user not in users or outcome not in ("blocked", "contained", "recovered"):
-                    raise ValueError(f"{path}: {key}: {value!r}: expected blocked, contained or "
-                                     f"recovered, per user of {users} (user=outcome)")
+                    raise ValueError(
+                        f"{path}: {key}: {value!r}: expected blocked, contained or "
+                        f"recovered, per user of {users} (user=outcome)"
+                    )
             expect[tier] = per_user
-    return Attack(name=path.stem, path=path, description=fields["attack"],
-                  users=users,
-                  fresh=fields.get("sandbox") == "fresh", mode=mode, shell="shell" in fields,
-                  may_break="may-break" in fields, expect=expect,
-                  timeout=float(fields.get("timeout", 60)))
+    return Attack(
+        name=path.stem,
+        path=path,
+        description=fields["attack"],
+        users=users,
+        fresh=fields.get("sandbox") == "fresh",
+        mode=mode,
+        shell="shell" in fields,
+        may_break="may-break" in fields,
+        expect=expect,
+        timeout=float(fields.get("timeout", 60)),
+    )
 
 
 def load_corpus(directory: Path | None = None) -> list[Attack]:
     """Every attack in ``directory`` (default: the source tree's), sorted by name."""
     directory = directory or default_corpus_dir()
     if not (directory / LIBRARY).is_file():
-        raise FileNotFoundError(f"no attack corpus in {directory} (expected {LIBRARY} there); "
-                                f"pass the tests/security/attacks directory of a Stockade checkout")
-    return [parse(p) for p in sorted(directory.iterdir())
-            if p.suffix in (".py", ".sh") and not p.name.startswith("_")]
+        raise FileNotFoundError(
+            f"no attack corpus in {directory} (expected {LIBRARY} there); "
+            f"pass the tests/security/attacks directory of a Stockade checkout"
+        )
+    return [
+        parse(p)
+        for p in sorted(directory.iterdir())
+        if p.suffix in (".py", ".sh") and not p.name.startswith("_")
+    ]

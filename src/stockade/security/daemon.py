@@ -31,8 +31,10 @@ class PrivateDaemon:
 
     def __enter__(self) -> Path:
         if os.geteuid() != 0:
-            raise PermissionError("the security battery needs root (it runs real sandboxes and "
-                                  "inspects the host); run it with sudo")
+            raise PermissionError(
+                "the security battery needs root (it runs real sandboxes and "
+                "inspects the host); run it with sudo"
+            )
         self.data_dir = Path(tempfile.mkdtemp(prefix="stockade-security-", dir="/var/tmp"))
         try:
             self.restart()
@@ -45,9 +47,13 @@ class PrivateDaemon:
         """Start the daemon and wait until it answers."""
         env = {**os.environ, "STOCKADE_IMAGES_DIR": str(default_images_dir()), **self.env}
         with open(self.data_dir / "daemon.log", "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "stockade.server", "--data-dir",
-                                          str(self.data_dir)], stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log, env=env)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stockade.server", "--data-dir", str(self.data_dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
         sock = local_socket(self.data_dir)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -71,8 +71,9 @@ def runtime_pids(data_dir: Path, sandbox_id: str) -> list[int]:
     """The runtime's own processes (runsc sandbox and gofer; the microVM's jail and QEMU);
     runc leaves none but the container's init, which is the agent."""
     procs = sandbox_processes(data_dir, sandbox_id)
-    found = [p for p, cmd in procs.items()
-             if program(cmd).startswith(("runsc", "runc", "unshare", "qemu-system"))]
+    found = [
+        p for p, cmd in procs.items() if program(cmd).startswith(("runsc", "runc", "unshare", "qemu-system"))
+    ]
     return found or agent_pids(data_dir, sandbox_id)
 
 
@@ -114,8 +115,9 @@ def _during(action: Callable[[], object], kill: Callable[[], None]) -> tuple[Bas
     return outcome[0], time.monotonic() - killed_at
 
 
-def _judge(tier: str, fault: str, sb: Sandbox, data_dir: Path, error: BaseException | None,
-           delay: float) -> FaultResult:
+def _judge(
+    tier: str, fault: str, sb: Sandbox, data_dir: Path, error: BaseException | None, delay: float
+) -> FaultResult:
     problems = []
     if not isinstance(error, SandboxUnavailable):
         problems.append(f"expected SandboxUnavailable, got {type(error).__name__}: {error}")
@@ -157,19 +159,21 @@ def run_faults(tier: str, data_dir: Path) -> list[FaultResult]:
         error: BaseException | None = None
     except BaseException as exc:  # noqa: BLE001 - judged below
         error = exc
-    results.append(_judge(tier, "runtime SIGKILL, idle", sb, data_dir, error,
-                          time.monotonic() - start))
+    results.append(_judge(tier, "runtime SIGKILL, idle", sb, data_dir, error, time.monotonic() - start))
 
     # 2. The agent dies while a command streams output.
     sb = fresh()
     command = "while true; do echo tick; sleep 0.05; done"
-    error, delay = _during(lambda: sb.commands.run(command, timeout=120),
-                           lambda: _kill(agent_pids(data_dir, sb.id)))
+    error, delay = _during(
+        lambda: sb.commands.run(command, timeout=120), lambda: _kill(agent_pids(data_dir, sb.id))
+    )
     results.append(_judge(tier, "agent SIGKILL, mid-exec", sb, data_dir, error, delay))
 
     # 3. The agent dies in the middle of a file upload.
     sb = fresh()
-    error, delay = _during(lambda: sb.files.write("/home/user/big.bin", _slow_upload()),
-                           lambda: _kill(agent_pids(data_dir, sb.id)))
+    error, delay = _during(
+        lambda: sb.files.write("/home/user/big.bin", _slow_upload()),
+        lambda: _kill(agent_pids(data_dir, sb.id)),
+    )
     results.append(_judge(tier, "agent SIGKILL, mid-upload", sb, data_dir, error, delay))
     return results

@@ -47,16 +47,22 @@ class LoadResult:
         return samples[min(len(samples) - 1, int(len(samples) * q / 100))] * 1e3
 
 
-async def _client(tier: str, data_dir: Path, deadline: float, max_cycles: int,
-                  result: LoadResult, live: list[int], made: list[str]) -> None:
+async def _client(
+    tier: str,
+    data_dir: Path,
+    deadline: float,
+    max_cycles: int,
+    result: LoadResult,
+    live: list[int],
+    made: list[str],
+) -> None:
     lat = result.latencies
     for _ in range(max_cycles):
         if time.monotonic() >= deadline:
             return
         start = time.perf_counter()
         try:
-            sb = await AsyncSandbox.create(isolation=cast(Isolation, tier), timeout=120,
-                                           data_dir=data_dir)
+            sb = await AsyncSandbox.create(isolation=cast(Isolation, tier), timeout=120, data_dir=data_dir)
         except QuotaExceededError:
             result.refusals += 1
             await asyncio.sleep(0.2)
@@ -69,9 +75,11 @@ async def _client(tier: str, data_dir: Path, deadline: float, max_cycles: int,
         result.peak_concurrent = max(result.peak_concurrent, live[0])
         lat["create"].append(time.perf_counter() - start)
         try:
-            for op, call in (("exec", lambda: sb.commands.run("echo load", timeout=30)),
-                             ("write", lambda: sb.files.write("/home/user/load.txt", b"x" * 4096)),
-                             ("read", lambda: sb.files.read("/home/user/load.txt", format="bytes"))):
+            for op, call in (
+                ("exec", lambda: sb.commands.run("echo load", timeout=30)),
+                ("write", lambda: sb.files.write("/home/user/load.txt", b"x" * 4096)),
+                ("read", lambda: sb.files.read("/home/user/load.txt", format="bytes")),
+            ):
                 t = time.perf_counter()
                 await call()
                 lat[op].append(time.perf_counter() - t)
@@ -89,21 +97,22 @@ async def _client(tier: str, data_dir: Path, deadline: float, max_cycles: int,
         result.cycles += 1
 
 
-async def _run(tier: str, data_dir: Path, clients: int, seconds: float,
-               max_cycles: int) -> LoadResult:
+async def _run(tier: str, data_dir: Path, clients: int, seconds: float, max_cycles: int) -> LoadResult:
     result = LoadResult(tier, clients, seconds)
     live, made = [0], []  # type: list[int], list[str]
     started = time.monotonic()
     deadline = started + seconds
-    await asyncio.gather(*(_client(tier, data_dir, deadline, max_cycles, result, live, made)
-                           for _ in range(clients)))
+    await asyncio.gather(
+        *(_client(tier, data_dir, deadline, max_cycles, result, live, made) for _ in range(clients))
+    )
     result.seconds = time.monotonic() - started
     result.leaks = [leak for sid in made for leak in settled_leaks(data_dir, sid)]
     return result
 
 
-def run_load(tier: str, data_dir: Path, clients: int = 8, seconds: float = 20.0,
-             max_cycles: int = 1000) -> LoadResult:
+def run_load(
+    tier: str, data_dir: Path, clients: int = 8, seconds: float = 20.0, max_cycles: int = 1000
+) -> LoadResult:
     """Run ``clients`` concurrent clients against the daemon of ``data_dir`` for ``seconds``
     (each stops after ``max_cycles`` sandboxes at most)."""
     return asyncio.run(_run(tier, data_dir, clients, seconds, max_cycles))

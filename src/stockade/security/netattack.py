@@ -69,9 +69,11 @@ class HostListener:
         tcp4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         tcp4.bind(("0.0.0.0", 0))
         self.port = tcp4.getsockname()[1]
-        for family, kind in ((socket.AF_INET6, socket.SOCK_STREAM),
-                             (socket.AF_INET, socket.SOCK_DGRAM),
-                             (socket.AF_INET6, socket.SOCK_DGRAM)):
+        for family, kind in (
+            (socket.AF_INET6, socket.SOCK_STREAM),
+            (socket.AF_INET, socket.SOCK_DGRAM),
+            (socket.AF_INET6, socket.SOCK_DGRAM),
+        ):
             s = socket.socket(family, kind)
             if family == socket.AF_INET6:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -119,8 +121,7 @@ def host_addresses() -> list[str]:
 
 
 def _attachment(data_dir: Path, sandbox_id: str) -> dict[str, Any]:
-    found: dict[str, Any] = json.loads(
-        (data_dir / "net" / "sandboxes" / f"{sandbox_id}.json").read_text())
+    found: dict[str, Any] = json.loads((data_dir / "net" / "sandboxes" / f"{sandbox_id}.json").read_text())
     return found
 
 
@@ -151,26 +152,34 @@ class NetRun:
 
     def run(self) -> list[AttackResult]:
         try:
-            victim = Sandbox.create(isolation=cast(Isolation, self.tier), timeout=600,
-                                    network={"allow_out": []}, data_dir=self.data_dir)
+            victim = Sandbox.create(
+                isolation=cast(Isolation, self.tier),
+                timeout=600,
+                network={"allow_out": []},
+                data_dir=self.data_dir,
+            )
         except ApiError as exc:
             if exc.status >= 500:
                 raise
-            raise NetworkRefused(f"the {self.tier} tier refused a networked sandbox: {exc}") \
-                from None
+            raise NetworkRefused(f"the {self.tier} tier refused a networked sandbox: {exc}") from None
         attacker: Sandbox | None = None
         listener = HostListener()
         serving = None
         try:
             victim.files.write("/tmp/listener.py", VICTIM_LISTENER)
-            serving = victim.commands.run(["python3", "/tmp/listener.py"], background=True,
-                                          user="root", timeout=600)
-            attacker = Sandbox.create(isolation=cast(Isolation, self.tier), timeout=600, network=POLICY,
-                                      data_dir=self.data_dir)
+            serving = victim.commands.run(
+                ["python3", "/tmp/listener.py"], background=True, user="root", timeout=600
+            )
+            attacker = Sandbox.create(
+                isolation=cast(Isolation, self.tier), timeout=600, network=POLICY, data_dir=self.data_dir
+            )
             self._upload(attacker)
             env = self._env(attacker, victim, listener)
-            results = [self._one(attacker, victim, listener, attack, user, env)
-                       for attack in self.attacks for user in attack.users]
+            results = [
+                self._one(attacker, victim, listener, attack, user, env)
+                for attack in self.attacks
+                for user in attack.users
+            ]
         finally:
             listener.close()
             if serving is not None:
@@ -178,11 +187,22 @@ class NetRun:
             for sb in (attacker, victim):
                 if sb is not None:
                     sb.kill()
-        leaks = [leak for sb in (attacker, victim) if sb is not None
-                 for leak in settled_leaks(self.data_dir, sb.id)]
-        results.append(AttackResult(self.tier, "net_cleanup", "-",
-                                    "succeeded" if leaks else "contained",
-                                    f"left on the host: {leaks}" if leaks else "nothing left", 0.0))
+        leaks = [
+            leak
+            for sb in (attacker, victim)
+            if sb is not None
+            for leak in settled_leaks(self.data_dir, sb.id)
+        ]
+        results.append(
+            AttackResult(
+                self.tier,
+                "net_cleanup",
+                "-",
+                "succeeded" if leaks else "contained",
+                f"left on the host: {leaks}" if leaks else "nothing left",
+                0.0,
+            )
+        )
         return results
 
     def _env(self, attacker: Sandbox, victim: Sandbox, listener: HostListener) -> dict[str, str]:
@@ -190,25 +210,47 @@ class NetRun:
         self.victim_address, self.victim_veth = theirs["address"], theirs["veth"]
         self.victim_neighbours = _neighbours(self.victim_address)
         gateway = attacker.files.read("/etc/resolv.conf").split()[1]
-        return {"NET_TOKEN": self.token, "NET_TCP_PORT": str(TCP_PORT),
-                "NET_UDP_PORT": str(UDP_PORT), "NET_ALLOWED": ALLOWED, "NET_DENIED": DENIED,
-                "NET_METADATA": METADATA, "NET_FOREIGN_RESOLVER": FOREIGN_RESOLVER,
-                "NET_PRIVATE": self.pg.inside, "NET_PLAYGROUND_HOST": self.pg.host_side,
-                "NET_GATEWAY": gateway, "NET_HOST_ADDRESSES": ",".join(host_addresses()),
-                "NET_HOST_PORT": str(listener.port),
-                "NET_HOST_LINKLOCAL": _link_local(mine["veth"]),
-                "NET_VICTIM": self.victim_address, "NET_VICTIM_PORT": str(VICTIM_PORT),
-                "STOCKADE_HOST_BOOT_ID": _host_boot_id(), "PYTHONDONTWRITEBYTECODE": "1"}
+        return {
+            "NET_TOKEN": self.token,
+            "NET_TCP_PORT": str(TCP_PORT),
+            "NET_UDP_PORT": str(UDP_PORT),
+            "NET_ALLOWED": ALLOWED,
+            "NET_DENIED": DENIED,
+            "NET_METADATA": METADATA,
+            "NET_FOREIGN_RESOLVER": FOREIGN_RESOLVER,
+            "NET_PRIVATE": self.pg.inside,
+            "NET_PLAYGROUND_HOST": self.pg.host_side,
+            "NET_GATEWAY": gateway,
+            "NET_HOST_ADDRESSES": ",".join(host_addresses()),
+            "NET_HOST_PORT": str(listener.port),
+            "NET_HOST_LINKLOCAL": _link_local(mine["veth"]),
+            "NET_VICTIM": self.victim_address,
+            "NET_VICTIM_PORT": str(VICTIM_PORT),
+            "STOCKADE_HOST_BOOT_ID": _host_boot_id(),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
 
-    def _one(self, sb: Sandbox, victim: Sandbox, listener: HostListener, attack: Attack,
-             user: str, env: dict[str, str]) -> AttackResult:
+    def _one(
+        self,
+        sb: Sandbox,
+        victim: Sandbox,
+        listener: HostListener,
+        attack: Attack,
+        user: str,
+        env: dict[str, str],
+    ) -> AttackResult:
         start = time.monotonic()
         name = f"net_{attack.name}"
         result = AttackResult(self.tier, name, user, "error", "", 0.0)
         seen_before, host_before = len(self.pg.events), len(listener.hits)
         try:
-            run = sb.commands.run(["python3", f"{REMOTE_DIR}/{attack.filename}"], user=user,
-                                  envs=env, cwd=REMOTE_DIR, timeout=90)
+            run = sb.commands.run(
+                ["python3", f"{REMOTE_DIR}/{attack.filename}"],
+                user=user,
+                envs=env,
+                cwd=REMOTE_DIR,
+                timeout=90,
+            )
             verdict = _verdict(run.stdout)
             if verdict is None:
                 result.detail = f"no verdict; stdout {run.stdout[-300:]!r} stderr {run.stderr[-500:]!r}"
@@ -216,8 +258,11 @@ class NetRun:
                 result.outcome = str(verdict["outcome"])
                 result.detail = json.dumps(verdict.get("detail"))[:700]
                 detail = verdict.get("detail")
-                if isinstance(detail, dict) and detail.get("kernel") == "the sandbox's own" \
-                        and self.tier not in OWN_KERNEL:
+                if (
+                    isinstance(detail, dict)
+                    and detail.get("kernel") == "the sandbox's own"
+                    and self.tier not in OWN_KERNEL
+                ):
                     result.outcome = "succeeded"  # the host's kernel is nobody's own
         except StockadeError as exc:
             result.detail = f"could not run: {type(exc).__name__}: {exc}"
@@ -225,20 +270,24 @@ class NetRun:
         events = self.pg.events[seen_before:]
         arrived = self._arrived(attack, events, listener.hits[host_before:], victim)
         if attack.name == "control":
-            ok = any(e.get("kind") == "tcp" and e.get("dst") == ALLOWED for e in events) and \
-                any("legit" in e.get("payload", "") for e in events)
+            ok = any(e.get("kind") == "tcp" and e.get("dst") == ALLOWED for e in events) and any(
+                "legit" in e.get("payload", "") for e in events
+            )
             if result.outcome != "contained" or not ok:
                 result.outcome = "error"
-                result.detail = f"the allowed path carries no traffic, so no denial below " \
-                                f"proves anything: {result.detail}; arrived: {arrived}"
+                result.detail = (
+                    f"the allowed path carries no traffic, so no denial below "
+                    f"proves anything: {result.detail}; arrived: {arrived}"
+                )
         elif arrived:
             result.outcome = "succeeded"
             result.detail = f"arrived where the policy says no: {arrived[:6]}; {result.detail}"
         result.seconds = time.monotonic() - start
         return result
 
-    def _arrived(self, attack: Attack, events: list[dict[str, Any]], host_hits: list[str],
-                 victim: Sandbox) -> list[Any]:
+    def _arrived(
+        self, attack: Attack, events: list[dict[str, Any]], host_hits: list[str], victim: Sandbox
+    ) -> list[Any]:
         """What reached a place the policy closes, during one attack."""
         bad: list[Any] = [f"host listener: {h}" for h in host_hits]
         for e in events:
@@ -257,13 +306,15 @@ class NetRun:
         if attack.name == "neighbour_spoof":
             now = _neighbours(self.victim_address)
             if [n for n in now if not n.startswith(self.victim_veth)]:
-                bad.append(f"host neighbour table for {self.victim_address}: "
-                           f"{self.victim_neighbours} -> {now}")
+                bad.append(
+                    f"host neighbour table for {self.victim_address}: {self.victim_neighbours} -> {now}"
+                )
         return bad
 
 
-def run_network(tier: str, data_dir: Path, pg: Playground,
-                attacks: list[Attack] | None = None) -> list[AttackResult]:
+def run_network(
+    tier: str, data_dir: Path, pg: Playground, attacks: list[Attack] | None = None
+) -> list[AttackResult]:
     """Run the network attacks on ``tier`` against a daemon started with ``pg.env()``;
     :class:`NetworkRefused` if the tier cannot have a network."""
     return NetRun(tier, data_dir, pg, attacks or net_corpus()).run()

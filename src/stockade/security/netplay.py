@@ -120,27 +120,38 @@ class Playground:
     @property
     def names(self) -> dict[str, Any]:
         """What the played DNS answers (a list of lists: a different answer per question)."""
-        return {"allowed.test": ALLOWED, "denied.test": DENIED,
-                "rebind.allowed.test": METADATA, "private.allowed.test": self.inside,
-                "host.allowed.test": self.host_side,
-                "mixed.allowed.test": [ALLOWED, METADATA, self.inside],
-                "flip.allowed.test": [[ALLOWED], [METADATA], [METADATA]]}
+        return {
+            "allowed.test": ALLOWED,
+            "denied.test": DENIED,
+            "rebind.allowed.test": METADATA,
+            "private.allowed.test": self.inside,
+            "host.allowed.test": self.host_side,
+            "mixed.allowed.test": [ALLOWED, METADATA, self.inside],
+            "flip.allowed.test": [[ALLOWED], [METADATA], [METADATA]],
+        }
 
     def __enter__(self) -> "Playground":
         ns = self.name
         try:
-            for cmd in (f"ip netns add {ns}",
-                        f"ip link add {self.veth} type veth peer name pg0 netns {ns}",
-                        f"ip addr add {self.host_side}/30 dev {self.veth}",
-                        f"ip link set {self.veth} up",
-                        f"ip -n {ns} addr add {self.inside}/30 dev pg0",
-                        f"ip -n {ns} link set pg0 up", f"ip -n {ns} link set lo up",
-                        *(f"ip -n {ns} addr add {a}/32 dev lo"
-                          for a in (ALLOWED, DENIED, FOREIGN_RESOLVER, METADATA))):
+            for cmd in (
+                f"ip netns add {ns}",
+                f"ip link add {self.veth} type veth peer name pg0 netns {ns}",
+                f"ip addr add {self.host_side}/30 dev {self.veth}",
+                f"ip link set {self.veth} up",
+                f"ip -n {ns} addr add {self.inside}/30 dev pg0",
+                f"ip -n {ns} link set pg0 up",
+                f"ip -n {ns} link set lo up",
+                *(
+                    f"ip -n {ns} addr add {a}/32 dev lo"
+                    for a in (ALLOWED, DENIED, FOREIGN_RESOLVER, METADATA)
+                ),
+            ):
                 subprocess.run(cmd.split(), check=True, capture_output=True)
             code = SERVER.replace("PORT_UDP", str(UDP_PORT)).replace("PORT_TCP", str(TCP_PORT))
-            self.proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", code,
-                                          json.dumps(self.names)], stdout=subprocess.PIPE)
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, sys.executable, "-c", code, json.dumps(self.names)],
+                stdout=subprocess.PIPE,
+            )
             assert self.proc.stdout is not None
             first = json.loads(self.proc.stdout.readline() or b"{}")
             if first.get("kind") != "ready":
@@ -173,13 +184,11 @@ class Playground:
 
     def env(self) -> dict[str, str]:
         """The engine's environment: egress into the playground, DNS from it."""
-        return {"STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{self.name}",
-                "STOCKADE_NET_DNS": self.inside}
+        return {"STOCKADE_NET_UPLINK_NETNS": f"/run/netns/{self.name}", "STOCKADE_NET_DNS": self.inside}
 
     def seen(self, marker: str) -> list[dict[str, Any]]:
         """Events whose DNS name or payload carries ``marker``."""
-        return [e for e in self.events
-                if marker in e.get("name", "") or marker in e.get("payload", "")]
+        return [e for e in self.events if marker in e.get("name", "") or marker in e.get("payload", "")]
 
     def connections_to(self, *addresses: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("kind") == "tcp" and e.get("dst") in addresses]

@@ -61,8 +61,9 @@ def runtime_targets(data_dir: Path, sandbox_id: str) -> list[int]:
             if argv and os.path.basename(argv[0]) in RUNTIME_BINARIES and sandbox_id in argv:
                 found.add(int(entry.name))
     procs = sandbox_processes(data_dir, sandbox_id)
-    runtime = [p for p, cmd in procs.items()
-               if program(cmd).startswith(("runsc", "runc", "unshare", "qemu-system"))]
+    runtime = [
+        p for p, cmd in procs.items() if program(cmd).startswith(("runsc", "runc", "unshare", "qemu-system"))
+    ]
     # runc leaves no runtime process: its container's init (the agent) is the container.
     found.update(runtime or procs)
     return sorted(found)
@@ -89,8 +90,13 @@ class LifecycleFaults:
 
     # -- helpers -----------------------------------------------------------------------------
     def _create(self) -> Sandbox:
-        sb = Sandbox.create(isolation=cast(Isolation, self.tier), timeout=900, persistence="workspace",
-                            data_dir=self.data_dir, request_timeout=300)
+        sb = Sandbox.create(
+            isolation=cast(Isolation, self.tier),
+            timeout=900,
+            persistence="workspace",
+            data_dir=self.data_dir,
+            request_timeout=300,
+        )
         self.used.append(sb.id)
         self.acked[sb.id] = []
         self._ack(sb)
@@ -171,8 +177,11 @@ class LifecycleFaults:
         if target == "daemon":
             self.daemon.restart()
         state, settle = self._settle(sb.id)
-        notes = [f"at {delay * 1e3:.0f} ms (pids {victims})",
-                 f"{op} -> {type(error[0]).__name__ if error[0] else 'ok'}", f"state {state}"]
+        notes = [
+            f"at {delay * 1e3:.0f} ms (pids {victims})",
+            f"{op} -> {type(error[0]).__name__ if error[0] else 'ok'}",
+            f"state {state}",
+        ]
         if error[0] is not None and not isinstance(error[0], StockadeError):
             problems.append(f"{op} failed with a non-Stockade error: {error[0]!r}")
         if state is not None and state.startswith("wedged"):
@@ -181,8 +190,9 @@ class LifecycleFaults:
             problems += self._recover(sb, op, state, notes)
         if problems and (trace := self._last_traceback()):
             problems.append(f"the daemon's last traceback: {trace}")
-        return FaultResult(self.tier, name, not problems,
-                           "; ".join(notes + problems)[:1600], time.monotonic() - killed_at)
+        return FaultResult(
+            self.tier, name, not problems, "; ".join(notes + problems)[:1600], time.monotonic() - killed_at
+        )
 
     def _last_traceback(self, lines: int = 12) -> str:
         """The end of the daemon log's last traceback, so that a failing run explains itself."""
@@ -249,8 +259,13 @@ class LifecycleFaults:
                 try:
                     result = self.inject(live, op, target, window[op])
                 except StockadeError as exc:  # the set-up (a clean pause) itself failed
-                    result = FaultResult(self.tier, f"{target} SIGKILL during {op}", False,
-                                         f"set-up failed: {type(exc).__name__}: {exc}", 0.0)
+                    result = FaultResult(
+                        self.tier,
+                        f"{target} SIGKILL during {op}",
+                        False,
+                        f"set-up failed: {type(exc).__name__}: {exc}",
+                        0.0,
+                    )
                 results.append(result)
                 if op == "kill" or not result.recovered:
                     with contextlib.suppress(StockadeError):
@@ -261,14 +276,18 @@ class LifecycleFaults:
         if live is not None:
             live.kill()
         leaks = [leak for sid in self.used for leak in settled_leaks(self.data_dir, sid)]
-        results.append(FaultResult(self.tier, LEAK_CHECK, not leaks,
-                                   f"seed {self.seed}: " + (f"left on the host: {leaks}"
-                                                            if leaks else "nothing left"), 0.0))
+        results.append(
+            FaultResult(
+                self.tier,
+                LEAK_CHECK,
+                not leaks,
+                f"seed {self.seed}: " + (f"left on the host: {leaks}" if leaks else "nothing left"),
+                0.0,
+            )
+        )
         return results
 
 
-def run_lifecycle_faults(tier: str, daemon: PrivateDaemon, seed: int | None = None
-                         ) -> list[FaultResult]:
+def run_lifecycle_faults(tier: str, daemon: PrivateDaemon, seed: int | None = None) -> list[FaultResult]:
     """Inject every (target, operation) fault once on ``tier``; see the module docstring."""
     return LifecycleFaults(tier, daemon, seed).run()
-

@@ -130,8 +130,9 @@ def _host_boot_id() -> str:
 class TierRun:
     """One tier's run: the bait, a neighbour sandbox, a shared attacker sandbox."""
 
-    def __init__(self, tier: str, data_dir: Path, bait: Bait, attacks: list[Attack],
-                 hog_seconds: float = 8.0) -> None:
+    def __init__(
+        self, tier: str, data_dir: Path, bait: Bait, attacks: list[Attack], hog_seconds: float = 8.0
+    ) -> None:
         self.tier = tier
         self.data_dir = data_dir
         self.bait = bait
@@ -148,8 +149,9 @@ class TierRun:
     # -- sandboxes ---------------------------------------------------------------------------
     def _create(self, attacks: list[Attack], **kwargs: Any) -> Sandbox:
         """A sandbox holding ``attacks`` and the corpus library in REMOTE_DIR."""
-        sb = Sandbox.create(isolation=cast(Isolation, self.tier), timeout=600, data_dir=self.data_dir,
-                            **kwargs)
+        sb = Sandbox.create(
+            isolation=cast(Isolation, self.tier), timeout=600, data_dir=self.data_dir, **kwargs
+        )
         for attack in attacks:
             sb.files.write(f"{REMOTE_DIR}/{attack.filename}", attack.path.read_bytes())
             library = attack.path.parent / LIBRARY
@@ -168,8 +170,9 @@ class TierRun:
         with ThreadPoolExecutor(3) as pool:
             neighbour = pool.submit(self._create, [])
             shared = pool.submit(self._create, self._shared_attacks())
-            scratch = pool.submit(self._scratch) if self.batch and any(
-                a.fresh for a in self.attacks) else None
+            scratch = (
+                pool.submit(self._scratch) if self.batch and any(a.fresh for a in self.attacks) else None
+            )
             self.neighbour = neighbour.result()
             self.shared = shared.result()
             self.scratch = scratch.result() if scratch else None
@@ -185,21 +188,37 @@ class TierRun:
     def cleanup_result(self) -> AttackResult:
         """After ``__exit__``: the shared, scratch and neighbour sandboxes (and every one the
         run replaced) left nothing on the host."""
-        leaks = [leak for sb in (self.shared, self.scratch, self.neighbour, *self.discarded)
-                 if sb is not None for leak in settled_leaks(self.data_dir, sb.id)]
-        return AttackResult(self.tier, "cleanup", "-", "succeeded" if leaks else "contained",
-                            f"left on the host: {leaks}" if leaks else "nothing left", 0.0)
+        leaks = [
+            leak
+            for sb in (self.shared, self.scratch, self.neighbour, *self.discarded)
+            if sb is not None
+            for leak in settled_leaks(self.data_dir, sb.id)
+        ]
+        return AttackResult(
+            self.tier,
+            "cleanup",
+            "-",
+            "succeeded" if leaks else "contained",
+            f"left on the host: {leaks}" if leaks else "nothing left",
+            0.0,
+        )
 
     def sandbox_dir(self, sb: Sandbox) -> Path:
         return self.data_dir / "sandboxes" / sb.id
 
     def env(self, sb: Sandbox, disk_mb: int) -> dict[str, str]:
         assert self.neighbour is not None
-        return {**self.bait.env(), "STOCKADE_SANDBOX_DIR": str(self.sandbox_dir(sb)),
-                "STOCKADE_TIER": self.tier, "STOCKADE_HOST_BOOT_ID": _host_boot_id(),
-                "STOCKADE_NEIGHBOUR_DIR": str(self.sandbox_dir(self.neighbour)),
-                "STOCKADE_NEIGHBOUR_ID": self.neighbour.id, "STOCKADE_DISK_MB": str(disk_mb),
-                "STOCKADE_HOG_SECONDS": str(self.hog_seconds), "PYTHONDONTWRITEBYTECODE": "1"}
+        return {
+            **self.bait.env(),
+            "STOCKADE_SANDBOX_DIR": str(self.sandbox_dir(sb)),
+            "STOCKADE_TIER": self.tier,
+            "STOCKADE_HOST_BOOT_ID": _host_boot_id(),
+            "STOCKADE_NEIGHBOUR_DIR": str(self.sandbox_dir(self.neighbour)),
+            "STOCKADE_NEIGHBOUR_ID": self.neighbour.id,
+            "STOCKADE_DISK_MB": str(disk_mb),
+            "STOCKADE_HOG_SECONDS": str(self.hog_seconds),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
 
     # -- one attack --------------------------------------------------------------------------
     def order(self) -> list[Attack]:
@@ -208,8 +227,9 @@ class TierRun:
         if not self.batch:
             return self.attacks
         shared = sorted(self._shared_attacks(), key=lambda a: (a.may_break, a.name))
-        fresh = sorted((a for a in self.attacks if a.fresh),
-                       key=lambda a: (a.mode != "hog", a.may_break, a.name))
+        fresh = sorted(
+            (a for a in self.attacks if a.fresh), key=lambda a: (a.mode != "hog", a.may_break, a.name)
+        )
         return [*shared, *fresh]
 
     def run(self) -> list[AttackResult]:
@@ -258,8 +278,9 @@ class TierRun:
             result.outcome = "succeeded"
             result.detail = f"killing the sandbox left on the host: {leaks}; {result.detail}"
 
-    def _attack(self, sb: Sandbox, attack: Attack, user: str, env: dict[str, str],
-                result: AttackResult) -> None:
+    def _attack(
+        self, sb: Sandbox, attack: Attack, user: str, env: dict[str, str], result: AttackResult
+    ) -> None:
         argv = attack.argv(REMOTE_DIR)
         stdout = stderr = ""
         try:
@@ -267,9 +288,12 @@ class TierRun:
                 stdout, stderr = self._hog(sb, attack, user, env, result)
             else:
                 limit = FLOOD_LIMIT if attack.mode == "flood" else None
-                run = bounded(lambda: sb.commands.run(argv, user=user, envs=env, cwd=REMOTE_DIR,
-                                                      timeout=attack.timeout, max_output=limit),
-                              attack.timeout + HANG_GRACE)
+                run = bounded(
+                    lambda: sb.commands.run(
+                        argv, user=user, envs=env, cwd=REMOTE_DIR, timeout=attack.timeout, max_output=limit
+                    ),
+                    attack.timeout + HANG_GRACE,
+                )
                 stdout, stderr = run.stdout, run.stderr
                 if attack.mode == "flood":
                     result.figures["output_bytes"] = len(run.stdout_bytes)
@@ -281,8 +305,7 @@ class TierRun:
             self._judge_broken(sb, exc, result)
         except Hung as exc:  # a dead or frozen agent must never hang the host side
             result.outcome, result.damaged = "succeeded", True
-            result.detail = f"the platform hung: the command (timeout {attack.timeout:.0f} s) " \
-                            f"got {exc}"
+            result.detail = f"the platform hung: the command (timeout {attack.timeout:.0f} s) got {exc}"
         except StockadeError as exc:  # the sandbox answers, but no longer runs attacks
             result.outcome, result.damaged = "error", True
             result.detail = f"could not run: {type(exc).__name__}: {exc}"
@@ -292,18 +315,23 @@ class TierRun:
             self._check_alive(sb, result)
         self._check_host(result, stdout, stderr)
 
-    def _hog(self, sb: Sandbox, attack: Attack, user: str, env: dict[str, str],
-             result: AttackResult) -> tuple[str, str]:
+    def _hog(
+        self, sb: Sandbox, attack: Attack, user: str, env: dict[str, str], result: AttackResult
+    ) -> tuple[str, str]:
         argv = attack.argv(REMOTE_DIR)
         assert self.neighbour is not None
         idle = command_latency(self.neighbour)
-        handle = sb.commands.run(argv, user=user, envs=env, cwd=REMOTE_DIR,
-                                 timeout=attack.timeout, background=True)
+        handle = sb.commands.run(
+            argv, user=user, envs=env, cwd=REMOTE_DIR, timeout=attack.timeout, background=True
+        )
         time.sleep(1.0)  # let the hog reach full speed
         during = command_latency(self.neighbour)
         run = bounded(handle.wait, attack.timeout + HANG_GRACE)
-        result.figures = {"neighbour_latency_idle_ms": idle * 1e3,
-                          "neighbour_latency_hog_ms": during * 1e3, "slowdown": during / idle}
+        result.figures = {
+            "neighbour_latency_idle_ms": idle * 1e3,
+            "neighbour_latency_hog_ms": during * 1e3,
+            "slowdown": during / idle,
+        }
         return run.stdout, run.stderr
 
     def _judge_verdict(self, stdout: str, stderr: str, result: AttackResult) -> None:
@@ -334,15 +362,15 @@ class TierRun:
             problems.append(f"the next command failed unclearly: {type(again).__name__}: {again}")
         result.outcome = "succeeded" if problems else "recovered"
         result.damaged = True
-        result.detail = f"sandbox broke ({exc}); " + ("; ".join(problems) or
-                                                       "reported as sandbox_unavailable")
+        result.detail = f"sandbox broke ({exc}); " + (
+            "; ".join(problems) or "reported as sandbox_unavailable"
+        )
 
     def _check_alive(self, sb: Sandbox, result: AttackResult) -> None:
         """The sandbox still runs commands as ``user``; if it answers but cannot (root inside
         wrecked its own root filesystem), the damage is its own: it gets replaced."""
         try:
-            bounded(lambda: sb.commands.run(["true"], user="user", timeout=30, check=True),
-                    30 + HANG_GRACE)
+            bounded(lambda: sb.commands.run(["true"], user="user", timeout=30, check=True), 30 + HANG_GRACE)
         except SandboxUnavailable as exc:
             self._judge_broken(sb, exc, result)
         except Hung as exc:
@@ -359,8 +387,7 @@ class TierRun:
         changed = self.bait.violations()
         if leaked or changed:
             result.outcome = "succeeded"
-            result.detail = f"host secrets in output: {leaked}; host changes: {changed}; " \
-                            + result.detail
+            result.detail = f"host secrets in output: {leaked}; host changes: {changed}; " + result.detail
 
     def check_neighbour(self) -> AttackResult:
         """After everything: the neighbour still works and its files are its own."""
@@ -375,12 +402,12 @@ class TierRun:
                 outcome, detail = "succeeded", "the neighbour sees another sandbox's image writes"
         except StockadeError as exc:
             outcome, detail = "succeeded", f"the neighbour broke: {exc}"
-        return AttackResult(self.tier, "neighbour_intact", "-", outcome, detail,
-                            time.monotonic() - start)
+        return AttackResult(self.tier, "neighbour_intact", "-", outcome, detail, time.monotonic() - start)
 
 
-def run_tier(tier: str, data_dir: Path, attacks: list[Attack] | None = None,
-             hog_seconds: float = 8.0) -> list[AttackResult]:
+def run_tier(
+    tier: str, data_dir: Path, attacks: list[Attack] | None = None, hog_seconds: float = 8.0
+) -> list[AttackResult]:
     """Plant the bait, run every attack on ``tier`` against the daemon of ``data_dir``."""
     attacks = attacks if attacks is not None else load_corpus()
     with Bait(data_dir) as bait:

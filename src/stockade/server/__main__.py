@@ -16,8 +16,12 @@ def main() -> None:
     parser.add_argument("--idle-exit", type=float, default=None)
     args = parser.parse_args()
     data_dir = args.data_dir or default_data_dir()
-    serve(EngineConfig(data_dir=data_dir), uds=local_socket(data_dir),
-          idle_exit=args.idle_exit, log_level="warning")
+    serve(
+        EngineConfig(data_dir=data_dir),
+        uds=local_socket(data_dir),
+        idle_exit=args.idle_exit,
+        log_level="warning",
+    )
 
 
 main()

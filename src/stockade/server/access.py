@@ -78,6 +78,8 @@ def _load_or_create(path: Path) -> bytes:
             os.unlink(tmp)
     secret = bytes.fromhex(path.read_text().strip())
     if len(secret) < 16:
-        raise ValueError(f"{path} must hold at least 16 random bytes in hex; delete it to make "
-                         f"a new one (every access token then stops working)")
+        raise ValueError(
+            f"{path} must hold at least 16 random bytes in hex; delete it to make "
+            f"a new one (every access token then stops working)"
+        )
     return secret

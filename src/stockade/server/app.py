@@ -59,8 +59,9 @@ class RequestIds:
     """Give every request an id (``X-Request-Id``), log it, count it, and remember when the
     last one came."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None,
-                 activity: "Activity | None" = None) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics | None = None, activity: "Activity | None" = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.activity = activity or Activity()
@@ -78,8 +79,7 @@ class RequestIds:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
                 self._done(scope, status, started)
             await send(message)
 
@@ -95,16 +95,28 @@ class RequestIds:
             self.metrics.observe_request(scope.get("method", "WS"), route, status, seconds)
         if scope["path"] not in PUBLIC_PATHS:
             who = scope.get("state", {}).get("principal")
-            access.info("%s %s %d", scope.get("method", "WS"), scope["path"], status,
-                        extra={"status": status, "ms": round(seconds * 1000, 2),
-                               "actor": getattr(who, "actor", None),
-                               "tenant": getattr(who, "tenant", None)})
+            access.info(
+                "%s %s %d",
+                scope.get("method", "WS"),
+                scope["path"],
+                status,
+                extra={
+                    "status": status,
+                    "ms": round(seconds * 1000, 2),
+                    "actor": getattr(who, "actor", None),
+                    "tenant": getattr(who, "tenant", None),
+                },
+            )
 
 
-def create_app(config: EngineConfig, engine: Engine | None = None,
-               settings: ServerSettings | None = None, *,
-               open_engine: Callable[[], AbstractAsyncContextManager[Engine]] | None = None,
-               plane: type[ControlPlane] = ControlPlane) -> FastAPI:
+def create_app(
+    config: EngineConfig,
+    engine: Engine | None = None,
+    settings: ServerSettings | None = None,
+    *,
+    open_engine: Callable[[], AbstractAsyncContextManager[Engine]] | None = None,
+    plane: type[ControlPlane] = ControlPlane,
+) -> FastAPI:
     """Build the app. Without ``engine``, it opens one on ``config`` (or ``open_engine()``,
     a cluster's engine) for its lifetime.
 
@@ -118,8 +130,13 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            eng = engine if engine is not None else await stack.enter_async_context(
-                open_engine() if open_engine is not None else Engine(config))
+            eng = (
+                engine
+                if engine is not None
+                else await stack.enter_async_context(
+                    open_engine() if open_engine is not None else Engine(config)
+                )
+            )
             app.state.engine = eng
             control = _control(eng, metrics, settings, plane)
             await control.start()
@@ -146,8 +163,9 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
             return Response('{"status":"starting"}', 503, media_type="application/json")
         return Response('{"status":"ready"}', media_type="application/json")
 
-    @app.get("/metrics", tags=["health"], response_class=Response,
-             responses={200: {"content": {CONTENT_TYPE: {}}}})
+    @app.get(
+        "/metrics", tags=["health"], response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}}
+    )
     async def prometheus() -> Response:
         """Prometheus metrics (aggregates only, no tenant labels)."""
         items = await app.state.engine.sandboxes.list() if app.state.control is not None else []
@@ -165,7 +183,8 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     app.include_router(dashboard.router)
     app.router.routes.append(mcp.route())
     app.state.access_tokens = AccessTokens(
-        settings.data_dir / "private" / "access-token.key" if settings else None)
+        settings.data_dir / "private" / "access-token.key" if settings else None
+    )
     app.add_middleware(AuthMiddleware, control=lambda: app.state.control)
     sessions = app.state.ui_sessions = Sessions()
     #: Local mode: the key the dashboard uses on the daemon's TCP port (never leaves memory);
@@ -174,14 +193,20 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     app.state.dashboard_url = None
     app.add_middleware(Dashboard, sessions=sessions)  # /ui, the browser's terminal, before auth
     app.add_middleware(BodyLimit, max_body=(settings or ServerSettings()).max_body_bytes)
-    app.add_middleware(PortProxy, control=lambda: app.state.control,  # before auth: its own
-                       tokens=app.state.access_tokens,
-                       domain=settings.proxy_domain if settings else None)
+    app.add_middleware(
+        PortProxy,
+        control=lambda: app.state.control,  # before auth: its own
+        tokens=app.state.access_tokens,
+        domain=settings.proxy_domain if settings else None,
+    )
     from ..compat.e2b.front import E2BFront  # here: compat imports server.auth/control
 
-    app.add_middleware(E2BFront, main=app,  # E2B's SDKs (/e2b, envd hosts): own key check
-                       max_body=(settings or ServerSettings()).max_body_bytes,
-                       domain=settings.proxy_domain if settings else None)
+    app.add_middleware(
+        E2BFront,
+        main=app,  # E2B's SDKs (/e2b, envd hosts): own key check
+        max_body=(settings or ServerSettings()).max_body_bytes,
+        domain=settings.proxy_domain if settings else None,
+    )
     if app.state.daemon_key is not None:  # outside every front end: one gate for the TCP port
         app.add_middleware(LocalPortGate, key=app.state.daemon_key, sessions=sessions)
     app.state.activity = Activity()
@@ -190,8 +215,9 @@ def create_app(config: EngineConfig, engine: Engine | None = None,
     return app
 
 
-def _control(engine: Engine, metrics: Metrics, settings: ServerSettings | None,
-             plane: type[ControlPlane]) -> Control:
+def _control(
+    engine: Engine, metrics: Metrics, settings: ServerSettings | None, plane: type[ControlPlane]
+) -> Control:
     if settings is None:
         return Control(engine, metrics)
     admin_key, generated = load_admin_key(settings.admin_key, settings.admin_key_file)
@@ -208,11 +234,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document, with the bearer-key scheme on every route but the public ones."""
     if app.openapi_schema:
         return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                         routes=app.routes)
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     schema.setdefault("components", {})["securitySchemes"] = {
-        "apiKey": {"type": "http", "scheme": "bearer",
-                   "description": "an API key from 'stockade keys create', or the admin key"}}
+        "apiKey": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "an API key from 'stockade keys create', or the admin key",
+        }
+    }
     schema["security"] = [{"apiKey": []}]
     for path in PUBLIC_PATHS & set(schema.get("paths", {})):
         for operation in schema["paths"][path].values():

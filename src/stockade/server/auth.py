@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     from .control import Control
 
 log = logging.getLogger("stockade.server")
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/docs", "/redoc",
-                          "/docs/oauth2-redirect"})
+PUBLIC_PATHS = frozenset(
+    {"/health", "/ready", "/metrics", "/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"}
+)
 SANDBOX_PATH = re.compile(r"^/sandboxes/([^/]+)(?:/|$)")
 
 
@@ -145,17 +146,16 @@ class AuthMiddleware:
             return await json_error(scope, send, 503, "unavailable", "the server is starting")
         token = bearer(scope["headers"])
         if control.needs_keys and token is None:
-            return await json_error(scope, send, 401, "unauthorized",
-                                    "missing API key: send 'Authorization: Bearer <key>'")
+            return await json_error(
+                scope, send, 401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'"
+            )
         principal = await control.authenticate(token)
         if principal is None:
-            return await json_error(scope, send, 401, "unauthorized",
-                                    "invalid, revoked or expired API key")
+            return await json_error(scope, send, 401, "unauthorized", "invalid, revoked or expired API key")
         scope.setdefault("state", {})["principal"] = principal
         match = SANDBOX_PATH.match(scope["path"])
         if match and not principal.may_see(control.owner(match.group(1))):
-            return await json_error(scope, send, 404, "sandbox_not_found",
-                                    not_found_message(match.group(1)))
+            return await json_error(scope, send, 404, "sandbox_not_found", not_found_message(match.group(1)))
         await self.app(scope, receive, send)
 
 

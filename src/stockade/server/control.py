@@ -78,8 +78,7 @@ class Control:
         if spec.template:
             self.engine.templates.check_usable(spec.template, principal.may_see)
 
-    async def create(self, principal: Principal, request_id: str | None,
-                     spec: SandboxSpec) -> SandboxInfo:
+    async def create(self, principal: Principal, request_id: str | None, spec: SandboxSpec) -> SandboxInfo:
         """Create a sandbox for ``principal`` (quotas, audit and ownership in remote mode)."""
         await self._check_spec(principal, spec)
         started = time.perf_counter()
@@ -93,8 +92,9 @@ class Control:
         self.metrics.create_seconds.labels(tier=tier).observe(time.perf_counter() - started)
         return info
 
-    async def create_once(self, principal: Principal, request_id: str | None,
-                          spec: SandboxSpec, key: str) -> SandboxInfo:
+    async def create_once(
+        self, principal: Principal, request_id: str | None, spec: SandboxSpec, key: str
+    ) -> SandboxInfo:
         """Create, unless a create with idempotency ``key`` made a sandbox of the tenant in
         the last ``IDEMPOTENCY_TTL`` seconds that still lives: then return that one. Creates
         with one key run one after another (across replicas, in remote mode)."""
@@ -113,8 +113,7 @@ class Control:
                 await self._settle(principal.tenant, key, None)  # it ended: create anew
                 continue
             if time.monotonic() > deadline:
-                raise Conflict("a create with this idempotency key is still running; retry "
-                               "later")
+                raise Conflict("a create with this idempotency key is still running; retry later")
             await asyncio.sleep(0.1)
         try:
             info = await self.create(principal, request_id, spec)
@@ -142,25 +141,27 @@ class Control:
     async def kill(self, principal: Principal, sandbox_id: str, request_id: str | None) -> None:
         await self.engine.sandboxes.kill(sandbox_id)
 
-    async def fork(self, principal: Principal, request_id: str | None, sandbox_id: str,
-                   spec: ForkSpec) -> ForkResult:
+    async def fork(
+        self, principal: Principal, request_id: str | None, sandbox_id: str, spec: ForkSpec
+    ) -> ForkResult:
         """Copies of a sandbox (docs/fork.md); in remote mode each is quota-checked and
         audited like a create, and belongs to the source's tenant."""
         sandboxes = self.engine.sandboxes
         memory = sandboxes.fork_keeps_memory(sandbox_id, spec.memory)
-        items = await sandboxes.fork(sandbox_id, spec.count, spec.memory,
-                                     owner=self.owner(sandbox_id))
+        items = await sandboxes.fork(sandbox_id, spec.count, spec.memory, owner=self.owner(sandbox_id))
         return ForkResult(items=items, memory=memory)
 
-    async def record(self, principal: Principal, request_id: str | None, action: str,
-                     target: str, **detail: Any) -> None:
+    async def record(
+        self, principal: Principal, request_id: str | None, action: str, target: str, **detail: Any
+    ) -> None:
         """Write an audit event (remote mode; local mode keeps no audit trail)."""
 
     async def check_start(self, principal: Principal, sandbox_id: str) -> None:
         """Before a start or connect: may the sandbox's disk come back from its archive?"""
 
-    async def set_timeout(self, principal: Principal, sandbox_id: str, timeout: float,
-                          request_id: str | None) -> SandboxInfo:
+    async def set_timeout(
+        self, principal: Principal, sandbox_id: str, timeout: float, request_id: str | None
+    ) -> SandboxInfo:
         return await self.engine.sandboxes.set_timeout(sandbox_id, timeout)
 
     async def start_sandbox(self, principal: Principal, sandbox_id: str) -> SandboxInfo:
@@ -184,8 +185,9 @@ class Usage:
     disk_mb: int = 0
 
     def plus(self, row: OwnedSandbox, disk_mb: int) -> "Usage":
-        return Usage(self.sandboxes + 1, self.vcpu + row.cpu, self.memory_mb + row.memory_mb,
-                     self.disk_mb + disk_mb)
+        return Usage(
+            self.sandboxes + 1, self.vcpu + row.cpu, self.memory_mb + row.memory_mb, self.disk_mb + disk_mb
+        )
 
 
 class ControlPlane(Control):
@@ -193,8 +195,9 @@ class ControlPlane(Control):
 
     needs_keys = True
 
-    def __init__(self, engine: Engine, metrics: Metrics, store: Store,
-                 settings: ServerSettings, admin_key: str) -> None:
+    def __init__(
+        self, engine: Engine, metrics: Metrics, store: Store, settings: ServerSettings, admin_key: str
+    ) -> None:
         super().__init__(engine, metrics)
         self.store = store
         self.settings = settings
@@ -236,8 +239,13 @@ class ControlPlane(Control):
         if gone:
             await self.db(self.store.remove_sandboxes, gone)
             for sandbox_id in sorted(gone):
-                await self.db(self.store.audit, tenant=rows[sandbox_id].tenant, actor="server",
-                              action="sandbox.reaped", target=sandbox_id)
+                await self.db(
+                    self.store.audit,
+                    tenant=rows[sandbox_id].tenant,
+                    actor="server",
+                    action="sandbox.reaped",
+                    target=sandbox_id,
+                )
             log.info("reconcile: %d store rows had no sandbox and were removed", len(gone))
         orphans = live - set(rows)
         for sandbox_id in sorted(orphans):
@@ -265,8 +273,9 @@ class ControlPlane(Control):
             self.owners.pop(row.id, None)
         await self.db(self.store.remove_sandboxes, [row.id for row in ended])
         for row in ended:
-            await self.db(self.store.audit, tenant=row.tenant, actor="server",
-                          action="sandbox.expired", target=row.id)
+            await self.db(
+                self.store.audit, tenant=row.tenant, actor="server", action="sandbox.expired", target=row.id
+            )
 
     # -- who is calling ----------------------------------------------------------------------
     async def authenticate(self, token: str | None) -> Principal | None:
@@ -300,9 +309,12 @@ class ControlPlane(Control):
         base = self.settings.quotas
         if row is None:
             return base
-        return Quotas(*(getattr(row, f) if getattr(row, f) is not None else getattr(base, f)
-                        for f in ("max_sandboxes", "max_vcpu", "max_memory_mb", "max_lifetime",
-                                  "max_disk_mb")))
+        return Quotas(
+            *(
+                getattr(row, f) if getattr(row, f) is not None else getattr(base, f)
+                for f in ("max_sandboxes", "max_vcpu", "max_memory_mb", "max_lifetime", "max_disk_mb")
+            )
+        )
 
     def forget_tenant(self, tenant: str) -> None:
         self._tenants.pop(tenant, None)
@@ -322,41 +334,52 @@ class ControlPlane(Control):
         except SandboxNotFound:  # ended; the reaper forgets it soon
             return 0
 
-    def _check_disk(self, quotas: Quotas, usage: Usage, tenant: str, more_mb: int,
-                    what: str) -> None:
+    def _check_disk(self, quotas: Quotas, usage: Usage, tenant: str, more_mb: int, what: str) -> None:
         if usage.disk_mb + more_mb > quotas.max_disk_mb:
             raise QuotaExceeded(
                 f"tenant {tenant!r} holds {usage.disk_mb} of {quotas.max_disk_mb} MiB of disk "
                 f"(sandboxes count in every state: running, paused, stopped, archived); "
                 f"{what} needs {more_mb} MiB more; kill or archive a stopped sandbox, or ask "
-                f"for a higher quota")
+                f"for a higher quota"
+            )
 
-    def _check(self, quotas: Quotas, usage: Usage, row: OwnedSandbox, timeout: float,
-               disk_mb: int) -> None:
+    def _check(self, quotas: Quotas, usage: Usage, row: OwnedSandbox, timeout: float, disk_mb: int) -> None:
         if timeout > quotas.max_lifetime:
-            raise QuotaExceeded(f"a sandbox may live at most {quotas.max_lifetime:g} s for tenant "
-                                f"{row.tenant!r}; asked for {timeout:g} s")
+            raise QuotaExceeded(
+                f"a sandbox may live at most {quotas.max_lifetime:g} s for tenant "
+                f"{row.tenant!r}; asked for {timeout:g} s"
+            )
         if usage.sandboxes + 1 > quotas.max_sandboxes:
-            raise QuotaExceeded(f"tenant {row.tenant!r} already runs {usage.sandboxes} sandboxes, "
-                                f"its limit; kill one or ask for a higher quota")
+            raise QuotaExceeded(
+                f"tenant {row.tenant!r} already runs {usage.sandboxes} sandboxes, "
+                f"its limit; kill one or ask for a higher quota"
+            )
         if usage.vcpu + row.cpu > quotas.max_vcpu + 1e-9:
-            raise QuotaExceeded(f"tenant {row.tenant!r} uses {usage.vcpu:g} of {quotas.max_vcpu:g}"
-                                f" vCPUs; {row.cpu:g} more would pass the limit")
+            raise QuotaExceeded(
+                f"tenant {row.tenant!r} uses {usage.vcpu:g} of {quotas.max_vcpu:g}"
+                f" vCPUs; {row.cpu:g} more would pass the limit"
+            )
         if usage.memory_mb + row.memory_mb > quotas.max_memory_mb:
-            raise QuotaExceeded(f"tenant {row.tenant!r} uses {usage.memory_mb} of "
-                                f"{quotas.max_memory_mb} MiB; {row.memory_mb} MiB more would pass "
-                                f"the limit")
+            raise QuotaExceeded(
+                f"tenant {row.tenant!r} uses {usage.memory_mb} of "
+                f"{quotas.max_memory_mb} MiB; {row.memory_mb} MiB more would pass "
+                f"the limit"
+            )
         self._check_disk(quotas, usage, row.tenant, disk_mb, "a new sandbox")
 
     # -- lifecycle ---------------------------------------------------------------------------
-    async def create(self, principal: Principal, request_id: str | None,
-                     spec: SandboxSpec) -> SandboxInfo:
+    async def create(self, principal: Principal, request_id: str | None, spec: SandboxSpec) -> SandboxInfo:
         await self._check_spec(principal, spec)
         resources = self.engine.sandboxes.resources(spec)
         timeout = spec.timeout or self.engine.config.default_timeout
-        claim = OwnedSandbox(id="", tenant=principal.tenant, isolation=spec.isolation,
-                             cpu=resources.cpu, memory_mb=resources.memory_mb,
-                             created_at=time.time())
+        claim = OwnedSandbox(
+            id="",
+            tenant=principal.tenant,
+            isolation=spec.isolation,
+            cpu=resources.cpu,
+            memory_mb=resources.memory_mb,
+            created_at=time.time(),
+        )
         disk_mb = resources.disk_mb
         quotas = await self.quotas(principal.tenant)
         self._check(quotas, self.usage(principal.tenant), claim, timeout, disk_mb)
@@ -368,12 +391,27 @@ class ControlPlane(Control):
             claim.id = info.id
             # Only now does the row exist: a crash before this line leaves a sandbox that no
             # row claims, which the next start's reconcile() kills.
-            await self.db(self.store.add_sandbox, OwnedSandbox(
-                id=claim.id, tenant=claim.tenant, isolation=claim.isolation, cpu=claim.cpu,
-                memory_mb=claim.memory_mb, created_at=claim.created_at), self.store.event(
-                tenant=principal.tenant, actor=principal.actor, action="sandbox.create",
-                target=claim.id, request_id=request_id, isolation=claim.isolation,
-                cpu=claim.cpu, memory_mb=claim.memory_mb))
+            await self.db(
+                self.store.add_sandbox,
+                OwnedSandbox(
+                    id=claim.id,
+                    tenant=claim.tenant,
+                    isolation=claim.isolation,
+                    cpu=claim.cpu,
+                    memory_mb=claim.memory_mb,
+                    created_at=claim.created_at,
+                ),
+                self.store.event(
+                    tenant=principal.tenant,
+                    actor=principal.actor,
+                    action="sandbox.create",
+                    target=claim.id,
+                    request_id=request_id,
+                    isolation=claim.isolation,
+                    cpu=claim.cpu,
+                    memory_mb=claim.memory_mb,
+                ),
+            )
             self.owners[claim.id] = claim
         except BaseException:
             if claim.id:
@@ -399,8 +437,9 @@ class ControlPlane(Control):
             raise
         await self._forget(sandbox_id, principal.actor, "sandbox.kill", request_id)
 
-    async def fork(self, principal: Principal, request_id: str | None, sandbox_id: str,
-                   spec: ForkSpec) -> ForkResult:
+    async def fork(
+        self, principal: Principal, request_id: str | None, sandbox_id: str, spec: ForkSpec
+    ) -> ForkResult:
         self.engine.sandboxes.fork_keeps_memory(sandbox_id, spec.memory)  # 409 before 429
         source = await self.engine.sandboxes.get(sandbox_id)
         tenant = self.owner(sandbox_id) or principal.tenant
@@ -408,9 +447,14 @@ class ControlPlane(Control):
         usage = self.usage(tenant)
         claims = []
         for _ in range(spec.count):  # every copy is a new sandbox: all of them must fit
-            claim = OwnedSandbox(id="", tenant=tenant, isolation=source.isolation,
-                                 cpu=source.cpu, memory_mb=source.memory_mb,
-                                 created_at=time.time())
+            claim = OwnedSandbox(
+                id="",
+                tenant=tenant,
+                isolation=source.isolation,
+                cpu=source.cpu,
+                memory_mb=source.memory_mb,
+                created_at=time.time(),
+            )
             self._check(quotas, usage, claim, source.timeout, source.disk_mb)
             usage = usage.plus(claim, source.disk_mb)
             claims.append(claim)
@@ -423,14 +467,29 @@ class ControlPlane(Control):
             try:
                 for claim, item in zip(claims, result.items):
                     claim.id = item.id
-                    await self.db(self.store.add_sandbox, OwnedSandbox(
-                        id=claim.id, tenant=tenant, isolation=claim.isolation, cpu=claim.cpu,
-                        memory_mb=claim.memory_mb, created_at=claim.created_at),
-                        self.store.event(tenant=tenant, actor=principal.actor,
-                                         action="sandbox.fork", target=item.id,
-                                         request_id=request_id, source=sandbox_id,
-                                         memory=result.memory, isolation=item.isolation,
-                                         cpu=item.cpu, memory_mb=item.memory_mb))
+                    await self.db(
+                        self.store.add_sandbox,
+                        OwnedSandbox(
+                            id=claim.id,
+                            tenant=tenant,
+                            isolation=claim.isolation,
+                            cpu=claim.cpu,
+                            memory_mb=claim.memory_mb,
+                            created_at=claim.created_at,
+                        ),
+                        self.store.event(
+                            tenant=tenant,
+                            actor=principal.actor,
+                            action="sandbox.fork",
+                            target=item.id,
+                            request_id=request_id,
+                            source=sandbox_id,
+                            memory=result.memory,
+                            isolation=item.isolation,
+                            cpu=item.cpu,
+                            memory_mb=item.memory_mb,
+                        ),
+                    )
                     self.owners[claim.id] = claim
             except BaseException:
                 for item in result.items:
@@ -443,18 +502,30 @@ class ControlPlane(Control):
                 pending.remove(claim)
                 self._pending_disk.pop(id(claim), None)
         return result
-    async def record(self, principal: Principal, request_id: str | None, action: str,
-                     target: str, **detail: Any) -> None:
-        await self.db(self.store.audit, tenant=principal.tenant, actor=principal.actor,
-                      action=action, target=target, request_id=request_id, **detail)
 
-    async def _forget(self, sandbox_id: str, actor: str, action: str,
-                      request_id: str | None) -> None:
+    async def record(
+        self, principal: Principal, request_id: str | None, action: str, target: str, **detail: Any
+    ) -> None:
+        await self.db(
+            self.store.audit,
+            tenant=principal.tenant,
+            actor=principal.actor,
+            action=action,
+            target=target,
+            request_id=request_id,
+            **detail,
+        )
+
+    async def _forget(self, sandbox_id: str, actor: str, action: str, request_id: str | None) -> None:
         row = self.owners.pop(sandbox_id, None)
         if row is not None:
-            await self.db(self.store.remove_sandboxes, [sandbox_id], self.store.event(
-                tenant=row.tenant, actor=actor, action=action, target=sandbox_id,
-                request_id=request_id))
+            await self.db(
+                self.store.remove_sandboxes,
+                [sandbox_id],
+                self.store.event(
+                    tenant=row.tenant, actor=actor, action=action, target=sandbox_id, request_id=request_id
+                ),
+            )
 
     async def check_start(self, principal: Principal, sandbox_id: str) -> None:
         info = await self.engine.sandboxes.get(sandbox_id)
@@ -463,11 +534,17 @@ class ControlPlane(Control):
             return
         usage = self.usage(row.tenant)
         more = info.disk_mb - self._held_disk_mb(sandbox_id)
-        self._check_disk(await self.quotas(row.tenant), usage, row.tenant, max(0, more),
-                         f"restoring archived sandbox {sandbox_id}")
+        self._check_disk(
+            await self.quotas(row.tenant),
+            usage,
+            row.tenant,
+            max(0, more),
+            f"restoring archived sandbox {sandbox_id}",
+        )
 
-    async def set_timeout(self, principal: Principal, sandbox_id: str, timeout: float,
-                          request_id: str | None) -> SandboxInfo:
+    async def set_timeout(
+        self, principal: Principal, sandbox_id: str, timeout: float, request_id: str | None
+    ) -> SandboxInfo:
         info = await self.engine.sandboxes.get(sandbox_id)
         row = self.owners.get(sandbox_id)
         if row is not None:
@@ -476,5 +553,6 @@ class ControlPlane(Control):
             if lifetime > quotas.max_lifetime:
                 raise QuotaExceeded(
                     f"a sandbox may live at most {quotas.max_lifetime:g} s for tenant "
-                    f"{row.tenant!r}; this timeout would make it {lifetime:.0f} s")
+                    f"{row.tenant!r}; this timeout would make it {lifetime:.0f} s"
+                )
         return await self.engine.sandboxes.set_timeout(sandbox_id, timeout)

@@ -45,8 +45,10 @@ async def plane(request: Request) -> ControlPlane:
     """The remote-mode control plane; keys and tenants do not exist in local mode."""
     found = request.app.state.control
     if not isinstance(found, ControlPlane):
-        raise InvalidRequest("API keys and tenants exist only on a remote server "
-                             "('stockade serve' on TCP); this is the keyless local daemon")
+        raise InvalidRequest(
+            "API keys and tenants exist only on a remote server "
+            "('stockade serve' on TCP); this is the keyless local daemon"
+        )
     return found
 
 

@@ -14,9 +14,18 @@ from starlette.types import Scope, Send
 from ..engine import EngineError
 
 log = logging.getLogger("stockade.server")
-HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 409: "conflict", 413: "too_large",
-              415: "unsupported_media_type", 422: "invalid_request", 429: "quota_exceeded"}
+HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "quota_exceeded",
+}
 
 
 def _count(app: object, code: str) -> None:
@@ -28,8 +37,7 @@ def _count(app: object, code: str) -> None:
 def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)
     _count(request.app, code)
-    return JSONResponse({"code": code, "message": message, "request_id": request_id},
-                        status_code=status)
+    return JSONResponse({"code": code, "message": message, "request_id": request_id}, status_code=status)
 
 
 async def json_error(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
@@ -40,9 +48,13 @@ async def json_error(scope: Scope, send: Send, status: int, code: str, message: 
         await send({"type": "websocket.close", "code": 4000 + status, "reason": message[:120]})
         return
     body = json.dumps({"code": code, "message": message, "request_id": request_id}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -50,8 +62,7 @@ def _describe(errors: list[dict[str, object]]) -> str:
     parts = []
     for err in errors[:5]:
         loc = err.get("loc", ())
-        where = ".".join(str(x) for x in (loc if isinstance(loc, (list, tuple)) else ())
-                         if x != "body")
+        where = ".".join(str(x) for x in (loc if isinstance(loc, (list, tuple)) else ()) if x != "body")
         parts.append(f"{where or 'body'}: {err.get('msg')}")
     return "; ".join(parts)
 

@@ -45,11 +45,19 @@ class LocalPortGate:
         self.sessions = sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] in ("http", "websocket") and loopback_url(scope) is not None
-                and not self._allowed(scope)):
-            return await json_error(scope, send, 401, "unauthorized",
-                                    "this port serves only the dashboard: run 'stockade "
-                                    "dashboard' on this machine for a sign-in link")
+        if (
+            scope["type"] in ("http", "websocket")
+            and loopback_url(scope) is not None
+            and not self._allowed(scope)
+        ):
+            return await json_error(
+                scope,
+                send,
+                401,
+                "unauthorized",
+                "this port serves only the dashboard: run 'stockade "
+                "dashboard' on this machine for a sign-in link",
+            )
         await self.app(scope, receive, send)
 
     def _allowed(self, scope: Scope) -> bool:

@@ -19,16 +19,17 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-                  + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(), "logger": record.name,
-            "msg": record.getMessage()}
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
         if request_id:
             line["request_id"] = request_id
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in line and key != "color_message":
-                line[key] = value if isinstance(value, (str, int, float, bool, type(None))) \
-                    else str(value)
+                line[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)

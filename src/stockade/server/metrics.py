@@ -21,22 +21,34 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.sandboxes = Gauge("stockade_sandboxes", "Sandboxes by state and isolation tier",
-                               ["state", "tier"], registry=r)
-        self.create_seconds = Histogram("stockade_sandbox_create_seconds",
-                                        "Time to create a sandbox, from request to running",
-                                        ["tier"], buckets=LATENCY_BUCKETS, registry=r)
-        self.creates = Counter("stockade_sandbox_creates", "Sandbox creates by outcome",
-                               ["tier", "outcome"], registry=r)
-        self.commands = Counter("stockade_commands", "Processes started in sandboxes",
-                                registry=r)
-        self.requests = Counter("stockade_http_requests", "HTTP requests by route and status",
-                                ["method", "route", "status"], registry=r)
-        self.request_seconds = Histogram("stockade_http_request_seconds",
-                                         "Time to the response's first byte", ["method", "route"],
-                                         buckets=LATENCY_BUCKETS, registry=r)
-        self.errors = Counter("stockade_errors", "Error responses by error code", ["code"],
-                              registry=r)
+        self.sandboxes = Gauge(
+            "stockade_sandboxes", "Sandboxes by state and isolation tier", ["state", "tier"], registry=r
+        )
+        self.create_seconds = Histogram(
+            "stockade_sandbox_create_seconds",
+            "Time to create a sandbox, from request to running",
+            ["tier"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.creates = Counter(
+            "stockade_sandbox_creates", "Sandbox creates by outcome", ["tier", "outcome"], registry=r
+        )
+        self.commands = Counter("stockade_commands", "Processes started in sandboxes", registry=r)
+        self.requests = Counter(
+            "stockade_http_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "stockade_http_request_seconds",
+            "Time to the response's first byte",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter("stockade_errors", "Error responses by error code", ["code"], registry=r)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method=method, route=route, status=str(status)).inc()

@@ -10,16 +10,59 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..models import (CreateVolume, EgressLog, EntryInfo, ForkResult, ForkSpec, MakeDirResult,
-                      NetworkPolicy, ProcessSelector, ProcessSpec, Resize, SandboxEnd, SandboxEvent,
-                      SandboxInfo, SandboxPage, SandboxPath, SandboxSpec, SandboxStats, Signal,
-                      TemplateInfo, TemplatePage, UsageHistory, VolumeInfo, VolumePage, check_path)
+from ..models import (
+    CreateVolume,
+    EgressLog,
+    EntryInfo,
+    ForkResult,
+    ForkSpec,
+    MakeDirResult,
+    NetworkPolicy,
+    ProcessSelector,
+    ProcessSpec,
+    Resize,
+    SandboxEnd,
+    SandboxEvent,
+    SandboxInfo,
+    SandboxPage,
+    SandboxPath,
+    SandboxSpec,
+    SandboxStats,
+    Signal,
+    TemplateInfo,
+    TemplatePage,
+    UsageHistory,
+    VolumeInfo,
+    VolumePage,
+    check_path,
+)
 
-__all__ = ["CreateVolume", "EgressLog", "EntryInfo", "ForkResult", "ForkSpec", "MakeDirResult",
-           "NetworkPolicy", "ProcessSelector", "ProcessSpec", "Resize", "SandboxEnd",
-           "SandboxEvent", "SandboxInfo", "SandboxPage", "SandboxPath", "SandboxSpec",
-           "SandboxStats", "Signal", "TemplateInfo", "TemplatePage", "UsageHistory", "VolumeInfo",
-           "VolumePage", "check_path"]
+__all__ = [
+    "CreateVolume",
+    "EgressLog",
+    "EntryInfo",
+    "ForkResult",
+    "ForkSpec",
+    "MakeDirResult",
+    "NetworkPolicy",
+    "ProcessSelector",
+    "ProcessSpec",
+    "Resize",
+    "SandboxEnd",
+    "SandboxEvent",
+    "SandboxInfo",
+    "SandboxPage",
+    "SandboxPath",
+    "SandboxSpec",
+    "SandboxStats",
+    "Signal",
+    "TemplateInfo",
+    "TemplatePage",
+    "UsageHistory",
+    "VolumeInfo",
+    "VolumePage",
+    "check_path",
+]
 
 
 class Strict(BaseModel):
@@ -31,8 +74,7 @@ class SetTimeout(Strict):
 
 
 class CreateSnapshot(Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
-                      description="the new template's name")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="the new template's name")
 
 
 class PathBody(Strict):
@@ -62,9 +104,12 @@ class QuotaFields(Strict):
     max_vcpu: float | None = Field(default=None, ge=0, le=100000)
     max_memory_mb: int | None = Field(default=None, ge=0, le=1 << 31)
     max_lifetime: float | None = Field(default=None, ge=1, le=365 * 86400)
-    max_disk_mb: int | None = Field(default=None, ge=0, le=1 << 40,
-                                    description="host disk held by the tenant's sandboxes in "
-                                                "any state (docs/limits.md)")
+    max_disk_mb: int | None = Field(
+        default=None,
+        ge=0,
+        le=1 << 40,
+        description="host disk held by the tenant's sandboxes in any state (docs/limits.md)",
+    )
 
 
 class CreateTenant(QuotaFields):
@@ -91,15 +136,21 @@ class TenantPage(BaseModel):
 
 
 class CreateKey(Strict):
-    tenant: str | None = Field(default=None, pattern=TENANT_NAME,
-                               description="the tenant the key acts for (default: your own); "
-                                           "the admin key creates the tenant if needed")
+    tenant: str | None = Field(
+        default=None,
+        pattern=TENANT_NAME,
+        description="the tenant the key acts for (default: your own); "
+        "the admin key creates the tenant if needed",
+    )
     name: str | None = Field(default=None, min_length=1, max_length=128)
-    expires_in: float | None = Field(default=None, gt=0, le=10 * 365 * 86400,
-                                     description="seconds until the key stops working")
+    expires_in: float | None = Field(
+        default=None, gt=0, le=10 * 365 * 86400, description="seconds until the key stops working"
+    )
     style: Literal["stockade", "e2b"] = Field(
-        default="stockade", description="'e2b': a key shaped e2b_<hex>, which E2B's SDKs "
-                                        "accept (docs/compat-e2b.md); it works everywhere")
+        default="stockade",
+        description="'e2b': a key shaped e2b_<hex>, which E2B's SDKs "
+        "accept (docs/compat-e2b.md); it works everywhere",
+    )
 
 
 class KeyInfo(BaseModel):
@@ -147,6 +198,9 @@ class SignInLink(BaseModel):
     """A one-time link that signs a browser in to the dashboard as the caller."""
 
     path: str = Field(description="/ui/login?token=...: append it to the server's address")
-    url: str | None = Field(default=None, description="the whole link, when the server knows "
-                            "its own address (the local daemon's dashboard port)")
+    url: str | None = Field(
+        default=None,
+        description="the whole link, when the server knows "
+        "its own address (the local daemon's dashboard port)",
+    )
     expires_at: float = Field(description="when the link stops working (it also works once)")

@@ -42,8 +42,19 @@ PORT_PATH = re.compile(r"^/sandboxes/([^/]+)/ports/([0-9]{1,5})(/.*)?$", re.S)
 PORT_HOST = re.compile(r"^([0-9]{1,5})-([a-z0-9]{1,64})$")
 #: Request headers that describe one hop, not the request (RFC 9110 section 7.6.1), and those
 #: the proxy sets itself.
-HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authorization", b"proxy-connection",
-                        b"te", b"trailer", b"transfer-encoding", b"upgrade", b"expect"})
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -70,8 +81,13 @@ class Grant:
 class PortProxy:
     """ASGI middleware: send port requests to the sandbox, everything else to ``app``."""
 
-    def __init__(self, app: ASGIApp, control: Callable[[], "Control | None"],
-                 tokens: AccessTokens, domain: str | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        control: Callable[[], "Control | None"],
+        tokens: AccessTokens,
+        domain: str | None = None,
+    ) -> None:
         self.app = app
         self.control = control
         self.tokens = tokens
@@ -104,7 +120,8 @@ class PortProxy:
             await relay_websocket(scope, receive, send, tunnel, target.path or "/", headers)
         else:
             await HttpRelay(scope, receive, send, tunnel).run(
-                target.path or "/", headers, _set_cookie(target, grant))
+                target.path or "/", headers, _set_cookie(target, grant)
+            )
 
     # -- which sandbox and port ------------------------------------------------------------
     def _match(self, scope: Scope) -> Target | str | None:
@@ -114,13 +131,11 @@ class PortProxy:
             host = _header(scope, b"host").rpartition(":")[0] or _header(scope, b"host")
             host = host.lower().rstrip(".")
             if host.endswith("." + self.domain):
-                label = host[:-len(self.domain) - 1]
+                label = host[: -len(self.domain) - 1]
                 match = PORT_HOST.match(label)
                 if match is None or not 1 <= int(match.group(1)) <= 65535:
-                    return (f"{host!r} names no sandbox port: use "
-                            f"{{port}}-{{sandbox id}}.{self.domain}")
-                return Target(match.group(2), int(match.group(1)), _raw_path(scope) + query,
-                              "/", "")
+                    return f"{host!r} names no sandbox port: use {{port}}-{{sandbox id}}.{self.domain}"
+                return Target(match.group(2), int(match.group(1)), _raw_path(scope) + query, "/", "")
         match = PORT_PATH.match(scope["path"])
         if match is None:
             return None
@@ -129,13 +144,13 @@ class PortProxy:
             return f"port {port} is out of range (1-65535)"
         prefix = f"/sandboxes/{sandbox_id}/ports/{port}"
         raw = _raw_path(scope)
-        rest = raw[len(prefix):] if raw.startswith(prefix) else quote(match.group(3) or "")
-        return Target(sandbox_id, port, rest + query if rest else "", f"/sandboxes/{sandbox_id}/",
-                      prefix)
+        rest = raw[len(prefix) :] if raw.startswith(prefix) else quote(match.group(3) or "")
+        return Target(sandbox_id, port, rest + query if rest else "", f"/sandboxes/{sandbox_id}/", prefix)
 
     # -- who may pass ------------------------------------------------------------------------
-    async def _authorize(self, scope: Scope, sandbox_id: str,
-                         control: "Control") -> Grant | tuple[int, str, str]:
+    async def _authorize(
+        self, scope: Scope, sandbox_id: str, control: "Control"
+    ) -> Grant | tuple[int, str, str]:
         if not control.needs_keys:
             return Grant(await control.authenticate(None), False, None, None)
         owner = control.owner(sandbox_id)
@@ -151,20 +166,26 @@ class PortProxy:
         query_token = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))).get(TOKEN)
         for token, from_query in ((query_token, True), (_cookie(scope, TOKEN), False)):
             if token and (expires := self.tokens.check(sandbox_id, token)) is not None:
-                grant = self._token_grant(owner, sandbox_id, token if from_query else None,
-                                          expires)
+                grant = self._token_grant(owner, sandbox_id, token if from_query else None, expires)
                 if isinstance(grant, Grant):
                     # The Authorization header was no Stockade credential: it is the app's own.
                     return Grant(None, False, grant.new_cookie, expires)
                 return grant
         if key is not None or query_token or _cookie(scope, TOKEN):
             return 401, "unauthorized", "invalid, revoked or expired API key or access token"
-        return 401, "unauthorized", ("missing credentials: send 'Authorization: Bearer <key>' or "
-                                     "an access token from POST /sandboxes/{id}/access-token")
+        return (
+            401,
+            "unauthorized",
+            (
+                "missing credentials: send 'Authorization: Bearer <key>' or "
+                "an access token from POST /sandboxes/{id}/access-token"
+            ),
+        )
 
     @staticmethod
-    def _token_grant(owner: str | None, sandbox_id: str, new_cookie: str | None,
-                     expires: float) -> Grant | tuple[int, str, str]:
+    def _token_grant(
+        owner: str | None, sandbox_id: str, new_cookie: str | None, expires: float
+    ) -> Grant | tuple[int, str, str]:
         if owner is None:  # the sandbox has ended
             return 404, "sandbox_not_found", not_found_message(sandbox_id)
         return Grant(None, True, new_cookie, expires)
@@ -183,8 +204,7 @@ class HttpRelay:
         self.started = False
         self.finished = False
 
-    async def run(self, path: str, headers: list[tuple[bytes, bytes]],
-                  cookie: bytes | None) -> None:
+    async def run(self, path: str, headers: list[tuple[bytes, bytes]], cookie: bytes | None) -> None:
         task = asyncio.current_task()
         assert task is not None
         body = _has_body(self.scope)
@@ -200,9 +220,14 @@ class HttpRelay:
             task.uncancel()
         except (h11.ProtocolError, EngineError) as exc:
             if not self.started:
-                await json_error(self.scope, self.send, 502, "bad_gateway",
-                                 f"the server on port {self.tunnel.port} in sandbox "
-                                 f"{self.tunnel.sandbox_id} answered badly: {exc}")
+                await json_error(
+                    self.scope,
+                    self.send,
+                    502,
+                    "bad_gateway",
+                    f"the server on port {self.tunnel.port} in sandbox "
+                    f"{self.tunnel.sandbox_id} answered badly: {exc}",
+                )
         finally:
             self.finished = True
             uploader.cancel()
@@ -245,14 +270,12 @@ class HttpRelay:
         headers = [(k, v) for k, v in event.headers if k not in HOP_BY_HOP]
         if cookie is not None:
             headers.append((b"set-cookie", cookie))
-        await self.send({"type": "http.response.start", "status": event.status_code,
-                         "headers": headers})
+        await self.send({"type": "http.response.start", "status": event.status_code, "headers": headers})
         self.started = True
         while True:
             event = await self._next()
             if isinstance(event, h11.Data):
-                await self.send({"type": "http.response.body", "body": bytes(event.data),
-                                 "more_body": True})
+                await self.send({"type": "http.response.body", "body": bytes(event.data), "more_body": True})
             elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                 break
         self.finished = True
@@ -339,12 +362,17 @@ def _set_cookie(target: Target, grant: Grant) -> bytes | None:
     if grant.new_cookie is None or grant.expires_at is None:
         return None
     max_age = max(0, int(grant.expires_at - time.time()))
-    return (f"{TOKEN}={grant.new_cookie}; Path={target.cookie_path}; Max-Age={max_age}; "
-            f"HttpOnly; SameSite=Lax").encode()
+    return (
+        f"{TOKEN}={grant.new_cookie}; Path={target.cookie_path}; Max-Age={max_age}; HttpOnly; SameSite=Lax"
+    ).encode()
 
 
 async def _redirect(send: Send, location: str) -> None:
-    await send({"type": "http.response.start", "status": 307,
-                "headers": [(b"location", location.encode("latin-1")),
-                            (b"content-length", b"0")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 307,
+            "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0")],
+        }
+    )
     await send({"type": "http.response.body", "body": b""})

@@ -64,9 +64,16 @@ def _local_sockets(uds: Path) -> tuple[list[socket.socket], int | None]:
     return [unix, tcp], int(tcp.getsockname()[1])
 
 
-def serve(config: EngineConfig, *, uds: Path | None = None, host: str = "127.0.0.1",
-          port: int = 8800, idle_exit: float | None = None, log_level: str = "info",
-          settings: ServerSettings | None = None) -> None:
+def serve(
+    config: EngineConfig,
+    *,
+    uds: Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8800,
+    idle_exit: float | None = None,
+    log_level: str = "info",
+    settings: ServerSettings | None = None,
+) -> None:
     """Serve the API until SIGINT/SIGTERM (or idleness, with ``idle_exit``).
 
     With ``settings``, serve in remote mode on ``settings.host:settings.port`` (API keys, a
@@ -87,13 +94,20 @@ def serve(config: EngineConfig, *, uds: Path | None = None, host: str = "127.0.0
         sockets, ui_port = _local_sockets(uds)
         if ui_port is not None:
             app.state.dashboard_url = f"http://127.0.0.1:{ui_port}"
-            log.warning("dashboard on http://127.0.0.1:%d/ui/ ('stockade dashboard' prints a "
-                        "sign-in link)", ui_port)
+            log.warning(
+                "dashboard on http://127.0.0.1:%d/ui/ ('stockade dashboard' prints a sign-in link)", ui_port
+            )
     kwargs: dict[str, Any] = {} if sockets is not None else {"host": host, "port": port}
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False,
-                                           timeout_graceful_shutdown=10,
-                                           log_config=None if settings is not None else
-                                           uvicorn.config.LOGGING_CONFIG, **kwargs))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level=log_level,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+            log_config=None if settings is not None else uvicorn.config.LOGGING_CONFIG,
+            **kwargs,
+        )
+    )
 
     async def main() -> None:
         watcher = asyncio.create_task(_exit_when_idle(server, app, idle_exit)) if idle_exit else None

@@ -66,10 +66,17 @@ class ServerSettings:
         return self.data_dir / "private" / "admin.key"
 
 
-ENV = {"host": "STOCKADE_HOST", "port": "STOCKADE_PORT", "data_dir": "STOCKADE_DATA_DIR",
-       "database_url": "STOCKADE_DATABASE_URL", "admin_key": "STOCKADE_ADMIN_KEY",
-       "max_body_bytes": "STOCKADE_MAX_BODY_BYTES", "reap_interval": "STOCKADE_REAP_INTERVAL",
-       "key_cache_seconds": "STOCKADE_KEY_CACHE_SECONDS", "proxy_domain": "STOCKADE_PROXY_DOMAIN"}
+ENV = {
+    "host": "STOCKADE_HOST",
+    "port": "STOCKADE_PORT",
+    "data_dir": "STOCKADE_DATA_DIR",
+    "database_url": "STOCKADE_DATABASE_URL",
+    "admin_key": "STOCKADE_ADMIN_KEY",
+    "max_body_bytes": "STOCKADE_MAX_BODY_BYTES",
+    "reap_interval": "STOCKADE_REAP_INTERVAL",
+    "key_cache_seconds": "STOCKADE_KEY_CACHE_SECONDS",
+    "proxy_domain": "STOCKADE_PROXY_DOMAIN",
+}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -99,8 +106,7 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> ServerSettin
             raise ValueError(f"cannot read the config file {config_file}: {exc}") from None
         quota_table = data.pop("quotas", {})
         unknown = set(data) - set(ENV)
-        unknown |= {f"quotas.{k}" for k in set(quota_table) - {f.name for f in
-                                                               dataclasses.fields(Quotas)}}
+        unknown |= {f"quotas.{k}" for k in set(quota_table) - {f.name for f in dataclasses.fields(Quotas)}}
         if unknown:
             raise ValueError(f"unknown settings in {config_file}: {', '.join(sorted(unknown))}")
         quotas = Quotas(**quota_table)

@@ -33,8 +33,10 @@ class _Upstream:
     def __init__(self, tunnel: Tunnel, path: str, subprotocols: list[str]) -> None:
         self.tunnel = tunnel
         self.protocol = ClientProtocol(
-            parse_uri(f"ws://127.0.0.1:{tunnel.port}{path}"), max_size=MAX_MESSAGE,
-            subprotocols=[Subprotocol(s) for s in subprotocols] or None)
+            parse_uri(f"ws://127.0.0.1:{tunnel.port}{path}"),
+            max_size=MAX_MESSAGE,
+            subprotocols=[Subprotocol(s) for s in subprotocols] or None,
+        )
         self.lock = asyncio.Lock()
         #: Events that arrived with the handshake response, not yet handled.
         self.pending: list[Any] = []
@@ -67,14 +69,15 @@ class _Upstream:
                 if isinstance(event, Response):
                     if self.protocol.handshake_exc is not None:
                         raise self.protocol.handshake_exc
-                    self.pending = events[i + 1:]
+                    self.pending = events[i + 1 :]
                     return event
             if not data:
                 raise InvalidHandshake("the server closed the connection during the handshake")
 
 
-async def relay_websocket(scope: Scope, receive: Receive, send: Send, tunnel: Tunnel,
-                          path: str, headers: list[tuple[bytes, bytes]]) -> None:
+async def relay_websocket(
+    scope: Scope, receive: Receive, send: Send, tunnel: Tunnel, path: str, headers: list[tuple[bytes, bytes]]
+) -> None:
     """Relay one WebSocket between the client and the sandbox's server on ``tunnel``."""
     upstream = _Upstream(tunnel, path, list(scope.get("subprotocols") or []))
     try:
@@ -86,8 +89,9 @@ async def relay_websocket(scope: Scope, receive: Receive, send: Send, tunnel: Tu
             reason = f"the server on port {tunnel.port} refused the WebSocket: {exc}"
             await send({"type": "websocket.close", "code": 4502, "reason": reason[:120]})
             return
-        await send({"type": "websocket.accept",
-                    "subprotocol": response.headers.get("Sec-WebSocket-Protocol")})
+        await send(
+            {"type": "websocket.accept", "subprotocol": response.headers.get("Sec-WebSocket-Protocol")}
+        )
         down = asyncio.create_task(_downstream(upstream, send))
         try:
             await _upstream(upstream, receive, down)
@@ -149,21 +153,22 @@ async def _downstream(upstream: _Upstream, send: Send) -> None:
             elif event.opcode is Opcode.CONT:
                 parts.append(bytes(event.data))
             elif event.opcode is Opcode.CLOSE:
-                close = Close.parse(bytes(event.data)) if event.data else Close(
-                    CloseCode.NO_STATUS_RCVD, "")
+                close = Close.parse(bytes(event.data)) if event.data else Close(CloseCode.NO_STATUS_RCVD, "")
                 continue
             else:
                 continue
             if event.fin:
                 body = b"".join(parts)
-                await send({"type": "websocket.send", "text": body.decode()} if text else
-                           {"type": "websocket.send", "bytes": body})
+                await send(
+                    {"type": "websocket.send", "text": body.decode()}
+                    if text
+                    else {"type": "websocket.send", "bytes": body}
+                )
         events = []
         if not data or protocol.close_rcvd is not None or protocol.parser_exc is not None:
             code = close.code if _sendable(close.code) else CloseCode.NORMAL_CLOSURE
             with contextlib.suppress(Exception):
-                await send({"type": "websocket.close", "code": int(code),
-                            "reason": close.reason[:120]})
+                await send({"type": "websocket.close", "code": int(code), "reason": close.reason[:120]})
             return
 
 

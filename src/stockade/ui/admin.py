@@ -27,8 +27,11 @@ AUDIT_SHOWN = 200
 def checked_name(value: Any, what: str) -> str:
     text = str(value or "")
     if not NAME.match(text):
-        raise Failure(400, f"{what} must be 1-64 lower-case letters, digits, '.', '_' or '-', "
-                           f"starting with a letter or digit")
+        raise Failure(
+            400,
+            f"{what} must be 1-64 lower-case letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit",
+        )
     return text
 
 
@@ -141,8 +144,13 @@ async def delete_volume(request: Request, session: Session) -> Response:
     return RedirectResponse("/ui/volumes", 303)
 
 
-QUOTAS = {"max_sandboxes": int, "max_vcpu": float, "max_memory_mb": int,
-          "max_lifetime": float, "max_disk_mb": int}
+QUOTAS = {
+    "max_sandboxes": int,
+    "max_vcpu": float,
+    "max_memory_mb": int,
+    "max_lifetime": float,
+    "max_disk_mb": int,
+}
 
 
 @signed_in
@@ -164,8 +172,10 @@ async def update_tenant(request: Request, session: Session) -> Response:
             except ValueError:
                 raise Failure(400, f"{field} must be a number") from None
     await call_api(request, session, "PATCH", f"/tenants/{name}", json=changes)
-    note(request, f"updated {name}: " + (", ".join(f"{k}={v}" for k, v in changes.items())
-                                         or "nothing changed"))
+    note(
+        request,
+        f"updated {name}: " + (", ".join(f"{k}={v}" for k, v in changes.items()) or "nothing changed"),
+    )
     return RedirectResponse("/ui/tenants", 303)
 
 

@@ -40,16 +40,21 @@ async def build(request: Request, session: Session) -> Response:
     name = checked_name(form.get("name"), "the template name")
     dockerfile = str(form.get("dockerfile") or "")
     if not dockerfile.strip() or len(dockerfile) > MAX_DOCKERFILE:
-        raise Failure(400, f"give a Dockerfile (at most {MAX_DOCKERFILE // 1024} KiB), "
-                           f"starting with FROM and a template name")
+        raise Failure(
+            400,
+            f"give a Dockerfile (at most {MAX_DOCKERFILE // 1024} KiB), "
+            f"starting with FROM and a template name",
+        )
     url = api_url(request)
     head, tail = pages.build(session, name, HOLE).split(HOLE)
-    return StreamingResponse(_stream(head, tail, name, dockerfile, url, session.key),
-                             media_type="text/html; charset=utf-8", headers=HEADERS)
+    return StreamingResponse(
+        _stream(head, tail, name, dockerfile, url, session.key),
+        media_type="text/html; charset=utf-8",
+        headers=HEADERS,
+    )
 
 
-async def _stream(head: str, tail: str, name: str, dockerfile: str, url: str,
-                  key: str) -> AsyncIterator[str]:
+async def _stream(head: str, tail: str, name: str, dockerfile: str, url: str, key: str) -> AsyncIterator[str]:
     queue: asyncio.Queue[str] = asyncio.Queue()
 
     async def run() -> str:
@@ -58,12 +63,18 @@ async def _stream(head: str, tail: str, name: str, dockerfile: str, url: str,
             path.write_text(dockerfile)
             try:
                 info = await AsyncTemplate.build(
-                    path, name=name, api_url=url, api_key=key,
-                    on_event=lambda event: queue.put_nowait(_line(event)))
+                    path,
+                    name=name,
+                    api_url=url,
+                    api_key=key,
+                    on_event=lambda event: queue.put_nowait(_line(event)),
+                )
             except StockadeError as exc:
                 return f'<p id="build-result" class="message failed">failed: {escape(str(exc))}</p>'
-        return (f'<p id="build-result" class="message built">built template '
-                f'<a href="/ui/templates">{escape(info.name)}</a></p>')
+        return (
+            f'<p id="build-result" class="message built">built template '
+            f'<a href="/ui/templates">{escape(info.name)}</a></p>'
+        )
 
     yield head
     task = asyncio.create_task(run())

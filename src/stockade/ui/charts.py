@@ -30,8 +30,7 @@ def series(history: UsageHistory | None) -> dict[str, dict[str, Any]]:
     items = history.items if history else []
     out: dict[str, dict[str, Any]] = {}
     if not items:
-        return {name: {"points": "", "latest": "", "top": "", "samples": 0}
-                for name, *_ in CHARTS}
+        return {name: {"points": "", "latest": "", "top": "", "samples": 0} for name, *_ in CHARTS}
     newest = items[-1].time
     interval = history.interval if history else 5.0
     # The history so far across the width (at least a dozen samples' worth), the newest right.
@@ -39,10 +38,16 @@ def series(history: UsageHistory | None) -> dict[str, dict[str, Any]]:
     for name, _, value, unit, decimals in CHARTS:
         values = [value(s) for s in items]
         top = max(1.0, *values) * 1.15
-        points = " ".join(f"{WIDTH - (newest - s.time) / window * WIDTH:.1f},"
-                          f"{HEIGHT - v / top * (HEIGHT - 2):.1f}" for s, v in zip(items, values))
-        out[name] = {"points": points, "latest": f"{values[-1]:.{decimals}f}{unit}",
-                     "top": f"{top:.{decimals}f}{unit}", "samples": len(values)}
+        points = " ".join(
+            f"{WIDTH - (newest - s.time) / window * WIDTH:.1f},{HEIGHT - v / top * (HEIGHT - 2):.1f}"
+            for s, v in zip(items, values)
+        )
+        out[name] = {
+            "points": points,
+            "latest": f"{values[-1]:.{decimals}f}{unit}",
+            "top": f"{top:.{decimals}f}{unit}",
+            "samples": len(values),
+        }
     return out
 
 
@@ -57,9 +62,12 @@ def charts(history: UsageHistory | None) -> str:
         f'role="img" aria-label="{e(label)}"><polyline points="{drawn[name]["points"]}" '
         f'fill="none" stroke="#0969da" stroke-width="1.5" vector-effect="non-scaling-stroke"/>'
         f'</svg><span class="top" data-top="{name}">top {e(drawn[name]["top"])}</span></figure>'
-        for name, label, *_ in CHARTS)
+        for name, label, *_ in CHARTS
+    )
     samples = drawn["cpu"]["samples"]
-    return (f'<h2>Usage <span class="hint">(one sample every '
-            f'{history.interval if history else 5:g} s, up to the last {minutes:g} minutes)'
-            f'</span></h2>'
-            f'<div id="charts" data-samples="{samples}">{figures}</div>')
+    return (
+        f'<h2>Usage <span class="hint">(one sample every '
+        f"{history.interval if history else 5:g} s, up to the last {minutes:g} minutes)"
+        f"</span></h2>"
+        f'<div id="charts" data-samples="{samples}">{figures}</div>'
+    )

@@ -16,8 +16,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from ..models import SandboxEnd
-from ..sdk import (ApiError, AsyncSandbox, AsyncTemplate, SandboxNotFound,
-                   StockadeError, TemplateInfo)
+from ..sdk import ApiError, AsyncSandbox, AsyncTemplate, SandboxNotFound, StockadeError, TemplateInfo
 from . import charts, detail_page, pages
 from .sessions import Session
 from .web import HEADERS, Failure, api_url, html, note, refused, signed_in, take_note
@@ -35,8 +34,7 @@ def sandbox_id(request: Request) -> str:
 
 
 async def attach(request: Request, session: Session) -> AsyncSandbox:
-    return await AsyncSandbox.get(sandbox_id(request), api_url=api_url(request),
-                                  api_key=session.key)
+    return await AsyncSandbox.get(sandbox_id(request), api_url=api_url(request), api_key=session.key)
 
 
 def _pid(request: Request) -> int:
@@ -63,16 +61,16 @@ async def _moving_parts(sb: AsyncSandbox) -> dict[str, Any]:
     stats = await _quietly(sb.stats(), None) if running else None
     usage = await _quietly(sb.usage(), None)
     processes = await _quietly(sb.commands.list(), []) if running else []
-    egress = (await _quietly(sb.egress_log(detail_page.EGRESS_SHOWN), [])
-              if sb.info.network != "none" else [])
+    egress = await _quietly(sb.egress_log(detail_page.EGRESS_SHOWN), []) if sb.info.network != "none" else []
     return {"stats": stats, "usage": usage, "processes": processes, "egress": egress}
 
 
 async def _end(request: Request, session: Session) -> SandboxEnd | None:
     """The end record of the page's sandbox, if it ended and the record is still kept."""
     try:
-        end: SandboxEnd = await AsyncSandbox.get_end(sandbox_id(request), api_url=api_url(request),
-                                                     api_key=session.key)
+        end: SandboxEnd = await AsyncSandbox.get_end(
+            sandbox_id(request), api_url=api_url(request), api_key=session.key
+        )
     except ApiError:  # not kept (404), or it exists after all (409)
         return None
     return end
@@ -80,14 +78,16 @@ async def _end(request: Request, session: Session) -> SandboxEnd | None:
 
 async def _snapshots(request: Request, session: Session, sandbox: str) -> list[TemplateInfo]:
     source = pages.SNAPSHOT_OF + sandbox
-    return [t for t in await _quietly(AsyncTemplate.list(
-        api_url=api_url(request), api_key=session.key), []) if t.source == source]
+    return [
+        t
+        for t in await _quietly(AsyncTemplate.list(api_url=api_url(request), api_key=session.key), [])
+        if t.source == source
+    ]
 
 
 def _forked(request: Request) -> tuple[list[str], bool] | None:
     """The copies a fork just made (``?forked=ID,ID&memory=1``, where the fork sends the page)."""
-    found = [i for i in request.query_params.get("forked", "").split(",")[:16]
-             if SANDBOX_ID.match(i)]
+    found = [i for i in request.query_params.get("forked", "").split(",")[:16] if SANDBOX_ID.match(i)]
     return (found, request.query_params.get("memory") == "1") if found else None
 
 
@@ -106,8 +106,9 @@ async def detail(request: Request, session: Session) -> Response:
         snapshots = await _snapshots(request, session, sb.id)
     finally:
         await sb.close()
-    return html(detail_page.sandbox_detail(
-        session, sb.info, parts, snapshots, _forked(request), take_note(request)))
+    return html(
+        detail_page.sandbox_detail(session, sb.info, parts, snapshots, _forked(request), take_note(request))
+    )
 
 
 @signed_in
@@ -118,19 +119,30 @@ async def live(request: Request, session: Session) -> Response:
         sb = await attach(request, session)
     except SandboxNotFound as exc:
         end = await _end(request, session)
-        gone = ({"ended": end.message, "reason": end.reason, "ended_at": end.ended_at}
-                if end else {"ended": str(exc)})
+        gone = (
+            {"ended": end.message, "reason": end.reason, "ended_at": end.ended_at}
+            if end
+            else {"ended": str(exc)}
+        )
         return JSONResponse(gone, 404, headers=HEADERS)
     try:
         parts = await _moving_parts(sb)
     finally:
         await sb.close()
     info = sb.info
-    return JSONResponse({
-        "state": info.state, "reason": info.reason, "message": info.message,
-        "expires_at": info.expires_at, "stats": parts["stats"],
-        "charts": charts.series(parts["usage"]), "egress": parts["egress"],
-        "processes": [p.model_dump() for p in parts["processes"]]}, headers=HEADERS)
+    return JSONResponse(
+        {
+            "state": info.state,
+            "reason": info.reason,
+            "message": info.message,
+            "expires_at": info.expires_at,
+            "stats": parts["stats"],
+            "charts": charts.series(parts["usage"]),
+            "egress": parts["egress"],
+            "processes": [p.model_dump() for p in parts["processes"]],
+        },
+        headers=HEADERS,
+    )
 
 
 @signed_in
@@ -144,8 +156,10 @@ async def fork(request: Request, session: Session) -> Response:
         count = 0
     memory = FORK_MEMORY.get(str(form.get("memory") or ""), "bad")
     if not 1 <= count <= 16 or memory == "bad":
-        raise Failure(400, "give a number of copies from 1 to 16 and what to copy (memory: "
-                           "'auto', 'required' or 'files')")
+        raise Failure(
+            400,
+            "give a number of copies from 1 to 16 and what to copy (memory: 'auto', 'required' or 'files')",
+        )
     sb = await attach(request, session)
     back = f"/ui/sandboxes/{sb.id}"
     try:
@@ -157,8 +171,9 @@ async def fork(request: Request, session: Session) -> Response:
     for copy in copies:
         await copy.close()
     copied = bool(copies and copies[0].forked_memory)
-    return RedirectResponse(back + "?" + urlencode(
-        {"forked": ",".join(c.id for c in copies), "memory": int(copied)}), 303)
+    return RedirectResponse(
+        back + "?" + urlencode({"forked": ",".join(c.id for c in copies), "memory": int(copied)}), 303
+    )
 
 
 #: The fork form's choices: copy processes and memory if the tier can, require it, or not.
@@ -183,18 +198,19 @@ async def follow(request: Request, session: Session) -> Response:
     sb = await attach(request, session)
     queue: asyncio.Queue[str] = asyncio.Queue()
     try:
-        handle = await sb.commands.connect(pid, on_stdout=queue.put_nowait,
-                                           on_stderr=queue.put_nowait)
+        handle = await sb.commands.connect(pid, on_stdout=queue.put_nowait, on_stderr=queue.put_nowait)
     except BaseException:
         await sb.close()
         raise
     head, tail = detail_page.follow(session, sb.id, pid, HOLE).split(HOLE)
-    return StreamingResponse(_stream(sb, handle, queue, head, tail),
-                             media_type="text/html; charset=utf-8", headers=HEADERS)
+    return StreamingResponse(
+        _stream(sb, handle, queue, head, tail), media_type="text/html; charset=utf-8", headers=HEADERS
+    )
 
 
-async def _stream(sb: AsyncSandbox, handle: Any, queue: asyncio.Queue[str], head: str,
-                  tail: str) -> AsyncIterator[str]:
+async def _stream(
+    sb: AsyncSandbox, handle: Any, queue: asyncio.Queue[str], head: str, tail: str
+) -> AsyncIterator[str]:
     yield head
     ended = asyncio.ensure_future(handle.wait())
     try:

@@ -39,19 +39,20 @@ async def events(request: Request, session: Session) -> Response:
     headers = {"Authorization": f"Bearer {session.key}"}
     if last := _number(request.headers.get("last-event-id"), "Last-Event-ID"):
         headers["Last-Event-ID"] = last  # the browser reconnecting: go on from there
-    client = httpx.AsyncClient(base_url=api_url(request), verify=tls_context(),
-                               timeout=httpx.Timeout(30, read=None))
+    client = httpx.AsyncClient(
+        base_url=api_url(request), verify=tls_context(), timeout=httpx.Timeout(30, read=None)
+    )
     try:
-        upstream = await client.send(client.build_request("GET", "/events", params=params,
-                                                          headers=headers), stream=True)
+        upstream = await client.send(
+            client.build_request("GET", "/events", params=params, headers=headers), stream=True
+        )
         if upstream.status_code == 401:  # the key was revoked: the next page signs out
             await upstream.aclose()
             await client.aclose()
             return Response("the API key is no longer valid", 401, headers=HEADERS)
         if upstream.status_code != 200:  # say, a cluster replica, which has no stream
             await upstream.aread()
-            raise from_response(upstream.status_code,
-                                upstream.json() if upstream.content else None)
+            raise from_response(upstream.status_code, upstream.json() if upstream.content else None)
     except httpx.TransportError as exc:
         await client.aclose()
         raise Failure(502, f"the API did not answer: {exc}") from None
@@ -60,11 +61,14 @@ async def events(request: Request, session: Session) -> Response:
         raise
     return StreamingResponse(
         _relay(upstream, client, request.app.state.sessions, request.state.session_id),
-        media_type="text/event-stream", headers={**HEADERS, "X-Accel-Buffering": "no"})
+        media_type="text/event-stream",
+        headers={**HEADERS, "X-Accel-Buffering": "no"},
+    )
 
 
-async def _relay(upstream: httpx.Response, client: httpx.AsyncClient, sessions: Sessions,
-                 session_id: str) -> AsyncIterator[bytes]:
+async def _relay(
+    upstream: httpx.Response, client: httpx.AsyncClient, sessions: Sessions, session_id: str
+) -> AsyncIterator[bytes]:
     try:
         async for chunk in upstream.aiter_raw():
             if sessions.get(session_id) is None:

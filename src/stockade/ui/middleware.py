@@ -44,8 +44,7 @@ class Dashboard:
         session = browser_session(scope, self.sessions)
         if session is None:
             return scope  # no key added: the API refuses it as it refuses any keyless client
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                          keep_blank_values=True)
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         rest = urlencode([(k, v) for k, v in query if k != "csrf"]).encode()
         headers.append((b"authorization", f"Bearer {session.key}".encode()))
         return {**scope, "headers": headers, "query_string": rest}

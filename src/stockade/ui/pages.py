@@ -16,8 +16,14 @@ TIERS = ("container", "gvisor", "microvm")
 #: How the engine marks a template saved from a sandbox (TemplateInfo.source).
 SNAPSHOT_OF = "snapshot of sandbox "
 #: Lifecycle buttons, and the states in which each makes sense.
-ACTIONS = {"pause": ("running",), "resume": ("paused",), "stop": ("running", "paused"),
-           "start": ("stopped", "archived"), "archive": ("stopped",), "kill": STATES}
+ACTIONS = {
+    "pause": ("running",),
+    "resume": ("paused",),
+    "stop": ("running", "paused"),
+    "start": ("stopped", "archived"),
+    "archive": ("stopped",),
+    "kill": STATES,
+}
 #: The actions that only a workspace (persistence="workspace") has.
 WORKSPACE_ONLY = ("stop", "start", "archive")
 
@@ -29,25 +35,31 @@ def e(value: Any) -> str:
 def when(epoch: float | None) -> str:
     if not epoch:
         return "-"
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M:%S UTC")
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def layout(title: str, body: str, session: Session | None = None, *, message: str = "",
-           head: str = "") -> str:
+def layout(
+    title: str, body: str, session: Session | None = None, *, message: str = "", head: str = ""
+) -> str:
     who = ""
     if session is not None:
         scope = "admin: every tenant" if session.admin else f"tenant {e(session.tenant)}"
         if session.local:
             scope = "local daemon"
-        who = ('<a href="/ui/">Sandboxes</a><a href="/ui/templates">Templates</a>'
-               '<a href="/ui/volumes">Volumes</a>'
-               + ("" if session.local else '<a href="/ui/keys">Keys</a>'
-                  + ('<a href="/ui/tenants">Tenants</a>' if session.admin else "")
-                  + '<a href="/ui/audit">Audit</a>')
-               + f'<span class="who">{scope}</span>'
-               f'<form method="post" action="/ui/logout" class="inline">{csrf_field(session)}'
-               f'<button>Sign out</button></form>')
+        who = (
+            '<a href="/ui/">Sandboxes</a><a href="/ui/templates">Templates</a>'
+            '<a href="/ui/volumes">Volumes</a>'
+            + (
+                ""
+                if session.local
+                else '<a href="/ui/keys">Keys</a>'
+                + ('<a href="/ui/tenants">Tenants</a>' if session.admin else "")
+                + '<a href="/ui/audit">Audit</a>'
+            )
+            + f'<span class="who">{scope}</span>'
+            f'<form method="post" action="/ui/logout" class="inline">{csrf_field(session)}'
+            f"<button>Sign out</button></form>"
+        )
     failed = " failed" if getattr(message, "failed", False) else ""
     note = f'<p class="message{failed}" role="alert">{e(message)}</p>' if message else ""
     return f"""<!doctype html>
@@ -78,8 +90,13 @@ prints a sign-in link.</p></form>"""
 def confirm_link(token: str, who: Session) -> str:
     """The page a sign-in link opens: one button, so that following a link alone (a preview,
     a prefetch, another site) signs nobody in."""
-    as_whom = ("the local daemon (every sandbox on this machine)" if who.local
-               else "admin (every tenant)" if who.admin else f"tenant {e(who.tenant)}")
+    as_whom = (
+        "the local daemon (every sandbox on this machine)"
+        if who.local
+        else "admin (every tenant)"
+        if who.admin
+        else f"tenant {e(who.tenant)}"
+    )
     body = f"""<h1>Sign in</h1>
 <form method="post" action="/ui/login" class="card" id="link-sign-in">
 <input type="hidden" name="token" value="{e(token)}">
@@ -89,8 +106,9 @@ def confirm_link(token: str, who: Session) -> str:
 
 
 def _select(name: str, options: Iterable[str], chosen: str | None) -> str:
-    items = "".join(f'<option value="{e(o)}"{" selected" if o == chosen else ""}>{e(o)}</option>'
-                    for o in options)
+    items = "".join(
+        f'<option value="{e(o)}"{" selected" if o == chosen else ""}>{e(o)}</option>' for o in options
+    )
     return f'<select name="{name}" id="{name}"><option value="">any {name}</option>{items}</select>'
 
 
@@ -98,18 +116,21 @@ def sandbox_rows(items: list[SandboxInfo]) -> str:
     """The list's table body (also what the page fetches to update itself)."""
     rows = "".join(
         f'<tr data-id="{e(s.id)}"><td><a href="/ui/sandboxes/{e(s.id)}">{e(s.id)}</a></td>'
-        f'<td>{e(s.isolation)}</td><td>{e(s.template)}</td>'
+        f"<td>{e(s.isolation)}</td><td>{e(s.template)}</td>"
         f'<td><span class="state {e(s.state)}" title="{e(s.message or "")}">{e(s.state)}</span>'
-        f'{f" <span class=hint>{e(s.reason)}</span>" if s.reason else ""}</td>'
-        f'<td>{s.cpu:g} cpu, {s.memory_mb} MB</td><td>{e(when(s.created_at))}</td>'
-        f'<td>{e(when(s.expires_at))}</td></tr>' for s in items)
+        f"{f' <span class=hint>{e(s.reason)}</span>' if s.reason else ''}</td>"
+        f"<td>{s.cpu:g} cpu, {s.memory_mb} MB</td><td>{e(when(s.created_at))}</td>"
+        f"<td>{e(when(s.expires_at))}</td></tr>"
+        for s in items
+    )
     if not rows:
         rows = '<tr><td colspan="7" class="empty">No sandboxes.</td></tr>'
     return f"<tbody>{rows}</tbody>"
 
 
-def sandbox_list(session: Session, items: list[SandboxInfo], filters: dict[str, str | None],
-                 message: str = "") -> str:
+def sandbox_list(
+    session: Session, items: list[SandboxInfo], filters: dict[str, str | None], message: str = ""
+) -> str:
     body = f"""<h1>Sandboxes</h1>
 <form method="get" action="/ui/" class="filters">
 {_select("state", STATES, filters.get("state"))}{_select("tier", TIERS, filters.get("tier"))}
@@ -126,27 +147,32 @@ def sandbox_list(session: Session, items: list[SandboxInfo], filters: dict[str, 
 <input id="new-template" name="template" value="base" required maxlength="64"
  pattern="[a-z0-9][a-z0-9._-]*">
 <label for="new-tier">Isolation</label>
-<select id="new-tier" name="tier">{"".join(f'<option>{t}</option>' for t in TIERS)}</select>
+<select id="new-tier" name="tier">{"".join(f"<option>{t}</option>" for t in TIERS)}</select>
 <label for="new-timeout">Lifetime (seconds)</label>
 <input id="new-timeout" name="timeout" type="number" min="1" max="86400" value="600" required>
 <button type="submit">Create</button></form>"""
-    return layout("Sandboxes", body, session, message=message,
-                  head='<script src="/ui/static/live.js" defer></script>')
+    return layout(
+        "Sandboxes", body, session, message=message, head='<script src="/ui/static/live.js" defer></script>'
+    )
 
 
-def files(session: Session, sandbox_id: str, path: str, entries: list[EntryInfo],
-          message: str = "") -> str:
+def files(session: Session, sandbox_id: str, path: str, entries: list[EntryInfo], message: str = "") -> str:
     base = f"/ui/sandboxes/{e(sandbox_id)}/files"
     parent = path.rsplit("/", 1)[0] or "/"
     rows = [f'<tr><td colspan="4"><a href="{base}?{urlencode({"path": parent})}">..</a></td></tr>']
     for entry in sorted(entries, key=lambda x: (x.type != "directory", x.name)):
         query = urlencode({"path": entry.path})
-        link = (f'<a href="{base}?{query}">{e(entry.name)}/</a>' if entry.type == "directory"
-                else f'<a href="{base}/view?{query}">{e(entry.name)}</a>')
-        download = "" if entry.type == "directory" else \
-            f'<a href="{base}/download?{query}" download>download</a>'
-        rows.append(f"<tr><td>{link}</td><td>{e(entry.permissions)}</td>"
-                    f"<td>{entry.size}</td><td>{download}</td></tr>")
+        link = (
+            f'<a href="{base}?{query}">{e(entry.name)}/</a>'
+            if entry.type == "directory"
+            else f'<a href="{base}/view?{query}">{e(entry.name)}</a>'
+        )
+        download = (
+            "" if entry.type == "directory" else f'<a href="{base}/download?{query}" download>download</a>'
+        )
+        rows.append(
+            f"<tr><td>{link}</td><td>{e(entry.permissions)}</td><td>{entry.size}</td><td>{download}</td></tr>"
+        )
     body = f"""<p><a href="/ui/sandboxes/{e(sandbox_id)}">&larr; sandbox {e(sandbox_id)}</a></p>
 <h1>Files in {e(path)}</h1>
 <table id="files"><thead><tr><th>name</th><th>mode</th><th>size</th><th></th></tr></thead>
@@ -161,9 +187,11 @@ def file_view(session: Session, sandbox_id: str, path: str, content: str, cut: b
     base = f"/ui/sandboxes/{e(sandbox_id)}/files"
     folder = path.rsplit("/", 1)[0] or "/"
     note = '<p class="hint">Only the start of the file is shown.</p>' if cut else ""
-    body = (f'<p><a href="{base}?{urlencode({"path": folder})}">&larr; {e(folder)}</a> &middot; '
-            f'<a href="{base}/download?path={quote(path, safe="")}" download>download</a></p>'
-            f'<h1>{e(path)}</h1>{note}<pre class="file">{e(content)}</pre>')
+    body = (
+        f'<p><a href="{base}?{urlencode({"path": folder})}">&larr; {e(folder)}</a> &middot; '
+        f'<a href="{base}/download?path={quote(path, safe="")}" download>download</a></p>'
+        f'<h1>{e(path)}</h1>{note}<pre class="file">{e(content)}</pre>'
+    )
     return layout(path, body, session)
 
 
@@ -175,18 +203,26 @@ def templates(session: Session, items: list[TemplateInfo], message: str = "") ->
     rows = []
     for t in sorted(items, key=lambda t: t.name):
         mine = session.admin or t.owner == session.tenant
-        delete = (f'<form method="post" action="/ui/templates/{e(t.name)}/delete" class="inline">'
-                  f'{csrf_field(session)}<button class="kill">Delete</button></form>') if mine else ""
+        delete = (
+            (
+                f'<form method="post" action="/ui/templates/{e(t.name)}/delete" class="inline">'
+                f'{csrf_field(session)}<button class="kill">Delete</button></form>'
+            )
+            if mine
+            else ""
+        )
         source = t.source or "-"
         if source.startswith(SNAPSHOT_OF):  # a snapshot: link the sandbox while it lives
-            sid = source[len(SNAPSHOT_OF):]
+            sid = source[len(SNAPSHOT_OF) :]
             source = f'snapshot of <a href="/ui/sandboxes/{e(sid)}">{e(sid)}</a>'
         else:
             source = e(source)
-        rows.append(f'<tr data-name="{e(t.name)}"><td>{e(t.name)}</td>'
-                    f'<td>{e(t.owner or "shared")}</td><td>{e(t.parent or "-")}</td>'
-                    f'<td>{source}</td><td>{t.size_bytes // (1 << 20)} MiB</td>'
-                    f'<td>{e(t.created)}</td><td>{delete}</td></tr>')
+        rows.append(
+            f'<tr data-name="{e(t.name)}"><td>{e(t.name)}</td>'
+            f"<td>{e(t.owner or 'shared')}</td><td>{e(t.parent or '-')}</td>"
+            f"<td>{source}</td><td>{t.size_bytes // (1 << 20)} MiB</td>"
+            f"<td>{e(t.created)}</td><td>{delete}</td></tr>"
+        )
     body = f"""<h1>Templates</h1><table id="templates"><thead><tr><th>name</th><th>owner</th>
 <th>parent</th><th>made from</th><th>size</th><th>created</th><th></th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
@@ -206,15 +242,26 @@ RUN echo hello from the build
 def keys(session: Session, items: list[dict[str, Any]], message: str = "") -> str:
     rows = []
     for k in items:
-        revoke = (f'<form method="post" action="/ui/keys/{e(k["id"])}/revoke" class="inline">'
-                  f'{csrf_field(session)}<button class="kill">Revoke</button></form>'
-                  if k["state"] == "active" else "")
-        rows.append(f'<tr data-id="{e(k["id"])}"><td>{e(k["id"])}</td><td>{e(k["tenant"])}</td>'
-                    f'<td>{e(k.get("name") or "-")}</td><td>{e(k["state"])}</td>'
-                    f'<td>{e(when(k["created_at"]))}</td><td>{e(when(k.get("expires_at")))}</td>'
-                    f'<td>{revoke}</td></tr>')
-    tenant = ('<label for="key-tenant">Tenant (created if new)</label><input id="key-tenant" '
-              f'name="tenant" maxlength="64" value="{e(session.tenant)}">') if session.admin else ""
+        revoke = (
+            f'<form method="post" action="/ui/keys/{e(k["id"])}/revoke" class="inline">'
+            f'{csrf_field(session)}<button class="kill">Revoke</button></form>'
+            if k["state"] == "active"
+            else ""
+        )
+        rows.append(
+            f'<tr data-id="{e(k["id"])}"><td>{e(k["id"])}</td><td>{e(k["tenant"])}</td>'
+            f"<td>{e(k.get('name') or '-')}</td><td>{e(k['state'])}</td>"
+            f"<td>{e(when(k['created_at']))}</td><td>{e(when(k.get('expires_at')))}</td>"
+            f"<td>{revoke}</td></tr>"
+        )
+    tenant = (
+        (
+            '<label for="key-tenant">Tenant (created if new)</label><input id="key-tenant" '
+            f'name="tenant" maxlength="64" value="{e(session.tenant)}">'
+        )
+        if session.admin
+        else ""
+    )
     body = f"""<h1>API keys</h1><table id="keys"><thead><tr><th>id</th><th>tenant</th>
 <th>name</th><th>state</th><th>created</th><th>expires</th><th></th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
@@ -235,9 +282,11 @@ def new_key(session: Session, created: dict[str, Any]) -> str:
 
 def audit(session: Session, events: list[dict[str, Any]]) -> str:
     rows = "".join(
-        f'<tr><td>{e(when(ev["at"]))}</td><td>{e(ev["tenant"])}</td><td>{e(ev["actor"])}</td>'
-        f'<td>{e(ev["action"])}</td><td>{e(ev.get("target") or "-")}</td>'
-        f'<td>{e(json.dumps(ev.get("detail") or {}))}</td></tr>' for ev in events)
+        f"<tr><td>{e(when(ev['at']))}</td><td>{e(ev['tenant'])}</td><td>{e(ev['actor'])}</td>"
+        f"<td>{e(ev['action'])}</td><td>{e(ev.get('target') or '-')}</td>"
+        f"<td>{e(json.dumps(ev.get('detail') or {}))}</td></tr>"
+        for ev in events
+    )
     body = f"""<h1>Audit log</h1><p class="hint">Newest first, the last {len(events)} events.</p>
 <table id="audit"><thead><tr><th>at</th><th>tenant</th><th>actor</th><th>action</th>
 <th>target</th><th>detail</th></tr></thead><tbody>{rows}</tbody></table>"""
@@ -246,18 +295,22 @@ def audit(session: Session, events: list[dict[str, Any]]) -> str:
 
 def build(session: Session, name: str, log: str) -> str:
     """The build page; ``log`` is where the streamed log goes (inside an open ``<pre>``)."""
-    body = (f'<p><a href="/ui/templates">&larr; templates</a></p><h1>Building {e(name)}</h1>'
-            f'<pre class="file" id="build-log">{log}')
+    body = (
+        f'<p><a href="/ui/templates">&larr; templates</a></p><h1>Building {e(name)}</h1>'
+        f'<pre class="file" id="build-log">{log}'
+    )
     return layout(f"Building {name}", body, session)
 
 
 def volumes(session: Session, items: list[AsyncVolume], message: str = "") -> str:
     rows = "".join(
         f'<tr data-name="{e(v.name)}"><td>{e(v.name)}</td><td>{v.size_mb} MiB</td>'
-        f'<td>{e(v.owner or "-")}</td><td>{e(", ".join(v.mounted_by) or "-")}</td>'
+        f"<td>{e(v.owner or '-')}</td><td>{e(', '.join(v.mounted_by) or '-')}</td>"
         f'<td>{e(when(v.created_at))}</td><td><form method="post" class="inline" '
         f'action="/ui/volumes/{e(v.name)}/delete">{csrf_field(session)}'
-        f'<button class="kill">Delete</button></form></td></tr>' for v in items)
+        f'<button class="kill">Delete</button></form></td></tr>'
+        for v in items
+    )
     body = f"""<h1>Volumes</h1><table id="volumes"><thead><tr><th>name</th><th>size</th>
 <th>owner</th><th>mounted by</th><th>created</th><th></th></tr></thead><tbody>{rows}</tbody>
 </table><form method="post" action="/ui/volumes" class="card" id="new-volume">
@@ -271,20 +324,28 @@ def volumes(session: Session, items: list[AsyncVolume], message: str = "") -> st
 
 
 def tenants(session: Session, items: list[dict[str, Any]], message: str = "") -> str:
-    fields = (("max_sandboxes", "sandboxes", "sandboxes"), ("max_vcpu", "vcpu", "vCPU"),
-              ("max_memory_mb", "memory_mb", "memory MB"), ("max_disk_mb", "disk_mb", "disk MB"),
-              ("max_lifetime", None, "lifetime s"))
+    fields = (
+        ("max_sandboxes", "sandboxes", "sandboxes"),
+        ("max_vcpu", "vcpu", "vCPU"),
+        ("max_memory_mb", "memory_mb", "memory MB"),
+        ("max_disk_mb", "disk_mb", "disk MB"),
+        ("max_lifetime", None, "lifetime s"),
+    )
     head = "".join(f"<th>{label}</th>" for _, _, label in fields)
     rows = []
     for t in items:
-        form = f'tenant-{e(t["name"])}'
+        form = f"tenant-{e(t['name'])}"
         cells = "".join(
             f'<td>{f"{t[used]:g} / " if used else ""}<input form="{form}" name="{quota}" '
             f'type="number" step="any" min="0" aria-label="{quota}" placeholder="{t[quota]:g}">'
-            f"</td>" for quota, used, _ in fields)
-        rows.append(f'<tr data-name="{e(t["name"])}"><td>{e(t["name"])}</td>{cells}<td>'
-                    f'<form method="post" id="{form}" action="/ui/tenants/{e(t["name"])}" '
-                    f'class="inline">{csrf_field(session)}<button>Save</button></form></td></tr>')
+            f"</td>"
+            for quota, used, _ in fields
+        )
+        rows.append(
+            f'<tr data-name="{e(t["name"])}"><td>{e(t["name"])}</td>{cells}<td>'
+            f'<form method="post" id="{form}" action="/ui/tenants/{e(t["name"])}" '
+            f'class="inline">{csrf_field(session)}<button>Save</button></form></td></tr>'
+        )
     body = f"""<h1>Tenants and quotas</h1>
 <p class="hint">In use / quota; type a new quota and save (empty fields stay as they are).</p>
 <table id="tenants"><thead><tr><th>tenant</th>{head}<th></th></tr></thead>

@@ -25,8 +25,9 @@ from .web import HEADERS, Failure, api_url, html, note, refused, signed_in, take
 
 STATIC = Path(__file__).parent / "static"
 SANDBOX_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-EXPIRED_LINK = ("that sign-in link has expired or was used already: run 'stockade dashboard' on "
-                "the server for a new one")
+EXPIRED_LINK = (
+    "that sign-in link has expired or was used already: run 'stockade dashboard' on the server for a new one"
+)
 #: A file shown in the page is cut here; download has no such limit.
 VIEW_BYTES = 256 * 1024
 
@@ -46,8 +47,7 @@ def _path(request: Request, default: str = "/home/user") -> str:
 
 
 async def _sandbox(request: Request, session: Session) -> AsyncSandbox:
-    return await AsyncSandbox.get(_sandbox_id(request), api_url=api_url(request),
-                                  api_key=session.key)
+    return await AsyncSandbox.get(_sandbox_id(request), api_url=api_url(request), api_key=session.key)
 
 
 async def login_page(request: Request) -> Response:
@@ -74,16 +74,14 @@ async def login(request: Request) -> Response:
     if not key or len(key) > 512:
         return html(pages.login("enter an API key"), 400)
     try:
-        async with httpx.AsyncClient(base_url=api_url(request), verify=tls_context(),
-                                     timeout=15) as client:
+        async with httpx.AsyncClient(base_url=api_url(request), verify=tls_context(), timeout=15) as client:
             r = await client.get("/whoami", headers={"Authorization": f"Bearer {key}"})
     except (httpx.TransportError, Failure) as exc:
         return html(pages.login(f"cannot check the key: {exc}"), 502)
     if r.status_code == 401:
         return html(pages.login("that key is invalid, revoked or expired"), 401)
     if r.status_code != 200:
-        return html(pages.login(f"the server could not check the key (HTTP {r.status_code}); "
-                                f"try again"), 502)
+        return html(pages.login(f"the server could not check the key (HTTP {r.status_code}); try again"), 502)
     who = r.json()
     session_id, _ = request.app.state.sessions.open(key, who["tenant"], bool(who["admin"]))
     return _signed_in(request, session_id)
@@ -91,8 +89,15 @@ async def login(request: Request) -> Response:
 
 def _signed_in(request: Request, session_id: str) -> Response:
     response = RedirectResponse("/ui/", 303)
-    response.set_cookie(COOKIE, session_id, max_age=int(LIFETIME), path="/", httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https")
+    response.set_cookie(
+        COOKIE,
+        session_id,
+        max_age=int(LIFETIME),
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
     return response
 
 
@@ -111,14 +116,19 @@ async def logout(request: Request, session: Session) -> Response:
 @signed_in
 async def index(request: Request, session: Session) -> Response:
     q = request.query_params
-    filters = {"state": q.get("state") or None, "tier": q.get("tier") or None,
-               "template": q.get("template") or None}
+    filters = {
+        "state": q.get("state") or None,
+        "tier": q.get("tier") or None,
+        "template": q.get("template") or None,
+    }
     if filters["state"] not in (None, *pages.STATES) or filters["tier"] not in (None, *pages.TIERS):
         raise Failure(400, "unknown state or tier in the filter")
-    items = await AsyncSandbox.list(state=filters["state"], api_url=api_url(request),
-                                    api_key=session.key)
-    items = [s for s in items if (filters["tier"] in (None, s.isolation))
-             and (filters["template"] in (None, s.template))]
+    items = await AsyncSandbox.list(state=filters["state"], api_url=api_url(request), api_key=session.key)
+    items = [
+        s
+        for s in items
+        if (filters["tier"] in (None, s.isolation)) and (filters["template"] in (None, s.template))
+    ]
     if q.get("rows"):  # the page updating itself
         return html(pages.sandbox_rows(items))
     return html(pages.sandbox_list(session, items, filters, take_note(request)))
@@ -133,11 +143,19 @@ async def create(request: Request, session: Session) -> Response:
     except ValueError:
         timeout = 0
     if not admin.NAME.match(template) or tier not in pages.TIERS or not 1 <= timeout <= 86400:
-        raise Failure(400, "give a template name, a tier (container, gvisor or microvm) and a "
-                           "lifetime between 1 and 86400 seconds")
-    sb = await AsyncSandbox.create(template, isolation=cast(Isolation, tier), timeout=timeout,
-                                   metadata={"created-by": "dashboard"},
-                                   api_url=api_url(request), api_key=session.key)
+        raise Failure(
+            400,
+            "give a template name, a tier (container, gvisor or microvm) and a "
+            "lifetime between 1 and 86400 seconds",
+        )
+    sb = await AsyncSandbox.create(
+        template,
+        isolation=cast(Isolation, tier),
+        timeout=timeout,
+        metadata={"created-by": "dashboard"},
+        api_url=api_url(request),
+        api_key=session.key,
+    )
     await sb.close()
     note(request, f"created {sb.id}")
     return RedirectResponse(f"/ui/sandboxes/{sb.id}", 303)
@@ -190,8 +208,7 @@ async def file_view(request: Request, session: Session) -> Response:
     finally:
         await sb.close()
     cut = len(data) > VIEW_BYTES
-    return html(pages.file_view(session, sb.id, path,
-                                data[:VIEW_BYTES].decode(errors="replace"), cut))
+    return html(pages.file_view(session, sb.id, path, data[:VIEW_BYTES].decode(errors="replace"), cut))
 
 
 @signed_in
@@ -212,8 +229,12 @@ async def download(request: Request, session: Session) -> Response:
                 yield chunk
         finally:
             await sb.close()
-    return StreamingResponse(body(), media_type="application/octet-stream",
-                             headers={**HEADERS, "Content-Disposition": attachment(path)})
+
+    return StreamingResponse(
+        body(),
+        media_type="application/octet-stream",
+        headers={**HEADERS, "Content-Disposition": attachment(path)},
+    )
 
 
 def attachment(path: str) -> str:
@@ -243,23 +264,25 @@ async def upload(request: Request, session: Session) -> Response:
 
 def create_ui(sessions: Sessions) -> Starlette:
     """The ``/ui`` application."""
-    app = Starlette(routes=[
-        Route("/ui", lambda request: RedirectResponse("/ui/", 307)),
-        Route("/ui/", index),
-        Route("/ui/login", login_page, methods=["GET"]),
-        Route("/ui/login", login, methods=["POST"]),
-        Route("/ui/logout", logout, methods=["POST"]),
-        *admin.ROUTES,  # before /ui/sandboxes/{sandbox_id}/{action}
-        *build.ROUTES,
-        *events.ROUTES,
-        Route("/ui/sandboxes", create, methods=["POST"]),
-        *detail.ROUTES,  # before /ui/sandboxes/{sandbox_id}/{action}
-        Route("/ui/sandboxes/{sandbox_id}/files", file_list),
-        Route("/ui/sandboxes/{sandbox_id}/files/view", file_view),
-        Route("/ui/sandboxes/{sandbox_id}/files/download", download),
-        Route("/ui/sandboxes/{sandbox_id}/files/upload", upload, methods=["POST"]),
-        Route("/ui/sandboxes/{sandbox_id}/{action}", action, methods=["POST"]),
-        Mount("/ui/static", StaticFiles(directory=STATIC), name="static"),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/ui", lambda request: RedirectResponse("/ui/", 307)),
+            Route("/ui/", index),
+            Route("/ui/login", login_page, methods=["GET"]),
+            Route("/ui/login", login, methods=["POST"]),
+            Route("/ui/logout", logout, methods=["POST"]),
+            *admin.ROUTES,  # before /ui/sandboxes/{sandbox_id}/{action}
+            *build.ROUTES,
+            *events.ROUTES,
+            Route("/ui/sandboxes", create, methods=["POST"]),
+            *detail.ROUTES,  # before /ui/sandboxes/{sandbox_id}/{action}
+            Route("/ui/sandboxes/{sandbox_id}/files", file_list),
+            Route("/ui/sandboxes/{sandbox_id}/files/view", file_view),
+            Route("/ui/sandboxes/{sandbox_id}/files/download", download),
+            Route("/ui/sandboxes/{sandbox_id}/files/upload", upload, methods=["POST"]),
+            Route("/ui/sandboxes/{sandbox_id}/{action}", action, methods=["POST"]),
+            Mount("/ui/static", StaticFiles(directory=STATIC), name="static"),
+        ]
+    )
     app.state.sessions = sessions
     return app

@@ -76,8 +76,7 @@ class Sessions:
             return None
         return self.open(found.key, found.tenant, found.admin, found.local)
 
-    def open(self, key: str, tenant: str, admin: bool,
-             local: bool = False) -> tuple[str, Session]:
+    def open(self, key: str, tenant: str, admin: bool, local: bool = False) -> tuple[str, Session]:
         now = time.time()
         if len(self._by_id) >= MAX_SESSIONS:
             self._by_id = {k: s for k, s in self._by_id.items() if s.expires > now}

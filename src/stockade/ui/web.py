@@ -18,11 +18,14 @@ from .sessions import Note, Session, Sessions, cookie_value, csrf_ok
 
 #: Security headers on every page: nothing may come from anywhere but this server.
 #: (xterm.js themes the terminal with a <style> element it writes, hence inline styles.)
-HEADERS = {"Content-Security-Policy": "default-src 'self'; connect-src 'self'; "
-                                      "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-                                      "frame-ancestors 'none'; form-action 'self'",
-           "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
-           "Cache-Control": "no-store"}
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 Handler = Callable[[Request, Session], Awaitable[Response]]
 
 
@@ -61,8 +64,9 @@ def signed_in(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             if request.method == "POST":
                 form = await request.form(max_files=1, max_fields=8, max_part_size=1 << 20)
                 if not csrf_ok(session, str(form.get("csrf") or "")):
-                    raise Failure(403, "the form is stale or came from another site; reload "
-                                       "the page and try again")
+                    raise Failure(
+                        403, "the form is stale or came from another site; reload the page and try again"
+                    )
                 request.state.form = form
             return await handler(request, session)
         except Failure as failure:
@@ -75,6 +79,7 @@ def signed_in(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return html(pages.error(session, status, str(exc)), status)
         except StockadeError as exc:
             return html(pages.error(session, 502, str(exc)), 502)
+
     return endpoint
 
 
@@ -97,12 +102,15 @@ def refused(request: Request, doing: str, exc: ApiError, back: str) -> Response:
     return RedirectResponse(back, 303)
 
 
-async def call_api(request: Request, session: Session, method: str, path: str,
-                   **kwargs: Any) -> Any:
+async def call_api(request: Request, session: Session, method: str, path: str, **kwargs: Any) -> Any:
     """One request to the HTTP API as the session's key (for what the SDK does not cover:
     keys and the audit log); errors raised as the SDK raises them."""
-    async with httpx.AsyncClient(base_url=api_url(request), verify=tls_context(), timeout=30,
-                                 headers={"Authorization": f"Bearer {session.key}"}) as client:
+    async with httpx.AsyncClient(
+        base_url=api_url(request),
+        verify=tls_context(),
+        timeout=30,
+        headers={"Authorization": f"Bearer {session.key}"},
+    ) as client:
         try:
             response = await client.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -111,4 +119,3 @@ async def call_api(request: Request, session: Session, method: str, path: str,
     if response.status_code >= 400:
         raise from_response(response.status_code, body)
     return body
-

@@ -19,6 +19,7 @@ try:
 except OSError as exc:
     results["chmod"] = exc.strerror
 MS_REMOUNT, MS_BIND = 32, 4096
-results["remount rw"] = syscall("mount", None, b"/.stockade/agent", None,
-                                MS_REMOUNT | MS_BIND, None)[1] or "ok"
+results["remount rw"] = (
+    syscall("mount", None, b"/.stockade/agent", None, MS_REMOUNT | MS_BIND, None)[1] or "ok"
+)
 privileged(results)

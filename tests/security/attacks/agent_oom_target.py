@@ -20,8 +20,11 @@ if pid == 0:
     while True:
         hog.append(bytearray(16 << 20))  # touches the pages: 16 MiB at a time
 _, status = os.waitpid(pid, 0)
-results["memory hog"] = f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) \
+results["memory hog"] = (
+    f"killed by signal {os.WTERMSIG(status)}"
+    if os.WIFSIGNALED(status)
     else f"exited {os.WEXITSTATUS(status)}"
+)
 # Still here: the OOM killer chose the hog, not the agent. If it chose the agent, the runner
 # sees the sandbox go unavailable and checks the platform's clean-up.
 verdict("contained", results)

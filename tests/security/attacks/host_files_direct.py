@@ -4,5 +4,7 @@
 from _lib import ENV, canary_paths, judge_reads
 
 data = ENV["STOCKADE_HOST_DATA_DIR"]
-judge_reads(canary_paths() + [f"{data}/engine.lock", f"{data}/daemon.log",
-                              f"{ENV['STOCKADE_SANDBOX_DIR']}/state.json"])
+judge_reads(
+    canary_paths()
+    + [f"{data}/engine.lock", f"{data}/daemon.log", f"{ENV['STOCKADE_SANDBOX_DIR']}/state.json"]
+)

@@ -5,8 +5,13 @@ import hashlib
 
 from _lib import try_read, verdict
 
-paths = ["/etc/shadow", "/proc/1/root/etc/shadow", "/proc/self/root/etc/shadow",
-         "/.stockade/run/../../etc/shadow", "/../../../etc/shadow"]
+paths = [
+    "/etc/shadow",
+    "/proc/1/root/etc/shadow",
+    "/proc/self/root/etc/shadow",
+    "/.stockade/run/../../etc/shadow",
+    "/../../../etc/shadow",
+]
 hashes = {}
 for path in paths:
     try:

@@ -10,9 +10,19 @@ import time
 from _lib import verdict
 
 sent = {}
-for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-            signal.SIGUSR2, signal.SIGPIPE, signal.SIGALRM, signal.SIGSEGV, signal.SIGABRT,
-            signal.SIGSTOP):
+for sig in (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGPIPE,
+    signal.SIGALRM,
+    signal.SIGSEGV,
+    signal.SIGABRT,
+    signal.SIGSTOP,
+):
     try:
         os.kill(1, sig)
         sent[sig.name] = "sent"

@@ -7,12 +7,24 @@ import os
 from _lib import canary_paths, privileged, syscall, try_read
 
 results, leaked = {}, []
-for source, fstype in (("tmpfs", "tmpfs"), ("proc", "proc"), ("sysfs", "sysfs"),
-                       ("cgroup", "cgroup"), ("/dev/vda", "ext4"), ("/dev/vdb", "ext4")):
+for source, fstype in (
+    ("tmpfs", "tmpfs"),
+    ("proc", "proc"),
+    ("sysfs", "sysfs"),
+    ("cgroup", "cgroup"),
+    ("/dev/vda", "ext4"),
+    ("/dev/vdb", "ext4"),
+):
     target = f"/tmp/m-{fstype}-{os.path.basename(source)}"
     os.makedirs(target, exist_ok=True)
-    _, err = syscall("mount", ctypes.c_char_p(source.encode()), ctypes.c_char_p(target.encode()),
-                     ctypes.c_char_p(fstype.encode()), 0, None)
+    _, err = syscall(
+        "mount",
+        ctypes.c_char_p(source.encode()),
+        ctypes.c_char_p(target.encode()),
+        ctypes.c_char_p(fstype.encode()),
+        0,
+        None,
+    )
     results[f"{fstype} {source}"] = err or "ok"
     if not err:  # whatever it mounted must hold no host file
         leaked += [c for c in canary_paths() if "STOCKADE-CANARY" in try_read(target + c)]

@@ -6,6 +6,8 @@ import ctypes
 from _lib import privileged, syscall
 
 attr = (ctypes.c_uint32 * 32)(1, 128)  # PERF_TYPE_SOFTWARE, size 128, config 0 (cpu-clock)
-results = {"this process": syscall("perf_event_open", attr, 0, -1, -1, 0)[1] or "ok",
-           "whole cpu 0": syscall("perf_event_open", attr, -1, 0, -1, 0)[1] or "ok"}
+results = {
+    "this process": syscall("perf_event_open", attr, 0, -1, -1, 0)[1] or "ok",
+    "whole cpu 0": syscall("perf_event_open", attr, -1, 0, -1, 0)[1] or "ok",
+}
 privileged(results)

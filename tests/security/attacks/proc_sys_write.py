@@ -5,9 +5,14 @@
 from _lib import privileged, verdict
 
 results = {}
-for path, value in (("/proc/sys/kernel/hostname", "pwned"), ("/proc/sys/vm/drop_caches", "3"),
-                    ("/proc/sys/kernel/panic", "1"), ("/proc/sys/net/ipv4/ip_forward", "1"),
-                    ("/proc/sys/kernel/randomize_va_space", "0"), ("/proc/sysrq-trigger", "h")):
+for path, value in (
+    ("/proc/sys/kernel/hostname", "pwned"),
+    ("/proc/sys/vm/drop_caches", "3"),
+    ("/proc/sys/kernel/panic", "1"),
+    ("/proc/sys/net/ipv4/ip_forward", "1"),
+    ("/proc/sys/kernel/randomize_va_space", "0"),
+    ("/proc/sysrq-trigger", "h"),
+):
     try:
         with open(path, "w") as f:
             f.write(value)

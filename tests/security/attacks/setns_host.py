@@ -18,5 +18,9 @@ for pid in [p for p in os.listdir("/proc") if p.isdigit()][:20]:
         results[f"{pid}/{ns}"] = err or "ok"
 joined = [k for k, v in results.items() if v == "ok"]
 print({"tried": len(results), "joined": joined[:20]})
-privileged({"setns into a namespace": "ok" if joined else "none joined",
-            "sample": str(dict(list(results.items())[:4]))})
+privileged(
+    {
+        "setns into a namespace": "ok" if joined else "none joined",
+        "sample": str(dict(list(results.items())[:4])),
+    }
+)

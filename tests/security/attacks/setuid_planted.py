@@ -11,13 +11,18 @@ planted = "/usr/local/bin/rootpy"
 shutil.copy("/usr/bin/python3", planted)
 os.chmod(planted, 0o4755)
 probe = "import os; print(os.geteuid())"
-out = subprocess.run(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups",
-                      planted, "-c", probe], capture_output=True, text=True)
+out = subprocess.run(
+    ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", planted, "-c", probe],
+    capture_output=True,
+    text=True,
+)
 if out.returncode != 0:  # setpriv absent: drop privileges by hand
+
     def drop() -> None:
         os.setgroups([])
         os.setresgid(1000, 1000, 1000)
         os.setresuid(1000, 1000, 1000)
+
     out = subprocess.run([planted, "-c", probe], capture_output=True, text=True, preexec_fn=drop)
 euid = out.stdout.strip()
 os.unlink(planted)

@@ -5,9 +5,13 @@
 from _lib import privileged
 
 results = {}
-for path, value in (("/sys/kernel/mm/transparent_hugepage/enabled", "never"),
-                    ("/sys/block/vda/queue/scheduler", "none"), ("/sys/power/state", "freeze"),
-                    ("/sys/module/printk/parameters/time", "N"), ("/sys/kernel/profiling", "1")):
+for path, value in (
+    ("/sys/kernel/mm/transparent_hugepage/enabled", "never"),
+    ("/sys/block/vda/queue/scheduler", "none"),
+    ("/sys/power/state", "freeze"),
+    ("/sys/module/printk/parameters/time", "N"),
+    ("/sys/kernel/profiling", "1"),
+):
     try:
         with open(path, "w") as f:
             f.write(value)

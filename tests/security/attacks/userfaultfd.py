@@ -3,8 +3,10 @@
 # expect-microvm: contained
 from _lib import privileged, syscall
 
-results = {"userfaultfd": syscall("userfaultfd", 0)[1] or "ok",
-           "userfaultfd(user only)": syscall("userfaultfd", 1)[1] or "ok"}
+results = {
+    "userfaultfd": syscall("userfaultfd", 0)[1] or "ok",
+    "userfaultfd(user only)": syscall("userfaultfd", 1)[1] or "ok",
+}
 try:
     open("/dev/userfaultfd", "rb").close()
     results["/dev/userfaultfd"] = "ok"

@@ -26,10 +26,13 @@ TIMEOUT = 10.0
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real agent process; yields its socket path and checks that it never died."""
     sock = str(tmp_path_factory.mktemp("agent") / "agent.sock")
-    code = (f"import sys; sys.path[:0] = [{str(AGENT_PARENT)!r}]; from agent.main import main; "
-            f"main(['--listen', {sock!r}])")
-    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", code],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    code = (
+        f"import sys; sys.path[:0] = [{str(AGENT_PARENT)!r}]; from agent.main import main; "
+        f"main(['--listen', {sock!r}])"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + TIMEOUT
     while not os.path.exists(sock):
         assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")
@@ -114,12 +117,15 @@ def header(length: int, stream: int, kind: int) -> bytes:
     return struct.pack(">IIB", length, stream, kind)
 
 
-@pytest.mark.parametrize("garbage", [
-    pytest.param(header(p.MAX_PAYLOAD + 1, 1, p.Kind.OPEN), id="oversized-length"),
-    pytest.param(header(0xFFFFFFFF, 1, p.Kind.DATA), id="max-u32-length"),
-    pytest.param(header(2, 1, 99) + b"{}", id="unknown-kind"),
-    pytest.param(header(0, 1, 0), id="kind-zero"),
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        pytest.param(header(p.MAX_PAYLOAD + 1, 1, p.Kind.OPEN), id="oversized-length"),
+        pytest.param(header(0xFFFFFFFF, 1, p.Kind.DATA), id="max-u32-length"),
+        pytest.param(header(2, 1, 99) + b"{}", id="unknown-kind"),
+        pytest.param(header(0, 1, 0), id="kind-zero"),
+    ],
+)
 def test_broken_framing_closes_only_that_connection(agent: str, garbage: bytes) -> None:
     bystander = Peer(agent)
     bystander.open(7, "process.start", {"cmd": "sleep 1; echo survived", "user": None})
@@ -144,18 +150,22 @@ def test_random_bytes_never_kill_the_agent(agent: str) -> None:
     assert_serves(agent)
 
 
-@pytest.mark.parametrize(("payload", "code"), [
-    pytest.param(b"{not json", "bad_request", id="invalid-json"),
-    pytest.param(b"\xff\xfe\x00", "bad_request", id="not-utf8"),
-    pytest.param(b"[1, 2, 3]", "bad_request", id="not-an-object"),
-    pytest.param(b'{"method": 5}', "bad_request", id="method-not-a-string"),
-    pytest.param(b'{"method": "hello", "params": [1]}', "bad_request", id="params-not-an-object"),
-    pytest.param(b"[" * 100_000 + b"]" * 100_000, "bad_request", id="nested-too-deep"),
-    pytest.param(b'{"method": "no.such.method"}', "unknown_method", id="unknown-method"),
-    pytest.param(b'{"method": "process.start", "params": {"cmd": 42}}', "bad_request",
-                 id="bad-parameter-type"),
-    pytest.param(b'{"method": "fs.read", "params": {"path": ""}}', "bad_request", id="empty-path"),
-])
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        pytest.param(b"{not json", "bad_request", id="invalid-json"),
+        pytest.param(b"\xff\xfe\x00", "bad_request", id="not-utf8"),
+        pytest.param(b"[1, 2, 3]", "bad_request", id="not-an-object"),
+        pytest.param(b'{"method": 5}', "bad_request", id="method-not-a-string"),
+        pytest.param(b'{"method": "hello", "params": [1]}', "bad_request", id="params-not-an-object"),
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, "bad_request", id="nested-too-deep"),
+        pytest.param(b'{"method": "no.such.method"}', "unknown_method", id="unknown-method"),
+        pytest.param(
+            b'{"method": "process.start", "params": {"cmd": 42}}', "bad_request", id="bad-parameter-type"
+        ),
+        pytest.param(b'{"method": "fs.read", "params": {"path": ""}}', "bad_request", id="empty-path"),
+    ],
+)
 def test_bad_open_ends_only_its_stream(agent: str, payload: bytes, code: str) -> None:
     peer = Peer(agent)
     try:

@@ -23,8 +23,7 @@ PYTHON = shutil.which("/usr/bin/python3") or sys.executable
 TIMEOUT = 10.0
 #: What no first command needs: argparse, shutil (with bz2, lzma), tempfile (with random),
 #: typing, and ctypes.util (whose find_library ran ``ldconfig -p`` at every start).
-NOT_AT_START = {"argparse", "shutil", "bz2", "lzma", "tempfile", "random", "typing",
-                "ctypes.util", "gettext"}
+NOT_AT_START = {"argparse", "shutil", "bz2", "lzma", "tempfile", "random", "typing", "ctypes.util", "gettext"}
 #: What the first command needs, imported before the agent listens (a pooled sandbox has
 #: paid for them before it is claimed).
 AT_START = {"json", "socket", "threading", "subprocess", "ctypes", "agent.processes"}
@@ -35,10 +34,15 @@ class Agent:
 
     def __init__(self, directory: Path) -> None:
         sock = str(directory / "agent.sock")
-        code = (f"import sys; sys.path[:0] = [{str(AGENT_PARENT)!r}]; from agent.main import main; "
-                f"main(['--listen', {sock!r}])")
-        self.proc = subprocess.Popen([PYTHON, "-X", "importtime", "-I", "-S", "-c", code],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        code = (
+            f"import sys; sys.path[:0] = [{str(AGENT_PARENT)!r}]; from agent.main import main; "
+            f"main(['--listen', {sock!r}])"
+        )
+        self.proc = subprocess.Popen(
+            [PYTHON, "-X", "importtime", "-I", "-S", "-c", code],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.conn.settimeout(TIMEOUT)
         deadline = time.monotonic() + TIMEOUT
@@ -70,8 +74,11 @@ class Agent:
         self.conn.close()
         self.proc.kill()
         err = self.proc.communicate(timeout=TIMEOUT)[1].decode(errors="replace")
-        return [line.rsplit("|", 1)[1].strip() for line in err.splitlines()
-                if line.startswith("import time:") and "imported package" not in line]
+        return [
+            line.rsplit("|", 1)[1].strip()
+            for line in err.splitlines()
+            if line.startswith("import time:") and "imported package" not in line
+        ]
 
 
 @pytest.fixture
@@ -103,8 +110,9 @@ def test_the_late_imports_serve_their_requests(agent: Agent, tmp_path: Path) -> 
     assert modules.index("agent.main") < modules.index("tempfile")
 
 
-@pytest.mark.parametrize("argv", [[], ["--listen"], ["--listen", ""], ["--port", "x"],
-                                  ["--listen", "/a", "--device", "auto"]])
+@pytest.mark.parametrize(
+    "argv", [[], ["--listen"], ["--listen", ""], ["--port", "x"], ["--listen", "/a", "--device", "auto"]]
+)
 def test_bad_arguments_get_the_usage(argv: list[str]) -> None:
     with pytest.raises(SystemExit, match="usage: stockade-agent"):
         agent_main.parse_args(argv)
@@ -113,4 +121,3 @@ def test_bad_arguments_get_the_usage(argv: list[str]) -> None:
 def test_arguments() -> None:
     assert agent_main.parse_args(["--listen", "/run/a.sock"]) == ("--listen", "/run/a.sock")
     assert agent_main.parse_args(["--device", "auto"]) == ("--device", "auto")
-

@@ -36,18 +36,19 @@ def _frame(kind: int, stream: int, payload: bytes) -> bytes:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                  max_size=4),
-    max_leaves=12)
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 payloads = st.one_of(
     st.binary(max_size=64),
     json_values.map(lambda v: json.dumps(v).encode()),
-    st.fixed_dictionaries({"ok": st.one_of(st.booleans(), json_values),
-                           "error": json_values, "result": json_values})
-    .map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries(
+        {"ok": st.one_of(st.booleans(), json_values), "error": json_values, "result": json_values}
+    ).map(lambda v: json.dumps(v).encode()),
 )
-frames = st.builds(_frame, kind=st.integers(0, 9), stream=st.sampled_from([0, 1, 2, 2**32 - 1]),
-                   payload=payloads)
+frames = st.builds(
+    _frame, kind=st.integers(0, 9), stream=st.sampled_from([0, 1, 2, 2**32 - 1]), payload=payloads
+)
 raw_bytes = st.binary(min_size=1, max_size=256)
 
 
@@ -106,7 +107,8 @@ def test_data_beyond_the_granted_credit_closes_the_channel() -> None:
             stream = await channel.open("fs.read", {"path": "/big"})  # opened, never read
             chunk = p.encode_data(stream.id, p.Channel.BODY, b"x" * (p.MAX_PAYLOAD - 1))
             sender = asyncio.ensure_future(
-                _send(agent, chunk * (p.INITIAL_WINDOW // (p.MAX_PAYLOAD - 1) + 1)))
+                _send(agent, chunk * (p.INITIAL_WINDOW // (p.MAX_PAYLOAD - 1) + 1))
+            )
             await asyncio.wait_for(asyncio.shield(channel._task), DEADLINE)
             assert channel.closed and "credit" in channel.close_reason
             with pytest.raises(ChannelClosed):
@@ -120,18 +122,21 @@ def test_data_beyond_the_granted_credit_closes_the_channel() -> None:
     asyncio.run(run())
 
 
-@pytest.mark.parametrize(("frame", "why"), [
-    (struct.pack(">IIB", p.MAX_PAYLOAD + 1, 1, p.Kind.DATA), "exceeds"),
-    (_frame(42, 1, b"{}"), "unknown frame kind"),
-    (_frame(p.Kind.OPEN, 1, b"{}"), "may not send OPEN"),
-    (_frame(p.Kind.DATA, 1, b""), "empty DATA"),
-    (_frame(p.Kind.DATA, 1, b"\x09abc"), "unknown DATA channel"),
-    (_frame(p.Kind.WINDOW, 1, b"\x01"), "4 bytes"),
-    (_frame(p.Kind.END, 1, b"[1]"), "JSON object"),
-    (_frame(p.Kind.END, 1, b"{nope"), "not JSON"),
-    (_frame(p.Kind.END, 1, b"[" * 50_000), "nested too deeply"),
-    (_frame(p.Kind.END, 1, b'{"ok": false}'), "END without ok or error"),
-])
+@pytest.mark.parametrize(
+    ("frame", "why"),
+    [
+        (struct.pack(">IIB", p.MAX_PAYLOAD + 1, 1, p.Kind.DATA), "exceeds"),
+        (_frame(42, 1, b"{}"), "unknown frame kind"),
+        (_frame(p.Kind.OPEN, 1, b"{}"), "may not send OPEN"),
+        (_frame(p.Kind.DATA, 1, b""), "empty DATA"),
+        (_frame(p.Kind.DATA, 1, b"\x09abc"), "unknown DATA channel"),
+        (_frame(p.Kind.WINDOW, 1, b"\x01"), "4 bytes"),
+        (_frame(p.Kind.END, 1, b"[1]"), "JSON object"),
+        (_frame(p.Kind.END, 1, b"{nope"), "not JSON"),
+        (_frame(p.Kind.END, 1, b"[" * 50_000), "nested too deeply"),
+        (_frame(p.Kind.END, 1, b'{"ok": false}'), "END without ok or error"),
+    ],
+)
 def test_each_violation_closes_the_channel_with_a_reason(frame: bytes, why: str) -> None:
     assert why in asyncio.run(_closed_by([frame]))
 

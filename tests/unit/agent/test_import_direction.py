@@ -16,14 +16,16 @@ AGENT = SRC / "stockade" / "agent"
 
 
 def _run(python: str, code: str, *flags: str) -> list[str]:
-    out = subprocess.run([python, *flags, "-c", code], capture_output=True, text=True, timeout=60,
-                         check=True).stdout
+    out = subprocess.run(
+        [python, *flags, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     found: list[str] = json.loads(out)
     return found
 
 
-@pytest.mark.parametrize("python", sorted({sys.executable,
-                                           shutil.which("/usr/bin/python3") or sys.executable}))
+@pytest.mark.parametrize(
+    "python", sorted({sys.executable, shutil.which("/usr/bin/python3") or sys.executable})
+)
 def test_agent_imports_only_the_standard_library(python: str) -> None:
     modules = sorted(f"agent.{m.stem}" for m in AGENT.glob("*.py") if m.stem != "__main__")
     assert "agent.main" in modules and "agent.processes" in modules
@@ -55,7 +57,9 @@ def test_sdk_imports_nothing_from_the_server_side() -> None:
 
 def test_the_check_can_fail() -> None:
     """The stdlib check really sees a third-party import (guards against a vacuous pass)."""
-    code = ("import json, sys, httpx\n"
-            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules}"
-            " - set(sys.stdlib_module_names) - {'__main__'})))\n")
+    code = (
+        "import json, sys, httpx\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules}"
+        " - set(sys.stdlib_module_names) - {'__main__'})))\n"
+    )
     assert "httpx" in _run(sys.executable, code)

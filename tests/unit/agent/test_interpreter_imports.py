@@ -18,8 +18,9 @@ INTERPRETER = Path(__file__).resolve().parents[3] / "src" / "stockade" / "interp
 KERNEL_STACK = {"zmq", "jupyter_client", "ipykernel"}
 
 
-@pytest.mark.parametrize("python", sorted({sys.executable,
-                                           shutil.which("/usr/bin/python3") or sys.executable}))
+@pytest.mark.parametrize(
+    "python", sorted({sys.executable, shutil.which("/usr/bin/python3") or sys.executable})
+)
 def test_interpreter_loads_on_the_standard_library_alone(python: str, tmp_path: Path) -> None:
     """Laid out as the engine uploads it (a package named ``stockade_interpreter``), every
     module loads under ``-I -S`` and pulls in nothing outside the standard library."""
@@ -28,8 +29,12 @@ def test_interpreter_loads_on_the_standard_library_alone(python: str, tmp_path: 
     for source in INTERPRETER.glob("*.py"):
         shutil.copy(source, package / source.name)
     modules = sorted(f"stockade_interpreter.{m.stem}" for m in package.glob("*.py"))
-    assert {"stockade_interpreter.server", "stockade_interpreter.kernel",
-            "stockade_interpreter.bash", "stockade_interpreter.__main__"} <= set(modules)
+    assert {
+        "stockade_interpreter.server",
+        "stockade_interpreter.kernel",
+        "stockade_interpreter.bash",
+        "stockade_interpreter.__main__",
+    } <= set(modules)
     code = (
         "import importlib, json, sys\n"
         f"sys.path[:0] = [{str(tmp_path)!r}]\n"
@@ -38,8 +43,9 @@ def test_interpreter_loads_on_the_standard_library_alone(python: str, tmp_path: 
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules}\n"
         "                        - set(sys.stdlib_module_names) - own)))\n"
     )
-    out = subprocess.run([python, "-I", "-S", "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    out = subprocess.run(
+        [python, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     assert json.loads(out) == [], f"the interpreter imports outside the standard library: {out}"
 
 
@@ -49,9 +55,12 @@ def test_only_the_kernel_stack_is_imported_lazily() -> None:
     found: dict[str, set[str]] = {}
     for path in sorted(INTERPRETER.glob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
-        in_functions = {id(node) for function in ast.walk(tree)
-                        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
-                        for node in ast.walk(function)}
+        in_functions = {
+            id(node)
+            for function in ast.walk(tree)
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for node in ast.walk(function)
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]

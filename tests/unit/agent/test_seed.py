@@ -11,16 +11,19 @@ from stockade.agent import main
 from stockade.agent.connection import AgentError
 
 
-@pytest.mark.parametrize("params", [
-    {"hex": "zz"},
-    {"hex": "00", "hostname": "bad_name"},
-    {"hex": "00", "hostname": "-leading-dash"},
-    {"hex": "00", "hostname": "a" * 64},
-    {"hex": "00", "machine_id": "ABCDEF" * 5 + "00"},
-    {"hex": "00", "machine_id": "0" * 31},
-    {"hex": "00", "time": "now"},
-    {"hex": "00", "time": True},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"hex": "zz"},
+        {"hex": "00", "hostname": "bad_name"},
+        {"hex": "00", "hostname": "-leading-dash"},
+        {"hex": "00", "hostname": "a" * 64},
+        {"hex": "00", "machine_id": "ABCDEF" * 5 + "00"},
+        {"hex": "00", "machine_id": "0" * 31},
+        {"hex": "00", "time": "now"},
+        {"hex": "00", "time": True},
+    ],
+)
 def test_bad_parameters_are_refused_before_anything_changes(params: dict[str, Any]) -> None:
     with pytest.raises(AgentError) as caught:
         main.seed(None, params)  # type: ignore[arg-type]
@@ -34,8 +37,7 @@ def test_entropy_is_mixed_in_and_the_crng_reseeded() -> None:
     assert main.seed(None, {}) == {"reseeded": True}  # type: ignore[arg-type]  # old hosts: hex only
 
 
-def test_setup_outside_a_microvm_guest_is_refused(monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path: Any) -> None:
+def test_setup_outside_a_microvm_guest_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     """sys.setup runs the guest init's settings stage; where there is none (every container
     and gVisor sandbox, this host) it refuses instead of running anything."""
     monkeypatch.setattr(main, "SETTINGS", str(tmp_path / "absent.sh"))

@@ -22,9 +22,20 @@ from stockade.server.store.store import MIGRATIONS
 
 def _info(sandbox_id: str, state: str = "running", persistence: str = "ephemeral") -> SandboxInfo:
     now = time.time()
-    return SandboxInfo(id=sandbox_id, isolation="container", template="base", state=state,
-                       persistence=persistence, cpu=1, memory_mb=512, disk_mb=1024, pids=256,
-                       created_at=now, expires_at=now + 60, timeout=60)
+    return SandboxInfo(
+        id=sandbox_id,
+        isolation="container",
+        template="base",
+        state=state,
+        persistence=persistence,
+        cpu=1,
+        memory_mb=512,
+        disk_mb=1024,
+        pids=256,
+        created_at=now,
+        expires_at=now + 60,
+        timeout=60,
+    )
 
 
 def _at(url: str, revision: str) -> None:
@@ -51,38 +62,55 @@ def test_a_fresh_database_gets_the_cluster_tables_from_the_migrations(tmp_path: 
     assert _version(url) == "0004"
     engine = sa.create_engine(url)
     with engine.connect() as c:
-        context = MigrationContext.configure(c, opts={
-            "compare_type": True,  # the store's own tables are not in the cluster's metadata
-            "include_name": lambda name, kind, _parents: kind != "table"
-            or str(name).startswith("cluster_")})
+        context = MigrationContext.configure(
+            c,
+            opts={
+                "compare_type": True,  # the store's own tables are not in the cluster's metadata
+                "include_name": lambda name, kind, _parents: kind != "table"
+                or str(name).startswith("cluster_"),
+            },
+        )
         assert compare_metadata(context, Base.metadata) == []
         assert {"cluster_hosts", "cluster_sandboxes"} <= set(sa.inspect(c).get_table_names())
     engine.dispose()
 
 
-def test_the_previous_schema_is_upgraded_keeping_tenants_and_an_old_clusters_rows(
-        tmp_path: Path) -> None:
+def test_the_previous_schema_is_upgraded_keeping_tenants_and_an_old_clusters_rows(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     _at(url, "0003")
     engine = sa.create_engine(url)
     # The tables as the previous cluster made them with create_all (no draining, no message).
     old = sa.MetaData()
-    hosts = sa.Table("cluster_hosts", old, sa.Column("name", sa.String(128), primary_key=True),
-                     sa.Column("node_id", sa.String(64)), sa.Column("state", sa.String(16)),
-                     sa.Column("reason", sa.String(512), nullable=True),
-                     sa.Column("seen_at", sa.Float))
-    boxes = sa.Table("cluster_sandboxes", old, sa.Column("id", sa.String(64), primary_key=True),
-                     sa.Column("host", sa.String(128), index=True),
-                     sa.Column("placement", sa.String(64)), sa.Column("state", sa.String(16)),
-                     sa.Column("reason", sa.String(512), nullable=True),
-                     sa.Column("info", sa.JSON), sa.Column("updated_at", sa.Float))
+    hosts = sa.Table(
+        "cluster_hosts",
+        old,
+        sa.Column("name", sa.String(128), primary_key=True),
+        sa.Column("node_id", sa.String(64)),
+        sa.Column("state", sa.String(16)),
+        sa.Column("reason", sa.String(512), nullable=True),
+        sa.Column("seen_at", sa.Float),
+    )
+    boxes = sa.Table(
+        "cluster_sandboxes",
+        old,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("host", sa.String(128), index=True),
+        sa.Column("placement", sa.String(64)),
+        sa.Column("state", sa.String(16)),
+        sa.Column("reason", sa.String(512), nullable=True),
+        sa.Column("info", sa.JSON),
+        sa.Column("updated_at", sa.Float),
+    )
     old.create_all(engine)
     info = _info("sb" + "1" * 18).model_dump(mode="json")
     with engine.begin() as c:
         c.execute(sa.text("INSERT INTO tenants (name, created_at) VALUES ('acme', 1)"))
         c.execute(hosts.insert().values(name="a", node_id="n1", state="alive", seen_at=1.0))
-        c.execute(boxes.insert().values(id=info["id"], host="a", placement="sbp-1",
-                                        state="running", info=info, updated_at=1.0))
+        c.execute(
+            boxes.insert().values(
+                id=info["id"], host="a", placement="sbp-1", state="running", info=info, updated_at=1.0
+            )
+        )
     engine.dispose()
 
     state = ClusterState(url)
@@ -108,17 +136,25 @@ def test_a_dead_hosts_sandboxes_say_whether_another_host_can_start_them(tmp_path
     try:
         state.host_seen("a", "n1")
         ids = {}
-        for n, (persistence, st) in enumerate((("workspace", "stopped"), ("workspace", "running"),
-                                               ("workspace", "archived"),
-                                               ("ephemeral", "running"))):
+        for n, (persistence, st) in enumerate(
+            (
+                ("workspace", "stopped"),
+                ("workspace", "running"),
+                ("workspace", "archived"),
+                ("ephemeral", "running"),
+            )
+        ):
             ids[(persistence, st)] = f"sb{n:018d}"
             state.add_sandbox(_info(f"sb{n:018d}", st, persistence), "a", f"sbp-{n}")
         state.host_down("a", "host_lost")
         rows = {key: state.sandbox(i) for key, i in ids.items()}
         assert all(r is not None and r.state == LOST for r in rows.values())
         stopped = rows[("workspace", "stopped")]
-        assert stopped is not None and stopped.movable and "start it to restart it on another" \
-            in str(stopped.sandbox().message)
+        assert (
+            stopped is not None
+            and stopped.movable
+            and "start it to restart it on another" in str(stopped.sandbox().message)
+        )
         running = rows[("workspace", "running")]
         assert running is not None and not running.movable
         assert "its disk is only on a" in str(running.sandbox().message)

@@ -51,12 +51,15 @@ def test_a_hosts_engine_error_comes_back_as_the_same_class() -> None:
 
 
 def test_single_machine_mode_never_imports_ray() -> None:
-    code = ("import json, sys\n"
-            "import stockade.cli.main, stockade.server.app, stockade.server.serve\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m == 'ray' "
-            "or m.startswith(('ray.', 'stockade.cluster')))))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, check=True)
+    code = (
+        "import json, sys\n"
+        "import stockade.cli.main, stockade.server.app, stockade.server.serve\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m == 'ray' "
+        "or m.startswith(('ray.', 'stockade.cluster')))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert json.loads(out.stdout) == []
 
 
@@ -70,12 +73,12 @@ def test_cluster_commands_refuse_bad_options_clearly(monkeypatch: pytest.MonkeyP
     runner = CliRunner()
     r = runner.invoke(app, ["serve", "--cluster", "127.0.0.1:1"])
     assert r.exit_code == 2 and "postgresql://" in r.output
-    r = runner.invoke(app, ["serve", "--cluster", "127.0.0.1:1",
-                            "--database-url", "sqlite:///x.db"])
+    r = runner.invoke(app, ["serve", "--cluster", "127.0.0.1:1", "--database-url", "sqlite:///x.db"])
     assert r.exit_code == 2 and "PostgreSQL" in r.output
     monkeypatch.setenv("STOCKADE_ADMIN_KEY", "short")
-    r = runner.invoke(app, ["serve", "--cluster", "127.0.0.1:1",
-                            "--database-url", "postgresql://u@127.0.0.1/db"])
+    r = runner.invoke(
+        app, ["serve", "--cluster", "127.0.0.1:1", "--database-url", "postgresql://u@127.0.0.1/db"]
+    )
     assert r.exit_code == 2 and "STOCKADE_ADMIN_KEY" in r.output
     r = runner.invoke(app, ["host", "--cluster", "127.0.0.1:1", "--slots", "docker=2"])
     assert r.exit_code == 2 and "TIER=COUNT" in r.output
@@ -86,8 +89,9 @@ def test_cluster_commands_refuse_bad_options_clearly(monkeypatch: pytest.MonkeyP
     assert r.exit_code == 2 and "STOCKADE_API_URL" in r.output
     monkeypatch.setenv("STOCKADE_ADMIN_KEY", "k" * 32)
     monkeypatch.delenv("STOCKADE_CLUSTER_SECRET", raising=False)
-    r = runner.invoke(app, ["serve", "--cluster", "127.0.0.1:1",
-                            "--database-url", "postgresql://u@127.0.0.1/db"])
+    r = runner.invoke(
+        app, ["serve", "--cluster", "127.0.0.1:1", "--database-url", "postgresql://u@127.0.0.1/db"]
+    )
     assert r.exit_code != 0 and "STOCKADE_CLUSTER_SECRET" in str(r.exception or r.output)
 
 
@@ -101,9 +105,11 @@ def test_a_stream_token_opens_exactly_its_own_request_until_it_expires() -> None
     assert verify(secret, op, token, now=1000.0 + TOKEN_LIFETIME - 1)
     assert not verify(secret, op, token, now=1000.0 + TOKEN_LIFETIME + 1)  # expired
     assert not verify("t" * 32, op, token, now=1000.0)  # another cluster's secret
-    for other in (operation("GET", "/sandboxes/sb2/files", "path=%2Fhome%2Fuser%2Fa"),
-                  operation("PUT", "/sandboxes/sb1/files", "path=%2Fhome%2Fuser%2Fa"),
-                  operation("GET", "/sandboxes/sb1/files", "path=%2Fetc%2Fshadow")):
+    for other in (
+        operation("GET", "/sandboxes/sb2/files", "path=%2Fhome%2Fuser%2Fa"),
+        operation("PUT", "/sandboxes/sb1/files", "path=%2Fhome%2Fuser%2Fa"),
+        operation("GET", "/sandboxes/sb1/files", "path=%2Fetc%2Fshadow"),
+    ):
         assert not verify(secret, other, token, now=1000.0)
     expires, _, mac = token.partition(".")
     forged = f"{int(expires) + 3600}.{mac}"  # a later expiry under the same signature

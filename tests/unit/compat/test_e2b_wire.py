@@ -41,60 +41,92 @@ def test_envelope_framing() -> None:
     assert json.loads(framed[5:]) == {"error": {"code": "not_found"}}
 
 
-@pytest.mark.parametrize(("error", "code", "status"), [
-    (InvalidRequest("x"), "invalid_argument", 400), (Conflict("x"), "already_exists", 409),
-    (SandboxUnavailable("x"), "unavailable", 503)])
+@pytest.mark.parametrize(
+    ("error", "code", "status"),
+    [
+        (InvalidRequest("x"), "invalid_argument", 400),
+        (Conflict("x"), "already_exists", 409),
+        (SandboxUnavailable("x"), "unavailable", 503),
+    ],
+)
 def test_engine_errors_map_to_connect_codes(error: Exception, code: str, status: int) -> None:
     mapped = ConnectError.of(error)  # type: ignore[arg-type]
     assert (mapped.code, mapped.response().status_code) == (code, status)
 
 
 def test_create_body_becomes_a_stockade_spec() -> None:
-    body = wire.NewSandbox.model_validate({
-        "templateID": "code-interpreter-v1", "timeout": 60, "envVars": {"A": "1"},
-        "metadata": {"stockade.isolation": "gvisor"}, "autoPause": True,
-        "network": {"allowOut": ["192.0.2.1"]}, "unknownField": {"ignored": True},
-        "volumeMounts": [{"name": "data", "path": "/mnt/data"}]})
+    body = wire.NewSandbox.model_validate(
+        {
+            "templateID": "code-interpreter-v1",
+            "timeout": 60,
+            "envVars": {"A": "1"},
+            "metadata": {"stockade.isolation": "gvisor"},
+            "autoPause": True,
+            "network": {"allowOut": ["192.0.2.1"]},
+            "unknownField": {"ignored": True},
+            "volumeMounts": [{"name": "data", "path": "/mnt/data"}],
+        }
+    )
     spec = body.spec()
     assert (spec.template, spec.isolation, spec.timeout, spec.on_timeout) == (
-        "code-interpreter", "gvisor", 60, "pause")
+        "code-interpreter",
+        "gvisor",
+        60,
+        "pause",
+    )
     assert spec.envs == {"A": "1"} and spec.network is not None
     assert spec.network.allow_out == ["192.0.2.1"]
     assert [(m.path, m.volume) for m in spec.volumes] == [("/mnt/data", "data")]
     assert wire.NewSandbox.model_validate({"templateID": "base"}).spec().network is None
-    resumed = wire.NewSandbox.model_validate({"templateID": "base", "autoPause": True,
-                                              "autoResume": {"enabled": True}}).spec()
+    resumed = wire.NewSandbox.model_validate(
+        {"templateID": "base", "autoPause": True, "autoResume": {"enabled": True}}
+    ).spec()
     assert (resumed.on_timeout, resumed.auto_resume) == ("pause", True)
-    for refused in ({"mcp": {"x": {}}}, {"network": {"rules": {"a.com": []}}},
-                    {"iam": {"tokens": [1]}}):
+    for refused in ({"mcp": {"x": {}}}, {"network": {"rules": {"a.com": []}}}, {"iam": {"tokens": [1]}}):
         with pytest.raises(ValueError, match="not supported"):
             wire.NewSandbox.model_validate({"templateID": "base", **refused}).spec()
 
 
 def test_e2b_template_becomes_a_dockerfile() -> None:
     digest = "ab" * 32
-    start = BuildStart.model_validate({"fromTemplate": "code-interpreter-v1", "steps": [
-        {"type": "RUN", "args": ["apt-get install -y x", "root"]},
-        {"type": "COPY", "args": ["src/*.py", "/app/", "", ""], "filesHash": digest},
-        {"type": "ENV", "args": ["A", "it's $HOME"]},
-        {"type": "WORKDIR", "args": ["/app"]}, {"type": "USER", "args": ["root"]},
-        {"type": "RUN", "args": ["id"]}]})
+    start = BuildStart.model_validate(
+        {
+            "fromTemplate": "code-interpreter-v1",
+            "steps": [
+                {"type": "RUN", "args": ["apt-get install -y x", "root"]},
+                {"type": "COPY", "args": ["src/*.py", "/app/", "", ""], "filesHash": digest},
+                {"type": "ENV", "args": ["A", "it's $HOME"]},
+                {"type": "WORKDIR", "args": ["/app"]},
+                {"type": "USER", "args": ["root"]},
+                {"type": "RUN", "args": ["id"]},
+            ],
+        }
+    )
     dockerfile, files = start.dockerfile()
     assert files == [digest]
     assert dockerfile.splitlines() == [
-        "FROM code-interpreter", "USER user", "USER root",
-        'RUN ["/bin/sh", "-c", "apt-get install -y x"]', "USER user",
-        f'COPY ["{digest}/src/*.py", "/app/"]', "ENV A='it'\\''s \\$HOME'",
-        'WORKDIR ["/app"]', "USER root", 'RUN ["/bin/sh", "-c", "id"]']
+        "FROM code-interpreter",
+        "USER user",
+        "USER root",
+        'RUN ["/bin/sh", "-c", "apt-get install -y x"]',
+        "USER user",
+        f'COPY ["{digest}/src/*.py", "/app/"]',
+        "ENV A='it'\\''s \\$HOME'",
+        'WORKDIR ["/app"]',
+        "USER root",
+        'RUN ["/bin/sh", "-c", "id"]',
+    ]
     from stockade.images.dockerfile import parse
+
     assert [s.instruction for s in parse(dockerfile)][:3] == ["FROM", "USER", "USER"]
-    for bad, words in [({"fromImage": "python:3"}, "cannot be pulled"),
-                       ({"startCmd": "x"}, "start command"),
-                       ({"steps": [{"type": "COPY", "args": ["a", "b", "root", ""],
-                                    "filesHash": digest}]}, "user or mode"),
-                       ({"steps": [{"type": "RUN", "args": ["x", "bad user!"]}]}, "user name"),
-                       ({"steps": [{"type": "ENV", "args": ["A"]}]}, "pairs"),
-                       ({"steps": [{"type": "HEALTHCHECK", "args": []}]}, "Stockade can build")]:
+    for bad, words in [
+        ({"fromImage": "python:3"}, "cannot be pulled"),
+        ({"startCmd": "x"}, "start command"),
+        ({"steps": [{"type": "COPY", "args": ["a", "b", "root", ""], "filesHash": digest}]}, "user or mode"),
+        ({"steps": [{"type": "RUN", "args": ["x", "bad user!"]}]}, "user name"),
+        ({"steps": [{"type": "ENV", "args": ["A"]}]}, "pairs"),
+        ({"steps": [{"type": "HEALTHCHECK", "args": []}]}, "Stockade can build"),
+    ]:
         with pytest.raises(E2BError, match=words):
             BuildStart.model_validate(bad).dockerfile()
 
@@ -105,11 +137,13 @@ def test_metadata_filter_decodes_each_part() -> None:
         wire.metadata_filter("novalue")
 
 
-@given(path=st.text(min_size=1, max_size=40), user=st.sampled_from([None, "user", "root"]),
-       token=st.text(alphabet="0123456789abcdef", min_size=8, max_size=64),
-       expires=st.one_of(st.none(), st.integers(min_value=1, max_value=10**6)))
-def test_signature_matches_the_sdk(path: str, user: str | None, token: str,
-                                   expires: int | None) -> None:
+@given(
+    path=st.text(min_size=1, max_size=40),
+    user=st.sampled_from([None, "user", "root"]),
+    token=st.text(alphabet="0123456789abcdef", min_size=8, max_size=64),
+    expires=st.one_of(st.none(), st.integers(min_value=1, max_value=10**6)),
+)
+def test_signature_matches_the_sdk(path: str, user: str | None, token: str, expires: int | None) -> None:
     signed = get_signature(path, "read", user, token, expires)
     expiration = str(signed["expiration"]) if signed["expiration"] else ""
     assert gate._signature(path, "read", user or "", token, expiration) == signed["signature"]

@@ -37,8 +37,7 @@ async def test_files_are_per_owner_and_names_are_hashes(tmp_path: Path) -> None:
         store.status("nope", lambda owner: True)
 
 
-async def test_an_oversized_upload_leaves_nothing(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_oversized_upload_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("stockade.engine.build_jobs.MAX_FILE", 4)
     store = jobs(tmp_path)
     with pytest.raises(InvalidRequest, match="at most"):

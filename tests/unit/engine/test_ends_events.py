@@ -12,11 +12,22 @@ from stockade.models import SandboxEnd, SandboxInfo
 
 
 def _end(sandbox_id: str, ended_at: float) -> SandboxEnd:
-    info = SandboxInfo(id=sandbox_id, isolation="container", template="base", state="ended",
-                       cpu=1, memory_mb=512, disk_mb=1024, pids=512, created_at=ended_at - 10,
-                       expires_at=ended_at, timeout=300)
-    return SandboxEnd(id=sandbox_id, reason="killed", message="killed by the user",
-                      ended_at=ended_at, sandbox=info)
+    info = SandboxInfo(
+        id=sandbox_id,
+        isolation="container",
+        template="base",
+        state="ended",
+        cpu=1,
+        memory_mb=512,
+        disk_mb=1024,
+        pids=512,
+        created_at=ended_at - 10,
+        expires_at=ended_at,
+        timeout=300,
+    )
+    return SandboxEnd(
+        id=sandbox_id, reason="killed", message="killed by the user", ended_at=ended_at, sandbox=info
+    )
 
 
 def test_end_records_are_bounded_by_age_and_count_and_survive_a_restart(tmp_path: Path) -> None:
@@ -45,8 +56,11 @@ def test_events_reach_only_the_subscribers_allowed_to_see_them() -> None:
             async for event in hub.follow(lambda owner: owner == who, since):
                 seen[key or who].append(f"{event.sandbox_id}:{event.state}")
 
-        tasks = [asyncio.create_task(follow("acme")), asyncio.create_task(follow("other")),
-                 asyncio.create_task(follow("acme", since=0, key="replay"))]
+        tasks = [
+            asyncio.create_task(follow("acme")),
+            asyncio.create_task(follow("other")),
+            asyncio.create_task(follow("acme", since=0, key="replay")),
+        ]
         await asyncio.sleep(0)
         hub.publish("acme", "sb1", "paused")
         hub.publish("other", "sb2", "running", "created")

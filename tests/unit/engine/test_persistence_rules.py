@@ -15,8 +15,12 @@ from stockade.runtimes.suspend import CheckpointCorrupt, seal, verify
 def test_options() -> None:
     assert check_options("workspace", "stop", None) > 86400
     assert check_options("ephemeral", "pause", 60) == 60
-    for bad in (("forever", "kill", None), ("ephemeral", "explode", None),
-                ("ephemeral", "stop", None), ("workspace", "kill", 0)):
+    for bad in (
+        ("forever", "kill", None),
+        ("ephemeral", "explode", None),
+        ("ephemeral", "stop", None),
+        ("workspace", "kill", 0),
+    ):
         with pytest.raises(InvalidRequest):
             check_options(*bad)
 
@@ -34,13 +38,26 @@ def test_every_state_has_a_way_out() -> None:
 def test_auto_archive_option() -> None:
     assert check_auto_archive("workspace", None) is None
     assert check_auto_archive("workspace", 60) == 60.0
-    for bad in (("ephemeral", 60), ("workspace", 0), ("workspace", 10 ** 9)):
+    for bad in (("ephemeral", 60), ("workspace", 0), ("workspace", 10**9)):
         with pytest.raises(InvalidRequest):
             check_auto_archive(*bad)
 
 
-@pytest.mark.parametrize("path", ["/", "/proc", "/proc/1", "/sys/x", "/dev", "/.stockade/run",
-                                  "/etc/resolv.conf", "data", "/a/../etc", "/a\x00b"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/proc",
+        "/proc/1",
+        "/sys/x",
+        "/dev",
+        "/.stockade/run",
+        "/etc/resolv.conf",
+        "data",
+        "/a/../etc",
+        "/a\x00b",
+    ],
+)
 def test_refused_mount_paths(path: str) -> None:
     with pytest.raises(InvalidRequest):
         check_mount_path(path)

@@ -21,20 +21,24 @@ from stockade.ui.sessions import Sessions, cookie_value, csrf_ok
 
 
 def test_front_ends_import_only_the_sdk() -> None:
-    code = ("import json, sys\n"
-            "import stockade.mcp, stockade.mcp.http, stockade.mcp.stdio, stockade.ui\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[:2] in (\n"
-            "    ['stockade', 'server'], ['stockade', 'engine'], ['stockade', 'runtimes'],\n"
-            "    ['stockade', 'images'], ['stockade', 'agent']))))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    code = (
+        "import json, sys\n"
+        "import stockade.mcp, stockade.mcp.http, stockade.mcp.stdio, stockade.ui\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[:2] in (\n"
+        "    ['stockade', 'server'], ['stockade', 'engine'], ['stockade', 'runtimes'],\n"
+        "    ['stockade', 'images'], ['stockade', 'agent']))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     assert json.loads(out) == []
 
 
 def test_the_server_loads_the_mcp_package_only_when_mcp_is_used() -> None:
     code = "import sys, stockade.server.app; print('mcp' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     assert out.strip() == "False"
 
 
@@ -64,8 +68,7 @@ def test_cookie_value_finds_only_the_session_cookie() -> None:
 
 
 def test_loopback_uses_the_socket_not_the_host_header() -> None:
-    scope = {"server": ("127.0.0.1", 8800), "scheme": "http",
-             "headers": [(b"host", b"evil.example")]}
+    scope = {"server": ("127.0.0.1", 8800), "scheme": "http", "headers": [(b"host", b"evil.example")]}
     assert loopback_url(scope) == "http://127.0.0.1:8800"
     # behind a TLS proxy the scheme is the proxy's; the socket itself is plain HTTP
     assert loopback_url({"server": ("::1", 9), "scheme": "https"}) == "http://[::1]:9"
@@ -93,11 +96,11 @@ def test_sign_in_links_work_once_and_expire(monkeypatch) -> None:  # type: ignor
 
 def test_detail_rows_escape_what_the_sandbox_controls() -> None:
     _, session = Sessions().open("k", "t", admin=False)
-    rows = detail_page.egress_rows([{"time": 1, "kind": "dns", "name": "<img src=x>",
-                                     "verdict": "denied", "reason": "<b>r</b>"}])
+    rows = detail_page.egress_rows(
+        [{"time": 1, "kind": "dns", "name": "<img src=x>", "verdict": "denied", "reason": "<b>r</b>"}]
+    )
     assert "<img" not in rows and "&lt;img src=x&gt;" in rows and "&lt;b&gt;" in rows
-    procs = detail_page.process_rows(session, "sb1", [ProcessInfo(pid=7, cmd="</td><script>",
-                                                                  tag='"x')])
+    procs = detail_page.process_rows(session, "sb1", [ProcessInfo(pid=7, cmd="</td><script>", tag='"x')])
     assert "<script>" not in procs and "&quot;x" in procs
 
 
@@ -143,18 +146,22 @@ def test_charts_place_the_history_newest_at_the_right() -> None:
     from stockade.ui import charts
 
     def sample(t: float, cpu: float, mib: int, pids: int) -> UsageSample:
-        return UsageSample(time=t, cpu_percent=cpu, cpu_seconds=t, memory_bytes=mib << 20,
-                           memory_limit_bytes=512 << 20, pids=pids)
+        return UsageSample(
+            time=t,
+            cpu_percent=cpu,
+            cpu_seconds=t,
+            memory_bytes=mib << 20,
+            memory_limit_bytes=512 << 20,
+            pids=pids,
+        )
 
     assert charts.series(None)["cpu"] == {"points": "", "latest": "", "top": "", "samples": 0}
-    young = charts.series(UsageHistory(interval=5, items=[sample(100, 0, 8, 2),
-                                                          sample(105, 50, 10, 4)]))
+    young = charts.series(UsageHistory(interval=5, items=[sample(100, 0, 8, 2), sample(105, 50, 10, 4)]))
     first, last = (tuple(map(float, p.split(","))) for p in young["cpu"]["points"].split())
     assert last[0] == charts.WIDTH and first[0] == pytest.approx(charts.WIDTH * 50 / 55, abs=0.1)
     assert last[1] < first[1] == charts.HEIGHT  # higher value, higher on the chart (y down)
     assert young["memory"]["latest"] == "10.0 MiB" and young["pids"]["latest"] == "4"
-    full = charts.series(UsageHistory(interval=1, items=[sample(t, t % 7, 8, 3)
-                                                         for t in range(120)]))
+    full = charts.series(UsageHistory(interval=1, items=[sample(t, t % 7, 8, 3) for t in range(120)]))
     xs = [float(p.split(",")[0]) for p in full["cpu"]["points"].split()]
     assert xs[0] == 0 and xs[-1] == charts.WIDTH and full["cpu"]["samples"] == 120
     assert 'id="chart-pids"' in charts.charts(None)  # an empty chart until samples come

@@ -64,8 +64,7 @@ def test_mounts_under_decodes_names_and_orders_for_unmounting(tmp_path: Path) ->
     assert not outer.exists()
 
 
-def test_unshift_owners_maps_the_sandbox_range_back_and_the_rest_to_nobody(
-        tmp_path: Path) -> None:
+def test_unshift_owners_maps_the_sandbox_range_back_and_the_rest_to_nobody(tmp_path: Path) -> None:
     base = 100000
     tree = tmp_path / "rootfs"
     (tree / "home").mkdir(parents=True)
@@ -76,10 +75,11 @@ def test_unshift_owners_maps_the_sandbox_range_back_and_the_rest_to_nobody(
     os.chown(tree / "home" / "file", base + 1000, base + 1000)
     os.chown(tree / "stray", 5, 5)  # not from the sandbox's range
     host.unshift_owners(tree, base)
-    owners = {p.name: (p.stat().st_uid, p.stat().st_gid)
-              for p in (tree, tree / "home", tree / "home" / "file", tree / "stray")}
-    assert owners == {"rootfs": (0, 0), "home": (1000, 1000), "file": (1000, 1000),
-                      "stray": (65534, 65534)}
+    owners = {
+        p.name: (p.stat().st_uid, p.stat().st_gid)
+        for p in (tree, tree / "home", tree / "home" / "file", tree / "stray")
+    }
+    assert owners == {"rootfs": (0, 0), "home": (1000, 1000), "file": (1000, 1000), "stray": (65534, 65534)}
 
 
 def test_a_failing_host_command_is_a_driver_error_with_what_it_printed() -> None:

@@ -25,8 +25,16 @@ WORKDIR /srv/app
 USER builder
 """)
     assert [(s.line, s.instruction) for s in steps] == [
-        (2, "FROM"), (3, "RUN"), (7, "RUN"), (8, "COPY"), (9, "COPY"), (10, "ENV"), (11, "ENV"),
-        (12, "WORKDIR"), (13, "USER")]
+        (2, "FROM"),
+        (3, "RUN"),
+        (7, "RUN"),
+        (8, "COPY"),
+        (9, "COPY"),
+        (10, "ENV"),
+        (11, "ENV"),
+        (12, "WORKDIR"),
+        (13, "USER"),
+    ]
     run, exec_run, copy, copy_json, env, legacy = steps[1:7]
     assert run.args == ("apt-get update && apt-get install -y x",) and not run.exec_form
     assert exec_run.args == ("python3", "-c", "print(1)") and exec_run.exec_form
@@ -34,8 +42,7 @@ USER builder
     assert copy_json.args == ("only.txt", "/file")
     assert dict(zip(env.keys, env.args)) == {"A": "1", "B": "two words", "C": ""}
     assert dict(zip(legacy.keys, legacy.args)) == {"LEGACY": "the whole rest"}
-    assert [s.layered for s in steps] == [False, True, True, True, True, False, False, True,
-                                          False]
+    assert [s.layered for s in steps] == [False, True, True, True, True, False, False, True, False]
 
 
 def test_run_that_is_not_a_json_array_is_shell_form() -> None:
@@ -43,34 +50,37 @@ def test_run_that_is_not_a_json_array_is_shell_form() -> None:
     assert step.args == ("[ -f /x ] || echo no",) and not step.exec_form
 
 
-@pytest.mark.parametrize("text, line, words", [
-    ("FROM base\nADD x /y\n", 2, "ADD is not supported: use COPY"),
-    ("FROM base\nCMD [\"x\"]\n", 2, "no main process"),
-    ("FROM base\nEXPOSE 80\n", 2, "port proxy"),
-    ("FROM base\nARG V=1\n", 2, "use ENV"),
-    ("FROM base\nFROBNICATE\n", 2, "unknown instruction 'FROBNICATE'"),
-    ("RUN true\n", 1, "the first instruction must be FROM"),
-    ("FROM base\nFROM base\n", 2, "only one FROM"),
-    ("FROM base AS builder\n", 1, "no multi-stage"),
-    ("FROM ubuntu:22.04\n", 1, "stockade image import"),
-    ("FROM --platform=linux/amd64 base\n", 1, "FROM --platform is not supported"),
-    ("FROM base\nRUN --mount=type=cache,target=/x true\n", 2, "RUN --mount is not supported"),
-    ("FROM base\nCOPY --chown=user a /b\n", 2, "RUN chown"),
-    ("FROM base\nCOPY a\n", 2, "needs a source and a destination"),
-    ("FROM base\nCOPY a b /dir\n", 2, "ending in '/'"),
-    ("FROM base\nCOPY ../secret /x\n", 2, "outside the build context"),
-    ("FROM base\nCOPY /a/../../x /x\n", 2, "outside the build context"),
-    ("FROM base\nENV 1BAD=x\n", 2, "not a valid variable name"),
-    ("FROM base\nENV A=1 junk\n", 2, "is not KEY=value"),
-    ("FROM base\nENV ALONE\n", 2, "needs a value"),
-    ("FROM base\nWORKDIR /a /b\n", 2, "one path"),
-    ("FROM base\nUSER 1000\n", 2, "not a numeric id"),
-    ("FROM base\nUSER app:staff\n", 2, "<name>:<group> is not supported"),
-    ("FROM base\nRUN\n", 2, "RUN needs an argument"),
-    ("FROM base\nRUN echo \\\n", 2, "no line follows"),
-    ("", 1, "empty"),
-    ("# only a comment\n", 1, "empty"),
-])
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        ("FROM base\nADD x /y\n", 2, "ADD is not supported: use COPY"),
+        ('FROM base\nCMD ["x"]\n', 2, "no main process"),
+        ("FROM base\nEXPOSE 80\n", 2, "port proxy"),
+        ("FROM base\nARG V=1\n", 2, "use ENV"),
+        ("FROM base\nFROBNICATE\n", 2, "unknown instruction 'FROBNICATE'"),
+        ("RUN true\n", 1, "the first instruction must be FROM"),
+        ("FROM base\nFROM base\n", 2, "only one FROM"),
+        ("FROM base AS builder\n", 1, "no multi-stage"),
+        ("FROM ubuntu:22.04\n", 1, "stockade image import"),
+        ("FROM --platform=linux/amd64 base\n", 1, "FROM --platform is not supported"),
+        ("FROM base\nRUN --mount=type=cache,target=/x true\n", 2, "RUN --mount is not supported"),
+        ("FROM base\nCOPY --chown=user a /b\n", 2, "RUN chown"),
+        ("FROM base\nCOPY a\n", 2, "needs a source and a destination"),
+        ("FROM base\nCOPY a b /dir\n", 2, "ending in '/'"),
+        ("FROM base\nCOPY ../secret /x\n", 2, "outside the build context"),
+        ("FROM base\nCOPY /a/../../x /x\n", 2, "outside the build context"),
+        ("FROM base\nENV 1BAD=x\n", 2, "not a valid variable name"),
+        ("FROM base\nENV A=1 junk\n", 2, "is not KEY=value"),
+        ("FROM base\nENV ALONE\n", 2, "needs a value"),
+        ("FROM base\nWORKDIR /a /b\n", 2, "one path"),
+        ("FROM base\nUSER 1000\n", 2, "not a numeric id"),
+        ("FROM base\nUSER app:staff\n", 2, "<name>:<group> is not supported"),
+        ("FROM base\nRUN\n", 2, "RUN needs an argument"),
+        ("FROM base\nRUN echo \\\n", 2, "no line follows"),
+        ("", 1, "empty"),
+        ("# only a comment\n", 1, "empty"),
+    ],
+)
 def test_refusals_name_the_line(text: str, line: int, words: str) -> None:
     with pytest.raises(DockerfileError) as caught:
         parse(text)
@@ -112,13 +122,20 @@ def test_parse_never_crashes(text: str) -> None:
         assert steps[0].instruction == "FROM"
 
 
-@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",),
-                                              blacklist_characters="\x00\r\n\x0b\x0c\x1c\x1d"
-                                                                   "\x1e\x85\u2028\u2029"),
-                        min_size=1, max_size=20).filter(lambda s: s.strip()
-                                                        and not s.strip().startswith("#")
-                                                        and not s.rstrip().endswith("\\")),
-                min_size=1, max_size=5))
+@given(
+    st.lists(
+        st.text(
+            alphabet=st.characters(
+                blacklist_categories=("Cs",),
+                blacklist_characters="\x00\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029",
+            ),
+            min_size=1,
+            max_size=20,
+        ).filter(lambda s: s.strip() and not s.strip().startswith("#") and not s.rstrip().endswith("\\")),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_shell_form_run_keeps_the_command(commands: list[str]) -> None:
     text = "FROM base\n" + "".join(f"RUN {c}\n" for c in commands)
     try:

@@ -32,9 +32,13 @@ def test_entry_serves_a_bash_context(tmp_path: Path) -> None:
         shutil.copy(source, package / source.name)
     # A module named like ours in the working directory must not be picked up.
     (tmp_path / "server.py").write_text("raise SystemExit('shadowed')\n")
-    proc = subprocess.Popen([sys.executable, "-I", str(package / "__main__.py"), "--language",
-                             "bash"], cwd=tmp_path, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
+    proc = subprocess.Popen(
+        [sys.executable, "-I", str(package / "__main__.py"), "--language", "bash"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert proc.stdin is not None
     try:
         ready = _events(proc, "ready")[-1]
@@ -42,15 +46,13 @@ def test_entry_serves_a_bash_context(tmp_path: Path) -> None:
 
         def run(execution_id: str, code: str) -> list[dict[str, Any]]:
             assert proc.stdin is not None
-            proc.stdin.write(json.dumps({"op": "execute", "id": execution_id,
-                                         "code": code}).encode() + b"\n")
+            proc.stdin.write(json.dumps({"op": "execute", "id": execution_id, "code": code}).encode() + b"\n")
             proc.stdin.flush()
             return _events(proc, "end")
 
-        first = run("e1", "x=41; cd /tmp; echo \"hi $((x + 1))\"; false")
+        first = run("e1", 'x=41; cd /tmp; echo "hi $((x + 1))"; false')
         assert "".join(e["text"] for e in first if e["type"] == "stdout") == "hi 42\n"
-        assert {"id": "e1", "type": "error", "name": "ExitCode", "value": "1",
-                "traceback": ""} in first
+        assert {"id": "e1", "type": "error", "name": "ExitCode", "value": "1", "traceback": ""} in first
         assert first[-1] == {"id": "e1", "type": "end", "status": "ok", "execution_count": 1}
         second = run("e2", "echo $x $PWD")  # variables and cwd persist between cells
         assert "".join(e["text"] for e in second if e["type"] == "stdout") == "41 /tmp\n"

@@ -22,8 +22,15 @@ def resolver(rate: tuple[float, float] = (1000.0, 1000.0)) -> tuple[Resolver, li
     async def admit(sandbox_id: str, addresses: dict[str, int]) -> None:
         raise AssertionError("nothing may be admitted")
 
-    r = Resolver("127.0.0.1", (), admit, lambda a: True, (60, 3600),
-                 report=lambda sandbox_id, **entry: reports.append(entry), rate=rate)
+    r = Resolver(
+        "127.0.0.1",
+        (),
+        admit,
+        lambda a: True,
+        (60, 3600),
+        report=lambda sandbox_id, **entry: reports.append(entry),
+        rate=rate,
+    )
     policy = NetworkPolicy.parse({"allow_out": ["*.tunnel.test"]})
     assert policy is not None
     r.clients[SANDBOX] = Client("sb", policy)
@@ -48,14 +55,22 @@ def test_long_names_and_tunnelling_types_are_refused_and_logged() -> None:
     assert ask(r, question("data.tunnel.test", "TXT")) == dns.rcode.REFUSED
     assert ask(r, question("x.not-allowed.test")) == dns.rcode.NXDOMAIN
     assert [e["reason"][:20] for e in reports] == [
-        f"name longer than {MAX_NAME_LENGTH}"[:20], "record type TXT is n", "name not allowed by "]
+        f"name longer than {MAX_NAME_LENGTH}"[:20],
+        "record type TXT is n",
+        "name not allowed by ",
+    ]
     assert all(e["verdict"] == "denied" and e["kind"] == "dns" for e in reports)
 
 
 def test_a_label_over_63_bytes_is_a_format_error() -> None:
     r, reports = resolver()
-    wire = (struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + bytes([64]) + b"x" * 64
-            + b"\x06tunnel\x04test\x00" + struct.pack("!HH", 1, 1))
+    wire = (
+        struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+        + bytes([64])
+        + b"x" * 64
+        + b"\x06tunnel\x04test\x00"
+        + struct.pack("!HH", 1, 1)
+    )
     assert ask(r, wire) == dns.rcode.FORMERR
     assert reports[0]["reason"].startswith("malformed question")
 

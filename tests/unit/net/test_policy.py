@@ -31,8 +31,17 @@ def test_empty_policy_allows_nothing() -> None:
 
 def test_everything_excludes_always_denied_and_private() -> None:
     allowed = {"allow_out": ["0.0.0.0/0"]}
-    for address in ("127.0.0.1", "169.254.169.254", "10.1.2.3", "172.16.0.1", "192.168.1.1",
-                    "100.64.0.1", "0.1.2.3", "224.0.0.1", "255.255.255.255"):
+    for address in (
+        "127.0.0.1",
+        "169.254.169.254",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "100.64.0.1",
+        "0.1.2.3",
+        "224.0.0.1",
+        "255.255.255.255",
+    ):
         assert not covers(allowed, address), address
     assert covers(allowed, "203.0.113.10") and covers(allowed, "8.8.8.8")
 
@@ -51,11 +60,22 @@ def test_private_only_by_an_explicit_cidr_inside_it() -> None:
     assert covers(value, "10.1.1.1") and not covers(value, "10.9.1.1")
 
 
-@pytest.mark.parametrize("value", [
-    {"allow_out": ["127.0.0.1/32"]}, {"allow_out": ["169.254.169.254"]},
-    {"deny_out": ["example.com"]}, {"allow_out": ["no spaces.com"]}, {"allow_out": ["com"]},
-    {"allow_out": ["1.2.3"]}, {"allow": []}, {"allow_out": "pypi.org"}, "all",
-    {"max_connections": 0}, {"bandwidth_mbit": True}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"allow_out": ["127.0.0.1/32"]},
+        {"allow_out": ["169.254.169.254"]},
+        {"deny_out": ["example.com"]},
+        {"allow_out": ["no spaces.com"]},
+        {"allow_out": ["com"]},
+        {"allow_out": ["1.2.3"]},
+        {"allow": []},
+        {"allow_out": "pypi.org"},
+        "all",
+        {"max_connections": 0},
+        {"bandwidth_mbit": True},
+    ],
+)
 def test_malformed_policies_are_refused(value: object) -> None:
     with pytest.raises(PolicyError):
         NetworkPolicy.parse(value)

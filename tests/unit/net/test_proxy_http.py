@@ -28,12 +28,13 @@ def forward(stream: bytes, pieces: int = 7) -> tuple[str | None, bytes]:
         reader = asyncio.StreamReader()
         size = max(1, len(stream) // pieces)
         for i in range(0, len(stream), size):  # arrives in pieces
-            reader.feed_data(stream[i:i + size])
+            reader.feed_data(stream[i : i + size])
         reader.feed_eof()
         first = await reader.readuntil(b"\r\n\r\n")
         sink = Sink()
         reason = await _http_requests(reader, sink, first, sniff.http_head(first), [0, 0])  # type: ignore[arg-type]
         return reason, sink.data
+
     return asyncio.run(go())
 
 
@@ -43,17 +44,20 @@ EVIL = b"GET /x HTTP/1.1\r\nHost: evil.test\r\n\r\n"
 
 def test_kept_alive_requests_to_the_same_host_pass_whole() -> None:
     body = b"POST /p HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 11\r\n\r\nhello world"
-    chunked = (b"POST /c HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n"
-               b"5;ext=1\r\nhello\r\n0\r\nTrailer: x\r\n\r\n")
+    chunked = (
+        b"POST /c HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n0\r\nTrailer: x\r\n\r\n"
+    )
     reason, sent = forward(ALLOWED + body + chunked + ALLOWED)
     assert reason is None
     assert sent == ALLOWED + body + chunked + ALLOWED
 
 
 def test_a_request_after_a_body_is_checked() -> None:
-    for first in (b"POST / HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 3\r\n\r\nabc",
-                  b"POST / HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  b"3\r\nabc\r\n0\r\n\r\n"):
+    for first in (
+        b"POST / HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 3\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    ):
         reason, sent = forward(first + EVIL)
         assert reason and "names evil.test, not allowed.test" in reason
         assert sent == first and b"evil" not in sent
@@ -66,8 +70,10 @@ def test_a_request_inside_a_body_is_only_body() -> None:
 
 
 def test_smuggling_in_a_later_request_cuts_the_connection() -> None:
-    smuggle = (b"POST / HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 4\r\n"
-               b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    smuggle = (
+        b"POST / HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    )
     reason, sent = forward(ALLOWED + smuggle + EVIL)
     assert reason and reason.startswith("request refused: Content-Length together")
     assert sent == ALLOWED

@@ -48,17 +48,19 @@ def test_a_row_copied_to_another_owner_or_name_does_not_decrypt(tmp_path: Path) 
     assert thief.get("tenant-b", "NOPE") is None and thief.list("tenant-c") == []
 
 
-@pytest.mark.parametrize("name, value, hosts, fragment", [
-    ("OK", "v", ["1.2.3.4"], "IP addresses"),
-    ("OK", "v", ["*"], "not a host name"),
-    ("OK", "v", ["a.test/path"], "not a host name"),
-    ("OK", "a\nb", ["a.test"], "line breaks"),
-    ("OK", "caf\u00e9", ["a.test"], "ASCII"),
-    ("OK", "v", [], "hosts"),
-    ("../x", "v", ["a.test"], "name"),
-])
-def test_bad_input_is_refused(tmp_path: Path, name: str, value: str, hosts: list[str],
-                              fragment: str) -> None:
+@pytest.mark.parametrize(
+    "name, value, hosts, fragment",
+    [
+        ("OK", "v", ["1.2.3.4"], "IP addresses"),
+        ("OK", "v", ["*"], "not a host name"),
+        ("OK", "v", ["a.test/path"], "not a host name"),
+        ("OK", "a\nb", ["a.test"], "line breaks"),
+        ("OK", "caf\u00e9", ["a.test"], "ASCII"),
+        ("OK", "v", [], "hosts"),
+        ("../x", "v", ["a.test"], "name"),
+    ],
+)
+def test_bad_input_is_refused(tmp_path: Path, name: str, value: str, hosts: list[str], fragment: str) -> None:
     with pytest.raises(SecretError, match=fragment):
         Vault(tmp_path).put("t", name, value, hosts)
 

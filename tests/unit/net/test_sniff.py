@@ -40,8 +40,14 @@ def test_client_hello_split_over_two_records_is_read() -> None:
     data = hello("allowed.test")
     body = data[5:]
     first, rest = body[:50], body[50:]
-    split = (b"\x16\x03\x01" + len(first).to_bytes(2, "big") + first
-             + b"\x16\x03\x01" + len(rest).to_bytes(2, "big") + rest)
+    split = (
+        b"\x16\x03\x01"
+        + len(first).to_bytes(2, "big")
+        + first
+        + b"\x16\x03\x01"
+        + len(rest).to_bytes(2, "big")
+        + rest
+    )
     assert sniff.client_hello_name(split) == "allowed.test"
 
 
@@ -53,28 +59,34 @@ def test_client_hello_with_two_names_or_garbage_is_refused() -> None:
         sniff.client_hello_name(bytes(data).replace(b"aaaa.test", b"aa\x00a.test"))
 
 
-@pytest.mark.parametrize("head, host, body", [
-    (b"GET / HTTP/1.1\r\nHost: Allowed.Test:80\r\n\r\n", "allowed.test", "none"),
-    (b"POST /x HTTP/1.1\r\nhost: a.test\r\nContent-Length: 5\r\n\r\n", "a.test", "length"),
-    (b"POST /x HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n", "a.test", "chunked"),
-    (b"GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n", "a.test", "none"),
-    (b"GET / HTTP/1.0\r\n\r\n", None, "none"),
-    (b"GET / HTTP/1.1\r\nHost: [2001:db8::1]:80\r\n\r\n", "2001:db8::1", "none"),
-])
+@pytest.mark.parametrize(
+    "head, host, body",
+    [
+        (b"GET / HTTP/1.1\r\nHost: Allowed.Test:80\r\n\r\n", "allowed.test", "none"),
+        (b"POST /x HTTP/1.1\r\nhost: a.test\r\nContent-Length: 5\r\n\r\n", "a.test", "length"),
+        (b"POST /x HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n", "a.test", "chunked"),
+        (b"GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n", "a.test", "none"),
+        (b"GET / HTTP/1.0\r\n\r\n", None, "none"),
+        (b"GET / HTTP/1.1\r\nHost: [2001:db8::1]:80\r\n\r\n", "2001:db8::1", "none"),
+    ],
+)
 def test_http_heads(head: bytes, host: str | None, body: str) -> None:
     parsed = sniff.http_head(head + b"rest")
     assert (parsed.host, parsed.body, parsed.size) == (host, body, len(head))
 
 
-@pytest.mark.parametrize("head", [
-    b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
-    b"GET http://b.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
-    b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: a.test\r\n X-Folded: b.test\r\n\r\n",
-    b"CONNECT b.test:443 HTTP/1.1\r\nHost: a.test\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: user@b.test\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+        b"GET http://b.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a.test\r\n X-Folded: b.test\r\n\r\n",
+        b"CONNECT b.test:443 HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: user@b.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+    ],
+)
 def test_ambiguous_http_heads_are_refused(head: bytes) -> None:
     with pytest.raises(sniff.Refused):
         sniff.http_head(head)

@@ -37,16 +37,19 @@ def test_docs_table_is_the_declared_capabilities() -> None:
 
 def test_pause_mode_follows_the_capabilities() -> None:
     plain = SandboxSpec(id="sbx", image="base")
-    with_volume = SandboxSpec(id="sbx", image="base",
-                              volumes=(VolumeMount(Path("/v"), "/data"),))
-    networked = SandboxSpec(id="sbx", image="base",
-                            network=NetworkAttachment(Path("/run/netns/x"), Path("/r")))
-    modes = {tier: tuple(cls.pause_mode(cls.__new__(cls), spec)
-                         for spec in (plain, with_volume, networked))
-             for tier, cls in TIERS.items()}
-    assert modes == {"container": ("freezer", "freezer", "freezer"),
-                     "gvisor": ("checkpoint", "checkpoint", "freezer"),
-                     "microvm": ("checkpoint", "freezer", "checkpoint")}
+    with_volume = SandboxSpec(id="sbx", image="base", volumes=(VolumeMount(Path("/v"), "/data"),))
+    networked = SandboxSpec(
+        id="sbx", image="base", network=NetworkAttachment(Path("/run/netns/x"), Path("/r"))
+    )
+    modes = {
+        tier: tuple(cls.pause_mode(cls.__new__(cls), spec) for spec in (plain, with_volume, networked))
+        for tier, cls in TIERS.items()
+    }
+    assert modes == {
+        "container": ("freezer", "freezer", "freezer"),
+        "gvisor": ("checkpoint", "checkpoint", "freezer"),
+        "microvm": ("checkpoint", "freezer", "checkpoint"),
+    }
 
 
 def test_unsupported_names_the_tier_and_the_capability() -> None:

@@ -24,10 +24,17 @@ class FakeDriver:
             path.write_text(path.name)
 
     async def machine(self, spec: SandboxSpec, template: bool = False) -> Machine:
-        argv = (sys.executable, "-smp", "1", "-m", str(spec.resources.memory_mb),
-                f"stockade.hostname={spec.hostname}")
-        return Machine("tcg", argv, str(self.files["vmlinux"]), str(self.files["initrd"]),
-                       str(self.files["image.ext4"]))
+        argv = (
+            sys.executable,
+            "-smp",
+            "1",
+            "-m",
+            str(spec.resources.memory_mb),
+            f"stockade.hostname={spec.hostname}",
+        )
+        return Machine(
+            "tcg", argv, str(self.files["vmlinux"]), str(self.files["initrd"]), str(self.files["image.ext4"])
+        )
 
 
 @pytest.fixture
@@ -70,8 +77,7 @@ async def test_key_follows_guest_files_and_resources_not_the_sandbox(templates: 
     assert (await templates._key(spec()))[1] != key
 
 
-async def test_a_failed_build_is_not_retried_at_once(templates: Any,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failed_build_is_not_retried_at_once(templates: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     async def fail(*args: Any) -> None:
         templates.builds.append("failed")
         raise DriverError("the template VM did not boot")

@@ -29,15 +29,36 @@ from stockade.runtimes.seccomp import (
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "seccomp.md"
 CONDITIONAL = {"clone", "clone3", "personality", "socket"}
-OCI_ACTIONS = {"SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP",
-               "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG"}
-OCI_OPS = {"SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE",
-           "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"}
+OCI_ACTIONS = {
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_TRAP",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_LOG",
+}
+OCI_OPS = {
+    "SCMP_CMP_NE",
+    "SCMP_CMP_LT",
+    "SCMP_CMP_LE",
+    "SCMP_CMP_EQ",
+    "SCMP_CMP_GE",
+    "SCMP_CMP_GT",
+    "SCMP_CMP_MASKED_EQ",
+}
 # libseccomp architecture names for ARCHITECTURES, as scmp_sys_resolver -a takes them.
 RESOLVER_ARCHES = {"SCMP_ARCH_X86_64": "x86_64", "SCMP_ARCH_X86": "x86", "SCMP_ARCH_X32": "x32"}
-CLONE_NEW = {"CLONE_NEWNS": 0x00020000, "CLONE_NEWCGROUP": 0x02000000, "CLONE_NEWUTS": 0x04000000,
-             "CLONE_NEWIPC": 0x08000000, "CLONE_NEWUSER": 0x10000000, "CLONE_NEWPID": 0x20000000,
-             "CLONE_NEWNET": 0x40000000}
+CLONE_NEW = {
+    "CLONE_NEWNS": 0x00020000,
+    "CLONE_NEWCGROUP": 0x02000000,
+    "CLONE_NEWUTS": 0x04000000,
+    "CLONE_NEWIPC": 0x08000000,
+    "CLONE_NEWUSER": 0x10000000,
+    "CLONE_NEWPID": 0x20000000,
+    "CLONE_NEWNET": 0x40000000,
+}
 
 
 def allowed_names(profile: dict[str, Any]) -> list[str]:
@@ -105,12 +126,40 @@ def test_no_denied_syscall_is_allowed(profile: dict[str, Any]) -> None:
 
 
 def test_explicit_removals_are_denied() -> None:
-    removed = {"io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd", "keyctl",
-               "add_key", "request_key", "bpf", "perf_event_open", "ptrace", "mount", "umount2",
-               "unshare", "setns", "init_module", "finit_module", "delete_module", "kexec_load",
-               "kexec_file_load", "reboot", "swapon", "swapoff", "pivot_root", "open_by_handle_at",
-               "name_to_handle_at", "lookup_dcookie", "quotactl", "syslog", "acct", "settimeofday",
-               "clock_settime", "stime"}
+    removed = {
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "userfaultfd",
+        "keyctl",
+        "add_key",
+        "request_key",
+        "bpf",
+        "perf_event_open",
+        "ptrace",
+        "mount",
+        "umount2",
+        "unshare",
+        "setns",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "kexec_load",
+        "kexec_file_load",
+        "reboot",
+        "swapon",
+        "swapoff",
+        "pivot_root",
+        "open_by_handle_at",
+        "name_to_handle_at",
+        "lookup_dcookie",
+        "quotactl",
+        "syslog",
+        "acct",
+        "settimeofday",
+        "clock_settime",
+        "stime",
+    }
     assert removed <= set(DENIED_SYSCALLS), sorted(removed - set(DENIED_SYSCALLS))
     assert all(reason.strip() and "\n" not in reason for reason in DENIED_SYSCALLS.values())
 
@@ -131,12 +180,51 @@ def test_allowed_names_are_unique(profile: dict[str, Any]) -> None:
 
 def test_essentials_are_allowed(profile: dict[str, Any]) -> None:
     # What glibc, Python and apt-get (dropping to _apt) cannot run without.
-    needed = {"read", "write", "openat", "close", "mmap", "mprotect", "munmap", "brk", "execve",
-              "exit_group", "futex", "rt_sigaction", "rt_sigreturn", "rt_sigprocmask", "wait4",
-              "newfstatat", "statx", "getdents64", "pipe2", "dup3", "fcntl", "ioctl", "socket",
-              "connect", "clone", "fork", "vfork", "set_robust_list", "rseq", "arch_prctl",
-              "prlimit64", "getrandom", "setresuid", "setresgid", "setgroups", "fchownat",
-              "fchmodat", "utimensat", "renameat2", "unlinkat", "mknodat", "seccomp", "prctl"}
+    needed = {
+        "read",
+        "write",
+        "openat",
+        "close",
+        "mmap",
+        "mprotect",
+        "munmap",
+        "brk",
+        "execve",
+        "exit_group",
+        "futex",
+        "rt_sigaction",
+        "rt_sigreturn",
+        "rt_sigprocmask",
+        "wait4",
+        "newfstatat",
+        "statx",
+        "getdents64",
+        "pipe2",
+        "dup3",
+        "fcntl",
+        "ioctl",
+        "socket",
+        "connect",
+        "clone",
+        "fork",
+        "vfork",
+        "set_robust_list",
+        "rseq",
+        "arch_prctl",
+        "prlimit64",
+        "getrandom",
+        "setresuid",
+        "setresgid",
+        "setgroups",
+        "fchownat",
+        "fchmodat",
+        "utimensat",
+        "renameat2",
+        "unlinkat",
+        "mknodat",
+        "seccomp",
+        "prctl",
+    }
     assert needed <= set(allowed_names(profile)), sorted(needed - set(allowed_names(profile)))
 
 
@@ -163,8 +251,10 @@ def test_clone3_reaches_the_sentry_on_runsc() -> None:
 
 def test_runtimes_differ_only_in_clone3_and_gvisors_name_for_pselect6() -> None:
     def common(profile: dict[str, Any]) -> dict[str, Any]:
-        return {**profile, "syscalls": [r for r in profile["syscalls"]
-                                        if r["names"] not in (["clone3"], ["pselect"])]}
+        return {
+            **profile,
+            "syscalls": [r for r in profile["syscalls"] if r["names"] not in (["clone3"], ["pselect"])],
+        }
 
     assert common(default_profile("runc")) == common(default_profile("runsc"))
     (rule,) = rules_for(default_profile("runsc"), "pselect")
@@ -208,14 +298,31 @@ def test_conditional_syscalls_exist_on_x86_64() -> None:
 
 
 def test_capabilities_exclude_dangerous_ones() -> None:
-    banned = {"CAP_SYS_ADMIN", "CAP_NET_RAW", "CAP_SYS_PTRACE", "CAP_MKNOD", "CAP_SYS_MODULE",
-              "CAP_SYS_CHROOT", "CAP_SETPCAP", "CAP_SETFCAP", "CAP_DAC_READ_SEARCH",
-              "CAP_SYS_RAWIO", "CAP_SYS_TIME", "CAP_SYS_BOOT", "CAP_NET_ADMIN", "CAP_BPF",
-              "CAP_PERFMON", "CAP_SYSLOG", "CAP_AUDIT_WRITE", "CAP_LINUX_IMMUTABLE"}
+    banned = {
+        "CAP_SYS_ADMIN",
+        "CAP_NET_RAW",
+        "CAP_SYS_PTRACE",
+        "CAP_MKNOD",
+        "CAP_SYS_MODULE",
+        "CAP_SYS_CHROOT",
+        "CAP_SETPCAP",
+        "CAP_SETFCAP",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_SYS_RAWIO",
+        "CAP_SYS_TIME",
+        "CAP_SYS_BOOT",
+        "CAP_NET_ADMIN",
+        "CAP_BPF",
+        "CAP_PERFMON",
+        "CAP_SYSLOG",
+        "CAP_AUDIT_WRITE",
+        "CAP_LINUX_IMMUTABLE",
+    }
     assert not banned & set(DEFAULT_CAPABILITIES)
     # apt-get as root: chown/chmod what it unpacks, and drop to the _apt user.
     assert {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID"} <= set(
-        DEFAULT_CAPABILITIES)
+        DEFAULT_CAPABILITIES
+    )
     assert len(set(DEFAULT_CAPABILITIES)) == len(DEFAULT_CAPABILITIES)
     assert all(re.fullmatch(r"CAP_[A-Z_]+", c) for c in DEFAULT_CAPABILITIES)
 
@@ -223,8 +330,7 @@ def test_capabilities_exclude_dangerous_ones() -> None:
 def test_capabilities_spec_shape() -> None:
     spec = capabilities_spec()
     caps = list(DEFAULT_CAPABILITIES)
-    assert spec == {"bounding": caps, "effective": caps, "permitted": caps, "inheritable": [],
-                    "ambient": []}
+    assert spec == {"bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": []}
     spec["bounding"].append("CAP_SYS_ADMIN")
     assert "CAP_SYS_ADMIN" not in capabilities_spec()["bounding"]
     assert spec["effective"] == caps  # the lists are not shared

@@ -20,8 +20,7 @@ def store(tmp_path: Path) -> Store:
     s.close()
 
 
-def test_default_url_is_sqlite_in_the_data_dir(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_url_is_sqlite_in_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STOCKADE_DATABASE_URL", raising=False)
     assert database_url(tmp_path) == f"sqlite:///{tmp_path}/private/stockade.db"
     monkeypatch.setenv("STOCKADE_DATABASE_URL", "postgresql://u@h/db")
@@ -42,8 +41,11 @@ def test_tenants_keys_sandboxes_audit(store: Store) -> None:
     with pytest.raises(NotFound):
         store.revoke_key("sk_1", tenant="other")
     assert store.revoke_key("sk_1").revoked_at is not None
-    store.add_sandbox(OwnedSandbox(id="sb1", tenant="acme", isolation="container", cpu=1,
-                                   memory_mb=512, created_at=time.time()))
+    store.add_sandbox(
+        OwnedSandbox(
+            id="sb1", tenant="acme", isolation="container", cpu=1, memory_mb=512, created_at=time.time()
+        )
+    )
     assert [r.id for r in store.sandboxes()] == ["sb1"]
     store.remove_sandboxes(["sb1"])
     assert store.sandboxes() == []

@@ -13,19 +13,23 @@ from stockade.server.settings import load_settings
 
 def test_flags_beat_environment_beat_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     conf = tmp_path / "s.toml"
-    conf.write_text('host = "10.0.0.1"\nport = 9000\ndatabase_url = "sqlite:///f.db"\n'
-                    '[quotas]\nmax_sandboxes = 3\n')
+    conf.write_text(
+        'host = "10.0.0.1"\nport = 9000\ndatabase_url = "sqlite:///f.db"\n[quotas]\nmax_sandboxes = 3\n'
+    )
     monkeypatch.delenv("STOCKADE_HOST", raising=False)
     monkeypatch.setenv("STOCKADE_PORT", "9100")
     monkeypatch.setenv("STOCKADE_DATABASE_URL", "sqlite:///env.db")
     s = load_settings(conf, port=None, database_url="sqlite:///flag.db")
-    assert (s.host, s.port, s.database_url, s.quotas.max_sandboxes) == \
-        ("10.0.0.1", 9100, "sqlite:///flag.db", 3)
+    assert (s.host, s.port, s.database_url, s.quotas.max_sandboxes) == (
+        "10.0.0.1",
+        9100,
+        "sqlite:///flag.db",
+        3,
+    )
     assert load_settings(conf, port=9200).port == 9200
 
 
-def test_unknown_or_bad_settings_are_refused(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_or_bad_settings_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     conf = tmp_path / "s.toml"
     conf.write_text("prot = 1\n")
     with pytest.raises(ValueError, match="unknown settings.*prot"):

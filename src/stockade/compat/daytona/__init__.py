@@ -4,13 +4,43 @@
 
 from fastapi import APIRouter
 
-from . import (files, git, gitconfig, interpreter, previews, process, pty, sandboxes, search,
-               secrets, sessions, snapshots, system, unsupported, volumes)
+from . import (
+    files,
+    git,
+    gitconfig,
+    interpreter,
+    previews,
+    process,
+    pty,
+    sandboxes,
+    search,
+    secrets,
+    sessions,
+    snapshots,
+    system,
+    unsupported,
+    volumes,
+)
 
 router = APIRouter()
 # unsupported comes last: it answers whatever no other module serves.
-for _module in (sandboxes, previews, snapshots, volumes, secrets, files, search, process, sessions, pty,
-                interpreter, git, gitconfig, system, unsupported):
+for _module in (
+    sandboxes,
+    previews,
+    snapshots,
+    volumes,
+    secrets,
+    files,
+    search,
+    process,
+    sessions,
+    pty,
+    interpreter,
+    git,
+    gitconfig,
+    system,
+    unsupported,
+):
     router.include_router(_module.router, include_in_schema=False)
 
 __all__ = ["router"]

@@ -36,18 +36,24 @@ class DaytonaError(Exception):
         self.status, self.message, self.code = status, message, code
 
 
-def error_body(status: int, message: str, code: str | None = None,
-               request: HTTPConnection | None = None) -> dict[str, Any]:
+def error_body(
+    status: int, message: str, code: str | None = None, request: HTTPConnection | None = None
+) -> dict[str, Any]:
     """Daytona's error: NestJS's ``{statusCode, message, error}``, plus the daemon's ``code``,
     ``source``, ``timestamp``, ``path`` and ``method`` (its ErrorResponse needs them)."""
-    body: dict[str, Any] = {"statusCode": status, "message": message,
-                            "error": HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_
-                            else "Error"}
+    body: dict[str, Any] = {
+        "statusCode": status,
+        "message": message,
+        "error": HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error",
+    }
     if code is not None:
         body["code"], body["source"] = code, DAEMON
     if request is not None:
-        body.update(timestamp=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-                    path=request.url.path, method=request.scope.get("method", "GET"))
+        body.update(
+            timestamp=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            path=request.url.path,
+            method=request.scope.get("method", "GET"),
+        )
     return body
 
 
@@ -60,8 +66,11 @@ def _describe(exc: RequestValidationError) -> str:
 
 
 #: Toolbox error codes for engine errors on file routes (the SDK maps them to its classes).
-FILE_CODES = {"not_found": "FILE_NOT_FOUND", "permission_denied": "FILE_ACCESS_DENIED",
-              "invalid_request": "INVALID_FILE_PATH"}
+FILE_CODES = {
+    "not_found": "FILE_NOT_FOUND",
+    "permission_denied": "FILE_ACCESS_DENIED",
+    "invalid_request": "INVALID_FILE_PATH",
+}
 
 
 class DaytonaRoute(APIRoute):
@@ -82,16 +91,17 @@ class DaytonaRoute(APIRoute):
             try:
                 return await handler(request)
             except DaytonaError as exc:
-                return JSONResponse(error_body(exc.status, exc.message, exc.code, request),
-                                    exc.status)
+                return JSONResponse(error_body(exc.status, exc.message, exc.code, request), exc.status)
             except EngineError as exc:
-                return JSONResponse(error_body(exc.status, exc.message, codes.get(exc.code),
-                                               request), exc.status)
+                return JSONResponse(
+                    error_body(exc.status, exc.message, codes.get(exc.code), request), exc.status
+                )
             except RequestValidationError as exc:
                 return JSONResponse(error_body(400, _describe(exc), None, request), 400)
             except HTTPException as exc:
-                return JSONResponse(error_body(exc.status_code, str(exc.detail), None, request),
-                                    exc.status_code)
+                return JSONResponse(
+                    error_body(exc.status_code, str(exc.detail), None, request), exc.status_code
+                )
             except ValueError as exc:
                 return JSONResponse(error_body(400, str(exc), None, request), 400)
 
@@ -117,8 +127,9 @@ async def principal(request: HTTPConnection, ctl: ControlDep) -> Principal:
     Daytona front end never relies on another layer for it)."""
     token = bearer(request.scope["headers"])
     if ctl.needs_keys and token is None:
-        raise DaytonaError(401, "missing API key: send 'Authorization: Bearer <Stockade key>' "
-                                "(DAYTONA_API_KEY)")
+        raise DaytonaError(
+            401, "missing API key: send 'Authorization: Bearer <Stockade key>' (DAYTONA_API_KEY)"
+        )
     who = await ctl.authenticate(token)
     if who is None:
         raise DaytonaError(401, "invalid, revoked or expired API key")
@@ -139,8 +150,11 @@ def owned(ctl: Control, who: Principal, sandbox_id: str) -> str:
     return sandbox_id
 
 
-async def toolbox_sandbox(sandboxId: str, ctl: ControlDep,  # noqa: N803
-                          who: PrincipalDep) -> str:
+async def toolbox_sandbox(
+    sandboxId: str,
+    ctl: ControlDep,  # noqa: N803
+    who: PrincipalDep,
+) -> str:
     """The toolbox's sandbox, owned by the caller (each use of it counts as activity in the
     engine, which restarts an auto-stop clock)."""
     return owned(ctl, who, sandboxId)
@@ -153,8 +167,9 @@ def base_url(request: Request) -> str:
     """The server's address as the client reached it (``X-Forwarded-*`` first, then Host)."""
     headers = request.headers
     proto = headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
-    host = (headers.get("x-forwarded-host") or headers.get("host")
-            or request.url.netloc).split(",")[0].strip()
+    host = (
+        (headers.get("x-forwarded-host") or headers.get("host") or request.url.netloc).split(",")[0].strip()
+    )
     prefix = headers.get("x-forwarded-prefix", "").rstrip("/")
     if proto not in ("http", "https"):
         proto = "http"

@@ -45,8 +45,7 @@ class Answer:
     def base(self) -> str:
         return base_url(self.request)
 
-    def __call__(self, info: SandboxInfo, *, full: bool = True,
-                 state: str | None = None) -> dict[str, Any]:
+    def __call__(self, info: SandboxInfo, *, full: bool = True, state: str | None = None) -> dict[str, Any]:
         return render.sandbox(info, self.who.tenant, self.base, full=full, state=state)
 
 

@@ -10,12 +10,18 @@ from ...models import ProcessSpec
 from ._base import DaytonaError
 
 
-async def run(eng: Engine, sandbox: str, argv: list[str], what: str, *,
-              env: dict[str, str] | None = None, user: str | None = None,
-              allow: tuple[int, ...] = (0,)) -> str:
+async def run(
+    eng: Engine,
+    sandbox: str,
+    argv: list[str],
+    what: str,
+    *,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+    allow: tuple[int, ...] = (0,),
+) -> str:
     """``argv``'s stdout; a 400 "``what`` failed: ..." unless its exit code is in ``allow``."""
-    started = await eng.processes.start(sandbox, ProcessSpec(argv=argv, env=env or {},
-                                                             user=user))
+    started = await eng.processes.start(sandbox, ProcessSpec(argv=argv, env=env or {}, user=user))
     out, err = bytearray(), bytearray()
     end: dict[str, Any] = {}
     async for event in started.events():

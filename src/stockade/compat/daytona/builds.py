@@ -22,12 +22,15 @@ async def build(ctl: Control, who: Principal, dockerfile: str, name: str) -> Tem
     context = ctl.engine.templates.workspace()  # empty: Daytona's contexts are refused
     try:
         try:
-            job = ctl.engine.templates.build(dockerfile, name, context, owner=who.tenant,
-                                             visible=who.may_see, emit=lambda event: None)
+            job = ctl.engine.templates.build(
+                dockerfile, name, context, owner=who.tenant, visible=who.may_see, emit=lambda event: None
+            )
         except EngineError as exc:
-            raise DaytonaError(exc.status if exc.status == 409 else 400,
-                               f"cannot build this image: {exc.message} (here FROM names a "
-                               f"Stockade template, such as 'base')") from None
+            raise DaytonaError(
+                exc.status if exc.status == 409 else 400,
+                f"cannot build this image: {exc.message} (here FROM names a "
+                f"Stockade template, such as 'base')",
+            ) from None
         return await job.run()
     finally:
         await asyncio.to_thread(shutil.rmtree, context, True)
@@ -36,8 +39,11 @@ async def build(ctl: Control, who: Principal, dockerfile: str, name: str) -> Tem
 def dockerfile_of(info: BuildInfo) -> str:
     """The Dockerfile of a Daytona build (refused when it copies local files)."""
     if info.context_hashes:
-        raise DaytonaError(400, "images that copy local files (build contexts) are not "
-                                "supported here; use RUN steps or a template")
+        raise DaytonaError(
+            400,
+            "images that copy local files (build contexts) are not "
+            "supported here; use RUN steps or a template",
+        )
     return info.dockerfile_content or ""
 
 

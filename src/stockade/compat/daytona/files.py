@@ -20,8 +20,7 @@ from .argv import run
 from .upload import MAX_FILES, Writer, stream_upload
 from .wire import Body
 
-router = APIRouter(prefix=TOOLBOX + "/{sandboxId}/files", route_class=FileRoute,
-                   tags=["daytona toolbox"])
+router = APIRouter(prefix=TOOLBOX + "/{sandboxId}/files", route_class=FileRoute, tags=["daytona toolbox"])
 PathQ = Annotated[str, Query(min_length=1, max_length=4096)]
 
 
@@ -35,18 +34,25 @@ def path_of(path: str) -> str:
 def file_info(entry: EntryInfo) -> dict[str, Any]:
     """A Daytona FileInfo for a Stockade directory entry."""
     modified = datetime.fromtimestamp(entry.modified_time, timezone.utc)
-    return {"name": entry.name, "path": entry.path, "isDir": entry.type == "dir",
-            "size": entry.size, "mode": entry.permissions, "permissions": f"{entry.mode:04o}",
-            "owner": entry.owner, "group": entry.group,
-            "modTime": modified.strftime("%Y-%m-%d %H:%M:%S %z"),
-            "modifiedAt": modified.isoformat().replace("+00:00", "Z")}
+    return {
+        "name": entry.name,
+        "path": entry.path,
+        "isDir": entry.type == "dir",
+        "size": entry.size,
+        "mode": entry.permissions,
+        "permissions": f"{entry.mode:04o}",
+        "owner": entry.owner,
+        "group": entry.group,
+        "modTime": modified.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "modifiedAt": modified.isoformat().replace("+00:00", "Z"),
+    }
 
 
 @router.get("")
-async def list_files(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ = ".",
-                     depth: Annotated[int, Query(ge=1, le=32)] = 1) -> list[dict[str, Any]]:
-    return [file_info(e) for e in await ctl.engine.files.list(sandbox, path_of(path),
-                                                               depth=depth)]
+async def list_files(
+    sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ = ".", depth: Annotated[int, Query(ge=1, le=32)] = 1
+) -> list[dict[str, Any]]:
+    return [file_info(e) for e in await ctl.engine.files.list(sandbox, path_of(path), depth=depth)]
 
 
 @router.get("/info")
@@ -55,22 +61,27 @@ async def get_file_info(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ) -
 
 
 @router.delete("", status_code=204)
-async def delete_file(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ,
-                      recursive: bool = False) -> Response:
+async def delete_file(
+    sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ, recursive: bool = False
+) -> Response:
     """Remove a file; a directory only with ``recursive=true``."""
     path = path_of(path)
     if not recursive:
         if (await ctl.engine.files.stat(sandbox, path)).type == "dir":
-            raise DaytonaError(400, f"{path} is a directory: delete it with recursive=true",
-                               "INVALID_FILE_PATH")
+            raise DaytonaError(
+                400, f"{path} is a directory: delete it with recursive=true", "INVALID_FILE_PATH"
+            )
     await ctl.engine.files.remove(sandbox, path)
     return Response(status_code=204)
 
 
 @router.post("/folder", status_code=201)
-async def create_folder(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ,
-                        mode: Annotated[str | None, Query(pattern=r"^[0-7]{3,4}$")] = None
-                        ) -> Response:
+async def create_folder(
+    sandbox: ToolboxSandbox,
+    ctl: ControlDep,
+    path: PathQ,
+    mode: Annotated[str | None, Query(pattern=r"^[0-7]{3,4}$")] = None,
+) -> Response:
     """Create a directory and its parents (an existing one is fine), with ``mode`` if given."""
     await ctl.engine.files.make_dir(sandbox, path_of(path))
     if mode:
@@ -82,23 +93,26 @@ Account = Annotated[str | None, Query(pattern=r"^([a-z_][a-z0-9_-]{0,31}|[0-9]{1
 
 
 @router.post("/permissions")
-async def set_permissions(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ,
-                          mode: Annotated[str | None, Query(pattern=r"^[0-7]{3,4}$")] = None,
-                          owner: Account = None, group: Account = None) -> Response:
+async def set_permissions(
+    sandbox: ToolboxSandbox,
+    ctl: ControlDep,
+    path: PathQ,
+    mode: Annotated[str | None, Query(pattern=r"^[0-7]{3,4}$")] = None,
+    owner: Account = None,
+    group: Account = None,
+) -> Response:
     """``chmod`` and ``chown`` the file, as the sandbox's root (as Daytona's daemon does)."""
     target = (await ctl.engine.files.stat(sandbox, path_of(path))).path
     if owner or group:
         who = f"{owner or ''}{':' + group if group else ''}"
-        await run(ctl.engine, sandbox, ["chown", "-h", "--", who, target], "chown",
-                  user="root")
+        await run(ctl.engine, sandbox, ["chown", "-h", "--", who, target], "chown", user="root")
     if mode:
         await run(ctl.engine, sandbox, ["chmod", "--", mode, target], "chmod", user="root")
     return Response(status_code=200)
 
 
 @router.post("/move")
-async def move_file(sandbox: ToolboxSandbox, ctl: ControlDep, source: PathQ,
-                    destination: PathQ) -> Response:
+async def move_file(sandbox: ToolboxSandbox, ctl: ControlDep, source: PathQ, destination: PathQ) -> Response:
     await ctl.engine.files.rename(sandbox, path_of(source), path_of(destination))
     return Response(status_code=200)
 
@@ -118,8 +132,7 @@ async def bulk_upload(sandbox: ToolboxSandbox, ctl: ControlDep, request: Request
 
 
 @router.post("/upload-v2")
-async def upload_v2(sandbox: ToolboxSandbox, ctl: ControlDep, request: Request,
-                    path: PathQ) -> Response:
+async def upload_v2(sandbox: ToolboxSandbox, ctl: ControlDep, request: Request, path: PathQ) -> Response:
     """Write the multipart part ``file`` to ``path``."""
     await stream_upload(request, _writer(ctl, sandbox), path_of, single=path_of(path))
     return Response(status_code=200)
@@ -136,11 +149,13 @@ class DownloadRequest(Body):
     paths: list[str] = Field(min_length=1, max_length=MAX_FILES)
 
 
-def _part_headers(boundary: str, name: str, path: str, content_type: str,
-                  length: int | None = None) -> bytes:
+def _part_headers(boundary: str, name: str, path: str, content_type: str, length: int | None = None) -> bytes:
     quoted = path.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "").replace("\n", "")
-    lines = [f"--{boundary}", f'Content-Disposition: form-data; name="{name}"; '
-             f'filename="{quoted}"', f"Content-Type: {content_type}"]
+    lines = [
+        f"--{boundary}",
+        f'Content-Disposition: form-data; name="{name}"; filename="{quoted}"',
+        f"Content-Type: {content_type}",
+    ]
     if length is not None:
         lines.append(f"Content-Length: {length}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -152,8 +167,7 @@ def _error_part(boundary: str, path: str, status: int, message: str, code: str |
 
 
 @router.post("/bulk-download")
-async def bulk_download(sandbox: ToolboxSandbox, ctl: ControlDep,
-                        body: DownloadRequest) -> StreamingResponse:
+async def bulk_download(sandbox: ToolboxSandbox, ctl: ControlDep, body: DownloadRequest) -> StreamingResponse:
     """A multipart stream: one ``file`` part per readable path (filename = the path as asked)
     or an ``error`` part saying why not."""
     boundary = secrets.token_hex(16)
@@ -171,8 +185,9 @@ async def bulk_download(sandbox: ToolboxSandbox, ctl: ControlDep,
                 yield _error_part(boundary, asked, exc.status, exc.message, exc.code)
                 continue
             except EngineError as exc:
-                yield _error_part(boundary, asked, exc.status, exc.message,
-                                  FILE_CODES.get(exc.code, "FILE_READ_FAILED"))
+                yield _error_part(
+                    boundary, asked, exc.status, exc.message, FILE_CODES.get(exc.code, "FILE_READ_FAILED")
+                )
                 continue
             yield _part_headers(boundary, "file", asked, "application/octet-stream", entry.size)
             async for chunk in chunks:

@@ -15,29 +15,49 @@ from ._base import TOOLBOX, ControlDep, DaytonaError, DaytonaRoute, ToolboxSandb
 from .files import path_of
 from .wire import Body
 
-router = APIRouter(prefix=TOOLBOX + "/{sandboxId}/git", route_class=DaytonaRoute,
-                   tags=["daytona toolbox"])
+router = APIRouter(prefix=TOOLBOX + "/{sandboxId}/git", route_class=DaytonaRoute, tags=["daytona toolbox"])
 PathQ = Annotated[str, Query(min_length=1, max_length=4096)]
 Text = Field(min_length=1, max_length=4096)
 #: Answers git's username and password prompts from the call's environment.
-ASKPASS = ('case "$1" in Username*) printf "%s\\n" "$DAYTONA_GIT_USERNAME";; '
-           '*) printf "%s\\n" "$DAYTONA_GIT_PASSWORD";; esac')
+ASKPASS = (
+    'case "$1" in Username*) printf "%s\\n" "$DAYTONA_GIT_USERNAME";; '
+    '*) printf "%s\\n" "$DAYTONA_GIT_PASSWORD";; esac'
+)
 ASKPASS_PATH = "/tmp/.daytona-askpass"
-STATUS = {" ": "Unmodified", "?": "Untracked", "M": "Modified", "A": "Added", "D": "Deleted",
-          "R": "Renamed", "C": "Copied", "U": "Updated but unmerged", "T": "Modified"}
+STATUS = {
+    " ": "Unmodified",
+    "?": "Untracked",
+    "M": "Modified",
+    "A": "Added",
+    "D": "Deleted",
+    "R": "Renamed",
+    "C": "Copied",
+    "U": "Updated but unmerged",
+    "T": "Modified",
+}
 
 
-async def git(eng: Engine, sandbox: str, path: str | None, *args: str,
-              credentials: tuple[str | None, str | None] = (None, None),
-              allow: tuple[int, ...] = (0,)) -> str:
+async def git(
+    eng: Engine,
+    sandbox: str,
+    path: str | None,
+    *args: str,
+    credentials: tuple[str | None, str | None] = (None, None),
+    allow: tuple[int, ...] = (0,),
+) -> str:
     """Run ``git [-C path] args``; its stdout, or a 400 with what git said (unless its exit
     code is one of ``allow``)."""
     env = {"GIT_TERMINAL_PROMPT": "0"}
     argv = ["git", *(["-C", path_of(path)] if path else []), *args]
     username, password = credentials
     if username is not None or password is not None:
-        env.update({"DAYTONA_GIT_USERNAME": username or "",
-                    "DAYTONA_GIT_PASSWORD": password or "", "GIT_ASKPASS": ASKPASS_PATH})
+        env.update(
+            {
+                "DAYTONA_GIT_USERNAME": username or "",
+                "DAYTONA_GIT_PASSWORD": password or "",
+                "GIT_ASKPASS": ASKPASS_PATH,
+            }
+        )
         await _askpass(eng, sandbox)
     verb = next((a for a in args if not a.startswith("-") and "=" not in a), "")
     return await run(eng, sandbox, argv, f"git {verb}", env=env, allow=allow)
@@ -115,8 +135,16 @@ async def clone(body: CloneRequest, sandbox: ToolboxSandbox, ctl: ControlDep) ->
         args += ["--branch", ref(body.branch)]
     if body.depth:
         args += ["--depth", str(body.depth)]
-    await git(ctl.engine, sandbox, None, *args, "--", body.url, path_of(body.path),
-              credentials=(body.username, body.password))
+    await git(
+        ctl.engine,
+        sandbox,
+        None,
+        *args,
+        "--",
+        body.url,
+        path_of(body.path),
+        credentials=(body.username, body.password),
+    )
     if body.commit_id:
         await git(ctl.engine, sandbox, body.path, "checkout", body.commit_id)
     return Response(status_code=200)
@@ -124,8 +152,11 @@ async def clone(body: CloneRequest, sandbox: ToolboxSandbox, ctl: ControlDep) ->
 
 @router.post("/init")
 async def init(body: InitRequest, sandbox: ToolboxSandbox, ctl: ControlDep) -> Response:
-    args = ["init", *(["--bare"] if body.bare else []),
-            *(["--initial-branch", ref(body.initial_branch)] if body.initial_branch else [])]
+    args = [
+        "init",
+        *(["--bare"] if body.bare else []),
+        *(["--initial-branch", ref(body.initial_branch)] if body.initial_branch else []),
+    ]
     await git(ctl.engine, sandbox, None, *args, path_of(body.path))
     return Response(status_code=200)
 
@@ -139,7 +170,7 @@ async def status(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ) -> dict[
     branch, _, tracking = head.partition("...")
     ahead = behind = 0
     if "[" in tracking:
-        for part in tracking[tracking.index("[") + 1:].rstrip("]").split(","):
+        for part in tracking[tracking.index("[") + 1 :].rstrip("]").split(","):
             word, _, count = part.strip().partition(" ")
             if word == "ahead":
                 ahead = int(count)
@@ -153,11 +184,21 @@ async def status(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ) -> dict[
         x, y, name = entry[0], entry[1], entry[3:]
         if x in "RC":
             next(rest, None)  # the rename's source path
-        files.append({"name": name, "staging": STATUS.get("?" if x == "?" else x, "Modified"),
-                      "worktree": STATUS.get(y, "Modified"), "extra": ""})
-    return {"currentBranch": branch.replace("No commits yet on ", "").split(" ")[0],
-            "fileStatus": files, "ahead": ahead, "behind": behind,
-            "branchPublished": bool(tracking)}
+        files.append(
+            {
+                "name": name,
+                "staging": STATUS.get("?" if x == "?" else x, "Modified"),
+                "worktree": STATUS.get(y, "Modified"),
+                "extra": "",
+            }
+        )
+    return {
+        "currentBranch": branch.replace("No commits yet on ", "").split(" ")[0],
+        "fileStatus": files,
+        "ahead": ahead,
+        "behind": behind,
+        "branchPublished": bool(tracking),
+    }
 
 
 @router.get("/branches")
@@ -193,22 +234,40 @@ async def add(body: AddRequest, sandbox: ToolboxSandbox, ctl: ControlDep) -> Res
 @router.post("/commit")
 async def commit(body: CommitRequest, sandbox: ToolboxSandbox, ctl: ControlDep) -> dict[str, str]:
     """Commit the index as ``author <email>``; answers the full commit id."""
-    await git(ctl.engine, sandbox, body.path, "-c", f"user.name={body.author}",
-              "-c", f"user.email={body.email}", "commit", "-q", "-m", body.message,
-              *(["--allow-empty"] if body.allow_empty else []))
+    await git(
+        ctl.engine,
+        sandbox,
+        body.path,
+        "-c",
+        f"user.name={body.author}",
+        "-c",
+        f"user.email={body.email}",
+        "commit",
+        "-q",
+        "-m",
+        body.message,
+        *(["--allow-empty"] if body.allow_empty else []),
+    )
     return {"hash": (await git(ctl.engine, sandbox, body.path, "rev-parse", "HEAD")).strip()}
 
 
 @router.post("/push")
 async def push(body: RemoteRequest, sandbox: ToolboxSandbox, ctl: ControlDep) -> Response:
-    await git(ctl.engine, sandbox, body.path, "push",
-              *(["--set-upstream"] if body.set_upstream else []), *body.target(),
-              credentials=(body.username, body.password))
+    await git(
+        ctl.engine,
+        sandbox,
+        body.path,
+        "push",
+        *(["--set-upstream"] if body.set_upstream else []),
+        *body.target(),
+        credentials=(body.username, body.password),
+    )
     return Response(status_code=200)
 
 
 @router.post("/pull")
 async def pull(body: RemoteRequest, sandbox: ToolboxSandbox, ctl: ControlDep) -> Response:
-    await git(ctl.engine, sandbox, body.path, "pull", *body.target(),
-              credentials=(body.username, body.password))
+    await git(
+        ctl.engine, sandbox, body.path, "pull", *body.target(), credentials=(body.username, body.password)
+    )
     return Response(status_code=200)

@@ -13,8 +13,7 @@ from ._base import TOOLBOX, ControlDep, DaytonaError, DaytonaRoute, ToolboxSandb
 from .git import PathQ, RepoRequest, git, ref
 from .wire import Body
 
-router = APIRouter(prefix=TOOLBOX + "/{sandboxId}/git", route_class=DaytonaRoute,
-                   tags=["daytona toolbox"])
+router = APIRouter(prefix=TOOLBOX + "/{sandboxId}/git", route_class=DaytonaRoute, tags=["daytona toolbox"])
 Scope = Literal["global", "local", "system"]
 KEY = r"^[A-Za-z][A-Za-z0-9-]*(\.[^\s=]+)*\.[A-Za-z][A-Za-z0-9-]*$"
 
@@ -68,20 +67,21 @@ async def set_config(body: ConfigRequest, sandbox: ToolboxSandbox, ctl: ControlD
 
 
 @router.get("/config")
-async def get_config(sandbox: ToolboxSandbox, ctl: ControlDep,
-                     key: Annotated[str, Query(min_length=1, max_length=255, pattern=KEY)],
-                     path: Annotated[str | None, Query(max_length=4096)] = None,
-                     scope: Scope | None = None) -> dict[str, str | None]:
+async def get_config(
+    sandbox: ToolboxSandbox,
+    ctl: ControlDep,
+    key: Annotated[str, Query(min_length=1, max_length=255, pattern=KEY)],
+    path: Annotated[str | None, Query(max_length=4096)] = None,
+    scope: Scope | None = None,
+) -> dict[str, str | None]:
     """The key's value, null when it is not set."""
     repo, flag = _scope(scope, path)
-    value = await git(ctl.engine, sandbox, repo, "config", flag, "--get", "--", key,
-                      allow=(0, 1))
+    value = await git(ctl.engine, sandbox, repo, "config", flag, "--get", "--", key, allow=(0, 1))
     return {"value": value.rstrip("\n") or None}
 
 
 @router.post("/config/user")
-async def configure_user(body: UserRequest, sandbox: ToolboxSandbox,
-                         ctl: ControlDep) -> Response:
+async def configure_user(body: UserRequest, sandbox: ToolboxSandbox, ctl: ControlDep) -> Response:
     path, flag = _scope(body.scope, body.path)
     for key, value in (("user.name", body.name), ("user.email", body.email)):
         await git(ctl.engine, sandbox, path, "config", flag, "--", key, value)
@@ -89,8 +89,9 @@ async def configure_user(body: UserRequest, sandbox: ToolboxSandbox,
 
 
 @router.get("/remotes")
-async def list_remotes(sandbox: ToolboxSandbox, ctl: ControlDep,
-                       path: PathQ) -> dict[str, list[dict[str, str]]]:
+async def list_remotes(
+    sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ
+) -> dict[str, list[dict[str, str]]]:
     text = await git(ctl.engine, sandbox, path, "remote", "-v")
     remotes: dict[str, str] = {}
     for line in text.splitlines():
@@ -105,8 +106,9 @@ async def add_remote(body: AddRemote, sandbox: ToolboxSandbox, ctl: ControlDep) 
     name = ref(body.name)
     if body.overwrite:
         await git(ctl.engine, sandbox, body.path, "remote", "remove", name, allow=(0, 2))
-    await git(ctl.engine, sandbox, body.path, "remote", "add", *(["-f"] if body.fetch else []),
-              "--", name, body.url)
+    await git(
+        ctl.engine, sandbox, body.path, "remote", "add", *(["-f"] if body.fetch else []), "--", name, body.url
+    )
     return Response(status_code=200)
 
 
@@ -119,8 +121,7 @@ async def reset(body: ResetRequest, sandbox: ToolboxSandbox, ctl: ControlDep) ->
             raise DaytonaError(400, f"mode {body.mode!r} cannot be used with files")
         await git(ctl.engine, sandbox, body.path, "reset", "-q", target, "--", *body.files)
     else:
-        await git(ctl.engine, sandbox, body.path, "reset", "-q", f"--{body.mode or 'mixed'}",
-                  target, "--")
+        await git(ctl.engine, sandbox, body.path, "reset", "-q", f"--{body.mode or 'mixed'}", target, "--")
     return Response(status_code=200)
 
 

@@ -22,8 +22,9 @@ from ._base import owned, principal
 from .render import iso
 from .wire import Body
 
-router = APIRouter(prefix=TOOLBOX + "/{sandboxId}/process/interpreter",
-                   route_class=DaytonaRoute, tags=["daytona toolbox"])
+router = APIRouter(
+    prefix=TOOLBOX + "/{sandboxId}/process/interpreter", route_class=DaytonaRoute, tags=["daytona toolbox"]
+)
 DEFAULT = "default"
 
 
@@ -40,34 +41,43 @@ class ExecuteRequest(Body):
 
 
 def _context(found: dict[str, Any]) -> dict[str, Any]:
-    return {"id": DEFAULT if found.get("default") else found["id"], "cwd": found["cwd"],
-            "language": "python", "active": True, "createdAt": iso(time.time())}
+    return {
+        "id": DEFAULT if found.get("default") else found["id"],
+        "cwd": found["cwd"],
+        "language": "python",
+        "active": True,
+        "createdAt": iso(time.time()),
+    }
 
 
 @router.post("/context")
-async def create_context(body: CreateContext, sandbox: ToolboxSandbox,
-                         ctl: ControlDep) -> dict[str, Any]:
+async def create_context(body: CreateContext, sandbox: ToolboxSandbox, ctl: ControlDep) -> dict[str, Any]:
     """A new interpreter with its own variables (its kernel started before this answers)."""
     return _context(await ctl.engine.code.create(sandbox, "python", body.cwd))
 
 
 @router.get("/context")
 async def list_contexts(sandbox: ToolboxSandbox, ctl: ControlDep) -> dict[str, Any]:
-    return {"contexts": [_context(c) for c in await ctl.engine.code.list(sandbox)
-                         if c["language"] == "python"]}
+    return {
+        "contexts": [_context(c) for c in await ctl.engine.code.list(sandbox) if c["language"] == "python"]
+    }
 
 
 @router.delete("/context/{contextId}")
-async def delete_context(contextId: str, sandbox: ToolboxSandbox,  # noqa: N803
-                         ctl: ControlDep) -> Response:
+async def delete_context(
+    contextId: str,
+    sandbox: ToolboxSandbox,  # noqa: N803
+    ctl: ControlDep,
+) -> Response:
     if contextId == DEFAULT:
         raise DaytonaError(400, "the default context cannot be deleted")
     try:
         await ctl.engine.code.remove(sandbox, contextId)
     except NotFound:
         raise DaytonaError(404, f"context not found: {contextId}") from None
-    return Response(json.dumps({"message": f"context {contextId} deleted"}), 200,
-                    media_type="application/json")
+    return Response(
+        json.dumps({"message": f"context {contextId} deleted"}), 200, media_type="application/json"
+    )
 
 
 @router.websocket("/execute")
@@ -87,9 +97,9 @@ async def execute(websocket: WebSocket, sandboxId: str) -> None:  # noqa: N803
         return
     context = None if request.context_id in (None, DEFAULT) else request.context_id
     try:
-        events = await ctl.engine.code.execute(sandboxId, request.code, language="python",
-                                               context_id=context,
-                                               timeout=request.timeout or None)
+        events = await ctl.engine.code.execute(
+            sandboxId, request.code, language="python", context_id=context, timeout=request.timeout or None
+        )
     except NotFound:
         await websocket.close(1008, f"context not found: {request.context_id}")
         return
@@ -100,15 +110,16 @@ async def execute(websocket: WebSocket, sandboxId: str) -> None:  # noqa: N803
     try:
         async for event in events:
             if event["type"] in ("stdout", "stderr"):
-                await websocket.send_text(json.dumps({"type": event["type"],
-                                                      "text": event["text"]}))
+                await websocket.send_text(json.dumps({"type": event["type"], "text": event["text"]}))
             elif event["type"] == "error":
-                await websocket.send_text(json.dumps({k: event[k] for k in
-                                                      ("type", "name", "value", "traceback")}))
+                await websocket.send_text(
+                    json.dumps({k: event[k] for k in ("type", "name", "value", "traceback")})
+                )
             elif event["type"] == "end":
                 status = event["status"]
-        await websocket.close(4008 if status == "timeout" else 1000,
-                              "execution timed out" if status == "timeout" else "")
+        await websocket.close(
+            4008 if status == "timeout" else 1000, "execution timed out" if status == "timeout" else ""
+        )
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away: the engine interrupts the cell
     finally:

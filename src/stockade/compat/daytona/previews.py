@@ -13,8 +13,7 @@ from ._lookup import Answer, AnswerDep, SandboxId
 
 #: Seconds a preview-url token lives (it also dies with the sandbox).
 PREVIEW_TTL = 3600.0
-router = APIRouter(prefix=API + "/sandbox/{sandboxIdOrName}", route_class=DaytonaRoute,
-                   tags=["daytona"])
+router = APIRouter(prefix=API + "/sandbox/{sandboxIdOrName}", route_class=DaytonaRoute, tags=["daytona"])
 
 
 def _preview(answer: Answer, sandbox_id: str, port: int, ttl: float) -> tuple[str, str]:
@@ -34,13 +33,15 @@ async def preview_url(sandbox_id: SandboxId, port: int, answer: AnswerDep) -> di
 
 
 @router.get("/ports/{port}/signed-preview-url")
-async def signed_preview_url(sandbox_id: SandboxId, port: int, answer: AnswerDep,
-                             expiresInSeconds: Annotated[int, Query(ge=1, le=86400)] = 60,  # noqa: N803
-                             ) -> dict[str, Any]:
+async def signed_preview_url(
+    sandbox_id: SandboxId,
+    port: int,
+    answer: AnswerDep,
+    expiresInSeconds: Annotated[int, Query(ge=1, le=86400)] = 60,  # noqa: N803
+) -> dict[str, Any]:
     """A URL that opens the port without any header (the token rides in it, then a cookie)."""
     url, token = _preview(answer, sandbox_id, port, expiresInSeconds)
-    return {"sandboxId": sandbox_id, "port": port, "token": token,
-            "url": f"{url}/?stockade_token={token}"}
+    return {"sandboxId": sandbox_id, "port": port, "token": token, "url": f"{url}/?stockade_token={token}"}
 
 
 @router.get("/toolbox-proxy-url")

@@ -13,16 +13,13 @@ from ...models import ProcessSpec
 from ._base import TOOLBOX, ControlDep, DaytonaError, DaytonaRoute, ToolboxSandbox
 from .wire import Body
 
-router = APIRouter(prefix=TOOLBOX + "/{sandboxId}", route_class=DaytonaRoute,
-                   tags=["daytona toolbox"])
+router = APIRouter(prefix=TOOLBOX + "/{sandboxId}", route_class=DaytonaRoute, tags=["daytona toolbox"])
 #: A command line run by bash (sh without it) with stderr joined to stdout; the line is ``$0``,
 #: so it is never quoted or parsed by anything else.
-SHELL = ('exec 2>&1; if [ -x /bin/bash ]; then exec /bin/bash -c "$0"; fi; '
-         'exec /bin/sh -c "$0"')
+SHELL = 'exec 2>&1; if [ -x /bin/bash ]; then exec /bin/bash -c "$0"; fi; exec /bin/sh -c "$0"'
 #: A program run with stderr joined to stdout.
 MERGED = 'exec 2>&1; exec "$@"'
-RUNNERS = {"python": ["python3", "-c"], "javascript": ["node", "-e"],
-           "typescript": ["ts-node", "-e"]}
+RUNNERS = {"python": ["python3", "-c"], "javascript": ["node", "-e"], "typescript": ["ts-node", "-e"]}
 
 
 class ExecuteRequest(Body):
@@ -63,8 +60,12 @@ def _answer(output: str, end: dict[str, Any]) -> Any:
 @router.post("/process/execute")
 async def execute(body: ExecuteRequest, sandbox: ToolboxSandbox, ctl: ControlDep) -> Any:
     """Run a shell command line; 408 when ``timeout`` seconds pass first (all of it killed)."""
-    spec = ProcessSpec(argv=["/bin/sh", "-c", SHELL, body.command], cwd=body.cwd,
-                       env=body.envs or {}, timeout=body.timeout or None)
+    spec = ProcessSpec(
+        argv=["/bin/sh", "-c", SHELL, body.command],
+        cwd=body.cwd,
+        env=body.envs or {},
+        timeout=body.timeout or None,
+    )
     return _answer(*await run(ctl.engine, sandbox, spec))
 
 
@@ -73,11 +74,12 @@ async def code_run(body: CodeRunRequest, sandbox: ToolboxSandbox, ctl: ControlDe
     """Run the snippet as a program of its language (python3, node, ts-node)."""
     runner = RUNNERS.get(body.language)
     if runner is None:
-        raise DaytonaError(400, f"unsupported language {body.language!r}; use "
-                                f"{', '.join(RUNNERS)}")
-    spec = ProcessSpec(argv=["/bin/sh", "-c", MERGED, "sh", *runner, body.code,
-                             *(body.argv or [])], env=body.envs or {},
-                       timeout=body.timeout or None)
+        raise DaytonaError(400, f"unsupported language {body.language!r}; use {', '.join(RUNNERS)}")
+    spec = ProcessSpec(
+        argv=["/bin/sh", "-c", MERGED, "sh", *runner, body.code, *(body.argv or [])],
+        env=body.envs or {},
+        timeout=body.timeout or None,
+    )
     answer = _answer(*await run(ctl.engine, sandbox, spec))
     if isinstance(answer, dict):
         answer["artifacts"] = {"charts": []}
@@ -85,8 +87,9 @@ async def code_run(body: CodeRunRequest, sandbox: ToolboxSandbox, ctl: ControlDe
 
 
 async def _dirs(ctl: ControlDep, sandbox: str) -> list[str]:
-    output, _ = await run(ctl.engine, sandbox, ProcessSpec(
-        argv=["/bin/sh", "-c", 'printf "%s\\n%s" "$HOME" "$PWD"']))
+    output, _ = await run(
+        ctl.engine, sandbox, ProcessSpec(argv=["/bin/sh", "-c", 'printf "%s\\n%s" "$HOME" "$PWD"'])
+    )
     return (output.split("\n") + ["", ""])[:2]
 
 

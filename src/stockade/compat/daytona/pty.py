@@ -29,8 +29,9 @@ from ._base import owned, principal
 from .render import iso
 from .wire import Body
 
-router = APIRouter(prefix=TOOLBOX + "/{sandboxId}/process/pty", route_class=DaytonaRoute,
-                   tags=["daytona toolbox"])
+router = APIRouter(
+    prefix=TOOLBOX + "/{sandboxId}/process/pty", route_class=DaytonaRoute, tags=["daytona toolbox"]
+)
 PtyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 ID = r"^[A-Za-z0-9._-]{1,64}$"
 EXIT_CONTROL = "X-Daytona-Pty-Exit-Control"
@@ -62,18 +63,31 @@ class Pty:
         return f"daytona-pty-{self.sandbox}-{self.id}"
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.id, "cwd": self.cwd or "", "envs": self.envs, "cols": self.cols,
-                "rows": self.rows, "createdAt": iso(self.created_at),
-                "active": self.process is not None and self.exit_code is None,
-                "lazyStart": self.process is None}
+        return {
+            "id": self.id,
+            "cwd": self.cwd or "",
+            "envs": self.envs,
+            "cols": self.cols,
+            "rows": self.rows,
+            "createdAt": iso(self.created_at),
+            "active": self.process is not None and self.exit_code is None,
+            "lazyStart": self.process is None,
+        }
 
     async def start(self, eng: Engine) -> None:
         async with self.started:
             if self.process is not None:
                 return
-            self.process = await eng.processes.start(self.sandbox, ProcessSpec(
-                argv=["/bin/sh", "-c", SHELL], cwd=self.cwd, env=self.envs, tag=self.tag,
-                pty=PtySize(cols=self.cols, rows=self.rows)))
+            self.process = await eng.processes.start(
+                self.sandbox,
+                ProcessSpec(
+                    argv=["/bin/sh", "-c", SHELL],
+                    cwd=self.cwd,
+                    env=self.envs,
+                    tag=self.tag,
+                    pty=PtySize(cols=self.cols, rows=self.rows),
+                ),
+            )
             self.reader = asyncio.get_running_loop().create_task(self._read())
         await self.running.wait()
 
@@ -152,8 +166,9 @@ class ResizePty(Body):
 
 
 @router.post("", status_code=201)
-async def create_pty(body: CreatePty, sandbox: ToolboxSandbox, ctl: ControlDep,
-                     request: Request) -> dict[str, str]:
+async def create_pty(
+    body: CreatePty, sandbox: ToolboxSandbox, ctl: ControlDep, request: Request
+) -> dict[str, str]:
     pty = Pty(body.id, sandbox, body.cwd, body.envs or {}, body.cols, body.rows)
     ptys(request).add(pty)
     if body.lazy_start is False:
@@ -163,30 +178,44 @@ async def create_pty(body: CreatePty, sandbox: ToolboxSandbox, ctl: ControlDep,
 
 @router.get("")
 async def list_ptys(sandbox: ToolboxSandbox, request: Request) -> dict[str, Any]:
-    return {"sessions": [p.public() for (sb, _), p in ptys(request).items.items()
-                         if sb == sandbox and p.exit_code is None]}
+    return {
+        "sessions": [
+            p.public() for (sb, _), p in ptys(request).items.items() if sb == sandbox and p.exit_code is None
+        ]
+    }
 
 
 @router.get("/{sessionId}")
-async def get_pty(sessionId: PtyId, sandbox: ToolboxSandbox,  # noqa: N803
-                  request: Request) -> dict[str, Any]:
+async def get_pty(
+    sessionId: PtyId,
+    sandbox: ToolboxSandbox,  # noqa: N803
+    request: Request,
+) -> dict[str, Any]:
     return ptys(request).get(sandbox, sessionId).public()
 
 
 @router.post("/{sessionId}/resize")
-async def resize_pty(sessionId: PtyId, body: ResizePty, sandbox: ToolboxSandbox,  # noqa: N803
-                     ctl: ControlDep, request: Request) -> dict[str, Any]:
+async def resize_pty(
+    sessionId: PtyId,
+    body: ResizePty,
+    sandbox: ToolboxSandbox,  # noqa: N803
+    ctl: ControlDep,
+    request: Request,
+) -> dict[str, Any]:
     pty = ptys(request).get(sandbox, sessionId)
     if pty.process is not None:
-        await ctl.engine.processes.resize(sandbox, ProcessSelector(tag=pty.tag), body.cols,
-                                          body.rows)
+        await ctl.engine.processes.resize(sandbox, ProcessSelector(tag=pty.tag), body.cols, body.rows)
     pty.cols, pty.rows = body.cols, body.rows
     return pty.public()
 
 
 @router.delete("/{sessionId}")
-async def delete_pty(sessionId: PtyId, sandbox: ToolboxSandbox, ctl: ControlDep,  # noqa: N803
-                     request: Request) -> dict[str, str]:
+async def delete_pty(
+    sessionId: PtyId,
+    sandbox: ToolboxSandbox,
+    ctl: ControlDep,  # noqa: N803
+    request: Request,
+) -> dict[str, str]:
     """Kill the terminal's shell (its clients get the exit and a close)."""
     store = ptys(request)
     pty = store.get(sandbox, sessionId)
@@ -201,13 +230,14 @@ def _envs(websocket: WebSocket) -> dict[str, str]:
     """Environment sent as the subprotocol ``X-Daytona-Pty-Envs~<base64url JSON>``."""
     for offered in websocket.scope.get("subprotocols", []):
         if offered.startswith(ENVS):
-            encoded = offered[len(ENVS):]
+            encoded = offered[len(ENVS) :]
             try:
                 found = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
             except (binascii.Error, ValueError):
                 raise DaytonaError(400, "the PTY envs subprotocol is not base64url JSON") from None
             if not isinstance(found, dict) or not all(
-                    isinstance(k, str) and isinstance(v, str) for k, v in found.items()):
+                isinstance(k, str) and isinstance(v, str) for k, v in found.items()
+            ):
                 raise DaytonaError(400, "PTY envs must be an object of strings")
             return found
     return {}
@@ -226,8 +256,7 @@ async def _attach(websocket: WebSocket, sandbox: str, make: Any) -> None:
     try:
         await pty.start(ctl.engine)
     except EngineError as exc:
-        await websocket.send_text(json.dumps({"type": "control", "status": "error",
-                                              "error": exc.message}))
+        await websocket.send_text(json.dumps({"type": "control", "status": "error", "error": exc.message}))
         await websocket.close(1011, exc.message[:120])
         return
     pty.clients.add(websocket)
@@ -247,12 +276,16 @@ async def _attach(websocket: WebSocket, sandbox: str, make: Any) -> None:
 
 
 @router.websocket("/create-connect")
-async def create_connect(websocket: WebSocket, sandboxId: str,  # noqa: N803
-                         id: Annotated[str, Query(pattern=ID)],  # noqa: A002
-                         cols: Annotated[int, Query(ge=1, le=1000)] = 80,
-                         rows: Annotated[int, Query(ge=1, le=1000)] = 24,
-                         cwd: Annotated[str | None, Query(max_length=4096)] = None) -> None:
+async def create_connect(
+    websocket: WebSocket,
+    sandboxId: str,  # noqa: N803
+    id: Annotated[str, Query(pattern=ID)],  # noqa: A002
+    cols: Annotated[int, Query(ge=1, le=1000)] = 80,
+    rows: Annotated[int, Query(ge=1, le=1000)] = 24,
+    cwd: Annotated[str | None, Query(max_length=4096)] = None,
+) -> None:
     """Create a PTY and attach to it in one step."""
+
     def make(ctl: Any) -> Pty:
         pty = Pty(id, sandboxId, cwd or None, _envs(websocket), cols, rows)
         ptys(websocket).add(pty)

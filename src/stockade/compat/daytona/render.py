@@ -50,8 +50,9 @@ def vcpus(cpu: float) -> int:
     return max(1, math.ceil(cpu))
 
 
-def sandbox(info: SandboxInfo, tenant: str, base: str, *, full: bool = True,
-            state: str | None = None) -> dict[str, Any]:
+def sandbox(
+    info: SandboxInfo, tenant: str, base: str, *, full: bool = True, state: str | None = None
+) -> dict[str, Any]:
     """A Daytona Sandbox (``full``) or SandboxListItem from a Stockade sandbox."""
     allow: list[str] = info.network.get("allow_out", []) if isinstance(info.network, dict) else []
     created = iso(info.created_at)
@@ -71,8 +72,9 @@ def sandbox(info: SandboxInfo, tenant: str, base: str, *, full: bool = True,
         "memory": gib(info.memory_mb),
         "disk": gib(info.disk_mb),
         "state": state or STATES.get(info.state, "unknown"),
-        "desiredState": "destroyed" if state == "destroyed" else
-        ("started" if info.state == "running" else info.state),
+        "desiredState": "destroyed"
+        if state == "destroyed"
+        else ("started" if info.state == "running" else info.state),
         "errorReason": error_reason(info),
         "recoverable": False,
         "backupState": "None",
@@ -88,13 +90,16 @@ def sandbox(info: SandboxInfo, tenant: str, base: str, *, full: bool = True,
         "toolboxProxyUrl": sandbox_toolbox(base),
     }
     if full:
-        out.update({
-            "env": dict(info.envs),
-            "networkAllowList": None if "0.0.0.0/0" in allow else
-            ",".join(a for a in allow if "/" in a) or None,
-            "domainAllowList": ",".join(a for a in allow if "/" not in a) or None,
-            "volumes": [{"volumeId": v["volume"], "mountPath": v["path"]} for v in info.volumes],
-        })
+        out.update(
+            {
+                "env": dict(info.envs),
+                "networkAllowList": None
+                if "0.0.0.0/0" in allow
+                else ",".join(a for a in allow if "/" in a) or None,
+                "domainAllowList": ",".join(a for a in allow if "/" not in a) or None,
+                "volumes": [{"volumeId": v["volume"], "mountPath": v["path"]} for v in info.volumes],
+            }
+        )
     return out
 
 
@@ -107,28 +112,45 @@ def ended(end: SandboxEnd, tenant: str, base: str) -> dict[str, Any]:
     """A sandbox that ended on its own (out of memory, host lost...): Daytona's ``error``
     state, with the end's message as ``errorReason``."""
     out = sandbox(end.sandbox, tenant, base, state="error")
-    out.update(desiredState="destroyed", errorReason=end.message,
-               updatedAt=iso(end.ended_at))
+    out.update(desiredState="destroyed", errorReason=end.message, updatedAt=iso(end.ended_at))
     return out
 
 
 def volume(info: VolumeInfo, tenant: str) -> dict[str, Any]:
     created = iso(info.created_at)
-    return {"id": info.name, "name": info.name, "organizationId": info.owner or tenant,
-            "state": "ready", "createdAt": created, "updatedAt": created, "lastUsedAt": None,
-            "errorReason": None}
+    return {
+        "id": info.name,
+        "name": info.name,
+        "organizationId": info.owner or tenant,
+        "state": "ready",
+        "createdAt": created,
+        "updatedAt": created,
+        "lastUsedAt": None,
+        "errorReason": None,
+    }
 
 
 def snapshot(template: TemplateInfo, defaults: Any) -> dict[str, Any]:
     """A Daytona SnapshotDto for a Stockade template (resources: the server's defaults)."""
-    return {"id": template.name, "organizationId": template.owner,
-            "general": template.owner is None, "name": template.name,
-            "imageName": template.name, "state": "active",
-            "size": round(template.size_bytes / (1 << 30), 3),
-            "entrypoint": None, "cpu": vcpus(defaults.cpu), "gpu": 0,
-            "mem": gib(defaults.memory_mb), "disk": gib(defaults.disk_mb), "errorReason": None,
-            "createdAt": template.created, "updatedAt": template.created,
-            "lastUsedAt": None, "sourceSandboxId": None}
+    return {
+        "id": template.name,
+        "organizationId": template.owner,
+        "general": template.owner is None,
+        "name": template.name,
+        "imageName": template.name,
+        "state": "active",
+        "size": round(template.size_bytes / (1 << 30), 3),
+        "entrypoint": None,
+        "cpu": vcpus(defaults.cpu),
+        "gpu": 0,
+        "mem": gib(defaults.memory_mb),
+        "disk": gib(defaults.disk_mb),
+        "errorReason": None,
+        "createdAt": template.created,
+        "updatedAt": template.created,
+        "lastUsedAt": None,
+        "sourceSandboxId": None,
+    }
 
 
 def sandbox_toolbox(base: str) -> str:

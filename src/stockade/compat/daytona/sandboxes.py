@@ -13,15 +13,26 @@ from typing import Annotated, Any, Awaitable, Callable
 from fastapi import APIRouter, Query, Response
 
 from ...engine import Conflict, SandboxNotFound
-from ...models import (ForkSpec, NetworkPolicy, SandboxEnd, SandboxInfo, SandboxSpec,
-                       VolumeMount)
+from ...models import ForkSpec, NetworkPolicy, SandboxEnd, SandboxInfo, SandboxSpec, VolumeMount
 from . import render
 from ._base import API, DaytonaError, DaytonaRoute, not_found
 from ._lookup import Answer, AnswerDep, SandboxId, visible
 from .builds import image_template
-from .wire import (DEFAULT_AUTO_ARCHIVE, DEFAULT_AUTO_STOP, KEEP_LONGEST, NAME_KEY, NEVER,
-                   RESERVED, STATES, TIER_LABEL, CreateSandbox, ForkSandbox, Labels,
-                   NetworkSettings, SandboxSnapshot)
+from .wire import (
+    DEFAULT_AUTO_ARCHIVE,
+    DEFAULT_AUTO_STOP,
+    KEEP_LONGEST,
+    NAME_KEY,
+    NEVER,
+    RESERVED,
+    STATES,
+    TIER_LABEL,
+    CreateSandbox,
+    ForkSandbox,
+    Labels,
+    NetworkSettings,
+    SandboxSnapshot,
+)
 
 router = APIRouter(prefix=API + "/sandbox", route_class=DaytonaRoute, tags=["daytona"])
 
@@ -46,8 +57,13 @@ def _auto_archive(minutes: int | None) -> float | None:
 
 
 def _allowed(body: CreateSandbox | NetworkSettings) -> list[str]:
-    return [a.strip() for text in (body.network_allow_list, body.domain_allow_list) if text
-            for a in text.split(",") if a.strip()]
+    return [
+        a.strip()
+        for text in (body.network_allow_list, body.domain_allow_list)
+        if text
+        for a in text.split(",")
+        if a.strip()
+    ]
 
 
 def _network(body: CreateSandbox) -> NetworkPolicy | None:
@@ -64,34 +80,46 @@ def create_spec(body: CreateSandbox, template: str | None = None) -> SandboxSpec
     if body.gpu:
         raise DaytonaError(400, "this server has no GPUs; leave gpu unset")
     if body.public:
-        raise DaytonaError(400, "public previews are not supported: every preview link needs "
-                                "its token (leave public unset)")
+        raise DaytonaError(
+            400, "public previews are not supported: every preview link needs its token (leave public unset)"
+        )
     if body.user not in (None, "user"):
-        raise DaytonaError(400, f"os user {body.user!r} is not supported: sandboxes run as "
-                                f"'user' (leave os_user unset)")
+        raise DaytonaError(
+            400, f"os user {body.user!r} is not supported: sandboxes run as 'user' (leave os_user unset)"
+        )
     if any(v.subpath for v in body.volumes):
         raise DaytonaError(400, "volume subpath is not supported; mount the whole volume")
     if body.ttl_minutes:
-        raise DaytonaError(400, "ttl_minutes is not supported: use auto_delete_interval (a "
-                                "stopped sandbox is deleted after it)")
+        raise DaytonaError(
+            400,
+            "ttl_minutes is not supported: use auto_delete_interval (a stopped sandbox is deleted after it)",
+        )
     if body.auto_pause_interval and body.auto_stop_interval:
-        raise DaytonaError(400, "auto_stop_interval and auto_pause_interval are mutually "
-                                "exclusive: set one of them to 0")
+        raise DaytonaError(
+            400, "auto_stop_interval and auto_pause_interval are mutually exclusive: set one of them to 0"
+        )
     metadata = dict(body.labels)
     if body.name:
         metadata[NAME_KEY] = body.name
     pause = bool(body.auto_pause_interval)
     return SandboxSpec(
         isolation=body.labels.get(TIER_LABEL, "container"),  # type: ignore[arg-type]
-        template=template or body.snapshot, idle_timeout=True,
+        template=template or body.snapshot,
+        idle_timeout=True,
         timeout=_timeout(body.auto_pause_interval if pause else body.auto_stop_interval),
-        envs=body.env, secrets=body.secret_envs(),
-        metadata=metadata, cpu=body.cpu, memory_mb=body.memory * 1024 if body.memory else None,
-        disk_mb=body.disk * 1024 if body.disk else None, network=_network(body),
-        persistence="workspace", on_timeout="pause" if pause else "stop",
+        envs=body.env,
+        secrets=body.secret_envs(),
+        metadata=metadata,
+        cpu=body.cpu,
+        memory_mb=body.memory * 1024 if body.memory else None,
+        disk_mb=body.disk * 1024 if body.disk else None,
+        network=_network(body),
+        persistence="workspace",
+        on_timeout="pause" if pause else "stop",
         auto_delete=_auto_delete(body.auto_delete_interval),
         auto_archive=_auto_archive(body.auto_archive_interval),
-        volumes=[VolumeMount(volume=v.volume_id, path=v.mount_path) for v in body.volumes])
+        volumes=[VolumeMount(volume=v.volume_id, path=v.mount_path) for v in body.volumes],
+    )
 
 
 @router.post("")
@@ -99,8 +127,7 @@ async def create_sandbox(body: CreateSandbox, answer: AnswerDep) -> dict[str, An
     """Create a workspace and answer it started (from a snapshot, or from an image built
     first, while the request waits)."""
     ctl, who = answer.ctl, answer.who
-    template = None if body.build_info is None else await image_template(ctl, who,
-                                                                         body.build_info)
+    template = None if body.build_info is None else await image_template(ctl, who, body.build_info)
     spec = create_spec(body, template)
     if body.name and any(s.metadata.get(NAME_KEY) == body.name for s in await visible(ctl, who)):
         raise DaytonaError(409, f"Sandbox with name {body.name} already exists")
@@ -125,10 +152,15 @@ async def list_sandboxes(
     if not isinstance(wanted, dict):
         raise DaytonaError(400, "labels must be a JSON object of strings")
     items = [answer(s, full=False) for s in await visible(answer.ctl, answer.who)]
-    items = [s for s in items
-             if all(s["labels"].get(k) == v for k, v in wanted.items())
-             and (id is None or s["id"] == id) and (name is None or s["name"] == name)
-             and (not states or s["state"] in states) and (cursor is None or s["id"] > cursor)]
+    items = [
+        s
+        for s in items
+        if all(s["labels"].get(k) == v for k, v in wanted.items())
+        and (id is None or s["id"] == id)
+        and (name is None or s["name"] == name)
+        and (not states or s["state"] in states)
+        and (cursor is None or s["id"] > cursor)
+    ]
     items.sort(key=lambda s: s["id"])
     page = items[:limit]
     return {"items": page, "nextCursor": page[-1]["id"] if len(items) > limit else None}
@@ -173,15 +205,20 @@ async def delete_sandbox(sandbox_id: SandboxId, answer: AnswerDep) -> dict[str, 
 Verb = Callable[[Answer, str], Awaitable[SandboxInfo]]
 #: Lifecycle calls that are one engine call each, answered with the sandbox's new state.
 LIFECYCLE: dict[str, tuple[str, Verb]] = {
-    "start": ("Start a stopped or archived sandbox on its kept files (a started one stays "
-              "started; a paused one resumes).",
-              lambda a, sid: a.ctl.connect_sandbox(a.who, sid)),
-    "stop": ("Stop every process; the files stay.",
-             lambda a, sid: a.ctl.engine.sandboxes.stop(sid)),
-    "pause": ("Keep processes and memory (gVisor: on disk; container: frozen); start resumes.",
-              lambda a, sid: a.ctl.engine.sandboxes.pause(sid)),
-    "archive": ("Compress a stopped sandbox's files; start restores them.",
-                lambda a, sid: a.ctl.engine.sandboxes.archive(sid)),
+    "start": (
+        "Start a stopped or archived sandbox on its kept files (a started one stays "
+        "started; a paused one resumes).",
+        lambda a, sid: a.ctl.connect_sandbox(a.who, sid),
+    ),
+    "stop": ("Stop every process; the files stay.", lambda a, sid: a.ctl.engine.sandboxes.stop(sid)),
+    "pause": (
+        "Keep processes and memory (gVisor: on disk; container: frozen); start resumes.",
+        lambda a, sid: a.ctl.engine.sandboxes.pause(sid),
+    ),
+    "archive": (
+        "Compress a stopped sandbox's files; start restores them.",
+        lambda a, sid: a.ctl.engine.sandboxes.archive(sid),
+    ),
 }
 
 
@@ -190,8 +227,7 @@ def _lifecycle(verb: str, doc: str, call: Verb) -> None:
         return answer(await call(answer, sandbox_id))
 
     route.__doc__ = doc
-    router.add_api_route(f"/{{sandboxIdOrName}}/{verb}", route, methods=["POST"],
-                         name=f"{verb}_sandbox")
+    router.add_api_route(f"/{{sandboxIdOrName}}/{verb}", route, methods=["POST"], name=f"{verb}_sandbox")
 
 
 for _verb, (_doc, _call) in LIFECYCLE.items():
@@ -204,38 +240,51 @@ async def recover_sandbox(sandbox_id: SandboxId, answer: AnswerDep) -> dict[str,
     says ``recoverable: false``), so this always answers why."""
     info = await answer.ctl.engine.sandboxes.get(sandbox_id)
     if STATES.get(info.state) in ("started", "stopped", "archived", "paused"):
-        raise DaytonaError(400, f"Sandbox {sandbox_id} is {STATES[info.state]}, not in an "
-                                f"error state: there is nothing to recover")
-    raise DaytonaError(501, f"Sandbox {sandbox_id} failed ({info.reason or info.state}) and "
-                            f"cannot be recovered here: delete it and create a new one")
+        raise DaytonaError(
+            400,
+            f"Sandbox {sandbox_id} is {STATES[info.state]}, not in an "
+            f"error state: there is nothing to recover",
+        )
+    raise DaytonaError(
+        501,
+        f"Sandbox {sandbox_id} failed ({info.reason or info.state}) and "
+        f"cannot be recovered here: delete it and create a new one",
+    )
 
 
 @router.post("/{sandboxIdOrName}/public/{isPublic}")
-async def set_public(sandbox_id: SandboxId, isPublic: bool,  # noqa: N803
-                     answer: AnswerDep) -> dict[str, Any]:
+async def set_public(
+    sandbox_id: SandboxId,
+    isPublic: bool,  # noqa: N803
+    answer: AnswerDep,
+) -> dict[str, Any]:
     """Previews are never public here (every port needs a token); ``false`` is accepted."""
     if isPublic:
-        raise DaytonaError(501, "public previews are not supported: every preview link needs "
-                                "its token; use get_preview_link() or "
-                                "create_signed_preview_url() (a URL that carries its token)")
+        raise DaytonaError(
+            501,
+            "public previews are not supported: every preview link needs "
+            "its token; use get_preview_link() or "
+            "create_signed_preview_url() (a URL that carries its token)",
+        )
     return answer(await answer.ctl.engine.sandboxes.get(sandbox_id))
 
 
 @router.post("/{sandboxIdOrName}/snapshot")
-async def snapshot_sandbox(sandbox_id: SandboxId, body: SandboxSnapshot,
-                           answer: AnswerDep) -> dict[str, Any]:
+async def snapshot_sandbox(sandbox_id: SandboxId, body: SandboxSnapshot, answer: AnswerDep) -> dict[str, Any]:
     """Save the sandbox's files as a snapshot (a template of the caller's tenant); the sandbox
     carries on in its state."""
     if body.include_memory:
-        raise DaytonaError(400, "snapshots with memory are not supported: a snapshot keeps the "
-                                "files only (leave include_memory unset)")
+        raise DaytonaError(
+            400,
+            "snapshots with memory are not supported: a snapshot keeps the "
+            "files only (leave include_memory unset)",
+        )
     await answer.ctl.engine.sandboxes.snapshot(sandbox_id, body.name, owner=answer.who.tenant)
     return answer(await answer.ctl.engine.sandboxes.get(sandbox_id))
 
 
 @router.post("/{sandboxIdOrName}/network-settings")
-async def network_settings(sandbox_id: SandboxId, body: NetworkSettings,
-                           answer: AnswerDep) -> dict[str, Any]:
+async def network_settings(sandbox_id: SandboxId, body: NetworkSettings, answer: AnswerDep) -> dict[str, Any]:
     """Replace the egress policy of a sandbox created with network access (409 for one
     created blocked: it has no network interface to open)."""
     allow = _allowed(body)
@@ -247,16 +296,18 @@ async def _set_idle(answer: Answer, sandbox_id: str, interval: int, action: str)
     """Auto-stop or auto-pause: ``interval`` minutes of inactivity (0: never). A sandbox does
     one of the two, chosen at create (Daytona's SDK keeps them exclusive too)."""
     if interval < 0:
-        raise DaytonaError(400, f"auto-{action} interval must be 0 (never) or a number of "
-                                f"minutes")
+        raise DaytonaError(400, f"auto-{action} interval must be 0 (never) or a number of minutes")
     info = await answer.ctl.engine.sandboxes.get(sandbox_id)
     if interval and info.on_timeout != action:
-        raise DaytonaError(409, f"sandbox {sandbox_id} was created to {info.on_timeout} when "
-                                f"idle, not to {action}: set the auto-{action} interval at "
-                                f"create (auto_{action}_interval)")
-    return await answer.ctl.set_timeout(answer.who, sandbox_id,
-                                        _timeout(interval, time.time() - info.created_at),
-                                        answer.request_id)
+        raise DaytonaError(
+            409,
+            f"sandbox {sandbox_id} was created to {info.on_timeout} when "
+            f"idle, not to {action}: set the auto-{action} interval at "
+            f"create (auto_{action}_interval)",
+        )
+    return await answer.ctl.set_timeout(
+        answer.who, sandbox_id, _timeout(interval, time.time() - info.created_at), answer.request_id
+    )
 
 
 @router.post("/{sandboxIdOrName}/autostop/{interval}")
@@ -266,15 +317,13 @@ async def set_autostop(sandbox_id: SandboxId, interval: int, answer: AnswerDep) 
 
 
 @router.post("/{sandboxIdOrName}/autopause/{interval}")
-async def set_autopause(sandbox_id: SandboxId, interval: int,
-                        answer: AnswerDep) -> dict[str, Any]:
+async def set_autopause(sandbox_id: SandboxId, interval: int, answer: AnswerDep) -> dict[str, Any]:
     """Pause the sandbox after ``interval`` minutes without activity (0: never)."""
     return answer(await _set_idle(answer, sandbox_id, interval, "pause"))
 
 
 @router.post("/{sandboxIdOrName}/fork")
-async def fork_sandbox(sandbox_id: SandboxId, body: ForkSandbox,
-                       answer: AnswerDep) -> dict[str, Any]:
+async def fork_sandbox(sandbox_id: SandboxId, body: ForkSandbox, answer: AnswerDep) -> dict[str, Any]:
     """A started copy of a started or paused sandbox with the same files (copy-on-write:
     Stockade's fork with ``memory: false``, docs/fork.md), named ``name`` or its id."""
     ctl, who = answer.ctl, answer.who
@@ -289,8 +338,7 @@ async def fork_sandbox(sandbox_id: SandboxId, body: ForkSandbox,
 
 
 @router.put("/{sandboxIdOrName}/labels")
-async def replace_labels(sandbox_id: SandboxId, body: Labels, answer: AnswerDep
-                         ) -> dict[str, dict[str, str]]:
+async def replace_labels(sandbox_id: SandboxId, body: Labels, answer: AnswerDep) -> dict[str, dict[str, str]]:
     """Replace every label (the sandbox's name is kept)."""
     if any(k.startswith(RESERVED) for k in body.labels):
         raise DaytonaError(400, f"labels starting with {RESERVED!r} are reserved")
@@ -301,22 +349,23 @@ async def replace_labels(sandbox_id: SandboxId, body: Labels, answer: AnswerDep
 
 
 @router.post("/{sandboxIdOrName}/autodelete/{interval}")
-async def set_autodelete(sandbox_id: SandboxId, interval: int,
-                         answer: AnswerDep) -> dict[str, Any]:
+async def set_autodelete(sandbox_id: SandboxId, interval: int, answer: AnswerDep) -> dict[str, Any]:
     """Delete the sandbox ``interval`` minutes after it stops (-1: never, 0: at once)."""
-    return answer(await answer.ctl.engine.sandboxes.set_retention(
-        sandbox_id, auto_delete=_auto_delete(interval)))
+    return answer(
+        await answer.ctl.engine.sandboxes.set_retention(sandbox_id, auto_delete=_auto_delete(interval))
+    )
 
 
 @router.post("/{sandboxIdOrName}/autoarchive/{interval}")
-async def set_autoarchive(sandbox_id: SandboxId, interval: int,
-                          answer: AnswerDep) -> dict[str, Any]:
+async def set_autoarchive(sandbox_id: SandboxId, interval: int, answer: AnswerDep) -> dict[str, Any]:
     """Archive the sandbox ``interval`` minutes after it stops (0: never)."""
     if interval < 0:
         raise DaytonaError(400, "auto-archive interval must be 0 (never) or a number of minutes")
-    return answer(await answer.ctl.engine.sandboxes.set_retention(
-        sandbox_id, auto_archive=float(interval * 60) if interval else None,
-        archive_never=interval == 0))
+    return answer(
+        await answer.ctl.engine.sandboxes.set_retention(
+            sandbox_id, auto_archive=float(interval * 60) if interval else None, archive_never=interval == 0
+        )
+    )
 
 
 @router.post("/{sandboxIdOrName}/last-activity", status_code=201)

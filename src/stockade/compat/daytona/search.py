@@ -15,13 +15,12 @@ from .files import path_of
 from .process import run
 from .wire import Body
 
-router = APIRouter(prefix=TOOLBOX + "/{sandboxId}/files", route_class=FileRoute,
-                   tags=["daytona toolbox"])
+router = APIRouter(prefix=TOOLBOX + "/{sandboxId}/files", route_class=FileRoute, tags=["daytona toolbox"])
 PathQ = Annotated[str, Query(min_length=1, max_length=4096)]
 PatternQ = Annotated[str, Query(min_length=1, max_length=4096)]
 #: The most matches or names one call returns.
 LIMIT = 10000
-PROGRAM = r'''
+PROGRAM = r"""
 import fnmatch, json, os, sys
 what, root, pattern, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 out = []
@@ -65,27 +64,28 @@ else:
         except (OSError, UnicodeDecodeError) as e:
             out.append({"file": path, "success": False, "error": str(e)})
 print(json.dumps(out))
-'''
+"""
 
 
 async def _program(ctl: ControlDep, sandbox: str, *args: str) -> Any:
-    output, end = await run(ctl.engine, sandbox, ProcessSpec(argv=["python3", "-c", PROGRAM,
-                                                                   *args]))
+    output, end = await run(ctl.engine, sandbox, ProcessSpec(argv=["python3", "-c", PROGRAM, *args]))
     if end.get("exit_code") != 0:
         raise DaytonaError(400, f"{args[0]} failed: {output.strip()[-500:]}", "INVALID_FILE_PATH")
     return json.loads(output)
 
 
 @router.get("/find")
-async def find_in_files(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ,
-                        pattern: PatternQ) -> list[dict[str, Any]]:
+async def find_in_files(
+    sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ, pattern: PatternQ
+) -> list[dict[str, Any]]:
     """Lines holding ``pattern`` (plain text) in the text files under ``path``."""
     return list(await _program(ctl, sandbox, "find", path_of(path), pattern, str(LIMIT)))
 
 
 @router.get("/search")
-async def search_files(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ,
-                       pattern: PatternQ) -> dict[str, Any]:
+async def search_files(
+    sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ, pattern: PatternQ
+) -> dict[str, Any]:
     """Files under ``path`` whose name matches the glob ``pattern``."""
     return {"files": await _program(ctl, sandbox, "search", path_of(path), pattern, str(LIMIT))}
 
@@ -97,9 +97,11 @@ class ReplaceRequest(Body):
 
 
 @router.post("/replace")
-async def replace_in_files(body: ReplaceRequest, sandbox: ToolboxSandbox,
-                           ctl: ControlDep) -> list[dict[str, Any]]:
+async def replace_in_files(
+    body: ReplaceRequest, sandbox: ToolboxSandbox, ctl: ControlDep
+) -> list[dict[str, Any]]:
     """Replace every occurrence of ``pattern`` (plain text) in each file; one result each."""
     files = [path_of(f) for f in body.files]
-    return list(await _program(ctl, sandbox, "replace", "/", body.pattern, str(LIMIT),
-                               body.new_value, *files))
+    return list(
+        await _program(ctl, sandbox, "replace", "/", body.pattern, str(LIMIT), body.new_value, *files)
+    )

@@ -24,17 +24,22 @@ PLACEHOLDER = "STOCKADE_SECRET_<fresh in each sandbox>"
 
 
 def _secret(info: SecretInfo) -> dict[str, Any]:
-    return {"id": info.name, "name": info.name, "description": info.description,
-            "createdAt": iso(info.created_at), "updatedAt": iso(info.updated_at),
-            "placeholder": PLACEHOLDER, "hosts": list(info.hosts)}
+    return {
+        "id": info.name,
+        "name": info.name,
+        "description": info.description,
+        "createdAt": iso(info.created_at),
+        "updatedAt": iso(info.updated_at),
+        "placeholder": PLACEHOLDER,
+        "hosts": list(info.hosts),
+    }
 
 
 def _secrets(answer: AnswerDep) -> Any:
     """The engine's secrets service (a cluster replica has none yet: 501)."""
     found = getattr(answer.ctl.engine, "secrets", None)
     if found is None:
-        raise DaytonaError(501, "secrets: not available through a cluster replica yet "
-                                "(docs/secrets.md)")
+        raise DaytonaError(501, "secrets: not available through a cluster replica yet (docs/secrets.md)")
     return found
 
 
@@ -43,16 +48,21 @@ async def create_secret(body: CreateSecret, answer: AnswerDep) -> dict[str, Any]
     """A new secret of the caller's tenant (409 if the name is taken), bound to ``hosts``."""
     service, who = _secrets(answer), answer.who
     if not body.hosts:
-        raise DaytonaError(400, "hosts: a secret here must name the hosts it may be sent to "
-                                "(e.g. hosts=['api.example.com']); unrestricted secrets are "
-                                "not supported")
+        raise DaytonaError(
+            400,
+            "hosts: a secret here must name the hosts it may be sent to "
+            "(e.g. hosts=['api.example.com']); unrestricted secrets are "
+            "not supported",
+        )
     try:
         await service.get(who.tenant, body.name)
         raise DaytonaError(409, f"Secret with name {body.name} already exists")
     except NotFound:
         pass
-    info = await service.create(who.tenant, StockadeSecret(
-        name=body.name, value=body.value, hosts=body.hosts, description=body.description))
+    info = await service.create(
+        who.tenant,
+        StockadeSecret(name=body.name, value=body.value, hosts=body.hosts, description=body.description),
+    )
     await answer.ctl.record(who, answer.request_id, "secret.set", body.name, hosts=info.hosts)
     return _secret(info)
 
@@ -72,17 +82,23 @@ async def list_secrets_paginated(
     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
 ) -> dict[str, Any]:
     """A page of the caller's secrets (``name``: part of the name); the cursor is the offset."""
-    items = [s for s in (await _secrets(answer).list(answer.who.tenant)).items
-             if name is None or name.lower() in s.name.lower()]
+    items = [
+        s
+        for s in (await _secrets(answer).list(answer.who.tenant)).items
+        if name is None or name.lower() in s.name.lower()
+    ]
     field = {"name": "name", "createdAt": "created_at", "updatedAt": "updated_at"}[sort]
     items.sort(key=lambda s: (getattr(s, field), s.name), reverse=order == "desc")
     if cursor is not None and not cursor.isdigit():
         raise DaytonaError(400, "cursor: use the nextCursor of the previous page")
     start = int(cursor or 0)
-    page = items[start:start + limit]
+    page = items[start : start + limit]
     more = start + limit < len(items)
-    return {"items": [_secret(s) for s in page], "total": len(items),
-            "nextCursor": str(start + limit) if more else None}
+    return {
+        "items": [_secret(s) for s in page],
+        "total": len(items),
+        "nextCursor": str(start + limit) if more else None,
+    }
 
 
 @router.get("/{secretId}")
@@ -91,16 +107,19 @@ async def get_secret(secretId: SecretId, answer: AnswerDep) -> dict[str, Any]:  
 
 
 @router.patch("/{secretId}")
-async def update_secret(secretId: SecretId, body: UpdateSecret,  # noqa: N803
-                        answer: AnswerDep) -> dict[str, Any]:
+async def update_secret(
+    secretId: SecretId,
+    body: UpdateSecret,  # noqa: N803
+    answer: AnswerDep,
+) -> dict[str, Any]:
     """Change the value, hosts or description; sandboxes see the change from their next
     connection on (their placeholders stay)."""
     if body.hosts is not None and not body.hosts:
         raise DaytonaError(400, "hosts: a secret here must keep at least one host")
-    info = await _secrets(answer).update(answer.who.tenant, secretId, value=body.value,
-                                         hosts=body.hosts, description=body.description)
-    await answer.ctl.record(answer.who, answer.request_id, "secret.set", secretId,
-                            hosts=info.hosts)
+    info = await _secrets(answer).update(
+        answer.who.tenant, secretId, value=body.value, hosts=body.hosts, description=body.description
+    )
+    await answer.ctl.record(answer.who, answer.request_id, "secret.set", secretId, hosts=info.hosts)
     return _secret(info)
 
 

@@ -27,8 +27,9 @@ from ._base import TOOLBOX, ControlDep, DaytonaError, DaytonaRoute, ToolboxSandb
 from ._base import owned, principal
 from .wire import Body
 
-router = APIRouter(prefix=TOOLBOX + "/{sandboxId}/process/session", route_class=DaytonaRoute,
-                   tags=["daytona toolbox"])
+router = APIRouter(
+    prefix=TOOLBOX + "/{sandboxId}/process/session", route_class=DaytonaRoute, tags=["daytona toolbox"]
+)
 SessionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 CommandId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,64}$")]
 DIRECTORY = "/tmp/.daytona-sessions"
@@ -51,8 +52,9 @@ def _directory(session_id: str) -> str:
 async def _alive(eng: Engine, sandbox: str) -> list[str]:
     """The ids of the sandbox's sessions whose shell runs."""
     prefix = _tag(sandbox, "")
-    return [p.tag[len(prefix):] for p in await eng.processes.list(sandbox)
-            if p.tag and p.tag.startswith(prefix)]
+    return [
+        p.tag[len(prefix) :] for p in await eng.processes.list(sandbox) if p.tag and p.tag.startswith(prefix)
+    ]
 
 
 async def _check(eng: Engine, sandbox: str, session_id: str) -> str:
@@ -76,8 +78,7 @@ async def _exit_code(eng: Engine, sandbox: str, script: str) -> int | None:
     return int(text) if text.lstrip(b"-").isdigit() else None
 
 
-async def _command(eng: Engine, sandbox: str, directory: str, command_id: str
-                   ) -> dict[str, Any]:
+async def _command(eng: Engine, sandbox: str, directory: str, command_id: str) -> dict[str, Any]:
     """Daytona's Command: id, text and (once it ended) exit code."""
     script = f"{directory}/{command_id}"
     text = await _read(eng, sandbox, script + ".sh")
@@ -118,8 +119,7 @@ async def _bytes(data: bytes) -> AsyncIterator[bytes]:
 
 
 @router.post("", status_code=201)
-async def create_session(body: CreateSession, sandbox: ToolboxSandbox,
-                         ctl: ControlDep) -> Response:
+async def create_session(body: CreateSession, sandbox: ToolboxSandbox, ctl: ControlDep) -> Response:
     """Start the session's shell (409 if the name is taken), with an empty directory."""
     eng, session_id = ctl.engine, body.session_id
     if session_id == "entrypoint" or session_id in await _alive(eng, sandbox):
@@ -127,8 +127,9 @@ async def create_session(body: CreateSession, sandbox: ToolboxSandbox,
     with contextlib.suppress(NotFound):  # what an ended session of that name left
         await eng.files.remove(sandbox, _directory(session_id))
     await eng.files.make_dir(sandbox, _directory(session_id))
-    run = await eng.processes.start(sandbox, ProcessSpec(
-        argv=["/bin/sh", "-c", SHELL], stdin=True, tag=_tag(sandbox, session_id)))
+    run = await eng.processes.start(
+        sandbox, ProcessSpec(argv=["/bin/sh", "-c", SHELL], stdin=True, tag=_tag(sandbox, session_id))
+    )
     events = cast(AsyncGenerator[dict[str, Any], None], run.events())  # a generator
     try:  # wait until it runs, then detach: the shell goes on without a listener
         async for event in events:
@@ -145,20 +146,25 @@ async def list_sessions(sandbox: ToolboxSandbox, ctl: ControlDep) -> list[dict[s
 
 
 @router.get("/{sessionId}")
-async def get_session(sessionId: SessionId, sandbox: ToolboxSandbox,  # noqa: N803
-                      ctl: ControlDep) -> dict[str, Any]:
+async def get_session(
+    sessionId: SessionId,
+    sandbox: ToolboxSandbox,  # noqa: N803
+    ctl: ControlDep,
+) -> dict[str, Any]:
     await _check(ctl.engine, sandbox, sessionId)
     return await _session(ctl.engine, sandbox, sessionId)
 
 
 @router.delete("/{sessionId}", status_code=204)
-async def delete_session(sessionId: SessionId, sandbox: ToolboxSandbox,  # noqa: N803
-                         ctl: ControlDep) -> Response:
+async def delete_session(
+    sessionId: SessionId,
+    sandbox: ToolboxSandbox,  # noqa: N803
+    ctl: ControlDep,
+) -> Response:
     """Kill the session's shell and whatever it runs; its files go too."""
     directory = await _check(ctl.engine, sandbox, sessionId)
     with contextlib.suppress(EngineError):
-        await ctl.engine.processes.signal(sandbox, ProcessSelector(tag=_tag(sandbox, sessionId)),
-                                          "KILL")
+        await ctl.engine.processes.signal(sandbox, ProcessSelector(tag=_tag(sandbox, sessionId)), "KILL")
     with contextlib.suppress(NotFound):
         await ctl.engine.files.remove(sandbox, directory)
     return Response(status_code=204)
@@ -182,22 +188,23 @@ async def _logs(eng: Engine, sandbox: str, script: str) -> dict[str, str]:
 
 
 @router.post("/{sessionId}/exec")
-async def execute(sessionId: SessionId, body: ExecuteRequest, sandbox: ToolboxSandbox,  # noqa: N803
-                  ctl: ControlDep) -> Any:
+async def execute(
+    sessionId: SessionId,
+    body: ExecuteRequest,
+    sandbox: ToolboxSandbox,  # noqa: N803
+    ctl: ControlDep,
+) -> Any:
     """Run a command in the session's shell: 200 with its output once it ends, or at once 202
     with its id (``runAsync``)."""
     eng = ctl.engine
     directory = await _check(eng, sandbox, sessionId)
     if len(await _commands(eng, sandbox, directory)) >= MAX_COMMANDS:
-        raise DaytonaError(409, f"session {sessionId} ran {MAX_COMMANDS} commands; start a "
-                                f"new one")
+        raise DaytonaError(409, f"session {sessionId} ran {MAX_COMMANDS} commands; start a new one")
     command_id = f"{time.time_ns():x}{secrets.token_hex(4)}"
     script = f"{directory}/{command_id}"
     await eng.files.write(sandbox, script + ".sh", _bytes(body.command.encode()))
-    line = (f'{{ . "{script}.sh"; }} >"{script}.out" 2>"{script}.err" </dev/null; '
-            f'echo $? >"{script}.exit"\n')
-    await eng.processes.send_stdin(sandbox, ProcessSelector(tag=_tag(sandbox, sessionId)),
-                                   line.encode())
+    line = f'{{ . "{script}.sh"; }} >"{script}.out" 2>"{script}.err" </dev/null; echo $? >"{script}.exit"\n'
+    await eng.processes.send_stdin(sandbox, ProcessSelector(tag=_tag(sandbox, sessionId)), line.encode())
     if body.run_async or body.async_:
         return JSONResponse({"cmdId": command_id}, 202)
     code = await _wait(eng, sandbox, sessionId, script)
@@ -205,15 +212,23 @@ async def execute(sessionId: SessionId, body: ExecuteRequest, sandbox: ToolboxSa
 
 
 @router.get("/{sessionId}/command/{commandId}")
-async def get_command(sessionId: SessionId, commandId: CommandId,  # noqa: N803
-                      sandbox: ToolboxSandbox, ctl: ControlDep) -> dict[str, Any]:
+async def get_command(
+    sessionId: SessionId,
+    commandId: CommandId,  # noqa: N803
+    sandbox: ToolboxSandbox,
+    ctl: ControlDep,
+) -> dict[str, Any]:
     directory = await _check(ctl.engine, sandbox, sessionId)
     return await _command(ctl.engine, sandbox, directory, commandId)
 
 
 @router.get("/{sessionId}/command/{commandId}/logs")
-async def command_logs(sessionId: SessionId, commandId: CommandId,  # noqa: N803
-                       sandbox: ToolboxSandbox, ctl: ControlDep) -> dict[str, str]:
+async def command_logs(
+    sessionId: SessionId,
+    commandId: CommandId,  # noqa: N803
+    sandbox: ToolboxSandbox,
+    ctl: ControlDep,
+) -> dict[str, str]:
     """What the command wrote so far (``follow``: the WebSocket below)."""
     directory = await _check(ctl.engine, sandbox, sessionId)
     await _command(ctl.engine, sandbox, directory, commandId)
@@ -225,8 +240,12 @@ LABELS = {"out": b"\x01\x01\x01", "err": b"\x02\x02\x02"}
 
 
 @router.websocket("/{sessionId}/command/{commandId}/logs")
-async def follow_logs(websocket: WebSocket, sandboxId: str, sessionId: str,  # noqa: N803
-                      commandId: str) -> None:
+async def follow_logs(
+    websocket: WebSocket,
+    sandboxId: str,
+    sessionId: str,  # noqa: N803
+    commandId: str,
+) -> None:
     """``?follow=true`` upgraded: the output so far, then as it comes, each piece after its
     stream's label; closed with 1000 once the command has ended and everything was sent."""
     try:
@@ -242,12 +261,13 @@ async def follow_logs(websocket: WebSocket, sandboxId: str, sessionId: str,  # n
     script, sent, step = f"{directory}/{commandId}", {"out": 0, "err": 0}, 0
     try:
         while True:
-            finished = (await _exit_code(eng, sandboxId, script) is not None
-                        or sessionId not in await _alive(eng, sandboxId))
+            finished = await _exit_code(eng, sandboxId, script) is not None or sessionId not in await _alive(
+                eng, sandboxId
+            )
             for kind, label in LABELS.items():
                 data = await _read(eng, sandboxId, f"{script}.{kind}") or b""
                 if len(data) > sent[kind]:
-                    await websocket.send_bytes(label + data[sent[kind]:])
+                    await websocket.send_bytes(label + data[sent[kind] :])
                     sent[kind] = len(data)
             if finished:
                 break

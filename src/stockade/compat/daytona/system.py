@@ -19,10 +19,9 @@ from ._base import TOOLBOX, ControlDep, DaytonaRoute, ToolboxSandbox
 from .process import run
 from .wire import Body
 
-router = APIRouter(prefix=TOOLBOX + "/{sandboxId}", route_class=DaytonaRoute,
-                   tags=["daytona toolbox"])
+router = APIRouter(prefix=TOOLBOX + "/{sandboxId}", route_class=DaytonaRoute, tags=["daytona toolbox"])
 #: Prints the root filesystem's size and use, and the listening TCP ports, as JSON.
-PROBE = r'''
+PROBE = r"""
 import json, os
 st = os.statvfs("/")
 ports = set()
@@ -37,7 +36,7 @@ for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         pass
 print(json.dumps({"total": st.f_blocks * st.f_frsize, "free": st.f_bavail * st.f_frsize,
                   "ports": sorted(ports)}))
-'''
+"""
 SAMPLE = 0.2
 
 
@@ -59,12 +58,18 @@ async def system_metrics(sandbox: ToolboxSandbox, ctl: ControlDep) -> dict[str, 
     elapsed = time.monotonic() - started
     busy = max(0.0, second.cpu_seconds - first.cpu_seconds) / (elapsed * info.cpu) * 100
     now = datetime.now(timezone.utc)
-    return {"cpuCount": max(1, math.ceil(info.cpu)), "cpuUsedPct": round(min(100.0, busy), 2),
-            "memTotal": second.memory_limit_bytes, "memUsed": second.memory_bytes,
-            "memCache": 0, "diskTotal": probe["total"], "diskFree": probe["free"],
-            "diskUsed": probe["total"] - probe["free"],
-            "timestamp": now.isoformat().replace("+00:00", "Z"),
-            "timestampUnix": int(now.timestamp())}
+    return {
+        "cpuCount": max(1, math.ceil(info.cpu)),
+        "cpuUsedPct": round(min(100.0, busy), 2),
+        "memTotal": second.memory_limit_bytes,
+        "memUsed": second.memory_bytes,
+        "memCache": 0,
+        "diskTotal": probe["total"],
+        "diskFree": probe["free"],
+        "diskUsed": probe["total"] - probe["free"],
+        "timestamp": now.isoformat().replace("+00:00", "Z"),
+        "timestampUnix": int(now.timestamp()),
+    }
 
 
 @router.get("/port")
@@ -73,27 +78,25 @@ async def ports(sandbox: ToolboxSandbox, ctl: ControlDep) -> dict[str, list[int]
 
 
 @router.get("/port/{port}/in-use")
-async def port_in_use(port: int = Path(ge=1, le=65535), *, sandbox: ToolboxSandbox,
-                      ctl: ControlDep) -> dict[str, bool]:
+async def port_in_use(
+    port: int = Path(ge=1, le=65535), *, sandbox: ToolboxSandbox, ctl: ControlDep
+) -> dict[str, bool]:
     return {"isInUse": port in (await _probe(ctl, sandbox))["ports"]}
 
 
 class UpdateEnv(Body):
     set: dict[str, str] | None = Field(default=None, max_length=256)
     unset: list[str] | None = Field(default=None, max_length=256)
-    unset_value_prefix: str | None = Field(default=None, alias="unsetValuePrefix",
-                                           max_length=256)
+    unset_value_prefix: str | None = Field(default=None, alias="unsetValuePrefix", max_length=256)
 
 
 @router.post("/env")
-async def update_env(body: UpdateEnv, sandbox: ToolboxSandbox, ctl: ControlDep
-                     ) -> dict[str, str]:
+async def update_env(body: UpdateEnv, sandbox: ToolboxSandbox, ctl: ControlDep) -> dict[str, str]:
     """Drop the ``unset`` names (and those whose value starts with ``unsetValuePrefix``), then
     apply ``set``; processes, sessions and PTYs started from now on see the result."""
     info = await ctl.engine.sandboxes.get(sandbox)
     drop = set(body.unset or [])
     prefix = body.unset_value_prefix
-    envs = {k: v for k, v in info.envs.items()
-            if k not in drop and not (prefix and v.startswith(prefix))}
+    envs = {k: v for k, v in info.envs.items() if k not in drop and not (prefix and v.startswith(prefix))}
     await ctl.engine.sandboxes.set_envs(sandbox, {**envs, **(body.set or {})})
     return {"message": "environment updated"}

@@ -14,48 +14,91 @@ from ._base import API, TOOLBOX, DaytonaError, DaytonaRoute, PrincipalDep, Contr
 
 #: (path pattern after the API or toolbox prefix, what the SDK calls it, why it is not served).
 API_FEATURES: list[tuple[str, str, str]] = [
-    (r"sandbox/[^/]+/(forks|parent|ancestors)", "fork lineage",
-     "a fork's lineage is not kept here: list the sandboxes by a label instead"),
-    (r"sandbox/[^/]+/resize", "resize",
-     "resizing a sandbox is not supported: create a new one with the resources (a snapshot "
-     "keeps its files)"),
-    (r"sandbox/[^/]+/ssh-access|sandbox/ssh-access/.*", "SSH access",
-     "SSH access is not supported: use the toolbox (exec, sessions, PTY)"),
+    (
+        r"sandbox/[^/]+/(forks|parent|ancestors)",
+        "fork lineage",
+        "a fork's lineage is not kept here: list the sandboxes by a label instead",
+    ),
+    (
+        r"sandbox/[^/]+/resize",
+        "resize",
+        "resizing a sandbox is not supported: create a new one with the resources (a snapshot "
+        "keeps its files)",
+    ),
+    (
+        r"sandbox/[^/]+/ssh-access|sandbox/ssh-access/.*",
+        "SSH access",
+        "SSH access is not supported: use the toolbox (exec, sessions, PTY)",
+    ),
     (r"sandbox/[^/]+/ttl/.*", "TTL", "a sandbox TTL is not supported yet: use auto-delete"),
-    (r"sandbox/[^/]+/secrets", "changing a sandbox's secrets",
-     "a sandbox's secrets are fixed at create here (and their values are never returned): "
-     "create a new sandbox with the secrets"),
-    (r"sandbox/[^/]+/signing-key(/.*)?|preview/.*", "signed file URLs and preview keys",
-     "per-sandbox signing keys are not supported: preview tokens are signed by the server"),
-    (r"sandbox/[^/]+/ports/[^/]+/signed-preview-url/[^/]+/expire", "expiring a signed preview",
-     "a signed preview URL cannot be revoked early here; it ends at its own expiry"),
-    (r"(sandbox|snapshots)/[^/]+/build-logs(-url)?", "build logs",
-     "builds finish while the create call waits, so there is no build to follow"),
-    (r"snapshots/[^/]+/deactivate", "deactivating a snapshot",
-     "snapshots never go inactive here; delete it instead"),
+    (
+        r"sandbox/[^/]+/secrets",
+        "changing a sandbox's secrets",
+        "a sandbox's secrets are fixed at create here (and their values are never returned): "
+        "create a new sandbox with the secrets",
+    ),
+    (
+        r"sandbox/[^/]+/signing-key(/.*)?|preview/.*",
+        "signed file URLs and preview keys",
+        "per-sandbox signing keys are not supported: preview tokens are signed by the server",
+    ),
+    (
+        r"sandbox/[^/]+/ports/[^/]+/signed-preview-url/[^/]+/expire",
+        "expiring a signed preview",
+        "a signed preview URL cannot be revoked early here; it ends at its own expiry",
+    ),
+    (
+        r"(sandbox|snapshots)/[^/]+/build-logs(-url)?",
+        "build logs",
+        "builds finish while the create call waits, so there is no build to follow",
+    ),
+    (
+        r"snapshots/[^/]+/deactivate",
+        "deactivating a snapshot",
+        "snapshots never go inactive here; delete it instead",
+    ),
     (r"sandbox/[^/]+/backup", "backups", "backups are not supported: use archive or a snapshot"),
-    (r"config|sandbox/[^/]+/telemetry/.*", "telemetry (metrics, logs and traces over time)",
-     "telemetry is not served: use get_metrics_latest()"),
-    (r"warm-pools(/.*)?", "warm pools",
-     "Daytona warm pools are not served: Stockade keeps its own warm pool"),
-    (r"object-storage/.*", "object storage",
-     "images that copy local files (build contexts) are not supported: use RUN steps"),
-    (r"(docker-registry|runners|regions|organizations|users|api-keys|audit|jobs|webhooks)"
-     r"(/.*)?", "administration", "Daytona's administration API is not served: manage keys "
-     "and tenants with `stockade keys`"),
+    (
+        r"config|sandbox/[^/]+/telemetry/.*",
+        "telemetry (metrics, logs and traces over time)",
+        "telemetry is not served: use get_metrics_latest()",
+    ),
+    (
+        r"warm-pools(/.*)?",
+        "warm pools",
+        "Daytona warm pools are not served: Stockade keeps its own warm pool",
+    ),
+    (
+        r"object-storage/.*",
+        "object storage",
+        "images that copy local files (build contexts) are not supported: use RUN steps",
+    ),
+    (
+        r"(docker-registry|runners|regions|organizations|users|api-keys|audit|jobs|webhooks)"
+        r"(/.*)?",
+        "administration",
+        "Daytona's administration API is not served: manage keys and tenants with `stockade keys`",
+    ),
 ]
 TOOLBOX_FEATURES: list[tuple[str, str, str]] = [
     (r"lsp/.*", "language servers", "language servers (LSP) are not supported yet"),
-    (r"computeruse/.*", "computer use", "computer use needs a desktop, which sandboxes here "
-     "do not have"),
+    (r"computeruse/.*", "computer use", "computer use needs a desktop, which sandboxes here do not have"),
     (r"git/history", "git history", "not supported yet: run `git log` with process.exec"),
-    (r"git/credentials", "stored git credentials",
-     "credentials are not stored here: pass username and password to each clone, push or "
-     "pull"),
-    (r"process/session/entrypoint(/.*)?", "the entrypoint session",
-     "sandboxes here start idle: there is no entrypoint"),
-    (r"process/session/[^/]+/command/[^/]+/input", "session command input",
-     "sending input to a session command is not supported yet"),
+    (
+        r"git/credentials",
+        "stored git credentials",
+        "credentials are not stored here: pass username and password to each clone, push or pull",
+    ),
+    (
+        r"process/session/entrypoint(/.*)?",
+        "the entrypoint session",
+        "sandboxes here start idle: there is no entrypoint",
+    ),
+    (
+        r"process/session/[^/]+/command/[^/]+/input",
+        "session command input",
+        "sending input to a session command is not supported yet",
+    ),
 ]
 _API = [(re.compile(p + r"/?"), what, why) for p, what, why in API_FEATURES]
 _TOOLBOX = [(re.compile(p + r"/?"), what, why) for p, what, why in TOOLBOX_FEATURES]
@@ -66,8 +109,7 @@ router = APIRouter(route_class=DaytonaRoute)
 def _answer(path: str, table: list[tuple[re.Pattern[str], str, str]]) -> NoReturn:
     for pattern, what, why in table:
         if pattern.fullmatch(path):
-            raise DaytonaError(501, f"{what}: {why} (Stockade's Daytona API, "
-                                    f"docs/compat-daytona.md)")
+            raise DaytonaError(501, f"{what}: {why} (Stockade's Daytona API, docs/compat-daytona.md)")
     raise DaytonaError(404, f"no such Daytona API call: {path}")
 
 
@@ -76,9 +118,12 @@ async def api_unsupported(path: str, request: Request, who: PrincipalDep) -> JSO
     return _answer(path, _API)
 
 
-@router.api_route(TOOLBOX + "/{sandboxId}/{path:path}", methods=METHODS,
-                  include_in_schema=False)
-async def toolbox_unsupported(sandboxId: str, path: str, ctl: ControlDep,  # noqa: N803
-                              who: PrincipalDep) -> JSONResponse:
+@router.api_route(TOOLBOX + "/{sandboxId}/{path:path}", methods=METHODS, include_in_schema=False)
+async def toolbox_unsupported(
+    sandboxId: str,
+    path: str,
+    ctl: ControlDep,  # noqa: N803
+    who: PrincipalDep,
+) -> JSONResponse:
     owned(ctl, who, sandboxId)
     return _answer(path, _TOOLBOX)

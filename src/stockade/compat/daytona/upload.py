@@ -40,8 +40,7 @@ async def _chunks(queue: "asyncio.Queue[bytes | None]") -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _put(task: "asyncio.Task[Any]", queue: "asyncio.Queue[bytes | None]",
-               piece: bytes | None) -> None:
+async def _put(task: "asyncio.Task[Any]", queue: "asyncio.Queue[bytes | None]", piece: bytes | None) -> None:
     """Hand ``piece`` to the file's writer, or raise the writer's error if it stopped."""
     putter = asyncio.ensure_future(queue.put(piece))
     done, _ = await asyncio.wait({putter, task}, return_when=asyncio.FIRST_COMPLETED)
@@ -51,8 +50,9 @@ async def _put(task: "asyncio.Task[Any]", queue: "asyncio.Queue[bytes | None]",
         raise DaytonaError(400, "a file part went on after its file was written")
 
 
-async def stream_upload(request: Request, write: Writer, check: Callable[[str], str],
-                        single: str | None = None) -> int:
+async def stream_upload(
+    request: Request, write: Writer, check: Callable[[str], str], single: str | None = None
+) -> int:
     """Write every file of the multipart body with ``write`` (each destination first passed
     through ``check``); return how many. With ``single``, the body's one ``file`` part goes to
     that path."""
@@ -89,11 +89,11 @@ async def stream_upload(request: Request, write: Writer, check: Callable[[str], 
             text = bytearray()
             return
         elif match:
-            destination = paths.get(int(match.group(1))) or (filename.decode("utf-8", "replace")
-                                                             if filename else None)
+            destination = paths.get(int(match.group(1))) or (
+                filename.decode("utf-8", "replace") if filename else None
+            )
         else:
-            problems.append(f"unexpected form field {name!r}; send files[i].path and "
-                            f"files[i].file")
+            problems.append(f"unexpected form field {name!r}; send files[i].path and files[i].file")
             return
         if destination is None:
             problems.append(f"{name} has no files[i].path before it and no filename")
@@ -128,15 +128,18 @@ async def stream_upload(request: Request, write: Writer, check: Callable[[str], 
         elif queue is not None:
             pending.append((writes[-1], queue, None))
 
-    parser = MultipartParser(options[b"boundary"], {
-        "on_part_begin": begin,
-        "on_header_field": lambda b, s, e: part.field.extend(b[s:e]),
-        "on_header_value": lambda b, s, e: part.value.extend(b[s:e]),
-        "on_header_end": header_end,
-        "on_part_data": data,
-        "on_part_end": part_end,
-        "on_headers_finished": headers_done,
-    })
+    parser = MultipartParser(
+        options[b"boundary"],
+        {
+            "on_part_begin": begin,
+            "on_header_field": lambda b, s, e: part.field.extend(b[s:e]),
+            "on_header_value": lambda b, s, e: part.value.extend(b[s:e]),
+            "on_header_end": header_end,
+            "on_part_data": data,
+            "on_part_end": part_end,
+            "on_headers_finished": headers_done,
+        },
+    )
 
     async def feed(chunk: bytes | None) -> None:
         try:
@@ -160,12 +163,14 @@ async def stream_upload(request: Request, write: Writer, check: Callable[[str], 
             raise DaytonaError(400, "the upload ended before its last byte") from None
         await feed(None)
         if parser.state != MultipartState.END:
-            raise DaytonaError(400, "malformed multipart body: it ends before its closing "
-                                    "boundary")
+            raise DaytonaError(400, "malformed multipart body: it ends before its closing boundary")
         if not writes:
-            raise DaytonaError(400, "no files in the upload; send files[i].path and "
-                                    "files[i].file parts" if single is None else
-                                    "send the file as the multipart part 'file'")
+            raise DaytonaError(
+                400,
+                "no files in the upload; send files[i].path and files[i].file parts"
+                if single is None
+                else "send the file as the multipart part 'file'",
+            )
         await asyncio.gather(*writes)
         return len(writes)
     finally:

@@ -23,10 +23,10 @@ async def _get(ctl: ControlDep, who: PrincipalDep, name: str) -> VolumeInfo:
 
 
 @router.get("")
-async def list_volumes(ctl: ControlDep, who: PrincipalDep,
-                       includeDeleted: bool = False) -> list[dict[str, Any]]:  # noqa: N803
-    return [render.volume(v, who.tenant) for v in await ctl.engine.volumes.list()
-            if who.may_see(v.owner)]
+async def list_volumes(
+    ctl: ControlDep, who: PrincipalDep, includeDeleted: bool = False
+) -> list[dict[str, Any]]:  # noqa: N803
+    return [render.volume(v, who.tenant) for v in await ctl.engine.volumes.list() if who.may_see(v.owner)]
 
 
 @router.post("")

@@ -7,8 +7,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...models import SandboxInfo
 
 #: Stockade sandbox state -> Daytona sandbox state.
-STATES = {"running": "started", "paused": "paused", "stopped": "stopped",
-          "archived": "archived", "pooled": "creating"}
+STATES = {
+    "running": "started",
+    "paused": "paused",
+    "stopped": "stopped",
+    "archived": "archived",
+    "pooled": "creating",
+}
 #: Daytona sandbox class by Stockade tier.
 CLASSES = {"container": "container", "gvisor": "container", "microvm": "linux-vm"}
 #: Metadata keys this front end keeps for itself (never shown as labels).
@@ -44,22 +49,20 @@ class VolumeRef(Body):
 
 
 class BuildInfo(Body):
-    dockerfile_content: str | None = Field(default=None, alias="dockerfileContent",
-                                           max_length=1 << 20)
+    dockerfile_content: str | None = Field(default=None, alias="dockerfileContent", max_length=1 << 20)
     context_hashes: list[str] | None = Field(default=None, alias="contextHashes")
 
 
 class NetworkSettings(Body):
     network_block_all: bool | None = Field(default=None, alias="networkBlockAll")
-    network_allow_list: str | None = Field(default=None, alias="networkAllowList",
-                                           max_length=65536)
-    domain_allow_list: str | None = Field(default=None, alias="domainAllowList",
-                                          max_length=65536)
+    network_allow_list: str | None = Field(default=None, alias="networkAllowList", max_length=65536)
+    domain_allow_list: str | None = Field(default=None, alias="domainAllowList", max_length=65536)
 
 
 class CreateSandbox(NetworkSettings):
-    name: str | None = Field(default=None, min_length=1, max_length=128,
-                             pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )
     snapshot: str | None = Field(default=None, min_length=1, max_length=128)
     user: str | None = Field(default=None, min_length=1, max_length=64)
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
@@ -69,14 +72,10 @@ class CreateSandbox(NetworkSettings):
     gpu: int | None = Field(default=None, ge=0)
     memory: int | None = Field(default=None, ge=1, le=256)
     disk: int | None = Field(default=None, ge=1, le=1024)
-    auto_stop_interval: int | None = Field(default=None, alias="autoStopInterval", ge=0,
-                                           le=1440)
-    auto_pause_interval: int | None = Field(default=None, alias="autoPauseInterval", ge=0,
-                                            le=1440)
-    auto_archive_interval: int | None = Field(default=None, alias="autoArchiveInterval",
-                                              ge=0, le=525600)
-    auto_delete_interval: int | None = Field(default=None, alias="autoDeleteInterval",
-                                             le=525600)
+    auto_stop_interval: int | None = Field(default=None, alias="autoStopInterval", ge=0, le=1440)
+    auto_pause_interval: int | None = Field(default=None, alias="autoPauseInterval", ge=0, le=1440)
+    auto_archive_interval: int | None = Field(default=None, alias="autoArchiveInterval", ge=0, le=525600)
+    auto_delete_interval: int | None = Field(default=None, alias="autoDeleteInterval", le=525600)
     ttl_minutes: int | None = Field(default=None, alias="ttlMinutes")
     volumes: list[VolumeRef] = Field(default_factory=list, max_length=32)
     build_info: BuildInfo | None = Field(default=None, alias="buildInfo")
@@ -97,8 +96,9 @@ class CreateSandbox(NetworkSettings):
 class ForkSandbox(Body):
     """``POST /sandbox/{id}/fork``: the copy's name (unique per tenant; default its id)."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=128,
-                             pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )
 
 
 class CreateSecret(Body):
@@ -137,8 +137,7 @@ class CreateSnapshot(Body):
     """``POST /snapshots``: a name and an image (a template name, or a rendered Dockerfile)."""
 
     name: str = Field(min_length=1, max_length=63)
-    image_name: str | None = Field(default=None, alias="imageName", min_length=1,
-                                   max_length=256)
+    image_name: str | None = Field(default=None, alias="imageName", min_length=1, max_length=256)
     entrypoint: list[str] | None = None
     cpu: int | None = None
     gpu: int | None = None

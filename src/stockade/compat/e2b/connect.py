@@ -25,17 +25,37 @@ MAX_MESSAGE = 8 << 20
 STREAM_TYPE = "application/connect+json"
 END_STREAM = 0x02
 COMPRESSED = 0x01
-STATUS = {"canceled": 499, "unknown": 500, "invalid_argument": 400, "deadline_exceeded": 504,
-          "not_found": 404, "already_exists": 409, "permission_denied": 403,
-          "resource_exhausted": 429, "failed_precondition": 400, "aborted": 409,
-          "out_of_range": 400, "unimplemented": 501, "internal": 500, "unavailable": 503,
-          "data_loss": 500, "unauthenticated": 401}
+STATUS = {
+    "canceled": 499,
+    "unknown": 500,
+    "invalid_argument": 400,
+    "deadline_exceeded": 504,
+    "not_found": 404,
+    "already_exists": 409,
+    "permission_denied": 403,
+    "resource_exhausted": 429,
+    "failed_precondition": 400,
+    "aborted": 409,
+    "out_of_range": 400,
+    "unimplemented": 501,
+    "internal": 500,
+    "unavailable": 503,
+    "data_loss": 500,
+    "unauthenticated": 401,
+}
 #: Stockade engine error codes -> Connect codes (anything else is ``internal``).
-FROM_ENGINE = {"invalid_request": "invalid_argument", "not_found": "not_found",
-               "sandbox_not_found": "unavailable", "conflict": "already_exists",
-               "quota_exceeded": "resource_exhausted", "sandbox_unavailable": "unavailable",
-               "context_died": "unavailable", "permission_denied": "permission_denied",
-               "insufficient_storage": "resource_exhausted", "unsupported": "failed_precondition"}
+FROM_ENGINE = {
+    "invalid_request": "invalid_argument",
+    "not_found": "not_found",
+    "sandbox_not_found": "unavailable",
+    "conflict": "already_exists",
+    "quota_exceeded": "resource_exhausted",
+    "sandbox_unavailable": "unavailable",
+    "context_died": "unavailable",
+    "permission_denied": "permission_denied",
+    "insufficient_storage": "resource_exhausted",
+    "unsupported": "failed_precondition",
+}
 M = TypeVar("M", bound="Message")
 
 
@@ -62,8 +82,7 @@ class Message(BaseModel):
     """A protobuf message in canonical JSON: lowerCamel names (proto names accepted),
     unknown fields ignored."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, alias_generator=to_camel,
-                              frozen=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, alias_generator=to_camel, frozen=True)
 
 
 def parse(model: type[M], raw: bytes) -> M:
@@ -71,8 +90,10 @@ def parse(model: type[M], raw: bytes) -> M:
     try:
         data = json.loads(raw or b"{}")
     except ValueError:
-        raise ConnectError("invalid_argument", "the request body is not JSON (this server "
-                                               "speaks Connect with the JSON codec)") from None
+        raise ConnectError(
+            "invalid_argument",
+            "the request body is not JSON (this server speaks Connect with the JSON codec)",
+        ) from None
     if not isinstance(data, dict):
         raise ConnectError("invalid_argument", "the request message must be a JSON object")
     try:
@@ -89,8 +110,7 @@ async def read_body(request: Request, limit: int = MAX_MESSAGE + 5) -> bytes:
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ConnectError("resource_exhausted", f"request message larger than "
-                                                     f"{MAX_MESSAGE} bytes")
+            raise ConnectError("resource_exhausted", f"request message larger than {MAX_MESSAGE} bytes")
     return bytes(body)
 
 
@@ -98,8 +118,9 @@ async def unary_request(request: Request, model: type[M]) -> M:
     """The message of a unary call (``application/json``)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     if kind not in ("application/json", ""):
-        raise ConnectError("invalid_argument", f"unsupported content type {kind!r}; send "
-                                               f"application/json (the JSON codec)")
+        raise ConnectError(
+            "invalid_argument", f"unsupported content type {kind!r}; send application/json (the JSON codec)"
+        )
     return parse(model, await read_body(request))
 
 
@@ -107,15 +128,17 @@ async def stream_request(request: Request, model: type[M]) -> M:
     """The single enveloped message of a server-streaming call."""
     body = await read_body(request)
     if len(body) < 5:
-        raise ConnectError("invalid_argument", "a streaming request must be one Connect "
-                                               "envelope (flags, 4-byte length, message)")
+        raise ConnectError(
+            "invalid_argument",
+            "a streaming request must be one Connect envelope (flags, 4-byte length, message)",
+        )
     flags, length = struct.unpack(">BI", body[:5])
     if flags & COMPRESSED:
-        raise ConnectError("unimplemented", "compressed envelopes are not supported; send "
-                                            "Connect-Content-Encoding: identity")
+        raise ConnectError(
+            "unimplemented", "compressed envelopes are not supported; send Connect-Content-Encoding: identity"
+        )
     if length != len(body) - 5:
-        raise ConnectError("invalid_argument", f"envelope says {length} bytes but "
-                                               f"{len(body) - 5} follow")
+        raise ConnectError("invalid_argument", f"envelope says {length} bytes but {len(body) - 5} follow")
     return parse(model, body[5:])
 
 
@@ -127,13 +150,12 @@ async def stream_messages(request: Request, model: type[M]) -> AsyncIterator[M]:
         while len(buffer) >= 5:
             flags, length = struct.unpack(">BI", buffer[:5])
             if length > MAX_MESSAGE:
-                raise ConnectError("resource_exhausted", f"request message larger than "
-                                                         f"{MAX_MESSAGE} bytes")
+                raise ConnectError("resource_exhausted", f"request message larger than {MAX_MESSAGE} bytes")
             if flags & COMPRESSED:
                 raise ConnectError("unimplemented", "compressed envelopes are not supported")
             if len(buffer) < 5 + length:
                 break
-            message, buffer = bytes(buffer[5:5 + length]), buffer[5 + length:]
+            message, buffer = bytes(buffer[5 : 5 + length]), buffer[5 + length :]
             if flags & END_STREAM:
                 return
             yield parse(model, message)
@@ -173,8 +195,7 @@ def unb64(value: str, what: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
     except ValueError:
-        raise ConnectError("invalid_argument", f"{what} must be base64 (proto3 JSON bytes)"
-                           ) from None
+        raise ConnectError("invalid_argument", f"{what} must be base64 (proto3 JSON bytes)") from None
 
 
 def timestamp(unix: float) -> str:

@@ -53,8 +53,7 @@ def _path(path: str | None) -> str:
 
 
 @router.get("/files")
-async def download(request: Request, path: PathQ = None, username: UserQ = None
-                   ) -> StreamingResponse:
+async def download(request: Request, path: PathQ = None, username: UserQ = None) -> StreamingResponse:
     """The file's bytes, streamed (404 missing, 400 a directory)."""
     where = await _target(request, "read")
     chunks = await where.engine.files.read(where.sandbox_id, _path(path), username)
@@ -95,15 +94,16 @@ async def upload(request: Request, path: PathQ = None, username: UserQ = None) -
                 raise E2BError(400, "a multipart upload needs parts named 'file'")
             for part in files:
                 target = _path(path if len(files) == 1 and path else part.filename)
-                written.append(await where.engine.files.write(
-                    where.sandbox_id, target, _parts(part), user=username))
+                written.append(
+                    await where.engine.files.write(where.sandbox_id, target, _parts(part), user=username)
+                )
     elif kind in ("application/octet-stream", ""):
         chunks: AsyncIterator[bytes] = request.stream()
         if request.headers.get("content-encoding", "").lower() == "gzip":
             chunks = _gunzip(chunks)
-        written.append(await where.engine.files.write(where.sandbox_id, _path(path), chunks,
-                                                      user=username))
+        written.append(await where.engine.files.write(where.sandbox_id, _path(path), chunks, user=username))
     else:
-        raise E2BError(400, f"unsupported content type {kind!r}: send multipart/form-data "
-                            f"or application/octet-stream")
+        raise E2BError(
+            400, f"unsupported content type {kind!r}: send multipart/form-data or application/octet-stream"
+        )
     return JSONResponse([_uploaded(e) for e in written])

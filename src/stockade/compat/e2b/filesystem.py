@@ -14,8 +14,7 @@ from . import gate
 from .connect import ConnectError, Message, timestamp, unary_request
 
 router = APIRouter(prefix="/e2b/filesystem.Filesystem")
-FILE_TYPES = {"file": "FILE_TYPE_FILE", "dir": "FILE_TYPE_DIRECTORY",
-              "symlink": "FILE_TYPE_SYMLINK"}
+FILE_TYPES = {"file": "FILE_TYPE_FILE", "dir": "FILE_TYPE_DIRECTORY", "symlink": "FILE_TYPE_SYMLINK"}
 Path = Field(min_length=1, max_length=4096)
 
 
@@ -34,10 +33,17 @@ class MoveRequest(Message):
 
 def entry(info: EntryInfo) -> dict[str, Any]:
     """A Stockade file entry as envd's ``EntryInfo``."""
-    rendered = {"name": info.name, "type": FILE_TYPES.get(info.type, "FILE_TYPE_UNSPECIFIED"),
-                "path": info.path, "size": str(info.size), "mode": info.mode,
-                "permissions": info.permissions, "owner": info.owner, "group": info.group,
-                "modifiedTime": timestamp(info.modified_time)}
+    rendered = {
+        "name": info.name,
+        "type": FILE_TYPES.get(info.type, "FILE_TYPE_UNSPECIFIED"),
+        "path": info.path,
+        "size": str(info.size),
+        "mode": info.mode,
+        "permissions": info.permissions,
+        "owner": info.owner,
+        "group": info.group,
+        "modifiedTime": timestamp(info.modified_time),
+    }
     if info.symlink_target:
         rendered["symlinkTarget"] = info.symlink_target
     return rendered
@@ -56,8 +62,7 @@ async def make_dir(request: Request) -> JSONResponse:
     """Create a directory and its parents; ``already_exists`` if it was there."""
     where = await gate.target(request)
     body = await unary_request(request, PathRequest)
-    made = await where.engine.files.make_dir(where.sandbox_id, body.path,
-                                             gate.rpc_user(request))
+    made = await where.engine.files.make_dir(where.sandbox_id, body.path, gate.rpc_user(request))
     if not made.created:
         raise ConnectError("already_exists", f"directory {made.entry.path} already exists")
     return JSONResponse({"entry": entry(made.entry)})
@@ -67,8 +72,9 @@ async def make_dir(request: Request) -> JSONResponse:
 async def move(request: Request) -> JSONResponse:
     where = await gate.target(request)
     body = await unary_request(request, MoveRequest)
-    moved = await where.engine.files.rename(where.sandbox_id, body.source, body.destination,
-                                            gate.rpc_user(request))
+    moved = await where.engine.files.rename(
+        where.sandbox_id, body.source, body.destination, gate.rpc_user(request)
+    )
     return JSONResponse({"entry": entry(moved)})
 
 
@@ -77,8 +83,9 @@ async def list_dir(request: Request) -> JSONResponse:
     """Entries down to ``depth`` levels (0 means 1), sorted by path."""
     where = await gate.target(request)
     body = await unary_request(request, ListRequest)
-    found = await where.engine.files.list(where.sandbox_id, body.path, gate.rpc_user(request),
-                                          depth=max(body.depth, 1))
+    found = await where.engine.files.list(
+        where.sandbox_id, body.path, gate.rpc_user(request), depth=max(body.depth, 1)
+    )
     return JSONResponse({"entries": [entry(e) for e in sorted(found, key=lambda e: e.path)]})
 
 
@@ -98,5 +105,6 @@ async def remove(request: Request) -> JSONResponse:
 async def unserved(request: Request, method: str) -> JSONResponse:
     """Any other method (watches are in watch.py, registered before this)."""
     await gate.target(request)
-    raise ConnectError("unimplemented", f"filesystem.Filesystem/{method} is not served by "
-                                        f"Stockade's E2B adapter")
+    raise ConnectError(
+        "unimplemented", f"filesystem.Filesystem/{method} is not served by Stockade's E2B adapter"
+    )

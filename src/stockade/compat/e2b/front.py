@@ -13,8 +13,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...engine import EngineError, SandboxNotFound
 from ...server.limits import BodyLimit
-from . import (api, builds, files, filesystem, gate, interpreter, process, snapshots,
-               templates, unsupported, volumes, watch)
+from . import (
+    api,
+    builds,
+    files,
+    filesystem,
+    gate,
+    interpreter,
+    process,
+    snapshots,
+    templates,
+    unsupported,
+    volumes,
+    watch,
+)
 from .connect import ConnectError
 from .gate import E2BError
 
@@ -28,18 +40,31 @@ def _is_rpc(request: Request) -> bool:
 
 
 def _e2b(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"code": status, "message": message, **extra}, status_code=status,
-                        headers={"Should-Retry": "false"} if status == 429 else None)
+    return JSONResponse(
+        {"code": status, "message": message, **extra},
+        status_code=status,
+        headers={"Should-Retry": "false"} if status == 429 else None,
+    )
 
 
 def build(main: FastAPI) -> FastAPI:
     """The ``/e2b`` app over ``main``'s control plane, engine and token secret."""
-    app = FastAPI(title="Stockade E2B adapter", openapi_url=None, docs_url=None,
-                  redoc_url=None)
+    app = FastAPI(title="Stockade E2B adapter", openapi_url=None, docs_url=None, redoc_url=None)
     app.state.main = main
     app.state.watchers = watch.Watchers()
-    for module in (unsupported, api, builds, files, process, watch, filesystem, interpreter,
-                   snapshots, templates, volumes):  # unsupported first: /sandboxes/metrics
+    for module in (
+        unsupported,
+        api,
+        builds,
+        files,
+        process,
+        watch,
+        filesystem,
+        interpreter,
+        snapshots,
+        templates,
+        volumes,
+    ):  # unsupported first: /sandboxes/metrics
         app.include_router(module.router)
 
     @app.exception_handler(E2BError)
@@ -68,8 +93,11 @@ def build(main: FastAPI) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            return _e2b(404, f"{request.method} {request.url.path} is not served by "
-                             f"Stockade's E2B adapter (docs/compat-e2b.md)")
+            return _e2b(
+                404,
+                f"{request.method} {request.url.path} is not served by "
+                f"Stockade's E2B adapter (docs/compat-e2b.md)",
+            )
         return _e2b(exc.status_code, str(exc.detail))
 
     @app.exception_handler(ValueError)
@@ -92,8 +120,7 @@ class E2BFront:
       ``urljoin(sandbox_url, "/files")``, dropping the path of ``E2B_SANDBOX_URL`` (the native
       API has no ``/files``)."""
 
-    def __init__(self, app: ASGIApp, main: FastAPI, max_body: int,
-                 domain: str | None = None) -> None:
+    def __init__(self, app: ASGIApp, main: FastAPI, max_body: int, domain: str | None = None) -> None:
         self.app = app
         self.e2b = BodyLimit(build(main), max_body)
         self.domain = domain.lower().strip(".") if domain else None
@@ -106,9 +133,12 @@ class E2BFront:
             return await self.e2b(scope, receive, send)
         if (sandbox_id := self._sandbox_host(scope)) is not None:
             headers = [(k, v) for k, v in scope["headers"] if k != b"e2b-sandbox-id"]
-            scope = {**scope, "path": PREFIX + path,
-                     "raw_path": PREFIX.encode() + scope.get("raw_path", path.encode()),
-                     "headers": [*headers, (b"e2b-sandbox-id", sandbox_id.encode())]}
+            scope = {
+                **scope,
+                "path": PREFIX + path,
+                "raw_path": PREFIX.encode() + scope.get("raw_path", path.encode()),
+                "headers": [*headers, (b"e2b-sandbox-id", sandbox_id.encode())],
+            }
             return await self.e2b(scope, receive, send)
         if path == "/files" and b"signature=" in scope.get("query_string", b""):
             scope = {**scope, "path": PREFIX + "/files", "raw_path": b"/e2b/files"}
@@ -123,5 +153,5 @@ class E2BFront:
         host = (host.rpartition(":")[0] if ":" in host else host).lower().rstrip(".")
         if not host.endswith("." + self.domain):
             return None
-        match = SANDBOX_HOST.match(host[:-len(self.domain) - 1])
+        match = SANDBOX_HOST.match(host[: -len(self.domain) - 1])
         return match.group(1) if match else None

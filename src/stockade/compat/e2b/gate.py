@@ -59,8 +59,7 @@ async def principal(request: Request) -> Principal:
     ctl = control(request)
     key = request.headers.get("x-api-key", "").strip() or None
     if ctl.needs_keys and key is None:
-        raise E2BError(401, "missing API key: send 'X-API-Key: <Stockade API key>' "
-                            "(E2B_API_KEY)")
+        raise E2BError(401, "missing API key: send 'X-API-Key: <Stockade API key>' (E2B_API_KEY)")
     who = await ctl.authenticate(key)
     if who is None:
         raise E2BError(401, "invalid, revoked or expired API key")
@@ -112,11 +111,15 @@ async def target(request: Request, tokens: tuple[str, ...] = ("envd",)) -> Targe
     if not sandbox_id or len(sandbox_id) > 64:
         raise E2BError(400, "send the sandbox id in the 'E2b-Sandbox-Id' header")
     envd = _same(request.headers.get("x-access-token"), envd_token(request, sandbox_id))
-    traffic = "traffic" in tokens and _same(request.headers.get("e2b-traffic-access-token"),
-                                            traffic_token(request, sandbox_id))
+    traffic = "traffic" in tokens and _same(
+        request.headers.get("e2b-traffic-access-token"), traffic_token(request, sandbox_id)
+    )
     if not (envd or traffic):
-        raise E2BError(401, "missing or invalid access token for this sandbox (the "
-                            "envdAccessToken of its create or connect response)")
+        raise E2BError(
+            401,
+            "missing or invalid access token for this sandbox (the "
+            "envdAccessToken of its create or connect response)",
+        )
     eng = engine(request)
     try:
         info = await eng.sandboxes.get(sandbox_id)
@@ -173,8 +176,7 @@ def rpc_user(request: Request) -> str | None:
     try:
         name = base64.b64decode(value.strip(), validate=True).decode().partition(":")[0]
     except ValueError:
-        raise E2BError(401, "malformed Authorization header: expected Basic base64('user:')"
-                       ) from None
+        raise E2BError(401, "malformed Authorization header: expected Basic base64('user:')") from None
     return name or None
 
 
@@ -196,8 +198,9 @@ async def signed_target(request: Request, op: str) -> Target:
             raise E2BError(401, "signature is already expired")
     eng = engine(request)
     for info in await eng.sandboxes.list():
-        expected = _signature(query.get("path", ""), op, query.get("username", ""),
-                              envd_token(request, info.id), expiration)
+        expected = _signature(
+            query.get("path", ""), op, query.get("username", ""), envd_token(request, info.id), expiration
+        )
         if _same(signature, expected):
             check_usable(info)
             return Target(info.id, eng)

@@ -19,10 +19,18 @@ from .gate import E2BError
 router = APIRouter(prefix="/e2b")
 TOKENS = ("envd", "traffic")
 #: Stockade MIME types -> the keys of an E2B ``result`` line (others go to ``extra``).
-MIME_KEYS = {"text/plain": "text", "text/html": "html", "text/markdown": "markdown",
-             "image/svg+xml": "svg", "image/png": "png", "image/jpeg": "jpeg",
-             "application/pdf": "pdf", "text/latex": "latex", "application/json": "json",
-             "application/javascript": "javascript"}
+MIME_KEYS = {
+    "text/plain": "text",
+    "text/html": "html",
+    "text/markdown": "markdown",
+    "image/svg+xml": "svg",
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "application/pdf": "pdf",
+    "text/latex": "latex",
+    "application/json": "json",
+    "application/javascript": "javascript",
+}
 
 
 class Body(BaseModel):
@@ -67,13 +75,13 @@ def _line(event: dict[str, Any]) -> list[dict[str, Any]]:
             result["extra"] = extra
         return [result]
     if kind == "error":
-        return [{"type": "error", "name": event["name"], "value": event["value"],
-                 "traceback": event["traceback"]}]
+        return [
+            {"type": "error", "name": event["name"], "value": event["value"], "traceback": event["traceback"]}
+        ]
     if kind == "end":
         lines: list[dict[str, Any]] = [{"type": "end_of_execution"}]
         if event.get("execution_count") is not None:
-            lines.insert(0, {"type": "number_of_executions",
-                             "execution_count": event["execution_count"]})
+            lines.insert(0, {"type": "number_of_executions", "execution_count": event["execution_count"]})
         return lines
     return []
 
@@ -84,8 +92,7 @@ async def _ndjson(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]
             for line in _line(event):
                 yield json.dumps(line).encode() + b"\n"
     except EngineError as exc:
-        failure = {"type": "error", "name": "StockadeError", "value": exc.message,
-                   "traceback": ""}
+        failure = {"type": "error", "name": "StockadeError", "value": exc.message, "traceback": ""}
         yield json.dumps(failure).encode() + b"\n"
     finally:
         await events.aclose()  # type: ignore[attr-defined]
@@ -98,10 +105,14 @@ async def execute(request: Request, body: Execute) -> StreamingResponse:
     if body.context_id and body.language:
         raise E2BError(400, "give context_id or language, not both")
     if body.env_vars:
-        raise E2BError(400, "per-execution env_vars are not supported by Stockade's code "
-                            "contexts; set envs when creating the sandbox")
+        raise E2BError(
+            400,
+            "per-execution env_vars are not supported by Stockade's code "
+            "contexts; set envs when creating the sandbox",
+        )
     events = await contexts(request, where).execute(
-        where.sandbox_id, body.code, language=body.language, context_id=body.context_id)
+        where.sandbox_id, body.code, language=body.language, context_id=body.context_id
+    )
     await anext(events)  # "start": from here on, closing the stream releases the context
     return StreamingResponse(_ndjson(events), media_type="application/x-ndjson")
 
@@ -113,8 +124,9 @@ def _context(found: dict[str, Any]) -> dict[str, Any]:
 @router.post("/contexts")
 async def create_context(request: Request, body: NewContext) -> dict[str, Any]:
     where = await gate.target(request, TOKENS)
-    return _context(await contexts(request, where).create(where.sandbox_id, body.language,
-                                                          body.cwd or "/home/user"))
+    return _context(
+        await contexts(request, where).create(where.sandbox_id, body.language, body.cwd or "/home/user")
+    )
 
 
 @router.get("/contexts")

@@ -42,10 +42,15 @@ class StartRequest(Message):
 
     def spec(self, user: str | None) -> ProcessSpec:
         size = self.pty.size if self.pty else None
-        return ProcessSpec(argv=[self.process.cmd, *self.process.args], env=self.process.envs,
-                           cwd=self.process.cwd or None, user=user, tag=self.tag or None,
-                           stdin=bool(self.stdin),
-                           pty=PtySize(cols=size.cols, rows=size.rows) if size else None)
+        return ProcessSpec(
+            argv=[self.process.cmd, *self.process.args],
+            env=self.process.envs,
+            cwd=self.process.cwd or None,
+            user=user,
+            tag=self.tag or None,
+            stdin=bool(self.stdin),
+            pty=PtySize(cols=size.cols, rows=size.rows) if size else None,
+        )
 
 
 class Selector(Message):
@@ -94,9 +99,11 @@ def _event(event: dict[str, Any]) -> dict[str, Any] | None:
         return {"keepalive": {}}
     if kind == "end":
         code = event.get("exit_code")
-        end: dict[str, Any] = {"exitCode": code if code is not None else -1,
-                               "exited": event.get("status") == "exited",
-                               "status": _status(event)}
+        end: dict[str, Any] = {
+            "exitCode": code if code is not None else -1,
+            "exited": event.get("status") == "exited",
+            "status": _status(event),
+        }
         if event.get("status") not in ("exited", "signaled"):
             end["error"] = event.get("status", "ended")
         return {"end": end}
@@ -138,9 +145,18 @@ async def list_processes(request: Request) -> JSONResponse:
     where = await gate.target(request)
     await unary_request(request, Message)
     found = await where.engine.processes.list(where.sandbox_id)
-    return JSONResponse({"processes": [
-        {"config": {"cmd": p.cmd or "", "args": [], "envs": {}}, "pid": p.pid,
-         **({"tag": p.tag} if p.tag else {})} for p in found]})
+    return JSONResponse(
+        {
+            "processes": [
+                {
+                    "config": {"cmd": p.cmd or "", "args": [], "envs": {}},
+                    "pid": p.pid,
+                    **({"tag": p.tag} if p.tag else {}),
+                }
+                for p in found
+            ]
+        }
+    )
 
 
 @router.post("/SendInput")
@@ -150,8 +166,7 @@ async def send_input(request: Request) -> JSONResponse:
     raw = body.input.stdin if body.input.stdin is not None else body.input.pty
     if raw is None:
         raise ConnectError("invalid_argument", "input must hold stdin or pty bytes")
-    await where.engine.processes.send_stdin(where.sandbox_id, body.process.selector(),
-                                            unb64(raw, "input"))
+    await where.engine.processes.send_stdin(where.sandbox_id, body.process.selector(), unb64(raw, "input"))
     return JSONResponse({})
 
 
@@ -161,8 +176,9 @@ async def send_signal(request: Request) -> JSONResponse:
     body = await unary_request(request, SendSignalRequest)
     name = SIGNALS.get(body.signal)
     if name is None:
-        raise ConnectError("invalid_argument", f"signal must be SIGNAL_SIGTERM or "
-                                               f"SIGNAL_SIGKILL, not {body.signal!r}")
+        raise ConnectError(
+            "invalid_argument", f"signal must be SIGNAL_SIGTERM or SIGNAL_SIGKILL, not {body.signal!r}"
+        )
     await where.engine.processes.signal(where.sandbox_id, body.process.selector(), name)
     return JSONResponse({})
 
@@ -181,8 +197,9 @@ async def update(request: Request) -> JSONResponse:
     where = await gate.target(request)
     body = await unary_request(request, UpdateRequest)
     if body.pty is not None:
-        await where.engine.processes.resize(where.sandbox_id, body.process.selector(),
-                                            body.pty.size.cols, body.pty.size.rows)
+        await where.engine.processes.resize(
+            where.sandbox_id, body.process.selector(), body.pty.size.cols, body.pty.size.rows
+        )
     return JSONResponse({})
 
 
@@ -212,8 +229,7 @@ async def stream_input(request: Request) -> Response:
                 if selector is None:
                     raise ConnectError("invalid_argument", "the first message must be start")
                 raw = message.data.input.stdin or message.data.input.pty or ""
-                await where.engine.processes.send_stdin(where.sandbox_id, selector,
-                                                        unb64(raw, "input"))
+                await where.engine.processes.send_stdin(where.sandbox_id, selector, unb64(raw, "input"))
     except (ConnectError, EngineError) as exc:
         error = exc if isinstance(exc, ConnectError) else ConnectError.of(exc)
         return Response(envelope({"error": error.body()}, END_STREAM), media_type=STREAM_TYPE)

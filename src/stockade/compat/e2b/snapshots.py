@@ -31,8 +31,7 @@ def _info(template: TemplateInfo) -> dict[str, Any]:
 
 
 @router.post("/sandboxes/{sandbox_id}/snapshots", status_code=201)
-async def create_snapshot(request: Request, who: Who, sandbox_id: str,
-                          body: NewSnapshot) -> JSONResponse:
+async def create_snapshot(request: Request, who: Who, sandbox_id: str, body: NewSnapshot) -> JSONResponse:
     """Save the sandbox's files as a template of the caller's tenant."""
     owned = gate.owned(request, who, sandbox_id)
     name = body.name or f"snapshot-{owned}-{secrets.token_hex(3)}"
@@ -41,19 +40,26 @@ async def create_snapshot(request: Request, who: Who, sandbox_id: str,
 
 
 @router.get("/snapshots")
-async def list_snapshots(request: Request, response: Response, who: Who,
-                         sandbox_id: Annotated[str | None, Query(alias="sandboxID",
-                                                                 max_length=64)] = None,
-                         name: Annotated[str | None, Query(max_length=63)] = None,
-                         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                         next_token: Annotated[str | None, Query(alias="nextToken",
-                                                                 max_length=64)] = None
-                         ) -> list[dict[str, Any]]:
+async def list_snapshots(
+    request: Request,
+    response: Response,
+    who: Who,
+    sandbox_id: Annotated[str | None, Query(alias="sandboxID", max_length=64)] = None,
+    name: Annotated[str | None, Query(max_length=63)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    next_token: Annotated[str | None, Query(alias="nextToken", max_length=64)] = None,
+) -> list[dict[str, Any]]:
     """The caller's snapshots, oldest first, paged like the sandbox list."""
-    found = sorted((t for t in await gate.engine(request).templates.list(who.may_see)
-                    if (t.source or "").startswith(SOURCE)
-                    and (sandbox_id is None or t.source == SOURCE + sandbox_id)
-                    and name in (None, t.name)), key=lambda t: (t.created, t.name))
+    found = sorted(
+        (
+            t
+            for t in await gate.engine(request).templates.list(who.may_see)
+            if (t.source or "").startswith(SOURCE)
+            and (sandbox_id is None or t.source == SOURCE + sandbox_id)
+            and name in (None, t.name)
+        ),
+        key=lambda t: (t.created, t.name),
+    )
     if next_token:
         found = [t for t in found if (t.created, t.name) > _position(next_token, found)]
     page = found[:limit]
@@ -66,5 +72,4 @@ def _position(token: str, found: list[TemplateInfo]) -> tuple[str, str]:
     for template in found:
         if template.name == token:
             return template.created, template.name
-    raise E2BError(400, "nextToken is not a token this server handed out (or that snapshot "
-                        "was deleted)")
+    raise E2BError(400, "nextToken is not a token this server handed out (or that snapshot was deleted)")

@@ -41,8 +41,7 @@ class BuildStart(Loose):
 
     from_image: str | None = Field(default=None, alias="fromImage", max_length=512)
     from_template: str | None = Field(default=None, alias="fromTemplate", max_length=128)
-    from_image_registry: dict[str, object] | None = Field(default=None,
-                                                         alias="fromImageRegistry")
+    from_image_registry: dict[str, object] | None = Field(default=None, alias="fromImageRegistry")
     force: bool | None = None
     steps: list[Step] = Field(default_factory=list, max_length=1000)
     start_cmd: str | None = Field(default=None, alias="startCmd")
@@ -51,8 +50,11 @@ class BuildStart(Loose):
     def base(self) -> str:
         """The Stockade template the build starts from."""
         if self.from_image_registry is not None:
-            raise E2BError(400, "private registries are not supported: Stockade builds from "
-                                "its own templates; use Template().from_template('base')")
+            raise E2BError(
+                400,
+                "private registries are not supported: Stockade builds from "
+                "its own templates; use Template().from_template('base')",
+            )
         if self.from_template:
             return TEMPLATE_ALIASES.get(self.from_template, self.from_template)
         image = (self.from_image or "e2bdev/base").removesuffix(":latest")
@@ -60,16 +62,22 @@ class BuildStart(Loose):
             return BASE_IMAGES[image]
         if "/" not in image and ":" not in image:  # FROM NAME: a Stockade template
             return image
-        raise E2BError(400, f"image {self.from_image!r} cannot be pulled: Stockade builds "
-                            f"only from its templates (no registry); use from_base_image() "
-                            f"or from_template(NAME)")
+        raise E2BError(
+            400,
+            f"image {self.from_image!r} cannot be pulled: Stockade builds "
+            f"only from its templates (no registry); use from_base_image() "
+            f"or from_template(NAME)",
+        )
 
     def dockerfile(self) -> tuple[str, list[str]]:
         """The Dockerfile and the upload hashes its COPY steps read."""
         if self.start_cmd or self.ready_cmd:
-            raise E2BError(400, "set_start_cmd / set_ready_cmd are not supported: Stockade "
-                                "templates have no start command; start it with "
-                                "commands.run(..., background=True) after create")
+            raise E2BError(
+                400,
+                "set_start_cmd / set_ready_cmd are not supported: Stockade "
+                "templates have no start command; start it with "
+                "commands.run(..., background=True) after create",
+            )
         lines = [f"FROM {self.base()}", f"USER {DEFAULT_USER}"]
         files: list[str] = []
         user = DEFAULT_USER
@@ -88,8 +96,11 @@ class BuildStart(Loose):
                 user = step.args[0]
                 lines.append(f"USER {_user(user, number)}")
             else:
-                raise E2BError(400, f"step {number}: {step.type} with {len(step.args)} "
-                                    f"arguments is not a step Stockade can build")
+                raise E2BError(
+                    400,
+                    f"step {number}: {step.type} with {len(step.args)} "
+                    f"arguments is not a step Stockade can build",
+                )
         return "\n".join(lines) + "\n", files
 
 
@@ -109,11 +120,15 @@ def _run(step: Step, user: str, number: int) -> list[str]:
 
 def _copy(step: Step, number: int) -> str:
     if len(step.args) < 2 or not step.files_hash or not HASH.fullmatch(step.files_hash):
-        raise E2BError(400, f"step {number}: COPY needs a source, a destination and the "
-                            f"filesHash of its upload")
+        raise E2BError(
+            400, f"step {number}: COPY needs a source, a destination and the filesHash of its upload"
+        )
     if any(step.args[2:4]):
-        raise E2BError(400, f"step {number}: COPY with a user or mode is not supported; "
-                            f"follow it with run_cmd('chown ...', user='root')")
+        raise E2BError(
+            400,
+            f"step {number}: COPY with a user or mode is not supported; "
+            f"follow it with run_cmd('chown ...', user='root')",
+        )
     src = step.args[0].lstrip("/")
     return "COPY " + json.dumps([f"{step.files_hash}/{src}", step.args[1]])
 

@@ -30,7 +30,9 @@ async def delete_snapshot(request: Request, who: Who, template_id: str) -> Respo
     templates = gate.engine(request).templates
     info = await templates.get(template_id, who.may_see)
     if info.owner is None and not who.admin:
-        raise E2BError(403, f"template {template_id!r} is shared by the operator; it cannot "
-                            f"be deleted with a tenant's key")
+        raise E2BError(
+            403,
+            f"template {template_id!r} is shared by the operator; it cannot be deleted with a tenant's key",
+        )
     await templates.delete(template_id)
     return Response(status_code=204)

@@ -28,8 +28,7 @@ class NewVolume(Loose):
 
 def _volume(request: Request, info: VolumeInfo) -> dict[str, Any]:
     """``VolumeAndToken``; the token is only a placeholder (no content API is served)."""
-    return {"volumeID": info.name, "name": info.name, "token": gate.volume_token(request,
-                                                                                 info.name)}
+    return {"volumeID": info.name, "name": info.name, "token": gate.volume_token(request, info.name)}
 
 
 @router.post("/volumes", status_code=201)
@@ -40,8 +39,11 @@ async def create_volume(request: Request, who: Who, body: NewVolume) -> JSONResp
 
 @router.get("/volumes")
 async def list_volumes(request: Request, who: Who) -> list[dict[str, Any]]:
-    return [{"volumeID": v.name, "name": v.name}
-            for v in await gate.engine(request).volumes.list() if who.may_see(v.owner)]
+    return [
+        {"volumeID": v.name, "name": v.name}
+        for v in await gate.engine(request).volumes.list()
+        if who.may_see(v.owner)
+    ]
 
 
 @router.get("/volumes/{volume_id}")

@@ -20,9 +20,13 @@ from . import gate
 from .connect import ConnectError, Message, stream_request, stream_response, unary_request
 
 router = APIRouter(prefix="/e2b/filesystem.Filesystem")
-EVENT_TYPES = {"create": "EVENT_TYPE_CREATE", "write": "EVENT_TYPE_WRITE",
-               "remove": "EVENT_TYPE_REMOVE", "rename": "EVENT_TYPE_RENAME",
-               "chmod": "EVENT_TYPE_CHMOD"}
+EVENT_TYPES = {
+    "create": "EVENT_TYPE_CREATE",
+    "write": "EVENT_TYPE_WRITE",
+    "remove": "EVENT_TYPE_REMOVE",
+    "rename": "EVENT_TYPE_RENAME",
+    "chmod": "EVENT_TYPE_CHMOD",
+}
 #: Polling watchers one sandbox may hold, and events one watcher keeps between two polls.
 MAX_WATCHERS = 64
 MAX_BUFFERED = 10000
@@ -42,10 +46,10 @@ def _filesystem(event: FileEvent) -> dict[str, Any] | None:
     return {"name": event.name, "type": kind} if kind else None
 
 
-async def _open(request: Request, where: gate.Target,
-                body: WatchRequest) -> AsyncIterator[FileEvent]:
-    return await where.engine.files.watch(where.sandbox_id, body.path, recursive=body.recursive,
-                                          user=gate.rpc_user(request))
+async def _open(request: Request, where: gate.Target, body: WatchRequest) -> AsyncIterator[FileEvent]:
+    return await where.engine.files.watch(
+        where.sandbox_id, body.path, recursive=body.recursive, user=gate.rpc_user(request)
+    )
 
 
 @router.post("/WatchDir")
@@ -87,8 +91,9 @@ class Watchers:
         for ended in [i for i, w in self._by_id.items() if w.error and not w.events]:
             del self._by_id[ended]  # failed (say, its sandbox ended) and nobody polled it
         if sum(w.sandbox_id == sandbox_id for w in self._by_id.values()) >= MAX_WATCHERS:
-            raise ConnectError("resource_exhausted", f"a sandbox may hold {MAX_WATCHERS} "
-                                                     f"watchers; remove some first")
+            raise ConnectError(
+                "resource_exhausted", f"a sandbox may hold {MAX_WATCHERS} watchers; remove some first"
+            )
         watcher_id = secrets.token_hex(8)
         watcher = self._by_id[watcher_id] = Watcher(sandbox_id)
         watcher.task = asyncio.get_running_loop().create_task(self._collect(watcher, events))
@@ -100,8 +105,9 @@ class Watchers:
             async for event in events:
                 if (change := _filesystem(event)) is not None:
                     if len(watcher.events) >= MAX_BUFFERED:
-                        watcher.error = ConnectError("resource_exhausted", f"more than "
-                                                     f"{MAX_BUFFERED} events between two polls")
+                        watcher.error = ConnectError(
+                            "resource_exhausted", f"more than {MAX_BUFFERED} events between two polls"
+                        )
                         return
                     watcher.events.append(change)
         except EngineError as exc:

@@ -29,8 +29,7 @@ ISOLATION_KEY = "stockade.isolation"
 SECRETS_KEY = "stockade.secrets"
 #: Lifetime of forked sandboxes when the request names none (E2B's API default).
 FORK_TIMEOUT = 15
-E2B_STATES = {"running": "running", "paused": "paused", "stopped": "paused",
-              "archived": "paused"}
+E2B_STATES = {"running": "running", "paused": "paused", "stopped": "paused", "archived": "paused"}
 MAX_TIMEOUT = 86400
 
 
@@ -51,14 +50,18 @@ class NetworkConfig(Loose):
 
     def refuse_unsupported(self) -> None:
         """E2B network options Stockade's egress policy has no counterpart for (yet)."""
-        for name in ("dns_servers", "egress_proxy", "mask_request_host", "https_ports",
-                     "rules"):
+        for name in ("dns_servers", "egress_proxy", "mask_request_host", "https_ports", "rules"):
             if getattr(self, name) not in (None, [], {}):
                 alias = type(self).model_fields[name].alias or name
-                hint = (f"; for credentials, give Stockade secrets with metadata "
-                        f"{SECRETS_KEY!r}" if name == "rules" else "")
-                raise ValueError(f"network.{alias} is not supported by Stockade's E2B adapter "
-                                 f"(docs/compat-e2b.md); use allow_out / deny_out{hint}")
+                hint = (
+                    f"; for credentials, give Stockade secrets with metadata {SECRETS_KEY!r}"
+                    if name == "rules"
+                    else ""
+                )
+                raise ValueError(
+                    f"network.{alias} is not supported by Stockade's E2B adapter "
+                    f"(docs/compat-e2b.md); use allow_out / deny_out{hint}"
+                )
 
 
 class NetworkUpdate(NetworkConfig):
@@ -68,8 +71,11 @@ class NetworkUpdate(NetworkConfig):
 
     def policy(self) -> NetworkPolicy:
         self.refuse_unsupported()
-        allow = self.allow_out if self.allow_out is not None else (
-            ["0.0.0.0/0"] if self.allow_internet_access else [])
+        allow = (
+            self.allow_out
+            if self.allow_out is not None
+            else (["0.0.0.0/0"] if self.allow_internet_access else [])
+        )
         return NetworkPolicy(allow_out=allow, deny_out=self.deny_out or [])
 
 
@@ -93,8 +99,7 @@ class NewSandbox(Loose):
     env_vars: dict[str, str] = Field(default_factory=dict, alias="envVars", max_length=256)
     auto_pause: bool = Field(default=False, alias="autoPause")
     network: NetworkConfig | None = None
-    volume_mounts: list[Mount] = Field(default_factory=list, alias="volumeMounts",
-                                       max_length=16)
+    volume_mounts: list[Mount] = Field(default_factory=list, alias="volumeMounts", max_length=16)
     auto_resume: AutoResume | None = Field(default=None, alias="autoResume")
     mcp: Any = None
     iam: Any = None
@@ -102,8 +107,10 @@ class NewSandbox(Loose):
     def refuse_unsupported(self) -> None:
         """Options that would silently not happen: refused, with what to do instead."""
         if self.mcp:
-            raise ValueError("the MCP gateway (mcp=...) is not supported by Stockade's E2B "
-                             "adapter; Stockade serves MCP itself at /mcp")
+            raise ValueError(
+                "the MCP gateway (mcp=...) is not supported by Stockade's E2B "
+                "adapter; Stockade serves MCP itself at /mcp"
+            )
         if self.iam:
             raise ValueError("iam workload tokens are not supported by Stockade's E2B adapter")
         if self.network is not None:
@@ -114,9 +121,12 @@ class NewSandbox(Loose):
         self.refuse_unsupported()
         params: dict[str, Any] = {
             "template": TEMPLATE_ALIASES.get(self.template_id, self.template_id),
-            "timeout": self.timeout, "envs": self.env_vars, "metadata": self.metadata,
+            "timeout": self.timeout,
+            "envs": self.env_vars,
+            "metadata": self.metadata,
             "on_timeout": "pause" if self.auto_pause else "kill",
-            "auto_resume": self.auto_resume is not None and self.auto_resume.enabled}
+            "auto_resume": self.auto_resume is not None and self.auto_resume.enabled,
+        }
         if self.volume_mounts:
             params["volumes"] = {m.path: m.name for m in self.volume_mounts}
         if ISOLATION_KEY in self.metadata:
@@ -127,8 +137,9 @@ class NewSandbox(Loose):
         if self.allow_internet_access and network.allow_out is None:
             network = NetworkConfig(allowOut=["0.0.0.0/0"], denyOut=network.deny_out)
         if network.allow_out is not None or network.deny_out is not None:
-            params["network"] = NetworkPolicy(allow_out=network.allow_out or [],
-                                              deny_out=network.deny_out or [])
+            params["network"] = NetworkPolicy(
+                allow_out=network.allow_out or [], deny_out=network.deny_out or []
+            )
         return SandboxSpec.model_validate(params)
 
 
@@ -179,9 +190,15 @@ def iso(unix: float) -> str:
 
 def created(info: SandboxInfo, envd_token: str, traffic_token: str) -> dict[str, Any]:
     """``Sandbox``: the create, connect and resume result."""
-    return {"templateID": info.template, "sandboxID": info.id, "clientID": CLIENT_ID,
-            "envdVersion": ENVD_VERSION, "envdAccessToken": envd_token,
-            "trafficAccessToken": traffic_token, "domain": None}
+    return {
+        "templateID": info.template,
+        "sandboxID": info.id,
+        "clientID": CLIENT_ID,
+        "envdVersion": ENVD_VERSION,
+        "envdAccessToken": envd_token,
+        "trafficAccessToken": traffic_token,
+        "domain": None,
+    }
 
 
 def state(info: SandboxInfo) -> str:
@@ -190,28 +207,48 @@ def state(info: SandboxInfo) -> str:
 
 def listed(info: SandboxInfo) -> dict[str, Any]:
     """``ListedSandbox``."""
-    return {"templateID": info.template, "sandboxID": info.id, "clientID": CLIENT_ID,
-            "startedAt": iso(info.created_at), "endAt": iso(info.expires_at),
-            "cpuCount": max(1, math.ceil(info.cpu)), "memoryMB": info.memory_mb,
-            "diskSizeMB": info.disk_mb, "state": state(info), "envdVersion": ENVD_VERSION,
-            "metadata": info.metadata}
+    return {
+        "templateID": info.template,
+        "sandboxID": info.id,
+        "clientID": CLIENT_ID,
+        "startedAt": iso(info.created_at),
+        "endAt": iso(info.expires_at),
+        "cpuCount": max(1, math.ceil(info.cpu)),
+        "memoryMB": info.memory_mb,
+        "diskSizeMB": info.disk_mb,
+        "state": state(info),
+        "envdVersion": ENVD_VERSION,
+        "metadata": info.metadata,
+    }
 
 
 def detail(info: SandboxInfo, envd_token: str) -> dict[str, Any]:
     """``SandboxDetail``."""
-    return {**listed(info), "envdAccessToken": envd_token,
-            "lifecycle": {"autoResume": info.auto_resume,
-                          "onTimeout": "pause" if info.on_timeout == "pause" else "kill"}}
+    return {
+        **listed(info),
+        "envdAccessToken": envd_token,
+        "lifecycle": {
+            "autoResume": info.auto_resume,
+            "onTimeout": "pause" if info.on_timeout == "pause" else "kill",
+        },
+    }
 
 
 def metric(info: SandboxInfo, stats: SandboxStats, now: float) -> dict[str, Any]:
     """One ``SandboxMetric`` sampled now: CPU as the average since creation."""
     cpus = max(1, math.ceil(info.cpu))
     elapsed = max(now - info.created_at, 1e-3)
-    return {"timestamp": iso(now), "timestampUnix": int(now), "cpuCount": cpus,
-            "cpuUsedPct": round(min(100.0, 100 * stats.cpu_seconds / (elapsed * cpus)), 2),
-            "memUsed": stats.memory_bytes, "memTotal": stats.memory_limit_bytes,
-            "memCache": 0, "diskUsed": 0, "diskTotal": info.disk_mb << 20}
+    return {
+        "timestamp": iso(now),
+        "timestampUnix": int(now),
+        "cpuCount": cpus,
+        "cpuUsedPct": round(min(100.0, 100 * stats.cpu_seconds / (elapsed * cpus)), 2),
+        "memUsed": stats.memory_bytes,
+        "memTotal": stats.memory_limit_bytes,
+        "memCache": 0,
+        "diskUsed": 0,
+        "diskTotal": info.disk_mb << 20,
+    }
 
 
 def metadata_filter(raw: str | None) -> dict[str, str]:

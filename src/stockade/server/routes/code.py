@@ -47,8 +47,11 @@ class Execute(Strict):
     timeout: float | None = Field(default=None, gt=0, le=86400)
 
 
-@router.post("/execute", response_class=StreamingResponse,
-             responses={200: {"content": {NDJSON: {}}, "description": "execution events"}})
+@router.post(
+    "/execute",
+    response_class=StreamingResponse,
+    responses={200: {"content": {NDJSON: {}}, "description": "execution events"}},
+)
 async def execute(sandbox_id: str, body: Execute, ctx: ContextsDep) -> StreamingResponse:
     """Run a cell and stream its events, one JSON object a line: ``start`` (context_id),
     ``stdout``/``stderr`` (text), ``result`` (data: MIME bundle, is_main_result), ``error``
@@ -57,8 +60,9 @@ async def execute(sandbox_id: str, body: Execute, ctx: ContextsDep) -> Streaming
 
     Without ``context_id`` the sandbox's default context for ``language`` (python) is used,
     started on first use."""
-    events = await ctx.execute(sandbox_id, body.code, language=body.language,
-                               context_id=body.context_id, timeout=body.timeout)
+    events = await ctx.execute(
+        sandbox_id, body.code, language=body.language, context_id=body.context_id, timeout=body.timeout
+    )
     return await stream_events(events, failure="failure")
 
 

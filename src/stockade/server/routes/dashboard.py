@@ -21,9 +21,7 @@ async def sign_in_link(request: Request, who: PrincipalDep) -> SignInLink:
     dashboard port; elsewhere, append ``path`` to the address you reach the server at."""
     state = request.app.state
     key = state.daemon_key or bearer(request.scope["headers"])  # local mode: the daemon's own
-    token, expires_at = state.ui_sessions.link(key, who.tenant, who.admin,
-                                               local=state.daemon_key is not None)
+    token, expires_at = state.ui_sessions.link(key, who.tenant, who.admin, local=state.daemon_key is not None)
     path = "/ui/login?" + urlencode({"token": token})
     base = state.dashboard_url
-    return SignInLink(path=path, url=base.rstrip("/") + path if base else None,
-                      expires_at=expires_at)
+    return SignInLink(path=path, url=base.rstrip("/") + path if base else None, expires_at=expires_at)

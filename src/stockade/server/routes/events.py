@@ -24,21 +24,26 @@ router = APIRouter(tags=["events"])
 KEEPALIVE = 15.0
 
 
-@router.get("/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
-async def events(eng: EngineDep, who: PrincipalDep,
-                 since: Annotated[int | None, Query(ge=0)] = None,
-                 last_event_id: Annotated[str | None, Header(max_length=20)] = None,
-                 ) -> StreamingResponse:
+@router.get(
+    "/events", response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}}
+)
+async def events(
+    eng: EngineDep,
+    who: PrincipalDep,
+    since: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+) -> StreamingResponse:
     """Lifecycle changes of your sandboxes, with their reasons, as they happen."""
     if since is None and last_event_id is not None:
         if not last_event_id.isdigit():
             raise InvalidRequest("Last-Event-ID must be the number of the last event received")
         since = int(last_event_id)
     followed = eng.sandboxes.follow_events(who.may_see, since)
-    return StreamingResponse(_sse(followed), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store",
-                                      "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        _sse(followed),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 async def _sse(followed: AsyncIterator[object]) -> AsyncIterator[bytes]:

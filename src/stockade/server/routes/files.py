@@ -16,19 +16,24 @@ PathQ = Annotated[str, Query(min_length=1, max_length=4096), AfterValidator(chec
 UserQ = Annotated[str | None, Query(min_length=1, max_length=64)]
 
 
-@router.get("", response_class=StreamingResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
-async def download(sandbox_id: str, path: PathQ, eng: EngineDep,
-                   user: UserQ = None) -> StreamingResponse:
+@router.get(
+    "", response_class=StreamingResponse, responses={200: {"content": {"application/octet-stream": {}}}}
+)
+async def download(sandbox_id: str, path: PathQ, eng: EngineDep, user: UserQ = None) -> StreamingResponse:
     """The file's bytes, streamed."""
     chunks = await eng.files.read(sandbox_id, path, user)
     return StreamingResponse(chunks, media_type="application/octet-stream")
 
 
 @router.put("", response_model=EntryInfo)
-async def upload(sandbox_id: str, path: PathQ, request: Request, eng: EngineDep,
-                 user: UserQ = None,
-                 mode: Annotated[int | None, Query(ge=0, le=0o7777)] = None) -> EntryInfo:
+async def upload(
+    sandbox_id: str,
+    path: PathQ,
+    request: Request,
+    eng: EngineDep,
+    user: UserQ = None,
+    mode: Annotated[int | None, Query(ge=0, le=0o7777)] = None,
+) -> EntryInfo:
     """Replace the file with the request body (streamed; atomic once complete)."""
     return await eng.files.write(sandbox_id, path, request.stream(), user=user, mode=mode)
 
@@ -39,8 +44,13 @@ async def stat(sandbox_id: str, path: PathQ, eng: EngineDep, user: UserQ = None)
 
 
 @router.get("/list", response_model=list[EntryInfo])
-async def list_dir(sandbox_id: str, path: PathQ, eng: EngineDep, user: UserQ = None,
-                   depth: Annotated[int, Query(ge=1, le=32)] = 1) -> list[EntryInfo]:
+async def list_dir(
+    sandbox_id: str,
+    path: PathQ,
+    eng: EngineDep,
+    user: UserQ = None,
+    depth: Annotated[int, Query(ge=1, le=32)] = 1,
+) -> list[EntryInfo]:
     return await eng.files.list(sandbox_id, path, user, depth)
 
 

@@ -17,24 +17,33 @@ router = APIRouter(prefix="/sandboxes/{sandbox_id}", tags=["ports"])
 
 
 class AccessTokenRequest(Strict):
-    expires_in: float = Field(default=DEFAULT_TTL, ge=1, le=MAX_TTL,
-                              description="seconds the token lives (it dies with the sandbox)")
+    expires_in: float = Field(
+        default=DEFAULT_TTL,
+        ge=1,
+        le=MAX_TTL,
+        description="seconds the token lives (it dies with the sandbox)",
+    )
 
 
 class AccessToken(BaseModel):
-    token: str = Field(description="send as '?stockade_token=', the 'stockade_token' cookie, or "
-                                   "'Authorization: Bearer'")
+    token: str = Field(
+        description="send as '?stockade_token=', the 'stockade_token' cookie, or 'Authorization: Bearer'"
+    )
     expires_at: float
     url_path: str = Field(description="a path that opens port {port} in a browser")
 
 
 @router.post("/access-token", response_model=AccessToken, status_code=201)
-async def create_access_token(sandbox_id: str, request: Request, eng: EngineDep,
-                              body: AccessTokenRequest | None = None) -> AccessToken:
+async def create_access_token(
+    sandbox_id: str, request: Request, eng: EngineDep, body: AccessTokenRequest | None = None
+) -> AccessToken:
     """A token that opens every port of this sandbox through the proxy, and only this
     sandbox's, until it expires or the sandbox ends."""
     await eng.sandboxes.get(sandbox_id)
     tokens: AccessTokens = request.app.state.access_tokens
     token, expires_at = tokens.mint(sandbox_id, (body or AccessTokenRequest()).expires_in)
-    return AccessToken(token=token, expires_at=expires_at,
-                       url_path=f"/sandboxes/{sandbox_id}/ports/{{port}}/?stockade_token={token}")
+    return AccessToken(
+        token=token,
+        expires_at=expires_at,
+        url_path=f"/sandboxes/{sandbox_id}/ports/{{port}}/?stockade_token={token}",
+    )

@@ -17,17 +17,22 @@ router = APIRouter(prefix="/sandboxes/{sandbox_id}/processes", tags=["processes"
 MAX_STDIN_CHUNK = 8 << 20
 
 
-@router.post("", response_class=StreamingResponse,
-             responses={200: {"content": {NDJSON: {}}, "description": "process events"}})
+@router.post(
+    "",
+    response_class=StreamingResponse,
+    responses={200: {"content": {NDJSON: {}}, "description": "process events"}},
+)
 async def start_process(sandbox_id: str, body: ProcessSpec, eng: EngineDep) -> StreamingResponse:
     """Start a process and stream its events: start, stdout, stderr, pty, keepalive, end."""
     return await stream_process(await eng.processes.start(sandbox_id, body))
 
 
-@router.post("/connect", response_class=StreamingResponse,
-             responses={200: {"content": {NDJSON: {}}, "description": "process events"}})
-async def connect_process(sandbox_id: str, body: ProcessSelector,
-                          eng: EngineDep) -> StreamingResponse:
+@router.post(
+    "/connect",
+    response_class=StreamingResponse,
+    responses={200: {"content": {NDJSON: {}}, "description": "process events"}},
+)
+async def connect_process(sandbox_id: str, body: ProcessSelector, eng: EngineDep) -> StreamingResponse:
     """Follow a running process's output from now on."""
     return await stream_process(await eng.processes.connect(sandbox_id, body))
 
@@ -38,9 +43,13 @@ async def list_processes(sandbox_id: str, eng: EngineDep) -> list[ProcessInfo]:
 
 
 @router.post("/stdin", status_code=204)
-async def send_stdin(sandbox_id: str, request: Request, eng: EngineDep,
-                     pid: Annotated[int | None, Query(ge=1)] = None,
-                     tag: Annotated[str | None, Query(min_length=1)] = None) -> None:
+async def send_stdin(
+    sandbox_id: str,
+    request: Request,
+    eng: EngineDep,
+    pid: Annotated[int | None, Query(ge=1)] = None,
+    tag: Annotated[str | None, Query(min_length=1)] = None,
+) -> None:
     """Write the request body to the process's standard input."""
     selector = ProcessSelector(pid=pid, tag=tag)
     data = await request.body()

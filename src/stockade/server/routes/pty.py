@@ -29,25 +29,35 @@ MAX_OUTPUT = 1 << 50
 
 
 @router.websocket("/sandboxes/{sandbox_id}/pty")
-async def pty(websocket: WebSocket, sandbox_id: str,
-              cols: Annotated[int, Query(ge=1, le=1000)] = 80,
-              rows: Annotated[int, Query(ge=1, le=1000)] = 24,
-              cmd: Annotated[str | None, Query(min_length=1, max_length=65536)] = None,
-              user: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-              cwd: Annotated[str | None, Query(min_length=1, max_length=4096)] = None,
-              env: Annotated[list[str], Query(max_length=256)] = []) -> None:  # noqa: B006
+async def pty(
+    websocket: WebSocket,
+    sandbox_id: str,
+    cols: Annotated[int, Query(ge=1, le=1000)] = 80,
+    rows: Annotated[int, Query(ge=1, le=1000)] = 24,
+    cmd: Annotated[str | None, Query(min_length=1, max_length=65536)] = None,
+    user: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    cwd: Annotated[str | None, Query(min_length=1, max_length=4096)] = None,
+    env: Annotated[list[str], Query(max_length=256)] = [],
+) -> None:  # noqa: B006
     """An interactive terminal running ``cmd`` in the sandbox."""
     eng: Engine = websocket.app.state.engine
     await websocket.accept()
     try:
-        spec = ProcessSpec(cmd=cmd or DEFAULT_SHELL, pty=PtySize(cols=cols, rows=rows),
-                           user=user, cwd=cwd, env=_env(env), max_output=MAX_OUTPUT)
+        spec = ProcessSpec(
+            cmd=cmd or DEFAULT_SHELL,
+            pty=PtySize(cols=cols, rows=rows),
+            user=user,
+            cwd=cwd,
+            env=_env(env),
+            max_output=MAX_OUTPUT,
+        )
         run = await eng.processes.start(sandbox_id, spec)
         events = run.events()
         start = await anext(events)
     except EngineError as exc:
-        await websocket.send_text(json.dumps({"type": "error", "status": exc.status,
-                                              "code": exc.code, "message": exc.message}))
+        await websocket.send_text(
+            json.dumps({"type": "error", "status": exc.status, "code": exc.code, "message": exc.message})
+        )
         await websocket.close(4000 + exc.status, exc.message[:120])
         return
     await websocket.send_text(json.dumps({"type": "start", "pid": start.get("pid")}))
@@ -83,8 +93,9 @@ async def _output(websocket: WebSocket, events: Any) -> None:
     await websocket.close(1000)
 
 
-async def _input(websocket: WebSocket, eng: Engine, sandbox_id: str, run: ProcessRun,
-                 output: asyncio.Task[None]) -> None:
+async def _input(
+    websocket: WebSocket, eng: Engine, sandbox_id: str, run: ProcessRun, output: asyncio.Task[None]
+) -> None:
     """Keystrokes and control messages from the client, until either side is done."""
     while True:
         receive = asyncio.ensure_future(websocket.receive())

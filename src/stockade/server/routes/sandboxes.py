@@ -13,16 +13,29 @@ from fastapi import APIRouter, Query, Response
 
 from ...engine import InvalidRequest
 from ..deps import ControlDep, EngineDep, PrincipalDep, RequestIdDep
-from ..models import (CreateSnapshot, EgressLog, ForkResult, ForkSpec, NetworkPolicy, SandboxEnd,
-                      SandboxInfo, SandboxPage, SandboxSpec, SandboxStats, SetTimeout, TemplateInfo,
-                      UsageHistory)
+from ..models import (
+    CreateSnapshot,
+    EgressLog,
+    ForkResult,
+    ForkSpec,
+    NetworkPolicy,
+    SandboxEnd,
+    SandboxInfo,
+    SandboxPage,
+    SandboxSpec,
+    SandboxStats,
+    SetTimeout,
+    TemplateInfo,
+    UsageHistory,
+)
 
 router = APIRouter(prefix="/sandboxes", tags=["sandboxes"])
 
 
 @router.post("", status_code=201, response_model=SandboxInfo)
-async def create_sandbox(body: SandboxSpec, control: ControlDep, who: PrincipalDep,
-                         request_id: RequestIdDep) -> SandboxInfo:
+async def create_sandbox(
+    body: SandboxSpec, control: ControlDep, who: PrincipalDep, request_id: RequestIdDep
+) -> SandboxInfo:
     """Create a sandbox and return it running (429 if it would pass a quota)."""
     return await control.create(who, request_id, body)
 
@@ -44,10 +57,13 @@ async def list_sandboxes(
         if not sep:
             raise InvalidRequest(f"metadata filter {pair!r} must look like key=value")
         wanted[key] = value
-    items = [s for s in control.visible(who, await eng.sandboxes.list())
-             if (state is None or s.state == state)
-             and all(s.metadata.get(k) == v for k, v in wanted.items())
-             and (cursor is None or s.id > cursor)]
+    items = [
+        s
+        for s in control.visible(who, await eng.sandboxes.list())
+        if (state is None or s.state == state)
+        and all(s.metadata.get(k) == v for k, v in wanted.items())
+        and (cursor is None or s.id > cursor)
+    ]
     items.sort(key=lambda s: s.id)
     page = items[:limit]
     more = len(items) > limit
@@ -76,15 +92,17 @@ async def sandbox_usage(sandbox_id: str, eng: EngineDep) -> UsageHistory:
 
 
 @router.delete("/{sandbox_id}", status_code=204)
-async def kill_sandbox(sandbox_id: str, control: ControlDep, who: PrincipalDep,
-                       request_id: RequestIdDep) -> Response:
+async def kill_sandbox(
+    sandbox_id: str, control: ControlDep, who: PrincipalDep, request_id: RequestIdDep
+) -> Response:
     await control.kill(who, sandbox_id, request_id)
     return Response(status_code=204)
 
 
 @router.post("/{sandbox_id}/timeout", response_model=SandboxInfo)
-async def set_timeout(sandbox_id: str, body: SetTimeout, control: ControlDep, who: PrincipalDep,
-                      request_id: RequestIdDep) -> SandboxInfo:
+async def set_timeout(
+    sandbox_id: str, body: SetTimeout, control: ControlDep, who: PrincipalDep, request_id: RequestIdDep
+) -> SandboxInfo:
     """Kill the sandbox ``timeout`` seconds from now (429 past the tenant's maximum lifetime)."""
     return await control.set_timeout(who, sandbox_id, body.timeout, request_id)
 
@@ -96,8 +114,9 @@ async def set_network(sandbox_id: str, body: NetworkPolicy, eng: EngineDep) -> S
 
 
 @router.get("/{sandbox_id}/egress", response_model=EgressLog)
-async def egress_log(sandbox_id: str, eng: EngineDep,
-                     limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> EgressLog:
+async def egress_log(
+    sandbox_id: str, eng: EngineDep, limit: Annotated[int, Query(ge=1, le=10000)] = 1000
+) -> EgressLog:
     """The newest ``limit`` entries of the sandbox's egress log, oldest first: connections
     through the egress proxy (allowed or denied, why, bytes each way) and refused DNS questions."""
     return await eng.sandboxes.egress(sandbox_id, limit)
@@ -123,8 +142,7 @@ async def resume_sandbox(sandbox_id: str, eng: EngineDep) -> SandboxInfo:
 
 
 @router.post("/{sandbox_id}/connect", response_model=SandboxInfo)
-async def connect_sandbox(sandbox_id: str, control: ControlDep,
-                          who: PrincipalDep) -> SandboxInfo:
+async def connect_sandbox(sandbox_id: str, control: ControlDep, who: PrincipalDep) -> SandboxInfo:
     """Make the sandbox usable: resume it if paused, start it if stopped or archived (429 if
     restoring an archive would pass the tenant's disk quota)."""
     return await control.connect_sandbox(who, sandbox_id)
@@ -151,16 +169,18 @@ async def archive_sandbox(sandbox_id: str, eng: EngineDep) -> SandboxInfo:
 
 
 @router.post("/{sandbox_id}/snapshot", status_code=201, response_model=TemplateInfo)
-async def snapshot_sandbox(sandbox_id: str, body: CreateSnapshot, eng: EngineDep,
-                           who: PrincipalDep) -> TemplateInfo:
+async def snapshot_sandbox(
+    sandbox_id: str, body: CreateSnapshot, eng: EngineDep, who: PrincipalDep
+) -> TemplateInfo:
     """Save the sandbox's filesystem as a new template (layers shared with its template),
     owned by your tenant."""
     return await eng.sandboxes.snapshot(sandbox_id, body.name, owner=who.tenant)
 
 
 @router.post("/{sandbox_id}/fork", status_code=201, response_model=ForkResult)
-async def fork_sandbox(sandbox_id: str, body: ForkSpec, control: ControlDep, who: PrincipalDep,
-                       request_id: RequestIdDep) -> ForkResult:
+async def fork_sandbox(
+    sandbox_id: str, body: ForkSpec, control: ControlDep, who: PrincipalDep, request_id: RequestIdDep
+) -> ForkResult:
     """``count`` (1 to 16) running copies of a running or paused sandbox (docs/fork.md). Files
     are copy-on-write on every tier; processes and memory come along on gVisor (``memory``
     true in the answer). The container tier cannot copy processes (no process checkpoint):

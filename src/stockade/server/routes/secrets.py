@@ -15,8 +15,9 @@ router = APIRouter(prefix="/secrets", tags=["secrets"])
 
 
 @router.post("", status_code=201, response_model=SecretInfo)
-async def create_secret(body: CreateSecret, eng: EngineDep, control: ControlDep,
-                        who: PrincipalDep, request_id: RequestIdDep) -> SecretInfo:
+async def create_secret(
+    body: CreateSecret, eng: EngineDep, control: ControlDep, who: PrincipalDep, request_id: RequestIdDep
+) -> SecretInfo:
     """Create a secret, or replace one of the same name (its value is never returned)."""
     info = await eng.secrets.create(who.tenant, body)
     await control.record(who, request_id, "secret.set", body.name, hosts=info.hosts)
@@ -35,8 +36,9 @@ async def get_secret(name: str, eng: EngineDep, who: PrincipalDep) -> SecretInfo
 
 
 @router.delete("/{name}", status_code=204)
-async def delete_secret(name: str, eng: EngineDep, control: ControlDep, who: PrincipalDep,
-                        request_id: RequestIdDep) -> Response:
+async def delete_secret(
+    name: str, eng: EngineDep, control: ControlDep, who: PrincipalDep, request_id: RequestIdDep
+) -> Response:
     """Delete a secret; sandboxes holding its placeholder stop getting its value."""
     await eng.secrets.delete(who.tenant, name)
     await control.record(who, request_id, "secret.delete", name)

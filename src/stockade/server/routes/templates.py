@@ -32,8 +32,7 @@ log = logging.getLogger("stockade.server")
 #: The most a build context or an imported image may be, as uploaded.
 MAX_UPLOAD = 4 << 30
 KEEPALIVE = 15.0
-NameQuery = Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
-                                 description="the template's name")]
+NameQuery = Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="the template's name")]
 _RUNNING: set[asyncio.Task[Any]] = set()
 
 
@@ -60,8 +59,7 @@ async def remove_template(name: str, eng: EngineDep, who: PrincipalDep) -> Respo
     it; 403 for a shared template unless with the admin key)."""
     info = await eng.templates.get(name, who.may_see)
     if info.owner is None and not who.admin:
-        raise Forbidden(f"template {name!r} is shared by the operator; only the admin key may "
-                        f"delete it")
+        raise Forbidden(f"template {name!r} is shared by the operator; only the admin key may delete it")
     await eng.templates.delete(name)
     return Response(status_code=204)
 
@@ -97,14 +95,20 @@ def _line(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode() + b"\n"
 
 
-@router.post("/build", response_class=StreamingResponse,
-             responses={200: {"content": {NDJSON: {}}, "description": "build events"}})
+@router.post(
+    "/build",
+    response_class=StreamingResponse,
+    responses={200: {"content": {NDJSON: {}}, "description": "build events"}},
+)
 async def build_template(
-    request: Request, eng: EngineDep, who: PrincipalDep, name: NameQuery,
-    dockerfile: Annotated[str, Query(max_length=4096, description="its path in the context")]
-    = "Dockerfile",
-    network: Annotated[str, Query(max_length=65536, description='"none" or a JSON egress '
-                                  'policy for RUN steps')] = "none",
+    request: Request,
+    eng: EngineDep,
+    who: PrincipalDep,
+    name: NameQuery,
+    dockerfile: Annotated[str, Query(max_length=4096, description="its path in the context")] = "Dockerfile",
+    network: Annotated[
+        str, Query(max_length=65536, description='"none" or a JSON egress policy for RUN steps')
+    ] = "none",
     public: bool = False,
 ) -> StreamingResponse:
     """Build a template from a Dockerfile subset (FROM, RUN, COPY, ENV, WORKDIR, USER); the
@@ -129,8 +133,9 @@ async def build_template(
         await asyncio.to_thread(unpack, work / "context.tar", context)
         (work / "context.tar").unlink()
         text = await asyncio.to_thread(_read_dockerfile, context, dockerfile)
-        build = eng.templates.build(text, name, context, owner=owner, visible=who.may_see,
-                                    emit=queue.put_nowait, network=policy)
+        build = eng.templates.build(
+            text, name, context, owner=owner, visible=who.may_see, emit=queue.put_nowait, network=policy
+        )
     except ContextError as exc:
         shutil.rmtree(work, ignore_errors=True)
         raise InvalidRequest(str(exc)) from None
@@ -149,8 +154,9 @@ async def build_template(
     return StreamingResponse(_events(queue, task), media_type=NDJSON)
 
 
-async def _events(queue: "asyncio.Queue[dict[str, Any] | None]",
-                  task: "asyncio.Task[TemplateInfo]") -> AsyncIterator[bytes]:
+async def _events(
+    queue: "asyncio.Queue[dict[str, Any] | None]", task: "asyncio.Task[TemplateInfo]"
+) -> AsyncIterator[bytes]:
     try:
         while True:
             try:
@@ -167,16 +173,18 @@ async def _events(queue: "asyncio.Queue[dict[str, Any] | None]",
             yield _line({"type": "error", "code": exc.code, "message": exc.message})
         except Exception as exc:  # noqa: BLE001 - the stream has started; report, do not crash
             log.exception("template build failed")
-            yield _line({"type": "error", "code": "internal",
-                         "message": f"internal error ({type(exc).__name__})"})
+            yield _line(
+                {"type": "error", "code": "internal", "message": f"internal error ({type(exc).__name__})"}
+            )
     finally:
         if not task.done():  # the client went away: cancel; the task cleans up after itself
             task.cancel()
 
 
 @router.post("/import", status_code=201, response_model=TemplateInfo)
-async def import_template(request: Request, eng: EngineDep, who: PrincipalDep,
-                          name: NameQuery, public: bool = False) -> TemplateInfo:
+async def import_template(
+    request: Request, eng: EngineDep, who: PrincipalDep, name: NameQuery, public: bool = False
+) -> TemplateInfo:
     """Make a template from the body: an OCI image layout (as a tar) or a ``docker save``
     archive. The image must hold python3 (the sandbox agent runs on it)."""
     owner = _owner(who, public)

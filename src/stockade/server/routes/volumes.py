@@ -32,8 +32,7 @@ async def get_volume(name: str, control: ControlDep, who: PrincipalDep) -> Volum
 
 
 @router.delete("/{name}", status_code=204)
-async def delete_volume(name: str, eng: EngineDep, control: ControlDep,
-                        who: PrincipalDep) -> Response:
+async def delete_volume(name: str, eng: EngineDep, control: ControlDep, who: PrincipalDep) -> Response:
     """Delete a volume and its data (409 while a sandbox, in any state, mounts it)."""
     await control.volume(who, name)
     await eng.volumes.delete(name)

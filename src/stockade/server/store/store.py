@@ -34,7 +34,7 @@ def database_url(data_dir: Path, url: str | None = None) -> str:
         return f"sqlite:///{data_dir / 'private' / 'stockade.db'}"
     for plain in ("postgresql://", "postgres://"):
         if url.startswith(plain):
-            return "postgresql+psycopg://" + url[len(plain):]
+            return "postgresql+psycopg://" + url[len(plain) :]
     return url
 
 
@@ -76,8 +76,7 @@ class Store:
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
             if connection.dialect.name == "postgresql":
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                                   {"key": MIGRATION_LOCK})
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
@@ -96,8 +95,9 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(Tenant).order_by(Tenant.name)))
 
-    def create_tenant(self, name: str, quotas: dict[str, Any] | None = None,
-                      exist_ok: bool = False) -> tuple[Tenant, bool]:
+    def create_tenant(
+        self, name: str, quotas: dict[str, Any] | None = None, exist_ok: bool = False
+    ) -> tuple[Tenant, bool]:
         """The tenant ``name``, created if missing; also says whether it was created."""
         with self.session() as s:
             if (found := s.get(Tenant, name)) is not None:
@@ -215,21 +215,45 @@ class Store:
 
     # -- audit -------------------------------------------------------------------------------
     @staticmethod
-    def event(*, tenant: str | None, actor: str, action: str, target: str | None = None,
-              request_id: str | None = None, **detail: Any) -> AuditEvent:
+    def event(
+        *,
+        tenant: str | None,
+        actor: str,
+        action: str,
+        target: str | None = None,
+        request_id: str | None = None,
+        **detail: Any,
+    ) -> AuditEvent:
         """An audit event as of now, to store with :meth:`audit` or with another change."""
-        return AuditEvent(at=time.time(), tenant=tenant, actor=actor, action=action,
-                          target=target, request_id=request_id, detail=detail)
+        return AuditEvent(
+            at=time.time(),
+            tenant=tenant,
+            actor=actor,
+            action=action,
+            target=target,
+            request_id=request_id,
+            detail=detail,
+        )
 
-    def audit(self, *, tenant: str | None, actor: str, action: str, target: str | None = None,
-              request_id: str | None = None, **detail: Any) -> None:
+    def audit(
+        self,
+        *,
+        tenant: str | None,
+        actor: str,
+        action: str,
+        target: str | None = None,
+        request_id: str | None = None,
+        **detail: Any,
+    ) -> None:
         with self.session() as s:
-            s.add(self.event(tenant=tenant, actor=actor, action=action, target=target,
-                             request_id=request_id, **detail))
+            s.add(
+                self.event(
+                    tenant=tenant, actor=actor, action=action, target=target, request_id=request_id, **detail
+                )
+            )
             s.commit()
 
-    def audit_events(self, tenant: str | None = None, after: int = 0,
-                     limit: int = 100) -> list[AuditEvent]:
+    def audit_events(self, tenant: str | None = None, after: int = 0, limit: int = 100) -> list[AuditEvent]:
         with self.session() as s:
             query = select(AuditEvent).where(AuditEvent.id > after)
             if tenant is not None:

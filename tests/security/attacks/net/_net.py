@@ -74,5 +74,4 @@ def resolve(name: str) -> list[str]:
 
 def opened(results: dict) -> list[str]:
     """Keys whose attempt got through (a connection or an answer)."""
-    return [k for k, v in results.items()
-            if isinstance(v, str) and (v.startswith("ok") or v == "answered")]
+    return [k for k, v in results.items() if isinstance(v, str) and (v.startswith("ok") or v == "answered")]

@@ -7,8 +7,7 @@ from _net import ENV, TCP_PORT, opened, resolve, tcp
 
 results = {}
 internal = (ENV["NET_METADATA"], ENV["NET_PRIVATE"], ENV["NET_PLAYGROUND_HOST"])
-for name in ("rebind.allowed.test", "private.allowed.test", "host.allowed.test",
-             "mixed.allowed.test"):
+for name in ("rebind.allowed.test", "private.allowed.test", "host.allowed.test", "mixed.allowed.test"):
     results[name] = resolve(name)
 # Rebinding over time: the first answer is the allowed address, the next ones the metadata's.
 results["flip 1"] = resolve("flip.allowed.test")

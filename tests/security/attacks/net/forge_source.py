@@ -18,11 +18,27 @@ for source in (ENV["NET_VICTIM"], ENV["NET_GATEWAY"], ENV["NET_PLAYGROUND_HOST"]
         results["freebind " + source] = "sent"
     except OSError as exc:
         results["freebind " + source] = exc.strerror
+
+
 def forged(src: str, dst: str, payload: bytes) -> bytes:
     """An IPv4/UDP packet from ``src`` (the kernel fills in the IP checksum; UDP's is optional)."""
     udp = struct.pack("!HHHH", 40000, UDP_PORT, 8 + len(payload), 0) + payload
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
-                       socket.inet_aton(src), socket.inet_aton(dst)) + udp
+    return (
+        struct.pack(
+            "!BBHHHBBH4s4s",
+            0x45,
+            0,
+            20 + len(udp),
+            0,
+            0,
+            64,
+            17,
+            0,
+            socket.inet_aton(src),
+            socket.inet_aton(dst),
+        )
+        + udp
+    )
 
 
 try:

