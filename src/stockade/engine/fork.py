@@ -24,19 +24,19 @@ import contextlib
 import logging
 import secrets
 import shutil
-import subprocess
 import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..images.store import ImageError, ImageNotFound, ImageStore
+from ..images.store import ImageError, ImageNotFound
 from ..models import MAX_FORK, SandboxInfo
 from ..net import NetworkPolicy as EgressPolicy
 from .. import host
 from ..runtimes.base import DriverError
 from .errors import Conflict, EngineError, InvalidRequest, SandboxUnavailable, Unsupported
 from .records import SandboxRecord
+from .snapshots import save_upper
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -224,34 +224,19 @@ async def _make_layer(
 ) -> None:
     uid_base = getattr(engine.drivers[record.tier], "uid_base", None)
     try:
-        await asyncio.to_thread(_copy_upper, engine.images, layer, upper, uid_base, record, owner)
-    except ImageError as exc:
-        raise SandboxUnavailable(f"cannot save the fork layer of {record.id}: {exc}") from None
-
-
-def _copy_upper(
-    store: ImageStore, name: str, upper: Path, uid_base: int | None, record: SandboxRecord, owner: str | None
-) -> None:
-    """The upper directory as hidden image ``name`` over the source's template (reflinked
-    where the host filesystem can; whiteouts kept, so deletions carry over)."""
-    with store.staging(name) as staging:
-        rootfs = staging.path / "rootfs"
-        result = subprocess.run(
-            ["cp", "-a", "--reflink=auto", str(upper), str(rootfs)], capture_output=True, text=True
-        )
-        if result.returncode != 0:
-            raise SandboxUnavailable(f"cannot copy the sandbox's files: {result.stderr.strip()}")
-        if uid_base:
-            host.unshift_owners(rootfs, uid_base)
-        store.install(
-            name,
-            staging,
+        await asyncio.to_thread(
+            save_upper,
+            engine.images,
+            layer,
+            upper,
+            uid_base,
+            record,
+            owner,
             source=f"fork of sandbox {record.id}",
-            packages=store.get(record.image).packages,
-            parent=record.image,
-            owner=owner,
             hidden=True,
         )
+    except ImageError as exc:
+        raise SandboxUnavailable(f"cannot save the fork layer of {record.id}: {exc}") from None
 
 
 # -- the copies' side ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..images.store import ImageError, ImageStore, InvalidImageName, validate_name
+from ..images.store import ImageError, ImageInfo, ImageStore, InvalidImageName, validate_name
 from .. import host
 from ..runtimes.base import DriverError
 from ..models import TemplateInfo
@@ -30,14 +30,20 @@ if TYPE_CHECKING:
     from .lifecycle import Lifecycle
 
 
-def _copy_layer(
+def save_upper(
     store: ImageStore,
     name: str,
     upper: Path,
     uid_base: int | None,
     record: SandboxRecord,
-    owner: str | None = None,
-) -> TemplateInfo:
+    owner: str | None,
+    *,
+    source: str,
+    hidden: bool = False,
+) -> ImageInfo:
+    """A sandbox's upper directory as image ``name`` over its template: copied (reflinked where
+    the host filesystem can; whiteouts kept, so deletions carry over), owners shifted back out
+    of the sandbox's uid range. Used by snapshots and by fork (a hidden layer)."""
     with store.staging(name) as staging:
         if store.exists(name):
             raise Conflict(f"a template named {name!r} already exists")
@@ -49,15 +55,15 @@ def _copy_layer(
             raise SandboxUnavailable(f"cannot copy the sandbox's files: {result.stderr.strip()}")
         if uid_base:
             host.unshift_owners(rootfs, uid_base)
-        info = store.install(
+        return store.install(
             name,
             staging,
-            source=f"snapshot of sandbox {record.id}",
+            source=source,
             packages=store.get(record.image).packages,
             parent=record.image,
             owner=owner,
+            hidden=hidden,
         )
-    return template_info(info)
 
 
 async def snapshot(
@@ -102,6 +108,16 @@ async def _copy(
     engine: "Engine", name: str, upper: Path, uid_base: int | None, record: SandboxRecord, owner: str | None
 ) -> TemplateInfo:
     try:
-        return await asyncio.to_thread(_copy_layer, engine.images, name, upper, uid_base, record, owner)
+        info = await asyncio.to_thread(
+            save_upper,
+            engine.images,
+            name,
+            upper,
+            uid_base,
+            record,
+            owner,
+            source=f"snapshot of sandbox {record.id}",
+        )
+        return template_info(info)
     except ImageError as exc:
         raise Conflict(f"cannot save template {name!r}: {exc}") from None
