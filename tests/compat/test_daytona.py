@@ -635,3 +635,62 @@ def test_metrics_ports_previews_and_env(server: Server, sandbox: Any) -> None:
     sandbox.update_env({"NEWVAR": "v"}, unset=["GREETING"])
     assert sandbox.process.exec("echo $NEWVAR-${GREETING:-unset}").result == "v-unset\n"
     sandbox.update_env({"GREETING": "hello"}, unset=["NEWVAR"])
+
+
+def test_signed_file_urls_work_without_a_token_until_expired_altered_or_rotated(
+    server: Server, sandbox: Any
+) -> None:
+    """download_url()/upload_url() need no header; a URL for another path, another method,
+    another sandbox, past its expiry, with a made-up signature or from before a key rotation
+    gets 401 and changes nothing; another tenant cannot read the key."""
+    from daytona._utils.file_url_signing import compute_file_url_signature
+
+    sandbox.fs.upload_file(b"signed bytes", "signed/s.txt")
+    url = sandbox.download_url("signed/s.txt", ttl_seconds=60)
+    forever = sandbox.download_url("signed/s.txt", ttl_seconds=0)
+    upload = sandbox.upload_url("signed/up.txt")
+    assert "Authorization" not in url and "expires=0" in forever
+    with httpx.Client(timeout=30) as c:
+        assert c.get(url).content == b"signed bytes"
+        assert c.get(forever).content == b"signed bytes"
+        assert c.post(upload, files={"file": ("up.txt", b"uploaded")}).status_code == 200
+        assert sandbox.fs.download_file("signed/up.txt") == b"uploaded"
+
+        key = sandbox._ensure_signing_key()
+        toolbox = f"{server.url}/daytona/toolbox/{sandbox.id}/files"
+        past = int(time.time()) - 5
+        expired = {
+            "path": "signed/s.txt",
+            "expires": past,
+            "signature": compute_file_url_signature(key, "GET", "signed/s.txt", past),
+        }
+        for attempt, request in [
+            ("other path", ("GET", url.replace("signed%2Fs.txt", "signed%2Fup.txt"))),
+            ("other method", ("POST", url.replace("/files/download", "/files/upload-v2"))),
+            ("other sandbox", ("GET", url.replace(sandbox.id, "sb" + "0" * 18))),
+            ("forged", ("GET", url.split("&signature=")[0] + "&signature=v1_AAAA")),
+        ]:
+            method, target = request
+            r = c.request(method, target, files={"file": ("x", b"overwrite")} if method == "POST" else None)
+            assert r.status_code in (401, 404), (attempt, r.status_code, r.text)
+            assert b"overwrite" not in r.content and b"signed bytes" not in r.content, attempt
+        r = c.get(f"{toolbox}/download", params=expired)
+        assert r.status_code == 401 and "expired" in r.json()["message"]
+        r = c.get(
+            f"{toolbox}/download", params={"path": "signed/s.txt", "expires": "soon", "signature": "v1_x"}
+        )
+        assert r.status_code == 400
+        assert sandbox.fs.download_file("signed/up.txt") == b"uploaded"  # nothing was overwritten
+
+        sandbox.rotate_signing_key()
+        for old in (url, forever):
+            r = c.get(old)
+            assert r.status_code == 401 and "rotated" in r.json()["message"]
+        assert c.get(sandbox.download_url("signed/s.txt")).content == b"signed bytes"
+
+    intruder_key = server.new_key("intruder-urls")
+    with httpx.Client(headers={"Authorization": f"Bearer {intruder_key}"}, timeout=30) as c:
+        for method, path in [("GET", "signing-key"), ("POST", "signing-key/rotate")]:
+            r = c.request(method, f"{server.url}/daytona/api/sandbox/{sandbox.id}/{path}")
+            assert r.status_code == 404, (path, r.status_code)
+    assert httpx.get(sandbox.download_url("signed/s.txt")).content == b"signed bytes"  # not rotated by them

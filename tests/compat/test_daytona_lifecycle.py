@@ -202,8 +202,6 @@ def test_auto_pause_at_create_and_its_setter(acme: Daytona) -> None:
         assert sb.auto_pause_interval == 45
         with pytest.raises(DaytonaConflictError, match="pause when idle"):
             sb.set_autostop_interval(10)
-        with pytest.raises(DaytonaError, match="auto_delete_interval"):
-            acme.create(CreateSandboxFromSnapshotParams(ttl_minutes=5))
         with pytest.raises(DaytonaError, match="exclusive"):
             acme.create(CreateSandboxFromSnapshotParams(auto_pause_interval=5, auto_stop_interval=5))
     finally:
@@ -242,3 +240,39 @@ def test_out_of_memory_is_the_error_reason(server: Server, acme: Daytona, acme_k
         Daytona(DaytonaConfig(api_key=server.new_key("other"), api_url=f"{server.url}/daytona/api")).get(
             gvisor.id
         )
+
+
+def test_ttl_deletes_a_sandbox_whatever_its_state(server: Server, acme: Daytona, acme_key: str) -> None:
+    """``ttl_minutes`` and ``set_ttl`` set a deletion time counted from now (0: none), which the
+    engine keeps even while the sandbox is stopped; when it passes, the sandbox is gone and its
+    end record says why. (The engine's TTL is in seconds; Daytona's in minutes.)"""
+    sb = acme.create(CreateSandboxFromSnapshotParams(ttl_minutes=30))
+    try:
+        with server.client(acme_key) as c:
+
+            def delete_at() -> Any:
+                return c.get(f"/sandboxes/{sb.id}").json()["delete_at"]
+
+            assert abs(delete_at() - (time.time() + 1800)) < 30
+            sb.set_ttl(0)
+            assert delete_at() is None
+            sb.set_ttl(90)
+            assert abs(delete_at() - (time.time() + 5400)) < 30
+            r = c.post(f"/daytona/api/sandbox/{sb.id}/ttl/-1")
+            assert r.status_code == 400 and "ttl" in r.json()["message"]
+            with server.client(server.new_key("other-ttl")) as other:
+                assert other.post(f"/daytona/api/sandbox/{sb.id}/ttl/0").status_code == 404
+            assert delete_at() is not None  # the other tenant changed nothing
+    finally:
+        acme.delete(sb)
+    # The engine's side, in seconds: a stopped workspace is deleted when its ttl passes.
+    with server.client(acme_key) as c:
+        r = c.post("/sandboxes", json={"memory_mb": 128, "persistence": "workspace", "ttl": 4})
+        assert r.status_code == 201, r.text
+        sandbox_id = r.json()["id"]
+        assert c.post(f"/sandboxes/{sandbox_id}/stop").status_code == 200
+        _wait(lambda: c.get(f"/sandboxes/{sandbox_id}").status_code == 404, 30, "the ttl deletes it")
+        end = c.get(f"/sandboxes/{sandbox_id}/end").json()
+        assert (end["reason"], end["message"]) == ("timeout", "its ttl passed")
+        r = c.post("/sandboxes", json={"ttl": 0})
+        assert r.status_code == 400 and "ttl" in r.json()["message"]

@@ -142,7 +142,6 @@ UNSUPPORTED: list[tuple[str, Callable[[Any], Any], str]] = [
     ("recover", lambda sb: sb.recover(), "nothing to recover"),
     ("set_public", lambda sb: sb.set_public(True), "public"),
     ("create_ssh_access", lambda sb: sb.create_ssh_access(60), "SSH"),
-    ("set_ttl", lambda sb: sb.set_ttl(30), "TTL"),
     ("update_secrets", lambda sb: sb.update_secrets({"A": "b"}), "secrets"),
     ("expire_signed_preview_url", lambda sb: sb.expire_signed_preview_url(8000, "tok"), "revoked"),
     ("get_metrics", lambda sb: sb.get_metrics(), "telemetry"),

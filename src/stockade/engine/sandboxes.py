@@ -28,7 +28,7 @@ from ..net import NetError, PolicyError
 from ..net import NetworkPolicy as EgressPolicy
 from ..runtimes.base import Resources
 from .errors import Conflict, InvalidRequest, SandboxNotFound, SandboxUnavailable, Unsupported
-from .lifecycle import Lifecycle, check_auto_archive, check_options
+from .lifecycle import MAX_AUTO_DELETE, Lifecycle, check_auto_archive, check_options
 from .records import SandboxRecord
 from .fork import fork, keeps_memory
 from .snapshots import snapshot
@@ -115,6 +115,7 @@ class Sandboxes:
         record.idle_timeout, record.last_active_at = spec.idle_timeout, time.time()
         record.state = "running"
         record.expires_at = time.time() + timeout
+        record.delete_at = record.created_at + spec.ttl if spec.ttl else None
         engine.add_record(record)
         engine.events.publish(owner, record.id, "running", "created")
         return record.info()
@@ -298,13 +299,19 @@ class Sandboxes:
         auto_delete: float | None = None,
         auto_archive: float | None = None,
         archive_never: bool = False,
+        ttl: float | None = None,
     ) -> SandboxInfo:
         """Change how long a paused or stopped sandbox is kept (``auto_delete`` seconds) and
         when a stopped workspace is archived (``auto_archive`` seconds; ``archive_never``
-        turns that off). Arguments left out keep their value. A sandbox already paused or
-        stopped counts the new intervals from now."""
+        turns that off), or delete it ``ttl`` seconds from now whatever its state (0: no such
+        limit). Arguments left out keep their value. A sandbox already paused or stopped
+        counts the new intervals from now."""
         engine = self._engine
         record = engine.record(sandbox_id)
+        if ttl is not None:
+            if not 0 <= ttl <= MAX_AUTO_DELETE:
+                raise InvalidRequest(f"ttl must be between 0 (none) and {MAX_AUTO_DELETE:.0f} seconds")
+            record.delete_at = time.time() + ttl if ttl else None
         if auto_delete is not None:
             record.auto_delete = check_options(record.persistence, record.on_timeout, auto_delete)
         if archive_never:

@@ -65,6 +65,13 @@ class SandboxSpec(Request):
         le=365 * 86400,
         description="archive a stopped workspace this many seconds after it stopped (default: never)",
     )
+    ttl: float | None = Field(
+        default=None,
+        ge=1,
+        le=365 * 86400,
+        description="delete the sandbox this many seconds after its creation, whatever its state "
+        "(paused, stopped and archived too); default: no such limit",
+    )
     volumes: list[VolumeMount] = Field(default_factory=list, max_length=32)
     #: The caller's secrets (docs/secrets.md) as ``{ENV_VAR: secret name}``, or a list of
     #: names (each its own variable): the sandbox sees a placeholder in each variable;
@@ -142,6 +149,8 @@ class SandboxInfo(Result):
     on_timeout: str = "kill"
     auto_delete: float | None = None
     auto_archive: float | None = None
+    #: When the sandbox is deleted whatever its state (its ``ttl``; None: no such limit).
+    delete_at: float | None = None
     volumes: list[dict[str, Any]] = Field(default_factory=list)
     secrets: list[str] = Field(default_factory=list)  # names; the values never leave the host
     auto_resume: bool = False

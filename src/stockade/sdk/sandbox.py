@@ -65,6 +65,7 @@ class AsyncSandbox:
         auto_delete: float | None = None,
         volumes: dict[str, Any] | None = None,
         auto_archive: float | None = None,
+        ttl: float | None = None,
         auto_resume: bool = False,
         idle_timeout: bool = False,
         secrets: list[str] | dict[str, str] | None = None,
@@ -83,7 +84,8 @@ class AsyncSandbox:
         timeout does (``"kill"``, ``"pause"`` or ``"stop"``); a paused or stopped sandbox is
         deleted after ``auto_delete`` seconds. ``volumes`` maps a mount path to a
         :class:`AsyncVolume`, a volume name, or ``{"volume": name, "read_only": True}``.
-        ``auto_archive`` archives a stopped workspace that many seconds after it stopped.
+        ``auto_archive`` archives a stopped workspace that many seconds after it stopped;
+        ``ttl`` deletes the sandbox that many seconds after its creation, whatever its state.
         ``auto_resume`` resumes or starts a paused or stopped sandbox on the next call that uses
         it; ``idle_timeout`` counts ``timeout`` from the last use (a running command or an
         open terminal is use). See docs/persistence.md. ``secrets`` names secrets
@@ -105,6 +107,7 @@ class AsyncSandbox:
             "on_timeout": on_timeout,
             "auto_delete": auto_delete,
             "auto_archive": auto_archive,
+            "ttl": ttl,
             "volumes": _volume_specs(volumes or {}),
             "secrets": secrets,
             "auto_resume": auto_resume or None,

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class Control:
         self.engine = engine
         self.metrics = metrics
         self._keys: dict[tuple[str, str], tuple[str | None, float]] = {}
+        self._url_salts: dict[str, str] = {}
 
     async def start(self) -> None:
         """Called once the engine is open."""
@@ -122,6 +124,16 @@ class Control:
             raise
         await self._settle(principal.tenant, key, info.id)
         return info
+
+    async def file_url_salt(self, sandbox_id: str) -> str:
+        """The salt of the sandbox's file-URL signing key ("" until rotated): signed file
+        URLs (Daytona's) are checked against a key made from it, so rotating it retires them."""
+        return self._url_salts.get(sandbox_id, "")
+
+    async def rotate_file_url_salt(self, sandbox_id: str) -> str:
+        """A new salt for the sandbox (kept in memory in local mode)."""
+        self._url_salts[sandbox_id] = salt = secrets.token_hex(16)
+        return salt
 
     async def _claim(self, tenant: str, key: str) -> tuple[bool, str | None]:
         """Claim an idempotency key (see ``Store.claim_key``); in memory in local mode."""
@@ -422,6 +434,15 @@ class ControlPlane(Control):
             pending.remove(claim)
             self._pending_disk.pop(id(claim), None)
         return info
+
+    async def file_url_salt(self, sandbox_id: str) -> str:
+        """Read from the store, so a rotation through one replica holds on all of them."""
+        return await self.db(self.store.file_url_salt, sandbox_id) or ""
+
+    async def rotate_file_url_salt(self, sandbox_id: str) -> str:
+        salt = secrets.token_hex(16)
+        await self.db(self.store.set_file_url_salt, sandbox_id, salt)
+        return salt
 
     async def _claim(self, tenant: str, key: str) -> tuple[bool, str | None]:
         return await self.db(self.store.claim_key, tenant, key, IDEMPOTENCY_TTL)

@@ -22,6 +22,7 @@ from .wire import (
     DEFAULT_AUTO_ARCHIVE,
     DEFAULT_AUTO_STOP,
     KEEP_LONGEST,
+    MAX_TTL_MINUTES,
     NAME_KEY,
     NEVER,
     RESERVED,
@@ -89,11 +90,8 @@ def create_spec(body: CreateSandbox, template: str | None = None) -> SandboxSpec
         )
     if any(v.subpath for v in body.volumes):
         raise DaytonaError(400, "volume subpath is not supported; mount the whole volume")
-    if body.ttl_minutes:
-        raise DaytonaError(
-            400,
-            "ttl_minutes is not supported: use auto_delete_interval (a stopped sandbox is deleted after it)",
-        )
+    if body.ttl_minutes is not None and not 0 <= body.ttl_minutes <= MAX_TTL_MINUTES:
+        raise DaytonaError(400, f"ttl_minutes must be between 0 (none) and {MAX_TTL_MINUTES}")
     if body.auto_pause_interval and body.auto_stop_interval:
         raise DaytonaError(
             400, "auto_stop_interval and auto_pause_interval are mutually exclusive: set one of them to 0"
@@ -118,6 +116,7 @@ def create_spec(body: CreateSandbox, template: str | None = None) -> SandboxSpec
         on_timeout="pause" if pause else "stop",
         auto_delete=_auto_delete(body.auto_delete_interval),
         auto_archive=_auto_archive(body.auto_archive_interval),
+        ttl=body.ttl_minutes * 60.0 if body.ttl_minutes else None,
         volumes=[VolumeMount(volume=v.volume_id, path=v.mount_path) for v in body.volumes],
     )
 
@@ -354,6 +353,14 @@ async def set_autodelete(sandbox_id: SandboxId, interval: int, answer: AnswerDep
     return answer(
         await answer.ctl.engine.sandboxes.set_retention(sandbox_id, auto_delete=_auto_delete(interval))
     )
+
+
+@router.post("/{sandboxIdOrName}/ttl/{minutes}")
+async def set_ttl(sandbox_id: SandboxId, minutes: int, answer: AnswerDep) -> dict[str, Any]:
+    """Delete the sandbox ``minutes`` from now whatever its state (0: no TTL)."""
+    if not 0 <= minutes <= MAX_TTL_MINUTES:
+        raise DaytonaError(400, f"ttl must be between 0 (none) and {MAX_TTL_MINUTES} minutes")
+    return answer(await answer.ctl.engine.sandboxes.set_retention(sandbox_id, ttl=minutes * 60.0))
 
 
 @router.post("/{sandboxIdOrName}/autoarchive/{interval}")

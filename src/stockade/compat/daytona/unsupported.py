@@ -30,7 +30,6 @@ API_FEATURES: list[tuple[str, str, str]] = [
         "SSH access",
         "SSH access is not supported: use the toolbox (exec, sessions, PTY)",
     ),
-    (r"sandbox/[^/]+/ttl/.*", "TTL", "a sandbox TTL is not supported yet: use auto-delete"),
     (
         r"sandbox/[^/]+/secrets",
         "changing a sandbox's secrets",
@@ -38,9 +37,9 @@ API_FEATURES: list[tuple[str, str, str]] = [
         "create a new sandbox with the secrets",
     ),
     (
-        r"sandbox/[^/]+/signing-key(/.*)?|preview/.*",
-        "signed file URLs and preview keys",
-        "per-sandbox signing keys are not supported: preview tokens are signed by the server",
+        r"preview/.*",
+        "preview keys",
+        "per-sandbox preview keys are not supported: preview tokens are signed by the server",
     ),
     (
         r"sandbox/[^/]+/ports/[^/]+/signed-preview-url/[^/]+/expire",

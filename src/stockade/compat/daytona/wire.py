@@ -27,6 +27,8 @@ DEFAULT_AUTO_STOP = 15
 DEFAULT_AUTO_ARCHIVE = 7 * 24 * 60
 #: Auto-delete "never": the longest a stopped sandbox may be kept (SandboxSpec's bound).
 KEEP_LONGEST = 365 * 86400.0
+#: The longest TTL (minutes): as long as a stopped sandbox may be kept.
+MAX_TTL_MINUTES = int(KEEP_LONGEST // 60)
 #: Auto-stop "never": the longest a sandbox may live (the engine's and the default quota's).
 NEVER = 86400.0
 
