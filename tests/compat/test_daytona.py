@@ -168,6 +168,35 @@ def test_sessions(sandbox: Any) -> None:
         sandbox.process.get_session("work")
 
 
+def test_session_command_input(sandbox: Any) -> None:
+    """send_session_command_input feeds a running command's stdin verbatim (no shell sees it);
+    an ended command answers 410, an unknown one 404, and the session goes on."""
+    proc = sandbox.process
+    proc.create_session("typing")
+    try:
+        ask = proc.execute_session_command(
+            "typing",
+            SessionExecuteRequest(command='read a; read b; printf "%s|%s" "$a" "$b"', run_async=True),
+        )
+        proc.send_session_command_input("typing", ask.cmd_id, "first\n")
+        proc.send_session_command_input("typing", ask.cmd_id, '$(touch ~/pwned); `id` "q\'\n')
+        deadline = time.monotonic() + 20
+        while proc.get_session_command("typing", ask.cmd_id).exit_code is None:
+            assert time.monotonic() < deadline, "the command did not get its input"
+            time.sleep(0.2)
+        assert proc.get_session_command_logs("typing", ask.cmd_id).stdout == 'first|$(touch ~/pwned); `id` "q\''
+        with pytest.raises(DaytonaError) as ended:
+            proc.send_session_command_input("typing", ask.cmd_id, "late\n")
+        assert ended.value.status_code == 410 and "ended" in str(ended.value)
+        with pytest.raises(DaytonaNotFoundError):
+            proc.send_session_command_input("typing", "abc123", "x")
+        assert proc.exec("test -e ~/pwned || echo clean").result.strip() == "clean"
+        r = proc.execute_session_command("typing", SessionExecuteRequest(command="echo still"))
+        assert (r.exit_code, r.stdout) == (0, "still\n")
+    finally:
+        proc.delete_session("typing")
+
+
 def test_labels_and_list(acme: Daytona, sandbox: Any) -> None:
     other = acme.create(CreateSandboxFromSnapshotParams(labels={"team": "blue"}))
     try:

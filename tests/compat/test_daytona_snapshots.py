@@ -147,7 +147,6 @@ UNSUPPORTED: list[tuple[str, Callable[[Any], Any], str]] = [
     ("get_metrics", lambda sb: sb.get_metrics(), "telemetry"),
     ("lsp start", lambda sb: sb.create_lsp_server("python", "work").start(), "LSP"),
     ("git reset", lambda sb: sb.git.reset("work"), "git"),
-    ("session input", lambda sb: sb.process.send_session_command_input("s", "c", "y"), "input"),
     ("computer use", lambda sb: sb.computer_use.start(), "desktop"),
 ]
 

@@ -93,11 +93,6 @@ TOOLBOX_FEATURES: list[tuple[str, str, str]] = [
         "the entrypoint session",
         "sandboxes here start idle: there is no entrypoint",
     ),
-    (
-        r"process/session/[^/]+/command/[^/]+/input",
-        "session command input",
-        "sending input to a session command is not supported yet",
-    ),
 ]
 _API = [(re.compile(p + r"/?"), what, why) for p, what, why in API_FEATURES]
 _TOOLBOX = [(re.compile(p + r"/?"), what, why) for p, what, why in TOOLBOX_FEATURES]
