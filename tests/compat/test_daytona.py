@@ -184,7 +184,8 @@ def test_session_command_input(sandbox: Any) -> None:
         while proc.get_session_command("typing", ask.cmd_id).exit_code is None:
             assert time.monotonic() < deadline, "the command did not get its input"
             time.sleep(0.2)
-        assert proc.get_session_command_logs("typing", ask.cmd_id).stdout == 'first|$(touch ~/pwned); `id` "q\''
+        logs = proc.get_session_command_logs("typing", ask.cmd_id)
+        assert logs.stdout == 'first|$(touch ~/pwned); `id` "q\''
         with pytest.raises(DaytonaError) as ended:
             proc.send_session_command_input("typing", ask.cmd_id, "late\n")
         assert ended.value.status_code == 410 and "ended" in str(ended.value)
