@@ -179,13 +179,13 @@ def test_session_command_input(sandbox: Any) -> None:
             SessionExecuteRequest(command='read a; read b; printf "%s|%s" "$a" "$b"', run_async=True),
         )
         proc.send_session_command_input("typing", ask.cmd_id, "first\n")
-        proc.send_session_command_input("typing", ask.cmd_id, '$(touch ~/pwned); `id` "q\'\n')
+        proc.send_session_command_input("typing", ask.cmd_id, "$(touch ~/pwned); `id` \"q'\n")
         deadline = time.monotonic() + 20
         while proc.get_session_command("typing", ask.cmd_id).exit_code is None:
             assert time.monotonic() < deadline, "the command did not get its input"
             time.sleep(0.2)
         logs = proc.get_session_command_logs("typing", ask.cmd_id)
-        assert logs.stdout == 'first|$(touch ~/pwned); `id` "q\''
+        assert logs.stdout == "first|$(touch ~/pwned); `id` \"q'"
         with pytest.raises(DaytonaError) as ended:
             proc.send_session_command_input("typing", ask.cmd_id, "late\n")
         assert ended.value.status_code == 410 and "ended" in str(ended.value)
