@@ -7,6 +7,7 @@ routes, E2B, Daytona, the CLI, a remote host) translates onto these and nothing 
 from __future__ import annotations
 
 import builtins
+import dataclasses
 
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ from ..models import (
     EgressEntry,
     EgressLog,
     NetworkPolicy,
+    ResizeSpec,
     SandboxEnd,
     SandboxEvent,
     SandboxInfo,
@@ -26,7 +28,7 @@ from ..models import (
 )
 from ..net import NetError, PolicyError
 from ..net import NetworkPolicy as EgressPolicy
-from ..runtimes.base import Resources
+from ..runtimes.base import DriverError, Resources
 from .errors import Conflict, InvalidRequest, SandboxNotFound, SandboxUnavailable, Unsupported
 from .lifecycle import MAX_AUTO_DELETE, Lifecycle, check_auto_archive, check_options
 from .records import SandboxRecord
@@ -326,6 +328,44 @@ class Sandboxes:
             )
         record.save()
         engine.arm_timer(record)
+        return record.info()
+
+    async def resize(self, sandbox_id: str, resize: ResizeSpec) -> SandboxInfo:
+        """Change the sandbox's CPU and memory limits: at once while it runs (only upward, on
+        a tier with ``hot_resize``), or for its next start while it is stopped or archived."""
+        engine = self._engine
+        record = engine.record(sandbox_id)
+        async with engine.lock(sandbox_id):
+            old = record.resources
+            new = dataclasses.replace(
+                old,
+                cpu=old.cpu if resize.cpu is None else resize.cpu,
+                memory_mb=old.memory_mb if resize.memory_mb is None else resize.memory_mb,
+            )
+            if record.state == "running":
+                if not engine.drivers[record.tier].capabilities.hot_resize:
+                    raise Unsupported.missing(
+                        record.tier, "hot_resize", f"resize running sandbox {sandbox_id} (stop it first)"
+                    )
+                if new.cpu < old.cpu or new.memory_mb < old.memory_mb:
+                    raise Conflict(
+                        f"a running sandbox's cpu and memory can only grow (it has {old.cpu:g} "
+                        f"cpu, {old.memory_mb} MiB): stop sandbox {sandbox_id} to lower them"
+                    )
+                record.resources = new
+                try:
+                    await engine.drivers[record.tier].update_limits(record.spec)
+                except DriverError as exc:
+                    record.resources = old
+                    raise SandboxUnavailable(f"could not resize sandbox {sandbox_id}: {exc}") from None
+            elif record.state in ("stopped", "archived"):
+                record.resources = new
+            else:
+                raise Conflict(
+                    f"cannot resize sandbox {sandbox_id}: it is {record.state}; resume it "
+                    f"(a running sandbox's limits may grow) or stop it first"
+                )
+            record.save()
         return record.info()
 
     # -- lifecycle (docs/persistence.md) -----------------------------------------------------

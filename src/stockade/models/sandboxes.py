@@ -164,6 +164,14 @@ class SandboxInfo(Result):
 EndReason = Literal["killed", "timeout", "out_of_memory", "pids_limit", "disk_full", "host_lost", "error"]
 
 
+class ResizeSpec(Request):
+    """New CPU and memory limits for a sandbox (``POST /sandboxes/{id}/resize``): those left
+    out keep their value."""
+
+    cpu: float | None = Field(default=None, ge=0.05, le=64)
+    memory_mb: int | None = Field(default=None, ge=32, le=262144)
+
+
 class SandboxEnd(Result):
     """What is kept of a sandbox that ended, and why (``GET /sandboxes/{id}/end``)."""
 

@@ -286,6 +286,14 @@ class AsyncSandbox:
     #: ``sandbox.set_timeout(60)`` or ``AsyncSandbox.set_timeout(id, 60)``.
     set_timeout = hybrid(_set_timeout, _set_timeout_by_id)
 
+    async def resize(self, cpu: float | None = None, memory_mb: int | None = None) -> None:
+        """New CPU and memory limits (those left out are kept): at once while running, where the
+        tier can (container) and only upward; for the next start while stopped."""
+        body = {k: v for k, v in {"cpu": cpu, "memory_mb": memory_mb}.items() if v is not None}
+        self.info = SandboxInfo.model_validate(
+            await self._api.request("POST", f"/sandboxes/{self.id}/resize", json=body)
+        )
+
     async def set_network(self, policy: dict[str, Any]) -> None:
         """Replace the egress policy (``allow_out``, ``deny_out``, limits); new connections
         follow it at once. Only for sandboxes created with a policy (even ``{"allow_out": []}``)."""

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Awaitable, Callable
 from fastapi import APIRouter, Query, Response
 
 from ...engine import Conflict, SandboxNotFound
-from ...models import ForkSpec, NetworkPolicy, SandboxEnd, SandboxInfo, SandboxSpec, VolumeMount
+from ...models import ForkSpec, NetworkPolicy, ResizeSpec, SandboxEnd, SandboxInfo, SandboxSpec, VolumeMount
 from . import render
-from ._base import API, DaytonaError, DaytonaRoute, not_found
+from ._base import API, DaytonaError, DaytonaRoute, gib, not_found
 from ._lookup import Answer, AnswerDep, SandboxId, visible
 from .builds import image_template
 from .wire import (
@@ -31,6 +31,7 @@ from .wire import (
     CreateSandbox,
     ForkSandbox,
     Labels,
+    ResizeSandbox,
     NetworkSettings,
     SandboxSnapshot,
 )
@@ -319,6 +320,21 @@ async def set_autostop(sandbox_id: SandboxId, interval: int, answer: AnswerDep) 
 async def set_autopause(sandbox_id: SandboxId, interval: int, answer: AnswerDep) -> dict[str, Any]:
     """Pause the sandbox after ``interval`` minutes without activity (0: never)."""
     return answer(await _set_idle(answer, sandbox_id, interval, "pause"))
+
+
+@router.post("/{sandboxIdOrName}/resize")
+async def resize(sandbox_id: SandboxId, body: ResizeSandbox, answer: AnswerDep) -> dict[str, Any]:
+    """CPU and memory: upward while started (container tier), any way while stopped; the disk
+    keeps its size (400 if asked to change)."""
+    if body.cpu is None and body.memory is None and body.disk is None:
+        raise DaytonaError(400, "resize needs at least one of cpu, memory and disk")
+    info = await answer.ctl.engine.sandboxes.get(sandbox_id)
+    if body.disk is not None and body.disk != gib(info.disk_mb):
+        raise DaytonaError(
+            400, f"the disk cannot be resized here (it has {gib(info.disk_mb)} GiB): create a new sandbox"
+        )
+    spec = ResizeSpec(cpu=body.cpu, memory_mb=body.memory * 1024 if body.memory else None)
+    return answer(await answer.ctl.resize(answer.who, sandbox_id, spec, answer.request_id))
 
 
 @router.post("/{sandboxIdOrName}/fork")

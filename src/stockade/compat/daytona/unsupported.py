@@ -20,12 +20,6 @@ API_FEATURES: list[tuple[str, str, str]] = [
         "a fork's lineage is not kept here: list the sandboxes by a label instead",
     ),
     (
-        r"sandbox/[^/]+/resize",
-        "resize",
-        "resizing a sandbox is not supported: create a new one with the resources (a snapshot "
-        "keeps its files)",
-    ),
-    (
         r"sandbox/[^/]+/ssh-access|sandbox/ssh-access/.*",
         "SSH access",
         "SSH access is not supported: use the toolbox (exec, sessions, PTY)",

@@ -120,6 +120,14 @@ class UpdateSecret(Body):
     hosts: list[str] | None = Field(default=None, max_length=32)
 
 
+class ResizeSandbox(Body):
+    """CPUs and GiB, as Daytona counts them."""
+
+    cpu: int | None = Field(default=None, ge=1, le=64)
+    memory: int | None = Field(default=None, ge=1, le=256)
+    disk: int | None = Field(default=None, ge=1, le=1024)
+
+
 class Labels(Body):
     labels: dict[str, str] = Field(max_length=64)
 

@@ -180,6 +180,18 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(OwnedSandbox)))
 
+    def set_sandbox_resources(
+        self, sandbox_id: str, cpu: float, memory_mb: int, event: AuditEvent | None = None
+    ) -> None:
+        """Record a resized sandbox's limits (and ``event``, in the same transaction)."""
+        with self.session() as s:
+            row = s.get(OwnedSandbox, sandbox_id)
+            if row is not None:
+                row.cpu, row.memory_mb = cpu, memory_mb
+            if event is not None:
+                s.add(event)
+            s.commit()
+
     def file_url_salt(self, sandbox_id: str) -> str | None:
         """The salt of the sandbox's file-URL signing key (None if never rotated)."""
         with self.session() as s:
