@@ -407,6 +407,16 @@ def test_the_e2b_sdk_works_unchanged_through_a_replica(
         native = Sandbox.connect(sb.sandbox_id, api_url=cluster.replica_urls[0], api_key=key)
         assert native.files.read("/home/user/e2b.txt") == "through the cluster"
         native.close()
+        # An access token minted by one replica opens the sandbox's ports through the other
+        # (they derive one token secret from the cluster's); a forged one does not.
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+            r = c.post(f"{cluster.replica_urls[0]}/sandboxes/{sb.sandbox_id}/access-token")
+            assert r.status_code == 201, r.text
+            token = r.json()["token"]
+        port = f"{cluster.replica_urls[1]}/sandboxes/{sb.sandbox_id}/ports/8000/"
+        assert httpx.get(port, params={"stockade_token": token}, timeout=30).status_code not in (401, 404)
+        forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+        assert httpx.get(port, params={"stockade_token": forged}, timeout=30).status_code == 401
     finally:
         sb.kill()
     with cluster.client() as admin:
