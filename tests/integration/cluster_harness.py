@@ -21,6 +21,8 @@ from server_harness import ADMIN_KEY, STOCKADE, free_port
 RAY = str(Path(STOCKADE).parent / "ray")
 SLOTS = 2  # container slots per host
 CLUSTER_SECRET = "test-cluster-secret-" + os.urandom(8).hex()
+#: Ray's token authentication is on for the head, the hosts and the replicas (docs/cluster.md).
+RAY_TOKEN = os.urandom(32).hex()
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -30,6 +32,8 @@ def env(**extra: str) -> dict[str, str]:
         "STOCKADE_POOL_SIZE": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
         "STOCKADE_CLUSTER_SECRET": CLUSTER_SECRET,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": RAY_TOKEN,
         **extra,
     }
     for name in ("STOCKADE_API_URL", "STOCKADE_API_KEY", "STOCKADE_DATABASE_URL", "RAY_ADDRESS"):
