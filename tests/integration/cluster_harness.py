@@ -152,6 +152,7 @@ class Cluster:
         self.apis: list[subprocess.Popen[bytes]] = []
         self.replica_urls: list[str] = []
         self.database_url = ""
+        self.postgres: Any = None  # the harness's Postgres, when the test made one
 
     def start_head(self) -> None:
         log = self.ray_dir / "head.log"

@@ -52,6 +52,7 @@ def cluster() -> Iterator[Cluster]:
     needs_root()
     pg = Postgres().start()
     c = Cluster()
+    c.postgres = pg
     shared = Path(tempfile.mkdtemp(prefix="stockade-shared-", dir="/var/tmp"))
     try:
         c.start_head()
@@ -701,3 +702,25 @@ def test_ray_wants_its_token_and_sandboxes_cannot_reach_ray_or_the_hosts(cluster
         assert "open" not in reached.values(), reached
     finally:
         sb.kill()
+
+
+def test_a_database_restart_is_survived_through_the_replicas(cluster: Cluster) -> None:
+    """PostgreSQL stops under the running cluster: a create through a replica answers 503
+    ``store_unavailable`` (never a 500) and the replica stays up; once it is back, both replicas
+    serve again without a restart."""
+    with cluster.client() as admin:
+        key = admin.post("/keys", json={"tenant": "restart"}).json()["key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    cluster.postgres.pause()
+    try:
+        with httpx.Client(headers=headers, timeout=60) as c:
+            r = c.post(f"{cluster.replica_urls[0]}/sandboxes", json={"memory_mb": 128})
+            assert r.status_code == 503 and r.json()["code"] == "store_unavailable", r.text
+            assert c.get(f"{cluster.replica_urls[1]}/health").status_code == 200
+    finally:
+        cluster.postgres.resume()
+    with httpx.Client(headers=headers, timeout=120) as c:
+        for url in cluster.replica_urls:
+            r = c.post(f"{url}/sandboxes", json={"memory_mb": 128})
+            assert r.status_code == 201, r.text
+            assert c.delete(f"{url}/sandboxes/{r.json()['id']}").status_code == 204
