@@ -27,6 +27,7 @@ from .errors import HostError
 from .files import exchange, random_suffix, resolve_in_root, safe_rmtree, syncfs, tree_stats, unshift_owners
 from .locks import acquire, flocked, flocked_async, lock_holders
 from .mounts import (
+    detach_sandbox_mounts,
     loop_backing_files,
     loop_released,
     mount_loop,
@@ -47,6 +48,7 @@ __all__ = [
     "cgroup_parent",
     "cgroup_pids",
     "cgroup_stats",
+    "detach_sandbox_mounts",
     "empty_cgroup",
     "exchange",
     "flocked",

@@ -10,6 +10,7 @@ import ctypes
 import fcntl
 import os
 import re
+import shlex
 import struct
 import subprocess
 import tempfile
@@ -30,6 +31,22 @@ def _mount_points() -> list[str]:
     """This mount namespace's mount points, oldest first, escapes (``\\040``) decoded."""
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         return [_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), line.split()[4]) for line in f]
+
+
+def detach_sandbox_mounts(keep: Path | None = None) -> str:
+    """A shell snippet for the start of a private mount namespace that outlives a moment (a
+    networked runsc, an image build): lazily detach its copies of every sandbox's mounts but
+    those at or below ``keep``. Such a namespace copies the host's mount table; a copy keeps a
+    sandbox's disk alive after the host unmounts it (the host's mounts are private, so the
+    unmount never reaches the copy), and that sandbox's next start must then wait for the disk
+    rather than mount it twice (``ocidriver.reopen``)."""
+    kept = shlex.quote(str(keep)) if keep is not None else "''"
+    return (
+        f"keep={kept}; "
+        "for m in $(cut -d' ' -f5 /proc/self/mountinfo | grep '/sandboxes/sb' | sort -r); do "
+        'case "$m" in "$keep"|"$keep"/*) [ -n "$keep" ] && continue;; esac; '
+        'umount -l "$m" 2>/dev/null || :; done'
+    )
 
 
 def mounted(path: Path) -> bool:

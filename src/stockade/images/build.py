@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import host
 from .store import ImageError, ImageExists, ImageInfo, ImageStore, Staging, validate_name
 
 Progress = Callable[[str, float | None], None]
@@ -105,9 +106,11 @@ def _preflight(*tools: str) -> None:
 
 
 def _run_mmdebstrap(rootfs: Path, staging: Staging, report: Progress) -> None:
-    # A private mount namespace: mounts made by the build die with it, even if it is killed.
+    # A private mount namespace: mounts made by the build die with it, even if it is killed;
+    # it lets go of its copies of the sandboxes' mounts first (host.detach_sandbox_mounts).
     cmd = [
         "unshare", "--mount", "--propagation", "private",
+        "sh", "-c", host.detach_sandbox_mounts() + '; exec "$@"', "sh",
         "mmdebstrap", "--mode=root", "--variant=apt", f"--include={','.join(PACKAGES)}",
         f"--customize-hook={CUSTOMIZE}", SUITE, str(rootfs),
     ]  # fmt: skip

@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import host
 from .build import ImageBuildError, Progress, _finish_rootfs, _preflight, build_base_image, run_staged
 from .store import ImageInfo, ImageStore, Staging, validate_name
 
@@ -121,7 +122,7 @@ def build_template(
                 "private",
                 "sh",
                 "-c",
-                INSTALL_SCRIPT,
+                host.detach_sandbox_mounts() + "\n" + INSTALL_SCRIPT,
                 "sh",
                 str(rootfs),
                 *template.packages,
@@ -139,7 +140,7 @@ def build_template(
                     "private",
                     "sh",
                     "-c",
-                    USER_SCRIPT,
+                    host.detach_sandbox_mounts() + "\n" + USER_SCRIPT,
                     "sh",
                     str(rootfs),
                     *template.user_setup,
