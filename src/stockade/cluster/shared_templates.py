@@ -19,6 +19,7 @@ from typing import Callable
 from ..engine import Conflict, Engine, EngineError, InvalidRequest, NotFound
 from ..engine.templates import template_info
 from ..images import ImageError
+from ..images.manifest import DamagedCopy
 from ..images.shared import SharedTemplates
 from ..images.store import ImageInUse
 from ..models import TemplateInfo
@@ -50,6 +51,13 @@ class HostTemplates:
                     log.info("adopted template %s from shared storage", name)
             except ImageInUse as exc:
                 raise Conflict(f"template {name!r} was replaced on shared storage, but {exc}") from None
+            except DamagedCopy as exc:
+                log.warning("refused template %s from shared storage: %s", name, exc)
+                raise Conflict(
+                    f"cannot take template {name!r} from shared storage: {exc}. This host did "
+                    f"not use it; the host that made it still runs it from its own copy. Delete "
+                    f"the template and make it again to repair it"
+                ) from None
             except (ImageError, ValueError, OSError) as exc:
                 raise InvalidRequest(f"cannot take template {name!r} from shared storage: {exc}") from None
 

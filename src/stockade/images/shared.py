@@ -4,9 +4,11 @@ A host that builds, imports or snapshots a template **publishes** it there (with
 below it that other hosts may lack: build-cache layers and other tenants' or shared copies,
 not the operator's own templates such as ``base``, which every host installs); a host asked to
 run a template it lacks **adopts** it into its own image store first. Each version directory is
-an image of the store's format (``image.json`` and ``rootfs/``), named after the time it was
-published; it is written beside the others and renamed into place, so a reader sees a
-version whole or not at all. A copy in a host's store carries that version in a ``.shared``
+an image of the store's format (``image.json`` and ``rootfs/``) with the manifest of what it
+holds (:mod:`.manifest`), named after the time it was published; it is written beside the
+others and renamed into place, so a reader sees a version whole or not at all (a publisher
+killed mid-copy leaves only a hidden directory, never adopted), and an adopter checks its copy
+against the manifest before using it (a version damaged on shared storage is refused). A copy in a host's store carries that version in a ``.shared``
 file, so the host can tell it from its own templates and notice when the original was deleted
 or replaced (:meth:`SharedTemplates.stale`).
 """
@@ -22,10 +24,13 @@ import time
 from pathlib import Path
 
 from .. import host
+from . import manifest
 from .store import IMAGE_JSON, ROOTFS, ImageError, ImageInfo, ImageStore, validate_name
 
 #: In a host's image directory: the shared version it is a copy of.
 MARKER = ".shared"
+#: A publisher's unfinished copy older than this was left by a publisher that died: swept.
+ABANDONED = 3600.0
 
 
 def _version() -> str:
@@ -39,6 +44,17 @@ def _copy_tree(source: Path, target: Path) -> None:
     )
     if result.returncode != 0:
         raise ImageError(f"cannot copy {source} to {target}: {result.stderr.strip()}")
+
+
+def _sweep_abandoned(folder: Path) -> None:
+    """Delete the unfinished copies in ``folder`` that a publisher that died left behind."""
+    for entry in os.listdir(folder):
+        path = folder / entry
+        try:
+            if entry.endswith(".tmp") and time.time() - path.stat().st_mtime > ABANDONED:
+                shutil.rmtree(path, ignore_errors=True)
+        except FileNotFoundError:
+            continue
 
 
 def marker(store: ImageStore, name: str) -> str | None:
@@ -112,9 +128,11 @@ class SharedTemplates:
             version = _version()
             folder = self.root / info.name
             folder.mkdir(parents=True, exist_ok=True)
+            _sweep_abandoned(folder)
             staging = folder / f".{version}.tmp"
             staging.mkdir(mode=0o755)
             try:
+                manifest.write(info.path, staging / manifest.MANIFEST)
                 _copy_tree(info.rootfs, staging / ROOTFS)
                 shutil.copyfile(info.path / IMAGE_JSON, staging / IMAGE_JSON)
                 host.syncfs(staging)
@@ -142,14 +160,22 @@ class SharedTemplates:
     def adopt(self, store: ImageStore, name: str) -> bool:
         """Copy the published ``name`` (and the layers below it this host lacks) into
         ``store``, replacing an outdated copy; True if anything was copied. Two callers at
-        once (threads or processes) copy once: the second finds the first's copy."""
+        once (threads or processes) copy once: the second finds the first's copy. A copy that
+        differs from the published manifest is deleted and :class:`.manifest.DamagedCopy`
+        raised."""
         if not self.needs(store, name):
             return False
         found = self.current(name)
         if found is None:
             return False
         version, source = found
-        info = ImageInfo.from_json(json.loads((source / IMAGE_JSON).read_text()), source)
+        what = f"the copy of template {name!r} on shared storage (version {version})"
+        try:
+            info = ImageInfo.from_json(json.loads((source / IMAGE_JSON).read_text()), source)
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise manifest.DamagedCopy(
+                f"{what} is damaged: its {IMAGE_JSON} is unreadable ({exc!r})"
+            ) from None
         if info.parent is not None:
             self.adopt(store, info.parent)
             if not store.exists(info.parent):
@@ -164,6 +190,7 @@ class SharedTemplates:
                 store.remove(name)  # an outdated copy (ImageInUse while a sandbox uses it)
             _copy_tree(source / ROOTFS, staging.path / ROOTFS)
             shutil.copyfile(source / IMAGE_JSON, staging.path / IMAGE_JSON)
+            manifest.check(staging.path, source / manifest.MANIFEST, what)
             (staging.path / MARKER).write_text(version)
             host.syncfs(staging.path)
             os.rename(staging.path, store.root / name)
