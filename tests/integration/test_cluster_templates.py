@@ -3,7 +3,9 @@
 Two hosts on one machine, each with its own image store (the operator's ``base`` only) and one
 shared directory, and two API replicas. A tenant builds a template through one replica (the
 build runs on host a) and, with host a drained, creates from it through the other replica on
-host b, which adopts it from shared storage: a command sees the template's files. A snapshot of
+host b, which adopts it from shared storage: a command sees the template's files. A copy
+damaged on shared storage is refused by b (a still runs its own) and a publication killed
+half-way is never taken. A snapshot of
 that sandbox (on b) runs on a. Another tenant neither sees nor uses nor deletes either; a
 delete removes them from shared storage and from both hosts.
 """
@@ -116,6 +118,34 @@ def test_a_template_made_on_one_host_runs_on_the_other_for_its_tenant_only(
             assert "shared-built" in _images(a) and "shared-built" not in _images(b)
             assert (published / "shared-built").is_dir()
 
+            # Its copy on shared storage damaged (a file truncated): b refuses it, saying so,
+            # and keeps nothing of it; a still runs it from its own copy.
+            (made,) = published.glob("*/*/rootfs/opt/made.txt")
+            intact = made.read_bytes()
+            with open(made, "r+b") as f:
+                f.truncate(3)
+            _only(admin, "b")
+            with cluster.client(second, key=key) as mine:
+                r = mine.post("/sandboxes", json={"template": "shared-built", "isolation": "container"})
+            assert r.status_code == 409, r.text
+            assert "is damaged" in r.text and "/opt/made.txt: 3 bytes" in r.text, r.text
+            assert "shared-built" not in _images(b)
+            _only(admin, "a")
+            with cluster.client(first, key=key) as mine:
+                sandbox = _create(mine, "shared-built")
+                assert _host_of(admin, sandbox) == "a"
+                out = _run(mine, sandbox, cmd="cat /opt/made.txt")
+                assert out["stdout"] == "built from the context\n", out
+                assert mine.delete(f"/sandboxes/{sandbox}").status_code == 204
+            made.write_bytes(intact)  # repaired
+
+            # A newer publication killed half-way (a hidden directory without its image.json
+            # or manifest) is never taken: b adopts the whole version.
+            version = made.parents[2]
+            half = version.parent / f".{'f' * 16}-{'0' * 12}.tmp"
+            shutil.copytree(version / "rootfs", half / "rootfs", symlinks=True)
+            (half / "rootfs" / "opt" / "made.txt").write_text("half")
+
             # Host a drained: a create through the second replica lands on b, which adopts it.
             _only(admin, "b")
             with cluster.client(second, key=key) as mine:
@@ -126,6 +156,8 @@ def test_a_template_made_on_one_host_runs_on_the_other_for_its_tenant_only(
                 assert "shared-built" in _images(b)
                 out = _run(mine, sandbox, cmd="cat /opt/made.txt /opt/hello.txt")
                 assert out["stdout"] == "built from the context\nthe context", out
+                assert (b.images_dir / version.parent.name / ".shared").read_text() == version.name
+                shutil.rmtree(half)
 
                 # A snapshot of that sandbox (on b), through the first replica, runs on a.
                 assert _run(mine, sandbox, cmd="echo noted > /home/user/note")["exit_code"] == 0
