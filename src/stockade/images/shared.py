@@ -8,9 +8,10 @@ an image of the store's format (``image.json`` and ``rootfs/``) with the manifes
 holds (:mod:`.manifest`), named after the time it was published; it is written beside the
 others and renamed into place, so a reader sees a version whole or not at all (a publisher
 killed mid-copy leaves only a hidden directory, never adopted), and an adopter checks its copy
-against the manifest before using it (a version damaged on shared storage is refused). A copy in a host's store carries that version in a ``.shared``
-file, so the host can tell it from its own templates and notice when the original was deleted
-or replaced (:meth:`SharedTemplates.stale`).
+against the manifest before using it (a version damaged on shared storage is refused). A copy
+in a host's store carries that version in a ``.shared`` file, so the host can tell it from its
+own templates and notice when the original was deleted or replaced
+(:meth:`SharedTemplates.stale`).
 """
 
 from __future__ import annotations
