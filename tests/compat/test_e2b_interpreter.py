@@ -82,6 +82,10 @@ def test_line_chart(sb: Sandbox) -> None:
     assert chart.elements[0].points == [(1, 1), (2, 4), (3, 9)]
     assert chart.elements[1].points == [(1, 2.5), (2, 3), (3, 3.5)]
     assert 1.0 in chart.x_ticks and len(chart.x_tick_labels) == len(chart.x_ticks)
+    categorical = figure(sb, "plt.plot(['mon', 'tue', 'wed'], [5, 3, 4], label='load')")
+    assert isinstance(categorical, LineChart) and categorical.x_scale == ScaleType.CATEGORICAL
+    assert categorical.elements[0].points == [("mon", 5), ("tue", 3), ("wed", 4)]
+    assert categorical.x_ticks == ["mon", "tue", "wed"] and categorical.x_tick_labels == ["mon", "tue", "wed"]
 
 
 def test_scatter_chart_with_dates(sb: Sandbox) -> None:
@@ -271,3 +275,22 @@ def test_bad_envs_are_refused(sb: Sandbox) -> None:
             sb.run_code("1", envs=envs)
         assert "400" in str(caught.value) and "env" in str(caught.value).lower()
     assert sb.run_code("'1BAD' in __import__('os').environ").text == "False"
+
+
+def test_stockade_sdk_gets_the_same_chart_and_envs(server: Server, sb: Sandbox) -> None:
+    """The same engine features through Stockade's own API and SDK (one sandbox)."""
+    from stockade import Sandbox as StockadeSandbox
+
+    own = StockadeSandbox.get(sb.sandbox_id, api_url=server.url, api_key=os.environ["E2B_API_KEY"])
+    try:
+        execution = own.run_code(PLT + "plt.pie([3, 1], labels=['yes', 'no'])\nplt.show()")
+        (result,) = execution.results
+        assert result.png and result.chart is not None and result.chart["type"] == "pie"
+        assert [(e["label"], round(e["angle"])) for e in result.chart["elements"]] == [
+            ("yes", 270),
+            ("no", 90),
+        ]
+        assert own.run_code("import os; os.environ.get('N')", envs={"N": "native"}).text == "'native'"
+        assert own.run_code("os.environ.get('N', 'gone')").text == "'gone'"
+    finally:
+        own.close()  # the handle only: the sandbox is the module's

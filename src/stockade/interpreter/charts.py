@@ -83,12 +83,21 @@ def _scale(axis: Any, ax: Any, name: str) -> str:
     return str(ax.get_xscale() if name == "x" else ax.get_yscale())
 
 
-def _coordinate(value: Any, scale: str) -> float | str | None:
+def _categories(axis: Any) -> dict[float, str]:
+    """A categorical axis's positions -> category names (matplotlib's ``UnitData``)."""
+    mapping = getattr(getattr(axis, "units", None), "_mapping", None)
+    return {float(v): _text(k) for k, v in mapping.items()} if isinstance(mapping, dict) else {}
+
+
+def _coordinate(value: Any, scale: str, categories: dict[float, str]) -> float | str | None:
+    """A plotted (converted) coordinate as the data value it stands for."""
+    number = _number(value)
     if scale == "datetime":
         from matplotlib import dates
 
-        number = _number(value)
         return None if number is None else dates.num2date(number).isoformat()
+    if scale == "categorical" and number in categories:
+        return categories[number]
     return _value(value)
 
 
@@ -112,10 +121,11 @@ def _swap(chart: dict[str, Any]) -> None:
 def _point_chart(ax: Any, kind: str, budget: _Budget) -> dict[str, Any]:
     chart = _base(ax, kind)
     scales = {"x": _scale(ax.xaxis, ax, "x"), "y": _scale(ax.yaxis, ax, "y")}
+    names = {"x": _categories(ax.xaxis), "y": _categories(ax.yaxis)}
     for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
         ticks = list(axis.get_ticklocs())[:MAX_ELEMENTS]
         chart[f"{name}_scale"] = scales[name]
-        chart[f"{name}_ticks"] = [_coordinate(t, scales[name]) for t in ticks]
+        chart[f"{name}_ticks"] = [_coordinate(t, scales[name], names[name]) for t in ticks]
         chart[f"{name}_tick_labels"] = [_text(t.get_text()) for t in axis.get_ticklabels()][:MAX_ELEMENTS]
     if kind == "line":
         series = [(line.get_label(), line.get_xydata()) for line in ax.lines]
@@ -126,7 +136,10 @@ def _point_chart(ax: Any, kind: str, budget: _Budget) -> dict[str, Any]:
         chart["elements"].append(
             {
                 "label": _text(label),
-                "points": [[_coordinate(x, scales["x"]), _coordinate(y, scales["y"])] for x, y in points],
+                "points": [
+                    [_coordinate(x, scales["x"], names["x"]), _coordinate(y, scales["y"], names["y"])]
+                    for x, y in points
+                ],
             }
         )
     return chart
