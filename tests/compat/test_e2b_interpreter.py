@@ -9,7 +9,7 @@ import os
 from typing import Iterator
 
 import pytest
-from e2b.exceptions import SandboxException
+from e2b.exceptions import SandboxException, TimeoutException
 from e2b_code_interpreter import Sandbox
 from e2b_code_interpreter.charts import (
     BarChart,
@@ -248,6 +248,9 @@ def test_per_execution_envs(sb: Sandbox) -> None:
     failed = sb.run_code("raise ValueError(os.environ['B'])", envs={"B": "boom"})
     assert failed.error is not None and failed.error.value == "boom"
     assert sb.run_code("'B' in os.environ").text == "False"
+    with pytest.raises(TimeoutException):  # and an interrupted one's
+        sb.run_code("import time; time.sleep(30)", envs={"T": "late"}, timeout=2)
+    assert sb.run_code("'T' in os.environ").text == "False"
     ctx = sb.create_code_context(cwd="/tmp")
     assert (
         sb.run_code("import os; os.environ['C'] + os.getcwd()", context=ctx, envs={"C": "c:"}).text
@@ -264,7 +267,7 @@ def test_per_execution_envs_in_bash(sb: Sandbox) -> None:
     again = sb.run_code('echo "${A-unset}|$GLOBAL"', language="bash")
     assert again.logs.stdout == ["unset|sandbox-wide\n"]
     # an interrupted bash cell (its timeout) has its variables undone too
-    with pytest.raises(Exception):
+    with pytest.raises(TimeoutException):
         sb.run_code("sleep 30", language="bash", envs={"A": "late"}, timeout=2)
     assert sb.run_code('echo "${A-unset}"', language="bash").logs.stdout == ["unset\n"]
 
