@@ -52,7 +52,7 @@ class BashExecutor:
             f'__stockade_end() {{ printf \'\\036{self.token}:%s:%s\\036\' "$1" "$2"; '
             f"printf '\\036{self.token}:%s\\036' \"$1\" >&2; }}\n"
             "__stockade_cell() { local __stockade_id=$2 __stockade_undo=$3; "
-            '. "$1" </dev/null; local __stockade_rc=$?; '
+            '[ -z "$4" ] || . "$4"; . "$1" </dev/null; local __stockade_rc=$?; '
             '[ -z "$__stockade_undo" ] || . "$__stockade_undo"; '
             '__stockade_end "$__stockade_id" "$__stockade_rc"; }\n'
             "__stockade_end 0 0\n"
@@ -90,15 +90,16 @@ class BashExecutor:
         self.run_id = str(self.count)
         self._reset()
         path = os.path.join(self.workdir, "cell.sh")
-        prelude, self.restore = _env_scripts(env or {})
         with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
-            f.write(prelude + (code if code.endswith("\n") else code + "\n"))
-        restore = ""
-        if self.restore:
-            restore = os.path.join(self.workdir, "restore.sh")
-            with open(restore, "w", encoding="utf-8") as f:
-                f.write(self.restore)
-        self._send(f"__stockade_cell '{path}' {self.run_id} '{restore}'\n")
+            f.write(code if code.endswith("\n") else code + "\n")
+        prelude, self.restore = _env_scripts(env or {})
+        setup = restore = ""
+        if prelude:  # separate files, so that the cell's line numbers stay its own
+            setup, restore = (os.path.join(self.workdir, name) for name in ("env.sh", "restore.sh"))
+            for name, text in ((setup, prelude), (restore, self.restore)):
+                with open(name, "w", encoding="utf-8") as f:
+                    f.write(text)
+        self._send(f"__stockade_cell '{path}' {self.run_id} '{restore}' '{setup}'\n")
 
     def read(self, fd: Any) -> list[dict[str, Any]]:
         try:
@@ -174,16 +175,20 @@ class BashExecutor:
 
 
 def _env_scripts(env: dict[str, str]) -> tuple[str, str]:
-    """Shell lines that export ``env`` and lines that undo it (names are checked by the
-    engine; values are quoted)."""
+    """Shell lines that export ``env`` and lines that undo it, only if the first ran (an
+    interrupt may come before them, or after the undo). Names are checked; values quoted."""
+    if not env:
+        return "", ""
     prelude, restore = [], []
     names = sorted(name for name in env if ENV_NAME.fullmatch(name))
     for number, (name, value) in enumerate((name, env[name]) for name in names):
         kept = f"__stockade_env{number}"
         prelude.append(f"{kept}=${{{name}+set}}; {kept}v=${{{name}-}}; export {name}={shlex.quote(value)}")
         restore.append(
-            f'if [ -n "${kept}" ]; then {name}=${kept}v; else unset {name}; fi; unset {kept} {kept}v'
+            f'  if [ -n "${kept}" ]; then {name}=${kept}v; else unset {name}; fi; unset {kept} {kept}v'
         )
+    prelude.append("__stockade_envset=1")
+    restore = ['if [ -n "${__stockade_envset-}" ]; then', *restore, "  unset __stockade_envset", "fi"]
     return "".join(line + "\n" for line in prelude), "".join(line + "\n" for line in restore)
 
 
