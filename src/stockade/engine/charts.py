@@ -1,16 +1,16 @@
 """Checking the chart data a code context sends beside a figure (``stockade.interpreter.charts``).
 
 The chart is made inside the sandbox by code the cell can replace, so it is untrusted: it must
-fit in :data:`MAX_CHART_BYTES` and match the shape E2B's SDK parses (line, scatter, bar, pie,
-box_and_whisker, superchart, unknown). A chart that does not is dropped, and the caller gets
-a line on stderr saying so; the rest of the result (the PNG) is kept. What passes is rebuilt
-from the checked fields only.
+be JSON text of at most :data:`MAX_CHART_BYTES` (checked before parsing) and match the shape
+E2B's SDK parses (line, scatter, bar, pie, box_and_whisker, superchart, unknown). A chart that
+does not is dropped, and the caller gets a line on stderr saying so; the rest of the result (the
+PNG) is kept. What passes is rebuilt from the checked fields only, as a JSON object (a dict) in
+the bundle.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
@@ -112,34 +112,24 @@ class Chart(RootModel[Any]):
 
 
 def _check(value: Any) -> dict[str, Any]:
-    """The chart, rebuilt from checked fields; raises ValueError saying what is wrong."""
-    size = len(json.dumps(value))
-    if size > MAX_CHART_BYTES:
-        raise ValueError(f"{size} bytes of JSON, more than {MAX_CHART_BYTES}")
+    """The chart, rebuilt from checked fields (NaN and infinities, which JSON cannot carry, as
+    null); raises ValueError saying what is wrong."""
+    if not isinstance(value, str):
+        raise ValueError("not a chart (expected JSON text)")
+    if len(value) > MAX_CHART_BYTES:
+        raise ValueError(f"{len(value)} bytes of JSON, more than {MAX_CHART_BYTES}")
     try:
-        chart = Chart.model_validate(value).root
+        chart = Chart.model_validate_json(value).root
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"][:6])
-        raise ValueError(f"not a chart ({where}: {first['msg']})"[:300]) from None
-    dumped: dict[str, Any] = _finite(chart.model_dump())
-    if not dumped.get("truncated"):
-        dumped.pop("truncated", None)
-    for element in dumped["elements"] if dumped["type"] == "superchart" else []:
-        if not element.get("truncated"):
-            element.pop("truncated", None)
+        raise ValueError(f"not a chart ({where + ': ' if where else ''}{first['msg']})"[:300]) from None
+    dumped: dict[str, Any] = json.loads(chart.model_dump_json())  # non-finite floats: null
+    for part in [dumped, *(dumped["elements"] if dumped["type"] == "superchart" else [])]:
+        if not part.pop("truncated"):
+            continue
+        part["truncated"] = True  # said only when true
     return dumped
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities (which JSON cannot carry) as null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def check_bundle(data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

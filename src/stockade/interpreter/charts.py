@@ -2,7 +2,7 @@
 
 :func:`register` adds an IPython formatter for ``matplotlib.figure.Figure`` under
 :data:`MIME`, so every figure a cell shows (``plt.show()``, the inline backend's flush, a
-figure as the cell's value) carries, beside its PNG, a JSON description shaped as E2B's code
+figure as the cell's value) carries, beside its PNG, a JSON text shaped as E2B's code
 interpreter sends it (``type`` line, scatter, bar, pie, box_and_whisker, superchart or
 unknown; ``title``; axis labels, units, ticks and scales; ``elements``). Standard library and
 matplotlib only; matplotlib is imported when a figure is shown, never at kernel start.
@@ -15,6 +15,8 @@ nothing a kernel sends. Any failure to read a figure gives no chart, never an er
 from __future__ import annotations
 
 import datetime
+import gc
+import json
 import math
 import re
 from typing import Any
@@ -36,12 +38,15 @@ class _Budget:
         self.points = MAX_POINTS
         self.truncated = False
 
-    def take(self, items: list[Any], cost: int = 1) -> list[Any]:
-        room = max(0, self.points // cost)
-        if len(items) > room:
-            items, self.truncated = items[:room], True
-        self.points -= len(items) * cost
-        return items
+    def count(self, wanted: int) -> int:
+        """How many of ``wanted`` points fit; takes them from the budget."""
+        granted = min(wanted, max(0, self.points))
+        self.truncated = self.truncated or granted < wanted
+        self.points -= granted
+        return granted
+
+    def take(self, items: list[Any]) -> list[Any]:
+        return items[: self.count(len(items))]
 
     def elements(self, items: list[Any]) -> list[Any]:
         if len(items) > MAX_ELEMENTS:
@@ -132,17 +137,20 @@ def _point_chart(ax: Any, kind: str, budget: _Budget) -> dict[str, Any]:
     else:
         series = [(c.get_label(), c.get_offsets()) for c in ax.collections]
     for label, xy in budget.elements(series):
-        points = budget.take(list(xy))
-        chart["elements"].append(
-            {
-                "label": _text(label),
-                "points": [
-                    [_coordinate(x, scales["x"], names["x"]), _coordinate(y, scales["y"], names["y"])]
-                    for x, y in points
-                ],
-            }
-        )
+        pairs = xy[: budget.count(len(xy))].tolist()  # numpy: plain floats, fast
+        columns = [
+            _column([pair[axis] for pair in pairs], scales[name], names[name])
+            for axis, name in enumerate("xy")
+        ]
+        chart["elements"].append({"label": _text(label), "points": list(zip(*columns))})
     return chart
+
+
+def _column(values: list[Any], scale: str, categories: dict[float, str]) -> list[float | str | None]:
+    """Plotted coordinates of one axis as data values (plain numbers need no conversion)."""
+    if scale in ("datetime", "categorical"):
+        return [_coordinate(v, scale, categories) for v in values]
+    return [v if isinstance(v, float) and math.isfinite(v) else _number(v) for v in values]
 
 
 def _tick_label(axis: Any, position: float) -> str:
@@ -277,8 +285,24 @@ def figure_chart(figure: Any) -> dict[str, Any] | None:
         return None
 
 
+def chart_json(figure: Any) -> str | None:
+    """:func:`figure_chart` as JSON text. The garbage collector is held off meanwhile: the
+    many small objects of a large chart would make it sweep the kernel's heap again and again
+    (for 100,000 points, 240 ms instead of 40)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        chart = figure_chart(figure)
+        return None if chart is None else json.dumps(chart, separators=(",", ":"))
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def register(shell: Any) -> None:
-    """Add the chart formatter to an IPython shell's display formatter.
+    """Add the chart formatter to an IPython shell's display formatter. It gives the chart as
+    JSON text: a string passes the kernel's and the server's output handling in one piece
+    (a dict would be walked value by value), and the engine can bound it before parsing.
 
     It finds figures by class name itself: a printer registered by type would be removed when
     matplotlib's inline backend loads (``select_figure_formats`` pops ``Figure`` from every
@@ -288,14 +312,14 @@ def register(shell: Any) -> None:
 
     class ChartFormatter(BaseFormatter):  # type: ignore[misc]
         format_type = Unicode(MIME)
-        _return_type = (dict,)
+        _return_type = (str,)
 
-        def __call__(self, obj: Any) -> dict[str, Any] | None:
+        def __call__(self, obj: Any) -> str | None:
             if self.enabled and any(
                 (getattr(cls, "__module__", ""), cls.__name__) == ("matplotlib.figure", "Figure")
                 for cls in type(obj).__mro__
             ):
-                return figure_chart(obj)
+                return chart_json(obj)
             return None
 
     shell.display_formatter.formatters[MIME] = ChartFormatter(parent=shell.display_formatter)
