@@ -187,6 +187,20 @@ def test_huge_figure_is_truncated_with_a_marker(sb: Sandbox) -> None:
     assert len(chart.elements[0].points) == 100_000 and chart.elements[0].points[-1] == (99_999, 99_999)
 
 
+def test_hostile_figures(sb: Sandbox) -> None:
+    """A figure the extractor cannot read gives its PNG and no chart, without an error; one
+    with more series than a chart holds is cut and marked."""
+    execution = sb.run_code(
+        PLT + "class Boom:\n    def __str__(self): raise RuntimeError('boom')\n"
+        "line, = plt.plot([1, 2], [3, 4])\nline.get_label = Boom\nplt.show()"
+    )
+    assert execution.error is None and execution.logs.stderr == []
+    (result,) = execution.results
+    assert result.png and result.chart is None
+    many = figure(sb, "for i in range(1500): plt.plot([0, 1], [i, i])")
+    assert isinstance(many, LineChart) and len(many.elements) == 1000 and many.to_dict()["truncated"]
+
+
 @pytest.mark.parametrize(
     "payload, why",
     [

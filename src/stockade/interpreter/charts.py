@@ -153,16 +153,26 @@ def _column(values: list[Any], scale: str, categories: dict[float, str]) -> list
     return [v if isinstance(v, float) and math.isfinite(v) else _number(v) for v in values]
 
 
-def _tick_label(axis: Any, position: float) -> str:
-    for location, label in zip(axis.get_ticklocs(), axis.get_ticklabels()):
-        if abs(float(location) - position) < 1e-9:
-            return _text(label.get_text())
+def _ticks(axis: Any) -> list[tuple[float, str]]:
+    """An axis's tick positions and labels (read once: each read lays the ticks out again)."""
+    return [
+        (float(loc), _text(label.get_text()))
+        for loc, label in zip(axis.get_ticklocs(), axis.get_ticklabels())
+    ]
+
+
+def _tick_label(ticks: list[tuple[float, str]], position: float) -> str:
+    """The label of the tick at ``position``, or the position itself."""
+    for location, label in ticks:
+        if abs(location - position) < 1e-9:
+            return label
     return _text(f"{position:g}")
 
 
 def _bar_chart(ax: Any, budget: _Budget) -> dict[str, Any]:
     chart = _base(ax, "bar")
     horizontal = False
+    xticks, yticks = _ticks(ax.xaxis), _ticks(ax.yaxis)
     for number, container in enumerate(budget.elements(list(ax.containers))):
         group = _text(container.get_label())
         if group.startswith("_"):
@@ -170,10 +180,10 @@ def _bar_chart(ax: Any, budget: _Budget) -> dict[str, Any]:
         horizontal = getattr(container, "orientation", "vertical") == "horizontal"
         for rect in budget.take(list(container)):
             if horizontal:
-                label = _tick_label(ax.yaxis, rect.get_y() + rect.get_height() / 2)
+                label = _tick_label(yticks, rect.get_y() + rect.get_height() / 2)
                 value = rect.get_width()
             else:
-                label = _tick_label(ax.xaxis, rect.get_x() + rect.get_width() / 2)
+                label = _tick_label(xticks, rect.get_x() + rect.get_width() / 2)
                 value = rect.get_height()
             chart["elements"].append({"label": label, "group": group, "value": _number(value)})
     chart["elements"] = budget.elements(chart["elements"])
@@ -206,11 +216,11 @@ def _box_chart(ax: Any, budget: _Budget) -> dict[str, Any]:
     if not vertical:  # work in (along, across) coordinates: swap x and y
         boxes = [(b[2], b[3], b[0], b[1]) for b in boxes]
         lines = [xy[:, ::-1] for xy in lines]
-    axis = ax.xaxis if vertical else ax.yaxis
+    ticks = _ticks(ax.xaxis if vertical else ax.yaxis)
     for low, high, q1, q3 in boxes:
         center = (low + high) / 2
         element: dict[str, Any] = {
-            "label": _tick_label(axis, center),
+            "label": _tick_label(ticks, center),
             "min": q1,
             "first_quartile": q1,
             "median": None,
