@@ -9,6 +9,7 @@ from . import (
     git,
     gitconfig,
     interpreter,
+    lsp,
     previews,
     process,
     pty,
@@ -39,6 +40,7 @@ for _module in (
     git,
     gitconfig,
     system,
+    lsp,
     unsupported,
 ):
     router.include_router(_module.router, include_in_schema=False)
