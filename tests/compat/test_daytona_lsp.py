@@ -6,6 +6,7 @@ tenant each get a clear error and start nothing."""
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -59,9 +60,14 @@ def sandbox(server: Server, acme_key: str) -> Iterator[Any]:
 
 
 def _servers(sandbox: Any, program: str) -> int:
-    """How many processes of ``program`` run in the sandbox."""
-    listed = sandbox.process.exec("ps -eo args").result.splitlines()
-    return sum(1 for line in listed if program in line and "ps -eo" not in line)
+    """How many processes of ``program`` run in the sandbox (a killed one is given 5 s to go)."""
+    deadline = time.monotonic() + 5
+    while True:
+        listed = sandbox.process.exec("ps -eo args").result.splitlines()
+        found = sum(1 for line in listed if program in line and "ps -eo" not in line)
+        if found == 0 or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
 
 
 def test_python_completions_symbols_open_close_and_stop(sandbox: Any) -> None:

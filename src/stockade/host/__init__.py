@@ -34,6 +34,7 @@ from .mounts import (
     mounted,
     mounted_disk,
     mounts_under,
+    mounts_using,
     unmount,
 )
 
@@ -61,6 +62,7 @@ __all__ = [
     "mounted",
     "mounted_disk",
     "mounts_under",
+    "mounts_using",
     "oom_victim",
     "random_suffix",
     "remove_cgroup",

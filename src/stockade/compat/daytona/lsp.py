@@ -213,13 +213,17 @@ class Conversation:
 async def _connect(eng: Engine, sandbox: str, language_id: str, project: str) -> Any:
     """A conversation with the running server of ``language_id`` for ``project`` (404 without)."""
     what = f"{language_id} language server for {project}"
+    missing = DaytonaError(404, f"no {what} runs: call start() first")
     try:
         run = await eng.processes.connect(sandbox, ProcessSelector(tag=_tag(language_id, project)))
     except NotFound:
-        raise DaytonaError(404, f"no {what} runs: call start() first") from None
+        raise missing from None
     talk = Conversation(run, what)
     try:
-        await talk.started()
+        try:
+            await talk.started()
+        except NotFound:  # the agent says so on the stream
+            raise missing from None
         yield talk
     finally:
         await talk.close()
