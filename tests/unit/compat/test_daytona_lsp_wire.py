@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
-from stockade.compat.daytona.lsp import Reader, _item, _symbols, frame
+import pytest
+
+from stockade.compat.daytona.lsp import MAX_HEADER, MAX_MESSAGE, Reader, _item, _symbols, frame
 
 
 def test_frames_round_trip_split_anywhere_and_joined() -> None:
@@ -53,3 +55,14 @@ def test_answers_become_daytona_models() -> None:
         "range": {"start": {"line": 4, "character": 6}, "end": {"line": 4, "character": 12}},
     }
     assert flat[1]["location"]["range"]["start"] == {"line": 0, "character": 0}
+
+
+def test_what_a_server_sends_is_bounded() -> None:
+    """The server is the sandbox's program: it cannot make the front end buffer without end."""
+    reader = Reader()
+    for _ in range(1000):
+        assert reader.feed(b"x" * 10_000) == []  # no header, ever
+    assert len(reader.buffer) <= MAX_HEADER
+    assert reader.feed(frame({"id": 1, "result": None})) == [{"jsonrpc": "2.0", "id": 1, "result": None}]
+    with pytest.raises(ValueError, match="at most"):
+        reader.feed(b"Content-Length: %d\r\n\r\n{" % (MAX_MESSAGE + 1))

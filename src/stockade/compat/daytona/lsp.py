@@ -48,6 +48,9 @@ LAUNCH = 'command -v "$1" >/dev/null 2>&1 || exit 127; exec "$@"'
 #: Seconds a call waits for the server's answer (its first completion loads jedi, typeshed...).
 ANSWER_WITHIN = 60.0
 MAX_DOCUMENT = 8 << 20
+#: The largest message taken from a server (the sandbox's program: it may be anything), and
+#: how much of a stream without a header is kept while waiting for one.
+MAX_MESSAGE, MAX_HEADER = 64 << 20, 4096
 HEADER = re.compile(rb"Content-Length: *(\d+)\r\n(?:[^\r\n]*\r\n)*?\r\n", re.IGNORECASE)
 Language = Annotated[str, Query(alias="languageId", min_length=1, max_length=32)]
 Project = Annotated[str, Query(alias="pathToProject", min_length=1, max_length=4096)]
@@ -87,9 +90,12 @@ class Reader:
         self.buffer = b""
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """The whole messages read so far; ValueError for one over :data:`MAX_MESSAGE`."""
         self.buffer += data
         found = []
         while (match := HEADER.search(self.buffer)) is not None:
+            if int(match.group(1)) > MAX_MESSAGE:
+                raise ValueError(f"a message of {int(match.group(1))} bytes (at most {MAX_MESSAGE})")
             end = match.end() + int(match.group(1))
             if len(self.buffer) < end:
                 self.buffer = self.buffer[match.start() :]
@@ -99,6 +105,8 @@ class Reader:
                 if isinstance(message, dict):
                     found.append(message)
             self.buffer = self.buffer[end:]
+        else:
+            self.buffer = self.buffer[-MAX_HEADER:]  # no header yet: only its start may be here
         return found
 
 
@@ -178,7 +186,11 @@ class Conversation:
                         self.stderr = (self.stderr + event["data"])[-2000:]
                     if event["type"] != "stdout":
                         continue
-                    for message in self.reader.feed(event["data"]):
+                    try:
+                        messages = self.reader.feed(event["data"])
+                    except ValueError as e:
+                        raise DaytonaError(502, f"the {self.what} sent {e}") from None
+                    for message in messages:
                         if message.get("id") == ident and "method" not in message:
                             return self._result(method, message)
                         if "id" in message and "method" in message:  # the server asks: no
