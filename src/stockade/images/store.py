@@ -406,6 +406,8 @@ class ImageStore:
             config=config or None,
             hidden=hidden,
         )
+        if replace:
+            self._copy_idmaps(name, rootfs)
         with open(staging.path / IMAGE_JSON, "w", encoding="utf-8") as f:
             json.dump(info.to_json(), f, indent=2)
             f.write("\n")
@@ -426,6 +428,20 @@ class ImageStore:
                 os.rename(staging.path, self.root / f"{_RETIRED}{name}-{host.random_suffix()}")
             self._sweep_trash()
         return info
+
+    def _copy_idmaps(self, name: str, rootfs: Path) -> None:
+        """Give the new tree of ``name`` the id-mapped copies the old one has: an engine that
+        saw ``<name>/rootfs-idmap-<base>`` before the swap mounts it after, and finds it."""
+        for entry in _listdir(self._dir(name)):
+            if (found := re.fullmatch(rf"{_IDMAP}(\d+)", entry)) is None:
+                continue
+            tmp = rootfs.parent / f"{_TMP}{host.random_suffix()}"
+            try:
+                idmap.shift_copy(rootfs, tmp, int(found.group(1)))
+            except idmap.IdOutOfRange:  # made (and refused) at first use, as for a new image
+                host.safe_rmtree(tmp)
+                continue
+            os.rename(tmp, rootfs.parent / entry)
 
 
 def _listdir(path: Path) -> list[str]:

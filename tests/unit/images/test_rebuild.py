@@ -80,6 +80,8 @@ def test_a_stale_base_is_rebuilt_once_under_running_sandboxes(
         assert results[0] == results[1] == store.get("base")
         assert store.get("base").packages == PACKAGES
         assert (store.rootfs("base") / "etc" / "version").read_text() == "new"
+        assert (lower / "etc" / "version").read_text() == "new"  # its id-mapped copy came too
+        assert os.stat(lower / "etc" / "version").st_uid == 100000
         # The running sandbox keeps its files, including ones it never looked up before.
         assert (sandbox / "root" / "etc" / "version").read_text() == "old"
         assert (sandbox / "root" / "etc" / "never-read-before").read_text() == "old"
