@@ -5,6 +5,7 @@ tenant each get a clear error and start nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 import uuid
@@ -17,7 +18,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
 from server_harness import Server, sqlite_server  # noqa: E402,F401
 
-from daytona import CreateSandboxFromSnapshotParams, Daytona, DaytonaConfig, DaytonaError  # noqa: E402
+from daytona import (  # noqa: E402
+    AsyncDaytona,
+    CreateSandboxFromSnapshotParams,
+    Daytona,
+    DaytonaConfig,
+    DaytonaError,
+)
 from daytona.common.lsp_server import LspCompletionPosition  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -171,3 +178,44 @@ def test_another_tenant_gets_404_and_starts_nothing(server: Server, sandbox: Any
             r = c.post(toolbox + "/did-open", json=bad)
             assert r.status_code == 400 and r.json()["message"], (bad, r.text)
     assert _servers(sandbox, "pylsp") == 0
+
+
+def test_async_clients_mix_and_a_stopped_sandbox_is_said(server: Server, sandbox: Any, acme_key: str) -> None:
+    """``AsyncDaytona`` drives the same server; concurrent calls each get their own answer; a
+    stopped sandbox's calls say so, and after a start the server is started anew."""
+    config = DaytonaConfig(api_key=acme_key, api_url=f"{server.url}/daytona/api")
+
+    async def main() -> None:
+        async with AsyncDaytona(config) as d:
+            sb = await d.get(sandbox.id)
+            lsp = sb.create_lsp_server("python", "proj")
+            await lsp.start()
+            await lsp.did_open("proj/main.py")
+            found = await asyncio.gather(
+                *(lsp.completions("proj/main.py", LspCompletionPosition(1, 7)) for _ in range(4)),
+                lsp.document_symbols("proj/shapes.py"),
+                lsp.completions("proj/main.py", LspCompletionPosition(0, 7)),
+            )
+            for answer in found[:4]:
+                assert {"Circle", "area", "UNIT"} <= {i.insert_text for i in answer.items}
+            assert {"Circle", "area", "UNIT"} <= {s.name for s in found[4]}
+            assert "shapes" in {i.label for i in found[5].items}
+
+    asyncio.run(main())
+    assert _servers(sandbox, "pylsp") == 1
+    sandbox.stop()
+    lsp = sandbox.create_lsp_server("python", "proj")
+    for call in (lsp.start, lambda: lsp.completions("proj/main.py", LspCompletionPosition(1, 7))):
+        with pytest.raises(DaytonaError) as caught:
+            call()
+        assert caught.value.status_code == 409 and "stopped" in str(caught.value), str(caught.value)
+    sandbox.start()
+    with pytest.raises(DaytonaError) as caught:  # the server went with the sandbox's processes
+        lsp.completions("proj/main.py", LspCompletionPosition(1, 7))
+    assert caught.value.status_code == 404 and "start()" in str(caught.value)
+    lsp.start()
+    lsp.did_open("proj/main.py")
+    assert "area" in {
+        i.insert_text for i in lsp.completions("proj/main.py", LspCompletionPosition(1, 7)).items
+    }
+    lsp.stop()
