@@ -94,6 +94,7 @@ def build_base_image(
     validate_name(name)
     report: Progress = progress or (lambda stage, fraction: None)
     if not force and (found := current(store, name, PACKAGES)):
+        store.sweep()  # a tree this image replaced while sandboxes used it, if none does now
         return found
     _preflight("mmdebstrap", "unshare")
     with store.staging(name) as staging:

@@ -265,6 +265,10 @@ class ImageStore:
         if points:
             raise ImageInUse(f"image {name!r} is in use: mounted at {', '.join(map(str, points))}")
 
+    def sweep(self) -> None:
+        """Delete what interrupted removals left and the replaced trees nothing uses now."""
+        self._sweep_trash()
+
     def _sweep_trash(self) -> None:
         self._sweep_retired()
         for entry in _listdir(self.root):
@@ -286,6 +290,9 @@ class ImageStore:
             try:
                 os.rename(self.root / entry, trash)
             except FileNotFoundError:  # swept by another process just now
+                continue
+            except OSError as e:
+                log.warning("cannot delete %s: %s", self.root / entry, e)
                 continue
             log.info("deleting %s (image %r was replaced and nothing uses it now)", entry, name)
 
