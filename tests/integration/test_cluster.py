@@ -101,10 +101,10 @@ def _previous_schema(url: str) -> None:
 
 
 def _check_upgraded(url: str) -> None:
-    """The replicas brought it to the newest schema (0004: the cluster tables), rows kept."""
+    """The replicas brought it to the newest schema (0005; 0004 made the cluster tables), rows kept."""
     engine = sa.create_engine(sql_url(url))
     with engine.connect() as c:
-        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
         assert c.execute(sa.text("SELECT count(*) FROM tenants WHERE name = 'veteran'")).scalar() == 1
         tables = set(sa.inspect(c).get_table_names())
     engine.dispose()

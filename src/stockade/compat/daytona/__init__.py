@@ -5,6 +5,7 @@
 from fastapi import APIRouter
 
 from . import (
+    file_urls,
     files,
     git,
     gitconfig,
@@ -28,6 +29,7 @@ router = APIRouter()
 for _module in (
     sandboxes,
     previews,
+    file_urls,
     snapshots,
     volumes,
     secrets,

@@ -180,6 +180,32 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(OwnedSandbox)))
 
+    def set_sandbox_resources(
+        self, sandbox_id: str, cpu: float, memory_mb: int, event: AuditEvent | None = None
+    ) -> None:
+        """Record a resized sandbox's limits (and ``event``, in the same transaction)."""
+        with self.session() as s:
+            row = s.get(OwnedSandbox, sandbox_id)
+            if row is not None:
+                row.cpu, row.memory_mb = cpu, memory_mb
+            if event is not None:
+                s.add(event)
+            s.commit()
+
+    def file_url_salt(self, sandbox_id: str) -> str | None:
+        """The salt of the sandbox's file-URL signing key (None if never rotated)."""
+        with self.session() as s:
+            row = s.get(OwnedSandbox, sandbox_id)
+            return None if row is None else row.file_url_salt
+
+    def set_file_url_salt(self, sandbox_id: str, salt: str) -> None:
+        with self.session() as s:
+            row = s.get(OwnedSandbox, sandbox_id)
+            if row is None:
+                raise NotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
+            row.file_url_salt = salt
+            s.commit()
+
     # -- idempotency keys -----------------------------------------------------------------
     def claim_key(self, tenant: str, key: str, ttl: float) -> tuple[bool, str | None]:
         """Claim ``key`` for a create: ``(True, None)`` if this caller now holds it, else
