@@ -320,7 +320,8 @@ class Sandboxes:
             record.auto_archive = None
         elif auto_archive is not None:
             record.auto_archive = check_auto_archive(record.persistence, auto_archive)
-        if record.state in ("paused", "stopped", "archived"):
+        retention = auto_delete is not None or auto_archive is not None or archive_never
+        if retention and record.state in ("paused", "stopped", "archived"):
             now = time.time()
             record.expires_at = now + record.auto_delete
             record.archive_at = (

@@ -18,12 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
+import sqlalchemy.exc
+
 from ..engine import Conflict, Engine, NotFound, QuotaExceeded, SandboxNotFound
 from ..models import ForkResult, ForkSpec, ResizeSpec, SandboxInfo, SandboxSpec, VolumeInfo
 from .auth import ADMIN_TENANT, LOCAL, KeyCache, Principal, hash_key, same_secret
 from .metrics import Metrics
 from .settings import Quotas, ServerSettings
-from .store import OwnedSandbox, Store, Tenant
+from .store import OwnedSandbox, Store, StoreUnavailable, Tenant
 
 log = logging.getLogger("stockade.server")
 T = TypeVar("T")
@@ -229,9 +231,17 @@ class ControlPlane(Control):
         self._reaper: asyncio.Task[None] | None = None
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a store call on the store's thread."""
+        """Run a store call on the store's thread. A database that does not answer is a 503
+        (``store_unavailable``): its transaction was rolled back; the pool reconnects by itself
+        once the database is back (a restart is survived without restarting the server)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+            log.warning("store call %s failed: %s", getattr(fn, "__name__", fn), exc.orig)
+            raise StoreUnavailable(
+                "the store (database) did not answer, so the request did not complete: retry it in a moment"
+            ) from None
 
     # -- start, stop, reconcile --------------------------------------------------------------
     async def start(self) -> None:

@@ -18,13 +18,20 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ...engine import Conflict, NotFound
+from ...engine import Conflict, EngineError, NotFound
 from .schema import ApiKey, AuditEvent, IdempotencyKey, OwnedSandbox, Tenant
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The PostgreSQL advisory lock that serialises migrations ("stockade" in ASCII, truncated).
 MIGRATION_LOCK = 0x73746F636B616465
 QUOTA_FIELDS = ("max_sandboxes", "max_vcpu", "max_memory_mb", "max_lifetime", "max_disk_mb")
+
+
+class StoreUnavailable(EngineError):
+    """The database did not answer (restarting, unreachable, locked): retry in a moment."""
+
+    code = "store_unavailable"
+    status = 503
 
 
 def database_url(data_dir: Path, url: str | None = None) -> str:
