@@ -35,6 +35,7 @@ from .mounts import (
     mounted,
     mounted_disk,
     mounts_under,
+    mounts_using,
     unmount,
 )
 
@@ -63,6 +64,7 @@ __all__ = [
     "mounted",
     "mounted_disk",
     "mounts_under",
+    "mounts_using",
     "oom_victim",
     "random_suffix",
     "remove_cgroup",

@@ -68,6 +68,22 @@ def mounts_under(prefix: Path) -> list[Path]:
     return [m for _, _, m in sorted(found, reverse=True)]
 
 
+def mounts_using(prefix: Path) -> list[Path]:
+    """Mount points (in this mount namespace) whose source options name a path at or below
+    ``prefix``: overlays whose ``lowerdir`` is an image's tree. The options keep the path as it
+    was at mount time, so a tree renamed since is still found under its old name."""
+    real = os.path.realpath(prefix).rstrip("/")
+    named = re.compile(r"(?:^|[=:,])" + re.escape(real) + r"(?:$|[/:,])")
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            _, _, after = line.partition(" - ")
+            options = after.split(" ", 2)[2] if after.count(" ") >= 2 else ""
+            if named.search(_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), options.strip())):
+                found.append(Path(_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), line.split()[4])))
+    return found
+
+
 def unmount(path: Path) -> None:
     """Unmount ``path`` (lazily if busy); nothing mounted there is fine."""
     while mounted(path):
