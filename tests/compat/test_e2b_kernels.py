@@ -13,6 +13,7 @@ from e2b.exceptions import InvalidArgumentException, SandboxException, TimeoutEx
 from e2b_code_interpreter import Sandbox as CodeSandbox
 from server_harness import Server, finish, needs_root, new_data_dir
 
+from stockade import InvalidRequestError
 from stockade import Sandbox as NativeSandbox
 from stockade.config import default_images_dir
 
@@ -118,7 +119,7 @@ def test_an_unknown_language_is_a_clear_error(sb: CodeSandbox) -> None:
     assert "cobol" in str(caught.value)
 
 
-def test_native_sdk_runs_javascript(server: Server, key: str) -> None:
+def test_native_sdk_runs_javascript_and_base_says_what_is_missing(server: Server, key: str) -> None:
     with NativeSandbox.create("code-interpreter", timeout=300, api_url=server.url, api_key=key) as box:
         ex = box.run_code("const parts = ['a', 'b'];\nparts.join('+')", language="javascript")
         assert ex.error is None and ex.text == "'a+b'"
@@ -126,3 +127,7 @@ def test_native_sdk_runs_javascript(server: Server, key: str) -> None:
         assert ctx.language == "typescript"
         assert box.run_code("const n: number = parts.length; n", context=ctx).error is not None  # own state
         assert box.run_code("const m: number = 7; m", context=ctx).text == "7"
+    # the base template has no node: a clear 400 naming the template that has
+    with NativeSandbox.create(timeout=120, api_url=server.url, api_key=key) as plain:
+        with pytest.raises(InvalidRequestError, match="code-interpreter"):
+            plain.run_code("1", language="js")
