@@ -23,8 +23,14 @@ pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
     needs_root()
-    if not (default_images_dir() / "code-interpreter" / "image.json").exists():
+    template = default_images_dir() / "code-interpreter"
+    if not (template / "image.json").exists():
         pytest.fail("no code-interpreter template: run scripts/install")
+    if not (template / "rootfs" / "usr" / "bin" / "node").exists():
+        pytest.fail(
+            "the code-interpreter template predates nodejs: rebuild it with "
+            "'.venv/bin/stockade image build --template code-interpreter --force'"
+        )
     srv = Server(new_data_dir()).start()
     yield srv
     finish(srv)

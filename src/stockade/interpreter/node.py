@@ -44,8 +44,8 @@ class NodeExecutor(BashExecutor):
         node = shutil.which("node") or shutil.which("nodejs")
         if node is None:
             raise Failure(
-                f"{self.language} needs Node.js (`node`), which this image lacks; "
-                "use the code-interpreter template"
+                f"{self.language} needs Node.js (`node`), which this image lacks; the "
+                "code-interpreter template has it (rebuild one older than that with --force)"
             )
         driver = os.path.join(self.workdir, "stockade-node-driver.js")
         with open(driver, "w", encoding="utf-8") as f:

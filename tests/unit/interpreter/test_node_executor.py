@@ -1,6 +1,7 @@
-"""The JavaScript executor outside any sandbox, on the host's ``node`` (Debian's, installed with
-npm by scripts/install): what the sandbox tests cannot reach cheaply -- code that ignores the
-interrupt, output a timer prints after its cell ended, and what a thrown non-error becomes."""
+"""The JavaScript executor outside any sandbox, on the host's ``node`` (the one scripts/install
+--test puts in the virtualenv, or the system's): what the sandbox tests cannot reach cheaply --
+code that ignores the interrupt, output a timer prints after its cell ended, and what a thrown
+non-error becomes."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ INTERPRETER = Path(__file__).resolve().parents[3] / "src" / "stockade" / "interp
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    if shutil.which("node") is None:
-        pytest.fail("no node on the host: run scripts/install (Debian's npm brings nodejs)")
+    path = f"{sys.prefix}/node/bin:/usr/local/bin:/usr/bin:/bin"  # scripts/install --test puts one there
+    if shutil.which("node", path=path) is None:
+        pytest.fail("no node on the host: run scripts/install --test")
     package = tmp_path / "root" / "stockade_interpreter"  # as the engine uploads it
     package.mkdir(parents=True)
     for source in INTERPRETER.glob("*.py"):
@@ -30,7 +32,7 @@ def server(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
         cwd=tmp_path,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+        env={"PATH": path},
     )
     assert _events(proc)[-1]["type"] == "ready"
     yield proc
