@@ -44,6 +44,7 @@ START_TIMEOUT = 120.0
 DEADLINE_SLACK = 15.0
 LANGUAGE_RE = re.compile(r"^[a-z][a-z0-9+_.-]{0,31}$")
 ALIASES = {"python3": "python", "py": "python", "sh": "bash", "shell": "bash"}
+ALIASES |= {"js": "javascript", "node": "javascript", "ts": "typescript"}
 
 
 ENV_LANGUAGES = ("python", "bash")

@@ -40,13 +40,17 @@ CODE_INTERPRETER = Template(
         "python3-numpy",
         "python3-pandas",
         "python3-matplotlib",
+        # JavaScript and TypeScript contexts (stockade.interpreter.node): Debian's Node.js 18
+        # and the TypeScript compiler as a Node module (require("typescript")).
+        "nodejs",
+        "node-typescript",
     ),
     # Matplotlib builds its font cache on first import (seconds); do it once, here.
     user_setup=(
         'python3 -c \'import matplotlib; matplotlib.use("agg"); '
         "import matplotlib.pyplot as plt; plt.figure()'",
     ),
-    description="a Jupyter kernel (ipykernel) with numpy, pandas and matplotlib",
+    description="a Jupyter kernel (ipykernel) with numpy, pandas and matplotlib; Node.js and TypeScript",
 )
 
 TEMPLATES: dict[str, Template] = {t.name: t for t in (CODE_INTERPRETER,)}

@@ -59,15 +59,21 @@ class BashExecutor:
         )
         self.run_id = "0"
         self._reset()
-        deadline = time.monotonic() + 10
+        self._await_ready("bash", 10)
+
+    def _await_ready(self, what: str, seconds: float) -> None:
+        """Wait for the end marker of run ``0``; Failure (with what it said on stderr) if none."""
+        deadline = time.monotonic() + seconds
         poller = SelectPoller()
         for fd in (self.out_fd, self.err_fd):
             poller.register(fd, select.POLLIN)
+        said = ""
         while not self.done:
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise Failure("bash did not start")
+                said += "".join(e["text"] for e in self.read(self.err_fd) if e["type"] == "stderr")
+                raise Failure(f"{what} did not start" + (f": {said.strip()[-500:]}" if said.strip() else ""))
             for fd, _ in poller.poll(100):
-                self.read(fd)
+                said += "".join(e["text"] for e in self.read(fd) if e["type"] == "stderr")
 
     def _send(self, text: str) -> None:
         assert self.proc.stdin is not None
@@ -79,6 +85,7 @@ class BashExecutor:
         self.decoders = {fd: codecs.getincrementaldecoder("utf-8")("replace") for fd in self.buffers}
         self.finished = {self.out_fd: False, self.err_fd: False}
         self.exit_code = 0
+        self.marker: list[str] = []
 
     def sources(self) -> list[Any]:
         return [self.out_fd, self.err_fd]
@@ -125,6 +132,8 @@ class BashExecutor:
             out, data = out + data[:start], data[end + 1 :]
             if fields[0] == self.run_id:
                 self.finished[fd] = True
+                if fd == self.out_fd:
+                    self.marker = fields
                 if len(fields) > 1 and fields[1].isdigit():
                     self.exit_code = int(fields[1])
         self.buffers[fd] = data

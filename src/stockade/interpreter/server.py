@@ -27,6 +27,7 @@ from typing import Any
 from .bash import BashExecutor, SelectPoller
 from .ipykernel_runner import run_ipykernel
 from .kernel import KernelExecutor
+from .node import LANGUAGES as NODE_LANGUAGES, NodeExecutor
 from .wire import CHUNK_CHARS, INTERRUPT_GRACE, MAX_OUTPUT, PROTOCOL, Failure, emit
 
 
@@ -219,6 +220,8 @@ def main() -> None:
         try:
             if language == "bash":
                 executor = BashExecutor(os.getcwd(), workdir)
+            elif language in NODE_LANGUAGES:
+                executor = NodeExecutor(language, os.getcwd(), workdir)
             else:
                 executor = KernelExecutor(language, os.getcwd(), workdir)
         except Failure as exc:
