@@ -720,7 +720,7 @@ def test_a_database_restart_is_survived_through_the_replicas(cluster: Cluster) -
     finally:
         cluster.postgres.resume()
     with httpx.Client(headers=headers, timeout=120) as c:
-        for url in cluster.replica_urls:
+        for url in cluster.replica_urls[:2]:  # the module's two (a test adds and kills a third)
             r = c.post(f"{url}/sandboxes", json={"memory_mb": 128})
             assert r.status_code == 201, r.text
             assert c.delete(f"{url}/sandboxes/{r.json()['id']}").status_code == 204
