@@ -6,8 +6,11 @@ growing with the sandboxes it holds) and the server then takes copy-on-write fau
 8 ms per child on the reference machine, paid by each create (``runc run``) and each kill
 (``runc delete``). On the default loop it uses ``vfork()`` but waits for every child in a
 thread of its own. :func:`spawn` starts the child with :class:`subprocess.Popen` (``vfork()``:
-nothing is copied) and awaits its exit on a pidfd, on any event loop. Output meant for the
-caller goes to memory files read after the exit, so no pipe fills up while nobody reads it.
+nothing is copied) and awaits its exit on a pidfd, on any event loop. :func:`run_child` sends
+output to memory files read after the exit, so no pipe fills up while nobody reads it.
+
+The child is reaped by the loop as soon as it exits, whether or not anyone still waits for it:
+a cancelled wait leaves neither a zombie nor a descriptor once the process is gone.
 """
 
 from __future__ import annotations
@@ -19,10 +22,8 @@ import signal
 import subprocess
 from typing import IO, Union
 
-#: What a child's stdout or stderr may be: inherited (None), DEVNULL, a file, or CAPTURE.
+#: Where a child's stdout or stderr goes: inherited (None), ``subprocess.DEVNULL``, or a file.
 Target = Union[None, int, IO[bytes]]
-#: Capture the stream in memory; :meth:`Child.output` returns it after the exit.
-CAPTURE = -10
 
 
 def _memory_file(name: str, data: bytes = b"") -> int:
@@ -38,19 +39,14 @@ def _read_all(fd: int) -> bytes:
     return os.pread(fd, size, 0) if size else b""
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 class Child:
-    """A process started by :func:`spawn`. Await :meth:`wait` (it reaps the process);
-    :meth:`kill` before that if it must not finish."""
+    """A process started by :func:`spawn`. Await :meth:`wait` for its exit code, or
+    :meth:`stop` it; either way the loop reaps it the moment it exits."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], captured: dict[str, int]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], pidfd: int) -> None:
         self._popen = popen
-        self._captured = captured
-        self._pidfd: int | None = os.pidfd_open(popen.pid)
+        self._pidfd: int | None = pidfd
+        self._exited: asyncio.Future[None] | None = None
 
     @property
     def pid(self) -> int:
@@ -61,19 +57,26 @@ class Child:
         return self._popen.returncode
 
     async def wait(self) -> int:
-        """Wait for the process to exit, reap it, and return its exit code."""
+        """Wait for the exit and return the exit code. Cancelling this wait does not stop the
+        watch: the process is still reaped, and its pidfd closed, when it exits."""
         if self._pidfd is not None:
-            loop = asyncio.get_running_loop()
-            exited: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(self._pidfd, _resolve, exited)
-            try:
-                await exited
-            finally:
-                loop.remove_reader(self._pidfd)
-            self._popen.wait()  # it has exited: reaped at once
-            os.close(self._pidfd)
-            self._pidfd = None
-        return self._popen.returncode
+            if self._exited is None:
+                loop = asyncio.get_running_loop()
+                self._exited = loop.create_future()
+                loop.add_reader(self._pidfd, self._reap, loop)
+            await asyncio.shield(self._exited)
+        return self._popen.wait()  # reaped already: answers at once
+
+    def _reap(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The pidfd is readable: the process has exited. Reap it and let go of the pidfd."""
+        if self._pidfd is None:
+            return
+        loop.remove_reader(self._pidfd)
+        self._popen.wait()  # it has exited: reaped at once
+        os.close(self._pidfd)
+        self._pidfd = None
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(None)
 
     def kill(self) -> None:
         """SIGKILL the process unless it was reaped already (the pidfd never names another)."""
@@ -81,80 +84,63 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
 
-    def output(self) -> tuple[bytes, bytes]:
-        """The captured stdout and stderr (empty if not captured); call once, after :meth:`wait`."""
-        out, err = (self._take(name) for name in ("stdout", "stderr"))
-        return out, err
-
-    def _take(self, name: str) -> bytes:
-        fd = self._captured.pop(name, None)
-        if fd is None:
-            return b""
-        try:
-            return _read_all(fd)
-        finally:
-            os.close(fd)
-
-    def close(self) -> None:
-        """Drop what was captured and was not read (the process itself is not touched)."""
-        for fd in self._captured.values():
-            os.close(fd)
-        self._captured.clear()
+    async def stop(self) -> int:
+        """SIGKILL the process and wait until it is reaped. Cancelled meanwhile, the caller
+        returns at once and the loop still reaps it."""
+        self.kill()
+        return await self.wait()
 
     def __del__(self) -> None:
-        with contextlib.suppress(OSError):
-            self.close()
-            if self._pidfd is not None:
+        # Not reaped by a loop (never awaited, or the loop closed first): Popen's own finalizer
+        # reaps it later; only the pidfd is ours. Registered on a live loop, it is not garbage.
+        if self._pidfd is not None:
+            with contextlib.suppress(OSError):
                 os.close(self._pidfd)
 
 
-async def spawn(
+def spawn(
     *argv: str,
-    stdin: bytes | None = None,
-    stdout: Target = CAPTURE,
-    stderr: Target = CAPTURE,
+    stdin: int | None = None,
+    stdout: Target = subprocess.DEVNULL,
+    stderr: Target = subprocess.DEVNULL,
     env: dict[str, str] | None = None,
-    start_new_session: bool = False,
 ) -> Child:
-    """Start ``argv`` (no shell). ``stdin``: bytes it reads (else /dev/null). ``stdout`` and
-    ``stderr``: :data:`CAPTURE` (the default), ``subprocess.DEVNULL``, a file, or None
+    """Start ``argv`` (no shell) with ``stdin`` a descriptor it reads (else /dev/null) and
+    ``stdout``/``stderr`` a file, a descriptor, ``subprocess.DEVNULL`` (the default) or None
     (inherited). Raises OSError if it cannot start (the program is missing, say)."""
-    captured: dict[str, int] = {}
-    in_fd = _memory_file("stockade-stdin", stdin) if stdin is not None else None
+    popen = subprocess.Popen(
+        argv,
+        stdin=stdin if stdin is not None else subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=env,
+    )
     try:
-        targets: list[Target] = []
-        for name, target in (("stdout", stdout), ("stderr", stderr)):
-            if target == CAPTURE:
-                target = captured[name] = _memory_file(f"stockade-{name}")
-            targets.append(target)
-        popen = subprocess.Popen(
-            argv,
-            stdin=in_fd if in_fd is not None else subprocess.DEVNULL,
-            stdout=targets[0],
-            stderr=targets[1],
-            env=env,
-            start_new_session=start_new_session,
-        )
+        pidfd = os.pidfd_open(popen.pid)  # an exited, unreaped child still has its pid
     except BaseException:
-        for fd in captured.values():
-            os.close(fd)
+        popen.kill()
+        popen.wait()
         raise
-    finally:
-        if in_fd is not None:
-            os.close(in_fd)
-    return Child(popen, captured)
+    return Child(popen, pidfd)
 
 
 async def run_child(*argv: str, timeout: float, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
     """Run ``argv`` to its end: ``(exit code, stdout, stderr)``. Past ``timeout`` seconds, or
-    if the caller is cancelled, the process is killed and reaped before the error propagates."""
-    child = await spawn(*argv, stdin=stdin)
+    if the caller is cancelled, the process is killed and reaped before the error propagates
+    (cancelled twice, the error propagates at once and the loop reaps it when it is gone)."""
+    fds: list[int] = []
     try:
-        code = await asyncio.wait_for(child.wait(), timeout)
-    except BaseException:
-        child.kill()
-        await child.wait()
-        child.close()
-        raise
-    out, err = child.output()
-    return code, out, err
+        if stdin is not None:
+            fds.append(_memory_file("stockade-stdin", stdin))
+        fds.append(out := _memory_file("stockade-stdout"))
+        fds.append(err := _memory_file("stockade-stderr"))
+        child = spawn(*argv, stdin=fds[0] if stdin is not None else None, stdout=out, stderr=err)
+        try:
+            code = await asyncio.wait_for(child.wait(), timeout)
+        except BaseException:
+            await child.stop()
+            raise
+        return code, _read_all(out), _read_all(err)
+    finally:
+        for fd in fds:
+            os.close(fd)

@@ -160,14 +160,13 @@ class OciDriver(RuntimeDriver):
         """Run the runtime with ``args`` to start ``spec``'s sandbox; its output goes to the
         agent log. Returns its exit code."""
         with open(spec.directory / "agent.log", "ab") as log:
-            child = await host.spawn(
+            child = host.spawn(
                 *self.launcher(spec), self.binary, *self.global_flags(spec), *args, stdout=log, stderr=log
             )
         try:
             return await child.wait()
         except BaseException:
-            child.kill()
-            await child.wait()
+            await child.stop()
             raise
 
     async def await_agent(self, spec: SandboxSpec) -> None:

@@ -7,7 +7,9 @@ zombie left behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -27,13 +29,13 @@ def on(loop: str, scenario: Callable[[], Awaitable[None]]) -> None:
         runner.run(scenario())
 
 
-def open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-def gone(pid: int) -> bool:
-    """Neither running nor a zombie: reaped."""
-    return not Path(f"/proc/{pid}").exists()
+def open_fds() -> dict[str, str]:
+    """This process's descriptors and what each one is open on."""
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    return found
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -56,10 +58,9 @@ def test_output_input_and_exit_codes(loop: str) -> None:
         log = Path(f"/tmp/stockade-spawn-test-{os.getpid()}.log")
         try:
             with open(log, "ab") as f:
-                child = await host.spawn("sh", "-c", "echo to-the-log; echo err >&2", stdout=f, stderr=f)
+                child = host.spawn("sh", "-c", "echo to-the-log; echo err >&2", stdout=f, stderr=f)
             assert await child.wait() == 0
             assert await child.wait() == 0  # waiting again answers at once
-            assert child.output() == (b"", b"")
             assert sorted(log.read_text().split()) == ["err", "to-the-log"]
         finally:
             log.unlink()
@@ -70,36 +71,85 @@ def test_output_input_and_exit_codes(loop: str) -> None:
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_timeout_and_cancellation_kill_and_reap_the_child(loop: str) -> None:
-    pids: list[int] = []
+    """Every way a wait can end early (timeout, cancel, a second cancel during the kill, the
+    child killed from outside): no process of ours is left, running or zombie, and no
+    descriptor (pidfd, memory file, log) stays open."""
+    seen: set[int] = set()
+
+    async def started() -> set[int]:
+        """Wait until a new child of ours is running; return the pids of our children."""
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if children() - seen:
+                seen.update(children())
+                return children()
+        raise AssertionError("no child started")
+
+    async def cancelled(call: Awaitable[object], times: int = 1) -> set[int]:
+        """Start ``call``, cancel it mid-run ``times`` times in a row; return its children."""
+        task = asyncio.ensure_future(call)
+        pids = await started()
+        for _ in range(times):
+            task.cancel()
+            await asyncio.sleep(0)  # the first cancel reaches the kill; the next one hits its wait
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return pids
 
     async def scenario() -> None:
+        await asyncio.sleep(0)  # the loop is up: whatever it opens lazily is open now
         before = open_fds()
+        timed_out = asyncio.ensure_future(run_child("sleep", "60", timeout=0.5))
+        pids = await started()
         with pytest.raises(asyncio.TimeoutError):
-            await run_child("sh", "-c", "echo $$; exec sleep 60", timeout=0.5)
-        child = await host.spawn("sleep", "60")
-        pids.append(child.pid)
-        waiter = asyncio.ensure_future(host.run("sleep", "60"))
-        await asyncio.sleep(0.3)
-        waiter.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiter
-        child.kill()
-        assert await child.wait() == -9
-        child.kill()  # reaped already: nothing to signal, no error
+            await timed_out
+        assert not any(map(alive, pids))  # killed and reaped before the error came back
+        pids = await cancelled(host.run("sleep", "60"))
+        assert not any(map(alive, pids))
+        pids = await cancelled(net_run("sh", "-c", "cat; exec sleep 60", stdin="input"))
+        assert not any(map(alive, pids))
+        pids = await cancelled(host.run("sleep", "60"), times=2)
+        await until(lambda: not any(map(alive, pids)))  # reaped by the loop, nobody waiting
+
+        log = Path(f"/tmp/stockade-spawn-test-{os.getpid()}.log")
+        try:
+            with open(log, "ab") as f:
+                child = host.spawn("sleep", "60", stdout=f, stderr=f)
+            waiter = asyncio.ensure_future(child.wait())
+            await asyncio.sleep(0.05)
+            waiter.cancel()  # cancelling a wait does not stop the watch
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            assert alive(child.pid) and child.returncode is None
+            os.kill(child.pid, signal.SIGKILL)  # from outside, as a fault would
+            await until(lambda: not alive(child.pid))  # reaped without any waiter
+            assert await child.wait() == -9
+            assert await child.stop() == -9  # reaped already: nothing to signal, no error
+        finally:
+            log.unlink()
         assert open_fds() == before
 
     on(loop, scenario)
-    assert all(gone(pid) for pid in pids)
-    leftovers = [
-        pid
-        for pid in os.listdir("/proc")
-        if pid.isdigit() and Path(f"/proc/{pid}/stat").exists() and _parent(pid) == os.getpid()
-    ]
-    assert leftovers == []  # no sleep left running or unreaped
+    assert children() == set()  # no sleep left running or unreaped
 
 
-def _parent(pid: str) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
+def alive(pid: int) -> bool:
+    """Running or a zombie: not reaped."""
+    return Path(f"/proc/{pid}").exists()
+
+
+def children() -> set[int]:
+    """This process's children, running or zombie."""
+    found: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            found.update(int(pid) for pid in (task / "children").read_text().split())
+    return found
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
