@@ -168,6 +168,36 @@ def test_sessions(sandbox: Any) -> None:
         sandbox.process.get_session("work")
 
 
+def test_session_command_input(sandbox: Any) -> None:
+    """send_session_command_input feeds a running command's stdin verbatim (no shell sees it);
+    an ended command answers 410, an unknown one 404, and the session goes on."""
+    proc = sandbox.process
+    proc.create_session("typing")
+    try:
+        ask = proc.execute_session_command(
+            "typing",
+            SessionExecuteRequest(command='read a; read b; printf "%s|%s" "$a" "$b"', run_async=True),
+        )
+        proc.send_session_command_input("typing", ask.cmd_id, "first\n")
+        proc.send_session_command_input("typing", ask.cmd_id, "$(touch ~/pwned); `id` \"q'\n")
+        deadline = time.monotonic() + 20
+        while proc.get_session_command("typing", ask.cmd_id).exit_code is None:
+            assert time.monotonic() < deadline, "the command did not get its input"
+            time.sleep(0.2)
+        logs = proc.get_session_command_logs("typing", ask.cmd_id)
+        assert logs.stdout == "first|$(touch ~/pwned); `id` \"q'"
+        with pytest.raises(DaytonaError) as ended:
+            proc.send_session_command_input("typing", ask.cmd_id, "late\n")
+        assert ended.value.status_code == 410 and "ended" in str(ended.value)
+        with pytest.raises(DaytonaNotFoundError):
+            proc.send_session_command_input("typing", "abc123", "x")
+        assert proc.exec("test -e ~/pwned || echo clean").result.strip() == "clean"
+        r = proc.execute_session_command("typing", SessionExecuteRequest(command="echo still"))
+        assert (r.exit_code, r.stdout) == (0, "still\n")
+    finally:
+        proc.delete_session("typing")
+
+
 def test_labels_and_list(acme: Daytona, sandbox: Any) -> None:
     other = acme.create(CreateSandboxFromSnapshotParams(labels={"team": "blue"}))
     try:
@@ -635,3 +665,62 @@ def test_metrics_ports_previews_and_env(server: Server, sandbox: Any) -> None:
     sandbox.update_env({"NEWVAR": "v"}, unset=["GREETING"])
     assert sandbox.process.exec("echo $NEWVAR-${GREETING:-unset}").result == "v-unset\n"
     sandbox.update_env({"GREETING": "hello"}, unset=["NEWVAR"])
+
+
+def test_signed_file_urls_work_without_a_token_until_expired_altered_or_rotated(
+    server: Server, sandbox: Any
+) -> None:
+    """download_url()/upload_url() need no header; a URL for another path, another method,
+    another sandbox, past its expiry, with a made-up signature or from before a key rotation
+    gets 401 and changes nothing; another tenant cannot read the key."""
+    from daytona._utils.file_url_signing import compute_file_url_signature
+
+    sandbox.fs.upload_file(b"signed bytes", "signed/s.txt")
+    url = sandbox.download_url("signed/s.txt", ttl_seconds=60)
+    forever = sandbox.download_url("signed/s.txt", ttl_seconds=0)
+    upload = sandbox.upload_url("signed/up.txt")
+    assert "Authorization" not in url and "expires=0" in forever
+    with httpx.Client(timeout=30) as c:
+        assert c.get(url).content == b"signed bytes"
+        assert c.get(forever).content == b"signed bytes"
+        assert c.post(upload, files={"file": ("up.txt", b"uploaded")}).status_code == 200
+        assert sandbox.fs.download_file("signed/up.txt") == b"uploaded"
+
+        key = sandbox._ensure_signing_key()
+        toolbox = f"{server.url}/daytona/toolbox/{sandbox.id}/files"
+        past = int(time.time()) - 5
+        expired = {
+            "path": "signed/s.txt",
+            "expires": past,
+            "signature": compute_file_url_signature(key, "GET", "signed/s.txt", past),
+        }
+        for attempt, request in [
+            ("other path", ("GET", url.replace("signed%2Fs.txt", "signed%2Fup.txt"))),
+            ("other method", ("POST", url.replace("/files/download", "/files/upload-v2"))),
+            ("other sandbox", ("GET", url.replace(sandbox.id, "sb" + "0" * 18))),
+            ("forged", ("GET", url.split("&signature=")[0] + "&signature=v1_AAAA")),
+        ]:
+            method, target = request
+            r = c.request(method, target, files={"file": ("x", b"overwrite")} if method == "POST" else None)
+            assert r.status_code in (401, 404), (attempt, r.status_code, r.text)
+            assert b"overwrite" not in r.content and b"signed bytes" not in r.content, attempt
+        r = c.get(f"{toolbox}/download", params=expired)
+        assert r.status_code == 401 and "expired" in r.json()["message"]
+        r = c.get(
+            f"{toolbox}/download", params={"path": "signed/s.txt", "expires": "soon", "signature": "v1_x"}
+        )
+        assert r.status_code == 400
+        assert sandbox.fs.download_file("signed/up.txt") == b"uploaded"  # nothing was overwritten
+
+        sandbox.rotate_signing_key()
+        for old in (url, forever):
+            r = c.get(old)
+            assert r.status_code == 401 and "rotated" in r.json()["message"]
+        assert c.get(sandbox.download_url("signed/s.txt")).content == b"signed bytes"
+
+    intruder_key = server.new_key("intruder-urls")
+    with httpx.Client(headers={"Authorization": f"Bearer {intruder_key}"}, timeout=30) as c:
+        for method, path in [("GET", "signing-key"), ("POST", "signing-key/rotate")]:
+            r = c.request(method, f"{server.url}/daytona/api/sandbox/{sandbox.id}/{path}")
+            assert r.status_code == 404, (path, r.status_code)
+    assert httpx.get(sandbox.download_url("signed/s.txt")).content == b"signed bytes"  # not rotated by them

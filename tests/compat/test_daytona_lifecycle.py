@@ -15,6 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
 from server_harness import Server, sqlite_server  # noqa: E402,F401
 
+from stockade import host  # noqa: E402
+
 from daytona import (  # noqa: E402
     CreateSandboxFromSnapshotParams,
     Daytona,
@@ -202,8 +204,6 @@ def test_auto_pause_at_create_and_its_setter(acme: Daytona) -> None:
         assert sb.auto_pause_interval == 45
         with pytest.raises(DaytonaConflictError, match="pause when idle"):
             sb.set_autostop_interval(10)
-        with pytest.raises(DaytonaError, match="auto_delete_interval"):
-            acme.create(CreateSandboxFromSnapshotParams(ttl_minutes=5))
         with pytest.raises(DaytonaError, match="exclusive"):
             acme.create(CreateSandboxFromSnapshotParams(auto_pause_interval=5, auto_stop_interval=5))
     finally:
@@ -242,3 +242,109 @@ def test_out_of_memory_is_the_error_reason(server: Server, acme: Daytona, acme_k
         Daytona(DaytonaConfig(api_key=server.new_key("other"), api_url=f"{server.url}/daytona/api")).get(
             gvisor.id
         )
+
+
+def test_ttl_deletes_a_sandbox_whatever_its_state(server: Server, acme: Daytona, acme_key: str) -> None:
+    """``ttl_minutes`` and ``set_ttl`` set a deletion time counted from now (0: none), which the
+    engine keeps even while the sandbox is stopped; when it passes, the sandbox is gone and its
+    end record says why. (The engine's TTL is in seconds; Daytona's in minutes.)"""
+    sb = acme.create(CreateSandboxFromSnapshotParams(ttl_minutes=30))
+    try:
+        with server.client(acme_key) as c:
+
+            def delete_at() -> Any:
+                return c.get(f"/sandboxes/{sb.id}").json()["delete_at"]
+
+            assert abs(delete_at() - (time.time() + 1800)) < 30
+            sb.set_ttl(0)
+            assert delete_at() is None
+            sb.set_ttl(90)
+            assert abs(delete_at() - (time.time() + 5400)) < 30
+            r = c.post(f"/daytona/api/sandbox/{sb.id}/ttl/-1")
+            assert r.status_code == 400 and "ttl" in r.json()["message"]
+            with server.client(server.new_key("other-ttl")) as other:
+                assert other.post(f"/daytona/api/sandbox/{sb.id}/ttl/0").status_code == 404
+            assert delete_at() is not None  # the other tenant changed nothing
+    finally:
+        acme.delete(sb)
+    # The engine's side, in seconds: a stopped workspace is deleted when its ttl passes.
+    with server.client(acme_key) as c:
+        r = c.post("/sandboxes", json={"memory_mb": 128, "persistence": "workspace", "ttl": 4})
+        assert r.status_code == 201, r.text
+        sandbox_id = r.json()["id"]
+        assert c.post(f"/sandboxes/{sandbox_id}/stop").status_code == 200
+        _wait(lambda: c.get(f"/sandboxes/{sandbox_id}").status_code == 404, 30, "the ttl deletes it")
+        end = c.get(f"/sandboxes/{sandbox_id}/end").json()
+        assert (end["reason"], end["message"]) == ("timeout", "its ttl passed")
+        r = c.post("/sandboxes", json={"ttl": 0})
+        assert r.status_code == 400 and "ttl" in r.json()["message"]
+
+
+def _limits(server: Server, sandbox_id: str) -> list[str]:
+    """The sandbox's memory limit, CPU quota and period, read on the host (cgroup v1 or v2)."""
+    relative = f"{host.cgroup_parent(server.data_dir)}/{sandbox_id}"
+    memory = str(host.cgroup_stats(relative).memory_limit_bytes)
+    v2 = Path("/sys/fs/cgroup") / relative / "cpu.max"
+    if v2.exists():
+        return [memory, *v2.read_text().split()]
+    v1 = Path("/sys/fs/cgroup/cpu") / relative
+    return [memory, *((v1 / f).read_text().strip() for f in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))]
+
+
+def test_resize_raises_a_running_containers_limits_and_anything_while_stopped(
+    server: Server, acme: Daytona
+) -> None:
+    """``sandbox.resize``: a started container sandbox gets more CPU and memory at once (its
+    cgroup says so), never less (409); a stopped one takes any size at its next start; the disk
+    keeps its size (400); another tenant cannot resize it (404); past the tenant's quota 429
+    and nothing changed; a running gVisor sandbox answers 409 ``unsupported``."""
+    from daytona import Resources
+
+    sb = acme.create(CreateSandboxFromSnapshotParams())
+    try:
+        sb.resize(Resources(cpu=2, memory=2))
+        assert (sb.cpu, sb.memory) == (2, 2)
+        assert _limits(server, sb.id) == [str(2 << 30), "200000", "100000"]
+        with pytest.raises(DaytonaError, match="only grow") as shrink:
+            sb.resize(Resources(memory=1))
+        assert shrink.value.status_code == 409
+        with pytest.raises(DaytonaError, match="disk cannot be resized"):
+            sb.resize(Resources(disk=sb.disk + 5))
+        with server.client(server.new_key("other-resize")) as other:
+            assert other.post(f"/daytona/api/sandbox/{sb.id}/resize", json={"cpu": 4}).status_code == 404
+        sb.stop()
+        sb.resize(Resources(cpu=1, memory=1))
+        sb.start()
+        assert _limits(server, sb.id) == [str(1 << 30), "100000", "100000"]
+    finally:
+        acme.delete(sb)
+
+    with server.admin() as admin:
+        r = admin.post("/tenants", json={"name": "tight", "max_vcpu": 2, "max_memory_mb": 1024})
+        assert r.status_code == 201, r.text
+    key = server.new_key("tight")
+    with server.client(key) as c:
+        r = c.post("/sandboxes", json={"cpu": 1, "memory_mb": 512})
+        assert r.status_code == 201, r.text
+        sandbox_id = r.json()["id"]
+        try:
+            r = c.post(f"/sandboxes/{sandbox_id}/resize", json={"memory_mb": 2048})
+            assert r.status_code == 429 and "MiB" in r.json()["message"]
+            assert c.get(f"/sandboxes/{sandbox_id}").json()["memory_mb"] == 512
+            r = c.post(f"/sandboxes/{sandbox_id}/resize", json={"cpu": 2, "memory_mb": 1024})
+            assert r.status_code == 200 and (r.json()["cpu"], r.json()["memory_mb"]) == (2, 1024)
+            assert c.post("/sandboxes", json={"cpu": 0.1, "memory_mb": 64}).status_code == 429  # it counts
+            assert c.post(f"/sandboxes/{sandbox_id}/resize", json={"cpu": 0}).status_code == 400
+        finally:
+            c.delete(f"/sandboxes/{sandbox_id}")
+        r = c.post("/sandboxes", json={"isolation": "gvisor", "memory_mb": 256})
+        assert r.status_code == 201, r.text
+        try:
+            r = c.post(f"/sandboxes/{r.json()['id']}/resize", json={"memory_mb": 512})
+            assert (
+                r.status_code == 409
+                and r.json()["code"] == "unsupported"
+                and "hot_resize" in r.json()["message"]
+            )
+        finally:
+            c.delete(f"/sandboxes/{r.url.path.split('/')[2]}")

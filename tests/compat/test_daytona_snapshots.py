@@ -138,17 +138,14 @@ def test_sandbox_create_snapshot(server: Server, acme: Daytona, sandbox: Any) ->
 
 #: SDK calls Stockade does not serve, with a word the error must name.
 UNSUPPORTED: list[tuple[str, Callable[[Any], Any], str]] = [
-    ("resize", lambda sb: sb.resize(Resources(cpu=2)), "resiz"),
     ("recover", lambda sb: sb.recover(), "nothing to recover"),
     ("set_public", lambda sb: sb.set_public(True), "public"),
     ("create_ssh_access", lambda sb: sb.create_ssh_access(60), "SSH"),
-    ("set_ttl", lambda sb: sb.set_ttl(30), "TTL"),
     ("update_secrets", lambda sb: sb.update_secrets({"A": "b"}), "secrets"),
     ("expire_signed_preview_url", lambda sb: sb.expire_signed_preview_url(8000, "tok"), "revoked"),
     ("get_metrics", lambda sb: sb.get_metrics(), "telemetry"),
     ("lsp start", lambda sb: sb.create_lsp_server("python", "work").start(), "LSP"),
     ("git reset", lambda sb: sb.git.reset("work"), "git"),
-    ("session input", lambda sb: sb.process.send_session_command_input("s", "c", "y"), "input"),
     ("computer use", lambda sb: sb.computer_use.start(), "desktop"),
 ]
 
@@ -170,10 +167,10 @@ def test_unsupported_routes_check_keys_and_owners(server: Server, sandbox: Any) 
     acme = {"Authorization": f"Bearer {server.new_key('acme')}"}
     globex = {"Authorization": f"Bearer {server.new_key('globex')}"}
     with httpx.Client() as c:
-        r = c.post(f"{api}/sandbox/{sandbox.id}/resize", json={"cpu": 2}, headers=acme)
+        r = c.post(f"{api}/sandbox/{sandbox.id}/ssh-access", headers=acme)
         assert r.status_code == 501 and r.json()["statusCode"] == 501
-        assert "resiz" in r.json()["message"] and r.json()["path"].endswith("/resize")
-        assert c.post(f"{api}/sandbox/{sandbox.id}/resize").status_code == 401
+        assert "SSH" in r.json()["message"] and r.json()["path"].endswith("/ssh-access")
+        assert c.post(f"{api}/sandbox/{sandbox.id}/ssh-access").status_code == 401
         assert c.post(f"{toolbox}/lsp/start", json={}, headers=globex).status_code == 404
         assert c.post(f"{toolbox}/lsp/start", json={}, headers=acme).status_code == 501
         r = c.get(f"{api}/no/such/thing", headers=acme)
@@ -197,8 +194,6 @@ def test_async_client_snapshots_and_unsupported(server: Server) -> None:
                 sb = await d.create(CreateSandboxFromSnapshotParams(snapshot=name))
                 try:
                     assert (await sb.process.exec("echo ok")).result == "ok\n"
-                    with pytest.raises(DaytonaError, match="resiz"):
-                        await sb.resize(Resources(cpu=2))
                     with pytest.raises(DaytonaError, match="SSH"):
                         await sb.create_ssh_access(60)
                     with pytest.raises(DaytonaError, match="LSP"):

@@ -21,6 +21,8 @@ from server_harness import ADMIN_KEY, STOCKADE, free_port
 RAY = str(Path(STOCKADE).parent / "ray")
 SLOTS = 2  # container slots per host
 CLUSTER_SECRET = "test-cluster-secret-" + os.urandom(8).hex()
+#: Ray's token authentication is on for the head, the hosts and the replicas (docs/cluster.md).
+RAY_TOKEN = os.urandom(32).hex()
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -30,6 +32,8 @@ def env(**extra: str) -> dict[str, str]:
         "STOCKADE_POOL_SIZE": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
         "STOCKADE_CLUSTER_SECRET": CLUSTER_SECRET,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": RAY_TOKEN,
         **extra,
     }
     for name in ("STOCKADE_API_URL", "STOCKADE_API_KEY", "STOCKADE_DATABASE_URL", "RAY_ADDRESS"):
@@ -148,6 +152,7 @@ class Cluster:
         self.apis: list[subprocess.Popen[bytes]] = []
         self.replica_urls: list[str] = []
         self.database_url = ""
+        self.postgres: Any = None  # the harness's Postgres, when the test made one
 
     def start_head(self) -> None:
         log = self.ray_dir / "head.log"

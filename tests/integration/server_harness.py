@@ -176,6 +176,11 @@ class Postgres:
             capture_output=True,
             cwd=self.dir,
         )
+        return self.resume()
+
+    def resume(self) -> "Postgres":
+        """Run the server on the cluster made by :meth:`start` (again after :meth:`pause`)."""
+        data = self.dir / "data"
         log = open(self.dir / "postgres.log", "ab")
         self.proc = subprocess.Popen(
             [
@@ -216,6 +221,12 @@ class Postgres:
             capture_output=True,
         )
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (:meth:`resume` starts it again)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(30)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -52,6 +52,7 @@ def cluster() -> Iterator[Cluster]:
     needs_root()
     pg = Postgres().start()
     c = Cluster()
+    c.postgres = pg
     shared = Path(tempfile.mkdtemp(prefix="stockade-shared-", dir="/var/tmp"))
     try:
         c.start_head()
@@ -101,10 +102,10 @@ def _previous_schema(url: str) -> None:
 
 
 def _check_upgraded(url: str) -> None:
-    """The replicas brought it to the newest schema (0004: the cluster tables), rows kept."""
+    """The replicas brought it to the newest schema (0005; 0004 made the cluster tables), rows kept."""
     engine = sa.create_engine(sql_url(url))
     with engine.connect() as c:
-        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
         assert c.execute(sa.text("SELECT count(*) FROM tenants WHERE name = 'veteran'")).scalar() == 1
         tables = set(sa.inspect(c).get_table_names())
     engine.dispose()
@@ -407,6 +408,16 @@ def test_the_e2b_sdk_works_unchanged_through_a_replica(
         native = Sandbox.connect(sb.sandbox_id, api_url=cluster.replica_urls[0], api_key=key)
         assert native.files.read("/home/user/e2b.txt") == "through the cluster"
         native.close()
+        # An access token minted by one replica opens the sandbox's ports through the other
+        # (they derive one token secret from the cluster's); a forged one does not.
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+            r = c.post(f"{cluster.replica_urls[0]}/sandboxes/{sb.sandbox_id}/access-token")
+            assert r.status_code == 201, r.text
+            token = r.json()["token"]
+        port = f"{cluster.replica_urls[1]}/sandboxes/{sb.sandbox_id}/ports/8000/"
+        assert httpx.get(port, params={"stockade_token": token}, timeout=30).status_code not in (401, 404)
+        forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+        assert httpx.get(port, params={"stockade_token": forged}, timeout=30).status_code == 401
     finally:
         sb.kill()
     with cluster.client() as admin:
@@ -628,3 +639,88 @@ def test_two_replicas_creating_for_one_tenant_at_once_cannot_pass_its_quota(clus
                     assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
             assert codes == [201, 429], [r.text for r in answers]
             assert "racer" in next(r.json()["message"] for r in answers if r.status_code == 429)
+
+
+def test_ray_wants_its_token_and_sandboxes_cannot_reach_ray_or_the_hosts(cluster: Cluster) -> None:
+    """Ray runs with token authentication: a caller without the token or with a wrong one is
+    refused (the right one is let in); a sandbox with the widest network policy reaches neither
+    Ray's ports nor the hosts' stream endpoints nor the replicas, on any of this machine's
+    addresses."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    from cluster_harness import RAY, RAY_TOKEN
+
+    home = tempfile.mkdtemp(prefix="stockade-home-")  # no ~/.ray/auth_token to fall back on
+
+    def ray_status(**extra: str) -> int:
+        environment = env(HOME=home, **extra)
+        for name in [k for k, v in extra.items() if v == ""]:
+            environment.pop(name)
+        done = subprocess.run(
+            [RAY, "status", "--address", cluster.address], env=environment, capture_output=True, timeout=120
+        )
+        return done.returncode
+
+    try:
+        assert ray_status(RAY_AUTH_TOKEN=RAY_TOKEN) == 0
+        assert ray_status(RAY_AUTH_TOKEN="0" * 64) != 0
+        assert ray_status(RAY_AUTH_MODE="", RAY_AUTH_TOKEN="") != 0
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+    with cluster.client() as admin:
+        streams = [urlsplit(h["stream_url"]).port for h in _hosts(admin).values() if h["stream_url"]]
+        key = admin.post("/keys", json={"tenant": "prober"}).json()["key"]
+    ports = sorted({cluster.port, *streams, *(urlsplit(u).port for u in cluster.replica_urls)})
+    shown = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    addresses = [
+        a.split("/")[0]
+        for a in re.findall(r"inet (\S+)", shown)
+        if not ipaddress.ip_address(a.split("/")[0]).is_loopback
+    ]
+    assert addresses
+    sb = Sandbox.create(network={"allow_out": ["0.0.0.0/0"]}, api_url=cluster.replica_urls[0], api_key=key)
+    try:
+        probe = (
+            "import json, socket, sys\n"
+            "out = {}\n"
+            "for a in sys.argv[1].split(','):\n"
+            "    for p in sys.argv[2].split(','):\n"
+            "        try:\n"
+            "            socket.create_connection((a, int(p)), timeout=2).close(); out[f'{a}:{p}'] = 'open'\n"
+            "        except OSError as e:\n"
+            "            out[f'{a}:{p}'] = type(e).__name__\n"
+            "print(json.dumps(out))\n"
+        )
+        sb.files.write("/tmp/probe.py", probe)
+        result = sb.commands.run(
+            f"python3 /tmp/probe.py {','.join(addresses)} {','.join(map(str, ports))}", timeout=120
+        )
+        reached = json.loads(result.stdout)
+        assert len(reached) == len(addresses) * len(ports)
+        assert "open" not in reached.values(), reached
+    finally:
+        sb.kill()
+
+
+def test_a_database_restart_is_survived_through_the_replicas(cluster: Cluster) -> None:
+    """PostgreSQL stops under the running cluster: a create through a replica answers 503
+    ``store_unavailable`` (never a 500) and the replica stays up; once it is back, both replicas
+    serve again without a restart."""
+    with cluster.client() as admin:
+        key = admin.post("/keys", json={"tenant": "restart"}).json()["key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    cluster.postgres.pause()
+    try:
+        with httpx.Client(headers=headers, timeout=60) as c:
+            r = c.post(f"{cluster.replica_urls[0]}/sandboxes", json={"memory_mb": 128})
+            assert r.status_code == 503 and r.json()["code"] == "store_unavailable", r.text
+            assert c.get(f"{cluster.replica_urls[1]}/health").status_code == 200
+    finally:
+        cluster.postgres.resume()
+    with httpx.Client(headers=headers, timeout=120) as c:
+        for url in cluster.replica_urls:
+            r = c.post(f"{url}/sandboxes", json={"memory_mb": 128})
+            assert r.status_code == 201, r.text
+            assert c.delete(f"{url}/sandboxes/{r.json()['id']}").status_code == 204

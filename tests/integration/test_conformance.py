@@ -322,6 +322,9 @@ def test_disk_limit(box: Sandbox) -> None:
     assert box.commands.run("echo ok > /home/user/small && cat /home/user/small").stdout == "ok\n"
 
 
+#: memory.current may pass memory.max by what the kernel charges without asking (a page seen on
+#: gVisor: 4 KiB over 512 MiB); a bomb that escaped its limit would be megabytes over.
+CHARGE_SLACK = 256 << 10
 MEMORY_BOMB = ["python3", "-c", "b = []\nwhile True: b.append(bytearray(8 << 20))"]
 FORK_BOMB = "bomb() { bomb | bomb & }; bomb; sleep 3"
 
@@ -359,7 +362,7 @@ def test_memory_and_pid_limits(world: World, tier: str) -> None:
     try:
         limit = sb.stats()["memory_limit_bytes"]
         outcome, memory, _ = _peak(world, sb, lambda: sb.commands.run(MEMORY_BOMB, timeout=120))
-        assert memory <= limit
+        assert memory <= limit + CHARGE_SLACK
         if isinstance(outcome, SandboxUnavailable):
             assert tier == "gvisor" and "out of memory" in str(outcome)
             return  # the sandbox ended with its Sentry

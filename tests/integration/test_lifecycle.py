@@ -277,3 +277,22 @@ def test_kill_is_idempotent(make_sandbox, tier: str, daemon) -> None:  # type: i
     with pytest.raises(SandboxNotFound):
         Sandbox.connect(sb.id)
     assert find_leaks(daemon.data_dir, sb.id) == []
+
+
+def test_resize_through_the_sdk(daemon) -> None:  # type: ignore[no-untyped-def]
+    """``Sandbox.resize``: more memory at once on a running container sandbox, never less (409),
+    an out-of-range value 400 naming the field; the sandbox keeps working."""
+    from stockade.sdk.exceptions import ConflictError
+
+    sb = Sandbox.create(memory_mb=256)
+    try:
+        sb.resize(cpu=1.5, memory_mb=384)
+        assert (sb.info.cpu, sb.info.memory_mb) == (1.5, 384)
+        assert [s.memory_mb for s in Sandbox.list() if s.id == sb.id] == [384]
+        with pytest.raises(ConflictError, match="only grow"):
+            sb.resize(memory_mb=128)
+        with pytest.raises(InvalidRequestError, match="memory_mb"):
+            sb.resize(memory_mb=1)
+        assert sb.commands.run("echo fine").stdout == "fine\n"
+    finally:
+        sb.kill()

@@ -8,6 +8,8 @@ PostgreSQL and Ray, so any number of replicas serve the same cluster.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
 
@@ -39,7 +41,12 @@ def create_app(
         engine = ClusterEngine(config, cluster, database_url, secret, placement_wait)
         return cast(AbstractAsyncContextManager[Engine], engine)
 
-    app = server_app(config, settings=settings, open_engine=open_engine, plane=ClusterControl)
+    # Every replica signs and checks access tokens (port links, E2B envd and traffic tokens,
+    # Daytona file-URL keys) with one secret, derived from the cluster's.
+    access_secret = hmac.new(secret.encode(), b"stockade access tokens", hashlib.sha256).digest()
+    app = server_app(
+        config, settings=settings, open_engine=open_engine, plane=ClusterControl, access_secret=access_secret
+    )
 
     def cluster_of(request: Request) -> ClusterSandboxes:
         found = cast(ClusterEngine, request.app.state.engine).cluster

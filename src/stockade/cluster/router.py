@@ -20,9 +20,12 @@ import logging
 import time
 from typing import Any, Callable, TypeVar
 
+import sqlalchemy.exc
+
 from ..engine import Conflict, EngineError, NotFound, SandboxNotFound, SandboxUnavailable
 from ..engine import errors as engine_errors
 from ..models import SandboxInfo, SandboxSpec
+from ..server.store import StoreUnavailable
 from .host import Failure, HostInfo
 from .node import NAMESPACE, actor_name
 from .placement import Placer, Reservation
@@ -86,7 +89,15 @@ class ClusterSandboxes:
         self.known: dict[str, SandboxInfo] = {}
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.to_thread(fn, *args)
+        """A cluster-state call off the event loop; a database that does not answer is a 503
+        (``store_unavailable``), as for the control plane's store."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+            log.warning("cluster state call %s failed: %s", getattr(fn, "__name__", fn), exc.orig)
+            raise StoreUnavailable(
+                "the cluster's database did not answer, so the request did not complete: retry it in a moment"
+            ) from None
 
     # -- talking to hosts ------------------------------------------------------------------
     def _actor(self, host: str) -> Any:

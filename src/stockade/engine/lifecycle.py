@@ -393,6 +393,9 @@ class Lifecycle:
             if time.time() < record.deadline:  # the loop's timers may fire a little early
                 engine.arm_timer(record)
                 return
+            if record.delete_at is not None and record.delete_at <= time.time():
+                await engine.kill(sandbox_id, "timeout", "its ttl passed")
+                return
             if (
                 record.state == "stopped"
                 and record.archive_at is not None

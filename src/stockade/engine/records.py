@@ -37,6 +37,7 @@ class SandboxRecord:
     volumes: list[dict[str, Any]] = field(default_factory=list)  # {volume, path, read_only, source}
     auto_archive: float | None = None  # seconds after a stop to archive the layer (None: never)
     archive_at: float | None = None  # when a stopped sandbox is archived (lifecycle.py)
+    delete_at: float | None = None  # when it is deleted whatever its state (its ttl)
     owner: str = ""  # the tenant (from the control plane): its secrets, events, end record
     secrets: dict[str, str] = field(default_factory=dict)  # placeholder -> secret name
     reason: str | None = None  # why it is in its state, when nobody asked (SandboxInfo.reason)
@@ -49,8 +50,8 @@ class SandboxRecord:
 
     @property
     def deadline(self) -> float:
-        """When the engine's timer next acts on this sandbox (expiry or auto-archive)."""
-        return min(self.expires_at, self.archive_at or self.expires_at)
+        """When the engine's timer next acts on this sandbox (expiry, auto-archive or ttl)."""
+        return min(self.expires_at, self.archive_at or self.expires_at, self.delete_at or self.expires_at)
 
     @property
     def spec(self) -> SandboxSpec:
@@ -99,6 +100,7 @@ class SandboxRecord:
             "on_timeout": self.on_timeout,
             "auto_delete": self.auto_delete,
             "auto_archive": self.auto_archive,
+            "delete_at": self.delete_at,
             "volumes": [
                 {"volume": v["volume"], "path": v["path"], "read_only": v["read_only"]} for v in self.volumes
             ],

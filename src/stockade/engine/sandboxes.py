@@ -7,6 +7,7 @@ routes, E2B, Daytona, the CLI, a remote host) translates onto these and nothing 
 from __future__ import annotations
 
 import builtins
+import dataclasses
 
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ from ..models import (
     EgressEntry,
     EgressLog,
     NetworkPolicy,
+    ResizeSpec,
     SandboxEnd,
     SandboxEvent,
     SandboxInfo,
@@ -26,9 +28,9 @@ from ..models import (
 )
 from ..net import NetError, PolicyError
 from ..net import NetworkPolicy as EgressPolicy
-from ..runtimes.base import Resources
+from ..runtimes.base import DriverError, Resources
 from .errors import Conflict, InvalidRequest, SandboxNotFound, SandboxUnavailable, Unsupported
-from .lifecycle import Lifecycle, check_auto_archive, check_options
+from .lifecycle import MAX_AUTO_DELETE, Lifecycle, check_auto_archive, check_options
 from .records import SandboxRecord
 from .fork import fork, keeps_memory
 from .snapshots import snapshot
@@ -115,6 +117,7 @@ class Sandboxes:
         record.idle_timeout, record.last_active_at = spec.idle_timeout, time.time()
         record.state = "running"
         record.expires_at = time.time() + timeout
+        record.delete_at = record.created_at + spec.ttl if spec.ttl else None
         engine.add_record(record)
         engine.events.publish(owner, record.id, "running", "created")
         return record.info()
@@ -298,20 +301,27 @@ class Sandboxes:
         auto_delete: float | None = None,
         auto_archive: float | None = None,
         archive_never: bool = False,
+        ttl: float | None = None,
     ) -> SandboxInfo:
         """Change how long a paused or stopped sandbox is kept (``auto_delete`` seconds) and
         when a stopped workspace is archived (``auto_archive`` seconds; ``archive_never``
-        turns that off). Arguments left out keep their value. A sandbox already paused or
-        stopped counts the new intervals from now."""
+        turns that off), or delete it ``ttl`` seconds from now whatever its state (0: no such
+        limit). Arguments left out keep their value. A sandbox already paused or stopped
+        counts the new intervals from now."""
         engine = self._engine
         record = engine.record(sandbox_id)
+        if ttl is not None:
+            if not 0 <= ttl <= MAX_AUTO_DELETE:
+                raise InvalidRequest(f"ttl must be between 0 (none) and {MAX_AUTO_DELETE:.0f} seconds")
+            record.delete_at = time.time() + ttl if ttl else None
         if auto_delete is not None:
             record.auto_delete = check_options(record.persistence, record.on_timeout, auto_delete)
         if archive_never:
             record.auto_archive = None
         elif auto_archive is not None:
             record.auto_archive = check_auto_archive(record.persistence, auto_archive)
-        if record.state in ("paused", "stopped", "archived"):
+        retention = auto_delete is not None or auto_archive is not None or archive_never
+        if retention and record.state in ("paused", "stopped", "archived"):
             now = time.time()
             record.expires_at = now + record.auto_delete
             record.archive_at = (
@@ -319,6 +329,44 @@ class Sandboxes:
             )
         record.save()
         engine.arm_timer(record)
+        return record.info()
+
+    async def resize(self, sandbox_id: str, resize: ResizeSpec) -> SandboxInfo:
+        """Change the sandbox's CPU and memory limits: at once while it runs (only upward, on
+        a tier with ``hot_resize``), or for its next start while it is stopped or archived."""
+        engine = self._engine
+        record = engine.record(sandbox_id)
+        async with engine.lock(sandbox_id):
+            old = record.resources
+            new = dataclasses.replace(
+                old,
+                cpu=old.cpu if resize.cpu is None else resize.cpu,
+                memory_mb=old.memory_mb if resize.memory_mb is None else resize.memory_mb,
+            )
+            if record.state == "running":
+                if not engine.drivers[record.tier].capabilities.hot_resize:
+                    raise Unsupported.missing(
+                        record.tier, "hot_resize", f"resize running sandbox {sandbox_id} (stop it first)"
+                    )
+                if new.cpu < old.cpu or new.memory_mb < old.memory_mb:
+                    raise Conflict(
+                        f"a running sandbox's cpu and memory can only grow (it has {old.cpu:g} "
+                        f"cpu, {old.memory_mb} MiB): stop sandbox {sandbox_id} to lower them"
+                    )
+                record.resources = new
+                try:
+                    await engine.drivers[record.tier].update_limits(record.spec)
+                except DriverError as exc:
+                    record.resources = old
+                    raise SandboxUnavailable(f"could not resize sandbox {sandbox_id}: {exc}") from None
+            elif record.state in ("stopped", "archived"):
+                record.resources = new
+            else:
+                raise Conflict(
+                    f"cannot resize sandbox {sandbox_id}: it is {record.state}; resume it "
+                    f"(a running sandbox's limits may grow) or stop it first"
+                )
+            record.save()
         return record.info()
 
     # -- lifecycle (docs/persistence.md) -----------------------------------------------------

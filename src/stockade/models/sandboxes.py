@@ -65,6 +65,13 @@ class SandboxSpec(Request):
         le=365 * 86400,
         description="archive a stopped workspace this many seconds after it stopped (default: never)",
     )
+    ttl: float | None = Field(
+        default=None,
+        ge=1,
+        le=365 * 86400,
+        description="delete the sandbox this many seconds after its creation, whatever its state "
+        "(paused, stopped and archived too); default: no such limit",
+    )
     volumes: list[VolumeMount] = Field(default_factory=list, max_length=32)
     #: The caller's secrets (docs/secrets.md) as ``{ENV_VAR: secret name}``, or a list of
     #: names (each its own variable): the sandbox sees a placeholder in each variable;
@@ -142,6 +149,8 @@ class SandboxInfo(Result):
     on_timeout: str = "kill"
     auto_delete: float | None = None
     auto_archive: float | None = None
+    #: When the sandbox is deleted whatever its state (its ``ttl``; None: no such limit).
+    delete_at: float | None = None
     volumes: list[dict[str, Any]] = Field(default_factory=list)
     secrets: list[str] = Field(default_factory=list)  # names; the values never leave the host
     auto_resume: bool = False
@@ -153,6 +162,14 @@ class SandboxInfo(Result):
 #: Why a sandbox ended (``SandboxEnd.reason``): by its owner, by its timeout, by the kernel's
 #: out-of-memory killer, by its pids limit, with its host, or by an error.
 EndReason = Literal["killed", "timeout", "out_of_memory", "pids_limit", "disk_full", "host_lost", "error"]
+
+
+class ResizeSpec(Request):
+    """New CPU and memory limits for a sandbox (``POST /sandboxes/{id}/resize``): those left
+    out keep their value."""
+
+    cpu: float | None = Field(default=None, ge=0.05, le=64)
+    memory_mb: int | None = Field(default=None, ge=32, le=262144)
 
 
 class SandboxEnd(Result):

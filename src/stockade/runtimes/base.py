@@ -156,6 +156,9 @@ class Capabilities:
     #: Fork copies the files copy-on-write: the sandbox's own changes are an overlay upper
     #: directory on the host (``<directory>/disk/upper``) frozen into a shared layer.
     forks_files: bool = False
+    #: A running sandbox's CPU and memory limits can be raised in place (else they change only
+    #: while it is stopped, for its next start).
+    hot_resize: bool = False
     #: Fork also copies processes and memory: one :meth:`checkpoint` restores into several
     #: new sandboxes (docs/fork.md); else a fork's copies boot fresh on the copied files.
     forks_memory: bool = False
@@ -219,6 +222,10 @@ class RuntimeDriver(abc.ABC):
     async def oom_kills(self, spec: SandboxSpec) -> int:
         """Processes the OOM killer killed so far (``stats().oom_kills``, possibly cheaper)."""
         return (await self.stats(spec)).oom_kills
+
+    async def update_limits(self, spec: SandboxSpec) -> None:
+        """Apply ``spec.resources``' CPU and memory to the running sandbox (``hot_resize``)."""
+        raise NotSupported(f"the {self.tier} tier cannot change a running sandbox's limits")
 
     async def pause(self, spec: SandboxSpec) -> None:
         """Freeze every process, keeping memory."""

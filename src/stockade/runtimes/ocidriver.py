@@ -236,10 +236,22 @@ class OciDriver(RuntimeDriver):
         return host.cgroup_oom_kills(self.cgroup(spec))
 
     async def pause(self, spec: SandboxSpec) -> None:
-        await self.runtime("pause", spec.id)
+        await self._freeze_or_thaw(spec, "pause", RuntimeState.PAUSED)
 
     async def resume(self, spec: SandboxSpec) -> None:
-        await self.runtime("resume", spec.id)
+        await self._freeze_or_thaw(spec, "resume", RuntimeState.RUNNING)
+
+    async def _freeze_or_thaw(self, spec: SandboxSpec, verb: str, target: RuntimeState) -> None:
+        """Run ``runtime pause|resume``; a sandbox already in ``target`` counts as done.
+
+        A runtime killed half-way can have frozen or thawed the cgroup without the caller
+        learning it: the retry then hears "container not paused" (security battery: "runtime
+        SIGKILL during resume"). The cgroup's state, not the interrupted call, is the truth."""
+        try:
+            await self.runtime(verb, spec.id)
+        except DriverError:
+            if await self.state(spec) != target:
+                raise
 
     async def stop(self, spec: SandboxSpec) -> None:
         if ready := self._ready.pop(spec.id, None):

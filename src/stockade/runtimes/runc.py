@@ -6,6 +6,7 @@ import os
 
 from ..host import reaper
 from .base import Capabilities, SandboxSpec
+from .oci import CPU_PERIOD_US
 from .ocidriver import OciDriver
 
 #: Host uid of root inside every container-tier sandbox (uids 0-65535 map above it).
@@ -27,9 +28,21 @@ class RuncDriver(OciDriver):
         files_snapshot=True,
         warm_pool=True,
         forks_files=True,
+        hot_resize=True,
     )
     binary = "runc"
     uid_base = DEFAULT_UID_BASE
+
+    async def update_limits(self, spec: SandboxSpec) -> None:
+        memory, cpu = str(spec.resources.memory_mb << 20), spec.resources.cpu
+        await self.runtime(
+            "update",
+            f"--memory={memory}",
+            f"--memory-swap={memory}",
+            f"--cpu-quota={int(cpu * CPU_PERIOD_US)}",
+            f"--cpu-period={CPU_PERIOD_US}",
+            spec.id,
+        )
 
     def run_args(self, spec: SandboxSpec) -> list[str]:
         # No session keyring per container: each one is a key charged to the container's host

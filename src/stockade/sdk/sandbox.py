@@ -65,6 +65,7 @@ class AsyncSandbox:
         auto_delete: float | None = None,
         volumes: dict[str, Any] | None = None,
         auto_archive: float | None = None,
+        ttl: float | None = None,
         auto_resume: bool = False,
         idle_timeout: bool = False,
         secrets: list[str] | dict[str, str] | None = None,
@@ -83,7 +84,8 @@ class AsyncSandbox:
         timeout does (``"kill"``, ``"pause"`` or ``"stop"``); a paused or stopped sandbox is
         deleted after ``auto_delete`` seconds. ``volumes`` maps a mount path to a
         :class:`AsyncVolume`, a volume name, or ``{"volume": name, "read_only": True}``.
-        ``auto_archive`` archives a stopped workspace that many seconds after it stopped.
+        ``auto_archive`` archives a stopped workspace that many seconds after it stopped;
+        ``ttl`` deletes the sandbox that many seconds after its creation, whatever its state.
         ``auto_resume`` resumes or starts a paused or stopped sandbox on the next call that uses
         it; ``idle_timeout`` counts ``timeout`` from the last use (a running command or an
         open terminal is use). See docs/persistence.md. ``secrets`` names secrets
@@ -105,6 +107,7 @@ class AsyncSandbox:
             "on_timeout": on_timeout,
             "auto_delete": auto_delete,
             "auto_archive": auto_archive,
+            "ttl": ttl,
             "volumes": _volume_specs(volumes or {}),
             "secrets": secrets,
             "auto_resume": auto_resume or None,
@@ -282,6 +285,14 @@ class AsyncSandbox:
     #: Kill the sandbox ``timeout`` seconds from now (instead of its current deadline):
     #: ``sandbox.set_timeout(60)`` or ``AsyncSandbox.set_timeout(id, 60)``.
     set_timeout = hybrid(_set_timeout, _set_timeout_by_id)
+
+    async def resize(self, cpu: float | None = None, memory_mb: int | None = None) -> None:
+        """New CPU and memory limits (those left out are kept): at once while running, where the
+        tier can (container) and only upward; for the next start while stopped."""
+        body = {k: v for k, v in {"cpu": cpu, "memory_mb": memory_mb}.items() if v is not None}
+        self.info = SandboxInfo.model_validate(
+            await self._api.request("POST", f"/sandboxes/{self.id}/resize", json=body)
+        )
 
     async def set_network(self, policy: dict[str, Any]) -> None:
         """Replace the egress policy (``allow_out``, ``deny_out``, limits); new connections

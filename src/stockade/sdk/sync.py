@@ -240,6 +240,10 @@ class Sandbox:
     #: ``sandbox.set_timeout(60)`` or ``Sandbox.set_timeout(id, 60)``.
     set_timeout = hybrid(_set_timeout, _set_timeout_by_id)
 
+    def resize(self, cpu: float | None = None, memory_mb: int | None = None) -> None:
+        """See :meth:`AsyncSandbox.resize`."""
+        _portal.call(self._a.resize, cpu, memory_mb)
+
     def set_network(self, policy: dict[str, Any]) -> None:
         _portal.call(self._a.set_network, policy)
 

@@ -4,8 +4,9 @@ A token is ``<expiry>.<mac>``: the expiry (unix seconds, hex) and an HMAC-SHA256
 ``sandbox id + expiry`` under the server's token secret. Nothing is stored: a token is valid for
 its one sandbox (any port) until its expiry or until the sandbox ends, whichever comes first,
 and every token dies when the secret file is replaced. The secret lives in
-``<data dir>/private/access-token.key`` (owner-only, made at first use); replicas that share a
-store must share that file. The local (keyless) daemon uses a secret that lives only in memory.
+``<data dir>/private/access-token.key`` (owner-only, made at first use). A cluster's API replicas
+derive theirs from the cluster secret instead, so a token minted by one opens ports through any
+other. The local (keyless) daemon uses a secret that lives only in memory.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ MAX_TTL = 7 * 86400.0
 class AccessTokens:
     """Mint and check access tokens with one secret."""
 
-    def __init__(self, secret_file: Path | None) -> None:
+    def __init__(self, secret_file: Path | None, secret: bytes | None = None) -> None:
+        """Read (or make) the secret in ``secret_file``, or use ``secret``; with neither, a
+        random one that lives as long as this object."""
         self._file = secret_file
-        self._secret: bytes | None = None if secret_file is not None else secrets.token_bytes(32)
+        self._secret = secret if secret is not None or secret_file is not None else secrets.token_bytes(32)
 
     @property
     def secret(self) -> bytes:

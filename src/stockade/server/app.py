@@ -116,13 +116,15 @@ def create_app(
     *,
     open_engine: Callable[[], AbstractAsyncContextManager[Engine]] | None = None,
     plane: type[ControlPlane] = ControlPlane,
+    access_secret: bytes | None = None,
 ) -> FastAPI:
     """Build the app. Without ``engine``, it opens one on ``config`` (or ``open_engine()``,
     a cluster's engine) for its lifetime.
 
     With ``settings`` it runs in remote mode (API keys, tenants, quotas, a store, by
     ``plane``); without, in local mode (one keyless user, as on the local daemon's private
-    unix socket).
+    unix socket). ``access_secret`` signs access tokens instead of the data directory's key
+    file (a cluster's replicas share one).
     """
     metrics = Metrics()
     mcp = McpEndpoint()
@@ -183,7 +185,7 @@ def create_app(
     app.include_router(dashboard.router)
     app.router.routes.append(mcp.route())
     app.state.access_tokens = AccessTokens(
-        settings.data_dir / "private" / "access-token.key" if settings else None
+        settings.data_dir / "private" / "access-token.key" if settings else None, access_secret
     )
     app.add_middleware(AuthMiddleware, control=lambda: app.state.control)
     sessions = app.state.ui_sessions = Sessions()

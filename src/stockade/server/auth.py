@@ -30,6 +30,9 @@ PUBLIC_PATHS = frozenset(
     {"/health", "/ready", "/metrics", "/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"}
 )
 SANDBOX_PATH = re.compile(r"^/sandboxes/([^/]+)(?:/|$)")
+#: Routes that check a URL signature themselves when a request carries one and no key
+#: (Daytona's pre-signed file URLs, ``compat/daytona/file_urls.py``).
+SIGNED_URL_PATH = re.compile(r"^/daytona/toolbox/[^/]+/files/(?:download|upload-v2)$")
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,8 @@ class AuthMiddleware:
         if control is None:
             return await json_error(scope, send, 503, "unavailable", "the server is starting")
         token = bearer(scope["headers"])
+        if token is None and _signed_url(scope):
+            return await self.app(scope, receive, send)
         if control.needs_keys and token is None:
             return await json_error(
                 scope, send, 401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'"
@@ -162,3 +167,7 @@ class AuthMiddleware:
 def not_found_message(sandbox_id: str) -> str:
     """The engine's words for a missing sandbox, so that 'not yours' reads the same."""
     return f"sandbox {sandbox_id!r} does not exist (or has ended)"
+
+
+def _signed_url(scope: Scope) -> bool:
+    return bool(SIGNED_URL_PATH.match(scope["path"])) and b"signature=" in scope.get("query_string", b"")

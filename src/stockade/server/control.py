@@ -12,17 +12,20 @@ import asyncio
 import contextlib
 import functools
 import logging
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
+import sqlalchemy.exc
+
 from ..engine import Conflict, Engine, NotFound, QuotaExceeded, SandboxNotFound
-from ..models import ForkResult, ForkSpec, SandboxInfo, SandboxSpec, VolumeInfo
+from ..models import ForkResult, ForkSpec, ResizeSpec, SandboxInfo, SandboxSpec, VolumeInfo
 from .auth import ADMIN_TENANT, LOCAL, KeyCache, Principal, hash_key, same_secret
 from .metrics import Metrics
 from .settings import Quotas, ServerSettings
-from .store import OwnedSandbox, Store, Tenant
+from .store import OwnedSandbox, Store, StoreUnavailable, Tenant
 
 log = logging.getLogger("stockade.server")
 T = TypeVar("T")
@@ -41,6 +44,7 @@ class Control:
         self.engine = engine
         self.metrics = metrics
         self._keys: dict[tuple[str, str], tuple[str | None, float]] = {}
+        self._url_salts: dict[str, str] = {}
 
     async def start(self) -> None:
         """Called once the engine is open."""
@@ -122,6 +126,22 @@ class Control:
             raise
         await self._settle(principal.tenant, key, info.id)
         return info
+
+    async def resize(
+        self, principal: Principal, sandbox_id: str, resize: ResizeSpec, request_id: str | None
+    ) -> SandboxInfo:
+        """Change a sandbox's CPU and memory (within the tenant's quotas in remote mode)."""
+        return await self.engine.sandboxes.resize(sandbox_id, resize)
+
+    async def file_url_salt(self, sandbox_id: str) -> str:
+        """The salt of the sandbox's file-URL signing key ("" until rotated): signed file
+        URLs (Daytona's) are checked against a key made from it, so rotating it retires them."""
+        return self._url_salts.get(sandbox_id, "")
+
+    async def rotate_file_url_salt(self, sandbox_id: str) -> str:
+        """A new salt for the sandbox (kept in memory in local mode)."""
+        self._url_salts[sandbox_id] = salt = secrets.token_hex(16)
+        return salt
 
     async def _claim(self, tenant: str, key: str) -> tuple[bool, str | None]:
         """Claim an idempotency key (see ``Store.claim_key``); in memory in local mode."""
@@ -211,9 +231,17 @@ class ControlPlane(Control):
         self._reaper: asyncio.Task[None] | None = None
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a store call on the store's thread."""
+        """Run a store call on the store's thread. A database that does not answer is a 503
+        (``store_unavailable``): its transaction was rolled back; the pool reconnects by itself
+        once the database is back (a restart is survived without restarting the server)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+            log.warning("store call %s failed: %s", getattr(fn, "__name__", fn), exc.orig)
+            raise StoreUnavailable(
+                "the store (database) did not answer, so the request did not complete: retry it in a moment"
+            ) from None
 
     # -- start, stop, reconcile --------------------------------------------------------------
     async def start(self) -> None:
@@ -422,6 +450,60 @@ class ControlPlane(Control):
             pending.remove(claim)
             self._pending_disk.pop(id(claim), None)
         return info
+
+    async def resize(
+        self, principal: Principal, sandbox_id: str, resize: ResizeSpec, request_id: str | None
+    ) -> SandboxInfo:
+        """The increase counts against the tenant's quotas from the moment it is asked for."""
+        row = self.owners.get(sandbox_id)
+        if row is None:
+            return await super().resize(principal, sandbox_id, resize, request_id)
+        old = (row.cpu, row.memory_mb)
+        cpu = old[0] if resize.cpu is None else resize.cpu
+        memory_mb = old[1] if resize.memory_mb is None else resize.memory_mb
+        quotas, usage = await self.quotas(row.tenant), self.usage(row.tenant)
+        if usage.vcpu + cpu - old[0] > quotas.max_vcpu + 1e-9:
+            raise QuotaExceeded(
+                f"tenant {row.tenant!r} uses {usage.vcpu:g} of {quotas.max_vcpu:g} vCPUs; "
+                f"{cpu - old[0]:g} more would pass the limit"
+            )
+        if usage.memory_mb + memory_mb - old[1] > quotas.max_memory_mb:
+            raise QuotaExceeded(
+                f"tenant {row.tenant!r} uses {usage.memory_mb} of {quotas.max_memory_mb} MiB; "
+                f"{memory_mb - old[1]} MiB more would pass the limit"
+            )
+        row.cpu, row.memory_mb = max(cpu, old[0]), max(memory_mb, old[1])  # held meanwhile
+        try:
+            info = await super().resize(principal, sandbox_id, resize, request_id)
+        except BaseException:
+            row.cpu, row.memory_mb = old
+            raise
+        row.cpu, row.memory_mb = info.cpu, info.memory_mb
+        await self.db(
+            self.store.set_sandbox_resources,
+            sandbox_id,
+            info.cpu,
+            info.memory_mb,
+            self.store.event(
+                tenant=row.tenant,
+                actor=principal.actor,
+                action="sandbox.resize",
+                target=sandbox_id,
+                request_id=request_id,
+                cpu=info.cpu,
+                memory_mb=info.memory_mb,
+            ),
+        )
+        return info
+
+    async def file_url_salt(self, sandbox_id: str) -> str:
+        """Read from the store, so a rotation through one replica holds on all of them."""
+        return await self.db(self.store.file_url_salt, sandbox_id) or ""
+
+    async def rotate_file_url_salt(self, sandbox_id: str) -> str:
+        salt = secrets.token_hex(16)
+        await self.db(self.store.set_file_url_salt, sandbox_id, salt)
+        return salt
 
     async def _claim(self, tenant: str, key: str) -> tuple[bool, str | None]:
         return await self.db(self.store.claim_key, tenant, key, IDEMPOTENCY_TTL)

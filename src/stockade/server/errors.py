@@ -89,5 +89,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, EngineError):  # raised in a middleware (authentication), not a route
+            return error_response(request, exc.status, exc.code, exc.message)
         log.exception("unhandled error", extra={"request_id": request.state.request_id})
         return error_response(request, 500, "internal", f"internal error ({type(exc).__name__})")

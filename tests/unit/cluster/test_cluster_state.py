@@ -59,7 +59,7 @@ def _version(url: str) -> str:
 def test_a_fresh_database_gets_the_cluster_tables_from_the_migrations(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     ClusterState(url).close()  # opening the state applies the store's migrations
-    assert _version(url) == "0004"
+    assert _version(url) == "0005"
     engine = sa.create_engine(url)
     with engine.connect() as c:
         context = MigrationContext.configure(
@@ -115,7 +115,7 @@ def test_the_previous_schema_is_upgraded_keeping_tenants_and_an_old_clusters_row
 
     state = ClusterState(url)
     try:
-        assert _version(url) == "0004"
+        assert _version(url) == "0005"
         [host] = state.hosts()
         assert (host.name, host.node_id, host.draining) == ("a", "n1", False)
         row = state.sandbox(info["id"])

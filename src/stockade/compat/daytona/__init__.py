@@ -5,6 +5,7 @@
 from fastapi import APIRouter
 
 from . import (
+    file_urls,
     files,
     git,
     gitconfig,
@@ -27,6 +28,7 @@ router = APIRouter()
 for _module in (
     sandboxes,
     previews,
+    file_urls,
     snapshots,
     volumes,
     secrets,

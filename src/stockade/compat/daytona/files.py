@@ -17,6 +17,7 @@ from ...models import EntryInfo, check_path
 from ._base import FILE_CODES, TOOLBOX, ControlDep, DaytonaError, FileRoute, ToolboxSandbox
 from ._base import error_body
 from .argv import run
+from .file_urls import FileUrlSandbox
 from .upload import MAX_FILES, Writer, stream_upload
 from .wire import Body
 
@@ -118,7 +119,8 @@ async def move_file(sandbox: ToolboxSandbox, ctl: ControlDep, source: PathQ, des
 
 
 @router.get("/download")
-async def download_file(sandbox: ToolboxSandbox, ctl: ControlDep, path: PathQ) -> StreamingResponse:
+async def download_file(sandbox: FileUrlSandbox, ctl: ControlDep, path: PathQ) -> StreamingResponse:
+    """The file's bytes (with the bearer token, or through a signed URL)."""
     chunks = await ctl.engine.files.read(sandbox, path_of(path))
     return StreamingResponse(chunks, media_type="application/octet-stream")
 
@@ -132,8 +134,8 @@ async def bulk_upload(sandbox: ToolboxSandbox, ctl: ControlDep, request: Request
 
 
 @router.post("/upload-v2")
-async def upload_v2(sandbox: ToolboxSandbox, ctl: ControlDep, request: Request, path: PathQ) -> Response:
-    """Write the multipart part ``file`` to ``path``."""
+async def upload_v2(sandbox: FileUrlSandbox, ctl: ControlDep, request: Request, path: PathQ) -> Response:
+    """Write the multipart part ``file`` to ``path`` (bearer token or signed URL)."""
     await stream_upload(request, _writer(ctl, sandbox), path_of, single=path_of(path))
     return Response(status_code=200)
 

@@ -13,15 +13,16 @@ from typing import Annotated, Any, Awaitable, Callable
 from fastapi import APIRouter, Query, Response
 
 from ...engine import Conflict, SandboxNotFound
-from ...models import ForkSpec, NetworkPolicy, SandboxEnd, SandboxInfo, SandboxSpec, VolumeMount
+from ...models import ForkSpec, NetworkPolicy, ResizeSpec, SandboxEnd, SandboxInfo, SandboxSpec, VolumeMount
 from . import render
-from ._base import API, DaytonaError, DaytonaRoute, not_found
+from ._base import API, DaytonaError, DaytonaRoute, gib, not_found
 from ._lookup import Answer, AnswerDep, SandboxId, visible
 from .builds import image_template
 from .wire import (
     DEFAULT_AUTO_ARCHIVE,
     DEFAULT_AUTO_STOP,
     KEEP_LONGEST,
+    MAX_TTL_MINUTES,
     NAME_KEY,
     NEVER,
     RESERVED,
@@ -30,6 +31,7 @@ from .wire import (
     CreateSandbox,
     ForkSandbox,
     Labels,
+    ResizeSandbox,
     NetworkSettings,
     SandboxSnapshot,
 )
@@ -89,11 +91,8 @@ def create_spec(body: CreateSandbox, template: str | None = None) -> SandboxSpec
         )
     if any(v.subpath for v in body.volumes):
         raise DaytonaError(400, "volume subpath is not supported; mount the whole volume")
-    if body.ttl_minutes:
-        raise DaytonaError(
-            400,
-            "ttl_minutes is not supported: use auto_delete_interval (a stopped sandbox is deleted after it)",
-        )
+    if body.ttl_minutes is not None and not 0 <= body.ttl_minutes <= MAX_TTL_MINUTES:
+        raise DaytonaError(400, f"ttl_minutes must be between 0 (none) and {MAX_TTL_MINUTES}")
     if body.auto_pause_interval and body.auto_stop_interval:
         raise DaytonaError(
             400, "auto_stop_interval and auto_pause_interval are mutually exclusive: set one of them to 0"
@@ -118,6 +117,7 @@ def create_spec(body: CreateSandbox, template: str | None = None) -> SandboxSpec
         on_timeout="pause" if pause else "stop",
         auto_delete=_auto_delete(body.auto_delete_interval),
         auto_archive=_auto_archive(body.auto_archive_interval),
+        ttl=body.ttl_minutes * 60.0 if body.ttl_minutes else None,
         volumes=[VolumeMount(volume=v.volume_id, path=v.mount_path) for v in body.volumes],
     )
 
@@ -322,6 +322,21 @@ async def set_autopause(sandbox_id: SandboxId, interval: int, answer: AnswerDep)
     return answer(await _set_idle(answer, sandbox_id, interval, "pause"))
 
 
+@router.post("/{sandboxIdOrName}/resize")
+async def resize(sandbox_id: SandboxId, body: ResizeSandbox, answer: AnswerDep) -> dict[str, Any]:
+    """CPU and memory: upward while started (container tier), any way while stopped; the disk
+    keeps its size (400 if asked to change)."""
+    if body.cpu is None and body.memory is None and body.disk is None:
+        raise DaytonaError(400, "resize needs at least one of cpu, memory and disk")
+    info = await answer.ctl.engine.sandboxes.get(sandbox_id)
+    if body.disk is not None and body.disk != gib(info.disk_mb):
+        raise DaytonaError(
+            400, f"the disk cannot be resized here (it has {gib(info.disk_mb)} GiB): create a new sandbox"
+        )
+    spec = ResizeSpec(cpu=body.cpu, memory_mb=body.memory * 1024 if body.memory else None)
+    return answer(await answer.ctl.resize(answer.who, sandbox_id, spec, answer.request_id))
+
+
 @router.post("/{sandboxIdOrName}/fork")
 async def fork_sandbox(sandbox_id: SandboxId, body: ForkSandbox, answer: AnswerDep) -> dict[str, Any]:
     """A started copy of a started or paused sandbox with the same files (copy-on-write:
@@ -354,6 +369,14 @@ async def set_autodelete(sandbox_id: SandboxId, interval: int, answer: AnswerDep
     return answer(
         await answer.ctl.engine.sandboxes.set_retention(sandbox_id, auto_delete=_auto_delete(interval))
     )
+
+
+@router.post("/{sandboxIdOrName}/ttl/{minutes}")
+async def set_ttl(sandbox_id: SandboxId, minutes: int, answer: AnswerDep) -> dict[str, Any]:
+    """Delete the sandbox ``minutes`` from now whatever its state (0: no TTL)."""
+    if not 0 <= minutes <= MAX_TTL_MINUTES:
+        raise DaytonaError(400, f"ttl must be between 0 (none) and {MAX_TTL_MINUTES} minutes")
+    return answer(await answer.ctl.engine.sandboxes.set_retention(sandbox_id, ttl=minutes * 60.0))
 
 
 @router.post("/{sandboxIdOrName}/autoarchive/{interval}")

@@ -5,8 +5,10 @@ A session is one ``bash`` process started with stdin open and tagged
 ``daytona-session-<sandbox>-<id>`` (it exists while that process runs). Each command is written
 to ``/tmp/.daytona-sessions/<id>/<cmd>.sh`` and a line sent to the shell sources it (so ``cd``,
 ``export`` and functions carry over) with its stdout and stderr going to ``<cmd>.out`` and
-``<cmd>.err`` and its exit status then written to ``<cmd>.exit``. Command ids sort in the order
-the commands were sent.
+``<cmd>.err`` and its exit status then written to ``<cmd>.exit``. Its stdin is the FIFO
+``<cmd>.in``, opened read-write so the command never waits for a writer (and, as on Daytona,
+reading stdin waits for input rather than seeing its end); ``.../input`` writes to it. Command
+ids sort in the order the commands were sent.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ...engine import Engine, EngineError, NotFound
 from ...models import WAITING_TAG, ProcessSelector, ProcessSpec
 from ._base import TOOLBOX, ControlDep, DaytonaError, DaytonaRoute, ToolboxSandbox, control
 from ._base import owned, principal
+from .argv import run
 from .wire import Body
 
 router = APIRouter(
@@ -35,6 +38,8 @@ CommandId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,64}$")]
 DIRECTORY = "/tmp/.daytona-sessions"
 SHELL = "if [ -x /bin/bash ]; then exec /bin/bash --noprofile --norc -s; fi; exec /bin/sh -s"
 MAX_COMMANDS = 1000
+#: Characters one input call may send (an argument of the writer in the sandbox).
+MAX_INPUT = 64 << 10
 #: Seconds between two looks at a running command's files (growing to the last).
 POLL = (0.01, 0.02, 0.05, 0.1, 0.2)
 
@@ -203,12 +208,68 @@ async def execute(
     command_id = f"{time.time_ns():x}{secrets.token_hex(4)}"
     script = f"{directory}/{command_id}"
     await eng.files.write(sandbox, script + ".sh", _bytes(body.command.encode()))
-    line = f'{{ . "{script}.sh"; }} >"{script}.out" 2>"{script}.err" </dev/null; echo $? >"{script}.exit"\n'
+    line = (
+        f'mkfifo -m 600 "{script}.in" 2>/dev/null || : >"{script}.in"; '
+        f'{{ . "{script}.sh"; }} >"{script}.out" 2>"{script}.err" <>"{script}.in"; '
+        f'echo $? >"{script}.exit"; rm -f "{script}.in"\n'
+    )
     await eng.processes.send_stdin(sandbox, ProcessSelector(tag=_tag(sandbox, sessionId)), line.encode())
     if body.run_async or body.async_:
         return JSONResponse({"cmdId": command_id}, 202)
     code = await _wait(eng, sandbox, sessionId, script)
     return {"cmdId": command_id, "exitCode": code, **await _logs(eng, sandbox, script)}
+
+
+class InputRequest(Body):
+    data: str = Field(max_length=MAX_INPUT)
+
+
+#: Run in the sandbox as its user: write argv[2] to the FIFO argv[1] without ever blocking, and
+#: say how it went ("ok"; "ended": no FIFO or nobody reading it; "full": the command has not
+#: read what it was sent before).
+WRITE_INPUT = """import os, stat, sys
+try:
+    if not stat.S_ISFIFO(os.stat(sys.argv[1]).st_mode):
+        raise FileNotFoundError
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_NONBLOCK)
+except OSError:
+    print("ended"); sys.exit()
+data = sys.argv[2].encode()
+try:
+    print("ok" if os.write(fd, data) == len(data) else "full")
+except BlockingIOError:
+    print("full")
+"""
+
+
+@router.post("/{sessionId}/command/{commandId}/input", status_code=204)
+async def send_input(
+    sessionId: SessionId,
+    commandId: CommandId,  # noqa: N803
+    body: InputRequest,
+    sandbox: ToolboxSandbox,
+    ctl: ControlDep,
+) -> Response:
+    """Feed ``data`` to a running command's stdin (410 once it has ended)."""
+    eng = ctl.engine
+    directory = await _check(eng, sandbox, sessionId)
+    command = await _command(eng, sandbox, directory, commandId)
+    if "exitCode" not in command:
+        said = (
+            await run(
+                eng,
+                sandbox,
+                ["python3", "-c", WRITE_INPUT, f"{directory}/{commandId}.in", body.data],
+                "sending input",
+            )
+        ).strip()
+        if said == "full":
+            raise DaytonaError(
+                409, f"command {commandId} has not read its earlier input yet; send this again later"
+            )
+        if said == "ok":
+            return Response(status_code=204)
+    raise DaytonaError(410, f"command {commandId} has ended: it takes no more input")
 
 
 @router.get("/{sessionId}/command/{commandId}")

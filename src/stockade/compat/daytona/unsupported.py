@@ -20,17 +20,10 @@ API_FEATURES: list[tuple[str, str, str]] = [
         "a fork's lineage is not kept here: list the sandboxes by a label instead",
     ),
     (
-        r"sandbox/[^/]+/resize",
-        "resize",
-        "resizing a sandbox is not supported: create a new one with the resources (a snapshot "
-        "keeps its files)",
-    ),
-    (
         r"sandbox/[^/]+/ssh-access|sandbox/ssh-access/.*",
         "SSH access",
         "SSH access is not supported: use the toolbox (exec, sessions, PTY)",
     ),
-    (r"sandbox/[^/]+/ttl/.*", "TTL", "a sandbox TTL is not supported yet: use auto-delete"),
     (
         r"sandbox/[^/]+/secrets",
         "changing a sandbox's secrets",
@@ -38,9 +31,9 @@ API_FEATURES: list[tuple[str, str, str]] = [
         "create a new sandbox with the secrets",
     ),
     (
-        r"sandbox/[^/]+/signing-key(/.*)?|preview/.*",
-        "signed file URLs and preview keys",
-        "per-sandbox signing keys are not supported: preview tokens are signed by the server",
+        r"preview/.*",
+        "preview keys",
+        "per-sandbox preview keys are not supported: preview tokens are signed by the server",
     ),
     (
         r"sandbox/[^/]+/ports/[^/]+/signed-preview-url/[^/]+/expire",
@@ -93,11 +86,6 @@ TOOLBOX_FEATURES: list[tuple[str, str, str]] = [
         r"process/session/entrypoint(/.*)?",
         "the entrypoint session",
         "sandboxes here start idle: there is no entrypoint",
-    ),
-    (
-        r"process/session/[^/]+/command/[^/]+/input",
-        "session command input",
-        "sending input to a session command is not supported yet",
     ),
 ]
 _API = [(re.compile(p + r"/?"), what, why) for p, what, why in API_FEATURES]

@@ -27,6 +27,8 @@ DEFAULT_AUTO_STOP = 15
 DEFAULT_AUTO_ARCHIVE = 7 * 24 * 60
 #: Auto-delete "never": the longest a stopped sandbox may be kept (SandboxSpec's bound).
 KEEP_LONGEST = 365 * 86400.0
+#: The longest TTL (minutes): as long as a stopped sandbox may be kept.
+MAX_TTL_MINUTES = int(KEEP_LONGEST // 60)
 #: Auto-stop "never": the longest a sandbox may live (the engine's and the default quota's).
 NEVER = 86400.0
 
@@ -116,6 +118,14 @@ class UpdateSecret(Body):
     value: str | None = Field(default=None, min_length=1, max_length=8192, repr=False)
     description: str | None = Field(default=None, max_length=1024)
     hosts: list[str] | None = Field(default=None, max_length=32)
+
+
+class ResizeSandbox(Body):
+    """CPUs and GiB, as Daytona counts them."""
+
+    cpu: int | None = Field(default=None, ge=1, le=64)
+    memory: int | None = Field(default=None, ge=1, le=256)
+    disk: int | None = Field(default=None, ge=1, le=1024)
 
 
 class Labels(Body):

@@ -1,4 +1,5 @@
-"""Sandboxes: create, get, list, kill, set timeout, network, egress log, stats, lifecycle, snapshot.
+"""Sandboxes: create, get, list, kill, set timeout, resize, network, egress log, stats, lifecycle,
+snapshot.
 
 Ownership is checked before any of these run (see ``auth.AuthMiddleware``); creates, kills,
 timeouts and starts go through the control layer for quotas and the audit log. Each handler
@@ -19,6 +20,7 @@ from ..models import (
     ForkResult,
     ForkSpec,
     NetworkPolicy,
+    ResizeSpec,
     SandboxEnd,
     SandboxInfo,
     SandboxPage,
@@ -105,6 +107,15 @@ async def set_timeout(
 ) -> SandboxInfo:
     """Kill the sandbox ``timeout`` seconds from now (429 past the tenant's maximum lifetime)."""
     return await control.set_timeout(who, sandbox_id, body.timeout, request_id)
+
+
+@router.post("/{sandbox_id}/resize", response_model=SandboxInfo)
+async def resize(
+    sandbox_id: str, body: ResizeSpec, control: ControlDep, who: PrincipalDep, request_id: RequestIdDep
+) -> SandboxInfo:
+    """Change CPU and memory: at once while running (only upward, 409 ``unsupported`` on a tier
+    without ``hot_resize``), for the next start while stopped; 429 past the tenant's quotas."""
+    return await control.resize(who, sandbox_id, body, request_id)
 
 
 @router.post("/{sandbox_id}/network", response_model=SandboxInfo)

@@ -51,6 +51,8 @@ class OwnedSandbox(Base):
     cpu: Mapped[float] = mapped_column(Float)
     memory_mb: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Float)
+    #: Changed to retire every signed file URL of the sandbox (null: never rotated).
+    file_url_salt: Mapped[str | None] = mapped_column(String(32), nullable=True, default=None)
 
 
 class AuditEvent(Base):

@@ -18,13 +18,20 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ...engine import Conflict, NotFound
+from ...engine import Conflict, EngineError, NotFound
 from .schema import ApiKey, AuditEvent, IdempotencyKey, OwnedSandbox, Tenant
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The PostgreSQL advisory lock that serialises migrations ("stockade" in ASCII, truncated).
 MIGRATION_LOCK = 0x73746F636B616465
 QUOTA_FIELDS = ("max_sandboxes", "max_vcpu", "max_memory_mb", "max_lifetime", "max_disk_mb")
+
+
+class StoreUnavailable(EngineError):
+    """The database did not answer (restarting, unreachable, locked): retry in a moment."""
+
+    code = "store_unavailable"
+    status = 503
 
 
 def database_url(data_dir: Path, url: str | None = None) -> str:
@@ -179,6 +186,32 @@ class Store:
     def sandboxes(self) -> list[OwnedSandbox]:
         with self.session() as s:
             return list(s.scalars(select(OwnedSandbox)))
+
+    def set_sandbox_resources(
+        self, sandbox_id: str, cpu: float, memory_mb: int, event: AuditEvent | None = None
+    ) -> None:
+        """Record a resized sandbox's limits (and ``event``, in the same transaction)."""
+        with self.session() as s:
+            row = s.get(OwnedSandbox, sandbox_id)
+            if row is not None:
+                row.cpu, row.memory_mb = cpu, memory_mb
+            if event is not None:
+                s.add(event)
+            s.commit()
+
+    def file_url_salt(self, sandbox_id: str) -> str | None:
+        """The salt of the sandbox's file-URL signing key (None if never rotated)."""
+        with self.session() as s:
+            row = s.get(OwnedSandbox, sandbox_id)
+            return None if row is None else row.file_url_salt
+
+    def set_file_url_salt(self, sandbox_id: str, salt: str) -> None:
+        with self.session() as s:
+            row = s.get(OwnedSandbox, sandbox_id)
+            if row is None:
+                raise NotFound(f"sandbox {sandbox_id!r} does not exist (or has ended)")
+            row.file_url_salt = salt
+            s.commit()
 
     # -- idempotency keys -----------------------------------------------------------------
     def claim_key(self, tenant: str, key: str, ttl: float) -> tuple[bool, str | None]:
