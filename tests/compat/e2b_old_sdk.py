@@ -26,4 +26,9 @@ with CodeSandbox.create() as ci:
     ex = ci.run_code("21 * 2")
     assert ex.text == "42", ex
     assert ci.run_code("1/0").error.name == "ZeroDivisionError"
+    bars = ci.run_code("import matplotlib.pyplot as plt\nplt.bar(['a', 'b'], [1, 2])\nplt.show()")
+    chart = bars.results[0].chart
+    assert chart.type == "bar" and [(e.label, e.value) for e in chart.elements] == [("a", 1), ("b", 2)]
+    assert ci.run_code("import os; os.environ['X']", envs={"X": "old"}).text == "'old'"
+    assert ci.run_code("'X' in os.environ").text == "False"
 print("old sdk ok")

@@ -144,7 +144,11 @@ UNSUPPORTED: list[tuple[str, Callable[[Any], Any], str]] = [
     ("update_secrets", lambda sb: sb.update_secrets({"A": "b"}), "secrets"),
     ("expire_signed_preview_url", lambda sb: sb.expire_signed_preview_url(8000, "tok"), "revoked"),
     ("get_metrics", lambda sb: sb.get_metrics(), "telemetry"),
-    ("lsp start", lambda sb: sb.create_lsp_server("python", "work").start(), "LSP"),
+    (
+        "lsp typescript",
+        lambda sb: sb.create_lsp_server("typescript", ".").start(),
+        "typescript-language-server is not installed",
+    ),
     ("git reset", lambda sb: sb.git.reset("work"), "git"),
     ("computer use", lambda sb: sb.computer_use.start(), "desktop"),
 ]
@@ -171,8 +175,8 @@ def test_unsupported_routes_check_keys_and_owners(server: Server, sandbox: Any) 
         assert r.status_code == 501 and r.json()["statusCode"] == 501
         assert "SSH" in r.json()["message"] and r.json()["path"].endswith("/ssh-access")
         assert c.post(f"{api}/sandbox/{sandbox.id}/ssh-access").status_code == 401
-        assert c.post(f"{toolbox}/lsp/start", json={}, headers=globex).status_code == 404
-        assert c.post(f"{toolbox}/lsp/start", json={}, headers=acme).status_code == 501
+        assert c.post(f"{toolbox}/computeruse/start", json={}, headers=globex).status_code == 404
+        assert c.post(f"{toolbox}/computeruse/start", json={}, headers=acme).status_code == 501
         r = c.get(f"{api}/no/such/thing", headers=acme)
         assert r.status_code == 404 and "no such Daytona API call" in r.json()["message"]
         r = c.patch(f"{api}/sandbox/{sandbox.id}/start", headers=acme)  # served path, odd verb
@@ -196,8 +200,8 @@ def test_async_client_snapshots_and_unsupported(server: Server) -> None:
                     assert (await sb.process.exec("echo ok")).result == "ok\n"
                     with pytest.raises(DaytonaError, match="SSH"):
                         await sb.create_ssh_access(60)
-                    with pytest.raises(DaytonaError, match="LSP"):
-                        await sb.create_lsp_server("python", "work").start()
+                    with pytest.raises(DaytonaError, match="typescript-language-server is not"):
+                        await sb.create_lsp_server("typescript", ".").start()
                 finally:
                     await d.delete(sb)
             finally:

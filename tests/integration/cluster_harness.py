@@ -74,6 +74,7 @@ class Host:
         address: str,
         slots: str = f"container={SLOTS},gvisor=1",
         shared_dir: Path | None = None,
+        own_images: bool = False,
     ) -> None:
         self.name = name
         self.address = address
@@ -81,6 +82,14 @@ class Host:
         self.shared_dir = shared_dir
         self.data_dir = Path(tempfile.mkdtemp(prefix="stockade-srv-", dir="/var/tmp"))
         self.log = self.data_dir / "host.log"
+        #: The host's own image store (else the machine's, shared by every host): it starts
+        #: with the operator's ``base`` only, hard-linked from the machine's store.
+        self.images_dir = self.data_dir / "images" if own_images else default_images_dir()
+        if own_images:
+            self.images_dir.mkdir()
+            subprocess.run(
+                ["cp", "-al", str(default_images_dir() / "base"), str(self.images_dir / "base")], check=True
+            )
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "Host":
@@ -106,7 +115,7 @@ class Host:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env=env(),
+                env=env(STOCKADE_IMAGES_DIR=str(self.images_dir)),
             )
         wait(f"host {self.name}", lambda: self._readies() > before, self.proc, self.log)
         return self

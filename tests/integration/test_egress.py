@@ -223,10 +223,10 @@ class World:
             subprocess.run(cmd.split(), check=True)
         self.proc = subprocess.Popen(
             [
-                "ip",
-                "netns",
-                "exec",
-                ns,
+                # nsenter, not 'ip netns exec': that one makes a mount namespace too, whose
+                # copies of the sandboxes' disks would keep them busy after their unmount.
+                "nsenter",
+                f"--net=/run/netns/{ns}",
                 sys.executable,
                 "-c",
                 WORLD,

@@ -118,10 +118,10 @@ class Playground:
         }
         self.proc = subprocess.Popen(
             [
-                "ip",
-                "netns",
-                "exec",
-                ns,
+                # nsenter, not 'ip netns exec': that one makes a mount namespace too, whose
+                # copies of the sandboxes' disks would keep them busy after their unmount.
+                "nsenter",
+                f"--net=/run/netns/{ns}",
                 sys.executable,
                 "-c",
                 PLAYGROUND_SERVER,

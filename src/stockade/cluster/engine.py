@@ -7,9 +7,10 @@ Behind each call: a create is placed by Ray (:class:`.router.ClusterSandboxes`);
 sandbox goes to its owning host's actor over Ray (small typed values); process output and file
 transfers go straight to the host's stream endpoint over HTTP (:mod:`.remote`).
 
-Not yet in a cluster (docs/cluster.md): volumes, template builds and imports, code contexts'
-executions, directory watches, the port proxy and the event stream answer ``unsupported``
-(409); end records of ended sandboxes stay on their host (404 through a replica).
+Templates are made on a host and kept on shared storage (:mod:`.templates`). Not yet in a
+cluster (docs/cluster.md): volumes, code contexts' executions, directory watches, the port
+proxy and the event stream answer ``unsupported`` (409); end records of ended sandboxes stay
+on their host (404 through a replica).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import asyncio
 import builtins
 import contextlib
 import logging
-from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ..engine import EngineConfig, Unsupported
@@ -30,7 +30,6 @@ from ..models import (
     SandboxEvent,
     SandboxInfo,
     SandboxSpec,
-    TemplateInfo,
     VolumeInfo,
 )
 from ..runtimes.base import Resources
@@ -39,6 +38,7 @@ from .placement import PLACEMENT_WAIT, Placer
 from .remote import Channel, RemoteRun, body_chunks, entry
 from .router import ClusterSandboxes
 from .state import ClusterState
+from .templates import RemoteTemplates
 
 Forward = Callable[..., Awaitable[Any]]
 
@@ -207,43 +207,6 @@ class RemoteFiles(_Forwarding):
         raise Unsupported("watching a directory is not available through a cluster replica yet")
 
 
-class RemoteTemplates:
-    """Templates as the hosts have them (each host its own until shared storage: later)."""
-
-    def __init__(self, cluster: ClusterSandboxes) -> None:
-        self._cluster = cluster
-
-    async def list(self, visible: Callable[[str | None], bool]) -> builtins.list[TemplateInfo]:
-        found: builtins.list[TemplateInfo] = await self._cluster.call(
-            await self._cluster.any_host(), "templates", "list", visible
-        )
-        return found
-
-    async def get(self, name: str, visible: Callable[[str | None], bool]) -> TemplateInfo:
-        found: TemplateInfo = await self._cluster.call(
-            await self._cluster.any_host(), "templates", "get", name, visible
-        )
-        return found
-
-    def check_usable(self, name: str, visible: Callable[[str | None], bool]) -> None:
-        """Checked by ``ClusterControl`` before a create (asynchronously, on a host)."""
-
-    def workspace(self) -> Path:
-        raise Unsupported(
-            "templates are built on a host ('stockade image build' there) until "
-            "the cluster has shared storage"
-        )
-
-    def __getattr__(self, method: str) -> Forward:
-        async def refuse(*args: Any, **kwargs: Any) -> Any:
-            raise Unsupported(
-                f"templates.{method} is not available through a cluster replica "
-                f"yet (templates live on each host until shared storage)"
-            )
-
-        return refuse
-
-
 class RemoteVolumes:
     """Volumes need storage every host can mount: not yet in a cluster."""
 
@@ -312,7 +275,7 @@ class ClusterEngine:
         self.sandboxes = RemoteSandboxes(cluster, self.config.default_resources)
         self.processes = RemoteProcesses(cluster, channel)
         self.files = RemoteFiles(cluster, channel)
-        self.templates = RemoteTemplates(cluster)
+        self.templates = RemoteTemplates(cluster, channel, self.config.data_dir)
         self.volumes = RemoteVolumes()
         self.code = RemoteCode(cluster)
         return self

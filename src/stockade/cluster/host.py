@@ -8,7 +8,9 @@ depending on how Ray wraps exceptions.
 
 With a shared directory (``stockade host --shared-dir``), every stopped or archived workspace
 is exported to ``<shared>/workspaces/<id>`` as it stops or archives (asked through a replica or
-by its own timeout), so that another host can start it if this one dies (engine/moves.py).
+by its own timeout), so that another host can start it if this one dies (engine/moves.py),
+and every template it builds, imports or snapshots is published to ``<shared>/templates``; a
+template it is asked to run and lacks is adopted from there first (:mod:`.shared_templates`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import json
 import logging
 import os
 import re
@@ -27,7 +30,8 @@ from typing import Any, Awaitable, TypeVar
 
 from ..engine import Engine, EngineConfig, EngineError, InvalidRequest, SandboxNotFound
 from ..engine import moves
-from ..models import SandboxInfo, SandboxSpec
+from ..models import SandboxInfo, SandboxSpec, TemplateInfo
+from .shared_templates import HostTemplates, Visible
 from .streams import StreamServer
 
 log = logging.getLogger("stockade.cluster")
@@ -76,7 +80,8 @@ class HostActor:
         self, name: str, data_dir: str, node_id: str, secret: str, address: str, shared_dir: str = ""
     ) -> None:
         self.engine = Engine(EngineConfig(data_dir=Path(data_dir)))
-        self.streams = StreamServer(self.engine, secret, address)
+        self.templates = HostTemplates(self.engine, Path(shared_dir) if shared_dir else None)
+        self.streams = StreamServer(self.engine, secret, address, self.templates)
         self.info = HostInfo(
             name=name,
             node_id=node_id,
@@ -95,6 +100,7 @@ class HostActor:
         """Open the engine (re-attaching what still runs from a previous life of this host),
         then its stream endpoint."""
         await self.engine.open()
+        await self.templates.sweep()
         self.streams.start()
         if self.shared is not None:
             self._follower = asyncio.get_running_loop().create_task(self._follow())
@@ -148,7 +154,10 @@ class HostActor:
         archived here, and a start restores and boots it."""
         await self._opened.wait()
         try:
-            info = await moves.adopt(self.engine, self._shared_copy(sandbox_id))
+            source = self._shared_copy(sandbox_id)
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # adopt says what is wrong
+                await self.templates.ensure(json.loads((source / moves.RECORD).read_text()).get("image"))
+            info = await moves.adopt(self.engine, source)
         except EngineError as exc:
             return Failure(exc.code, exc.message)
         self._exports[sandbox_id] = (info.state, info.expires_at)  # that copy is this state
@@ -169,8 +178,32 @@ class HostActor:
         return dataclasses.replace(self.info, ready=self._opened.is_set())
 
     async def create(self, spec: SandboxSpec, owner: str = "") -> SandboxInfo | Failure:
+        """Create the sandbox, its template first taken from shared storage if need be."""
         await self._opened.wait()
+        try:
+            if spec.template:
+                await self.templates.ensure(spec.template)
+        except EngineError as exc:
+            return Failure(exc.code, exc.message)
         return await _guard(self.engine.sandboxes.create(spec, owner))
+
+    # -- templates (this host's and shared storage's) ------------------------------------------
+    async def templates_list(self, visible: Visible) -> list[TemplateInfo]:
+        await self._opened.wait()
+        return await self.templates.list(visible)
+
+    async def template_get(self, name: str, visible: Visible) -> TemplateInfo | Failure:
+        await self._opened.wait()
+        return await _guard(self.templates.get(name, visible))
+
+    async def template_drop(self, name: str) -> None | Failure:
+        """Delete this host's copy of template ``name`` (a replica deletes it everywhere)."""
+        await self._opened.wait()
+        return await _guard(self.templates.drop(name))
+
+    async def template_unpublish(self, name: str) -> None | Failure:
+        """Remove template ``name`` from shared storage (after every host dropped its copy)."""
+        return await _guard(self.templates.unpublish(name))
 
     async def get(self, sandbox_id: str) -> SandboxInfo | Failure:
         await self._opened.wait()
@@ -198,9 +231,14 @@ class HostActor:
         function = getattr(getattr(self.engine, service), method, None)
         if not callable(function):
             return Failure("invalid_request", f"no engine call {service}.{method}")
+        snapshot = (service, method) == ("sandboxes", "snapshot")
         try:
+            if snapshot:
+                self.templates.check_free(str(kwargs.get("name", args[1] if len(args) > 1 else "")))
             out = function(*args, **kwargs)
             out = await out if inspect.isawaitable(out) else out
+            if snapshot:  # for every host, before the answer
+                await self.templates.publish(out.name)
         except EngineError as exc:
             return Failure(exc.code, exc.message)
         if isinstance(out, SandboxInfo):  # stopped or archived: on shared storage before the answer

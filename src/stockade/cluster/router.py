@@ -302,6 +302,17 @@ class ClusterSandboxes:
                 return row.name
         raise SandboxUnavailable("no Stockade host is up; start one with 'stockade host'")
 
+    async def live_hosts(self) -> builtins.list[HostRow]:
+        """The hosts that are up, those not draining first."""
+        rows = [row for row in await self.db(self.state.hosts) if row.state == ALIVE]
+        if not rows:
+            raise SandboxUnavailable("no Stockade host is up; start one with 'stockade host'")
+        return sorted(rows, key=lambda row: row.draining)
+
+    async def ask(self, host: str, method: str, *args: Any) -> Any:
+        """The host actor's own ``method`` (not an engine call); its engine errors re-raised."""
+        return raise_failure(await self._call(host, method, *args))
+
     async def call(self, host: str, service: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """``engine.<service>.<method>(...)`` on ``host``; its engine errors re-raised here."""
         out = raise_failure(await self._call(host, "call", service, method, args, kwargs))

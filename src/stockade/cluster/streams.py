@@ -21,6 +21,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..engine import Engine
 from ..server import errors
 from ..server.routes import files, processes
+from . import template_routes
+from .shared_templates import HostTemplates
 from .tokens import HEADER, verify
 
 log = logging.getLogger("stockade.cluster")
@@ -56,13 +58,16 @@ class TokenCheck:
         await self.app(scope, receive, send)
 
 
-def stream_app(engine: Engine, secret: str) -> FastAPI:
-    """The routes a replica reaches directly: processes and files of this host's sandboxes."""
+def stream_app(engine: Engine, secret: str, templates: HostTemplates) -> FastAPI:
+    """The routes a replica reaches directly: processes and files of this host's sandboxes,
+    template builds and imports (their uploads)."""
     app = FastAPI(title="Stockade host streams", openapi_url=None, docs_url=None, redoc_url=None)
     app.state.engine = engine
+    app.state.templates = templates
     errors.install(app)
     app.include_router(processes.router)
     app.include_router(files.router)
+    app.include_router(template_routes.router)
     app.add_middleware(TokenCheck, secret=secret)
     return app
 
@@ -70,14 +75,14 @@ def stream_app(engine: Engine, secret: str) -> FastAPI:
 class StreamServer:
     """:func:`stream_app` served on ``address`` (port picked by the kernel) on this loop."""
 
-    def __init__(self, engine: Engine, secret: str, address: str) -> None:
+    def __init__(self, engine: Engine, secret: str, address: str, templates: HostTemplates) -> None:
         self._sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((address, 0))
         host, port = self._sock.getsockname()[:2]
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         config = uvicorn.Config(
-            stream_app(engine, secret), log_level="warning", access_log=False, lifespan="off"
+            stream_app(engine, secret, templates), log_level="warning", access_log=False, lifespan="off"
         )
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task[Any] | None = None

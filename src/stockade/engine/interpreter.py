@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from .. import interpreter
+from ..interpreter.charts import MIME as CHART_MIME
 from ..interpreter.wire import PROTOCOL
+from .charts import check_bundle
 from ..models import ProcessSelector, ProcessSpec
 from .errors import Conflict, EngineError, InvalidRequest, NotFound, SandboxNotFound, SandboxUnavailable
 from .process import ProcessRun
@@ -42,6 +44,29 @@ START_TIMEOUT = 120.0
 DEADLINE_SLACK = 15.0
 LANGUAGE_RE = re.compile(r"^[a-z][a-z0-9+_.-]{0,31}$")
 ALIASES = {"python3": "python", "py": "python", "sh": "bash", "shell": "bash"}
+
+
+ENV_LANGUAGES = ("python", "bash")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+#: Bytes of per-execution environment (names and values) one request may set.
+MAX_ENV_BYTES = 128 << 10
+
+
+def _check_envs(envs: dict[str, str] | None) -> None:
+    """Raise InvalidRequest for an environment a shell or ``os.environ`` cannot hold."""
+    size = 0
+    for name, value in (envs or {}).items():
+        if not ENV_NAME.fullmatch(name):
+            raise InvalidRequest(f"invalid environment variable name {name[:100]!r}")
+        try:
+            encoded = value.encode("utf-8")
+        except UnicodeEncodeError:
+            encoded = b"\0"
+        if b"\0" in encoded:
+            raise InvalidRequest(f"environment variable {name} holds a NUL or a lone surrogate")
+        size += len(name) + len(encoded) + 2
+    if size > MAX_ENV_BYTES:
+        raise InvalidRequest(f"per-execution envs take {size} bytes, more than {MAX_ENV_BYTES}")
 
 
 class ContextDied(EngineError):
@@ -142,7 +167,7 @@ class Context:
 def _parse(line: bytes) -> dict[str, Any] | None:
     try:
         event = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
         return None
     return event if isinstance(event, dict) and isinstance(event.get("type"), str) else None
 
@@ -371,9 +396,12 @@ class CodeContexts:
         language: str | None = None,
         context_id: str | None = None,
         timeout: float | None = None,
+        envs: dict[str, str] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Run ``code``; return its events. The first (``start``) is ready before this returns,
-        so that failures to find or start the context are raised here, not mid-stream."""
+        so that failures to find or start the context are raised here, not mid-stream.
+        ``envs`` are environment variables of this execution only (python and bash)."""
+        _check_envs(envs)
         if context_id is not None:
             context = self.get(sandbox_id, context_id)
             if language is not None and normalize_language(language) != context.language:
@@ -382,6 +410,10 @@ class CodeContexts:
                 )
         else:
             context = await self._default(sandbox_id, normalize_language(language))
+        if envs and context.language not in ENV_LANGUAGES:
+            raise InvalidRequest(
+                f"per-execution envs work in python and bash contexts, not {context.language}"
+            )
         await context.lock.acquire()
         try:
             execution_id = secrets.token_hex(6)
@@ -391,7 +423,13 @@ class CodeContexts:
                     await self._start(context)
                 try:
                     await context.send(
-                        {"op": "execute", "id": execution_id, "code": code, "timeout": timeout}
+                        {
+                            "op": "execute",
+                            "id": execution_id,
+                            "code": code,
+                            "timeout": timeout,
+                            "env": envs or {},
+                        }
                     )
                     break
                 except ContextDied:
@@ -428,6 +466,10 @@ class CodeContexts:
                     checked = _validate(event)
                     if checked is None:
                         continue
+                    if checked["type"] == "result" and CHART_MIME in checked["data"]:
+                        checked["data"], dropped = await asyncio.to_thread(check_bundle, checked["data"])
+                        if dropped:
+                            yield {"type": "stderr", "text": dropped}
                     if checked["type"] == "end":
                         ended = True
                     yield checked

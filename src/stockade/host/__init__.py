@@ -28,6 +28,7 @@ from .files import exchange, random_suffix, resolve_in_root, safe_rmtree, syncfs
 from .locks import acquire, flocked, flocked_async, lock_holders
 from .spawn import Child, spawn
 from .mounts import (
+    detach_sandbox_mounts,
     loop_backing_files,
     loop_released,
     mount_loop,
@@ -35,6 +36,7 @@ from .mounts import (
     mounted,
     mounted_disk,
     mounts_under,
+    mounts_using,
     unmount,
 )
 
@@ -49,6 +51,7 @@ __all__ = [
     "cgroup_parent",
     "cgroup_pids",
     "cgroup_stats",
+    "detach_sandbox_mounts",
     "empty_cgroup",
     "exchange",
     "flocked",
@@ -63,6 +66,7 @@ __all__ = [
     "mounted",
     "mounted_disk",
     "mounts_under",
+    "mounts_using",
     "oom_victim",
     "random_suffix",
     "remove_cgroup",

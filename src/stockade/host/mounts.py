@@ -10,6 +10,7 @@ import ctypes
 import fcntl
 import os
 import re
+import shlex
 import struct
 import subprocess
 import tempfile
@@ -32,6 +33,22 @@ def _mount_points() -> list[str]:
         return [_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), line.split()[4]) for line in f]
 
 
+def detach_sandbox_mounts(keep: Path | None = None) -> str:
+    """A shell snippet for the start of a private mount namespace that outlives a moment (a
+    networked runsc, an image build): lazily detach its copies of every sandbox's mounts but
+    those at or below ``keep``. Such a namespace copies the host's mount table; a copy keeps a
+    sandbox's disk alive after the host unmounts it (the host's mounts are private, so the
+    unmount never reaches the copy), and that sandbox's next start must then wait for the disk
+    rather than mount it twice (``ocidriver.reopen``)."""
+    kept = shlex.quote(str(keep)) if keep is not None else "''"
+    return (
+        f"keep={kept}; "
+        "for m in $(cut -d' ' -f5 /proc/self/mountinfo | grep '/sandboxes/sb' | sort -r); do "
+        'case "$m" in "$keep"|"$keep"/*) [ -n "$keep" ] && continue;; esac; '
+        'umount -l "$m" 2>/dev/null || :; done'
+    )
+
+
 def mounted(path: Path) -> bool:
     """Whether something is mounted exactly at ``path``."""
     return str(path) in _mount_points()
@@ -49,6 +66,22 @@ def mounts_under(prefix: Path) -> list[Path]:
         (len(Path(m).parts), i, Path(m)) for i, m in enumerate(points) if m == real or m.startswith(base)
     ]
     return [m for _, _, m in sorted(found, reverse=True)]
+
+
+def mounts_using(prefix: Path) -> list[Path]:
+    """Mount points (in this mount namespace) whose source options name a path at or below
+    ``prefix``: overlays whose ``lowerdir`` is an image's tree. The options keep the path as it
+    was at mount time, so a tree renamed since is still found under its old name."""
+    real = os.path.realpath(prefix).rstrip("/")
+    named = re.compile(r"(?:^|[=:,])" + re.escape(real) + r"(?:$|[/:,])")
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            _, _, after = line.partition(" - ")
+            options = after.split(" ", 2)[2] if after.count(" ") >= 2 else ""
+            if named.search(_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), options.strip())):
+                found.append(Path(_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), line.split()[4])))
+    return found
 
 
 def unmount(path: Path) -> None:

@@ -12,12 +12,26 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import host
 from .store import ImageError, ImageExists, ImageInfo, ImageStore, Staging, validate_name
 
 Progress = Callable[[str, float | None], None]
 
 SUITE = "bookworm"
-PACKAGES = ("python3", "python3-pip", "bash", "coreutils", "git", "curl", "ca-certificates", "procps")
+#: What the base image holds. Changing this list rebuilds the base image at the next
+#: ``stockade image build`` (``scripts/install``): see :func:`current`. ``python3-pylsp`` serves
+#: Daytona's language-server calls (docs/compat-daytona.md).
+PACKAGES = (
+    "python3",
+    "python3-pip",
+    "bash",
+    "coreutils",
+    "git",
+    "curl",
+    "ca-certificates",
+    "procps",
+    "python3-pylsp",
+)
 USER, USER_ID, HOSTNAME = "user", 1000, "sandbox"
 
 #: Run by mmdebstrap with the new root as "$1", after all packages are installed.
@@ -80,20 +94,33 @@ def build_base_image(
     """
     validate_name(name)
     report: Progress = progress or (lambda stage, fraction: None)
-    if not force and store.exists(name):
-        return store.get(name)
+    if not force and (found := current(store, name, PACKAGES)):
+        store.sweep()  # a tree this image replaced while sandboxes used it, if none does now
+        return found
     _preflight("mmdebstrap", "unshare")
     with store.staging(name) as staging:
-        if not force and store.exists(name):  # built by someone else while we waited
-            return store.get(name)
+        if not force and (found := current(store, name, PACKAGES)):  # built while we waited
+            return found
         report("starting", 0.0)
         rootfs = staging.path / "rootfs"
         _run_mmdebstrap(rootfs, staging, report)
         report("finishing image", 0.98)
         _finish_rootfs(rootfs)
-        info = store.install(name, staging, source=f"mmdebstrap {SUITE}", packages=PACKAGES, replace=force)
+        replace = store.exists(name)  # force, or an image built from an older package list
+        info = store.install(name, staging, source=f"mmdebstrap {SUITE}", packages=PACKAGES, replace=replace)
     report("done", 1.0)
     return info
+
+
+def current(store: ImageStore, name: str, packages: tuple[str, ...]) -> ImageInfo | None:
+    """Image ``name`` if it exists and was built from ``packages``; None when it is missing or
+    when this host's list has changed since (it is then rebuilt in place). An image of that
+    name that was not built here (imported) counts as current whatever it holds."""
+    if not store.exists(name):
+        return None
+    info = store.get(name)
+    built_here = info.source.startswith(("mmdebstrap ", "template "))
+    return info if info.packages == packages or not built_here else None
 
 
 def _preflight(*tools: str) -> None:
@@ -105,9 +132,11 @@ def _preflight(*tools: str) -> None:
 
 
 def _run_mmdebstrap(rootfs: Path, staging: Staging, report: Progress) -> None:
-    # A private mount namespace: mounts made by the build die with it, even if it is killed.
+    # A private mount namespace: mounts made by the build die with it, even if it is killed;
+    # it lets go of its copies of the sandboxes' mounts first (host.detach_sandbox_mounts).
     cmd = [
         "unshare", "--mount", "--propagation", "private",
+        "sh", "-c", host.detach_sandbox_mounts() + '; exec "$@"', "sh",
         "mmdebstrap", "--mode=root", "--variant=apt", f"--include={','.join(PACKAGES)}",
         f"--customize-hook={CUSTOMIZE}", SUITE, str(rootfs),
     ]  # fmt: skip

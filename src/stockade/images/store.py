@@ -35,6 +35,7 @@ _LOCK = ".lock"
 _TMP = ".tmp-"
 _IDMAP = "rootfs-idmap-"
 _TRASH = ".trash-"
+_RETIRED = ".retired-"
 _BUILD = ".build-"
 _PYTHON_CANDIDATES = ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3")
 
@@ -264,13 +265,36 @@ class ImageStore:
         if points:
             raise ImageInUse(f"image {name!r} is in use: mounted at {', '.join(map(str, points))}")
 
+    def sweep(self) -> None:
+        """Delete what interrupted removals left and the replaced trees nothing uses now."""
+        self._sweep_trash()
+
     def _sweep_trash(self) -> None:
+        self._sweep_retired()
         for entry in _listdir(self.root):
             if entry.startswith(_TRASH):
                 try:
                     host.safe_rmtree(self.root / entry)
                 except OSError as e:
                     log.warning("cannot delete %s: %s", self.root / entry, e)
+
+    def _sweep_retired(self) -> None:
+        """Delete the replaced trees of images that no mount uses any more: a running
+        sandbox's overlay names ``<root>/<name>/...`` (the old tree, renamed since, or the new
+        one: either keeps the old tree), so it is deleted only once none names the image."""
+        for entry in _listdir(self.root):
+            name = entry[len(_RETIRED) :].rpartition("-")[0] if entry.startswith(_RETIRED) else ""
+            if not NAME_RE.fullmatch(name) or host.mounts_using(self.root / name):
+                continue
+            trash = self.root / f"{_TRASH}{name}-{host.random_suffix()}"
+            try:
+                os.rename(self.root / entry, trash)
+            except FileNotFoundError:  # swept by another process just now
+                continue
+            except OSError as e:
+                log.warning("cannot delete %s: %s", self.root / entry, e)
+                continue
+            log.info("deleting %s (image %r was replaced and nothing uses it now)", entry, name)
 
     # -- id-mapped copies ----------------------------------------------------------------------
 
@@ -364,8 +388,9 @@ class ImageStore:
         """Write ``image.json`` for ``staging.path/rootfs`` and move it into place as ``name``.
 
         An existing image is swapped out atomically if ``replace`` (raising :class:`ImageInUse`
-        if mounted), else :class:`ImageExists` is raised. The old image is deleted on exit from
-        :meth:`staging`. Without ``config``, the parent's is kept.
+        if something is mounted inside it), else :class:`ImageExists` is raised. The old tree is
+        kept as ``.retired-<name>-<hex>`` while sandboxes' overlays use the image, and deleted by
+        a later build or removal once none does. Without ``config``, the parent's is kept.
         """
         rootfs = staging.path / ROOTFS
         size, files = host.tree_stats(rootfs)
@@ -388,6 +413,8 @@ class ImageStore:
             config=config or None,
             hidden=hidden,
         )
+        if replace:
+            self._copy_idmaps(name, rootfs)
         with open(staging.path / IMAGE_JSON, "w", encoding="utf-8") as f:
             json.dump(info.to_json(), f, indent=2)
             f.write("\n")
@@ -403,7 +430,25 @@ class ImageStore:
             with host.flocked(path / _LOCK):
                 self._check_unmounted(name, path)
                 host.exchange(staging.path, path)
+                # The old tree may be a running sandbox's lower layer: kept aside, not deleted,
+                # until no mount uses the image (deleting it would pull files from under them).
+                os.rename(staging.path, self.root / f"{_RETIRED}{name}-{host.random_suffix()}")
+            self._sweep_trash()
         return info
+
+    def _copy_idmaps(self, name: str, rootfs: Path) -> None:
+        """Give the new tree of ``name`` the id-mapped copies the old one has: an engine that
+        saw ``<name>/rootfs-idmap-<base>`` before the swap mounts it after, and finds it."""
+        for entry in _listdir(self._dir(name)):
+            if (found := re.fullmatch(rf"{_IDMAP}(\d+)", entry)) is None:
+                continue
+            tmp = rootfs.parent / f"{_TMP}{host.random_suffix()}"
+            try:
+                idmap.shift_copy(rootfs, tmp, int(found.group(1)))
+            except idmap.IdOutOfRange:  # made (and refused) at first use, as for a new image
+                host.safe_rmtree(tmp)
+                continue
+            os.rename(tmp, rootfs.parent / entry)
 
 
 def _listdir(path: Path) -> list[str]:

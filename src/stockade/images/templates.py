@@ -13,7 +13,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import ImageBuildError, Progress, _finish_rootfs, _preflight, build_base_image, run_staged
+from .. import host
+from .build import ImageBuildError, Progress, _finish_rootfs, _preflight, build_base_image, current
+from .build import run_staged
 from .store import ImageInfo, ImageStore, Staging, validate_name
 
 
@@ -97,19 +99,20 @@ def build_template(
         raise ImageBuildError(f"no template called {name!r}; choose one of {', '.join(template_names())}")
     validate_name(name)
     report: Progress = progress or (lambda stage, fraction: None)
-    if not force and store.exists(name):
-        return store.get(name)
+    # The base first (built, or rebuilt when its package list changed): a template built on
+    # an older base is rebuilt too, since the packages it records are no longer the base's.
+    base = build_base_image(
+        store,
+        template.base,
+        progress=lambda s, f: report(f"base image: {s}", None if f is None else f * 0.3),
+    )
+    packages = (*base.packages, *template.packages)
+    if not force and (found := current(store, name, packages)):
+        return found
     _preflight("unshare", "chroot", "cp")
-    if not store.exists(template.base):
-        build_base_image(
-            store,
-            template.base,
-            progress=lambda s, f: report(f"base image: {s}", None if f is None else f * 0.3),
-        )
-    base = store.get(template.base)
     with store.staging(name) as staging:
-        if not force and store.exists(name):  # built by someone else while we waited
-            return store.get(name)
+        if not force and (found := current(store, name, packages)):  # built while we waited
+            return found
         rootfs = staging.path / "rootfs"
         report(f"copying the {template.base} image", 0.31)
         _copy_tree(base.rootfs, rootfs)
@@ -121,7 +124,7 @@ def build_template(
                 "private",
                 "sh",
                 "-c",
-                INSTALL_SCRIPT,
+                host.detach_sandbox_mounts() + "\n" + INSTALL_SCRIPT,
                 "sh",
                 str(rootfs),
                 *template.packages,
@@ -139,7 +142,7 @@ def build_template(
                     "private",
                     "sh",
                     "-c",
-                    USER_SCRIPT,
+                    host.detach_sandbox_mounts() + "\n" + USER_SCRIPT,
                     "sh",
                     str(rootfs),
                     *template.user_setup,
@@ -153,8 +156,8 @@ def build_template(
             name,
             staging,
             source=f"template {name} from {template.base}",
-            packages=(*base.packages, *template.packages),
-            replace=force,
+            packages=packages,
+            replace=store.exists(name),
         )
     report("done", 1.0)
     return info

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import select
+import shlex
 import signal
 import subprocess
 import time
 from typing import Any
 
 from .wire import Failure
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class BashExecutor:
@@ -24,6 +28,7 @@ class BashExecutor:
         self.cwd = cwd
         self.workdir = workdir
         self.count = 0
+        self.restore = ""
         self.start()
 
     def start(self) -> None:
@@ -46,7 +51,10 @@ class BashExecutor:
             "set +H +o history\n"
             f'__stockade_end() {{ printf \'\\036{self.token}:%s:%s\\036\' "$1" "$2"; '
             f"printf '\\036{self.token}:%s\\036' \"$1\" >&2; }}\n"
-            '__stockade_cell() { . "$1" </dev/null; __stockade_end "$2" "$?"; }\n'
+            "__stockade_cell() { local __stockade_id=$2 __stockade_undo=$3; "
+            '[ -z "$4" ] || . "$4"; . "$1" </dev/null; local __stockade_rc=$?; '
+            '[ -z "$__stockade_undo" ] || . "$__stockade_undo"; '
+            '__stockade_end "$__stockade_id" "$__stockade_rc"; }\n'
             "__stockade_end 0 0\n"
         )
         self.run_id = "0"
@@ -75,14 +83,23 @@ class BashExecutor:
     def sources(self) -> list[Any]:
         return [self.out_fd, self.err_fd]
 
-    def execute(self, code: str) -> None:
+    def execute(self, code: str, env: dict[str, str] | None = None) -> None:
+        """Source the cell; ``env`` is exported for this cell only: a script run after it
+        (or after an interrupt) gives each variable its earlier value again, or unsets it."""
         self.count += 1
         self.run_id = str(self.count)
         self._reset()
         path = os.path.join(self.workdir, "cell.sh")
         with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
             f.write(code if code.endswith("\n") else code + "\n")
-        self._send(f"__stockade_cell '{path}' {self.run_id}\n")
+        prelude, self.restore = _env_scripts(env or {})
+        setup = restore = ""
+        if prelude:  # separate files, so that the cell's line numbers stay its own
+            setup, restore = (os.path.join(self.workdir, name) for name in ("env.sh", "restore.sh"))
+            for name, text in ((setup, prelude), (restore, self.restore)):
+                with open(name, "w", encoding="utf-8") as f:
+                    f.write(text)
+        self._send(f"__stockade_cell '{path}' {self.run_id} '{restore}' '{setup}'\n")
 
     def read(self, fd: Any) -> list[dict[str, Any]]:
         try:
@@ -135,6 +152,8 @@ class BashExecutor:
         except ProcessLookupError:
             return
         time.sleep(0.05)
+        if self.restore:  # the aborted line skipped it
+            self._send(f". '{os.path.join(self.workdir, 'restore.sh')}'\n")
         self._send(f"__stockade_end {self.run_id} 130\n")
 
     def restart(self) -> None:
@@ -153,6 +172,24 @@ class BashExecutor:
                     stream.close()
                 except OSError:
                     pass
+
+
+def _env_scripts(env: dict[str, str]) -> tuple[str, str]:
+    """Shell lines that export ``env`` and lines that undo it, only if the first ran (an
+    interrupt may come before them, or after the undo). Names are checked; values quoted."""
+    if not env:
+        return "", ""
+    prelude, restore = [], []
+    names = sorted(name for name in env if ENV_NAME.fullmatch(name))
+    for number, (name, value) in enumerate((name, env[name]) for name in names):
+        kept = f"__stockade_env{number}"
+        prelude.append(f"{kept}=${{{name}+set}}; {kept}v=${{{name}-}}; export {name}={shlex.quote(value)}")
+        restore.append(
+            f'  if [ -n "${kept}" ]; then {name}=${kept}v; else unset {name}; fi; unset {kept} {kept}v'
+        )
+    prelude.append("__stockade_envset=1")
+    restore = ['if [ -n "${__stockade_envset-}" ]; then', *restore, "  unset __stockade_envset", "fi"]
+    return "".join(line + "\n" for line in prelude), "".join(line + "\n" for line in restore)
 
 
 def _partial_marker(data: bytes, marker: bytes) -> int:

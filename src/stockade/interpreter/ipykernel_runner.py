@@ -1,4 +1,5 @@
-"""What runs inside the python kernel process: ipykernel, with two fixes.
+"""What runs inside the python kernel process: ipykernel, with two fixes and two additions
+(chart data for figures, :mod:`.charts`; per-cell environment variables).
 
 The kernelspec written by :mod:`.kernel` runs the entry file again with ``--ipykernel``
 (without ``-I``, so the kernel sees the image's ``sys.path`` as any python would); the entry
@@ -13,6 +14,10 @@ import os
 import sys
 from typing import Any
 
+from . import charts
+
+#: The key of an execute request's metadata holding that cell's environment variables.
+ENV_KEY = "stockade_env"
 #: The directory holding this package, which the entry put first on ``sys.path``.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +28,8 @@ def run_ipykernel(argv: list[str]) -> None:
     ipykernel 6.17 (Debian 12) decodes captured fd output strictly, so one invalid byte kills
     the capturing thread and all later output of subprocesses is lost; it also copies that
     output to the kernel's original stdout. This replaces the capturing loop with one that
-    turns invalid bytes into U+FFFD and copies nothing.
+    turns invalid bytes into U+FFFD and copies nothing. The shell gets the chart formatter
+    and the per-cell environment hooks before the kernel starts serving.
     """
     if sys.path and sys.path[0] == ROOT:
         del sys.path[0]
@@ -44,7 +50,36 @@ def run_ipykernel(argv: list[str]) -> None:
     if hasattr(iostream.IOPubThread, "_setup_pipe_out"):
         _pipe_over_ipc(iostream, os.path.dirname(os.path.abspath(argv[argv.index("-f") + 1])))
     sys.argv = [sys.argv[0], *argv]
-    kernelapp.launch_new_instance()
+    app = kernelapp.IPKernelApp.instance()
+    app.initialize(argv)
+    charts.register(app.shell)
+    _per_cell_env(app.kernel, app.shell)
+    app.start()
+
+
+def _per_cell_env(kernel: Any, shell: Any) -> None:
+    """Give a cell the environment variables its request names (metadata ``stockade_env``),
+    for that cell only: afterwards each variable has its earlier value again, or none."""
+    saved: dict[str, str | None] = {}
+
+    def before(info: Any) -> None:
+        env = (kernel.get_parent("shell") or {}).get("metadata", {}).get(ENV_KEY)
+        if isinstance(env, dict):
+            for name, value in env.items():
+                if isinstance(name, str) and isinstance(value, str):
+                    saved.setdefault(name, os.environ.get(name))
+                    os.environ[name] = value
+
+    def after(result: Any) -> None:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        saved.clear()
+
+    shell.events.register("pre_run_cell", before)
+    shell.events.register("post_run_cell", after)
 
 
 def _pipe_over_ipc(iostream: Any, directory: str) -> None:

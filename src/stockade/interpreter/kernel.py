@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from .ipykernel_runner import ENV_KEY
 from .wire import Failure
 
 KERNEL_READY_TIMEOUT = 120.0
@@ -124,7 +125,9 @@ class KernelExecutor:
     def sources(self) -> list[Any]:
         return [self.shell, self.iopub, self.stderr_fd]
 
-    def execute(self, code: str) -> None:
+    def execute(self, code: str, env: dict[str, str] | None = None) -> None:
+        """Send the cell; ``env`` is set for this cell only (python kernels: see
+        ``ipykernel_runner``)."""
         self.done_reply = self.done_idle = False
         self.msg_id = self.km.session.send(
             self.shell,
@@ -139,6 +142,7 @@ class KernelExecutor:
                 "allow_stdin": False,
                 "stop_on_error": False,
             },
+            metadata={ENV_KEY: env} if env else None,
         )["header"]["msg_id"]
 
     def read(self, source: Any) -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 Requests come as JSON lines on stdin::
 
-    {"op": "execute", "id": "e1", "code": "1+1", "timeout": 30}
+    {"op": "execute", "id": "e1", "code": "1+1", "timeout": 30, "env": {"A": "1"}}
     {"op": "interrupt", "id": "e1"}
     {"op": "shutdown"}
 
@@ -122,7 +122,9 @@ class Server:
             alive, why = self.executor.alive()
             if not alive:
                 self.restart_dead()
-            self.executor.execute(str(request.get("code", "")))
+            env = request.get("env")
+            env = {k: v for k, v in env.items() if isinstance(v, str)} if isinstance(env, dict) else {}
+            self.executor.execute(str(request.get("code", "")), env)
         elif op == "interrupt" and self.run is not None and request.get("id") == self.run.id:
             self.stop_run("interrupted")
         elif op == "shutdown":

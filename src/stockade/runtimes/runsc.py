@@ -57,13 +57,15 @@ class RunscDriver(OciDriver):
         return gvisor_compat.mounts(compat)
 
     def launcher(self, spec: SandboxSpec) -> list[str]:
-        # runsc 2022-12 takes "/proc/sys/net/core/rmem_default exists" to mean "this is the
-        # host's network namespace" and then refuses --network=sandbox; on kernels >= 6.x that
-        # file exists in every namespace. The engine's namespace never is the host's, so run
-        # runsc in a private mount namespace where /proc/sys/net is hidden (only runsc's own
-        # processes see that; the sandbox has its own /proc).
-        if spec.network is None:
-            return []
+        # runsc runs in a private mount namespace of its own, made without the other
+        # sandboxes' mounts: its sandbox and gofer processes copy the table they start from and
+        # keep it for the sandbox's life, which would keep every other sandbox's disk busy after
+        # its unmount (host.detach_sandbox_mounts). With a network, /proc/sys/net is hidden there
+        # too: runsc 2022-12 takes "/proc/sys/net/core/rmem_default exists" to mean "this is the
+        # host's network namespace" and refuses --network=sandbox; on kernels >= 6.x that file
+        # exists in every namespace (only runsc's own processes see the change; the sandbox has
+        # its own /proc).
+        hide = "; mount -t tmpfs -o size=4k,mode=555 stockade-hide /proc/sys/net" if spec.network else ""
         return [
             "unshare",
             "--mount",
@@ -71,7 +73,7 @@ class RunscDriver(OciDriver):
             "private",
             "sh",
             "-c",
-            'mount -t tmpfs -o size=4k,mode=555 stockade-hide /proc/sys/net && exec "$@"',
+            host.detach_sandbox_mounts(spec.directory) + hide + ' && exec "$@"',
             "sh",
         ]
 

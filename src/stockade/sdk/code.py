@@ -27,6 +27,7 @@ MIME_FIELDS = {
     "text/latex": "latex",
     "application/json": "json",
     "application/javascript": "javascript",
+    "application/vnd.stockade.chart+json": "chart",
 }
 
 
@@ -47,6 +48,8 @@ class Result:
     latex: str | None = None
     json: Any = None
     javascript: str | None = None
+    #: Structured data of a matplotlib figure (docs/code-interpreter.md, "Charts").
+    chart: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     is_main_result: bool = False
 
@@ -156,9 +159,12 @@ async def run_code(
     on_result: Callback | None = None,
     on_error: Callback | None = None,
     timeout: float | None = 300.0,
+    envs: dict[str, str] | None = None,
 ) -> Execution:
     """POST the cell and fold the event stream into an :class:`Execution`."""
     body: dict[str, Any] = {"code": code}
+    if envs:
+        body["envs"] = envs
     if language is not None:
         body["language"] = language
     if context is not None:

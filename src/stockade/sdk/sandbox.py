@@ -325,9 +325,11 @@ class AsyncSandbox:
         on_result: _code.Callback | None = None,
         on_error: _code.Callback | None = None,
         timeout: float | None = 300.0,
+        envs: dict[str, str] | None = None,
     ) -> _code.Execution:
         """Run a cell in ``context`` (default: this sandbox's context for ``language``,
         ``python`` unless said, started on first use) and return its :class:`Execution`.
+        ``envs`` are environment variables of this cell only (python and bash contexts).
 
         Callbacks see output as it comes (text for stdout/stderr, :class:`Result`,
         :class:`ExecutionError`). Past ``timeout`` seconds the cell is interrupted and
@@ -343,6 +345,7 @@ class AsyncSandbox:
             on_result=on_result,
             on_error=on_error,
             timeout=timeout,
+            envs=envs,
         )
 
     async def create_code_context(self, language: str | None = None, cwd: str | None = None) -> _code.Context:

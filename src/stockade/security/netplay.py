@@ -148,8 +148,10 @@ class Playground:
             ):
                 subprocess.run(cmd.split(), check=True, capture_output=True)
             code = SERVER.replace("PORT_UDP", str(UDP_PORT)).replace("PORT_TCP", str(TCP_PORT))
+            # nsenter, not 'ip netns exec': that makes a mount namespace too, whose copies of
+            # the sandboxes' disks would keep them busy after their unmount.
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, sys.executable, "-c", code, json.dumps(self.names)],
+                ["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-c", code, json.dumps(self.names)],
                 stdout=subprocess.PIPE,
             )
             assert self.proc.stdout is not None

@@ -15,7 +15,8 @@ import pytest
 
 INTERPRETER = Path(__file__).resolve().parents[3] / "src" / "stockade" / "interpreter"
 #: What a kernel context may import lazily: the Jupyter stack of the code-interpreter template.
-KERNEL_STACK = {"zmq", "jupyter_client", "ipykernel"}
+#: (``charts`` registers a figure formatter inside the kernel: IPython, traitlets, matplotlib.)
+KERNEL_STACK = {"zmq", "jupyter_client", "ipykernel", "IPython", "traitlets", "matplotlib"}
 
 
 @pytest.mark.parametrize(

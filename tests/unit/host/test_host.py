@@ -86,3 +86,27 @@ def test_a_failing_host_command_is_a_driver_error_with_what_it_printed() -> None
     with pytest.raises(DriverError, match="No such file or directory"):
         asyncio.run(host.run("ls", "/nonexistent-stockade-path"))
     assert asyncio.run(host.run("echo", "ok")) == "ok\n"
+
+
+def test_a_private_namespace_lets_go_of_other_sandboxes_disks(tmp_path: Path) -> None:
+    """A long-lived private mount namespace (a networked runsc, an image build) would keep a
+    copy of every sandbox's mount alive after the host unmounts it; its start snippet detaches
+    them, all but its own sandbox's."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root (mounts)")
+    own, other = tmp_path / "sandboxes" / "sbown", tmp_path / "sandboxes" / "sbother"
+    for d in (own / "disk", other / "disk"):
+        d.mkdir(parents=True)
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(d)], check=True)
+    try:
+        for keep, expected in ((own, {own / "disk"}), (None, set())):
+            seen = subprocess.run(
+                ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                 host.detach_sandbox_mounts(keep) + "; cut -d' ' -f5 /proc/self/mountinfo"],
+                check=True, capture_output=True, text=True,
+            ).stdout.split()  # fmt: skip
+            assert {Path(m) for m in seen if m.startswith(str(tmp_path))} == expected, keep
+        assert host.mounted(own / "disk") and host.mounted(other / "disk")  # the host's stay
+    finally:
+        for d in (own / "disk", other / "disk"):
+            host.unmount(d)

@@ -183,9 +183,13 @@ def test_replace_swaps_atomically_and_cleans_up(store: ImageStore, outside: Path
     add_image(store, "base", outside)
     old = store.idmapped_rootfs("base", BASE)
     first = os.stat(store.root / "base" / "rootfs").st_ino
+    first_copy = os.stat(old).st_ino
     add_image(store, "base", outside, replace=True)
     assert os.stat(store.root / "base" / "rootfs").st_ino != first
-    assert not old.exists()  # id-mapped copies of the old image went with it
+    # The old id-mapped copy went with the old image; the new image has its own, made before
+    # the swap, so a path an engine looked up just before it still leads somewhere after.
+    assert os.stat(old).st_ino != first_copy
+    assert os.stat(old / "home/user/notes").st_uid == BASE + 1000
     assert [e for e in os.listdir(store.root) if not e.endswith(".lock")] == ["base"]
 
 

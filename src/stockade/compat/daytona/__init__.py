@@ -10,6 +10,7 @@ from . import (
     git,
     gitconfig,
     interpreter,
+    lsp,
     previews,
     process,
     pty,
@@ -41,6 +42,7 @@ for _module in (
     git,
     gitconfig,
     system,
+    lsp,
     unsupported,
 ):
     router.include_router(_module.router, include_in_schema=False)

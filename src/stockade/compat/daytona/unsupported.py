@@ -74,7 +74,6 @@ API_FEATURES: list[tuple[str, str, str]] = [
     ),
 ]
 TOOLBOX_FEATURES: list[tuple[str, str, str]] = [
-    (r"lsp/.*", "language servers", "language servers (LSP) are not supported yet"),
     (r"computeruse/.*", "computer use", "computer use needs a desktop, which sandboxes here do not have"),
     (r"git/history", "git history", "not supported yet: run `git log` with process.exec"),
     (

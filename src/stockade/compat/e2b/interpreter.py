@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...engine import EngineError
 from ...engine.interpreter import CodeContexts
+from ...interpreter.charts import MIME as CHART_MIME
 from . import gate
 from .gate import E2BError
 
@@ -30,6 +31,7 @@ MIME_KEYS = {
     "text/latex": "latex",
     "application/json": "json",
     "application/javascript": "javascript",
+    CHART_MIME: "chart",
 }
 
 
@@ -104,14 +106,12 @@ async def execute(request: Request, body: Execute) -> StreamingResponse:
     where = await gate.target(request, TOKENS)
     if body.context_id and body.language:
         raise E2BError(400, "give context_id or language, not both")
-    if body.env_vars:
-        raise E2BError(
-            400,
-            "per-execution env_vars are not supported by Stockade's code "
-            "contexts; set envs when creating the sandbox",
-        )
     events = await contexts(request, where).execute(
-        where.sandbox_id, body.code, language=body.language, context_id=body.context_id
+        where.sandbox_id,
+        body.code,
+        language=body.language,
+        context_id=body.context_id,
+        envs=body.env_vars,
     )
     await anext(events)  # "start": from here on, closing the stream releases the context
     return StreamingResponse(_ndjson(events), media_type="application/x-ndjson")

@@ -45,6 +45,7 @@ class Execute(Strict):
     language: str | None = Language
     context_id: str | None = Field(default=None, min_length=1, max_length=64)
     timeout: float | None = Field(default=None, gt=0, le=86400)
+    envs: dict[str, str] | None = Field(default=None, max_length=1000)
 
 
 @router.post(
@@ -61,7 +62,12 @@ async def execute(sandbox_id: str, body: Execute, ctx: ContextsDep) -> Streaming
     Without ``context_id`` the sandbox's default context for ``language`` (python) is used,
     started on first use."""
     events = await ctx.execute(
-        sandbox_id, body.code, language=body.language, context_id=body.context_id, timeout=body.timeout
+        sandbox_id,
+        body.code,
+        language=body.language,
+        context_id=body.context_id,
+        timeout=body.timeout,
+        envs=body.envs,
     )
     return await stream_events(events, failure="failure")
 
