@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
 
-from stockade import Sandbox, SandboxNotFound
+from stockade import Sandbox, SandboxNotFound, StockadeError
 from stockade.engine.hostcheck import find_leaks
 
 from tests.conftest import Daemon, needs_root
@@ -97,3 +101,40 @@ def test_reboot_turns_running_workspaces_into_stopped(own_daemon: Daemon) -> Non
     again = Sandbox.connect(ws.id, **where)
     assert again.files.read("/home/user/c.txt") == "survives"
     again.close()
+
+
+def test_a_daemon_killed_mid_kill_finishes_the_kill_at_restart(own_daemon: Daemon) -> None:
+    """SIGKILL of the daemon while it kills a workspace (its files half removed): the restart
+    must not bring the sandbox back (stopped, or "archived" with no archive once its disk
+    image went); it finishes the kill, ends it as killed and leaves nothing behind."""
+    where = {"data_dir": own_daemon.data_dir}
+    ws = Sandbox.create(isolation="container", persistence="workspace", **where)
+    ws.files.write("/home/user/d.txt", "doomed")
+    record = own_daemon.data_dir / "sandboxes" / ws.id / "state.json"
+
+    def kill() -> None:
+        with contextlib.suppress(StockadeError, httpx.HTTPError):  # its daemon dies meanwhile
+            ws.kill()
+
+    killer = threading.Thread(target=kill, daemon=True)
+    killer.start()
+    deadline = time.monotonic() + 30
+    while '"state": "killing"' not in _read(record):  # recorded before the runtime is touched
+        assert time.monotonic() < deadline and killer.is_alive(), "the kill was never recorded"
+        time.sleep(0.0005)
+    own_daemon.stop(signal.SIGKILL)
+    killer.join(30)
+    own_daemon.start()
+
+    assert ws.id not in {s.id for s in Sandbox.list(**where)}
+    with pytest.raises(SandboxNotFound):
+        Sandbox.connect(ws.id, **where)
+    assert Sandbox.get_end(ws.id, **where).reason == "killed"
+    assert not (own_daemon.data_dir / "sandboxes" / ws.id).exists()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""

@@ -218,7 +218,8 @@ class Engine:
             else:
                 await self._destroy_unknown(directory)
                 if record.state != "creating":  # a create the caller never saw succeed
-                    self._bury(record, "timeout" if record.expires_at <= now else "host_lost")
+                    lost = "timeout" if record.expires_at <= now else "host_lost"
+                    self._bury(record, "killed" if record.state == "killing" else lost)
         for tier, driver in self.drivers.items():
             for orphan in await driver.known_ids() - set(self._records):
                 await self._destroy_unknown(self.sandbox_dir / orphan)
@@ -348,6 +349,8 @@ class Engine:
             # From here on the sandbox is no longer running for anyone who asks (streams that
             # end as its channel closes see it going, not "running"); a failed kill restores it.
             previous, record.state = record.state, "killing"
+            with contextlib.suppress(OSError):
+                record.save()  # an engine that dies mid-kill finishes it at its restart (recover)
             try:
                 await self.lifecycle.settled(sandbox_id)
                 if timer := self._timers.pop(sandbox_id, None):
@@ -359,6 +362,8 @@ class Engine:
                     await self.net.detach(sandbox_id)
             except BaseException:
                 record.state = previous
+                with contextlib.suppress(OSError):
+                    record.save()
                 raise
             del self._records[sandbox_id]
             self._bury(record, reason, message)

@@ -465,8 +465,10 @@ class Lifecycle:
 
         A running workspace whose sandbox vanished (host reboot) and a frozen sandbox whose
         container vanished become stopped; a checkpointed one stays paused if its checkpoint
-        is on disk. Ephemeral sandboxes that are not paused are not kept.
+        is on disk. Ephemeral sandboxes that are not paused are not kept, nor one being killed.
         """
+        if record.state == "killing":  # the engine died mid-kill, its files half removed: finish it
+            return False
         driver = self.engine.drivers.get(record.tier)
         expired = record.expires_at <= time.time()
         stops = (

@@ -1,5 +1,5 @@
 """Privileged host operations, in one place: mounts and loop devices, sandbox disks, cgroups,
-file locks, ownership shifts, host commands, the reaper of the runtimes' orphans and the
+file locks, ownership shifts, host commands and child processes, the reaper of the runtimes' orphans and the
 microVM jailer (``jail.py``, a standalone program).
 
 Everything here needs root on the host and knows nothing of sandboxes beyond paths, ids and
@@ -26,6 +26,7 @@ from .disks import make_disk
 from .errors import HostError
 from .files import exchange, random_suffix, resolve_in_root, safe_rmtree, syncfs, tree_stats, unshift_owners
 from .locks import acquire, flocked, flocked_async, lock_holders
+from .spawn import Child, spawn
 from .mounts import (
     detach_sandbox_mounts,
     loop_backing_files,
@@ -41,6 +42,7 @@ from .mounts import (
 
 __all__ = [
     "CGROUP_ROOT",
+    "Child",
     "HostError",
     "Stats",
     "acquire",
@@ -71,6 +73,7 @@ __all__ = [
     "resolve_in_root",
     "run",
     "safe_rmtree",
+    "spawn",
     "syncfs",
     "tree_stats",
     "unmount",

@@ -6,13 +6,13 @@ logged) in one place. Errors carry the command and its stderr.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ctypes
 import json
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from ..host.spawn import run_child
 
 NETNS_DIR = Path("/run/netns")
 
@@ -23,25 +23,13 @@ class NetError(Exception):
 
 async def run(*argv: str, stdin: str | None = None, timeout: float = 30) -> str:
     """Run a command (with ``stdin`` text); return stdout or raise :class:`NetError`."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    code, out, err = await run_child(
+        *argv, stdin=stdin.encode() if stdin is not None else None, timeout=timeout
     )
-    try:
-        out, err = await asyncio.wait_for(
-            proc.communicate(stdin.encode() if stdin is not None else None), timeout
-        )
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
-    if proc.returncode != 0:
+    if code != 0:
         message = (err or out).decode(errors="replace").strip()
         detail = f"\n{stdin.strip()[:2000]}" if stdin else ""
-        raise NetError(f"{' '.join(argv[:4])} failed ({proc.returncode}): {message}{detail}")
+        raise NetError(f"{' '.join(argv[:4])} failed ({code}): {message}{detail}")
     return out.decode(errors="replace")
 
 

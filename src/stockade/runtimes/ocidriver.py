@@ -160,16 +160,14 @@ class OciDriver(RuntimeDriver):
         """Run the runtime with ``args`` to start ``spec``'s sandbox; its output goes to the
         agent log. Returns its exit code."""
         with open(spec.directory / "agent.log", "ab") as log:
-            proc = await asyncio.create_subprocess_exec(
-                *self.launcher(spec),
-                self.binary,
-                *self.global_flags(spec),
-                *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
+            child = host.spawn(
+                *self.launcher(spec), self.binary, *self.global_flags(spec), *args, stdout=log, stderr=log
             )
-            return await proc.wait()
+        try:
+            return await child.wait()
+        except BaseException:
+            await child.stop()
+            raise
 
     async def await_agent(self, spec: SandboxSpec) -> None:
         """Wait until the agent answers; keep that channel for the first :meth:`connect`."""
