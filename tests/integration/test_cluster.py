@@ -201,7 +201,6 @@ def test_the_sdk_with_tenant_keys_works_through_either_replica(cluster: Cluster)
         other.files.write("/home/user/back.bin", b"\x00\xffbinary")
         assert sb.files.read("/home/user/back.bin", format="bytes") == b"\x00\xffbinary"
         assert [s.id for s in Sandbox.list(api_url=urls[1], api_key=keys["acme"])] == [sb.sandbox_id]
-        other.close()
 
         # Another tenant reaches it through neither replica, by no route.
         for url in urls:
