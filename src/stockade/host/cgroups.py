@@ -66,7 +66,11 @@ def cgroup_pids(relative: str) -> set[int]:
     """Every process in the cgroup ``relative`` or below it, in any hierarchy."""
     pids: set[int] = set()
     for d in cgroup_dirs(relative):
-        for procs in [d / "cgroup.procs", *d.rglob("*/cgroup.procs")]:
+        try:
+            nested = list(d.rglob("*/cgroup.procs"))
+        except OSError:  # removed meanwhile (a sandbox stopping): nothing left in it
+            continue
+        for procs in [d / "cgroup.procs", *nested]:
             try:
                 pids.update(int(x) for x in procs.read_text().split())
             except (OSError, ValueError):

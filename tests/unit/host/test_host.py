@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,3 +111,18 @@ def test_a_private_namespace_lets_go_of_other_sandboxes_disks(tmp_path: Path) ->
     finally:
         for d in (own / "disk", other / "disk"):
             host.unmount(d)
+
+
+def test_the_pids_of_a_cgroup_removed_meanwhile_are_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A sandbox's cgroup may vanish between finding it and reading it (its stop): no pids, no
+    error (CI saw FileNotFoundError escape from a fault-injection lookup)."""
+    from stockade.host import cgroups
+
+    class Vanishing(type(tmp_path)):  # type: ignore[misc]
+        def rglob(self, pattern: str) -> Any:
+            raise FileNotFoundError(2, "No such file or directory", str(self))  # removed mid-walk
+
+    monkeypatch.setattr(cgroups, "cgroup_dirs", lambda relative: [Vanishing(tmp_path / "gone")])
+    assert host.cgroup_pids("stockade-x/sb0") == set()
