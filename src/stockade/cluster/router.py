@@ -20,12 +20,10 @@ import logging
 import time
 from typing import Any, Callable, TypeVar
 
-import sqlalchemy.exc
-
 from ..engine import Conflict, EngineError, NotFound, SandboxNotFound, SandboxUnavailable
 from ..engine import errors as engine_errors
 from ..models import SandboxInfo, SandboxSpec
-from ..server.store import StoreUnavailable
+from ..server.store import STORE_DOWN, StoreUnavailable
 from .host import Failure, HostInfo
 from .node import NAMESPACE, actor_name
 from .placement import Placer, Reservation
@@ -93,7 +91,7 @@ class ClusterSandboxes:
         (``store_unavailable``), as for the control plane's store."""
         try:
             return await asyncio.to_thread(fn, *args)
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+        except STORE_DOWN as exc:
             log.warning("cluster state call %s failed: %s", getattr(fn, "__name__", fn), exc.orig)
             raise StoreUnavailable(
                 "the cluster's database did not answer, so the request did not complete: retry it in a moment"

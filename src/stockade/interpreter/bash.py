@@ -31,11 +31,11 @@ class BashExecutor:
         self.restore = ""
         self.start()
 
-    def start(self) -> None:
-        self.token = os.urandom(8).hex()
-        env = {**os.environ, "PS1": "", "PS2": "", "PROMPT_COMMAND": "", "HISTFILE": "/dev/null"}
+    def _spawn(self, argv: list[str], env: dict[str, str]) -> None:
+        """Start the interpreter process in a session of its own, its output read without
+        blocking."""
         self.proc = subprocess.Popen(
-            ["bash", "--norc", "--noprofile", "--noediting", "-i"],
+            argv,
             cwd=self.cwd,
             env=env,
             stdin=subprocess.PIPE,
@@ -47,6 +47,11 @@ class BashExecutor:
         self.out_fd, self.err_fd = self.proc.stdout.fileno(), self.proc.stderr.fileno()
         for fd in (self.out_fd, self.err_fd):
             os.set_blocking(fd, False)
+
+    def start(self) -> None:
+        self.token = os.urandom(8).hex()
+        env = {**os.environ, "PS1": "", "PS2": "", "PROMPT_COMMAND": "", "HISTFILE": "/dev/null"}
+        self._spawn(["bash", "--norc", "--noprofile", "--noediting", "-i"], env)
         self._send(
             "set +H +o history\n"
             f'__stockade_end() {{ printf \'\\036{self.token}:%s:%s\\036\' "$1" "$2"; '

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 from typing import Any
 
 from .bash import BashExecutor
@@ -51,19 +50,7 @@ class NodeExecutor(BashExecutor):
         with open(driver, "w", encoding="utf-8") as f:
             f.write(SOURCE)
         self.token = os.urandom(8).hex()
-        self.proc = subprocess.Popen(
-            [node, driver, self.language],
-            cwd=self.cwd,
-            env={**os.environ, "STOCKADE_MARK": self.token},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
-        self.out_fd, self.err_fd = self.proc.stdout.fileno(), self.proc.stderr.fileno()
-        for fd in (self.out_fd, self.err_fd):
-            os.set_blocking(fd, False)
+        self._spawn([node, driver, self.language], {**os.environ, "STOCKADE_MARK": self.token})
         self.run_id = "0"
         self._reset()
         self._await_ready(self.language, START_SECONDS)

@@ -18,14 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-import sqlalchemy.exc
-
 from ..engine import Conflict, Engine, NotFound, QuotaExceeded, SandboxNotFound
 from ..models import ForkResult, ForkSpec, ResizeSpec, SandboxInfo, SandboxSpec, VolumeInfo
 from .auth import ADMIN_TENANT, LOCAL, KeyCache, Principal, hash_key, same_secret
 from .metrics import Metrics
 from .settings import Quotas, ServerSettings
-from .store import OwnedSandbox, Store, StoreUnavailable, Tenant
+from .store import STORE_DOWN, OwnedSandbox, Store, StoreUnavailable, Tenant
 
 log = logging.getLogger("stockade.server")
 T = TypeVar("T")
@@ -237,7 +235,7 @@ class ControlPlane(Control):
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+        except STORE_DOWN as exc:
             log.warning("store call %s failed: %s", getattr(fn, "__name__", fn), exc.orig)
             raise StoreUnavailable(
                 "the store (database) did not answer, so the request did not complete: retry it in a moment"

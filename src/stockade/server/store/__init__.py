@@ -5,6 +5,15 @@ the schema is kept by Alembic migrations (``migrations/``), applied at start.
 """
 
 from .schema import ApiKey, AuditEvent, OwnedSandbox, Tenant
-from .store import Store, StoreUnavailable, database_url
+from .store import STORE_DOWN, Store, StoreUnavailable, database_url
 
-__all__ = ["ApiKey", "AuditEvent", "OwnedSandbox", "Store", "StoreUnavailable", "Tenant", "database_url"]
+__all__ = [
+    "STORE_DOWN",
+    "ApiKey",
+    "AuditEvent",
+    "OwnedSandbox",
+    "Store",
+    "StoreUnavailable",
+    "Tenant",
+    "database_url",
+]

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from alembic import command
 from alembic.config import Config
+import sqlalchemy.exc
 from sqlalchemy import create_engine, delete, event, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +26,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 #: The PostgreSQL advisory lock that serialises migrations ("stockade" in ASCII, truncated).
 MIGRATION_LOCK = 0x73746F636B616465
 QUOTA_FIELDS = ("max_sandboxes", "max_vcpu", "max_memory_mb", "max_lifetime", "max_disk_mb")
+
+
+#: What a store call raises when the database does not answer (down, restarting, locked).
+STORE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
 
 
 class StoreUnavailable(EngineError):
